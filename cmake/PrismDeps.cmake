@@ -1,0 +1,12 @@
+# Third-party lookups (see the README's dependency list; all are Debian packages).
+find_package(Threads REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(msgpack CONFIG REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+if(NOT EXISTS /usr/include/asio.hpp AND NOT ASIO_INCLUDE_DIR)
+  find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
+endif()
+if(PRISM_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+endif()

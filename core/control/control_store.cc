@@ -1,0 +1,31 @@
+#include "control/control_store.h"
+
+#include "base/ids.h"
+
+namespace prism {
+
+JobId ControlStore::AddJob(pid_t driver_pid) {
+  JobId id = JobIdFromInt(next_job_++);
+  jobs_[id] = JobRecord{id, driver_pid, std::chrono::system_clock::now(), true};
+  return id;
+}
+
+void ControlStore::FinishJob(const JobId& job) {
+  auto it = jobs_.find(job);
+  if (it != jobs_.end()) it->second.alive = false;
+}
+
+const JobRecord* ControlStore::FindJob(const JobId& job) const {
+  auto it = jobs_.find(job);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+void ControlStore::AddNode(NodeRecord node) { nodes_[node.id] = std::move(node); }
+
+size_t ControlStore::alive_jobs() const {
+  size_t n = 0;
+  for (const auto& [id, j] : jobs_) n += j.alive ? 1 : 0;
+  return n;
+}
+
+}  // namespace prism

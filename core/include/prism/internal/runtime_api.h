@@ -1,0 +1,63 @@
+// The non-template entry points that prism's header templates call. Not for direct use.
+#pragma once
+
+#include <prism/ids.h>
+#include <prism/options.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace prism::internal {
+
+/// Where an object's owner (the core worker that created it) listens.
+struct OwnerAddress {
+  std::string socket_path;
+  std::string worker_id;  // binary WorkerId
+  std::string node_id;    // binary NodeId
+};
+
+/// One live reference to an object. ObjectRef<T> copies share one handle; the runtime counts
+/// handles, and frees the owner's copy of the value when the last handle of an id goes.
+class RefHandle {
+ public:
+  RefHandle(ObjectId id, OwnerAddress owner, uint64_t runtime_generation)
+      : id_(id), owner_(std::move(owner)), generation_(runtime_generation) {}
+  ~RefHandle();
+  RefHandle(const RefHandle&) = delete;
+  RefHandle& operator=(const RefHandle&) = delete;
+  const ObjectId& id() const { return id_; }
+  const OwnerAddress& owner() const { return owner_; }
+
+ private:
+  ObjectId id_;
+  OwnerAddress owner_;
+  uint64_t generation_;
+};
+using RefPtr = std::shared_ptr<RefHandle>;
+
+/// A task argument: a msgpack-encoded value, or a reference resolved before the task runs.
+struct SerializedArg {
+  RefPtr ref;
+  std::string value;
+};
+
+/// Submits a task; returns the handle of its single return object.
+RefPtr SubmitTask(const std::string& function, std::vector<SerializedArg> args,
+                  const TaskOptions& options);
+/// Stores an encoded value owned by this process.
+RefPtr Put(std::string data);
+/// A handle for a ref that arrived inside a value (a borrowed ref).
+RefPtr MakeRef(const ObjectId& id, OwnerAddress owner);
+/// The encoded values of `refs`, in order; throws prism's typed errors. timeout_ms < 0 waits
+/// forever.
+std::vector<std::shared_ptr<const std::string>> GetEncoded(const std::vector<const RefHandle*>& refs,
+                                                           int64_t timeout_ms);
+/// Which of `refs` are ready once `num_returns` are or the timeout passed.
+std::vector<bool> WaitReady(const std::vector<const RefHandle*>& refs, size_t num_returns,
+                            int64_t timeout_ms);
+/// Throws InvalidArgumentError unless prism::Init() ran in this process.
+void CheckInitialized();
+
+}  // namespace prism::internal

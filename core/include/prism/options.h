@@ -1,0 +1,46 @@
+// Options for prism::Init() and for tasks.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace prism {
+
+/// How prism::Init() finds or starts its cluster.
+struct InitOptions {
+  /// Empty: start an embedded node daemon (a child process) that lives as long as this driver.
+  /// "auto" or a session directory: join a daemon started by `prism start --head`.
+  std::string address;
+  /// CPUs the embedded daemon offers; 0 means the machine's hardware threads.
+  double num_cpus = 0;
+  /// Custom resources the embedded daemon offers, e.g. {{"accelerator", 2}}.
+  std::map<std::string, double> resources;
+  /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
+  /// warn, error, off. Empty means $PRISM_LOG_LEVEL or "warn".
+  std::string log_level;
+};
+
+/// Per-task options, as in Ray's `.options(...)`.
+struct TaskOptions {
+  /// CPUs the task holds while it runs (fractions allowed).
+  double num_cpus = 1;
+  /// Custom resources the task holds while it runs.
+  std::map<std::string, double> resources;
+  /// How often the task is re-run after its worker died (not after the function threw).
+  /// -1 retries forever.
+  int max_retries = 3;
+  /// A name for logs and errors; defaults to the function's name.
+  std::string name;
+};
+
+/// Counters this process's runtime keeps, for diagnostics and tests.
+struct RuntimeStats {
+  uint64_t tasks_submitted = 0;
+  uint64_t tasks_retried = 0;
+  uint64_t leases_requested = 0;
+  uint64_t leases_granted = 0;
+  uint64_t leases_returned = 0;
+};
+
+}  // namespace prism

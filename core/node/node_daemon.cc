@@ -1,0 +1,605 @@
+#include "node/node_daemon.h"
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "base/process_info.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+namespace prism {
+namespace {
+
+std::string DescribeExit(int wait_status) {
+  if (WIFEXITED(wait_status)) return "exited with code " + std::to_string(WEXITSTATUS(wait_status));
+  if (WIFSIGNALED(wait_status)) {
+    return std::string("killed by signal ") + std::to_string(WTERMSIG(wait_status)) + " (" +
+           strsignal(WTERMSIG(wait_status)) + ")";
+  }
+  return "ended (status " + std::to_string(wait_status) + ")";
+}
+
+Result<ResourceSet> ShapeFromProto(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& rs) {
+  std::map<std::string, int64_t> milli;
+  for (const auto& r : rs) {
+    if (milli.count(r.name()) > 0) {
+      return Status::InvalidArgument("resource '" + r.name() + "' appears twice");
+    }
+    milli[r.name()] = r.milli();
+  }
+  return ResourceSet::FromMilli(milli);
+}
+
+}  // namespace
+
+std::string DaemonSocketPath(const std::string& session_dir) { return session_dir + "/daemon.sock"; }
+
+NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLauncher& launcher)
+    : io_(io),
+      config_(std::move(config)),
+      launcher_(launcher),
+      node_id_(RandomUniqueId()),
+      signals_(io) {
+  if (config_.max_workers <= 0) {
+    config_.max_workers = static_cast<int>(4 * config_.resources.Get(kCpu) / kMilli) + 4;
+  }
+  available_ = config_.resources;
+}
+
+NodeDaemon::~NodeDaemon() { Stop(); }
+
+Status NodeDaemon::Start() {
+  std::error_code fec;
+  std::filesystem::create_directories(config_.session_dir, fec);
+  if (fec) return Status::IOError("cannot create " + config_.session_dir + ": " + fec.message());
+  ::chmod(config_.session_dir.c_str(), 0700);
+  socket_path_ = DaemonSocketPath(config_.session_dir);
+  ::unlink(socket_path_.c_str());
+  acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+  asio::error_code ec;
+  asio::local::stream_protocol::endpoint ep(socket_path_);
+  acceptor_->open(ep.protocol(), ec);
+  if (!ec) acceptor_->bind(ep, ec);
+  if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::IOError("cannot listen on " + socket_path_ + ": " + ec.message());
+  control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
+  WatchSignals();
+  WatchLifeline();
+  Accept();
+  PRISM_LOG_INFO("node {} listening on {} with {}", node_id_.Hex(), socket_path_,
+                 config_.resources.ToString());
+  if (config_.ready_fd >= 0) {
+    char ok = 'R';
+    if (::write(config_.ready_fd, &ok, 1) != 1) PRISM_LOG_WARN("cannot signal readiness");
+    ::close(config_.ready_fd);
+    config_.ready_fd = -1;
+  }
+  return Status::OK();
+}
+
+void NodeDaemon::WatchSignals() {
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  signals_.add(SIGCHLD);
+  signals_.async_wait([this](const asio::error_code& ec, int sig) {
+    if (ec || stopped_) return;
+    if (sig == SIGCHLD) {
+      ReapChildren();
+      WatchSignals();
+      return;
+    }
+    PRISM_LOG_INFO("signal {}: stopping", sig);
+    Stop();
+  });
+}
+
+void NodeDaemon::WatchLifeline() {
+  if (config_.lifeline_fd < 0) return;
+  if (!lifeline_) lifeline_ = std::make_unique<asio::posix::stream_descriptor>(io_, config_.lifeline_fd);
+  auto buf = std::make_shared<std::array<char, 64>>();
+  lifeline_->async_read_some(asio::buffer(*buf), [this, buf](const asio::error_code& ec, size_t) {
+    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      PRISM_LOG_INFO("the driver that started this daemon is gone: stopping");
+      Stop();
+      return;
+    }
+    WatchLifeline();
+  });
+}
+
+void NodeDaemon::Accept() {
+  acceptor_->async_accept([this](const asio::error_code& ec, rpc::UnixSocket sock) {
+    if (stopped_) return;
+    if (ec) {
+      PRISM_LOG_WARN("accept: {}", ec.message());
+      if (ec != asio::error::operation_aborted) Accept();
+      return;
+    }
+    auto conn = rpc::Connection::Create(std::move(sock), config_.max_frame_bytes);
+    conns_[conn] = Peer{};
+    conn->user_data = &conns_[conn];
+    conn->Start([this](rpc::Connection& c, rpc::Envelope& m) { OnMessage(c, m); },
+                [this](rpc::Connection& c, const Status& st) { OnClosed(c, st); });
+    Accept();
+  });
+}
+
+void NodeDaemon::SendError(rpc::Connection& conn, uint64_t request_id, const Status& st) {
+  rpc::Envelope env;
+  env.mutable_error()->set_request_id(request_id);
+  env.mutable_error()->set_code(static_cast<uint32_t>(st.code()));
+  env.mutable_error()->set_message(st.message());
+  conn.Send(env);
+}
+
+void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
+  auto* peer = static_cast<Peer*>(conn.user_data);
+  if (peer == nullptr) return;
+  if (peer->role == rpc::ROLE_UNSPECIFIED) {
+    rpc::Envelope reply;
+    Status st = msg.has_hello() ? HandleHello(conn, msg.hello(), reply.mutable_welcome())
+                                : Status::ProtocolError("the first frame must be Hello");
+    if (!st.ok()) {
+      PRISM_LOG_WARN("refused a connection (pid {}): {}", conn.peer_pid(), st.ToString());
+      reply.mutable_refused()->set_reason(st.ToString());
+      conn.Send(reply);
+      conn.Close(st);
+      return;
+    }
+    conn.Send(reply);
+    if (peer->role == rpc::ROLE_WORKER) Schedule();
+    return;
+  }
+  switch (msg.body_case()) {
+    case rpc::Envelope::kRequestLease:
+      if (peer->role == rpc::ROLE_CLIENT) break;
+      HandleRequestLease(conn, *peer, msg.request_lease());
+      return;
+    case rpc::Envelope::kReturnLease:
+      HandleReturnLease(conn, msg.return_lease());
+      return;
+    case rpc::Envelope::kStatusRequest:
+      SendStatus(conn, msg.status_request().request_id());
+      return;
+    case rpc::Envelope::kStopRequest:
+      PRISM_LOG_INFO("stop requested by pid {}", conn.peer_pid());
+      asio::post(io_, [this] { Stop(); });
+      return;
+    case rpc::Envelope::kHello:
+      SendError(conn, 0, Status::ProtocolError("Hello was already accepted on this connection"));
+      return;
+    default:
+      break;
+  }
+  SendError(conn, 0,
+            Status::InvalidArgument("message kind " + std::to_string(msg.body_case()) +
+                                    " is not accepted by the node daemon from this peer"));
+}
+
+Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
+                               rpc::Welcome* welcome) {
+  PRISM_RETURN_IF_ERROR(rpc::CheckHello(hello, config_.token));
+  auto* peer = static_cast<Peer*>(conn.user_data);
+  welcome->set_node_id(node_id_.Binary());
+  welcome->set_session_dir(config_.session_dir);
+  switch (hello.role()) {
+    case rpc::ROLE_DRIVER: {
+      pid_t pid = conn.peer_pid();
+      if (pid <= 0) return Status::PermissionDenied("cannot identify the driver process");
+      std::string exe = "/proc/" + std::to_string(pid) + "/exe";
+      int fd = ::open(exe.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return Status::IOError("cannot open the driver's executable " + exe);
+      auto launch = ReadLaunchInfo(pid);
+      if (!launch.ok()) {
+        ::close(fd);
+        return launch.status();
+      }
+      Job job;
+      job.id = control_.AddJob(pid);
+      job.exe_fd = fd;
+      job.build_id = hello.build_id();
+      job.argv = std::move(launch->argv);
+      job.env = std::move(launch->env);
+      job.cwd = std::move(launch->cwd);
+      job.driver = &conn;
+      peer->role = rpc::ROLE_DRIVER;
+      peer->job = job.id;
+      welcome->set_job_id(job.id.Binary());
+      PRISM_LOG_INFO("job {} started by pid {}", JobIdToInt(job.id), pid);
+      jobs_[job.id] = std::move(job);
+      return Status::OK();
+    }
+    case rpc::ROLE_WORKER: {
+      WorkerId id = WorkerId::FromBinary(hello.worker_id());
+      auto it = workers_.find(id);
+      if (!WorkerId::IsValidBinary(hello.worker_id()) || it == workers_.end() ||
+          it->second.state != WorkerState::kStarting || it->second.conn) {
+        return Status::NotFound("no worker " + id.Hex() + " is being started by this daemon");
+      }
+      Worker& w = it->second;
+      if (conn.peer_pid() != w.pid) {
+        return Status::PermissionDenied("worker " + id.Hex() + " registered from the wrong process");
+      }
+      Job& job = jobs_[w.job];
+      if (hello.build_id() != job.build_id) {
+        job.start_failures = config_.max_worker_start_failures;  // no point in trying again
+        job.last_start_failure = "the worker's executable (build id " + hello.build_id() +
+                                 ") differs from its driver's (" + job.build_id +
+                                 "): was it rebuilt while the job ran?";
+        return Status::InvalidArgument(job.last_start_failure);
+      }
+      w.state = WorkerState::kIdle;
+      w.conn = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+      if (w.register_timer) w.register_timer->cancel();
+      job.start_failures = 0;
+      peer->role = rpc::ROLE_WORKER;
+      peer->job = w.job;
+      peer->worker = id;
+      return Status::OK();
+    }
+    case rpc::ROLE_CLIENT:
+      peer->role = rpc::ROLE_CLIENT;
+      return Status::OK();
+    default:
+      return Status::InvalidArgument("unknown role " + std::to_string(hello.role()));
+  }
+}
+
+void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
+                                    const rpc::RequestLease& req) {
+  auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
+    rpc::Envelope env;
+    env.mutable_lease_rejected()->set_request_id(req.request_id());
+    env.mutable_lease_rejected()->set_kind(kind);
+    env.mutable_lease_rejected()->set_message(why);
+    conn.Send(env);
+  };
+  auto shape = ShapeFromProto(req.resources());
+  if (!shape.ok()) {
+    reject(rpc::ERROR_SYSTEM, "invalid resource request: " + shape.status().message());
+    return;
+  }
+  if (jobs_.count(peer.job) == 0) {
+    reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(peer.job)) + " has ended");
+    return;
+  }
+  pending_.push_back(LeaseRequest{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()),
+                                  req.request_id(), peer.job, std::move(*shape)});
+  Schedule();
+}
+
+void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease& ret) {
+  auto it = leases_.find(ret.lease_id());
+  if (it == leases_.end() || it->second.holder != &conn) {
+    SendError(conn, ret.lease_id(),
+              Status::NotFound("lease " + std::to_string(ret.lease_id()) +
+                               " is not held by this connection (returned twice, or never granted)"));
+    return;
+  }
+  Lease lease = it->second;
+  leases_.erase(it);
+  available_.Add(lease.shape);
+  auto w = workers_.find(lease.worker);
+  if (w != workers_.end()) {
+    if (ret.worker_failed()) {
+      ::kill(w->second.pid, SIGKILL);
+      RemoveWorker(lease.worker, "its lease holder lost it");
+    } else {
+      w->second.state = WorkerState::kIdle;
+      w->second.lease_id = 0;
+    }
+  }
+  Schedule();
+}
+
+void NodeDaemon::Schedule() {
+  if (stopped_) return;
+  std::map<JobId, int> wanting;  // requests that fit but have no idle worker yet
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    LeaseRequest& req = *it;
+    if (req.from->closed()) {
+      it = pending_.erase(it);
+      continue;
+    }
+    auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
+      rpc::Envelope env;
+      env.mutable_lease_rejected()->set_request_id(req.request_id);
+      env.mutable_lease_rejected()->set_kind(kind);
+      env.mutable_lease_rejected()->set_message(why);
+      req.from->Send(env);
+    };
+    if (!req.shape.IsSubsetOf(config_.resources)) {
+      if (config_.fixed_size) {
+        reject(rpc::ERROR_INFEASIBLE,
+               "no node can ever run this task: it needs {" + req.shape.ToString() +
+                   "} and the cluster has {" + config_.resources.ToString() + "}");
+        it = pending_.erase(it);
+        continue;
+      }
+      ++it;
+      continue;
+    }
+    Job& job = jobs_[req.job];
+    if (job.start_failures >= config_.max_worker_start_failures) {
+      reject(rpc::ERROR_SYSTEM, "workers for this job fail to start: " + job.last_start_failure);
+      it = pending_.erase(it);
+      continue;
+    }
+    if (!req.shape.IsSubsetOf(available_)) {
+      ++it;
+      continue;
+    }
+    Worker* idle = nullptr;
+    for (auto& [wid, w] : workers_) {
+      if (w.job == req.job && w.state == WorkerState::kIdle) {
+        idle = &w;
+        break;
+      }
+    }
+    if (idle == nullptr) {
+      wanting[req.job]++;
+      ++it;
+      continue;
+    }
+    uint64_t lease_id = next_lease_id_++;
+    leases_[lease_id] = Lease{lease_id, idle->id, req.shape, req.from.get()};
+    available_.Subtract(req.shape);
+    idle->state = WorkerState::kLeased;
+    idle->lease_id = lease_id;
+    leases_granted_total_++;
+    rpc::Envelope env;
+    auto* g = env.mutable_lease_grant();
+    g->set_request_id(req.request_id);
+    g->set_lease_id(lease_id);
+    g->mutable_worker()->set_socket_path(idle->socket_path);
+    g->mutable_worker()->set_worker_id(idle->id.Binary());
+    g->mutable_worker()->set_node_id(node_id_.Binary());
+    req.from->Send(env);
+    it = pending_.erase(it);
+  }
+  for (auto& [job_id, want] : wanting) {
+    int starting = 0;
+    for (auto& [wid, w] : workers_) {
+      starting += (w.job == job_id && w.state == WorkerState::kStarting) ? 1 : 0;
+    }
+    auto jit = jobs_.find(job_id);
+    if (jit == jobs_.end()) continue;
+    while (starting < want && static_cast<int>(workers_.size()) < config_.max_workers) {
+      StartWorker(jit->second);
+      ++starting;
+    }
+  }
+}
+
+void NodeDaemon::StartWorker(Job& job) {
+  WorkerId id = RandomUniqueId();
+  Worker w;
+  w.id = id;
+  w.job = job.id;
+  w.socket_path = config_.session_dir + "/w-" + id.Hex().substr(0, 16) + ".sock";
+  WorkerLaunch launch;
+  launch.executable_fd = job.exe_fd;
+  launch.argv = job.argv;
+  launch.cwd = job.cwd;
+  static const char* kOurs[] = {"PRISM_WORKER_MODE=", "PRISM_SESSION_DIR=", "PRISM_CLUSTER_TOKEN=",
+                                "PRISM_WORKER_ID=", "PRISM_JOB_ID=", "PRISM_LOG_LEVEL="};
+  for (const auto& e : job.env) {
+    bool ours = false;
+    for (const char* k : kOurs) ours = ours || e.rfind(k, 0) == 0;
+    if (!ours) launch.env.push_back(e);
+  }
+  launch.env.push_back("PRISM_WORKER_MODE=1");
+  launch.env.push_back("PRISM_SESSION_DIR=" + config_.session_dir);
+  launch.env.push_back("PRISM_CLUSTER_TOKEN=" + config_.token);
+  launch.env.push_back("PRISM_WORKER_ID=" + id.Hex());
+  launch.env.push_back("PRISM_JOB_ID=" + std::to_string(JobIdToInt(job.id)));
+  if (!config_.log_level.empty()) launch.env.push_back("PRISM_LOG_LEVEL=" + config_.log_level);
+  auto pid = launcher_.Launch(launch);
+  if (!pid.ok()) {
+    job.start_failures++;
+    job.last_start_failure = pid.status().message();
+    PRISM_LOG_ERROR("cannot start a worker: {}", pid.status().ToString());
+    return;
+  }
+  w.pid = *pid;
+  workers_started_total_++;
+  w.register_timer = std::make_unique<asio::steady_timer>(io_, config_.worker_register_timeout);
+  w.register_timer->async_wait([this, id](const asio::error_code& ec) {
+    if (ec) return;
+    auto it = workers_.find(id);
+    if (it == workers_.end() || it->second.state != WorkerState::kStarting) return;
+    PRISM_LOG_WARN("worker {} did not register in time: killing it", id.Hex());
+    ::kill(it->second.pid, SIGKILL);
+  });
+  worker_pids_[w.pid] = id;
+  PRISM_LOG_DEBUG("started worker {} (pid {}) for job {}", id.Hex(), w.pid, JobIdToInt(job.id));
+  workers_[id] = std::move(w);
+}
+
+void NodeDaemon::ReapChildren() {
+  int status = 0;
+  pid_t pid;
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) OnChildExit(pid, status);
+}
+
+void NodeDaemon::OnChildExit(pid_t pid, int wait_status) {
+  auto it = worker_pids_.find(pid);
+  if (it == worker_pids_.end()) return;
+  WorkerId id = it->second;
+  worker_pids_.erase(it);
+  auto w = workers_.find(id);
+  if (w == workers_.end()) return;
+  std::string how = DescribeExit(wait_status);
+  if (w->second.state == WorkerState::kStarting) {
+    auto j = jobs_.find(w->second.job);
+    if (j != jobs_.end()) {
+      j->second.start_failures++;
+      if (j->second.last_start_failure.empty() || j->second.start_failures > 1) {
+        j->second.last_start_failure = "a worker process " + how + " before it registered";
+      }
+    }
+  }
+  PRISM_LOG_INFO("worker {} (pid {}) {}", id.Hex(), pid, how);
+  RemoveWorker(id, how);
+}
+
+void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return;
+  Worker w = std::move(it->second);
+  workers_.erase(it);
+  if (w.lease_id != 0) {
+    auto l = leases_.find(w.lease_id);
+    if (l != leases_.end()) {
+      available_.Add(l->second.shape);
+      leases_.erase(l);
+    }
+  }
+  if (w.register_timer) w.register_timer->cancel();
+  if (w.conn) {
+    auto c = conns_.find(w.conn);
+    if (c != conns_.end()) c->second.role = rpc::ROLE_CLIENT;  // its close is no longer a worker's
+    w.conn->Close(Status::Unavailable("worker removed: " + why));
+  }
+  ::unlink(w.socket_path.c_str());
+  Schedule();
+}
+
+void NodeDaemon::OnClosed(rpc::Connection& conn, const Status& why) {
+  auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+  auto it = conns_.find(self);
+  if (it == conns_.end()) return;
+  Peer peer = it->second;
+  conns_.erase(it);
+  if (stopped_) return;
+  // Leases this connection held: their workers ran tasks for an owner that is gone.
+  std::vector<WorkerId> orphaned;
+  for (auto& [lid, lease] : leases_) {
+    if (lease.holder == &conn) orphaned.push_back(lease.worker);
+  }
+  for (const WorkerId& w : orphaned) {
+    auto wit = workers_.find(w);
+    if (wit != workers_.end()) ::kill(wit->second.pid, SIGKILL);
+    RemoveWorker(w, "its lease holder disconnected");
+  }
+  if (peer.role == rpc::ROLE_WORKER) {
+    auto wit = workers_.find(peer.worker);
+    if (wit != workers_.end()) {
+      ::kill(wit->second.pid, SIGKILL);
+      RemoveWorker(peer.worker, "its connection closed: " + why.message());
+    }
+  } else if (peer.role == rpc::ROLE_DRIVER) {
+    FinishJob(peer.job);
+  }
+  Schedule();
+}
+
+void NodeDaemon::FinishJob(const JobId& id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  PRISM_LOG_INFO("job {} finished", JobIdToInt(id));
+  std::vector<WorkerId> ws;
+  for (auto& [wid, w] : workers_) {
+    if (w.job == id) ws.push_back(wid);
+  }
+  for (const WorkerId& w : ws) {
+    ::kill(workers_[w].pid, SIGKILL);
+    RemoveWorker(w, "its job finished");
+  }
+  if (it->second.exe_fd >= 0) ::close(it->second.exe_fd);
+  jobs_.erase(it);
+  control_.FinishJob(id);
+}
+
+void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
+  rpc::Envelope env;
+  auto* s = env.mutable_status_reply();
+  s->set_request_id(request_id);
+  s->set_node_id(node_id_.Binary());
+  for (const auto& [name, total] : config_.resources.milli()) {
+    auto* line = s->add_resources();
+    line->set_name(name);
+    line->set_total_milli(total);
+    line->set_available_milli(available_.Get(name));
+  }
+  uint32_t idle = 0;
+  for (auto& [wid, w] : workers_) idle += w.state == WorkerState::kIdle ? 1 : 0;
+  s->set_workers_alive(static_cast<uint32_t>(workers_.size()));
+  s->set_workers_idle(idle);
+  s->set_leases_active(static_cast<uint32_t>(leases_.size()));
+  s->set_leases_granted_total(leases_granted_total_);
+  s->set_workers_started_total(workers_started_total_);
+  s->set_pending_lease_requests(static_cast<uint32_t>(pending_.size()));
+  s->set_drivers(static_cast<uint32_t>(jobs_.size()));
+  s->set_pid(getpid());
+  conn.Send(env);
+}
+
+void NodeDaemon::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  asio::error_code ec;
+  if (acceptor_) acceptor_->close(ec);
+  signals_.cancel(ec);
+  if (lifeline_) lifeline_->close(ec);
+  std::vector<std::shared_ptr<rpc::Connection>> open;
+  for (auto& [conn, peer] : conns_) open.push_back(conn);
+  for (auto& conn : open) conn->Close(Status::Cancelled("the node daemon is stopping"));
+  // Workers first get SIGTERM and a moment to go; then SIGKILL.
+  for (auto& [pid, id] : worker_pids_) ::kill(pid, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!worker_pids_.empty() && std::chrono::steady_clock::now() < deadline) {
+    int status;
+    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      worker_pids_.erase(pid);
+    } else if (pid < 0) {
+      break;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  for (auto& [pid, id] : worker_pids_) {
+    ::kill(pid, SIGKILL);
+    int status;
+    ::waitpid(pid, &status, 0);
+  }
+  worker_pids_.clear();
+  for (auto& [wid, w] : workers_) ::unlink(w.socket_path.c_str());
+  workers_.clear();
+  for (auto& [jid, job] : jobs_) {
+    if (job.exe_fd >= 0) ::close(job.exe_fd);
+  }
+  jobs_.clear();
+  ::unlink(socket_path_.c_str());
+  if (config_.remove_session_dir && !config_.session_dir.empty()) {
+    std::error_code fec;
+    std::filesystem::remove_all(config_.session_dir, fec);
+  }
+  io_.stop();
+}
+
+int RunNodeDaemon(NodeDaemonConfig config) {
+  InitLogging("daemon", config.log_level);
+  ::signal(SIGPIPE, SIG_IGN);
+  asio::io_context io;
+  ProcessWorkerLauncher launcher;
+  NodeDaemon daemon(io, std::move(config), launcher);
+  Status st = daemon.Start();
+  if (!st.ok()) {
+    PRISM_LOG_ERROR("the node daemon cannot start: {}", st.ToString());
+    return 1;
+  }
+  io.run();
+  daemon.Stop();
+  return 0;
+}
+
+}  // namespace prism

@@ -1,0 +1,139 @@
+// The node daemon: resource accounting, the local scheduler (worker leases), the worker pool,
+// and, on the head node, the control store. Single-threaded: everything runs on one io_context.
+#pragma once
+
+#include "base/resources.h"
+#include "base/status.h"
+#include "control/control_store.h"
+#include "node/worker_launcher.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+
+#include <prism/ids.h>
+
+#include <asio.hpp>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+namespace prism {
+
+struct NodeDaemonConfig {
+  std::string session_dir;  // holds daemon.sock and the processes' sockets
+  std::string token;
+  ResourceSet resources;
+  /// A cluster of fixed size (the embedded default): a request no node can ever satisfy fails
+  /// at once. Otherwise it waits, since nodes may join.
+  bool fixed_size = true;
+  int lifeline_fd = -1;  // EOF on it stops the daemon (the embedding driver died or left)
+  int ready_fd = -1;     // one byte is written here once the daemon accepts connections
+  bool remove_session_dir = true;
+  size_t max_frame_bytes = rpc::kDefaultMaxFrameBytes;
+  int max_workers = 0;  // 0: 4 x CPUs + 4
+  std::chrono::milliseconds worker_register_timeout{30000};
+  /// After this many workers of one job die before registering, its lease requests fail.
+  int max_worker_start_failures = 3;
+  std::string log_level;
+};
+
+/// The socket a daemon listens on inside its session directory.
+std::string DaemonSocketPath(const std::string& session_dir);
+
+class NodeDaemon {
+ public:
+  NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLauncher& launcher);
+  ~NodeDaemon();
+  Status Start();
+  /// Stops workers, closes connections and removes the session's files. Idempotent.
+  void Stop();
+  const NodeId& node_id() const { return node_id_; }
+
+ private:
+  enum class WorkerState { kStarting, kIdle, kLeased };
+  struct Job {
+    JobId id;
+    int exe_fd = -1;
+    std::string build_id;
+    std::vector<std::string> argv, env;
+    std::string cwd;
+    rpc::Connection* driver = nullptr;
+    int start_failures = 0;
+    std::string last_start_failure;
+  };
+  struct Worker {
+    WorkerId id;
+    JobId job;
+    pid_t pid = -1;
+    WorkerState state = WorkerState::kStarting;
+    std::shared_ptr<rpc::Connection> conn;
+    std::string socket_path;
+    uint64_t lease_id = 0;
+    std::unique_ptr<asio::steady_timer> register_timer;
+  };
+  struct Lease {
+    uint64_t id;
+    WorkerId worker;
+    ResourceSet shape;
+    rpc::Connection* holder;
+  };
+  struct LeaseRequest {
+    std::shared_ptr<rpc::Connection> from;
+    uint64_t request_id;
+    JobId job;
+    ResourceSet shape;
+  };
+  // What a connection is, once its Hello was accepted.
+  struct Peer {
+    rpc::Role role = rpc::ROLE_UNSPECIFIED;
+    JobId job;
+    WorkerId worker;
+  };
+
+  void Accept();
+  void WatchLifeline();
+  void WatchSignals();
+  void OnMessage(rpc::Connection& conn, rpc::Envelope& msg);
+  void OnClosed(rpc::Connection& conn, const Status& why);
+  Status HandleHello(rpc::Connection& conn, const rpc::Hello& hello, rpc::Welcome* welcome);
+  void HandleRequestLease(rpc::Connection& conn, const Peer& peer, const rpc::RequestLease& req);
+  void HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease& ret);
+  void SendStatus(rpc::Connection& conn, uint64_t request_id);
+  void SendError(rpc::Connection& conn, uint64_t request_id, const Status& st);
+  void Schedule();
+  void StartWorker(Job& job);
+  void OnChildExit(pid_t pid, int wait_status);
+  void RemoveWorker(const WorkerId& id, const std::string& why);
+  void ReapChildren();
+  void FinishJob(const JobId& id);
+
+  asio::io_context& io_;
+  NodeDaemonConfig config_;
+  WorkerLauncher& launcher_;
+  NodeId node_id_;
+  std::string socket_path_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
+  std::unique_ptr<asio::posix::stream_descriptor> lifeline_;
+  asio::signal_set signals_;
+  bool stopped_ = false;
+
+  ControlStore control_;
+  ResourceSet available_;
+  std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
+  std::map<JobId, Job> jobs_;
+  std::unordered_map<WorkerId, Worker> workers_;
+  std::unordered_map<pid_t, WorkerId> worker_pids_;
+  std::map<uint64_t, Lease> leases_;
+  std::deque<LeaseRequest> pending_;
+  uint64_t next_lease_id_ = 1;
+  uint64_t leases_granted_total_ = 0;
+  uint64_t workers_started_total_ = 0;
+};
+
+/// Runs a daemon until it is stopped (signal, lifeline, `prism stop`). Returns an exit code.
+int RunNodeDaemon(NodeDaemonConfig config);
+
+}  // namespace prism

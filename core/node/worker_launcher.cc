@@ -1,0 +1,44 @@
+#include "node/worker_launcher.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace prism {
+
+Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
+  std::vector<char*> argv, envp;
+  for (const auto& a : launch.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : launch.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return Status::IOError(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(125);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (!launch.cwd.empty() && chdir(launch.cwd.c_str()) != 0) {
+      // Keep going in the daemon's directory; the worker can still run.
+    }
+    syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+    syscall(SYS_execveat, launch.executable_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
+    const char msg[] = "prism: cannot start a worker: execveat failed\n";
+    ssize_t ignored = write(2, msg, sizeof(msg) - 1);
+    (void)ignored;
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace prism

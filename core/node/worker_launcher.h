@@ -1,0 +1,34 @@
+// Starting worker processes, behind an interface so the daemon's logic can run against a fake.
+#pragma once
+
+#include "base/status.h"
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace prism {
+
+struct WorkerLaunch {
+  int executable_fd = -1;  // the driver's executable, held open since it registered
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd;
+};
+
+class WorkerLauncher {
+ public:
+  virtual ~WorkerLauncher() = default;
+  virtual Result<pid_t> Launch(const WorkerLaunch& launch) = 0;
+};
+
+/// fork + execveat(fd, "", AT_EMPTY_PATH): the worker runs exactly the bytes the driver ran,
+/// even if the file on disk was replaced. The child dies with the daemon (PR_SET_PDEATHSIG).
+/// Call from a single-threaded process (the daemon is one).
+class ProcessWorkerLauncher : public WorkerLauncher {
+ public:
+  Result<pid_t> Launch(const WorkerLaunch& launch) override;
+};
+
+}  // namespace prism

@@ -1,0 +1,42 @@
+// A synchronous framed-protobuf client: for the prism tool, tests and benchmarks, where an
+// event loop would only be in the way.
+#pragma once
+
+#include "base/status.h"
+#include "rpc/frame.h"
+
+#include <string>
+
+namespace prism::rpc {
+
+class BlockingClient {
+ public:
+  BlockingClient() = default;
+  ~BlockingClient();
+  BlockingClient(BlockingClient&& o) noexcept;
+  BlockingClient& operator=(BlockingClient&& o) noexcept;
+
+  /// Connects to a Unix socket (no handshake).
+  static Result<BlockingClient> Connect(const std::string& socket_path);
+  /// Connects and sends `hello`; OK once the peer answered Welcome (stored in `welcome`).
+  static Result<BlockingClient> ConnectAndHello(const std::string& socket_path,
+                                                const Envelope& hello, Welcome* welcome = nullptr);
+  Status Send(const Envelope& msg);
+  Status SendRaw(const std::string& bytes);
+  /// Waits up to `timeout_ms` (< 0: forever) for the next frame.
+  Result<Envelope> Receive(int timeout_ms);
+  int fd() const { return fd_; }
+  /// Gives up ownership of the socket (to hand it to an event loop).
+  int Release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void Close();
+
+ private:
+  int fd_ = -1;
+  FrameDecoder decoder_{kDefaultMaxFrameBytes};
+};
+
+}  // namespace prism::rpc

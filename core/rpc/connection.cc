@@ -1,0 +1,165 @@
+#include "rpc/connection.h"
+
+#include "base/logging.h"
+
+#include <sys/socket.h>
+#include <pthread.h>
+
+namespace prism::rpc {
+
+static constexpr size_t kReadChunk = 64 * 1024;
+
+std::shared_ptr<Connection> Connection::Create(UnixSocket socket, size_t max_frame_bytes) {
+  return std::shared_ptr<Connection>(new Connection(std::move(socket), max_frame_bytes));
+}
+
+Connection::Connection(UnixSocket socket, size_t max_frame_bytes)
+    : socket_(std::move(socket)),
+      io_(static_cast<asio::io_context&>(socket_.get_executor().context())),
+      decoder_(max_frame_bytes) {
+  struct ucred cred {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    peer_pid_ = cred.pid;
+  }
+}
+
+void Connection::Start(OnMessage on_message, OnClose on_close) {
+  on_message_ = std::move(on_message);
+  on_close_ = std::move(on_close);
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->ReadSome(); });
+}
+
+void Connection::ReadSome() {
+  if (closed()) return;
+  size_t available = 0;
+  char* space = decoder_.WritableSpace(kReadChunk, &available);
+  socket_.async_read_some(
+      asio::buffer(space, available),
+      [self = shared_from_this()](const asio::error_code& ec, size_t n) {
+        if (self->closed()) return;
+        if (ec) {
+          self->CloseOnLoop(ec == asio::error::eof
+                                ? Status::Unavailable("connection closed by peer")
+                                : Status::IOError("read failed: " + ec.message()));
+          return;
+        }
+        self->decoder_.Commit(n);
+        Status st = self->decoder_.Drain([&](Envelope& msg) {
+          self->on_message_(*self, msg);
+          return !self->closed();
+        });
+        if (!st.ok()) {
+          self->CloseOnLoop(st);
+          return;
+        }
+        self->ReadSome();
+      });
+}
+
+void Connection::Send(const Envelope& msg) {
+  if (closed()) return;
+  bool start = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    AppendFrame(msg, &pending_);
+    if (!writing_) {
+      writing_ = true;
+      start = true;
+    }
+  }
+  if (!start) return;
+  if (InLoop()) {
+    WriteLoop();
+  } else {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->WriteLoop(); });
+  }
+}
+
+void Connection::WriteLoop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_.empty() || closed()) {
+      writing_ = false;
+      return;
+    }
+    inflight_.clear();
+    inflight_.swap(pending_);
+  }
+  asio::async_write(socket_, asio::buffer(inflight_),
+                    [self = shared_from_this()](const asio::error_code& ec, size_t) {
+                      if (ec) {
+                        {
+                          std::lock_guard<std::mutex> lock(self->mu_);
+                          self->writing_ = false;
+                        }
+                        self->CloseOnLoop(Status::IOError("write failed: " + ec.message()));
+                        return;
+                      }
+                      self->WriteLoop();
+                    });
+}
+
+void Connection::Close(Status reason) {
+  if (InLoop()) {
+    CloseOnLoop(std::move(reason));
+  } else {
+    asio::post(socket_.get_executor(),
+               [self = shared_from_this(), r = std::move(reason)]() mutable {
+                 self->CloseOnLoop(std::move(r));
+               });
+  }
+}
+
+void Connection::CloseOnLoop(Status reason) {
+  if (closed_.exchange(true)) return;
+  asio::error_code ignored;
+  socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+  socket_.close(ignored);
+  if (on_close_) {
+    auto cb = std::move(on_close_);
+    on_message_ = nullptr;
+    cb(*this, reason);
+  }
+}
+
+EventLoop::EventLoop() : work_(asio::make_work_guard(io_)) {}
+
+EventLoop::~EventLoop() { Stop(); }
+
+void EventLoop::Start(const std::string& thread_name) {
+  thread_ = std::thread([this, thread_name] {
+    pthread_setname_np(pthread_self(), thread_name.substr(0, 15).c_str());
+    io_.run();
+  });
+}
+
+void EventLoop::Stop() {
+  work_.reset();
+  io_.stop();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+Envelope MakeHello(Role role, const std::string& token) {
+  Envelope env;
+  Hello* hello = env.mutable_hello();
+  hello->set_protocol_version(kProtocolVersion);
+  hello->set_cluster_token(token);
+  hello->set_role(role);
+  hello->set_pid(getpid());
+  return env;
+}
+
+Status CheckHello(const Hello& hello, const std::string& token) {
+  if (hello.protocol_version() != kProtocolVersion) {
+    return Status::ProtocolError("protocol version " + std::to_string(hello.protocol_version()) +
+                                 " is not supported; this prism speaks version " +
+                                 std::to_string(kProtocolVersion));
+  }
+  if (hello.cluster_token() != token) {
+    return Status::PermissionDenied("wrong cluster token");
+  }
+  return Status::OK();
+}
+
+}  // namespace prism::rpc

@@ -1,0 +1,86 @@
+// One framed-protobuf connection over a Unix-domain socket, driven by an Asio io_context.
+#pragma once
+
+#include "base/status.h"
+#include "rpc/frame.h"
+
+#include <asio.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace prism::rpc {
+
+using UnixSocket = asio::local::stream_protocol::socket;
+
+/// Thread-safety: Send() and Close() may be called from any thread; the handlers run on the
+/// io_context's thread, one at a time. Frames sent while a write is in flight are batched into
+/// the next write, which is where pipelined throughput comes from.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  using OnMessage = std::function<void(Connection&, Envelope&)>;
+  using OnClose = std::function<void(Connection&, const Status&)>;
+
+  static std::shared_ptr<Connection> Create(UnixSocket socket,
+                                            size_t max_frame_bytes = kDefaultMaxFrameBytes);
+  /// Starts reading. `on_close` runs exactly once, after the last `on_message`.
+  void Start(OnMessage on_message, OnClose on_close);
+  void Send(const Envelope& msg);
+  /// Closes the connection; `on_close` gets `reason`. Idempotent.
+  void Close(Status reason);
+  bool closed() const { return closed_.load(std::memory_order_acquire); }
+  /// Peer credentials of the socket (SO_PEERCRED), -1 when unknown.
+  int peer_pid() const { return peer_pid_; }
+
+  /// A slot for the owner's per-connection state (the connection does not use it).
+  void* user_data = nullptr;
+
+ private:
+  Connection(UnixSocket socket, size_t max_frame_bytes);
+  void ReadSome();
+  void WriteLoop();
+  void CloseOnLoop(Status reason);
+
+  bool InLoop() const { return io_.get_executor().running_in_this_thread(); }
+
+  UnixSocket socket_;
+  asio::io_context& io_;
+  FrameDecoder decoder_;
+  OnMessage on_message_;
+  OnClose on_close_;
+  std::atomic<bool> closed_{false};
+  int peer_pid_ = -1;
+
+  std::mutex mu_;
+  std::string pending_;  // PRISM_GUARDED_BY(mu_): frames waiting for the next write
+  bool writing_ = false;  // PRISM_GUARDED_BY(mu_)
+  std::string inflight_;  // owned by the write in flight
+};
+
+/// Runs an io_context on its own thread until Stop().
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  asio::io_context& context() { return io_; }
+  void Start(const std::string& thread_name);
+  void Stop();
+  bool InLoopThread() { return io_.get_executor().running_in_this_thread(); }
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
+/// The handshake frame, and its check on the accepting side.
+Envelope MakeHello(Role role, const std::string& token);
+/// OK when `hello` speaks this protocol version and carries `token`; otherwise the reason to
+/// put in a Refused frame.
+Status CheckHello(const Hello& hello, const std::string& token);
+
+}  // namespace prism::rpc

@@ -1,0 +1,39 @@
+// Frames on a local socket: a 4-byte little-endian length, then one serialized rpc::Envelope.
+#pragma once
+
+#include "base/status.h"
+#include "prism.pb.h"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace prism::rpc {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr size_t kFrameHeaderBytes = 4;
+/// Default cap on one frame; a larger length prefix closes the connection.
+inline constexpr size_t kDefaultMaxFrameBytes = size_t{256} << 20;
+
+/// Appends the frame for `msg` to `out`.
+void AppendFrame(const Envelope& msg, std::string* out);
+
+/// Splits a byte stream into envelopes. Not thread-safe; one per connection.
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(size_t max_frame_bytes) : max_frame_(max_frame_bytes) {}
+  /// Space to read into: at least `min_bytes` writable bytes. Call Commit(n) after reading n.
+  char* WritableSpace(size_t min_bytes, size_t* available);
+  void Commit(size_t n) { end_ += n; }
+  /// Decodes every complete frame, calling `on_frame` for each while it returns true. Returns
+  /// an error for an oversized length prefix or a frame that is not a valid Envelope.
+  Status Drain(const std::function<bool(Envelope&)>& on_frame);
+
+ private:
+  size_t max_frame_;
+  std::vector<char> buf_;
+  size_t begin_ = 0, end_ = 0;
+};
+
+}  // namespace prism::rpc

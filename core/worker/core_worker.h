@@ -1,0 +1,111 @@
+// The core worker: the part of the runtime that lives in every driver and worker process. It
+// owns the objects its process creates, submits tasks, serves its objects to borrowers and, in
+// a worker, runs the tasks pushed to it.
+#pragma once
+
+#include "base/status.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+#include "worker/lease_client.h"
+#include "worker/memory_store.h"
+#include "worker/task_executor.h"
+#include "worker/task_submitter.h"
+
+#include <prism/internal/runtime_api.h>
+#include <prism/options.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace prism {
+
+struct CoreWorkerOptions {
+  rpc::Role role = rpc::ROLE_DRIVER;
+  std::string session_dir;
+  std::string daemon_socket;
+  std::string token;
+  WorkerId worker_id;
+  JobId job_id;  // workers: from the daemon's launch; drivers: assigned in the handshake
+  std::string build_id;
+  uint64_t runtime_generation = 0;
+  SubmitterConfig submitter;
+};
+
+class CoreWorker {
+ public:
+  /// Listens on its own socket, connects to the node daemon and registers. Errors: the daemon
+  /// is unreachable or refused us.
+  static Result<std::unique_ptr<CoreWorker>> Start(CoreWorkerOptions options);
+  ~CoreWorker();
+
+  internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
+                              const TaskOptions& options);
+  internal::RefPtr Put(std::string data);
+  internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);
+  /// Throws prism's typed errors.
+  std::vector<std::shared_ptr<const std::string>> Get(const std::vector<const internal::RefHandle*>& refs,
+                                                      int64_t timeout_ms);
+  std::vector<bool> Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
+                         int64_t timeout_ms);
+  void ReleaseRef(const ObjectId& id) { store_.RemoveRef(id); }
+
+  /// Worker processes: runs pushed tasks on the calling thread until the daemon disconnects.
+  void RunTaskLoop();
+  /// Stops everything; pending objects fail. Idempotent.
+  void Shutdown();
+
+  RuntimeStats stats() const { return submitter_->stats(); }
+  const internal::OwnerAddress& address() const { return address_; }
+  const JobId& job_id() const { return options_.job_id; }
+  /// The daemon's status, for tools and tests.
+  Result<rpc::StatusReply> DaemonStatus();
+
+ private:
+  explicit CoreWorker(CoreWorkerOptions options);
+  Status Listen();
+  Status ConnectDaemon();
+  void Accept();
+  void OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg);
+  void ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req);
+  void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
+                     MemoryStore::Callback done);
+  void EnsureFetched(const internal::RefHandle& ref);
+  bool IsSelf(const internal::OwnerAddress& owner) const;
+  internal::RefPtr NewHandle(const ObjectId& id);
+  TaskId CurrentTaskId() const;
+
+  CoreWorkerOptions options_;
+  rpc::EventLoop loop_;  // destroyed last: everything below runs on it
+  MemoryStore store_;
+  internal::OwnerAddress address_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
+  std::unique_ptr<DaemonClient> daemon_;
+  std::unique_ptr<TaskSubmitter> submitter_;
+  std::unique_ptr<TaskExecutor> executor_;
+  std::atomic<bool> shut_down_{false};
+
+  // The task whose code runs now on the worker's main thread; the driver's task elsewhere.
+  TaskId driver_task_;
+  std::atomic<uint64_t> driver_submitted_{0};
+  std::atomic<uint32_t> driver_puts_{0};
+
+  // Event-loop thread only: connections to other owners, for borrowed objects.
+  struct OwnerConn {
+    std::shared_ptr<rpc::Connection> conn;
+    std::unordered_map<uint64_t, std::pair<ObjectId, MemoryStore::Callback>> waiting;
+  };
+  std::unordered_map<std::string, std::unique_ptr<OwnerConn>> owners_;
+  uint64_t next_get_id_ = 1;
+  std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
+
+  std::mutex fetch_mu_;
+  std::unordered_set<ObjectId> fetching_;  // PRISM_GUARDED_BY(fetch_mu_)
+};
+
+}  // namespace prism

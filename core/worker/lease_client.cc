@@ -1,0 +1,106 @@
+#include "worker/lease_client.h"
+
+#include "base/logging.h"
+
+namespace prism {
+
+DaemonClient::DaemonClient(std::shared_ptr<rpc::Connection> conn,
+                           std::function<void(const Status&)> on_lost)
+    : conn_(std::move(conn)), on_lost_(std::move(on_lost)) {}
+
+void DaemonClient::Start() {
+  conn_->Start([this](rpc::Connection&, rpc::Envelope& msg) { OnMessage(msg); },
+               [this](rpc::Connection&, const Status& st) { OnClosed(st); });
+}
+
+void DaemonClient::RequestLease(const ResourceSet& shape, std::function<void(LeaseOutcome)> done) {
+  uint64_t id = next_request_id_++;
+  rpc::Envelope env;
+  auto* req = env.mutable_request_lease();
+  req->set_request_id(id);
+  for (const auto& [name, milli] : shape.milli()) {
+    auto* r = req->add_resources();
+    r->set_name(name);
+    r->set_milli(milli);
+  }
+  if (conn_->closed()) {
+    done(LeaseOutcome{Status::Unavailable("the node daemon is gone"), rpc::ERROR_SYSTEM});
+    return;
+  }
+  lease_waiters_[id] = std::move(done);
+  conn_->Send(env);
+}
+
+void DaemonClient::ReturnLease(uint64_t lease_id, bool worker_failed) {
+  rpc::Envelope env;
+  env.mutable_return_lease()->set_lease_id(lease_id);
+  env.mutable_return_lease()->set_worker_failed(worker_failed);
+  conn_->Send(env);
+}
+
+void DaemonClient::GetStatus(std::function<void(Result<rpc::StatusReply>)> done) {
+  uint64_t id = next_request_id_++;
+  rpc::Envelope env;
+  env.mutable_status_request()->set_request_id(id);
+  if (conn_->closed()) {
+    done(Status::Unavailable("the node daemon is gone"));
+    return;
+  }
+  status_waiters_[id] = std::move(done);
+  conn_->Send(env);
+}
+
+void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
+
+void DaemonClient::OnMessage(rpc::Envelope& msg) {
+  switch (msg.body_case()) {
+    case rpc::Envelope::kLeaseGrant: {
+      auto it = lease_waiters_.find(msg.lease_grant().request_id());
+      if (it == lease_waiters_.end()) {
+        // A grant nobody waits for: give the worker straight back.
+        ReturnLease(msg.lease_grant().lease_id(), false);
+        return;
+      }
+      auto done = std::move(it->second);
+      lease_waiters_.erase(it);
+      done(LeaseOutcome{Status::OK(), rpc::ERROR_NONE, msg.lease_grant().lease_id(),
+                        msg.lease_grant().worker()});
+      return;
+    }
+    case rpc::Envelope::kLeaseRejected: {
+      auto it = lease_waiters_.find(msg.lease_rejected().request_id());
+      if (it == lease_waiters_.end()) return;
+      auto done = std::move(it->second);
+      lease_waiters_.erase(it);
+      done(LeaseOutcome{Status::Unavailable(msg.lease_rejected().message()),
+                        msg.lease_rejected().kind()});
+      return;
+    }
+    case rpc::Envelope::kStatusReply: {
+      auto it = status_waiters_.find(msg.status_reply().request_id());
+      if (it == status_waiters_.end()) return;
+      auto done = std::move(it->second);
+      status_waiters_.erase(it);
+      done(msg.status_reply());
+      return;
+    }
+    case rpc::Envelope::kError:
+      PRISM_LOG_WARN("node daemon: {}", msg.error().message());
+      return;
+    default:
+      PRISM_LOG_WARN("unexpected message {} from the node daemon", static_cast<int>(msg.body_case()));
+  }
+}
+
+void DaemonClient::OnClosed(const Status& st) {
+  auto leases = std::move(lease_waiters_);
+  auto statuses = std::move(status_waiters_);
+  for (auto& [id, done] : leases) {
+    done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),
+                      rpc::ERROR_SYSTEM});
+  }
+  for (auto& [id, done] : statuses) done(Status::Unavailable("the node daemon is gone"));
+  if (on_lost_) on_lost_(st);
+}
+
+}  // namespace prism

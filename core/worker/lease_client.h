@@ -1,0 +1,56 @@
+// What the task submitter needs from the node daemon: worker leases.
+#pragma once
+
+#include "base/resources.h"
+#include "base/status.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+
+namespace prism {
+
+/// A granted lease, or why there is none.
+struct LeaseOutcome {
+  Status status;               // OK: granted
+  rpc::ErrorKind kind = rpc::ERROR_NONE;  // why not (ERROR_INFEASIBLE, ERROR_SYSTEM)
+  uint64_t lease_id = 0;
+  rpc::Address worker;
+};
+
+/// Interface so the submitter can be tested against a fake daemon.
+class LeaseClient {
+ public:
+  virtual ~LeaseClient() = default;
+  /// `done` runs on the event loop thread.
+  virtual void RequestLease(const ResourceSet& shape, std::function<void(LeaseOutcome)> done) = 0;
+  virtual void ReturnLease(uint64_t lease_id, bool worker_failed) = 0;
+};
+
+/// The node daemon over its local socket. Event-loop thread only, except construction.
+class DaemonClient : public LeaseClient {
+ public:
+  /// `on_lost` runs once if the daemon's connection closes.
+  DaemonClient(std::shared_ptr<rpc::Connection> conn, std::function<void(const Status&)> on_lost);
+  void Start();
+  void RequestLease(const ResourceSet& shape, std::function<void(LeaseOutcome)> done) override;
+  void ReturnLease(uint64_t lease_id, bool worker_failed) override;
+  /// Asks for the daemon's status; `done` gets the reply or an error.
+  void GetStatus(std::function<void(Result<rpc::StatusReply>)> done);
+  void Close();
+
+ private:
+  void OnMessage(rpc::Envelope& msg);
+  void OnClosed(const Status& st);
+
+  std::shared_ptr<rpc::Connection> conn_;
+  std::function<void(const Status&)> on_lost_;
+  uint64_t next_request_id_ = 1;
+  std::unordered_map<uint64_t, std::function<void(LeaseOutcome)>> lease_waiters_;
+  std::unordered_map<uint64_t, std::function<void(Result<rpc::StatusReply>)>> status_waiters_;
+};
+
+}  // namespace prism

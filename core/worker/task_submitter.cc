@@ -1,0 +1,276 @@
+#include "worker/task_submitter.h"
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "rpc/blocking_client.h"
+
+namespace prism {
+
+TaskSubmitter::TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
+                             LeaseClient& leases, BorrowedFetcher fetch_borrowed,
+                             std::function<bool(const internal::OwnerAddress&)> is_self)
+    : io_(io),
+      config_(std::move(config)),
+      store_(store),
+      leases_(leases),
+      fetch_borrowed_(std::move(fetch_borrowed)),
+      is_self_(std::move(is_self)) {}
+
+RuntimeStats TaskSubmitter::stats() const {
+  RuntimeStats s;
+  s.tasks_submitted = tasks_submitted_.load();
+  s.tasks_retried = tasks_retried_.load();
+  s.leases_requested = leases_requested_.load();
+  s.leases_granted = leases_granted_.load();
+  s.leases_returned = leases_returned_.load();
+  return s;
+}
+
+void TaskSubmitter::Submit(PendingTask task) {
+  tasks_submitted_++;
+  asio::post(io_, [this, t = std::move(task)]() mutable { AddOnLoop(std::move(t)); });
+}
+
+void TaskSubmitter::AddOnLoop(PendingTask task) {
+  TaskId id = TaskId::FromBinary(task.spec.task_id());
+  std::string key = task.resources.ToString();
+  Running& r = tasks_[id];
+  r.task = std::move(task);
+  r.key = key;
+  ResolveArgs(id);
+}
+
+void TaskSubmitter::ResolveArgs(const TaskId& id) {
+  Running& r = tasks_.at(id);
+  std::vector<size_t> refs;
+  for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
+    if (r.task.arg_refs[i]) refs.push_back(i);
+  }
+  r.unresolved = refs.size();
+  if (refs.empty()) {
+    Enqueue(id);
+    return;
+  }
+  for (size_t i : refs) {
+    const internal::RefPtr ref = r.task.arg_refs[i];
+    auto on_ready = [this, id, i](const StoredObject& obj) {
+      asio::post(io_, [this, id, i, obj] { OnArgReady(id, i, obj); });
+    };
+    if (is_self_(ref->owner())) {
+      if (!store_.OnReady(ref->id(), on_ready)) {
+        on_ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                                     "argument object " + ref->id().Hex() + " is not known to its owner"));
+      }
+    } else {
+      fetch_borrowed_(ref->id(), ref->owner(), on_ready);
+    }
+  }
+}
+
+void TaskSubmitter::OnArgReady(const TaskId& id, size_t index, const StoredObject& obj) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  Running& r = it->second;
+  if (obj.is_error()) {
+    // A failed argument fails the task with the same error, as in Ray.
+    Finish(id, obj);
+    return;
+  }
+  auto* arg = r.task.spec.mutable_args(static_cast<int>(index));
+  arg->set_value(*obj.data);
+  if (--r.unresolved == 0) Enqueue(id);
+}
+
+void TaskSubmitter::Enqueue(const TaskId& id) {
+  Running& r = tasks_.at(id);
+  ShapeQueue& q = shapes_[r.key];
+  if (q.shape.empty() && !r.task.resources.empty()) q.shape = r.task.resources;
+  q.queue.push_back(id);
+  Pump(r.key);
+}
+
+void TaskSubmitter::Pump(const std::string& key) {
+  ShapeQueue& q = shapes_[key];
+  while (!q.queue.empty()) {
+    Lease* best = nullptr;
+    for (auto& [lid, lease] : q.leases) {
+      if (lease->conn->closed()) continue;
+      if (lease->in_flight.size() >= config_.max_tasks_in_flight_per_lease) continue;
+      if (best == nullptr || lease->in_flight.size() < best->in_flight.size()) best = lease.get();
+    }
+    if (best == nullptr) break;
+    TaskId id = q.queue.front();
+    q.queue.pop_front();
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;
+    Running& r = it->second;
+    r.lease_id = best->id;
+    best->in_flight.insert(id);
+    if (best->idle_timer) best->idle_timer->cancel();
+    rpc::Envelope env;
+    auto* push = env.mutable_push_task();
+    push->set_lease_id(best->id);
+    *push->mutable_spec() = r.task.spec;
+    best->conn->Send(env);
+  }
+  if (!q.queue.empty() && q.lease_requests == 0) {
+    q.lease_requests++;
+    leases_requested_++;
+    leases_.RequestLease(q.shape, [this, key](LeaseOutcome o) { OnLeaseOutcome(key, std::move(o)); });
+  }
+}
+
+void TaskSubmitter::OnLeaseOutcome(const std::string& key, LeaseOutcome outcome) {
+  ShapeQueue& q = shapes_[key];
+  q.lease_requests--;
+  if (!outcome.status.ok()) {
+    // No worker will come for this shape: fail what waits for one.
+    auto kind = outcome.kind == rpc::ERROR_NONE ? rpc::ERROR_SYSTEM : outcome.kind;
+    StoredObject err = StoredObject::Error(kind, outcome.status.message());
+    auto waiting = std::move(q.queue);
+    q.queue.clear();
+    for (const TaskId& id : waiting) Finish(id, err);
+    return;
+  }
+  leases_granted_++;
+  // Connect to the worker. A local connect plus one small round trip: done inline.
+  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
+  hello.mutable_hello()->set_expect_worker_id(outcome.worker.worker_id());
+  auto client = rpc::BlockingClient::ConnectAndHello(outcome.worker.socket_path(), hello);
+  if (!client.ok()) {
+    PRISM_LOG_WARN("cannot reach leased worker {}: {}",
+                   WorkerId::FromBinary(outcome.worker.worker_id()).Hex(), client.status().ToString());
+    leases_.ReturnLease(outcome.lease_id, true);
+    leases_returned_++;
+    if (++q.connect_failures >= 3) {
+      StoredObject err = StoredObject::Error(
+          rpc::ERROR_SYSTEM, "cannot reach the workers leased for this task: " + client.status().message());
+      auto waiting = std::move(q.queue);
+      q.queue.clear();
+      q.connect_failures = 0;
+      for (const TaskId& id : waiting) Finish(id, err);
+      return;
+    }
+    Pump(key);
+    return;
+  }
+  q.connect_failures = 0;
+  rpc::UnixSocket sock(io_);
+  sock.assign(asio::local::stream_protocol(), client->Release());
+  auto lease = std::make_unique<Lease>();
+  lease->id = outcome.lease_id;
+  lease->conn = rpc::Connection::Create(std::move(sock), config_.max_frame_bytes);
+  uint64_t lid = lease->id;
+  lease->conn->Start(
+      [this, key, lid](rpc::Connection& c, rpc::Envelope& msg) {
+        if (msg.has_task_reply()) {
+          OnTaskReply(key, lid, *msg.mutable_task_reply());
+        } else {
+          c.Close(Status::ProtocolError("unexpected message from a worker"));
+        }
+      },
+      [this, key, lid](rpc::Connection&, const Status& st) { OnWorkerLost(key, lid, st); });
+  q.leases[lid] = std::move(lease);
+  Pump(key);
+  ArmIdleTimer(key, *q.leases[lid]);
+}
+
+void TaskSubmitter::ArmIdleTimer(const std::string& key, Lease& lease) {
+  ShapeQueue& q = shapes_[key];
+  if (!lease.in_flight.empty() || !q.queue.empty()) return;
+  if (!lease.idle_timer) lease.idle_timer = std::make_unique<asio::steady_timer>(io_);
+  lease.idle_timer->expires_after(std::chrono::milliseconds(config_.lease_idle_ms));
+  uint64_t lid = lease.id;
+  lease.idle_timer->async_wait([this, key, lid](const asio::error_code& ec) {
+    if (ec) return;
+    ShapeQueue& sq = shapes_[key];
+    auto it = sq.leases.find(lid);
+    if (it == sq.leases.end() || !it->second->in_flight.empty() || !sq.queue.empty()) return;
+    auto conn = it->second->conn;
+    sq.leases.erase(it);
+    leases_.ReturnLease(lid, false);
+    leases_returned_++;
+    conn->Close(Status::Cancelled("lease returned"));
+  });
+}
+
+void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply) {
+  TaskId id = TaskId::FromBinary(reply.task_id());
+  auto it = tasks_.find(id);
+  ShapeQueue& q = shapes_[key];
+  auto lit = q.leases.find(lease_id);
+  if (lit != q.leases.end()) lit->second->in_flight.erase(id);
+  // A reply for another attempt (or a task already finished) is stale: drop it.
+  if (it != tasks_.end() && it->second.lease_id == lease_id &&
+      it->second.task.spec.attempt() == reply.attempt()) {
+    if (reply.error().kind() != rpc::ERROR_NONE) {
+      StoredObject err;
+      err.error = reply.error();
+      Finish(id, std::move(err));
+    } else if (reply.returns_size() != 1) {
+      Finish(id, StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " +
+                                                            std::to_string(reply.returns_size()) +
+                                                            " return values, expected 1"));
+    } else {
+      Finish(id, StoredObject::Value(std::move(*reply.mutable_returns(0)->mutable_data())));
+    }
+  }
+  Pump(key);
+  lit = q.leases.find(lease_id);
+  if (lit != q.leases.end()) ArmIdleTimer(key, *lit->second);
+}
+
+void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why) {
+  ShapeQueue& q = shapes_[key];
+  auto lit = q.leases.find(lease_id);
+  if (lit == q.leases.end()) return;  // returned on purpose
+  std::unique_ptr<Lease> lease = std::move(lit->second);
+  q.leases.erase(lit);
+  leases_.ReturnLease(lease_id, true);
+  leases_returned_++;
+  std::vector<TaskId> retry;
+  for (const TaskId& id : lease->in_flight) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;
+    Running& r = it->second;
+    if (r.task.retries_left != 0) {
+      if (r.task.retries_left > 0) r.task.retries_left--;
+      r.task.spec.set_attempt(r.task.spec.attempt() + 1);
+      r.lease_id = 0;
+      tasks_retried_++;
+      retry.push_back(id);
+    } else {
+      Finish(id, StoredObject::Error(
+                     rpc::ERROR_WORKER_CRASHED,
+                     "the worker running task " + r.task.spec.name() + " died (" + why.message() +
+                         ") after " + std::to_string(r.task.spec.attempt() + 1) + " attempt(s)"));
+    }
+  }
+  for (auto it = retry.rbegin(); it != retry.rend(); ++it) q.queue.push_front(*it);
+  Pump(key);
+}
+
+void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  ObjectId rid = it->second.task.return_id;
+  if (result.is_error() && result.error.type_name().empty() &&
+      result.error.kind() == rpc::ERROR_TASK) {
+    result.error.set_type_name("unknown");
+  }
+  tasks_.erase(it);  // drops the argument refs
+  store_.Put(rid, std::move(result));
+}
+
+void TaskSubmitter::FailAll(const StoredObject& error) {
+  std::vector<TaskId> ids;
+  for (auto& [id, r] : tasks_) ids.push_back(id);
+  for (const TaskId& id : ids) Finish(id, error);
+  for (auto& [key, q] : shapes_) {
+    q.queue.clear();
+    for (auto& [lid, lease] : q.leases) lease->conn->Close(Status::Cancelled("shutting down"));
+    q.leases.clear();
+  }
+}
+
+}  // namespace prism

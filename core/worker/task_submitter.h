@@ -1,0 +1,110 @@
+// Sends tasks to leased workers: resolves ref arguments, asks the daemon for leases per resource
+// shape, pipelines tasks on each lease, retries after worker deaths, and records results.
+#pragma once
+
+#include "base/resources.h"
+#include "base/status.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+#include "worker/lease_client.h"
+#include "worker/memory_store.h"
+
+#include <prism/internal/runtime_api.h>
+#include <prism/options.h>
+
+#include <asio.hpp>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace prism {
+
+struct SubmitterConfig {
+  std::string token;
+  /// Tasks pushed to one worker before its replies come back.
+  size_t max_tasks_in_flight_per_lease = 64;
+  /// An idle lease is kept this long for the next task of its shape before it is returned.
+  int lease_idle_ms = 10;
+  size_t max_frame_bytes = rpc::kDefaultMaxFrameBytes;
+};
+
+/// A task on its way: the spec (args may still be refs), what keeps its arguments alive, and
+/// its retry budget.
+struct PendingTask {
+  rpc::TaskSpec spec;
+  std::vector<internal::RefPtr> arg_refs;  // parallel to spec.args(); null for values
+  ObjectId return_id;
+  ResourceSet resources;
+  int retries_left = 0;
+};
+
+/// Fetches a borrowed object from its owner; `done` runs on the event loop.
+using BorrowedFetcher =
+    std::function<void(const ObjectId&, const internal::OwnerAddress&, MemoryStore::Callback done)>;
+
+class TaskSubmitter {
+ public:
+  TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
+                LeaseClient& leases, BorrowedFetcher fetch_borrowed,
+                std::function<bool(const internal::OwnerAddress&)> is_self);
+  /// Any thread. The return object must already be referenced in the store.
+  void Submit(PendingTask task);
+  /// Fails every task not finished with `error` (the daemon is gone, or shutdown).
+  void FailAll(const StoredObject& error);
+  RuntimeStats stats() const;
+
+ private:
+  struct Lease {
+    uint64_t id = 0;
+    std::shared_ptr<rpc::Connection> conn;
+    std::unordered_set<TaskId> in_flight;
+    std::unique_ptr<asio::steady_timer> idle_timer;
+  };
+  struct ShapeQueue {
+    ResourceSet shape;
+    std::deque<TaskId> queue;
+    std::map<uint64_t, std::unique_ptr<Lease>> leases;
+    int lease_requests = 0;
+    int connect_failures = 0;  // consecutive leased workers we could not reach
+  };
+  struct Running {
+    PendingTask task;
+    std::string key;
+    uint64_t lease_id = 0;  // 0 while queued
+    size_t unresolved = 0;
+  };
+
+  void AddOnLoop(PendingTask task);
+  void ResolveArgs(const TaskId& id);
+  void OnArgReady(const TaskId& id, size_t index, const StoredObject& obj);
+  void Enqueue(const TaskId& id);
+  void Pump(const std::string& key);
+  void OnLeaseOutcome(const std::string& key, LeaseOutcome outcome);
+  void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
+  void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
+  void ArmIdleTimer(const std::string& key, Lease& lease);
+  void Finish(const TaskId& id, StoredObject result);
+
+  asio::io_context& io_;
+  SubmitterConfig config_;
+  MemoryStore& store_;
+  LeaseClient& leases_;
+  BorrowedFetcher fetch_borrowed_;
+  std::function<bool(const internal::OwnerAddress&)> is_self_;
+
+  // Event-loop thread only.
+  std::unordered_map<TaskId, Running> tasks_;
+  std::unordered_map<std::string, ShapeQueue> shapes_;
+
+  std::atomic<uint64_t> tasks_submitted_{0}, tasks_retried_{0}, leases_requested_{0},
+      leases_granted_{0}, leases_returned_{0};
+};
+
+}  // namespace prism

@@ -1,0 +1,227 @@
+// The prism command-line tool: start, stop and inspect node daemons.
+#include "base/logging.h"
+#include "node/node_daemon.h"
+#include "node/session.h"
+#include "rpc/blocking_client.h"
+#include "rpc/connection.h"
+
+#include <CLI/CLI.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <thread>
+
+namespace {
+
+struct StartArgs {
+  bool head = false;
+  bool block = false;
+  bool embedded = false;
+  std::string address;
+  std::string session_dir;
+  int lifeline_fd = -1;
+  int ready_fd = -1;
+  double num_cpus = 0;
+  std::vector<std::string> resources;
+  std::string log_level;
+};
+
+prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
+  std::map<std::string, double> units;
+  units[prism::kCpu] = a.num_cpus > 0 ? a.num_cpus : static_cast<double>(std::thread::hardware_concurrency());
+  for (const auto& r : a.resources) {
+    auto eq = r.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return prism::Status::InvalidArgument("--resources takes NAME=AMOUNT, not '" + r + "'");
+    }
+    char* end = nullptr;
+    std::string num = r.substr(eq + 1);
+    double v = std::strtod(num.c_str(), &end);
+    if (end == num.c_str() || *end != '\0') {
+      return prism::Status::InvalidArgument("--resources: '" + num + "' is not a number");
+    }
+    units[r.substr(0, eq)] = v;
+  }
+  return prism::ResourceSet::FromUnits(units);
+}
+
+int Start(const StartArgs& a) {
+  if (!a.head) {
+    std::cerr << "prism start: only --head is supported by this version (one node per cluster); "
+                 "joining a head with --address comes with multi-node clusters\n";
+    return 2;
+  }
+  auto resources = ParseResources(a);
+  if (!resources.ok()) {
+    std::cerr << "prism start: " << resources.status().message() << "\n";
+    return 2;
+  }
+  prism::NodeDaemonConfig config;
+  config.session_dir = a.session_dir.empty() ? prism::NewSessionDir() : a.session_dir;
+  config.resources = *resources;
+  config.lifeline_fd = a.lifeline_fd;
+  config.ready_fd = a.ready_fd;
+  config.log_level = a.log_level;
+  if (a.embedded) {
+    const char* token = std::getenv("PRISM_CLUSTER_TOKEN");
+    if (token == nullptr || *token == '\0') {
+      std::cerr << "prism start --embedded: PRISM_CLUSTER_TOKEN is not set\n";
+      return 2;
+    }
+    config.token = token;
+    config.fixed_size = true;
+    config.remove_session_dir = true;
+    unsetenv("PRISM_CLUSTER_TOKEN");
+    return prism::RunNodeDaemon(std::move(config));
+  }
+  // A standalone daemon: it may gain nodes later, so infeasible requests wait.
+  config.token = prism::NewClusterToken();
+  config.fixed_size = false;
+  config.remove_session_dir = true;
+  std::error_code ec;
+  std::filesystem::create_directories(config.session_dir, ec);
+  ::chmod(config.session_dir.c_str(), 0700);
+  ::chmod(prism::SessionRoot().c_str(), 0700);
+  auto published = prism::PublishSession({config.session_dir, config.token});
+  if (!published.ok()) {
+    std::cerr << "prism start: " << published.message() << "\n";
+    return 1;
+  }
+  if (a.block) {
+    int rc = prism::RunNodeDaemon(config);
+    prism::UnpublishSession(config.session_dir);
+    return rc;
+  }
+  int ready[2];
+  if (pipe(ready) != 0) return 1;
+  pid_t pid = fork();
+  if (pid < 0) return 1;
+  if (pid == 0) {
+    ::close(ready[0]);
+    setsid();
+    int devnull = ::open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    config.ready_fd = ready[1];
+    int rc = prism::RunNodeDaemon(config);
+    prism::UnpublishSession(config.session_dir);
+    _exit(rc);
+  }
+  ::close(ready[1]);
+  pollfd p{ready[0], POLLIN, 0};
+  char byte = 0;
+  if (::poll(&p, 1, 30000) != 1 || ::read(ready[0], &byte, 1) != 1) {
+    std::cerr << "prism start: the daemon did not come up\n";
+    return 1;
+  }
+  std::cout << "prism: node daemon started (pid " << pid << ")\n"
+            << "  session: " << config.session_dir << "\n"
+            << "  connect a driver with prism::Init({.address = \"auto\"}); stop with `prism stop`\n";
+  return 0;
+}
+
+prism::Result<prism::rpc::BlockingClient> ConnectClient(const std::string& address,
+                                                        prism::SessionInfo* session) {
+  auto s = prism::ResolveSession(address);
+  if (!s.ok()) return s.status();
+  *session = *s;
+  return prism::rpc::BlockingClient::ConnectAndHello(
+      prism::DaemonSocketPath(s->dir), prism::rpc::MakeHello(prism::rpc::ROLE_CLIENT, s->token));
+}
+
+double Units(int64_t milli) { return static_cast<double>(milli) / prism::kMilli; }
+
+int Status(const std::string& address) {
+  prism::SessionInfo session;
+  auto c = ConnectClient(address, &session);
+  if (!c.ok()) {
+    std::cerr << "prism status: " << c.status().message() << "\n";
+    return 1;
+  }
+  prism::rpc::Envelope req;
+  req.mutable_status_request()->set_request_id(1);
+  auto st = c->Send(req);
+  auto reply = c->Receive(10000);
+  if (!st.ok() || !reply.ok() || !reply->has_status_reply()) {
+    std::cerr << "prism status: no answer from the daemon\n";
+    return 1;
+  }
+  const auto& s = reply->status_reply();
+  std::printf("node %s (pid %d)\n  session %s\n", prism::NodeId::FromBinary(s.node_id()).Hex().c_str(),
+              s.pid(), session.dir.c_str());
+  std::printf("  %-16s %10s %10s %10s\n", "resource", "total", "used", "free");
+  for (const auto& r : s.resources()) {
+    std::printf("  %-16s %10.3f %10.3f %10.3f\n", r.name().c_str(), Units(r.total_milli()),
+                Units(r.total_milli() - r.available_milli()), Units(r.available_milli()));
+  }
+  std::printf("  workers: %u alive, %u idle, %llu started in all\n", s.workers_alive(), s.workers_idle(),
+              static_cast<unsigned long long>(s.workers_started_total()));
+  std::printf("  leases: %u active, %llu granted in all, %u requests waiting\n", s.leases_active(),
+              static_cast<unsigned long long>(s.leases_granted_total()), s.pending_lease_requests());
+  std::printf("  drivers: %u\n", s.drivers());
+  return 0;
+}
+
+int Stop(const std::string& address) {
+  prism::SessionInfo session;
+  auto c = ConnectClient(address, &session);
+  if (!c.ok()) {
+    std::cerr << "prism stop: " << c.status().message() << "\n";
+    return 1;
+  }
+  prism::rpc::Envelope req;
+  req.mutable_stop_request()->set_request_id(1);
+  if (!c->Send(req).ok()) return 1;
+  // The daemon closes every connection as it stops.
+  while (true) {
+    auto r = c->Receive(15000);
+    if (!r.ok()) break;
+  }
+  for (int i = 0; i < 300 && std::filesystem::exists(prism::DaemonSocketPath(session.dir)); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  prism::UnpublishSession(session.dir);
+  std::cout << "prism: stopped the daemon of " << session.dir << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"prism: start, stop and inspect prism node daemons"};
+  app.require_subcommand(1);
+  StartArgs start;
+  auto* s = app.add_subcommand("start", "start a node daemon");
+  s->add_flag("--head", start.head, "start the head node (with the control store)");
+  s->add_flag("--block", start.block, "stay in the foreground");
+  s->add_flag("--embedded", start.embedded, "started by a driver's prism::Init() (internal)")->group("");
+  s->add_option("--address", start.address, "join the cluster of this head (multi-node)");
+  s->add_option("--session-dir", start.session_dir, "session folder (default: a new one)");
+  s->add_option("--lifeline-fd", start.lifeline_fd, "stop when this fd reaches EOF (internal)")->group("");
+  s->add_option("--ready-fd", start.ready_fd, "write one byte here when ready (internal)")->group("");
+  s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
+  s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
+  s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
+  std::string address = "auto";
+  auto* st = app.add_subcommand("status", "show a daemon's resources, workers and leases");
+  st->add_option("--address", address, "session folder, or auto");
+  auto* sp = app.add_subcommand("stop", "stop a standalone daemon");
+  sp->add_option("--address", address, "session folder, or auto");
+  CLI11_PARSE(app, argc, argv);
+  if (s->parsed()) {
+    if (!start.address.empty()) start.head = false;
+    return Start(start);
+  }
+  if (st->parsed()) return Status(address);
+  if (sp->parsed()) return Stop(address);
+  return 0;
+}
