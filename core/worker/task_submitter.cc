@@ -266,11 +266,14 @@ void TaskSubmitter::FailAll(const StoredObject& error) {
   std::vector<TaskId> ids;
   for (auto& [id, r] : tasks_) ids.push_back(id);
   for (const TaskId& id : ids) Finish(id, error);
+  std::vector<std::unique_ptr<Lease>> open;
   for (auto& [key, q] : shapes_) {
     q.queue.clear();
-    for (auto& [lid, lease] : q.leases) lease->conn->Close(Status::Cancelled("shutting down"));
+    for (auto& [lid, lease] : q.leases) open.push_back(std::move(lease));
     q.leases.clear();
   }
+  // Closed after they left the table, so the close handlers find nothing to retry.
+  for (auto& lease : open) lease->conn->Close(Status::Cancelled("shutting down"));
 }
 
 }  // namespace prism

@@ -1,0 +1,76 @@
+#include "worker/memory_store.h"
+
+#include "base/ids.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace prism {
+namespace {
+
+ObjectId Id(uint32_t i) { return PutObjectId(DriverTaskId(JobIdFromInt(1)), i); }
+
+TEST(MemoryStoreTest, PutGetAndRefCounting) {
+  MemoryStore s;
+  s.AddRef(Id(1));
+  EXPECT_TRUE(s.Put(Id(1), StoredObject::Value("abc")));
+  EXPECT_FALSE(s.Put(Id(1), StoredObject::Value("dup"))) << "a second Put is a stale duplicate";
+  EXPECT_EQ(*s.GetIfReady(Id(1))->data, "abc");
+  s.RemoveRef(Id(1));
+  EXPECT_FALSE(s.Contains(Id(1)));
+  EXPECT_FALSE(s.Put(Id(1), StoredObject::Value("late"))) << "nobody references it";
+  EXPECT_EQ(s.size(), 0u);
+}
+
+TEST(MemoryStoreTest, WaitWakesOnEnoughObjects) {
+  MemoryStore s;
+  for (uint32_t i = 1; i <= 3; ++i) s.AddRef(Id(i));
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s.Put(Id(2), StoredObject::Value("b"));
+    s.Put(Id(3), StoredObject::Value("c"));
+  });
+  auto ready = s.Wait({Id(1), Id(2), Id(3)}, 2, std::nullopt);
+  t.join();
+  EXPECT_EQ(ready, (std::vector<bool>{false, true, true}));
+}
+
+TEST(MemoryStoreTest, WaitTimesOut) {
+  MemoryStore s;
+  s.AddRef(Id(1));
+  auto start = MemoryStore::Clock::now();
+  auto ready = s.Wait({Id(1)}, 1, start + std::chrono::milliseconds(30));
+  EXPECT_FALSE(ready[0]);
+  EXPECT_GE(MemoryStore::Clock::now() - start, std::chrono::milliseconds(30));
+}
+
+TEST(MemoryStoreTest, CallbacksRunOnceReady) {
+  MemoryStore s;
+  s.AddRef(Id(1));
+  std::string seen;
+  EXPECT_TRUE(s.OnReady(Id(1), [&](const StoredObject& o) { seen = *o.data; }));
+  EXPECT_TRUE(seen.empty());
+  s.Put(Id(1), StoredObject::Value("x"));
+  EXPECT_EQ(seen, "x");
+  std::string again;
+  EXPECT_TRUE(s.OnReady(Id(1), [&](const StoredObject& o) { again = *o.data; }));
+  EXPECT_EQ(again, "x");
+  EXPECT_FALSE(s.OnReady(Id(9), [](const StoredObject&) {})) << "unknown id";
+}
+
+TEST(MemoryStoreTest, FailAllPendingWakesWaiters) {
+  MemoryStore s;
+  s.AddRef(Id(1));
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    s.FailAllPending(StoredObject::Error(rpc::ERROR_SYSTEM, "shut down"));
+  });
+  auto ready = s.Wait({Id(1)}, 1, std::nullopt);
+  t.join();
+  EXPECT_TRUE(ready[0]);
+  EXPECT_TRUE(s.GetIfReady(Id(1))->is_error());
+}
+
+}  // namespace
+}  // namespace prism

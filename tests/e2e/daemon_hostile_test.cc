@@ -1,0 +1,247 @@
+// Hostile input on the node daemon's socket: every bad frame is refused or answered with an
+// error, and the daemon keeps serving.
+#include "base/ids.h"
+#include "node/node_daemon.h"
+#include "node/session.h"
+#include "rpc/blocking_client.h"
+#include "rpc/connection.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+extern char** environ;
+
+namespace prism {
+namespace {
+
+using rpc::BlockingClient;
+using rpc::Envelope;
+
+class DaemonHostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    token_ = NewClusterToken();
+    session_ = NewSessionDir();
+    int lifeline[2];
+    ASSERT_EQ(pipe2(lifeline, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, lifeline[0], 3);
+    std::vector<std::string> args = {PRISM_TOOL, "start", "--head", "--block", "--embedded",
+                                     "--session-dir", session_, "--lifeline-fd", "3",
+                                     "--num-cpus", "2"};
+    std::vector<std::string> env = {"PRISM_CLUSTER_TOKEN=" + token_};
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    ASSERT_EQ(posix_spawn(&daemon_, PRISM_TOOL, &fa, nullptr, argv.data(), envp.data()), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(lifeline[0]);
+    lifeline_ = lifeline[1];
+    socket_ = DaemonSocketPath(session_);
+    for (int i = 0; i < 500 && !std::filesystem::exists(socket_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(std::filesystem::exists(socket_));
+  }
+  void TearDown() override {
+    close(lifeline_);  // the daemon stops on EOF
+    int status = 0;
+    waitpid(daemon_, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status)) << "the daemon crashed (status " << status << ")";
+    EXPECT_FALSE(std::filesystem::exists(session_));
+  }
+
+  Envelope Hello(rpc::Role role) { return rpc::MakeHello(role, token_); }
+
+  BlockingClient Client() {
+    auto c = BlockingClient::ConnectAndHello(socket_, Hello(rpc::ROLE_CLIENT));
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return std::move(*c);
+  }
+
+  // The daemon still answers a status request on a fresh connection.
+  void ExpectServing() {
+    BlockingClient c = Client();
+    Envelope req;
+    req.mutable_status_request()->set_request_id(77);
+    ASSERT_TRUE(c.Send(req).ok());
+    auto reply = c.Receive(5000);
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    ASSERT_TRUE(reply->has_status_reply());
+    EXPECT_EQ(reply->status_reply().request_id(), 77u);
+  }
+
+  // Sends raw bytes on a new connection; returns the first reply (or the error of reading one).
+  Result<Envelope> SendRaw(const std::string& bytes, int timeout_ms = 2000) {
+    auto c = BlockingClient::Connect(socket_);
+    if (!c.ok()) return c.status();
+    (void)c->SendRaw(bytes);
+    return c->Receive(timeout_ms);
+  }
+
+  std::string token_, session_, socket_;
+  pid_t daemon_ = -1;
+  int lifeline_ = -1;
+};
+
+TEST_F(DaemonHostileTest, GarbageBytesCloseOnlyThatConnection) {
+  std::mt19937 rng(1);
+  for (int i = 0; i < 50; ++i) {
+    std::string junk(1 + rng() % 512, '\0');
+    for (char& ch : junk) ch = static_cast<char>(rng());
+    auto r = SendRaw(junk, 500);
+    if (r.ok()) {
+      EXPECT_TRUE(r->has_refused()) << "garbage must never be welcomed";
+    }
+  }
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, HugeLengthPrefixIsRejected) {
+  auto r = SendRaw(std::string("\xff\xff\xff\xff", 4) + "abc");
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << "the daemon closes the connection";
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, TruncatedFramesAreHarmless) {
+  std::string frame;
+  rpc::AppendFrame(Hello(rpc::ROLE_CLIENT), &frame);
+  for (size_t cut = 1; cut < frame.size(); cut += 3) {
+    auto c = BlockingClient::Connect(socket_);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c->SendRaw(frame.substr(0, cut)).ok());
+    c->Close();  // hang up mid-frame
+  }
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, WrongVersionOrTokenIsRefusedWithAReason) {
+  Envelope bad_version = Hello(rpc::ROLE_CLIENT);
+  bad_version.mutable_hello()->set_protocol_version(rpc::kProtocolVersion + 1);
+  auto r = BlockingClient::ConnectAndHello(socket_, bad_version);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("protocol version"), std::string::npos) << r.status().ToString();
+
+  auto t = BlockingClient::ConnectAndHello(socket_, rpc::MakeHello(rpc::ROLE_CLIENT, "not-the-token"));
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("token"), std::string::npos) << t.status().ToString();
+
+  Envelope not_hello;
+  not_hello.mutable_status_request()->set_request_id(1);
+  std::string bytes;
+  rpc::AppendFrame(not_hello, &bytes);
+  auto n = SendRaw(bytes);
+  ASSERT_TRUE(n.ok());
+  EXPECT_TRUE(n->has_refused());
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, UnknownIdsGetErrors) {
+  // A worker id the daemon never started.
+  Envelope w = Hello(rpc::ROLE_WORKER);
+  w.mutable_hello()->set_worker_id(RandomUniqueId().Binary());
+  auto r = BlockingClient::ConnectAndHello(socket_, w);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("no worker"), std::string::npos);
+
+  BlockingClient c = Client();
+  Envelope ret;
+  ret.mutable_return_lease()->set_lease_id(123456);
+  ASSERT_TRUE(c.Send(ret).ok());
+  auto reply = c.Receive(2000);
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(reply->has_error());
+  EXPECT_NE(reply->error().message().find("123456"), std::string::npos);
+
+  // A client may not take leases; a push meant for workers is not for the daemon.
+  Envelope lease;
+  lease.mutable_request_lease()->set_request_id(5);
+  ASSERT_TRUE(c.Send(lease).ok());
+  reply = c.Receive(2000);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_TRUE(reply->has_error());
+  Envelope push;
+  push.mutable_push_task()->set_lease_id(1);
+  ASSERT_TRUE(c.Send(push).ok());
+  reply = c.Receive(2000);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_TRUE(reply->has_error());
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, LeaseReturnedTwiceIsRejected) {
+  Envelope hello = Hello(rpc::ROLE_DRIVER);
+  hello.mutable_hello()->set_worker_id(RandomUniqueId().Binary());
+  hello.mutable_hello()->set_build_id("hostile-test");  // workers of this job will not match
+  auto c = BlockingClient::ConnectAndHello(socket_, hello);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+
+  // Negative amounts are refused without a lease.
+  Envelope bad;
+  bad.mutable_request_lease()->set_request_id(1);
+  auto* r = bad.mutable_request_lease()->add_resources();
+  r->set_name("CPU");
+  r->set_milli(-1000);
+  ASSERT_TRUE(c->Send(bad).ok());
+  auto reply = c->Receive(5000);
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(reply->has_lease_rejected());
+
+  // Return a lease that was never granted, twice: both are errors, the connection lives on.
+  for (int i = 0; i < 2; ++i) {
+    Envelope ret;
+    ret.mutable_return_lease()->set_lease_id(1);
+    ASSERT_TRUE(c->Send(ret).ok());
+    reply = c->Receive(5000);
+    ASSERT_TRUE(reply.ok());
+    EXPECT_TRUE(reply->has_error());
+  }
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, ThousandsOfMutatedFrames) {
+  std::mt19937 rng(42);
+  std::vector<Envelope> seeds(6);
+  seeds[0] = Hello(rpc::ROLE_CLIENT);
+  seeds[1].mutable_status_request()->set_request_id(3);
+  seeds[2].mutable_return_lease()->set_lease_id(9);
+  seeds[3].mutable_request_lease()->set_request_id(4);
+  seeds[3].mutable_request_lease()->add_resources()->set_name("CPU");
+  seeds[4].mutable_push_task()->mutable_spec()->set_function("Square");
+  seeds[5] = Hello(rpc::ROLE_WORKER);
+  int frames = 0;
+  for (int conn = 0; conn < 150; ++conn) {
+    auto c = BlockingClient::Connect(socket_);
+    ASSERT_TRUE(c.ok());
+    std::string wire;
+    if (rng() % 2 == 0) rpc::AppendFrame(Hello(rpc::ROLE_CLIENT), &wire);  // half get past Hello
+    for (int i = 0; i < 20; ++i, ++frames) {
+      std::string frame;
+      rpc::AppendFrame(seeds[rng() % seeds.size()], &frame);
+      int flips = 1 + static_cast<int>(rng() % 4);
+      for (int f = 0; f < flips; ++f) frame[rng() % frame.size()] = static_cast<char>(rng());
+      if (rng() % 8 == 0) frame.resize(rng() % frame.size());  // truncated
+      wire += frame;
+    }
+    (void)c->SendRaw(wire);
+    (void)c->Receive(20);
+  }
+  EXPECT_EQ(frames, 3000);
+  ExpectServing();
+  EXPECT_EQ(kill(daemon_, 0), 0) << "the daemon must still be running";
+}
+
+}  // namespace
+}  // namespace prism

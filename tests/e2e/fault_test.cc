@@ -1,0 +1,187 @@
+// Faults: killed workers, crashing tasks, and a driver killed with SIGKILL.
+#include <prism/prism.h>
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int ReportAndSleep(std::string dir) {
+  std::ofstream(dir + "/pid-" + std::to_string(getpid())) << getpid();
+  std::this_thread::sleep_for(std::chrono::hours(1));
+  return 0;
+}
+PRISM_REMOTE(ReportAndSleep);
+
+int CrashOnce(std::string marker) {
+  if (fs::exists(marker)) return 42;
+  std::ofstream(marker) << "crashed";
+  raise(SIGKILL);
+  return 0;
+}
+PRISM_REMOTE(CrashOnce);
+
+int Square(int x) { return x * x; }
+PRISM_REMOTE(Square);
+
+std::string TempDir() {
+  std::string t = (fs::temp_directory_path() / "prism-fault-XXXXXX").string();
+  return mkdtemp(t.data());
+}
+
+// A process is gone once it no longer exists or is a zombie nobody reaped yet.
+bool Gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+std::vector<pid_t> ChildrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == parent && state != 'Z') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+std::vector<std::string> Cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::vector<std::string> out;
+  std::string part;
+  while (std::getline(in, part, '\0')) out.push_back(part);
+  return out;
+}
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    prism::Init({.num_cpus = 2});
+    dir_ = TempDir();
+  }
+  void TearDown() override {
+    prism::Shutdown();
+    fs::remove_all(dir_);
+  }
+  // Waits for a pid file not seen before; returns its pid.
+  pid_t NextWorkerPid(std::set<pid_t>& seen) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (const auto& e : fs::directory_iterator(dir_)) {
+        pid_t pid = std::stoi(e.path().filename().string().substr(4));
+        if (seen.insert(pid).second) return pid;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return -1;
+  }
+  std::string dir_;
+};
+
+TEST_F(FaultTest, KilledWorkerIsRetriedThenReportedAsCrashed) {
+  auto ref = prism::Task(ReportAndSleep).Options({.num_cpus = 1, .max_retries = 2}).Remote(dir_);
+  std::set<pid_t> seen;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    pid_t pid = NextWorkerPid(seen);
+    ASSERT_GT(pid, 0) << "attempt " << attempt << " never started";
+    ASSERT_NE(pid, getpid());
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+  }
+  try {
+    prism::Get(ref, std::chrono::seconds(30));
+    FAIL() << "expected WorkerCrashedError";
+  } catch (const prism::WorkerCrashedError& e) {
+    EXPECT_NE(std::string(e.what()).find("3 attempt"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(prism::GetRuntimeStats().tasks_retried, 2u);
+  // The daemon keeps serving.
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(9), std::chrono::seconds(30)), 81);
+}
+
+TEST_F(FaultTest, CrashingTaskSucceedsOnRetry) {
+  auto ref = prism::Task(CrashOnce).Options({.max_retries = 1}).Remote(dir_ + "/marker");
+  EXPECT_EQ(prism::Get(ref, std::chrono::seconds(30)), 42);
+}
+
+TEST_F(FaultTest, CrashingTaskWithoutRetriesFails) {
+  auto ref = prism::Task(CrashOnce).Options({.max_retries = 0}).Remote(dir_ + "/marker");
+  EXPECT_THROW(prism::Get(ref, std::chrono::seconds(30)), prism::WorkerCrashedError);
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(3), std::chrono::seconds(30)), 9);
+}
+
+TEST(DriverDeathTest, SigkilledDriverLeavesNothingBehind) {
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t driver = fork();
+  ASSERT_GE(driver, 0);
+  if (driver == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    close(out[1]);
+    execl(PRISM_SIGKILL_DRIVER, PRISM_SIGKILL_DRIVER, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  FILE* f = fdopen(out[0], "r");
+  int worker = -1;
+  ASSERT_EQ(fscanf(f, "ready %d", &worker), 1);
+  fclose(f);
+  std::vector<pid_t> daemons = ChildrenOf(driver);
+  ASSERT_EQ(daemons.size(), 1u);
+  pid_t daemon = daemons[0];
+  std::vector<pid_t> workers = ChildrenOf(daemon);
+  ASSERT_FALSE(workers.empty());
+  std::string session;
+  auto argv = Cmdline(daemon);
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == "--session-dir") session = argv[i + 1];
+  }
+  ASSERT_FALSE(session.empty());
+  ASSERT_TRUE(fs::exists(session + "/daemon.sock"));
+
+  ASSERT_EQ(kill(driver, SIGKILL), 0);
+  int status;
+  waitpid(driver, &status, 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  auto all_gone = [&] {
+    if (!Gone(daemon) || fs::exists(session)) return false;
+    for (pid_t w : workers) {
+      if (!Gone(w)) return false;
+    }
+    return true;
+  };
+  while (!all_gone() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(Gone(daemon)) << "daemon " << daemon << " outlived its driver";
+  for (pid_t w : workers) EXPECT_TRUE(Gone(w)) << "worker " << w << " outlived its driver";
+  EXPECT_FALSE(fs::exists(session)) << session << " was left behind";
+}
+
+}  // namespace

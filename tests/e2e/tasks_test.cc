@@ -1,0 +1,248 @@
+// Remote tasks end to end: a real daemon (started by Init) and real worker processes.
+#include <prism/prism.h>
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int Square(int x) { return x * x; }
+PRISM_REMOTE(Square);
+
+int Pid() { return static_cast<int>(getpid()); }
+PRISM_REMOTE(Pid);
+
+std::string Concat(std::string a, int b, std::vector<double> c) {
+  return a + ":" + std::to_string(b) + ":" + std::to_string(c.size());
+}
+PRISM_REMOTE(Concat);
+
+int Throws(int x) {
+  if (x > 0) throw std::out_of_range("index " + std::to_string(x) + " is past the end");
+  return 0;
+}
+PRISM_REMOTE(Throws);
+
+int Forever() {
+  std::this_thread::sleep_for(std::chrono::hours(1));
+  return 0;
+}
+PRISM_REMOTE(Forever);
+
+int Add(int a, int b) { return a + b; }
+PRISM_REMOTE(Add);
+
+void Nothing() {}
+PRISM_REMOTE(Nothing);
+
+int NotRegistered(int x) { return x; }
+
+// A task that submits tasks itself and waits on them (the worker is an owner too).
+int SumOfSquares(int n) {
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < n; ++i) refs.push_back(prism::Task(Square).Remote(i));
+  int sum = 0;
+  for (int v : prism::Get(refs)) sum += v;
+  return sum;
+}
+PRISM_REMOTE(SumOfSquares);
+
+// Refs nested in a container travel as refs; the callee gets them from their owner.
+int SumRefs(std::vector<prism::ObjectRef<int>> refs) {
+  int sum = 0;
+  for (int v : prism::Get(refs)) sum += v;
+  return sum;
+}
+PRISM_REMOTE(SumRefs);
+
+class TasksTest : public ::testing::Test {
+ protected:
+  void SetUp() override { prism::Init({.num_cpus = 2}); }
+  void TearDown() override { prism::Shutdown(); }
+};
+
+TEST_F(TasksTest, SeedExample) {
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 8; ++i) refs.push_back(prism::Task(Square).Remote(i));
+  EXPECT_EQ(prism::Get(refs), (std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49}));
+}
+
+TEST_F(TasksTest, TasksRunInOtherProcesses) {
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 20; ++i) refs.push_back(prism::Task(Pid).Remote());
+  for (int pid : prism::Get(refs)) {
+    EXPECT_NE(pid, getpid());
+    EXPECT_GT(pid, 0);
+  }
+}
+
+TEST_F(TasksTest, ThousandTasksUseNoMoreLeasesThanWorkers) {
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 1000; ++i) refs.push_back(prism::Task(Square).Remote(i));
+  auto values = prism::Get(refs);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(values[i], i * i);
+  prism::RuntimeStats s = prism::GetRuntimeStats();
+  EXPECT_EQ(s.tasks_submitted, 1000u);
+  EXPECT_GE(s.leases_granted, 1u);
+  EXPECT_LE(s.leases_granted, 2u) << "2 CPUs, 1-CPU tasks: at most 2 workers at a time";
+}
+
+TEST_F(TasksTest, ManyArgumentTypes) {
+  auto ref = prism::Task(Concat).Remote("x", 3, std::vector<double>{1, 2});
+  EXPECT_EQ(prism::Get(ref), "x:3:2");
+  prism::ObjectRef<void> v = prism::Task(Nothing).Remote();
+  prism::Get(v);
+}
+
+TEST_F(TasksTest, RefArgumentsAreResolved) {
+  auto a = prism::Task(Square).Remote(3);
+  auto b = prism::Put(4);
+  auto c = prism::Task(Add).Remote(a, b);
+  auto d = prism::Task(Add).Remote(c, 100);
+  EXPECT_EQ(prism::Get(d), 9 + 4 + 100);
+}
+
+TEST_F(TasksTest, PutAndGet) {
+  auto r = prism::Put(std::string("hello"));
+  EXPECT_EQ(prism::Get(r), "hello");
+  auto v = prism::Put(std::vector<int>{1, 2, 3});
+  EXPECT_EQ(prism::Get(v), (std::vector<int>{1, 2, 3}));
+}
+
+TEST_F(TasksTest, NestedTasksFromAWorker) {
+  EXPECT_EQ(prism::Get(prism::Task(SumOfSquares).Options({.num_cpus = 0}).Remote(5)),
+            0 + 1 + 4 + 9 + 16);
+}
+
+TEST_F(TasksTest, RefsInsideContainersAreBorrowed) {
+  std::vector<prism::ObjectRef<int>> refs = {prism::Put(1), prism::Put(2),
+                                             prism::Task(Square).Remote(3)};
+  EXPECT_EQ(prism::Get(prism::Task(SumRefs).Remote(refs)), 12);
+}
+
+TEST_F(TasksTest, RemoteExceptionSurfacesAsTaskError) {
+  auto ref = prism::Task(Throws).Remote(5);
+  try {
+    prism::Get(ref);
+    FAIL() << "expected TaskError";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.remote_type(), "std::out_of_range");
+    EXPECT_EQ(e.remote_message(), "index 5 is past the end");
+    EXPECT_EQ(e.function(), "Throws");
+    EXPECT_NE(std::string(e.what()).find("std::out_of_range"), std::string::npos);
+  }
+  // A failed argument fails the task that depends on it with the same error.
+  auto downstream = prism::Task(Add).Remote(ref, 1);
+  EXPECT_THROW(prism::Get(downstream), prism::TaskError);
+  EXPECT_EQ(prism::Get(prism::Task(Throws).Remote(0)), 0) << "the worker keeps serving";
+}
+
+TEST_F(TasksTest, UnregisteredFunctionFailsAtSubmission) {
+  EXPECT_THROW(prism::Task(NotRegistered).Remote(1), prism::InvalidArgumentError);
+  auto by_name = prism::Task(prism::CppFunction<int>("NoSuchFunction")).Remote(1);
+  try {
+    prism::Get(by_name);
+    FAIL() << "expected InvalidArgumentError";
+  } catch (const prism::InvalidArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("NoSuchFunction"), std::string::npos);
+  }
+}
+
+TEST_F(TasksTest, MismatchedArgumentTypesFailClearly) {
+  auto bad = prism::Task(prism::CppFunction<int>("Square")).Remote(std::string("seven"));
+  try {
+    prism::Get(bad);
+    FAIL() << "expected InvalidArgumentError";
+  } catch (const prism::InvalidArgumentError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("argument 0 of Square"), std::string::npos) << what;
+    EXPECT_NE(what.find("int"), std::string::npos) << what;
+  }
+  auto arity = prism::Task(prism::CppFunction<int>("Square")).Remote(1, 2);
+  EXPECT_THROW(prism::Get(arity), prism::InvalidArgumentError);
+  // Reading a value as the wrong type.
+  auto s = prism::Task(prism::CppFunction<std::string>("Square")).Remote(3);
+  EXPECT_THROW(prism::Get(s), prism::InvalidArgumentError);
+  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<int>("Square")).Remote(7)), 49);
+}
+
+TEST_F(TasksTest, InfeasibleTaskFailsAtGet) {
+  auto ref = prism::Task(Square).Options({.num_cpus = 64}).Remote(2);
+  EXPECT_THROW(prism::Get(ref), prism::InfeasibleError);
+  auto custom = prism::Task(Square).Options({.resources = {{"tpu", 1}}}).Remote(2);
+  try {
+    prism::Get(custom);
+    FAIL() << "expected InfeasibleError";
+  } catch (const prism::InfeasibleError& e) {
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(2)), 4);
+}
+
+TEST_F(TasksTest, BadOptionsFailAtSubmission) {
+  EXPECT_THROW(prism::Task(Square).Options({.num_cpus = -1}).Remote(1), prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(Square).Options({.resources = {{"CPU", 1}}}).Remote(1),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(Square).Options({.max_retries = -2}).Remote(1),
+               prism::InvalidArgumentError);
+}
+
+TEST_F(TasksTest, GetTimesOut) {
+  auto ref = prism::Task(Forever).Options({.num_cpus = 0}).Remote();
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(prism::Get(ref, std::chrono::milliseconds(200)), prism::GetTimeoutError);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(200));
+  EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+TEST_F(TasksTest, WaitReturnsReadyFirstAndHonoursTimeout) {
+  auto slow = prism::Task(Forever).Options({.num_cpus = 0}).Remote();
+  std::vector<prism::ObjectRef<int>> refs = {slow, prism::Task(Square).Remote(2),
+                                             prism::Task(Square).Remote(3)};
+  auto r = prism::Wait(refs, 2, std::chrono::seconds(30));
+  ASSERT_EQ(r.ready.size(), 2u);
+  EXPECT_EQ(r.unready.size(), 1u);
+  EXPECT_EQ(r.unready[0], slow);
+  auto t = prism::Wait(refs, 3, std::chrono::milliseconds(100));
+  EXPECT_EQ(t.ready.size(), 2u) << "timeout: returns what is ready";
+  EXPECT_THROW(prism::Wait(refs, 4), prism::InvalidArgumentError);
+}
+
+TEST_F(TasksTest, ConcurrentSubmittersFromManyThreads) {
+  std::vector<std::thread> threads;
+  std::vector<int> sums(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &sums] {
+      std::vector<prism::ObjectRef<int>> refs;
+      for (int i = 0; i < 100; ++i) refs.push_back(prism::Task(Add).Remote(t, i));
+      for (int v : prism::Get(refs)) sums[t] += v;
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(sums[t], 100 * t + 4950);
+}
+
+TEST(LifecycleTest, ApiBeforeInitAndAfterShutdownFailsClearly) {
+  EXPECT_FALSE(prism::IsInitialized());
+  EXPECT_THROW(prism::Task(Square).Remote(1), prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Put(1), prism::InvalidArgumentError);
+  prism::Init({.num_cpus = 1});
+  EXPECT_THROW(prism::Init(), prism::InvalidArgumentError);
+  auto ref = prism::Task(Square).Remote(6);
+  EXPECT_EQ(prism::Get(ref), 36);
+  prism::Shutdown();
+  prism::Shutdown();  // twice is fine
+  EXPECT_THROW(prism::Get(ref), prism::InvalidArgumentError);
+  prism::Init({.num_cpus = 1});  // and again
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(5)), 25);
+  prism::Shutdown();
+}
+
+}  // namespace
