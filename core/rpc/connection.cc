@@ -59,16 +59,25 @@ void Connection::ReadSome() {
 
 void Connection::Send(const Envelope& msg) {
   if (closed()) return;
-  bool start = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    size_t start = pending_.size();
     AppendFrame(msg, &pending_);
-    if (!writing_) {
-      writing_ = true;
-      start = true;
+    if (writing_) return;  // the write in flight picks it up
+    if (start == 0 && !InLoop()) {
+      // Fast path off the loop thread: nothing queued, so write straight from this thread and
+      // spare a wake-up of the loop. The kernel keeps concurrent reads (the loop thread) and
+      // this write apart; mu_ orders the writers. (On the loop thread async_write batches.)
+      ssize_t n = ::send(socket_.native_handle(), pending_.data(), pending_.size(),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n == static_cast<ssize_t>(pending_.size())) {
+        pending_.clear();
+        return;
+      }
+      if (n > 0) pending_.erase(0, static_cast<size_t>(n));
     }
+    writing_ = true;
   }
-  if (!start) return;
   if (InLoop()) {
     WriteLoop();
   } else {
