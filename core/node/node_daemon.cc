@@ -162,6 +162,16 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       if (peer->role == rpc::ROLE_CLIENT) break;
       HandleRequestLease(conn, *peer, msg.request_lease());
       return;
+    case rpc::Envelope::kCancelLeaseRequest: {
+      uint64_t rid = msg.cancel_lease_request().request_id();
+      for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+        if (it->from.get() == &conn && it->request_id == rid) {
+          pending_.erase(it);
+          break;
+        }
+      }
+      return;
+    }
     case rpc::Envelope::kReturnLease:
       HandleReturnLease(conn, msg.return_lease());
       return;
@@ -227,9 +237,12 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       if (conn.peer_pid() != w.pid) {
         return Status::PermissionDenied("worker " + id.Hex() + " registered from the wrong process");
       }
-      Job& job = jobs_[w.job];
+      auto job_it = jobs_.find(w.job);
+      if (job_it == jobs_.end()) return Status::NotFound("the job of this worker has ended");
+      Job& job = job_it->second;
       if (hello.build_id() != job.build_id) {
         job.start_failures = config_.max_worker_start_failures;  // no point in trying again
+        job.start_failure_final = true;
         job.last_start_failure = "the worker's executable (build id " + hello.build_id() +
                                  ") differs from its driver's (" + job.build_id +
                                  "): was it rebuilt while the job ran?";
@@ -326,13 +339,26 @@ void NodeDaemon::Schedule() {
       ++it;
       continue;
     }
-    Job& job = jobs_[req.job];
+    auto job_it = jobs_.find(req.job);
+    if (job_it == jobs_.end()) {
+      reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(req.job)) + " has ended");
+      it = pending_.erase(it);
+      continue;
+    }
+    Job& job = job_it->second;
     if (job.start_failures >= config_.max_worker_start_failures) {
       reject(rpc::ERROR_SYSTEM, "workers for this job fail to start: " + job.last_start_failure);
       it = pending_.erase(it);
       continue;
     }
     if (!req.shape.IsSubsetOf(available_)) {
+      if (!req.told_queued) {
+        // The caller pipelines deeper on the leases it has while this waits.
+        rpc::Envelope env;
+        env.mutable_lease_queued()->set_request_id(req.request_id);
+        req.from->Send(env);
+        req.told_queued = true;
+      }
       ++it;
       continue;
     }
@@ -441,7 +467,7 @@ void NodeDaemon::OnChildExit(pid_t pid, int wait_status) {
     auto j = jobs_.find(w->second.job);
     if (j != jobs_.end()) {
       j->second.start_failures++;
-      if (j->second.last_start_failure.empty() || j->second.start_failures > 1) {
+      if (!j->second.start_failure_final) {
         j->second.last_start_failure = "a worker process " + how + " before it registered";
       }
     }
@@ -505,6 +531,9 @@ void NodeDaemon::FinishJob(const JobId& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   PRISM_LOG_INFO("job {} finished", JobIdToInt(id));
+  if (it->second.exe_fd >= 0) ::close(it->second.exe_fd);
+  jobs_.erase(it);  // first, so that rescheduling below starts no worker for it
+  control_.FinishJob(id);
   std::vector<WorkerId> ws;
   for (auto& [wid, w] : workers_) {
     if (w.job == id) ws.push_back(wid);
@@ -513,9 +542,6 @@ void NodeDaemon::FinishJob(const JobId& id) {
     ::kill(workers_[w].pid, SIGKILL);
     RemoveWorker(w, "its job finished");
   }
-  if (it->second.exe_fd >= 0) ::close(it->second.exe_fd);
-  jobs_.erase(it);
-  control_.FinishJob(id);
 }
 
 void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {

@@ -63,6 +63,7 @@ class NodeDaemon {
     rpc::Connection* driver = nullptr;
     int start_failures = 0;
     std::string last_start_failure;
+    bool start_failure_final = false;  // the reason is known for sure: keep it
   };
   struct Worker {
     WorkerId id;
@@ -85,6 +86,7 @@ class NodeDaemon {
     uint64_t request_id;
     JobId job;
     ResourceSet shape;
+    bool told_queued = false;
   };
   // What a connection is, once its Hello was accepted.
   struct Peer {

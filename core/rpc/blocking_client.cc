@@ -54,10 +54,11 @@ Result<BlockingClient> BlockingClient::Connect(const std::string& socket_path) {
 }
 
 Result<BlockingClient> BlockingClient::ConnectAndHello(const std::string& socket_path,
-                                                       const Envelope& hello, Welcome* welcome) {
+                                                       const Envelope& hello, Welcome* welcome,
+                                                       int timeout_ms) {
   PRISM_ASSIGN_OR_RETURN(BlockingClient c, Connect(socket_path));
   PRISM_RETURN_IF_ERROR(c.Send(hello));
-  PRISM_ASSIGN_OR_RETURN(Envelope reply, c.Receive(10000));
+  PRISM_ASSIGN_OR_RETURN(Envelope reply, c.Receive(timeout_ms));
   if (reply.has_refused()) return Status::PermissionDenied(reply.refused().reason());
   if (!reply.has_welcome()) return Status::ProtocolError("expected a Welcome frame");
   if (welcome != nullptr) *welcome = reply.welcome();

@@ -20,7 +20,8 @@ class BlockingClient {
   static Result<BlockingClient> Connect(const std::string& socket_path);
   /// Connects and sends `hello`; OK once the peer answered Welcome (stored in `welcome`).
   static Result<BlockingClient> ConnectAndHello(const std::string& socket_path,
-                                                const Envelope& hello, Welcome* welcome = nullptr);
+                                                const Envelope& hello, Welcome* welcome = nullptr,
+                                                int timeout_ms = 10000);
   Status Send(const Envelope& msg);
   Status SendRaw(const std::string& bytes);
   /// Waits up to `timeout_ms` (< 0: forever) for the next frame.

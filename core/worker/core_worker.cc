@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <future>
 
 namespace prism {
@@ -50,6 +51,13 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   PRISM_RETURN_IF_ERROR(cw->Listen());
   PRISM_RETURN_IF_ERROR(cw->ConnectDaemon());
   cw->driver_task_ = DriverTaskId(cw->options_.job_id);
+  if (cw->options_.role == rpc::ROLE_WORKER) {
+    // Code in a worker outside any task (other threads, before the first task) submits under
+    // a root of its own, so its ids never meet the driver's.
+    uint64_t salt;
+    std::memcpy(&salt, cw->options_.worker_id.data(), sizeof(salt));
+    cw->driver_task_ = ChildTaskId(cw->driver_task_, salt | (uint64_t{1} << 63));
+  }
   cw->submitter_ = std::make_unique<TaskSubmitter>(
       cw->loop_.context(), cw->options_.submitter, cw->store_, *cw->daemon_,
       [w = cw.get()](const ObjectId& id, const internal::OwnerAddress& owner,
@@ -209,7 +217,7 @@ void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress&
   if (it == owners_.end() || it->second->conn->closed()) {
     rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, options_.token);
     hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
-    auto client = rpc::BlockingClient::ConnectAndHello(owner.socket_path, hello);
+    auto client = rpc::BlockingClient::ConnectAndHello(owner.socket_path, hello, nullptr, 2000);
     if (!client.ok()) {
       fail(client.status().message());
       return;

@@ -13,7 +13,8 @@ void DaemonClient::Start() {
                [this](rpc::Connection&, const Status& st) { OnClosed(st); });
 }
 
-void DaemonClient::RequestLease(const ResourceSet& shape, std::function<void(LeaseOutcome)> done) {
+uint64_t DaemonClient::RequestLease(const ResourceSet& shape, std::function<void()> queued,
+                                    std::function<void(LeaseOutcome)> done) {
   uint64_t id = next_request_id_++;
   rpc::Envelope env;
   auto* req = env.mutable_request_lease();
@@ -25,9 +26,17 @@ void DaemonClient::RequestLease(const ResourceSet& shape, std::function<void(Lea
   }
   if (conn_->closed()) {
     done(LeaseOutcome{Status::Unavailable("the node daemon is gone"), rpc::ERROR_SYSTEM});
-    return;
+    return id;
   }
-  lease_waiters_[id] = std::move(done);
+  lease_waiters_[id] = LeaseWaiter{std::move(queued), std::move(done)};
+  conn_->Send(env);
+  return id;
+}
+
+void DaemonClient::CancelLeaseRequest(uint64_t request_id) {
+  if (lease_waiters_.erase(request_id) == 0) return;
+  rpc::Envelope env;
+  env.mutable_cancel_lease_request()->set_request_id(request_id);
   conn_->Send(env);
 }
 
@@ -61,16 +70,21 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
         ReturnLease(msg.lease_grant().lease_id(), false);
         return;
       }
-      auto done = std::move(it->second);
+      auto done = std::move(it->second.done);
       lease_waiters_.erase(it);
       done(LeaseOutcome{Status::OK(), rpc::ERROR_NONE, msg.lease_grant().lease_id(),
                         msg.lease_grant().worker()});
       return;
     }
+    case rpc::Envelope::kLeaseQueued: {
+      auto it = lease_waiters_.find(msg.lease_queued().request_id());
+      if (it != lease_waiters_.end() && it->second.queued) it->second.queued();
+      return;
+    }
     case rpc::Envelope::kLeaseRejected: {
       auto it = lease_waiters_.find(msg.lease_rejected().request_id());
       if (it == lease_waiters_.end()) return;
-      auto done = std::move(it->second);
+      auto done = std::move(it->second.done);
       lease_waiters_.erase(it);
       done(LeaseOutcome{Status::Unavailable(msg.lease_rejected().message()),
                         msg.lease_rejected().kind()});
@@ -95,8 +109,8 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
 void DaemonClient::OnClosed(const Status& st) {
   auto leases = std::move(lease_waiters_);
   auto statuses = std::move(status_waiters_);
-  for (auto& [id, done] : leases) {
-    done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),
+  for (auto& [id, waiter] : leases) {
+    waiter.done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),
                       rpc::ERROR_SYSTEM});
   }
   for (auto& [id, done] : statuses) done(Status::Unavailable("the node daemon is gone"));

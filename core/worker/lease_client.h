@@ -25,8 +25,12 @@ struct LeaseOutcome {
 class LeaseClient {
  public:
   virtual ~LeaseClient() = default;
-  /// `done` runs on the event loop thread.
-  virtual void RequestLease(const ResourceSet& shape, std::function<void(LeaseOutcome)> done) = 0;
+  /// Returns the request's id. `queued` runs if the request has to wait for resources to free
+  /// up (the node is saturated); `done` runs once with the outcome. Both on the event loop.
+  virtual uint64_t RequestLease(const ResourceSet& shape, std::function<void()> queued,
+                                std::function<void(LeaseOutcome)> done) = 0;
+  /// Withdraws a request; its callbacks will not run.
+  virtual void CancelLeaseRequest(uint64_t request_id) = 0;
   virtual void ReturnLease(uint64_t lease_id, bool worker_failed) = 0;
 };
 
@@ -36,7 +40,9 @@ class DaemonClient : public LeaseClient {
   /// `on_lost` runs once if the daemon's connection closes.
   DaemonClient(std::shared_ptr<rpc::Connection> conn, std::function<void(const Status&)> on_lost);
   void Start();
-  void RequestLease(const ResourceSet& shape, std::function<void(LeaseOutcome)> done) override;
+  uint64_t RequestLease(const ResourceSet& shape, std::function<void()> queued,
+                        std::function<void(LeaseOutcome)> done) override;
+  void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;
   /// Asks for the daemon's status; `done` gets the reply or an error.
   void GetStatus(std::function<void(Result<rpc::StatusReply>)> done);
@@ -49,7 +55,11 @@ class DaemonClient : public LeaseClient {
   std::shared_ptr<rpc::Connection> conn_;
   std::function<void(const Status&)> on_lost_;
   uint64_t next_request_id_ = 1;
-  std::unordered_map<uint64_t, std::function<void(LeaseOutcome)>> lease_waiters_;
+  struct LeaseWaiter {
+    std::function<void()> queued;
+    std::function<void(LeaseOutcome)> done;
+  };
+  std::unordered_map<uint64_t, LeaseWaiter> lease_waiters_;
   std::unordered_map<uint64_t, std::function<void(Result<rpc::StatusReply>)>> status_waiters_;
 };
 

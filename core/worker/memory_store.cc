@@ -10,10 +10,21 @@ void MemoryStore::AddRef(const ObjectId& id) {
 }
 
 void MemoryStore::RemoveRef(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(id);
-  if (it == entries_.end()) return;
-  if (--it->second.refs <= 0 && it->second.waiters.empty()) entries_.erase(it);
+  std::vector<Callback> orphaned;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return;
+    if (--it->second.refs > 0 || !it->second.waiters.empty()) return;
+    orphaned = std::move(it->second.callbacks);
+    entries_.erase(it);
+  }
+  // Whoever waited for a value that will now never be kept learns so at once.
+  if (!orphaned.empty()) {
+    StoredObject lost = StoredObject::Error(
+        rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
+    for (auto& cb : orphaned) cb(lost);
+  }
 }
 
 void MemoryStore::MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run) {

@@ -43,7 +43,8 @@ class MemoryStore {
   using Clock = std::chrono::steady_clock;
 
   void AddRef(const ObjectId& id);
-  /// Drops one reference; the entry and its value go with the last one.
+  /// Drops one reference; the entry and its value go with the last one, and callbacks still
+  /// waiting for it get an object-lost error.
   void RemoveRef(const ObjectId& id);
   /// Makes an object ready. Ignored (returns false) when nobody references it any more, or it
   /// is ready already (a stale duplicate).

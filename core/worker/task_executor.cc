@@ -80,6 +80,12 @@ rpc::TaskReply TaskExecutor::Execute(const rpc::TaskSpec& spec) {
   }
   try {
     std::string out = fn->invoke(args);
+    if (out.size() + 4096 > rpc::kDefaultMaxFrameBytes) {
+      return fail(rpc::ERROR_SYSTEM, "",
+                  "the result of " + spec.function() + " is " + std::to_string(out.size()) +
+                      " bytes, more than a message may hold (" +
+                      std::to_string(rpc::kDefaultMaxFrameBytes) + " bytes)");
+    }
     auto* ret = reply.add_returns();
     ret->set_object_id(ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1).Binary());
     ret->set_data(std::move(out));

@@ -91,11 +91,12 @@ void TaskSubmitter::Enqueue(const TaskId& id) {
 
 void TaskSubmitter::Pump(const std::string& key) {
   ShapeQueue& q = shapes_[key];
+  const size_t depth = q.saturated ? config_.max_tasks_in_flight_per_lease : 1;
   while (!q.queue.empty()) {
     Lease* best = nullptr;
     for (auto& [lid, lease] : q.leases) {
       if (lease->conn->closed()) continue;
-      if (lease->in_flight.size() >= config_.max_tasks_in_flight_per_lease) continue;
+      if (lease->in_flight.size() >= depth) continue;
       if (best == nullptr || lease->in_flight.size() < best->in_flight.size()) best = lease.get();
     }
     if (best == nullptr) break;
@@ -104,6 +105,15 @@ void TaskSubmitter::Pump(const std::string& key) {
     auto it = tasks_.find(id);
     if (it == tasks_.end()) continue;
     Running& r = it->second;
+    if (r.task.spec.ByteSizeLong() + 1024 > config_.max_frame_bytes) {
+      Finish(id, StoredObject::Error(
+                     rpc::ERROR_SYSTEM,
+                     "task " + r.task.spec.name() + " carries " +
+                         std::to_string(r.task.spec.ByteSizeLong()) +
+                         " bytes of arguments, more than a message may hold (" +
+                         std::to_string(config_.max_frame_bytes) + " bytes)"));
+      continue;
+    }
     r.lease_id = best->id;
     best->in_flight.insert(id);
     if (best->idle_timer) best->idle_timer->cancel();
@@ -113,16 +123,39 @@ void TaskSubmitter::Pump(const std::string& key) {
     *push->mutable_spec() = r.task.spec;
     best->conn->Send(env);
   }
-  if (!q.queue.empty() && q.lease_requests == 0) {
-    q.lease_requests++;
+  if (!q.queue.empty() && q.lease_request == 0) {
     leases_requested_++;
-    leases_.RequestLease(q.shape, [this, key](LeaseOutcome o) { OnLeaseOutcome(key, std::move(o)); });
+    // The id is known once RequestLease returns; `done` may run before that (daemon gone).
+    struct Req {
+      uint64_t id = 0;
+      bool done = false;
+    };
+    auto req = std::make_shared<Req>();
+    uint64_t id = leases_.RequestLease(
+        q.shape,
+        [this, key] {
+          shapes_[key].saturated = true;
+          Pump(key);
+        },
+        [this, key, req](LeaseOutcome o) {
+          req->done = true;
+          OnLeaseOutcome(key, req->id, std::move(o));
+        });
+    req->id = id;
+    if (!req->done) shapes_[key].lease_request = id;
+  } else if (q.queue.empty() && q.lease_request != 0) {
+    // Nothing waits for a worker any more: withdraw the request rather than take a lease
+    // we would only give back.
+    leases_.CancelLeaseRequest(q.lease_request);
+    q.lease_request = 0;
   }
 }
 
-void TaskSubmitter::OnLeaseOutcome(const std::string& key, LeaseOutcome outcome) {
+void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
+                                   LeaseOutcome outcome) {
   ShapeQueue& q = shapes_[key];
-  q.lease_requests--;
+  if (q.lease_request == request_id) q.lease_request = 0;
+  if (outcome.status.ok()) q.saturated = false;
   if (!outcome.status.ok()) {
     // No worker will come for this shape: fail what waits for one.
     auto kind = outcome.kind == rpc::ERROR_NONE ? rpc::ERROR_SYSTEM : outcome.kind;
@@ -136,7 +169,9 @@ void TaskSubmitter::OnLeaseOutcome(const std::string& key, LeaseOutcome outcome)
   // Connect to the worker. A local connect plus one small round trip: done inline.
   rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
   hello.mutable_hello()->set_expect_worker_id(outcome.worker.worker_id());
-  auto client = rpc::BlockingClient::ConnectAndHello(outcome.worker.socket_path(), hello);
+  // Bounded: this runs on the event loop, and a healthy worker answers within microseconds.
+  auto client =
+      rpc::BlockingClient::ConnectAndHello(outcome.worker.socket_path(), hello, nullptr, 2000);
   if (!client.ok()) {
     PRISM_LOG_WARN("cannot reach leased worker {}: {}",
                    WorkerId::FromBinary(outcome.worker.worker_id()).Hex(), client.status().ToString());

@@ -28,7 +28,9 @@ namespace prism {
 
 struct SubmitterConfig {
   std::string token;
-  /// Tasks pushed to one worker before its replies come back.
+  /// Tasks pushed to one worker before its replies come back, once the node has no free
+  /// resources for another lease of the shape. While it has, each lease holds one task and more
+  /// leases are asked for, so tasks spread over workers.
   size_t max_tasks_in_flight_per_lease = 64;
   /// An idle lease is kept this long for the next task of its shape before it is returned.
   int lease_idle_ms = 10;
@@ -71,8 +73,9 @@ class TaskSubmitter {
     ResourceSet shape;
     std::deque<TaskId> queue;
     std::map<uint64_t, std::unique_ptr<Lease>> leases;
-    int lease_requests = 0;
-    int connect_failures = 0;  // consecutive leased workers we could not reach
+    uint64_t lease_request = 0;  // the id of the request in flight, 0 when none
+    bool saturated = false;      // the daemon queued our last request: pipeline deeper
+    int connect_failures = 0;    // consecutive leased workers we could not reach
   };
   struct Running {
     PendingTask task;
@@ -86,7 +89,7 @@ class TaskSubmitter {
   void OnArgReady(const TaskId& id, size_t index, const StoredObject& obj);
   void Enqueue(const TaskId& id);
   void Pump(const std::string& key);
-  void OnLeaseOutcome(const std::string& key, LeaseOutcome outcome);
+  void OnLeaseOutcome(const std::string& key, uint64_t request_id, LeaseOutcome outcome);
   void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);

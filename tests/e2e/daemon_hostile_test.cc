@@ -6,6 +6,8 @@
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
 
+#include <prism/prism.h>
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -241,6 +243,65 @@ TEST_F(DaemonHostileTest, ThousandsOfMutatedFrames) {
   EXPECT_EQ(frames, 3000);
   ExpectServing();
   EXPECT_EQ(kill(daemon_, 0), 0) << "the daemon must still be running";
+}
+
+}  // namespace
+}  // namespace prism
+
+// The core workers' own sockets (the driver's and each worker's) get the same treatment.
+namespace prism {
+namespace {
+
+int Twice(int x) { return 2 * x; }
+PRISM_REMOTE(Twice);
+
+TEST(CoreWorkerHostileTest, DriverAndWorkerSocketsRejectBadPeers) {
+  prism::Init({.num_cpus = 1});
+  ASSERT_EQ(prism::Get(prism::Task(Twice).Remote(4)), 8);  // a worker exists now
+  std::vector<std::string> sockets;
+  std::string prefix = "s-" + std::to_string(getpid()) + "-";
+  for (const auto& s : std::filesystem::directory_iterator(SessionRoot())) {
+    if (s.path().filename().string().rfind(prefix, 0) != 0) continue;
+    for (const auto& f : std::filesystem::directory_iterator(s.path())) {
+      std::string name = f.path().filename();
+      if (name.rfind("d-", 0) == 0 || name.rfind("w-", 0) == 0) sockets.push_back(f.path());
+    }
+  }
+  ASSERT_GE(sockets.size(), 2u) << "expected the driver's and a worker's socket";
+  std::mt19937 rng(7);
+  for (const auto& path : sockets) {
+    SCOPED_TRACE(path);
+    // Garbage and a 4 GiB length prefix: the connection is dropped.
+    for (int i = 0; i < 20; ++i) {
+      auto c = BlockingClient::Connect(path);
+      ASSERT_TRUE(c.ok());
+      std::string junk(1 + rng() % 256, '\0');
+      for (char& ch : junk) ch = static_cast<char>(rng());
+      if (i == 0) junk = std::string("\xff\xff\xff\xff", 4);
+      (void)c->SendRaw(junk);
+      auto r = c->Receive(300);
+      if (r.ok()) {
+        EXPECT_TRUE(r->has_refused());
+      }
+    }
+    // A wrong token, and a caller that expects another worker, are refused with a reason.
+    auto t = BlockingClient::ConnectAndHello(path, rpc::MakeHello(rpc::ROLE_CLIENT, "bad"));
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("token"), std::string::npos);
+    // Work before Hello is refused.
+    Envelope early;
+    early.mutable_get_object()->set_object_id("nope");
+    auto c = BlockingClient::Connect(path);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c->Send(early).ok());
+    auto r = c->Receive(2000);
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(r->has_refused());
+  }
+  prism::Shutdown();
+  prism::Init({.num_cpus = 1});
+  EXPECT_EQ(prism::Get(prism::Task(Twice).Remote(21)), 42);
+  prism::Shutdown();
 }
 
 }  // namespace

@@ -61,6 +61,26 @@ int SumRefs(std::vector<prism::ObjectRef<int>> refs) {
 }
 PRISM_REMOTE(SumRefs);
 
+int SlowPid(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return static_cast<int>(getpid());
+}
+PRISM_REMOTE(SlowPid);
+
+// Gets a ref it borrowed after its owner may have dropped it: an error, never a hang.
+int GetBorrowedLater(std::vector<prism::ObjectRef<int>> refs) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  try {
+    return prism::Get(refs[0], std::chrono::seconds(20));
+  } catch (const prism::ObjectLostError&) {
+    return -1;
+  }
+}
+PRISM_REMOTE(GetBorrowedLater);
+
+std::string Echo(std::string s) { return s; }
+PRISM_REMOTE(Echo);
+
 class TasksTest : public ::testing::Test {
  protected:
   void SetUp() override { prism::Init({.num_cpus = 2}); }
@@ -91,6 +111,33 @@ TEST_F(TasksTest, ThousandTasksUseNoMoreLeasesThanWorkers) {
   EXPECT_EQ(s.tasks_submitted, 1000u);
   EXPECT_GE(s.leases_granted, 1u);
   EXPECT_LE(s.leases_granted, 2u) << "2 CPUs, 1-CPU tasks: at most 2 workers at a time";
+}
+
+TEST_F(TasksTest, TasksSpreadOverWorkersWhileCpusAreFree) {
+  // Two slow tasks on a 2-CPU node run on two workers, not queued behind each other on one.
+  auto a = prism::Task(SlowPid).Remote(300);
+  auto b = prism::Task(SlowPid).Remote(300);
+  EXPECT_NE(prism::Get(a), prism::Get(b));
+}
+
+TEST_F(TasksTest, BorrowerOfADroppedPendingObjectGetsAnError) {
+  auto pending = prism::Task(SlowPid).Options({.num_cpus = 0}).Remote(400);
+  auto borrower = prism::Task(GetBorrowedLater).Options({.num_cpus = 0})
+                      .Remote(std::vector<prism::ObjectRef<int>>{pending});
+  pending = prism::ObjectRef<int>();  // the driver drops its only handle
+  EXPECT_EQ(prism::Get(borrower, std::chrono::seconds(30)), -1);
+}
+
+TEST_F(TasksTest, OversizedArgumentFailsClearly) {
+  std::string big(300u << 20, 'x');
+  auto ref = prism::Task(Echo).Remote(prism::Put(big));
+  try {
+    prism::Get(ref);
+    FAIL() << "expected an error";
+  } catch (const prism::RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("more than a message may hold"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(prism::Get(prism::Task(Echo).Remote(std::string("small"))), "small");
 }
 
 TEST_F(TasksTest, ManyArgumentTypes) {
