@@ -85,7 +85,7 @@ int Start(const StartArgs& a) {
   // A standalone daemon: it may gain nodes later, so infeasible requests wait.
   config.token = prism::NewClusterToken();
   config.fixed_size = false;
-  config.remove_session_dir = true;
+  config.remove_session_dir = false;  // keeps daemon.log; sockets and token go on stop
   std::error_code ec;
   std::filesystem::create_directories(config.session_dir, ec);
   ::chmod(config.session_dir.c_str(), 0700);
@@ -107,10 +107,15 @@ int Start(const StartArgs& a) {
   if (pid == 0) {
     ::close(ready[0]);
     setsid();
-    int devnull = ::open("/dev/null", O_RDWR);
+    // The daemon's messages, and its workers' output, go to the session's log.
+    int devnull = ::open("/dev/null", O_RDONLY);
+    std::string log_path = config.session_dir + "/daemon.log";
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     dup2(devnull, 0);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
+    if (log >= 0) {
+      dup2(log, 1);
+      dup2(log, 2);
+    }
     config.ready_fd = ready[1];
     int rc = prism::RunNodeDaemon(config);
     prism::UnpublishSession(config.session_dir);
@@ -124,7 +129,7 @@ int Start(const StartArgs& a) {
     return 1;
   }
   std::cout << "prism: node daemon started (pid " << pid << ")\n"
-            << "  session: " << config.session_dir << "\n"
+            << "  session: " << config.session_dir << " (log: daemon.log there)\n"
             << "  connect a driver with prism::Init({.address = \"auto\"}); stop with `prism stop`\n";
   return 0;
 }

@@ -1,6 +1,8 @@
 // One framed-protobuf connection over a Unix-domain socket, driven by an Asio io_context.
 #pragma once
 
+#include "base/thread_annotations.h"
+
 #include "base/status.h"
 #include "rpc/frame.h"
 
@@ -56,8 +58,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   int peer_pid_ = -1;
 
   std::mutex mu_;
-  std::string pending_;  // PRISM_GUARDED_BY(mu_): frames waiting for the next write
-  bool writing_ = false;  // PRISM_GUARDED_BY(mu_)
+  std::string pending_ PRISM_GUARDED_BY(mu_);  // frames waiting for the next write
+  bool writing_ PRISM_GUARDED_BY(mu_) = false;
   std::string inflight_;  // owned by the write in flight
 };
 

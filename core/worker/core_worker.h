@@ -3,6 +3,8 @@
 // a worker, runs the tasks pushed to it.
 #pragma once
 
+#include "base/thread_annotations.h"
+
 #include "base/status.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -105,7 +107,7 @@ class CoreWorker {
   std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
 
   std::mutex fetch_mu_;
-  std::unordered_set<ObjectId> fetching_;  // PRISM_GUARDED_BY(fetch_mu_)
+  std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);
 };
 
 }  // namespace prism

@@ -1,6 +1,8 @@
 // The owner's in-process object table: values of small objects, errors, and who waits for them.
 #pragma once
 
+#include "base/thread_annotations.h"
+
 #include "base/status.h"
 #include "prism.pb.h"
 
@@ -77,7 +79,7 @@ class MemoryStore {
   void MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run);
 
   mutable std::mutex mu_;
-  std::unordered_map<ObjectId, Entry> entries_;  // PRISM_GUARDED_BY(mu_)
+  std::unordered_map<ObjectId, Entry> entries_ PRISM_GUARDED_BY(mu_);
 };
 
 }  // namespace prism

@@ -2,6 +2,8 @@
 // and run one at a time on the worker's main thread.
 #pragma once
 
+#include "base/thread_annotations.h"
+
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
@@ -35,8 +37,8 @@ class TaskExecutor {
   std::function<void(const rpc::TaskSpec&)> before_task_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Item> queue_;  // PRISM_GUARDED_BY(mu_)
-  bool stop_ = false;       // PRISM_GUARDED_BY(mu_)
+  std::deque<Item> queue_ PRISM_GUARDED_BY(mu_);
+  bool stop_ PRISM_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace prism

@@ -1,10 +1,13 @@
 // Remote tasks end to end: a real daemon (started by Init) and real worker processes.
+#include "node/session.h"
+
 #include <prism/prism.h>
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -290,6 +293,13 @@ TEST(LifecycleTest, ApiBeforeInitAndAfterShutdownFailsClearly) {
   prism::Init({.num_cpus = 1});  // and again
   EXPECT_EQ(prism::Get(prism::Task(Square).Remote(5)), 25);
   prism::Shutdown();
+  // Shutdown left no session folder (sockets) of this driver behind.
+  std::string prefix = "s-" + std::to_string(getpid()) + "-";
+  if (std::filesystem::exists(prism::SessionRoot())) {
+    for (const auto& e : std::filesystem::directory_iterator(prism::SessionRoot())) {
+      EXPECT_NE(e.path().filename().string().rfind(prefix, 0), 0u) << e.path() << " left behind";
+    }
+  }
 }
 
 }  // namespace

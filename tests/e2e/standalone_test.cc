@@ -1,0 +1,78 @@
+// A standalone daemon: `prism start --head`, drivers that join with Init({.address = "auto"}),
+// `prism status`, and `prism stop`.
+#include <prism/prism.h>
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int Cube(int x) { return x * x * x; }
+PRISM_REMOTE(Cube);
+
+// Runs a command; returns its exit code and stdout.
+int RunCommand(const std::string& cmd, std::string* out) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  std::array<char, 512> buf{};
+  while (fgets(buf.data(), buf.size(), p) != nullptr) *out += buf.data();
+  int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(StandaloneTest, StartJoinStatusStop) {
+  // A private session root, so that no other daemon of this user is touched.
+  std::string root = (fs::temp_directory_path() / "prism-standalone-XXXXXX").string();
+  ASSERT_NE(mkdtemp(root.data()), nullptr);
+  setenv("PRISM_TMPDIR", root.c_str(), 1);
+  std::string tool = PRISM_TOOL;
+  std::string out;
+  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 2 --resources widget=3", &out), 0) << out;
+  EXPECT_NE(out.find("node daemon started"), std::string::npos) << out;
+
+  prism::Init({.address = "auto"});
+  EXPECT_EQ(prism::Get(prism::Task(Cube).Remote(3)), 27);
+  EXPECT_EQ(prism::Get(prism::Task(Cube).Options({.resources = {{"widget", 2}}}).Remote(2)), 8);
+  // A standalone cluster may grow, so a request nothing can run now waits instead of failing.
+  auto waits = prism::Task(Cube).Options({.resources = {{"widget", 5}}}).Remote(1);
+  EXPECT_THROW(prism::Get(waits, std::chrono::milliseconds(300)), prism::GetTimeoutError);
+
+  std::string status;
+  ASSERT_EQ(RunCommand(tool + " status", &status), 0) << status;
+  EXPECT_NE(status.find("CPU"), std::string::npos) << status;
+  EXPECT_NE(status.find("widget"), std::string::npos) << status;
+  EXPECT_NE(status.find("drivers: 1"), std::string::npos) << status;
+  prism::Shutdown();
+
+  // The daemon outlives its drivers: a second driver joins the same cluster.
+  prism::Init({.address = "auto"});
+  EXPECT_EQ(prism::Get(prism::Task(Cube).Remote(4)), 64);
+  prism::Shutdown();
+
+  std::string stop;
+  ASSERT_EQ(RunCommand(tool + " stop", &stop), 0) << stop;
+  std::string again;
+  EXPECT_NE(RunCommand(tool + " status", &again), 0) << "no daemon is left to answer";
+  EXPECT_THROW(prism::Init({.address = "auto"}), prism::RuntimeError);
+  // Nothing of the session is left but its log.
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (e.is_regular_file()) {
+      EXPECT_EQ(e.path().filename(), "daemon.log") << e.path();
+    } else if (e.is_socket()) {
+      ADD_FAILURE() << "socket left behind: " << e.path();
+    }
+  }
+  unsetenv("PRISM_TMPDIR");
+  fs::remove_all(root);
+}
+
+}  // namespace
