@@ -60,14 +60,7 @@ Status NodeDaemon::Start() {
   if (fec) return Status::IOError("cannot create " + config_.session_dir + ": " + fec.message());
   ::chmod(config_.session_dir.c_str(), 0700);
   socket_path_ = DaemonSocketPath(config_.session_dir);
-  ::unlink(socket_path_.c_str());
-  acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
-  asio::error_code ec;
-  asio::local::stream_protocol::endpoint ep(socket_path_);
-  acceptor_->open(ep.protocol(), ec);
-  if (!ec) acceptor_->bind(ep, ec);
-  if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status::IOError("cannot listen on " + socket_path_ + ": " + ec.message());
+  PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
   WatchSignals();
   WatchLifeline();
@@ -136,6 +129,15 @@ void NodeDaemon::SendError(rpc::Connection& conn, uint64_t request_id, const Sta
   env.mutable_error()->set_request_id(request_id);
   env.mutable_error()->set_code(static_cast<uint32_t>(st.code()));
   env.mutable_error()->set_message(st.message());
+  conn.Send(env);
+}
+
+void NodeDaemon::RejectLease(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
+                             const std::string& why) {
+  rpc::Envelope env;
+  env.mutable_lease_rejected()->set_request_id(request_id);
+  env.mutable_lease_rejected()->set_kind(kind);
+  env.mutable_lease_rejected()->set_message(why);
   conn.Send(env);
 }
 
@@ -268,11 +270,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
 void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
                                     const rpc::RequestLease& req) {
   auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
-    rpc::Envelope env;
-    env.mutable_lease_rejected()->set_request_id(req.request_id());
-    env.mutable_lease_rejected()->set_kind(kind);
-    env.mutable_lease_rejected()->set_message(why);
-    conn.Send(env);
+    RejectLease(conn, req.request_id(), kind, why);
   };
   auto shape = ShapeFromProto(req.resources());
   if (!shape.ok()) {
@@ -322,11 +320,7 @@ void NodeDaemon::Schedule() {
       continue;
     }
     auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
-      rpc::Envelope env;
-      env.mutable_lease_rejected()->set_request_id(req.request_id);
-      env.mutable_lease_rejected()->set_kind(kind);
-      env.mutable_lease_rejected()->set_message(why);
-      req.from->Send(env);
+      RejectLease(*req.from, req.request_id, kind, why);
     };
     if (!req.shape.IsSubsetOf(config_.resources)) {
       if (config_.fixed_size) {

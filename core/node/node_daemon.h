@@ -105,6 +105,8 @@ class NodeDaemon {
   void HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease& ret);
   void SendStatus(rpc::Connection& conn, uint64_t request_id);
   void SendError(rpc::Connection& conn, uint64_t request_id, const Status& st);
+  void RejectLease(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
+                   const std::string& why);
   void Schedule();
   void StartWorker(Job& job);
   void OnChildExit(pid_t pid, int wait_status);

@@ -149,6 +149,19 @@ void EventLoop::Stop() {
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
+Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_context& io,
+                                                                      const std::string& path) {
+  ::unlink(path.c_str());
+  auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io);
+  asio::error_code ec;
+  asio::local::stream_protocol::endpoint ep(path);
+  acceptor->open(ep.protocol(), ec);
+  if (!ec) acceptor->bind(ep, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::IOError("cannot listen on " + path + ": " + ec.message());
+  return acceptor;
+}
+
 Envelope MakeHello(Role role, const std::string& token) {
   Envelope env;
   Hello* hello = env.mutable_hello();

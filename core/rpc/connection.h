@@ -79,6 +79,10 @@ class EventLoop {
   std::thread thread_;
 };
 
+/// Binds a listening Unix socket at `path` (replacing a stale file there).
+Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_context& io,
+                                                                      const std::string& path);
+
 /// The handshake frame, and its check on the accepting side.
 Envelope MakeHello(Role role, const std::string& token);
 /// OK when `hello` speaks this protocol version and carries `token`; otherwise the reason to

@@ -83,14 +83,7 @@ Status CoreWorker::Listen() {
   std::string prefix = options_.role == rpc::ROLE_WORKER ? "/w-" : "/d-";
   address_.socket_path = options_.session_dir + prefix + options_.worker_id.Hex().substr(0, 16) + ".sock";
   address_.worker_id = options_.worker_id.Binary();
-  ::unlink(address_.socket_path.c_str());
-  acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(loop_.context());
-  asio::error_code ec;
-  asio::local::stream_protocol::endpoint ep(address_.socket_path);
-  acceptor_->open(ep.protocol(), ec);
-  if (!ec) acceptor_->bind(ep, ec);
-  if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status::IOError("cannot listen on " + address_.socket_path + ": " + ec.message());
+  PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(loop_.context(), address_.socket_path));
   return Status::OK();
 }
 
