@@ -94,7 +94,7 @@ class [[nodiscard]] Result {
   auto PRISM_STATUS_CONCAT(_res_, __LINE__) = (expr);                     \
   if (!PRISM_STATUS_CONCAT(_res_, __LINE__).ok())                         \
     return PRISM_STATUS_CONCAT(_res_, __LINE__).status();                 \
-  lhs = std::move(PRISM_STATUS_CONCAT(_res_, __LINE__)).value()
+  lhs = std::move(PRISM_STATUS_CONCAT(_res_, __LINE__)).value()  /* NOLINT(bugprone-macro-parentheses): lhs may declare */
 
 /// Aborts on a broken invariant of prism's own. Never for anything a peer or user can cause.
 #define PRISM_CHECK(cond)                                                  \

@@ -139,7 +139,7 @@ void TaskSubmitter::Pump(const std::string& key) {
         },
         [this, key, req](LeaseOutcome o) {
           req->done = true;
-          OnLeaseOutcome(key, req->id, std::move(o));
+          OnLeaseOutcome(key, req->id, o);
         });
     req->id = id;
     if (!req->done) shapes_[key].lease_request = id;
@@ -152,7 +152,7 @@ void TaskSubmitter::Pump(const std::string& key) {
 }
 
 void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
-                                   LeaseOutcome outcome) {
+                                   const LeaseOutcome& outcome) {
   ShapeQueue& q = shapes_[key];
   if (q.lease_request == request_id) q.lease_request = 0;
   if (outcome.status.ok()) q.saturated = false;

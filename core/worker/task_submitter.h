@@ -89,7 +89,7 @@ class TaskSubmitter {
   void OnArgReady(const TaskId& id, size_t index, const StoredObject& obj);
   void Enqueue(const TaskId& id);
   void Pump(const std::string& key);
-  void OnLeaseOutcome(const std::string& key, uint64_t request_id, LeaseOutcome outcome);
+  void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);
   void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);
