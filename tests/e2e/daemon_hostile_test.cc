@@ -1,6 +1,7 @@
 // Hostile input on the node daemon's socket: every bad frame is refused or answered with an
 // error, and the daemon keeps serving.
 #include "base/ids.h"
+#include "base/process_info.h"
 #include "node/node_daemon.h"
 #include "node/session.h"
 #include "rpc/blocking_client.h"
@@ -210,6 +211,43 @@ TEST_F(DaemonHostileTest, LeaseReturnedTwiceIsRejected) {
     ASSERT_TRUE(reply.ok());
     EXPECT_TRUE(reply->has_error());
   }
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, GrantedLeaseReturnedTwiceIsRejected) {
+  // Register as a real driver: the daemon starts this test binary as the worker.
+  Envelope hello = Hello(rpc::ROLE_DRIVER);
+  hello.mutable_hello()->set_worker_id(RandomUniqueId().Binary());
+  hello.mutable_hello()->set_build_id(SelfBuildId());
+  auto c = BlockingClient::ConnectAndHello(socket_, hello);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Envelope req;
+  req.mutable_request_lease()->set_request_id(11);
+  auto* cpu = req.mutable_request_lease()->add_resources();
+  cpu->set_name("CPU");
+  cpu->set_milli(1000);
+  ASSERT_TRUE(c->Send(req).ok());
+  auto reply = c->Receive(30000);
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  ASSERT_TRUE(reply->has_lease_grant()) << reply->DebugString();
+  uint64_t lease = reply->lease_grant().lease_id();
+
+  Envelope ret;
+  ret.mutable_return_lease()->set_lease_id(lease);
+  ASSERT_TRUE(c->Send(ret).ok());  // the first return is silent
+  ASSERT_TRUE(c->Send(ret).ok());  // the second is an error
+  reply = c->Receive(5000);
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(reply->has_error()) << reply->DebugString();
+  EXPECT_NE(reply->error().message().find("returned twice"), std::string::npos);
+
+  // The returned worker is idle again: the next request gets it at once.
+  req.mutable_request_lease()->set_request_id(12);
+  ASSERT_TRUE(c->Send(req).ok());
+  reply = c->Receive(5000);
+  ASSERT_TRUE(reply.ok());
+  ASSERT_TRUE(reply->has_lease_grant());
+  EXPECT_EQ(reply->lease_grant().request_id(), 12u);
   ExpectServing();
 }
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -70,6 +71,21 @@ int SlowPid(int ms) {
 }
 PRISM_REMOTE(SlowPid);
 
+// Marks its arrival in `dir`, then waits (up to 10 s) until `n` tasks have arrived: only tasks
+// that run at the same time, in different workers, all return quickly.
+int Rendezvous(std::string dir, int n) {
+  std::ofstream(dir + "/" + std::to_string(getpid())) << "here";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int arrived = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++arrived;
+    if (arrived >= n) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return static_cast<int>(getpid());
+}
+PRISM_REMOTE(Rendezvous);
+
 // Gets a ref it borrowed after its owner may have dropped it: an error, never a hang.
 int GetBorrowedLater(std::vector<prism::ObjectRef<int>> refs) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -117,10 +133,13 @@ TEST_F(TasksTest, ThousandTasksUseNoMoreLeasesThanWorkers) {
 }
 
 TEST_F(TasksTest, TasksSpreadOverWorkersWhileCpusAreFree) {
-  // Two slow tasks on a 2-CPU node run on two workers, not queued behind each other on one.
-  auto a = prism::Task(SlowPid).Remote(300);
-  auto b = prism::Task(SlowPid).Remote(300);
+  // Two tasks on a 2-CPU node run at once on two workers, not queued behind each other on one.
+  std::string dir = (std::filesystem::temp_directory_path() / "prism-spread-XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  auto a = prism::Task(Rendezvous).Remote(dir, 2);
+  auto b = prism::Task(Rendezvous).Remote(dir, 2);
   EXPECT_NE(prism::Get(a), prism::Get(b));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(TasksTest, BorrowerOfADroppedPendingObjectGetsAnError) {
