@@ -228,7 +228,12 @@ void Init(const InitOptions& options) {
   o.worker_id = RandomUniqueId();
   o.build_id = SelfBuildId();
   o.runtime_generation = g_generation.load();
-  auto core = CoreWorker::Start(std::move(o));
+  Result<std::unique_ptr<CoreWorker>> core = Status::Internal("not started");
+  try {
+    core = CoreWorker::Start(std::move(o));
+  } catch (const std::exception& e) {
+    core = Status::Internal(e.what());
+  }
   if (!core.ok()) {
     StopEmbeddedDaemon(&rt);
     throw RuntimeError("cannot connect to the node daemon: " + core.status().ToString());

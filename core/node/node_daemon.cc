@@ -111,8 +111,13 @@ void NodeDaemon::Accept() {
   acceptor_->async_accept([this](const asio::error_code& ec, rpc::UnixSocket sock) {
     if (stopped_) return;
     if (ec) {
-      PRISM_LOG_WARN("accept: {}", ec.message());
-      if (ec != asio::error::operation_aborted) Accept();
+      if (ec == asio::error::operation_aborted) return;
+      // Out of descriptors, most likely: back off instead of spinning.
+      PRISM_LOG_WARN("accept: {}; retrying in 100 ms", ec.message());
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      timer->async_wait([this, timer](const asio::error_code&) {
+        if (!stopped_) Accept();
+      });
       return;
     }
     auto conn = rpc::Connection::Create(std::move(sock), config_.max_frame_bytes);
@@ -300,8 +305,7 @@ void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease
   auto w = workers_.find(lease.worker);
   if (w != workers_.end()) {
     if (ret.worker_failed()) {
-      ::kill(w->second.pid, SIGKILL);
-      RemoveWorker(lease.worker, "its lease holder lost it");
+      KillWorker(lease.worker, "its lease holder lost it");
     } else {
       w->second.state = WorkerState::kIdle;
       w->second.lease_id = 0;
@@ -391,9 +395,35 @@ void NodeDaemon::Schedule() {
     }
     auto jit = jobs_.find(job_id);
     if (jit == jobs_.end()) continue;
-    while (starting < want && static_cast<int>(workers_.size()) < config_.max_workers) {
+    while (starting < want) {
+      if (static_cast<int>(workers_.size()) >= config_.max_workers) {
+        // At the cap: make room by stopping an idle worker of another job, if there is one.
+        const Worker* victim = nullptr;
+        for (auto& [wid, w] : workers_) {
+          if (w.job != job_id && w.state == WorkerState::kIdle) {
+            victim = &w;
+            break;
+          }
+        }
+        if (victim == nullptr) break;
+        WorkerId vid = victim->id;
+        // Removing it reschedules (RemoveWorker calls Schedule), which starts the worker
+        // this job waits for; this pass is stale from here on.
+        KillWorker(vid, "making room for another job's workers");
+        return;
+      }
       StartWorker(jit->second);
       ++starting;
+    }
+    if (starting < want) {
+      // No worker can start now: these requests wait like ones short of resources.
+      for (auto& req : pending_) {
+        if (req.job != job_id || req.told_queued || req.from->closed()) continue;
+        rpc::Envelope env;
+        env.mutable_lease_queued()->set_request_id(req.request_id);
+        req.from->Send(env);
+        req.told_queued = true;
+      }
     }
   }
 }
@@ -470,6 +500,13 @@ void NodeDaemon::OnChildExit(pid_t pid, int wait_status) {
   RemoveWorker(id, how);
 }
 
+void NodeDaemon::KillWorker(const WorkerId& id, const std::string& why) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return;
+  if (it->second.pid > 0) ::kill(it->second.pid, SIGKILL);
+  RemoveWorker(id, why);
+}
+
 void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
@@ -504,17 +541,10 @@ void NodeDaemon::OnClosed(rpc::Connection& conn, const Status& why) {
   for (auto& [lid, lease] : leases_) {
     if (lease.holder == &conn) orphaned.push_back(lease.worker);
   }
-  for (const WorkerId& w : orphaned) {
-    auto wit = workers_.find(w);
-    if (wit != workers_.end()) ::kill(wit->second.pid, SIGKILL);
-    RemoveWorker(w, "its lease holder disconnected");
-  }
+  // (Removing one may remove others: a worker's own leases go with it. KillWorker skips those.)
+  for (const WorkerId& w : orphaned) KillWorker(w, "its lease holder disconnected");
   if (peer.role == rpc::ROLE_WORKER) {
-    auto wit = workers_.find(peer.worker);
-    if (wit != workers_.end()) {
-      ::kill(wit->second.pid, SIGKILL);
-      RemoveWorker(peer.worker, "its connection closed: " + why.message());
-    }
+    KillWorker(peer.worker, "its connection closed: " + why.message());
   } else if (peer.role == rpc::ROLE_DRIVER) {
     FinishJob(peer.job);
   }
@@ -532,10 +562,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
   for (auto& [wid, w] : workers_) {
     if (w.job == id) ws.push_back(wid);
   }
-  for (const WorkerId& w : ws) {
-    ::kill(workers_[w].pid, SIGKILL);
-    RemoveWorker(w, "its job finished");
-  }
+  for (const WorkerId& w : ws) KillWorker(w, "its job finished");
 }
 
 void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {

@@ -111,6 +111,8 @@ class NodeDaemon {
   void StartWorker(Job& job);
   void OnChildExit(pid_t pid, int wait_status);
   void RemoveWorker(const WorkerId& id, const std::string& why);
+  /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
+  void KillWorker(const WorkerId& id, const std::string& why);
   void ReapChildren();
   void FinishJob(const JobId& id);
 

@@ -3,6 +3,7 @@
 #include "base/logging.h"
 
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <pthread.h>
 
 namespace prism::rpc {
@@ -58,9 +59,11 @@ void Connection::ReadSome() {
 }
 
 void Connection::Send(const Envelope& msg) {
-  if (closed()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // Under mu_: CloseOnLoop closes the descriptor under it too, so the fast path below never
+    // writes to a descriptor that was closed (and perhaps reused) meanwhile.
+    if (closed()) return;
     size_t start = pending_.size();
     AppendFrame(msg, &pending_);
     if (writing_) return;  // the write in flight picks it up
@@ -121,10 +124,13 @@ void Connection::Close(Status reason) {
 }
 
 void Connection::CloseOnLoop(Status reason) {
-  if (closed_.exchange(true)) return;
-  asio::error_code ignored;
-  socket_.shutdown(asio::socket_base::shutdown_both, ignored);
-  socket_.close(ignored);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_.exchange(true)) return;
+    asio::error_code ignored;
+    socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
   if (on_close_) {
     auto cb = std::move(on_close_);
     on_message_ = nullptr;
@@ -151,6 +157,12 @@ void EventLoop::Stop() {
 
 Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_context& io,
                                                                       const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return Status::InvalidArgument("socket path too long (" + std::to_string(path.size()) +
+                                   " bytes, the limit is " +
+                                   std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                                   "): " + path + "; set PRISM_TMPDIR to a shorter folder");
+  }
   ::unlink(path.c_str());
   auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io);
   asio::error_code ec;

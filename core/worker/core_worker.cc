@@ -122,9 +122,13 @@ Status CoreWorker::ConnectDaemon() {
 void CoreWorker::Accept() {
   acceptor_->async_accept([this](const asio::error_code& ec, rpc::UnixSocket sock) {
     if (ec) {
-      if (ec != asio::error::operation_aborted) PRISM_LOG_WARN("accept: {}", ec.message());
       if (shut_down_ || ec == asio::error::operation_aborted) return;
-      Accept();
+      // Out of descriptors, most likely: back off instead of spinning.
+      PRISM_LOG_WARN("accept: {}; retrying in 100 ms", ec.message());
+      auto timer = std::make_shared<asio::steady_timer>(loop_.context(), std::chrono::milliseconds(100));
+      timer->async_wait([this, timer](const asio::error_code&) {
+        if (!shut_down_) Accept();
+      });
       return;
     }
     auto conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
@@ -324,6 +328,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   for (auto& a : args) {
     auto* arg = t.spec.add_args();
     if (a.ref) {
+      CheckCurrent(*a.ref);
       auto* ref = arg->mutable_ref();
       ref->set_object_id(a.ref->id().Binary());
       ref->mutable_owner()->set_socket_path(a.ref->owner().socket_path);
@@ -363,11 +368,19 @@ internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress 
   return handle;
 }
 
+void CoreWorker::CheckCurrent(const internal::RefHandle& ref) const {
+  if (ref.generation() != options_.runtime_generation) {
+    throw InvalidArgumentError("object " + ref.id().Hex() +
+                               " belongs to an earlier prism session (before Shutdown())");
+  }
+}
+
 std::vector<std::shared_ptr<const std::string>> CoreWorker::Get(
     const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms) {
   std::vector<ObjectId> ids;
   ids.reserve(refs.size());
   for (const auto* r : refs) {
+    CheckCurrent(*r);
     EnsureFetched(*r);
     ids.push_back(r->id());
   }
@@ -397,6 +410,7 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   std::vector<ObjectId> ids;
   ids.reserve(refs.size());
   for (const auto* r : refs) {
+    CheckCurrent(*r);
     EnsureFetched(*r);
     ids.push_back(r->id());
   }
@@ -424,16 +438,20 @@ Result<rpc::StatusReply> CoreWorker::DaemonStatus() {
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
   if (executor_) executor_->Stop();
+  if (!loop_.started()) {  // Start() failed before the loop ran: nothing is connected
+    ::unlink(address_.socket_path.c_str());
+    return;
+  }
   std::promise<void> done;
   asio::post(loop_.context(), [this, &done] {
     asio::error_code ec;
     if (acceptor_) acceptor_->close(ec);
-    submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
+    if (submitter_) submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
     for (auto& p : std::vector<std::shared_ptr<rpc::Connection>>(peers_.begin(), peers_.end())) {
       p->Close(Status::Cancelled("shutting down"));
     }
     for (auto& [path, oc] : owners_) oc->conn->Close(Status::Cancelled("shutting down"));
-    daemon_->Close();
+    if (daemon_) daemon_->Close();
     done.set_value();
   });
   done.get_future().wait_for(std::chrono::seconds(5));

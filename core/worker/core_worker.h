@@ -79,6 +79,8 @@ class CoreWorker {
                      MemoryStore::Callback done);
   void EnsureFetched(const internal::RefHandle& ref);
   bool IsSelf(const internal::OwnerAddress& owner) const;
+  /// Throws InvalidArgumentError for a handle made before the last Shutdown().
+  void CheckCurrent(const internal::RefHandle& ref) const;
   internal::RefPtr NewHandle(const ObjectId& id);
   TaskId CurrentTaskId() const;
 

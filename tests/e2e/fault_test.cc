@@ -37,6 +37,19 @@ PRISM_REMOTE(CrashOnce);
 int Square(int x) { return x * x; }
 PRISM_REMOTE(Square);
 
+int Forever() {
+  std::this_thread::sleep_for(std::chrono::hours(1));
+  return 0;
+}
+PRISM_REMOTE(Forever);
+
+// Leaves a child running under a lease this worker holds, and returns at once.
+int SpawnAndForget() {
+  prism::Task(Forever).Options({.num_cpus = 0}).Remote();
+  return 1;
+}
+PRISM_REMOTE(SpawnAndForget);
+
 std::string TempDir() {
   std::string t = (fs::temp_directory_path() / "prism-fault-XXXXXX").string();
   return mkdtemp(t.data());
@@ -133,6 +146,28 @@ TEST_F(FaultTest, CrashingTaskWithoutRetriesFails) {
   auto ref = prism::Task(CrashOnce).Options({.max_retries = 0}).Remote(dir_ + "/marker");
   EXPECT_THROW(prism::Get(ref, std::chrono::seconds(30)), prism::WorkerCrashedError);
   EXPECT_EQ(prism::Get(prism::Task(Square).Remote(3), std::chrono::seconds(30)), 9);
+}
+
+TEST(DriverDeathTest, JobEndWithNestedLeasesStopsOnlyItsOwnWorkers) {
+  // A bystander process of ours, which nothing in prism may touch.
+  pid_t bystander = fork();
+  ASSERT_GE(bystander, 0);
+  if (bystander == 0) {
+    pause();
+    _exit(0);
+  }
+  for (int round = 0; round < 5; ++round) {
+    prism::Init({.num_cpus = 2});
+    std::vector<prism::ObjectRef<int>> refs;
+    for (int i = 0; i < 3; ++i) refs.push_back(prism::Task(SpawnAndForget).Options({.num_cpus = 0}).Remote());
+    for (int v : prism::Get(refs)) EXPECT_EQ(v, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the leases go idle
+    prism::Shutdown();
+    ASSERT_FALSE(Gone(bystander)) << "round " << round << ": the daemon killed a process not its own";
+  }
+  kill(bystander, SIGKILL);
+  int status;
+  waitpid(bystander, &status, 0);
 }
 
 TEST(DriverDeathTest, SigkilledDriverLeavesNothingBehind) {

@@ -36,7 +36,7 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   setenv("PRISM_TMPDIR", root.c_str(), 1);
   std::string tool = PRISM_TOOL;
   std::string out;
-  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 2 --resources widget=3", &out), 0) << out;
+  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 1 --resources widget=3", &out), 0) << out;
   EXPECT_NE(out.find("node daemon started"), std::string::npos) << out;
 
   prism::Init({.address = "auto"});
@@ -57,6 +57,34 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   prism::Init({.address = "auto"});
   EXPECT_EQ(prism::Get(prism::Task(Cube).Remote(4)), 64);
   prism::Shutdown();
+
+  // Another driver leaves the daemon's whole worker budget (4 x 1 CPU + 4 = 8) idle. This
+  // driver's task still runs: the daemon stops one of the other job's idle workers for it.
+  std::string rdv = root + "/rendezvous";
+  fs::create_directories(rdv);
+  FILE* other = popen((std::string(PRISM_IDLE_WORKERS_DRIVER) + " " + rdv + " 8").c_str(), "w");
+  ASSERT_NE(other, nullptr);
+  for (int i = 0; i < 2000 && !fs::exists(rdv) ; ++i) usleep(1000);
+  auto count_files = [&] {
+    int n = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(rdv)) ++n;
+    return n;
+  };
+  for (int i = 0; i < 3000 && count_files() < 8; ++i) usleep(10000);
+  ASSERT_EQ(count_files(), 8) << "the other driver did not start its 8 workers";
+  std::string busy;
+  for (int i = 0; i < 300; ++i) {  // until its tasks have returned and the workers are idle
+    busy.clear();
+    ASSERT_EQ(RunCommand(tool + " status", &busy), 0);
+    if (busy.find("8 alive, 8 idle") != std::string::npos) break;
+    usleep(20000);
+  }
+  EXPECT_NE(busy.find("8 alive, 8 idle"), std::string::npos) << busy;
+  prism::Init({.address = "auto"});
+  EXPECT_EQ(prism::Get(prism::Task(Cube).Remote(5), std::chrono::seconds(30)), 125);
+  prism::Shutdown();
+  pclose(other);  // closes its stdin: it shuts down
+  fs::remove_all(rdv);
 
   std::string stop;
   ASSERT_EQ(RunCommand(tool + " stop", &stop), 0) << stop;

@@ -298,6 +298,47 @@ TEST_F(TasksTest, ConcurrentSubmittersFromManyThreads) {
   for (int t = 0; t < 4; ++t) EXPECT_EQ(sums[t], 100 * t + 4950);
 }
 
+TEST(LifecycleTest, FailedInitFailsFastAndLeavesNothing) {
+  // A session folder with a token but no daemon.
+  std::string dir = (std::filesystem::temp_directory_path() / "prism-nodaemon-XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  std::ofstream(dir + "/token") << "0123\n";
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(prism::Init({.address = dir}), prism::RuntimeError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_FALSE(prism::IsInitialized());
+  std::filesystem::remove_all(dir);
+
+  // A temp folder so long that the driver's socket path would not fit: a clear error, and the
+  // daemon that was started for it is stopped again.
+  std::string base = (std::filesystem::temp_directory_path() / "prism-long-XXXXXX").string();
+  ASSERT_NE(mkdtemp(base.data()), nullptr);
+  std::string tail = "/prism-" + std::to_string(getuid()) + "/s-" + std::to_string(getpid()) +
+                     "-01234567/d-0123456789abcdef.sock";
+  std::string longdir = base + "/" + std::string(108 - tail.size() - base.size() - 1, 'x');
+  std::filesystem::create_directories(longdir);
+  ASSERT_EQ((longdir + tail).size(), 108u);
+  setenv("PRISM_TMPDIR", longdir.c_str(), 1);
+  try {
+    prism::Init();
+    ADD_FAILURE() << "Init should fail";
+    prism::Shutdown();
+  } catch (const prism::RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("too long"), std::string::npos) << e.what();
+  }
+  unsetenv("PRISM_TMPDIR");
+  EXPECT_FALSE(prism::IsInitialized());
+  bool left = false;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(longdir)) {
+    left = left || e.path().filename().string().rfind("s-", 0) == 0;
+  }
+  EXPECT_FALSE(left) << "a session folder was left in " << longdir;
+  std::filesystem::remove_all(base);
+  prism::Init({.num_cpus = 1});  // and prism still starts normally
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(3)), 9);
+  prism::Shutdown();
+}
+
 TEST(LifecycleTest, ApiBeforeInitAndAfterShutdownFailsClearly) {
   EXPECT_FALSE(prism::IsInitialized());
   EXPECT_THROW(prism::Task(Square).Remote(1), prism::InvalidArgumentError);
@@ -311,6 +352,9 @@ TEST(LifecycleTest, ApiBeforeInitAndAfterShutdownFailsClearly) {
   EXPECT_THROW(prism::Get(ref), prism::InvalidArgumentError);
   prism::Init({.num_cpus = 1});  // and again
   EXPECT_EQ(prism::Get(prism::Task(Square).Remote(5)), 25);
+  // A ref from the first session is refused, not waited on forever.
+  EXPECT_THROW(prism::Get(ref), prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(Add).Remote(ref, 1), prism::InvalidArgumentError);
   prism::Shutdown();
   // Shutdown left no session folder (sockets) of this driver behind.
   std::string prefix = "s-" + std::to_string(getpid()) + "-";

@@ -29,6 +29,8 @@ class RefHandle {
   RefHandle& operator=(const RefHandle&) = delete;
   const ObjectId& id() const { return id_; }
   const OwnerAddress& owner() const { return owner_; }
+  /// Which Init() of this process made the handle.
+  uint64_t generation() const { return generation_; }
 
  private:
   ObjectId id_;
