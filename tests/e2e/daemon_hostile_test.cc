@@ -32,14 +32,16 @@ class DaemonHostileTest : public ::testing::Test {
   void SetUp() override {
     token_ = NewClusterToken();
     session_ = NewSessionDir();
-    int lifeline[2];
+    int lifeline[2], ready[2];
     ASSERT_EQ(pipe2(lifeline, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, lifeline[0], 3);
+    posix_spawn_file_actions_adddup2(&fa, ready[1], 4);
     std::vector<std::string> args = {PRISM_TOOL, "start", "--head", "--block", "--embedded",
                                      "--session-dir", session_, "--lifeline-fd", "3",
-                                     "--num-cpus", "2"};
+                                     "--ready-fd", "4", "--num-cpus", "2"};
     std::vector<std::string> env = {"PRISM_CLUSTER_TOKEN=" + token_};
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     std::vector<char*> argv, envp;
@@ -50,11 +52,14 @@ class DaemonHostileTest : public ::testing::Test {
     ASSERT_EQ(posix_spawn(&daemon_, PRISM_TOOL, &fa, nullptr, argv.data(), envp.data()), 0);
     posix_spawn_file_actions_destroy(&fa);
     close(lifeline[0]);
+    close(ready[1]);
     lifeline_ = lifeline[1];
     socket_ = DaemonSocketPath(session_);
-    for (int i = 0; i < 500 && !std::filesystem::exists(socket_); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    // The daemon writes one byte once it accepts connections (the socket file alone appears
+    // at bind, a moment before listen).
+    char byte = 0;
+    ASSERT_EQ(read(ready[0], &byte, 1), 1) << "the daemon did not come up";
+    close(ready[0]);
     ASSERT_TRUE(std::filesystem::exists(socket_));
   }
   void TearDown() override {
