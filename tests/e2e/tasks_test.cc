@@ -356,7 +356,17 @@ TEST(LifecycleTest, ApiBeforeInitAndAfterShutdownFailsClearly) {
   EXPECT_THROW(prism::Get(ref), prism::InvalidArgumentError);
   EXPECT_THROW(prism::Task(Add).Remote(ref, 1), prism::InvalidArgumentError);
   prism::Shutdown();
-  // Shutdown left no session folder (sockets) of this driver behind.
+  // Shutdown left no process (the daemon reaped its workers; we reaped the daemon)...
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos || close + 4 > line.size()) continue;
+    int ppid = std::atoi(line.c_str() + close + 4);
+    EXPECT_NE(ppid, getpid()) << "process " << e.path().filename() << " outlived Shutdown()";
+  }
+  // ...and no session folder (sockets) of this driver.
   std::string prefix = "s-" + std::to_string(getpid()) + "-";
   if (std::filesystem::exists(prism::SessionRoot())) {
     for (const auto& e : std::filesystem::directory_iterator(prism::SessionRoot())) {
