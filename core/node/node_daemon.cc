@@ -3,6 +3,7 @@
 #include "base/ids.h"
 #include "base/logging.h"
 #include "base/process_info.h"
+#include "node/session.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -59,6 +60,8 @@ Status NodeDaemon::Start() {
   std::filesystem::create_directories(config_.session_dir, fec);
   if (fec) return Status::IOError("cannot create " + config_.session_dir + ": " + fec.message());
   ::chmod(config_.session_dir.c_str(), 0700);
+  std::filesystem::path parent = std::filesystem::path(config_.session_dir).parent_path();
+  if (parent == std::filesystem::path(SessionRoot())) ::chmod(parent.c_str(), 0700);
   socket_path_ = DaemonSocketPath(config_.session_dir);
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
