@@ -1,5 +1,7 @@
 // A second driver for the standalone test: joins the running daemon, makes it start `n` workers
 // (n tasks that meet at a rendezvous), leaves them idle, reports, and waits for stdin to close.
+#include "e2e/rendezvous.h"
+
 #include <prism/prism.h>
 
 #include <unistd.h>
@@ -14,15 +16,7 @@
 #include <vector>
 
 int Rendezvous(std::string dir, int n) {
-  std::ofstream(dir + "/" + std::to_string(getpid())) << "here";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int arrived = 0;
-    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++arrived;
-    if (arrived >= n) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return static_cast<int>(getpid());
+  return prism::testing::MeetIn(dir, n, std::chrono::seconds(20));
 }
 PRISM_REMOTE(Rendezvous);
 

@@ -1,4 +1,5 @@
 // Remote tasks end to end: a real daemon (started by Init) and real worker processes.
+#include "e2e/rendezvous.h"
 #include "node/session.h"
 
 #include <prism/prism.h>
@@ -71,19 +72,7 @@ int SlowPid(int ms) {
 }
 PRISM_REMOTE(SlowPid);
 
-// Marks its arrival in `dir`, then waits (up to 10 s) until `n` tasks have arrived: only tasks
-// that run at the same time, in different workers, all return quickly.
-int Rendezvous(std::string dir, int n) {
-  std::ofstream(dir + "/" + std::to_string(getpid())) << "here";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int arrived = 0;
-    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++arrived;
-    if (arrived >= n) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return static_cast<int>(getpid());
-}
+int Rendezvous(std::string dir, int n) { return prism::testing::MeetIn(dir, n); }
 PRISM_REMOTE(Rendezvous);
 
 // Gets a ref it borrowed after its owner may have dropped it: an error, never a hang.
