@@ -195,6 +195,13 @@ TEST_F(TasksTest, RemoteExceptionSurfacesAsTaskError) {
     EXPECT_EQ(e.function(), "Throws");
     EXPECT_NE(std::string(e.what()).find("std::out_of_range"), std::string::npos);
   }
+  // A task's name, when given, is what errors call it.
+  try {
+    prism::Get(prism::Task(Throws).Options({.name = "lookup-shard-7"}).Remote(2));
+    FAIL() << "expected TaskError";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.function(), "lookup-shard-7");
+  }
   // A failed argument fails the task that depends on it with the same error.
   auto downstream = prism::Task(Add).Remote(ref, 1);
   EXPECT_THROW(prism::Get(downstream), prism::TaskError);
