@@ -32,6 +32,7 @@ struct StartArgs {
   double num_cpus = 0;
   std::vector<std::string> resources;
   std::string log_level;
+  int hello_timeout_ms = 10000;
 };
 
 prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
@@ -70,6 +71,7 @@ int Start(const StartArgs& a) {
   config.lifeline_fd = a.lifeline_fd;
   config.ready_fd = a.ready_fd;
   config.log_level = a.log_level;
+  config.hello_timeout = std::chrono::milliseconds(a.hello_timeout_ms);
   if (a.embedded) {
     const char* token = std::getenv("PRISM_CLUSTER_TOKEN");
     if (token == nullptr || *token == '\0') {
@@ -216,6 +218,9 @@ int main(int argc, char** argv) {
   s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
+  s->add_option("--hello-timeout-ms", start.hello_timeout_ms,
+                "close connections that send no Hello within this time")
+      ->check(CLI::Range(1, 3600000));
   std::string address = "auto";
   auto* st = app.add_subcommand("status", "show a daemon's resources, workers and leases");
   st->add_option("--address", address, "session folder, or auto");

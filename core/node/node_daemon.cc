@@ -126,6 +126,17 @@ void NodeDaemon::Accept() {
     auto conn = rpc::Connection::Create(std::move(sock), config_.max_frame_bytes);
     conns_[conn] = Peer{};
     conn->user_data = &conns_[conn];
+    // A peer that never introduces itself does not get to hold a connection.
+    auto timer = std::make_shared<asio::steady_timer>(io_, config_.hello_timeout);
+    std::weak_ptr<rpc::Connection> weak = conn;
+    timer->async_wait([this, timer, weak](const asio::error_code& ec) {
+      auto c = weak.lock();
+      if (ec || stopped_ || !c || c->closed()) return;
+      if (static_cast<Peer*>(c->user_data)->role == rpc::ROLE_UNSPECIFIED) {
+        c->Close(Status::Timeout("no Hello within " +
+                                 std::to_string(config_.hello_timeout.count()) + " ms"));
+      }
+    });
     conn->Start([this](rpc::Connection& c, rpc::Envelope& m) { OnMessage(c, m); },
                 [this](rpc::Connection& c, const Status& st) { OnClosed(c, st); });
     Accept();

@@ -35,6 +35,8 @@ struct NodeDaemonConfig {
   size_t max_frame_bytes = rpc::kDefaultMaxFrameBytes;
   int max_workers = 0;  // 0: 4 x CPUs + 4
   std::chrono::milliseconds worker_register_timeout{30000};
+  /// A connection that has not sent Hello by then is closed.
+  std::chrono::milliseconds hello_timeout{10000};
   /// After this many workers of one job die before registering, its lease requests fail.
   int max_worker_start_failures = 3;
   std::string log_level;

@@ -133,6 +133,14 @@ void CoreWorker::Accept() {
     }
     auto conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
     peers_.insert(conn);
+    // A peer that never introduces itself does not get to hold a connection.
+    auto timer = std::make_shared<asio::steady_timer>(loop_.context(), std::chrono::seconds(10));
+    std::weak_ptr<rpc::Connection> weak = conn;
+    timer->async_wait([timer, weak](const asio::error_code& ec) {
+      auto c = weak.lock();
+      if (ec || !c || c->closed() || c->user_data != nullptr) return;
+      c->Close(Status::Timeout("no Hello within 10 s"));
+    });
     conn->Start([this](rpc::Connection& c, rpc::Envelope& m) { OnPeerMessage(c, m); },
                 [this, conn](rpc::Connection&, const Status&) { peers_.erase(conn); });
     Accept();

@@ -41,7 +41,8 @@ class DaemonHostileTest : public ::testing::Test {
     posix_spawn_file_actions_adddup2(&fa, ready[1], 4);
     std::vector<std::string> args = {PRISM_TOOL, "start", "--head", "--block", "--embedded",
                                      "--session-dir", session_, "--lifeline-fd", "3",
-                                     "--ready-fd", "4", "--num-cpus", "2"};
+                                     "--ready-fd", "4", "--num-cpus", "2",
+                                     "--hello-timeout-ms", "300"};
     std::vector<std::string> env = {"PRISM_CLUSTER_TOKEN=" + token_};
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     std::vector<char*> argv, envp;
@@ -113,6 +114,15 @@ TEST_F(DaemonHostileTest, GarbageBytesCloseOnlyThatConnection) {
       EXPECT_TRUE(r->has_refused()) << "garbage must never be welcomed";
     }
   }
+  ExpectServing();
+}
+
+TEST_F(DaemonHostileTest, SilentConnectionsAreClosed) {
+  auto c = BlockingClient::Connect(socket_);
+  ASSERT_TRUE(c.ok());
+  auto r = c->Receive(10000);  // says nothing; the daemon hangs up after its Hello timeout
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   ExpectServing();
 }
 
