@@ -82,10 +82,4 @@ Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid) {
   return info;
 }
 
-std::string SelfExecutablePath() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n < 0 ? std::string() : std::string(buf, static_cast<size_t>(n));
-}
-
 }  // namespace prism

@@ -22,7 +22,4 @@ struct ProcessLaunchInfo {
 };
 Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid);
 
-/// Where this process's executable lives (readlink /proc/self/exe).
-std::string SelfExecutablePath();
-
 }  // namespace prism

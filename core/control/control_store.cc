@@ -15,11 +15,6 @@ void ControlStore::FinishJob(const JobId& job) {
   if (it != jobs_.end()) it->second.alive = false;
 }
 
-const JobRecord* ControlStore::FindJob(const JobId& job) const {
-  auto it = jobs_.find(job);
-  return it == jobs_.end() ? nullptr : &it->second;
-}
-
 void ControlStore::AddNode(NodeRecord node) { nodes_[node.id] = std::move(node); }
 
 size_t ControlStore::alive_jobs() const {

@@ -34,7 +34,6 @@ class ControlStore {
  public:
   JobId AddJob(pid_t driver_pid);
   void FinishJob(const JobId& job);
-  const JobRecord* FindJob(const JobId& job) const;
   void AddNode(NodeRecord node);
   const std::map<NodeId, NodeRecord>& nodes() const { return nodes_; }
   size_t alive_jobs() const;

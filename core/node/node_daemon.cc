@@ -598,7 +598,7 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
   s->set_leases_granted_total(leases_granted_total_);
   s->set_workers_started_total(workers_started_total_);
   s->set_pending_lease_requests(static_cast<uint32_t>(pending_.size()));
-  s->set_drivers(static_cast<uint32_t>(jobs_.size()));
+  s->set_drivers(static_cast<uint32_t>(control_.alive_jobs()));
   s->set_pid(getpid());
   conn.Send(env);
 }

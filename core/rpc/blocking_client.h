@@ -26,7 +26,6 @@ class BlockingClient {
   Status SendRaw(const std::string& bytes);
   /// Waits up to `timeout_ms` (< 0: forever) for the next frame.
   Result<Envelope> Receive(int timeout_ms);
-  int fd() const { return fd_; }
   /// Gives up ownership of the socket (to hand it to an event loop).
   int Release() {
     int fd = fd_;

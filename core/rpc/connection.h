@@ -71,7 +71,6 @@ class EventLoop {
   asio::io_context& context() { return io_; }
   void Start(const std::string& thread_name);
   void Stop();
-  bool InLoopThread() { return io_.get_executor().running_in_this_thread(); }
   /// Whether Start() ran (and Stop() did not yet).
   bool started() const { return thread_.joinable(); }
 

@@ -431,18 +431,6 @@ void CoreWorker::RunTaskLoop() {
   if (executor_) executor_->Run();
 }
 
-Result<rpc::StatusReply> CoreWorker::DaemonStatus() {
-  auto promise = std::make_shared<std::promise<Result<rpc::StatusReply>>>();
-  auto future = promise->get_future();
-  asio::post(loop_.context(), [this, promise] {
-    daemon_->GetStatus([promise](Result<rpc::StatusReply> r) { promise->set_value(std::move(r)); });
-  });
-  if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
-    return Status::Timeout("the node daemon did not answer a status request");
-  }
-  return future.get();
-}
-
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
   if (executor_) executor_->Stop();

@@ -65,8 +65,6 @@ class CoreWorker {
   RuntimeStats stats() const { return submitter_->stats(); }
   const internal::OwnerAddress& address() const { return address_; }
   const JobId& job_id() const { return options_.job_id; }
-  /// The daemon's status, for tools and tests.
-  Result<rpc::StatusReply> DaemonStatus();
 
  private:
   explicit CoreWorker(CoreWorkerOptions options);

@@ -47,18 +47,6 @@ void DaemonClient::ReturnLease(uint64_t lease_id, bool worker_failed) {
   conn_->Send(env);
 }
 
-void DaemonClient::GetStatus(std::function<void(Result<rpc::StatusReply>)> done) {
-  uint64_t id = next_request_id_++;
-  rpc::Envelope env;
-  env.mutable_status_request()->set_request_id(id);
-  if (conn_->closed()) {
-    done(Status::Unavailable("the node daemon is gone"));
-    return;
-  }
-  status_waiters_[id] = std::move(done);
-  conn_->Send(env);
-}
-
 void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
 
 void DaemonClient::OnMessage(rpc::Envelope& msg) {
@@ -90,14 +78,6 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
                         msg.lease_rejected().kind()});
       return;
     }
-    case rpc::Envelope::kStatusReply: {
-      auto it = status_waiters_.find(msg.status_reply().request_id());
-      if (it == status_waiters_.end()) return;
-      auto done = std::move(it->second);
-      status_waiters_.erase(it);
-      done(msg.status_reply());
-      return;
-    }
     case rpc::Envelope::kError:
       PRISM_LOG_WARN("node daemon: {}", msg.error().message());
       return;
@@ -108,12 +88,10 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
 
 void DaemonClient::OnClosed(const Status& st) {
   auto leases = std::move(lease_waiters_);
-  auto statuses = std::move(status_waiters_);
   for (auto& [id, waiter] : leases) {
     waiter.done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),
                       rpc::ERROR_SYSTEM});
   }
-  for (auto& [id, done] : statuses) done(Status::Unavailable("the node daemon is gone"));
   if (on_lost_) on_lost_(st);
 }
 

@@ -44,8 +44,6 @@ class DaemonClient : public LeaseClient {
                         std::function<void(LeaseOutcome)> done) override;
   void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;
-  /// Asks for the daemon's status; `done` gets the reply or an error.
-  void GetStatus(std::function<void(Result<rpc::StatusReply>)> done);
   void Close();
 
  private:
@@ -60,7 +58,6 @@ class DaemonClient : public LeaseClient {
     std::function<void(LeaseOutcome)> done;
   };
   std::unordered_map<uint64_t, LeaseWaiter> lease_waiters_;
-  std::unordered_map<uint64_t, std::function<void(Result<rpc::StatusReply>)>> status_waiters_;
 };
 
 }  // namespace prism
