@@ -160,6 +160,14 @@ void NodeDaemon::RejectLease(rpc::Connection& conn, uint64_t request_id, rpc::Er
   conn.Send(env);
 }
 
+void NodeDaemon::TellQueued(LeaseRequest& req) {
+  if (req.told_queued || req.from->closed()) return;
+  rpc::Envelope env;
+  env.mutable_lease_queued()->set_request_id(req.request_id);
+  req.from->Send(env);
+  req.told_queued = true;
+}
+
 void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
   auto* peer = static_cast<Peer*>(conn.user_data);
   if (peer == nullptr) return;
@@ -364,13 +372,7 @@ void NodeDaemon::Schedule() {
       continue;
     }
     if (!req.shape.IsSubsetOf(available_)) {
-      if (!req.told_queued) {
-        // The caller pipelines deeper on the leases it has while this waits.
-        rpc::Envelope env;
-        env.mutable_lease_queued()->set_request_id(req.request_id);
-        req.from->Send(env);
-        req.told_queued = true;
-      }
+      TellQueued(req);
       ++it;
       continue;
     }
@@ -432,11 +434,7 @@ void NodeDaemon::Schedule() {
     if (starting < want) {
       // No worker can start now: these requests wait like ones short of resources.
       for (auto& req : pending_) {
-        if (req.job != job_id || req.told_queued || req.from->closed()) continue;
-        rpc::Envelope env;
-        env.mutable_lease_queued()->set_request_id(req.request_id);
-        req.from->Send(env);
-        req.told_queued = true;
+        if (req.job == job_id) TellQueued(req);
       }
     }
   }

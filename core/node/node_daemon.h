@@ -109,6 +109,8 @@ class NodeDaemon {
   void SendError(rpc::Connection& conn, uint64_t request_id, const Status& st);
   void RejectLease(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
                    const std::string& why);
+  /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
+  void TellQueued(LeaseRequest& req);
   void Schedule();
   void StartWorker(Job& job);
   void OnChildExit(pid_t pid, int wait_status);

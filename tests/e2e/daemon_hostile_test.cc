@@ -91,6 +91,12 @@ class DaemonHostileTest : public ::testing::Test {
     EXPECT_EQ(reply->status_reply().request_id(), 77u);
   }
 
+  // Sends `msg` on `c` and returns the answer (an error if none comes within 5 s).
+  static Result<Envelope> Ask(BlockingClient& c, const Envelope& msg) {
+    PRISM_RETURN_IF_ERROR(c.Send(msg));
+    return c.Receive(5000);
+  }
+
   // Sends raw bytes on a new connection; returns the first reply (or the error of reading one).
   Result<Envelope> SendRaw(const std::string& bytes, int timeout_ms = 2000) {
     auto c = BlockingClient::Connect(socket_);
@@ -177,8 +183,7 @@ TEST_F(DaemonHostileTest, UnknownIdsGetErrors) {
   BlockingClient c = Client();
   Envelope ret;
   ret.mutable_return_lease()->set_lease_id(123456);
-  ASSERT_TRUE(c.Send(ret).ok());
-  auto reply = c.Receive(2000);
+  auto reply = Ask(c, ret);
   ASSERT_TRUE(reply.ok());
   ASSERT_TRUE(reply->has_error());
   EXPECT_NE(reply->error().message().find("123456"), std::string::npos);
@@ -186,14 +191,12 @@ TEST_F(DaemonHostileTest, UnknownIdsGetErrors) {
   // A client may not take leases; a push meant for workers is not for the daemon.
   Envelope lease;
   lease.mutable_request_lease()->set_request_id(5);
-  ASSERT_TRUE(c.Send(lease).ok());
-  reply = c.Receive(2000);
+  reply = Ask(c, lease);
   ASSERT_TRUE(reply.ok());
   EXPECT_TRUE(reply->has_error());
   Envelope push;
   push.mutable_push_task()->set_lease_id(1);
-  ASSERT_TRUE(c.Send(push).ok());
-  reply = c.Receive(2000);
+  reply = Ask(c, push);
   ASSERT_TRUE(reply.ok());
   EXPECT_TRUE(reply->has_error());
   ExpectServing();
@@ -212,8 +215,7 @@ TEST_F(DaemonHostileTest, LeaseReturnedTwiceIsRejected) {
   auto* r = bad.mutable_request_lease()->add_resources();
   r->set_name("CPU");
   r->set_milli(-1000);
-  ASSERT_TRUE(c->Send(bad).ok());
-  auto reply = c->Receive(5000);
+  auto reply = Ask(*c, bad);
   ASSERT_TRUE(reply.ok());
   ASSERT_TRUE(reply->has_lease_rejected());
 
@@ -221,8 +223,7 @@ TEST_F(DaemonHostileTest, LeaseReturnedTwiceIsRejected) {
   for (int i = 0; i < 2; ++i) {
     Envelope ret;
     ret.mutable_return_lease()->set_lease_id(1);
-    ASSERT_TRUE(c->Send(ret).ok());
-    reply = c->Receive(5000);
+    reply = Ask(*c, ret);
     ASSERT_TRUE(reply.ok());
     EXPECT_TRUE(reply->has_error());
   }
