@@ -33,6 +33,7 @@ struct StartArgs {
   std::vector<std::string> resources;
   std::string log_level;
   int hello_timeout_ms = 10000;
+  uint64_t object_store_memory = 0;
 };
 
 prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
@@ -72,6 +73,7 @@ int Start(const StartArgs& a) {
   config.ready_fd = a.ready_fd;
   config.log_level = a.log_level;
   config.hello_timeout = std::chrono::milliseconds(a.hello_timeout_ms);
+  config.object_store_memory = a.object_store_memory;
   if (a.embedded) {
     const char* token = std::getenv("PRISM_CLUSTER_TOKEN");
     if (token == nullptr || *token == '\0') {
@@ -175,6 +177,15 @@ int Status(const std::string& address) {
   std::printf("  leases: %u active, %llu granted in all, %u requests waiting\n", s.leases_active(),
               static_cast<unsigned long long>(s.leases_granted_total()), s.pending_lease_requests());
   std::printf("  drivers: %u\n", s.drivers());
+  const auto& o = s.store();
+  auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  std::printf("  object store: %.1f MiB capacity, %.1f MiB used, %.1f MiB pinned, %.1f MiB spilled\n",
+              mib(o.capacity()), mib(o.used()), mib(o.pinned()), mib(o.spilled()));
+  std::printf("    %llu objects (%llu on disk), %llu spills and %llu restores in all\n",
+              static_cast<unsigned long long>(o.num_objects()),
+              static_cast<unsigned long long>(o.num_spilled()),
+              static_cast<unsigned long long>(o.spills_total()),
+              static_cast<unsigned long long>(o.restores_total()));
   return 0;
 }
 
@@ -218,11 +229,14 @@ int main(int argc, char** argv) {
   s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
+  s->add_option("--object-store-memory", start.object_store_memory,
+                "bytes of shared memory for the object store (default: 30% of the machine's memory)")
+      ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 50));
   s->add_option("--hello-timeout-ms", start.hello_timeout_ms,
                 "close connections that send no Hello within this time")
       ->check(CLI::Range(1, 3600000));
   std::string address = "auto";
-  auto* st = app.add_subcommand("status", "show a daemon's resources, workers and leases");
+  auto* st = app.add_subcommand("status", "show a daemon's resources, workers, leases and object store");
   st->add_option("--address", address, "session folder, or auto");
   auto* sp = app.add_subcommand("stop", "stop a standalone daemon");
   sp->add_option("--address", address, "session folder, or auto");

@@ -85,6 +85,10 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
   std::vector<std::string> args = {DaemonBinary(), "start", "--head", "--block", "--embedded",
                                    "--session-dir", session.dir, "--lifeline-fd", "3",
                                    "--ready-fd", "4", "--num-cpus", FormatUnits(cpus)};
+  if (options.object_store_memory > 0) {
+    args.push_back("--object-store-memory");
+    args.push_back(std::to_string(options.object_store_memory));
+  }
   for (const auto& [name, amount] : options.resources) {
     args.push_back("--resources");
     args.push_back(name + "=" + FormatUnits(amount));
@@ -278,14 +282,24 @@ RefPtr SubmitTask(const std::string& function, std::vector<SerializedArg> args,
   return RequireCore()->SubmitTask(function, std::move(args), options);
 }
 
-RefPtr Put(std::string data) { return RequireCore()->Put(std::move(data)); }
+RefPtr Put(const EncodedValue& value) { return RequireCore()->Put(value); }
+
+SerializedArg MakeArg(EncodedValue value) {
+  if (value.size > kMaxInlineBytes) return SerializedArg{Put(value), {}, {}};
+  std::string bytes = value.ToString();
+  return SerializedArg{nullptr, std::move(bytes), std::move(value.nested)};
+}
+
+bool InObjectStore(const void* p, size_t n) {
+  auto core = Core();
+  return core && core->InObjectStore(p, n);
+}
 
 RefPtr MakeRef(const ObjectId& id, OwnerAddress owner) {
   return RequireCore()->MakeRef(id, std::move(owner));
 }
 
-std::vector<std::shared_ptr<const std::string>> GetEncoded(const std::vector<const RefHandle*>& refs,
-                                                           int64_t timeout_ms) {
+std::vector<EncodedView> GetEncoded(const std::vector<const RefHandle*>& refs, int64_t timeout_ms) {
   return RequireCore()->Get(refs, timeout_ms);
 }
 

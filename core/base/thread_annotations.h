@@ -9,3 +9,5 @@
 
 /// The member is read and written only with `mu` held.
 #define PRISM_GUARDED_BY(mu) PRISM_THREAD_ANNOTATION(guarded_by(mu))
+/// The function must be called with `mu` held.
+#define PRISM_REQUIRES(mu) PRISM_THREAD_ANNOTATION(requires_capability(mu))

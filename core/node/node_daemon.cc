@@ -63,13 +63,18 @@ Status NodeDaemon::Start() {
   std::filesystem::path parent = std::filesystem::path(config_.session_dir).parent_path();
   if (parent == std::filesystem::path(SessionRoot())) ::chmod(parent.c_str(), 0700);
   socket_path_ = DaemonSocketPath(config_.session_dir);
+  ObjectStoreConfig store_config;
+  store_config.capacity = config_.object_store_memory > 0 ? config_.object_store_memory
+                                                          : DefaultObjectStoreCapacity();
+  store_config.spill_dir = config_.session_dir + "/spill";
+  PRISM_ASSIGN_OR_RETURN(store_, ObjectStore::Open(std::move(store_config)));
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
   WatchSignals();
   WatchLifeline();
   Accept();
-  PRISM_LOG_INFO("node {} listening on {} with {}", node_id_.Hex(), socket_path_,
-                 config_.resources.ToString());
+  PRISM_LOG_INFO("node {} listening on {} with {} and a {} MiB object store", node_id_.Hex(),
+                 socket_path_, config_.resources.ToString(), store_->capacity() >> 20);
   if (config_.ready_fd >= 0) {
     char ok = 'R';
     if (::write(config_.ready_fd, &ok, 1) != 1) PRISM_LOG_WARN("cannot signal readiness");
@@ -182,8 +187,21 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       conn.Close(st);
       return;
     }
-    conn.Send(reply);
+    if (peer->store_client != 0) {
+      Status sent = conn.SendWithFd(reply, store_->fd());
+      if (!sent.ok()) {
+        PRISM_LOG_WARN("cannot hand the object store to pid {}: {}", conn.peer_pid(), sent.ToString());
+        conn.Close(sent);
+        return;
+      }
+    } else {
+      conn.Send(reply);
+    }
     if (peer->role == rpc::ROLE_WORKER) Schedule();
+    return;
+  }
+  if (msg.body_case() >= rpc::Envelope::kStoreCreate && msg.body_case() <= rpc::Envelope::kStoreDelete) {
+    HandleStore(conn, *peer, msg);
     return;
   }
   switch (msg.body_case()) {
@@ -228,6 +246,10 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
   auto* peer = static_cast<Peer*>(conn.user_data);
   welcome->set_node_id(node_id_.Binary());
   welcome->set_session_dir(config_.session_dir);
+  if (hello.want_store()) {
+    peer->store_client = next_store_client_++;
+    welcome->set_store_capacity(store_->capacity());
+  }
   switch (hello.role()) {
     case rpc::ROLE_DRIVER: {
       pid_t pid = conn.peer_pid();
@@ -250,6 +272,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       job.driver = &conn;
       peer->role = rpc::ROLE_DRIVER;
       peer->job = job.id;
+      if (WorkerId::IsValidBinary(hello.worker_id())) peer->worker = WorkerId::FromBinary(hello.worker_id());
       welcome->set_job_id(job.id.Binary());
       PRISM_LOG_INFO("job {} started by pid {}", JobIdToInt(job.id), pid);
       jobs_[job.id] = std::move(job);
@@ -532,6 +555,7 @@ void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
     }
   }
   if (w.register_timer) w.register_timer->cancel();
+  if (w.state != WorkerState::kStarting || w.conn) WorkerGone(w.id);
   if (w.conn) {
     auto c = conns_.find(w.conn);
     if (c != conns_.end()) c->second.role = rpc::ROLE_CLIENT;  // its close is no longer a worker's
@@ -548,6 +572,7 @@ void NodeDaemon::OnClosed(rpc::Connection& conn, const Status& why) {
   Peer peer = it->second;
   conns_.erase(it);
   if (stopped_) return;
+  if (peer.store_client != 0) store_->ClientGone(peer.store_client);
   // Leases this connection held: their workers ran tasks for an owner that is gone.
   std::vector<WorkerId> orphaned;
   for (auto& [lid, lease] : leases_) {
@@ -558,9 +583,113 @@ void NodeDaemon::OnClosed(rpc::Connection& conn, const Status& why) {
   if (peer.role == rpc::ROLE_WORKER) {
     KillWorker(peer.worker, "its connection closed: " + why.message());
   } else if (peer.role == rpc::ROLE_DRIVER) {
+    WorkerGone(peer.worker);
     FinishJob(peer.job);
   }
   Schedule();
+}
+
+void NodeDaemon::WorkerGone(const WorkerId& id) {
+  if (id.IsNil()) return;
+  store_->OwnerGone(id);
+  rpc::Envelope env;
+  env.mutable_worker_died()->set_worker_id(id.Binary());
+  for (auto& [c, p] : conns_) {
+    if ((p.role == rpc::ROLE_DRIVER || p.role == rpc::ROLE_WORKER) && p.worker != id) c->Send(env);
+  }
+}
+
+void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg) {
+  if (peer.store_client == 0) {
+    SendError(conn, 0, Status::InvalidArgument(
+                           "object store requests need a connection opened with want_store"));
+    return;
+  }
+  const ObjectStore::ClientId client = peer.store_client;
+  auto object_id = [](const std::string& bin, ObjectId* out) -> Status {
+    if (!ObjectId::IsValidBinary(bin)) {
+      return Status::InvalidArgument("an object id is " + std::to_string(ObjectId::kSize) +
+                                     " bytes, not " + std::to_string(bin.size()));
+    }
+    *out = ObjectId::FromBinary(bin);
+    return Status::OK();
+  };
+  rpc::Envelope reply;
+  auto* r = reply.mutable_store_reply();
+  ObjectId id;
+  switch (msg.body_case()) {
+    case rpc::Envelope::kStoreCreate: {
+      const auto& req = msg.store_create();
+      r->set_request_id(req.request_id());
+      Status st = object_id(req.object_id(), &id);
+      if (st.ok() && !WorkerId::IsValidBinary(req.owner_worker_id())) {
+        st = Status::InvalidArgument("StoreCreate needs the owner's worker id");
+      }
+      if (!st.ok()) return SendError(conn, req.request_id(), st);
+      auto loc = store_->Create(client, id, req.size(), WorkerId::FromBinary(req.owner_worker_id()));
+      if (!loc.ok()) return SendError(conn, req.request_id(), loc.status());
+      auto* o = r->add_objects();
+      o->set_object_id(req.object_id());
+      o->set_offset(loc->offset);
+      o->set_size(loc->size);
+      break;
+    }
+    case rpc::Envelope::kStoreSeal:
+    case rpc::Envelope::kStoreAbort: {
+      bool seal = msg.has_store_seal();
+      uint64_t rid = seal ? msg.store_seal().request_id() : msg.store_abort().request_id();
+      const std::string& bin = seal ? msg.store_seal().object_id() : msg.store_abort().object_id();
+      r->set_request_id(rid);
+      Status st = object_id(bin, &id);
+      if (st.ok()) st = seal ? store_->Seal(client, id) : store_->Abort(client, id);
+      if (!st.ok()) return SendError(conn, rid, st);
+      break;
+    }
+    case rpc::Envelope::kStoreGet: {
+      const auto& req = msg.store_get();
+      r->set_request_id(req.request_id());
+      for (const auto& bin : req.object_ids()) {
+        auto* o = r->add_objects();
+        o->set_object_id(bin);
+        Status st = object_id(bin, &id);
+        if (st.ok()) {
+          auto loc = store_->Get(client, id);
+          if (loc.ok()) {
+            o->set_offset(loc->offset);
+            o->set_size(loc->size);
+            continue;
+          }
+          st = loc.status();
+        }
+        o->set_code(static_cast<uint32_t>(st.code()));
+        o->set_message(st.message());
+      }
+      break;
+    }
+    case rpc::Envelope::kStoreRelease:
+    case rpc::Envelope::kStoreDelete: {
+      bool release = msg.has_store_release();
+      const auto& ids = release ? msg.store_release().object_ids() : msg.store_delete().object_ids();
+      uint64_t rid = release ? msg.store_release().request_id() : msg.store_delete().request_id();
+      std::string errors;
+      for (const auto& bin : ids) {
+        Status st = object_id(bin, &id);
+        if (st.ok()) {
+          if (release) {
+            st = store_->Release(client, id);
+          } else {
+            store_->Delete(id);
+          }
+        }
+        if (!st.ok()) errors += (errors.empty() ? "" : "; ") + st.message();
+      }
+      if (!errors.empty()) SendError(conn, rid, Status::InvalidArgument(errors));
+      return;  // answered only on error
+    }
+    default:
+      return;
+  }
+  conn.Send(reply);
 }
 
 void NodeDaemon::FinishJob(const JobId& id) {
@@ -598,6 +727,18 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
   s->set_pending_lease_requests(static_cast<uint32_t>(pending_.size()));
   s->set_drivers(static_cast<uint32_t>(control_.alive_jobs()));
   s->set_pid(getpid());
+  if (store_) {
+    ObjectStoreStats st = store_->stats();
+    auto* o = s->mutable_store();
+    o->set_capacity(st.capacity);
+    o->set_used(st.used);
+    o->set_pinned(st.pinned);
+    o->set_spilled(st.spilled);
+    o->set_num_objects(st.num_objects);
+    o->set_num_spilled(st.num_spilled);
+    o->set_spills_total(st.spills_total);
+    o->set_restores_total(st.restores_total);
+  }
   conn.Send(env);
 }
 
@@ -637,6 +778,7 @@ void NodeDaemon::Stop() {
     if (job.exe_fd >= 0) ::close(job.exe_fd);
   }
   jobs_.clear();
+  store_.reset();  // unmaps the arena and removes spill files
   ::unlink(socket_path_.c_str());
   if (config_.remove_session_dir && !config_.session_dir.empty()) {
     std::error_code fec;

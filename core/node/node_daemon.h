@@ -6,6 +6,7 @@
 #include "base/status.h"
 #include "control/control_store.h"
 #include "node/worker_launcher.h"
+#include "object_store/object_store.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
@@ -40,6 +41,8 @@ struct NodeDaemonConfig {
   /// After this many workers of one job die before registering, its lease requests fail.
   int max_worker_start_failures = 3;
   std::string log_level;
+  /// The host object store's size in bytes; 0: DefaultObjectStoreCapacity().
+  uint64_t object_store_memory = 0;
 };
 
 /// The socket a daemon listens on inside its session directory.
@@ -94,7 +97,8 @@ class NodeDaemon {
   struct Peer {
     rpc::Role role = rpc::ROLE_UNSPECIFIED;
     JobId job;
-    WorkerId worker;
+    WorkerId worker;             // drivers and workers
+    ObjectStore::ClientId store_client = 0;  // non-zero: this connection uses the object store
   };
 
   void Accept();
@@ -119,6 +123,9 @@ class NodeDaemon {
   void KillWorker(const WorkerId& id, const std::string& why);
   void ReapChildren();
   void FinishJob(const JobId& id);
+  void HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg);
+  /// A driver or worker ended: its objects go, and every core worker hears of it.
+  void WorkerGone(const WorkerId& id);
 
   asio::io_context& io_;
   NodeDaemonConfig config_;
@@ -131,6 +138,8 @@ class NodeDaemon {
   bool stopped_ = false;
 
   ControlStore control_;
+  std::unique_ptr<ObjectStore> store_;
+  ObjectStore::ClientId next_store_client_ = 1;
   ResourceSet available_;
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
   std::map<JobId, Job> jobs_;

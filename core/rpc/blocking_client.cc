@@ -12,19 +12,26 @@
 
 namespace prism::rpc {
 
-BlockingClient::~BlockingClient() { Close(); }
+BlockingClient::~BlockingClient() {
+  Close();
+  if (received_fd_ >= 0) ::close(received_fd_);
+}
 
 BlockingClient::BlockingClient(BlockingClient&& o) noexcept
-    : fd_(o.fd_), decoder_(std::move(o.decoder_)) {
+    : fd_(o.fd_), received_fd_(o.received_fd_), decoder_(std::move(o.decoder_)) {
   o.fd_ = -1;
+  o.received_fd_ = -1;
 }
 
 BlockingClient& BlockingClient::operator=(BlockingClient&& o) noexcept {
   if (this != &o) {
     Close();
+    if (received_fd_ >= 0) ::close(received_fd_);
     fd_ = o.fd_;
+    received_fd_ = o.received_fd_;
     decoder_ = std::move(o.decoder_);
     o.fd_ = -1;
+    o.received_fd_ = -1;
   }
   return *this;
 }
@@ -108,8 +115,23 @@ Result<Envelope> BlockingClient::Receive(int timeout_ms) {
     if (r == 0) return Status::Timeout("no reply within " + std::to_string(timeout_ms) + " ms");
     size_t avail = 0;
     char* space = decoder_.WritableSpace(64 * 1024, &avail);
-    ssize_t n = ::recv(fd_, space, avail, 0);
+    iovec iov{space, avail};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+    ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm != nullptr; cm = CMSG_NXTHDR(&mh, cm)) {
+      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+        int got;
+        std::memcpy(&got, CMSG_DATA(cm), sizeof(int));
+        if (received_fd_ >= 0) ::close(received_fd_);
+        received_fd_ = got;
+      }
+    }
     if (n <= 0) return Status::Unavailable("connection closed by peer");
     decoder_.Commit(static_cast<size_t>(n));
   }

@@ -26,6 +26,12 @@ class BlockingClient {
   Status SendRaw(const std::string& bytes);
   /// Waits up to `timeout_ms` (< 0: forever) for the next frame.
   Result<Envelope> Receive(int timeout_ms);
+  /// A descriptor that arrived with a frame (SCM_RIGHTS), or -1; the caller owns it.
+  int TakeReceivedFd() {
+    int fd = received_fd_;
+    received_fd_ = -1;
+    return fd;
+  }
   /// Gives up ownership of the socket (to hand it to an event loop).
   int Release() {
     int fd = fd_;
@@ -36,6 +42,7 @@ class BlockingClient {
 
  private:
   int fd_ = -1;
+  int received_fd_ = -1;
   FrameDecoder decoder_{kDefaultMaxFrameBytes};
 };
 

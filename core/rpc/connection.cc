@@ -6,6 +6,9 @@
 #include <sys/un.h>
 #include <pthread.h>
 
+#include <cerrno>
+#include <cstring>
+
 namespace prism::rpc {
 
 static constexpr size_t kReadChunk = 64 * 1024;
@@ -86,6 +89,40 @@ void Connection::Send(const Envelope& msg) {
   } else {
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->WriteLoop(); });
   }
+}
+
+Status Connection::SendWithFd(const Envelope& msg, int fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed()) return Status::Unavailable("connection closed");
+  if (writing_ || !pending_.empty()) {
+    return Status::Internal("a descriptor can only be sent on an idle connection");
+  }
+  std::string frame;
+  AppendFrame(msg, &frame);
+  iovec iov{frame.data(), frame.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof(control);
+  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  ssize_t n;
+  do {
+    n = ::sendmsg(socket_.native_handle(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return Status::IOError(std::string("sendmsg: ") + std::strerror(errno));
+  if (static_cast<size_t>(n) < frame.size()) {
+    // The descriptor went with the first byte; the rest follows as an ordinary write.
+    pending_.assign(frame, static_cast<size_t>(n), std::string::npos);
+    writing_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->WriteLoop(); });
+  }
+  return Status::OK();
 }
 
 void Connection::WriteLoop() {

@@ -32,6 +32,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Starts reading. `on_close` runs exactly once, after the last `on_message`.
   void Start(OnMessage on_message, OnClose on_close);
   void Send(const Envelope& msg);
+  /// Sends `msg` with a descriptor attached (SCM_RIGHTS, on its first byte). Only while nothing
+  /// else is queued (right after the handshake); the caller keeps its own copy of `fd`.
+  Status SendWithFd(const Envelope& msg, int fd);
   /// Closes the connection; `on_close` gets `reason`. Idempotent.
   void Close(Status reason);
   bool closed() const { return closed_.load(std::memory_order_acquire); }

@@ -11,7 +11,7 @@
 
 namespace prism::rpc {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 inline constexpr size_t kFrameHeaderBytes = 4;
 /// Default cap on one frame; a larger length prefix closes the connection.
 inline constexpr size_t kDefaultMaxFrameBytes = size_t{256} << 20;

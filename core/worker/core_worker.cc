@@ -5,12 +5,16 @@
 #include "rpc/blocking_client.h"
 
 #include <prism/errors.h>
+#include <prism/remote.h>
+
+#include <cxxabi.h>
 
 #include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <future>
+#include <thread>
 
 namespace prism {
 namespace {
@@ -36,6 +40,8 @@ thread_local uint32_t tl_puts = 0;
       throw ObjectLostError(e.message());
     case rpc::ERROR_OWNER_DIED:
       throw OwnerDiedError(e.message());
+    case rpc::ERROR_OBJECT_STORE_FULL:
+      throw ObjectStoreFullError(e.message());
     default:
       throw RuntimeError("object " + id.Hex() + ": " + e.message());
   }
@@ -43,13 +49,20 @@ thread_local uint32_t tl_puts = 0;
 
 }  // namespace
 
-CoreWorker::CoreWorker(CoreWorkerOptions options) : options_(std::move(options)) {}
+CoreWorker::CoreWorker(CoreWorkerOptions options)
+    : options_(std::move(options)), store_([this](FreedObject f) { OnFreed(std::move(f)); }) {}
 
 Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options) {
   options.submitter.token = options.token;
   std::unique_ptr<CoreWorker> cw(new CoreWorker(std::move(options)));
   PRISM_RETURN_IF_ERROR(cw->Listen());
   PRISM_RETURN_IF_ERROR(cw->ConnectDaemon());
+  {
+    auto store = StoreClient::Connect(cw->options_.daemon_socket, cw->options_.token,
+                                      cw->options_.worker_id);
+    if (!store.ok()) return Status(store.status().code(), "object store: " + store.status().message());
+    cw->object_store_ = std::shared_ptr<StoreClient>(std::move(*store));
+  }
   cw->driver_task_ = DriverTaskId(cw->options_.job_id);
   if (cw->options_.role == rpc::ROLE_WORKER) {
     // Code in a worker outside any task (other threads, before the first task) submits under
@@ -58,18 +71,28 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     std::memcpy(&salt, cw->options_.worker_id.data(), sizeof(salt));
     cw->driver_task_ = ChildTaskId(cw->driver_task_, salt | (uint64_t{1} << 63));
   }
-  cw->submitter_ = std::make_unique<TaskSubmitter>(
-      cw->loop_.context(), cw->options_.submitter, cw->store_, *cw->daemon_,
-      [w = cw.get()](const ObjectId& id, const internal::OwnerAddress& owner,
-                     MemoryStore::Callback done) { w->FetchBorrowed(id, owner, std::move(done)); },
-      [w = cw.get()](const internal::OwnerAddress& owner) { return w->IsSelf(owner); });
+  SubmitterHooks hooks;
+  CoreWorker* w = cw.get();
+  hooks.fetch_borrowed = [w](const ObjectId& id, const internal::OwnerAddress& owner,
+                             MemoryStore::Callback done) { w->FetchBorrowed(id, owner, std::move(done)); };
+  hooks.is_self = [w](const internal::OwnerAddress& owner) { return w->IsSelf(owner); };
+  hooks.nested_ref = [w](const rpc::NestedRef& n) {
+    internal::OwnerAddress owner{n.owner().socket_path(), n.owner().worker_id(), n.owner().node_id()};
+    ObjectId id = ObjectId::FromBinary(n.object_id());
+    if (n.borrow_registered() && !w->IsSelf(owner)) {
+      // The worker registered us at the owner already: count that, and do not register again.
+      // (AddBorrowedRef counts it itself when it finds us unregistered.)
+      if (!w->store_.AddBorrowedRef(id, owner)) w->store_.CreditRegistration(id, 1);
+      return std::make_shared<internal::RefHandle>(id, owner, w->options_.runtime_generation);
+    }
+    return w->MakeRef(id, owner);
+  };
+  hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
+  cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
+                                                   cw->store_, *cw->daemon_, std::move(hooks));
   if (cw->options_.role == rpc::ROLE_WORKER) {
-    cw->executor_ = std::make_unique<TaskExecutor>([](const rpc::TaskSpec& spec) {
-      tl_in_task = true;
-      tl_task = TaskId::FromBinary(spec.task_id());
-      tl_submitted = 0;
-      tl_puts = 0;
-    });
+    cw->executor_ = std::make_unique<TaskExecutor>(
+        [w](std::shared_ptr<const rpc::PushTask> push) { return w->ExecuteTask(std::move(push)); });
   }
   cw->daemon_->Start();
   cw->Accept();
@@ -105,17 +128,20 @@ Status CoreWorker::ConnectDaemon() {
   rpc::UnixSocket sock(loop_.context());
   sock.assign(asio::local::stream_protocol(), client->Release());
   auto conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
-  daemon_ = std::make_unique<DaemonClient>(conn, [this](const Status& st) {
-    if (shut_down_) return;
-    if (options_.role == rpc::ROLE_WORKER) {
-      // The daemon let us go (or died): nothing more will come.
-      if (executor_) executor_->Stop();
-      return;
-    }
-    PRISM_LOG_ERROR("lost the node daemon: {}", st.ToString());
-    auto err = StoredObject::Error(rpc::ERROR_SYSTEM, "the node daemon is gone: " + st.message());
-    submitter_->FailAll(err);
-  });
+  daemon_ = std::make_unique<DaemonClient>(
+      conn,
+      [this](const Status& st) {
+        if (shut_down_) return;
+        if (options_.role == rpc::ROLE_WORKER) {
+          // The daemon let us go (or died): nothing more will come.
+          if (executor_) executor_->Stop();
+          return;
+        }
+        PRISM_LOG_ERROR("lost the node daemon: {}", st.ToString());
+        auto err = StoredObject::Error(rpc::ERROR_SYSTEM, "the node daemon is gone: " + st.message());
+        submitter_->FailAll(err);
+      },
+      [this](const WorkerId& id) { OnWorkerDied(id); });
   return Status::OK();
 }
 
@@ -180,6 +206,12 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kGetObject:
       ServeGetObject(conn, msg.get_object());
       return;
+    case rpc::Envelope::kAddBorrowers:
+      ServeAddBorrowers(conn, msg.add_borrowers());
+      return;
+    case rpc::Envelope::kRemoveBorrowers:
+      ServeRemoveBorrowers(msg.remove_borrowers());
+      return;
     default:
       break;
   }
@@ -200,6 +232,9 @@ void CoreWorker::ServeGetObject(rpc::Connection& conn, const rpc::GetObjectReque
     r->set_object_id(oid);
     if (obj.is_error()) {
       *r->mutable_error() = obj.error;
+    } else if (obj.in_store) {
+      r->set_in_store(true);
+      r->set_size(obj.size);
     } else {
       r->set_data(*obj.data);
     }
@@ -212,60 +247,239 @@ void CoreWorker::ServeGetObject(rpc::Connection& conn, const rpc::GetObjectReque
   }
 }
 
+CoreWorker::OwnerConn* CoreWorker::ConnectOwner(const internal::OwnerAddress& owner,
+                                                std::string* error) {
+  auto it = owners_.find(owner.socket_path);
+  if (it != owners_.end() && !it->second->conn->closed()) return it->second.get();
+  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, options_.token);
+  hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
+  auto client = rpc::BlockingClient::ConnectAndHello(owner.socket_path, hello, nullptr, 2000);
+  if (!client.ok()) {
+    *error = client.status().message();
+    return nullptr;
+  }
+  rpc::UnixSocket sock(loop_.context());
+  sock.assign(asio::local::stream_protocol(), client->Release());
+  auto oc = std::make_unique<OwnerConn>();
+  oc->conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
+  OwnerConn* raw = oc.get();
+  oc->conn->Start(
+      [this, raw](rpc::Connection&, rpc::Envelope& m) {
+        if (m.has_borrowers_added()) {
+          auto a = raw->adds.find(m.borrowers_added().request_id());
+          if (a == raw->adds.end()) return;
+          int n = static_cast<int>(a->second.ids.size());
+          if (a->second.borrower.Binary() == address_.worker_id) {
+            for (const auto& lost : m.borrowers_added().lost()) {
+              if (ObjectId::IsValidBinary(lost)) store_.UndoRegistration(ObjectId::FromBinary(lost));
+            }
+          }
+          raw->adds.erase(a);
+          BorrowAddsAnswered(n);
+          return;
+        }
+        if (!m.has_get_object_reply()) return;
+        auto w = raw->waiting.find(m.get_object_reply().request_id());
+        if (w == raw->waiting.end()) return;
+        auto cb = std::move(w->second.second);
+        raw->waiting.erase(w);
+        const auto& r = m.get_object_reply();
+        if (r.error().kind() != rpc::ERROR_NONE) {
+          StoredObject o;
+          o.error = r.error();
+          cb(o);
+        } else if (r.in_store()) {
+          cb(StoredObject::InStore(r.size()));
+        } else {
+          cb(StoredObject::Value(r.data()));
+        }
+      },
+      [this, raw](rpc::Connection&, const Status& st) {
+        auto waiting = std::move(raw->waiting);
+        for (auto& [rid, w] : waiting) {
+          w.second(StoredObject::Error(rpc::ERROR_OWNER_DIED,
+                                       "the owner of object " + w.first.Hex() +
+                                           " died or disconnected: " + st.message()));
+        }
+        // Registrations the owner will never answer: it is gone, and so are its objects.
+        int n = 0;
+        for (auto& [rid, a] : raw->adds) n += static_cast<int>(a.ids.size());
+        raw->adds.clear();
+        if (n > 0) BorrowAddsAnswered(n);
+      });
+  auto& slot = owners_[owner.socket_path];
+  if (slot) {
+    // A closed connection to the same path: keep it alive until its handlers are done.
+    std::shared_ptr<OwnerConn> old(slot.release());
+    asio::post(loop_.context(), [old] {});
+  }
+  slot = std::move(oc);
+  return raw;
+}
+
 void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
                                MemoryStore::Callback done) {
-  auto fail = [&](const std::string& why) {
+  std::string error;
+  OwnerConn* oc = ConnectOwner(owner, &error);
+  if (oc == nullptr) {
     done(StoredObject::Error(rpc::ERROR_OWNER_DIED,
-                             "the owner of object " + id.Hex() + " is unreachable: " + why));
-  };
-  auto it = owners_.find(owner.socket_path);
-  if (it == owners_.end() || it->second->conn->closed()) {
-    rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, options_.token);
-    hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
-    auto client = rpc::BlockingClient::ConnectAndHello(owner.socket_path, hello, nullptr, 2000);
-    if (!client.ok()) {
-      fail(client.status().message());
-      return;
-    }
-    rpc::UnixSocket sock(loop_.context());
-    sock.assign(asio::local::stream_protocol(), client->Release());
-    auto oc = std::make_unique<OwnerConn>();
-    oc->conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
-    OwnerConn* raw = oc.get();
-    std::string path = owner.socket_path;
-    oc->conn->Start(
-        [raw](rpc::Connection&, rpc::Envelope& m) {
-          if (!m.has_get_object_reply()) return;
-          auto w = raw->waiting.find(m.get_object_reply().request_id());
-          if (w == raw->waiting.end()) return;
-          auto cb = std::move(w->second.second);
-          raw->waiting.erase(w);
-          const auto& r = m.get_object_reply();
-          if (r.error().kind() != rpc::ERROR_NONE) {
-            StoredObject o;
-            o.error = r.error();
-            cb(o);
-          } else {
-            cb(StoredObject::Value(r.data()));
-          }
-        },
-        [raw](rpc::Connection&, const Status& st) {
-          auto waiting = std::move(raw->waiting);
-          for (auto& [rid, w] : waiting) {
-            w.second(StoredObject::Error(rpc::ERROR_OWNER_DIED,
-                                         "the owner of object " + w.first.Hex() +
-                                             " died or disconnected: " + st.message()));
-          }
-        });
-    it = owners_.insert_or_assign(path, std::move(oc)).first;
+                             "the owner of object " + id.Hex() + " is unreachable: " + error));
+    return;
   }
   uint64_t rid = next_get_id_++;
-  it->second->waiting[rid] = {id, std::move(done)};
+  oc->waiting[rid] = {id, std::move(done)};
   rpc::Envelope env;
   env.mutable_get_object()->set_request_id(rid);
   env.mutable_get_object()->set_object_id(id.Binary());
-  it->second->conn->Send(env);
+  oc->conn->Send(env);
 }
+
+void CoreWorker::ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req) {
+  rpc::Envelope env;
+  auto* r = env.mutable_borrowers_added();
+  r->set_request_id(req.request_id());
+  if (!WorkerId::IsValidBinary(req.borrower())) {
+    rpc::Envelope err;
+    err.mutable_error()->set_request_id(req.request_id());
+    err.mutable_error()->set_code(static_cast<uint32_t>(StatusCode::kInvalidArgument));
+    err.mutable_error()->set_message("AddBorrowers needs the borrower's worker id");
+    conn.Send(err);
+    return;
+  }
+  WorkerId borrower = WorkerId::FromBinary(req.borrower());
+  for (const auto& bin : req.object_ids()) {
+    if (!ObjectId::IsValidBinary(bin) || !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
+      r->add_lost(bin);
+    }
+  }
+  conn.Send(env);
+}
+
+void CoreWorker::ServeRemoveBorrowers(const rpc::RemoveBorrowers& req) {
+  if (!WorkerId::IsValidBinary(req.borrower())) return;
+  WorkerId borrower = WorkerId::FromBinary(req.borrower());
+  for (int i = 0; i < req.object_ids_size(); ++i) {
+    if (!ObjectId::IsValidBinary(req.object_ids(i))) continue;
+    uint32_t n = i < req.counts_size() ? req.counts(i) : 1;
+    store_.RemoveBorrower(ObjectId::FromBinary(req.object_ids(i)), borrower, n);
+  }
+}
+
+void CoreWorker::QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id,
+                                  const WorkerId& borrower) {
+  bool post;
+  {
+    std::lock_guard<std::mutex> lock(borrow_mu_);
+    pending_adds_++;
+    BorrowBatch& b = borrow_out_[owner.socket_path];
+    b.owner = owner;
+    b.adds[borrower].push_back(id);
+    post = !borrow_flush_posted_;
+    borrow_flush_posted_ = true;
+  }
+  if (post) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
+}
+
+void CoreWorker::OnFreed(FreedObject f) {
+  if (f.in_store) {
+    object_store_->Delete({f.id});
+    return;
+  }
+  if (!f.borrowed || f.registered == 0 || shut_down_) return;
+  bool post;
+  {
+    std::lock_guard<std::mutex> lock(borrow_mu_);
+    BorrowBatch& b = borrow_out_[f.owner.socket_path];
+    b.owner = f.owner;
+    b.removes.emplace_back(f.id, f.registered);
+    post = !borrow_flush_posted_;
+    borrow_flush_posted_ = true;
+  }
+  if (post) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
+}
+
+void CoreWorker::FlushBorrowMessages() {
+  std::map<std::string, BorrowBatch> out;
+  {
+    std::lock_guard<std::mutex> lock(borrow_mu_);
+    borrow_flush_posted_ = false;
+    for (auto& [path, b] : borrow_out_) {
+      BorrowBatch& o = out[path];
+      o.owner = b.owner;
+      o.adds = std::move(b.adds);
+      b.adds.clear();
+      // Releases wait until every registration queued before them is answered (the ones
+      // going out now included).
+      if (pending_adds_ == 0) {
+        o.removes = std::move(b.removes);
+        b.removes.clear();
+      }
+    }
+    for (auto it = borrow_out_.begin(); it != borrow_out_.end();) {
+      it = it->second.removes.empty() && it->second.adds.empty() ? borrow_out_.erase(it) : std::next(it);
+    }
+  }
+  for (auto& [path, b] : out) {
+    if (b.adds.empty() && b.removes.empty()) continue;
+    std::string error;
+    OwnerConn* oc = ConnectOwner(b.owner, &error);
+    int unsent = 0;
+    for (auto& [borrower, ids] : b.adds) {
+      if (oc == nullptr) {
+        unsent += static_cast<int>(ids.size());
+        continue;
+      }
+      uint64_t rid = next_get_id_++;
+      rpc::Envelope env;
+      auto* a = env.mutable_add_borrowers();
+      a->set_request_id(rid);
+      a->set_borrower(borrower.Binary());
+      for (const auto& id : ids) a->add_object_ids(id.Binary());
+      oc->adds[rid] = OwnerConn::Adds{ids, borrower};
+      oc->conn->Send(env);
+    }
+    if (oc != nullptr && !b.removes.empty()) {
+      rpc::Envelope env;
+      auto* r = env.mutable_remove_borrowers();
+      r->set_borrower(address_.worker_id);
+      for (auto& [id, n] : b.removes) {
+        r->add_object_ids(id.Binary());
+        r->add_counts(n);
+      }
+      oc->conn->Send(env);
+    }
+    // An unreachable owner is gone with its objects: nothing to register or release there.
+    if (unsent > 0) BorrowAddsAnswered(unsent);
+  }
+}
+
+void CoreWorker::BorrowAddsAnswered(int n) {
+  bool flush = false;
+  {
+    std::lock_guard<std::mutex> lock(borrow_mu_);
+    pending_adds_ -= n;
+    if (pending_adds_ <= 0) {
+      pending_adds_ = 0;
+      for (auto& [path, b] : borrow_out_) flush = flush || !b.removes.empty();
+      if (flush && !borrow_flush_posted_) {
+        borrow_flush_posted_ = true;
+      } else {
+        flush = false;
+      }
+    }
+  }
+  borrow_cv_.notify_all();
+  if (flush) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
+}
+
+void CoreWorker::WaitForBorrowRegistrations() {
+  std::unique_lock<std::mutex> lock(borrow_mu_);
+  if (!borrow_cv_.wait_for(lock, std::chrono::seconds(30), [this] { return pending_adds_ == 0; })) {
+    PRISM_LOG_WARN("{} borrow registrations unanswered after 30 s; replying anyway", pending_adds_);
+  }
+}
+
+void CoreWorker::OnWorkerDied(const WorkerId& id) { store_.RemoveBorrowerEverywhere(id); }
 
 void CoreWorker::EnsureFetched(const internal::RefHandle& ref) {
   if (IsSelf(ref.owner())) return;
@@ -346,6 +560,10 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
       arg->set_value(std::move(a.value));
     }
     t.arg_refs.push_back(std::move(a.ref));
+    for (auto& n : a.nested) {
+      CheckCurrent(*n);
+      t.nested.push_back(std::move(n));
+    }
   }
   t.resources = std::move(*shape);
   t.retries_left = options.max_retries;
@@ -355,21 +573,71 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   return handle;
 }
 
-internal::RefPtr CoreWorker::Put(std::string data) {
+void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner) {
+  if (value.size > object_store_->capacity()) {
+    throw ObjectStoreFullError("object " + id.Hex() + " is " + std::to_string(value.size) +
+                               " bytes, larger than the whole object store (" +
+                               std::to_string(object_store_->capacity()) +
+                               " bytes); give prism more with InitOptions::object_store_memory or "
+                               "prism start --object-store-memory");
+  }
+  // A store full of pinned objects may free up as readers finish: retry for a while.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  auto backoff = std::chrono::milliseconds(1);
+  uint8_t* dst = nullptr;
+  while (true) {
+    auto created = object_store_->Create(id, value.size, owner);
+    if (created.ok()) {
+      dst = *created;
+      break;
+    }
+    const Status& st = created.status();
+    if (st.code() == StatusCode::kAlreadyExists) return;  // an earlier attempt of this task wrote it
+    if (st.code() != StatusCode::kOutOfMemory || std::chrono::steady_clock::now() > deadline) {
+      if (st.code() == StatusCode::kOutOfMemory) throw ObjectStoreFullError(st.message());
+      throw RuntimeError("cannot store object " + id.Hex() + ": " + st.ToString());
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(100));
+  }
+  try {
+    value.write(reinterpret_cast<char*>(dst));
+  } catch (...) {
+    (void)object_store_->Abort(id);
+    throw;
+  }
+  Status sealed = object_store_->Seal(id);
+  if (!sealed.ok()) throw RuntimeError("cannot seal object " + id.Hex() + ": " + sealed.ToString());
+  object_store_->Release(id);  // unpinned: the store may spill it; the owner frees it
+}
+
+internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   uint32_t n = tl_in_task ? ++tl_puts : ++driver_puts_;
   ObjectId id = PutObjectId(CurrentTaskId(), n);
+  StoredObject obj;
+  if (value.size > internal::kMaxInlineBytes) {
+    WriteToStore(id, value, options_.worker_id);
+    obj = StoredObject::InStore(value.size);
+  } else {
+    obj = StoredObject::Value(value.ToString());
+  }
+  for (const auto& ref : value.nested) CheckCurrent(*ref);
+  obj.contained = value.nested;
   internal::RefPtr handle = NewHandle(id);
-  store_.Put(id, StoredObject::Value(std::move(data)));
+  store_.Put(id, std::move(obj));
   return handle;
 }
 
 internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress owner) {
-  bool self = IsSelf(owner);
+  if (!IsSelf(owner)) {
+    if (store_.AddBorrowedRef(id, owner)) QueueAddBorrower(owner, id, options_.worker_id);
+    return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
+  }
   bool known = store_.Contains(id);
   store_.AddRef(id);
   auto handle = std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
-  if (self && !known) {
+  if (!known) {
     store_.Put(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
                                        "object " + id.Hex() + " was already freed by this process"));
   }
@@ -383,7 +651,7 @@ void CoreWorker::CheckCurrent(const internal::RefHandle& ref) const {
   }
 }
 
-std::vector<std::shared_ptr<const std::string>> CoreWorker::Get(
+std::vector<internal::EncodedView> CoreWorker::Get(
     const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms) {
   std::vector<ObjectId> ids;
   ids.reserve(refs.size());
@@ -402,13 +670,36 @@ std::vector<std::shared_ptr<const std::string>> CoreWorker::Get(
                           std::to_string(not_ready) + " of " + std::to_string(ids.size()) +
                           " objects not ready");
   }
-  std::vector<std::shared_ptr<const std::string>> out;
-  out.reserve(ids.size());
-  for (const auto& id : ids) {
-    auto obj = store_.GetIfReady(id);
-    if (!obj) throw ObjectLostError("object " + id.Hex() + " vanished while being read");
-    if (obj->is_error()) ThrowStored(id, obj->error);
-    out.push_back(obj->data);
+  std::vector<internal::EncodedView> out(ids.size());
+  std::vector<ObjectId> in_store;
+  std::vector<size_t> in_store_at;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto obj = store_.GetIfReady(ids[i]);
+    if (!obj) throw ObjectLostError("object " + ids[i].Hex() + " vanished while being read");
+    if (obj->is_error()) ThrowStored(ids[i], obj->error);
+    if (obj->in_store) {
+      in_store.push_back(ids[i]);
+      in_store_at.push_back(i);
+    } else {
+      out[i] = internal::EncodedView{*obj->data, obj->data};
+    }
+  }
+  if (!in_store.empty()) {
+    auto views = object_store_->Get(in_store);
+    std::string failed;
+    for (size_t k = 0; k < views.size(); ++k) {
+      if (!views[k].status.ok()) {
+        failed = "object " + in_store[k].Hex() + " is not in the object store: " + views[k].status.message();
+        continue;
+      }
+      // The pin goes when the last reader of these bytes (a Buffer, say) lets go.
+      std::shared_ptr<StoreClient> client = object_store_;
+      ObjectId id = in_store[k];
+      std::shared_ptr<const void> pin(views[k].data, [client, id](const void*) { client->Release(id); });
+      out[in_store_at[k]] = internal::EncodedView{
+          std::string_view(reinterpret_cast<const char*>(views[k].data), views[k].size), std::move(pin)};
+    }
+    if (!failed.empty()) throw ObjectLostError(failed);
   }
   return out;
 }
@@ -425,6 +716,119 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   std::optional<MemoryStore::Clock::time_point> deadline;
   if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
   return store_.Wait(ids, num_returns, deadline);
+}
+
+rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) {
+  const rpc::TaskSpec& spec = push->spec();
+  tl_in_task = true;
+  tl_task = TaskId::FromBinary(spec.task_id());
+  tl_submitted = 0;
+  tl_puts = 0;
+  rpc::TaskReply reply;
+  reply.set_task_id(spec.task_id());
+  reply.set_attempt(spec.attempt());
+  auto fail = [&](rpc::ErrorKind kind, std::string type, std::string message) {
+    reply.clear_returns();
+    auto* e = reply.mutable_error();
+    e->set_kind(kind);
+    e->set_type_name(std::move(type));
+    e->set_message(std::move(message));
+    e->set_function(spec.name().empty() ? spec.function() : spec.name());
+  };
+  const internal::FunctionEntry* fn = internal::FunctionRegistry::Instance().Find(spec.function());
+  if (fn == nullptr) {
+    fail(rpc::ERROR_FUNCTION_NOT_FOUND, "",
+         "function '" + spec.function() + "' is not registered in the worker (pid " +
+             std::to_string(getpid()) + "); register it with PRISM_REMOTE");
+    return reply;
+  }
+  // Arguments are inline bytes or views into the node's store, pinned while anything (the
+  // task, or a Buffer it kept) still reads them.
+  struct Source {
+    std::shared_ptr<const rpc::PushTask> push;
+    std::vector<std::shared_ptr<const void>> pins;
+  };
+  auto source = std::make_shared<Source>();
+  source->push = push;
+  std::vector<std::string_view> args(static_cast<size_t>(spec.args_size()));
+  std::vector<ObjectId> stored;
+  std::vector<size_t> stored_at;
+  for (int i = 0; i < spec.args_size(); ++i) {
+    const auto& a = spec.args(i);
+    if (a.kind_case() == rpc::TaskArg::kValue) {
+      args[static_cast<size_t>(i)] = a.value();
+    } else if (a.kind_case() == rpc::TaskArg::kStoreObject && ObjectId::IsValidBinary(a.store_object())) {
+      stored.push_back(ObjectId::FromBinary(a.store_object()));
+      stored_at.push_back(static_cast<size_t>(i));
+    } else {
+      fail(rpc::ERROR_SYSTEM, "", "an argument reached the worker unresolved");
+      return reply;
+    }
+  }
+  if (!stored.empty()) {
+    auto views = object_store_->Get(stored);
+    for (size_t k = 0; k < views.size(); ++k) {
+      if (!views[k].status.ok()) {
+        fail(rpc::ERROR_OBJECT_LOST, "",
+             "argument object " + stored[k].Hex() + " is not in the object store: " +
+                 views[k].status.message());
+        return reply;
+      }
+      std::shared_ptr<StoreClient> client = object_store_;
+      ObjectId id = stored[k];
+      source->pins.emplace_back(views[k].data, [client, id](const void*) { client->Release(id); });
+      args[stored_at[k]] =
+          std::string_view(reinterpret_cast<const char*>(views[k].data), views[k].size);
+    }
+  }
+  try {
+    internal::EncodedValue out = fn->invoke(args, std::static_pointer_cast<const void>(source));
+    source.reset();
+    auto* ret = reply.add_returns();
+    ObjectId return_id = ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1);
+    ret->set_object_id(return_id.Binary());
+    WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
+    if (out.size > internal::kMaxInlineBytes) {
+      WriteToStore(return_id, out, caller);
+      ret->set_in_store(true);
+      ret->set_size(out.size);
+    } else {
+      ret->set_data(out.ToString());
+    }
+    LendNested(out.nested, caller, ret);
+  } catch (const internal::ArgumentError& e) {
+    fail(rpc::ERROR_ARGUMENT, "", e.what());
+  } catch (const ObjectStoreFullError& e) {
+    fail(rpc::ERROR_OBJECT_STORE_FULL, "", e.what());
+  } catch (const std::exception& e) {
+    fail(rpc::ERROR_TASK, internal::Demangle(typeid(e).name()), e.what());
+  } catch (...) {
+    std::type_info* t = abi::__cxa_current_exception_type();
+    fail(rpc::ERROR_TASK, t != nullptr ? internal::Demangle(t->name()) : "unknown",
+         "a non-standard exception was thrown");
+  }
+  // Registrations this task made (refs it keeps, refs lent to the caller) reach their owners
+  // before the caller may drop the refs that protected them.
+  WaitForBorrowRegistrations();
+  return reply;
+}
+
+void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
+                            rpc::ReturnObject* ret) {
+  for (const auto& h : nested) {
+    auto* n = ret->add_nested();
+    n->set_object_id(h->id().Binary());
+    n->mutable_owner()->set_socket_path(h->owner().socket_path);
+    n->mutable_owner()->set_worker_id(h->owner().worker_id);
+    n->mutable_owner()->set_node_id(h->owner().node_id);
+    if (h->owner().worker_id == caller.Binary()) continue;  // the caller owns it
+    if (IsSelf(h->owner())) {
+      n->set_borrow_registered(store_.AddBorrower(h->id(), caller));
+    } else {
+      QueueAddBorrower(h->owner(), h->id(), caller);
+      n->set_borrow_registered(true);
+    }
+  }
 }
 
 void CoreWorker::RunTaskLoop() {

@@ -6,6 +6,7 @@
 #include "base/thread_annotations.h"
 
 #include "base/status.h"
+#include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
 #include "worker/lease_client.h"
@@ -18,6 +19,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,15 +51,21 @@ class CoreWorker {
 
   internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
                               const TaskOptions& options);
-  internal::RefPtr Put(std::string data);
+  /// Throws ObjectStoreFullError when a large value finds no room.
+  internal::RefPtr Put(const internal::EncodedValue& value);
   internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);
   /// Throws prism's typed errors.
-  std::vector<std::shared_ptr<const std::string>> Get(const std::vector<const internal::RefHandle*>& refs,
-                                                      int64_t timeout_ms);
+  std::vector<internal::EncodedView> Get(const std::vector<const internal::RefHandle*>& refs,
+                                         int64_t timeout_ms);
+  bool InObjectStore(const void* p, size_t n) const {
+    return object_store_ && object_store_->Contains(p, n);
+  }
   std::vector<bool> Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
                          int64_t timeout_ms);
   void ReleaseRef(const ObjectId& id) { store_.RemoveRef(id); }
 
+  /// How many workers borrow an object this process owns (tests).
+  size_t NumBorrowers(const ObjectId& id) const { return store_.NumBorrowers(id); }
   /// Worker processes: runs pushed tasks on the calling thread until the daemon disconnects.
   void RunTaskLoop();
   /// Stops everything; pending objects fail. Idempotent.
@@ -73,6 +82,28 @@ class CoreWorker {
   void Accept();
   void OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg);
   void ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req);
+  void ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req);
+  void ServeRemoveBorrowers(const rpc::RemoveBorrowers& req);
+  /// A connection to an owner's core worker (event loop only); null when it is unreachable.
+  struct OwnerConn;
+  OwnerConn* ConnectOwner(const internal::OwnerAddress& owner, std::string* error);
+  /// Writes a value into the node's object store as object `id`, owned by `owner`.
+  void WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner);
+  /// Worker main thread: runs one pushed task.
+  rpc::TaskReply ExecuteTask(std::shared_ptr<const rpc::PushTask> push);
+  /// The caller of a finished task gets the refs inside its result: registered as their
+  /// borrower where another process owns them.
+  void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
+                  rpc::ReturnObject* ret);
+  // Borrow registrations: AddBorrowers go out in batches per owner; while any is unanswered,
+  // releases (RemoveBorrowers) and task replies wait, so no owner frees an object that a
+  // registration on its way still needs.
+  void QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id, const WorkerId& borrower);
+  void FlushBorrowMessages();
+  void BorrowAddsAnswered(int n);
+  void WaitForBorrowRegistrations();
+  void OnFreed(FreedObject f);
+  void OnWorkerDied(const WorkerId& id);
   void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
                      MemoryStore::Callback done);
   void EnsureFetched(const internal::RefHandle& ref);
@@ -85,6 +116,7 @@ class CoreWorker {
   CoreWorkerOptions options_;
   rpc::EventLoop loop_;  // destroyed last: everything below runs on it
   MemoryStore store_;
+  std::shared_ptr<StoreClient> object_store_;  // shared with the pins of Buffers handed out
   internal::OwnerAddress address_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
@@ -101,6 +133,12 @@ class CoreWorker {
   struct OwnerConn {
     std::shared_ptr<rpc::Connection> conn;
     std::unordered_map<uint64_t, std::pair<ObjectId, MemoryStore::Callback>> waiting;
+    // AddBorrowers requests not answered yet: how many registrations each carried, and for whom.
+    struct Adds {
+      std::vector<ObjectId> ids;
+      WorkerId borrower;
+    };
+    std::unordered_map<uint64_t, Adds> adds;
   };
   std::unordered_map<std::string, std::unique_ptr<OwnerConn>> owners_;
   uint64_t next_get_id_ = 1;
@@ -108,6 +146,17 @@ class CoreWorker {
 
   std::mutex fetch_mu_;
   std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);
+
+  struct BorrowBatch {
+    internal::OwnerAddress owner;
+    std::map<WorkerId, std::vector<ObjectId>> adds;                 // by borrower
+    std::vector<std::pair<ObjectId, uint32_t>> removes;             // this process's releases
+  };
+  std::mutex borrow_mu_;
+  std::condition_variable borrow_cv_;
+  int pending_adds_ PRISM_GUARDED_BY(borrow_mu_) = 0;  // registrations sent or queued, unanswered
+  std::map<std::string, BorrowBatch> borrow_out_ PRISM_GUARDED_BY(borrow_mu_);  // by owner socket
+  bool borrow_flush_posted_ PRISM_GUARDED_BY(borrow_mu_) = false;
 };
 
 }  // namespace prism

@@ -5,8 +5,9 @@
 namespace prism {
 
 DaemonClient::DaemonClient(std::shared_ptr<rpc::Connection> conn,
-                           std::function<void(const Status&)> on_lost)
-    : conn_(std::move(conn)), on_lost_(std::move(on_lost)) {}
+                           std::function<void(const Status&)> on_lost,
+                           std::function<void(const WorkerId&)> on_worker_died)
+    : conn_(std::move(conn)), on_lost_(std::move(on_lost)), on_worker_died_(std::move(on_worker_died)) {}
 
 void DaemonClient::Start() {
   conn_->Start([this](rpc::Connection&, rpc::Envelope& msg) { OnMessage(msg); },
@@ -51,6 +52,11 @@ void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
 
 void DaemonClient::OnMessage(rpc::Envelope& msg) {
   switch (msg.body_case()) {
+    case rpc::Envelope::kWorkerDied:
+      if (on_worker_died_ && WorkerId::IsValidBinary(msg.worker_died().worker_id())) {
+        on_worker_died_(WorkerId::FromBinary(msg.worker_died().worker_id()));
+      }
+      return;
     case rpc::Envelope::kLeaseGrant: {
       auto it = lease_waiters_.find(msg.lease_grant().request_id());
       if (it == lease_waiters_.end()) {

@@ -6,6 +6,8 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
+#include <prism/ids.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,8 +39,10 @@ class LeaseClient {
 /// The node daemon over its local socket. Event-loop thread only, except construction.
 class DaemonClient : public LeaseClient {
  public:
-  /// `on_lost` runs once if the daemon's connection closes.
-  DaemonClient(std::shared_ptr<rpc::Connection> conn, std::function<void(const Status&)> on_lost);
+  /// `on_lost` runs once if the daemon's connection closes; `on_worker_died` for each driver or
+  /// worker of the node that ended.
+  DaemonClient(std::shared_ptr<rpc::Connection> conn, std::function<void(const Status&)> on_lost,
+               std::function<void(const WorkerId&)> on_worker_died = nullptr);
   void Start();
   uint64_t RequestLease(const ResourceSet& shape, std::function<void()> queued,
                         std::function<void(LeaseOutcome)> done) override;
@@ -52,6 +56,7 @@ class DaemonClient : public LeaseClient {
 
   std::shared_ptr<rpc::Connection> conn_;
   std::function<void(const Status&)> on_lost_;
+  std::function<void(const WorkerId&)> on_worker_died_;
   uint64_t next_request_id_ = 1;
   struct LeaseWaiter {
     std::function<void()> queued;

@@ -1,6 +1,7 @@
 #include "worker/memory_store.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace prism {
 
@@ -9,22 +10,115 @@ void MemoryStore::AddRef(const ObjectId& id) {
   entries_[id].refs++;
 }
 
+bool MemoryStore::AddBorrowedRef(const ObjectId& id, const internal::OwnerAddress& owner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& e = entries_[id];
+  e.refs++;
+  if (!e.borrowed) {
+    e.borrowed = true;
+    e.owner = owner;
+  }
+  if (e.registered > 0) return false;
+  e.registered = 1;
+  return true;
+}
+
+void MemoryStore::CreditRegistration(const ObjectId& id, uint32_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it != entries_.end()) it->second.registered += n;
+}
+
+void MemoryStore::UndoRegistration(const ObjectId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it != entries_.end() && it->second.registered > 0) it->second.registered--;
+}
+
+void MemoryStore::MaybeEraseLocked(std::unordered_map<ObjectId, Entry>::iterator it, Graveyard* g) {
+  Entry& e = it->second;
+  if (e.refs > 0 || !e.waiters.empty() || !e.borrowers.empty()) return;
+  g->ids.push_back(it->first);
+  g->entries.push_back(std::move(e));
+  entries_.erase(it);
+}
+
+void MemoryStore::Bury(Graveyard& g) {
+  for (size_t i = 0; i < g.ids.size(); ++i) {
+    Entry& e = g.entries[i];
+    const ObjectId& id = g.ids[i];
+    // Whoever waited for a value that will now never be kept learns so at once.
+    if (!e.callbacks.empty()) {
+      StoredObject lost = StoredObject::Error(
+          rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
+      for (auto& cb : e.callbacks) cb(lost);
+    }
+    if (on_free_) {
+      FreedObject f;
+      f.id = id;
+      f.borrowed = e.borrowed;
+      f.owner = e.owner;
+      f.registered = e.registered;
+      f.in_store = !e.borrowed && e.object && e.object->in_store;
+      on_free_(std::move(f));
+    }
+  }
+  // Destroying the entries releases the refs their values contained (re-entering this store).
+  g.entries.clear();
+}
+
 void MemoryStore::RemoveRef(const ObjectId& id) {
-  std::vector<Callback> orphaned;
+  Graveyard g;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end()) return;
-    if (--it->second.refs > 0 || !it->second.waiters.empty()) return;
-    orphaned = std::move(it->second.callbacks);
-    entries_.erase(it);
+    --it->second.refs;
+    MaybeEraseLocked(it, &g);
   }
-  // Whoever waited for a value that will now never be kept learns so at once.
-  if (!orphaned.empty()) {
-    StoredObject lost = StoredObject::Error(
-        rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
-    for (auto& cb : orphaned) cb(lost);
+  Bury(g);
+}
+
+bool MemoryStore::AddBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second.borrowed) return false;
+  it->second.borrowers[worker] += n;
+  return true;
+}
+
+void MemoryStore::RemoveBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n) {
+  Graveyard g;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return;
+    auto b = it->second.borrowers.find(worker);
+    if (b == it->second.borrowers.end()) return;
+    b->second -= std::min(n, b->second);
+    if (b->second == 0) it->second.borrowers.erase(b);
+    MaybeEraseLocked(it, &g);
   }
+  Bury(g);
+}
+
+void MemoryStore::RemoveBorrowerEverywhere(const WorkerId& worker) {
+  Graveyard g;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      auto next = std::next(it);
+      if (it->second.borrowers.erase(worker) > 0) MaybeEraseLocked(it, &g);
+      it = next;
+    }
+  }
+  Bury(g);
+}
+
+size_t MemoryStore::NumBorrowers(const ObjectId& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  return it == entries_.end() ? 0 : it->second.borrowers.size();
 }
 
 void MemoryStore::MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run) {
@@ -82,6 +176,7 @@ bool MemoryStore::OnReady(const ObjectId& id, Callback cb) {
 std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num_ready,
                                     std::optional<Clock::time_point> deadline) {
   std::vector<bool> ready(ids.size(), false);
+  Graveyard g;
   std::unique_lock<std::mutex> lock(mu_);
   auto count_ready = [&] {
     size_t n = 0;
@@ -110,9 +205,11 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
     if (it == entries_.end()) continue;
     auto& ws = it->second.waiters;
     ws.erase(std::remove(ws.begin(), ws.end(), &w), ws.end());
-    if (it->second.refs <= 0 && ws.empty() && !it->second.object) entries_.erase(it);
+    MaybeEraseLocked(it, &g);
   }
   count_ready();
+  lock.unlock();
+  Bury(g);
   return ready;
 }
 

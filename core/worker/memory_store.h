@@ -7,10 +7,12 @@
 #include "prism.pb.h"
 
 #include <prism/ids.h>
+#include <prism/internal/runtime_api.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,11 +22,22 @@
 
 namespace prism {
 
-/// A ready object: its encoded value, or the error that stands in its place.
+/// A ready object: its encoded value (here, or in the node's object store), or the error that
+/// stands in its place.
 struct StoredObject {
   std::shared_ptr<const std::string> data;
   rpc::TaskError error;  // kind() != ERROR_NONE for an error
+  bool in_store = false;  // the value is in the node's object store (`size` bytes)
+  uint64_t size = 0;
+  /// Refs inside the value: held as long as this object is.
+  std::vector<internal::RefPtr> contained;
   bool is_error() const { return error.kind() != rpc::ERROR_NONE; }
+  static StoredObject InStore(uint64_t size) {
+    StoredObject o;
+    o.in_store = true;
+    o.size = size;
+    return o;
+  }
   static StoredObject Value(std::string bytes) {
     return StoredObject{std::make_shared<const std::string>(std::move(bytes)), {}};
   }
@@ -37,17 +50,48 @@ struct StoredObject {
   }
 };
 
-/// Entries live while local references exist (AddRef/RemoveRef). Thread-safe; callbacks run on
-/// the thread that made the object ready, outside the lock.
+/// What an entry was when it went: the caller frees what it stood for elsewhere.
+struct FreedObject {
+  ObjectId id;
+  bool borrowed = false;          // a ref to another process's object
+  internal::OwnerAddress owner;   // borrowed: its owner
+  uint32_t registered = 0;        // borrowed: registrations at the owner to undo
+  bool in_store = false;          // owned: the value is in the node's object store
+};
+
+/// The process's reference table and object values. An entry lives while local references
+/// exist (handles, refs held by submitted tasks and by containing objects: AddRef/RemoveRef)
+/// and, for objects this process owns, while other workers borrow it. Thread-safe; callbacks
+/// run on the thread that made the object ready, outside the lock.
 class MemoryStore {
  public:
   using Callback = std::function<void(const StoredObject&)>;
+  using OnFree = std::function<void(FreedObject)>;
   using Clock = std::chrono::steady_clock;
 
+  MemoryStore() = default;
+  /// `on_free` runs (outside the lock, on the releasing thread) for every entry that goes.
+  explicit MemoryStore(OnFree on_free) : on_free_(std::move(on_free)) {}
+
   void AddRef(const ObjectId& id);
-  /// Drops one reference; the entry and its value go with the last one, and callbacks still
-  /// waiting for it get an object-lost error.
+  /// A local reference to another process's object. True when this process was not
+  /// registered as its borrower yet: the caller must register it with the owner now (the entry
+  /// counts that registration from here on).
+  bool AddBorrowedRef(const ObjectId& id, const internal::OwnerAddress& owner);
+  /// Someone else registered this process as a borrower `n` times on its behalf.
+  void CreditRegistration(const ObjectId& id, uint32_t n);
+  /// The owner did not count a registration (the object was gone).
+  void UndoRegistration(const ObjectId& id);
+  /// Drops one reference; the entry and its value go with the last one (unless borrowers
+  /// remain), and callbacks still waiting for it get an object-lost error.
   void RemoveRef(const ObjectId& id);
+  /// Owner side: `worker` borrows the object. False when the object is no longer held here.
+  bool AddBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n = 1);
+  void RemoveBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n);
+  /// `worker` died: every borrow it held is released.
+  void RemoveBorrowerEverywhere(const WorkerId& worker);
+  /// How many workers borrow `id` (tests, stats).
+  size_t NumBorrowers(const ObjectId& id) const;
   /// Makes an object ready. Ignored (returns false) when nobody references it any more, or it
   /// is ready already (a stale duplicate).
   bool Put(const ObjectId& id, StoredObject object);
@@ -75,9 +119,22 @@ class MemoryStore {
     std::optional<StoredObject> object;
     std::vector<Waiter*> waiters;
     std::vector<Callback> callbacks;
+    std::map<WorkerId, uint32_t> borrowers;  // owned objects: who borrows them
+    bool borrowed = false;
+    internal::OwnerAddress owner;  // borrowed objects
+    uint32_t registered = 0;
+  };
+  // What goes when entries go: handled after the lock is released (contained refs release
+  // other entries; callbacks and on_free call out).
+  struct Graveyard {
+    std::vector<Entry> entries;
+    std::vector<ObjectId> ids;
   };
   void MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run);
+  void MaybeEraseLocked(std::unordered_map<ObjectId, Entry>::iterator it, Graveyard* g);
+  void Bury(Graveyard& g);
 
+  OnFree on_free_;
   mutable std::mutex mu_;
   std::unordered_map<ObjectId, Entry> entries_ PRISM_GUARDED_BY(mu_);
 };

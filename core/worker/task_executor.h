@@ -17,8 +17,9 @@ namespace prism {
 
 class TaskExecutor {
  public:
-  /// `before_task` runs on the main thread before each task, with its spec.
-  explicit TaskExecutor(std::function<void(const rpc::TaskSpec&)> before_task);
+  /// Runs one task on the main thread and builds its reply.
+  using Execute = std::function<rpc::TaskReply(std::shared_ptr<const rpc::PushTask>)>;
+  explicit TaskExecutor(Execute execute);
   /// Event-loop thread: queue a pushed task; its reply goes back on `from`.
   void Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from);
   /// Main thread: runs tasks until Stop().
@@ -26,15 +27,12 @@ class TaskExecutor {
   /// Any thread.
   void Stop();
 
-  /// Runs one task spec against the function registry and builds its reply. Never throws.
-  static rpc::TaskReply Execute(const rpc::TaskSpec& spec);
-
  private:
   struct Item {
     rpc::PushTask push;
     std::shared_ptr<rpc::Connection> from;
   };
-  std::function<void(const rpc::TaskSpec&)> before_task_;
+  Execute execute_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_ PRISM_GUARDED_BY(mu_);

@@ -7,14 +7,8 @@
 namespace prism {
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
-                             LeaseClient& leases, BorrowedFetcher fetch_borrowed,
-                             std::function<bool(const internal::OwnerAddress&)> is_self)
-    : io_(io),
-      config_(std::move(config)),
-      store_(store),
-      leases_(leases),
-      fetch_borrowed_(std::move(fetch_borrowed)),
-      is_self_(std::move(is_self)) {}
+                             LeaseClient& leases, SubmitterHooks hooks)
+    : io_(io), config_(std::move(config)), store_(store), leases_(leases), hooks_(std::move(hooks)) {}
 
 RuntimeStats TaskSubmitter::stats() const {
   RuntimeStats s;
@@ -56,13 +50,13 @@ void TaskSubmitter::ResolveArgs(const TaskId& id) {
     auto on_ready = [this, id, i](const StoredObject& obj) {
       asio::post(io_, [this, id, i, obj] { OnArgReady(id, i, obj); });
     };
-    if (is_self_(ref->owner())) {
+    if (hooks_.is_self(ref->owner())) {
       if (!store_.OnReady(ref->id(), on_ready)) {
         on_ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
                                      "argument object " + ref->id().Hex() + " is not known to its owner"));
       }
     } else {
-      fetch_borrowed_(ref->id(), ref->owner(), on_ready);
+      hooks_.fetch_borrowed(ref->id(), ref->owner(), on_ready);
     }
   }
 }
@@ -77,7 +71,12 @@ void TaskSubmitter::OnArgReady(const TaskId& id, size_t index, const StoredObjec
     return;
   }
   auto* arg = r.task.spec.mutable_args(static_cast<int>(index));
-  arg->set_value(*obj.data);
+  if (obj.in_store) {
+    // The worker reads it from the node's store; the task's ref keeps it there meanwhile.
+    arg->set_store_object(r.task.arg_refs[index]->id().Binary());
+  } else {
+    arg->set_value(*obj.data);
+  }
   if (--r.unresolved == 0) Enqueue(id);
 }
 
@@ -247,7 +246,13 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
                                                             std::to_string(reply.returns_size()) +
                                                             " return values, expected 1"));
     } else {
-      Finish(id, StoredObject::Value(std::move(*reply.mutable_returns(0)->mutable_data())));
+      rpc::ReturnObject& ret = *reply.mutable_returns(0);
+      StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
+                                        : StoredObject::Value(std::move(*ret.mutable_data()));
+      // Taken before the task's argument refs go: a ref passed in and returned stays alive.
+      obj.contained.reserve(static_cast<size_t>(ret.nested_size()));
+      for (const auto& n : ret.nested()) obj.contained.push_back(hooks_.nested_ref(n));
+      Finish(id, std::move(obj));
     }
   }
   Pump(key);
@@ -294,7 +299,8 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
     result.error.set_type_name("unknown");
   }
   tasks_.erase(it);  // drops the argument refs
-  store_.Put(rid, std::move(result));
+  bool in_store = result.in_store;
+  if (!store_.Put(rid, std::move(result)) && in_store) hooks_.discard_stored(rid);
 }
 
 void TaskSubmitter::FailAll(const StoredObject& error) {

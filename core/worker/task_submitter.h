@@ -42,20 +42,29 @@ struct SubmitterConfig {
 struct PendingTask {
   rpc::TaskSpec spec;
   std::vector<internal::RefPtr> arg_refs;  // parallel to spec.args(); null for values
+  std::vector<internal::RefPtr> nested;    // refs inside argument values
   ObjectId return_id;
   ResourceSet resources;
   int retries_left = 0;
 };
 
-/// Fetches a borrowed object from its owner; `done` runs on the event loop.
-using BorrowedFetcher =
-    std::function<void(const ObjectId&, const internal::OwnerAddress&, MemoryStore::Callback done)>;
+/// What the submitter needs from the core worker around it.
+struct SubmitterHooks {
+  /// Fetches a borrowed object from its owner; `done` runs on the event loop.
+  std::function<void(const ObjectId&, const internal::OwnerAddress&, MemoryStore::Callback done)>
+      fetch_borrowed;
+  std::function<bool(const internal::OwnerAddress&)> is_self;
+  /// A handle for a ref nested in a task's result (the worker may have registered this process
+  /// as its borrower).
+  std::function<internal::RefPtr(const rpc::NestedRef&)> nested_ref;
+  /// A result that landed in the object store but nobody references any more: free it.
+  std::function<void(const ObjectId&)> discard_stored;
+};
 
 class TaskSubmitter {
  public:
   TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
-                LeaseClient& leases, BorrowedFetcher fetch_borrowed,
-                std::function<bool(const internal::OwnerAddress&)> is_self);
+                LeaseClient& leases, SubmitterHooks hooks);
   /// Any thread. The return object must already be referenced in the store.
   void Submit(PendingTask task);
   /// Fails every task not finished with `error` (the daemon is gone, or shutdown).
@@ -99,8 +108,7 @@ class TaskSubmitter {
   SubmitterConfig config_;
   MemoryStore& store_;
   LeaseClient& leases_;
-  BorrowedFetcher fetch_borrowed_;
-  std::function<bool(const internal::OwnerAddress&)> is_self_;
+  SubmitterHooks hooks_;
 
   // Event-loop thread only.
   std::unordered_map<TaskId, Running> tasks_;

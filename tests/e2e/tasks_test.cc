@@ -75,7 +75,7 @@ PRISM_REMOTE(SlowPid);
 int Rendezvous(std::string dir, int n) { return prism::testing::MeetIn(dir, n); }
 PRISM_REMOTE(Rendezvous);
 
-// Gets a ref it borrowed after its owner may have dropped it: an error, never a hang.
+// Gets a ref it borrowed after its owner dropped its own handle.
 int GetBorrowedLater(std::vector<prism::ObjectRef<int>> refs) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   try {
@@ -131,23 +131,22 @@ TEST_F(TasksTest, TasksSpreadOverWorkersWhileCpusAreFree) {
   std::filesystem::remove_all(dir);
 }
 
-TEST_F(TasksTest, BorrowerOfADroppedPendingObjectGetsAnError) {
+// The task that borrows a nested ref keeps a pending object alive after the driver dropped
+// its own handle: the value still arrives.
+TEST_F(TasksTest, NestedRefToAPendingObjectOutlivesTheDriversHandle) {
   auto pending = prism::Task(SlowPid).Options({.num_cpus = 0}).Remote(400);
   auto borrower = prism::Task(GetBorrowedLater).Options({.num_cpus = 0})
                       .Remote(std::vector<prism::ObjectRef<int>>{pending});
   pending = prism::ObjectRef<int>();  // the driver drops its only handle
-  EXPECT_EQ(prism::Get(borrower, std::chrono::seconds(30)), -1);
+  EXPECT_GT(prism::Get(borrower, std::chrono::seconds(30)), 0);
 }
 
-TEST_F(TasksTest, OversizedArgumentFailsClearly) {
+// Values beyond what a message may hold travel through the object store.
+TEST_F(TasksTest, ValuesLargerThanAMessageGoThroughTheStore) {
   std::string big(300u << 20, 'x');
+  big[12345] = 'y';
   auto ref = prism::Task(Echo).Remote(prism::Put(big));
-  try {
-    prism::Get(ref);
-    FAIL() << "expected an error";
-  } catch (const prism::RuntimeError& e) {
-    EXPECT_NE(std::string(e.what()).find("more than a message may hold"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(prism::Get(ref) == big);
   EXPECT_EQ(prism::Get(prism::Task(Echo).Remote(std::string("small"))), "small");
 }
 

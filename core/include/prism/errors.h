@@ -59,6 +59,13 @@ class OwnerDiedError : public Error {
   using Error::Error;
 };
 
+/// The object store cannot hold the object: it is larger than the whole store, or the store
+/// stayed full of objects that are in use (pinned) and cannot be spilled.
+class ObjectStoreFullError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Bad use of the API: an unregistered function, arguments that do not match, a call before Init().
 class InvalidArgumentError : public Error {
  public:

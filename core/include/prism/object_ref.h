@@ -43,6 +43,9 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
     msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o,
                                         const prism::ObjectRef<T>& ref) const {
       if (!ref.valid()) throw prism::InvalidArgumentError("cannot send an empty ObjectRef");
+      if (prism::internal::tl_nested_refs != nullptr) {
+        prism::internal::tl_nested_refs->push_back(ref.handle());
+      }
       const auto& owner = ref.handle()->owner();
       o.pack_array(4);
       std::string id = ref.id().Binary();

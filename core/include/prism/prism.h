@@ -11,6 +11,7 @@
 //   }
 #pragma once
 
+#include <prism/buffer.h>
 #include <prism/errors.h>
 #include <prism/ids.h>
 #include <prism/internal/runtime_api.h>
@@ -69,13 +70,14 @@ SerializedArg PackArg(A&& arg) {
                     "an ObjectRef argument's value type does not match the parameter");
     }
     if (!arg.valid()) throw InvalidArgumentError("an empty ObjectRef was passed as an argument");
-    return SerializedArg{arg.handle(), {}};
-  } else if constexpr (std::is_void_v<P>) {
-    return SerializedArg{nullptr, Pack(arg)};
+    return SerializedArg{arg.handle(), {}, {}};
+  } else if constexpr (std::is_void_v<P> || std::is_same_v<std::decay_t<P>, D>) {
+    return MakeArg(Encode(arg));
   } else {
     static_assert(std::is_convertible_v<A&&, std::decay_t<P>>,
                   "an argument's type does not convert to the remote function's parameter");
-    return SerializedArg{nullptr, Pack(static_cast<std::decay_t<P>>(std::forward<A>(arg)))};
+    std::decay_t<P> converted = static_cast<std::decay_t<P>>(std::forward<A>(arg));
+    return MakeArg(Encode(converted));
   }
 }
 
@@ -164,12 +166,12 @@ inline constexpr std::chrono::milliseconds kNoTimeout{-1};
 
 namespace internal {
 template <typename T>
-T Decode(const std::string& bytes, const ObjectId& id) {
+T Decode(const EncodedView& value, const ObjectId& id) {
   if constexpr (std::is_void_v<T>) {
     return;
   } else {
     try {
-      return Unpack<T>(bytes);
+      return Unpack<T>(value.bytes, value.keep);
     } catch (const DecodeError& e) {
       throw InvalidArgumentError("object " + id.Hex() + ": " + e.what());
     }
@@ -183,7 +185,7 @@ template <typename T>
 T Get(const ObjectRef<T>& ref, std::chrono::milliseconds timeout = kNoTimeout) {
   if (!ref.valid()) throw InvalidArgumentError("Get of an empty ObjectRef");
   auto values = internal::GetEncoded({ref.handle().get()}, timeout.count());
-  return internal::Decode<T>(*values[0], ref.id());
+  return internal::Decode<T>(values[0], ref.id());
 }
 
 /// Blocks until every object is ready; values in the order of `refs`.
@@ -200,16 +202,19 @@ std::vector<T> Get(const std::vector<ObjectRef<T>>& refs,
   std::vector<T> out;
   out.reserve(values.size());
   for (size_t i = 0; i < values.size(); ++i) {
-    out.push_back(internal::Decode<T>(*values[i], refs[i].id()));
+    out.push_back(internal::Decode<T>(values[i], refs[i].id()));
   }
   return out;
 }
 
-/// Stores a value in the object store of this process (its owner) and returns a ref to it.
+/// Stores a value and returns a ref to it; this process owns it. Small values stay in this
+/// process's memory; large ones are written once into the node's shared-memory object store,
+/// where every process of the node reads them in place. Refs inside the value stay alive as
+/// long as it does. Throws ObjectStoreFullError when the store cannot hold it.
 template <typename T>
 ObjectRef<std::decay_t<T>> Put(const T& value) {
   internal::CheckInitialized();
-  return ObjectRef<std::decay_t<T>>(internal::Put(internal::Pack(value)));
+  return ObjectRef<std::decay_t<T>>(internal::Put(internal::Encode(value)));
 }
 
 template <typename T>

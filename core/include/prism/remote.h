@@ -23,8 +23,10 @@ class ArgumentError : public std::runtime_error {
 };
 
 /// Decodes the arguments, calls the function, and returns the encoded result. Throws
-/// ArgumentError for bad arguments; anything the function throws passes through.
-using Invoker = std::function<std::string(const std::vector<std::string_view>& args)>;
+/// ArgumentError for bad arguments; anything the function throws passes through. `source`
+/// keeps the argument bytes alive (zero-copy argument types hold on to it).
+using Invoker = std::function<EncodedValue(const std::vector<std::string_view>& args,
+                                           const std::shared_ptr<const void>& source)>;
 
 struct FunctionEntry {
   std::string name;
@@ -65,24 +67,26 @@ class FunctionRegistry {
 };
 
 template <typename T>
-std::decay_t<T> DecodeArg(const std::string& function, size_t index, std::string_view bytes) {
+std::decay_t<T> DecodeArg(const std::string& function, size_t index, std::string_view bytes,
+                          const std::shared_ptr<const void>& source) {
   try {
-    return Unpack<std::decay_t<T>>(bytes);
+    return Unpack<std::decay_t<T>>(bytes, source);
   } catch (const DecodeError& e) {
     throw ArgumentError("argument " + std::to_string(index) + " of " + function + ": " + e.what());
   }
 }
 
 template <typename R, typename... P, size_t... I>
-std::string InvokeWithIndices(const std::string& name, R (*f)(P...),
-                              const std::vector<std::string_view>& args,
-                              std::index_sequence<I...>) {
-  std::tuple<std::decay_t<P>...> decoded{DecodeArg<P>(name, I, args[I])...};
+EncodedValue InvokeWithIndices(const std::string& name, R (*f)(P...),
+                               const std::vector<std::string_view>& args,
+                               const std::shared_ptr<const void>& source,
+                               std::index_sequence<I...>) {
+  std::tuple<std::decay_t<P>...> decoded{DecodeArg<P>(name, I, args[I], source)...};
   if constexpr (std::is_void_v<R>) {
     f(std::move(std::get<I>(decoded))...);
-    return Pack(msgpack::type::nil_t());
+    return EncodeOwned(msgpack::type::nil_t());
   } else {
-    return Pack(f(std::move(std::get<I>(decoded))...));
+    return EncodeOwned(f(std::move(std::get<I>(decoded))...));
   }
 }
 
@@ -91,12 +95,13 @@ bool RegisterFunction(const char* name, R (*f)(P...)) {
   std::string fname(name);
   return FunctionRegistry::Instance().Register(
       fname, reinterpret_cast<const void*>(f), sizeof...(P),
-      [fname, f](const std::vector<std::string_view>& args) -> std::string {
+      [fname, f](const std::vector<std::string_view>& args,
+                 const std::shared_ptr<const void>& source) -> EncodedValue {
         if (args.size() != sizeof...(P)) {
           throw ArgumentError(fname + " takes " + std::to_string(sizeof...(P)) +
                               " arguments, the task carried " + std::to_string(args.size()));
         }
-        return InvokeWithIndices(fname, f, args, std::index_sequence_for<P...>{});
+        return InvokeWithIndices(fname, f, args, source, std::index_sequence_for<P...>{});
       });
 }
 

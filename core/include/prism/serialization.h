@@ -1,5 +1,9 @@
 // Values travel as msgpack (msgpack-cxx). Any type msgpack-cxx can pack works as an argument or
 // a return value: numbers, strings, std containers, and structs with MSGPACK_DEFINE(...).
+//
+// Encoding is two passes: one measures the exact size, the second writes the bytes straight to
+// where they go (a message for small values, the object store for large ones), so a large raw
+// body (a prism::Buffer, a std::string) is copied exactly once.
 #pragma once
 
 #ifndef MSGPACK_NO_BOOST
@@ -12,12 +16,22 @@
 #include <cxxabi.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <typeinfo>
+#include <vector>
 
 namespace prism::internal {
+
+class RefHandle;
+using RefPtr = std::shared_ptr<RefHandle>;
+
+/// Values up to this size travel inline in messages and live in their owner's memory; larger
+/// ones go to the node's object store.
+inline constexpr size_t kMaxInlineBytes = 100 * 1024;
 
 /// The readable name of a type ("int", "std::vector<int>") for error messages.
 inline std::string Demangle(const char* mangled) {
@@ -31,11 +45,79 @@ std::string TypeName() {
   return Demangle(typeid(T).name());
 }
 
+/// Refs met while a value is being packed (ObjectRef's pack adaptor adds to it), so that the
+/// runtime keeps the objects they name alive as long as the value that contains them.
+inline thread_local std::vector<RefPtr>* tl_nested_refs = nullptr;
+
+/// What keeps the bytes being decoded alive (an object store pin, a message). Zero-copy types
+/// (prism::Buffer) hold on to it instead of copying.
+inline thread_local const std::shared_ptr<const void>* tl_decode_source = nullptr;
+
+struct CountingStream {
+  size_t size = 0;
+  void write(const char*, size_t n) { size += n; }
+};
+struct PointerStream {
+  char* at;
+  void write(const char* data, size_t n) {
+    std::memcpy(at, data, n);
+    at += n;
+  }
+};
+
+/// An encoded value, not yet written anywhere: its exact size, how to write it, and the refs
+/// inside it. `write` reads the value, so the value must outlive it (`keep` can hold it).
+struct EncodedValue {
+  size_t size = 0;
+  std::function<void(char* dst)> write;
+  std::vector<RefPtr> nested;
+  std::shared_ptr<const void> keep;
+
+  std::string ToString() const {
+    std::string s(size, '\0');
+    if (size > 0) write(s.data());
+    return s;
+  }
+};
+
+/// Encodes a value that the caller keeps alive until the result is written.
+template <typename T>
+EncodedValue Encode(const T& value) {
+  EncodedValue out;
+  CountingStream counter;
+  std::vector<RefPtr>* saved = tl_nested_refs;
+  tl_nested_refs = &out.nested;
+  try {
+    msgpack::pack(counter, value);
+  } catch (...) {
+    tl_nested_refs = saved;
+    throw;
+  }
+  tl_nested_refs = saved;
+  out.size = counter.size;
+  const T* v = &value;
+  out.write = [v](char* dst) {
+    std::vector<RefPtr>* outer = tl_nested_refs;
+    tl_nested_refs = nullptr;  // counted in the first pass
+    PointerStream s{dst};
+    msgpack::pack(s, *v);
+    tl_nested_refs = outer;
+  };
+  return out;
+}
+
+/// Encodes a value it takes over (for results whose producer returns before they are written).
+template <typename T>
+EncodedValue EncodeOwned(T&& value) {
+  auto held = std::make_shared<std::decay_t<T>>(std::forward<T>(value));
+  EncodedValue out = Encode(*held);
+  out.keep = std::move(held);
+  return out;
+}
+
 template <typename T>
 std::string Pack(const T& value) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, value);
-  return std::string(buf.data(), buf.size());
+  return Encode(value).ToString();
 }
 
 /// Thrown when bytes cannot be read as the type the reader asked for.
@@ -44,12 +126,20 @@ class DecodeError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Decodes in place: string, binary and extension bodies are referenced, not copied, while
+/// `source` keeps the bytes alive (prism::Buffer keeps a reference to it).
 template <typename T>
-T Unpack(std::string_view bytes) {
+T Unpack(std::string_view bytes, const std::shared_ptr<const void>& source = nullptr) {
+  const std::shared_ptr<const void>* saved = tl_decode_source;
+  tl_decode_source = source ? &source : nullptr;
   try {
-    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
-    return oh.get().as<T>();
+    msgpack::object_handle oh = msgpack::unpack(
+        bytes.data(), bytes.size(), [](msgpack::type::object_type, size_t, void*) { return true; });
+    T out = oh.get().as<T>();
+    tl_decode_source = saved;
+    return out;
   } catch (const std::exception& e) {
+    tl_decode_source = saved;
     throw DecodeError("cannot read a value of type " + TypeName<T>() + " (" + e.what() + ")");
   }
 }

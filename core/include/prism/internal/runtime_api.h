@@ -3,6 +3,7 @@
 
 #include <prism/ids.h>
 #include <prism/options.h>
+#include <prism/serialization.h>
 
 #include <cstdint>
 #include <memory>
@@ -37,25 +38,34 @@ class RefHandle {
   OwnerAddress owner_;
   uint64_t generation_;
 };
-using RefPtr = std::shared_ptr<RefHandle>;
 
 /// A task argument: a msgpack-encoded value, or a reference resolved before the task runs.
 struct SerializedArg {
   RefPtr ref;
   std::string value;
+  std::vector<RefPtr> nested;  // refs inside `value`: kept alive until the task finished
+};
+/// An argument from an encoded value: inline when small, else Put into the object store first.
+SerializedArg MakeArg(EncodedValue value);
+
+/// The encoded bytes of an object, read in place; `keep` holds them (a store pin, a message).
+struct EncodedView {
+  std::string_view bytes;
+  std::shared_ptr<const void> keep;
 };
 
 /// Submits a task; returns the handle of its single return object.
 RefPtr SubmitTask(const std::string& function, std::vector<SerializedArg> args,
                   const TaskOptions& options);
-/// Stores an encoded value owned by this process.
-RefPtr Put(std::string data);
+/// Stores an encoded value owned by this process (large ones in the object store).
+RefPtr Put(const EncodedValue& value);
 /// A handle for a ref that arrived inside a value (a borrowed ref).
 RefPtr MakeRef(const ObjectId& id, OwnerAddress owner);
 /// The encoded values of `refs`, in order; throws prism's typed errors. timeout_ms < 0 waits
 /// forever.
-std::vector<std::shared_ptr<const std::string>> GetEncoded(const std::vector<const RefHandle*>& refs,
-                                                           int64_t timeout_ms);
+std::vector<EncodedView> GetEncoded(const std::vector<const RefHandle*>& refs, int64_t timeout_ms);
+/// Whether [p, p + n) lies in this process's mapping of its node's object store.
+bool InObjectStore(const void* p, size_t n);
 /// Which of `refs` are ready once `num_returns` are or the timeout passed.
 std::vector<bool> WaitReady(const std::vector<const RefHandle*>& refs, size_t num_returns,
                             int64_t timeout_ms);

@@ -1,0 +1,118 @@
+// The node's host object store: one memfd-backed arena that every local process maps, so a
+// sealed object is read in place by any of them. The daemon keeps the table (who created what,
+// who pins what, who owns what) and spills unpinned objects to disk when the arena is full.
+// Single-threaded: the daemon's event loop calls it.
+#pragma once
+
+#include "base/status.h"
+#include "object_store/allocator.h"
+
+#include <prism/ids.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+namespace prism {
+
+struct ObjectStoreConfig {
+  uint64_t capacity = 0;   // bytes
+  std::string spill_dir;   // created on first spill; removed when empty at shutdown
+};
+
+struct ObjectStoreStats {
+  uint64_t capacity = 0;
+  uint64_t used = 0;     // bytes allocated in the arena
+  uint64_t pinned = 0;   // bytes of objects being written or held by a reader
+  uint64_t spilled = 0;  // bytes in spill files
+  uint64_t num_objects = 0;
+  uint64_t num_spilled = 0;
+  uint64_t spills_total = 0;
+  uint64_t restores_total = 0;
+};
+
+/// The default arena size: 30% of the machine's memory (as Ray), at least 64 MiB. Only pages
+/// that objects touch take memory.
+uint64_t DefaultObjectStoreCapacity();
+
+class ObjectStore {
+ public:
+  /// A store client: one connection to the daemon. Pins are counted per client so that a client
+  /// that goes away releases everything it held.
+  using ClientId = uint64_t;
+  struct Located {
+    uint64_t offset = 0;
+    uint64_t size = 0;
+  };
+
+  static Result<std::unique_ptr<ObjectStore>> Open(ObjectStoreConfig config);
+  ~ObjectStore();
+
+  /// The arena's memfd (handed to clients) and size.
+  int fd() const { return fd_; }
+  uint64_t capacity() const { return alloc_.capacity(); }
+
+  /// Allocates an object; the client holds one pin and is its writer until Seal. Spills
+  /// unpinned objects to make room. Errors: AlreadyExists, OutOfMemory (larger than the store,
+  /// or everything is pinned), InvalidArgument.
+  Result<Located> Create(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner);
+  /// Errors: NotFound; InvalidArgument when sealed already or created by another client.
+  Status Seal(ClientId client, const ObjectId& id);
+  /// Drops an object this client created and has not sealed.
+  Status Abort(ClientId client, const ObjectId& id);
+  /// Pins a sealed object for `client`, restoring it from disk if it was spilled.
+  Result<Located> Get(ClientId client, const ObjectId& id);
+  /// Errors: NotFound when the client holds no pin on `id` (e.g. released twice).
+  Status Release(ClientId client, const ObjectId& id);
+  /// The owner frees the object: now, or when its last pin goes. Unknown ids are ignored.
+  void Delete(const ObjectId& id);
+  /// The client's connection closed: its pins go, its unsealed objects are dropped.
+  void ClientGone(ClientId client);
+  /// The worker ended: the objects it owned can no longer be reached, so they go.
+  void OwnerGone(const WorkerId& owner);
+
+  bool Contains(const ObjectId& id) const { return objects_.count(id) > 0; }
+  ObjectStoreStats stats() const;
+  /// Removes every spill file (shutdown).
+  void RemoveSpillFiles();
+
+ private:
+  struct Object {
+    uint64_t size = 0;
+    uint64_t offset = 0;
+    bool in_memory = false;
+    bool sealed = false;
+    bool spill_file = false;   // a copy is on disk
+    bool deleted = false;      // the owner let go; freed with the last pin
+    ClientId creator = 0;
+    WorkerId owner;
+    uint64_t last_use = 0;
+    std::map<ClientId, uint32_t> pins;
+    uint32_t total_pins = 0;
+  };
+  ObjectStore(ObjectStoreConfig config, int fd, uint8_t* base);
+  /// Finds room for `size` bytes, spilling the least recently used unpinned objects.
+  Result<uint64_t> Allocate(uint64_t size, const ObjectId& for_id);
+  Status Spill(const ObjectId& id, Object& o);
+  Status Restore(const ObjectId& id, Object& o);
+  std::string SpillPath(const ObjectId& id) const;
+  void Unpin(const ObjectId& id, Object& o, ClientId client, uint32_t n);
+  void MaybeFree(std::unordered_map<ObjectId, Object>::iterator it);
+
+  ObjectStoreConfig config_;
+  int fd_;
+  uint8_t* base_;
+  ArenaAllocator alloc_;
+  std::unordered_map<ObjectId, Object> objects_;
+  std::unordered_map<ClientId, std::unordered_map<ObjectId, uint32_t>> client_pins_;
+  uint64_t clock_ = 0;
+  uint64_t pinned_bytes_ = 0;
+  uint64_t spilled_bytes_ = 0;
+  uint64_t num_spilled_ = 0;
+  uint64_t spills_total_ = 0;
+  uint64_t restores_total_ = 0;
+};
+
+}  // namespace prism

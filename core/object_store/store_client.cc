@@ -1,0 +1,178 @@
+#include "object_store/store_client.h"
+
+#include "base/logging.h"
+#include "rpc/connection.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace prism {
+namespace {
+
+Status FromError(const rpc::ErrorReply& e) {
+  return Status(static_cast<StatusCode>(e.code()), e.message());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::string& daemon_socket,
+                                                          const std::string& token,
+                                                          const WorkerId& self) {
+  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, token);
+  hello.mutable_hello()->set_want_store(true);
+  hello.mutable_hello()->set_worker_id(self.Binary());
+  rpc::Welcome welcome;
+  PRISM_ASSIGN_OR_RETURN(rpc::BlockingClient conn,
+                         rpc::BlockingClient::ConnectAndHello(daemon_socket, hello, &welcome));
+  int fd = conn.TakeReceivedFd();
+  if (fd < 0) return Status::ProtocolError("the node daemon sent no object store descriptor");
+  uint64_t capacity = welcome.store_capacity();
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < capacity || capacity == 0) {
+    ::close(fd);
+    return Status::ProtocolError("the object store descriptor does not match its announced size");
+  }
+  void* base = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  ::close(fd);  // the mapping keeps the memory
+  if (base == MAP_FAILED) {
+    return Status::IOError(std::string("cannot map the object store: ") + std::strerror(err));
+  }
+  // Large pages where the kernel offers them for shared memory (fewer TLB misses on big copies).
+  ::madvise(base, capacity, MADV_HUGEPAGE);
+  std::unique_ptr<StoreClient> c(new StoreClient());
+  c->base_ = static_cast<uint8_t*>(base);
+  c->capacity_ = capacity;
+  c->conn_ = std::move(conn);
+  return c;
+}
+
+StoreClient::~StoreClient() {
+  if (base_ != nullptr) ::munmap(base_, capacity_);
+}
+
+void StoreClient::Disconnect() {
+  std::lock_guard<std::mutex> lock(mu_);
+  conn_.Close();
+  broken_ = true;
+}
+
+void StoreClient::LogError(const rpc::ErrorReply& e) {
+  PRISM_LOG_WARN("object store: {}", e.message());
+}
+
+Result<rpc::Envelope> StoreClient::Call(const rpc::Envelope& req, uint64_t request_id) {
+  if (broken_) return Status::Unavailable("the object store connection is closed");
+  Status st = conn_.Send(req);
+  while (st.ok()) {
+    auto reply = conn_.Receive(-1);
+    if (!reply.ok()) {
+      st = reply.status();
+      break;
+    }
+    if (reply->has_error()) {
+      if (reply->error().request_id() == request_id) return FromError(reply->error());
+      LogError(reply->error());  // an earlier one-way request failed
+      continue;
+    }
+    if (reply->has_store_reply() && reply->store_reply().request_id() == request_id) {
+      return std::move(*reply);
+    }
+  }
+  broken_ = true;
+  return Status::Unavailable("lost the object store connection: " + st.message());
+}
+
+void StoreClient::SendOneWay(const rpc::Envelope& req) {
+  if (broken_) return;
+  if (!conn_.Send(req).ok()) broken_ = true;
+}
+
+Result<uint8_t*> StoreClient::Create(const ObjectId& id, uint64_t size, const WorkerId& owner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t rid = next_request_id_++;
+  rpc::Envelope req;
+  auto* c = req.mutable_store_create();
+  c->set_request_id(rid);
+  c->set_object_id(id.Binary());
+  c->set_size(size);
+  c->set_owner_worker_id(owner.Binary());
+  PRISM_ASSIGN_OR_RETURN(rpc::Envelope reply, Call(req, rid));
+  const auto& objs = reply.store_reply().objects();
+  if (objs.size() != 1 || objs[0].offset() + size > capacity_) {
+    return Status::ProtocolError("the object store answered Create with a bad location");
+  }
+  return base_ + objs[0].offset();
+}
+
+Status StoreClient::Seal(const ObjectId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t rid = next_request_id_++;
+  rpc::Envelope req;
+  req.mutable_store_seal()->set_request_id(rid);
+  req.mutable_store_seal()->set_object_id(id.Binary());
+  return Call(req, rid).status();
+}
+
+Status StoreClient::Abort(const ObjectId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t rid = next_request_id_++;
+  rpc::Envelope req;
+  req.mutable_store_abort()->set_request_id(rid);
+  req.mutable_store_abort()->set_object_id(id.Binary());
+  return Call(req, rid).status();
+}
+
+std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids) {
+  std::vector<View> out(ids.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t rid = next_request_id_++;
+  rpc::Envelope req;
+  req.mutable_store_get()->set_request_id(rid);
+  for (const auto& id : ids) req.mutable_store_get()->add_object_ids(id.Binary());
+  auto reply = Call(req, rid);
+  if (!reply.ok()) {
+    for (auto& v : out) v.status = reply.status();
+    return out;
+  }
+  const auto& objs = reply->store_reply().objects();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (static_cast<int>(i) >= objs.size()) {
+      out[i].status = Status::ProtocolError("the object store answered too few objects");
+      continue;
+    }
+    const auto& o = objs[static_cast<int>(i)];
+    if (o.code() != 0) {
+      out[i].status = Status(static_cast<StatusCode>(o.code()), o.message());
+    } else if (o.offset() + o.size() > capacity_) {
+      out[i].status = Status::ProtocolError("the object store answered a bad location");
+    } else {
+      out[i].data = base_ + o.offset();
+      out[i].size = o.size();
+    }
+  }
+  return out;
+}
+
+void StoreClient::Release(const ObjectId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rpc::Envelope req;
+  req.mutable_store_release()->set_request_id(next_request_id_++);
+  req.mutable_store_release()->add_object_ids(id.Binary());
+  SendOneWay(req);
+}
+
+void StoreClient::Delete(const std::vector<ObjectId>& ids) {
+  if (ids.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  rpc::Envelope req;
+  req.mutable_store_delete()->set_request_id(next_request_id_++);
+  for (const auto& id : ids) req.mutable_store_delete()->add_object_ids(id.Binary());
+  SendOneWay(req);
+}
+
+}  // namespace prism
