@@ -267,6 +267,8 @@ bool IsInitialized() { return Core() != nullptr; }
 
 RuntimeStats GetRuntimeStats() { return RequireCore()->stats(); }
 
+ObjectStoreStats GetObjectStoreStats() { return RequireCore()->object_store_stats(); }
+
 namespace internal {
 
 RefHandle::~RefHandle() {

@@ -728,7 +728,7 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
   s->set_drivers(static_cast<uint32_t>(control_.alive_jobs()));
   s->set_pid(getpid());
   if (store_) {
-    ObjectStoreStats st = store_->stats();
+    StoreTableStats st = store_->stats();
     auto* o = s->mutable_store();
     o->set_capacity(st.capacity);
     o->set_used(st.used);
@@ -738,6 +738,7 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
     o->set_num_spilled(st.num_spilled);
     o->set_spills_total(st.spills_total);
     o->set_restores_total(st.restores_total);
+    o->set_spill_dir(config_.session_dir + "/spill");
   }
   conn.Send(env);
 }

@@ -112,7 +112,7 @@ Result<uint64_t> ObjectStore::Allocate(uint64_t size, const ObjectId& for_id) {
     }
     if (auto off = alloc_.Allocate(size)) return *off;
   }
-  ObjectStoreStats s = stats();
+  StoreTableStats s = stats();
   return Status::OutOfMemory("the object store is full: " + Bytes(size) + " needed for object " +
                              for_id.Hex() + ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) +
                              " are pinned by writers and readers, nothing more can be spilled");
@@ -288,8 +288,8 @@ void ObjectStore::OwnerGone(const WorkerId& owner) {
   for (const auto& id : ids) Delete(id);
 }
 
-ObjectStoreStats ObjectStore::stats() const {
-  ObjectStoreStats s;
+StoreTableStats ObjectStore::stats() const {
+  StoreTableStats s;
   s.capacity = alloc_.capacity();
   s.used = alloc_.used();
   s.num_objects = objects_.size();

@@ -22,7 +22,7 @@ struct ObjectStoreConfig {
   std::string spill_dir;   // created on first spill; removed when empty at shutdown
 };
 
-struct ObjectStoreStats {
+struct StoreTableStats {
   uint64_t capacity = 0;
   uint64_t used = 0;     // bytes allocated in the arena
   uint64_t pinned = 0;   // bytes of objects being written or held by a reader
@@ -74,7 +74,7 @@ class ObjectStore {
   void OwnerGone(const WorkerId& owner);
 
   bool Contains(const ObjectId& id) const { return objects_.count(id) > 0; }
-  ObjectStoreStats stats() const;
+  StoreTableStats stats() const;
   /// Removes every spill file (shutdown).
   void RemoveSpillFiles();
 

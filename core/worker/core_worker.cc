@@ -831,6 +831,36 @@ void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const W
   }
 }
 
+ObjectStoreStats CoreWorker::object_store_stats() const {
+  auto client = rpc::BlockingClient::ConnectAndHello(options_.daemon_socket,
+                                                     rpc::MakeHello(rpc::ROLE_CLIENT, options_.token));
+  Status st = client.status();
+  if (st.ok()) {
+    rpc::Envelope req;
+    req.mutable_status_request()->set_request_id(1);
+    st = client->Send(req);
+    if (st.ok()) {
+      auto reply = client->Receive(10000);
+      if (reply.ok() && reply->has_status_reply()) {
+        const auto& o = reply->status_reply().store();
+        ObjectStoreStats s;
+        s.capacity = o.capacity();
+        s.used = o.used();
+        s.pinned = o.pinned();
+        s.spilled = o.spilled();
+        s.num_objects = o.num_objects();
+        s.num_spilled = o.num_spilled();
+        s.spills_total = o.spills_total();
+        s.restores_total = o.restores_total();
+        s.spill_dir = o.spill_dir();
+        return s;
+      }
+      st = reply.ok() ? Status::ProtocolError("no status in the reply") : reply.status();
+    }
+  }
+  throw RuntimeError("cannot read the object store's stats: " + st.ToString());
+}
+
 void CoreWorker::RunTaskLoop() {
   if (executor_) executor_->Run();
 }

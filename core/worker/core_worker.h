@@ -72,6 +72,8 @@ class CoreWorker {
   void Shutdown();
 
   RuntimeStats stats() const { return submitter_->stats(); }
+  /// Asks the node daemon. Throws RuntimeError when it does not answer.
+  ObjectStoreStats object_store_stats() const;
   const internal::OwnerAddress& address() const { return address_; }
   const JobId& job_id() const { return options_.job_id; }
 

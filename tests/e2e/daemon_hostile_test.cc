@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -267,9 +268,156 @@ TEST_F(DaemonHostileTest, GrantedLeaseReturnedTwiceIsRejected) {
   ExpectServing();
 }
 
+// A store client by hand: the handshake hands over the arena's descriptor.
+TEST_F(DaemonHostileTest, StoreHandshakeHandsOverTheArena) {
+  Envelope hello = Hello(rpc::ROLE_CLIENT);
+  hello.mutable_hello()->set_want_store(true);
+  rpc::Welcome welcome;
+  auto c = BlockingClient::ConnectAndHello(socket_, hello, &welcome);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  int fd = c->TakeReceivedFd();
+  ASSERT_GE(fd, 0) << "no descriptor came with the Welcome";
+  struct stat st {};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_GE(static_cast<uint64_t>(st.st_size), welcome.store_capacity());
+  EXPECT_GT(welcome.store_capacity(), 0u);
+  close(fd);
+}
+
+TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
+  const WorkerId self = WorkerId::FromBinary(std::string(16, 's'));
+  const ObjectId id = PutObjectId(DriverTaskId(JobIdFromInt(9)), 1);
+  // Without want_store, store requests are refused (and the connection stays usable).
+  {
+    BlockingClient plain = Client();
+    Envelope req;
+    req.mutable_store_get()->set_request_id(1);
+    req.mutable_store_get()->add_object_ids(id.Binary());
+    auto r = Ask(plain, req);
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(r->has_error()) << r->DebugString();
+  }
+  Envelope hello = Hello(rpc::ROLE_CLIENT);
+  hello.mutable_hello()->set_want_store(true);
+  auto c = BlockingClient::ConnectAndHello(socket_, hello);
+  ASSERT_TRUE(c.ok());
+  close(c->TakeReceivedFd());
+  auto expect_error = [&](const Envelope& req, StatusCode code, const char* what) {
+    auto r = Ask(*c, req);
+    ASSERT_TRUE(r.ok()) << what << ": " << r.status().ToString();
+    ASSERT_TRUE(r->has_error()) << what << ": " << r->DebugString();
+    EXPECT_EQ(r->error().code(), static_cast<uint32_t>(code)) << what << ": " << r->error().message();
+  };
+  Envelope req;
+  // Bad ids.
+  req.mutable_store_create()->set_request_id(2);
+  req.mutable_store_create()->set_object_id("short");
+  req.mutable_store_create()->set_size(10);
+  req.mutable_store_create()->set_owner_worker_id(self.Binary());
+  expect_error(req, StatusCode::kInvalidArgument, "a short object id");
+  req.mutable_store_create()->set_object_id(id.Binary());
+  req.mutable_store_create()->set_owner_worker_id("x");
+  expect_error(req, StatusCode::kInvalidArgument, "a bad owner id");
+  req.mutable_store_create()->set_owner_worker_id(self.Binary());
+  req.mutable_store_create()->set_size(uint64_t{1} << 60);
+  expect_error(req, StatusCode::kOutOfMemory, "an object larger than the store");
+  req.mutable_store_create()->set_size(0);
+  expect_error(req, StatusCode::kInvalidArgument, "an empty object");
+  // A real object: create, seal; then writes after the seal and double releases.
+  req.mutable_store_create()->set_size(100);
+  auto created = Ask(*c, req);
+  ASSERT_TRUE(created.ok() && created->has_store_reply()) << created->DebugString();
+  Envelope seal;
+  seal.mutable_store_seal()->set_request_id(3);
+  seal.mutable_store_seal()->set_object_id(id.Binary());
+  auto sealed = Ask(*c, seal);
+  ASSERT_TRUE(sealed.ok() && sealed->has_store_reply());
+  expect_error(seal, StatusCode::kInvalidArgument, "sealing twice");
+  expect_error(req, StatusCode::kAlreadyExists, "creating (writing) a sealed object again");
+  Envelope abort;
+  abort.mutable_store_abort()->set_request_id(4);
+  abort.mutable_store_abort()->set_object_id(id.Binary());
+  expect_error(abort, StatusCode::kInvalidArgument, "aborting a sealed object");
+  Envelope release;
+  release.mutable_store_release()->set_request_id(5);
+  release.mutable_store_release()->add_object_ids(id.Binary());
+  ASSERT_TRUE(c->Send(release).ok());  // the creator's pin: fine, answered only on error
+  expect_error(release, StatusCode::kInvalidArgument, "releasing twice");
+  release.mutable_store_release()->set_object_ids(0, "garbage");
+  expect_error(release, StatusCode::kInvalidArgument, "releasing a bad id");
+  // Get answers per object.
+  Envelope get;
+  get.mutable_store_get()->set_request_id(6);
+  get.mutable_store_get()->add_object_ids(id.Binary());
+  get.mutable_store_get()->add_object_ids("bad");
+  get.mutable_store_get()->add_object_ids(PutObjectId(DriverTaskId(JobIdFromInt(9)), 2).Binary());
+  auto got = Ask(*c, get);
+  ASSERT_TRUE(got.ok() && got->has_store_reply()) << got->DebugString();
+  ASSERT_EQ(got->store_reply().objects_size(), 3);
+  EXPECT_EQ(got->store_reply().objects(0).code(), 0u);
+  EXPECT_EQ(got->store_reply().objects(0).size(), 100u);
+  EXPECT_EQ(got->store_reply().objects(1).code(), static_cast<uint32_t>(StatusCode::kInvalidArgument));
+  EXPECT_EQ(got->store_reply().objects(2).code(), static_cast<uint32_t>(StatusCode::kNotFound));
+  // Delete is idempotent; unknown ids are ignored.
+  Envelope del;
+  del.mutable_store_delete()->set_request_id(7);
+  del.mutable_store_delete()->add_object_ids(id.Binary());
+  del.mutable_store_delete()->add_object_ids(id.Binary());
+  ASSERT_TRUE(c->Send(del).ok());
+  // The pin from Get keeps it until this client goes; then it is freed.
+  c->Close();
+  ExpectServing();
+  BlockingClient s = Client();
+  Envelope st;
+  st.mutable_status_request()->set_request_id(8);
+  for (int i = 0; i < 100; ++i) {
+    auto r = Ask(s, st);
+    ASSERT_TRUE(r.ok() && r->has_status_reply());
+    if (r->status_reply().store().num_objects() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto r = Ask(s, st);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status_reply().store().num_objects(), 0u);
+  EXPECT_EQ(r->status_reply().store().used(), 0u);
+}
+
+// A client that dies half way through writing an object leaves nothing behind.
+TEST_F(DaemonHostileTest, StoreClientDyingMidWriteLeavesNothing) {
+  Envelope hello = Hello(rpc::ROLE_CLIENT);
+  hello.mutable_hello()->set_want_store(true);
+  {
+    auto c = BlockingClient::ConnectAndHello(socket_, hello);
+    ASSERT_TRUE(c.ok());
+    close(c->TakeReceivedFd());
+    Envelope req;
+    req.mutable_store_create()->set_request_id(1);
+    req.mutable_store_create()->set_object_id(PutObjectId(DriverTaskId(JobIdFromInt(9)), 1).Binary());
+    req.mutable_store_create()->set_size(1 << 20);
+    req.mutable_store_create()->set_owner_worker_id(std::string(16, 'o'));
+    auto r = Ask(*c, req);
+    ASSERT_TRUE(r.ok() && r->has_store_reply());
+    // A truncated frame, then the connection drops.
+    std::string frame;
+    rpc::AppendFrame(req, &frame);
+    (void)c->SendRaw(frame.substr(0, frame.size() / 2));
+  }
+  BlockingClient s = Client();
+  Envelope st;
+  st.mutable_status_request()->set_request_id(2);
+  uint64_t used = 1;
+  for (int i = 0; i < 100 && used != 0; ++i) {
+    auto r = Ask(s, st);
+    ASSERT_TRUE(r.ok() && r->has_status_reply());
+    used = r->status_reply().store().used();
+    if (used != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(used, 0u);
+}
+
 TEST_F(DaemonHostileTest, ThousandsOfMutatedFrames) {
   std::mt19937 rng(42);
-  std::vector<Envelope> seeds(6);
+  std::vector<Envelope> seeds(9);
   seeds[0] = Hello(rpc::ROLE_CLIENT);
   seeds[1].mutable_status_request()->set_request_id(3);
   seeds[2].mutable_return_lease()->set_lease_id(9);
@@ -277,12 +425,18 @@ TEST_F(DaemonHostileTest, ThousandsOfMutatedFrames) {
   seeds[3].mutable_request_lease()->add_resources()->set_name("CPU");
   seeds[4].mutable_push_task()->mutable_spec()->set_function("Square");
   seeds[5] = Hello(rpc::ROLE_WORKER);
+  seeds[6] = Hello(rpc::ROLE_CLIENT);
+  seeds[6].mutable_hello()->set_want_store(true);
+  seeds[7].mutable_store_create()->set_object_id(std::string(20, 'o'));
+  seeds[7].mutable_store_create()->set_size(4096);
+  seeds[7].mutable_store_create()->set_owner_worker_id(std::string(16, 'w'));
+  seeds[8].mutable_store_get()->add_object_ids(std::string(20, 'o'));
   int frames = 0;
   for (int conn = 0; conn < 150; ++conn) {
     auto c = BlockingClient::Connect(socket_);
     ASSERT_TRUE(c.ok());
     std::string wire;
-    if (rng() % 2 == 0) rpc::AppendFrame(Hello(rpc::ROLE_CLIENT), &wire);  // half get past Hello
+    if (rng() % 2 == 0) rpc::AppendFrame(seeds[rng() % 2 == 0 ? 0 : 6], &wire);  // half get past Hello
     for (int i = 0; i < 20; ++i, ++frames) {
       std::string frame;
       rpc::AppendFrame(seeds[rng() % seeds.size()], &frame);

@@ -51,6 +51,9 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   EXPECT_NE(status.find("CPU"), std::string::npos) << status;
   EXPECT_NE(status.find("widget"), std::string::npos) << status;
   EXPECT_NE(status.find("drivers: 1"), std::string::npos) << status;
+  EXPECT_NE(status.find("object store:"), std::string::npos) << status;
+  EXPECT_NE(status.find("MiB pinned"), std::string::npos) << status;
+  EXPECT_NE(status.find("MiB spilled"), std::string::npos) << status;
   prism::Shutdown();
 
   // The daemon outlives its drivers: a second driver joins the same cluster.

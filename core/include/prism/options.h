@@ -46,4 +46,17 @@ struct RuntimeStats {
   uint64_t leases_returned = 0;
 };
 
+/// The node's object store, as its daemon reports it.
+struct ObjectStoreStats {
+  uint64_t capacity = 0;  // bytes
+  uint64_t used = 0;      // bytes allocated to objects in memory
+  uint64_t pinned = 0;    // bytes being written or read (not spillable now)
+  uint64_t spilled = 0;   // bytes in spill files on disk
+  uint64_t num_objects = 0;
+  uint64_t num_spilled = 0;
+  uint64_t spills_total = 0;
+  uint64_t restores_total = 0;
+  std::string spill_dir;  // where spilled objects go
+};
+
 }  // namespace prism

@@ -44,6 +44,8 @@ bool IsInitialized();
 bool IsWorkerProcess();
 /// Counters of this process's runtime.
 RuntimeStats GetRuntimeStats();
+/// The object store of this process's node (asks the node daemon).
+ObjectStoreStats GetObjectStoreStats();
 
 /// A remote function known by name only, e.g. one registered in a worker but not declared here.
 /// Arguments are encoded as their own types; the worker checks them against the function.
