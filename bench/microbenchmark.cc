@@ -1,8 +1,9 @@
 // prism's microbenchmark: workloads named as in `ray microbenchmark`, printed as
 // "name: value unit" lines (or JSON with --json). Every workload checks its results.
 //
-// The floor: the round trip of a 64-byte message over a Unix socket between two processes,
-// measured in the same run.
+// The floors, measured in the same run: the round trip of a 64-byte message over a Unix socket
+// between two processes (for task latency), and a plain single-thread memcpy (for put
+// bandwidth).
 #include <prism/prism.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -159,6 +163,128 @@ void SingleClientTasksAndGetBatch(int batches, int batch) {
          std::to_string(batch) + " tasks)");
 }
 
+constexpr uint64_t kMiB = 1 << 20;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Repeats `body` until `min_seconds` passed (at least `min_reps` times); returns calls/s.
+template <typename F>
+double Rate(F body, double min_seconds = 1.0, int min_reps = 10) {
+  auto start = Clock::now();
+  int reps = 0;
+  while (reps < min_reps || Seconds(Clock::now() - start) < min_seconds) {
+    body();
+    reps++;
+  }
+  return reps / Seconds(Clock::now() - start);
+}
+
+// The floor for put bandwidth: one thread copying between two buffers it already touched.
+void MemcpyFloor(uint64_t bytes) {
+  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
+  for (int i = 0; i < 2; ++i) std::memcpy(dst.data(), src.data(), bytes);  // warm
+  double rate = Rate([&] {
+    src[0]++;
+    std::memcpy(dst.data(), src.data(), bytes);
+    Check(dst[0] == src[0], "memcpy");
+  }, 2.0);
+  Report("memcpy floor (1 thread, " + std::to_string(bytes / kMiB) + " MiB)",
+         rate * static_cast<double>(bytes) / 1e9, "GB/s");
+}
+
+void PutGigabytes(uint64_t bytes) {
+  std::vector<uint8_t> src(bytes, 2);
+  for (int i = 0; i < 2; ++i) prism::Put(prism::Buffer::View(src.data(), bytes));  // warm the store's pages
+  double rate = Rate([&] {
+    src[0]++;
+    auto ref = prism::Put(prism::Buffer::View(src.data(), bytes));
+    (void)ref;
+  }, 2.0);
+  Report("single client put gigabytes (" + std::to_string(bytes / kMiB) + " MiB objects)",
+         rate * static_cast<double>(bytes) / 1e9, "GB/s");
+}
+
+void PutAndGetCalls() {
+  Report("single client put calls (inline)", Rate([] { prism::Put(0); }), "calls/s");
+  std::vector<uint8_t> blob(128 * 1024, 3);
+  Report("single client put calls (object store, 128 KiB)",
+         Rate([&] { prism::Put(prism::Buffer::View(blob.data(), blob.size())); }), "calls/s");
+  auto small = prism::Put(7);
+  Report("single client get calls (inline)", Rate([&] { Check(prism::Get(small) == 7, "get"); }),
+         "calls/s");
+  auto stored = prism::Put(prism::Buffer::View(blob.data(), blob.size()));
+  Report("single client get calls (object store, 128 KiB)",
+         Rate([&] { Check(prism::Get(stored).size() == blob.size(), "get stored"); }), "calls/s");
+}
+
+// A worker reads a nested 1 GiB object five times: how long each Get takes. The first also asks
+// the owner where the object is; later ones only pin it in the store.
+std::vector<double> TimedRemoteGets(std::vector<prism::ObjectRef<prism::Buffer>> refs) {
+  std::vector<double> us;
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = Clock::now();
+    prism::Buffer b = prism::Get(refs[0]);
+    us.push_back(Micros(Clock::now() - t0));
+    if (b.size() != (uint64_t{1} << 30) || b.data()[b.size() - 1] != 9) return {};
+  }
+  return us;
+}
+PRISM_REMOTE(TimedRemoteGets);
+
+void CrossProcessGet() {
+  std::vector<uint8_t> big(uint64_t{1} << 30, 9);
+  auto ref = prism::Put(prism::Buffer::View(big.data(), big.size()));
+  big = {};
+  std::vector<double> us = prism::Get(prism::Task(TimedRemoteGets).Remote(std::vector{ref}));
+  Check(us.size() == 5, "cross-process get");
+  Report("get of a 1 GiB object from another process, first", us[0], "us");
+  Report("get of a 1 GiB object from another process, median of the next 4",
+         Percentile({us.begin() + 1, us.end()}, 0.5), "us");
+}
+
+void WaitThousandRefs() {
+  double rate = Rate([] {
+    std::vector<prism::ObjectRef<int>> pending;
+    for (int i = 0; i < 1000; ++i) pending.push_back(prism::Task(Noop).Remote(i));
+    while (!pending.empty()) pending = prism::Wait(pending, 1).unready;
+  }, 2.0, 3);
+  Report("single client wait 1k refs", rate, "rounds/s");
+}
+
+std::vector<prism::ObjectRef<int>> TenThousandRefs() {
+  std::vector<prism::ObjectRef<int>> refs;
+  refs.reserve(10000);
+  for (int i = 0; i < 10000; ++i) refs.push_back(prism::Put(i));
+  return refs;
+}
+PRISM_REMOTE(TenThousandRefs);
+
+void GetObjectContainingRefs() {
+  auto outer = prism::Task(TenThousandRefs).Remote();
+  Check(prism::Get(outer).size() == 10000, "10k refs");
+  Report("single client get object containing 10k refs",
+         Rate([&] { Check(prism::Get(outer).size() == 10000, "10k refs"); }), "calls/s");
+}
+
+// The embedded daemon is this process's child running the prism tool.
+void DaemonMemory() {
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos || line.find("(prism)") == std::string::npos) continue;
+    int ppid = std::atoi(line.c_str() + close + 4);
+    if (ppid != getpid()) continue;
+    std::ifstream status(e.path() / "status");
+    while (std::getline(status, line)) {
+      if (line.rfind("RssAnon:", 0) == 0) {
+        Report("node daemon idle private memory (RssAnon)", std::atof(line.c_str() + 8) / 1024, "MiB");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,6 +308,14 @@ int main(int argc, char** argv) {
   SingleClientTasksAsync(50000 * scale);
   MultiClientTasksAsync(4, 12500 * scale);
   SingleClientTasksAndGetBatch(50 * scale, 1000);
+  MemcpyFloor(256 * kMiB);
+  PutGigabytes(256 * kMiB);
+  PutAndGetCalls();
+  CrossProcessGet();
+  WaitThousandRefs();
+  GetObjectContainingRefs();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  DaemonMemory();
   prism::Shutdown();
 
   if (json) {
