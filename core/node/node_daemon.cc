@@ -252,6 +252,9 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
   }
   switch (hello.role()) {
     case rpc::ROLE_DRIVER: {
+      if (!WorkerId::IsValidBinary(hello.worker_id()) || IsAlive(WorkerId::FromBinary(hello.worker_id()))) {
+        return Status::InvalidArgument("a driver needs a worker id of its own (16 bytes, not in use)");
+      }
       pid_t pid = conn.peer_pid();
       if (pid <= 0) return Status::PermissionDenied("cannot identify the driver process");
       std::string exe = "/proc/" + std::to_string(pid) + "/exe";
@@ -272,7 +275,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       job.driver = &conn;
       peer->role = rpc::ROLE_DRIVER;
       peer->job = job.id;
-      if (WorkerId::IsValidBinary(hello.worker_id())) peer->worker = WorkerId::FromBinary(hello.worker_id());
+      peer->worker = WorkerId::FromBinary(hello.worker_id());
       welcome->set_job_id(job.id.Binary());
       PRISM_LOG_INFO("job {} started by pid {}", JobIdToInt(job.id), pid);
       jobs_[job.id] = std::move(job);
@@ -589,6 +592,15 @@ void NodeDaemon::OnClosed(rpc::Connection& conn, const Status& why) {
   Schedule();
 }
 
+bool NodeDaemon::IsAlive(const WorkerId& id) const {
+  auto w = workers_.find(id);
+  if (w != workers_.end()) return true;
+  for (const auto& [c, p] : conns_) {
+    if (p.role == rpc::ROLE_DRIVER && p.worker == id) return true;
+  }
+  return false;
+}
+
 void NodeDaemon::WorkerGone(const WorkerId& id) {
   if (id.IsNil()) return;
   store_->OwnerGone(id);
@@ -625,8 +637,14 @@ void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envel
       if (st.ok() && !WorkerId::IsValidBinary(req.owner_worker_id())) {
         st = Status::InvalidArgument("StoreCreate needs the owner's worker id");
       }
+      WorkerId owner = WorkerId::FromBinary(req.owner_worker_id());
+      if (st.ok() && !IsAlive(owner)) {
+        // Nobody could ever free it: refuse rather than leak until the daemon stops.
+        st = Status::NotFound("the owner " + owner.Hex() + " of object " + id.Hex() +
+                              " is not a live driver or worker of this node");
+      }
       if (!st.ok()) return SendError(conn, req.request_id(), st);
-      auto loc = store_->Create(client, id, req.size(), WorkerId::FromBinary(req.owner_worker_id()));
+      auto loc = store_->Create(client, id, req.size(), owner);
       if (!loc.ok()) return SendError(conn, req.request_id(), loc.status());
       auto* o = r->add_objects();
       o->set_object_id(req.object_id());
@@ -671,6 +689,7 @@ void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envel
       bool release = msg.has_store_release();
       const auto& ids = release ? msg.store_release().object_ids() : msg.store_delete().object_ids();
       uint64_t rid = release ? msg.store_release().request_id() : msg.store_delete().request_id();
+      Status first;
       std::string errors;
       for (const auto& bin : ids) {
         Status st = object_id(bin, &id);
@@ -681,9 +700,12 @@ void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envel
             store_->Delete(id);
           }
         }
-        if (!st.ok()) errors += (errors.empty() ? "" : "; ") + st.message();
+        if (!st.ok()) {
+          if (first.ok()) first = st;
+          errors += (errors.empty() ? "" : "; ") + st.message();
+        }
       }
-      if (!errors.empty()) SendError(conn, rid, Status::InvalidArgument(errors));
+      if (!errors.empty()) SendError(conn, rid, Status(first.code(), errors));
       return;  // answered only on error
     }
     default:

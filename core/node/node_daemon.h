@@ -126,6 +126,8 @@ class NodeDaemon {
   void HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg);
   /// A driver or worker ended: its objects go, and every core worker hears of it.
   void WorkerGone(const WorkerId& id);
+  /// A worker of this daemon (starting or registered), or a connected driver.
+  bool IsAlive(const WorkerId& id) const;
 
   asio::io_context& io_;
   NodeDaemonConfig config_;

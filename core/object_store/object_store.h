@@ -58,7 +58,8 @@ class ObjectStore {
   /// unpinned objects to make room. Errors: AlreadyExists, OutOfMemory (larger than the store,
   /// or everything is pinned), InvalidArgument.
   Result<Located> Create(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner);
-  /// Errors: NotFound; InvalidArgument when sealed already or created by another client.
+  /// Errors: NotFound; InvalidArgument when sealed already; PermissionDenied when another
+  /// client created it.
   Status Seal(ClientId client, const ObjectId& id);
   /// Drops an object this client created and has not sealed.
   Status Abort(ClientId client, const ObjectId& id);

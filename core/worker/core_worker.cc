@@ -47,6 +47,12 @@ thread_local uint32_t tl_puts = 0;
   }
 }
 
+// A result could not be written to the object store (not the function's fault).
+class StoreWriteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace
 
 CoreWorker::CoreWorker(CoreWorkerOptions options)
@@ -338,17 +344,12 @@ void CoreWorker::ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrower
   rpc::Envelope env;
   auto* r = env.mutable_borrowers_added();
   r->set_request_id(req.request_id());
-  if (!WorkerId::IsValidBinary(req.borrower())) {
-    rpc::Envelope err;
-    err.mutable_error()->set_request_id(req.request_id());
-    err.mutable_error()->set_code(static_cast<uint32_t>(StatusCode::kInvalidArgument));
-    err.mutable_error()->set_message("AddBorrowers needs the borrower's worker id");
-    conn.Send(err);
-    return;
-  }
+  // A malformed request counts nothing, but is still answered, so the sender's wait ends.
+  const bool valid = WorkerId::IsValidBinary(req.borrower());
   WorkerId borrower = WorkerId::FromBinary(req.borrower());
   for (const auto& bin : req.object_ids()) {
-    if (!ObjectId::IsValidBinary(bin) || !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
+    if (!valid || !ObjectId::IsValidBinary(bin) ||
+        !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
       r->add_lost(bin);
     }
   }
@@ -592,8 +593,17 @@ void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& 
       break;
     }
     const Status& st = created.status();
-    if (st.code() == StatusCode::kAlreadyExists) return;  // an earlier attempt of this task wrote it
-    if (st.code() != StatusCode::kOutOfMemory || std::chrono::steady_clock::now() > deadline) {
+    if (st.code() == StatusCode::kAlreadyExists) {
+      // An earlier attempt of this task wrote it, or is still writing it (its worker died, and
+      // the daemon has not yet dropped what it left half written): done once it is sealed.
+      auto existing = object_store_->Get({id});
+      if (existing[0].status.ok()) {
+        object_store_->Release(id);
+        return;
+      }
+    }
+    if ((st.code() != StatusCode::kOutOfMemory && st.code() != StatusCode::kAlreadyExists) ||
+        std::chrono::steady_clock::now() > deadline) {
       if (st.code() == StatusCode::kOutOfMemory) throw ObjectStoreFullError(st.message());
       throw RuntimeError("cannot store object " + id.Hex() + ": " + st.ToString());
     }
@@ -767,18 +777,24 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
   }
   if (!stored.empty()) {
     auto views = object_store_->Get(stored);
+    std::string missing;
     for (size_t k = 0; k < views.size(); ++k) {
       if (!views[k].status.ok()) {
-        fail(rpc::ERROR_OBJECT_LOST, "",
-             "argument object " + stored[k].Hex() + " is not in the object store: " +
-                 views[k].status.message());
-        return reply;
+        missing = "argument object " + stored[k].Hex() + " is not in the object store: " +
+                  views[k].status.message();
+        continue;
       }
       std::shared_ptr<StoreClient> client = object_store_;
       ObjectId id = stored[k];
       source->pins.emplace_back(views[k].data, [client, id](const void*) { client->Release(id); });
       args[stored_at[k]] =
           std::string_view(reinterpret_cast<const char*>(views[k].data), views[k].size);
+    }
+    if (!missing.empty()) {
+      source.reset();  // releases the pins taken
+      fail(rpc::ERROR_OBJECT_LOST, "", missing);
+      WaitForBorrowRegistrations();
+      return reply;
     }
   }
   try {
@@ -789,7 +805,14 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
     ret->set_object_id(return_id.Binary());
     WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
     if (out.size > internal::kMaxInlineBytes) {
-      WriteToStore(return_id, out, caller);
+      try {
+        WriteToStore(return_id, out, caller);
+      } catch (const ObjectStoreFullError&) {
+        throw;
+      } catch (const std::exception& e) {
+        // The runtime failed, not the function: say so.
+        throw StoreWriteError(e.what());
+      }
       ret->set_in_store(true);
       ret->set_size(out.size);
     } else {
@@ -800,6 +823,8 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
     fail(rpc::ERROR_ARGUMENT, "", e.what());
   } catch (const ObjectStoreFullError& e) {
     fail(rpc::ERROR_OBJECT_STORE_FULL, "", e.what());
+  } catch (const StoreWriteError& e) {
+    fail(rpc::ERROR_SYSTEM, "", std::string("cannot store the result: ") + e.what());
   } catch (const std::exception& e) {
     fail(rpc::ERROR_TASK, internal::Demangle(typeid(e).name()), e.what());
   } catch (...) {

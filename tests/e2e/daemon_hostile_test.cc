@@ -92,6 +92,16 @@ class DaemonHostileTest : public ::testing::Test {
     EXPECT_EQ(reply->status_reply().request_id(), 77u);
   }
 
+  // Registers as a driver with worker id `id` (its job's workers would never match: no build id).
+  BlockingClient Driver(const WorkerId& id) {
+    Envelope hello = Hello(rpc::ROLE_DRIVER);
+    hello.mutable_hello()->set_worker_id(id.Binary());
+    hello.mutable_hello()->set_build_id("hostile-test");
+    auto c = BlockingClient::ConnectAndHello(socket_, hello);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return std::move(*c);
+  }
+
   // Sends `msg` on `c` and returns the answer (an error if none comes within 5 s).
   static Result<Envelope> Ask(BlockingClient& c, const Envelope& msg) {
     PRISM_RETURN_IF_ERROR(c.Send(msg));
@@ -268,6 +278,20 @@ TEST_F(DaemonHostileTest, GrantedLeaseReturnedTwiceIsRejected) {
   ExpectServing();
 }
 
+TEST_F(DaemonHostileTest, DriversNeedAWorkerIdOfTheirOwn) {
+  Envelope hello = Hello(rpc::ROLE_DRIVER);
+  hello.mutable_hello()->set_build_id("hostile-test");
+  auto none = BlockingClient::ConnectAndHello(socket_, hello);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("worker id"), std::string::npos) << none.status().ToString();
+  const WorkerId id = RandomUniqueId();
+  BlockingClient first = Driver(id);
+  hello.mutable_hello()->set_worker_id(id.Binary());
+  auto twice = BlockingClient::ConnectAndHello(socket_, hello);
+  EXPECT_FALSE(twice.ok()) << "a second driver may not take an id in use";
+  ExpectServing();
+}
+
 // A store client by hand: the handshake hands over the arena's descriptor.
 TEST_F(DaemonHostileTest, StoreHandshakeHandsOverTheArena) {
   Envelope hello = Hello(rpc::ROLE_CLIENT);
@@ -285,7 +309,8 @@ TEST_F(DaemonHostileTest, StoreHandshakeHandsOverTheArena) {
 }
 
 TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
-  const WorkerId self = WorkerId::FromBinary(std::string(16, 's'));
+  const WorkerId self = RandomUniqueId();
+  BlockingClient driver = Driver(self);  // objects need a live owner
   const ObjectId id = PutObjectId(DriverTaskId(JobIdFromInt(9)), 1);
   // Without want_store, store requests are refused (and the connection stays usable).
   {
@@ -318,6 +343,8 @@ TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
   req.mutable_store_create()->set_object_id(id.Binary());
   req.mutable_store_create()->set_owner_worker_id("x");
   expect_error(req, StatusCode::kInvalidArgument, "a bad owner id");
+  req.mutable_store_create()->set_owner_worker_id(RandomUniqueId().Binary());
+  expect_error(req, StatusCode::kNotFound, "an owner that is no live process of the node");
   req.mutable_store_create()->set_owner_worker_id(self.Binary());
   req.mutable_store_create()->set_size(uint64_t{1} << 60);
   expect_error(req, StatusCode::kOutOfMemory, "an object larger than the store");
@@ -342,7 +369,7 @@ TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
   release.mutable_store_release()->set_request_id(5);
   release.mutable_store_release()->add_object_ids(id.Binary());
   ASSERT_TRUE(c->Send(release).ok());  // the creator's pin: fine, answered only on error
-  expect_error(release, StatusCode::kInvalidArgument, "releasing twice");
+  expect_error(release, StatusCode::kNotFound, "releasing twice");
   release.mutable_store_release()->set_object_ids(0, "garbage");
   expect_error(release, StatusCode::kInvalidArgument, "releasing a bad id");
   // Get answers per object.
@@ -384,6 +411,8 @@ TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
 
 // A client that dies half way through writing an object leaves nothing behind.
 TEST_F(DaemonHostileTest, StoreClientDyingMidWriteLeavesNothing) {
+  const WorkerId owner = RandomUniqueId();
+  BlockingClient driver = Driver(owner);
   Envelope hello = Hello(rpc::ROLE_CLIENT);
   hello.mutable_hello()->set_want_store(true);
   {
@@ -394,7 +423,7 @@ TEST_F(DaemonHostileTest, StoreClientDyingMidWriteLeavesNothing) {
     req.mutable_store_create()->set_request_id(1);
     req.mutable_store_create()->set_object_id(PutObjectId(DriverTaskId(JobIdFromInt(9)), 1).Binary());
     req.mutable_store_create()->set_size(1 << 20);
-    req.mutable_store_create()->set_owner_worker_id(std::string(16, 'o'));
+    req.mutable_store_create()->set_owner_worker_id(owner.Binary());
     auto r = Ask(*c, req);
     ASSERT_TRUE(r.ok() && r->has_store_reply());
     // A truncated frame, then the connection drops.

@@ -22,11 +22,12 @@ constexpr uint64_t kMiB = 1 << 20;
 // What a worker saw when it read a Buffer.
 struct ReadInfo {
   bool in_store = false;
+  bool aligned = false;
   uint64_t size = 0;
   uint64_t sum = 0;      // of a sample of bytes
   double best_get_us = 0;
   int pid = 0;
-  MSGPACK_DEFINE(in_store, size, sum, best_get_us, pid)
+  MSGPACK_DEFINE(in_store, aligned, size, sum, best_get_us, pid)
 };
 
 uint64_t Sample(const uint8_t* p, uint64_t n) {
@@ -47,6 +48,7 @@ ReadInfo ReadNested(std::vector<prism::ObjectRef<prism::Buffer>> refs) {
     double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
     info.best_get_us = std::min(info.best_get_us, us);
     info.in_store = prism::internal::InObjectStore(b.data(), b.size());
+    info.aligned = reinterpret_cast<uintptr_t>(b.data()) % prism::Buffer::kAlignment == 0;
     info.size = b.size();
     info.sum = Sample(b.data(), b.size());
   }
@@ -72,6 +74,15 @@ PRISM_REMOTE(KeepRefs);
 
 uint64_t SampleArg(prism::Buffer b) { return Sample(b.data(), b.size()); }
 PRISM_REMOTE(SampleArg);
+
+// Typed access: the worker sums doubles where they lie in the store.
+double SumDoubles(prism::Buffer b) {
+  if (!prism::internal::InObjectStore(b.data(), b.size())) return -1;
+  double s = 0;
+  for (double x : b.as<double>()) s += x;
+  return s;
+}
+PRISM_REMOTE(SumDoubles);
 
 prism::Buffer MakeBytes(uint64_t n, int fill) {
   std::vector<uint8_t> v(n, static_cast<uint8_t>(fill));
@@ -140,6 +151,7 @@ TEST_F(ObjectsTest, OneGibObjectIsReadInPlaceByAnotherProcess) {
   ReadInfo info = prism::Get(prism::Task(ReadNested).Remote(std::vector{ref}));
   EXPECT_NE(info.pid, getpid());
   EXPECT_TRUE(info.in_store) << "the worker's Buffer must point into its mapping of the store";
+  EXPECT_TRUE(info.aligned);
   EXPECT_EQ(info.size, n);
   EXPECT_EQ(info.sum, expected);
   EXPECT_LT(info.best_get_us, 1000.0) << "a zero-copy Get of 1 GiB took " << info.best_get_us << " us";
@@ -199,6 +211,19 @@ TEST_F(ObjectsTest, LargeArgumentsAndResultsGoThroughTheStore) {
   b = {};
   EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.num_objects == 0; }))
       << "arguments and results leave the store with their last reference";
+}
+
+TEST_F(ObjectsTest, TypedAccessReadsNumbersInPlace) {
+  Start(256 * kMiB);
+  std::vector<double> xs(1 << 20);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<double>(i % 1000);
+  const double expected = std::accumulate(xs.begin(), xs.end(), 0.0);
+  auto ref = prism::Put(prism::Buffer::ViewOf(xs));
+  EXPECT_EQ(prism::Get(prism::Task(SumDoubles).Remote(ref)), expected);
+  prism::Buffer local = prism::Get(ref);
+  auto span = local.as<double>();
+  EXPECT_EQ(span.size(), xs.size());
+  EXPECT_EQ(span[1001], 1.0);
 }
 
 // Refs inside stored objects live as long as the object that contains them.

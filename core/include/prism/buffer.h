@@ -3,10 +3,15 @@
 
 #include <prism/serialization.h>
 
+#include <prism/errors.h>
+
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <span>
+#include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace prism {
@@ -15,8 +20,14 @@ namespace prism {
 /// store (or the message, when small); Get one and it is a view of the stored bytes, in the
 /// node's shared-memory store for large objects: no copy, in any process of the node. The view
 /// keeps the object pinned in memory while any copy of the Buffer lives.
+///
+/// Stored bytes start on a 64-byte boundary of the store (16 for small values that travel in
+/// messages), so as<T>() can view them as an array of numbers in place.
 class Buffer {
  public:
+  /// Where a Buffer's bytes are aligned to within an encoded value.
+  static constexpr size_t kAlignment = 64;
+
   Buffer() = default;
   /// A Buffer that owns a copy of `size` bytes at `data`.
   static Buffer Copy(const void* data, size_t size) {
@@ -46,6 +57,27 @@ class Buffer {
   std::string_view view() const { return {reinterpret_cast<const char*>(data_), size_}; }
   const uint8_t* begin() const { return data_; }
   const uint8_t* end() const { return data_ + size_; }
+  /// The bytes as an array of T, in place. Throws InvalidArgumentError when the size is not a
+  /// multiple of sizeof(T) or the bytes are not aligned for T.
+  template <typename T>
+  std::span<const T> as() const {
+    static_assert(std::is_trivially_copyable_v<T>, "as<T>() views bytes as trivially copyable T");
+    if (size_ % sizeof(T) != 0) {
+      throw InvalidArgumentError("a Buffer of " + std::to_string(size_) +
+                                 " bytes is not a whole number of " + std::to_string(sizeof(T)) +
+                                 "-byte elements");
+    }
+    if (reinterpret_cast<uintptr_t>(data_) % alignof(T) != 0) {
+      throw InvalidArgumentError("a Buffer's bytes are not aligned for this element type");
+    }
+    return {reinterpret_cast<const T*>(data_), size_ / sizeof(T)};
+  }
+  /// A Buffer over the elements of `v` (the caller keeps them alive, as for View()).
+  template <typename T>
+  static Buffer ViewOf(const std::vector<T>& v) {
+    static_assert(std::is_trivially_copyable_v<T>, "ViewOf views trivially copyable elements");
+    return View(v.data(), v.size() * sizeof(T));
+  }
   bool operator==(const Buffer& o) const {
     return size_ == o.size_ && (size_ == 0 || std::memcmp(data_, o.data_, size_) == 0);
   }
@@ -58,7 +90,13 @@ class Buffer {
 
 }  // namespace prism
 
-// On the wire a Buffer is a msgpack bin: other languages read it as bytes.
+// On the wire a Buffer is a msgpack ext of type 1 ("aligned bytes"): one byte N, N bytes of
+// padding, then the bytes, which thereby start on a 64-byte boundary from the start of the
+// encoded value. (A msgpack bin or str is read as a Buffer too.)
+namespace prism::internal {
+inline constexpr int8_t kAlignedBytesExt = 1;
+}  // namespace prism::internal
+
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   namespace adaptor {
@@ -66,8 +104,25 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   struct pack<prism::Buffer> {
     template <typename Stream>
     msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const prism::Buffer& b) const {
-      o.pack_bin(static_cast<uint32_t>(b.size()));
-      o.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
+      const auto& cursor = prism::internal::tl_encode_cursor;
+      uint8_t pad = 0;
+      if (cursor.known()) {
+        // ext32 header (6 bytes) and the pad length byte come first.
+        size_t body = cursor.offset() + 6 + 1;
+        pad = static_cast<uint8_t>((prism::Buffer::kAlignment - body % prism::Buffer::kAlignment) %
+                                   prism::Buffer::kAlignment);
+      }
+      if (b.size() > 0xffffffffu - 256) throw prism::InvalidArgumentError("a Buffer must be under 4 GiB");
+      uint32_t len = static_cast<uint32_t>(b.size()) + 1 + pad;
+      // pack_ext picks the smallest header; force ext32 so the offset math above holds.
+      char header[6] = {static_cast<char>(0xc9), static_cast<char>(len >> 24),
+                        static_cast<char>(len >> 16), static_cast<char>(len >> 8),
+                        static_cast<char>(len), static_cast<char>(prism::internal::kAlignedBytesExt)};
+      char padding[1 + prism::Buffer::kAlignment] = {};
+      padding[0] = static_cast<char>(pad);
+      o.pack_ext_body(header, 6);
+      o.pack_ext_body(padding, 1 + pad);
+      o.pack_ext_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
       return o;
     }
   };
@@ -82,6 +137,12 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
       } else if (o.type == msgpack::type::STR) {
         data = o.via.str.ptr;
         size = o.via.str.size;
+      } else if (o.type == msgpack::type::EXT && o.via.ext.type() == prism::internal::kAlignedBytesExt &&
+                 o.via.ext.size >= 1 &&
+                 static_cast<uint8_t>(o.via.ext.data()[0]) + 1u <= o.via.ext.size) {
+        size_t skip = 1 + static_cast<uint8_t>(o.via.ext.data()[0]);
+        data = o.via.ext.data() + skip;
+        size = o.via.ext.size - skip;
       } else {
         throw msgpack::type_error();
       }

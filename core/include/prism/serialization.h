@@ -65,6 +65,18 @@ struct PointerStream {
   }
 };
 
+/// Where the encoder is in the value it writes, so that adaptors can align what they write
+/// (prism::Buffer aligns its bytes to 64 from the start of the value). Both passes of Encode
+/// see the same offsets.
+struct EncodeCursor {
+  const size_t* count = nullptr;  // counting pass
+  char* const* at = nullptr;      // writing pass, with its start
+  const char* start = nullptr;
+  bool known() const { return count != nullptr || at != nullptr; }
+  size_t offset() const { return count != nullptr ? *count : static_cast<size_t>(*at - start); }
+};
+inline thread_local EncodeCursor tl_encode_cursor;
+
 /// An encoded value, not yet written anywhere: its exact size, how to write it, and the refs
 /// inside it. `write` reads the value, so the value must outlive it (`keep` can hold it).
 struct EncodedValue {
@@ -86,22 +98,35 @@ EncodedValue Encode(const T& value) {
   EncodedValue out;
   CountingStream counter;
   std::vector<RefPtr>* saved = tl_nested_refs;
+  EncodeCursor saved_cursor = tl_encode_cursor;
   tl_nested_refs = &out.nested;
+  tl_encode_cursor = EncodeCursor{&counter.size, nullptr, nullptr};
   try {
     msgpack::pack(counter, value);
   } catch (...) {
     tl_nested_refs = saved;
+    tl_encode_cursor = saved_cursor;
     throw;
   }
   tl_nested_refs = saved;
+  tl_encode_cursor = saved_cursor;
   out.size = counter.size;
   const T* v = &value;
   out.write = [v](char* dst) {
     std::vector<RefPtr>* outer = tl_nested_refs;
+    EncodeCursor outer_cursor = tl_encode_cursor;
     tl_nested_refs = nullptr;  // counted in the first pass
     PointerStream s{dst};
-    msgpack::pack(s, *v);
+    tl_encode_cursor = EncodeCursor{nullptr, &s.at, dst};
+    try {
+      msgpack::pack(s, *v);
+    } catch (...) {
+      tl_nested_refs = outer;
+      tl_encode_cursor = outer_cursor;
+      throw;
+    }
     tl_nested_refs = outer;
+    tl_encode_cursor = outer_cursor;
   };
   return out;
 }
