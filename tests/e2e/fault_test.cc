@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,44 @@
 #include <thread>
 
 namespace fs = std::filesystem;
+
+// A value whose encoding kills its process half way through writing it, once (marker file):
+// the worker dies with its result created in the object store but not sealed.
+struct DiesWhileWritten {
+  std::string marker;
+  std::vector<uint8_t> bytes;
+};
+
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <>
+  struct pack<DiesWhileWritten> {
+    template <typename Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const DiesWhileWritten& v) const {
+      o.pack_array(2);
+      o.pack(v.marker);
+      // The writing pass (not the measuring one) of the first attempt dies half way.
+      if (prism::internal::tl_encode_cursor.at != nullptr && !fs::exists(v.marker)) {
+        std::ofstream(v.marker) << "died";
+        std::raise(SIGKILL);
+      }
+      o.pack(v.bytes);
+      return o;
+    }
+  };
+  template <>
+  struct convert<DiesWhileWritten> {
+    const msgpack::object& operator()(const msgpack::object& o, DiesWhileWritten& v) const {
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+      v.marker = o.via.array.ptr[0].as<std::string>();
+      v.bytes = o.via.array.ptr[1].as<std::vector<uint8_t>>();
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack
 
 namespace {
 
@@ -37,6 +76,11 @@ PRISM_REMOTE(CrashOnce);
 int Square(int x) { return x * x; }
 PRISM_REMOTE(Square);
 
+DiesWhileWritten BigResultDyingOnce(std::string marker) {
+  return DiesWhileWritten{marker, std::vector<uint8_t>(8 << 20, 3)};
+}
+PRISM_REMOTE(BigResultDyingOnce);
+
 int Forever() {
   std::this_thread::sleep_for(std::chrono::hours(1));
   return 0;
@@ -49,6 +93,15 @@ int SpawnAndForget() {
   return 1;
 }
 PRISM_REMOTE(SpawnAndForget);
+
+// Makes objects in the worker and hands back refs to them: the driver borrows them.
+std::vector<prism::ObjectRef<prism::Buffer>> PutBigThenReport(std::string dir) {
+  std::vector<uint8_t> bytes(4 << 20, 5);
+  auto ref = prism::Put(prism::Buffer::View(bytes.data(), bytes.size()));
+  std::ofstream(dir + "/pid-" + std::to_string(getpid())) << getpid();
+  return {ref};
+}
+PRISM_REMOTE(PutBigThenReport);
 
 std::string TempDir() {
   std::string t = (fs::temp_directory_path() / "prism-fault-XXXXXX").string();
@@ -146,6 +199,40 @@ TEST_F(FaultTest, CrashingTaskWithoutRetriesFails) {
   auto ref = prism::Task(CrashOnce).Options({.max_retries = 0}).Remote(dir_ + "/marker");
   EXPECT_THROW(prism::Get(ref, std::chrono::seconds(30)), prism::WorkerCrashedError);
   EXPECT_EQ(prism::Get(prism::Task(Square).Remote(3), std::chrono::seconds(30)), 9);
+}
+
+// The worker dies with its large result created but not sealed in the store: the retry writes it
+// again (the half-written object goes with the dead worker's store connection).
+TEST_F(FaultTest, WorkerDyingWhileWritingAResultIsRetried) {
+  auto ref = prism::Task(BigResultDyingOnce).Options({.max_retries = 1}).Remote(dir_ + "/marker");
+  DiesWhileWritten v = prism::Get(ref, std::chrono::seconds(60));
+  EXPECT_TRUE(fs::exists(dir_ + "/marker")) << "the first attempt died";
+  EXPECT_EQ(v.bytes.size(), 8u << 20);
+  EXPECT_EQ(v.bytes.back(), 3);
+  ref = {};
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (prism::GetObjectStoreStats().num_objects > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(prism::GetObjectStoreStats().num_objects, 0u) << "nothing half written is left";
+}
+
+// Objects owned by a worker that dies fail with OwnerDiedError in their borrowers, and leave the
+// store.
+TEST_F(FaultTest, DeadOwnersObjectsFailAndLeaveTheStore) {
+  auto refs = prism::Get(prism::Task(PutBigThenReport).Remote(dir_), std::chrono::seconds(30));
+  std::set<pid_t> seen;
+  pid_t pid = NextWorkerPid(seen);
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(prism::GetObjectStoreStats().num_objects, 1u);
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  EXPECT_THROW(prism::Get(refs[0], std::chrono::seconds(30)), prism::OwnerDiedError);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (prism::GetObjectStoreStats().num_objects > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(prism::GetObjectStoreStats().num_objects, 0u);
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(4), std::chrono::seconds(30)), 16);
 }
 
 TEST(DriverDeathTest, JobEndWithNestedLeasesStopsOnlyItsOwnWorkers) {
