@@ -109,6 +109,13 @@ int SumInner(std::vector<prism::ObjectRef<int>> refs) {
 }
 PRISM_REMOTE(SumInner);
 
+// Passes its borrowed ref on to another task and returns a ref to that task's result: the ref
+// travels driver -> this worker -> another worker, and the result ref back to the driver.
+std::vector<prism::ObjectRef<uint64_t>> ForwardToAnotherTask(std::vector<prism::ObjectRef<prism::Buffer>> refs) {
+  return {prism::Task(HoldThenRead).Options({.num_cpus = 0}).Remote(refs, 300)};
+}
+PRISM_REMOTE(ForwardToAnotherTask);
+
 // Polls the store until `pred` holds or `limit` passes; returns whether it held.
 template <typename Pred>
 bool StoreReaches(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
@@ -256,6 +263,22 @@ TEST_F(ObjectsTest, RefsReturnedByTasksAreBorrowedByTheCaller) {
   b = {};
   EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.num_objects == 0; }))
       << "the worker's object goes once the driver lets go";
+}
+
+// A borrower hands the ref on to a third process and finishes first; the object stays alive for
+// the third one, and everything is freed at the end.
+TEST_F(ObjectsTest, BorrowedRefsForwardedToAThirdProcessStayAlive) {
+  Start(256 * kMiB);
+  std::vector<uint8_t> bytes(3 * kMiB, 2);
+  const uint64_t expected = Sample(bytes.data(), bytes.size());
+  auto ref = prism::Put(prism::Buffer::View(bytes.data(), bytes.size()));
+  auto outer = prism::Task(ForwardToAnotherTask).Options({.num_cpus = 0}).Remote(std::vector{ref});
+  ref = {};
+  std::vector<prism::ObjectRef<uint64_t>> inner = prism::Get(outer);
+  outer = {};
+  EXPECT_EQ(prism::Get(inner[0]), expected);
+  inner.clear();
+  EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.num_objects == 0; }));
 }
 
 // Holding refs to three times the store's size: every object is still readable (spilled and
