@@ -98,10 +98,19 @@ Result<uint64_t> ObjectStore::Allocate(uint64_t size, const ObjectId& for_id) {
   if (auto off = alloc_.Allocate(size)) return *off;
   // Spill the least recently used objects nobody pins until the allocation fits.
   std::vector<std::pair<uint64_t, ObjectId>> candidates;
+  uint64_t spillable = 0;
   for (auto& [id, o] : objects_) {
     if (o.in_memory && o.sealed && o.total_pins == 0 && !o.deleted) {
       candidates.emplace_back(o.last_use, id);
+      spillable += alloc_.BlockSize(o.offset);
     }
+  }
+  if (alloc_.capacity() - alloc_.used() + spillable < size) {
+    // Even spilling everything would not make room: do not spill for nothing.
+    StoreTableStats s = stats();
+    return Status::OutOfMemory("the object store is full: " + Bytes(size) + " needed for object " +
+                               for_id.Hex() + ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) +
+                               " are pinned by writers and readers");
   }
   std::sort(candidates.begin(), candidates.end());
   for (auto& [use, id] : candidates) {

@@ -103,7 +103,7 @@ Result<uint8_t*> StoreClient::Create(const ObjectId& id, uint64_t size, const Wo
   c->set_owner_worker_id(owner.Binary());
   PRISM_ASSIGN_OR_RETURN(rpc::Envelope reply, Call(req, rid));
   const auto& objs = reply.store_reply().objects();
-  if (objs.size() != 1 || objs[0].offset() + size > capacity_) {
+  if (objs.size() != 1 || objs[0].offset() > capacity_ || size > capacity_ - objs[0].offset()) {
     return Status::ProtocolError("the object store answered Create with a bad location");
   }
   return base_ + objs[0].offset();
@@ -148,7 +148,7 @@ std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids
     const auto& o = objs[static_cast<int>(i)];
     if (o.code() != 0) {
       out[i].status = Status(static_cast<StatusCode>(o.code()), o.message());
-    } else if (o.offset() + o.size() > capacity_) {
+    } else if (o.offset() > capacity_ || o.size() > capacity_ - o.offset()) {
       out[i].status = Status::ProtocolError("the object store answered a bad location");
     } else {
       out[i].data = base_ + o.offset();

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 namespace prism::rpc {
 
@@ -209,6 +210,88 @@ Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::IOError("cannot listen on " + path + ": " + ec.message());
   return acceptor;
+}
+
+namespace {
+
+struct PendingConnect : std::enable_shared_from_this<PendingConnect> {
+  PendingConnect(asio::io_context& io, std::function<void(Result<Connected>)> d)
+      : socket(io), timer(io), decoder(kDefaultMaxFrameBytes), done(std::move(d)) {}
+  UnixSocket socket;
+  asio::steady_timer timer;
+  FrameDecoder decoder;
+  std::string hello;
+  std::function<void(Result<Connected>)> done;
+  bool finished = false;
+
+  void Finish(Result<Connected> r) {
+    if (finished) return;
+    finished = true;
+    asio::error_code ignored;
+    timer.cancel(ignored);
+    if (!r.ok()) socket.close(ignored);
+    auto cb = std::move(done);
+    cb(std::move(r));
+  }
+  void ReadWelcome() {
+    auto self = shared_from_this();
+    size_t avail = 0;
+    char* space = decoder.WritableSpace(4096, &avail);
+    socket.async_read_some(asio::buffer(space, avail), [self](const asio::error_code& ec, size_t n) {
+      if (self->finished) return;
+      if (ec) {
+        self->Finish(Status::Unavailable("connection closed during the handshake: " + ec.message()));
+        return;
+      }
+      self->decoder.Commit(n);
+      std::optional<Envelope> got;
+      Status st = self->decoder.Drain([&](Envelope& m) {
+        got = std::move(m);
+        return false;
+      });
+      if (!st.ok()) return self->Finish(st);
+      if (!got) return self->ReadWelcome();
+      if (got->has_refused()) return self->Finish(Status::PermissionDenied(got->refused().reason()));
+      if (!got->has_welcome()) return self->Finish(Status::ProtocolError("expected a Welcome frame"));
+      Connected c{std::move(self->socket), got->welcome()};
+      self->Finish(std::move(c));
+    });
+  }
+};
+
+}  // namespace
+
+void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const Envelope& hello,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(Result<Connected>)> done) {
+  auto p = std::make_shared<PendingConnect>(io, std::move(done));
+  AppendFrame(hello, &p->hello);
+  p->timer.expires_after(timeout);
+  p->timer.async_wait([p, timeout](const asio::error_code& ec) {
+    if (ec) return;
+    p->Finish(Status::Timeout("no Welcome within " + std::to_string(timeout.count()) + " ms"));
+  });
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    asio::post(io, [p, path] { p->Finish(Status::InvalidArgument("socket path too long: " + path)); });
+    return;
+  }
+  p->socket.async_connect(asio::local::stream_protocol::endpoint(path),
+                          [p, path](const asio::error_code& ec) {
+                            if (p->finished) return;
+                            if (ec) {
+                              p->Finish(Status::Unavailable("cannot connect to " + path + ": " + ec.message()));
+                              return;
+                            }
+                            asio::async_write(p->socket, asio::buffer(p->hello),
+                                              [p](const asio::error_code& wec, size_t) {
+                                                if (p->finished) return;
+                                                if (wec) {
+                                                  p->Finish(Status::Unavailable("cannot send Hello: " + wec.message()));
+                                                  return;
+                                                }
+                                                p->ReadWelcome();
+                                              });
+                          });
 }
 
 Envelope MakeHello(Role role, const std::string& token) {

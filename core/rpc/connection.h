@@ -9,6 +9,7 @@
 #include <asio.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -86,6 +87,17 @@ class EventLoop {
 /// Binds a listening Unix socket at `path` (replacing a stale file there).
 Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_context& io,
                                                                       const std::string& path);
+
+/// Connects to a Unix socket and sends `hello` without blocking the io_context's thread; `done`
+/// runs on that thread with the socket once the peer answered Welcome (stored in the result),
+/// or with why not (unreachable, Refused, no answer within `timeout`).
+struct Connected {
+  UnixSocket socket;
+  Welcome welcome;
+};
+void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const Envelope& hello,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(Result<Connected>)> done);
 
 /// The handshake frame, and its check on the accepting side.
 Envelope MakeHello(Role role, const std::string& token);

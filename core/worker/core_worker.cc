@@ -24,6 +24,7 @@ thread_local bool tl_in_task = false;
 thread_local TaskId tl_task;
 thread_local uint64_t tl_submitted = 0;
 thread_local uint32_t tl_puts = 0;
+thread_local uint32_t tl_attempt = 0;
 
 [[noreturn]] void ThrowStored(const ObjectId& id, const rpc::TaskError& e) {
   switch (e.kind()) {
@@ -94,6 +95,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     return w->MakeRef(id, owner);
   };
   hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
+  hooks.remove_borrowers = [w](const rpc::RemoveBorrowers& r) { w->ServeRemoveBorrowers(r); };
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                    cw->store_, *cw->daemon_, std::move(hooks));
   if (cw->options_.role == rpc::ROLE_WORKER) {
@@ -205,6 +207,7 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kPushTask:
       if (executor_) {
         auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+        callers_[msg.push_task().spec().caller().worker_id()] = self;
         executor_->Enqueue(std::move(*msg.mutable_push_task()), self);
         return;
       }
@@ -253,100 +256,106 @@ void CoreWorker::ServeGetObject(rpc::Connection& conn, const rpc::GetObjectReque
   }
 }
 
-CoreWorker::OwnerConn* CoreWorker::ConnectOwner(const internal::OwnerAddress& owner,
-                                                std::string* error) {
+CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress& owner) {
   auto it = owners_.find(owner.socket_path);
-  if (it != owners_.end() && !it->second->conn->closed()) return it->second.get();
-  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, options_.token);
-  hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
-  auto client = rpc::BlockingClient::ConnectAndHello(owner.socket_path, hello, nullptr, 2000);
-  if (!client.ok()) {
-    *error = client.status().message();
-    return nullptr;
+  if (it != owners_.end() && !it->second->lost && (!it->second->conn || !it->second->conn->closed())) {
+    return it->second.get();
   }
-  rpc::UnixSocket sock(loop_.context());
-  sock.assign(asio::local::stream_protocol(), client->Release());
-  auto oc = std::make_unique<OwnerConn>();
-  oc->conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
-  OwnerConn* raw = oc.get();
-  oc->conn->Start(
-      [this, raw](rpc::Connection&, rpc::Envelope& m) {
-        if (m.has_borrowers_added()) {
-          auto a = raw->adds.find(m.borrowers_added().request_id());
-          if (a == raw->adds.end()) return;
-          int n = static_cast<int>(a->second.ids.size());
-          if (a->second.borrower.Binary() == address_.worker_id) {
-            for (const auto& lost : m.borrowers_added().lost()) {
-              if (ObjectId::IsValidBinary(lost)) store_.UndoRegistration(ObjectId::FromBinary(lost));
-            }
-          }
-          raw->adds.erase(a);
-          BorrowAddsAnswered(n);
-          return;
-        }
-        if (!m.has_get_object_reply()) return;
-        auto w = raw->waiting.find(m.get_object_reply().request_id());
-        if (w == raw->waiting.end()) return;
-        auto cb = std::move(w->second.second);
-        raw->waiting.erase(w);
-        const auto& r = m.get_object_reply();
-        if (r.error().kind() != rpc::ERROR_NONE) {
-          StoredObject o;
-          o.error = r.error();
-          cb(o);
-        } else if (r.in_store()) {
-          cb(StoredObject::InStore(r.size()));
-        } else {
-          cb(StoredObject::Value(r.data()));
-        }
-      },
-      [this, raw](rpc::Connection&, const Status& st) {
-        auto waiting = std::move(raw->waiting);
-        for (auto& [rid, w] : waiting) {
-          w.second(StoredObject::Error(rpc::ERROR_OWNER_DIED,
-                                       "the owner of object " + w.first.Hex() +
-                                           " died or disconnected: " + st.message()));
-        }
-        // Registrations the owner will never answer: it is gone, and so are its objects.
-        int n = 0;
-        for (auto& [rid, a] : raw->adds) n += static_cast<int>(a.ids.size());
-        raw->adds.clear();
-        if (n > 0) BorrowAddsAnswered(n);
-      });
   auto& slot = owners_[owner.socket_path];
   if (slot) {
-    // A closed connection to the same path: keep it alive until its handlers are done.
+    // A lost connection to the same path: keep it until its handlers are done.
     std::shared_ptr<OwnerConn> old(slot.release());
     asio::post(loop_.context(), [old] {});
   }
-  slot = std::move(oc);
+  slot = std::make_unique<OwnerConn>();
+  OwnerConn* raw = slot.get();
+  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, options_.token);
+  hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
+  std::string path = owner.socket_path;
+  rpc::AsyncConnectAndHello(
+      loop_.context(), path, hello, std::chrono::seconds(10),
+      [this, raw, path](Result<rpc::Connected> connected) {
+        auto cur = owners_.find(path);
+        if (cur == owners_.end() || cur->second.get() != raw) return;  // replaced meanwhile
+        if (!connected.ok()) {
+          OwnerLost(raw, connected.status());
+          return;
+        }
+        raw->conn = rpc::Connection::Create(std::move(connected->socket), options_.submitter.max_frame_bytes);
+        raw->conn->Start(
+            [this, raw](rpc::Connection&, rpc::Envelope& m) {
+              if (m.has_borrowers_added()) {
+                auto a = raw->adds.find(m.borrowers_added().request_id());
+                if (a == raw->adds.end()) return;
+                int n = static_cast<int>(a->second.ids.size());
+                if (a->second.borrower.Binary() == address_.worker_id) {
+                  for (const auto& lost : m.borrowers_added().lost()) {
+                    if (ObjectId::IsValidBinary(lost)) store_.UndoRegistration(ObjectId::FromBinary(lost));
+                  }
+                }
+                raw->adds.erase(a);
+                BorrowAddsAnswered(n);
+                return;
+              }
+              if (!m.has_get_object_reply()) return;
+              auto w = raw->waiting.find(m.get_object_reply().request_id());
+              if (w == raw->waiting.end()) return;
+              auto cb = std::move(w->second.second);
+              raw->waiting.erase(w);
+              const auto& r = m.get_object_reply();
+              if (r.error().kind() != rpc::ERROR_NONE) {
+                StoredObject o;
+                o.error = r.error();
+                cb(o);
+              } else if (r.in_store()) {
+                cb(StoredObject::InStore(r.size()));
+              } else {
+                cb(StoredObject::Value(r.data()));
+              }
+            },
+            [this, raw](rpc::Connection&, const Status& st) { OwnerLost(raw, st); });
+        auto queued = std::move(raw->queued);
+        raw->queued.clear();
+        for (const auto& e : queued) raw->conn->Send(e);
+      });
   return raw;
+}
+
+void CoreWorker::OwnerLost(OwnerConn* oc, const Status& why) {
+  oc->lost = true;
+  oc->queued.clear();
+  auto waiting = std::move(oc->waiting);
+  oc->waiting.clear();
+  for (auto& [rid, w] : waiting) {
+    w.second(StoredObject::Error(rpc::ERROR_OWNER_DIED, "the owner of object " + w.first.Hex() +
+                                                            " died or is unreachable: " + why.message()));
+  }
+  // Registrations the owner will never answer: it is gone, and so are its objects.
+  int n = 0;
+  for (auto& [rid, a] : oc->adds) n += static_cast<int>(a.ids.size());
+  oc->adds.clear();
+  if (n > 0) BorrowAddsAnswered(n);
 }
 
 void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
                                MemoryStore::Callback done) {
-  std::string error;
-  OwnerConn* oc = ConnectOwner(owner, &error);
-  if (oc == nullptr) {
-    done(StoredObject::Error(rpc::ERROR_OWNER_DIED,
-                             "the owner of object " + id.Hex() + " is unreachable: " + error));
-    return;
-  }
+  OwnerConn* oc = OwnerConnection(owner);
   uint64_t rid = next_get_id_++;
   oc->waiting[rid] = {id, std::move(done)};
   rpc::Envelope env;
   env.mutable_get_object()->set_request_id(rid);
   env.mutable_get_object()->set_object_id(id.Binary());
-  oc->conn->Send(env);
+  oc->Send(env);
 }
 
 void CoreWorker::ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req) {
   rpc::Envelope env;
   auto* r = env.mutable_borrowers_added();
   r->set_request_id(req.request_id());
-  // A malformed request counts nothing, but is still answered, so the sender's wait ends.
-  const bool valid = WorkerId::IsValidBinary(req.borrower());
+  // A malformed request counts nothing, but is still answered, so the sender's wait ends. So is
+  // one for a borrower already reported dead (its frame was on its way when it died).
   WorkerId borrower = WorkerId::FromBinary(req.borrower());
+  const bool valid = WorkerId::IsValidBinary(req.borrower()) && dead_.count(borrower) == 0;
   for (const auto& bin : req.object_ids()) {
     if (!valid || !ObjectId::IsValidBinary(bin) ||
         !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
@@ -422,14 +431,8 @@ void CoreWorker::FlushBorrowMessages() {
   }
   for (auto& [path, b] : out) {
     if (b.adds.empty() && b.removes.empty()) continue;
-    std::string error;
-    OwnerConn* oc = ConnectOwner(b.owner, &error);
-    int unsent = 0;
+    OwnerConn* oc = OwnerConnection(b.owner);
     for (auto& [borrower, ids] : b.adds) {
-      if (oc == nullptr) {
-        unsent += static_cast<int>(ids.size());
-        continue;
-      }
       uint64_t rid = next_get_id_++;
       rpc::Envelope env;
       auto* a = env.mutable_add_borrowers();
@@ -437,9 +440,9 @@ void CoreWorker::FlushBorrowMessages() {
       a->set_borrower(borrower.Binary());
       for (const auto& id : ids) a->add_object_ids(id.Binary());
       oc->adds[rid] = OwnerConn::Adds{ids, borrower};
-      oc->conn->Send(env);
+      oc->Send(env);
     }
-    if (oc != nullptr && !b.removes.empty()) {
+    if (!b.removes.empty()) {
       rpc::Envelope env;
       auto* r = env.mutable_remove_borrowers();
       r->set_borrower(address_.worker_id);
@@ -447,10 +450,16 @@ void CoreWorker::FlushBorrowMessages() {
         r->add_object_ids(id.Binary());
         r->add_counts(n);
       }
-      oc->conn->Send(env);
+      // To an owner that pushed tasks here: on that connection, behind the task replies that
+      // may carry these objects back to it.
+      auto c = callers_.find(b.owner.worker_id);
+      std::shared_ptr<rpc::Connection> lease = c == callers_.end() ? nullptr : c->second.lock();
+      if (lease && !lease->closed()) {
+        lease->Send(env);
+      } else {
+        oc->Send(env);
+      }
     }
-    // An unreachable owner is gone with its objects: nothing to register or release there.
-    if (unsent > 0) BorrowAddsAnswered(unsent);
   }
 }
 
@@ -480,7 +489,10 @@ void CoreWorker::WaitForBorrowRegistrations() {
   }
 }
 
-void CoreWorker::OnWorkerDied(const WorkerId& id) { store_.RemoveBorrowerEverywhere(id); }
+void CoreWorker::OnWorkerDied(const WorkerId& id) {
+  dead_.insert(id);
+  store_.RemoveBorrowerEverywhere(id);
+}
 
 void CoreWorker::EnsureFetched(const internal::RefHandle& ref) {
   if (IsSelf(ref.owner())) return;
@@ -594,13 +606,10 @@ void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& 
     }
     const Status& st = created.status();
     if (st.code() == StatusCode::kAlreadyExists) {
-      // An earlier attempt of this task wrote it, or is still writing it (its worker died, and
-      // the daemon has not yet dropped what it left half written): done once it is sealed.
-      auto existing = object_store_->Get({id});
-      if (existing[0].status.ok()) {
-        object_store_->Release(id);
-        return;
-      }
+      // An earlier attempt of this task (its worker died before replying) wrote it, or is still
+      // half way (the daemon has not yet dropped what the dead worker left). Nobody has read it:
+      // its caller never got a reply. Free it, and write this attempt's value.
+      object_store_->Delete({id});
     }
     if ((st.code() != StatusCode::kOutOfMemory && st.code() != StatusCode::kAlreadyExists) ||
         std::chrono::steady_clock::now() > deadline) {
@@ -623,7 +632,16 @@ void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& 
 
 internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  uint32_t n = tl_in_task ? ++tl_puts : ++driver_puts_;
+  for (const auto& ref : value.nested) CheckCurrent(*ref);
+  uint32_t n;
+  if (tl_in_task) {
+    // Each attempt of a task puts under its own ids, so a retry never meets what an earlier
+    // attempt left in the store.
+    if (tl_puts >= (1u << 24) - 1) throw RuntimeError("a task may put at most 16,777,215 objects");
+    n = ++tl_puts | ((tl_attempt & 0x7f) << 24);
+  } else {
+    n = ++driver_puts_;
+  }
   ObjectId id = PutObjectId(CurrentTaskId(), n);
   StoredObject obj;
   if (value.size > internal::kMaxInlineBytes) {
@@ -632,7 +650,6 @@ internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
   } else {
     obj = StoredObject::Value(value.ToString());
   }
-  for (const auto& ref : value.nested) CheckCurrent(*ref);
   obj.contained = value.nested;
   internal::RefPtr handle = NewHandle(id);
   store_.Put(id, std::move(obj));
@@ -644,14 +661,9 @@ internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress 
     if (store_.AddBorrowedRef(id, owner)) QueueAddBorrower(owner, id, options_.worker_id);
     return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
   }
-  bool known = store_.Contains(id);
-  store_.AddRef(id);
-  auto handle = std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
-  if (!known) {
-    store_.Put(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                       "object " + id.Hex() + " was already freed by this process"));
-  }
-  return handle;
+  store_.AddRefOr(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                                          "object " + id.Hex() + " was already freed by this process"));
+  return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
 }
 
 void CoreWorker::CheckCurrent(const internal::RefHandle& ref) const {
@@ -728,13 +740,15 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   return store_.Wait(ids, num_returns, deadline);
 }
 
-rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) {
+ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) {
   const rpc::TaskSpec& spec = push->spec();
   tl_in_task = true;
   tl_task = TaskId::FromBinary(spec.task_id());
+  tl_attempt = spec.attempt();
   tl_submitted = 0;
   tl_puts = 0;
-  rpc::TaskReply reply;
+  ExecutedTask done;
+  rpc::TaskReply& reply = done.reply;
   reply.set_task_id(spec.task_id());
   reply.set_attempt(spec.attempt());
   auto fail = [&](rpc::ErrorKind kind, std::string type, std::string message) {
@@ -750,7 +764,7 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
     fail(rpc::ERROR_FUNCTION_NOT_FOUND, "",
          "function '" + spec.function() + "' is not registered in the worker (pid " +
              std::to_string(getpid()) + "); register it with PRISM_REMOTE");
-    return reply;
+    return done;
   }
   // Arguments are inline bytes or views into the node's store, pinned while anything (the
   // task, or a Buffer it kept) still reads them.
@@ -772,7 +786,7 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
       stored_at.push_back(static_cast<size_t>(i));
     } else {
       fail(rpc::ERROR_SYSTEM, "", "an argument reached the worker unresolved");
-      return reply;
+      return done;
     }
   }
   if (!stored.empty()) {
@@ -794,11 +808,15 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
       source.reset();  // releases the pins taken
       fail(rpc::ERROR_OBJECT_LOST, "", missing);
       WaitForBorrowRegistrations();
-      return reply;
+      return done;
     }
   }
   try {
-    internal::EncodedValue out = fn->invoke(args, std::static_pointer_cast<const void>(source));
+    auto out_holder = std::make_shared<internal::EncodedValue>(
+        fn->invoke(args, std::static_pointer_cast<const void>(source)));
+    internal::EncodedValue& out = *out_holder;
+    // The result (and the refs in it) lives until the reply is out.
+    done.hold = out_holder;
     source.reset();
     auto* ret = reply.add_returns();
     ObjectId return_id = ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1);
@@ -835,7 +853,7 @@ rpc::TaskReply CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push
   // Registrations this task made (refs it keeps, refs lent to the caller) reach their owners
   // before the caller may drop the refs that protected them.
   WaitForBorrowRegistrations();
-  return reply;
+  return done;
 }
 
 void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
@@ -905,7 +923,9 @@ void CoreWorker::Shutdown() {
     for (auto& p : std::vector<std::shared_ptr<rpc::Connection>>(peers_.begin(), peers_.end())) {
       p->Close(Status::Cancelled("shutting down"));
     }
-    for (auto& [path, oc] : owners_) oc->conn->Close(Status::Cancelled("shutting down"));
+    for (auto& [path, oc] : owners_) {
+      if (oc->conn) oc->conn->Close(Status::Cancelled("shutting down"));
+    }
     if (daemon_) daemon_->Close();
     done.set_value();
   });

@@ -86,13 +86,16 @@ class CoreWorker {
   void ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req);
   void ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req);
   void ServeRemoveBorrowers(const rpc::RemoveBorrowers& req);
-  /// A connection to an owner's core worker (event loop only); null when it is unreachable.
+  /// The connection to an owner's core worker (event loop only), connecting (without blocking
+  /// the loop) if there is none; frames sent meanwhile wait for the handshake.
   struct OwnerConn;
-  OwnerConn* ConnectOwner(const internal::OwnerAddress& owner, std::string* error);
+  OwnerConn* OwnerConnection(const internal::OwnerAddress& owner);
+  /// The owner is unreachable or its connection closed: fail what waits on it.
+  void OwnerLost(OwnerConn* oc, const Status& why);
   /// Writes a value into the node's object store as object `id`, owned by `owner`.
   void WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner);
   /// Worker main thread: runs one pushed task.
-  rpc::TaskReply ExecuteTask(std::shared_ptr<const rpc::PushTask> push);
+  ExecutedTask ExecuteTask(std::shared_ptr<const rpc::PushTask> push);
   /// The caller of a finished task gets the refs inside its result: registered as their
   /// borrower where another process owns them.
   void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
@@ -133,7 +136,16 @@ class CoreWorker {
 
   // Event-loop thread only: connections to other owners, for borrowed objects.
   struct OwnerConn {
-    std::shared_ptr<rpc::Connection> conn;
+    std::shared_ptr<rpc::Connection> conn;  // null while connecting
+    std::vector<rpc::Envelope> queued;      // sent once connected
+    bool lost = false;
+    void Send(const rpc::Envelope& e) {
+      if (conn) {
+        conn->Send(e);
+      } else if (!lost) {
+        queued.push_back(e);
+      }
+    }
     std::unordered_map<uint64_t, std::pair<ObjectId, MemoryStore::Callback>> waiting;
     // AddBorrowers requests not answered yet: how many registrations each carried, and for whom.
     struct Adds {
@@ -145,6 +157,11 @@ class CoreWorker {
   std::unordered_map<std::string, std::unique_ptr<OwnerConn>> owners_;
   uint64_t next_get_id_ = 1;
   std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
+  // Callers that pushed tasks here, by worker id: releases of their objects go on the same
+  // connection as the replies, after them (a reply may carry a ref whose last borrow here goes).
+  std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_;
+  // Workers and drivers the daemon reported dead: their late registrations are not counted.
+  std::unordered_set<WorkerId> dead_;
 
   std::mutex fetch_mu_;
   std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);

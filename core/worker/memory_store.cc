@@ -10,6 +10,13 @@ void MemoryStore::AddRef(const ObjectId& id) {
   entries_[id].refs++;
 }
 
+void MemoryStore::AddRefOr(const ObjectId& id, const StoredObject& if_missing) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = entries_.try_emplace(id);
+  it->second.refs++;
+  if (inserted) it->second.object = if_missing;
+}
+
 bool MemoryStore::AddBorrowedRef(const ObjectId& id, const internal::OwnerAddress& owner) {
   std::lock_guard<std::mutex> lock(mu_);
   Entry& e = entries_[id];

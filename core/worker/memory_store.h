@@ -74,6 +74,9 @@ class MemoryStore {
   explicit MemoryStore(OnFree on_free) : on_free_(std::move(on_free)) {}
 
   void AddRef(const ObjectId& id);
+  /// AddRef, and, when the id had no entry here, make it ready with `if_missing` (one step, so
+  /// no release in between can leave an empty pending entry).
+  void AddRefOr(const ObjectId& id, const StoredObject& if_missing);
   /// A local reference to another process's object. True when this process was not
   /// registered as its borrower yet: the caller must register it with the owner now (the entry
   /// counts that registration from here on).

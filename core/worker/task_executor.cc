@@ -33,9 +33,11 @@ void TaskExecutor::Run() {
       queue_.pop_front();
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
+    ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)));
     rpc::Envelope env;
-    *env.mutable_task_reply() = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)));
+    *env.mutable_task_reply() = std::move(done.reply);
     item.from->Send(env);
+    done.hold.reset();  // after the reply: releases it triggers follow it on the connection
   }
 }
 

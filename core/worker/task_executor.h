@@ -15,10 +15,16 @@
 
 namespace prism {
 
+/// A task's reply, and what must stay alive until the reply has been sent (the result's refs).
+struct ExecutedTask {
+  rpc::TaskReply reply;
+  std::shared_ptr<const void> hold;
+};
+
 class TaskExecutor {
  public:
   /// Runs one task on the main thread and builds its reply.
-  using Execute = std::function<rpc::TaskReply(std::shared_ptr<const rpc::PushTask>)>;
+  using Execute = std::function<ExecutedTask(std::shared_ptr<const rpc::PushTask>)>;
   explicit TaskExecutor(Execute execute);
   /// Event-loop thread: queue a pushed task; its reply goes back on `from`.
   void Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from);

@@ -122,7 +122,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     *push->mutable_spec() = r.task.spec;
     best->conn->Send(env);
   }
-  if (!q.queue.empty() && q.lease_request == 0) {
+  if (!q.queue.empty() && q.lease_request == 0 && q.connecting == 0) {
     leases_requested_++;
     // The id is known once RequestLease returns; `done` may run before that (daemon gone).
     struct Req {
@@ -165,20 +165,34 @@ void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
     return;
   }
   leases_granted_++;
-  // Connect to the worker. A local connect plus one small round trip: done inline.
+  // Connect to the worker without blocking the loop: the worker's own loop may be busy
+  // connecting to us at the same moment.
   rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
   hello.mutable_hello()->set_expect_worker_id(outcome.worker.worker_id());
-  // Bounded: this runs on the event loop, and a healthy worker answers within microseconds.
-  auto client =
-      rpc::BlockingClient::ConnectAndHello(outcome.worker.socket_path(), hello, nullptr, 2000);
-  if (!client.ok()) {
-    PRISM_LOG_WARN("cannot reach leased worker {}: {}",
-                   WorkerId::FromBinary(outcome.worker.worker_id()).Hex(), client.status().ToString());
-    leases_.ReturnLease(outcome.lease_id, true);
+  q.connecting++;
+  uint64_t lid = outcome.lease_id;
+  WorkerId worker = WorkerId::FromBinary(outcome.worker.worker_id());
+  rpc::AsyncConnectAndHello(io_, outcome.worker.socket_path(), hello, std::chrono::seconds(10),
+                            [this, key, lid, worker](Result<rpc::Connected> connected) {
+                              OnWorkerConnected(key, lid, worker, std::move(connected));
+                            });
+}
+
+void TaskSubmitter::OnWorkerConnected(const std::string& key, uint64_t lid, const WorkerId& worker,
+                                      Result<rpc::Connected> connected) {
+  ShapeQueue& q = shapes_[key];
+  q.connecting--;
+  if (failed_all_) {
+    if (connected.ok()) leases_.ReturnLease(lid, false);
+    return;
+  }
+  if (!connected.ok()) {
+    PRISM_LOG_WARN("cannot reach leased worker {}: {}", worker.Hex(), connected.status().ToString());
+    leases_.ReturnLease(lid, true);
     leases_returned_++;
     if (++q.connect_failures >= 3) {
       StoredObject err = StoredObject::Error(
-          rpc::ERROR_SYSTEM, "cannot reach the workers leased for this task: " + client.status().message());
+          rpc::ERROR_SYSTEM, "cannot reach the workers leased for this task: " + connected.status().message());
       auto waiting = std::move(q.queue);
       q.queue.clear();
       q.connect_failures = 0;
@@ -189,16 +203,15 @@ void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
     return;
   }
   q.connect_failures = 0;
-  rpc::UnixSocket sock(io_);
-  sock.assign(asio::local::stream_protocol(), client->Release());
   auto lease = std::make_unique<Lease>();
-  lease->id = outcome.lease_id;
-  lease->conn = rpc::Connection::Create(std::move(sock), config_.max_frame_bytes);
-  uint64_t lid = lease->id;
+  lease->id = lid;
+  lease->conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
   lease->conn->Start(
       [this, key, lid](rpc::Connection& c, rpc::Envelope& msg) {
         if (msg.has_task_reply()) {
           OnTaskReply(key, lid, *msg.mutable_task_reply());
+        } else if (msg.has_remove_borrowers()) {
+          if (hooks_.remove_borrowers) hooks_.remove_borrowers(msg.remove_borrowers());
         } else {
           c.Close(Status::ProtocolError("unexpected message from a worker"));
         }
@@ -304,6 +317,7 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
 }
 
 void TaskSubmitter::FailAll(const StoredObject& error) {
+  failed_all_ = true;
   std::vector<TaskId> ids;
   for (auto& [id, r] : tasks_) ids.push_back(id);
   for (const TaskId& id : ids) Finish(id, error);

@@ -59,6 +59,9 @@ struct SubmitterHooks {
   std::function<internal::RefPtr(const rpc::NestedRef&)> nested_ref;
   /// A result that landed in the object store but nobody references any more: free it.
   std::function<void(const ObjectId&)> discard_stored;
+  /// A leased worker released borrows of objects this process owns (sent on the lease
+  /// connection, behind the replies that may carry those objects).
+  std::function<void(const rpc::RemoveBorrowers&)> remove_borrowers;
 };
 
 class TaskSubmitter {
@@ -85,6 +88,7 @@ class TaskSubmitter {
     uint64_t lease_request = 0;  // the id of the request in flight, 0 when none
     bool saturated = false;      // the daemon queued our last request: pipeline deeper
     int connect_failures = 0;    // consecutive leased workers we could not reach
+    int connecting = 0;          // granted leases whose worker we are connecting to
   };
   struct Running {
     PendingTask task;
@@ -99,6 +103,8 @@ class TaskSubmitter {
   void Enqueue(const TaskId& id);
   void Pump(const std::string& key);
   void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);
+  void OnWorkerConnected(const std::string& key, uint64_t lease_id, const WorkerId& worker,
+                         Result<rpc::Connected> connected);
   void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);
@@ -113,6 +119,7 @@ class TaskSubmitter {
   // Event-loop thread only.
   std::unordered_map<TaskId, Running> tasks_;
   std::unordered_map<std::string, ShapeQueue> shapes_;
+  bool failed_all_ = false;  // FailAll ran: late connections are given back
 
   std::atomic<uint64_t> tasks_submitted_{0}, tasks_retried_{0}, leases_requested_{0},
       leases_granted_{0}, leases_returned_{0};

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <thread>
 
@@ -115,6 +117,49 @@ std::vector<prism::ObjectRef<uint64_t>> ForwardToAnotherTask(std::vector<prism::
   return {prism::Task(HoldThenRead).Options({.num_cpus = 0}).Remote(refs, 300)};
 }
 PRISM_REMOTE(ForwardToAnotherTask);
+
+// Two workers meet, then each puts an object and hands back a ref to it.
+prism::ObjectRef<int> PutAfterMeeting(int x, std::string dir) {
+  prism::testing::MeetIn(dir, 2);
+  return prism::Put(x);
+}
+PRISM_REMOTE(PutAfterMeeting);
+
+// Two workers meet, then each reads both refs: each borrows the other's object at the same time.
+int SumAfterMeeting(std::vector<prism::ObjectRef<int>> refs, std::string dir) {
+  prism::testing::MeetIn(dir, 2);
+  return prism::Get(refs[0]) + prism::Get(refs[1]);
+}
+PRISM_REMOTE(SumAfterMeeting);
+
+// Keeps a caller's ref past the task; a later task on the same worker hands it back.
+std::vector<prism::ObjectRef<int>> g_parked;
+int Park(std::vector<prism::ObjectRef<int>> refs) {
+  g_parked = refs;
+  return static_cast<int>(getpid());
+}
+PRISM_REMOTE(Park);
+std::vector<prism::ObjectRef<int>> Unpark(int pid) {
+  if (getpid() != pid) return {};
+  return std::move(g_parked);
+}
+PRISM_REMOTE(Unpark);
+
+// Puts an object, then dies the first time (marker file); the retry puts again and returns it.
+std::vector<prism::ObjectRef<prism::Buffer>> PutThenDieOnce(std::string marker) {
+  auto ref = prism::Put(MakeBytes(1 << 20, 6));
+  if (!std::filesystem::exists(marker)) {
+    std::ofstream(marker) << "died";
+    std::raise(SIGKILL);
+  }
+  return {ref};
+}
+PRISM_REMOTE(PutThenDieOnce);
+
+std::string TempDir() {
+  std::string t = (std::filesystem::temp_directory_path() / "prism-objects-XXXXXX").string();
+  return mkdtemp(t.data());
+}
 
 // Polls the store until `pred` holds or `limit` passes; returns whether it held.
 template <typename Pred>
@@ -279,6 +324,51 @@ TEST_F(ObjectsTest, BorrowedRefsForwardedToAThirdProcessStayAlive) {
   EXPECT_EQ(prism::Get(inner[0]), expected);
   inner.clear();
   EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.num_objects == 0; }));
+}
+
+// Two workers that each own an object and borrow the other's at the same moment: neither waits
+// for the other (their event loops connect without blocking).
+TEST_F(ObjectsTest, WorkersBorrowingFromEachOtherAtOnce) {
+  Start(256 * kMiB);
+  std::string dir1 = TempDir(), dir2 = TempDir();
+  auto a = prism::Task(PutAfterMeeting).Remote(1, dir1);
+  auto b = prism::Task(PutAfterMeeting).Remote(2, dir1);
+  std::vector<prism::ObjectRef<int>> refs{prism::Get(a), prism::Get(b)};
+  auto s1 = prism::Task(SumAfterMeeting).Remote(refs, dir2);
+  auto s2 = prism::Task(SumAfterMeeting).Remote(refs, dir2);
+  EXPECT_EQ(prism::Get(s1, std::chrono::seconds(30)), 3);
+  EXPECT_EQ(prism::Get(s2, std::chrono::seconds(30)), 3);
+  std::filesystem::remove_all(dir1);
+  std::filesystem::remove_all(dir2);
+}
+
+// A worker that borrowed a caller's object hands it back in a result and lets go of it in the
+// same breath: the caller still gets a live ref (the release travels behind the reply).
+TEST_F(ObjectsTest, RefHandedBackByItsLastBorrowerStaysAlive) {
+  Start(256 * kMiB);
+  auto mine = prism::Put(11);
+  int pid = prism::Get(prism::Task(Park).Remote(std::vector{mine}));
+  mine = {};  // only the worker's borrow keeps it now
+  std::vector<prism::ObjectRef<int>> back;
+  for (int i = 0; i < 200 && back.empty(); ++i) back = prism::Get(prism::Task(Unpark).Remote(pid));
+  ASSERT_EQ(back.size(), 1u) << "never ran on the parking worker";
+  EXPECT_EQ(prism::Get(back[0]), 11);
+}
+
+// A retried task puts under new ids: what the dead attempt put never mixes with the retry's.
+TEST_F(ObjectsTest, RetriedTaskPutsAfresh) {
+  Start(256 * kMiB);
+  std::string dir = TempDir();
+  auto refs = prism::Get(prism::Task(PutThenDieOnce).Options({.max_retries = 1}).Remote(dir + "/marker"),
+                         std::chrono::seconds(30));
+  prism::Buffer b = prism::Get(refs[0]);
+  EXPECT_EQ(b.size(), 1u << 20);
+  EXPECT_EQ(b.data()[0], 6);
+  b = {};
+  refs.clear();
+  EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.num_objects == 0; }))
+      << "the dead attempt's object went with its owner, the retry's with its last ref";
+  std::filesystem::remove_all(dir);
 }
 
 // Holding refs to three times the store's size: every object is still readable (spilled and

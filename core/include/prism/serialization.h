@@ -57,9 +57,21 @@ struct CountingStream {
   size_t size = 0;
   void write(const char*, size_t n) { size += n; }
 };
+/// Thrown when a value encodes to a different size than it measured (it changed while being
+/// encoded, or an adaptor is not deterministic): nothing is written past the measured end.
+class EncodeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 struct PointerStream {
   char* at;
+  char* end;
   void write(const char* data, size_t n) {
+    if (n > static_cast<size_t>(end - at)) {
+      throw EncodeError("a value grew while it was being encoded (it changed, or an adaptor is "
+                        "not deterministic)");
+    }
     std::memcpy(at, data, n);
     at += n;
   }
@@ -112,14 +124,16 @@ EncodedValue Encode(const T& value) {
   tl_encode_cursor = saved_cursor;
   out.size = counter.size;
   const T* v = &value;
-  out.write = [v](char* dst) {
+  const size_t size = out.size;
+  out.write = [v, size](char* dst) {
     std::vector<RefPtr>* outer = tl_nested_refs;
     EncodeCursor outer_cursor = tl_encode_cursor;
     tl_nested_refs = nullptr;  // counted in the first pass
-    PointerStream s{dst};
+    PointerStream s{dst, dst + size};
     tl_encode_cursor = EncodeCursor{nullptr, &s.at, dst};
     try {
       msgpack::pack(s, *v);
+      if (s.at != s.end) throw EncodeError("a value shrank while it was being encoded");
     } catch (...) {
       tl_nested_refs = outer;
       tl_encode_cursor = outer_cursor;
