@@ -230,7 +230,8 @@ int main(int argc, char** argv) {
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
   s->add_option("--object-store-memory", start.object_store_memory,
-                "bytes of shared memory for the object store (default: 30% of the machine's memory)")
+                "bytes of shared memory for the object store (default: 30% of the machine's memory, or of "
+                "the cgroup's memory limit)")
       ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 50));
   s->add_option("--hello-timeout-ms", start.hello_timeout_ms,
                 "close connections that send no Hello within this time")

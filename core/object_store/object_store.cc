@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 namespace prism {
@@ -30,6 +31,16 @@ uint64_t DefaultObjectStoreCapacity() {
   long pages = ::sysconf(_SC_PHYS_PAGES);
   long page = ::sysconf(_SC_PAGE_SIZE);
   uint64_t total = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : (uint64_t{1} << 30);
+  // In a container, the cgroup's memory limit is what there is (cgroup v2, then v1).
+  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream f(path);
+    std::string v;
+    if (f >> v && !v.empty() && v != "max") {
+      char* end = nullptr;
+      unsigned long long limit = std::strtoull(v.c_str(), &end, 10);
+      if (end != v.c_str() && limit > 0 && limit < total) total = limit;
+    }
+  }
   return std::max<uint64_t>(total / 10 * 3, uint64_t{64} << 20);
 }
 

@@ -33,8 +33,8 @@ struct StoreTableStats {
   uint64_t restores_total = 0;
 };
 
-/// The default arena size: 30% of the machine's memory (as Ray), at least 64 MiB. Only pages
-/// that objects touch take memory.
+/// The default arena size: 30% of the machine's memory, or of the cgroup's memory limit when
+/// that is lower (as Ray), at least 64 MiB. Only pages that objects touch take memory.
 uint64_t DefaultObjectStoreCapacity();
 
 class ObjectStore {

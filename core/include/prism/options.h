@@ -15,7 +15,8 @@ struct InitOptions {
   /// CPUs the embedded daemon offers; 0 means the machine's hardware threads.
   double num_cpus = 0;
   /// Bytes of the embedded daemon's shared-memory object store; 0 means 30% of the machine's
-  /// memory. Only what objects use takes memory; beyond it, objects spill to disk.
+  /// memory (or of the container's memory limit, when lower). Only what objects use takes memory;
+  /// beyond it, objects spill to disk.
   uint64_t object_store_memory = 0;
   /// Custom resources the embedded daemon offers, e.g. {{"accelerator", 2}}.
   std::map<std::string, double> resources;
