@@ -292,6 +292,19 @@ SerializedArg MakeArg(EncodedValue value) {
   return SerializedArg{nullptr, std::move(bytes), std::move(value.nested)};
 }
 
+ActorRef CreateActor(const std::string& factory, std::vector<SerializedArg> args,
+                     const ActorOptions& options) {
+  return RequireCore()->CreateActor(factory, std::move(args), options);
+}
+
+RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::vector<SerializedArg> args) {
+  return RequireCore()->SubmitActorTask(actor, method, std::move(args));
+}
+
+void KillActor(const ActorId& id, bool no_restart) { RequireCore()->KillActor(id, no_restart); }
+
+ActorRef GetActorByName(const std::string& name) { return RequireCore()->GetActorByName(name); }
+
 bool InObjectStore(const void* p, size_t n) {
   auto core = Core();
   return core && core->InObjectStore(p, n);

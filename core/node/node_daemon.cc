@@ -225,6 +225,51 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kStatusRequest:
       SendStatus(conn, msg.status_request().request_id());
       return;
+    case rpc::Envelope::kCreateActor:
+      if (peer->role == rpc::ROLE_CLIENT) break;
+      HandleCreateActor(conn, *peer, msg.create_actor());
+      return;
+    case rpc::Envelope::kTaskReply:
+      if (peer->role != rpc::ROLE_WORKER) break;
+      HandleActorCreated(*peer, msg.task_reply());
+      return;
+    case rpc::Envelope::kKillActor: {
+      HandleKillActor(msg.kill_actor());
+      uint64_t rid = msg.kill_actor().request_id();
+      if (rid == 0) return;
+      auto it = TaskId::IsValidBinary(msg.kill_actor().actor_id())
+                    ? actors_.find(TaskId::FromBinary(msg.kill_actor().actor_id()))
+                    : actors_.end();
+      if (it == actors_.end()) {
+        SendError(conn, rid, Status::NotFound("no such actor"));
+      } else {
+        SendActorUpdate(conn, it->second, rid);
+      }
+      return;
+    }
+    case rpc::Envelope::kSubscribeActor: {
+      const std::string& bin = msg.subscribe_actor().actor_id();
+      auto it = TaskId::IsValidBinary(bin) ? actors_.find(TaskId::FromBinary(bin)) : actors_.end();
+      if (it == actors_.end()) {
+        SendError(conn, 0, Status::NotFound("no actor " + TaskId::FromBinary(bin).Hex()));
+        return;
+      }
+      it->second.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
+      SendActorUpdate(conn, it->second, 0);
+      return;
+    }
+    case rpc::Envelope::kGetActorByName: {
+      const auto& req = msg.get_actor_by_name();
+      auto it = actor_names_.find(req.name());
+      if (it == actor_names_.end()) {
+        SendError(conn, req.request_id(), Status::NotFound("no live actor is named '" + req.name() + "'"));
+        return;
+      }
+      Actor& a = actors_.at(it->second);
+      a.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
+      SendActorUpdate(conn, a, req.request_id());
+      return;
+    }
     case rpc::Envelope::kStopRequest:
       PRISM_LOG_INFO("stop requested by pid {}", conn.peer_pid());
       asio::post(io_, [this] { Stop(); });
@@ -367,12 +412,17 @@ void NodeDaemon::Schedule() {
   std::map<JobId, int> wanting;  // requests that fit but have no idle worker yet
   for (auto it = pending_.begin(); it != pending_.end();) {
     LeaseRequest& req = *it;
-    if (req.from->closed()) {
+    if (req.actor.IsNil() ? req.from->closed() : actors_.count(req.actor) == 0 ||
+                                                     actors_.at(req.actor).state == rpc::ACTOR_DEAD) {
       it = pending_.erase(it);
       continue;
     }
     auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
-      RejectLease(*req.from, req.request_id, kind, why);
+      if (!req.actor.IsNil()) {
+        ActorDead(actors_.at(req.actor), why);
+      } else {
+        RejectLease(*req.from, req.request_id, kind, why);
+      }
     };
     if (!req.shape.IsSubsetOf(config_.resources)) {
       if (config_.fixed_size) {
@@ -386,7 +436,7 @@ void NodeDaemon::Schedule() {
       continue;
     }
     auto job_it = jobs_.find(req.job);
-    if (job_it == jobs_.end()) {
+    if (job_it == jobs_.end() || (job_it->second.ended && req.actor.IsNil())) {
       reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(req.job)) + " has ended");
       it = pending_.erase(it);
       continue;
@@ -420,6 +470,20 @@ void NodeDaemon::Schedule() {
     idle->state = WorkerState::kLeased;
     idle->lease_id = lease_id;
     leases_granted_total_++;
+    if (!req.actor.IsNil()) {
+      // The worker becomes the actor's process: it runs the creation task and answers on its
+      // daemon connection.
+      Actor& a = actors_.at(req.actor);
+      idle->actor = a.id;
+      a.worker = idle->id;
+      a.socket_path = idle->socket_path;
+      rpc::Envelope push;
+      push.mutable_push_task()->set_lease_id(lease_id);
+      *push.mutable_push_task()->mutable_spec() = a.spec;
+      idle->conn->Send(push);
+      it = pending_.erase(it);
+      continue;
+    }
     rpc::Envelope env;
     auto* g = env.mutable_lease_grant();
     g->set_request_id(req.request_id);
@@ -559,6 +623,7 @@ void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
   }
   if (w.register_timer) w.register_timer->cancel();
   if (w.state != WorkerState::kStarting || w.conn) WorkerGone(w.id);
+  if (!w.actor.IsNil()) OnActorProcessDied(w.actor, why);
   if (w.conn) {
     auto c = conns_.find(w.conn);
     if (c != conns_.end()) c->second.role = rpc::ROLE_CLIENT;  // its close is no longer a worker's
@@ -604,11 +669,177 @@ bool NodeDaemon::IsAlive(const WorkerId& id) const {
 void NodeDaemon::WorkerGone(const WorkerId& id) {
   if (id.IsNil()) return;
   store_->OwnerGone(id);
+  // Actors fate-share with their owner unless detached.
+  std::vector<TaskId> orphans;
+  for (auto& [aid, a] : actors_) {
+    const auto& c = a.spec.actor_creation();
+    if (a.state != rpc::ACTOR_DEAD && !c.detached() && c.owner().worker_id() == id.Binary()) {
+      orphans.push_back(aid);
+    }
+  }
+  for (const TaskId& aid : orphans) {
+    rpc::KillActor k;
+    k.set_actor_id(aid.Binary());
+    k.set_no_restart(true);
+    k.set_reason("its owner (the process that created it) died or exited");
+    HandleKillActor(k);
+  }
   rpc::Envelope env;
   env.mutable_worker_died()->set_worker_id(id.Binary());
   for (auto& [c, p] : conns_) {
     if ((p.role == rpc::ROLE_DRIVER || p.role == rpc::ROLE_WORKER) && p.worker != id) c->Send(env);
   }
+}
+
+void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, const rpc::CreateActor& req) {
+  const auto& spec = req.spec();
+  const auto& c = spec.actor_creation();
+  auto fail = [&](const Status& st) { SendError(conn, req.request_id(), st); };
+  if (!TaskId::IsValidBinary(c.actor_id()) || c.actor_id() != spec.task_id()) {
+    return fail(Status::InvalidArgument("an actor's id is its creation task's id (16 bytes)"));
+  }
+  TaskId id = TaskId::FromBinary(c.actor_id());
+  if (actors_.count(id) > 0) return fail(Status::AlreadyExists("actor " + id.Hex() + " exists already"));
+  if (!c.name().empty() && actor_names_.count(c.name()) > 0) {
+    return fail(Status::AlreadyExists("an actor named '" + c.name() + "' exists already"));
+  }
+  if (c.max_concurrency() == 0) return fail(Status::InvalidArgument("max_concurrency must be at least 1"));
+  auto shape = ShapeFromProto(req.resources());
+  if (!shape.ok()) return fail(Status::InvalidArgument("invalid resources: " + shape.status().message()));
+  if (jobs_.count(peer.job) == 0) return fail(Status::NotFound("the caller's job has ended"));
+  Actor& a = actors_[id];
+  a.id = id;
+  a.job = peer.job;
+  a.spec = spec;
+  a.shape = *shape;
+  a.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
+  if (!c.name().empty()) actor_names_[c.name()] = id;
+  SendActorUpdate(conn, a, req.request_id());
+  LeaseRequest lr;
+  lr.job = peer.job;
+  lr.shape = *shape;
+  lr.actor = id;
+  pending_.push_back(std::move(lr));
+  Schedule();
+}
+
+void NodeDaemon::HandleActorCreated(const Peer& peer, const rpc::TaskReply& reply) {
+  auto w = workers_.find(peer.worker);
+  if (w == workers_.end() || w->second.actor.IsNil()) return;
+  auto it = actors_.find(w->second.actor);
+  if (it == actors_.end() || it->second.worker != peer.worker || it->second.state == rpc::ACTOR_DEAD) return;
+  Actor& a = it->second;
+  if (reply.error().kind() != rpc::ERROR_NONE) {
+    const auto& e = reply.error();
+    std::string why = e.kind() == rpc::ERROR_TASK
+                          ? "its constructor raised " + e.type_name() + ": " + e.message()
+                          : "it could not be created: " + e.message();
+    a.kill_requested = true;
+    ActorDead(a, why);
+    KillWorker(peer.worker, "its actor failed to start");
+    return;
+  }
+  a.state = rpc::ACTOR_ALIVE;
+  PublishActor(a);
+}
+
+void NodeDaemon::HandleKillActor(const rpc::KillActor& req) {
+  if (!TaskId::IsValidBinary(req.actor_id())) return;
+  auto it = actors_.find(TaskId::FromBinary(req.actor_id()));
+  if (it == actors_.end() || it->second.state == rpc::ACTOR_DEAD) return;
+  Actor& a = it->second;
+  std::string reason = req.reason().empty() ? "it was killed" : req.reason();
+  if (req.no_restart()) {
+    a.kill_requested = true;
+    a.death_cause = reason;
+  }
+  if (!a.worker.IsNil() && workers_.count(a.worker) > 0) {
+    KillWorker(a.worker, "its actor was killed: " + reason);  // restarts it, or not
+  } else if (req.no_restart()) {
+    ActorDead(a, reason);
+  }
+}
+
+void NodeDaemon::OnActorProcessDied(const TaskId& id, const std::string& why) {
+  auto it = actors_.find(id);
+  if (it == actors_.end() || it->second.state == rpc::ACTOR_DEAD) return;
+  Actor& a = it->second;
+  a.worker = WorkerId();
+  a.socket_path.clear();
+  if (a.kill_requested) {
+    ActorDead(a, a.death_cause.empty() ? "it was killed" : a.death_cause);
+    return;
+  }
+  int max = a.spec.actor_creation().max_restarts();
+  if (max >= 0 && static_cast<int>(a.num_restarts) >= max) {
+    ActorDead(a, "its process died (" + why + ")" +
+                     (max > 0 ? " and its " + std::to_string(max) + " restart(s) are used up" : ""));
+    return;
+  }
+  a.num_restarts++;
+  a.state = rpc::ACTOR_RESTARTING;
+  PRISM_LOG_INFO("actor {} restarts ({}): {}", id.Hex(), a.num_restarts, why);
+  PublishActor(a);
+  LeaseRequest lr;
+  lr.job = a.job;
+  lr.shape = a.shape;
+  lr.actor = id;
+  pending_.push_back(std::move(lr));
+  // (RemoveWorker, our caller, schedules next.)
+}
+
+void NodeDaemon::ActorDead(Actor& a, const std::string& cause) {
+  if (a.state == rpc::ACTOR_DEAD) return;
+  a.state = rpc::ACTOR_DEAD;
+  a.death_cause = cause;
+  const std::string& name = a.spec.actor_creation().name();
+  auto n = actor_names_.find(name);
+  if (!name.empty() && n != actor_names_.end() && n->second == a.id) actor_names_.erase(n);
+  PRISM_LOG_INFO("actor {} is dead: {}", a.id.Hex(), cause);
+  PublishActor(a);
+  MaybeEraseJob(a.job);
+}
+
+void NodeDaemon::MaybeEraseJob(const JobId& id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || !it->second.ended) return;
+  for (auto& [aid, a] : actors_) {
+    if (a.job == id && a.state != rpc::ACTOR_DEAD && a.spec.actor_creation().detached()) return;
+  }
+  it->second.ended = false;
+  FinishJob(id);
+}
+
+void NodeDaemon::SendActorUpdate(rpc::Connection& conn, const Actor& a, uint64_t request_id) {
+  rpc::Envelope env;
+  auto* u = env.mutable_actor_update();
+  u->set_request_id(request_id);
+  u->set_actor_id(a.id.Binary());
+  u->set_state(a.state);
+  if (a.state == rpc::ACTOR_ALIVE) {
+    u->mutable_address()->set_socket_path(a.socket_path);
+    u->mutable_address()->set_worker_id(a.worker.Binary());
+    u->mutable_address()->set_node_id(node_id_.Binary());
+  }
+  const auto& c = a.spec.actor_creation();
+  u->set_name(c.name());
+  u->set_num_restarts(a.num_restarts);
+  u->set_death_cause(a.death_cause);
+  *u->mutable_owner() = c.owner();
+  u->set_detached(c.detached());
+  u->set_max_task_retries(c.max_task_retries());
+  conn.Send(env);
+}
+
+void NodeDaemon::PublishActor(Actor& a) {
+  std::vector<std::weak_ptr<rpc::Connection>> live;
+  for (auto& w : a.subscribers) {
+    auto c = w.lock();
+    if (!c || c->closed()) continue;
+    SendActorUpdate(*c, a, 0);
+    live.push_back(w);
+  }
+  a.subscribers = std::move(live);
 }
 
 void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg) {
@@ -717,6 +948,25 @@ void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envel
 void NodeDaemon::FinishJob(const JobId& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
+  bool detached_alive = false;
+  for (auto& [aid, a] : actors_) {
+    detached_alive |= a.job == id && a.state != rpc::ACTOR_DEAD && a.spec.actor_creation().detached();
+  }
+  if (detached_alive) {
+    // Its detached actors outlive the driver: keep what restarting them needs, stop the rest.
+    PRISM_LOG_INFO("job {}: driver gone, detached actors stay", JobIdToInt(id));
+    it->second.ended = true;
+    it->second.driver = nullptr;
+    control_.FinishJob(id);
+    std::vector<WorkerId> ws;
+    for (auto& [wid, w] : workers_) {
+      bool keep = !w.actor.IsNil() && actors_.count(w.actor) > 0 &&
+                  actors_.at(w.actor).spec.actor_creation().detached();
+      if (w.job == id && !keep) ws.push_back(wid);
+    }
+    for (const WorkerId& w : ws) KillWorker(w, "its job finished");
+    return;
+  }
   PRISM_LOG_INFO("job {} finished", JobIdToInt(id));
   if (it->second.exe_fd >= 0) ::close(it->second.exe_fd);
   jobs_.erase(it);  // first, so that rescheduling below starts no worker for it

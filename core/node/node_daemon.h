@@ -66,6 +66,7 @@ class NodeDaemon {
     std::vector<std::string> argv, env;
     std::string cwd;
     rpc::Connection* driver = nullptr;
+    bool ended = false;  // its driver left; kept while its detached actors live
     int start_failures = 0;
     std::string last_start_failure;
     bool start_failure_final = false;  // the reason is known for sure: keep it
@@ -78,13 +79,27 @@ class NodeDaemon {
     std::shared_ptr<rpc::Connection> conn;
     std::string socket_path;
     uint64_t lease_id = 0;
+    TaskId actor;  // the actor this worker hosts (nil: none)
     std::unique_ptr<asio::steady_timer> register_timer;
+  };
+  struct Actor {
+    TaskId id;
+    JobId job;
+    rpc::TaskSpec spec;  // the creation task, arguments resolved
+    ResourceSet shape;
+    rpc::ActorState state = rpc::ACTOR_PENDING;
+    WorkerId worker;     // its current process, nil while it has none
+    std::string socket_path;
+    uint32_t num_restarts = 0;
+    std::string death_cause;
+    bool kill_requested = false;  // Kill(no_restart): do not bring it back
+    std::vector<std::weak_ptr<rpc::Connection>> subscribers;
   };
   struct Lease {
     uint64_t id;
     WorkerId worker;
     ResourceSet shape;
-    rpc::Connection* holder;
+    rpc::Connection* holder;  // null: held by the daemon for an actor
   };
   struct LeaseRequest {
     std::shared_ptr<rpc::Connection> from;
@@ -92,6 +107,7 @@ class NodeDaemon {
     JobId job;
     ResourceSet shape;
     bool told_queued = false;
+    TaskId actor;  // non-nil: the daemon's own request, for this actor's process (`from` is null)
   };
   // What a connection is, once its Hello was accepted.
   struct Peer {
@@ -124,6 +140,16 @@ class NodeDaemon {
   void ReapChildren();
   void FinishJob(const JobId& id);
   void HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg);
+  void HandleCreateActor(rpc::Connection& conn, const Peer& peer, const rpc::CreateActor& req);
+  void HandleActorCreated(const Peer& peer, const rpc::TaskReply& reply);
+  void HandleKillActor(const rpc::KillActor& req);
+  void SendActorUpdate(rpc::Connection& conn, const Actor& a, uint64_t request_id);
+  void PublishActor(Actor& a);
+  /// The actor's process is gone: restart it, or declare it dead.
+  void OnActorProcessDied(const TaskId& id, const std::string& why);
+  void ActorDead(Actor& a, const std::string& cause);
+  /// A job whose driver left ends for good once none of its detached actors lives.
+  void MaybeEraseJob(const JobId& id);
   /// A driver or worker ended: its objects go, and every core worker hears of it.
   void WorkerGone(const WorkerId& id);
   /// A worker of this daemon (starting or registered), or a connected driver.
@@ -148,6 +174,8 @@ class NodeDaemon {
   std::unordered_map<WorkerId, Worker> workers_;
   std::unordered_map<pid_t, WorkerId> worker_pids_;
   std::map<uint64_t, Lease> leases_;
+  std::map<TaskId, Actor> actors_;
+  std::map<std::string, TaskId> actor_names_;
   std::deque<LeaseRequest> pending_;
   uint64_t next_lease_id_ = 1;
   uint64_t leases_granted_total_ = 0;

@@ -32,6 +32,9 @@ class BlockingClient {
     received_fd_ = -1;
     return fd;
   }
+  /// Bytes read past the last frame returned (the peer may send right after its Welcome); give
+  /// them to the next reader of the socket.
+  std::string TakeBuffered() { return decoder_.TakePending(); }
   /// Gives up ownership of the socket (to hand it to an event loop).
   int Release() {
     int fd = fd_;

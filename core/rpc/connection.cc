@@ -29,10 +29,26 @@ Connection::Connection(UnixSocket socket, size_t max_frame_bytes)
   }
 }
 
-void Connection::Start(OnMessage on_message, OnClose on_close) {
+void Connection::Start(OnMessage on_message, OnClose on_close, std::string initial) {
   on_message_ = std::move(on_message);
   on_close_ = std::move(on_close);
-  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->ReadSome(); });
+  asio::post(socket_.get_executor(), [self = shared_from_this(), initial = std::move(initial)] {
+    if (!initial.empty() && !self->closed()) {
+      size_t avail = 0;
+      char* space = self->decoder_.WritableSpace(initial.size(), &avail);
+      std::memcpy(space, initial.data(), initial.size());
+      self->decoder_.Commit(initial.size());
+      Status st = self->decoder_.Drain([&](Envelope& msg) {
+        self->on_message_(*self, msg);
+        return !self->closed();
+      });
+      if (!st.ok()) {
+        self->CloseOnLoop(st);
+        return;
+      }
+    }
+    self->ReadSome();
+  });
 }
 
 void Connection::ReadSome() {
@@ -253,7 +269,7 @@ struct PendingConnect : std::enable_shared_from_this<PendingConnect> {
       if (!got) return self->ReadWelcome();
       if (got->has_refused()) return self->Finish(Status::PermissionDenied(got->refused().reason()));
       if (!got->has_welcome()) return self->Finish(Status::ProtocolError("expected a Welcome frame"));
-      Connected c{std::move(self->socket), got->welcome()};
+      Connected c{std::move(self->socket), got->welcome(), self->decoder.TakePending()};
       self->Finish(std::move(c));
     });
   }

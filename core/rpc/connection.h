@@ -30,8 +30,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   static std::shared_ptr<Connection> Create(UnixSocket socket,
                                             size_t max_frame_bytes = kDefaultMaxFrameBytes);
-  /// Starts reading. `on_close` runs exactly once, after the last `on_message`.
-  void Start(OnMessage on_message, OnClose on_close);
+  /// Starts reading. `on_close` runs exactly once, after the last `on_message`. `initial` are
+  /// bytes already read from the socket by someone else (after a handshake): decoded first.
+  void Start(OnMessage on_message, OnClose on_close, std::string initial = {});
   void Send(const Envelope& msg);
   /// Sends `msg` with a descriptor attached (SCM_RIGHTS, on its first byte). Only while nothing
   /// else is queued (right after the handshake); the caller keeps its own copy of `fd`.
@@ -39,6 +40,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Closes the connection; `on_close` gets `reason`. Idempotent.
   void Close(Status reason);
   bool closed() const { return closed_.load(std::memory_order_acquire); }
+  asio::any_io_executor executor() { return socket_.get_executor(); }
   /// Peer credentials of the socket (SO_PEERCRED), -1 when unknown.
   int peer_pid() const { return peer_pid_; }
 
@@ -94,6 +96,7 @@ Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_
 struct Connected {
   UnixSocket socket;
   Welcome welcome;
+  std::string leftover;  // bytes read after the Welcome: pass to Connection::Start
 };
 void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const Envelope& hello,
                           std::chrono::milliseconds timeout,

@@ -29,6 +29,12 @@ class FrameDecoder {
   /// Decodes every complete frame, calling `on_frame` for each while it returns true. Returns
   /// an error for an oversized length prefix or a frame that is not a valid Envelope.
   Status Drain(const std::function<bool(Envelope&)>& on_frame);
+  /// The bytes received but not decoded yet (to hand the stream to another reader).
+  std::string TakePending() {
+    std::string out(buf_.data() + begin_, end_ - begin_);
+    begin_ = end_ = 0;
+    return out;
+  }
 
  private:
   size_t max_frame_;

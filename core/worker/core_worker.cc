@@ -43,6 +43,8 @@ thread_local uint32_t tl_attempt = 0;
       throw OwnerDiedError(e.message());
     case rpc::ERROR_OBJECT_STORE_FULL:
       throw ObjectStoreFullError(e.message());
+    case rpc::ERROR_ACTOR_DIED:
+      throw ActorDiedError(e.message());
     default:
       throw RuntimeError("object " + id.Hex() + ": " + e.message());
   }
@@ -96,13 +98,21 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   };
   hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
   hooks.remove_borrowers = [w](const rpc::RemoveBorrowers& r) { w->ServeRemoveBorrowers(r); };
+  cw->actor_submitter_ = std::make_unique<ActorSubmitter>(cw->loop_.context(), cw->options_.submitter,
+                                                         cw->store_, *cw->daemon_, hooks);
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                    cw->store_, *cw->daemon_, std::move(hooks));
+  cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) { w->actor_submitter_->OnUpdate(u); };
   if (cw->options_.role == rpc::ROLE_WORKER) {
     cw->executor_ = std::make_unique<TaskExecutor>(
         [w](std::shared_ptr<const rpc::PushTask> push) { return w->ExecuteTask(std::move(push)); });
+    // The daemon makes this worker an actor's process by pushing the creation task on its
+    // connection; the reply goes back there.
+    cw->daemon_->on_push = [w](rpc::PushTask push, std::shared_ptr<rpc::Connection> from) {
+      w->executor_->Enqueue(std::move(push), std::move(from));
+    };
   }
-  cw->daemon_->Start();
+  cw->daemon_->Start(std::move(cw->daemon_leftover_));
   cw->Accept();
   cw->loop_.Start(cw->options_.role == rpc::ROLE_WORKER ? "prism-wio" : "prism-io");
   return cw;
@@ -133,6 +143,7 @@ Status CoreWorker::ConnectDaemon() {
     options_.job_id = JobId::FromBinary(welcome.job_id());
   }
   address_.node_id = welcome.node_id();
+  daemon_leftover_ = client->TakeBuffered();  // the daemon may send right after its Welcome
   rpc::UnixSocket sock(loop_.context());
   sock.assign(asio::local::stream_protocol(), client->Release());
   auto conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
@@ -313,7 +324,8 @@ CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress&
                 cb(StoredObject::Value(r.data()));
               }
             },
-            [this, raw](rpc::Connection&, const Status& st) { OwnerLost(raw, st); });
+            [this, raw](rpc::Connection&, const Status& st) { OwnerLost(raw, st); },
+            std::move(connected->leftover));
         auto queued = std::move(raw->queued);
         raw->queued.clear();
         for (const auto& e : queued) raw->conn->Send(e);
@@ -391,6 +403,14 @@ void CoreWorker::QueueAddBorrower(const internal::OwnerAddress& owner, const Obj
 }
 
 void CoreWorker::OnFreed(FreedObject f) {
+  if (f.actor && !shut_down_) {
+    rpc::Envelope env;
+    env.mutable_kill_actor()->set_actor_id(TaskIdOf(f.id).Binary());
+    env.mutable_kill_actor()->set_no_restart(true);
+    env.mutable_kill_actor()->set_reason("all its handles went out of scope");
+    daemon_->Send(env);
+    return;
+  }
   if (f.in_store) {
     object_store_->Delete({f.id});
     return;
@@ -522,6 +542,164 @@ internal::RefPtr CoreWorker::NewHandle(const ObjectId& id) {
 
 TaskId CoreWorker::CurrentTaskId() const { return tl_in_task ? tl_task : driver_task_; }
 
+TaskId CoreWorker::NextTaskId() {
+  return tl_in_task ? ChildTaskId(tl_task, ++tl_submitted) : ChildTaskId(driver_task_, ++driver_submitted_);
+}
+
+rpc::Envelope CoreWorker::CallDaemon(uint64_t request_id, rpc::Envelope req) {
+  auto done = std::make_shared<std::promise<Result<rpc::Envelope>>>();
+  auto fut = done->get_future();
+  daemon_->Call(request_id, std::move(req), [done](Result<rpc::Envelope> r) { done->set_value(std::move(r)); });
+  if (fut.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    throw RuntimeError("the node daemon did not answer within 30 s");
+  }
+  Result<rpc::Envelope> r = fut.get();
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kUnavailable) throw RuntimeError(r.status().message());
+    throw InvalidArgumentError(r.status().message());
+  }
+  return std::move(*r);
+}
+
+internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
+                                           std::vector<internal::SerializedArg> args,
+                                           const ActorOptions& options) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  if (!std::isfinite(options.num_cpus) || options.num_cpus < 0) {
+    throw InvalidArgumentError("num_cpus must be a finite number >= 0");
+  }
+  if (options.max_concurrency < 1) throw InvalidArgumentError("max_concurrency must be at least 1");
+  if (options.max_restarts < -1 || options.max_task_retries < -1) {
+    throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
+  }
+  std::map<std::string, double> units = options.resources;
+  if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
+  units[kCpu] = options.num_cpus;
+  auto shape = ResourceSet::FromUnits(units);
+  if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+
+  TaskId task_id = NextTaskId();
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  auto* req = env.mutable_create_actor();
+  req->set_request_id(rid);
+  rpc::TaskSpec& spec = *req->mutable_spec();
+  spec.set_task_id(task_id.Binary());
+  spec.set_job_id(options_.job_id.Binary());
+  spec.set_parent_task_id(CurrentTaskId().Binary());
+  spec.set_function(factory);
+  spec.set_name(options.name.empty() ? factory : options.name);
+  spec.set_num_returns(1);
+  spec.mutable_caller()->set_socket_path(address_.socket_path);
+  spec.mutable_caller()->set_worker_id(address_.worker_id);
+  spec.mutable_caller()->set_node_id(address_.node_id);
+  auto* c = spec.mutable_actor_creation();
+  c->set_actor_id(task_id.Binary());
+  c->set_name(options.name);
+  c->set_detached(options.detached);
+  c->set_max_restarts(options.max_restarts);
+  c->set_max_task_retries(options.max_task_retries);
+  c->set_max_concurrency(static_cast<uint32_t>(options.max_concurrency));
+  *c->mutable_owner() = spec.caller();
+  for (const auto& [name, milli] : shape->milli()) {
+    auto* r = req->add_resources();
+    r->set_name(name);
+    r->set_milli(milli);
+  }
+  // The factory's arguments travel as values (a restart calls it again with the same ones), so
+  // ref arguments are read here first.
+  std::vector<internal::RefPtr> keep;
+  for (auto& a : args) {
+    if (a.ref) {
+      CheckCurrent(*a.ref);
+      auto views = Get({a.ref.get()}, -1);
+      spec.add_args()->set_value(std::string(views[0].bytes));
+      keep.push_back(a.ref);
+    } else {
+      spec.add_args()->set_value(std::move(a.value));
+    }
+    for (auto& n : a.nested) keep.push_back(std::move(n));
+  }
+  // The actor's handle object: its lifetime is the actor's (unless detached).
+  ObjectId handle_id = ReturnObjectId(task_id, 1);
+  internal::RefPtr lifetime = NewHandle(handle_id);
+  StoredObject marker = StoredObject::Value(internal::Pack(true));
+  rpc::Envelope reply = CallDaemon(rid, std::move(env));
+  marker.actor_handle = !options.detached;
+  store_.Put(handle_id, std::move(marker));
+  {
+    std::lock_guard<std::mutex> lock(actor_mu_);
+    for (auto& k : keep) actor_arg_refs_.push_back(std::move(k));
+  }
+  rpc::ActorUpdate update = reply.actor_update();
+  asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
+  return internal::ActorRef{task_id, lifetime};
+}
+
+internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
+                                             std::vector<internal::SerializedArg> args) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  CheckCurrent(*actor.lifetime);
+  TaskId task_id = NextTaskId();
+  PendingTask t;
+  t.spec.set_task_id(task_id.Binary());
+  t.spec.set_job_id(options_.job_id.Binary());
+  t.spec.set_parent_task_id(CurrentTaskId().Binary());
+  t.spec.set_function(method);
+  t.spec.set_name(method);
+  t.spec.set_num_returns(1);
+  t.spec.set_actor_id(actor.id.Binary());
+  t.spec.mutable_caller()->set_socket_path(address_.socket_path);
+  t.spec.mutable_caller()->set_worker_id(address_.worker_id);
+  t.spec.mutable_caller()->set_node_id(address_.node_id);
+  for (auto& a : args) {
+    auto* arg = t.spec.add_args();
+    if (a.ref) {
+      CheckCurrent(*a.ref);
+      auto* ref = arg->mutable_ref();
+      ref->set_object_id(a.ref->id().Binary());
+    } else {
+      arg->set_value(std::move(a.value));
+    }
+    t.arg_refs.push_back(std::move(a.ref));
+    for (auto& n : a.nested) t.nested.push_back(std::move(n));
+  }
+  t.nested.push_back(actor.lifetime);  // the actor lives at least until its calls are done
+  t.return_id = ReturnObjectId(task_id, 1);
+  internal::RefPtr handle = NewHandle(t.return_id);
+  actor_submitter_->Submit(actor.id, std::move(t));
+  return handle;
+}
+
+void CoreWorker::KillActor(const ActorId& id, bool no_restart) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  env.mutable_kill_actor()->set_actor_id(id.Binary());
+  env.mutable_kill_actor()->set_no_restart(no_restart);
+  env.mutable_kill_actor()->set_reason("it was killed with prism::Kill");
+  env.mutable_kill_actor()->set_request_id(rid);
+  // Done when the daemon has killed it: calls made after Kill() returns know it is dead.
+  rpc::Envelope reply = CallDaemon(rid, std::move(env));
+  rpc::ActorUpdate update = reply.actor_update();
+  asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
+}
+
+internal::ActorRef CoreWorker::GetActorByName(const std::string& name) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  env.mutable_get_actor_by_name()->set_request_id(rid);
+  env.mutable_get_actor_by_name()->set_name(name);
+  rpc::Envelope reply = CallDaemon(rid, std::move(env));
+  const rpc::ActorUpdate& u = reply.actor_update();
+  ActorId id = ActorId::FromBinary(u.actor_id());
+  internal::OwnerAddress owner{u.owner().socket_path(), u.owner().worker_id(), u.owner().node_id()};
+  internal::RefPtr lifetime = MakeRef(ReturnObjectId(id, 1), owner);
+  asio::post(loop_.context(), [this, u] { actor_submitter_->OnUpdate(u); });
+  return internal::ActorRef{id, lifetime};
+}
+
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
                                         const TaskOptions& options) {
@@ -541,8 +719,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   auto shape = ResourceSet::FromUnits(units);
   if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
 
-  TaskId task_id = tl_in_task ? ChildTaskId(tl_task, ++tl_submitted)
-                              : ChildTaskId(driver_task_, ++driver_submitted_);
+  TaskId task_id = NextTaskId();
   PendingTask t;
   t.spec.set_task_id(task_id.Binary());
   t.spec.set_job_id(options_.job_id.Binary());
@@ -759,8 +936,47 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
     e->set_message(std::move(message));
     e->set_function(spec.name().empty() ? spec.function() : spec.name());
   };
-  const internal::FunctionEntry* fn = internal::FunctionRegistry::Instance().Find(spec.function());
-  if (fn == nullptr) {
+  // What runs: a remote function, an actor's factory (this worker becomes the actor's process),
+  // or a method of the actor this worker hosts.
+  auto& registry = internal::FunctionRegistry::Instance();
+  std::function<internal::EncodedValue(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)>
+      run;
+  if (spec.has_actor_creation()) {
+    const internal::ActorFactoryEntry* factory = registry.FindFactory(spec.function());
+    if (factory != nullptr) {
+      uint32_t concurrency = std::max<uint32_t>(1, spec.actor_creation().max_concurrency());
+      run = [this, factory, concurrency](const std::vector<std::string_view>& args,
+                                         const std::shared_ptr<const void>& source) {
+        actor_instance_ = factory->create(args, source);
+        actor_type_ = factory->type;
+        for (uint32_t i = 1; i < concurrency; ++i) {
+          actor_threads_.emplace_back([this] { executor_->Run(); });
+        }
+        return internal::EncodeOwned(true);
+      };
+    }
+  } else if (!spec.actor_id().empty()) {
+    const internal::ActorMethodEntry* method = registry.FindMethod(spec.function());
+    if (method != nullptr) {
+      if (!actor_instance_) {
+        fail(rpc::ERROR_SYSTEM, "", "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
+        return done;
+      }
+      if (method->type != actor_type_) {
+        fail(rpc::ERROR_ARGUMENT, "",
+             spec.function() + " is a method of " + method->type + ", but this actor is a " + actor_type_);
+        return done;
+      }
+      run = [this, method](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+        return method->invoke(actor_instance_.get(), args, source);
+      };
+    }
+  } else if (const internal::FunctionEntry* fn = registry.Find(spec.function()); fn != nullptr) {
+    run = [fn](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+      return fn->invoke(args, source);
+    };
+  }
+  if (!run) {
     fail(rpc::ERROR_FUNCTION_NOT_FOUND, "",
          "function '" + spec.function() + "' is not registered in the worker (pid " +
              std::to_string(getpid()) + "); register it with PRISM_REMOTE");
@@ -813,7 +1029,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
   }
   try {
     auto out_holder = std::make_shared<internal::EncodedValue>(
-        fn->invoke(args, std::static_pointer_cast<const void>(source)));
+        run(args, std::static_pointer_cast<const void>(source)));
     internal::EncodedValue& out = *out_holder;
     // The result (and the refs in it) lives until the reply is out.
     done.hold = out_holder;
@@ -920,6 +1136,9 @@ void CoreWorker::Shutdown() {
     asio::error_code ec;
     if (acceptor_) acceptor_->close(ec);
     if (submitter_) submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
+    if (actor_submitter_) {
+      actor_submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
+    }
     for (auto& p : std::vector<std::shared_ptr<rpc::Connection>>(peers_.begin(), peers_.end())) {
       p->Close(Status::Cancelled("shutting down"));
     }
@@ -931,6 +1150,9 @@ void CoreWorker::Shutdown() {
   });
   done.get_future().wait_for(std::chrono::seconds(5));
   loop_.Stop();
+  for (auto& t : actor_threads_) {
+    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+  }
   store_.FailAllPending(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
   ::unlink(address_.socket_path.c_str());
 }

@@ -9,6 +9,7 @@
 #include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
+#include "worker/actor_submitter.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
 #include "worker/task_executor.h"
@@ -20,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <thread>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,6 +53,12 @@ class CoreWorker {
 
   internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
                               const TaskOptions& options);
+  internal::ActorRef CreateActor(const std::string& factory, std::vector<internal::SerializedArg> args,
+                                 const ActorOptions& options);
+  internal::RefPtr SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
+                                   std::vector<internal::SerializedArg> args);
+  void KillActor(const ActorId& id, bool no_restart);
+  internal::ActorRef GetActorByName(const std::string& name);
   /// Throws ObjectStoreFullError when a large value finds no room.
   internal::RefPtr Put(const internal::EncodedValue& value);
   internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);
@@ -117,6 +125,9 @@ class CoreWorker {
   void CheckCurrent(const internal::RefHandle& ref) const;
   internal::RefPtr NewHandle(const ObjectId& id);
   TaskId CurrentTaskId() const;
+  TaskId NextTaskId();
+  /// Waits for the daemon's answer to a request sent with DaemonClient::Call.
+  rpc::Envelope CallDaemon(uint64_t request_id, rpc::Envelope req);
 
   CoreWorkerOptions options_;
   rpc::EventLoop loop_;  // destroyed last: everything below runs on it
@@ -125,7 +136,17 @@ class CoreWorker {
   internal::OwnerAddress address_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
+  std::string daemon_leftover_;
   std::unique_ptr<TaskSubmitter> submitter_;
+  std::unique_ptr<ActorSubmitter> actor_submitter_;
+  // In a worker that became an actor's process: the actor's object, its class, and the threads
+  // beyond the main one that run its calls (max_concurrency > 1).
+  std::shared_ptr<void> actor_instance_;
+  std::string actor_type_;
+  std::vector<std::thread> actor_threads_;
+  // Refs inside the arguments of actors this process created: the actor may keep them.
+  std::mutex actor_mu_;
+  std::vector<internal::RefPtr> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
   std::unique_ptr<TaskExecutor> executor_;
   std::atomic<bool> shut_down_{false};
 

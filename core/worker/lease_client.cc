@@ -9,9 +9,9 @@ DaemonClient::DaemonClient(std::shared_ptr<rpc::Connection> conn,
                            std::function<void(const WorkerId&)> on_worker_died)
     : conn_(std::move(conn)), on_lost_(std::move(on_lost)), on_worker_died_(std::move(on_worker_died)) {}
 
-void DaemonClient::Start() {
+void DaemonClient::Start(std::string initial) {
   conn_->Start([this](rpc::Connection&, rpc::Envelope& msg) { OnMessage(msg); },
-               [this](rpc::Connection&, const Status& st) { OnClosed(st); });
+               [this](rpc::Connection&, const Status& st) { OnClosed(st); }, std::move(initial));
 }
 
 uint64_t DaemonClient::RequestLease(const ResourceSet& shape, std::function<void()> queued,
@@ -50,6 +50,18 @@ void DaemonClient::ReturnLease(uint64_t lease_id, bool worker_failed) {
 
 void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
 
+void DaemonClient::Call(uint64_t request_id, rpc::Envelope req,
+                        std::function<void(Result<rpc::Envelope>)> done) {
+  asio::post(conn_->executor(), [this, request_id, req = std::move(req), done = std::move(done)]() mutable {
+    if (conn_->closed()) {
+      done(Status::Unavailable("the node daemon is gone"));
+      return;
+    }
+    calls_[request_id] = std::move(done);
+    conn_->Send(req);
+  });
+}
+
 void DaemonClient::OnMessage(rpc::Envelope& msg) {
   switch (msg.body_case()) {
     case rpc::Envelope::kWorkerDied:
@@ -84,8 +96,30 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
                         msg.lease_rejected().kind()});
       return;
     }
-    case rpc::Envelope::kError:
+    case rpc::Envelope::kError: {
+      auto it = calls_.find(msg.error().request_id());
+      if (msg.error().request_id() != 0 && it != calls_.end()) {
+        auto done = std::move(it->second);
+        calls_.erase(it);
+        done(Status(static_cast<StatusCode>(msg.error().code()), msg.error().message()));
+        return;
+      }
       PRISM_LOG_WARN("node daemon: {}", msg.error().message());
+      return;
+    }
+    case rpc::Envelope::kActorUpdate: {
+      auto it = calls_.find(msg.actor_update().request_id());
+      if (msg.actor_update().request_id() != 0 && it != calls_.end()) {
+        auto done = std::move(it->second);
+        calls_.erase(it);
+        done(std::move(msg));
+        return;
+      }
+      if (on_actor_update) on_actor_update(msg.actor_update());
+      return;
+    }
+    case rpc::Envelope::kPushTask:
+      if (on_push) on_push(std::move(*msg.mutable_push_task()), conn_);
       return;
     default:
       PRISM_LOG_WARN("unexpected message {} from the node daemon", static_cast<int>(msg.body_case()));
@@ -93,6 +127,9 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
 }
 
 void DaemonClient::OnClosed(const Status& st) {
+  auto calls = std::move(calls_);
+  calls_.clear();
+  for (auto& [id, done] : calls) done(Status::Unavailable("the node daemon is gone: " + st.message()));
   auto leases = std::move(lease_waiters_);
   for (auto& [id, waiter] : leases) {
     waiter.done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),

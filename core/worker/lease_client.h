@@ -9,6 +9,7 @@
 #include <prism/ids.h>
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <unordered_map>
@@ -43,12 +44,26 @@ class DaemonClient : public LeaseClient {
   /// worker of the node that ended.
   DaemonClient(std::shared_ptr<rpc::Connection> conn, std::function<void(const Status&)> on_lost,
                std::function<void(const WorkerId&)> on_worker_died = nullptr);
-  void Start();
+  /// `initial`: bytes already read from the connection (after the handshake).
+  void Start(std::string initial = {});
   uint64_t RequestLease(const ResourceSet& shape, std::function<void()> queued,
                         std::function<void(LeaseOutcome)> done) override;
   void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;
   void Close();
+
+  /// Any thread: a fresh request id for Call().
+  uint64_t NextRequestId() { return next_request_id_.fetch_add(1); }
+  /// Any thread: sends `req` (carrying `request_id`); `done` runs on the event loop with the
+  /// daemon's answer (an ActorUpdate, or an ErrorReply as a failed status), or the connection's
+  /// loss.
+  void Call(uint64_t request_id, rpc::Envelope req, std::function<void(Result<rpc::Envelope>)> done);
+  /// Any thread: a message that needs no answer.
+  void Send(const rpc::Envelope& msg) { conn_->Send(msg); }
+  /// Handlers for what the daemon sends unasked: actor updates, and (in a worker) the creation
+  /// task of the actor this worker becomes. Set before Start().
+  std::function<void(const rpc::ActorUpdate&)> on_actor_update;
+  std::function<void(rpc::PushTask, std::shared_ptr<rpc::Connection>)> on_push;
 
  private:
   void OnMessage(rpc::Envelope& msg);
@@ -57,7 +72,8 @@ class DaemonClient : public LeaseClient {
   std::shared_ptr<rpc::Connection> conn_;
   std::function<void(const Status&)> on_lost_;
   std::function<void(const WorkerId&)> on_worker_died_;
-  uint64_t next_request_id_ = 1;
+  std::atomic<uint64_t> next_request_id_{1};
+  std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_;  // loop only
   struct LeaseWaiter {
     std::function<void()> queued;
     std::function<void(LeaseOutcome)> done;

@@ -67,6 +67,7 @@ void MemoryStore::Bury(Graveyard& g) {
       f.owner = e.owner;
       f.registered = e.registered;
       f.in_store = !e.borrowed && e.object && e.object->in_store;
+      f.actor = !e.borrowed && e.object && e.object->actor_handle;
       on_free_(std::move(f));
     }
   }

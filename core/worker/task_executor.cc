@@ -5,13 +5,11 @@ namespace prism {
 TaskExecutor::TaskExecutor(Execute execute) : execute_(std::move(execute)) {}
 
 void TaskExecutor::Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from) {
-  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    wake = queue_.empty();
     queue_.push_back(Item{std::move(push), std::move(from)});
   }
-  if (wake) cv_.notify_one();
+  cv_.notify_one();  // every time: a threaded actor has several threads waiting
 }
 
 void TaskExecutor::Stop() {

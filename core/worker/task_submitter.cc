@@ -6,6 +6,32 @@
 
 namespace prism {
 
+StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks) {
+  if (reply.error().kind() != rpc::ERROR_NONE) {
+    StoredObject err;
+    err.error = reply.error();
+    if (err.error.type_name().empty() && err.error.kind() == rpc::ERROR_TASK) err.error.set_type_name("unknown");
+    return err;
+  }
+  if (reply.returns_size() != 1) {
+    return StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
+                                                      " return values, expected 1");
+  }
+  rpc::ReturnObject& ret = *reply.mutable_returns(0);
+  StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
+                                    : StoredObject::Value(std::move(*ret.mutable_data()));
+  // Taken before the task's argument refs go: a ref passed in and returned stays alive.
+  obj.contained.reserve(static_cast<size_t>(ret.nested_size()));
+  for (const auto& n : ret.nested()) obj.contained.push_back(hooks.nested_ref(n));
+  return obj;
+}
+
+void StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
+                 StoredObject result) {
+  bool in_store = result.in_store;
+  if (!store.Put(return_id, std::move(result)) && in_store) hooks.discard_stored(return_id);
+}
+
 TaskSubmitter::TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
                              LeaseClient& leases, SubmitterHooks hooks)
     : io_(io), config_(std::move(config)), store_(store), leases_(leases), hooks_(std::move(hooks)) {}
@@ -216,7 +242,8 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, uint64_t lid, cons
           c.Close(Status::ProtocolError("unexpected message from a worker"));
         }
       },
-      [this, key, lid](rpc::Connection&, const Status& st) { OnWorkerLost(key, lid, st); });
+      [this, key, lid](rpc::Connection&, const Status& st) { OnWorkerLost(key, lid, st); },
+      std::move(connected->leftover));
   q.leases[lid] = std::move(lease);
   Pump(key);
   ArmIdleTimer(key, *q.leases[lid]);
@@ -250,23 +277,7 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   // A reply for another attempt (or a task already finished) is stale: drop it.
   if (it != tasks_.end() && it->second.lease_id == lease_id &&
       it->second.task.spec.attempt() == reply.attempt()) {
-    if (reply.error().kind() != rpc::ERROR_NONE) {
-      StoredObject err;
-      err.error = reply.error();
-      Finish(id, std::move(err));
-    } else if (reply.returns_size() != 1) {
-      Finish(id, StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " +
-                                                            std::to_string(reply.returns_size()) +
-                                                            " return values, expected 1"));
-    } else {
-      rpc::ReturnObject& ret = *reply.mutable_returns(0);
-      StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
-                                        : StoredObject::Value(std::move(*ret.mutable_data()));
-      // Taken before the task's argument refs go: a ref passed in and returned stays alive.
-      obj.contained.reserve(static_cast<size_t>(ret.nested_size()));
-      for (const auto& n : ret.nested()) obj.contained.push_back(hooks_.nested_ref(n));
-      Finish(id, std::move(obj));
-    }
+    Finish(id, ResultFromReply(reply, hooks_));
   }
   Pump(key);
   lit = q.leases.find(lease_id);
@@ -312,8 +323,7 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
     result.error.set_type_name("unknown");
   }
   tasks_.erase(it);  // drops the argument refs
-  bool in_store = result.in_store;
-  if (!store_.Put(rid, std::move(result)) && in_store) hooks_.discard_stored(rid);
+  StoreResult(store_, hooks_, rid, std::move(result));
 }
 
 void TaskSubmitter::FailAll(const StoredObject& error) {

@@ -64,6 +64,13 @@ struct SubmitterHooks {
   std::function<void(const rpc::RemoveBorrowers&)> remove_borrowers;
 };
 
+/// The result a TaskReply carries (value, store location or error), with handles for the refs
+/// inside it, taken before the caller lets go of the task's argument refs.
+StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks);
+/// Stores a finished task's result under `return_id`; a stored result nobody wants is freed.
+void StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
+                 StoredObject result);
+
 class TaskSubmitter {
  public:
   TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,

@@ -59,6 +59,13 @@ class OwnerDiedError : public Error {
   using Error::Error;
 };
 
+/// The actor is dead (killed, its constructor threw, its restarts are used up, its owner died),
+/// or died while running the call and the call had no retries left. what() names the actor.
+class ActorDiedError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// The object store cannot hold the object: it is larger than the whole store, or the store
 /// stayed full of objects that are in use (pinned) and cannot be spilled.
 class ObjectStoreFullError : public Error {

@@ -68,6 +68,8 @@ using ObjectId = FixedId<20, ObjectIdTag>;
 /// 16 random bytes: worker ids and node ids.
 using UniqueId = FixedId<16, UniqueIdTag>;
 using WorkerId = UniqueId;
+/// An actor is named by the id of the task that created it.
+using ActorId = TaskId;
 using NodeId = UniqueId;
 
 }  // namespace prism

@@ -38,6 +38,28 @@ struct TaskOptions {
   std::string name;
 };
 
+/// Options of an actor, as in Ray's `.options(...)` on an actor class.
+struct ActorOptions {
+  /// CPUs the actor holds for its whole life (fractions allowed). As in Ray, 0 by default.
+  double num_cpus = 0;
+  /// Custom resources it holds for its whole life.
+  std::map<std::string, double> resources;
+  /// A name other processes of the cluster can find it by (prism::GetActor); unique while alive.
+  std::string name;
+  /// Outlives its owner (the process that created it) and that process's job, on a standalone
+  /// daemon; it lives until killed. Otherwise it dies with its owner, or when no handle is left.
+  bool detached = false;
+  /// How often its process is started again after it died (crash, SIGKILL); -1 forever. Its
+  /// state is rebuilt by calling the factory again with the same arguments.
+  int max_restarts = 0;
+  /// How often a call that was running when the actor died is sent again once it restarted;
+  /// -1 forever. Otherwise such a call fails with ActorDiedError.
+  int max_task_retries = 0;
+  /// Calls that run at once, each on a thread of its own. 1 (the default) runs one caller's calls
+  /// in the order they were made.
+  int max_concurrency = 1;
+};
+
 /// Counters this process's runtime keeps, for diagnostics and tests.
 struct RuntimeStats {
   uint64_t tasks_submitted = 0;

@@ -163,6 +163,123 @@ TaskCaller<CppFunction<R>> Task(CppFunction<R> f) {
   return TaskCaller<CppFunction<R>>(std::move(f));
 }
 
+/// A handle to an actor of class T. Copies are cheap and refer to the same actor; handles can be
+/// passed to tasks and other actors (as arguments or inside values) and used there. Calls made
+/// through the handles of one process run in the order they were made (with the default
+/// max_concurrency of 1).
+template <typename T>
+class ActorHandle {
+ public:
+  ActorHandle() = default;
+  explicit ActorHandle(internal::ActorRef ref) : ref_(std::move(ref)) {}
+  const ActorId& id() const { return ref_.id; }
+  bool valid() const { return ref_.lifetime != nullptr; }
+  const internal::ActorRef& ref() const { return ref_; }
+
+  template <typename R, typename... P>
+  class MethodCaller {
+   public:
+    MethodCaller(internal::ActorRef ref, std::string method)
+        : ref_(std::move(ref)), method_(std::move(method)) {}
+    /// Sends the call and returns at once; arguments as for Task(f).Remote().
+    template <typename... A>
+    ObjectRef<R> Remote(A&&... args) {
+      static_assert(sizeof...(A) == sizeof...(P), "wrong number of arguments for this method");
+      auto packed = internal::PackArgs<std::tuple<P...>>(std::index_sequence_for<A...>{},
+                                                         std::forward<A>(args)...);
+      return ObjectRef<R>(internal::SubmitActorTask(ref_, method_, std::move(packed)));
+    }
+
+   private:
+    internal::ActorRef ref_;
+    std::string method_;
+  };
+
+  /// handle.Task(&T::Method).Remote(args...): the method must be registered with PRISM_REMOTE.
+  template <typename R, typename... P>
+  MethodCaller<R, P...> Task(R (T::*m)(P...)) const {
+    return MethodCaller<R, P...>(Checked(), MethodNameOf(m));
+  }
+  template <typename R, typename... P>
+  MethodCaller<R, P...> Task(R (T::*m)(P...) const) const {
+    return MethodCaller<R, P...>(Checked(), MethodNameOf(m));
+  }
+
+ private:
+  const internal::ActorRef& Checked() const {
+    internal::CheckInitialized();
+    if (!valid()) throw InvalidArgumentError("a call through an empty ActorHandle");
+    return ref_;
+  }
+  template <typename M>
+  static std::string MethodNameOf(M m) {
+    const std::string* name = internal::FunctionRegistry::Instance().MethodName(internal::MethodKey(m));
+    if (name == nullptr) {
+      throw InvalidArgumentError(
+          "this method is not registered as an actor method; add it to PRISM_REMOTE(factory, "
+          "&Class::Method, ...)");
+    }
+    return *name;
+  }
+  internal::ActorRef ref_;
+};
+
+/// Builds an actor: prism::Actor(factory).Options({...}).Remote(args...) -> ActorHandle<T>, where
+/// the factory (registered with PRISM_REMOTE) returns T*, unique_ptr<T> or shared_ptr<T>.
+template <typename F>
+class ActorCreator;
+
+template <typename R, typename... P>
+class ActorCreator<R (*)(P...)> {
+ public:
+  using T = typename internal::ActorObjectOf<R>::type;
+  static_assert(std::is_class_v<T>, "an actor factory returns T*, unique_ptr<T> or shared_ptr<T>");
+  explicit ActorCreator(R (*f)(P...)) : f_(f) {}
+  ActorCreator& Options(ActorOptions options) {
+    options_ = std::move(options);
+    return *this;
+  }
+  /// Creates the actor and returns its handle at once; calls wait until it is ready. Throws
+  /// InvalidArgumentError for an unregistered factory, bad options or a name in use. A factory
+  /// that throws makes the actor dead: its calls fail with ActorDiedError saying why.
+  template <typename... A>
+  ActorHandle<T> Remote(A&&... args) {
+    static_assert(sizeof...(A) == sizeof...(P), "wrong number of arguments for this factory");
+    std::string name = internal::RegisteredName(reinterpret_cast<const void*>(f_));
+    auto packed = internal::PackArgs<std::tuple<P...>>(std::index_sequence_for<A...>{},
+                                                       std::forward<A>(args)...);
+    return ActorHandle<T>(internal::CreateActor(name, std::move(packed), options_));
+  }
+
+ private:
+  R (*f_)(P...);
+  ActorOptions options_;
+};
+
+template <typename R, typename... P>
+ActorCreator<R (*)(P...)> Actor(R (*factory)(P...)) {
+  return ActorCreator<R (*)(P...)>(factory);
+}
+
+/// Kills the actor's process and returns once it is dead. Calls in flight and later calls fail
+/// with ActorDiedError; with no_restart = false, the actor restarts instead if it has restarts
+/// left.
+template <typename T>
+void Kill(const ActorHandle<T>& actor, bool no_restart = true) {
+  internal::CheckInitialized();
+  if (!actor.valid()) throw InvalidArgumentError("Kill of an empty ActorHandle");
+  internal::KillActor(actor.id(), no_restart);
+}
+
+/// The live actor named `name` (an actor created with ActorOptions::name, by any driver or
+/// worker of the cluster). Throws InvalidArgumentError when no live actor has that name. T must
+/// be its class: calls are checked against T's registered methods in the actor.
+template <typename T>
+ActorHandle<T> GetActor(const std::string& name) {
+  internal::CheckInitialized();
+  return ActorHandle<T>(internal::GetActorByName(name));
+}
+
 /// No timeout.
 inline constexpr std::chrono::milliseconds kNoTimeout{-1};
 
@@ -250,3 +367,38 @@ WaitResult<T> Wait(const std::vector<ObjectRef<T>>& refs, size_t num_returns,
 }
 
 }  // namespace prism
+
+// An actor handle inside a value travels as [actor id, the ref to its handle object].
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <typename T>
+  struct pack<prism::ActorHandle<T>> {
+    template <typename Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const prism::ActorHandle<T>& h) const {
+      if (!h.valid()) throw prism::InvalidArgumentError("cannot send an empty ActorHandle");
+      o.pack_array(2);
+      std::string id = h.id().Binary();
+      o.pack_bin(static_cast<uint32_t>(id.size()));
+      o.pack_bin_body(id.data(), static_cast<uint32_t>(id.size()));
+      o.pack(prism::ObjectRef<bool>(h.ref().lifetime));
+      return o;
+    }
+  };
+  template <typename T>
+  struct convert<prism::ActorHandle<T>> {
+    const msgpack::object& operator()(const msgpack::object& o, prism::ActorHandle<T>& h) const {
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+      const msgpack::object& id = o.via.array.ptr[0];
+      if (id.type != msgpack::type::BIN || !prism::ActorId::IsValidBinary({id.via.bin.ptr, id.via.bin.size})) {
+        throw msgpack::type_error();
+      }
+      auto lifetime = o.via.array.ptr[1].as<prism::ObjectRef<bool>>();
+      h = prism::ActorHandle<T>(prism::internal::ActorRef{
+          prism::ActorId::FromBinary({id.via.bin.ptr, id.via.bin.size}), lifetime.handle()});
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack

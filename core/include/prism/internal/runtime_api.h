@@ -69,6 +69,20 @@ bool InObjectStore(const void* p, size_t n);
 /// Which of `refs` are ready once `num_returns` are or the timeout passed.
 std::vector<bool> WaitReady(const std::vector<const RefHandle*>& refs, size_t num_returns,
                             int64_t timeout_ms);
+/// An actor as its handles know it: its id, and a ref to its handle object, whose lifetime
+/// (counted like any object's, also across processes) is the actor's unless it is detached.
+struct ActorRef {
+  ActorId id;
+  RefPtr lifetime;
+};
+/// Creates an actor with the registered factory `factory`; throws at once if the name is taken.
+ActorRef CreateActor(const std::string& factory, std::vector<SerializedArg> args,
+                     const ActorOptions& options);
+/// Calls `method` (a registered "Class::Method") on the actor; returns its result's handle.
+RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::vector<SerializedArg> args);
+void KillActor(const ActorId& id, bool no_restart);
+/// The live actor named `name`; throws InvalidArgumentError when there is none.
+ActorRef GetActorByName(const std::string& name);
 /// Throws InvalidArgumentError unless prism::Init() ran in this process.
 void CheckInitialized();
 

@@ -1,0 +1,243 @@
+#include "worker/actor_submitter.h"
+
+#include "base/logging.h"
+
+namespace prism {
+
+ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
+                               DaemonClient& daemon, SubmitterHooks hooks)
+    : io_(io), config_(std::move(config)), store_(store), daemon_(daemon), hooks_(std::move(hooks)) {}
+
+void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
+  asio::post(io_, [this, actor, t = std::move(task)]() mutable { AddOnLoop(actor, std::move(t)); });
+}
+
+StoredObject ActorSubmitter::DiedError(const ActorId& id, const Actor& a, const std::string& what) const {
+  std::string who = a.name.empty() ? "actor " + id.Hex() : "actor '" + a.name + "' (" + id.Hex() + ")";
+  return StoredObject::Error(rpc::ERROR_ACTOR_DIED, who + " " + what);
+}
+
+void ActorSubmitter::AddOnLoop(const ActorId& id, PendingTask task) {
+  Actor& a = actors_[id];
+  if (!a.known && a.next_seq == 1) {
+    rpc::Envelope sub;
+    sub.mutable_subscribe_actor()->set_actor_id(id.Binary());
+    daemon_.Send(sub);
+  }
+  uint64_t seq = a.next_seq++;
+  task.spec.set_sequence(seq);
+  Call& call = a.queued[seq];
+  call.task = std::move(task);
+  if (failed_all_ || a.state == rpc::ACTOR_DEAD) {
+    Finish(call, failed_all_ ? StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down")
+                             : DiedError(id, a, "is dead: " + a.death_cause));
+    a.queued.erase(seq);
+    return;
+  }
+  std::vector<size_t> refs;
+  for (size_t i = 0; i < call.task.arg_refs.size(); ++i) {
+    if (call.task.arg_refs[i]) refs.push_back(i);
+  }
+  call.unresolved = refs.size();
+  for (size_t i : refs) {
+    const internal::RefPtr ref = call.task.arg_refs[i];
+    auto on_ready = [this, id, seq, i](const StoredObject& obj) {
+      asio::post(io_, [this, id, seq, i, obj] { OnArgReady(id, seq, i, obj); });
+    };
+    if (hooks_.is_self(ref->owner())) {
+      if (!store_.OnReady(ref->id(), on_ready)) {
+        on_ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                                     "argument object " + ref->id().Hex() + " is not known to its owner"));
+      }
+    } else {
+      hooks_.fetch_borrowed(ref->id(), ref->owner(), on_ready);
+    }
+  }
+  Pump(id);
+}
+
+void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index, const StoredObject& obj) {
+  auto ait = actors_.find(id);
+  if (ait == actors_.end()) return;
+  auto cit = ait->second.queued.find(seq);
+  if (cit == ait->second.queued.end()) return;
+  Call& call = cit->second;
+  if (obj.is_error()) {
+    Finish(call, obj);
+    ait->second.queued.erase(cit);
+    Pump(id);
+    return;
+  }
+  auto* arg = call.task.spec.mutable_args(static_cast<int>(index));
+  if (obj.in_store) {
+    arg->set_store_object(call.task.arg_refs[index]->id().Binary());
+  } else {
+    arg->set_value(*obj.data);
+  }
+  if (call.unresolved > 0) call.unresolved--;
+  Pump(id);
+}
+
+void ActorSubmitter::Pump(const ActorId& id) {
+  Actor& a = actors_[id];
+  if (a.state != rpc::ACTOR_ALIVE) return;
+  if (!a.conn) {
+    // Not again to an incarnation whose connection broke: wait for the next one.
+    if (!a.connecting && !(a.have_lost && a.lost_incarnation >= a.incarnation)) Connect(id);
+    return;
+  }
+  // In order: the first call that is still resolving holds back the ones after it.
+  while (!a.queued.empty() && a.queued.begin()->second.unresolved == 0) {
+    auto node = a.queued.extract(a.queued.begin());
+    Call& call = node.mapped();
+    rpc::Envelope env;
+    env.mutable_push_task()->set_lease_id(0);
+    *env.mutable_push_task()->mutable_spec() = call.task.spec;
+    a.conn->Send(env);
+    a.inflight.insert(std::move(node));
+  }
+}
+
+void ActorSubmitter::Connect(const ActorId& id) {
+  Actor& a = actors_[id];
+  a.connecting = true;
+  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
+  hello.mutable_hello()->set_expect_worker_id(a.address.worker_id());
+  uint32_t inc = a.incarnation;
+  rpc::AsyncConnectAndHello(
+      io_, a.address.socket_path(), hello, std::chrono::seconds(10),
+      [this, id, inc](Result<rpc::Connected> connected) {
+        Actor& a = actors_[id];
+        a.connecting = false;
+        if (failed_all_) return;
+        if (!connected.ok()) {
+          PRISM_LOG_WARN("cannot reach actor {}: {}", id.Hex(), connected.status().ToString());
+          a.have_lost = true;
+          a.lost_incarnation = std::max(a.lost_incarnation, inc);
+          return;  // the daemon's next update says whether it restarts
+        }
+        a.conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
+        a.conn->Start(
+            [this, id, inc](rpc::Connection& c, rpc::Envelope& msg) {
+              if (msg.has_task_reply()) {
+                OnReply(id, inc, *msg.mutable_task_reply());
+              } else if (msg.has_remove_borrowers()) {
+                if (hooks_.remove_borrowers) hooks_.remove_borrowers(msg.remove_borrowers());
+              } else {
+                c.Close(Status::ProtocolError("unexpected message from an actor"));
+              }
+            },
+            [this, id, inc](rpc::Connection&, const Status& st) { OnDisconnected(id, inc, st); },
+            std::move(connected->leftover));
+        Pump(id);
+      });
+}
+
+void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskReply& reply) {
+  Actor& a = actors_[id];
+  uint64_t seq = 0;
+  for (auto& [s, call] : a.inflight) {
+    if (call.task.spec.task_id() == reply.task_id()) {
+      seq = s;
+      break;
+    }
+  }
+  auto it = a.inflight.find(seq);
+  if (seq == 0 || it == a.inflight.end() || it->second.task.spec.attempt() != reply.attempt()) return;
+  Finish(it->second, ResultFromReply(reply, hooks_));
+  a.inflight.erase(it);
+}
+
+void ActorSubmitter::OnDisconnected(const ActorId& id, uint32_t incarnation, const Status& why) {
+  Actor& a = actors_[id];
+  a.conn.reset();
+  a.have_lost = true;
+  a.lost_incarnation = std::max(a.lost_incarnation, incarnation);
+  // Calls that were running: again after the restart if they have retries left.
+  auto inflight = std::move(a.inflight);
+  a.inflight.clear();
+  for (auto& [seq, call] : inflight) {
+    bool retry = !failed_all_ && (a.max_task_retries < 0 || call.retries_used < a.max_task_retries);
+    if (retry) {
+      call.retries_used++;
+      call.task.spec.set_attempt(call.task.spec.attempt() + 1);
+      a.queued.emplace(seq, std::move(call));
+    } else {
+      a.orphaned.emplace(seq, std::move(call));
+    }
+  }
+  a.orphaned_why = why.message();
+  if (a.state == rpc::ACTOR_DEAD || failed_all_) FailOrphaned(id, a);
+  if (a.state == rpc::ACTOR_DEAD) {
+    auto queued = std::move(a.queued);
+    a.queued.clear();
+    for (auto& [seq, call] : queued) Finish(call, DiedError(id, a, "is dead: " + a.death_cause));
+  }
+  Pump(id);
+}
+
+void ActorSubmitter::OnUpdate(const rpc::ActorUpdate& u) {
+  if (!ActorId::IsValidBinary(u.actor_id())) return;
+  ActorId id = ActorId::FromBinary(u.actor_id());
+  Actor& a = actors_[id];
+  a.known = true;
+  a.name = u.name();
+  a.max_task_retries = u.max_task_retries();
+  if (a.state == rpc::ACTOR_DEAD) return;
+  if (u.num_restarts() < a.incarnation) return;  // older news
+  a.state = u.state();
+  if (u.state() == rpc::ACTOR_DEAD) a.death_cause = u.death_cause();
+  if (u.state() == rpc::ACTOR_DEAD || u.num_restarts() > a.incarnation) FailOrphaned(id, a);
+  a.incarnation = u.num_restarts();
+  if (u.state() == rpc::ACTOR_ALIVE) {
+    a.address = u.address();
+    Pump(id);
+    return;
+  }
+  if (u.state() == rpc::ACTOR_DEAD) {
+    a.death_cause = u.death_cause();
+    auto queued = std::move(a.queued);
+    a.queued.clear();
+    for (auto& [seq, call] : queued) Finish(call, DiedError(id, a, "is dead: " + a.death_cause));
+    if (a.conn) a.conn->Close(Status::Cancelled("the actor is dead"));
+  }
+}
+
+void ActorSubmitter::FailOrphaned(const ActorId& id, Actor& a) {
+  auto orphaned = std::move(a.orphaned);
+  a.orphaned.clear();
+  for (auto& [seq, call] : orphaned) {
+    std::string what = "died while running " + call.task.spec.name() + " (" + a.orphaned_why + ")";
+    if (a.state == rpc::ACTOR_DEAD) {
+      what += ": " + a.death_cause;
+    } else {
+      what += " and was restarted; the call may have run, and has no retries left";
+    }
+    Finish(call, DiedError(id, a, what));
+  }
+}
+
+void ActorSubmitter::Finish(Call& call, StoredObject result) {
+  ObjectId rid = call.task.return_id;
+  call.task.arg_refs.clear();  // the refs go with the call
+  call.task.nested.clear();
+  StoreResult(store_, hooks_, rid, std::move(result));
+}
+
+void ActorSubmitter::FailAll(const StoredObject& error) {
+  failed_all_ = true;
+  for (auto& [id, a] : actors_) {
+    auto queued = std::move(a.queued);
+    auto inflight = std::move(a.inflight);
+    auto orphaned = std::move(a.orphaned);
+    a.queued.clear();
+    a.inflight.clear();
+    a.orphaned.clear();
+    for (auto& [seq, call] : queued) Finish(call, error);
+    for (auto& [seq, call] : inflight) Finish(call, error);
+    for (auto& [seq, call] : orphaned) Finish(call, error);
+    if (a.conn) a.conn->Close(Status::Cancelled("shutting down"));
+  }
+}
+
+}  // namespace prism

@@ -1,0 +1,77 @@
+// Sends calls to actors: one connection per actor this process calls, calls sent in the order
+// they were made (sequence numbers), held while the actor is pending or restarting, resent after
+// a restart when they have retries left, failed with the actor's death otherwise.
+#pragma once
+
+#include "prism.pb.h"
+#include "rpc/connection.h"
+#include "worker/lease_client.h"
+#include "worker/memory_store.h"
+#include "worker/task_submitter.h"
+
+#include <asio.hpp>
+
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+namespace prism {
+
+class ActorSubmitter {
+ public:
+  ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store, DaemonClient& daemon,
+                 SubmitterHooks hooks);
+  /// Any thread. The task's return object must already be referenced in the store.
+  void Submit(const ActorId& actor, PendingTask task);
+  /// Event loop: what the daemon says about an actor.
+  void OnUpdate(const rpc::ActorUpdate& update);
+  /// Event loop: fails every call not finished (shutdown, daemon gone).
+  void FailAll(const StoredObject& error);
+
+ private:
+  struct Call {
+    PendingTask task;
+    size_t unresolved = 0;
+    int retries_used = 0;
+  };
+  struct Actor {
+    rpc::ActorState state = rpc::ACTOR_PENDING;
+    bool known = false;  // an update has arrived
+    std::string name;
+    std::string death_cause;
+    int max_task_retries = 0;
+    rpc::Address address;
+    uint32_t incarnation = 0;
+    bool have_lost = false;     // a connection to some incarnation broke
+    uint32_t lost_incarnation = 0;
+    std::shared_ptr<rpc::Connection> conn;
+    bool connecting = false;
+    uint64_t next_seq = 1;
+    std::map<uint64_t, Call> queued;    // not sent yet, by sequence
+    std::map<uint64_t, Call> inflight;  // sent, by sequence
+    // Calls that were running when the connection broke and have no retries left: they fail
+    // once the daemon says what happened (dead, and why; or restarted).
+    std::map<uint64_t, Call> orphaned;
+    std::string orphaned_why;
+  };
+  void FailOrphaned(const ActorId& id, Actor& a);
+
+  void AddOnLoop(const ActorId& actor, PendingTask task);
+  void OnArgReady(const ActorId& actor, uint64_t seq, size_t index, const StoredObject& obj);
+  void Pump(const ActorId& actor);
+  void Connect(const ActorId& actor);
+  void OnReply(const ActorId& actor, uint32_t incarnation, rpc::TaskReply& reply);
+  void OnDisconnected(const ActorId& actor, uint32_t incarnation, const Status& why);
+  void Finish(Call& call, StoredObject result);
+  StoredObject DiedError(const ActorId& id, const Actor& a, const std::string& what) const;
+
+  asio::io_context& io_;
+  SubmitterConfig config_;
+  MemoryStore& store_;
+  DaemonClient& daemon_;
+  SubmitterHooks hooks_;
+  std::unordered_map<ActorId, Actor> actors_;  // event loop only
+  bool failed_all_ = false;
+};
+
+}  // namespace prism

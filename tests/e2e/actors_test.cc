@@ -1,0 +1,242 @@
+// Actors: creation, ordered calls, handles passed around, names, kills, restarts and errors.
+#include "e2e/rendezvous.h"
+
+#include <prism/prism.h>
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+class Counter {
+ public:
+  explicit Counter(int start) : value_(start) {}
+  int Add(int x) {
+    value_ += x;
+    return value_;
+  }
+  int Get() const { return value_; }
+  // Appends to a log and returns its length: the order in which calls ran.
+  size_t Log(std::string who, int n) {
+    log_.push_back(who + ":" + std::to_string(n));
+    return log_.size();
+  }
+  std::vector<std::string> History() const { return log_; }
+  int Pid() const { return static_cast<int>(getpid()); }
+  int Fail(int) { throw std::out_of_range("no such slot"); }
+
+ private:
+  int value_;
+  std::vector<std::string> log_;
+};
+
+Counter* MakeCounter(int start) { return new Counter(start); }
+std::unique_ptr<Counter> MakeBrokenCounter(int) { throw std::runtime_error("cannot open the ledger"); }
+PRISM_REMOTE(MakeCounter, MakeBrokenCounter, &Counter::Add, &Counter::Get, &Counter::Log,
+             &Counter::History, &Counter::Pid, &Counter::Fail);
+
+class Other {
+ public:
+  int Ping() { return 1; }
+};
+Other* MakeOther() { return new Other(); }
+PRISM_REMOTE(MakeOther, &Other::Ping);
+
+// A task that calls the actor through a handle it was passed.
+size_t CallFromTask(prism::ActorHandle<Counter> c, int n) {
+  size_t last = 0;
+  for (int i = 0; i < n; ++i) last = prism::Get(c.Task(&Counter::Log).Remote(std::string("task"), i));
+  return last;
+}
+PRISM_REMOTE(CallFromTask);
+
+int AddThroughName(std::string name, int x) {
+  return prism::Get(prism::GetActor<Counter>(name).Task(&Counter::Add).Remote(x));
+}
+PRISM_REMOTE(AddThroughName);
+
+class ActorsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { prism::Init({.num_cpus = 2}); }
+  void TearDown() override { prism::Shutdown(); }
+};
+
+TEST_F(ActorsTest, CallsKeepState) {
+  auto c = prism::Actor(MakeCounter).Remote(10);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(5)), 15);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(1)), 16);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Get).Remote()), 16);
+  EXPECT_NE(prism::Get(c.Task(&Counter::Pid).Remote()), getpid());
+}
+
+TEST_F(ActorsTest, ThousandCallsFromOneCallerRunInOrder) {
+  auto c = prism::Actor(MakeCounter).Remote(0);
+  std::vector<prism::ObjectRef<size_t>> refs;
+  for (int i = 0; i < 1000; ++i) refs.push_back(c.Task(&Counter::Log).Remote(std::string("d"), i));
+  auto positions = prism::Get(refs);
+  for (size_t i = 0; i < positions.size(); ++i) ASSERT_EQ(positions[i], i + 1);
+  auto history = prism::Get(c.Task(&Counter::History).Remote());
+  ASSERT_EQ(history.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(history[static_cast<size_t>(i)], "d:" + std::to_string(i));
+}
+
+TEST_F(ActorsTest, TwoCallersEachKeepTheirOrder) {
+  auto c = prism::Actor(MakeCounter).Remote(0);
+  auto task = prism::Task(CallFromTask).Options({.num_cpus = 0}).Remote(c, 200);
+  std::vector<prism::ObjectRef<size_t>> refs;
+  for (int i = 0; i < 200; ++i) refs.push_back(c.Task(&Counter::Log).Remote(std::string("driver"), i));
+  prism::Get(refs);
+  EXPECT_EQ(prism::Get(task), 400u);
+  auto history = prism::Get(c.Task(&Counter::History).Remote());
+  ASSERT_EQ(history.size(), 400u);
+  int next_driver = 0, next_task = 0;
+  for (const auto& h : history) {
+    if (h.rfind("driver:", 0) == 0) {
+      ASSERT_EQ(h, "driver:" + std::to_string(next_driver++));
+    } else {
+      ASSERT_EQ(h, "task:" + std::to_string(next_task++));
+    }
+  }
+  EXPECT_EQ(next_driver, 200);
+  EXPECT_EQ(next_task, 200);
+}
+
+TEST_F(ActorsTest, NamedActorsAreFoundByName) {
+  auto c = prism::Actor(MakeCounter).Options({.name = "ledger"}).Remote(100);
+  auto again = prism::GetActor<Counter>("ledger");
+  EXPECT_EQ(prism::Get(again.Task(&Counter::Add).Remote(1)), 101);
+  EXPECT_EQ(prism::Get(prism::Task(AddThroughName).Remote(std::string("ledger"), 2)), 103);
+  EXPECT_THROW(prism::Actor(MakeCounter).Options({.name = "ledger"}).Remote(0), prism::InvalidArgumentError)
+      << "names are unique";
+  try {
+    prism::GetActor<Counter>("no-such-actor");
+    FAIL() << "expected InvalidArgumentError";
+  } catch (const prism::InvalidArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-actor"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ActorsTest, KilledActorFailsCallsAtOnce) {
+  auto c = prism::Actor(MakeCounter).Options({.name = "doomed"}).Remote(0);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(1)), 1);
+  prism::Kill(c);
+  try {
+    prism::Get(c.Task(&Counter::Add).Remote(1), std::chrono::seconds(30));
+    FAIL() << "expected ActorDiedError";
+  } catch (const prism::ActorDiedError& e) {
+    EXPECT_NE(std::string(e.what()).find("doomed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("killed"), std::string::npos) << e.what();
+  }
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(prism::Get(c.Task(&Counter::Add).Remote(1), std::chrono::seconds(30)), prism::ActorDiedError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2)) << "known dead: fails at once";
+  EXPECT_THROW(prism::GetActor<Counter>("doomed"), prism::InvalidArgumentError) << "the name is free again";
+}
+
+TEST_F(ActorsTest, SigkilledActorRestartsThenDies) {
+  // Calls made while it restarts wait for it (max_task_retries = -1 resends one that met the
+  // dying process).
+  auto c = prism::Actor(MakeCounter)
+               .Options({.name = "phoenix", .max_restarts = 2, .max_task_retries = -1})
+               .Remote(7);
+  for (int round = 0; round < 3; ++round) {
+    int pid = prism::Get(c.Task(&Counter::Pid).Remote(), std::chrono::seconds(30));
+    EXPECT_EQ(prism::Get(c.Task(&Counter::Get).Remote(), std::chrono::seconds(30)), 7)
+        << "the factory rebuilt the state (round " << round << ")";
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    // The restart is not instant: calls made meanwhile wait for it, or fail once it is dead.
+  }
+  try {
+    prism::Get(c.Task(&Counter::Get).Remote(), std::chrono::seconds(30));
+    FAIL() << "expected ActorDiedError after the restarts are used up";
+  } catch (const prism::ActorDiedError& e) {
+    EXPECT_NE(std::string(e.what()).find("phoenix"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("restart"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ActorsTest, CallsInFlightAreRetriedAfterARestart) {
+  auto c = prism::Actor(MakeCounter).Options({.max_restarts = 1, .max_task_retries = 1}).Remote(0);
+  int pid = prism::Get(c.Task(&Counter::Pid).Remote());
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(3), std::chrono::seconds(30)), 3);
+  EXPECT_NE(prism::Get(c.Task(&Counter::Pid).Remote()), pid);
+}
+
+TEST_F(ActorsTest, ErrorsAreClear) {
+  auto c = prism::Actor(MakeCounter).Remote(0);
+  try {
+    prism::Get(c.Task(&Counter::Fail).Remote(1));
+    FAIL() << "expected TaskError";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.remote_type(), "std::out_of_range");
+    EXPECT_EQ(e.function(), "Counter::Fail");
+  }
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(2)), 2) << "the actor survives a throwing method";
+
+  auto broken = prism::Actor(MakeBrokenCounter).Remote(0);
+  try {
+    prism::Get(broken.Task(&Counter::Get).Remote(), std::chrono::seconds(30));
+    FAIL() << "expected ActorDiedError";
+  } catch (const prism::ActorDiedError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot open the ledger"), std::string::npos) << e.what();
+  }
+
+  // A method of another class, called through a handle of the wrong type.
+  auto other = prism::Actor(MakeOther).Remote();
+  auto wrong = prism::ActorHandle<Counter>(other.ref());
+  EXPECT_THROW(prism::Get(wrong.Task(&Counter::Get).Remote()), prism::InvalidArgumentError);
+  EXPECT_EQ(prism::Get(other.Task(&Other::Ping).Remote()), 1);
+  EXPECT_THROW(prism::Actor(MakeCounter).Options({.max_concurrency = 0}).Remote(0),
+               prism::InvalidArgumentError);
+}
+
+TEST_F(ActorsTest, ActorGoesWhenItsHandlesGo) {
+  int pid;
+  {
+    auto c = prism::Actor(MakeCounter).Remote(0);
+    pid = prism::Get(c.Task(&Counter::Pid).Remote());
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(kill(pid, 0), 0) << "the actor's process is gone";
+}
+
+// Two calls meet inside the actor: they only do if they run at the same time.
+class Meeting {
+ public:
+  int Arrive() {
+    arrived_++;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (arrived_.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return arrived_.load() >= 2 ? 1 : 0;
+  }
+
+ private:
+  std::atomic<int> arrived_{0};
+};
+Meeting* MakeMeeting() { return new Meeting(); }
+PRISM_REMOTE(MakeMeeting, &Meeting::Arrive);
+
+TEST_F(ActorsTest, ThreadedActorsRunCallsAtOnce) {
+  auto m = prism::Actor(MakeMeeting).Options({.max_concurrency = 2}).Remote();
+  auto a = m.Task(&Meeting::Arrive).Remote();
+  auto b = m.Task(&Meeting::Arrive).Remote();  // meets the first: both must run at once
+  EXPECT_EQ(prism::Get(a, std::chrono::seconds(30)), 1);
+  EXPECT_EQ(prism::Get(b, std::chrono::seconds(30)), 1);
+}
+
+}  // namespace
