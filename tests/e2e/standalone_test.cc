@@ -106,4 +106,26 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   fs::remove_all(root);
 }
 
+// A detached named actor started by one driver is reachable by name from a second driver after
+// the first exited.
+TEST(StandaloneTest, DetachedActorOutlivesItsDriver) {
+  std::string root = (fs::temp_directory_path() / "prism-standalone-XXXXXX").string();
+  ASSERT_NE(mkdtemp(root.data()), nullptr);
+  setenv("PRISM_TMPDIR", root.c_str(), 1);
+  std::string tool = PRISM_TOOL, driver = PRISM_ACTOR_DRIVER;
+  std::string out;
+  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 2", &out), 0) << out;
+  std::string created, used, again;
+  EXPECT_EQ(RunCommand(driver + " create keeper", &created), 0) << created;
+  EXPECT_NE(created.find("created: 5"), std::string::npos) << created;
+  EXPECT_EQ(RunCommand(driver + " use keeper", &used), 0) << used;
+  EXPECT_NE(used.find("value: 6"), std::string::npos) << used;
+  // The second driver killed it: the name is free, the lookup fails.
+  EXPECT_NE(RunCommand(driver + " use keeper", &again), 0) << again;
+  EXPECT_NE(again.find("no live actor is named 'keeper'"), std::string::npos) << again;
+  ASSERT_EQ(RunCommand(tool + " stop", &out), 0) << out;
+  unsetenv("PRISM_TMPDIR");
+  fs::remove_all(root);
+}
+
 }  // namespace
