@@ -46,7 +46,22 @@ bool ResourceSet::IsSubsetOf(const ResourceSet& other) const {
 }
 
 void ResourceSet::Add(const ResourceSet& other) {
-  for (const auto& [name, amount] : other.milli_) milli_[name] += amount;
+  for (const auto& [name, amount] : other.milli_) {
+    if ((milli_[name] += amount) == 0) milli_.erase(name);
+  }
+}
+
+void ResourceSet::Overdraw(const ResourceSet& other) {
+  for (const auto& [name, amount] : other.milli_) {
+    if ((milli_[name] -= amount) == 0) milli_.erase(name);
+  }
+}
+
+ResourceSet ResourceSet::Only(const std::string& name) const {
+  ResourceSet out;
+  int64_t v = Get(name);
+  if (v != 0) out.milli_[name] = v;
+  return out;
 }
 
 void ResourceSet::Subtract(const ResourceSet& other) {

@@ -27,6 +27,10 @@ class ResourceSet {
   bool IsSubsetOf(const ResourceSet& other) const;
   void Add(const ResourceSet& other);
   void Subtract(const ResourceSet& other);  // caller checked IsSubsetOf
+  /// Subtracts even below zero (a worker that unblocks takes its CPU back on a full node).
+  void Overdraw(const ResourceSet& other);
+  /// Only the entry `name` (empty if absent).
+  ResourceSet Only(const std::string& name) const;
   /// "CPU=1,gpu=0.5": a stable text form, used as a scheduling key and in messages.
   std::string ToString() const;
   bool operator==(const ResourceSet& o) const { return milli_ == o.milli_; }

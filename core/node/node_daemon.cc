@@ -233,6 +233,23 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       if (peer->role != rpc::ROLE_WORKER) break;
       HandleActorCreated(*peer, msg.task_reply());
       return;
+    case rpc::Envelope::kWorkerBlocked: {
+      if (peer->role != rpc::ROLE_WORKER) break;
+      auto w = workers_.find(peer->worker);
+      if (w == workers_.end() || w->second.lease_id == 0) return;
+      auto l = leases_.find(w->second.lease_id);
+      if (l == leases_.end()) return;
+      Lease& lease = l->second;
+      if (msg.worker_blocked().blocked() && lease.lent.empty()) {
+        lease.lent = lease.shape.Only(kCpu);
+        available_.Add(lease.lent);
+        Schedule();
+      } else if (!msg.worker_blocked().blocked() && !lease.lent.empty()) {
+        available_.Overdraw(lease.lent);  // back, even if that overcommits the node for a while
+        lease.lent = ResourceSet();
+      }
+      return;
+    }
     case rpc::Envelope::kKillActor: {
       HandleKillActor(msg.kill_actor());
       uint64_t rid = msg.kill_actor().request_id();
@@ -394,7 +411,7 @@ void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease
   }
   Lease lease = it->second;
   leases_.erase(it);
-  available_.Add(lease.shape);
+  ReleaseLease(lease);
   auto w = workers_.find(lease.worker);
   if (w != workers_.end()) {
     if (ret.worker_failed()) {
@@ -405,6 +422,12 @@ void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease
     }
   }
   Schedule();
+}
+
+void NodeDaemon::ReleaseLease(const Lease& lease) {
+  ResourceSet give = lease.shape;
+  give.Overdraw(lease.lent);  // already back
+  available_.Add(give);
 }
 
 void NodeDaemon::Schedule() {
@@ -617,7 +640,7 @@ void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
   if (w.lease_id != 0) {
     auto l = leases_.find(w.lease_id);
     if (l != leases_.end()) {
-      available_.Add(l->second.shape);
+      ReleaseLease(l->second);
       leases_.erase(l);
     }
   }

@@ -100,7 +100,10 @@ class NodeDaemon {
     WorkerId worker;
     ResourceSet shape;
     rpc::Connection* holder;  // null: held by the daemon for an actor
+    ResourceSet lent;         // CPUs given back while its worker waits in Get
   };
+  /// What a lease gives back when it ends (less what it lent while blocked).
+  void ReleaseLease(const Lease& lease);
   struct LeaseRequest {
     std::shared_ptr<rpc::Connection> from;
     uint64_t request_id;

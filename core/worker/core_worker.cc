@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <future>
@@ -546,6 +547,17 @@ TaskId CoreWorker::NextTaskId() {
   return tl_in_task ? ChildTaskId(tl_task, ++tl_submitted) : ChildTaskId(driver_task_, ++driver_submitted_);
 }
 
+void CoreWorker::SetBlocked(bool blocked) {
+  if (options_.role != rpc::ROLE_WORKER || !tl_in_task) return;
+  std::lock_guard<std::mutex> lock(blocked_mu_);
+  blocked_ += blocked ? 1 : -1;
+  if ((blocked && blocked_ == 1) || (!blocked && blocked_ == 0)) {
+    rpc::Envelope env;
+    env.mutable_worker_blocked()->set_blocked(blocked);
+    daemon_->Send(env);
+  }
+}
+
 rpc::Envelope CoreWorker::CallDaemon(uint64_t request_id, rpc::Envelope req) {
   auto done = std::make_shared<std::promise<Result<rpc::Envelope>>>();
   auto fut = done->get_future();
@@ -861,7 +873,14 @@ std::vector<internal::EncodedView> CoreWorker::Get(
   }
   std::optional<MemoryStore::Clock::time_point> deadline;
   if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::vector<bool> ready = store_.Wait(ids, ids.size(), deadline);
+  std::vector<bool> ready = store_.Wait(ids, ids.size(), MemoryStore::Clock::now());
+  bool all = std::all_of(ready.begin(), ready.end(), [](bool r) { return r; });
+  if (!all) {
+    // A task that waits gives its CPU back meanwhile, so what it waits for can run.
+    SetBlocked(true);
+    ready = store_.Wait(ids, ids.size(), deadline);
+    SetBlocked(false);
+  }
   size_t not_ready = 0;
   for (bool r : ready) not_ready += r ? 0 : 1;
   if (not_ready > 0) {
@@ -914,7 +933,12 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   }
   std::optional<MemoryStore::Clock::time_point> deadline;
   if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
-  return store_.Wait(ids, num_returns, deadline);
+  std::vector<bool> ready = store_.Wait(ids, num_returns, MemoryStore::Clock::now());
+  if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns) return ready;
+  SetBlocked(true);
+  ready = store_.Wait(ids, num_returns, deadline);
+  SetBlocked(false);
+  return ready;
 }
 
 ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) {

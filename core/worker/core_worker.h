@@ -137,6 +137,10 @@ class CoreWorker {
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
   std::string daemon_leftover_;
+  // Worker: how many threads wait in Get/Wait inside a task; the daemon hears of 0 <-> 1.
+  std::mutex blocked_mu_;
+  int blocked_ PRISM_GUARDED_BY(blocked_mu_) = 0;
+  void SetBlocked(bool blocked);
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
   // In a worker that became an actor's process: the actor's object, its class, and the threads

@@ -89,6 +89,16 @@ PRISM_REMOTE(GetBorrowedLater);
 std::string Echo(std::string s) { return s; }
 PRISM_REMOTE(Echo);
 
+// Submits `n` nested tasks (a CPU each) and waits for all of them, holding a CPU itself.
+int SumOfNestedSquares(int n) {
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < n; ++i) refs.push_back(prism::Task(Square).Remote(i));
+  int sum = 0;
+  for (int v : prism::Get(refs)) sum += v;
+  return sum;
+}
+PRISM_REMOTE(SumOfNestedSquares);
+
 class TasksTest : public ::testing::Test {
  protected:
   void SetUp() override { prism::Init({.num_cpus = 2}); }
@@ -139,6 +149,17 @@ TEST_F(TasksTest, NestedRefToAPendingObjectOutlivesTheDriversHandle) {
                       .Remote(std::vector<prism::ObjectRef<int>>{pending});
   pending = prism::ObjectRef<int>();  // the driver drops its only handle
   EXPECT_GT(prism::Get(borrower, std::chrono::seconds(30)), 0);
+}
+
+// On a node with 2 CPUs, tasks that hold both CPUs and wait on 10 nested tasks each finish: a
+// task blocked in Get gives its CPU back while it waits.
+TEST_F(TasksTest, BlockedTasksLendTheirCpusToNestedTasks) {
+  auto one = prism::Task(SumOfNestedSquares).Remote(10);
+  EXPECT_EQ(prism::Get(one, std::chrono::seconds(60)), 285);
+  auto a = prism::Task(SumOfNestedSquares).Remote(10);
+  auto b = prism::Task(SumOfNestedSquares).Remote(10);
+  EXPECT_EQ(prism::Get(a, std::chrono::seconds(60)), 285);
+  EXPECT_EQ(prism::Get(b, std::chrono::seconds(60)), 285);
 }
 
 // Values beyond what a message may hold travel through the object store.
