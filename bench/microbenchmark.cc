@@ -167,6 +167,72 @@ constexpr uint64_t kMiB = 1 << 20;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+class Echoer {
+ public:
+  int Echo(int x) { return x; }
+  int Add(int x, int y) { return x + y; }
+};
+Echoer* MakeEchoer() { return new Echoer(); }
+PRISM_REMOTE(MakeEchoer, &Echoer::Echo, &Echoer::Add);
+
+void ActorCallsSync(int n) {
+  auto a = prism::Actor(MakeEchoer).Remote();
+  for (int i = 0; i < 100; ++i) prism::Get(a.Task(&Echoer::Echo).Remote(i));  // connect, warm
+  std::vector<double> lat;
+  lat.reserve(static_cast<size_t>(n));
+  auto start = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    int v = prism::Get(a.Task(&Echoer::Echo).Remote(i));
+    lat.push_back(Micros(Clock::now() - t0));
+    Check(v == i, "1:1 actor calls sync");
+  }
+  double secs = Seconds(Clock::now() - start);
+  Report("1:1 actor calls sync", n / secs, "calls/s");
+  Report("1:1 actor calls sync p50", Percentile(lat, 0.5), "us");
+  Report("1:1 actor calls sync p99", Percentile(lat, 0.99), "us");
+}
+
+// Calls `n` times spread over `actors`, then gets them all; returns calls/s.
+double CallsAsync(const std::vector<prism::ActorHandle<Echoer>>& actors, int n, bool with_arg) {
+  auto arg = prism::Put(1);
+  auto start = Clock::now();
+  std::vector<prism::ObjectRef<int>> refs;
+  refs.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const auto& a = actors[static_cast<size_t>(i) % actors.size()];
+    refs.push_back(with_arg ? a.Task(&Echoer::Add).Remote(arg, i) : a.Task(&Echoer::Echo).Remote(i));
+  }
+  auto values = prism::Get(refs);
+  double secs = Seconds(Clock::now() - start);
+  for (int i = 0; i < n; ++i) Check(values[static_cast<size_t>(i)] == i + (with_arg ? 1 : 0), "actor calls");
+  return n / secs;
+}
+
+void ActorCallsAsync(int n) {
+  std::vector<prism::ActorHandle<Echoer>> one{prism::Actor(MakeEchoer).Remote()};
+  CallsAsync(one, 1000, false);
+  Report("1:1 actor calls async", CallsAsync(one, n, false), "calls/s");
+  std::vector<prism::ActorHandle<Echoer>> threaded{
+      prism::Actor(MakeEchoer).Options({.max_concurrency = 4}).Remote()};
+  CallsAsync(threaded, 1000, false);
+  Report("1:1 actor calls concurrent (max_concurrency 4)", CallsAsync(threaded, n, false), "calls/s");
+  std::vector<prism::ActorHandle<Echoer>> many;
+  for (int i = 0; i < 4; ++i) many.push_back(prism::Actor(MakeEchoer).Remote());
+  CallsAsync(many, 1000, false);
+  Report("1:n actor calls async (n = 4)", CallsAsync(many, n, false), "calls/s");
+  // n:n: n submitting threads, each calling all n actors.
+  for (bool with_arg : {false, true}) {
+    auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) threads.emplace_back([&] { CallsAsync(many, n / 4, with_arg); });
+    for (auto& t : threads) t.join();
+    Report(std::string("n:n actor calls ") + (with_arg ? "with arg " : "") + "async (n = 4)",
+           n / Seconds(Clock::now() - start), "calls/s");
+  }
+}
+
+
 // Repeats `body` until `min_seconds` passed (at least `min_reps` times); returns calls/s.
 template <typename F>
 double Rate(F body, double min_seconds = 1.0, int min_reps = 10) {
@@ -308,6 +374,8 @@ int main(int argc, char** argv) {
   SingleClientTasksAsync(50000 * scale);
   MultiClientTasksAsync(4, 12500 * scale);
   SingleClientTasksAndGetBatch(50 * scale, 1000);
+  ActorCallsSync(5000 * scale);
+  ActorCallsAsync(50000 * scale);
   MemcpyFloor(256 * kMiB);
   PutGigabytes(256 * kMiB);
   PutAndGetCalls();

@@ -547,8 +547,10 @@ TaskId CoreWorker::NextTaskId() {
   return tl_in_task ? ChildTaskId(tl_task, ++tl_submitted) : ChildTaskId(driver_task_, ++driver_submitted_);
 }
 
+bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORKER && tl_in_task; }
+
 void CoreWorker::SetBlocked(bool blocked) {
-  if (options_.role != rpc::ROLE_WORKER || !tl_in_task) return;
+  if (!InTaskOfWorker()) return;
   std::lock_guard<std::mutex> lock(blocked_mu_);
   blocked_ += blocked ? 1 : -1;
   if ((blocked && blocked_ == 1) || (!blocked && blocked_ == 0)) {
@@ -873,13 +875,17 @@ std::vector<internal::EncodedView> CoreWorker::Get(
   }
   std::optional<MemoryStore::Clock::time_point> deadline;
   if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::vector<bool> ready = store_.Wait(ids, ids.size(), MemoryStore::Clock::now());
-  bool all = std::all_of(ready.begin(), ready.end(), [](bool r) { return r; });
-  if (!all) {
-    // A task that waits gives its CPU back meanwhile, so what it waits for can run.
-    SetBlocked(true);
+  std::vector<bool> ready;
+  if (InTaskOfWorker()) {
+    ready = store_.Wait(ids, ids.size(), MemoryStore::Clock::now());
+    if (!std::all_of(ready.begin(), ready.end(), [](bool r) { return r; })) {
+      // A task that waits gives its CPU back meanwhile, so what it waits for can run.
+      SetBlocked(true);
+      ready = store_.Wait(ids, ids.size(), deadline);
+      SetBlocked(false);
+    }
+  } else {
     ready = store_.Wait(ids, ids.size(), deadline);
-    SetBlocked(false);
   }
   size_t not_ready = 0;
   for (bool r : ready) not_ready += r ? 0 : 1;
@@ -933,6 +939,7 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   }
   std::optional<MemoryStore::Clock::time_point> deadline;
   if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
+  if (!InTaskOfWorker()) return store_.Wait(ids, num_returns, deadline);
   std::vector<bool> ready = store_.Wait(ids, num_returns, MemoryStore::Clock::now());
   if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns) return ready;
   SetBlocked(true);

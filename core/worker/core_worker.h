@@ -141,6 +141,7 @@ class CoreWorker {
   std::mutex blocked_mu_;
   int blocked_ PRISM_GUARDED_BY(blocked_mu_) = 0;
   void SetBlocked(bool blocked);
+  bool InTaskOfWorker() const;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
   // In a worker that became an actor's process: the actor's object, its class, and the threads
