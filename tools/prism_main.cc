@@ -177,6 +177,17 @@ int Status(const std::string& address) {
   std::printf("  leases: %u active, %llu granted in all, %u requests waiting\n", s.leases_active(),
               static_cast<unsigned long long>(s.leases_granted_total()), s.pending_lease_requests());
   std::printf("  drivers: %u\n", s.drivers());
+  int alive = 0, dead = 0;
+  for (const auto& a : s.actors()) (a.state() == prism::rpc::ACTOR_DEAD ? dead : alive)++;
+  std::printf("  actors: %d alive or starting, %d dead\n", alive, dead);
+  for (const auto& a : s.actors()) {
+    if (a.state() == prism::rpc::ACTOR_DEAD) continue;
+    std::printf("    %s %-16s %-10s pid %d, %u restart(s)%s\n",
+                prism::ActorId::FromBinary(a.actor_id()).Hex().substr(0, 12).c_str(),
+                a.name().empty() ? "(unnamed)" : a.name().c_str(),
+                prism::rpc::ActorState_Name(a.state()).substr(6).c_str(), a.pid(), a.num_restarts(),
+                a.detached() ? ", detached" : "");
+  }
   const auto& o = s.store();
   auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
   std::printf("  object store: %.1f MiB capacity, %.1f MiB used, %.1f MiB pinned, %.1f MiB spilled\n",

@@ -1022,6 +1022,17 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
   s->set_pending_lease_requests(static_cast<uint32_t>(pending_.size()));
   s->set_drivers(static_cast<uint32_t>(control_.alive_jobs()));
   s->set_pid(getpid());
+  for (const auto& [aid, a] : actors_) {
+    auto* line = s->add_actors();
+    line->set_actor_id(aid.Binary());
+    line->set_name(a.spec.actor_creation().name());
+    line->set_state(a.state);
+    line->set_num_restarts(a.num_restarts);
+    auto w = workers_.find(a.worker);
+    line->set_pid(w == workers_.end() ? 0 : w->second.pid);
+    line->set_death_cause(a.death_cause);
+    line->set_detached(a.spec.actor_creation().detached());
+  }
   if (store_) {
     StoreTableStats st = store_->stats();
     auto* o = s->mutable_store();

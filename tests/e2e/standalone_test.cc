@@ -118,8 +118,14 @@ TEST(StandaloneTest, DetachedActorOutlivesItsDriver) {
   std::string created, used, again;
   EXPECT_EQ(RunCommand(driver + " create keeper", &created), 0) << created;
   EXPECT_NE(created.find("created: 5"), std::string::npos) << created;
+  EXPECT_EQ(RunCommand(tool + " status", &out), 0) << out;
+  EXPECT_NE(out.find("keeper"), std::string::npos) << out;
+  EXPECT_NE(out.find("ALIVE"), std::string::npos) << out;
+  EXPECT_NE(out.find("detached"), std::string::npos) << out;
   EXPECT_EQ(RunCommand(driver + " use keeper", &used), 0) << used;
   EXPECT_NE(used.find("value: 6"), std::string::npos) << used;
+  EXPECT_EQ(RunCommand(tool + " status", &out), 0) << out;
+  EXPECT_NE(out.find("actors: 0 alive or starting, 1 dead"), std::string::npos) << out;
   // The second driver killed it: the name is free, the lookup fails.
   EXPECT_NE(RunCommand(driver + " use keeper", &again), 0) << again;
   EXPECT_NE(again.find("no live actor is named 'keeper'"), std::string::npos) << again;
