@@ -166,7 +166,7 @@ void NodeDaemon::RejectLease(rpc::Connection& conn, uint64_t request_id, rpc::Er
 }
 
 void NodeDaemon::TellQueued(LeaseRequest& req) {
-  if (req.told_queued || req.from->closed()) return;
+  if (req.told_queued || !req.from || req.from->closed()) return;  // (actors: no caller to tell)
   rpc::Envelope env;
   env.mutable_lease_queued()->set_request_id(req.request_id);
   req.from->Send(env);
@@ -271,7 +271,7 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
         SendError(conn, 0, Status::NotFound("no actor " + TaskId::FromBinary(bin).Hex()));
         return;
       }
-      it->second.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
+      Subscribe(it->second, conn);
       SendActorUpdate(conn, it->second, 0);
       return;
     }
@@ -283,7 +283,7 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
         return;
       }
       Actor& a = actors_.at(it->second);
-      a.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
+      Subscribe(a, conn);
       SendActorUpdate(conn, a, req.request_id());
       return;
     }
@@ -525,7 +525,10 @@ void NodeDaemon::Schedule() {
     auto jit = jobs_.find(job_id);
     if (jit == jobs_.end()) continue;
     while (starting < want) {
-      if (static_cast<int>(workers_.size()) >= config_.max_workers) {
+      // Actors' processes do not count against the cap: they are not a pool to share.
+      int pooled = 0;
+      for (auto& [wid, w] : workers_) pooled += w.actor.IsNil() ? 1 : 0;
+      if (pooled >= config_.max_workers) {
         // At the cap: make room by stopping an idle worker of another job, if there is one.
         const Worker* victim = nullptr;
         for (auto& [wid, w] : workers_) {
@@ -735,7 +738,7 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
   a.job = peer.job;
   a.spec = spec;
   a.shape = *shape;
-  a.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
+  Subscribe(a, conn);
   if (!c.name().empty()) actor_names_[c.name()] = id;
   SendActorUpdate(conn, a, req.request_id());
   LeaseRequest lr;
@@ -852,6 +855,13 @@ void NodeDaemon::SendActorUpdate(rpc::Connection& conn, const Actor& a, uint64_t
   u->set_detached(c.detached());
   u->set_max_task_retries(c.max_task_retries());
   conn.Send(env);
+}
+
+void NodeDaemon::Subscribe(Actor& a, rpc::Connection& conn) {
+  for (auto& w : a.subscribers) {
+    if (w.lock().get() == &conn) return;
+  }
+  a.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
 }
 
 void NodeDaemon::PublishActor(Actor& a) {

@@ -148,6 +148,7 @@ class NodeDaemon {
   void HandleKillActor(const rpc::KillActor& req);
   void SendActorUpdate(rpc::Connection& conn, const Actor& a, uint64_t request_id);
   void PublishActor(Actor& a);
+  void Subscribe(Actor& a, rpc::Connection& conn);
   /// The actor's process is gone: restart it, or declare it dead.
   void OnActorProcessDied(const TaskId& id, const std::string& why);
   void ActorDead(Actor& a, const std::string& cause);

@@ -213,6 +213,16 @@ TEST_F(ActorsTest, ActorGoesWhenItsHandlesGo) {
   EXPECT_NE(kill(pid, 0), 0) << "the actor's process is gone";
 }
 
+// More actors than the worker pool's cap (4 x CPUs + 4 = 12 here): each gets a process.
+TEST_F(ActorsTest, MoreActorsThanThePoolCap) {
+  std::vector<prism::ActorHandle<Counter>> actors;
+  for (int i = 0; i < 16; ++i) actors.push_back(prism::Actor(MakeCounter).Remote(i));
+  std::vector<prism::ObjectRef<int>> refs;
+  for (auto& a : actors) refs.push_back(a.Task(&Counter::Add).Remote(100));
+  auto values = prism::Get(refs, std::chrono::seconds(60));
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(values[static_cast<size_t>(i)], 100 + i);
+}
+
 // Two calls meet inside the actor: they only do if they run at the same time.
 class Meeting {
  public:
