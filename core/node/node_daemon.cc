@@ -268,7 +268,13 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       const std::string& bin = msg.subscribe_actor().actor_id();
       auto it = TaskId::IsValidBinary(bin) ? actors_.find(TaskId::FromBinary(bin)) : actors_.end();
       if (it == actors_.end()) {
-        SendError(conn, 0, Status::NotFound("no actor " + TaskId::FromBinary(bin).Hex()));
+        // Its callers must not wait forever: an actor this daemon never had is a dead one.
+        rpc::Envelope env;
+        auto* u = env.mutable_actor_update();
+        u->set_actor_id(bin);
+        u->set_state(rpc::ACTOR_DEAD);
+        u->set_death_cause("this cluster has no such actor");
+        conn.Send(env);
         return;
       }
       Subscribe(it->second, conn);
@@ -725,7 +731,13 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
     return fail(Status::InvalidArgument("an actor's id is its creation task's id (16 bytes)"));
   }
   TaskId id = TaskId::FromBinary(c.actor_id());
-  if (actors_.count(id) > 0) return fail(Status::AlreadyExists("actor " + id.Hex() + " exists already"));
+  if (auto known = actors_.find(id); known != actors_.end()) {
+    // A retry of the task that created it: the same actor.
+    if (known->second.job != peer.job) return fail(Status::AlreadyExists("actor " + id.Hex() + " exists already"));
+    Subscribe(known->second, conn);
+    SendActorUpdate(conn, known->second, req.request_id());
+    return;
+  }
   if (!c.name().empty() && actor_names_.count(c.name()) > 0) {
     return fail(Status::AlreadyExists("an actor named '" + c.name() + "' exists already"));
   }
@@ -823,7 +835,10 @@ void NodeDaemon::ActorDead(Actor& a, const std::string& cause) {
   if (!name.empty() && n != actor_names_.end() && n->second == a.id) actor_names_.erase(n);
   PRISM_LOG_INFO("actor {} is dead: {}", a.id.Hex(), cause);
   PublishActor(a);
-  MaybeEraseJob(a.job);
+  // Later: this may run inside Schedule(), which must not see workers and requests vanish.
+  asio::post(io_, [this, job = a.job] {
+    if (!stopped_) MaybeEraseJob(job);
+  });
 }
 
 void NodeDaemon::MaybeEraseJob(const JobId& id) {

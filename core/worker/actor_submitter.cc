@@ -112,11 +112,19 @@ void ActorSubmitter::Connect(const ActorId& id) {
         if (failed_all_) return;
         if (!connected.ok()) {
           PRISM_LOG_WARN("cannot reach actor {}: {}", id.Hex(), connected.status().ToString());
-          a.have_lost = true;
-          a.lost_incarnation = std::max(a.lost_incarnation, inc);
-          return;  // the daemon's next update says whether it restarts
+          // The daemon's next update says whether it died; if it stays alive (a slow
+          // handshake), try again in a while.
+          auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(500));
+          timer->async_wait([this, id, inc, timer](const asio::error_code& ec) {
+            if (ec || failed_all_) return;
+            Actor& again = actors_[id];
+            if (again.state == rpc::ACTOR_ALIVE && again.incarnation == inc && !again.conn) Pump(id);
+          });
+          return;
         }
+        if (inc != a.incarnation) return;  // a newer incarnation meanwhile: connect to that
         a.conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
+        a.conn_incarnation = inc;
         a.conn->Start(
             [this, id, inc](rpc::Connection& c, rpc::Envelope& msg) {
               if (msg.has_task_reply()) {
@@ -184,7 +192,15 @@ void ActorSubmitter::OnUpdate(const rpc::ActorUpdate& u) {
   a.name = u.name();
   a.max_task_retries = u.max_task_retries();
   if (a.state == rpc::ACTOR_DEAD) return;
-  if (u.num_restarts() < a.incarnation) return;  // older news
+  // Older news (answers to requests arrive here after the updates sent meanwhile): an older
+  // incarnation, or an earlier state of the same one.
+  auto rank = [](rpc::ActorState st) { return st == rpc::ACTOR_ALIVE ? 1 : st == rpc::ACTOR_DEAD ? 2 : 0; };
+  if (u.num_restarts() < a.incarnation) return;
+  if (a.known_state && u.num_restarts() == a.incarnation && rank(u.state()) < rank(a.state)) return;
+  a.known_state = true;
+  if (u.num_restarts() > a.incarnation && a.conn && a.conn_incarnation < u.num_restarts()) {
+    a.conn->Close(Status::Unavailable("the actor restarted"));  // its calls retry or fail
+  }
   a.state = u.state();
   if (u.state() == rpc::ACTOR_DEAD) a.death_cause = u.death_cause();
   if (u.state() == rpc::ACTOR_DEAD || u.num_restarts() > a.incarnation) FailOrphaned(id, a);

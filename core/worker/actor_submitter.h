@@ -37,6 +37,8 @@ class ActorSubmitter {
   struct Actor {
     rpc::ActorState state = rpc::ACTOR_PENDING;
     bool known = false;  // an update has arrived
+    bool known_state = false;
+    uint32_t conn_incarnation = 0;
     std::string name;
     std::string death_cause;
     int max_task_retries = 0;

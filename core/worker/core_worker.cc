@@ -160,6 +160,7 @@ Status CoreWorker::ConnectDaemon() {
         PRISM_LOG_ERROR("lost the node daemon: {}", st.ToString());
         auto err = StoredObject::Error(rpc::ERROR_SYSTEM, "the node daemon is gone: " + st.message());
         submitter_->FailAll(err);
+        actor_submitter_->FailAll(err);
       },
       [this](const WorkerId& id) { OnWorkerDied(id); });
   return Status::OK();
@@ -676,7 +677,10 @@ internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, co
       arg->set_value(std::move(a.value));
     }
     t.arg_refs.push_back(std::move(a.ref));
-    for (auto& n : a.nested) t.nested.push_back(std::move(n));
+    for (auto& n : a.nested) {
+      CheckCurrent(*n);
+      t.nested.push_back(std::move(n));
+    }
   }
   t.nested.push_back(actor.lifetime);  // the actor lives at least until its calls are done
   t.return_id = ReturnObjectId(task_id, 1);
