@@ -835,6 +835,15 @@ void NodeDaemon::ActorDead(Actor& a, const std::string& cause) {
   if (!name.empty() && n != actor_names_.end() && n->second == a.id) actor_names_.erase(n);
   PRISM_LOG_INFO("actor {} is dead: {}", a.id.Hex(), cause);
   PublishActor(a);
+  // Keep a short record (for status, late subscribers and retried creations), not its arguments.
+  a.spec.clear_args();
+  dead_actors_.push_back(a.id);
+  constexpr size_t kKeptDeadActors = 10000;
+  while (dead_actors_.size() > kKeptDeadActors) {
+    auto old = actors_.find(dead_actors_.front());
+    dead_actors_.pop_front();
+    if (old != actors_.end() && old->second.state == rpc::ACTOR_DEAD && &old->second != &a) actors_.erase(old);
+  }
   // Later: this may run inside Schedule(), which must not see workers and requests vanish.
   asio::post(io_, [this, job = a.job] {
     if (!stopped_) MaybeEraseJob(job);

@@ -180,6 +180,7 @@ class NodeDaemon {
   std::map<uint64_t, Lease> leases_;
   std::map<TaskId, Actor> actors_;
   std::map<std::string, TaskId> actor_names_;
+  std::deque<TaskId> dead_actors_;  // oldest first; at most kKeptDeadActors are remembered
   std::deque<LeaseRequest> pending_;
   uint64_t next_lease_id_ = 1;
   uint64_t leases_granted_total_ = 0;

@@ -212,6 +212,7 @@ void ActorSubmitter::OnUpdate(const rpc::ActorUpdate& u) {
   }
   if (u.state() == rpc::ACTOR_DEAD) {
     a.death_cause = u.death_cause();
+    if (on_dead) on_dead(id);
     auto queued = std::move(a.queued);
     a.queued.clear();
     for (auto& [seq, call] : queued) Finish(call, DiedError(id, a, "is dead: " + a.death_cause));

@@ -25,6 +25,8 @@ class ActorSubmitter {
   void Submit(const ActorId& actor, PendingTask task);
   /// Event loop: what the daemon says about an actor.
   void OnUpdate(const rpc::ActorUpdate& update);
+  /// Runs (on the event loop) when an actor is known to be dead.
+  std::function<void(const ActorId&)> on_dead;
   /// Event loop: fails every call not finished (shutdown, daemon gone).
   void FailAll(const StoredObject& error);
 

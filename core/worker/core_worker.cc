@@ -104,6 +104,15 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                    cw->store_, *cw->daemon_, std::move(hooks));
   cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) { w->actor_submitter_->OnUpdate(u); };
+  cw->actor_submitter_->on_dead = [w](const ActorId& id) {
+    std::vector<internal::RefPtr> drop;  // released outside the lock
+    std::lock_guard<std::mutex> lock(w->actor_mu_);
+    auto it = w->actor_arg_refs_.find(id);
+    if (it != w->actor_arg_refs_.end()) {
+      drop = std::move(it->second);
+      w->actor_arg_refs_.erase(it);
+    }
+  };
   if (cw->options_.role == rpc::ROLE_WORKER) {
     cw->executor_ = std::make_unique<TaskExecutor>(
         [w](std::shared_ptr<const rpc::PushTask> push) { return w->ExecuteTask(std::move(push)); });
@@ -644,7 +653,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   store_.Put(handle_id, std::move(marker));
   {
     std::lock_guard<std::mutex> lock(actor_mu_);
-    for (auto& k : keep) actor_arg_refs_.push_back(std::move(k));
+    if (!keep.empty()) actor_arg_refs_[task_id] = std::move(keep);
   }
   rpc::ActorUpdate update = reply.actor_update();
   asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });

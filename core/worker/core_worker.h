@@ -151,7 +151,7 @@ class CoreWorker {
   std::vector<std::thread> actor_threads_;
   // Refs inside the arguments of actors this process created: the actor may keep them.
   std::mutex actor_mu_;
-  std::vector<internal::RefPtr> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
+  std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
   std::unique_ptr<TaskExecutor> executor_;
   std::atomic<bool> shut_down_{false};
 
