@@ -233,6 +233,14 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       if (peer->role != rpc::ROLE_WORKER) break;
       HandleActorCreated(*peer, msg.task_reply());
       return;
+    case rpc::Envelope::kWorkerOutput: {
+      if (peer->role != rpc::ROLE_WORKER) break;
+      auto job = jobs_.find(peer->job);
+      if (job != jobs_.end() && job->second.driver != nullptr) {
+        job->second.driver->Send(msg);  // a driver that left (detached actors) gets nothing
+      }
+      return;
+    }
     case rpc::Envelope::kWorkerBlocked: {
       if (peer->role != rpc::ROLE_WORKER) break;
       auto w = workers_.find(peer->worker);

@@ -123,6 +123,30 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     };
   }
   cw->daemon_->Start(std::move(cw->daemon_leftover_));
+  if (cw->options_.role == rpc::ROLE_WORKER) {
+    cw->output_ = std::make_unique<OutputCapture>([w](rpc::WorkerOutput out) {
+      rpc::Envelope env;
+      *env.mutable_worker_output() = std::move(out);
+      w->daemon_->Send(env);
+    });
+    if (cw->output_->Start()) {
+      cw->output_->SetLabel("(worker pid=" + std::to_string(getpid()) + ")");
+    } else {
+      cw->output_.reset();
+    }
+  } else {
+    // The driver prints what its workers print, each line with the task or actor it came from.
+    const char* env = std::getenv("PRISM_LOG_TO_DRIVER");
+    if (env == nullptr || std::string(env) != "0") {
+      cw->daemon_->on_worker_output = [](const rpc::WorkerOutput& out) {
+        for (const auto& l : out.lines()) {
+          std::fprintf(l.err() ? stderr : stdout, "%s %s\n", l.label().c_str(), l.text().c_str());
+        }
+        std::fflush(stdout);
+        std::fflush(stderr);
+      };
+    }
+  }
   cw->Accept();
   cw->loop_.Start(cw->options_.role == rpc::ROLE_WORKER ? "prism-wio" : "prism-io");
   return cw;
@@ -983,16 +1007,24 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
   // What runs: a remote function, an actor's factory (this worker becomes the actor's process),
   // or a method of the actor this worker hosts.
   auto& registry = internal::FunctionRegistry::Instance();
+  if (output_) {
+    std::string who = spec.has_actor_creation()
+                          ? (spec.actor_creation().name().empty() ? spec.function() : spec.actor_creation().name())
+                          : (!spec.actor_id().empty() && !actor_label_.empty() ? actor_label_ : spec.name());
+    output_->SetLabel("(" + who + " pid=" + std::to_string(getpid()) + ")");
+  }
   std::function<internal::EncodedValue(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)>
       run;
   if (spec.has_actor_creation()) {
     const internal::ActorFactoryEntry* factory = registry.FindFactory(spec.function());
     if (factory != nullptr) {
       uint32_t concurrency = std::max<uint32_t>(1, spec.actor_creation().max_concurrency());
-      run = [this, factory, concurrency](const std::vector<std::string_view>& args,
+      std::string actor_name = spec.actor_creation().name();
+      run = [this, factory, concurrency, actor_name](const std::vector<std::string_view>& args,
                                          const std::shared_ptr<const void>& source) {
         actor_instance_ = factory->create(args, source);
         actor_type_ = factory->type;
+        actor_label_ = actor_name.empty() ? factory->type : actor_name;
         for (uint32_t i = 1; i < concurrency; ++i) {
           actor_threads_.emplace_back([this] { executor_->Run(); });
         }
@@ -1171,6 +1203,7 @@ void CoreWorker::RunTaskLoop() {
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
   if (executor_) executor_->Stop();
+  if (output_) output_->Stop();  // forwards what is left while the daemon connection is open
   if (!loop_.started()) {  // Start() failed before the loop ran: nothing is connected
     ::unlink(address_.socket_path.c_str());
     return;

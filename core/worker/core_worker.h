@@ -12,6 +12,7 @@
 #include "worker/actor_submitter.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
+#include "worker/output_capture.h"
 #include "worker/task_executor.h"
 #include "worker/task_submitter.h"
 
@@ -148,6 +149,8 @@ class CoreWorker {
   // beyond the main one that run its calls (max_concurrency > 1).
   std::shared_ptr<void> actor_instance_;
   std::string actor_type_;
+  std::string actor_label_;  // how its output lines are labelled: its name, or its class
+  std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
   std::vector<std::thread> actor_threads_;
   // Refs inside the arguments of actors this process created: the actor may keep them.
   std::mutex actor_mu_;

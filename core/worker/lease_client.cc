@@ -118,6 +118,9 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       if (on_actor_update) on_actor_update(msg.actor_update());
       return;
     }
+    case rpc::Envelope::kWorkerOutput:
+      if (on_worker_output) on_worker_output(msg.worker_output());
+      return;
     case rpc::Envelope::kPushTask:
       if (on_push) on_push(std::move(*msg.mutable_push_task()), conn_);
       return;

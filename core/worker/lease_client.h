@@ -64,6 +64,7 @@ class DaemonClient : public LeaseClient {
   /// task of the actor this worker becomes. Set before Start().
   std::function<void(const rpc::ActorUpdate&)> on_actor_update;
   std::function<void(rpc::PushTask, std::shared_ptr<rpc::Connection>)> on_push;
+  std::function<void(const rpc::WorkerOutput&)> on_worker_output;
 
  private:
   void OnMessage(rpc::Envelope& msg);

@@ -134,4 +134,19 @@ TEST(StandaloneTest, DetachedActorOutlivesItsDriver) {
   fs::remove_all(root);
 }
 
+// What workers print reaches the driver, each line labelled with the task or actor it came from.
+TEST(OutputTest, WorkerOutputReachesTheDriverWithItsLabel) {
+  std::string out;
+  ASSERT_EQ(RunCommand(PRISM_OUTPUT_DRIVER, &out), 0) << out;
+  EXPECT_NE(out.find("(Shout pid="), std::string::npos) << out;
+  EXPECT_NE(out.find(") task line 7"), std::string::npos) << out;
+  EXPECT_NE(out.find(") task warning 7"), std::string::npos) << out;
+  EXPECT_NE(out.find("(scribe pid="), std::string::npos) << out;
+  EXPECT_NE(out.find(") actor line 8"), std::string::npos) << out;
+  EXPECT_NE(out.find("driver done"), std::string::npos) << out;
+  std::string quiet;
+  ASSERT_EQ(RunCommand(std::string("PRISM_LOG_TO_DRIVER=0 ") + PRISM_OUTPUT_DRIVER, &quiet), 0) << quiet;
+  EXPECT_EQ(quiet.find("task line"), std::string::npos) << "PRISM_LOG_TO_DRIVER=0 silences it: " << quiet;
+}
+
 }  // namespace
