@@ -37,6 +37,22 @@ Result<ResourceSet> ShapeFromProto(const google::protobuf::RepeatedPtrField<rpc:
   return ResourceSet::FromMilli(milli);
 }
 
+// Environment variables from a request, checked, and the key that names that environment.
+Status EnvFromProto(const google::protobuf::RepeatedPtrField<rpc::EnvVar>& vars,
+                    std::map<std::string, std::string>* env, std::string* key) {
+  for (const auto& v : vars) {
+    if (v.name().empty() || v.name().find('=') != std::string::npos ||
+        v.name().find('\0') != std::string::npos || v.value().find('\0') != std::string::npos ||
+        v.name().rfind("PRISM_", 0) == 0) {
+      return Status::InvalidArgument("invalid environment variable '" + v.name() + "'");
+    }
+    (*env)[v.name()] = v.value();
+  }
+  key->clear();
+  for (const auto& [k, v] : *env) *key += k + "=" + v + std::string(1, '\0');
+  return Status::OK();
+}
+
 }  // namespace
 
 std::string DaemonSocketPath(const std::string& session_dir) { return session_dir + "/daemon.sock"; }
@@ -410,8 +426,14 @@ void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
     reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(peer.job)) + " has ended");
     return;
   }
-  pending_.push_back(LeaseRequest{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()),
-                                  req.request_id(), peer.job, std::move(*shape)});
+  LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id(),
+                  peer.job, std::move(*shape)};
+  Status env_ok = EnvFromProto(req.env(), &lr.env, &lr.env_key);
+  if (!env_ok.ok()) {
+    reject(rpc::ERROR_SYSTEM, env_ok.message());
+    return;
+  }
+  pending_.push_back(std::move(lr));
   Schedule();
 }
 
@@ -446,7 +468,12 @@ void NodeDaemon::ReleaseLease(const Lease& lease) {
 
 void NodeDaemon::Schedule() {
   if (stopped_) return;
-  std::map<JobId, int> wanting;  // requests that fit but have no idle worker yet
+  // Requests that fit but have no idle worker yet, by job and environment.
+  struct Want {
+    int count = 0;
+    std::map<std::string, std::string> env;
+  };
+  std::map<std::pair<JobId, std::string>, Want> wanting;
   for (auto it = pending_.begin(); it != pending_.end();) {
     LeaseRequest& req = *it;
     if (req.actor.IsNil() ? req.from->closed() : actors_.count(req.actor) == 0 ||
@@ -491,13 +518,15 @@ void NodeDaemon::Schedule() {
     }
     Worker* idle = nullptr;
     for (auto& [wid, w] : workers_) {
-      if (w.job == req.job && w.state == WorkerState::kIdle) {
+      if (w.job == req.job && w.state == WorkerState::kIdle && w.env_key == req.env_key) {
         idle = &w;
         break;
       }
     }
     if (idle == nullptr) {
-      wanting[req.job]++;
+      Want& want = wanting[{req.job, req.env_key}];
+      want.count++;
+      want.env = req.env;
       ++it;
       continue;
     }
@@ -531,10 +560,13 @@ void NodeDaemon::Schedule() {
     req.from->Send(env);
     it = pending_.erase(it);
   }
-  for (auto& [job_id, want] : wanting) {
+  for (auto& [pool, wanted] : wanting) {
+    const JobId job_id = pool.first;
+    const std::string& env_key = pool.second;
+    const int want = wanted.count;
     int starting = 0;
     for (auto& [wid, w] : workers_) {
-      starting += (w.job == job_id && w.state == WorkerState::kStarting) ? 1 : 0;
+      starting += (w.job == job_id && w.env_key == env_key && w.state == WorkerState::kStarting) ? 1 : 0;
     }
     auto jit = jobs_.find(job_id);
     if (jit == jobs_.end()) continue;
@@ -543,10 +575,11 @@ void NodeDaemon::Schedule() {
       int pooled = 0;
       for (auto& [wid, w] : workers_) pooled += w.actor.IsNil() ? 1 : 0;
       if (pooled >= config_.max_workers) {
-        // At the cap: make room by stopping an idle worker of another job, if there is one.
+        // At the cap: make room by stopping an idle worker of another job (or environment), if
+        // there is one.
         const Worker* victim = nullptr;
         for (auto& [wid, w] : workers_) {
-          if (w.job != job_id && w.state == WorkerState::kIdle) {
+          if ((w.job != job_id || w.env_key != env_key) && w.state == WorkerState::kIdle) {
             victim = &w;
             break;
           }
@@ -558,7 +591,7 @@ void NodeDaemon::Schedule() {
         KillWorker(vid, "making room for another job's workers");
         return;
       }
-      StartWorker(jit->second);
+      StartWorker(jit->second, wanted.env, env_key);
       ++starting;
     }
     if (starting < want) {
@@ -570,11 +603,13 @@ void NodeDaemon::Schedule() {
   }
 }
 
-void NodeDaemon::StartWorker(Job& job) {
+void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>& env,
+                             const std::string& env_key) {
   WorkerId id = RandomUniqueId();
   Worker w;
   w.id = id;
   w.job = job.id;
+  w.env_key = env_key;
   w.socket_path = config_.session_dir + "/w-" + id.Hex().substr(0, 16) + ".sock";
   WorkerLaunch launch;
   launch.executable_fd = job.exe_fd;
@@ -585,8 +620,10 @@ void NodeDaemon::StartWorker(Job& job) {
   for (const auto& e : job.env) {
     bool ours = false;
     for (const char* k : kOurs) ours = ours || e.rfind(k, 0) == 0;
+    for (const auto& [name, value] : env) ours = ours || e.rfind(name + "=", 0) == 0;  // replaced
     if (!ours) launch.env.push_back(e);
   }
+  for (const auto& [name, value] : env) launch.env.push_back(name + "=" + value);
   launch.env.push_back("PRISM_WORKER_MODE=1");
   launch.env.push_back("PRISM_SESSION_DIR=" + config_.session_dir);
   launch.env.push_back("PRISM_CLUSTER_TOKEN=" + config_.token);
@@ -750,6 +787,12 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
     return fail(Status::AlreadyExists("an actor named '" + c.name() + "' exists already"));
   }
   if (c.max_concurrency() == 0) return fail(Status::InvalidArgument("max_concurrency must be at least 1"));
+  {
+    std::map<std::string, std::string> env;
+    std::string key;
+    Status env_ok = EnvFromProto(c.env(), &env, &key);
+    if (!env_ok.ok()) return fail(env_ok);
+  }
   auto shape = ShapeFromProto(req.resources());
   if (!shape.ok()) return fail(Status::InvalidArgument("invalid resources: " + shape.status().message()));
   if (jobs_.count(peer.job) == 0) return fail(Status::NotFound("the caller's job has ended"));
@@ -765,6 +808,7 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
   lr.job = peer.job;
   lr.shape = *shape;
   lr.actor = id;
+  (void)EnvFromProto(c.env(), &lr.env, &lr.env_key);  // checked above
   pending_.push_back(std::move(lr));
   Schedule();
 }
@@ -830,6 +874,7 @@ void NodeDaemon::OnActorProcessDied(const TaskId& id, const std::string& why) {
   lr.job = a.job;
   lr.shape = a.shape;
   lr.actor = id;
+  (void)EnvFromProto(a.spec.actor_creation().env(), &lr.env, &lr.env_key);
   pending_.push_back(std::move(lr));
   // (RemoveWorker, our caller, schedules next.)
 }

@@ -80,6 +80,7 @@ class NodeDaemon {
     std::string socket_path;
     uint64_t lease_id = 0;
     TaskId actor;  // the actor this worker hosts (nil: none)
+    std::string env_key;  // the environment variables it was started with (EnvKey)
     std::unique_ptr<asio::steady_timer> register_timer;
   };
   struct Actor {
@@ -111,6 +112,8 @@ class NodeDaemon {
     ResourceSet shape;
     bool told_queued = false;
     TaskId actor;  // non-nil: the daemon's own request, for this actor's process (`from` is null)
+    std::map<std::string, std::string> env;  // the worker's environment variables
+    std::string env_key;
   };
   // What a connection is, once its Hello was accepted.
   struct Peer {
@@ -135,7 +138,7 @@ class NodeDaemon {
   /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
   void TellQueued(LeaseRequest& req);
   void Schedule();
-  void StartWorker(Job& job);
+  void StartWorker(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key);
   void OnChildExit(pid_t pid, int wait_status);
   void RemoveWorker(const WorkerId& id, const std::string& why);
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.

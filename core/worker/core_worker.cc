@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <future>
@@ -56,6 +57,21 @@ class StoreWriteError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// Environment variables a task or actor asks for: names a shell would accept, not prism's own.
+void CheckEnv(const std::map<std::string, std::string>& env) {
+  for (const auto& [name, value] : env) {
+    bool ok = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
+    for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+    if (!ok) throw InvalidArgumentError("'" + name + "' is not a valid environment variable name");
+    if (name.rfind("PRISM_", 0) == 0) {
+      throw InvalidArgumentError("environment variables starting with PRISM_ are prism's own: " + name);
+    }
+    if (value.find('\0') != std::string::npos) {
+      throw InvalidArgumentError("the value of " + name + " contains a NUL byte");
+    }
+  }
+}
 
 }  // namespace
 
@@ -625,6 +641,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   units[kCpu] = options.num_cpus;
   auto shape = ResourceSet::FromUnits(units);
   if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+  CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
   rpc::Envelope env;
@@ -649,6 +666,11 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   c->set_max_task_retries(options.max_task_retries);
   c->set_max_concurrency(static_cast<uint32_t>(options.max_concurrency));
   *c->mutable_owner() = spec.caller();
+  for (const auto& [name, value] : options.env) {
+    auto* e = c->add_env();
+    e->set_name(name);
+    e->set_value(value);
+  }
   for (const auto& [name, milli] : shape->milli()) {
     auto* r = req->add_resources();
     r->set_name(name);
@@ -769,9 +791,11 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   units[kCpu] = options.num_cpus;
   auto shape = ResourceSet::FromUnits(units);
   if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+  CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
   PendingTask t;
+  t.env = options.env;
   t.spec.set_task_id(task_id.Binary());
   t.spec.set_job_id(options_.job_id.Binary());
   t.spec.set_parent_task_id(CurrentTaskId().Binary());

@@ -14,7 +14,8 @@ void DaemonClient::Start(std::string initial) {
                [this](rpc::Connection&, const Status& st) { OnClosed(st); }, std::move(initial));
 }
 
-uint64_t DaemonClient::RequestLease(const ResourceSet& shape, std::function<void()> queued,
+uint64_t DaemonClient::RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& vars,
+                                    std::function<void()> queued,
                                     std::function<void(LeaseOutcome)> done) {
   uint64_t id = next_request_id_++;
   rpc::Envelope env;
@@ -24,6 +25,11 @@ uint64_t DaemonClient::RequestLease(const ResourceSet& shape, std::function<void
     auto* r = req->add_resources();
     r->set_name(name);
     r->set_milli(milli);
+  }
+  for (const auto& [name, value] : vars) {
+    auto* e = req->add_env();
+    e->set_name(name);
+    e->set_value(value);
   }
   if (conn_->closed()) {
     done(LeaseOutcome{Status::Unavailable("the node daemon is gone"), rpc::ERROR_SYSTEM});

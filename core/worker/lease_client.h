@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <atomic>
 #include <functional>
+#include <map>
+#include <string>
 #include <memory>
 #include <unordered_map>
 
@@ -30,7 +32,8 @@ class LeaseClient {
   virtual ~LeaseClient() = default;
   /// Returns the request's id. `queued` runs if the request has to wait for resources to free
   /// up (the node is saturated); `done` runs once with the outcome. Both on the event loop.
-  virtual uint64_t RequestLease(const ResourceSet& shape, std::function<void()> queued,
+  virtual uint64_t RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& env,
+                                std::function<void()> queued,
                                 std::function<void(LeaseOutcome)> done) = 0;
   /// Withdraws a request; its callbacks will not run.
   virtual void CancelLeaseRequest(uint64_t request_id) = 0;
@@ -46,7 +49,8 @@ class DaemonClient : public LeaseClient {
                std::function<void(const WorkerId&)> on_worker_died = nullptr);
   /// `initial`: bytes already read from the connection (after the handshake).
   void Start(std::string initial = {});
-  uint64_t RequestLease(const ResourceSet& shape, std::function<void()> queued,
+  uint64_t RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& env,
+                        std::function<void()> queued,
                         std::function<void(LeaseOutcome)> done) override;
   void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;

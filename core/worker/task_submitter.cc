@@ -54,6 +54,7 @@ void TaskSubmitter::Submit(PendingTask task) {
 void TaskSubmitter::AddOnLoop(PendingTask task) {
   TaskId id = TaskId::FromBinary(task.spec.task_id());
   std::string key = task.resources.ToString();
+  for (const auto& [k, v] : task.env) key += std::string(1, '\0') + k + "=" + v;
   Running& r = tasks_[id];
   r.task = std::move(task);
   r.key = key;
@@ -110,6 +111,7 @@ void TaskSubmitter::Enqueue(const TaskId& id) {
   Running& r = tasks_.at(id);
   ShapeQueue& q = shapes_[r.key];
   if (q.shape.empty() && !r.task.resources.empty()) q.shape = r.task.resources;
+  q.env = r.task.env;
   q.queue.push_back(id);
   Pump(r.key);
 }
@@ -157,7 +159,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     };
     auto req = std::make_shared<Req>();
     uint64_t id = leases_.RequestLease(
-        q.shape,
+        q.shape, q.env,
         [this, key] {
           shapes_[key].saturated = true;
           Pump(key);

@@ -45,6 +45,7 @@ struct PendingTask {
   std::vector<internal::RefPtr> nested;    // refs inside argument values
   ObjectId return_id;
   ResourceSet resources;
+  std::map<std::string, std::string> env;  // for the worker's environment
   int retries_left = 0;
 };
 
@@ -90,6 +91,7 @@ class TaskSubmitter {
   };
   struct ShapeQueue {
     ResourceSet shape;
+    std::map<std::string, std::string> env;
     std::deque<TaskId> queue;
     std::map<uint64_t, std::unique_ptr<Lease>> leases;
     uint64_t lease_request = 0;  // the id of the request in flight, 0 when none

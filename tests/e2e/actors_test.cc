@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -33,6 +34,10 @@ class Counter {
   std::vector<std::string> History() const { return log_; }
   int Pid() const { return static_cast<int>(getpid()); }
   int Fail(int) { throw std::out_of_range("no such slot"); }
+  std::string Env(std::string name) const {
+    const char* v = std::getenv(name.c_str());
+    return v == nullptr ? "<unset>" : v;
+  }
 
  private:
   int value_;
@@ -42,7 +47,7 @@ class Counter {
 Counter* MakeCounter(int start) { return new Counter(start); }
 std::unique_ptr<Counter> MakeBrokenCounter(int) { throw std::runtime_error("cannot open the ledger"); }
 PRISM_REMOTE(MakeCounter, MakeBrokenCounter, &Counter::Add, &Counter::Get, &Counter::Log,
-             &Counter::History, &Counter::Pid, &Counter::Fail);
+             &Counter::History, &Counter::Pid, &Counter::Fail, &Counter::Env);
 
 class Other {
  public:
@@ -211,6 +216,14 @@ TEST_F(ActorsTest, ActorGoesWhenItsHandlesGo) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_NE(kill(pid, 0), 0) << "the actor's process is gone";
+}
+
+TEST_F(ActorsTest, EnvironmentVariablesPerActor) {
+  auto c = prism::Actor(MakeCounter).Options({.env = {{"TEST_LEDGER", "blue"}}}).Remote(0);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Env).Remote(std::string("TEST_LEDGER"))), "blue");
+  auto plain = prism::Actor(MakeCounter).Remote(0);
+  EXPECT_EQ(prism::Get(plain.Task(&Counter::Env).Remote(std::string("TEST_LEDGER"))), "<unset>");
+  EXPECT_THROW(prism::Actor(MakeCounter).Options({.env = {{"", "x"}}}).Remote(0), prism::InvalidArgumentError);
 }
 
 // More actors than the worker pool's cap (4 x CPUs + 4 = 12 here): each gets a process.

@@ -5,6 +5,8 @@
 #include <prism/prism.h>
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <unistd.h>
 
 #include <chrono>
@@ -89,6 +91,12 @@ PRISM_REMOTE(GetBorrowedLater);
 std::string Echo(std::string s) { return s; }
 PRISM_REMOTE(Echo);
 
+std::string ReadEnv(std::string name) {
+  const char* v = std::getenv(name.c_str());
+  return v == nullptr ? "<unset>" : v;
+}
+PRISM_REMOTE(ReadEnv);
+
 // Submits `n` nested tasks (a CPU each) and waits for all of them, holding a CPU itself.
 int SumOfNestedSquares(int n) {
   std::vector<prism::ObjectRef<int>> refs;
@@ -149,6 +157,21 @@ TEST_F(TasksTest, NestedRefToAPendingObjectOutlivesTheDriversHandle) {
                       .Remote(std::vector<prism::ObjectRef<int>>{pending});
   pending = prism::ObjectRef<int>();  // the driver drops its only handle
   EXPECT_GT(prism::Get(borrower, std::chrono::seconds(30)), 0);
+}
+
+TEST_F(TasksTest, EnvironmentVariablesPerTask) {
+  auto teal = prism::Task(ReadEnv).Options({.env = {{"TEST_COLOR", "teal"}}}).Remote(std::string("TEST_COLOR"));
+  auto plum = prism::Task(ReadEnv).Options({.env = {{"TEST_COLOR", "plum"}}}).Remote(std::string("TEST_COLOR"));
+  EXPECT_EQ(prism::Get(teal), "teal");
+  EXPECT_EQ(prism::Get(plum), "plum");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(prism::Get(prism::Task(ReadEnv).Remote(std::string("TEST_COLOR"))), "<unset>")
+        << "workers started for other variables do not run plain tasks";
+  }
+  EXPECT_THROW(prism::Task(ReadEnv).Options({.env = {{"BAD=NAME", "x"}}}).Remote(std::string("X")),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(ReadEnv).Options({.env = {{"PRISM_WORKER_ID", "x"}}}).Remote(std::string("X")),
+               prism::InvalidArgumentError);
 }
 
 // On a node with 2 CPUs, tasks that hold both CPUs and wait on 10 nested tasks each finish: a

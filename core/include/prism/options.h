@@ -36,6 +36,9 @@ struct TaskOptions {
   int max_retries = 3;
   /// A name for logs and errors; defaults to the function's name.
   std::string name;
+  /// Environment variables set in the worker that runs the task (workers with other variables
+  /// are not used for it, so tasks with variables get processes of their own).
+  std::map<std::string, std::string> env;
 };
 
 /// Options of an actor, as in Ray's `.options(...)` on an actor class.
@@ -58,6 +61,8 @@ struct ActorOptions {
   /// Calls that run at once, each on a thread of its own. 1 (the default) runs one caller's calls
   /// in the order they were made.
   int max_concurrency = 1;
+  /// Environment variables set in the actor's process.
+  std::map<std::string, std::string> env;
 };
 
 /// Counters this process's runtime keeps, for diagnostics and tests.
