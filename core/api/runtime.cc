@@ -303,6 +303,8 @@ RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::ve
 
 void KillActor(const ActorId& id, bool no_restart) { RequireCore()->KillActor(id, no_restart); }
 
+void CancelTask(const RefHandle& ref, bool force) { RequireCore()->CancelTask(ref, force); }
+
 ActorRef GetActorByName(const std::string& name) { return RequireCore()->GetActorByName(name); }
 
 bool InObjectStore(const void* p, size_t n) {

@@ -152,7 +152,12 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
   }
   auto it = a.inflight.find(seq);
   if (seq == 0 || it == a.inflight.end() || it->second.task.spec.attempt() != reply.attempt()) return;
-  Finish(it->second, ResultFromReply(reply, hooks_));
+  if (it->second.cancelled) {
+    if (reply.returns_size() == 1 && reply.returns(0).in_store()) hooks_.discard_stored(it->second.task.return_id);
+    Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec.name() + " was cancelled"));
+  } else {
+    Finish(it->second, ResultFromReply(reply, hooks_));
+  }
   a.inflight.erase(it);
 }
 
@@ -239,6 +244,27 @@ void ActorSubmitter::Finish(Call& call, StoredObject result) {
   call.task.arg_refs.clear();  // the refs go with the call
   call.task.nested.clear();
   StoreResult(store_, hooks_, rid, std::move(result));
+}
+
+void ActorSubmitter::Cancel(const TaskId& id) {
+  for (auto& [aid, a] : actors_) {
+    for (auto* calls : {&a.queued, &a.orphaned}) {
+      for (auto it = calls->begin(); it != calls->end(); ++it) {
+        if (it->second.task.spec.task_id() != id.Binary()) continue;
+        Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED,
+                                               "call " + it->second.task.spec.name() + " was cancelled"));
+        calls->erase(it);
+        Pump(aid);
+        return;
+      }
+    }
+    for (auto& [seq, call] : a.inflight) {
+      if (call.task.spec.task_id() == id.Binary()) {
+        call.cancelled = true;
+        return;
+      }
+    }
+  }
 }
 
 void ActorSubmitter::FailAll(const StoredObject& error) {

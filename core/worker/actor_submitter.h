@@ -27,6 +27,8 @@ class ActorSubmitter {
   void OnUpdate(const rpc::ActorUpdate& update);
   /// Runs (on the event loop) when an actor is known to be dead.
   std::function<void(const ActorId&)> on_dead;
+  /// Event loop: cancels a call: one not sent yet is dropped, a running one's result is.
+  void Cancel(const TaskId& id);
   /// Event loop: fails every call not finished (shutdown, daemon gone).
   void FailAll(const StoredObject& error);
 
@@ -35,6 +37,7 @@ class ActorSubmitter {
     PendingTask task;
     size_t unresolved = 0;
     int retries_used = 0;
+    bool cancelled = false;
   };
   struct Actor {
     rpc::ActorState state = rpc::ACTOR_PENDING;

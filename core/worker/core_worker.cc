@@ -47,6 +47,8 @@ thread_local uint32_t tl_attempt = 0;
       throw ObjectStoreFullError(e.message());
     case rpc::ERROR_ACTOR_DIED:
       throw ActorDiedError(e.message());
+    case rpc::ERROR_CANCELLED:
+      throw TaskCancelledError(e.message());
     default:
       throw RuntimeError("object " + id.Hex() + ": " + e.message());
   }
@@ -742,6 +744,21 @@ internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, co
   internal::RefPtr handle = NewHandle(t.return_id);
   actor_submitter_->Submit(actor.id, std::move(t));
   return handle;
+}
+
+void CoreWorker::CancelTask(const internal::RefHandle& ref, bool force) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  CheckCurrent(ref);
+  if (!IsSelf(ref.owner())) {
+    throw InvalidArgumentError("object " + ref.id().Hex() +
+                               " belongs to another process: only the process that submitted a task can "
+                               "cancel it");
+  }
+  if (IsPutObject(ref.id())) throw InvalidArgumentError("object " + ref.id().Hex() + " was Put, not returned by a task");
+  TaskId task = TaskIdOf(ref.id());
+  asio::post(loop_.context(), [this, task, force] {
+    if (!submitter_->Cancel(task, force)) actor_submitter_->Cancel(task);
+  });
 }
 
 void CoreWorker::KillActor(const ActorId& id, bool no_restart) {

@@ -59,6 +59,7 @@ class CoreWorker {
   internal::RefPtr SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
                                    std::vector<internal::SerializedArg> args);
   void KillActor(const ActorId& id, bool no_restart);
+  void CancelTask(const internal::RefHandle& ref, bool force);
   internal::ActorRef GetActorByName(const std::string& name);
   /// Throws ObjectStoreFullError when a large value finds no room.
   internal::RefPtr Put(const internal::EncodedValue& value);

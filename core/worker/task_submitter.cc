@@ -1,5 +1,7 @@
 #include "worker/task_submitter.h"
 
+#include <algorithm>
+
 #include "base/ids.h"
 #include "base/logging.h"
 #include "rpc/blocking_client.h"
@@ -279,7 +281,12 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   // A reply for another attempt (or a task already finished) is stale: drop it.
   if (it != tasks_.end() && it->second.lease_id == lease_id &&
       it->second.task.spec.attempt() == reply.attempt()) {
-    Finish(id, ResultFromReply(reply, hooks_));
+    if (it->second.cancelled) {
+      if (reply.returns_size() == 1 && reply.returns(0).in_store()) hooks_.discard_stored(it->second.task.return_id);
+      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second.task.spec.name() + " was cancelled"));
+    } else {
+      Finish(id, ResultFromReply(reply, hooks_));
+    }
   }
   Pump(key);
   lit = q.leases.find(lease_id);
@@ -326,6 +333,33 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
   }
   tasks_.erase(it);  // drops the argument refs
   StoreResult(store_, hooks_, rid, std::move(result));
+}
+
+bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return false;
+  Running& r = it->second;
+  StoredObject err = StoredObject::Error(rpc::ERROR_CANCELLED, "task " + r.task.spec.name() + " was cancelled");
+  if (r.lease_id == 0) {
+    // Not pushed yet: it never runs.
+    auto& q = shapes_[r.key].queue;
+    q.erase(std::remove(q.begin(), q.end(), id), q.end());
+    Finish(id, err);
+    return true;
+  }
+  if (!force) {
+    r.cancelled = true;
+    return true;
+  }
+  // Force: the worker running it goes (the lease is returned as failed, and the daemon kills it);
+  // the other tasks pushed to it are retried like after any worker death.
+  std::string key = r.key;
+  uint64_t lid = r.lease_id;
+  Finish(id, err);
+  auto& q = shapes_[key];
+  auto lit = q.leases.find(lid);
+  if (lit != q.leases.end()) lit->second->conn->Close(Status::Cancelled("a task on it was cancelled with force"));
+  return true;
 }
 
 void TaskSubmitter::FailAll(const StoredObject& error) {

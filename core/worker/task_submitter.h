@@ -81,6 +81,8 @@ class TaskSubmitter {
   /// Fails every task not finished with `error` (the daemon is gone, or shutdown).
   void FailAll(const StoredObject& error);
   RuntimeStats stats() const;
+  /// Event loop: cancels a task not finished yet; false if there is none with that id.
+  bool Cancel(const TaskId& id, bool force);
 
  private:
   struct Lease {
@@ -104,6 +106,7 @@ class TaskSubmitter {
     std::string key;
     uint64_t lease_id = 0;  // 0 while queued
     size_t unresolved = 0;
+    bool cancelled = false;  // running when cancelled: its result is dropped
   };
 
   void AddOnLoop(PendingTask task);

@@ -235,6 +235,62 @@ TEST_F(FaultTest, DeadOwnersObjectsFailAndLeaveTheStore) {
   EXPECT_EQ(prism::Get(prism::Task(Square).Remote(4), std::chrono::seconds(30)), 16);
 }
 
+int SleepMs(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+PRISM_REMOTE(SleepMs);
+
+class Sleeper {
+ public:
+  int Nap(int ms) { return SleepMs(ms); }
+};
+Sleeper* MakeSleeper() { return new Sleeper(); }
+PRISM_REMOTE(MakeSleeper, &Sleeper::Nap);
+
+// Cancel with force kills the worker running the task; Get raises TaskCancelledError.
+TEST_F(FaultTest, CancelWithForceKillsARunningTask) {
+  auto ref = prism::Task(ReportAndSleep).Options({.max_retries = 3}).Remote(dir_);
+  std::set<pid_t> seen;
+  pid_t pid = NextWorkerPid(seen);
+  ASSERT_GT(pid, 0);
+  prism::Cancel(ref, /*force=*/true);
+  EXPECT_THROW(prism::Get(ref, std::chrono::seconds(30)), prism::TaskCancelledError);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!Gone(pid) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(Gone(pid)) << "the worker running it was killed";
+  EXPECT_EQ(prism::GetRuntimeStats().tasks_retried, 0u) << "a cancelled task is not retried";
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(5), std::chrono::seconds(30)), 25);
+}
+
+// Without force, a queued task never runs and a running one's result is dropped.
+TEST_F(FaultTest, CancelQueuedAndRunningTasks) {
+  // Both CPUs busy: the third task waits.
+  auto a = prism::Task(SleepMs).Remote(400);
+  auto b = prism::Task(SleepMs).Remote(400);
+  auto queued = prism::Task(SleepMs).Remote(1);
+  prism::Cancel(queued);
+  prism::Cancel(a);
+  EXPECT_THROW(prism::Get(queued, std::chrono::seconds(30)), prism::TaskCancelledError);
+  EXPECT_THROW(prism::Get(a, std::chrono::seconds(30)), prism::TaskCancelledError);
+  EXPECT_EQ(prism::Get(b, std::chrono::seconds(30)), 400) << "others are untouched";
+  prism::Cancel(b);  // finished already: keeps its result
+  EXPECT_EQ(prism::Get(b), 400);
+  EXPECT_THROW(prism::Cancel(prism::Put(1)), prism::InvalidArgumentError);
+}
+
+TEST_F(FaultTest, CancelActorCalls) {
+  auto s = prism::Actor(MakeSleeper).Remote();
+  auto running = s.Task(&Sleeper::Nap).Remote(300);
+  auto waiting = s.Task(&Sleeper::Nap).Remote(1);
+  prism::Cancel(waiting);
+  EXPECT_THROW(prism::Get(waiting, std::chrono::seconds(30)), prism::TaskCancelledError);
+  EXPECT_EQ(prism::Get(running, std::chrono::seconds(30)), 300);
+  EXPECT_EQ(prism::Get(s.Task(&Sleeper::Nap).Remote(2)), 2) << "the actor goes on";
+}
+
 TEST(DriverDeathTest, JobEndWithNestedLeasesStopsOnlyItsOwnWorkers) {
   // A bystander process of ours, which nothing in prism may touch.
   pid_t bystander = fork();

@@ -66,6 +66,12 @@ class ActorDiedError : public Error {
   using Error::Error;
 };
 
+/// The task was cancelled with prism::Cancel before it produced its result.
+class TaskCancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// The object store cannot hold the object: it is larger than the whole store, or the store
 /// stayed full of objects that are in use (pinned) and cannot be spilled.
 class ObjectStoreFullError : public Error {

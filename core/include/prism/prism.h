@@ -271,6 +271,19 @@ void Kill(const ActorHandle<T>& actor, bool no_restart = true) {
   internal::KillActor(actor.id(), no_restart);
 }
 
+/// Cancels the task whose result `ref` is (this process must have submitted it): a task still
+/// waiting for its arguments or a worker does not run; a running one finishes, but its result is
+/// dropped; with force = true, the worker running it is killed at once (other tasks it had queued
+/// are retried elsewhere). A `Get` of `ref` then throws TaskCancelledError. A task already
+/// finished keeps its result. Actor calls not yet sent are dropped; running ones finish, and
+/// force has no further effect on them (use Kill to stop an actor).
+template <typename T>
+void Cancel(const ObjectRef<T>& ref, bool force = false) {
+  internal::CheckInitialized();
+  if (!ref.valid()) throw InvalidArgumentError("Cancel of an empty ObjectRef");
+  internal::CancelTask(*ref.handle(), force);
+}
+
 /// The live actor named `name` (an actor created with ActorOptions::name, by any driver or
 /// worker of the cluster). Throws InvalidArgumentError when no live actor has that name. T must
 /// be its class: calls are checked against T's registered methods in the actor.

@@ -81,6 +81,8 @@ ActorRef CreateActor(const std::string& factory, std::vector<SerializedArg> args
 /// Calls `method` (a registered "Class::Method") on the actor; returns its result's handle.
 RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::vector<SerializedArg> args);
 void KillActor(const ActorId& id, bool no_restart);
+/// Cancels the task (or actor call) whose result `ref` names; this process must have submitted it.
+void CancelTask(const RefHandle& ref, bool force);
 /// The live actor named `name`; throws InvalidArgumentError when there is none.
 ActorRef GetActorByName(const std::string& name);
 /// Throws InvalidArgumentError unless prism::Init() ran in this process.
