@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 
@@ -55,6 +56,12 @@ bool OutputCapture::Start() {
 
 void OutputCapture::SetLabel(const std::string& label) {
   if (!running_) return;
+  {
+    // Tasks of one function in a row keep their label: nothing to write (the hot path).
+    std::lock_guard<std::mutex> lock(label_mu_);
+    if (label == label_) return;
+    label_ = label;
+  }
   std::cout.flush();
   std::cerr.flush();
   std::fflush(stdout);
@@ -101,7 +108,10 @@ void OutputCapture::Run() {
       p[n] = pollfd{s.fd, POLLIN, 0};
       which[n++] = &s;
     }
-    if (::poll(p, static_cast<nfds_t>(n), -1) < 0) continue;
+    if (::poll(p, static_cast<nfds_t>(n), -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
     rpc::WorkerOutput batch;
     for (int i = 0; i < n; ++i) {
       if ((p[i].revents & (POLLIN | POLLHUP)) == 0) continue;
@@ -112,24 +122,37 @@ void OutputCapture::Run() {
         continue;
       }
       s.partial.append(buf, static_cast<size_t>(got));
+      auto emit = [&](std::string text) {
+        auto* l = batch.add_lines();
+        l->set_label(s.label);
+        l->set_text(std::move(text));
+        l->set_err(s.err);
+      };
       size_t start = 0, nl;
       while ((nl = s.partial.find('\n', start)) != std::string::npos) {
         std::string line = s.partial.substr(start, nl - start);
         start = nl + 1;
-        if (line == kStop) {
+        // A marker may follow text printed without a newline: that text is a line of its own.
+        size_t m = line.find(kMarker);
+        if (m == std::string::npos) {
+          emit(std::move(line));
+          continue;
+        }
+        if (m > 0) emit(line.substr(0, m));
+        std::string marker = line.substr(m);
+        if (marker == kStop) {
           s.open = false;
           break;
         }
-        if (!line.empty() && line[0] == kMarker) {
-          s.label = line.substr(1);
-          continue;
-        }
-        auto* l = batch.add_lines();
-        l->set_label(s.label);
-        l->set_text(std::move(line));
-        l->set_err(s.err);
+        s.label = marker.substr(1);
       }
       s.partial.erase(0, start);
+      // A line without an end is sent in pieces rather than held without bound.
+      constexpr size_t kMaxLine = 64 * 1024;
+      if (s.partial.size() > kMaxLine && s.partial.find(kMarker) == std::string::npos) {
+        emit(std::move(s.partial));
+        s.partial.clear();
+      }
     }
     if (batch.lines_size() > 0) send_(std::move(batch));
   }

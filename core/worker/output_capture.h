@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -33,6 +34,8 @@ class OutputCapture {
   int saved_out_ = -1, saved_err_ = -1;
   std::thread thread_;
   std::atomic<bool> running_{false};
+  std::mutex label_mu_;
+  std::string label_;  // the last label written
 };
 
 }  // namespace prism

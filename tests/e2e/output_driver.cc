@@ -9,6 +9,7 @@
 
 int Shout(int n) {
   std::cout << "task line " << n << std::endl;
+  std::cout << "no newline at the end" << std::flush;  // must not swallow the next marker
   std::fprintf(stderr, "task warning %d\n", n);
   return n;
 }

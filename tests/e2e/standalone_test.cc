@@ -143,6 +143,7 @@ TEST(OutputTest, WorkerOutputReachesTheDriverWithItsLabel) {
   EXPECT_NE(out.find(") task warning 7"), std::string::npos) << out;
   EXPECT_NE(out.find("(scribe pid="), std::string::npos) << out;
   EXPECT_NE(out.find(") actor line 8"), std::string::npos) << out;
+  EXPECT_EQ(out.find("\x1e"), std::string::npos) << "no marker leaks into the output";
   EXPECT_NE(out.find("driver done"), std::string::npos) << out;
   std::string quiet;
   ASSERT_EQ(RunCommand(std::string("PRISM_LOG_TO_DRIVER=0 ") + PRISM_OUTPUT_DRIVER, &quiet), 0) << quiet;
