@@ -177,6 +177,9 @@ int Status(const std::string& address) {
   std::printf("  leases: %u active, %llu granted in all, %u requests waiting\n", s.leases_active(),
               static_cast<unsigned long long>(s.leases_granted_total()), s.pending_lease_requests());
   std::printf("  drivers: %u\n", s.drivers());
+  for (const auto& d : s.infeasible()) {
+    std::printf("  infeasible demand: %u request(s) for {%s}, which no node has\n", d.count(), d.shape().c_str());
+  }
   int alive = 0, dead = 0;
   for (const auto& a : s.actors()) (a.state() == prism::rpc::ACTOR_DEAD ? dead : alive)++;
   std::printf("  actors: %d alive or starting, %d dead\n", alive, dead);

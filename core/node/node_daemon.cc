@@ -496,6 +496,14 @@ void NodeDaemon::Schedule() {
         it = pending_.erase(it);
         continue;
       }
+      // A standalone cluster may grow: it waits, and its caller hears why (once).
+      if (!req.told_queued && req.from && !req.from->closed()) {
+        rpc::Envelope env;
+        env.mutable_lease_queued()->set_request_id(req.request_id);
+        env.mutable_lease_queued()->set_infeasible(true);
+        req.from->Send(env);
+        req.told_queued = true;
+      }
       ++it;
       continue;
     }
@@ -1109,6 +1117,15 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
   s->set_pending_lease_requests(static_cast<uint32_t>(pending_.size()));
   s->set_drivers(static_cast<uint32_t>(control_.alive_jobs()));
   s->set_pid(getpid());
+  std::map<std::string, uint32_t> infeasible;
+  for (const auto& req : pending_) {
+    if (!req.shape.IsSubsetOf(config_.resources)) infeasible[req.shape.ToString()]++;
+  }
+  for (const auto& [shape, count] : infeasible) {
+    auto* d = s->add_infeasible();
+    d->set_shape(shape);
+    d->set_count(count);
+  }
   for (const auto& [aid, a] : actors_) {
     auto* line = s->add_actors();
     line->set_actor_id(aid.Binary());

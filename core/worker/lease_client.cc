@@ -15,7 +15,7 @@ void DaemonClient::Start(std::string initial) {
 }
 
 uint64_t DaemonClient::RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& vars,
-                                    std::function<void()> queued,
+                                    std::function<void(bool infeasible)> queued,
                                     std::function<void(LeaseOutcome)> done) {
   uint64_t id = next_request_id_++;
   rpc::Envelope env;
@@ -90,7 +90,7 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
     }
     case rpc::Envelope::kLeaseQueued: {
       auto it = lease_waiters_.find(msg.lease_queued().request_id());
-      if (it != lease_waiters_.end() && it->second.queued) it->second.queued();
+      if (it != lease_waiters_.end() && it->second.queued) it->second.queued(msg.lease_queued().infeasible());
       return;
     }
     case rpc::Envelope::kLeaseRejected: {

@@ -33,7 +33,7 @@ class LeaseClient {
   /// Returns the request's id. `queued` runs if the request has to wait for resources to free
   /// up (the node is saturated); `done` runs once with the outcome. Both on the event loop.
   virtual uint64_t RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& env,
-                                std::function<void()> queued,
+                                std::function<void(bool infeasible)> queued,
                                 std::function<void(LeaseOutcome)> done) = 0;
   /// Withdraws a request; its callbacks will not run.
   virtual void CancelLeaseRequest(uint64_t request_id) = 0;
@@ -50,7 +50,7 @@ class DaemonClient : public LeaseClient {
   /// `initial`: bytes already read from the connection (after the handshake).
   void Start(std::string initial = {});
   uint64_t RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& env,
-                        std::function<void()> queued,
+                        std::function<void(bool infeasible)> queued,
                         std::function<void(LeaseOutcome)> done) override;
   void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;
@@ -80,7 +80,7 @@ class DaemonClient : public LeaseClient {
   std::atomic<uint64_t> next_request_id_{1};
   std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_;  // loop only
   struct LeaseWaiter {
-    std::function<void()> queued;
+    std::function<void(bool infeasible)> queued;
     std::function<void(LeaseOutcome)> done;
   };
   std::unordered_map<uint64_t, LeaseWaiter> lease_waiters_;

@@ -162,8 +162,19 @@ void TaskSubmitter::Pump(const std::string& key) {
     auto req = std::make_shared<Req>();
     uint64_t id = leases_.RequestLease(
         q.shape, q.env,
-        [this, key] {
-          shapes_[key].saturated = true;
+        [this, key](bool infeasible) {
+          ShapeQueue& sq = shapes_[key];
+          if (infeasible) {
+            if (!sq.warned_infeasible) {
+              sq.warned_infeasible = true;
+              PRISM_LOG_WARN(
+                  "tasks that need {{{}}} wait: no node of this cluster has that; they run once a node "
+                  "that does joins (prism status lists this demand)",
+                  sq.shape.ToString());
+            }
+            return;
+          }
+          sq.saturated = true;
           Pump(key);
         },
         [this, key, req](LeaseOutcome o) {

@@ -100,6 +100,7 @@ class TaskSubmitter {
     bool saturated = false;      // the daemon queued our last request: pipeline deeper
     int connect_failures = 0;    // consecutive leased workers we could not reach
     int connecting = 0;          // granted leases whose worker we are connecting to
+    bool warned_infeasible = false;
   };
   struct Running {
     PendingTask task;

@@ -51,6 +51,7 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   EXPECT_NE(status.find("CPU"), std::string::npos) << status;
   EXPECT_NE(status.find("widget"), std::string::npos) << status;
   EXPECT_NE(status.find("drivers: 1"), std::string::npos) << status;
+  EXPECT_NE(status.find("infeasible demand: 1 request(s) for {CPU=1,widget=5}"), std::string::npos) << status;
   EXPECT_NE(status.find("object store:"), std::string::npos) << status;
   EXPECT_NE(status.find("MiB pinned"), std::string::npos) << status;
   EXPECT_NE(status.find("MiB spilled"), std::string::npos) << status;
