@@ -1,6 +1,7 @@
 // The prism command-line tool: start, stop and inspect node daemons.
 #include "base/logging.h"
 #include "node/node_daemon.h"
+#include "object_store/object_store.h"
 #include "node/session.h"
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
@@ -34,6 +35,7 @@ struct StartArgs {
   std::string log_level;
   int hello_timeout_ms = 10000;
   uint64_t object_store_memory = 0;
+  uint64_t memory = 0;
 };
 
 prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
@@ -52,6 +54,18 @@ prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
     }
     units[r.substr(0, eq)] = v;
   }
+  if (units.count(prism::kMemory) > 0) {
+    return prism::Status::InvalidArgument("set memory with --memory, not --resources memory=...");
+  }
+  uint64_t memory = a.memory;
+  if (memory == 0) {
+    // The machine's memory less what the object store may take.
+    uint64_t store = a.object_store_memory > 0 ? a.object_store_memory : prism::DefaultObjectStoreCapacity();
+    long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    uint64_t total = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+    memory = total > store ? total - store : 0;
+  }
+  if (memory > 0) units[prism::kMemory] = static_cast<double>(memory);
   return prism::ResourceSet::FromUnits(units);
 }
 
@@ -243,6 +257,10 @@ int main(int argc, char** argv) {
   s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
+  s->add_option("--memory", start.memory,
+                "bytes of memory to offer tasks and actors that reserve some (default: the machine's "
+                "memory less the object store)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 50));
   s->add_option("--object-store-memory", start.object_store_memory,
                 "bytes of shared memory for the object store (default: 30% of the machine's memory, or of "
                 "the cgroup's memory limit)")

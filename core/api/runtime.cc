@@ -89,6 +89,10 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
     args.push_back("--object-store-memory");
     args.push_back(std::to_string(options.object_store_memory));
   }
+  if (options.memory > 0) {
+    args.push_back("--memory");
+    args.push_back(std::to_string(options.memory));
+  }
   for (const auto& [name, amount] : options.resources) {
     args.push_back("--resources");
     args.push_back(name + "=" + FormatUnits(amount));

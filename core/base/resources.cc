@@ -5,7 +5,7 @@
 
 namespace prism {
 
-static constexpr int64_t kMaxMilli = int64_t{1} << 50;
+static constexpr int64_t kMaxMilli = int64_t{1} << 60;  // memory in bytes fits (up to an exabyte)
 
 Result<ResourceSet> ResourceSet::FromUnits(const std::map<std::string, double>& units) {
   std::map<std::string, int64_t> milli;

@@ -11,6 +11,9 @@ namespace prism {
 
 inline constexpr int64_t kMilli = 1000;
 inline constexpr char kCpu[] = "CPU";
+/// Bytes of memory, a resource like any other: tasks and actors that say how much they need are
+/// placed only where that much is unreserved.
+inline constexpr char kMemory[] = "memory";
 
 /// A set of named non-negative amounts, in thousandths of a unit. Zero entries are dropped.
 class ResourceSet {

@@ -641,6 +641,8 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   std::map<std::string, double> units = options.resources;
   if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
   units[kCpu] = options.num_cpus;
+  if (units.count(kMemory) > 0) throw InvalidArgumentError("set memory with ActorOptions::memory");
+  if (options.memory > 0) units[kMemory] = static_cast<double>(options.memory);
   auto shape = ResourceSet::FromUnits(units);
   if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
   CheckEnv(options.env);
@@ -806,6 +808,8 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
     throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
   }
   units[kCpu] = options.num_cpus;
+  if (units.count(kMemory) > 0) throw InvalidArgumentError("set memory with TaskOptions::memory");
+  if (options.memory > 0) units[kMemory] = static_cast<double>(options.memory);
   auto shape = ResourceSet::FromUnits(units);
   if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
   CheckEnv(options.env);

@@ -159,6 +159,15 @@ TEST_F(TasksTest, NestedRefToAPendingObjectOutlivesTheDriversHandle) {
   EXPECT_GT(prism::Get(borrower, std::chrono::seconds(30)), 0);
 }
 
+TEST_F(TasksTest, MemoryIsAResource) {
+  EXPECT_EQ(prism::Get(prism::Task(Square).Options({.memory = 64u << 20}).Remote(4)), 16);
+  // More than the node has (its memory less the object store): never runs on this fixed cluster.
+  EXPECT_THROW(prism::Get(prism::Task(Square).Options({.memory = uint64_t{1} << 40}).Remote(4)),
+               prism::InfeasibleError);
+  EXPECT_THROW(prism::Task(Square).Options({.resources = {{"memory", 1}}}).Remote(1),
+               prism::InvalidArgumentError);
+}
+
 TEST_F(TasksTest, EnvironmentVariablesPerTask) {
   auto teal = prism::Task(ReadEnv).Options({.env = {{"TEST_COLOR", "teal"}}}).Remote(std::string("TEST_COLOR"));
   auto plum = prism::Task(ReadEnv).Options({.env = {{"TEST_COLOR", "plum"}}}).Remote(std::string("TEST_COLOR"));

@@ -18,6 +18,9 @@ struct InitOptions {
   /// memory (or of the container's memory limit, when lower). Only what objects use takes memory;
   /// beyond it, objects spill to disk.
   uint64_t object_store_memory = 0;
+  /// Bytes of memory the embedded daemon offers to tasks and actors that ask for some; 0 means the
+  /// machine's memory less the object store.
+  uint64_t memory = 0;
   /// Custom resources the embedded daemon offers, e.g. {{"accelerator", 2}}.
   std::map<std::string, double> resources;
   /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
@@ -29,6 +32,8 @@ struct InitOptions {
 struct TaskOptions {
   /// CPUs the task holds while it runs (fractions allowed).
   double num_cpus = 1;
+  /// Bytes of memory the task reserves while it runs (it is placed only where they are free).
+  uint64_t memory = 0;
   /// Custom resources the task holds while it runs.
   std::map<std::string, double> resources;
   /// How often the task is re-run after its worker died (not after the function threw).
@@ -45,6 +50,8 @@ struct TaskOptions {
 struct ActorOptions {
   /// CPUs the actor holds for its whole life (fractions allowed). As in Ray, 0 by default.
   double num_cpus = 0;
+  /// Bytes of memory it reserves for its whole life.
+  uint64_t memory = 0;
   /// Custom resources it holds for its whole life.
   std::map<std::string, double> resources;
   /// A name other processes of the cluster can find it by (prism::GetActor); unique while alive.
