@@ -37,18 +37,23 @@ void Connection::Start(OnMessage on_message, OnClose on_close, std::string initi
       size_t avail = 0;
       char* space = self->decoder_.WritableSpace(initial.size(), &avail);
       std::memcpy(space, initial.data(), initial.size());
-      self->decoder_.Commit(initial.size());
-      Status st = self->decoder_.Drain([&](Envelope& msg) {
-        self->on_message_(*self, msg);
-        return !self->closed();
-      });
-      if (!st.ok()) {
-        self->CloseOnLoop(st);
-        return;
-      }
+      if (!self->Consume(initial.size())) return;
     }
     self->ReadSome();
   });
+}
+
+bool Connection::Consume(size_t n) {
+  decoder_.Commit(n);
+  Status st = decoder_.Drain([&](Envelope& msg) {
+    on_message_(*this, msg);
+    return !closed();
+  });
+  if (!st.ok()) {
+    CloseOnLoop(st);
+    return false;
+  }
+  return !closed();
 }
 
 void Connection::ReadSome() {
@@ -65,16 +70,7 @@ void Connection::ReadSome() {
                                 : Status::IOError("read failed: " + ec.message()));
           return;
         }
-        self->decoder_.Commit(n);
-        Status st = self->decoder_.Drain([&](Envelope& msg) {
-          self->on_message_(*self, msg);
-          return !self->closed();
-        });
-        if (!st.ok()) {
-          self->CloseOnLoop(st);
-          return;
-        }
-        self->ReadSome();
+        if (self->Consume(n)) self->ReadSome();
       });
 }
 

@@ -50,6 +50,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   Connection(UnixSocket socket, size_t max_frame_bytes);
   void ReadSome();
+  /// Takes `n` more bytes written into the decoder and delivers the frames they complete; false
+  /// once the connection is closed.
+  bool Consume(size_t n);
   void WriteLoop();
   void CloseOnLoop(Status reason);
 

@@ -34,25 +34,10 @@ void ActorSubmitter::AddOnLoop(const ActorId& id, PendingTask task) {
     a.queued.erase(seq);
     return;
   }
-  std::vector<size_t> refs;
-  for (size_t i = 0; i < call.task.arg_refs.size(); ++i) {
-    if (call.task.arg_refs[i]) refs.push_back(i);
-  }
-  call.unresolved = refs.size();
-  for (size_t i : refs) {
-    const internal::RefPtr ref = call.task.arg_refs[i];
-    auto on_ready = [this, id, seq, i](const StoredObject& obj) {
-      asio::post(io_, [this, id, seq, i, obj] { OnArgReady(id, seq, i, obj); });
-    };
-    if (hooks_.is_self(ref->owner())) {
-      if (!store_.OnReady(ref->id(), on_ready)) {
-        on_ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                     "argument object " + ref->id().Hex() + " is not known to its owner"));
-      }
-    } else {
-      hooks_.fetch_borrowed(ref->id(), ref->owner(), on_ready);
-    }
-  }
+  call.unresolved = ResolveArgRefs(call.task.arg_refs, store_, hooks_,
+                                   [this, id, seq](size_t i, const StoredObject& obj) {
+                                     asio::post(io_, [this, id, seq, i, obj] { OnArgReady(id, seq, i, obj); });
+                                   });
   Pump(id);
 }
 
@@ -68,12 +53,7 @@ void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index, c
     Pump(id);
     return;
   }
-  auto* arg = call.task.spec.mutable_args(static_cast<int>(index));
-  if (obj.in_store) {
-    arg->set_store_object(call.task.arg_refs[index]->id().Binary());
-  } else {
-    arg->set_value(*obj.data);
-  }
+  SetResolvedArg(call.task.spec, index, call.task.arg_refs[index]->id(), obj);
   if (call.unresolved > 0) call.unresolved--;
   Pump(id);
 }

@@ -75,6 +75,24 @@ void CheckEnv(const std::map<std::string, std::string>& env) {
   }
 }
 
+// The resources a task or actor holds: CPUs, memory and custom ones, checked.
+ResourceSet ShapeOf(double num_cpus, uint64_t memory, const std::map<std::string, double>& resources,
+                    const char* options) {
+  if (!std::isfinite(num_cpus) || num_cpus < 0) {
+    throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " + std::to_string(num_cpus));
+  }
+  std::map<std::string, double> units = resources;
+  if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
+  if (units.count(kMemory) > 0) {
+    throw InvalidArgumentError(std::string("set memory with ") + options + "::memory");
+  }
+  units[kCpu] = num_cpus;
+  if (memory > 0) units[kMemory] = static_cast<double>(memory);
+  auto shape = ResourceSet::FromUnits(units);
+  if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+  return std::move(*shape);
+}
+
 }  // namespace
 
 CoreWorker::CoreWorker(CoreWorkerOptions options)
@@ -631,20 +649,11 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
                                            std::vector<internal::SerializedArg> args,
                                            const ActorOptions& options) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  if (!std::isfinite(options.num_cpus) || options.num_cpus < 0) {
-    throw InvalidArgumentError("num_cpus must be a finite number >= 0");
-  }
   if (options.max_concurrency < 1) throw InvalidArgumentError("max_concurrency must be at least 1");
   if (options.max_restarts < -1 || options.max_task_retries < -1) {
     throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
   }
-  std::map<std::string, double> units = options.resources;
-  if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
-  units[kCpu] = options.num_cpus;
-  if (units.count(kMemory) > 0) throw InvalidArgumentError("set memory with ActorOptions::memory");
-  if (options.memory > 0) units[kMemory] = static_cast<double>(options.memory);
-  auto shape = ResourceSet::FromUnits(units);
-  if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+  auto shape = ShapeOf(options.num_cpus, options.memory, options.resources, "ActorOptions");
   CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
@@ -675,7 +684,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
     e->set_name(name);
     e->set_value(value);
   }
-  for (const auto& [name, milli] : shape->milli()) {
+  for (const auto& [name, milli] : shape.milli()) {
     auto* r = req->add_resources();
     r->set_name(name);
     r->set_milli(milli);
@@ -796,22 +805,10 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
                                         const TaskOptions& options) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  if (!std::isfinite(options.num_cpus) || options.num_cpus < 0) {
-    throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " +
-                               std::to_string(options.num_cpus));
-  }
   if (options.max_retries < -1) {
     throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
   }
-  std::map<std::string, double> units = options.resources;
-  if (units.count(kCpu) > 0) {
-    throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
-  }
-  units[kCpu] = options.num_cpus;
-  if (units.count(kMemory) > 0) throw InvalidArgumentError("set memory with TaskOptions::memory");
-  if (options.memory > 0) units[kMemory] = static_cast<double>(options.memory);
-  auto shape = ResourceSet::FromUnits(units);
-  if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+  auto shape = ShapeOf(options.num_cpus, options.memory, options.resources, "TaskOptions");
   CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
@@ -827,7 +824,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   t.spec.mutable_caller()->set_socket_path(address_.socket_path);
   t.spec.mutable_caller()->set_worker_id(address_.worker_id);
   t.spec.mutable_caller()->set_node_id(address_.node_id);
-  for (const auto& [name, milli] : shape->milli()) {
+  for (const auto& [name, milli] : shape.milli()) {
     auto* r = t.spec.add_resources();
     r->set_name(name);
     r->set_milli(milli);
@@ -851,7 +848,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
       t.nested.push_back(std::move(n));
     }
   }
-  t.resources = std::move(*shape);
+  t.resources = std::move(shape);
   t.retries_left = options.max_retries;
   t.return_id = ReturnObjectId(task_id, 1);
   internal::RefPtr handle = NewHandle(t.return_id);

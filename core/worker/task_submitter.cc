@@ -63,31 +63,44 @@ void TaskSubmitter::AddOnLoop(PendingTask task) {
   ResolveArgs(id);
 }
 
-void TaskSubmitter::ResolveArgs(const TaskId& id) {
-  Running& r = tasks_.at(id);
-  std::vector<size_t> refs;
-  for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
-    if (r.task.arg_refs[i]) refs.push_back(i);
-  }
-  r.unresolved = refs.size();
-  if (refs.empty()) {
-    Enqueue(id);
-    return;
-  }
-  for (size_t i : refs) {
-    const internal::RefPtr ref = r.task.arg_refs[i];
-    auto on_ready = [this, id, i](const StoredObject& obj) {
-      asio::post(io_, [this, id, i, obj] { OnArgReady(id, i, obj); });
-    };
-    if (hooks_.is_self(ref->owner())) {
-      if (!store_.OnReady(ref->id(), on_ready)) {
-        on_ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                     "argument object " + ref->id().Hex() + " is not known to its owner"));
+size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
+                      const SubmitterHooks& hooks,
+                      const std::function<void(size_t index, const StoredObject&)>& on_ready) {
+  size_t n = 0;
+  for (size_t i = 0; i < arg_refs.size(); ++i) {
+    const internal::RefPtr& ref = arg_refs[i];
+    if (!ref) continue;
+    ++n;
+    auto ready = [on_ready, i](const StoredObject& obj) { on_ready(i, obj); };
+    if (hooks.is_self(ref->owner())) {
+      if (!store.OnReady(ref->id(), ready)) {
+        ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                                  "argument object " + ref->id().Hex() + " is not known to its owner"));
       }
     } else {
-      hooks_.fetch_borrowed(ref->id(), ref->owner(), on_ready);
+      hooks.fetch_borrowed(ref->id(), ref->owner(), ready);
     }
   }
+  return n;
+}
+
+void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const StoredObject& obj) {
+  auto* arg = spec.mutable_args(static_cast<int>(index));
+  if (obj.in_store) {
+    // The worker reads it from the node's store; the caller's ref keeps it there meanwhile.
+    arg->set_store_object(id.Binary());
+  } else {
+    arg->set_value(*obj.data);
+  }
+}
+
+void TaskSubmitter::ResolveArgs(const TaskId& id) {
+  Running& r = tasks_.at(id);
+  // The callbacks post to the loop, so `unresolved` is set before any of them counts down.
+  r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, hooks_, [this, id](size_t i, const StoredObject& obj) {
+    asio::post(io_, [this, id, i, obj] { OnArgReady(id, i, obj); });
+  });
+  if (r.unresolved == 0) Enqueue(id);
 }
 
 void TaskSubmitter::OnArgReady(const TaskId& id, size_t index, const StoredObject& obj) {
@@ -99,13 +112,7 @@ void TaskSubmitter::OnArgReady(const TaskId& id, size_t index, const StoredObjec
     Finish(id, obj);
     return;
   }
-  auto* arg = r.task.spec.mutable_args(static_cast<int>(index));
-  if (obj.in_store) {
-    // The worker reads it from the node's store; the task's ref keeps it there meanwhile.
-    arg->set_store_object(r.task.arg_refs[index]->id().Binary());
-  } else {
-    arg->set_value(*obj.data);
-  }
+  SetResolvedArg(r.task.spec, index, r.task.arg_refs[index]->id(), obj);
   if (--r.unresolved == 0) Enqueue(id);
 }
 

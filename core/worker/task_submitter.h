@@ -68,6 +68,13 @@ struct SubmitterHooks {
 /// The result a TaskReply carries (value, store location or error), with handles for the refs
 /// inside it, taken before the caller lets go of the task's argument refs.
 StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks);
+/// Asks for the value of every ref argument (`arg_refs[i]` non-null): from this process's table,
+/// or from the owner; `on_ready(i, object)` runs once for each, on any thread. Returns how many.
+size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
+                      const SubmitterHooks& hooks,
+                      const std::function<void(size_t index, const StoredObject&)>& on_ready);
+/// Puts a resolved ref argument into the spec: its value, or where it lies in the store.
+void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const StoredObject& obj);
 /// Stores a finished task's result under `return_id`; a stored result nobody wants is freed.
 void StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
                  StoredObject result);
