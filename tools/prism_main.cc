@@ -31,6 +31,7 @@ struct StartArgs {
   int lifeline_fd = -1;
   int ready_fd = -1;
   double num_cpus = 0;
+  int num_gpus = 0;
   std::vector<std::string> resources;
   std::string log_level;
   int hello_timeout_ms = 10000;
@@ -57,6 +58,11 @@ prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
   if (units.count(prism::kMemory) > 0) {
     return prism::Status::InvalidArgument("set memory with --memory, not --resources memory=...");
   }
+  if (units.count(prism::kGpu) > 0) {
+    return prism::Status::InvalidArgument("set GPUs with --num-gpus, not --resources GPU=...");
+  }
+  if (a.num_gpus < 0) return prism::Status::InvalidArgument("--num-gpus must be >= 0");
+  if (a.num_gpus > 0) units[prism::kGpu] = a.num_gpus;
   uint64_t memory = a.memory;
   if (memory == 0) {
     // The machine's memory less what the object store may take.
@@ -185,6 +191,11 @@ int Status(const std::string& address) {
   for (const auto& r : s.resources()) {
     std::printf("  %-16s %10.3f %10.3f %10.3f\n", r.name().c_str(), Units(r.total_milli()),
                 Units(r.total_milli() - r.available_milli()), Units(r.available_milli()));
+    for (const auto& d : r.instances()) {
+      std::string label = r.name() + " " + std::to_string(d.index());
+      std::printf("    %-14s %10.3f %10.3f %10.3f\n", label.c_str(), Units(d.total_milli()),
+                  Units(d.total_milli() - d.available_milli()), Units(d.available_milli()));
+    }
   }
   std::printf("  workers: %u alive, %u idle, %llu started in all\n", s.workers_alive(), s.workers_idle(),
               static_cast<unsigned long long>(s.workers_started_total()));
@@ -204,6 +215,26 @@ int Status(const std::string& address) {
                 a.name().empty() ? "(unnamed)" : a.name().c_str(),
                 prism::rpc::ActorState_Name(a.state()).substr(6).c_str(), a.pid(), a.num_restarts(),
                 a.detached() ? ", detached" : "");
+  }
+  if (s.placement_groups_size() > 0) std::printf("  placement groups: %d\n", s.placement_groups_size());
+  for (const auto& g : s.placement_groups()) {
+    std::string bundles;
+    for (const auto& b : g.bundles()) {
+      std::string one;
+      for (const auto& r : b.resources()) {
+        char amount[64];
+        std::snprintf(amount, sizeof(amount), "%g", Units(r.milli()));
+        one += (one.empty() ? "" : ",") + r.name() + "=" + amount;
+      }
+      for (const auto& d : b.devices()) {
+        one += " on " + d.resource() + " " + std::to_string(d.index());
+      }
+      bundles += " {" + one + "}";
+    }
+    std::printf("    %llu %-16s %-8s %s%s\n", static_cast<unsigned long long>(g.id()),
+                g.name().empty() ? "(unnamed)" : g.name().c_str(),
+                prism::rpc::PlacementGroupState_Name(g.state()).substr(3).c_str(),
+                prism::rpc::PlacementStrategy_Name(g.strategy()).substr(10).c_str(), bundles.c_str());
   }
   const auto& o = s.store();
   auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
@@ -255,6 +286,7 @@ int main(int argc, char** argv) {
   s->add_option("--lifeline-fd", start.lifeline_fd, "stop when this fd reaches EOF (internal)")->group("");
   s->add_option("--ready-fd", start.ready_fd, "write one byte here when ready (internal)")->group("");
   s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
+  s->add_option("--num-gpus", start.num_gpus, "GPUs to offer, as device instances 0..N-1 (default: none)");
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
   s->add_option("--memory", start.memory,

@@ -85,6 +85,11 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
   std::vector<std::string> args = {DaemonBinary(), "start", "--head", "--block", "--embedded",
                                    "--session-dir", session.dir, "--lifeline-fd", "3",
                                    "--ready-fd", "4", "--num-cpus", FormatUnits(cpus)};
+  if (options.num_gpus < 0) throw InvalidArgumentError("InitOptions::num_gpus must be >= 0");
+  if (options.num_gpus > 0) {
+    args.push_back("--num-gpus");
+    args.push_back(std::to_string(options.num_gpus));
+  }
   if (options.object_store_memory > 0) {
     args.push_back("--object-store-memory");
     args.push_back(std::to_string(options.object_store_memory));
@@ -272,6 +277,27 @@ bool IsInitialized() { return Core() != nullptr; }
 RuntimeStats GetRuntimeStats() { return RequireCore()->stats(); }
 
 ObjectStoreStats GetObjectStoreStats() { return RequireCore()->object_store_stats(); }
+
+PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options) {
+  return RequireCore()->CreatePlacementGroup(options);
+}
+
+void RemovePlacementGroup(const PlacementGroup& group) {
+  if (!group.valid()) throw InvalidArgumentError("RemovePlacementGroup of an empty PlacementGroup");
+  RequireCore()->RemovePlacementGroup(group.id());
+}
+
+PlacementGroup GetPlacementGroup(const std::string& name) { return RequireCore()->GetPlacementGroup(name); }
+
+bool PlacementGroup::Wait(std::chrono::milliseconds timeout) const {
+  if (!valid()) throw InvalidArgumentError("Wait on an empty PlacementGroup");
+  return RequireCore()->WaitPlacementGroup(id_, timeout);
+}
+
+std::vector<int> GetGpuIds() {
+  auto core = Core();
+  return core ? core->GpuIds() : std::vector<int>{};
+}
 
 namespace internal {
 

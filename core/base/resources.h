@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace prism {
 
@@ -40,6 +42,77 @@ class ResourceSet {
 
  private:
   std::map<std::string, int64_t> milli_;
+};
+
+/// GPUs: a device resource. A node's N GPUs are N instances of one unit each; a request for less
+/// than one shares an instance with others, a request for k >= 1 takes k whole instances.
+inline constexpr char kGpu[] = "GPU";
+
+/// Whether `name` is counted per device instance (today: GPU).
+bool IsDeviceResource(const std::string& name);
+
+/// Checks the amounts a task may ask for: a device resource above one unit must be whole.
+Status CheckRequestShape(const ResourceSet& shape);
+
+/// A share of one device instance held by a lease or a placement-group bundle.
+struct DeviceShare {
+  std::string resource;
+  int index = 0;
+  int64_t milli = 0;
+  bool operator==(const DeviceShare& o) const {
+    return resource == o.resource && index == o.index && milli == o.milli;
+  }
+};
+
+/// What a grant took from a pool: the amounts, and for device resources which instances.
+struct Allocation {
+  ResourceSet amounts;
+  std::vector<DeviceShare> devices;
+  /// The instances of `resource` it holds, in order.
+  std::vector<int> Indices(const std::string& resource) const;
+};
+
+/// How a pool picks device instances for fractional requests: kPack fills the fullest instance
+/// that fits (whole instances stay free for whole requests), kSpread the emptiest.
+enum class DevicePolicy { kPack, kSpread };
+
+/// The resources of a node or of a placement-group bundle: scalar amounts, and device resources
+/// as vectors of instances with free thousandths each.
+class ResourcePool {
+ public:
+  ResourcePool() = default;
+  /// A node's pool. Device resources must come in whole units (instances 0..N-1).
+  static Result<ResourcePool> Create(const ResourceSet& totals);
+  /// A bundle's pool: exactly what `alloc` took, on the same device instances.
+  static ResourcePool FromAllocation(const Allocation& alloc);
+
+  const ResourceSet& total() const { return total_; }
+  const ResourceSet& available() const { return available_; }
+  /// Free thousandths per instance of a device resource (empty if the pool has none).
+  const std::map<int, int64_t>& Instances(const std::string& resource) const;
+  const std::map<std::string, std::map<int, int64_t>>& instances() const { return free_; }
+
+  /// Whether `shape` fits once everything in the pool is free.
+  bool CanEverFit(const ResourceSet& shape) const;
+  /// Takes `shape` if it fits now.
+  std::optional<Allocation> Allocate(const ResourceSet& shape, DevicePolicy policy = DevicePolicy::kPack);
+  /// Gives back what Allocate took.
+  void Free(const Allocation& alloc);
+  /// Scalar amounts lent (a blocked worker's CPUs) or taken back, even below zero.
+  void Lend(const ResourceSet& scalar) { available_.Add(scalar); }
+  void Reclaim(const ResourceSet& scalar) { available_.Overdraw(scalar); }
+
+ private:
+  /// Picks instances for `milli` of `resource` from `free`, or nothing.
+  static std::optional<std::vector<DeviceShare>> Pick(const std::string& resource,
+                                                      const std::map<int, int64_t>& free,
+                                                      const std::map<int, int64_t>& capacity,
+                                                      int64_t milli, DevicePolicy policy);
+
+  ResourceSet total_;
+  ResourceSet available_;
+  std::map<std::string, std::map<int, int64_t>> capacity_;  // per instance, when all is free
+  std::map<std::string, std::map<int, int64_t>> free_;
 };
 
 }  // namespace prism

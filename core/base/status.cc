@@ -18,6 +18,7 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kIOError: return "IOError";
     case StatusCode::kPermissionDenied: return "PermissionDenied";
     case StatusCode::kProtocolError: return "ProtocolError";
+    case StatusCode::kInfeasible: return "Infeasible";
   }
   return "Unknown";
 }

@@ -24,6 +24,7 @@ enum class StatusCode : uint32_t {
   kIOError = 9,
   kPermissionDenied = 10,
   kProtocolError = 11,
+  kInfeasible = 12,  // no node of the cluster has (or can have) the resources asked for
 };
 
 const char* StatusCodeName(StatusCode code);

@@ -66,7 +66,12 @@ NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLaun
   if (config_.max_workers <= 0) {
     config_.max_workers = static_cast<int>(4 * config_.resources.Get(kCpu) / kMilli) + 4;
   }
-  available_ = config_.resources;
+  auto pool = ResourcePool::Create(config_.resources);
+  if (pool.ok()) {
+    node_pool_ = std::move(*pool);
+  } else {
+    pool_status_ = pool.status();
+  }
 }
 
 NodeDaemon::~NodeDaemon() { Stop(); }
@@ -78,6 +83,7 @@ Status NodeDaemon::Start() {
   ::chmod(config_.session_dir.c_str(), 0700);
   std::filesystem::path parent = std::filesystem::path(config_.session_dir).parent_path();
   if (parent == std::filesystem::path(SessionRoot())) ::chmod(parent.c_str(), 0700);
+  PRISM_RETURN_IF_ERROR(pool_status_);
   socket_path_ = DaemonSocketPath(config_.session_dir);
   ObjectStoreConfig store_config;
   store_config.capacity = config_.object_store_memory > 0 ? config_.object_store_memory
@@ -245,6 +251,13 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       if (peer->role == rpc::ROLE_CLIENT) break;
       HandleCreateActor(conn, *peer, msg.create_actor());
       return;
+    case rpc::Envelope::kCreatePlacementGroup:
+      if (peer->role == rpc::ROLE_CLIENT) break;
+      HandleCreatePlacementGroup(conn, *peer, msg.create_placement_group());
+      return;
+    case rpc::Envelope::kPlacementGroupRequest:
+      HandlePlacementGroupRequest(conn, msg.placement_group_request());
+      return;
     case rpc::Envelope::kTaskReply:
       if (peer->role != rpc::ROLE_WORKER) break;
       HandleActorCreated(*peer, msg.task_reply());
@@ -264,12 +277,14 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       auto l = leases_.find(w->second.lease_id);
       if (l == leases_.end()) return;
       Lease& lease = l->second;
+      ResourcePool* pool = PoolOf(lease);
+      if (pool == nullptr) return;
       if (msg.worker_blocked().blocked() && lease.lent.empty()) {
         lease.lent = lease.shape.Only(kCpu);
-        available_.Add(lease.lent);
+        pool->Lend(lease.lent);
         Schedule();
       } else if (!msg.worker_blocked().blocked() && !lease.lent.empty()) {
-        available_.Overdraw(lease.lent);  // back, even if that overcommits the node for a while
+        pool->Reclaim(lease.lent);  // back, even if that overcommits the node for a while
         lease.lent = ResourceSet();
       }
       return;
@@ -426,8 +441,17 @@ void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
     reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(peer.job)) + " has ended");
     return;
   }
+  if (Status st = CheckRequestShape(*shape); !st.ok()) {
+    reject(rpc::ERROR_SYSTEM, "invalid resource request: " + st.message());
+    return;
+  }
+  if (req.placement().bundle_index() < -1) {
+    reject(rpc::ERROR_SYSTEM, "a bundle index is -1 (any bundle) or the bundle's position");
+    return;
+  }
   LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id(),
                   peer.job, std::move(*shape)};
+  lr.placement = req.placement();
   Status env_ok = EnvFromProto(req.env(), &lr.env, &lr.env_key);
   if (!env_ok.ok()) {
     reject(rpc::ERROR_SYSTEM, env_ok.message());
@@ -439,8 +463,11 @@ void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
 
 void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease& ret) {
   auto it = leases_.find(ret.lease_id());
+  if (it == leases_.end() && dropped_leases_.erase(ret.lease_id()) > 0) {
+    return;  // it ended here first (its worker died or was stopped): nothing to give back
+  }
   if (it == leases_.end() || it->second.holder != &conn) {
-    SendError(conn, ret.lease_id(),
+    SendError(conn, 0,
               Status::NotFound("lease " + std::to_string(ret.lease_id()) +
                                " is not held by this connection (returned twice, or never granted)"));
     return;
@@ -460,14 +487,23 @@ void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease
   Schedule();
 }
 
+ResourcePool* NodeDaemon::PoolOf(const Lease& lease) {
+  if (lease.group == 0) return &node_pool_;
+  auto g = groups_.find(lease.group);
+  if (g == groups_.end() || g->second.state != rpc::PG_CREATED) return nullptr;
+  return &g->second.pools.at(static_cast<size_t>(lease.bundle));
+}
+
 void NodeDaemon::ReleaseLease(const Lease& lease) {
-  ResourceSet give = lease.shape;
-  give.Overdraw(lease.lent);  // already back
-  available_.Add(give);
+  ResourcePool* pool = PoolOf(lease);
+  if (pool == nullptr) return;  // its group was removed: the group gave everything back
+  pool->Free(lease.alloc);
+  pool->Reclaim(lease.lent);  // already back
 }
 
 void NodeDaemon::Schedule() {
   if (stopped_) return;
+  ReservePlacementGroups();
   // Requests that fit but have no idle worker yet, by job and environment.
   struct Want {
     int count = 0;
@@ -488,7 +524,18 @@ void NodeDaemon::Schedule() {
         RejectLease(*req.from, req.request_id, kind, why);
       }
     };
-    if (!req.shape.IsSubsetOf(config_.resources)) {
+    PlacementGroup* group = nullptr;
+    if (req.placement.placement_group() != 0) {
+      auto g = groups_.find(req.placement.placement_group());
+      if (g == groups_.end()) {
+        reject(rpc::ERROR_INFEASIBLE, "placement group " + std::to_string(req.placement.placement_group()) +
+                                          " does not exist (it was removed, or never created)");
+        it = pending_.erase(it);
+        continue;
+      }
+      group = &g->second;
+    }
+    if (group == nullptr && !node_pool_.CanEverFit(req.shape)) {
       if (config_.fixed_size) {
         reject(rpc::ERROR_INFEASIBLE,
                "no node can ever run this task: it needs {" + req.shape.ToString() +
@@ -519,11 +566,32 @@ void NodeDaemon::Schedule() {
       it = pending_.erase(it);
       continue;
     }
-    if (!req.shape.IsSubsetOf(available_)) {
+    std::optional<Allocation> alloc;
+    int bundle = -1;
+    if (group != nullptr) {
+      if (group->state != rpc::PG_CREATED) {
+        TellQueued(req);  // the group waits for its resources
+        ++it;
+        continue;
+      }
+      std::string error;
+      alloc = AllocateInGroup(req, *group, &bundle, &error);
+      if (!error.empty()) {
+        reject(rpc::ERROR_INFEASIBLE, error);
+        it = pending_.erase(it);
+        continue;
+      }
+    } else {
+      alloc = node_pool_.Allocate(req.shape, req.placement.strategy() == rpc::STRATEGY_SPREAD
+                                                 ? DevicePolicy::kSpread
+                                                 : DevicePolicy::kPack);
+    }
+    if (!alloc) {
       TellQueued(req);
       ++it;
       continue;
     }
+    ResourcePool& pool = group != nullptr ? group->pools[static_cast<size_t>(bundle)] : node_pool_;
     Worker* idle = nullptr;
     for (auto& [wid, w] : workers_) {
       if (w.job == req.job && w.state == WorkerState::kIdle && w.env_key == req.env_key) {
@@ -532,6 +600,7 @@ void NodeDaemon::Schedule() {
       }
     }
     if (idle == nullptr) {
+      pool.Free(*alloc);  // it fits: a worker is started for it below
       Want& want = wanting[{req.job, req.env_key}];
       want.count++;
       want.env = req.env;
@@ -539,8 +608,16 @@ void NodeDaemon::Schedule() {
       continue;
     }
     uint64_t lease_id = next_lease_id_++;
-    leases_[lease_id] = Lease{lease_id, idle->id, req.shape, req.from.get()};
-    available_.Subtract(req.shape);
+    leases_[lease_id] = Lease{lease_id, idle->id, req.shape, req.from.get(), ResourceSet(), *alloc,
+                              group != nullptr ? group->id : 0, bundle};
+    auto add_devices = [&](auto* msg) {
+      for (const DeviceShare& d : alloc->devices) {
+        auto* out = msg->add_devices();
+        out->set_resource(d.resource);
+        out->set_index(d.index);
+        out->set_milli(d.milli);
+      }
+    };
     idle->state = WorkerState::kLeased;
     idle->lease_id = lease_id;
     leases_granted_total_++;
@@ -554,6 +631,7 @@ void NodeDaemon::Schedule() {
       rpc::Envelope push;
       push.mutable_push_task()->set_lease_id(lease_id);
       *push.mutable_push_task()->mutable_spec() = a.spec;
+      add_devices(push.mutable_push_task());
       idle->conn->Send(push);
       it = pending_.erase(it);
       continue;
@@ -565,6 +643,7 @@ void NodeDaemon::Schedule() {
     g->mutable_worker()->set_socket_path(idle->socket_path);
     g->mutable_worker()->set_worker_id(idle->id.Binary());
     g->mutable_worker()->set_node_id(node_id_.Binary());
+    add_devices(g);
     req.from->Send(env);
     it = pending_.erase(it);
   }
@@ -703,6 +782,15 @@ void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
     auto l = leases_.find(w.lease_id);
     if (l != leases_.end()) {
       ReleaseLease(l->second);
+      if (l->second.holder != nullptr) {
+        // Its holder will give it back once it notices; that return is expected.
+        dropped_leases_.insert(w.lease_id);
+        dropped_order_.push_back(w.lease_id);
+        while (dropped_order_.size() > 10000) {
+          dropped_leases_.erase(dropped_order_.front());
+          dropped_order_.pop_front();
+        }
+      }
       leases_.erase(l);
     }
   }
@@ -803,12 +891,17 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
   }
   auto shape = ShapeFromProto(req.resources());
   if (!shape.ok()) return fail(Status::InvalidArgument("invalid resources: " + shape.status().message()));
+  if (Status st = CheckRequestShape(*shape); !st.ok()) return fail(st);
+  if (req.placement().bundle_index() < -1) {
+    return fail(Status::InvalidArgument("a bundle index is -1 (any bundle) or the bundle's position"));
+  }
   if (jobs_.count(peer.job) == 0) return fail(Status::NotFound("the caller's job has ended"));
   Actor& a = actors_[id];
   a.id = id;
   a.job = peer.job;
   a.spec = spec;
   a.shape = *shape;
+  a.placement = req.placement();
   Subscribe(a, conn);
   if (!c.name().empty()) actor_names_[c.name()] = id;
   SendActorUpdate(conn, a, req.request_id());
@@ -816,6 +909,7 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
   lr.job = peer.job;
   lr.shape = *shape;
   lr.actor = id;
+  lr.placement = a.placement;
   (void)EnvFromProto(c.env(), &lr.env, &lr.env_key);  // checked above
   pending_.push_back(std::move(lr));
   Schedule();
@@ -882,6 +976,7 @@ void NodeDaemon::OnActorProcessDied(const TaskId& id, const std::string& why) {
   lr.job = a.job;
   lr.shape = a.shape;
   lr.actor = id;
+  lr.placement = a.placement;
   (void)EnvFromProto(a.spec.actor_creation().env(), &lr.env, &lr.env_key);
   pending_.push_back(std::move(lr));
   // (RemoveWorker, our caller, schedules next.)
@@ -958,6 +1053,232 @@ void NodeDaemon::PublishActor(Actor& a) {
     live.push_back(w);
   }
   a.subscribers = std::move(live);
+}
+
+bool NodeDaemon::PlacementGroupFeasible(const PlacementGroup& g) const {
+  // One node: bundles that must lie on different nodes cannot share it.
+  if (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1) return false;
+  auto empty = ResourcePool::Create(config_.resources);
+  if (!empty.ok()) return false;
+  DevicePolicy policy = g.strategy == rpc::PLACEMENT_SPREAD ? DevicePolicy::kSpread : DevicePolicy::kPack;
+  for (const ResourceSet& b : g.bundles) {
+    if (!empty->Allocate(b, policy)) return false;
+  }
+  return true;
+}
+
+void NodeDaemon::ReservePlacementGroups() {
+  for (auto& [gid, g] : groups_) {
+    if (g.state != rpc::PG_PENDING) continue;
+    DevicePolicy policy = g.strategy == rpc::PLACEMENT_SPREAD ? DevicePolicy::kSpread : DevicePolicy::kPack;
+    if (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1) continue;
+    // All bundles or none.
+    std::vector<Allocation> taken;
+    for (const ResourceSet& b : g.bundles) {
+      auto a = node_pool_.Allocate(b, policy);
+      if (!a) break;
+      taken.push_back(std::move(*a));
+    }
+    if (taken.size() < g.bundles.size()) {
+      for (const Allocation& a : taken) node_pool_.Free(a);
+      continue;
+    }
+    g.reserved = std::move(taken);
+    g.pools.clear();
+    for (const Allocation& a : g.reserved) g.pools.push_back(ResourcePool::FromAllocation(a));
+    g.state = rpc::PG_CREATED;
+    PRISM_LOG_INFO("placement group {} created ({} bundles)", gid, g.bundles.size());
+    for (auto& [weak, rid] : g.waiters) {
+      auto c = weak.lock();
+      if (!c || c->closed()) continue;
+      rpc::Envelope env;
+      FillPlacementGroupInfo(g, env.mutable_placement_group_info());
+      env.mutable_placement_group_info()->set_request_id(rid);
+      c->Send(env);
+    }
+    g.waiters.clear();
+  }
+}
+
+std::optional<Allocation> NodeDaemon::AllocateInGroup(const LeaseRequest& req, PlacementGroup& g, int* bundle,
+                                                      std::string* error) {
+  const int n = static_cast<int>(g.bundles.size());
+  const int want = req.placement.bundle_index();
+  const std::string group = "placement group " + std::to_string(g.id) + (g.name.empty() ? "" : " ('" + g.name + "')");
+  if (want >= n) {
+    *error = "bundle index " + std::to_string(want) + " is out of range: " + group + " has " + std::to_string(n) +
+             " bundle(s)";
+    return std::nullopt;
+  }
+  const bool spread = req.placement.strategy() == rpc::STRATEGY_SPREAD;
+  std::vector<int> candidates;
+  if (want >= 0) {
+    candidates.push_back(want);
+  } else {
+    for (int k = 0; k < n; ++k) candidates.push_back(((spread ? g.next_bundle : 0) + k) % n);
+  }
+  bool ever = false;
+  for (int i : candidates) ever |= g.pools[static_cast<size_t>(i)].CanEverFit(req.shape);
+  if (!ever) {
+    *error = "this needs {" + req.shape.ToString() + "}, more than " +
+             (want >= 0 ? "bundle " + std::to_string(want) + " of " + group + " holds {" +
+                              g.bundles[static_cast<size_t>(want)].ToString() + "}"
+                        : "any bundle of " + group + " holds");
+    return std::nullopt;
+  }
+  for (int i : candidates) {
+    auto a = g.pools[static_cast<size_t>(i)].Allocate(req.shape, spread ? DevicePolicy::kSpread : DevicePolicy::kPack);
+    if (a) {
+      *bundle = i;
+      if (spread) g.next_bundle = (i + 1) % n;
+      return a;
+    }
+  }
+  return std::nullopt;
+}
+
+void NodeDaemon::FillPlacementGroupInfo(const PlacementGroup& g, rpc::PlacementGroupInfo* info) const {
+  info->set_id(g.id);
+  info->set_name(g.name);
+  info->set_strategy(g.strategy);
+  info->set_state(g.state);
+  info->set_job_id(g.job.Binary());
+  for (size_t i = 0; i < g.bundles.size(); ++i) {
+    auto* b = info->add_bundles();
+    for (const auto& [name, milli] : g.bundles[i].milli()) {
+      auto* r = b->add_resources();
+      r->set_name(name);
+      r->set_milli(milli);
+    }
+    if (i < g.reserved.size()) {
+      for (const DeviceShare& d : g.reserved[i].devices) {
+        auto* out = b->add_devices();
+        out->set_resource(d.resource);
+        out->set_index(d.index);
+        out->set_milli(d.milli);
+      }
+    }
+  }
+}
+
+void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer,
+                                            const rpc::CreatePlacementGroup& req) {
+  auto fail = [&](const Status& st) { SendError(conn, req.request_id(), st); };
+  if (req.bundles_size() == 0 || req.bundles_size() > 1000) {
+    return fail(Status::InvalidArgument("a placement group has 1 to 1000 bundles, not " +
+                                        std::to_string(req.bundles_size())));
+  }
+  if (!rpc::PlacementStrategy_IsValid(req.strategy())) {
+    return fail(Status::InvalidArgument("unknown placement strategy " + std::to_string(req.strategy())));
+  }
+  if (!req.name().empty() && group_names_.count(req.name()) > 0) {
+    return fail(Status::AlreadyExists("a placement group named '" + req.name() + "' exists already"));
+  }
+  if (jobs_.count(peer.job) == 0) return fail(Status::NotFound("the caller's job has ended"));
+  PlacementGroup g;
+  g.job = peer.job;
+  g.name = req.name();
+  g.strategy = req.strategy();
+  for (int i = 0; i < req.bundles_size(); ++i) {
+    auto shape = ShapeFromProto(req.bundles(i).resources());
+    Status st = shape.ok() ? CheckRequestShape(*shape) : shape.status();
+    if (st.ok() && shape->empty()) st = Status::InvalidArgument("it is empty");
+    if (!st.ok()) return fail(Status::InvalidArgument("bundle " + std::to_string(i) + ": " + st.message()));
+    g.bundles.push_back(std::move(*shape));
+  }
+  if (config_.fixed_size && !PlacementGroupFeasible(g)) {
+    std::string shape;
+    for (const auto& b : g.bundles) shape += " {" + b.ToString() + "}";
+    return fail(Status(StatusCode::kInfeasible,
+                       "this placement group can never be created: its bundles" + shape +
+                           (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1
+                                ? " must each lie on a node of their own, and the cluster has one node"
+                                : " do not fit together on the node's {" + config_.resources.ToString() + "}")));
+  }
+  g.id = next_group_id_++;
+  uint64_t id = g.id;
+  if (!g.name.empty()) group_names_[g.name] = id;
+  groups_[id] = std::move(g);
+  Schedule();  // reserves it now if it fits
+  rpc::Envelope env;
+  FillPlacementGroupInfo(groups_.at(id), env.mutable_placement_group_info());
+  env.mutable_placement_group_info()->set_request_id(req.request_id());
+  conn.Send(env);
+}
+
+void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const rpc::PlacementGroupRequest& req) {
+  auto it = groups_.end();
+  if (req.op() == rpc::PlacementGroupRequest::GET_BY_NAME) {
+    auto n = group_names_.find(req.name());
+    if (n != group_names_.end()) it = groups_.find(n->second);
+    if (it == groups_.end()) {
+      return SendError(conn, req.request_id(), Status::NotFound("no placement group is named '" + req.name() + "'"));
+    }
+  } else {
+    it = groups_.find(req.id());
+    if (it == groups_.end()) {
+      return SendError(conn, req.request_id(),
+                       Status::NotFound("placement group " + std::to_string(req.id()) +
+                                        " does not exist (it was removed, or never created)"));
+    }
+  }
+  PlacementGroup& g = it->second;
+  rpc::Envelope env;
+  auto* info = env.mutable_placement_group_info();
+  switch (req.op()) {
+    case rpc::PlacementGroupRequest::WAIT:
+      if (g.state != rpc::PG_CREATED) {
+        g.waiters.emplace_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id());
+        return;
+      }
+      FillPlacementGroupInfo(g, info);
+      break;
+    case rpc::PlacementGroupRequest::REMOVE:
+      FillPlacementGroupInfo(g, info);
+      info->set_state(rpc::PG_REMOVED);
+      RemovePlacementGroup(g.id, "it was removed");
+      break;
+    case rpc::PlacementGroupRequest::GET_BY_NAME:
+      FillPlacementGroupInfo(g, info);
+      break;
+    default:
+      return SendError(conn, req.request_id(), Status::InvalidArgument("unknown placement group request"));
+  }
+  info->set_request_id(req.request_id());
+  conn.Send(env);
+}
+
+void NodeDaemon::RemovePlacementGroup(uint64_t id, const std::string& why) {
+  auto it = groups_.find(id);
+  if (it == groups_.end()) return;
+  PlacementGroup g = std::move(it->second);
+  groups_.erase(it);  // first: leases in it give nothing back to its pools now
+  if (!g.name.empty()) group_names_.erase(g.name);
+  for (const Allocation& a : g.reserved) node_pool_.Free(a);
+  PRISM_LOG_INFO("placement group {} removed: {}", id, why);
+  const std::string label = "placement group " + std::to_string(id) + (g.name.empty() ? "" : " ('" + g.name + "')");
+  for (auto& [weak, rid] : g.waiters) {
+    auto c = weak.lock();
+    if (c && !c->closed()) SendError(*c, rid, Status::NotFound(label + " was removed before it was created"));
+  }
+  // Its actors die (no restart: their resources are gone), and its tasks' workers end.
+  std::vector<TaskId> actors;
+  for (auto& [aid, a] : actors_) {
+    if (a.placement.placement_group() == id && a.state != rpc::ACTOR_DEAD) actors.push_back(aid);
+  }
+  for (const TaskId& aid : actors) {
+    rpc::KillActor k;
+    k.set_actor_id(aid.Binary());
+    k.set_no_restart(true);
+    k.set_reason("its " + label + " was removed");
+    HandleKillActor(k);
+  }
+  std::vector<WorkerId> workers;
+  for (auto& [lid, lease] : leases_) {
+    if (lease.group == id) workers.push_back(lease.worker);
+  }
+  for (const WorkerId& w : workers) KillWorker(w, "its " + label + " was removed");
+  Schedule();
 }
 
 void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg) {
@@ -1089,6 +1410,11 @@ void NodeDaemon::FinishJob(const JobId& id) {
   if (it->second.exe_fd >= 0) ::close(it->second.exe_fd);
   jobs_.erase(it);  // first, so that rescheduling below starts no worker for it
   control_.FinishJob(id);
+  std::vector<uint64_t> groups;
+  for (auto& [gid, g] : groups_) {
+    if (g.job == id) groups.push_back(gid);
+  }
+  for (uint64_t gid : groups) RemovePlacementGroup(gid, "its job finished");
   std::vector<WorkerId> ws;
   for (auto& [wid, w] : workers_) {
     if (w.job == id) ws.push_back(wid);
@@ -1105,8 +1431,15 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
     auto* line = s->add_resources();
     line->set_name(name);
     line->set_total_milli(total);
-    line->set_available_milli(available_.Get(name));
+    line->set_available_milli(node_pool_.available().Get(name));
+    for (const auto& [index, free] : node_pool_.Instances(name)) {
+      auto* d = line->add_instances();
+      d->set_index(index);
+      d->set_total_milli(kMilli);
+      d->set_available_milli(free);
+    }
   }
+  for (const auto& [gid, g] : groups_) FillPlacementGroupInfo(g, s->add_placement_groups());
   uint32_t idle = 0;
   for (auto& [wid, w] : workers_) idle += w.state == WorkerState::kIdle ? 1 : 0;
   s->set_workers_alive(static_cast<uint32_t>(workers_.size()));
@@ -1119,7 +1452,16 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
   s->set_pid(getpid());
   std::map<std::string, uint32_t> infeasible;
   for (const auto& req : pending_) {
-    if (!req.shape.IsSubsetOf(config_.resources)) infeasible[req.shape.ToString()]++;
+    if (req.placement.placement_group() == 0 && !node_pool_.CanEverFit(req.shape)) {
+      infeasible[req.shape.ToString()]++;
+    }
+  }
+  for (const auto& [gid, g] : groups_) {
+    if (g.state == rpc::PG_PENDING && !PlacementGroupFeasible(g)) {
+      std::string shape = "placement group " + std::to_string(gid) + ":";
+      for (const auto& b : g.bundles) shape += " {" + b.ToString() + "}";
+      infeasible[shape]++;
+    }
   }
   for (const auto& [shape, count] : infeasible) {
     auto* d = s->add_infeasible();

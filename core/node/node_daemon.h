@@ -18,8 +18,10 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace prism {
 
@@ -88,6 +90,7 @@ class NodeDaemon {
     JobId job;
     rpc::TaskSpec spec;  // the creation task, arguments resolved
     ResourceSet shape;
+    rpc::Placement placement;
     rpc::ActorState state = rpc::ACTOR_PENDING;
     WorkerId worker;     // its current process, nil while it has none
     std::string socket_path;
@@ -102,9 +105,26 @@ class NodeDaemon {
     ResourceSet shape;
     rpc::Connection* holder;  // null: held by the daemon for an actor
     ResourceSet lent;         // CPUs given back while its worker waits in Get
+    Allocation alloc;         // what it took from its pool (which device instances)
+    uint64_t group = 0;       // non-zero: its pool is this placement group's bundle
+    int bundle = -1;
   };
   /// What a lease gives back when it ends (less what it lent while blocked).
   void ReleaseLease(const Lease& lease);
+  /// The pool a lease draws from: the node's, or its bundle's (null once the group is gone).
+  ResourcePool* PoolOf(const Lease& lease);
+  struct PlacementGroup {
+    uint64_t id = 0;
+    JobId job;
+    std::string name;
+    rpc::PlacementStrategy strategy = rpc::PLACEMENT_PACK;
+    std::vector<ResourceSet> bundles;
+    rpc::PlacementGroupState state = rpc::PG_PENDING;
+    std::vector<Allocation> reserved;  // from the node's pool, one per bundle, once created
+    std::vector<ResourcePool> pools;   // what each bundle has left for leases
+    int next_bundle = 0;               // where a SPREAD lease for any bundle looks first
+    std::vector<std::pair<std::weak_ptr<rpc::Connection>, uint64_t>> waiters;  // WAIT requests
+  };
   struct LeaseRequest {
     std::shared_ptr<rpc::Connection> from;
     uint64_t request_id;
@@ -114,6 +134,7 @@ class NodeDaemon {
     TaskId actor;  // non-nil: the daemon's own request, for this actor's process (`from` is null)
     std::map<std::string, std::string> env;  // the worker's environment variables
     std::string env_key;
+    rpc::Placement placement;
   };
   // What a connection is, once its Hello was accepted.
   struct Peer {
@@ -149,6 +170,19 @@ class NodeDaemon {
   void HandleCreateActor(rpc::Connection& conn, const Peer& peer, const rpc::CreateActor& req);
   void HandleActorCreated(const Peer& peer, const rpc::TaskReply& reply);
   void HandleKillActor(const rpc::KillActor& req);
+  void HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer, const rpc::CreatePlacementGroup& req);
+  void HandlePlacementGroupRequest(rpc::Connection& conn, const rpc::PlacementGroupRequest& req);
+  /// Reserves the bundles of groups that wait, where the node has room for all of a group's.
+  void ReservePlacementGroups();
+  /// Whether the group's bundles fit together on an empty node.
+  bool PlacementGroupFeasible(const PlacementGroup& g) const;
+  /// Ends a group: its reservation goes back, its tasks' workers and its actors are ended.
+  void RemovePlacementGroup(uint64_t id, const std::string& why);
+  void FillPlacementGroupInfo(const PlacementGroup& g, rpc::PlacementGroupInfo* info) const;
+  /// For a request placed into a group: an allocation from a bundle that fits now, or why not.
+  /// Sets `*error` (and returns nothing) when the request can never run there.
+  std::optional<Allocation> AllocateInGroup(const LeaseRequest& req, PlacementGroup& g, int* bundle,
+                                            std::string* error);
   void SendActorUpdate(rpc::Connection& conn, const Actor& a, uint64_t request_id);
   void PublishActor(Actor& a);
   void Subscribe(Actor& a, rpc::Connection& conn);
@@ -175,12 +209,19 @@ class NodeDaemon {
   ControlStore control_;
   std::unique_ptr<ObjectStore> store_;
   ObjectStore::ClientId next_store_client_ = 1;
-  ResourceSet available_;
+  ResourcePool node_pool_;
+  Status pool_status_;  // why the configured resources are no node's (checked by Start)
+  std::map<uint64_t, PlacementGroup> groups_;
+  std::map<std::string, uint64_t> group_names_;
+  uint64_t next_group_id_ = 1;
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
   std::map<JobId, Job> jobs_;
   std::unordered_map<WorkerId, Worker> workers_;
   std::unordered_map<pid_t, WorkerId> worker_pids_;
   std::map<uint64_t, Lease> leases_;
+  // Leases that ended here while a caller held them (their worker died); its return is silent.
+  std::unordered_set<uint64_t> dropped_leases_;
+  std::deque<uint64_t> dropped_order_;
   std::map<TaskId, Actor> actors_;
   std::map<std::string, TaskId> actor_names_;
   std::deque<TaskId> dead_actors_;  // oldest first; at most kKeptDeadActors are remembered

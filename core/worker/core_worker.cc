@@ -27,6 +27,7 @@ thread_local TaskId tl_task;
 thread_local uint64_t tl_submitted = 0;
 thread_local uint32_t tl_puts = 0;
 thread_local uint32_t tl_attempt = 0;
+thread_local std::vector<int> tl_gpu_ids;  // the GPUs the running task's lease holds
 
 [[noreturn]] void ThrowStored(const ObjectId& id, const rpc::TaskError& e) {
   switch (e.kind()) {
@@ -76,13 +77,18 @@ void CheckEnv(const std::map<std::string, std::string>& env) {
 }
 
 // The resources a task or actor holds: CPUs, memory and custom ones, checked.
-ResourceSet ShapeOf(double num_cpus, uint64_t memory, const std::map<std::string, double>& resources,
-                    const char* options) {
+ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory,
+                    const std::map<std::string, double>& resources, const char* options) {
   if (!std::isfinite(num_cpus) || num_cpus < 0) {
     throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " + std::to_string(num_cpus));
   }
+  if (!std::isfinite(num_gpus) || num_gpus < 0) {
+    throw InvalidArgumentError("num_gpus must be a finite number >= 0, not " + std::to_string(num_gpus));
+  }
   std::map<std::string, double> units = resources;
   if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
+  if (units.count(kGpu) > 0) throw InvalidArgumentError("set GPUs with num_gpus, not resources[\"GPU\"]");
+  if (num_gpus > 0) units[kGpu] = num_gpus;
   if (units.count(kMemory) > 0) {
     throw InvalidArgumentError(std::string("set memory with ") + options + "::memory");
   }
@@ -90,7 +96,42 @@ ResourceSet ShapeOf(double num_cpus, uint64_t memory, const std::map<std::string
   if (memory > 0) units[kMemory] = static_cast<double>(memory);
   auto shape = ResourceSet::FromUnits(units);
   if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
+  if (Status st = CheckRequestShape(*shape); !st.ok()) throw InvalidArgumentError(st.message());
   return std::move(*shape);
+}
+
+// Where a task or actor may be placed, checked.
+rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group, int bundle_index) {
+  rpc::Placement p;
+  if (strategy != SchedulingStrategy::kDefault && strategy != SchedulingStrategy::kSpread) {
+    throw InvalidArgumentError("unknown scheduling_strategy " + std::to_string(static_cast<int>(strategy)));
+  }
+  p.set_strategy(strategy == SchedulingStrategy::kSpread ? rpc::STRATEGY_SPREAD : rpc::STRATEGY_DEFAULT);
+  p.set_bundle_index(-1);
+  if (!group.valid()) {
+    if (bundle_index != -1) {
+      throw InvalidArgumentError("placement_group_bundle_index is set but placement_group is not");
+    }
+    return p;
+  }
+  if (bundle_index < -1 || bundle_index >= static_cast<int>(group.bundles().size())) {
+    throw InvalidArgumentError("placement_group_bundle_index " + std::to_string(bundle_index) +
+                               " is out of range: the placement group has " +
+                               std::to_string(group.bundles().size()) + " bundle(s) (-1: any)");
+  }
+  p.set_placement_group(group.id());
+  p.set_bundle_index(bundle_index);
+  return p;
+}
+
+PlacementGroup GroupFromInfo(const rpc::PlacementGroupInfo& info) {
+  std::vector<std::map<std::string, double>> bundles;
+  for (const auto& b : info.bundles()) {
+    std::map<std::string, double> units;
+    for (const auto& r : b.resources()) units[r.name()] = static_cast<double>(r.milli()) / kMilli;
+    bundles.push_back(std::move(units));
+  }
+  return PlacementGroup(info.id(), info.name(), static_cast<PlacementStrategy>(info.strategy()), std::move(bundles));
 }
 
 }  // namespace
@@ -631,18 +672,98 @@ void CoreWorker::SetBlocked(bool blocked) {
 }
 
 rpc::Envelope CoreWorker::CallDaemon(uint64_t request_id, rpc::Envelope req) {
+  auto r = CallDaemonWithin(request_id, std::move(req), std::chrono::seconds(30));
+  if (!r) throw RuntimeError("the node daemon did not answer within 30 s");
+  return std::move(*r);
+}
+
+std::optional<rpc::Envelope> CoreWorker::CallDaemonWithin(uint64_t request_id, rpc::Envelope req,
+                                                          std::chrono::milliseconds timeout) {
   auto done = std::make_shared<std::promise<Result<rpc::Envelope>>>();
   auto fut = done->get_future();
   daemon_->Call(request_id, std::move(req), [done](Result<rpc::Envelope> r) { done->set_value(std::move(r)); });
-  if (fut.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
-    throw RuntimeError("the node daemon did not answer within 30 s");
-  }
+  if (fut.wait_for(timeout) != std::future_status::ready) return std::nullopt;
   Result<rpc::Envelope> r = fut.get();
   if (!r.ok()) {
     if (r.status().code() == StatusCode::kUnavailable) throw RuntimeError(r.status().message());
+    if (r.status().code() == StatusCode::kInfeasible) throw InfeasibleError(r.status().message());
     throw InvalidArgumentError(r.status().message());
   }
   return std::move(*r);
+}
+
+PlacementGroup CoreWorker::CreatePlacementGroup(const PlacementGroupOptions& options) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  if (options.bundles.empty()) throw InvalidArgumentError("a placement group needs at least one bundle");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  auto* req = env.mutable_create_placement_group();
+  req->set_request_id(rid);
+  req->set_name(options.name);
+  switch (options.strategy) {
+    case PlacementStrategy::kPack: req->set_strategy(rpc::PLACEMENT_PACK); break;
+    case PlacementStrategy::kSpread: req->set_strategy(rpc::PLACEMENT_SPREAD); break;
+    case PlacementStrategy::kStrictPack: req->set_strategy(rpc::PLACEMENT_STRICT_PACK); break;
+    case PlacementStrategy::kStrictSpread: req->set_strategy(rpc::PLACEMENT_STRICT_SPREAD); break;
+    default: throw InvalidArgumentError("unknown placement strategy");
+  }
+  for (size_t i = 0; i < options.bundles.size(); ++i) {
+    auto shape = ResourceSet::FromUnits(options.bundles[i]);
+    if (!shape.ok()) throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + shape.status().message());
+    if (shape->empty()) throw InvalidArgumentError("bundle " + std::to_string(i) + " is empty");
+    if (Status st = CheckRequestShape(*shape); !st.ok()) {
+      throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + st.message());
+    }
+    auto* b = req->add_bundles();
+    for (const auto& [name, milli] : shape->milli()) {
+      auto* r = b->add_resources();
+      r->set_name(name);
+      r->set_milli(milli);
+    }
+  }
+  rpc::Envelope reply = CallDaemon(rid, std::move(env));
+  return GroupFromInfo(reply.placement_group_info());
+}
+
+bool CoreWorker::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  env.mutable_placement_group_request()->set_request_id(rid);
+  env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::WAIT);
+  env.mutable_placement_group_request()->set_id(id);
+  SetBlocked(true);  // a task waiting for a group gives its CPUs back meanwhile
+  struct Unblock {
+    CoreWorker* w;
+    ~Unblock() { w->SetBlocked(false); }
+  } unblock{this};
+  return CallDaemonWithin(rid, std::move(env), timeout).has_value();
+}
+
+void CoreWorker::RemovePlacementGroup(uint64_t id) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  env.mutable_placement_group_request()->set_request_id(rid);
+  env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::REMOVE);
+  env.mutable_placement_group_request()->set_id(id);
+  CallDaemon(rid, std::move(env));
+}
+
+PlacementGroup CoreWorker::GetPlacementGroup(const std::string& name) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  env.mutable_placement_group_request()->set_request_id(rid);
+  env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::GET_BY_NAME);
+  env.mutable_placement_group_request()->set_name(name);
+  return GroupFromInfo(CallDaemon(rid, std::move(env)).placement_group_info());
+}
+
+std::vector<int> CoreWorker::GpuIds() const {
+  if (!tl_in_task) return {};
+  if (!actor_gpu_ids_.empty()) return actor_gpu_ids_;
+  return tl_gpu_ids;
 }
 
 internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
@@ -653,14 +774,17 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   if (options.max_restarts < -1 || options.max_task_retries < -1) {
     throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
   }
-  auto shape = ShapeOf(options.num_cpus, options.memory, options.resources, "ActorOptions");
+  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.resources, "ActorOptions");
   CheckEnv(options.env);
+  rpc::Placement placement =
+      PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
 
   TaskId task_id = NextTaskId();
   rpc::Envelope env;
   uint64_t rid = daemon_->NextRequestId();
   auto* req = env.mutable_create_actor();
   req->set_request_id(rid);
+  *req->mutable_placement() = placement;
   rpc::TaskSpec& spec = *req->mutable_spec();
   spec.set_task_id(task_id.Binary());
   spec.set_job_id(options_.job_id.Binary());
@@ -808,12 +932,14 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   if (options.max_retries < -1) {
     throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
   }
-  auto shape = ShapeOf(options.num_cpus, options.memory, options.resources, "TaskOptions");
+  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.resources, "TaskOptions");
   CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
   PendingTask t;
-  t.env = options.env;
+  t.lease.env = options.env;
+  t.lease.placement =
+      PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
   t.spec.set_task_id(task_id.Binary());
   t.spec.set_job_id(options_.job_id.Binary());
   t.spec.set_parent_task_id(CurrentTaskId().Binary());
@@ -848,7 +974,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
       t.nested.push_back(std::move(n));
     }
   }
-  t.resources = std::move(shape);
+  t.lease.shape = std::move(shape);
   t.retries_left = options.max_retries;
   t.return_id = ReturnObjectId(task_id, 1);
   internal::RefPtr handle = NewHandle(t.return_id);
@@ -1034,6 +1160,11 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
   tl_attempt = spec.attempt();
   tl_submitted = 0;
   tl_puts = 0;
+  tl_gpu_ids.clear();
+  for (const auto& d : push->devices()) {
+    if (d.resource() == kGpu) tl_gpu_ids.push_back(d.index());
+  }
+  if (spec.has_actor_creation()) actor_gpu_ids_ = tl_gpu_ids;  // for the actor's life
   ExecutedTask done;
   rpc::TaskReply& reply = done.reply;
   reply.set_task_id(spec.task_id());

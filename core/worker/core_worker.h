@@ -61,6 +61,13 @@ class CoreWorker {
   void KillActor(const ActorId& id, bool no_restart);
   void CancelTask(const internal::RefHandle& ref, bool force);
   internal::ActorRef GetActorByName(const std::string& name);
+  PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options);
+  /// False once `timeout` passed before the group was created; throws if it was removed.
+  bool WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout);
+  void RemovePlacementGroup(uint64_t id);
+  PlacementGroup GetPlacementGroup(const std::string& name);
+  /// The GPUs the running task (or this actor) holds.
+  std::vector<int> GpuIds() const;
   /// Throws ObjectStoreFullError when a large value finds no room.
   internal::RefPtr Put(const internal::EncodedValue& value);
   internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);
@@ -130,6 +137,9 @@ class CoreWorker {
   TaskId NextTaskId();
   /// Waits for the daemon's answer to a request sent with DaemonClient::Call.
   rpc::Envelope CallDaemon(uint64_t request_id, rpc::Envelope req);
+  /// Nothing if no answer came within `timeout`.
+  std::optional<rpc::Envelope> CallDaemonWithin(uint64_t request_id, rpc::Envelope req,
+                                                std::chrono::milliseconds timeout);
 
   CoreWorkerOptions options_;
   rpc::EventLoop loop_;  // destroyed last: everything below runs on it
@@ -149,6 +159,7 @@ class CoreWorker {
   // In a worker that became an actor's process: the actor's object, its class, and the threads
   // beyond the main one that run its calls (max_concurrency > 1).
   std::shared_ptr<void> actor_instance_;
+  std::vector<int> actor_gpu_ids_;  // the GPUs this actor's process holds (set by its creation)
   std::string actor_type_;
   std::string actor_label_;  // how its output lines are labelled: its name, or its class
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver

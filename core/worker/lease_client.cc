@@ -14,14 +14,25 @@ void DaemonClient::Start(std::string initial) {
                [this](rpc::Connection&, const Status& st) { OnClosed(st); }, std::move(initial));
 }
 
-uint64_t DaemonClient::RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& vars,
-                                    std::function<void(bool infeasible)> queued,
+std::string LeaseSpec::Key() const {
+  std::string key = shape.ToString();
+  for (const auto& [k, v] : env) key += std::string(1, '\0') + k + "=" + v;
+  if (placement.placement_group() != 0 || placement.strategy() != rpc::STRATEGY_DEFAULT) {
+    key += std::string(1, '\1') + std::to_string(placement.placement_group()) + "/" +
+           std::to_string(placement.bundle_index()) + "/" + std::to_string(placement.strategy());
+  }
+  return key;
+}
+
+uint64_t DaemonClient::RequestLease(const LeaseSpec& spec, std::function<void(bool infeasible)> queued,
                                     std::function<void(LeaseOutcome)> done) {
   uint64_t id = next_request_id_++;
   rpc::Envelope env;
   auto* req = env.mutable_request_lease();
   req->set_request_id(id);
-  for (const auto& [name, milli] : shape.milli()) {
+  *req->mutable_placement() = spec.placement;
+  const auto& vars = spec.env;
+  for (const auto& [name, milli] : spec.shape.milli()) {
     auto* r = req->add_resources();
     r->set_name(name);
     r->set_milli(milli);
@@ -84,8 +95,10 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       }
       auto done = std::move(it->second.done);
       lease_waiters_.erase(it);
-      done(LeaseOutcome{Status::OK(), rpc::ERROR_NONE, msg.lease_grant().lease_id(),
-                        msg.lease_grant().worker()});
+      LeaseOutcome granted{Status::OK(), rpc::ERROR_NONE, msg.lease_grant().lease_id(),
+                           msg.lease_grant().worker()};
+      granted.devices.assign(msg.lease_grant().devices().begin(), msg.lease_grant().devices().end());
+      done(std::move(granted));
       return;
     }
     case rpc::Envelope::kLeaseQueued: {
@@ -111,6 +124,14 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
         return;
       }
       PRISM_LOG_WARN("node daemon: {}", msg.error().message());
+      return;
+    }
+    case rpc::Envelope::kPlacementGroupInfo: {
+      auto it = calls_.find(msg.placement_group_info().request_id());
+      if (it == calls_.end()) return;  // a wait nobody waits for any more
+      auto done = std::move(it->second);
+      calls_.erase(it);
+      done(std::move(msg));
       return;
     }
     case rpc::Envelope::kActorUpdate: {

@@ -24,6 +24,16 @@ struct LeaseOutcome {
   rpc::ErrorKind kind = rpc::ERROR_NONE;  // why not (ERROR_INFEASIBLE, ERROR_SYSTEM)
   uint64_t lease_id = 0;
   rpc::Address worker;
+  std::vector<rpc::DeviceShareProto> devices;  // the device instances it holds
+};
+
+/// What a lease is asked for: resources, the worker's environment, and where it may be placed.
+struct LeaseSpec {
+  ResourceSet shape;
+  std::map<std::string, std::string> env;
+  rpc::Placement placement;
+  /// Leases of equal keys are interchangeable (tasks of one key share them).
+  std::string Key() const;
 };
 
 /// Interface so the submitter can be tested against a fake daemon.
@@ -32,8 +42,7 @@ class LeaseClient {
   virtual ~LeaseClient() = default;
   /// Returns the request's id. `queued` runs if the request has to wait for resources to free
   /// up (the node is saturated); `done` runs once with the outcome. Both on the event loop.
-  virtual uint64_t RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& env,
-                                std::function<void(bool infeasible)> queued,
+  virtual uint64_t RequestLease(const LeaseSpec& spec, std::function<void(bool infeasible)> queued,
                                 std::function<void(LeaseOutcome)> done) = 0;
   /// Withdraws a request; its callbacks will not run.
   virtual void CancelLeaseRequest(uint64_t request_id) = 0;
@@ -49,8 +58,7 @@ class DaemonClient : public LeaseClient {
                std::function<void(const WorkerId&)> on_worker_died = nullptr);
   /// `initial`: bytes already read from the connection (after the handshake).
   void Start(std::string initial = {});
-  uint64_t RequestLease(const ResourceSet& shape, const std::map<std::string, std::string>& env,
-                        std::function<void(bool infeasible)> queued,
+  uint64_t RequestLease(const LeaseSpec& spec, std::function<void(bool infeasible)> queued,
                         std::function<void(LeaseOutcome)> done) override;
   void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;

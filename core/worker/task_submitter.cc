@@ -55,8 +55,7 @@ void TaskSubmitter::Submit(PendingTask task) {
 
 void TaskSubmitter::AddOnLoop(PendingTask task) {
   TaskId id = TaskId::FromBinary(task.spec.task_id());
-  std::string key = task.resources.ToString();
-  for (const auto& [k, v] : task.env) key += std::string(1, '\0') + k + "=" + v;
+  std::string key = task.lease.Key();
   Running& r = tasks_[id];
   r.task = std::move(task);
   r.key = key;
@@ -119,8 +118,7 @@ void TaskSubmitter::OnArgReady(const TaskId& id, size_t index, const StoredObjec
 void TaskSubmitter::Enqueue(const TaskId& id) {
   Running& r = tasks_.at(id);
   ShapeQueue& q = shapes_[r.key];
-  if (q.shape.empty() && !r.task.resources.empty()) q.shape = r.task.resources;
-  q.env = r.task.env;
+  q.spec = r.task.lease;
   q.queue.push_back(id);
   Pump(r.key);
 }
@@ -156,6 +154,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     rpc::Envelope env;
     auto* push = env.mutable_push_task();
     push->set_lease_id(best->id);
+    push->mutable_devices()->Assign(best->devices.begin(), best->devices.end());
     *push->mutable_spec() = r.task.spec;
     best->conn->Send(env);
   }
@@ -168,7 +167,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     };
     auto req = std::make_shared<Req>();
     uint64_t id = leases_.RequestLease(
-        q.shape, q.env,
+        q.spec,
         [this, key](bool infeasible) {
           ShapeQueue& sq = shapes_[key];
           if (infeasible) {
@@ -177,7 +176,7 @@ void TaskSubmitter::Pump(const std::string& key) {
               PRISM_LOG_WARN(
                   "tasks that need {{{}}} wait: no node of this cluster has that; they run once a node "
                   "that does joins (prism status lists this demand)",
-                  sq.shape.ToString());
+                  sq.spec.shape.ToString());
             }
             return;
           }
@@ -218,16 +217,16 @@ void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
   rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
   hello.mutable_hello()->set_expect_worker_id(outcome.worker.worker_id());
   q.connecting++;
-  uint64_t lid = outcome.lease_id;
-  WorkerId worker = WorkerId::FromBinary(outcome.worker.worker_id());
   rpc::AsyncConnectAndHello(io_, outcome.worker.socket_path(), hello, std::chrono::seconds(10),
-                            [this, key, lid, worker](Result<rpc::Connected> connected) {
-                              OnWorkerConnected(key, lid, worker, std::move(connected));
+                            [this, key, outcome](Result<rpc::Connected> connected) {
+                              OnWorkerConnected(key, outcome, std::move(connected));
                             });
 }
 
-void TaskSubmitter::OnWorkerConnected(const std::string& key, uint64_t lid, const WorkerId& worker,
+void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome,
                                       Result<rpc::Connected> connected) {
+  const uint64_t lid = outcome.lease_id;
+  const WorkerId worker = WorkerId::FromBinary(outcome.worker.worker_id());
   ShapeQueue& q = shapes_[key];
   q.connecting--;
   if (failed_all_) {
@@ -253,6 +252,7 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, uint64_t lid, cons
   q.connect_failures = 0;
   auto lease = std::make_unique<Lease>();
   lease->id = lid;
+  lease->devices = outcome.devices;
   lease->conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
   lease->conn->Start(
       [this, key, lid](rpc::Connection& c, rpc::Envelope& msg) {

@@ -44,8 +44,7 @@ struct PendingTask {
   std::vector<internal::RefPtr> arg_refs;  // parallel to spec.args(); null for values
   std::vector<internal::RefPtr> nested;    // refs inside argument values
   ObjectId return_id;
-  ResourceSet resources;
-  std::map<std::string, std::string> env;  // for the worker's environment
+  LeaseSpec lease;  // resources, the worker's environment, placement
   int retries_left = 0;
 };
 
@@ -94,13 +93,13 @@ class TaskSubmitter {
  private:
   struct Lease {
     uint64_t id = 0;
+    std::vector<rpc::DeviceShareProto> devices;  // sent with each task: its GPU ids
     std::shared_ptr<rpc::Connection> conn;
     std::unordered_set<TaskId> in_flight;
     std::unique_ptr<asio::steady_timer> idle_timer;
   };
   struct ShapeQueue {
-    ResourceSet shape;
-    std::map<std::string, std::string> env;
+    LeaseSpec spec;
     std::deque<TaskId> queue;
     std::map<uint64_t, std::unique_ptr<Lease>> leases;
     uint64_t lease_request = 0;  // the id of the request in flight, 0 when none
@@ -123,8 +122,7 @@ class TaskSubmitter {
   void Enqueue(const TaskId& id);
   void Pump(const std::string& key);
   void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);
-  void OnWorkerConnected(const std::string& key, uint64_t lease_id, const WorkerId& worker,
-                         Result<rpc::Connected> connected);
+  void OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome, Result<rpc::Connected> connected);
   void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);

@@ -1,9 +1,11 @@
 // Options for prism::Init() and for tasks.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace prism {
 
@@ -21,6 +23,8 @@ struct InitOptions {
   /// Bytes of memory the embedded daemon offers to tasks and actors that ask for some; 0 means the
   /// machine's memory less the object store.
   uint64_t memory = 0;
+  /// GPUs the embedded daemon offers (device instances 0..num_gpus-1); 0: none.
+  int num_gpus = 0;
   /// Custom resources the embedded daemon offers, e.g. {{"accelerator", 2}}.
   std::map<std::string, double> resources;
   /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
@@ -28,10 +32,58 @@ struct InitOptions {
   std::string log_level;
 };
 
+/// How a task or actor is placed. kDefault packs: fractional GPU requests share the fullest
+/// device that fits, so whole devices stay free. kSpread picks the emptiest device (and, inside a
+/// placement group asked for any bundle, bundles in turn).
+enum class SchedulingStrategy { kDefault, kSpread };
+
+/// How a placement group's bundles are laid out. On one node every strategy places all bundles on
+/// it, except kStrictSpread with more than one bundle, which needs a node per bundle; kSpread and
+/// kStrictSpread put fractional GPU bundles on different devices where they can.
+enum class PlacementStrategy { kPack, kSpread, kStrictPack, kStrictSpread };
+
+/// What prism::CreatePlacementGroup reserves.
+struct PlacementGroupOptions {
+  /// Each bundle's resources, by name: "CPU", "GPU", "memory" (bytes) and custom ones.
+  std::vector<std::map<std::string, double>> bundles;
+  PlacementStrategy strategy = PlacementStrategy::kPack;
+  /// A name other drivers can find it by (prism::GetPlacementGroup); unique while it exists.
+  std::string name;
+};
+
+/// Resources reserved together (prism::CreatePlacementGroup), for tasks and actors placed into
+/// its bundles. A value type: copies name the same group. It lives until RemovePlacementGroup
+/// or until its job ends.
+class PlacementGroup {
+ public:
+  PlacementGroup() = default;
+  PlacementGroup(uint64_t id, std::string name, PlacementStrategy strategy,
+                 std::vector<std::map<std::string, double>> bundles)
+      : id_(id), name_(std::move(name)), strategy_(strategy), bundles_(std::move(bundles)) {}
+  /// 0 for a default-constructed (no) group.
+  uint64_t id() const { return id_; }
+  const std::string& name() const { return name_; }
+  PlacementStrategy strategy() const { return strategy_; }
+  const std::vector<std::map<std::string, double>>& bundles() const { return bundles_; }
+  bool valid() const { return id_ != 0; }
+  /// Blocks until its bundles are reserved: true, or false once `timeout` passed first. Throws
+  /// InvalidArgumentError if the group was removed.
+  bool Wait(std::chrono::milliseconds timeout) const;
+
+ private:
+  uint64_t id_ = 0;
+  std::string name_;
+  PlacementStrategy strategy_ = PlacementStrategy::kPack;
+  std::vector<std::map<std::string, double>> bundles_;
+};
+
 /// Per-task options, as in Ray's `.options(...)`.
 struct TaskOptions {
   /// CPUs the task holds while it runs (fractions allowed).
   double num_cpus = 1;
+  /// GPUs it holds while it runs: a share of one device (below 1), or whole devices.
+  /// prism::GetGpuIds() inside the task says which.
+  double num_gpus = 0;
   /// Bytes of memory the task reserves while it runs (it is placed only where they are free).
   uint64_t memory = 0;
   /// Custom resources the task holds while it runs.
@@ -44,12 +96,20 @@ struct TaskOptions {
   /// Environment variables set in the worker that runs the task (workers with other variables
   /// are not used for it, so tasks with variables get processes of their own).
   std::map<std::string, std::string> env;
+  /// Where it runs (see SchedulingStrategy).
+  SchedulingStrategy scheduling_strategy = SchedulingStrategy::kDefault;
+  /// Run on resources reserved by this placement group (they come out of its bundles, not the
+  /// node's free resources), in bundle `placement_group_bundle_index` (-1: any bundle).
+  PlacementGroup placement_group;
+  int placement_group_bundle_index = -1;
 };
 
 /// Options of an actor, as in Ray's `.options(...)` on an actor class.
 struct ActorOptions {
   /// CPUs the actor holds for its whole life (fractions allowed). As in Ray, 0 by default.
   double num_cpus = 0;
+  /// GPUs it holds for its whole life: a share of one device (below 1), or whole devices.
+  double num_gpus = 0;
   /// Bytes of memory it reserves for its whole life.
   uint64_t memory = 0;
   /// Custom resources it holds for its whole life.
@@ -70,6 +130,12 @@ struct ActorOptions {
   int max_concurrency = 1;
   /// Environment variables set in the actor's process.
   std::map<std::string, std::string> env;
+  /// Where it runs (see SchedulingStrategy).
+  SchedulingStrategy scheduling_strategy = SchedulingStrategy::kDefault;
+  /// Run on resources reserved by this placement group (they come out of its bundles, not the
+  /// node's free resources), in bundle `placement_group_bundle_index` (-1: any bundle).
+  PlacementGroup placement_group;
+  int placement_group_bundle_index = -1;
 };
 
 /// Counters this process's runtime keeps, for diagnostics and tests.

@@ -47,6 +47,20 @@ RuntimeStats GetRuntimeStats();
 /// The object store of this process's node (asks the node daemon).
 ObjectStoreStats GetObjectStoreStats();
 
+/// Reserves resources in bundles, as Ray's placement_group(): the bundles are reserved together
+/// or not at all, and while the node lacks room the group waits (PlacementGroup::Wait). Tasks
+/// and actors go into it with TaskOptions/ActorOptions::placement_group. Throws
+/// InvalidArgumentError for a bad bundle or a taken name, InfeasibleError for a group this
+/// cluster can never hold.
+PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options);
+/// Gives its resources back; actors in it die (ActorDiedError says why) and tasks running in it
+/// are stopped (their retries then fail: the group is gone). Throws if it does not exist.
+void RemovePlacementGroup(const PlacementGroup& group);
+/// The placement group named `name`; throws InvalidArgumentError when there is none.
+PlacementGroup GetPlacementGroup(const std::string& name);
+/// Inside a task or actor: the GPUs (device instance indices) it holds; empty elsewhere.
+std::vector<int> GetGpuIds();
+
 /// A remote function known by name only, e.g. one registered in a worker but not declared here.
 /// Arguments are encoded as their own types; the worker checks them against the function.
 template <typename R>
