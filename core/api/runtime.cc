@@ -333,6 +333,13 @@ RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::ve
 
 void KillActor(const ActorId& id, bool no_restart) { RequireCore()->KillActor(id, no_restart); }
 
+std::shared_ptr<StreamHandle> SubmitStreamingTask(const std::string& function, std::vector<SerializedArg> args,
+                                                  const TaskOptions& options) {
+  return RequireCore()->SubmitStreamingTask(function, std::move(args), options);
+}
+
+void StreamWrite(const EncodedValue& value) { RequireCore()->StreamWrite(value); }
+
 void CancelTask(const RefHandle& ref, bool force) { RequireCore()->CancelTask(ref, force); }
 
 ActorRef GetActorByName(const std::string& name) { return RequireCore()->GetActorByName(name); }

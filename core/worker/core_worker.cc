@@ -28,6 +28,16 @@ thread_local uint64_t tl_submitted = 0;
 thread_local uint32_t tl_puts = 0;
 thread_local uint32_t tl_attempt = 0;
 thread_local std::vector<int> tl_gpu_ids;  // the GPUs the running task's lease holds
+// The streaming task running on this thread: where its values go.
+struct StreamContext {
+  std::shared_ptr<rpc::Connection> to;  // null: not a streaming task
+  std::string task_id;
+  uint32_t attempt = 0;
+  WorkerId caller;
+  uint64_t skip = 0;     // values the caller has from an earlier attempt
+  uint64_t written = 0;
+};
+thread_local StreamContext tl_stream;
 
 [[noreturn]] void ThrowStored(const ObjectId& id, const rpc::TaskError& e) {
   switch (e.kind()) {
@@ -175,6 +185,9 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     return w->MakeRef(id, owner);
   };
   hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
+  hooks.stream_item = [w](const TaskId& task, uint64_t index, StoredObject value) {
+    w->OnStreamItem(task, index, std::move(value));
+  };
   hooks.remove_borrowers = [w](const rpc::RemoveBorrowers& r) { w->ServeRemoveBorrowers(r); };
   cw->actor_submitter_ = std::make_unique<ActorSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                          cw->store_, *cw->daemon_, hooks);
@@ -192,7 +205,9 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   };
   if (cw->options_.role == rpc::ROLE_WORKER) {
     cw->executor_ = std::make_unique<TaskExecutor>(
-        [w](std::shared_ptr<const rpc::PushTask> push) { return w->ExecuteTask(std::move(push)); });
+        [w](std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from) {
+          return w->ExecuteTask(std::move(push), from);
+        });
     // The daemon makes this worker an actor's process by pushing the creation task on its
     // connection; the reply goes back there.
     cw->daemon_->on_push = [w](rpc::PushTask push, std::shared_ptr<rpc::Connection> from) {
@@ -925,9 +940,121 @@ internal::ActorRef CoreWorker::GetActorByName(const std::string& name) {
   return internal::ActorRef{id, lifetime};
 }
 
+// The caller's side of a streaming task: values arrive in order on the event loop; the task's
+// return object says when (and how) it ended.
+class CoreWorker::Stream : public internal::StreamHandle {
+ public:
+  explicit Stream(CoreWorker* w) : w_(w) {}
+  void SetCompletion(internal::RefPtr completion) { completion_ = std::move(completion); }
+  void Push(internal::RefPtr value) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      values_.push_back(std::move(value));
+    }
+    cv_.notify_all();
+  }
+  void End(bool failed) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ended_ = true;
+      failed_ = failed;
+    }
+    cv_.notify_all();
+  }
+  internal::RefPtr Next(int64_t timeout_ms) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto ready = [&] { return !values_.empty() || ended_; };
+    if (!ready()) {
+      lock.unlock();
+      w_->SetBlocked(true);  // a task reading a stream gives its CPU back while it waits
+      lock.lock();
+      bool ok = true;
+      if (timeout_ms < 0) {
+        cv_.wait(lock, ready);
+      } else {
+        ok = cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), ready);
+      }
+      lock.unlock();
+      w_->SetBlocked(false);
+      lock.lock();
+      if (!ok) {
+        throw GetTimeoutError("no value of the stream came within " + std::to_string(timeout_ms) + " ms");
+      }
+    }
+    if (!values_.empty()) {
+      internal::RefPtr v = std::move(values_.front());
+      values_.pop_front();
+      return v;
+    }
+    if (failed_ && !error_given_) {
+      error_given_ = true;
+      return completion_;  // holds the error
+    }
+    return nullptr;
+  }
+  internal::RefPtr completion() const override { return completion_; }
+
+ private:
+  CoreWorker* w_;
+  internal::RefPtr completion_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<internal::RefPtr> values_;
+  bool ended_ = false;
+  bool failed_ = false;
+  bool error_given_ = false;
+};
+
+std::shared_ptr<internal::StreamHandle> CoreWorker::SubmitStreamingTask(const std::string& function,
+                                                                        std::vector<internal::SerializedArg> args,
+                                                                        const TaskOptions& options) {
+  auto stream = std::make_shared<Stream>(this);
+  SubmitTask(function, std::move(args), options, stream);
+  return stream;
+}
+
+void CoreWorker::OnStreamItem(const TaskId& task, uint64_t index, StoredObject value) {
+  ObjectId id = ReturnObjectId(task, static_cast<uint32_t>(index + 1));
+  std::shared_ptr<Stream> stream;
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    auto it = streams_.find(task);
+    if (it != streams_.end()) stream = it->second.lock();
+  }
+  bool in_store = value.in_store;
+  if (!stream) {
+    if (in_store) object_store_->Delete({id});  // nobody reads the stream any more
+    return;
+  }
+  internal::RefPtr handle = NewHandle(id);
+  if (!store_.Put(id, std::move(value)) && in_store) object_store_->Delete({id});
+  stream->Push(std::move(handle));
+}
+
+void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
+  StreamContext& c = tl_stream;
+  if (!c.to) throw InvalidArgumentError("StreamWriter::Write called outside the streaming task it was made for");
+  uint64_t index = ++c.written;
+  if (index <= c.skip) return;  // the caller has it from an earlier run of this task
+  if (index + 1 >= std::numeric_limits<uint32_t>::max()) {
+    throw InvalidArgumentError("a streaming task may write at most " +
+                               std::to_string(std::numeric_limits<uint32_t>::max() - 2) + " values");
+  }
+  rpc::Envelope env;
+  auto* item = env.mutable_stream_item();
+  item->set_task_id(c.task_id);
+  item->set_attempt(c.attempt);
+  item->set_index(index);
+  ObjectId id = ReturnObjectId(TaskId::FromBinary(c.task_id), static_cast<uint32_t>(index + 1));
+  StoreReturn(id, value, c.caller, item->mutable_item());
+  // Registrations of refs lent to the caller reach their owners before the caller can drop them.
+  WaitForBorrowRegistrations();
+  c.to->Send(env);
+}
+
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
-                                        const TaskOptions& options) {
+                                        const TaskOptions& options, std::shared_ptr<Stream> stream) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   if (options.max_retries < -1) {
     throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
@@ -978,6 +1105,20 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   t.retries_left = options.max_retries;
   t.return_id = ReturnObjectId(task_id, 1);
   internal::RefPtr handle = NewHandle(t.return_id);
+  if (stream) {
+    t.spec.set_streaming(true);
+    stream->SetCompletion(handle);
+    {
+      std::lock_guard<std::mutex> lock(streams_mu_);
+      streams_[task_id] = stream;
+    }
+    std::weak_ptr<Stream> weak = stream;
+    store_.OnReady(t.return_id, [this, weak, task_id](const StoredObject& end) {
+      if (auto s = weak.lock()) s->End(end.is_error());
+      std::lock_guard<std::mutex> lock(streams_mu_);
+      streams_.erase(task_id);
+    });
+  }
   submitter_->Submit(std::move(t));
   return handle;
 }
@@ -1153,8 +1294,20 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   return ready;
 }
 
-ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) {
+ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
+                                     const std::shared_ptr<rpc::Connection>& from) {
   const rpc::TaskSpec& spec = push->spec();
+  tl_stream = StreamContext{};
+  if (spec.streaming()) {
+    tl_stream.to = from;
+    tl_stream.task_id = spec.task_id();
+    tl_stream.attempt = spec.attempt();
+    tl_stream.caller = WorkerId::FromBinary(spec.caller().worker_id());
+    tl_stream.skip = spec.stream_skip();
+  }
+  struct EndStream {
+    ~EndStream() { tl_stream = StreamContext{}; }
+  } end_stream;
   tl_in_task = true;
   tl_task = TaskId::FromBinary(spec.task_id());
   tl_attempt = spec.attempt();
@@ -1188,6 +1341,10 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
   }
   std::function<internal::EncodedValue(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)>
       run;
+  if (spec.streaming() && (spec.has_actor_creation() || !spec.actor_id().empty())) {
+    fail(rpc::ERROR_ARGUMENT, "", "actor creations and actor methods do not stream");
+    return done;
+  }
   if (spec.has_actor_creation()) {
     const internal::ActorFactoryEntry* factory = registry.FindFactory(spec.function());
     if (factory != nullptr) {
@@ -1221,6 +1378,12 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
       };
     }
   } else if (const internal::FunctionEntry* fn = registry.Find(spec.function()); fn != nullptr) {
+    if (fn->streaming != spec.streaming()) {
+      fail(rpc::ERROR_ARGUMENT, "",
+           fn->streaming ? spec.function() + " writes a stream (it takes a StreamWriter first): call it as a streaming task"
+                         : spec.function() + " is not a streaming function (it takes no StreamWriter)");
+      return done;
+    }
     run = [fn](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
       return fn->invoke(args, source);
     };
@@ -1283,25 +1446,8 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
     // The result (and the refs in it) lives until the reply is out.
     done.hold = out_holder;
     source.reset();
-    auto* ret = reply.add_returns();
     ObjectId return_id = ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1);
-    ret->set_object_id(return_id.Binary());
-    WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
-    if (out.size > internal::kMaxInlineBytes) {
-      try {
-        WriteToStore(return_id, out, caller);
-      } catch (const ObjectStoreFullError&) {
-        throw;
-      } catch (const std::exception& e) {
-        // The runtime failed, not the function: say so.
-        throw StoreWriteError(e.what());
-      }
-      ret->set_in_store(true);
-      ret->set_size(out.size);
-    } else {
-      ret->set_data(out.ToString());
-    }
-    LendNested(out.nested, caller, ret);
+    StoreReturn(return_id, out, WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
   } catch (const internal::ArgumentError& e) {
     fail(rpc::ERROR_ARGUMENT, "", e.what());
   } catch (const ObjectStoreFullError& e) {
@@ -1319,6 +1465,26 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push) 
   // before the caller may drop the refs that protected them.
   WaitForBorrowRegistrations();
   return done;
+}
+
+void CoreWorker::StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
+                             rpc::ReturnObject* ret) {
+  ret->set_object_id(id.Binary());
+  if (out.size > internal::kMaxInlineBytes) {
+    try {
+      WriteToStore(id, out, caller);
+    } catch (const ObjectStoreFullError&) {
+      throw;
+    } catch (const std::exception& e) {
+      // The runtime failed, not the function: say so.
+      throw StoreWriteError(e.what());
+    }
+    ret->set_in_store(true);
+    ret->set_size(out.size);
+  } else {
+    ret->set_data(out.ToString());
+  }
+  LendNested(out.nested, caller, ret);
 }
 
 void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,

@@ -47,13 +47,19 @@ struct CoreWorkerOptions {
 
 class CoreWorker {
  public:
+  class Stream;  // the caller's side of a streaming task
   /// Listens on its own socket, connects to the node daemon and registers. Errors: the daemon
   /// is unreachable or refused us.
   static Result<std::unique_ptr<CoreWorker>> Start(CoreWorkerOptions options);
   ~CoreWorker();
 
   internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
-                              const TaskOptions& options);
+                              const TaskOptions& options, std::shared_ptr<Stream> stream = nullptr);
+  std::shared_ptr<internal::StreamHandle> SubmitStreamingTask(const std::string& function,
+                                                              std::vector<internal::SerializedArg> args,
+                                                              const TaskOptions& options);
+  /// Inside a streaming task: sends a value to its caller.
+  void StreamWrite(const internal::EncodedValue& value);
   internal::ActorRef CreateActor(const std::string& factory, std::vector<internal::SerializedArg> args,
                                  const ActorOptions& options);
   internal::RefPtr SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
@@ -112,7 +118,13 @@ class CoreWorker {
   /// Writes a value into the node's object store as object `id`, owned by `owner`.
   void WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner);
   /// Worker main thread: runs one pushed task.
-  ExecutedTask ExecuteTask(std::shared_ptr<const rpc::PushTask> push);
+  ExecutedTask ExecuteTask(std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from);
+  /// Writes a task's (or stream value's) result: inline in `ret`, or into the store for the
+  /// caller; refs inside it are lent to the caller.
+  void StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
+                   rpc::ReturnObject* ret);
+  /// A value of one of this process's streaming tasks arrived.
+  void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
   /// The caller of a finished task gets the refs inside its result: registered as their
   /// borrower where another process owns them.
   void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
@@ -167,6 +179,9 @@ class CoreWorker {
   // Refs inside the arguments of actors this process created: the actor may keep them.
   std::mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
+  // This process's streaming tasks not ended yet, by task.
+  std::mutex streams_mu_;
+  std::unordered_map<TaskId, std::weak_ptr<Stream>> streams_ PRISM_GUARDED_BY(streams_mu_);
   std::unique_ptr<TaskExecutor> executor_;
   std::atomic<bool> shut_down_{false};
 

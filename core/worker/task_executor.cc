@@ -31,7 +31,7 @@ void TaskExecutor::Run() {
       queue_.pop_front();
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
-    ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)));
+    ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)), item.from);
     rpc::Envelope env;
     *env.mutable_task_reply() = std::move(done.reply);
     item.from->Send(env);

@@ -24,7 +24,9 @@ struct ExecutedTask {
 class TaskExecutor {
  public:
   /// Runs one task on the main thread and builds its reply.
-  using Execute = std::function<ExecutedTask(std::shared_ptr<const rpc::PushTask>)>;
+  /// `from`: where the reply goes (a streaming task sends its values there as it runs).
+  using Execute = std::function<ExecutedTask(std::shared_ptr<const rpc::PushTask>,
+                                             const std::shared_ptr<rpc::Connection>& from)>;
   explicit TaskExecutor(Execute execute);
   /// Event-loop thread: queue a pushed task; its reply goes back on `from`.
   void Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from);

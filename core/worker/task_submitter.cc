@@ -19,7 +19,10 @@ StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks)
     return StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
                                                       " return values, expected 1");
   }
-  rpc::ReturnObject& ret = *reply.mutable_returns(0);
+  return ResultFromReturn(*reply.mutable_returns(0), hooks);
+}
+
+StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks) {
   StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
                                     : StoredObject::Value(std::move(*ret.mutable_data()));
   // Taken before the task's argument refs go: a ref passed in and returned stays alive.
@@ -256,7 +259,9 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome
   lease->conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
   lease->conn->Start(
       [this, key, lid](rpc::Connection& c, rpc::Envelope& msg) {
-        if (msg.has_task_reply()) {
+        if (msg.has_stream_item()) {
+          OnStreamItem(lid, *msg.mutable_stream_item());
+        } else if (msg.has_task_reply()) {
           OnTaskReply(key, lid, *msg.mutable_task_reply());
         } else if (msg.has_remove_borrowers()) {
           if (hooks_.remove_borrowers) hooks_.remove_borrowers(msg.remove_borrowers());
@@ -311,6 +316,23 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   if (lit != q.leases.end()) ArmIdleTimer(key, *lit->second);
 }
 
+void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
+  ObjectId object_id = TaskId::IsValidBinary(item.task_id())
+                           ? ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1))
+                           : ObjectId();
+  auto it = TaskId::IsValidBinary(item.task_id()) ? tasks_.find(TaskId::FromBinary(item.task_id())) : tasks_.end();
+  bool wanted = it != tasks_.end() && it->second.lease_id == lease_id && !it->second.cancelled &&
+                it->second.task.spec.streaming() && it->second.task.spec.attempt() == item.attempt() &&
+                item.index() == it->second.stream_received + 1;
+  if (!wanted) {
+    // A cancelled task's, or one out of order: nobody reads it.
+    if (item.item().in_store() && !object_id.IsNil()) hooks_.discard_stored(object_id);
+    return;
+  }
+  it->second.stream_received = item.index();
+  hooks_.stream_item(it->first, item.index(), ResultFromReturn(*item.mutable_item(), hooks_));
+}
+
 void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why) {
   ShapeQueue& q = shapes_[key];
   auto lit = q.leases.find(lease_id);
@@ -327,6 +349,7 @@ void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, cons
     if (r.task.retries_left != 0) {
       if (r.task.retries_left > 0) r.task.retries_left--;
       r.task.spec.set_attempt(r.task.spec.attempt() + 1);
+      r.task.spec.set_stream_skip(r.stream_received);  // the new run sends only later values
       r.lease_id = 0;
       tasks_retried_++;
       retry.push_back(id);

@@ -62,11 +62,15 @@ struct SubmitterHooks {
   /// A leased worker released borrows of objects this process owns (sent on the lease
   /// connection, behind the replies that may carry those objects).
   std::function<void(const rpc::RemoveBorrowers&)> remove_borrowers;
+  /// Value `index` (1, 2, ...) of a streaming task arrived (event loop, in order).
+  std::function<void(const TaskId& task, uint64_t index, StoredObject value)> stream_item;
 };
 
 /// The result a TaskReply carries (value, store location or error), with handles for the refs
 /// inside it, taken before the caller lets go of the task's argument refs.
 StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks);
+/// The same for one returned object.
+StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks);
 /// Asks for the value of every ref argument (`arg_refs[i]` non-null): from this process's table,
 /// or from the owner; `on_ready(i, object)` runs once for each, on any thread. Returns how many.
 size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
@@ -114,6 +118,7 @@ class TaskSubmitter {
     uint64_t lease_id = 0;  // 0 while queued
     size_t unresolved = 0;
     bool cancelled = false;  // running when cancelled: its result is dropped
+    uint64_t stream_received = 0;  // streaming: values delivered so far (over all attempts)
   };
 
   void AddOnLoop(PendingTask task);
@@ -124,6 +129,7 @@ class TaskSubmitter {
   void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);
   void OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome, Result<rpc::Connected> connected);
   void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
+  void OnStreamItem(uint64_t lease_id, rpc::StreamItem& item);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);
   void Finish(const TaskId& id, StoredObject result);

@@ -19,6 +19,7 @@
 #include <prism/options.h>
 #include <prism/remote.h>
 #include <prism/serialization.h>
+#include <prism/stream.h>
 
 #include <chrono>
 #include <string>
@@ -144,6 +145,32 @@ class TaskCaller<R (*)(P...)> {
 
  private:
   R (*f_)(P...);
+  TaskOptions options_;
+};
+
+/// A streaming function `void F(StreamWriter<T>&, P...)`: Remote() returns the stream of its
+/// values. Such a task is retried like any other after its worker died; the new run's first
+/// values, which the caller has already, are not sent again (so a streaming function should
+/// write the same values each time it runs).
+template <typename T, typename... P>
+class TaskCaller<void (*)(StreamWriter<T>&, P...)> {
+ public:
+  explicit TaskCaller(void (*f)(StreamWriter<T>&, P...)) : f_(f) {}
+  TaskCaller& Options(TaskOptions options) {
+    options_ = std::move(options);
+    return *this;
+  }
+  template <typename... A>
+  ObjectRefStream<T> Remote(A&&... args) {
+    static_assert(sizeof...(A) == sizeof...(P), "wrong number of arguments for this function");
+    std::string name = internal::RegisteredName(reinterpret_cast<const void*>(f_));
+    auto packed = internal::PackArgs<std::tuple<P...>>(std::index_sequence_for<A...>{},
+                                                       std::forward<A>(args)...);
+    return ObjectRefStream<T>(internal::SubmitStreamingTask(name, std::move(packed), options_));
+  }
+
+ private:
+  void (*f_)(StreamWriter<T>&, P...);
   TaskOptions options_;
 };
 

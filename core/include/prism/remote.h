@@ -3,6 +3,7 @@
 
 #include <prism/errors.h>
 #include <prism/serialization.h>
+#include <prism/stream.h>
 
 #include <functional>
 #include <memory>
@@ -33,6 +34,7 @@ struct FunctionEntry {
   std::string name;
   size_t arity = 0;
   Invoker invoke;
+  bool streaming = false;  // takes a StreamWriter first: runs as a streaming task
 };
 
 /// An actor factory: decodes the arguments and makes the actor's object.
@@ -70,10 +72,10 @@ class FunctionRegistry {
     static FunctionRegistry registry;
     return registry;
   }
-  bool Register(std::string name, const void* address, size_t arity, Invoker invoke) {
+  bool Register(std::string name, const void* address, size_t arity, Invoker invoke, bool streaming = false) {
     std::lock_guard<std::mutex> lock(mu_);
     names_[address] = name;
-    by_name_[name] = FunctionEntry{name, arity, std::move(invoke)};
+    by_name_[name] = FunctionEntry{name, arity, std::move(invoke), streaming};
     return true;
   }
   const FunctionEntry* Find(const std::string& name) const {
@@ -217,6 +219,31 @@ bool Register(const std::string& name, R (T::*m)(P...) const) {
 
 template <typename R, typename... P>
 bool RegisterFunction(const char* name, R (*f)(P...));
+
+template <typename T, typename... P, size_t... I>
+void StreamWithIndices(const std::string& name, void (*f)(StreamWriter<T>&, P...),
+                       const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source,
+                       std::index_sequence<I...>) {
+  std::tuple<std::decay_t<P>...> decoded{DecodeArg<P>(name, I, args[I], source)...};
+  StreamWriter<T> out;
+  f(out, std::move(std::get<I>(decoded))...);
+}
+
+/// A streaming function: its StreamWriter is made by the worker, the rest are the arguments.
+template <typename T, typename... P>
+bool Register(const std::string& name, void (*f)(StreamWriter<T>&, P...)) {
+  return FunctionRegistry::Instance().Register(
+      name, reinterpret_cast<const void*>(f), sizeof...(P),
+      [name, f](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) -> EncodedValue {
+        if (args.size() != sizeof...(P)) {
+          throw ArgumentError(name + " takes " + std::to_string(sizeof...(P)) + " arguments, the task carried " +
+                              std::to_string(args.size()));
+        }
+        StreamWithIndices(name, f, args, source, std::index_sequence_for<P...>{});
+        return EncodeOwned(msgpack::type::nil_t());
+      },
+      /*streaming=*/true);
+}
 
 template <typename R, typename... P>
 bool Register(const std::string& name, R (*f)(P...)) {

@@ -85,6 +85,21 @@ void KillActor(const ActorId& id, bool no_restart);
 void CancelTask(const RefHandle& ref, bool force);
 /// The live actor named `name`; throws InvalidArgumentError when there is none.
 ActorRef GetActorByName(const std::string& name);
+/// The caller's side of a streaming task.
+class StreamHandle {
+ public:
+  virtual ~StreamHandle() = default;
+  /// The next value's handle, or null once the stream ended (after the error's, if it failed).
+  /// timeout_ms < 0 waits forever; else throws GetTimeoutError.
+  virtual RefPtr Next(int64_t timeout_ms) = 0;
+  /// The task's return object, ready once it ended.
+  virtual RefPtr completion() const = 0;
+};
+/// Submits a streaming task (its function takes a StreamWriter first).
+std::shared_ptr<StreamHandle> SubmitStreamingTask(const std::string& function, std::vector<SerializedArg> args,
+                                                  const TaskOptions& options);
+/// Inside a streaming task: sends one value to its caller.
+void StreamWrite(const EncodedValue& value);
 /// Throws InvalidArgumentError unless prism::Init() ran in this process.
 void CheckInitialized();
 
