@@ -353,6 +353,38 @@ void DaemonMemory() {
 
 }  // namespace
 
+// As Ray's "placement group create/removal": create 100 one-bundle groups, wait for each, remove
+// each; groups per second.
+void PlacementGroupCreateRemoval(int rounds) {
+  int groups = 0;
+  auto start = Clock::now();
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<prism::PlacementGroup> pgs;
+    for (int i = 0; i < 100; ++i) {
+      pgs.push_back(prism::CreatePlacementGroup({.bundles = {{{"CPU", 0.001}}}}));
+    }
+    for (auto& pg : pgs) Check(pg.Wait(std::chrono::seconds(30)), "placement group ready");
+    for (auto& pg : pgs) prism::RemovePlacementGroup(pg);
+    groups += 100;
+  }
+  Report("placement group create/removal", groups / Seconds(Clock::now() - start), "groups/s");
+}
+
+void StreamInts(prism::StreamWriter<int>& out, int n) {
+  for (int i = 0; i < n; ++i) out.Write(i);
+}
+PRISM_REMOTE(StreamInts);
+
+// One streaming task writing small values, read by the driver as they come.
+void StreamingValues(int n) {
+  auto start = Clock::now();
+  auto s = prism::Task(StreamInts).Remote(n);
+  int64_t sum = 0;
+  while (auto ref = s.Next()) sum += prism::Get(*ref);
+  Check(sum == int64_t{n} * (n - 1) / 2, "stream sum");
+  Report("single client streaming task values", n / Seconds(Clock::now() - start), "values/s");
+}
+
 int main(int argc, char** argv) {
   if (prism::IsWorkerProcess()) prism::Init();
   CLI::App app{"prism microbenchmark"};
@@ -376,6 +408,8 @@ int main(int argc, char** argv) {
   SingleClientTasksAndGetBatch(50 * scale, 1000);
   ActorCallsSync(5000 * scale);
   ActorCallsAsync(50000 * scale);
+  PlacementGroupCreateRemoval(5 * scale);
+  StreamingValues(50000 * scale);
   MemcpyFloor(256 * kMiB);
   PutGigabytes(256 * kMiB);
   PutAndGetCalls();

@@ -256,7 +256,7 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       HandleCreatePlacementGroup(conn, *peer, msg.create_placement_group());
       return;
     case rpc::Envelope::kPlacementGroupRequest:
-      HandlePlacementGroupRequest(conn, msg.placement_group_request());
+      HandlePlacementGroupRequest(conn, *peer, msg.placement_group_request());
       return;
     case rpc::Envelope::kTaskReply:
       if (peer->role != rpc::ROLE_WORKER) break;
@@ -601,6 +601,7 @@ void NodeDaemon::Schedule() {
     }
     if (idle == nullptr) {
       pool.Free(*alloc);  // it fits: a worker is started for it below
+      if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD) group->next_bundle = bundle;
       Want& want = wanting[{req.job, req.env_key}];
       want.count++;
       want.env = req.env;
@@ -1088,12 +1089,13 @@ void NodeDaemon::ReservePlacementGroups() {
     for (const Allocation& a : g.reserved) g.pools.push_back(ResourcePool::FromAllocation(a));
     g.state = rpc::PG_CREATED;
     PRISM_LOG_INFO("placement group {} created ({} bundles)", gid, g.bundles.size());
-    for (auto& [weak, rid] : g.waiters) {
-      auto c = weak.lock();
+    for (auto& w : g.waiters) {
+      w.timer->cancel();
+      auto c = w.conn.lock();
       if (!c || c->closed()) continue;
       rpc::Envelope env;
       FillPlacementGroupInfo(g, env.mutable_placement_group_info());
-      env.mutable_placement_group_info()->set_request_id(rid);
+      env.mutable_placement_group_info()->set_request_id(w.request_id);
       c->Send(env);
     }
     g.waiters.clear();
@@ -1206,7 +1208,12 @@ void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& p
   conn.Send(env);
 }
 
-void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const rpc::PlacementGroupRequest& req) {
+void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer,
+                                             const rpc::PlacementGroupRequest& req) {
+  if (peer.role == rpc::ROLE_CLIENT && req.op() != rpc::PlacementGroupRequest::GET_BY_NAME) {
+    return SendError(conn, req.request_id(),
+                     Status::PermissionDenied("only drivers and workers may wait for or remove placement groups"));
+  }
   auto it = groups_.end();
   if (req.op() == rpc::PlacementGroupRequest::GET_BY_NAME) {
     auto n = group_names_.find(req.name());
@@ -1228,7 +1235,35 @@ void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const rpc::P
   switch (req.op()) {
     case rpc::PlacementGroupRequest::WAIT:
       if (g.state != rpc::PG_CREATED) {
-        g.waiters.emplace_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id());
+        // Answered when it is created, or PENDING at the deadline; waiters of closed
+        // connections go now.
+        std::erase_if(g.waiters, [](const PlacementGroup::Waiter& w) {
+          auto c = w.conn.lock();
+          if (c && !c->closed()) return false;
+          w.timer->cancel();
+          return true;
+        });
+        PlacementGroup::Waiter w;
+        w.conn = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+        w.request_id = req.request_id();
+        w.timer = std::make_shared<asio::steady_timer>(io_);
+        w.timer->expires_after(std::chrono::milliseconds(req.timeout_ms() == 0 ? 30000 : req.timeout_ms()));
+        w.timer->async_wait([this, gid = g.id, weak = w.conn, rid = w.request_id](const asio::error_code& ec) {
+          if (ec || stopped_) return;
+          auto git = groups_.find(gid);
+          if (git == groups_.end()) return;
+          auto& ws = git->second.waiters;
+          auto c = weak.lock();
+          std::erase_if(ws, [&](const PlacementGroup::Waiter& x) {
+            return x.request_id == rid && x.conn.lock() == c;
+          });
+          if (!c || c->closed()) return;
+          rpc::Envelope env;
+          FillPlacementGroupInfo(git->second, env.mutable_placement_group_info());
+          env.mutable_placement_group_info()->set_request_id(rid);
+          c->Send(env);
+        });
+        g.waiters.push_back(std::move(w));
         return;
       }
       FillPlacementGroupInfo(g, info);
@@ -1254,12 +1289,12 @@ void NodeDaemon::RemovePlacementGroup(uint64_t id, const std::string& why) {
   PlacementGroup g = std::move(it->second);
   groups_.erase(it);  // first: leases in it give nothing back to its pools now
   if (!g.name.empty()) group_names_.erase(g.name);
-  for (const Allocation& a : g.reserved) node_pool_.Free(a);
   PRISM_LOG_INFO("placement group {} removed: {}", id, why);
   const std::string label = "placement group " + std::to_string(id) + (g.name.empty() ? "" : " ('" + g.name + "')");
-  for (auto& [weak, rid] : g.waiters) {
-    auto c = weak.lock();
-    if (c && !c->closed()) SendError(*c, rid, Status::NotFound(label + " was removed before it was created"));
+  for (auto& w : g.waiters) {
+    w.timer->cancel();
+    auto c = w.conn.lock();
+    if (c && !c->closed()) SendError(*c, w.request_id, Status::NotFound(label + " was removed before it was created"));
   }
   // Its actors die (no restart: their resources are gone), and its tasks' workers end.
   std::vector<TaskId> actors;
@@ -1278,6 +1313,8 @@ void NodeDaemon::RemovePlacementGroup(uint64_t id, const std::string& why) {
     if (lease.group == id) workers.push_back(lease.worker);
   }
   for (const WorkerId& w : workers) KillWorker(w, "its " + label + " was removed");
+  // Only now, with everything that used them gone, do its resources go back to the node.
+  for (const Allocation& a : g.reserved) node_pool_.Free(a);
   Schedule();
 }
 
@@ -1404,6 +1441,17 @@ void NodeDaemon::FinishJob(const JobId& id) {
       if (w.job == id && !keep) ws.push_back(wid);
     }
     for (const WorkerId& w : ws) KillWorker(w, "its job finished");
+    // Its groups go too, except those its detached actors live in.
+    std::vector<uint64_t> groups;
+    for (auto& [gid, g] : groups_) {
+      bool used = false;
+      for (auto& [aid, a] : actors_) {
+        used |= a.placement.placement_group() == gid && a.state != rpc::ACTOR_DEAD &&
+                a.spec.actor_creation().detached();
+      }
+      if (g.job == id && !used) groups.push_back(gid);
+    }
+    for (uint64_t gid : groups) RemovePlacementGroup(gid, "its job finished");
     return;
   }
   PRISM_LOG_INFO("job {} finished", JobIdToInt(id));

@@ -123,7 +123,12 @@ class NodeDaemon {
     std::vector<Allocation> reserved;  // from the node's pool, one per bundle, once created
     std::vector<ResourcePool> pools;   // what each bundle has left for leases
     int next_bundle = 0;               // where a SPREAD lease for any bundle looks first
-    std::vector<std::pair<std::weak_ptr<rpc::Connection>, uint64_t>> waiters;  // WAIT requests
+    struct Waiter {
+      std::weak_ptr<rpc::Connection> conn;
+      uint64_t request_id = 0;
+      std::shared_ptr<asio::steady_timer> timer;  // answers PENDING when it fires
+    };
+    std::vector<Waiter> waiters;  // WAIT requests
   };
   struct LeaseRequest {
     std::shared_ptr<rpc::Connection> from;
@@ -171,7 +176,7 @@ class NodeDaemon {
   void HandleActorCreated(const Peer& peer, const rpc::TaskReply& reply);
   void HandleKillActor(const rpc::KillActor& req);
   void HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer, const rpc::CreatePlacementGroup& req);
-  void HandlePlacementGroupRequest(rpc::Connection& conn, const rpc::PlacementGroupRequest& req);
+  void HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer, const rpc::PlacementGroupRequest& req);
   /// Reserves the bundles of groups that wait, where the node has room for all of a group's.
   void ReservePlacementGroups();
   /// Whether the group's bundles fit together on an empty node.

@@ -747,12 +747,17 @@ bool CoreWorker::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeo
   env.mutable_placement_group_request()->set_request_id(rid);
   env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::WAIT);
   env.mutable_placement_group_request()->set_id(id);
+  // The daemon answers by the deadline at the latest (PENDING), so nothing is left waiting.
+  auto ms = std::clamp<int64_t>(timeout.count(), 0, std::numeric_limits<int32_t>::max());
+  env.mutable_placement_group_request()->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(ms, 1)));
   SetBlocked(true);  // a task waiting for a group gives its CPUs back meanwhile
   struct Unblock {
     CoreWorker* w;
     ~Unblock() { w->SetBlocked(false); }
   } unblock{this};
-  return CallDaemonWithin(rid, std::move(env), timeout).has_value();
+  auto reply = CallDaemonWithin(rid, std::move(env), std::chrono::milliseconds(ms) + std::chrono::seconds(30));
+  if (!reply) throw RuntimeError("the node daemon did not answer a placement group wait");
+  return reply->placement_group_info().state() == rpc::PG_CREATED;
 }
 
 void CoreWorker::RemovePlacementGroup(uint64_t id) {
@@ -945,7 +950,23 @@ internal::ActorRef CoreWorker::GetActorByName(const std::string& name) {
 class CoreWorker::Stream : public internal::StreamHandle {
  public:
   explicit Stream(CoreWorker* w) : w_(w) {}
+  /// Dropped before its task ended: the task is stopped (as Cancel with force), since nobody
+  /// reads what it writes and it may never end by itself.
+  ~Stream() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ended_ || w_ == nullptr || !completion_) return;
+    try {
+      w_->CancelTask(*completion_, /*force=*/true);
+    } catch (const std::exception& e) {
+      PRISM_LOG_DEBUG("could not stop a dropped stream's task: {}", e.what());
+    }
+  }
   void SetCompletion(internal::RefPtr completion) { completion_ = std::move(completion); }
+  /// The core worker shuts down: it is not to be called any more.
+  void Detach() {
+    std::lock_guard<std::mutex> lock(mu_);
+    w_ = nullptr;
+  }
   void Push(internal::RefPtr value) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -965,8 +986,10 @@ class CoreWorker::Stream : public internal::StreamHandle {
     std::unique_lock<std::mutex> lock(mu_);
     auto ready = [&] { return !values_.empty() || ended_; };
     if (!ready()) {
+      CoreWorker* w = w_;
+      if (w == nullptr) throw RuntimeError("prism is shut down");
       lock.unlock();
-      w_->SetBlocked(true);  // a task reading a stream gives its CPU back while it waits
+      w->SetBlocked(true);  // a task reading a stream gives its CPU back while it waits
       lock.lock();
       bool ok = true;
       if (timeout_ms < 0) {
@@ -975,7 +998,7 @@ class CoreWorker::Stream : public internal::StreamHandle {
         ok = cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), ready);
       }
       lock.unlock();
-      w_->SetBlocked(false);
+      w->SetBlocked(false);
       lock.lock();
       if (!ok) {
         throw GetTimeoutError("no value of the stream came within " + std::to_string(timeout_ms) + " ms");
@@ -1036,9 +1059,8 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
   if (!c.to) throw InvalidArgumentError("StreamWriter::Write called outside the streaming task it was made for");
   uint64_t index = ++c.written;
   if (index <= c.skip) return;  // the caller has it from an earlier run of this task
-  if (index + 1 >= std::numeric_limits<uint32_t>::max()) {
-    throw InvalidArgumentError("a streaming task may write at most " +
-                               std::to_string(std::numeric_limits<uint32_t>::max() - 2) + " values");
+  if (index > kMaxStreamValues) {
+    throw InvalidArgumentError("a streaming task may write at most " + std::to_string(kMaxStreamValues) + " values");
   }
   rpc::Envelope env;
   auto* item = env.mutable_stream_item();
@@ -1107,6 +1129,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   internal::RefPtr handle = NewHandle(t.return_id);
   if (stream) {
     t.spec.set_streaming(true);
+    t.lease.exclusive = true;
     stream->SetCompletion(handle);
     {
       std::lock_guard<std::mutex> lock(streams_mu_);
@@ -1541,6 +1564,13 @@ void CoreWorker::RunTaskLoop() {
 
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
+  {
+    // Streams outliving the runtime must not call into it.
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    for (auto& [task, weak] : streams_) {
+      if (auto s = weak.lock()) s->Detach();
+    }
+  }
   if (executor_) executor_->Stop();
   if (output_) output_->Stop();  // forwards what is left while the daemon connection is open
   if (!loop_.started()) {  // Start() failed before the loop ran: nothing is connected

@@ -21,6 +21,7 @@ std::string LeaseSpec::Key() const {
     key += std::string(1, '\1') + std::to_string(placement.placement_group()) + "/" +
            std::to_string(placement.bundle_index()) + "/" + std::to_string(placement.strategy());
   }
+  if (exclusive) key += std::string(1, '\2');
   return key;
 }
 

@@ -32,6 +32,9 @@ struct LeaseSpec {
   ResourceSet shape;
   std::map<std::string, std::string> env;
   rpc::Placement placement;
+  /// One task at a time on each such lease, never a pipeline (a streaming task may run for
+  /// ever: nothing should wait behind it).
+  bool exclusive = false;
   /// Leases of equal keys are interchangeable (tasks of one key share them).
   std::string Key() const;
 };

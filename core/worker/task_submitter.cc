@@ -128,7 +128,7 @@ void TaskSubmitter::Enqueue(const TaskId& id) {
 
 void TaskSubmitter::Pump(const std::string& key) {
   ShapeQueue& q = shapes_[key];
-  const size_t depth = q.saturated ? config_.max_tasks_in_flight_per_lease : 1;
+  const size_t depth = q.saturated && !q.spec.exclusive ? config_.max_tasks_in_flight_per_lease : 1;
   while (!q.queue.empty()) {
     Lease* best = nullptr;
     for (auto& [lid, lease] : q.leases) {
@@ -317,16 +317,23 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
 }
 
 void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
-  ObjectId object_id = TaskId::IsValidBinary(item.task_id())
-                           ? ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1))
-                           : ObjectId();
-  auto it = TaskId::IsValidBinary(item.task_id()) ? tasks_.find(TaskId::FromBinary(item.task_id())) : tasks_.end();
+  // Value ids are ReturnObjectId(task, 1 + index), index 1 .. kMaxStreamValues; others are bogus.
+  if (!TaskId::IsValidBinary(item.task_id()) || item.index() < 1 || item.index() > kMaxStreamValues) {
+    PRISM_LOG_WARN("dropping a stream value with a bad task id or index {}", item.index());
+    return;
+  }
+  auto it = tasks_.find(TaskId::FromBinary(item.task_id()));
   bool wanted = it != tasks_.end() && it->second.lease_id == lease_id && !it->second.cancelled &&
                 it->second.task.spec.streaming() && it->second.task.spec.attempt() == item.attempt() &&
                 item.index() == it->second.stream_received + 1;
   if (!wanted) {
-    // A cancelled task's, or one out of order: nobody reads it.
-    if (item.item().in_store() && !object_id.IsNil()) hooks_.discard_stored(object_id);
+    // A cancelled task's, or one out of order: nobody reads it. Taking it and dropping it
+    // releases the refs lent with it; a copy in the store goes unless the caller holds that id.
+    StoredObject dropped = ResultFromReturn(*item.mutable_item(), hooks_);
+    bool held = it != tasks_.end() && item.index() <= it->second.stream_received;
+    if (dropped.in_store && !held) {
+      hooks_.discard_stored(ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1)));
+    }
     return;
   }
   it->second.stream_received = item.index();

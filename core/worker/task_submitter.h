@@ -2,6 +2,7 @@
 // shape, pipelines tasks on each lease, retries after worker deaths, and records results.
 #pragma once
 
+#include "base/ids.h"
 #include "base/resources.h"
 #include "base/status.h"
 #include "prism.pb.h"
@@ -65,6 +66,9 @@ struct SubmitterHooks {
   /// Value `index` (1, 2, ...) of a streaming task arrived (event loop, in order).
   std::function<void(const TaskId& task, uint64_t index, StoredObject value)> stream_item;
 };
+
+/// The most values one streaming task may write (their object ids stay below the Put ids).
+inline constexpr uint64_t kMaxStreamValues = kPutBit - 2;
 
 /// The result a TaskReply carries (value, store location or error), with handles for the refs
 /// inside it, taken before the caller lets go of the task's argument refs.

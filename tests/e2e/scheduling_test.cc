@@ -18,7 +18,13 @@ int SleepMs(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
 }
-PRISM_REMOTE(GpuIds, SleepMs);
+// Says it started, then runs long.
+void StartedThenSleep(prism::StreamWriter<int>& out, int ms) {
+  out.Write(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  out.Write(2);
+}
+PRISM_REMOTE(GpuIds, SleepMs, StartedThenSleep);
 
 class Device {
  public:
@@ -173,8 +179,8 @@ TEST_F(SchedulingTest, RemovingAGroupEndsItsActorsAndTasks) {
   ASSERT_TRUE(pg.Wait(30s));
   auto actor = prism::Actor(MakeDevice).Options({.num_cpus = 1, .placement_group = pg}).Remote();
   EXPECT_EQ(prism::Get(actor.Task(&Device::Ping).Remote()), 1);
-  auto long_task = prism::Task(SleepMs).Options({.num_cpus = 0, .placement_group = pg}).Remote(20000);
-  std::this_thread::sleep_for(200ms);
+  auto long_task = prism::Task(StartedThenSleep).Options({.num_cpus = 0, .placement_group = pg}).Remote(20000);
+  ASSERT_TRUE(long_task.Next(30s).has_value()) << "it runs";
   auto start = std::chrono::steady_clock::now();
   prism::RemovePlacementGroup(pg);
   try {
@@ -183,7 +189,14 @@ TEST_F(SchedulingTest, RemovingAGroupEndsItsActorsAndTasks) {
   } catch (const prism::ActorDiedError& e) {
     EXPECT_NE(What(e).find("placement group"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(prism::Get(long_task, 30s), prism::Error);
+  auto end = long_task.Next(30s);
+  ASSERT_TRUE(end.has_value());
+  try {
+    prism::Get(*end);
+    FAIL() << "expected InfeasibleError";
+  } catch (const prism::InfeasibleError& e) {
+    EXPECT_NE(What(e).find("placement group"), std::string::npos) << e.what();
+  }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 15s) << "the task was stopped, not waited for";
 }
 
