@@ -206,7 +206,10 @@ TEST_F(ObjectsTest, OneGibObjectIsReadInPlaceByAnotherProcess) {
   EXPECT_TRUE(info.aligned);
   EXPECT_EQ(info.size, n);
   EXPECT_EQ(info.sum, expected);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // (Sanitizers slow every call down too much for a bound in microseconds.)
   EXPECT_LT(info.best_get_us, 1000.0) << "a zero-copy Get of 1 GiB took " << info.best_get_us << " us";
+#endif
   std::cout << "[ info ] cross-process Get of 1 GiB: " << info.best_get_us << " us\n";
 }
 
