@@ -189,6 +189,12 @@ int Status(const std::string& address) {
               s.pid(), session.dir.c_str());
   std::printf("  %-16s %10s %10s %10s\n", "resource", "total", "used", "free");
   for (const auto& r : s.resources()) {
+    if (r.name() == prism::kMemory) {  // bytes: shown in GiB
+      auto gib = [](int64_t milli) { return Units(milli) / double(1 << 30); };
+      std::printf("  %-16s %10.3f %10.3f %10.3f\n", "memory (GiB)", gib(r.total_milli()),
+                  gib(r.total_milli() - r.available_milli()), gib(r.available_milli()));
+      continue;
+    }
     std::printf("  %-16s %10.3f %10.3f %10.3f\n", r.name().c_str(), Units(r.total_milli()),
                 Units(r.total_milli() - r.available_milli()), Units(r.available_milli()));
     for (const auto& d : r.instances()) {
