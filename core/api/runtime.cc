@@ -212,6 +212,8 @@ void ShutdownAtExit() { prism::Shutdown(); }
 
 }  // namespace
 
+std::shared_ptr<CoreWorker> CurrentCoreWorker() { return RequireCore(); }
+
 bool IsWorkerProcess() {
   const char* mode = std::getenv("PRISM_WORKER_MODE");
   return mode != nullptr && std::strcmp(mode, "1") == 0;
@@ -240,6 +242,7 @@ void Init(const InitOptions& options) {
   o.token = session.token;
   o.worker_id = RandomUniqueId();
   o.build_id = SelfBuildId();
+  o.worker_argv = options.worker_argv;
   o.runtime_generation = g_generation.load();
   Result<std::unique_ptr<CoreWorker>> core = Status::Internal("not started");
   try {

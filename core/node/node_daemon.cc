@@ -255,6 +255,31 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       if (peer->role == rpc::ROLE_CLIENT) break;
       HandleCreatePlacementGroup(conn, *peer, msg.create_placement_group());
       return;
+    case rpc::Envelope::kKvRequest: {
+      if (peer->role == rpc::ROLE_CLIENT) break;
+      const auto& kv = msg.kv_request();
+      auto key = std::make_pair(kv.ns(), kv.key());
+      rpc::Envelope env;
+      auto* r = env.mutable_kv_reply();
+      r->set_request_id(kv.request_id());
+      auto it = kv_.find(key);
+      r->set_found(it != kv_.end());
+      switch (kv.op()) {
+        case rpc::KvRequest::GET:
+          if (it != kv_.end()) r->set_value(it->second);
+          break;
+        case rpc::KvRequest::PUT:
+          if (it == kv_.end() || kv.overwrite()) kv_[key] = kv.value();
+          break;
+        case rpc::KvRequest::DELETE:
+          if (it != kv_.end()) kv_.erase(it);
+          break;
+        default:
+          return SendError(conn, kv.request_id(), Status::InvalidArgument("unknown key-value operation"));
+      }
+      conn.Send(env);
+      return;
+    }
     case rpc::Envelope::kPlacementGroupRequest:
       HandlePlacementGroupRequest(conn, *peer, msg.placement_group_request());
       return;
@@ -377,6 +402,13 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       job.exe_fd = fd;
       job.build_id = hello.build_id();
       job.argv = std::move(launch->argv);
+      if (hello.worker_argv_size() > 0) {
+        if (hello.worker_argv_size() > 256) {
+          ::close(fd);
+          return Status::InvalidArgument("worker_argv has more than 256 arguments");
+        }
+        job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
+      }
       job.env = std::move(launch->env);
       job.cwd = std::move(launch->cwd);
       job.driver = &conn;

@@ -217,6 +217,8 @@ class NodeDaemon {
   ResourcePool node_pool_;
   Status pool_status_;  // why the configured resources are no node's (checked by Start)
   std::map<uint64_t, PlacementGroup> groups_;
+  // The key-value table (ns, key) -> value: functions exported by Python drivers, rendezvous data.
+  std::map<std::pair<std::string, std::string>, std::string> kv_;
   std::map<std::string, uint64_t> group_names_;
   uint64_t next_group_id_ = 1;
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;

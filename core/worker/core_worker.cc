@@ -39,10 +39,15 @@ struct StreamContext {
 };
 thread_local StreamContext tl_stream;
 
+ForeignExecutor& GlobalForeignExecutor() {
+  static ForeignExecutor executor;
+  return executor;
+}
+
 [[noreturn]] void ThrowStored(const ObjectId& id, const rpc::TaskError& e) {
   switch (e.kind()) {
     case rpc::ERROR_TASK:
-      throw TaskError(e.function(), e.type_name(), e.message());
+      throw TaskError(e.function(), e.type_name(), e.message(), e.payload());
     case rpc::ERROR_WORKER_CRASHED:
       throw WorkerCrashedError(e.message());
     case rpc::ERROR_INFEASIBLE:
@@ -145,6 +150,8 @@ PlacementGroup GroupFromInfo(const rpc::PlacementGroupInfo& info) {
 }
 
 }  // namespace
+
+void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = std::move(executor); }
 
 CoreWorker::CoreWorker(CoreWorkerOptions options)
     : options_(std::move(options)), store_([this](FreedObject f) { OnFreed(std::move(f)); }) {}
@@ -259,6 +266,7 @@ Status CoreWorker::ConnectDaemon() {
   hello.mutable_hello()->set_worker_id(options_.worker_id.Binary());
   hello.mutable_hello()->set_build_id(options_.build_id);
   if (options_.role == rpc::ROLE_WORKER) hello.mutable_hello()->set_job_id(options_.job_id.Binary());
+  for (const auto& a : options_.worker_argv) hello.mutable_hello()->add_worker_argv(a);
   rpc::Welcome welcome;
   auto client = rpc::BlockingClient::ConnectAndHello(options_.daemon_socket, hello, &welcome);
   if (!client.ok()) return client.status();
@@ -778,6 +786,46 @@ PlacementGroup CoreWorker::GetPlacementGroup(const std::string& name) {
   env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::GET_BY_NAME);
   env.mutable_placement_group_request()->set_name(name);
   return GroupFromInfo(CallDaemon(rid, std::move(env)).placement_group_info());
+}
+
+bool CoreWorker::KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  auto* r = env.mutable_kv_request();
+  r->set_request_id(rid);
+  r->set_op(rpc::KvRequest::PUT);
+  r->set_ns(ns);
+  r->set_key(key);
+  r->set_value(value);
+  r->set_overwrite(overwrite);
+  return CallDaemon(rid, std::move(env)).kv_reply().found();
+}
+
+std::optional<std::string> CoreWorker::KvGet(const std::string& ns, const std::string& key) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  auto* r = env.mutable_kv_request();
+  r->set_request_id(rid);
+  r->set_op(rpc::KvRequest::GET);
+  r->set_ns(ns);
+  r->set_key(key);
+  rpc::Envelope reply = CallDaemon(rid, std::move(env));
+  if (!reply.kv_reply().found()) return std::nullopt;
+  return std::move(*reply.mutable_kv_reply()->mutable_value());
+}
+
+bool CoreWorker::KvDelete(const std::string& ns, const std::string& key) {
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  rpc::Envelope env;
+  uint64_t rid = daemon_->NextRequestId();
+  auto* r = env.mutable_kv_request();
+  r->set_request_id(rid);
+  r->set_op(rpc::KvRequest::DELETE);
+  r->set_ns(ns);
+  r->set_key(key);
+  return CallDaemon(rid, std::move(env)).kv_reply().found();
 }
 
 std::vector<int> CoreWorker::GpuIds() const {
@@ -1411,6 +1459,14 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       return fn->invoke(args, source);
     };
   }
+  if (!run && spec.function().rfind("py:", 0) == 0 && GlobalForeignExecutor() && !spec.has_actor_creation() &&
+      spec.actor_id().empty()) {
+    const ForeignExecutor& foreign = GlobalForeignExecutor();
+    const rpc::TaskSpec* s = &spec;
+    run = [&foreign, s](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+      return foreign(*s, args, source);
+    };
+  }
   if (!run) {
     fail(rpc::ERROR_FUNCTION_NOT_FOUND, "",
          "function '" + spec.function() + "' is not registered in the worker (pid " +
@@ -1473,6 +1529,9 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     StoreReturn(return_id, out, WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
   } catch (const internal::ArgumentError& e) {
     fail(rpc::ERROR_ARGUMENT, "", e.what());
+  } catch (const ForeignTaskError& e) {
+    fail(rpc::ERROR_TASK, e.type(), e.what());
+    reply.mutable_error()->set_payload(e.payload());
   } catch (const ObjectStoreFullError& e) {
     fail(rpc::ERROR_OBJECT_STORE_FULL, "", e.what());
   } catch (const StoreWriteError& e) {

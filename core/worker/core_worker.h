@@ -41,8 +41,34 @@ struct CoreWorkerOptions {
   WorkerId worker_id;
   JobId job_id;  // workers: from the daemon's launch; drivers: assigned in the handshake
   std::string build_id;
+  std::vector<std::string> worker_argv;  // drivers: how the job's workers start (see InitOptions)
   uint64_t runtime_generation = 0;
   SubmitterConfig submitter;
+};
+
+/// Runs tasks of functions that are not in the C++ registry (another language's, e.g. "py:..."):
+/// given the spec and the arguments' encoded bytes, returns the encoded result. Throws
+/// ForeignTaskError for an exception of the task, anything else for a failure of the runtime.
+using ForeignExecutor = std::function<internal::EncodedValue(
+    const rpc::TaskSpec& spec, const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source)>;
+/// Set before the worker starts (prism::Init in a worker process).
+void SetForeignExecutor(ForeignExecutor executor);
+
+class CoreWorker;
+/// The core worker of this process (after prism::Init); throws InvalidArgumentError before.
+std::shared_ptr<CoreWorker> CurrentCoreWorker();
+
+/// A task of another language raised: its type, message (with the remote traceback) and the
+/// exception serialized by that language.
+class ForeignTaskError : public std::runtime_error {
+ public:
+  ForeignTaskError(std::string type, std::string message, std::string payload)
+      : std::runtime_error(message), type_(std::move(type)), payload_(std::move(payload)) {}
+  const std::string& type() const { return type_; }
+  const std::string& payload() const { return payload_; }
+
+ private:
+  std::string type_, payload_;
 };
 
 class CoreWorker {
@@ -72,6 +98,10 @@ class CoreWorker {
   bool WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout);
   void RemovePlacementGroup(uint64_t id);
   PlacementGroup GetPlacementGroup(const std::string& name);
+  /// The control store's key-value table. KvPut returns whether the key existed.
+  bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite);
+  std::optional<std::string> KvGet(const std::string& ns, const std::string& key);
+  bool KvDelete(const std::string& ns, const std::string& key);
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
   /// Throws ObjectStoreFullError when a large value finds no room.

@@ -16,17 +16,22 @@ class Error : public std::runtime_error {
 /// `remote_message()` its what().
 class TaskError : public Error {
  public:
-  TaskError(std::string function, std::string remote_type, std::string remote_message)
+  TaskError(std::string function, std::string remote_type, std::string remote_message,
+            std::string payload = {})
       : Error("task " + function + " raised " + remote_type + ": " + remote_message),
         function_(std::move(function)),
         remote_type_(std::move(remote_type)),
-        remote_message_(std::move(remote_message)) {}
+        remote_message_(std::move(remote_message)),
+        payload_(std::move(payload)) {}
   const std::string& function() const { return function_; }
   const std::string& remote_type() const { return remote_type_; }
   const std::string& remote_message() const { return remote_message_; }
+  /// The exception itself as its language serialized it (a Python task's pickled exception);
+  /// empty for C++ tasks.
+  const std::string& payload() const { return payload_; }
 
  private:
-  std::string function_, remote_type_, remote_message_;
+  std::string function_, remote_type_, remote_message_, payload_;
 };
 
 /// The worker running the task died (crash, SIGKILL, out of memory) and no retry was left.

@@ -27,6 +27,11 @@ struct InitOptions {
   int num_gpus = 0;
   /// Custom resources the embedded daemon offers, e.g. {{"accelerator", 2}}.
   std::map<std::string, double> resources;
+  /// How this driver's workers start: empty runs the driver's own executable again with its own
+  /// arguments (code before Init() runs, then Init() becomes the worker loop). Otherwise the
+  /// driver's executable runs with these arguments (the Python package passes
+  /// {"python3", "-m", "prism._worker"}).
+  std::vector<std::string> worker_argv;
   /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
   /// warn, error, off. Empty means $PRISM_LOG_LEVEL or "warn".
   std::string log_level;

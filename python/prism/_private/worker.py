@@ -1,0 +1,225 @@
+"""The process-wide state of the Python API: the driver side (init, get, put, wait) and the
+worker side (running Python tasks)."""
+
+import atexit
+import hashlib
+import json
+import os
+import sys
+import threading
+import traceback
+
+import cloudpickle
+
+from prism import _prism
+from prism import exceptions
+from prism._private import serialization
+from prism.object_ref import ObjectRef
+
+_lock = threading.Lock()
+# Bumped by each init(): functions are exported again to a new cluster.
+generation = 0
+_atexit_registered = False
+
+
+def _translate(err):
+    """A prism exception for an error the binding raised."""
+    if isinstance(err, _prism.TaskError):
+        function_name, type_name, message, payload = err.args
+        cause = None
+        if payload:
+            try:
+                cause = cloudpickle.loads(payload)
+            except Exception:  # the exception's class may not exist here
+                cause = None
+        return exceptions.RayTaskError(function_name, message, cause, type_name).as_instanceof_cause()
+    text = str(err)
+    table = [
+        (_prism.GetTimeoutError, exceptions.GetTimeoutError),
+        (_prism.WorkerCrashedError, exceptions.WorkerCrashedError),
+        (_prism.InfeasibleError, exceptions.InfeasibleError),
+        (_prism.OwnerDiedError, exceptions.OwnerDiedError),
+        (_prism.ObjectLostError, exceptions.ObjectLostError),
+        (_prism.ActorDiedError, exceptions.RayActorError),
+        (_prism.TaskCancelledError, exceptions.TaskCancelledError),
+        (_prism.ObjectStoreFullError, exceptions.ObjectStoreFullError),
+        (_prism.InvalidArgumentError, ValueError),
+    ]
+    for native, mine in table:
+        if isinstance(err, native):
+            return mine(text)
+    return exceptions.RaySystemError(text)
+
+
+def call(fn, *args):
+    """Calls the binding, raising prism's exceptions instead of the binding's."""
+    try:
+        return fn(*args)
+    except _prism.Error as err:
+        raise _translate(err) from None
+
+
+def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
+         memory=None, log_level=None, ignore_reinit_error=False):
+    global generation, _atexit_registered
+    with _lock:
+        if _prism.is_initialized():
+            if ignore_reinit_error:
+                return
+            raise RuntimeError("prism.init() was already called; call prism.shutdown() first")
+        if address not in (None, "", "local") and not isinstance(address, str):
+            raise TypeError("address must be a string: 'auto' or a session folder")
+        # Workers run this interpreter with the worker module, and see the driver's sys.path
+        # (so that functions pickled by reference to a module can be imported there).
+        worker_argv = ["python3", "-m", "prism._worker", json.dumps([p for p in sys.path if p])]
+        call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0), int(num_gpus or 0),
+             int(object_store_memory or 0), int(memory or 0), dict(resources or {}), log_level or "",
+             worker_argv)
+        generation += 1
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+
+
+def shutdown():
+    _prism.shutdown()
+
+
+def is_initialized():
+    return _prism.is_initialized()
+
+
+def _check_initialized():
+    if not _prism.is_initialized():
+        raise RuntimeError("prism is not initialized: call prism.init() first")
+
+
+def _refs_of(object_refs, what):
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, (list, tuple)):
+        for r in object_refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, "
+                                f"and the list holds a {type(r).__name__}")
+        return list(object_refs), False
+    raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, not a {type(object_refs).__name__}")
+
+
+def _timeout_ms(timeout):
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        raise ValueError("timeout must be >= 0 or None")
+    return int(timeout * 1000)
+
+
+def get(object_refs, *, timeout=None):
+    _check_initialized()
+    refs, single = _refs_of(object_refs, "get")
+    if not refs:
+        return []
+    datas = call(_prism.get, [r._handle for r in refs], _timeout_ms(timeout))
+    values = []
+    for data in datas:
+        value = serialization.deserialize(data)
+        values.append(value)
+    return values[0] if single else values
+
+
+def put(value):
+    _check_initialized()
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself")
+    data, nested = serialization.serialize(value)
+    return ObjectRef(call(_prism.put, data, nested))
+
+
+def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
+    _check_initialized()
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() takes a list of ObjectRefs, not a single ObjectRef")
+    refs, _ = _refs_of(object_refs, "wait")
+    if len(set(r.binary() for r in refs)) != len(refs):
+        raise ValueError("wait() was given the same ObjectRef twice")
+    if num_returns < 0 or num_returns > len(refs):
+        raise ValueError(f"num_returns must be between 0 and the number of refs ({len(refs)}), not {num_returns}")
+    ready = call(_prism.wait, [r._handle for r in refs], num_returns, _timeout_ms(timeout))
+    done = [r for r, ok in zip(refs, ready) if ok][:num_returns] if num_returns else []
+    done_ids = {r.binary() for r in done}
+    return done, [r for r in refs if r.binary() not in done_ids]
+
+
+def cancel(object_ref, *, force=False, recursive=True):
+    _check_initialized()
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, not a {type(object_ref).__name__}")
+    call(_prism.cancel, object_ref._handle, bool(force))
+
+
+def export_function(pickled):
+    """Stores a pickled function in the cluster's key-value table; returns its key (hex)."""
+    key = hashlib.sha1(pickled).hexdigest()
+    call(_prism.kv_put, "fn", key.encode(), pickled, False)
+    return key
+
+
+# ---- worker side ------------------------------------------------------------------------------
+
+_functions = {}
+
+
+def _load_function(key):
+    fn = _functions.get(key)
+    if fn is None:
+        pickled = _prism.kv_get("fn", key.encode())
+        if pickled is None:
+            raise RuntimeError(f"function {key} was not exported to this cluster")
+        fn = cloudpickle.loads(pickled)
+        _functions[key] = fn
+    return fn
+
+
+def execute_task(descriptor, arg_views):
+    """Runs one Python task for the worker loop: ("ok", bytes, handles) or ("error", type,
+    message, pickled exception)."""
+    try:
+        # "py:<key>" or "py:<key>|kw1,kw2": the last arguments are those keywords' values.
+        body = descriptor[3:]
+        key, _, kw = body.partition("|")
+        fn = _load_function(key)
+        args = [serialization.deserialize(v) for v in arg_views]
+        kwnames = kw.split(",") if kw else []
+        kwargs = {}
+        if kwnames:
+            kwargs = dict(zip(kwnames, args[len(args) - len(kwnames):]))
+            args = args[:len(args) - len(kwnames)]
+    except Exception as e:  # the task could not even start: report it as its error
+        return _error(e)
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as e:
+        return _error(e)
+    data, nested = serialization.serialize(result)
+    return ("ok", data, nested)
+
+
+def _error(e):
+    tb = traceback.format_exc()
+    try:
+        payload = cloudpickle.dumps(e)
+    except Exception:
+        payload = b""
+    return ("error", type(e).__qualname__, tb, payload)
+
+
+def run_worker(sys_path_json=None):
+    if sys_path_json:
+        for p in reversed(json.loads(sys_path_json)):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+    # Lines reach the driver as they are printed.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _prism.run_worker(execute_task)

@@ -1,0 +1,265 @@
+// prism._prism: the Python binding over the C++ core worker. The prism package (Python) builds
+// Ray's API on these few calls; values cross as bytes (pickled by the package) plus the handles
+// of the refs inside them.
+#include "worker/core_worker.h"
+
+#include <prism/prism.h>
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace prism {
+namespace {
+
+using internal::RefHandle;
+using internal::RefPtr;
+
+// An encoded value holding its own bytes (copied from a Python bytes object under the GIL).
+internal::EncodedValue OwnedValue(std::string bytes, std::vector<RefPtr> nested) {
+  auto held = std::make_shared<std::string>(std::move(bytes));
+  internal::EncodedValue v;
+  v.size = held->size();
+  v.write = [held](char* dst) {
+    if (!held->empty()) std::memcpy(dst, held->data(), held->size());
+  };
+  v.nested = std::move(nested);
+  v.keep = held;
+  return v;
+}
+
+std::vector<RefPtr> Handles(const py::list& nested) {
+  std::vector<RefPtr> out;
+  out.reserve(nested.size());
+  for (const auto& h : nested) out.push_back(h.cast<RefPtr>());
+  return out;
+}
+
+std::vector<const RefHandle*> Raw(const std::vector<RefPtr>& refs) {
+  std::vector<const RefHandle*> raw;
+  raw.reserve(refs.size());
+  for (const auto& r : refs) {
+    if (!r) throw InvalidArgumentError("an empty ObjectRef");
+    raw.push_back(r.get());
+  }
+  return raw;
+}
+
+template <typename T>
+T Opt(const py::dict& d, const char* key, T fallback) {
+  if (!d.contains(key) || d[key].is_none()) return fallback;
+  return d[key].cast<T>();
+}
+
+TaskOptions TaskOptionsFrom(const py::dict& o) {
+  TaskOptions t;
+  t.num_cpus = Opt<double>(o, "num_cpus", 1.0);
+  t.num_gpus = Opt<double>(o, "num_gpus", 0.0);
+  t.memory = Opt<uint64_t>(o, "memory", 0);
+  t.resources = Opt<std::map<std::string, double>>(o, "resources", {});
+  t.max_retries = Opt<int>(o, "max_retries", 3);
+  t.name = Opt<std::string>(o, "name", "");
+  t.env = Opt<std::map<std::string, std::string>>(o, "env", {});
+  std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
+  if (strategy == "SPREAD") {
+    t.scheduling_strategy = SchedulingStrategy::kSpread;
+  } else if (strategy != "DEFAULT") {
+    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
+  }
+  return t;
+}
+
+}  // namespace
+}  // namespace prism
+
+PYBIND11_MODULE(_prism, m) {
+  using namespace prism;
+  m.doc() = "prism's core worker, for the prism package";
+
+  // Errors: the package turns these into its own (Ray-named) exception classes.
+  static py::exception<Error> error(m, "Error");
+  static py::exception<TaskError> task_error(m, "TaskError", error.ptr());
+  static py::exception<WorkerCrashedError> crashed(m, "WorkerCrashedError", error.ptr());
+  static py::exception<InfeasibleError> infeasible(m, "InfeasibleError", error.ptr());
+  static py::exception<GetTimeoutError> timeout(m, "GetTimeoutError", error.ptr());
+  static py::exception<ObjectLostError> lost(m, "ObjectLostError", error.ptr());
+  static py::exception<OwnerDiedError> owner_died(m, "OwnerDiedError", error.ptr());
+  static py::exception<ActorDiedError> actor_died(m, "ActorDiedError", error.ptr());
+  static py::exception<TaskCancelledError> cancelled(m, "TaskCancelledError", error.ptr());
+  static py::exception<ObjectStoreFullError> store_full(m, "ObjectStoreFullError", error.ptr());
+  static py::exception<InvalidArgumentError> invalid(m, "InvalidArgumentError", error.ptr());
+  static py::exception<RuntimeError> runtime(m, "RuntimeError", error.ptr());
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const TaskError& e) {
+      // (function, remote type, message with the remote traceback, pickled exception)
+      py::tuple args = py::make_tuple(e.function(), e.remote_type(), e.remote_message(), py::bytes(e.payload()));
+      PyErr_SetObject(task_error.ptr(), args.ptr());
+    } catch (const WorkerCrashedError& e) {
+      crashed(e.what());
+    } catch (const InfeasibleError& e) {
+      infeasible(e.what());
+    } catch (const GetTimeoutError& e) {
+      timeout(e.what());
+    } catch (const ObjectLostError& e) {
+      lost(e.what());
+    } catch (const OwnerDiedError& e) {
+      owner_died(e.what());
+    } catch (const ActorDiedError& e) {
+      actor_died(e.what());
+    } catch (const TaskCancelledError& e) {
+      cancelled(e.what());
+    } catch (const ObjectStoreFullError& e) {
+      store_full(e.what());
+    } catch (const InvalidArgumentError& e) {
+      invalid(e.what());
+    } catch (const RuntimeError& e) {
+      runtime(e.what());
+    } catch (const Error& e) {
+      error(e.what());
+    }
+  });
+
+  py::class_<internal::RefHandle, internal::RefPtr>(m, "RefHandle")
+      .def("binary", [](const internal::RefHandle& h) { return py::bytes(h.id().Binary()); })
+      .def("hex", [](const internal::RefHandle& h) { return h.id().Hex(); })
+      .def("owner", [](const internal::RefHandle& h) {
+        const auto& o = h.owner();
+        return py::make_tuple(o.socket_path, py::bytes(o.worker_id), py::bytes(o.node_id));
+      });
+
+  m.def("is_worker_process", &IsWorkerProcess);
+  m.def("is_initialized", &IsInitialized);
+
+  m.def(
+      "init",
+      [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory, uint64_t memory,
+         const std::map<std::string, double>& resources, const std::string& log_level,
+         const std::vector<std::string>& worker_argv) {
+        InitOptions o;
+        o.address = address;
+        o.num_cpus = num_cpus;
+        o.num_gpus = num_gpus;
+        o.object_store_memory = object_store_memory;
+        o.memory = memory;
+        o.resources = resources;
+        o.log_level = log_level;
+        o.worker_argv = worker_argv;
+        py::gil_scoped_release release;
+        Init(o);
+      },
+      py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
+      py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"));
+
+  m.def("shutdown", [] {
+    py::gil_scoped_release release;
+    Shutdown();
+  });
+
+  // In a worker process: runs tasks until the daemon ends the worker (the process exits).
+  // `execute(function, args)` runs one task: args are read-only memoryviews of the encoded
+  // arguments; it returns ("ok", bytes, [handles]) or ("error", type, message, payload).
+  m.def("run_worker", [](py::object execute) {
+    auto holder = std::make_shared<py::object>(std::move(execute));
+    SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
+                                const std::shared_ptr<const void>&) -> internal::EncodedValue {
+      py::gil_scoped_acquire gil;
+      py::list views;
+      for (const auto& a : args) {
+        views.append(py::memoryview::from_memory(const_cast<char*>(a.data()), static_cast<py::ssize_t>(a.size()), /*readonly=*/true));
+      }
+      py::tuple out;
+      try {
+        out = (*holder)(spec.function(), views).cast<py::tuple>();
+      } catch (py::error_already_set& e) {
+        throw std::runtime_error(std::string("the Python worker failed: ") + e.what());
+      }
+      std::string kind = out[0].cast<std::string>();
+      if (kind == "error") {
+        throw ForeignTaskError(out[1].cast<std::string>(), out[2].cast<std::string>(),
+                               out[3].cast<std::string>());
+      }
+      return OwnedValue(out[1].cast<std::string>(), Handles(out[2].cast<py::list>()));
+    });
+    {
+      py::gil_scoped_release release;
+      Init();  // never returns in a worker process
+    }
+  });
+
+  m.def(
+      "submit_task",
+      [](const std::string& function, const py::list& args, const py::dict& options) {
+        TaskOptions t = TaskOptionsFrom(options);
+        std::vector<internal::SerializedArg> packed;
+        packed.reserve(args.size());
+        for (const auto& item : args) {
+          auto a = item.cast<py::tuple>();
+          if (a[0].cast<std::string>() == "ref") {
+            packed.push_back(internal::SerializedArg{a[1].cast<RefPtr>(), {}, {}});
+          } else {
+            packed.push_back(internal::MakeArg(OwnedValue(a[1].cast<std::string>(), Handles(a[2].cast<py::list>()))));
+          }
+        }
+        py::gil_scoped_release release;
+        return internal::SubmitTask(function, std::move(packed), t);
+      },
+      py::arg("function"), py::arg("args"), py::arg("options"));
+
+  m.def("put", [](const py::bytes& data, const py::list& nested) {
+    internal::EncodedValue v = OwnedValue(std::string(data), Handles(nested));
+    py::gil_scoped_release release;
+    return internal::Put(v);
+  });
+
+  m.def("make_ref", [](const py::bytes& id, const std::string& socket, const py::bytes& worker, const py::bytes& node) {
+    std::string bin(id);
+    if (!ObjectId::IsValidBinary(bin)) throw InvalidArgumentError("not an object id");
+    return internal::MakeRef(ObjectId::FromBinary(bin), internal::OwnerAddress{socket, std::string(worker), std::string(node)});
+  });
+
+  // The encoded values of `refs` (bytes), in order; raises the first error.
+  m.def("get", [](const std::vector<RefPtr>& refs, int64_t timeout_ms) {
+    std::vector<internal::EncodedView> views;
+    {
+      py::gil_scoped_release release;
+      views = internal::GetEncoded(Raw(refs), timeout_ms);
+    }
+    py::list out;
+    for (const auto& v : views) out.append(py::bytes(v.bytes.data(), v.bytes.size()));
+    return out;
+  });
+
+  m.def("wait", [](const std::vector<RefPtr>& refs, size_t num_returns, int64_t timeout_ms) {
+    py::gil_scoped_release release;
+    return internal::WaitReady(Raw(refs), num_returns, timeout_ms);
+  });
+
+  m.def("cancel", [](const RefPtr& ref, bool force) {
+    if (!ref) throw InvalidArgumentError("an empty ObjectRef");
+    py::gil_scoped_release release;
+    internal::CancelTask(*ref, force);
+  });
+
+  m.def("kv_put", [](const std::string& ns, const py::bytes& key, const py::bytes& value, bool overwrite) {
+    std::string k(key), v(value);
+    py::gil_scoped_release release;
+    return CurrentCoreWorker()->KvPut(ns, k, v, overwrite);
+  });
+  m.def("kv_get", [](const std::string& ns, const py::bytes& key) -> py::object {
+    std::string k(key);
+    std::optional<std::string> v;
+    {
+      py::gil_scoped_release release;
+      v = CurrentCoreWorker()->KvGet(ns, k);
+    }
+    if (!v) return py::none();
+    return py::bytes(*v);
+  });
+}
