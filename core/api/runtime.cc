@@ -297,6 +297,26 @@ bool PlacementGroup::Wait(std::chrono::milliseconds timeout) const {
   return RequireCore()->WaitPlacementGroup(id_, timeout);
 }
 
+std::vector<NodeInfo> Nodes() { return RequireCore()->Nodes(); }
+
+std::map<std::string, double> ClusterResources() {
+  std::map<std::string, double> out;
+  for (const auto& n : Nodes()) {
+    for (const auto& [k, v] : n.resources) out[k] += v;
+  }
+  return out;
+}
+
+std::map<std::string, double> AvailableResources() {
+  std::map<std::string, double> out;
+  for (const auto& n : Nodes()) {
+    for (const auto& [k, v] : n.available) {
+      if (v > 0) out[k] += v;
+    }
+  }
+  return out;
+}
+
 std::vector<int> GetGpuIds() {
   auto core = Core();
   return core ? core->GpuIds() : std::vector<int>{};

@@ -1459,12 +1459,25 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       return fn->invoke(args, source);
     };
   }
-  if (!run && spec.function().rfind("py:", 0) == 0 && GlobalForeignExecutor() && !spec.has_actor_creation() &&
-      spec.actor_id().empty()) {
+  if (!run && spec.function().rfind("py:", 0) == 0 && GlobalForeignExecutor()) {
+    // Another language's function, actor class or method: its executor runs it (and keeps the
+    // actor's object); this side keeps the actor's bookkeeping.
     const ForeignExecutor& foreign = GlobalForeignExecutor();
     const rpc::TaskSpec* s = &spec;
-    run = [&foreign, s](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
-      return foreign(*s, args, source);
+    if (!spec.actor_id().empty() && !actor_instance_) {
+      fail(rpc::ERROR_SYSTEM, "", "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
+      return done;
+    }
+    run = [this, &foreign, s](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+      internal::EncodedValue out = foreign(*s, args, source);
+      if (s->has_actor_creation()) {
+        actor_instance_ = std::make_shared<int>(0);  // the object lives in the foreign runtime
+        actor_type_ = "foreign";
+        actor_label_ = s->actor_creation().name().empty() ? s->name() : s->actor_creation().name();
+        uint32_t concurrency = std::max<uint32_t>(1, s->actor_creation().max_concurrency());
+        for (uint32_t i = 1; i < concurrency; ++i) actor_threads_.emplace_back([this] { executor_->Run(); });
+      }
+      return out;
     };
   }
   if (!run) {
@@ -1587,7 +1600,7 @@ void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const W
   }
 }
 
-ObjectStoreStats CoreWorker::object_store_stats() const {
+rpc::StatusReply CoreWorker::NodeStatus() const {
   auto client = rpc::BlockingClient::ConnectAndHello(options_.daemon_socket,
                                                      rpc::MakeHello(rpc::ROLE_CLIENT, options_.token));
   Status st = client.status();
@@ -1597,24 +1610,40 @@ ObjectStoreStats CoreWorker::object_store_stats() const {
     st = client->Send(req);
     if (st.ok()) {
       auto reply = client->Receive(10000);
-      if (reply.ok() && reply->has_status_reply()) {
-        const auto& o = reply->status_reply().store();
-        ObjectStoreStats s;
-        s.capacity = o.capacity();
-        s.used = o.used();
-        s.pinned = o.pinned();
-        s.spilled = o.spilled();
-        s.num_objects = o.num_objects();
-        s.num_spilled = o.num_spilled();
-        s.spills_total = o.spills_total();
-        s.restores_total = o.restores_total();
-        s.spill_dir = o.spill_dir();
-        return s;
-      }
+      if (reply.ok() && reply->has_status_reply()) return std::move(*reply->mutable_status_reply());
       st = reply.ok() ? Status::ProtocolError("no status in the reply") : reply.status();
     }
   }
-  throw RuntimeError("cannot read the object store's stats: " + st.ToString());
+  throw RuntimeError("cannot read the node daemon's status: " + st.ToString());
+}
+
+ObjectStoreStats CoreWorker::object_store_stats() const {
+  rpc::StatusReply status = NodeStatus();
+  const auto& o = status.store();
+  ObjectStoreStats s;
+  s.capacity = o.capacity();
+  s.used = o.used();
+  s.pinned = o.pinned();
+  s.spilled = o.spilled();
+  s.num_objects = o.num_objects();
+  s.num_spilled = o.num_spilled();
+  s.spills_total = o.spills_total();
+  s.restores_total = o.restores_total();
+  s.spill_dir = o.spill_dir();
+  return s;
+}
+
+std::vector<NodeInfo> CoreWorker::Nodes() const {
+  rpc::StatusReply status = NodeStatus();
+  NodeInfo n;
+  n.node_id = NodeId::FromBinary(status.node_id()).Hex();
+  n.alive = true;
+  n.session_dir = options_.session_dir;
+  for (const auto& r : status.resources()) {
+    n.resources[r.name()] = static_cast<double>(r.total_milli()) / 1000.0;
+    n.available[r.name()] = static_cast<double>(r.available_milli()) / 1000.0;
+  }
+  return {n};
 }
 
 void CoreWorker::RunTaskLoop() {

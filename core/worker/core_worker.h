@@ -98,6 +98,10 @@ class CoreWorker {
   bool WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout);
   void RemovePlacementGroup(uint64_t id);
   PlacementGroup GetPlacementGroup(const std::string& name);
+  /// The node daemon's status (asks it over a connection of its own).
+  rpc::StatusReply NodeStatus() const;
+  /// The cluster's nodes (one, in this version) with their resources.
+  std::vector<NodeInfo> Nodes() const;
   /// The control store's key-value table. KvPut returns whether the key existed.
   bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite);
   std::optional<std::string> KvGet(const std::string& ns, const std::string& key);

@@ -13,9 +13,12 @@
 import inspect as _inspect
 
 from prism import exceptions
-from prism._private.worker import cancel, get, init, is_initialized, put, shutdown, wait
+from prism._private.worker import (available_resources, cancel, cluster_resources, get, get_gpu_ids, init,
+                                   is_initialized, nodes, put, shutdown, wait)
+from prism.actor import ActorClass, ActorHandle, get_actor, kill
 from prism.object_ref import ObjectRef
-from prism.remote_function import RemoteFunction
+from prism.remote_function import ObjectRefGenerator, RemoteFunction
+from prism import util
 
 __version__ = "0.1.0"
 
@@ -35,11 +38,12 @@ def remote(*args, **options):
 
 def _make_remote(target, options):
     if _inspect.isclass(target):
-        raise TypeError("remote classes (actors) are not in this version of the Python API yet")
+        return ActorClass(target, options)
     return RemoteFunction(target, options)
 
 
 __all__ = [
-    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "ObjectRef",
-    "RemoteFunction", "exceptions",
+    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill", "get_actor",
+    "cluster_resources", "available_resources", "nodes", "get_gpu_ids", "ObjectRef", "ObjectRefGenerator",
+    "RemoteFunction", "ActorClass", "ActorHandle", "exceptions", "util",
 ]

@@ -20,8 +20,8 @@ def _check_options(options):
     for k in options:
         if k not in _TASK_OPTIONS:
             raise ValueError(f"unknown task option '{k}' (known: {', '.join(sorted(_TASK_OPTIONS))})")
-    if options.get("num_returns", 1) != 1:
-        raise ValueError("num_returns other than 1 is not supported in this version")
+    if options.get("num_returns", 1) not in (1, "streaming"):
+        raise ValueError("num_returns must be 1 or \"streaming\" in this version")
     if options.get("retry_exceptions"):
         raise ValueError("retry_exceptions is not supported in this version")
     runtime_env = options.get("runtime_env") or {}
@@ -40,10 +40,55 @@ def _core_options(options):
         out["env"] = {str(k): str(v) for k, v in env.items()}
     strategy = options.get("scheduling_strategy")
     if strategy is not None:
-        if strategy not in ("DEFAULT", "SPREAD"):
-            raise ValueError("scheduling_strategy must be 'DEFAULT' or 'SPREAD' in this version")
-        out["scheduling_strategy"] = strategy
+        from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        if isinstance(strategy, PlacementGroupSchedulingStrategy):
+            pg = strategy.placement_group
+            out["placement_group"] = pg.id
+            out["placement_group_bundles"] = pg.bundle_specs
+            out["placement_group_bundle_index"] = strategy.placement_group_bundle_index
+        elif strategy in ("DEFAULT", "SPREAD"):
+            out["scheduling_strategy"] = strategy
+        else:
+            raise ValueError("scheduling_strategy must be 'DEFAULT', 'SPREAD' or a PlacementGroupSchedulingStrategy")
     return out
+
+
+class ObjectRefGenerator:
+    """The refs of a streaming task's values (num_returns="streaming"), in the order it yielded
+    them, each available as soon as it was yielded. If the task raised, the ref after its last
+    value holds the error."""
+
+    def __init__(self, handle):
+        self._stream = handle
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._next(-1)
+
+    def next(self, timeout=None):
+        """The next ref; raises GetTimeoutError once `timeout` seconds passed without one."""
+        return self._next(worker._timeout_ms(timeout))
+
+    def _next(self, timeout_ms):
+        handle = worker.call(self._stream.next, timeout_ms)
+        if handle is None:
+            raise StopIteration
+        return ObjectRef(handle)
+
+    def completed(self):
+        """The task's own return object, ready once it ended (``prism.cancel`` it to stop it)."""
+        return ObjectRef(self._stream.completion())
+
+
+def pack_args(qualname, args, kwargs):
+    """Encodes a call's arguments: ([packed], keyword names)."""
+    try:
+        packed = [_pack_arg(a) for a in args] + [_pack_arg(v) for v in kwargs.values()]
+    except Exception as e:
+        raise TypeError(f"cannot pickle an argument of {qualname}: {e}") from e
+    return packed, list(kwargs)
 
 
 def _pack_arg(value):
@@ -105,14 +150,14 @@ class RemoteFunction:
             raise TypeError(f"{self.__qualname__}: {e}") from None
         except ValueError:
             pass  # no signature (builtins): the call itself will tell
-        packed = []
-        try:
-            packed = [_pack_arg(a) for a in args]
-            if kwargs:
-                descriptor += "|" + ",".join(kwargs)
-                packed += [_pack_arg(v) for v in kwargs.values()]
-        except Exception as e:
-            raise TypeError(f"cannot pickle an argument of {self.__qualname__}: {e}") from e
+        packed, kwnames = pack_args(self.__qualname__, args, kwargs)
+        if kwnames:
+            descriptor += "|" + ",".join(kwnames)
         options = _core_options(self._options)
         options.setdefault("name", self.__qualname__)
+        if self._options.get("num_returns") == "streaming":
+            if not inspect.isgeneratorfunction(self._function):
+                raise TypeError(f"{self.__qualname__} is not a generator function: num_returns=\"streaming\" "
+                                "needs one that yields its values")
+            return ObjectRefGenerator(worker.call(_prism.submit_streaming_task, descriptor, packed, options))
         return ObjectRef(worker.call(_prism.submit_task, descriptor, packed, options))

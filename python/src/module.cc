@@ -56,6 +56,13 @@ T Opt(const py::dict& d, const char* key, T fallback) {
   return d[key].cast<T>();
 }
 
+PlacementGroup GroupFrom(const py::dict& o) {
+  uint64_t id = Opt<uint64_t>(o, "placement_group", 0);
+  if (id == 0) return PlacementGroup();
+  auto bundles = Opt<std::vector<std::map<std::string, double>>>(o, "placement_group_bundles", {});
+  return PlacementGroup(id, "", PlacementStrategy::kPack, std::move(bundles));
+}
+
 TaskOptions TaskOptionsFrom(const py::dict& o) {
   TaskOptions t;
   t.num_cpus = Opt<double>(o, "num_cpus", 1.0);
@@ -65,6 +72,8 @@ TaskOptions TaskOptionsFrom(const py::dict& o) {
   t.max_retries = Opt<int>(o, "max_retries", 3);
   t.name = Opt<std::string>(o, "name", "");
   t.env = Opt<std::map<std::string, std::string>>(o, "env", {});
+  t.placement_group = GroupFrom(o);
+  t.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
   std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
   if (strategy == "SPREAD") {
     t.scheduling_strategy = SchedulingStrategy::kSpread;
@@ -72,6 +81,47 @@ TaskOptions TaskOptionsFrom(const py::dict& o) {
     throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
   }
   return t;
+}
+
+ActorOptions ActorOptionsFrom(const py::dict& o) {
+  ActorOptions a;
+  a.num_cpus = Opt<double>(o, "num_cpus", 0.0);
+  a.num_gpus = Opt<double>(o, "num_gpus", 0.0);
+  a.memory = Opt<uint64_t>(o, "memory", 0);
+  a.resources = Opt<std::map<std::string, double>>(o, "resources", {});
+  a.name = Opt<std::string>(o, "name", "");
+  a.detached = Opt<bool>(o, "detached", false);
+  a.max_restarts = Opt<int>(o, "max_restarts", 0);
+  a.max_task_retries = Opt<int>(o, "max_task_retries", 0);
+  a.max_concurrency = Opt<int>(o, "max_concurrency", 1);
+  a.env = Opt<std::map<std::string, std::string>>(o, "env", {});
+  std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
+  if (strategy == "SPREAD") {
+    a.scheduling_strategy = SchedulingStrategy::kSpread;
+  } else if (strategy != "DEFAULT") {
+    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
+  }
+  a.placement_group = GroupFrom(o);
+  a.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
+  return a;
+}
+
+std::vector<internal::SerializedArg> PackArgs(const py::list& args) {
+  std::vector<internal::SerializedArg> packed;
+  packed.reserve(args.size());
+  for (const auto& item : args) {
+    auto a = item.cast<py::tuple>();
+    if (a[0].cast<std::string>() == "ref") {
+      packed.push_back(internal::SerializedArg{a[1].cast<RefPtr>(), {}, {}});
+    } else {
+      packed.push_back(internal::MakeArg(OwnedValue(a[1].cast<std::string>(), Handles(a[2].cast<py::list>()))));
+    }
+  }
+  return packed;
+}
+
+py::tuple GroupTuple(const PlacementGroup& g) {
+  return py::make_tuple(g.id(), g.name(), g.bundles());
 }
 
 }  // namespace
@@ -176,7 +226,8 @@ PYBIND11_MODULE(_prism, m) {
       }
       py::tuple out;
       try {
-        out = (*holder)(spec.function(), views).cast<py::tuple>();
+        const char* kind = spec.has_actor_creation() ? "create" : !spec.actor_id().empty() ? "method" : "task";
+        out = (*holder)(kind, spec.function(), views, spec.streaming()).cast<py::tuple>();
       } catch (py::error_already_set& e) {
         throw std::runtime_error(std::string("the Python worker failed: ") + e.what());
       }
@@ -197,20 +248,129 @@ PYBIND11_MODULE(_prism, m) {
       "submit_task",
       [](const std::string& function, const py::list& args, const py::dict& options) {
         TaskOptions t = TaskOptionsFrom(options);
-        std::vector<internal::SerializedArg> packed;
-        packed.reserve(args.size());
-        for (const auto& item : args) {
-          auto a = item.cast<py::tuple>();
-          if (a[0].cast<std::string>() == "ref") {
-            packed.push_back(internal::SerializedArg{a[1].cast<RefPtr>(), {}, {}});
-          } else {
-            packed.push_back(internal::MakeArg(OwnedValue(a[1].cast<std::string>(), Handles(a[2].cast<py::list>()))));
-          }
-        }
+        std::vector<internal::SerializedArg> packed = PackArgs(args);
         py::gil_scoped_release release;
         return internal::SubmitTask(function, std::move(packed), t);
       },
       py::arg("function"), py::arg("args"), py::arg("options"));
+
+  py::class_<internal::StreamHandle, std::shared_ptr<internal::StreamHandle>>(m, "StreamHandle")
+      .def("next",
+           [](internal::StreamHandle& s, int64_t timeout_ms) -> py::object {
+             RefPtr r;
+             {
+               py::gil_scoped_release release;
+               r = s.Next(timeout_ms);
+             }
+             if (!r) return py::none();
+             return py::cast(r);
+           })
+      .def("completion", &internal::StreamHandle::completion);
+
+  m.def("submit_streaming_task", [](const std::string& function, const py::list& args, const py::dict& options) {
+    TaskOptions t = TaskOptionsFrom(options);
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return internal::SubmitStreamingTask(function, std::move(packed), t);
+  });
+
+  // In a streaming task: sends one value to the caller.
+  m.def("stream_write", [](const py::bytes& data, const py::list& nested) {
+    internal::EncodedValue v = OwnedValue(std::string(data), Handles(nested));
+    py::gil_scoped_release release;
+    internal::StreamWrite(v);
+  });
+
+  py::class_<internal::ActorRef>(m, "ActorRef")
+      .def_property_readonly("id", [](const internal::ActorRef& a) { return py::bytes(a.id.Binary()); })
+      .def_property_readonly("lifetime", [](const internal::ActorRef& a) { return a.lifetime; });
+
+  m.def("create_actor", [](const std::string& factory, const py::list& args, const py::dict& options) {
+    ActorOptions a = ActorOptionsFrom(options);
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return internal::CreateActor(factory, std::move(packed), a);
+  });
+  m.def("submit_actor_task", [](const internal::ActorRef& actor, const std::string& method, const py::list& args) {
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return internal::SubmitActorTask(actor, method, std::move(packed));
+  });
+  m.def("make_actor_ref", [](const py::bytes& id, const RefPtr& lifetime) {
+    std::string bin(id);
+    if (!ActorId::IsValidBinary(bin)) throw InvalidArgumentError("not an actor id");
+    return internal::ActorRef{ActorId::FromBinary(bin), lifetime};
+  });
+  m.def("get_actor", [](const std::string& name) {
+    py::gil_scoped_release release;
+    return internal::GetActorByName(name);
+  });
+  m.def("kill_actor", [](const py::bytes& id, bool no_restart) {
+    std::string bin(id);
+    if (!ActorId::IsValidBinary(bin)) throw InvalidArgumentError("not an actor id");
+    py::gil_scoped_release release;
+    internal::KillActor(ActorId::FromBinary(bin), no_restart);
+  });
+
+  m.def("create_placement_group",
+        [](const std::vector<std::map<std::string, double>>& bundles, const std::string& strategy,
+           const std::string& name) {
+          PlacementGroupOptions o;
+          o.bundles = bundles;
+          o.name = name;
+          if (strategy == "PACK") {
+            o.strategy = PlacementStrategy::kPack;
+          } else if (strategy == "SPREAD") {
+            o.strategy = PlacementStrategy::kSpread;
+          } else if (strategy == "STRICT_PACK") {
+            o.strategy = PlacementStrategy::kStrictPack;
+          } else if (strategy == "STRICT_SPREAD") {
+            o.strategy = PlacementStrategy::kStrictSpread;
+          } else {
+            throw InvalidArgumentError("strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, not " + strategy);
+          }
+          PlacementGroup g;
+          {
+            py::gil_scoped_release release;
+            g = CreatePlacementGroup(o);
+          }
+          return GroupTuple(g);
+        });
+  m.def("wait_placement_group", [](uint64_t id, int64_t timeout_ms) {
+    py::gil_scoped_release release;
+    return PlacementGroup(id, "", PlacementStrategy::kPack, {}).Wait(std::chrono::milliseconds(timeout_ms));
+  });
+  m.def("remove_placement_group", [](uint64_t id) {
+    py::gil_scoped_release release;
+    RemovePlacementGroup(PlacementGroup(id, "", PlacementStrategy::kPack, {}));
+  });
+  m.def("get_placement_group", [](const std::string& name) {
+    PlacementGroup g;
+    {
+      py::gil_scoped_release release;
+      g = GetPlacementGroup(name);
+    }
+    return GroupTuple(g);
+  });
+  m.def("gpu_ids", &GetGpuIds);
+  m.def("nodes", [] {
+    std::vector<NodeInfo> nodes;
+    {
+      py::gil_scoped_release release;
+      nodes = Nodes();
+    }
+    py::list out;
+    for (const auto& n : nodes) {
+      py::dict d;
+      d["NodeID"] = n.node_id;
+      d["Alive"] = n.alive;
+      d["SessionDir"] = n.session_dir;
+      d["Resources"] = n.resources;
+      d["Available"] = n.available;
+      out.append(d);
+    }
+    return out;
+  });
 
   m.def("put", [](const py::bytes& data, const py::list& nested) {
     internal::EncodedValue v = OwnedValue(std::string(data), Handles(nested));

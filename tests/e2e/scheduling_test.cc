@@ -83,6 +83,23 @@ TEST_F(SchedulingTest, FractionalSharesPackOrSpread) {
       << "spread puts shares on different devices";
 }
 
+TEST_F(SchedulingTest, ClusterResourcesAndNodes) {
+  auto total = prism::ClusterResources();
+  EXPECT_EQ(total["CPU"], 4);
+  EXPECT_EQ(total["GPU"], 2);
+  EXPECT_GT(total["memory"], 0);
+  auto a = prism::Actor(MakeDevice).Options({.num_cpus = 1, .num_gpus = 1}).Remote();
+  EXPECT_EQ(prism::Get(a.Task(&Device::Ping).Remote()), 1);
+  auto free = prism::AvailableResources();
+  EXPECT_EQ(free["CPU"], 3);
+  EXPECT_EQ(free["GPU"], 1);
+  auto nodes = prism::Nodes();
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_TRUE(nodes[0].alive);
+  EXPECT_EQ(nodes[0].node_id.size(), 32u);
+  EXPECT_EQ(nodes[0].resources["GPU"], 2);
+}
+
 TEST_F(SchedulingTest, BadGpuRequestsFailClearly) {
   try {
     prism::Task(GpuIds).Options({.num_gpus = 1.5}).Remote();

@@ -152,6 +152,15 @@ struct RuntimeStats {
   uint64_t leases_returned = 0;
 };
 
+/// A node of the cluster, as prism::Nodes() reports it.
+struct NodeInfo {
+  std::string node_id;  // hex
+  bool alive = true;
+  std::string session_dir;
+  std::map<std::string, double> resources;  // totals: "CPU", "GPU", "memory" (bytes), custom
+  std::map<std::string, double> available;  // free now
+};
+
 /// The node's object store, as its daemon reports it.
 struct ObjectStoreStats {
   uint64_t capacity = 0;  // bytes

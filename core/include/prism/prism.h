@@ -59,6 +59,11 @@ PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options);
 void RemovePlacementGroup(const PlacementGroup& group);
 /// The placement group named `name`; throws InvalidArgumentError when there is none.
 PlacementGroup GetPlacementGroup(const std::string& name);
+/// The cluster's nodes with their resources (one node in this version).
+std::vector<NodeInfo> Nodes();
+/// The resources of all nodes together: totals, and what is free now.
+std::map<std::string, double> ClusterResources();
+std::map<std::string, double> AvailableResources();
 /// Inside a task or actor: the GPUs (device instance indices) it holds; empty elsewhere.
 std::vector<int> GetGpuIds();
 

@@ -157,6 +157,38 @@ def cancel(object_ref, *, force=False, recursive=True):
     call(_prism.cancel, object_ref._handle, bool(force))
 
 
+def cluster_resources():
+    _check_initialized()
+    total = {}
+    for n in call(_prism.nodes):
+        for k, v in n["Resources"].items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def available_resources():
+    _check_initialized()
+    free = {}
+    for n in call(_prism.nodes):
+        for k, v in n["Available"].items():
+            if v > 0:
+                free[k] = free.get(k, 0) + v
+    return free
+
+
+def nodes():
+    _check_initialized()
+    out = []
+    for n in call(_prism.nodes):
+        out.append({"NodeID": n["NodeID"], "Alive": n["Alive"], "Resources": dict(n["Resources"]),
+                    "SessionDir": n["SessionDir"]})
+    return out
+
+
+def get_gpu_ids():
+    return list(_prism.gpu_ids())
+
+
 def export_function(pickled):
     """Stores a pickled function in the cluster's key-value table; returns its key (hex)."""
     key = hashlib.sha1(pickled).hexdigest()
@@ -180,24 +212,71 @@ def _load_function(key):
     return fn
 
 
-def execute_task(descriptor, arg_views):
-    """Runs one Python task for the worker loop: ("ok", bytes, handles) or ("error", type,
-    message, pickled exception)."""
+_actor = None
+_actor_loop = None
+
+
+def _start_actor_loop():
+    """An event loop on a thread of its own: async methods of this actor run there, each call's
+    thread waiting for its coroutine."""
+    global _actor_loop
+    import asyncio
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    threading.Thread(target=run, name="prism-actor-loop", daemon=True).start()
+    ready.wait()
+    _actor_loop = loop
+
+
+def _decode_call(body, arg_views):
+    """body: "<target>" or "<target>|kw1,kw2" (the last arguments are those keywords' values)."""
+    target, _, kw = body.partition("|")
+    args = [serialization.deserialize(v) for v in arg_views]
+    kwnames = kw.split(",") if kw else []
+    kwargs = {}
+    if kwnames:
+        kwargs = dict(zip(kwnames, args[len(args) - len(kwnames):]))
+        args = args[:len(args) - len(kwnames)]
+    return target, args, kwargs
+
+
+def execute_task(kind, descriptor, arg_views, streaming):
+    """Runs one Python task, actor creation or actor method for the worker loop: ("ok", bytes,
+    handles) or ("error", type, message, pickled exception)."""
+    global _actor
+    import asyncio
     try:
-        # "py:<key>" or "py:<key>|kw1,kw2": the last arguments are those keywords' values.
-        body = descriptor[3:]
-        key, _, kw = body.partition("|")
-        fn = _load_function(key)
-        args = [serialization.deserialize(v) for v in arg_views]
-        kwnames = kw.split(",") if kw else []
-        kwargs = {}
-        if kwnames:
-            kwargs = dict(zip(kwnames, args[len(args) - len(kwnames):]))
-            args = args[:len(args) - len(kwnames)]
-    except Exception as e:  # the task could not even start: report it as its error
+        if kind == "method":
+            name, args, kwargs = _decode_call(descriptor[len("py:m:"):], arg_views)
+            if _actor is None:
+                raise RuntimeError("this worker hosts no Python actor")
+            fn = getattr(_actor, name)
+        else:
+            key, args, kwargs = _decode_call(descriptor[len("py:"):], arg_views)
+            fn = _load_function(key)
+    except Exception as e:  # the call could not even start: report it as its error
         return _error(e)
     try:
-        result = fn(*args, **kwargs)
+        if kind == "create":
+            _actor = fn(*args, **kwargs)
+            if any(asyncio.iscoroutinefunction(getattr(type(_actor), n, None)) for n in dir(type(_actor))):
+                _start_actor_loop()
+            result = True
+        elif streaming:
+            for value in fn(*args, **kwargs):
+                data, nested = serialization.serialize(value)
+                _prism.stream_write(data, nested)
+            result = None
+        elif asyncio.iscoroutinefunction(fn) and _actor_loop is not None:
+            result = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), _actor_loop).result()
+        else:
+            result = fn(*args, **kwargs)
     except Exception as e:
         return _error(e)
     data, nested = serialization.serialize(result)

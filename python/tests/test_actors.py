@@ -1,0 +1,154 @@
+"""Actors from Python: state, order, names, kill, restarts, threaded and async actors."""
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import prism as ray
+from prism import exceptions
+
+
+@ray.remote
+class Counter:
+    def __init__(self, start=0):
+        self.value = start
+        self.log = []
+
+    def add(self, x=1):
+        self.value += x
+        return self.value
+
+    def record(self, who, i):
+        self.log.append((who, i))
+        return len(self.log)
+
+    def history(self):
+        return self.log
+
+    def pid(self):
+        return os.getpid()
+
+    def fail(self):
+        raise KeyError("no such slot")
+
+
+@ray.remote
+class Broken:
+    def __init__(self):
+        raise RuntimeError("cannot open the ledger")
+
+    def ping(self):
+        return 1
+
+
+@ray.remote
+class Sleeper:
+    async def nap(self, seconds):
+        await asyncio.sleep(seconds)
+        return threading.get_ident()
+
+
+@ray.remote
+class Blocking:
+    def hold(self, seconds):
+        time.sleep(seconds)
+        return threading.get_ident()
+
+
+@ray.remote
+def call_counter(counter, n):
+    last = 0
+    for i in range(n):
+        last = ray.get(counter.record.remote("task", i))
+    return last
+
+
+def test_actor_keeps_state_and_order(cluster):
+    c = Counter.remote(10)
+    assert ray.get(c.add.remote(5)) == 15
+    assert ray.get(c.add.remote(x=2)) == 17
+    refs = [c.record.remote("driver", i) for i in range(200)]
+    assert ray.get(refs) == list(range(1, 201)), "calls from one caller run in order"
+    assert ray.get(c.pid.remote()) != os.getpid()
+
+
+def test_handles_passed_to_tasks(cluster):
+    c = Counter.remote()
+    task = call_counter.options(num_cpus=0).remote(c, 100)
+    mine = [c.record.remote("driver", i) for i in range(100)]
+    ray.get(mine)
+    assert ray.get(task) == 200
+    history = ray.get(c.history.remote())
+    assert [i for who, i in history if who == "task"] == list(range(100))
+    assert [i for who, i in history if who == "driver"] == list(range(100))
+
+
+def test_named_actors_and_kill(cluster):
+    c = Counter.options(name="ledger").remote(1)
+    same = ray.get_actor("ledger")
+    assert ray.get(same.add.remote(1)) == 2
+    with pytest.raises(ValueError):
+        ray.get_actor("no-such-actor")
+    with pytest.raises(ValueError):
+        Counter.options(name="ledger").remote()
+    ray.kill(c)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(c.add.remote(1), timeout=30)
+
+
+def test_errors(cluster):
+    c = Counter.remote()
+    with pytest.raises(KeyError):
+        ray.get(c.fail.remote())
+    assert ray.get(c.add.remote()) == 1, "a method that raised leaves the actor alive"
+    b = Broken.remote()
+    with pytest.raises(exceptions.RayActorError, match="cannot open the ledger"):
+        ray.get(b.ping.remote(), timeout=30)
+    with pytest.raises(AttributeError):
+        c.no_such_method
+    with pytest.raises(TypeError, match="cannot be instantiated directly"):
+        Counter()
+    with pytest.raises(TypeError):
+        c.add(1)
+
+
+def test_restart_after_sigkill(cluster):
+    c = Counter.options(max_restarts=1).remote(0)
+    pid = ray.get(c.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            new_pid = ray.get(c.pid.remote(), timeout=30)
+            break
+        except exceptions.RayActorError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    assert new_pid != pid
+    assert ray.get(c.add.remote()) == 1, "state rebuilt by the constructor"
+    os.kill(new_pid, signal.SIGKILL)
+    with pytest.raises(exceptions.RayActorError):
+        for _ in range(100):
+            ray.get(c.pid.remote(), timeout=30)
+            time.sleep(0.1)
+
+
+def test_async_actor_serves_calls_concurrently(cluster):
+    s = Sleeper.remote()
+    start = time.time()
+    refs = [s.nap.remote(0.1) for _ in range(100)]
+    ray.get(refs, timeout=60)
+    assert time.time() - start < 5, "100 calls of 0.1 s each ran at once"
+
+
+def test_threaded_actor(cluster):
+    b = Blocking.options(max_concurrency=4).remote()
+    start = time.time()
+    threads = ray.get([b.hold.remote(0.5) for _ in range(4)])
+    assert time.time() - start < 1.9
+    assert len(set(threads)) > 1
