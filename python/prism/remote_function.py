@@ -94,8 +94,8 @@ def pack_args(qualname, args, kwargs):
 def _pack_arg(value):
     if isinstance(value, ObjectRef):
         return ("ref", value._handle)  # resolved to its value before the task runs
-    data, nested = serialization.serialize(value)
-    return ("value", data, nested)
+    size, parts, nested = serialization.serialize(value)
+    return ("value", size, parts, nested)
 
 
 class RemoteFunction:

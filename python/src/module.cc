@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,18 +21,53 @@ namespace {
 using internal::RefHandle;
 using internal::RefPtr;
 
-// An encoded value holding its own bytes (copied from a Python bytes object under the GIL).
-internal::EncodedValue OwnedValue(std::string bytes, std::vector<RefPtr> nested) {
-  auto held = std::make_shared<std::string>(std::move(bytes));
+// Python buffers an encoded value reads from; released under the GIL whatever thread lets go.
+struct PyBuffers {
+  std::vector<py::buffer_info> infos;
+  ~PyBuffers() {
+    if (infos.empty() || !Py_IsInitialized()) return;
+    py::gil_scoped_acquire gil;
+    infos.clear();
+  }
+};
+
+// An encoded value of `size` bytes made of Python buffers placed at offsets (the package lays
+// out pickle protocol 5 frames: header, pickle stream, then each out-of-band buffer aligned to
+// 64 bytes), written with one copy straight to its destination. Call with the GIL held.
+internal::EncodedValue PartsValue(size_t size, const py::list& parts, std::vector<RefPtr> nested) {
+  auto buffers = std::make_shared<PyBuffers>();
+  std::vector<std::pair<size_t, std::string_view>> at;
+  for (const auto& item : parts) {
+    auto part = item.cast<py::tuple>();
+    size_t offset = part[0].cast<size_t>();
+    py::buffer b = part[1].cast<py::buffer>();
+    py::buffer_info info = b.request();
+    size_t n = static_cast<size_t>(info.size * info.itemsize);
+    if (offset > size || n > size - offset) throw InvalidArgumentError("a value part lies outside the value");
+    at.emplace_back(offset, std::string_view(static_cast<const char*>(info.ptr), n));
+    buffers->infos.push_back(std::move(info));
+  }
   internal::EncodedValue v;
-  v.size = held->size();
-  v.write = [held](char* dst) {
-    if (!held->empty()) std::memcpy(dst, held->data(), held->size());
+  v.size = size;
+  v.write = [at, size](char* dst) {
+    size_t covered = 0;
+    for (const auto& [offset, bytes] : at) {
+      if (offset > covered) std::memset(dst + covered, 0, offset - covered);  // padding
+      std::memcpy(dst + offset, bytes.data(), bytes.size());
+      covered = offset + bytes.size();
+    }
+    if (size > covered) std::memset(dst + covered, 0, size - covered);
   };
   v.nested = std::move(nested);
-  v.keep = held;
+  v.keep = buffers;
   return v;
 }
+
+// Bytes that stay where they are (in the object store, or a message) while Python reads them.
+struct Pinned {
+  std::string_view bytes;
+  std::shared_ptr<const void> keep;
+};
 
 std::vector<RefPtr> Handles(const py::list& nested) {
   std::vector<RefPtr> out;
@@ -114,7 +150,7 @@ std::vector<internal::SerializedArg> PackArgs(const py::list& args) {
     if (a[0].cast<std::string>() == "ref") {
       packed.push_back(internal::SerializedArg{a[1].cast<RefPtr>(), {}, {}});
     } else {
-      packed.push_back(internal::MakeArg(OwnedValue(a[1].cast<std::string>(), Handles(a[2].cast<py::list>()))));
+      packed.push_back(internal::MakeArg(PartsValue(a[1].cast<size_t>(), a[2].cast<py::list>(), Handles(a[3].cast<py::list>()))));
     }
   }
   return packed;
@@ -176,6 +212,17 @@ PYBIND11_MODULE(_prism, m) {
     }
   });
 
+  py::class_<Pinned>(m, "Pinned", py::buffer_protocol())
+      .def_buffer([](Pinned& p) {
+        return py::buffer_info(const_cast<char*>(p.bytes.data()), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(p.bytes.size())}, {1}, /*readonly=*/true);
+      })
+      .def("__len__", [](const Pinned& p) { return p.bytes.size(); });
+
+  m.def("in_object_store", [](uintptr_t address, size_t size) {
+    return internal::InObjectStore(reinterpret_cast<const void*>(address), size);
+  });
+
   py::class_<internal::RefHandle, internal::RefPtr>(m, "RefHandle")
       .def("binary", [](const internal::RefHandle& h) { return py::bytes(h.id().Binary()); })
       .def("hex", [](const internal::RefHandle& h) { return h.id().Hex(); })
@@ -218,12 +265,10 @@ PYBIND11_MODULE(_prism, m) {
   m.def("run_worker", [](py::object execute) {
     auto holder = std::make_shared<py::object>(std::move(execute));
     SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
-                                const std::shared_ptr<const void>&) -> internal::EncodedValue {
+                                const std::shared_ptr<const void>& source) -> internal::EncodedValue {
       py::gil_scoped_acquire gil;
       py::list views;
-      for (const auto& a : args) {
-        views.append(py::memoryview::from_memory(const_cast<char*>(a.data()), static_cast<py::ssize_t>(a.size()), /*readonly=*/true));
-      }
+      for (const auto& a : args) views.append(Pinned{a, source});  // zero-copy reads keep the args alive
       py::tuple out;
       try {
         const char* kind = spec.has_actor_creation() ? "create" : !spec.actor_id().empty() ? "method" : "task";
@@ -236,7 +281,7 @@ PYBIND11_MODULE(_prism, m) {
         throw ForeignTaskError(out[1].cast<std::string>(), out[2].cast<std::string>(),
                                out[3].cast<std::string>());
       }
-      return OwnedValue(out[1].cast<std::string>(), Handles(out[2].cast<py::list>()));
+      return PartsValue(out[1].cast<size_t>(), out[2].cast<py::list>(), Handles(out[3].cast<py::list>()));
     });
     {
       py::gil_scoped_release release;
@@ -275,8 +320,8 @@ PYBIND11_MODULE(_prism, m) {
   });
 
   // In a streaming task: sends one value to the caller.
-  m.def("stream_write", [](const py::bytes& data, const py::list& nested) {
-    internal::EncodedValue v = OwnedValue(std::string(data), Handles(nested));
+  m.def("stream_write", [](size_t size, const py::list& parts, const py::list& nested) {
+    internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
     py::gil_scoped_release release;
     internal::StreamWrite(v);
   });
@@ -372,8 +417,8 @@ PYBIND11_MODULE(_prism, m) {
     return out;
   });
 
-  m.def("put", [](const py::bytes& data, const py::list& nested) {
-    internal::EncodedValue v = OwnedValue(std::string(data), Handles(nested));
+  m.def("put", [](size_t size, const py::list& parts, const py::list& nested) {
+    internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
     py::gil_scoped_release release;
     return internal::Put(v);
   });
@@ -392,7 +437,7 @@ PYBIND11_MODULE(_prism, m) {
       views = internal::GetEncoded(Raw(refs), timeout_ms);
     }
     py::list out;
-    for (const auto& v : views) out.append(py::bytes(v.bytes.data(), v.bytes.size()));
+    for (auto& v : views) out.append(Pinned{v.bytes, std::move(v.keep)});
     return out;
   });
 

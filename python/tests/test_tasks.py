@@ -189,3 +189,35 @@ def test_not_initialized():
     prism.init(ignore_reinit_error=True)
     prism.shutdown()
     prism.shutdown()  # twice is fine
+
+
+@ray.remote
+def total(array):
+    return float(array.sum()), bool(array.flags.writeable)
+
+
+@ray.remote
+def double(array):
+    return array * 2
+
+
+def test_numpy_arrays_travel_through_the_store_without_copies(cluster):
+    from prism import _prism
+    big = np.ones(256 << 20, dtype=np.uint8)  # 256 MiB
+    ref = ray.put(big)
+    back = ray.get(ref)
+    assert back.nbytes == big.nbytes and back[0] == 1 and back[-1] == 1
+    assert _prism.in_object_store(back.ctypes.data, back.nbytes), "the result's buffer lies in the store"
+    assert not back.flags.writeable, "values in the store are read-only"
+    s, writeable = ray.get(total.remote(ref))
+    assert s == float(big.nbytes) and not writeable, "the worker reads it in place too"
+    doubled = ray.get(double.remote(np.arange(10, dtype=np.int64)))
+    assert doubled.tolist() == [2 * i for i in range(10)]
+    del back, ref
+    mixed = {"a": np.zeros((3, 4), dtype=np.float32), "b": [np.arange(5)], "c": "text"}
+    out = ray.get(ray.put(mixed))
+    assert out["a"].shape == (3, 4) and out["b"][0].tolist() == [0, 1, 2, 3, 4] and out["c"] == "text"
+    fortran = np.asfortranarray(np.arange(12).reshape(3, 4))
+    assert np.array_equal(ray.get(ray.put(fortran)), fortran)
+    strided = np.arange(20)[::2]
+    assert np.array_equal(ray.get(ray.put(strided)), strided)

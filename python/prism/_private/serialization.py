@@ -1,9 +1,22 @@
 """How Python values become bytes for prism and back.
 
-A value is pickled (cloudpickle, so lambdas and functions defined in ``__main__`` travel) and
-framed as a msgpack extension (type 2, "Python pickle"), so that a C++ reader sees a value it
-cannot decode rather than garbage. ObjectRefs inside a value are pickled as references, and the
-handles of those refs are collected while pickling so that the runtime can count them.
+A value is pickled with protocol 5 (cloudpickle, so lambdas and functions defined in
+``__main__`` travel). Buffers that support out-of-band pickling (numpy arrays, anything exposing
+``PickleBuffer``) are not copied into the pickle stream: they are laid out after it, each aligned
+to 64 bytes, and written with one copy straight into the object store; reading them back gives
+read-only arrays that point into the store, with no copy.
+
+The frame is a msgpack extension (type 2, "Python value"), so that a C++ reader sees a value it
+cannot decode rather than garbage:
+
+    c9 <body length: u32 BE> 02        msgpack ext 32 header (6 bytes)
+    01                                 format version
+    <buffer count: u32 LE> <pickle length: u64 LE>
+    (<offset: u64 LE> <length: u64 LE>) per buffer, offsets from the frame's start
+    pickle stream, then each buffer at its offset (zero padding between)
+
+ObjectRefs inside a value are pickled as references; the handles of those refs are collected
+while pickling so that the runtime can count them.
 """
 
 import pickle
@@ -13,7 +26,11 @@ import threading
 import cloudpickle
 
 _EXT_PYTHON = 2
-_HEADER = struct.Struct(">BIb")  # msgpack ext 32: 0xc9, length, type
+_EXT = struct.Struct(">BIb")        # msgpack ext 32: 0xc9, length, type
+_HEAD = struct.Struct("<BIQ")       # version, buffer count, pickle length
+_ENTRY = struct.Struct("<QQ")       # offset, length
+_VERSION = 1
+_ALIGN = 64
 
 _local = threading.local()
 
@@ -24,20 +41,65 @@ def nested_refs():
 
 
 def serialize(value):
-    """Returns (bytes, [handles of the refs inside])."""
+    """Returns (size, [(offset, buffer)], [handles of the refs inside]): the frame's size and
+    its parts, for the runtime to write in place."""
     outer = getattr(_local, "nested", None)
     _local.nested = []
+    buffers = []
+
+    def out_of_band(pb):
+        try:
+            buffers.append(pb.raw())
+        except BufferError:  # not contiguous: in the stream
+            return True
+        return False
+
     try:
-        body = cloudpickle.dumps(value, protocol=5)
+        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
         nested = _local.nested
     finally:
         _local.nested = outer
-    return _HEADER.pack(0xC9, len(body), _EXT_PYTHON) + body, nested
+    head_size = _EXT.size + _HEAD.size + _ENTRY.size * len(buffers)
+    at = head_size + len(stream)
+    entries = []
+    for b in buffers:
+        at = (at + _ALIGN - 1) // _ALIGN * _ALIGN
+        entries.append((at, b.nbytes))
+        at += b.nbytes
+    size = at
+    head = bytearray(_EXT.pack(0xC9, size - _EXT.size, _EXT_PYTHON))
+    head += _HEAD.pack(_VERSION, len(buffers), len(stream))
+    for offset, length in entries:
+        head += _ENTRY.pack(offset, length)
+    parts = [(0, bytes(head)), (head_size, stream)]
+    parts += [(offset, b) for (offset, _), b in zip(entries, buffers)]
+    return size, parts, nested
+
+
+def to_bytes(size, parts):
+    """The frame as one bytes object (for tests and small values)."""
+    out = bytearray(size)
+    for offset, b in parts:
+        mv = memoryview(b).cast("B")
+        out[offset:offset + mv.nbytes] = mv
+    return bytes(out)
 
 
 def deserialize(data):
+    """Reads a frame (bytes, or a buffer pinned in the store: arrays then point into it)."""
     view = memoryview(data)
-    if len(view) < _HEADER.size or view[0] != 0xC9 or view[5] != _EXT_PYTHON:
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    if len(view) < _EXT.size + _HEAD.size or view[0] != 0xC9 or view[5] != _EXT_PYTHON:
         raise TypeError("this object was not written by Python (values of C++ tasks cannot be read "
                         "from Python in this version)")
-    return pickle.loads(view[_HEADER.size:])
+    version, count, stream_len = _HEAD.unpack_from(view, _EXT.size)
+    if version != _VERSION:
+        raise TypeError(f"unknown value format version {version}")
+    at = _EXT.size + _HEAD.size
+    buffers = []
+    for _ in range(count):
+        offset, length = _ENTRY.unpack_from(view, at)
+        at += _ENTRY.size
+        buffers.append(view[offset:offset + length])
+    return pickle.loads(view[at:at + stream_len], buffers=buffers)

@@ -131,8 +131,8 @@ def put(value):
     _check_initialized()
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself")
-    data, nested = serialization.serialize(value)
-    return ObjectRef(call(_prism.put, data, nested))
+    size, parts, nested = serialization.serialize(value)
+    return ObjectRef(call(_prism.put, size, parts, nested))
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
@@ -270,8 +270,8 @@ def execute_task(kind, descriptor, arg_views, streaming):
             result = True
         elif streaming:
             for value in fn(*args, **kwargs):
-                data, nested = serialization.serialize(value)
-                _prism.stream_write(data, nested)
+                size, parts, nested = serialization.serialize(value)
+                _prism.stream_write(size, parts, nested)
             result = None
         elif asyncio.iscoroutinefunction(fn) and _actor_loop is not None:
             result = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), _actor_loop).result()
@@ -279,8 +279,8 @@ def execute_task(kind, descriptor, arg_views, streaming):
             result = fn(*args, **kwargs)
     except Exception as e:
         return _error(e)
-    data, nested = serialization.serialize(result)
-    return ("ok", data, nested)
+    size, parts, nested = serialization.serialize(result)
+    return ("ok", size, parts, nested)
 
 
 def _error(e):
