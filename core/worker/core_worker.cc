@@ -1468,8 +1468,11 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       fail(rpc::ERROR_SYSTEM, "", "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
       return done;
     }
-    run = [this, &foreign, s](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
-      internal::EncodedValue out = foreign(*s, args, source);
+    ReplyLater later = [this, push, from](std::function<internal::EncodedValue()> produce) {
+      SendLateReply(*push, *from, produce);
+    };
+    run = [this, &foreign, s, later](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+      internal::EncodedValue out = foreign(*s, args, source, later);
       if (s->has_actor_creation()) {
         actor_instance_ = std::make_shared<int>(0);  // the object lives in the foreign runtime
         actor_type_ = "foreign";
@@ -1542,6 +1545,9 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     StoreReturn(return_id, out, WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
   } catch (const internal::ArgumentError& e) {
     fail(rpc::ERROR_ARGUMENT, "", e.what());
+  } catch (const ReplyDeferred&) {
+    done.deferred = true;
+    return done;
   } catch (const ForeignTaskError& e) {
     fail(rpc::ERROR_TASK, e.type(), e.what());
     reply.mutable_error()->set_payload(e.payload());
@@ -1580,6 +1586,39 @@ void CoreWorker::StoreReturn(const ObjectId& id, const internal::EncodedValue& o
     ret->set_data(out.ToString());
   }
   LendNested(out.nested, caller, ret);
+}
+
+void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
+                               const std::function<internal::EncodedValue()>& produce) {
+  const rpc::TaskSpec& spec = push.spec();
+  rpc::Envelope env;
+  rpc::TaskReply& reply = *env.mutable_task_reply();
+  reply.set_task_id(spec.task_id());
+  reply.set_attempt(spec.attempt());
+  auto fail = [&](rpc::ErrorKind kind, const std::string& type, const std::string& message) {
+    reply.clear_returns();
+    auto* e = reply.mutable_error();
+    e->set_kind(kind);
+    e->set_type_name(type);
+    e->set_message(message);
+    e->set_function(spec.name().empty() ? spec.function() : spec.name());
+  };
+  std::shared_ptr<internal::EncodedValue> hold;
+  try {
+    hold = std::make_shared<internal::EncodedValue>(produce());
+    StoreReturn(ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1), *hold,
+                WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
+  } catch (const ForeignTaskError& e) {
+    fail(rpc::ERROR_TASK, e.type(), e.what());
+    reply.mutable_error()->set_payload(e.payload());
+  } catch (const ObjectStoreFullError& e) {
+    fail(rpc::ERROR_OBJECT_STORE_FULL, "", e.what());
+  } catch (const std::exception& e) {
+    fail(rpc::ERROR_SYSTEM, "", std::string("cannot send the result: ") + e.what());
+  }
+  WaitForBorrowRegistrations();
+  if (!to.closed()) to.Send(env);
+  hold.reset();  // after the reply, as for any task
 }
 
 void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,

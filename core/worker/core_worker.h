@@ -49,8 +49,16 @@ struct CoreWorkerOptions {
 /// Runs tasks of functions that are not in the C++ registry (another language's, e.g. "py:..."):
 /// given the spec and the arguments' encoded bytes, returns the encoded result. Throws
 /// ForeignTaskError for an exception of the task, anything else for a failure of the runtime.
-using ForeignExecutor = std::function<internal::EncodedValue(
-    const rpc::TaskSpec& spec, const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source)>;
+/// `reply_later` lets it answer after it returned, from any thread: it throws ReplyDeferred,
+/// and later calls reply_later once with a function that produces the result (or throws
+/// ForeignTaskError).
+using ReplyLater = std::function<void(std::function<internal::EncodedValue()> produce)>;
+using ForeignExecutor = std::function<internal::EncodedValue(const rpc::TaskSpec& spec,
+                                                             const std::vector<std::string_view>& args,
+                                                             const std::shared_ptr<const void>& source,
+                                                             const ReplyLater& reply_later)>;
+/// Thrown by a foreign executor that will answer through reply_later.
+struct ReplyDeferred {};
 /// Set before the worker starts (prism::Init in a worker process).
 void SetForeignExecutor(ForeignExecutor executor);
 
@@ -157,6 +165,8 @@ class CoreWorker {
   /// caller; refs inside it are lent to the caller.
   void StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
                    rpc::ReturnObject* ret);
+  /// Builds and sends the reply of a task whose result came later (ReplyLater).
+  void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<internal::EncodedValue()>& produce);
   /// A value of one of this process's streaming tasks arrived.
   void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
   /// The caller of a finished task gets the refs inside its result: registered as their

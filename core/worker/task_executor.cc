@@ -32,6 +32,7 @@ void TaskExecutor::Run() {
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
     ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)), item.from);
+    if (done.deferred) continue;
     rpc::Envelope env;
     *env.mutable_task_reply() = std::move(done.reply);
     item.from->Send(env);

@@ -19,6 +19,7 @@ namespace prism {
 struct ExecutedTask {
   rpc::TaskReply reply;
   std::shared_ptr<const void> hold;
+  bool deferred = false;  // the reply is sent later, from another thread (an async method)
 };
 
 class TaskExecutor {

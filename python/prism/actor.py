@@ -88,6 +88,10 @@ class ActorClass:
         except ValueError:
             pass
         packed, kwnames = pack_args(self.__qualname__, args, kwargs)
+        if self._async:
+            # Its calls run on its event loop (at most this many at once, 1000 by default as in
+            # Ray); one thread hands them over.
+            descriptor += f";c={int(o.get('max_concurrency') or 1000)}"
         if kwnames:
             descriptor += "|" + ",".join(kwnames)
         core = _core_options(o)
@@ -96,8 +100,7 @@ class ActorClass:
         for k in ("max_restarts", "max_task_retries"):
             if o.get(k) is not None:
                 core[k] = int(o[k])
-        # Async actors run many calls at once on their event loop (1000, as in Ray).
-        core["max_concurrency"] = int(o.get("max_concurrency") or (1000 if self._async else 1))
+        core["max_concurrency"] = 1 if self._async else int(o.get("max_concurrency") or 1)
         core.setdefault("num_cpus", 0)
         ref = worker.call(_prism.create_actor, descriptor, packed, core)
         return ActorHandle(ref, self.__qualname__, self._methods)

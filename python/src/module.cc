@@ -63,6 +63,18 @@ internal::EncodedValue PartsValue(size_t size, const py::list& parts, std::vecto
   return v;
 }
 
+// How an async method answers once its coroutine finished (on the actor's event loop).
+struct Completion {
+  ReplyLater later;
+  bool done = false;
+  void Finish(std::function<internal::EncodedValue()> produce) {
+    if (done) throw InvalidArgumentError("this call was answered already");
+    done = true;
+    py::gil_scoped_release release;
+    later(std::move(produce));
+  }
+};
+
 // Bytes that stay where they are (in the object store, or a message) while Python reads them.
 struct Pinned {
   std::string_view bytes;
@@ -212,6 +224,17 @@ PYBIND11_MODULE(_prism, m) {
     }
   });
 
+  py::class_<Completion, std::shared_ptr<Completion>>(m, "Completion")
+      .def("ok",
+           [](Completion& c, size_t size, const py::list& parts, const py::list& nested) {
+             auto value = std::make_shared<internal::EncodedValue>(PartsValue(size, parts, Handles(nested)));
+             c.Finish([value] { return std::move(*value); });
+           })
+      .def("error", [](Completion& c, const std::string& type, const std::string& message, const py::bytes& payload) {
+        std::string p(payload);
+        c.Finish([type, message, p]() -> internal::EncodedValue { throw ForeignTaskError(type, message, p); });
+      });
+
   py::class_<Pinned>(m, "Pinned", py::buffer_protocol())
       .def_buffer([](Pinned& p) {
         return py::buffer_info(const_cast<char*>(p.bytes.data()), 1, py::format_descriptor<uint8_t>::format(), 1,
@@ -265,18 +288,22 @@ PYBIND11_MODULE(_prism, m) {
   m.def("run_worker", [](py::object execute) {
     auto holder = std::make_shared<py::object>(std::move(execute));
     SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
-                                const std::shared_ptr<const void>& source) -> internal::EncodedValue {
+                                const std::shared_ptr<const void>& source,
+                                const ReplyLater& later) -> internal::EncodedValue {
       py::gil_scoped_acquire gil;
       py::list views;
       for (const auto& a : args) views.append(Pinned{a, source});  // zero-copy reads keep the args alive
+      auto completion = std::make_shared<Completion>();
+      completion->later = later;
       py::tuple out;
       try {
         const char* kind = spec.has_actor_creation() ? "create" : !spec.actor_id().empty() ? "method" : "task";
-        out = (*holder)(kind, spec.function(), views, spec.streaming()).cast<py::tuple>();
+        out = (*holder)(kind, spec.function(), views, spec.streaming(), completion).cast<py::tuple>();
       } catch (py::error_already_set& e) {
         throw std::runtime_error(std::string("the Python worker failed: ") + e.what());
       }
       std::string kind = out[0].cast<std::string>();
+      if (kind == "deferred") throw ReplyDeferred{};  // the completion answers later
       if (kind == "error") {
         throw ForeignTaskError(out[1].cast<std::string>(), out[2].cast<std::string>(),
                                out[3].cast<std::string>());

@@ -214,12 +214,13 @@ def _load_function(key):
 
 _actor = None
 _actor_loop = None
+_actor_slots = None  # asyncio.Semaphore: how many async calls run at once
 
 
-def _start_actor_loop():
-    """An event loop on a thread of its own: async methods of this actor run there, each call's
-    thread waiting for its coroutine."""
-    global _actor_loop
+def _start_actor_loop(concurrency):
+    """An event loop on a thread of its own: async methods of this actor run there, at most
+    `concurrency` at once, and answer from there when they finish."""
+    global _actor_loop, _actor_slots
     import asyncio
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -231,11 +232,17 @@ def _start_actor_loop():
 
     threading.Thread(target=run, name="prism-actor-loop", daemon=True).start()
     ready.wait()
+
+    async def make_slots():
+        return asyncio.Semaphore(concurrency)
+
+    _actor_slots = asyncio.run_coroutine_threadsafe(make_slots(), loop).result()
     _actor_loop = loop
 
 
 def _decode_call(body, arg_views):
-    """body: "<target>" or "<target>|kw1,kw2" (the last arguments are those keywords' values)."""
+    """body: "<target>" or "<target>|kw1,kw2" (the last arguments are those keywords' values);
+    the target may carry ";c=N" (an async actor's concurrency)."""
     target, _, kw = body.partition("|")
     args = [serialization.deserialize(v) for v in arg_views]
     kwnames = kw.split(",") if kw else []
@@ -246,9 +253,34 @@ def _decode_call(body, arg_views):
     return target, args, kwargs
 
 
-def execute_task(kind, descriptor, arg_views, streaming):
-    """Runs one Python task, actor creation or actor method for the worker loop: ("ok", bytes,
-    handles) or ("error", type, message, pickled exception)."""
+def _answer_later(coroutine, completion):
+    """Runs an async method on the actor's loop; its result (or error) answers the call then."""
+    import asyncio
+
+    async def run():
+        async with _actor_slots:
+            return await coroutine
+
+    def done(future):
+        try:
+            result = future.result()
+        except BaseException as e:  # noqa: B902 - every failure answers the call
+            completion.error(*_error(e, "".join(traceback.format_exception(e)))[1:])
+            return
+        try:
+            size, parts, nested = serialization.serialize(result)
+        except Exception as e:
+            completion.error(*_error(e)[1:])
+            return
+        completion.ok(size, parts, nested)
+
+    asyncio.run_coroutine_threadsafe(run(), _actor_loop).add_done_callback(done)
+
+
+def execute_task(kind, descriptor, arg_views, streaming, completion=None):
+    """Runs one Python task, actor creation or actor method for the worker loop: ("ok", size,
+    parts, handles), ("error", type, message, pickled exception), or ("deferred",) when an
+    async method will answer through `completion`."""
     global _actor
     import asyncio
     try:
@@ -258,23 +290,25 @@ def execute_task(kind, descriptor, arg_views, streaming):
                 raise RuntimeError("this worker hosts no Python actor")
             fn = getattr(_actor, name)
         else:
-            key, args, kwargs = _decode_call(descriptor[len("py:"):], arg_views)
+            target, args, kwargs = _decode_call(descriptor[len("py:"):], arg_views)
+            key, _, concurrency = target.partition(";c=")
             fn = _load_function(key)
     except Exception as e:  # the call could not even start: report it as its error
         return _error(e)
     try:
         if kind == "create":
             _actor = fn(*args, **kwargs)
-            if any(asyncio.iscoroutinefunction(getattr(type(_actor), n, None)) for n in dir(type(_actor))):
-                _start_actor_loop()
+            if concurrency:
+                _start_actor_loop(int(concurrency))
             result = True
         elif streaming:
             for value in fn(*args, **kwargs):
                 size, parts, nested = serialization.serialize(value)
                 _prism.stream_write(size, parts, nested)
             result = None
-        elif asyncio.iscoroutinefunction(fn) and _actor_loop is not None:
-            result = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), _actor_loop).result()
+        elif _actor_loop is not None and asyncio.iscoroutinefunction(fn) and completion is not None:
+            _answer_later(fn(*args, **kwargs), completion)
+            return ("deferred",)
         else:
             result = fn(*args, **kwargs)
     except Exception as e:
@@ -283,8 +317,8 @@ def execute_task(kind, descriptor, arg_views, streaming):
     return ("ok", size, parts, nested)
 
 
-def _error(e):
-    tb = traceback.format_exc()
+def _error(e, tb=None):
+    tb = tb or traceback.format_exc()
     try:
         payload = cloudpickle.dumps(e)
     except Exception:
