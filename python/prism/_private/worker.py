@@ -71,7 +71,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             raise TypeError("address must be a string: 'auto' or a session folder")
         # Workers run this interpreter with the worker module, and see the driver's sys.path
         # (so that functions pickled by reference to a module can be imported there).
-        worker_argv = ["python3", "-m", "prism._worker", json.dumps([p for p in sys.path if p])]
+        # argv[0] is this interpreter's path, so that a worker finds the same virtual environment.
+        worker_argv = [sys.executable or "python3", "-m", "prism._worker", json.dumps([p for p in sys.path if p])]
         call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0), int(num_gpus or 0),
              int(object_store_memory or 0), int(memory or 0), dict(resources or {}), log_level or "",
              worker_argv)
