@@ -1426,9 +1426,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
         actor_instance_ = factory->create(args, source);
         actor_type_ = factory->type;
         actor_label_ = actor_name.empty() ? factory->type : actor_name;
-        for (uint32_t i = 1; i < concurrency; ++i) {
-          actor_threads_.emplace_back([this] { executor_->Run(); });
-        }
+        executor_->AllowThreads(static_cast<int>(concurrency));
         return internal::EncodeOwned(true);
       };
     }
@@ -1478,7 +1476,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
         actor_type_ = "foreign";
         actor_label_ = s->actor_creation().name().empty() ? s->name() : s->actor_creation().name();
         uint32_t concurrency = std::max<uint32_t>(1, s->actor_creation().max_concurrency());
-        for (uint32_t i = 1; i < concurrency; ++i) actor_threads_.emplace_back([this] { executor_->Run(); });
+        executor_->AllowThreads(static_cast<int>(concurrency));
       }
       return out;
     };
@@ -1723,9 +1721,7 @@ void CoreWorker::Shutdown() {
   });
   done.get_future().wait_for(std::chrono::seconds(5));
   loop_.Stop();
-  for (auto& t : actor_threads_) {
-    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
-  }
+  if (executor_) executor_->Join();  // a threaded actor's added threads
   store_.FailAllPending(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
   ::unlink(address_.socket_path.c_str());
 }

@@ -212,14 +212,13 @@ class CoreWorker {
   bool InTaskOfWorker() const;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
-  // In a worker that became an actor's process: the actor's object, its class, and the threads
-  // beyond the main one that run its calls (max_concurrency > 1).
+  // In a worker that became an actor's process: the actor's object and its class (its calls run
+  // on the executor, on up to max_concurrency threads).
   std::shared_ptr<void> actor_instance_;
   std::vector<int> actor_gpu_ids_;  // the GPUs this actor's process holds (set by its creation)
   std::string actor_type_;
   std::string actor_label_;  // how its output lines are labelled: its name, or its class
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
-  std::vector<std::thread> actor_threads_;
   // Refs inside the arguments of actors this process created: the actor may keep them.
   std::mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);

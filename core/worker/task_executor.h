@@ -1,5 +1,6 @@
 // The worker side of task execution: tasks pushed by lease holders are queued by the event loop
-// and run one at a time on the worker's main thread.
+// and run one at a time on the worker's main thread (or, for a threaded actor, on up to
+// max_concurrency threads).
 #pragma once
 
 #include "base/thread_annotations.h"
@@ -7,11 +8,15 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 namespace prism {
 
@@ -24,28 +29,48 @@ struct ExecutedTask {
 
 class TaskExecutor {
  public:
-  /// Runs one task on the main thread and builds its reply.
-  /// `from`: where the reply goes (a streaming task sends its values there as it runs).
+  /// Runs one task and builds its reply. `from`: where the reply goes (a streaming task sends
+  /// its values there as it runs).
   using Execute = std::function<ExecutedTask(std::shared_ptr<const rpc::PushTask>,
                                              const std::shared_ptr<rpc::Connection>& from)>;
   explicit TaskExecutor(Execute execute);
+  ~TaskExecutor();
   /// Event-loop thread: queue a pushed task; its reply goes back on `from`.
   void Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from);
   /// Main thread: runs tasks until Stop().
   void Run();
+  /// Lets up to `n` tasks run at once (a threaded actor). Threads beyond the one in Run() are
+  /// added only while tasks wait and every running task has run for `patience` already: short
+  /// calls keep to one thread (no handoffs between threads), calls that block get the
+  /// concurrency they were promised within about `patience`.
+  void AllowThreads(int n, std::chrono::microseconds patience = std::chrono::milliseconds(1));
   /// Any thread.
   void Stop();
+  /// After Stop(): waits for the threads AllowThreads added (not the caller's own).
+  void Join();
 
  private:
   struct Item {
     rpc::PushTask push;
     std::shared_ptr<rpc::Connection> from;
   };
+  void Watch();
+  void RunLoop();  // Run() for a thread already counted in threads_
+
   Execute execute_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;        // tasks queued, or stop
+  std::condition_variable watch_cv_;  // wakes the watcher
   std::deque<Item> queue_ PRISM_GUARDED_BY(mu_);
   bool stop_ PRISM_GUARDED_BY(mu_) = false;
+  int max_threads_ PRISM_GUARDED_BY(mu_) = 1;
+  int threads_ PRISM_GUARDED_BY(mu_) = 0;  // in Run()
+  int idle_ PRISM_GUARDED_BY(mu_) = 0;     // in Run(), waiting for a task
+  int next_slot_ PRISM_GUARDED_BY(mu_) = 0;
+  std::map<int, std::chrono::steady_clock::time_point> busy_since_ PRISM_GUARDED_BY(mu_);
+  std::chrono::microseconds patience_{1000};
+  std::vector<std::thread> added_;  // started by the watcher (guarded by mu_ while it runs)
+  std::thread watcher_;
 };
 
 }  // namespace prism
