@@ -38,20 +38,30 @@ void TaskExecutor::AllowThreads(int n, std::chrono::microseconds patience) {
 void TaskExecutor::Watch() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    bool waiting = !queue_.empty() && idle_ == 0 && threads_ < max_threads_;
+    bool waiting = !queue_.empty() && threads_ > 0 && threads_ < max_threads_;
     if (!waiting) {
       watch_cv_.wait(lock);
       continue;
     }
-    watch_cv_.wait_for(lock, patience_);
-    if (stop_ || queue_.empty() || idle_ > 0 || threads_ >= max_threads_) continue;
+    // Tasks wait, no thread is free or starting, and every running task has run `patience`
+    // already: add a thread. Otherwise look again (wakeups come early too: each check is on
+    // the clock, not on how long the wait lasted).
     auto now = std::chrono::steady_clock::now();
-    bool all_long = true;
-    for (const auto& [slot, since] : busy_since_) all_long &= now - since >= patience_;
-    if (!all_long) continue;
-    threads_++;  // counted now, so the next check sees it
-    added_.emplace_back([this] { RunLoop(); });
+    bool stuck = idle_ == 0 && starting_ == 0 && !busy_since_.empty();
+    for (const auto& [slot, since] : busy_since_) stuck &= now - since >= patience_;
+    if (stuck) {
+      threads_++;
+      starting_++;
+      added_.emplace_back([this] { RunLoop(/*added=*/true); });
+      continue;
+    }
+    watch_cv_.wait_for(lock, patience_);
   }
+}
+
+int TaskExecutor::threads() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return threads_;
 }
 
 void TaskExecutor::Join() {
@@ -71,14 +81,15 @@ void TaskExecutor::Run() {
     std::lock_guard<std::mutex> lock(mu_);
     threads_++;
   }
-  RunLoop();
+  RunLoop(/*added=*/false);
 }
 
-void TaskExecutor::RunLoop() {
+void TaskExecutor::RunLoop(bool added) {
   int slot;
   {
     std::lock_guard<std::mutex> lock(mu_);
     slot = next_slot_++;
+    if (added) starting_--;
   }
   while (true) {
     Item item;
@@ -92,6 +103,7 @@ void TaskExecutor::RunLoop() {
       item = std::move(queue_.front());
       queue_.pop_front();
       busy_since_[slot] = std::chrono::steady_clock::now();
+      if (!queue_.empty() && max_threads_ > 1) watch_cv_.notify_one();  // others wait behind this one
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
     ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)), item.from);

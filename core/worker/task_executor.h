@@ -48,6 +48,8 @@ class TaskExecutor {
   void Stop();
   /// After Stop(): waits for the threads AllowThreads added (not the caller's own).
   void Join();
+  /// Threads running tasks now (for tests and diagnostics).
+  int threads();
 
  private:
   struct Item {
@@ -55,7 +57,7 @@ class TaskExecutor {
     std::shared_ptr<rpc::Connection> from;
   };
   void Watch();
-  void RunLoop();  // Run() for a thread already counted in threads_
+  void RunLoop(bool added);  // Run() for a thread counted in threads_ (`added`: by the watcher)
 
   Execute execute_;
   std::mutex mu_;
@@ -66,6 +68,7 @@ class TaskExecutor {
   int max_threads_ PRISM_GUARDED_BY(mu_) = 1;
   int threads_ PRISM_GUARDED_BY(mu_) = 0;  // in Run()
   int idle_ PRISM_GUARDED_BY(mu_) = 0;     // in Run(), waiting for a task
+  int starting_ PRISM_GUARDED_BY(mu_) = 0;  // added by the watcher, not yet running
   int next_slot_ PRISM_GUARDED_BY(mu_) = 0;
   std::map<int, std::chrono::steady_clock::time_point> busy_since_ PRISM_GUARDED_BY(mu_);
   std::chrono::microseconds patience_{1000};

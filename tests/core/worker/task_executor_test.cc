@@ -1,0 +1,80 @@
+// The task executor: one thread for short tasks, more (up to the limit) once tasks block.
+#include "worker/task_executor.h"
+
+#include <asio.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+namespace prism {
+namespace {
+
+using namespace std::chrono_literals;
+
+class TaskExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    asio::local::stream_protocol::socket a(io_), b(io_);
+    asio::local::connect_pair(a, b);
+    peer_ = std::move(b);
+    conn_ = rpc::Connection::Create(std::move(a));
+  }
+  rpc::PushTask Push(int n) {
+    rpc::PushTask p;
+    p.set_lease_id(static_cast<uint64_t>(n));
+    return p;
+  }
+  asio::io_context io_;
+  asio::local::stream_protocol::socket peer_{io_};
+  std::shared_ptr<rpc::Connection> conn_;
+};
+
+TEST_F(TaskExecutorTest, BlockingTasksGetTheirThreads) {
+  std::atomic<int> arrived{0};
+  std::atomic<int> met{0};
+  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
+    // Four tasks that each wait for all four: they finish only if they run at once.
+    arrived++;
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (arrived.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    if (arrived.load() >= 4) met++;
+    ExecutedTask done;
+    done.deferred = true;  // nothing to send
+    return done;
+  });
+  std::thread main([&] { executor.Run(); });
+  executor.AllowThreads(4);
+  for (int i = 0; i < 4; ++i) executor.Enqueue(Push(i), conn_);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (met.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(met.load(), 4);
+  EXPECT_EQ(executor.threads(), 4);
+  executor.Stop();
+  main.join();
+  executor.Join();
+}
+
+TEST_F(TaskExecutorTest, ShortTasksKeepToOneThread) {
+  std::atomic<int> ran{0};
+  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
+    ran++;
+    ExecutedTask done;
+    done.deferred = true;
+    return done;
+  });
+  std::thread main([&] { executor.Run(); });
+  executor.AllowThreads(16, 50ms);
+  for (int i = 0; i < 10000; ++i) executor.Enqueue(Push(i), conn_);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (ran.load() < 10000 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(ran.load(), 10000);
+  EXPECT_EQ(executor.threads(), 1) << "no task ran for 50 ms, so no thread was added";
+  executor.Stop();
+  main.join();
+  executor.Join();
+}
+
+}  // namespace
+}  // namespace prism
