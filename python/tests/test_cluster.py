@@ -1,0 +1,124 @@
+"""A standalone daemon joined from Python, detached actors across drivers, worker output,
+owner death, actor call retries."""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+import prism as ray
+from prism import exceptions
+
+TOOL = os.environ.get("PRISM_TOOL")
+
+
+def run_driver(code, env=None):
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         timeout=120, env=env or dict(os.environ))
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.mark.skipif(not TOOL, reason="PRISM_TOOL (the prism tool of the build) is not set")
+def test_detached_actor_outlives_its_driver_on_a_standalone_daemon():
+    # A private session root (short: socket paths are limited to 107 bytes).
+    root = tempfile.mkdtemp(prefix="prism-py-", dir="/tmp")
+    env = dict(os.environ, PRISM_TMPDIR=root)
+    subprocess.run([TOOL, "start", "--head", "--num-cpus", "2"], env=env, check=True, capture_output=True)
+    try:
+        first = run_driver("""
+            import prism as ray
+            ray.init(address="auto")
+
+            @ray.remote
+            class Keeper:
+                def __init__(self):
+                    self.total = 0
+
+                def add(self, x):
+                    self.total += x
+                    return self.total
+
+            k = Keeper.options(name="keeper", lifetime="detached").remote()
+            print(ray.get(k.add.remote(5)))
+        """, env)
+        assert first.strip().splitlines()[-1] == "5"
+        second = run_driver("""
+            import prism as ray
+            ray.init(address="auto")
+            k = ray.get_actor("keeper")
+            print(ray.get(k.add.remote(1)))
+            ray.kill(k)
+        """, env)
+        assert second.strip().splitlines()[-1] == "6", "the state the first driver left"
+        status = subprocess.run([TOOL, "status"], env=env, capture_output=True, text=True, check=True).stdout
+        assert "CPU" in status
+    finally:
+        subprocess.run([TOOL, "stop"], env=env, capture_output=True)
+        subprocess.run(["rm", "-rf", root])
+
+
+def test_worker_output_reaches_the_driver_with_its_prefix():
+    out = run_driver("""
+        import prism as ray
+        ray.init(num_cpus=1)
+
+        @ray.remote
+        def hello():
+            print("hello from a task")
+            return 1
+
+        ray.get(hello.remote())
+        ray.shutdown()
+    """)
+    assert re.search(r"^\(hello pid=\d+\) hello from a task$", out, re.M), out
+
+
+@ray.remote
+class Owner:
+    def make(self):
+        return [ray.put("owned by the actor")]
+
+    def pid(self):
+        return os.getpid()
+
+
+@ray.remote
+class Fragile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def work(self):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(3)  # the first attempt kills the actor's process
+        return "done"
+
+
+@ray.remote
+def square(x):
+    return x * x
+
+
+def test_owner_death_and_actor_call_retries(cluster):
+    o = Owner.remote()
+    [ref] = ray.get(o.make.remote())
+    ray.kill(o)
+    with pytest.raises(exceptions.ObjectLostError):  # OwnerDiedError is one
+        ray.get(ref, timeout=30)
+    with tempfile.TemporaryDirectory() as d:
+        f = Fragile.options(max_restarts=1, max_task_retries=1).remote(os.path.join(d, "m"))
+        assert ray.get(f.work.remote(), timeout=60) == "done", "retried after the restart"
+    assert ray.get(square.options(scheduling_strategy="SPREAD").remote(3)) == 9
+
+
+def test_plain_functions_have_no_remote(cluster):
+    def plain(x):
+        return x
+
+    with pytest.raises(AttributeError, match="remote"):
+        plain.remote(1)
