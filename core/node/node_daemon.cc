@@ -389,6 +389,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       }
       pid_t pid = conn.peer_pid();
       if (pid <= 0) return Status::PermissionDenied("cannot identify the driver process");
+      if (hello.worker_argv_size() > 256) return Status::InvalidArgument("worker_argv has more than 256 arguments");
       std::string exe = "/proc/" + std::to_string(pid) + "/exe";
       int fd = ::open(exe.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return Status::IOError("cannot open the driver's executable " + exe);
@@ -402,13 +403,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       job.exe_fd = fd;
       job.build_id = hello.build_id();
       job.argv = std::move(launch->argv);
-      if (hello.worker_argv_size() > 0) {
-        if (hello.worker_argv_size() > 256) {
-          ::close(fd);
-          return Status::InvalidArgument("worker_argv has more than 256 arguments");
-        }
-        job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
-      }
+      if (hello.worker_argv_size() > 0) job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
       job.env = std::move(launch->env);
       job.cwd = std::move(launch->cwd);
       job.driver = &conn;

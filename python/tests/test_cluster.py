@@ -73,6 +73,8 @@ def test_worker_output_reaches_the_driver_with_its_prefix():
             return 1
 
         ray.get(hello.remote())
+        import time
+        time.sleep(1)  # output travels apart from results (through the daemon): let it arrive
         ray.shutdown()
     """)
     assert re.search(r"^\(hello pid=\d+\) hello from a task$", out, re.M), out
