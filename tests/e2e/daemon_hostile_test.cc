@@ -173,6 +173,14 @@ TEST_F(DaemonHostileTest, WrongVersionOrTokenIsRefusedWithAReason) {
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("token"), std::string::npos) << t.status().ToString();
 
+  Envelope many_args = Hello(rpc::ROLE_DRIVER);
+  many_args.mutable_hello()->set_worker_id(RandomUniqueId().Binary());
+  many_args.mutable_hello()->set_build_id(SelfBuildId());
+  for (int i = 0; i < 300; ++i) many_args.mutable_hello()->add_worker_argv("x");
+  auto m = BlockingClient::ConnectAndHello(socket_, many_args);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("worker_argv"), std::string::npos) << m.status().ToString();
+
   Envelope not_hello;
   not_hello.mutable_status_request()->set_request_id(1);
   std::string bytes;
