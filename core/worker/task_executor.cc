@@ -1,6 +1,41 @@
 #include "worker/task_executor.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
 namespace prism {
+namespace {
+
+// The running task's "waited, but not blocked" time (see ExcuseWait).
+thread_local std::atomic<int64_t>* tl_excused = nullptr;
+
+// Whether the thread is asleep in the kernel (waiting for something), rather than running or
+// ready to run (merely preempted on a busy machine).
+bool Sleeping(pid_t tid) {
+  std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[512];
+  ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* close_paren = strrchr(buf, ')');  // the name may hold spaces and parentheses
+  if (close_paren == nullptr || close_paren[1] == '\0') return false;
+  char state = close_paren[2];
+  return state == 'S' || state == 'D';
+}
+
+int64_t CpuNanos(clockid_t clock) {
+  timespec ts{};
+  if (clock_gettime(clock, &ts) != 0) return 0;
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace
 
 TaskExecutor::TaskExecutor(Execute execute) : execute_(std::move(execute)) {}
 
@@ -10,12 +45,15 @@ TaskExecutor::~TaskExecutor() {
 }
 
 void TaskExecutor::Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from) {
+  bool wake_watcher;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // The watcher needs waking only when tasks start to wait; while they do, it looks on its own.
+    wake_watcher = queue_.empty() && max_threads_ > 1;
     queue_.push_back(Item{std::move(push), std::move(from)});
   }
   cv_.notify_one();
-  watch_cv_.notify_one();
+  if (wake_watcher) watch_cv_.notify_one();
 }
 
 void TaskExecutor::Stop() {
@@ -38,7 +76,7 @@ void TaskExecutor::AllowThreads(int n, std::chrono::microseconds patience) {
 void TaskExecutor::Watch() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    bool waiting = !queue_.empty() && threads_ > 0 && threads_ < max_threads_;
+    bool waiting = !queue_.empty() && threads_ < max_threads_;
     if (!waiting) {
       watch_cv_.wait(lock);
       continue;
@@ -47,8 +85,14 @@ void TaskExecutor::Watch() {
     // already: add a thread. Otherwise look again (wakeups come early too: each check is on
     // the clock, not on how long the wait lasted).
     auto now = std::chrono::steady_clock::now();
-    bool stuck = idle_ == 0 && starting_ == 0 && !busy_since_.empty();
-    for (const auto& [slot, since] : busy_since_) stuck &= now - since >= patience_;
+    bool stuck = idle_ == 0 && starting_ == 0 && !busy_.empty();
+    for (const auto& [slot, b] : busy_) {
+      auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(now - b.since).count();
+      int64_t cpu = CpuNanos(b.cpu_clock) - b.cpu_at_start_ns + b.excused->load(std::memory_order_relaxed);
+      // Long, mostly waiting (not computing, which another thread would only slow down), and
+      // asleep now (not just preempted on a busy machine).
+      stuck &= now - b.since >= patience_ && cpu * 2 < wall && Sleeping(b.tid);
+    }
     if (stuck) {
       threads_++;
       starting_++;
@@ -57,6 +101,10 @@ void TaskExecutor::Watch() {
     }
     watch_cv_.wait_for(lock, patience_);
   }
+}
+
+void TaskExecutor::ExcuseWait(std::chrono::nanoseconds waited) {
+  if (tl_excused != nullptr) tl_excused->fetch_add(waited.count(), std::memory_order_relaxed);
 }
 
 int TaskExecutor::threads() {
@@ -86,6 +134,11 @@ void TaskExecutor::Run() {
 
 void TaskExecutor::RunLoop(bool added) {
   int slot;
+  clockid_t cpu_clock = CLOCK_THREAD_CPUTIME_ID;
+  pthread_getcpuclockid(pthread_self(), &cpu_clock);
+  auto excused = std::make_shared<std::atomic<int64_t>>(0);
+  tl_excused = excused.get();
+  const pid_t tid = gettid();
   {
     std::lock_guard<std::mutex> lock(mu_);
     slot = next_slot_++;
@@ -95,15 +148,26 @@ void TaskExecutor::RunLoop(bool added) {
     Item item;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      busy_since_.erase(slot);
+      busy_.erase(slot);
       idle_++;
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (added) {
+        // An added thread idle for a while ends: bursts of blocking calls do not leave threads
+        // that then fight over the work (and the GIL) for good.
+        bool work = cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_ || !queue_.empty(); });
+        if (!work) {
+          idle_--;
+          threads_--;
+          return;
+        }
+      } else {
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      }
       idle_--;
       if (stop_) return;
       item = std::move(queue_.front());
       queue_.pop_front();
-      busy_since_[slot] = std::chrono::steady_clock::now();
-      if (!queue_.empty() && max_threads_ > 1) watch_cv_.notify_one();  // others wait behind this one
+      excused->store(0, std::memory_order_relaxed);
+      busy_[slot] = Busy{std::chrono::steady_clock::now(), cpu_clock, CpuNanos(cpu_clock), excused, tid};
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
     ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)), item.from);

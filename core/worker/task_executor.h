@@ -8,6 +8,11 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
+#include <pthread.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -40,14 +45,18 @@ class TaskExecutor {
   /// Main thread: runs tasks until Stop().
   void Run();
   /// Lets up to `n` tasks run at once (a threaded actor). Threads beyond the one in Run() are
-  /// added only while tasks wait and every running task has run for `patience` already: short
-  /// calls keep to one thread (no handoffs between threads), calls that block get the
-  /// concurrency they were promised within about `patience`.
+  /// added only while tasks wait and every running task has run for `patience` already, mostly
+  /// off the CPU (blocked): short calls keep to one thread (no handoffs between threads, no
+  /// fight over Python's GIL), calls that block get the concurrency they were promised within
+  /// about `patience`. An added thread idle for 100 ms ends.
   void AllowThreads(int n, std::chrono::microseconds patience = std::chrono::milliseconds(1));
   /// Any thread.
   void Stop();
   /// After Stop(): waits for the threads AllowThreads added (not the caller's own).
   void Join();
+  /// Inside a task: time this thread waited for something another thread would wait for too
+  /// (Python's GIL), so that the wait does not count as the task blocking.
+  static void ExcuseWait(std::chrono::nanoseconds waited);
   /// Threads running tasks now (for tests and diagnostics).
   int threads();
 
@@ -70,7 +79,14 @@ class TaskExecutor {
   int idle_ PRISM_GUARDED_BY(mu_) = 0;     // in Run(), waiting for a task
   int starting_ PRISM_GUARDED_BY(mu_) = 0;  // added by the watcher, not yet running
   int next_slot_ PRISM_GUARDED_BY(mu_) = 0;
-  std::map<int, std::chrono::steady_clock::time_point> busy_since_ PRISM_GUARDED_BY(mu_);
+  struct Busy {
+    std::chrono::steady_clock::time_point since;
+    clockid_t cpu_clock;        // the thread's CPU clock
+    int64_t cpu_at_start_ns;    // its CPU time when the task started
+    std::shared_ptr<std::atomic<int64_t>> excused;  // waits that were not blocking (ExcuseWait)
+    pid_t tid;                  // the thread, for its scheduling state
+  };
+  std::map<int, Busy> busy_ PRISM_GUARDED_BY(mu_);
   std::chrono::microseconds patience_{1000};
   std::vector<std::thread> added_;  // started by the watcher (guarded by mu_ while it runs)
   std::thread watcher_;

@@ -2,6 +2,7 @@
 // Ray's API on these few calls; values cross as bytes (pickled by the package) plus the handles
 // of the refs inside them.
 #include "worker/core_worker.h"
+#include "worker/task_executor.h"
 
 #include <prism/prism.h>
 
@@ -290,7 +291,10 @@ PYBIND11_MODULE(_prism, m) {
     SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
                                 const std::shared_ptr<const void>& source,
                                 const ReplyLater& later) -> internal::EncodedValue {
+      // Waiting for the GIL is not blocking: another thread would only wait for it too.
+      auto asked = std::chrono::steady_clock::now();
       py::gil_scoped_acquire gil;
+      TaskExecutor::ExcuseWait(std::chrono::steady_clock::now() - asked);
       py::list views;
       for (const auto& a : args) views.append(Pinned{a, source});  // zero-copy reads keep the args alive
       auto completion = std::make_shared<Completion>();

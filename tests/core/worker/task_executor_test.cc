@@ -51,6 +51,42 @@ TEST_F(TaskExecutorTest, BlockingTasksGetTheirThreads) {
   while (met.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
   EXPECT_EQ(met.load(), 4);
   EXPECT_EQ(executor.threads(), 4);
+  // Idle for long enough, the added threads end.
+  deadline = std::chrono::steady_clock::now() + 20s;
+  while (executor.threads() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(executor.threads(), 1);
+  // And come back when calls block again.
+  arrived = 0;
+  met = 0;
+  for (int i = 0; i < 4; ++i) executor.Enqueue(Push(i), conn_);
+  deadline = std::chrono::steady_clock::now() + 20s;
+  while (met.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(met.load(), 4);
+  executor.Stop();
+  main.join();
+  executor.Join();
+}
+
+TEST_F(TaskExecutorTest, BusyTasksDoNotAddThreads) {
+  std::atomic<int> ran{0};
+  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
+    // Computes for 20 ms: long, but on the CPU (another thread would only compete with it).
+    auto end = std::chrono::steady_clock::now() + 20ms;
+    volatile uint64_t x = 0;
+    while (std::chrono::steady_clock::now() < end) x = x + 1;
+    ran++;
+    ExecutedTask done;
+    done.deferred = true;
+    return done;
+  });
+  std::thread main([&] { executor.Run(); });
+  executor.AllowThreads(4);
+  for (int i = 0; i < 10; ++i) executor.Enqueue(Push(i), conn_);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (ran.load() < 10 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(ran.load(), 10);
+  // (A thread preempted for long on a loaded machine looks blocked: allow one such addition.)
+  EXPECT_LE(executor.threads(), 2) << "computing tasks got threads of their own";
   executor.Stop();
   main.join();
   executor.Join();
