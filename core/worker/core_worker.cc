@@ -1474,7 +1474,11 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       if (s->has_actor_creation()) {
         actor_instance_ = std::make_shared<int>(0);  // the object lives in the foreign runtime
         actor_type_ = "foreign";
-        actor_label_ = s->actor_creation().name().empty() ? s->name() : s->actor_creation().name();
+        if (!s->actor_creation().name().empty()) {
+          actor_label_ = s->actor_creation().name();
+        } else if (actor_label_.empty()) {
+          actor_label_ = s->name();  // the foreign runtime may have named it (SetActorLabel)
+        }
         uint32_t concurrency = std::max<uint32_t>(1, s->actor_creation().max_concurrency());
         executor_->AllowThreads(static_cast<int>(concurrency));
       }

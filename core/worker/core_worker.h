@@ -114,6 +114,8 @@ class CoreWorker {
   bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite);
   std::optional<std::string> KvGet(const std::string& ns, const std::string& key);
   bool KvDelete(const std::string& ns, const std::string& key);
+  /// How this actor process's output lines are labelled (a foreign runtime names its class).
+  void SetActorLabel(std::string label) { actor_label_ = std::move(label); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
   /// Throws ObjectStoreFullError when a large value finds no room.

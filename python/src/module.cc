@@ -429,6 +429,8 @@ PYBIND11_MODULE(_prism, m) {
     return GroupTuple(g);
   });
   m.def("gpu_ids", &GetGpuIds);
+  // In an actor's process, as it is created: the name its output lines carry.
+  m.def("set_actor_label", [](const std::string& label) { CurrentCoreWorker()->SetActorLabel(label); });
   m.def("nodes", [] {
     std::vector<NodeInfo> nodes;
     {

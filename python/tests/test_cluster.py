@@ -72,12 +72,20 @@ def test_worker_output_reaches_the_driver_with_its_prefix():
             print("hello from a task")
             return 1
 
+        @ray.remote
+        class Talker:
+            def say(self):
+                print("hi from an actor")
+                return 1
+
         ray.get(hello.remote())
+        ray.get(Talker.remote().say.remote())
         import time
         time.sleep(1)  # output travels apart from results (through the daemon): let it arrive
         ray.shutdown()
     """)
     assert re.search(r"^\(hello pid=\d+\) hello from a task$", out, re.M), out
+    assert re.search(r"^\(Talker pid=\d+\) hi from an actor$", out, re.M), out
 
 
 @ray.remote

@@ -299,6 +299,7 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None):
     try:
         if kind == "create":
             _actor = fn(*args, **kwargs)
+            _prism.set_actor_label(type(_actor).__name__)
             if concurrency:
                 _start_actor_loop(int(concurrency))
             result = True
