@@ -79,7 +79,8 @@ def test_worker_output_reaches_the_driver_with_its_prefix():
                 return 1
 
         ray.get(hello.remote())
-        ray.get(Talker.remote().say.remote())
+        talker = Talker.remote()  # kept: an actor without handles ends at once, its output may be cut
+        ray.get(talker.say.remote())
         import time
         time.sleep(1)  # output travels apart from results (through the daemon): let it arrive
         ray.shutdown()
