@@ -6,7 +6,7 @@ packages=(
   libprotobuf-dev protobuf-compiler
   libasio-dev libmsgpack-cxx-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev
-  python3-dev pybind11-dev python3-pytest python3-cloudpickle python3-numpy
+  python3-dev pybind11-dev python3-pytest python3-cloudpickle python3-numpy python3-msgpack
 )
 missing=()
 for p in "${packages[@]}"; do

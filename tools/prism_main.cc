@@ -6,13 +6,17 @@
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
 
+#include <prism/prism.h>
+
 #include <CLI/CLI.hpp>
+#include <dlfcn.h>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -254,6 +258,31 @@ int Status(const std::string& address) {
   return 0;
 }
 
+// The generic C++ worker: loads every shared library of the code search path (their
+// PRISM_REMOTE registrations run as they load), then becomes a worker; Init() never returns.
+int RunGenericWorker(const std::vector<std::string>& dirs) {
+  if (!prism::IsWorkerProcess()) {
+    std::cerr << "prism worker: this is started by a node daemon for tasks with runtime \"cpp\"\n";
+    return 2;
+  }
+  for (const auto& dir : dirs) {
+    std::error_code ec;
+    std::vector<std::filesystem::path> libs;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      if (e.path().extension() == ".so") libs.push_back(e.path());
+    }
+    if (ec) std::cerr << "prism worker: cannot read " << dir << ": " << ec.message() << "\n";
+    std::sort(libs.begin(), libs.end());
+    for (const auto& lib : libs) {
+      if (::dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+        std::cerr << "prism worker: cannot load " << lib.string() << ": " << ::dlerror() << "\n";
+      }
+    }
+  }
+  prism::Init();  // the worker loop
+  return 0;
+}
+
 int Stop(const std::string& address) {
   prism::SessionInfo session;
   auto c = ConnectClient(address, &session);
@@ -311,7 +340,11 @@ int main(int argc, char** argv) {
   st->add_option("--address", address, "session folder, or auto");
   auto* sp = app.add_subcommand("stop", "stop a standalone daemon");
   sp->add_option("--address", address, "session folder, or auto");
+  std::vector<std::string> code_search_path;
+  auto* wk = app.add_subcommand("worker", "the generic C++ worker (started by a node daemon, not by hand)");
+  wk->add_option("--code-search-path", code_search_path, "a folder of shared libraries to load (repeatable)");
   CLI11_PARSE(app, argc, argv);
+  if (wk->parsed()) return RunGenericWorker(code_search_path);
   if (s->parsed()) {
     if (!start.address.empty()) start.head = false;
     return Start(start);

@@ -243,6 +243,11 @@ void Init(const InitOptions& options) {
   o.worker_id = RandomUniqueId();
   o.build_id = SelfBuildId();
   o.worker_argv = options.worker_argv;
+  for (const auto& d : options.code_search_path) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(d, ec);
+    o.code_search_path.push_back(ec ? d : abs.string());  // workers start elsewhere
+  }
   o.runtime_generation = g_generation.load();
   Result<std::unique_ptr<CoreWorker>> core = Status::Internal("not started");
   try {

@@ -84,6 +84,8 @@ Status NodeDaemon::Start() {
   std::filesystem::path parent = std::filesystem::path(config_.session_dir).parent_path();
   if (parent == std::filesystem::path(SessionRoot())) ::chmod(parent.c_str(), 0700);
   PRISM_RETURN_IF_ERROR(pool_status_);
+  self_exe_fd_ = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  self_build_id_ = SelfBuildId();
   socket_path_ = DaemonSocketPath(config_.session_dir);
   ObjectStoreConfig store_config;
   store_config.capacity = config_.object_store_memory > 0 ? config_.object_store_memory
@@ -404,6 +406,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       job.build_id = hello.build_id();
       job.argv = std::move(launch->argv);
       if (hello.worker_argv_size() > 0) job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
+      job.code_search_path.assign(hello.code_search_path().begin(), hello.code_search_path().end());
       job.env = std::move(launch->env);
       job.cwd = std::move(launch->cwd);
       job.driver = &conn;
@@ -429,7 +432,8 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       auto job_it = jobs_.find(w.job);
       if (job_it == jobs_.end()) return Status::NotFound("the job of this worker has ended");
       Job& job = job_it->second;
-      if (hello.build_id() != job.build_id) {
+      const std::string& expected_build = w.runtime == "cpp" ? self_build_id_ : job.build_id;
+      if (hello.build_id() != expected_build) {
         job.start_failures = config_.max_worker_start_failures;  // no point in trying again
         job.start_failure_final = true;
         job.last_start_failure = "the worker's executable (build id " + hello.build_id() +
@@ -479,11 +483,21 @@ void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
   LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id(),
                   peer.job, std::move(*shape)};
   lr.placement = req.placement();
+  if (!req.runtime().empty() && req.runtime() != "cpp") {
+    reject(rpc::ERROR_SYSTEM, "unknown worker runtime '" + req.runtime() + "' (known: \"\" and \"cpp\")");
+    return;
+  }
+  if (req.runtime() == "cpp" && self_exe_fd_ < 0) {
+    reject(rpc::ERROR_SYSTEM, "this daemon cannot start generic C++ workers (its executable is not readable)");
+    return;
+  }
+  lr.runtime = req.runtime();
   Status env_ok = EnvFromProto(req.env(), &lr.env, &lr.env_key);
   if (!env_ok.ok()) {
     reject(rpc::ERROR_SYSTEM, env_ok.message());
     return;
   }
+  if (!req.runtime().empty()) lr.env_key += std::string(1, '\1') + "runtime=" + req.runtime();
   pending_.push_back(std::move(lr));
   Schedule();
 }
@@ -535,6 +549,7 @@ void NodeDaemon::Schedule() {
   struct Want {
     int count = 0;
     std::map<std::string, std::string> env;
+    std::string runtime;
   };
   std::map<std::pair<JobId, std::string>, Want> wanting;
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -632,6 +647,7 @@ void NodeDaemon::Schedule() {
       Want& want = wanting[{req.job, req.env_key}];
       want.count++;
       want.env = req.env;
+      want.runtime = req.runtime;
       ++it;
       continue;
     }
@@ -706,7 +722,7 @@ void NodeDaemon::Schedule() {
         KillWorker(vid, "making room for another job's workers");
         return;
       }
-      StartWorker(jit->second, wanted.env, env_key);
+      StartWorker(jit->second, wanted.env, env_key, wanted.runtime);
       ++starting;
     }
     if (starting < want) {
@@ -719,16 +735,26 @@ void NodeDaemon::Schedule() {
 }
 
 void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>& env,
-                             const std::string& env_key) {
+                             const std::string& env_key, const std::string& runtime) {
   WorkerId id = RandomUniqueId();
   Worker w;
   w.id = id;
   w.job = job.id;
   w.env_key = env_key;
+  w.runtime = runtime;
   w.socket_path = config_.session_dir + "/w-" + id.Hex().substr(0, 16) + ".sock";
   WorkerLaunch launch;
   launch.executable_fd = job.exe_fd;
   launch.argv = job.argv;
+  if (runtime == "cpp") {
+    // The generic C++ worker: this daemon's own executable, loading the job's libraries.
+    launch.executable_fd = self_exe_fd_;
+    launch.argv = {"prism", "worker"};
+    for (const auto& dir : job.code_search_path) {
+      launch.argv.push_back("--code-search-path");
+      launch.argv.push_back(dir);
+    }
+  }
   launch.cwd = job.cwd;
   static const char* kOurs[] = {"PRISM_WORKER_MODE=", "PRISM_SESSION_DIR=", "PRISM_CLUSTER_TOKEN=",
                                 "PRISM_WORKER_ID=", "PRISM_JOB_ID=", "PRISM_LOG_LEVEL="};
@@ -1577,6 +1603,8 @@ void NodeDaemon::Stop() {
   if (acceptor_) acceptor_->close(ec);
   signals_.cancel(ec);
   if (lifeline_) lifeline_->close(ec);
+  if (self_exe_fd_ >= 0) ::close(self_exe_fd_);
+  self_exe_fd_ = -1;
   std::vector<std::shared_ptr<rpc::Connection>> open;
   for (auto& [conn, peer] : conns_) open.push_back(conn);
   for (auto& conn : open) conn->Close(Status::Cancelled("the node daemon is stopping"));

@@ -66,6 +66,7 @@ class NodeDaemon {
     int exe_fd = -1;
     std::string build_id;
     std::vector<std::string> argv, env;
+    std::vector<std::string> code_search_path;
     std::string cwd;
     rpc::Connection* driver = nullptr;
     bool ended = false;  // its driver left; kept while its detached actors live
@@ -82,7 +83,8 @@ class NodeDaemon {
     std::string socket_path;
     uint64_t lease_id = 0;
     TaskId actor;  // the actor this worker hosts (nil: none)
-    std::string env_key;  // the environment variables it was started with (EnvKey)
+    std::string env_key;  // the environment variables (and runtime) it was started with
+    std::string runtime;  // "" (the job's own executable) or "cpp" (the generic C++ worker)
     std::unique_ptr<asio::steady_timer> register_timer;
   };
   struct Actor {
@@ -140,6 +142,7 @@ class NodeDaemon {
     std::map<std::string, std::string> env;  // the worker's environment variables
     std::string env_key;
     rpc::Placement placement;
+    std::string runtime;
   };
   // What a connection is, once its Hello was accepted.
   struct Peer {
@@ -164,7 +167,8 @@ class NodeDaemon {
   /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
   void TellQueued(LeaseRequest& req);
   void Schedule();
-  void StartWorker(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key);
+  void StartWorker(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key,
+                   const std::string& runtime);
   void OnChildExit(pid_t pid, int wait_status);
   void RemoveWorker(const WorkerId& id, const std::string& why);
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
@@ -215,6 +219,8 @@ class NodeDaemon {
   std::unique_ptr<ObjectStore> store_;
   ObjectStore::ClientId next_store_client_ = 1;
   ResourcePool node_pool_;
+  int self_exe_fd_ = -1;  // this daemon's executable (the prism tool): the generic C++ worker
+  std::string self_build_id_;
   Status pool_status_;  // why the configured resources are no node's (checked by Start)
   std::map<uint64_t, PlacementGroup> groups_;
   // The key-value table (ns, key) -> value: functions exported by Python drivers, rendezvous data.

@@ -267,6 +267,7 @@ Status CoreWorker::ConnectDaemon() {
   hello.mutable_hello()->set_build_id(options_.build_id);
   if (options_.role == rpc::ROLE_WORKER) hello.mutable_hello()->set_job_id(options_.job_id.Binary());
   for (const auto& a : options_.worker_argv) hello.mutable_hello()->add_worker_argv(a);
+  for (const auto& d : options_.code_search_path) hello.mutable_hello()->add_code_search_path(d);
   rpc::Welcome welcome;
   auto client = rpc::BlockingClient::ConnectAndHello(options_.daemon_socket, hello, &welcome);
   if (!client.ok()) return client.status();
@@ -1135,6 +1136,10 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   TaskId task_id = NextTaskId();
   PendingTask t;
   t.lease.env = options.env;
+  if (!options.runtime.empty() && options.runtime != "cpp") {
+    throw InvalidArgumentError("TaskOptions::runtime must be \"\" or \"cpp\", not \"" + options.runtime + "\"");
+  }
+  t.lease.runtime = options.runtime;
   t.lease.placement =
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
   t.spec.set_task_id(task_id.Binary());

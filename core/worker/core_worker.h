@@ -42,6 +42,7 @@ struct CoreWorkerOptions {
   JobId job_id;  // workers: from the daemon's launch; drivers: assigned in the handshake
   std::string build_id;
   std::vector<std::string> worker_argv;  // drivers: how the job's workers start (see InitOptions)
+  std::vector<std::string> code_search_path;  // drivers: libraries for the generic C++ worker
   uint64_t runtime_generation = 0;
   SubmitterConfig submitter;
 };

@@ -22,6 +22,7 @@ std::string LeaseSpec::Key() const {
            std::to_string(placement.bundle_index()) + "/" + std::to_string(placement.strategy());
   }
   if (exclusive) key += std::string(1, '\2');
+  if (!runtime.empty()) key += std::string(1, '\3') + runtime;
   return key;
 }
 
@@ -32,6 +33,7 @@ uint64_t DaemonClient::RequestLease(const LeaseSpec& spec, std::function<void(bo
   auto* req = env.mutable_request_lease();
   req->set_request_id(id);
   *req->mutable_placement() = spec.placement;
+  req->set_runtime(spec.runtime);
   const auto& vars = spec.env;
   for (const auto& [name, milli] : spec.shape.milli()) {
     auto* r = req->add_resources();

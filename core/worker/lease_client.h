@@ -35,6 +35,7 @@ struct LeaseSpec {
   /// One task at a time on each such lease, never a pipeline (a streaming task may run for
   /// ever: nothing should wait behind it).
   bool exclusive = false;
+  std::string runtime;  // "" or "cpp" (RequestLease.runtime)
   /// Leases of equal keys are interchangeable (tasks of one key share them).
   std::string Key() const;
 };

@@ -16,6 +16,7 @@ from prism import exceptions
 from prism._private.worker import (available_resources, cancel, cluster_resources, get, get_gpu_ids, init,
                                    is_initialized, nodes, put, shutdown, wait)
 from prism.actor import ActorClass, ActorHandle, get_actor, kill
+from prism.cross_language import cpp_function
 from prism.object_ref import ObjectRef
 from prism.remote_function import ObjectRefGenerator, RemoteFunction
 from prism import util
@@ -45,5 +46,5 @@ def _make_remote(target, options):
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill", "get_actor",
     "cluster_resources", "available_resources", "nodes", "get_gpu_ids", "ObjectRef", "ObjectRefGenerator",
-    "RemoteFunction", "ActorClass", "ActorHandle", "exceptions", "util",
+    "RemoteFunction", "ActorClass", "ActorHandle", "cpp_function", "exceptions", "util",
 ]

@@ -121,6 +121,7 @@ TaskOptions TaskOptionsFrom(const py::dict& o) {
   t.max_retries = Opt<int>(o, "max_retries", 3);
   t.name = Opt<std::string>(o, "name", "");
   t.env = Opt<std::map<std::string, std::string>>(o, "env", {});
+  t.runtime = Opt<std::string>(o, "runtime", "");
   t.placement_group = GroupFrom(o);
   t.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
   std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
@@ -262,7 +263,7 @@ PYBIND11_MODULE(_prism, m) {
       "init",
       [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory, uint64_t memory,
          const std::map<std::string, double>& resources, const std::string& log_level,
-         const std::vector<std::string>& worker_argv) {
+         const std::vector<std::string>& worker_argv, const std::vector<std::string>& code_search_path) {
         InitOptions o;
         o.address = address;
         o.num_cpus = num_cpus;
@@ -272,11 +273,13 @@ PYBIND11_MODULE(_prism, m) {
         o.resources = resources;
         o.log_level = log_level;
         o.worker_argv = worker_argv;
+        o.code_search_path = code_search_path;
         py::gil_scoped_release release;
         Init(o);
       },
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
-      py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"));
+      py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"),
+      py::arg("code_search_path"));
 
   m.def("shutdown", [] {
     py::gil_scoped_release release;

@@ -133,3 +133,23 @@ def test_plain_functions_have_no_remote(cluster):
 
     with pytest.raises(AttributeError, match="remote"):
         plain.remote(1)
+
+
+CODE_DIR = os.environ.get("PRISM_TEST_CODE_DIR")
+
+
+@pytest.mark.skipif(not CODE_DIR, reason="PRISM_TEST_CODE_DIR (the test library of C++ functions) is not set")
+def test_python_calls_cpp_functions_by_name():
+    ray.init(num_cpus=2, code_search_path=[CODE_DIR])
+    try:
+        assert ray.get(ray.cpp_function("CrossSquare").remote(7)) == 49
+        assert ray.get(ray.cpp_function("CrossGreet").remote("prism")) == "hello prism"
+        assert ray.get(ray.cpp_function("CrossStats").remote([1.5, 2.5])) == {"count": 2.0, "sum": 4.0}
+        with pytest.raises(ValueError, match="NoSuchFunction"):
+            ray.get(ray.cpp_function("NoSuchFunction").remote(1))
+        with pytest.raises(ValueError):
+            ray.get(ray.cpp_function("CrossSquare").remote("not a number"))
+        with pytest.raises(TypeError):
+            ray.cpp_function("CrossSquare").remote(object())
+    finally:
+        ray.shutdown()

@@ -424,3 +424,27 @@ TEST(LifecycleTest, ApiBeforeInitAndAfterShutdownFailsClearly) {
 }
 
 }  // namespace
+
+namespace {
+
+// Functions this test binary does not link: the generic C++ worker loads them from a library.
+TEST(CrossLanguageTest, GenericCppWorkerRunsFunctionsFromTheCodeSearchPath) {
+  prism::Init({.num_cpus = 2, .code_search_path = {PRISM_TEST_CODE_DIR}});
+  prism::TaskOptions cpp{.runtime = "cpp"};
+  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<int>("CrossSquare")).Options(cpp).Remote(7)), 49);
+  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<std::string>("CrossGreet")).Options(cpp).Remote(std::string("prism"))),
+            "hello prism");
+  auto stats = prism::Get(prism::Task(prism::CppFunction<std::map<std::string, double>>("CrossStats"))
+                              .Options(cpp)
+                              .Remote(std::vector<double>{1.5, 2.5}));
+  EXPECT_EQ(stats["count"], 2);
+  EXPECT_EQ(stats["sum"], 4);
+  // An unknown name is a clear error, and the runtime must be one prism knows.
+  EXPECT_THROW(prism::Get(prism::Task(prism::CppFunction<int>("NoSuchFunction")).Options(cpp).Remote(1)),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(prism::CppFunction<int>("CrossSquare")).Options({.runtime = "java"}).Remote(1),
+               prism::InvalidArgumentError);
+  prism::Shutdown();
+}
+
+}  // namespace

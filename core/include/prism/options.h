@@ -32,6 +32,10 @@ struct InitOptions {
   /// driver's executable runs with these arguments (the Python package passes
   /// {"python3", "-m", "prism._worker"}).
   std::vector<std::string> worker_argv;
+  /// Folders of shared libraries holding C++ remote functions (PRISM_REMOTE): the generic C++
+  /// worker loads every `*.so` in them, for tasks run with TaskOptions::runtime = "cpp" (a Python
+  /// driver calling a C++ function by name, or a C++ driver calling one it does not link).
+  std::vector<std::string> code_search_path;
   /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
   /// warn, error, off. Empty means $PRISM_LOG_LEVEL or "warn".
   std::string log_level;
@@ -101,6 +105,9 @@ struct TaskOptions {
   /// Environment variables set in the worker that runs the task (workers with other variables
   /// are not used for it, so tasks with variables get processes of their own).
   std::map<std::string, std::string> env;
+  /// Which kind of worker runs it: "" a worker of this driver's own kind, "cpp" the generic C++
+  /// worker, which finds the function in the libraries of InitOptions::code_search_path.
+  std::string runtime;
   /// Where it runs (see SchedulingStrategy).
   SchedulingStrategy scheduling_strategy = SchedulingStrategy::kDefault;
   /// Run on resources reserved by this placement group (they come out of its bundles, not the

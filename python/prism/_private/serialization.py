@@ -91,8 +91,12 @@ def deserialize(data):
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     if len(view) < _EXT.size + _HEAD.size or view[0] != 0xC9 or view[5] != _EXT_PYTHON:
-        raise TypeError("this object was not written by Python (values of C++ tasks cannot be read "
-                        "from Python in this version)")
+        # A value written by C++ (msgpack): numbers, strings, binary, lists, maps, nil, bools.
+        import msgpack
+        try:
+            return msgpack.unpackb(view, raw=False, strict_map_key=False)
+        except Exception as e:
+            raise TypeError(f"cannot read this object: it is neither a Python value nor plain msgpack ({e})") from None
     version, count, stream_len = _HEAD.unpack_from(view, _EXT.size)
     if version != _VERSION:
         raise TypeError(f"unknown value format version {version}")
