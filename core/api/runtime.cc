@@ -243,6 +243,26 @@ void Init(const InitOptions& options) {
   o.worker_id = RandomUniqueId();
   o.build_id = SelfBuildId();
   o.worker_argv = options.worker_argv;
+  o.python_executable = options.python_executable;
+  if (o.python_executable.empty()) {
+    // "python3" on PATH, made absolute here (the daemon starts it without a PATH search).
+    const char* path = std::getenv("PATH");
+    std::string dirs = path == nullptr ? "/usr/local/bin:/usr/bin:/bin" : path;
+    size_t at = 0;
+    while (at <= dirs.size()) {
+      size_t end = dirs.find(':', at);
+      std::string dir = dirs.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      std::string candidate = (dir.empty() ? "." : dir) + "/python3";
+      if (::access(candidate.c_str(), X_OK) == 0) {
+        std::error_code ec;
+        auto real = std::filesystem::canonical(candidate, ec);  // (pyenv shims are scripts)
+        o.python_executable = ec ? candidate : real.string();
+        break;
+      }
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+  }
   for (const auto& d : options.code_search_path) {
     std::error_code ec;
     auto abs = std::filesystem::absolute(d, ec);

@@ -407,6 +407,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       job.argv = std::move(launch->argv);
       if (hello.worker_argv_size() > 0) job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
       job.code_search_path.assign(hello.code_search_path().begin(), hello.code_search_path().end());
+      job.python_executable = hello.python_executable();
       job.env = std::move(launch->env);
       job.cwd = std::move(launch->cwd);
       job.driver = &conn;
@@ -432,8 +433,9 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       auto job_it = jobs_.find(w.job);
       if (job_it == jobs_.end()) return Status::NotFound("the job of this worker has ended");
       Job& job = job_it->second;
+      // (A Python worker is an interpreter the driver named: there is no build of ours to match.)
       const std::string& expected_build = w.runtime == "cpp" ? self_build_id_ : job.build_id;
-      if (hello.build_id() != expected_build) {
+      if (w.runtime != "python" && hello.build_id() != expected_build) {
         job.start_failures = config_.max_worker_start_failures;  // no point in trying again
         job.start_failure_final = true;
         job.last_start_failure = "the worker's executable (build id " + hello.build_id() +
@@ -483,8 +485,12 @@ void NodeDaemon::HandleRequestLease(rpc::Connection& conn, const Peer& peer,
   LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id(),
                   peer.job, std::move(*shape)};
   lr.placement = req.placement();
-  if (!req.runtime().empty() && req.runtime() != "cpp") {
-    reject(rpc::ERROR_SYSTEM, "unknown worker runtime '" + req.runtime() + "' (known: \"\" and \"cpp\")");
+  if (!req.runtime().empty() && req.runtime() != "cpp" && req.runtime() != "python") {
+    reject(rpc::ERROR_SYSTEM, "unknown worker runtime '" + req.runtime() + "' (known: \"\", \"cpp\" and \"python\")");
+    return;
+  }
+  if (req.runtime() == "python" && jobs_.at(peer.job).python_executable.empty()) {
+    reject(rpc::ERROR_SYSTEM, "this job names no Python interpreter for Python workers (InitOptions::python_executable)");
     return;
   }
   if (req.runtime() == "cpp" && self_exe_fd_ < 0) {
@@ -746,6 +752,19 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
   WorkerLaunch launch;
   launch.executable_fd = job.exe_fd;
   launch.argv = job.argv;
+  int python_fd = -1;
+  if (runtime == "python") {
+    python_fd = ::open(job.python_executable.c_str(), O_RDONLY | O_CLOEXEC);
+    if (python_fd < 0) {
+      job.start_failures++;
+      job.start_failure_final = true;
+      job.last_start_failure = "cannot open the Python interpreter " + job.python_executable;
+      PRISM_LOG_ERROR("{}", job.last_start_failure);
+      return;
+    }
+    launch.executable_fd = python_fd;
+    launch.argv = {job.python_executable, "-m", "prism._worker"};
+  }
   if (runtime == "cpp") {
     // The generic C++ worker: this daemon's own executable, loading the job's libraries.
     launch.executable_fd = self_exe_fd_;
@@ -772,6 +791,7 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
   launch.env.push_back("PRISM_JOB_ID=" + std::to_string(JobIdToInt(job.id)));
   if (!config_.log_level.empty()) launch.env.push_back("PRISM_LOG_LEVEL=" + config_.log_level);
   auto pid = launcher_.Launch(launch);
+  if (python_fd >= 0) ::close(python_fd);
   if (!pid.ok()) {
     job.start_failures++;
     job.last_start_failure = pid.status().message();

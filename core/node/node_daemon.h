@@ -67,6 +67,7 @@ class NodeDaemon {
     std::string build_id;
     std::vector<std::string> argv, env;
     std::vector<std::string> code_search_path;
+    std::string python_executable;
     std::string cwd;
     rpc::Connection* driver = nullptr;
     bool ended = false;  // its driver left; kept while its detached actors live

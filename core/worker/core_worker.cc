@@ -268,6 +268,7 @@ Status CoreWorker::ConnectDaemon() {
   if (options_.role == rpc::ROLE_WORKER) hello.mutable_hello()->set_job_id(options_.job_id.Binary());
   for (const auto& a : options_.worker_argv) hello.mutable_hello()->add_worker_argv(a);
   for (const auto& d : options_.code_search_path) hello.mutable_hello()->add_code_search_path(d);
+  hello.mutable_hello()->set_python_executable(options_.python_executable);
   rpc::Welcome welcome;
   auto client = rpc::BlockingClient::ConnectAndHello(options_.daemon_socket, hello, &welcome);
   if (!client.ok()) return client.status();
@@ -1136,8 +1137,9 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   TaskId task_id = NextTaskId();
   PendingTask t;
   t.lease.env = options.env;
-  if (!options.runtime.empty() && options.runtime != "cpp") {
-    throw InvalidArgumentError("TaskOptions::runtime must be \"\" or \"cpp\", not \"" + options.runtime + "\"");
+  if (!options.runtime.empty() && options.runtime != "cpp" && options.runtime != "python") {
+    throw InvalidArgumentError("TaskOptions::runtime must be \"\", \"cpp\" or \"python\", not \"" +
+                               options.runtime + "\"");
   }
   t.lease.runtime = options.runtime;
   t.lease.placement =

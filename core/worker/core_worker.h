@@ -43,6 +43,7 @@ struct CoreWorkerOptions {
   std::string build_id;
   std::vector<std::string> worker_argv;  // drivers: how the job's workers start (see InitOptions)
   std::vector<std::string> code_search_path;  // drivers: libraries for the generic C++ worker
+  std::string python_executable;              // drivers: the interpreter of Python workers
   uint64_t runtime_generation = 0;
   SubmitterConfig submitter;
 };

@@ -119,7 +119,7 @@ def test_owner_death_and_actor_call_retries(cluster):
     o = Owner.remote()
     [ref] = ray.get(o.make.remote())
     ray.kill(o)
-    with pytest.raises(exceptions.ObjectLostError):  # OwnerDiedError is one
+    with pytest.raises(exceptions.OwnerDiedError):
         ray.get(ref, timeout=30)
     with tempfile.TemporaryDirectory() as d:
         f = Fragile.options(max_restarts=1, max_task_retries=1).remote(os.path.join(d, "m"))

@@ -448,3 +448,31 @@ TEST(CrossLanguageTest, GenericCppWorkerRunsFunctionsFromTheCodeSearchPath) {
 }
 
 }  // namespace
+
+namespace {
+
+// Python functions by name from C++: they run in Python workers of the driver's interpreter.
+TEST(CrossLanguageTest, CppDriverCallsPythonFunctionsByName) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3";
+  if (::access(PRISM_PYTHON_DIR "/prism/__init__.py", R_OK) != 0) GTEST_SKIP() << "the Python package is not built";
+  prism::Init({.num_cpus = 2, .python_executable = "/usr/bin/python3"});
+  prism::TaskOptions py{.env = {{"PYTHONPATH", PRISM_PYTHON_DIR}}};
+  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<int64_t>("math.factorial")).Options(py).Remote(10)), 3628800);
+  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<std::string>("os.path.join")).Options(py).Remote(
+                std::string("a"), std::string("b"))),
+            "a/b");
+  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<std::vector<int>>("builtins.sorted")).Options(py).Remote(
+                std::vector<int>{3, 1, 2})),
+            (std::vector<int>{1, 2, 3}));
+  try {
+    prism::Get(prism::Task(prism::PyFunction<int>("math.factorial")).Options(py).Remote(-1));
+    FAIL() << "expected TaskError";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.remote_type(), "ValueError") << e.what();
+  }
+  EXPECT_THROW(prism::Get(prism::Task(prism::PyFunction<int>("no_such_module.f")).Options(py).Remote(1)),
+               prism::TaskError);
+  prism::Shutdown();
+}
+
+}  // namespace

@@ -36,6 +36,10 @@ struct InitOptions {
   /// worker loads every `*.so` in them, for tasks run with TaskOptions::runtime = "cpp" (a Python
   /// driver calling a C++ function by name, or a C++ driver calling one it does not link).
   std::vector<std::string> code_search_path;
+  /// The Python interpreter that runs Python functions called by name from C++
+  /// (prism::PyFunction, TaskOptions::runtime = "python"); empty: "python3" on PATH. Its workers
+  /// import the prism package, so it must be importable there (e.g. TaskOptions::env PYTHONPATH).
+  std::string python_executable;
   /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
   /// warn, error, off. Empty means $PRISM_LOG_LEVEL or "warn".
   std::string log_level;
@@ -106,7 +110,8 @@ struct TaskOptions {
   /// are not used for it, so tasks with variables get processes of their own).
   std::map<std::string, std::string> env;
   /// Which kind of worker runs it: "" a worker of this driver's own kind, "cpp" the generic C++
-  /// worker, which finds the function in the libraries of InitOptions::code_search_path.
+  /// worker, which finds the function in the libraries of InitOptions::code_search_path,
+  /// "python" a Python worker (prism::PyFunction sets it).
   std::string runtime;
   /// Where it runs (see SchedulingStrategy).
   SchedulingStrategy scheduling_strategy = SchedulingStrategy::kDefault;

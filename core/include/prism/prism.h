@@ -75,6 +75,15 @@ struct CppFunction {
   std::string name;
 };
 
+/// A Python function known by its module and name ("math.factorial", "mypkg.mod.fn"), called
+/// from C++: it runs in a Python worker (InitOptions::python_executable), arguments and result
+/// travel as msgpack (numbers, strings, vectors, maps), and R must match what it returns.
+template <typename R>
+struct PyFunction {
+  explicit PyFunction(std::string n) : name(std::move(n)) {}
+  std::string name;
+};
+
 namespace internal {
 
 template <typename T>
@@ -200,6 +209,33 @@ class TaskCaller<CppFunction<R>> {
   TaskOptions options_;
 };
 
+template <typename R>
+class TaskCaller<PyFunction<R>> {
+ public:
+  explicit TaskCaller(PyFunction<R> f) : f_(std::move(f)) {}
+  TaskCaller& Options(TaskOptions options) {
+    options_ = std::move(options);
+    return *this;
+  }
+  template <typename... A>
+  ObjectRef<R> Remote(A&&... args) {
+    internal::CheckInitialized();
+    if (f_.name.empty() || f_.name.find('|') != std::string::npos) {
+      throw InvalidArgumentError("PyFunction takes \"module.function\"");
+    }
+    std::vector<internal::SerializedArg> packed;
+    (packed.push_back(internal::PackArg<void>(std::forward<A>(args))), ...);
+    TaskOptions o = options_;
+    o.runtime = "python";
+    if (o.name.empty()) o.name = f_.name;
+    return ObjectRef<R>(internal::SubmitTask("py:@" + f_.name, std::move(packed), o));
+  }
+
+ private:
+  PyFunction<R> f_;
+  TaskOptions options_;
+};
+
 template <typename R, typename... P>
 TaskCaller<R (*)(P...)> Task(R (*f)(P...)) {
   return TaskCaller<R (*)(P...)>(f);
@@ -207,6 +243,10 @@ TaskCaller<R (*)(P...)> Task(R (*f)(P...)) {
 template <typename R>
 TaskCaller<CppFunction<R>> Task(CppFunction<R> f) {
   return TaskCaller<CppFunction<R>>(std::move(f));
+}
+template <typename R>
+TaskCaller<PyFunction<R>> Task(PyFunction<R> f) {
+  return TaskCaller<PyFunction<R>>(std::move(f));
 }
 
 /// A handle to an actor of class T. Copies are cheap and refer to the same actor; handles can be

@@ -203,6 +203,17 @@ _functions = {}
 
 
 def _load_function(key):
+    if key.startswith("@"):
+        # A function named by module and name (called from C++: prism::PyFunction).
+        import importlib
+        fn = _functions.get(key)
+        if fn is None:
+            module_name, _, name = key[1:].rpartition(".")
+            if not module_name:
+                raise ValueError(f"a Python function called by name is 'module.function', not {key[1:]!r}")
+            fn = getattr(importlib.import_module(module_name), name)
+            _functions[key] = fn
+        return fn
     fn = _functions.get(key)
     if fn is None:
         pickled = _prism.kv_get("fn", key.encode())
@@ -315,6 +326,14 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None):
             result = fn(*args, **kwargs)
     except Exception as e:
         return _error(e)
+    if kind == "task" and descriptor.startswith("py:@"):
+        # Called from C++: the result goes back as msgpack, which C++ can read.
+        import msgpack
+        try:
+            data = msgpack.packb(result, use_bin_type=True)
+        except Exception as e:
+            return _error(TypeError(f"the result of {descriptor[4:]} cannot go back to C++ as msgpack: {e}"))
+        return ("ok", len(data), [(0, data)], [])
     size, parts, nested = serialization.serialize(result)
     return ("ok", size, parts, nested)
 
