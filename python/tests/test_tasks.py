@@ -221,3 +221,17 @@ def test_numpy_arrays_travel_through_the_store_without_copies(cluster):
     assert np.array_equal(ray.get(ray.put(fortran)), fortran)
     strided = np.arange(20)[::2]
     assert np.array_equal(ray.get(ray.put(strided)), strided)
+
+
+def test_buffer_protocol_objects_travel_as_memoryviews(cluster):
+    from prism import _prism
+    data = bytearray(range(256)) * (1 << 16)  # 16 MiB
+    view = ray.get(ray.put(memoryview(data)))
+    assert isinstance(view, memoryview) and view.readonly
+    assert bytes(view[:4]) == b"\x00\x01\x02\x03" and view.nbytes == len(data)
+    address = np.frombuffer(view, dtype=np.uint8).ctypes.data
+    assert _prism.in_object_store(address, view.nbytes), "it points into the store"
+    shaped = memoryview(np.arange(12, dtype=np.int32).reshape(3, 4))
+    back = ray.get(ray.put(shaped))
+    assert bytes(back) == bytes(shaped)
+    assert ray.get(ray.put(bytearray(b"abc"))) == bytearray(b"abc")

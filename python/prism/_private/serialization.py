@@ -19,6 +19,7 @@ ObjectRefs inside a value are pickled as references; the handles of those refs a
 while pickling so that the runtime can count them.
 """
 
+import io
 import pickle
 import struct
 import threading
@@ -40,6 +41,21 @@ def nested_refs():
     return getattr(_local, "nested", None)
 
 
+def _view(buffer):
+    return memoryview(buffer)
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    """cloudpickle, plus memoryviews (anything with the buffer protocol can be put as one): their
+    bytes travel out of band like a numpy array's and come back as a read-only memoryview."""
+
+    def reducer_override(self, obj):
+        if type(obj) is memoryview:
+            flat = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
+            return _view, (pickle.PickleBuffer(flat),)
+        return super().reducer_override(obj)
+
+
 def serialize(value):
     """Returns (size, [(offset, buffer)], [handles of the refs inside]): the frame's size and
     its parts, for the runtime to write in place."""
@@ -55,7 +71,9 @@ def serialize(value):
         return False
 
     try:
-        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+        out = io.BytesIO()
+        _Pickler(out, protocol=5, buffer_callback=out_of_band).dump(value)
+        stream = out.getvalue()
         nested = _local.nested
     finally:
         _local.nested = outer
