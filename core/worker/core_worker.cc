@@ -750,12 +750,17 @@ PlacementGroup CoreWorker::CreatePlacementGroup(const PlacementGroupOptions& opt
   return GroupFromInfo(reply.placement_group_info());
 }
 
-bool CoreWorker::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout) {
+uint64_t CoreWorker::NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  rpc::Envelope env;
   uint64_t rid = daemon_->NextRequestId();
-  env.mutable_placement_group_request()->set_request_id(rid);
-  env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::WAIT);
+  env->mutable_placement_group_request()->set_request_id(rid);
+  env->mutable_placement_group_request()->set_op(op);
+  return rid;
+}
+
+bool CoreWorker::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout) {
+  rpc::Envelope env;
+  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::WAIT, &env);
   env.mutable_placement_group_request()->set_id(id);
   // The daemon answers by the deadline at the latest (PENDING), so nothing is left waiting.
   auto ms = std::clamp<int64_t>(timeout.count(), 0, std::numeric_limits<int32_t>::max());
@@ -771,63 +776,46 @@ bool CoreWorker::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeo
 }
 
 void CoreWorker::RemovePlacementGroup(uint64_t id) {
-  if (shut_down_) throw RuntimeError("prism is shut down");
   rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  env.mutable_placement_group_request()->set_request_id(rid);
-  env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::REMOVE);
+  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::REMOVE, &env);
   env.mutable_placement_group_request()->set_id(id);
   CallDaemon(rid, std::move(env));
 }
 
 PlacementGroup CoreWorker::GetPlacementGroup(const std::string& name) {
-  if (shut_down_) throw RuntimeError("prism is shut down");
   rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  env.mutable_placement_group_request()->set_request_id(rid);
-  env.mutable_placement_group_request()->set_op(rpc::PlacementGroupRequest::GET_BY_NAME);
+  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::GET_BY_NAME, &env);
   env.mutable_placement_group_request()->set_name(name);
   return GroupFromInfo(CallDaemon(rid, std::move(env)).placement_group_info());
 }
 
-bool CoreWorker::KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) {
+rpc::KvReply CoreWorker::CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
+                                const std::string& value, bool overwrite) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   rpc::Envelope env;
   uint64_t rid = daemon_->NextRequestId();
   auto* r = env.mutable_kv_request();
   r->set_request_id(rid);
-  r->set_op(rpc::KvRequest::PUT);
+  r->set_op(op);
   r->set_ns(ns);
   r->set_key(key);
   r->set_value(value);
   r->set_overwrite(overwrite);
-  return CallDaemon(rid, std::move(env)).kv_reply().found();
+  return std::move(*CallDaemon(rid, std::move(env)).mutable_kv_reply());
+}
+
+bool CoreWorker::KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) {
+  return CallKv(rpc::KvRequest::PUT, ns, key, value, overwrite).found();
 }
 
 std::optional<std::string> CoreWorker::KvGet(const std::string& ns, const std::string& key) {
-  if (shut_down_) throw RuntimeError("prism is shut down");
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  auto* r = env.mutable_kv_request();
-  r->set_request_id(rid);
-  r->set_op(rpc::KvRequest::GET);
-  r->set_ns(ns);
-  r->set_key(key);
-  rpc::Envelope reply = CallDaemon(rid, std::move(env));
-  if (!reply.kv_reply().found()) return std::nullopt;
-  return std::move(*reply.mutable_kv_reply()->mutable_value());
+  rpc::KvReply reply = CallKv(rpc::KvRequest::GET, ns, key, "", false);
+  if (!reply.found()) return std::nullopt;
+  return std::move(*reply.mutable_value());
 }
 
 bool CoreWorker::KvDelete(const std::string& ns, const std::string& key) {
-  if (shut_down_) throw RuntimeError("prism is shut down");
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  auto* r = env.mutable_kv_request();
-  r->set_request_id(rid);
-  r->set_op(rpc::KvRequest::DELETE);
-  r->set_ns(ns);
-  r->set_key(key);
-  return CallDaemon(rid, std::move(env)).kv_reply().found();
+  return CallKv(rpc::KvRequest::DELETE, ns, key, "", false).found();
 }
 
 std::vector<int> CoreWorker::GpuIds() const {

@@ -197,6 +197,10 @@ class CoreWorker {
   TaskId NextTaskId();
   /// Waits for the daemon's answer to a request sent with DaemonClient::Call.
   rpc::Envelope CallDaemon(uint64_t request_id, rpc::Envelope req);
+  /// A placement-group request of kind `op` in `env`; returns its request id.
+  uint64_t NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env);
+  rpc::KvReply CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
+                      const std::string& value, bool overwrite);
   /// Nothing if no answer came within `timeout`.
   std::optional<rpc::Envelope> CallDaemonWithin(uint64_t request_id, rpc::Envelope req,
                                                 std::chrono::milliseconds timeout);

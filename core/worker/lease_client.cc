@@ -129,17 +129,11 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       PRISM_LOG_WARN("node daemon: {}", msg.error().message());
       return;
     }
-    case rpc::Envelope::kKvReply: {
-      auto it = calls_.find(msg.kv_reply().request_id());
-      if (it == calls_.end()) return;
-      auto done = std::move(it->second);
-      calls_.erase(it);
-      done(std::move(msg));
-      return;
-    }
+    case rpc::Envelope::kKvReply:
     case rpc::Envelope::kPlacementGroupInfo: {
-      auto it = calls_.find(msg.placement_group_info().request_id());
-      if (it == calls_.end()) return;  // a wait nobody waits for any more
+      uint64_t rid = msg.has_kv_reply() ? msg.kv_reply().request_id() : msg.placement_group_info().request_id();
+      auto it = calls_.find(rid);
+      if (it == calls_.end()) return;  // (an answer nobody waits for any more)
       auto done = std::move(it->second);
       calls_.erase(it);
       done(std::move(msg));

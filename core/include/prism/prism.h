@@ -188,52 +188,51 @@ class TaskCaller<void (*)(StreamWriter<T>&, P...)> {
   TaskOptions options_;
 };
 
+namespace internal {
+
+/// A task call of a function known by name (arguments encoded as their own types), run by the
+/// given worker runtime ("" this driver's kind, "cpp", "python").
 template <typename R>
-class TaskCaller<CppFunction<R>> {
+class NamedTaskCaller {
  public:
-  explicit TaskCaller(CppFunction<R> f) : f_(std::move(f)) {}
-  TaskCaller& Options(TaskOptions options) {
+  NamedTaskCaller(std::string function, std::string name, std::string runtime)
+      : function_(std::move(function)), name_(std::move(name)), runtime_(std::move(runtime)) {}
+  NamedTaskCaller& Options(TaskOptions options) {
     options_ = std::move(options);
     return *this;
   }
   template <typename... A>
   ObjectRef<R> Remote(A&&... args) {
-    internal::CheckInitialized();
-    std::vector<internal::SerializedArg> packed;
-    (packed.push_back(internal::PackArg<void>(std::forward<A>(args))), ...);
-    return ObjectRef<R>(internal::SubmitTask(f_.name, std::move(packed), options_));
+    CheckInitialized();
+    std::vector<SerializedArg> packed;
+    (packed.push_back(PackArg<void>(std::forward<A>(args))), ...);
+    TaskOptions o = options_;
+    if (!runtime_.empty()) o.runtime = runtime_;
+    if (o.name.empty()) o.name = name_;
+    return ObjectRef<R>(SubmitTask(function_, std::move(packed), o));
   }
 
  private:
-  CppFunction<R> f_;
+  std::string function_, name_, runtime_;
   TaskOptions options_;
 };
 
+}  // namespace internal
+
 template <typename R>
-class TaskCaller<PyFunction<R>> {
+class TaskCaller<CppFunction<R>> : public internal::NamedTaskCaller<R> {
  public:
-  explicit TaskCaller(PyFunction<R> f) : f_(std::move(f)) {}
-  TaskCaller& Options(TaskOptions options) {
-    options_ = std::move(options);
-    return *this;
-  }
-  template <typename... A>
-  ObjectRef<R> Remote(A&&... args) {
-    internal::CheckInitialized();
-    if (f_.name.empty() || f_.name.find('|') != std::string::npos) {
+  explicit TaskCaller(CppFunction<R> f) : internal::NamedTaskCaller<R>(f.name, f.name, "") {}
+};
+
+template <typename R>
+class TaskCaller<PyFunction<R>> : public internal::NamedTaskCaller<R> {
+ public:
+  explicit TaskCaller(PyFunction<R> f) : internal::NamedTaskCaller<R>("py:@" + f.name, f.name, "python") {
+    if (f.name.empty() || f.name.find('|') != std::string::npos) {
       throw InvalidArgumentError("PyFunction takes \"module.function\"");
     }
-    std::vector<internal::SerializedArg> packed;
-    (packed.push_back(internal::PackArg<void>(std::forward<A>(args))), ...);
-    TaskOptions o = options_;
-    o.runtime = "python";
-    if (o.name.empty()) o.name = f_.name;
-    return ObjectRef<R>(internal::SubmitTask("py:@" + f_.name, std::move(packed), o));
   }
-
- private:
-  PyFunction<R> f_;
-  TaskOptions options_;
 };
 
 template <typename R, typename... P>
