@@ -307,7 +307,7 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       ResourcePool* pool = PoolOf(lease);
       if (pool == nullptr) return;
       if (msg.worker_blocked().blocked() && lease.lent.empty()) {
-        lease.lent = lease.shape.Only(kCpu);
+        lease.lent = lease.alloc.amounts.Only(kCpu);
         pool->Lend(lease.lent);
         Schedule();
       } else if (!msg.worker_blocked().blocked() && !lease.lent.empty()) {
@@ -658,7 +658,7 @@ void NodeDaemon::Schedule() {
       continue;
     }
     uint64_t lease_id = next_lease_id_++;
-    leases_[lease_id] = Lease{lease_id, idle->id, req.shape, req.from.get(), ResourceSet(), *alloc,
+    leases_[lease_id] = Lease{lease_id, idle->id, req.from.get(), ResourceSet(), *alloc,
                               group != nullptr ? group->id : 0, bundle};
     auto add_devices = [&](auto* msg) {
       for (const DeviceShare& d : alloc->devices) {

@@ -105,10 +105,9 @@ class NodeDaemon {
   struct Lease {
     uint64_t id;
     WorkerId worker;
-    ResourceSet shape;
     rpc::Connection* holder;  // null: held by the daemon for an actor
     ResourceSet lent;         // CPUs given back while its worker waits in Get
-    Allocation alloc;         // what it took from its pool (which device instances)
+    Allocation alloc;         // what it took from its pool: its shape, and which device instances
     uint64_t group = 0;       // non-zero: its pool is this placement group's bundle
     int bundle = -1;
   };
