@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
@@ -202,6 +203,38 @@ std::string Topology::NumaCpus(int numa_node) const {
   for (const NumaNode& n : numa_)
     if (n.id == numa_node) return n.cpus;
   return "";
+}
+
+std::optional<std::vector<int>> ParseCpuList(const std::string& list) {
+  std::vector<int> out;
+  std::stringstream in(list);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    if (part.empty()) continue;
+    auto dash = part.find('-');
+    char* end = nullptr;
+    long lo = std::strtol(part.c_str(), &end, 10);
+    long hi = lo;
+    if (dash != std::string::npos) hi = std::strtol(part.c_str() + dash + 1, &end, 10);
+    if (*end != '\0' || lo < 0 || hi < lo || hi > 65535) return std::nullopt;
+    for (long c = lo; c <= hi; ++c) out.push_back(static_cast<int>(c));
+  }
+  return out;
+}
+
+std::vector<int> Topology::CpusNear(const std::vector<int>& gpus) const {
+  std::vector<int> out;
+  std::vector<int> seen;
+  for (int g : gpus) {
+    if (g < 0 || g >= gpu_count()) continue;
+    int numa = gpus_[g].numa_node;
+    if (std::find(seen.begin(), seen.end(), numa) != seen.end()) continue;
+    seen.push_back(numa);
+    auto cpus = ParseCpuList(NumaCpus(numa));
+    if (cpus) out.insert(out.end(), cpus->begin(), cpus->end());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::string Topology::Matrix() const {

@@ -6,6 +6,7 @@
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
 
+#include <prism/gpu/topology.h>
 #include <prism/prism.h>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +23,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <thread>
 
 namespace {
@@ -35,7 +37,8 @@ struct StartArgs {
   int lifeline_fd = -1;
   int ready_fd = -1;
   double num_cpus = 0;
-  int num_gpus = 0;
+  int num_gpus = -1;
+  std::string gpu_topology;
   std::vector<std::string> resources;
   std::string log_level;
   int hello_timeout_ms = 10000;
@@ -65,7 +68,7 @@ prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
   if (units.count(prism::kGpu) > 0) {
     return prism::Status::InvalidArgument("set GPUs with --num-gpus, not --resources GPU=...");
   }
-  if (a.num_gpus < 0) return prism::Status::InvalidArgument("--num-gpus must be >= 0");
+  if (a.num_gpus < -1) return prism::Status::InvalidArgument("--num-gpus must be >= 0");
   if (a.num_gpus > 0) units[prism::kGpu] = a.num_gpus;
   uint64_t memory = a.memory;
   if (memory == 0) {
@@ -79,18 +82,77 @@ prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
   return prism::ResourceSet::FromUnits(units);
 }
 
+struct ResolvedTopology {
+  std::optional<prism::gpu::Topology> topology;
+  std::string spec;  // how workers load it: a profile name or an absolute path; empty if discovered
+};
+
+// The node's GPU topology: `spec` (a profile or file), else $PRISM_GPU_TOPOLOGY, else (when
+// GPUs are wanted) what NVML finds; none without a driver.
+prism::Result<ResolvedTopology> ResolveTopology(std::string spec, bool discover) {
+  ResolvedTopology out;
+  if (spec.empty()) {
+    if (const char* e = std::getenv("PRISM_GPU_TOPOLOGY"); e != nullptr) spec = e;
+  }
+  if (!spec.empty()) {
+    PRISM_ASSIGN_OR_RETURN(out.topology, prism::gpu::Topology::Load(spec));
+    auto names = prism::gpu::Topology::ProfileNames();
+    bool shipped = std::find(names.begin(), names.end(), spec) != names.end();
+    out.spec = shipped ? spec : std::filesystem::absolute(spec).string();
+    return out;
+  }
+  if (discover) {
+    auto found = prism::gpu::Topology::Discover();
+    if (found.ok()) out.topology = std::move(found).value();
+  }
+  return out;
+}
+
+int Topology(const std::string& spec, bool json) {
+  auto t = ResolveTopology(spec, true);
+  if (!t.ok()) {
+    std::cerr << "prism topology: " << t.status().message() << "\n";
+    return 1;
+  }
+  if (!t->topology) {
+    std::string names;
+    for (const auto& n : prism::gpu::Topology::ProfileNames()) names += (names.empty() ? "" : ", ") + n;
+    std::cerr << "prism topology: no GPUs found (no NVIDIA driver here); show a profile with --profile NAME ("
+              << names << ") or a JSON file\n";
+    return 1;
+  }
+  std::cout << (json ? t->topology->ToJson() : t->topology->Matrix());
+  return 0;
+}
+
 int Start(const StartArgs& a) {
   if (!a.head) {
     std::cerr << "prism start: only --head is supported by this version (one node per cluster); "
                  "joining a head with --address comes with multi-node clusters\n";
     return 2;
   }
-  auto resources = ParseResources(a);
+  auto topology = ResolveTopology(a.gpu_topology, a.num_gpus != 0);
+  if (!topology.ok()) {
+    std::cerr << "prism start: " << topology.status().message() << "\n";
+    return 2;
+  }
+  StartArgs effective = a;
+  if (topology->topology) {
+    int have = topology->topology->gpu_count();
+    if (a.num_gpus > have) {
+      std::cerr << "prism start: --num-gpus " << a.num_gpus << " but the GPU topology has " << have << "\n";
+      return 2;
+    }
+    if (a.num_gpus < 0) effective.num_gpus = have;
+  }
+  auto resources = ParseResources(effective);
   if (!resources.ok()) {
     std::cerr << "prism start: " << resources.status().message() << "\n";
     return 2;
   }
   prism::NodeDaemonConfig config;
+  config.gpu_topology = std::move(topology->topology);
+  config.gpu_topology_spec = topology->spec;
   config.session_dir = a.session_dir.empty() ? prism::NewSessionDir() : a.session_dir;
   config.resources = *resources;
   config.lifeline_fd = a.lifeline_fd;
@@ -321,7 +383,11 @@ int main(int argc, char** argv) {
   s->add_option("--lifeline-fd", start.lifeline_fd, "stop when this fd reaches EOF (internal)")->group("");
   s->add_option("--ready-fd", start.ready_fd, "write one byte here when ready (internal)")->group("");
   s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
-  s->add_option("--num-gpus", start.num_gpus, "GPUs to offer, as device instances 0..N-1 (default: none)");
+  s->add_option("--num-gpus", start.num_gpus,
+                "GPUs to offer, as device instances 0..N-1 (default: those of the GPU topology, or none)");
+  s->add_option("--gpu-topology", start.gpu_topology,
+                "the node's GPU topology: a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, "
+                "or discovered through NVML)");
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
   s->add_option("--memory", start.memory,
@@ -343,7 +409,13 @@ int main(int argc, char** argv) {
   std::vector<std::string> code_search_path;
   auto* wk = app.add_subcommand("worker", "the generic C++ worker (started by a node daemon, not by hand)");
   wk->add_option("--code-search-path", code_search_path, "a folder of shared libraries to load (repeatable)");
+  std::string profile;
+  bool topo_json = false;
+  auto* tp = app.add_subcommand("topology", "print the GPU topology matrix (like nvidia-smi topo -m), with bandwidths");
+  tp->add_option("--profile", profile, "a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, or this machine)");
+  tp->add_flag("--json", topo_json, "print the profile JSON instead");
   CLI11_PARSE(app, argc, argv);
+  if (tp->parsed()) return Topology(profile, topo_json);
   if (wk->parsed()) return RunGenericWorker(code_search_path);
   if (s->parsed()) {
     if (!start.address.empty()) start.head = false;

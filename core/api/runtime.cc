@@ -6,6 +6,7 @@
 #include "node/session.h"
 #include "worker/core_worker.h"
 
+#include <prism/gpu/topology.h>
 #include <prism/prism.h>
 
 #include <dlfcn.h>
@@ -85,10 +86,17 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
   std::vector<std::string> args = {DaemonBinary(), "start", "--head", "--block", "--embedded",
                                    "--session-dir", session.dir, "--lifeline-fd", "3",
                                    "--ready-fd", "4", "--num-cpus", FormatUnits(cpus)};
-  if (options.num_gpus < 0) throw InvalidArgumentError("InitOptions::num_gpus must be >= 0");
-  if (options.num_gpus > 0) {
+  if (options.num_gpus < -1) throw InvalidArgumentError("InitOptions::num_gpus must be >= 0 (or -1: detect)");
+  if (options.num_gpus >= 0) {
     args.push_back("--num-gpus");
     args.push_back(std::to_string(options.num_gpus));
+  }
+  if (!options.gpu_topology.empty()) {
+    // Checked here too, so that a bad profile is this call's error rather than the daemon's.
+    auto topology = gpu::Topology::Load(options.gpu_topology);
+    if (!topology.ok()) throw InvalidArgumentError("InitOptions::gpu_topology: " + topology.status().message());
+    args.push_back("--gpu-topology");
+    args.push_back(options.gpu_topology);
   }
   if (options.object_store_memory > 0) {
     args.push_back("--object-store-memory");

@@ -127,7 +127,7 @@ Result<ResourcePool> ResourcePool::Create(const ResourceSet& totals) {
   return pool;
 }
 
-ResourcePool ResourcePool::FromAllocation(const Allocation& alloc) {
+ResourcePool ResourcePool::FromAllocation(const Allocation& alloc, const ResourcePool* node) {
   ResourcePool pool;
   pool.total_ = alloc.amounts;
   pool.available_ = alloc.amounts;
@@ -135,7 +135,38 @@ ResourcePool ResourcePool::FromAllocation(const Allocation& alloc) {
     pool.capacity_[d.resource][d.index] += d.milli;
     pool.free_[d.resource][d.index] += d.milli;
   }
+  if (node != nullptr) pool.graphs_ = node->graphs_;
   return pool;
+}
+
+ResourcePool ResourcePool::Fresh() const {
+  ResourcePool pool = *this;
+  pool.available_ = total_;
+  pool.free_ = capacity_;
+  return pool;
+}
+
+Status ResourcePool::SetDeviceGraph(const std::string& resource, DeviceGraph graph) {
+  int n = graph.size();
+  if (static_cast<int>(graph.nvlink.size()) != n) return Status::InvalidArgument("device graph: matrix sizes differ");
+  for (int i = 0; i < n; ++i) {
+    if (static_cast<int>(graph.bandwidth[i].size()) != n || static_cast<int>(graph.nvlink[i].size()) != n) {
+      return Status::InvalidArgument("device graph: the matrices must be square");
+    }
+  }
+  auto cap = capacity_.find(resource);
+  int have = cap == capacity_.end() ? 0 : static_cast<int>(cap->second.size());
+  if (have > n) {
+    return Status::InvalidArgument("the node has " + std::to_string(have) + " " + resource + "s but the graph only " +
+                                   std::to_string(n));
+  }
+  graphs_[resource] = std::move(graph);
+  return Status::OK();
+}
+
+const DeviceGraph* ResourcePool::device_graph(const std::string& resource) const {
+  auto it = graphs_.find(resource);
+  return it == graphs_.end() ? nullptr : &it->second;
 }
 
 const std::map<int, int64_t>& ResourcePool::Instances(const std::string& resource) const {
@@ -145,30 +176,46 @@ const std::map<int, int64_t>& ResourcePool::Instances(const std::string& resourc
 }
 
 std::optional<std::vector<DeviceShare>> ResourcePool::Pick(const std::string& resource,
-                                                           const std::map<int, int64_t>& free,
-                                                           const std::map<int, int64_t>& capacity,
-                                                           int64_t milli, DevicePolicy policy) {
+                                                           const std::map<int, int64_t>& free, int64_t milli,
+                                                           DevicePolicy policy, const std::vector<int>* allowed,
+                                                           bool require_nvlink) const {
+  const std::map<int, int64_t>& capacity = capacity_.at(resource);
+  const DeviceGraph* graph = device_graph(resource);
+  auto ok = [&](int index) {
+    return allowed == nullptr || std::find(allowed->begin(), allowed->end(), index) != allowed->end();
+  };
+  // Untouched instances: free whole devices.
+  std::vector<int> whole;
+  for (const auto& [index, f] : free) {
+    if (f == kMilli && capacity.at(index) == kMilli && ok(index)) whole.push_back(index);
+  }
+  auto best_whole = [&](int k) -> std::optional<std::vector<int>> {
+    if (graph != nullptr) return BestDeviceSet(*graph, whole, k, require_nvlink);
+    if (static_cast<int>(whole.size()) < k || (require_nvlink && k > 1)) return std::nullopt;
+    return std::vector<int>(whole.begin(), whole.begin() + k);
+  };
   std::vector<DeviceShare> out;
   if (milli < kMilli) {
-    // A share of one instance.
+    // A share of one instance: packed onto the fullest that fits (or spread onto the emptiest);
+    // if that is an untouched one, the one whose loss hurts later requests least.
     const std::pair<const int, int64_t>* best = nullptr;
     for (const auto& entry : free) {
-      if (entry.second < milli) continue;
+      if (entry.second < milli || !ok(entry.first)) continue;
       bool better = best == nullptr ||
                     (policy == DevicePolicy::kPack ? entry.second < best->second : entry.second > best->second);
       if (better) best = &entry;
     }
     if (best == nullptr) return std::nullopt;
-    out.push_back(DeviceShare{resource, best->first, milli});
+    int index = best->first;
+    if (best->second == kMilli && capacity.at(index) == kMilli) {
+      if (auto one = best_whole(1)) index = (*one)[0];
+    }
+    out.push_back(DeviceShare{resource, index, milli});
     return out;
   }
-  // Whole instances, untouched ones only.
-  int64_t need = milli / kMilli;
-  for (const auto& [index, f] : free) {
-    if (static_cast<int64_t>(out.size()) == need) break;
-    if (f == kMilli && capacity.at(index) == kMilli) out.push_back(DeviceShare{resource, index, kMilli});
-  }
-  if (static_cast<int64_t>(out.size()) < need) return std::nullopt;
+  auto set = best_whole(static_cast<int>(milli / kMilli));
+  if (!set) return std::nullopt;
+  for (int index : *set) out.push_back(DeviceShare{resource, index, kMilli});
   return out;
 }
 
@@ -178,12 +225,17 @@ bool ResourcePool::CanEverFit(const ResourceSet& shape) const {
     if (!IsDeviceResource(name)) continue;
     auto cap = capacity_.find(name);
     if (cap == capacity_.end()) return false;
-    if (!Pick(name, cap->second, cap->second, milli, DevicePolicy::kPack)) return false;
+    if (!Pick(name, cap->second, milli, DevicePolicy::kPack)) return false;
   }
   return true;
 }
 
 std::optional<Allocation> ResourcePool::Allocate(const ResourceSet& shape, DevicePolicy policy) {
+  return AllocateWithin(shape, policy, {});
+}
+
+std::optional<Allocation> ResourcePool::AllocateWithin(const ResourceSet& shape, DevicePolicy policy,
+                                                       const std::map<std::string, std::vector<int>>& allowed) {
   if (!shape.IsSubsetOf(available_)) return std::nullopt;
   Allocation alloc;
   alloc.amounts = shape;
@@ -191,13 +243,41 @@ std::optional<Allocation> ResourcePool::Allocate(const ResourceSet& shape, Devic
     if (!IsDeviceResource(name)) continue;
     auto f = free_.find(name);
     if (f == free_.end()) return std::nullopt;
-    auto picked = Pick(name, f->second, capacity_.at(name), milli, policy);
+    auto a = allowed.find(name);
+    auto picked = Pick(name, f->second, milli, policy, a == allowed.end() || milli < kMilli ? nullptr : &a->second);
     if (!picked) return std::nullopt;
     alloc.devices.insert(alloc.devices.end(), picked->begin(), picked->end());
   }
   available_.Subtract(shape);
   for (const DeviceShare& d : alloc.devices) free_[d.resource][d.index] -= d.milli;
   return alloc;
+}
+
+std::optional<std::vector<Allocation>> ResourcePool::AllocateAll(const std::vector<ResourceSet>& shapes,
+                                                                 DevicePolicy policy, bool require_nvlink) {
+  // The whole devices of all shapes, chosen together.
+  std::map<std::string, std::vector<int>> joint;
+  for (const auto& [name, free] : free_) {
+    int64_t need = 0;
+    for (const ResourceSet& s : shapes) {
+      int64_t m = s.Get(name);
+      if (m >= kMilli) need += m / kMilli;
+    }
+    if (need == 0) continue;
+    auto set = Pick(name, free, need * kMilli, policy, nullptr, require_nvlink);
+    if (!set) return std::nullopt;
+    for (const DeviceShare& d : *set) joint[name].push_back(d.index);
+  }
+  std::vector<Allocation> taken;
+  for (const ResourceSet& s : shapes) {
+    auto a = AllocateWithin(s, policy, joint);
+    if (!a) {
+      for (const Allocation& t : taken) Free(t);
+      return std::nullopt;
+    }
+    taken.push_back(std::move(*a));
+  }
+  return taken;
 }
 
 void ResourcePool::Free(const Allocation& alloc) {

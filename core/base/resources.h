@@ -1,6 +1,7 @@
 // Resource amounts (CPU, custom names) in fixed point, so that fractions add up exactly.
 #pragma once
 
+#include "base/device_placement.h"
 #include "base/status.h"
 
 #include <cstdint>
@@ -83,8 +84,16 @@ class ResourcePool {
   ResourcePool() = default;
   /// A node's pool. Device resources must come in whole units (instances 0..N-1).
   static Result<ResourcePool> Create(const ResourceSet& totals);
-  /// A bundle's pool: exactly what `alloc` took, on the same device instances.
-  static ResourcePool FromAllocation(const Allocation& alloc);
+  /// A bundle's pool: exactly what `alloc` took, on the same device instances, placed by the
+  /// device graphs of `node` (the pool it was taken from) if given.
+  static ResourcePool FromAllocation(const Allocation& alloc, const ResourcePool* node = nullptr);
+  /// The same pool with everything free.
+  ResourcePool Fresh() const;
+
+  /// How the instances of `resource` are connected: from then on, requests for several take the
+  /// best-connected free set (device_placement.h). Without a graph, the lowest free indices.
+  Status SetDeviceGraph(const std::string& resource, DeviceGraph graph);
+  const DeviceGraph* device_graph(const std::string& resource) const;
 
   const ResourceSet& total() const { return total_; }
   const ResourceSet& available() const { return available_; }
@@ -96,6 +105,11 @@ class ResourcePool {
   bool CanEverFit(const ResourceSet& shape) const;
   /// Takes `shape` if it fits now.
   std::optional<Allocation> Allocate(const ResourceSet& shape, DevicePolicy policy = DevicePolicy::kPack);
+  /// Takes every shape or none (a placement group's bundles). The whole devices of all shapes
+  /// are chosen together as one best-connected set; with `require_nvlink`, one whose devices are
+  /// all joined by NVLink.
+  std::optional<std::vector<Allocation>> AllocateAll(const std::vector<ResourceSet>& shapes, DevicePolicy policy,
+                                                     bool require_nvlink = false);
   /// Gives back what Allocate took.
   void Free(const Allocation& alloc);
   /// Scalar amounts lent (a blocked worker's CPUs) or taken back, even below zero.
@@ -103,16 +117,19 @@ class ResourcePool {
   void Reclaim(const ResourceSet& scalar) { available_.Overdraw(scalar); }
 
  private:
-  /// Picks instances for `milli` of `resource` from `free`, or nothing.
-  static std::optional<std::vector<DeviceShare>> Pick(const std::string& resource,
-                                                      const std::map<int, int64_t>& free,
-                                                      const std::map<int, int64_t>& capacity,
-                                                      int64_t milli, DevicePolicy policy);
+  /// Picks instances for `milli` of `resource` from `free`, only among `allowed` if given.
+  std::optional<std::vector<DeviceShare>> Pick(const std::string& resource, const std::map<int, int64_t>& free,
+                                               int64_t milli, DevicePolicy policy,
+                                               const std::vector<int>* allowed = nullptr,
+                                               bool require_nvlink = false) const;
+  std::optional<Allocation> AllocateWithin(const ResourceSet& shape, DevicePolicy policy,
+                                           const std::map<std::string, std::vector<int>>& allowed);
 
   ResourceSet total_;
   ResourceSet available_;
   std::map<std::string, std::map<int, int64_t>> capacity_;  // per instance, when all is free
   std::map<std::string, std::map<int, int64_t>> free_;
+  std::map<std::string, DeviceGraph> graphs_;
 };
 
 }  // namespace prism

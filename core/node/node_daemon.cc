@@ -6,12 +6,14 @@
 #include "node/session.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 namespace prism {
@@ -67,6 +69,15 @@ NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLaun
     config_.max_workers = static_cast<int>(4 * config_.resources.Get(kCpu) / kMilli) + 4;
   }
   auto pool = ResourcePool::Create(config_.resources);
+  if (pool.ok() && config_.gpu_topology) {
+    const gpu::Topology& t = *config_.gpu_topology;
+    Status graph = pool->SetDeviceGraph(kGpu, DeviceGraph{t.BandwidthMatrix(), t.NvLinkMatrix()});
+    if (!graph.ok()) pool = Status::InvalidArgument("the GPU topology does not fit: " + graph.message());
+  }
+  if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES"); v != nullptr) {
+    std::stringstream in(v);
+    for (std::string item; std::getline(in, item, ',');) visible_devices_.push_back(item);
+  }
   if (pool.ok()) {
     node_pool_ = std::move(*pool);
   } else {
@@ -556,6 +567,7 @@ void NodeDaemon::Schedule() {
     int count = 0;
     std::map<std::string, std::string> env;
     std::string runtime;
+    std::vector<int> gpus;
   };
   std::map<std::pair<JobId, std::string>, Want> wanting;
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -640,9 +652,17 @@ void NodeDaemon::Schedule() {
       continue;
     }
     ResourcePool& pool = group != nullptr ? group->pools[static_cast<size_t>(bundle)] : node_pool_;
+    // A worker is bound to its GPUs when it starts (CUDA_VISIBLE_DEVICES): a lease on GPUs needs
+    // one started for exactly those.
+    std::vector<int> gpus = alloc->Indices(kGpu);
+    std::string worker_key = req.env_key;
+    if (!gpus.empty()) {
+      worker_key += std::string(1, '\1') + "gpus=";
+      for (int g : gpus) worker_key += std::to_string(g) + ",";
+    }
     Worker* idle = nullptr;
     for (auto& [wid, w] : workers_) {
-      if (w.job == req.job && w.state == WorkerState::kIdle && w.env_key == req.env_key) {
+      if (w.job == req.job && w.state == WorkerState::kIdle && w.env_key == worker_key) {
         idle = &w;
         break;
       }
@@ -650,10 +670,11 @@ void NodeDaemon::Schedule() {
     if (idle == nullptr) {
       pool.Free(*alloc);  // it fits: a worker is started for it below
       if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD) group->next_bundle = bundle;
-      Want& want = wanting[{req.job, req.env_key}];
+      Want& want = wanting[{req.job, worker_key}];
       want.count++;
       want.env = req.env;
       want.runtime = req.runtime;
+      want.gpus = gpus;
       ++it;
       continue;
     }
@@ -728,7 +749,7 @@ void NodeDaemon::Schedule() {
         KillWorker(vid, "making room for another job's workers");
         return;
       }
-      StartWorker(jit->second, wanted.env, env_key, wanted.runtime);
+      StartWorker(jit->second, wanted.env, env_key, wanted.runtime, wanted.gpus);
       ++starting;
     }
     if (starting < want) {
@@ -740,14 +761,34 @@ void NodeDaemon::Schedule() {
   }
 }
 
-void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>& env,
-                             const std::string& env_key, const std::string& runtime) {
+std::map<std::string, std::string> NodeDaemon::GpuWorkerEnv(const std::vector<int>& gpus) const {
+  std::map<std::string, std::string> env;
+  std::string visible;
+  for (int g : gpus) {
+    if (!visible.empty()) visible += ",";
+    // Instance i is the i-th device the daemon itself sees.
+    visible += g < static_cast<int>(visible_devices_.size()) ? visible_devices_[g] : std::to_string(g);
+  }
+  env["CUDA_VISIBLE_DEVICES"] = visible;
+  if (!config_.gpu_topology_spec.empty()) env["PRISM_GPU_TOPOLOGY"] = config_.gpu_topology_spec;
+  // Which backend runs them: the node's choice (e.g. sim devices for a profile), not only the job's.
+  if (const char* backend = std::getenv("PRISM_GPU_BACKEND"); backend != nullptr) env["PRISM_GPU_BACKEND"] = backend;
+  return env;
+}
+
+void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>& request_env,
+                             const std::string& env_key, const std::string& runtime, const std::vector<int>& gpus) {
   WorkerId id = RandomUniqueId();
   Worker w;
   w.id = id;
   w.job = job.id;
   w.env_key = env_key;
   w.runtime = runtime;
+  w.gpus = gpus;
+  std::map<std::string, std::string> env = request_env;
+  if (!gpus.empty()) {
+    for (auto& [name, value] : GpuWorkerEnv(gpus)) env[name] = value;  // prism's binding wins
+  }
   w.socket_path = config_.session_dir + "/w-" + id.Hex().substr(0, 16) + ".sock";
   WorkerLaunch launch;
   launch.executable_fd = job.exe_fd;
@@ -775,6 +816,16 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
     }
   }
   launch.cwd = job.cwd;
+  if (!gpus.empty() && config_.gpu_topology) {
+    // Pinned to its GPUs' NUMA node, where that node's CPUs are ours to use.
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    if (sched_getaffinity(0, sizeof mine, &mine) == 0) {
+      for (int c : config_.gpu_topology->CpusNear(gpus)) {
+        if (c < CPU_SETSIZE && CPU_ISSET(c, &mine)) launch.cpus.push_back(c);
+      }
+    }
+  }
   static const char* kOurs[] = {"PRISM_WORKER_MODE=", "PRISM_SESSION_DIR=", "PRISM_CLUSTER_TOKEN=",
                                 "PRISM_WORKER_ID=", "PRISM_JOB_ID=", "PRISM_LOG_LEVEL="};
   for (const auto& e : job.env) {
@@ -1132,13 +1183,10 @@ void NodeDaemon::PublishActor(Actor& a) {
 bool NodeDaemon::PlacementGroupFeasible(const PlacementGroup& g) const {
   // One node: bundles that must lie on different nodes cannot share it.
   if (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1) return false;
-  auto empty = ResourcePool::Create(config_.resources);
-  if (!empty.ok()) return false;
+  if (!pool_status_.ok()) return false;
+  ResourcePool empty = node_pool_.Fresh();
   DevicePolicy policy = g.strategy == rpc::PLACEMENT_SPREAD ? DevicePolicy::kSpread : DevicePolicy::kPack;
-  for (const ResourceSet& b : g.bundles) {
-    if (!empty->Allocate(b, policy)) return false;
-  }
-  return true;
+  return empty.AllocateAll(g.bundles, policy, g.require_nvlink).has_value();
 }
 
 void NodeDaemon::ReservePlacementGroups() {
@@ -1146,20 +1194,12 @@ void NodeDaemon::ReservePlacementGroups() {
     if (g.state != rpc::PG_PENDING) continue;
     DevicePolicy policy = g.strategy == rpc::PLACEMENT_SPREAD ? DevicePolicy::kSpread : DevicePolicy::kPack;
     if (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1) continue;
-    // All bundles or none.
-    std::vector<Allocation> taken;
-    for (const ResourceSet& b : g.bundles) {
-      auto a = node_pool_.Allocate(b, policy);
-      if (!a) break;
-      taken.push_back(std::move(*a));
-    }
-    if (taken.size() < g.bundles.size()) {
-      for (const Allocation& a : taken) node_pool_.Free(a);
-      continue;
-    }
-    g.reserved = std::move(taken);
+    // All bundles or none; their GPUs chosen together, as one best-connected set.
+    auto taken = node_pool_.AllocateAll(g.bundles, policy, g.require_nvlink);
+    if (!taken) continue;
+    g.reserved = std::move(*taken);
     g.pools.clear();
-    for (const Allocation& a : g.reserved) g.pools.push_back(ResourcePool::FromAllocation(a));
+    for (const Allocation& a : g.reserved) g.pools.push_back(ResourcePool::FromAllocation(a, &node_pool_));
     g.state = rpc::PG_CREATED;
     PRISM_LOG_INFO("placement group {} created ({} bundles)", gid, g.bundles.size());
     for (auto& w : g.waiters) {
@@ -1216,6 +1256,7 @@ void NodeDaemon::FillPlacementGroupInfo(const PlacementGroup& g, rpc::PlacementG
   info->set_id(g.id);
   info->set_name(g.name);
   info->set_strategy(g.strategy);
+  info->set_require_nvlink(g.require_nvlink);
   info->set_state(g.state);
   info->set_job_id(g.job.Binary());
   for (size_t i = 0; i < g.bundles.size(); ++i) {
@@ -1254,6 +1295,7 @@ void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& p
   g.job = peer.job;
   g.name = req.name();
   g.strategy = req.strategy();
+  g.require_nvlink = req.require_nvlink();
   for (int i = 0; i < req.bundles_size(); ++i) {
     auto shape = ShapeFromProto(req.bundles(i).resources());
     Status st = shape.ok() ? CheckRequestShape(*shape) : shape.status();
@@ -1268,6 +1310,10 @@ void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& p
                        "this placement group can never be created: its bundles" + shape +
                            (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1
                                 ? " must each lie on a node of their own, and the cluster has one node"
+                            : g.require_nvlink && node_pool_.Fresh().AllocateAll(g.bundles, DevicePolicy::kPack)
+                                ? " fit on the node's {" + config_.resources.ToString() +
+                                      "}, but no set of its GPUs that large is all joined by NVLink" +
+                                      (config_.gpu_topology ? "" : " (the node has no GPU topology)")
                                 : " do not fit together on the node's {" + config_.resources.ToString() + "}")));
   }
   g.id = next_group_id_++;

@@ -10,6 +10,7 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
+#include <prism/gpu/topology.h>
 #include <prism/ids.h>
 
 #include <asio.hpp>
@@ -45,6 +46,12 @@ struct NodeDaemonConfig {
   std::string log_level;
   /// The host object store's size in bytes; 0: DefaultObjectStoreCapacity().
   uint64_t object_store_memory = 0;
+  /// The node's GPU topology (a profile or discovered): GPUs are placed by how they are connected
+  /// and workers pinned to their GPUs' NUMA node. None: GPUs are counted only.
+  std::optional<gpu::Topology> gpu_topology;
+  /// How GPU workers load the same topology ($PRISM_GPU_TOPOLOGY): a profile's name or path;
+  /// empty when it was discovered (they discover it too).
+  std::string gpu_topology_spec;
 };
 
 /// The socket a daemon listens on inside its session directory.
@@ -86,6 +93,7 @@ class NodeDaemon {
     TaskId actor;  // the actor this worker hosts (nil: none)
     std::string env_key;  // the environment variables (and runtime) it was started with
     std::string runtime;  // "" (the job's own executable) or "cpp" (the generic C++ worker)
+    std::vector<int> gpus;  // the GPU instances it is bound to (CUDA_VISIBLE_DEVICES), for life
     std::unique_ptr<asio::steady_timer> register_timer;
   };
   struct Actor {
@@ -121,6 +129,7 @@ class NodeDaemon {
     std::string name;
     rpc::PlacementStrategy strategy = rpc::PLACEMENT_PACK;
     std::vector<ResourceSet> bundles;
+    bool require_nvlink = false;  // the group's GPUs must all be joined by NVLink
     rpc::PlacementGroupState state = rpc::PG_PENDING;
     std::vector<Allocation> reserved;  // from the node's pool, one per bundle, once created
     std::vector<ResourcePool> pools;   // what each bundle has left for leases
@@ -168,7 +177,9 @@ class NodeDaemon {
   void TellQueued(LeaseRequest& req);
   void Schedule();
   void StartWorker(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key,
-                   const std::string& runtime);
+                   const std::string& runtime, const std::vector<int>& gpus);
+  /// The environment a worker bound to `gpus` gets (CUDA_VISIBLE_DEVICES, ...).
+  std::map<std::string, std::string> GpuWorkerEnv(const std::vector<int>& gpus) const;
   void OnChildExit(pid_t pid, int wait_status);
   void RemoveWorker(const WorkerId& id, const std::string& why);
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
@@ -221,7 +232,8 @@ class NodeDaemon {
   ResourcePool node_pool_;
   int self_exe_fd_ = -1;  // this daemon's executable (the prism tool): the generic C++ worker
   std::string self_build_id_;
-  Status pool_status_;  // why the configured resources are no node's (checked by Start)
+  Status pool_status_;
+  std::vector<std::string> visible_devices_;  // the daemon's own CUDA_VISIBLE_DEVICES, if set  // why the configured resources are no node's (checked by Start)
   std::map<uint64_t, PlacementGroup> groups_;
   // The key-value table (ns, key) -> value: functions exported by Python drivers, rendezvous data.
   std::map<std::pair<std::string, std::string>, std::string> kv_;

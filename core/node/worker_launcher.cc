@@ -1,6 +1,7 @@
 #include "node/worker_launcher.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -19,6 +20,11 @@ Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
   argv.push_back(nullptr);
   for (const auto& e : launch.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (int c : launch.cpus) {
+    if (c >= 0 && c < CPU_SETSIZE) CPU_SET(c, &cpus);
+  }
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return Status::IOError(std::string("fork: ") + std::strerror(errno));
@@ -31,6 +37,7 @@ Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
     if (!launch.cwd.empty() && chdir(launch.cwd.c_str()) != 0) {
       // Keep going in the daemon's directory; the worker can still run.
     }
+    if (!launch.cpus.empty()) sched_setaffinity(0, sizeof cpus, &cpus);  // best effort
     syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
     syscall(SYS_execveat, launch.executable_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
     const char msg[] = "prism: cannot start a worker: execveat failed\n";

@@ -15,6 +15,8 @@ struct WorkerLaunch {
   std::vector<std::string> argv;
   std::vector<std::string> env;
   std::string cwd;
+  /// CPUs the worker may run on (its GPUs' NUMA node); empty: the daemon's own.
+  std::vector<int> cpus;
 };
 
 class WorkerLauncher {

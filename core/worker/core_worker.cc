@@ -725,6 +725,7 @@ PlacementGroup CoreWorker::CreatePlacementGroup(const PlacementGroupOptions& opt
   auto* req = env.mutable_create_placement_group();
   req->set_request_id(rid);
   req->set_name(options.name);
+  req->set_require_nvlink(options.require_nvlink);
   switch (options.strategy) {
     case PlacementStrategy::kPack: req->set_strategy(rpc::PLACEMENT_PACK); break;
     case PlacementStrategy::kSpread: req->set_strategy(rpc::PLACEMENT_SPREAD); break;

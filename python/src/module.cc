@@ -263,8 +263,10 @@ PYBIND11_MODULE(_prism, m) {
       "init",
       [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory, uint64_t memory,
          const std::map<std::string, double>& resources, const std::string& log_level,
-         const std::vector<std::string>& worker_argv, const std::vector<std::string>& code_search_path) {
+         const std::vector<std::string>& worker_argv, const std::vector<std::string>& code_search_path,
+         const std::string& gpu_topology) {
         InitOptions o;
+        o.gpu_topology = gpu_topology;
         o.address = address;
         o.num_cpus = num_cpus;
         o.num_gpus = num_gpus;
@@ -279,7 +281,7 @@ PYBIND11_MODULE(_prism, m) {
       },
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
       py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"),
-      py::arg("code_search_path"));
+      py::arg("code_search_path"), py::arg("gpu_topology"));
 
   m.def("shutdown", [] {
     py::gil_scoped_release release;
@@ -393,10 +395,11 @@ PYBIND11_MODULE(_prism, m) {
 
   m.def("create_placement_group",
         [](const std::vector<std::map<std::string, double>>& bundles, const std::string& strategy,
-           const std::string& name) {
+           const std::string& name, bool require_nvlink) {
           PlacementGroupOptions o;
           o.bundles = bundles;
           o.name = name;
+          o.require_nvlink = require_nvlink;
           if (strategy == "PACK") {
             o.strategy = PlacementStrategy::kPack;
           } else if (strategy == "SPREAD") {

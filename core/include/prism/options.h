@@ -23,8 +23,13 @@ struct InitOptions {
   /// Bytes of memory the embedded daemon offers to tasks and actors that ask for some; 0 means the
   /// machine's memory less the object store.
   uint64_t memory = 0;
-  /// GPUs the embedded daemon offers (device instances 0..num_gpus-1); 0: none.
-  int num_gpus = 0;
+  /// GPUs the embedded daemon offers (device instances 0..num_gpus-1). -1: the GPUs of
+  /// gpu_topology, or else those NVML finds (none without a driver); 0: none.
+  int num_gpus = -1;
+  /// The node's GPU topology: a shipped profile ("h100-sxm-8", "pcie-8-2numa", "nvlink-pairs-4")
+  /// or a JSON file; GPUs are placed by it. Empty: $PRISM_GPU_TOPOLOGY, or else discovered.
+  /// With PRISM_GPU_BACKEND=sim, workers run the profile's GPUs as simulated devices.
+  std::string gpu_topology;
   /// Custom resources the embedded daemon offers, e.g. {{"accelerator", 2}}.
   std::map<std::string, double> resources;
   /// How this driver's workers start: empty runs the driver's own executable again with its own
@@ -62,6 +67,9 @@ struct PlacementGroupOptions {
   PlacementStrategy strategy = PlacementStrategy::kPack;
   /// A name other drivers can find it by (prism::GetPlacementGroup); unique while it exists.
   std::string name;
+  /// The group's whole GPUs must all be joined by NVLink (or NVSwitch); a group that could never
+  /// get such a set fails with InfeasibleError. Fractional GPU bundles are not counted.
+  bool require_nvlink = false;
 };
 
 /// Resources reserved together (prism::CreatePlacementGroup), for tasks and actors placed into

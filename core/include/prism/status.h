@@ -74,6 +74,9 @@ class [[nodiscard]] Result {
   const T& value() const& { return std::get<T>(v_); }
   T* operator->() { return &std::get<T>(v_); }
   T& operator*() & { return std::get<T>(v_); }
+  T&& operator*() && { return std::get<T>(std::move(v_)); }
+  const T& operator*() const& { return std::get<T>(v_); }
+  const T* operator->() const { return &std::get<T>(v_); }
 
  private:
   std::variant<T, Status> v_;

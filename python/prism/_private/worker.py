@@ -60,7 +60,7 @@ def call(fn, *args):
 
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
-         memory=None, log_level=None, ignore_reinit_error=False, code_search_path=None):
+         memory=None, log_level=None, ignore_reinit_error=False, code_search_path=None, gpu_topology=None):
     global generation, _atexit_registered
     with _lock:
         if _prism.is_initialized():
@@ -73,9 +73,10 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         # (so that functions pickled by reference to a module can be imported there).
         # argv[0] is this interpreter's path, so that a worker finds the same virtual environment.
         worker_argv = [sys.executable or "python3", "-m", "prism._worker", json.dumps([p for p in sys.path if p])]
-        call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0), int(num_gpus or 0),
-             int(object_store_memory or 0), int(memory or 0), dict(resources or {}), log_level or "",
-             worker_argv, [os.path.abspath(p) for p in (code_search_path or [])])
+        call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0),
+             -1 if num_gpus is None else int(num_gpus), int(object_store_memory or 0), int(memory or 0),
+             dict(resources or {}), log_level or "", worker_argv,
+             [os.path.abspath(p) for p in (code_search_path or [])], gpu_topology or "")
         generation += 1
         if not _atexit_registered:
             atexit.register(shutdown)

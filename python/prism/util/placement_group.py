@@ -45,9 +45,12 @@ def _ready():
     return True
 
 
-def placement_group(bundles, strategy="PACK", name="", lifetime=None):
+def placement_group(bundles, strategy="PACK", name="", lifetime=None, require_nvlink=False):
     """Reserves `bundles` (a list of {"CPU": 1, "GPU": 1, ...}) together. Returns at once; the
-    group is created when the node has room for all of them (``pg.wait()``, ``pg.ready()``)."""
+    group is created when the node has room for all of them (``pg.wait()``, ``pg.ready()``).
+    The group's GPUs are chosen together, as the best-connected set of the node; with
+    ``require_nvlink=True`` they must all be joined by NVLink (an InfeasibleError where no such
+    set can exist)."""
     worker._check_initialized()
     if lifetime not in (None,):
         raise ValueError("placement groups live with their job in this version (no lifetime='detached')")
@@ -58,7 +61,8 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None):
     for b in bundles:
         if not isinstance(b, dict) or not b:
             raise ValueError(f"each bundle must be a non-empty dict of resources, not {b!r}")
-    pg_id, pg_name, specs = worker.call(_prism.create_placement_group, [dict(b) for b in bundles], strategy, name)
+    pg_id, pg_name, specs = worker.call(_prism.create_placement_group, [dict(b) for b in bundles], strategy, name,
+                                        bool(require_nvlink))
     return PlacementGroup(pg_id, pg_name, specs)
 
 

@@ -6,6 +6,7 @@
 #include <prism/status.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,8 @@ class Topology {
   std::vector<std::vector<bool>> NvLinkMatrix() const;
   /// The CPUs of a NUMA node (empty if unknown).
   std::string NumaCpus(int numa_node) const;
+  /// The CPUs of the NUMA nodes of `gpus`, as numbers (empty if unknown).
+  std::vector<int> CpusNear(const std::vector<int>& gpus) const;
 
   /// Like `nvidia-smi topo -m`, plus a bandwidth matrix and a legend.
   std::string Matrix() const;
@@ -94,5 +97,7 @@ class Topology {
 };
 
 const char* PathKindName(PathKind kind);
+/// "0-3,8,10-11" -> {0,1,2,3,8,10,11}; nullopt if malformed.
+std::optional<std::vector<int>> ParseCpuList(const std::string& list);
 
 }  // namespace prism::gpu

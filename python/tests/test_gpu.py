@@ -1,0 +1,54 @@
+"""GPU placement from Python on a simulated node (a topology profile, PRISM_GPU_BACKEND=sim)."""
+
+import os
+
+import pytest
+
+import prism as ray
+from prism import exceptions
+from prism.util import placement_group
+from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+# nvlink-pairs-4: GPUs 0-1 and 2-3 are joined by NVLink bridges.
+PAIRS = ({0, 1}, {2, 3})
+
+
+@ray.remote
+def binding():
+    return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@pytest.fixture
+def sim_node(monkeypatch):
+    monkeypatch.setenv("PRISM_GPU_BACKEND", "sim")
+    ray.init(num_cpus=4, gpu_topology="nvlink-pairs-4")
+    yield ray
+    ray.shutdown()
+
+
+def test_gpus_come_from_the_topology_and_pairs_stay_together(sim_node):
+    assert ray.cluster_resources()["GPU"] == 4
+    ids, visible = ray.get(binding.options(num_gpus=2).remote())
+    assert set(ids) in PAIRS
+    assert visible == ",".join(str(i) for i in ids)
+    ids, visible = ray.get(binding.options(num_gpus=1).remote())
+    assert visible == str(ids[0])
+
+
+def test_nvlink_placement_groups(sim_node):
+    bundle = {"CPU": 1, "GPU": 1}
+    with pytest.raises(exceptions.InfeasibleError, match="NVLink"):
+        placement_group([bundle] * 3, require_nvlink=True)
+    pg = placement_group([bundle] * 2, require_nvlink=True)
+    assert pg.wait(30)
+    got = set()
+    for i in range(2):
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
+        got |= set(ray.get(binding.options(num_gpus=1, scheduling_strategy=strategy).remote())[0])
+    assert got in PAIRS
+
+
+def test_unknown_topology_is_a_clear_error():
+    with pytest.raises(Exception, match="no-such-box"):
+        ray.init(num_cpus=1, gpu_topology="no-such-box")
+    assert not ray.is_initialized()
