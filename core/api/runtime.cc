@@ -6,6 +6,7 @@
 #include "node/session.h"
 #include "worker/core_worker.h"
 
+#include <prism/gpu/context.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
 
@@ -349,6 +350,8 @@ std::map<std::string, double> AvailableResources() {
   }
   return out;
 }
+
+gpu::Context& gpu::CurrentContext() { return RequireCore()->CurrentGpuContext(); }
 
 std::vector<int> GetGpuIds() {
   auto core = Core();

@@ -5,6 +5,7 @@
 #include "rpc/blocking_client.h"
 
 #include <prism/errors.h>
+#include <prism/gpu/profiling.h>
 #include <prism/remote.h>
 
 #include <cxxabi.h>
@@ -834,6 +835,9 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
     throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
   }
   auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.resources, "ActorOptions");
+  if (options.gpu_memory > 0 && options.num_gpus <= 0) {
+    throw InvalidArgumentError("ActorOptions::gpu_memory needs num_gpus: it caps memory on the actor's GPU");
+  }
   CheckEnv(options.env);
   rpc::Placement placement =
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
@@ -846,6 +850,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   *req->mutable_placement() = placement;
   rpc::TaskSpec& spec = *req->mutable_spec();
   spec.set_task_id(task_id.Binary());
+  spec.set_gpu_memory(options.gpu_memory);
   spec.set_job_id(options_.job_id.Binary());
   spec.set_parent_task_id(CurrentTaskId().Binary());
   spec.set_function(factory);
@@ -1121,6 +1126,9 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
     throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
   }
   auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.resources, "TaskOptions");
+  if (options.gpu_memory > 0 && options.num_gpus <= 0) {
+    throw InvalidArgumentError("TaskOptions::gpu_memory needs num_gpus: it caps memory on the task's GPU");
+  }
   CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
@@ -1138,6 +1146,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   t.spec.set_parent_task_id(CurrentTaskId().Binary());
   t.spec.set_attempt(0);
   t.spec.set_function(function);
+  t.spec.set_gpu_memory(options.gpu_memory);
   t.spec.set_name(options.name.empty() ? function : options.name);
   t.spec.set_num_returns(1);
   t.spec.mutable_caller()->set_socket_path(address_.socket_path);
@@ -1532,6 +1541,16 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       return done;
     }
   }
+  // GPU tasks get a context (their device, a stream of the pool, capped memory) for the run;
+  // an actor's creation makes the one its calls share.
+  std::vector<int> task_gpus = !tl_gpu_ids.empty() || spec.actor_id().empty() ? tl_gpu_ids : actor_gpu_ids_;
+  gpu_tasks_->Enter(task_gpus, spec.gpu_memory());
+  struct LeaveGpu {
+    GpuTasks* gpu;
+    bool keep;
+    ~LeaveGpu() { gpu->Leave(keep); }
+  } leave_gpu{gpu_tasks_.get(), spec.has_actor_creation()};
+  gpu::NvtxRange task_range("prism task " + (spec.name().empty() ? spec.function() : spec.name()));
   try {
     auto out_holder = std::make_shared<internal::EncodedValue>(
         run(args, std::static_pointer_cast<const void>(source)));
@@ -1559,6 +1578,15 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     std::type_info* t = abi::__cxa_current_exception_type();
     fail(rpc::ERROR_TASK, t != nullptr ? internal::Demangle(t->name()) : "unknown",
          "a non-standard exception was thrown");
+  }
+  if (!task_gpus.empty()) {
+    // A faulted kernel poisons the device for this process: the worker goes (its tasks are
+    // retried elsewhere, as after a crash) and the daemon starts a fresh one.
+    if (Status fault = gpu_tasks_->DeviceFault(); !fault.ok()) {
+      PRISM_LOG_ERROR("worker {} exits: {}", getpid(), fault.ToString());
+      std::fflush(nullptr);
+      std::_Exit(70);
+    }
   }
   // Registrations this task made (refs it keeps, refs lent to the caller) reach their owners
   // before the caller may drop the refs that protected them.

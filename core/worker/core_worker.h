@@ -10,6 +10,7 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 #include "worker/actor_submitter.h"
+#include "worker/gpu_tasks.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
 #include "worker/output_capture.h"
@@ -120,6 +121,8 @@ class CoreWorker {
   void SetActorLabel(std::string label) { actor_label_ = std::move(label); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
+  /// The running GPU task's context (gpu::CurrentContext()).
+  gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
   /// Throws ObjectStoreFullError when a large value finds no room.
   internal::RefPtr Put(const internal::EncodedValue& value);
   internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);
@@ -234,6 +237,7 @@ class CoreWorker {
   std::mutex streams_mu_;
   std::unordered_map<TaskId, std::weak_ptr<Stream>> streams_ PRISM_GUARDED_BY(streams_mu_);
   std::unique_ptr<TaskExecutor> executor_;
+  std::unique_ptr<GpuTasks> gpu_tasks_ = std::make_unique<GpuTasks>();  // GPU tasks' contexts and streams
   std::atomic<bool> shut_down_{false};
 
   // The task whose code runs now on the worker's main thread; the driver's task elsewhere.

@@ -105,6 +105,10 @@ struct TaskOptions {
   /// GPUs it holds while it runs: a share of one device (below 1), or whole devices.
   /// prism::GetGpuIds() inside the task says which.
   double num_gpus = 0;
+  /// Bytes of device memory the task may allocate through prism's pools (gpu::CurrentContext());
+  /// an allocation past it is an OutOfMemory error in this task only. Needs num_gpus. Memory a
+  /// framework allocates by itself (outside prism's pools) is not counted.
+  uint64_t gpu_memory = 0;
   /// Bytes of memory the task reserves while it runs (it is placed only where they are free).
   uint64_t memory = 0;
   /// Custom resources the task holds while it runs.
@@ -135,6 +139,9 @@ struct ActorOptions {
   double num_cpus = 0;
   /// GPUs it holds for its whole life: a share of one device (below 1), or whole devices.
   double num_gpus = 0;
+  /// Bytes of device memory the actor may allocate through prism's pools, for its whole life
+  /// (see TaskOptions::gpu_memory).
+  uint64_t gpu_memory = 0;
   /// Bytes of memory it reserves for its whole life.
   uint64_t memory = 0;
   /// Custom resources it holds for its whole life.

@@ -1,0 +1,50 @@
+// A worker's GPU side: its device backend (created when a task first needs it), a pool of named
+// streams per device, and the context of each running GPU task (gpu::CurrentContext()).
+#pragma once
+
+#include <prism/gpu/backend.h>
+#include <prism/gpu/context.h>
+
+#include "base/thread_annotations.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace prism {
+
+class GpuTasks {
+ public:
+  static constexpr int kStreamsPerDevice = 4;
+
+  GpuTasks() = default;
+  ~GpuTasks();
+
+  /// Sets the calling thread's context for a task holding `gpus` (the daemon's instance indices;
+  /// this process sees them as devices 0..k-1) with `gpu_memory` bytes (0: no cap). A task without
+  /// GPUs gets none. The backend is created on first use; its failure is reported when the task
+  /// asks for its context.
+  void Enter(const std::vector<int>& gpus, uint64_t gpu_memory);
+  /// Clears the calling thread's context (actors keep theirs: `keep`).
+  void Leave(bool keep);
+  /// The calling thread's context; throws RuntimeError as gpu::CurrentContext() documents.
+  gpu::Context& Current();
+  /// A device of this worker has a sticky fault (a kernel faulted): the process must go, as a
+  /// CUDA context cannot recover. Returns the fault.
+  Status DeviceFault();
+
+ private:
+  Status EnsureBackend() PRISM_REQUIRES(mu_);
+
+  std::mutex mu_;
+  bool tried_ PRISM_GUARDED_BY(mu_) = false;
+  Status backend_status_ PRISM_GUARDED_BY(mu_);
+  std::unique_ptr<gpu::Backend> backend_ PRISM_GUARDED_BY(mu_);
+  std::map<int, std::vector<std::unique_ptr<gpu::Stream>>> streams_ PRISM_GUARDED_BY(mu_);
+  std::map<int, size_t> next_stream_ PRISM_GUARDED_BY(mu_);
+  std::shared_ptr<gpu::Context> actor_context_ PRISM_GUARDED_BY(mu_);  // an actor's, for its life
+};
+
+}  // namespace prism
