@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The real-GPU check in one go: builds prism with the cuda backend, runs the `gpu`-labelled
+# tests and the GPU benchmark, and ends in a short table. CI runs it with --backend sim (on the
+# existing build), so the pipeline cannot rot where no GPU is.
+#
+#   bench/gpu_check.sh                         # on a GPU machine: build into build-gpu, cuda
+#   bench/gpu_check.sh --build-dir B --no-build  # use a build made elsewhere (carried)
+#   bench/gpu_check.sh --backend sim --build-dir build --no-build   # what CI runs
+set -uo pipefail
+cd "$(dirname "$0")/.."
+backend=cuda
+build_dir=build-gpu
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backend) backend="$2"; shift 2 ;;
+    --build-dir) build_dir="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+case "$backend" in cuda|sim) ;; *) echo "gpu_check: --backend is cuda or sim" >&2; exit 2 ;; esac
+
+if [ "$build" = 1 ]; then
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRISM_WITH_CUDA=ON \
+        -DPRISM_BUILD_EXAMPLES=OFF >"$build_dir.configure.log" 2>&1 || { cat "$build_dir.configure.log"; exit 1; }
+  cmake --build "$build_dir" -j "$(nproc)" || exit 1
+fi
+bin="$build_dir/bin"
+[ -x "$bin/gpu_benchmark" ] || { echo "gpu_check: no $bin/gpu_benchmark (build first)" >&2; exit 1; }
+
+declare -a rows
+status=0
+run() {  # run NAME COMMAND...: records passed/failed
+  local name="$1"; shift
+  local log; log="$(mktemp)"
+  if "$@" >"$log" 2>&1; then
+    local count; count="$(grep -o '^\[==========\] [0-9]* tests\? from' "$log" | tail -1 | grep -o '[0-9][0-9]*' | head -1)"
+    rows+=("$(printf '%-34s %s' "$name" "passed${count:+ ($count tests)}")")
+  else
+    rows+=("$(printf '%-34s %s' "$name" "FAILED")")
+    tail -40 "$log"
+    status=1
+  fi
+  cat "$log" >>"$build_dir/gpu_check.log"
+  rm -f "$log"
+}
+: >"$build_dir/gpu_check.log"
+
+if [ "$backend" = cuda ]; then
+  if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "gpu_check: no GPU here (nvidia-smi finds none); run with --backend sim to check the pipeline" >&2
+    exit 1
+  fi
+  nvidia-smi -L
+  "$bin/prism" topology || true
+  # The gpu label must run, not skip: a skip here means the cuda backend did not find the device.
+  run "ctest -L gpu (cuda backend suite)" bash -c "cd '$build_dir' && ctest -L gpu --output-on-failure"
+  # The gpu label must run, not skip: a skip means the cuda backend did not find the device.
+  if grep -q "Skipped" "$build_dir/gpu_check.log"; then
+    rows+=("$(printf '%-34s %s' "gpu tests skipped" "FAILED (the cuda backend saw no device)")")
+    status=1
+  fi
+  export PRISM_GPU_BACKEND=sim PRISM_SIM_DEVICE_MEMORY=256M
+  run "GPU scheduling and tasks (sim)" bash -c "'$bin/gpu_scheduling_test' && '$bin/gpu_tasks_test'"
+  unset PRISM_GPU_BACKEND PRISM_SIM_DEVICE_MEMORY
+else
+  export PRISM_GPU_BACKEND=sim PRISM_SIM_DEVICE_MEMORY=256M
+  run "backend suite on sim" "$bin/gpu_backend_test" --gtest_filter='*/sim'
+  run "sim adversarial checks, topology" "$bin/gpu_test"
+  run "placement on every profile" "$bin/base_test" --gtest_filter='*Placement*'
+  run "GPU scheduling (e2e)" "$bin/gpu_scheduling_test"
+  run "GPU tasks and actors (e2e)" "$bin/gpu_tasks_test"
+fi
+bench_log="$build_dir/gpu_benchmark.txt"
+if PRISM_SIM_DEVICE_MEMORY=1G "$bin/gpu_benchmark" --backend "$backend" >"$bench_log" 2>&1; then
+  rows+=("$(printf '%-34s %s' "gpu_benchmark --backend $backend" "ran (correctness checked)")")
+else
+  rows+=("$(printf '%-34s %s' "gpu_benchmark --backend $backend" "FAILED")")
+  status=1
+fi
+cat "$bench_log"
+echo
+echo "## gpu_check ($backend) on $(hostname), $(date -u +%Y-%m-%d)"
+printf '%-34s %s\n' "check" "result"
+for r in "${rows[@]}"; do echo "$r"; done
+grep -E "^64 MiB|events are|consumer process" "$bench_log" | sed 's/^/  /'
+exit $status
