@@ -3,6 +3,7 @@
 // Kept thin, because CI cannot run it: every call goes through PRISM_CUDA_TRY and comes back as a
 // Status with the call's text.
 #include <prism/gpu/backend.h>
+#include <prism/gpu/profiling.h>
 
 #include "gpu/cuda/cuda_kernels.h"
 
@@ -63,6 +64,7 @@ class CudaStream final : public Stream {
     return true;
   }
   Status CopyAsync(void* dst, const void* src, size_t bytes) override {
+    NvtxRange range("prism copy " + std::to_string(bytes) + " bytes on '" + name_ + "'");
     PRISM_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s_));
     return Status::OK();
   }
@@ -155,6 +157,7 @@ class CudaMemory final : public MemoryResource {
   }
   int device() const override { return device_; }
   Result<void*> Allocate(size_t bytes, Stream& stream) override {
+    NvtxRange range("prism alloc " + std::to_string(bytes) + " bytes");
     if (stream.device() != device_) return Status::InvalidArgument("Allocate on a stream of another device");
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -177,6 +180,7 @@ class CudaMemory final : public MemoryResource {
     return p;
   }
   Status Deallocate(void* ptr, size_t bytes, Stream& stream) override {
+    NvtxRange range("prism free " + std::to_string(bytes) + " bytes");
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = sizes_.find(ptr);

@@ -3,6 +3,8 @@
 #include "gpu/sim/sim_kernels.h"
 #include "gpu/sim/sim_memory.h"
 
+#include <prism/gpu/profiling.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdlib>
@@ -125,6 +127,7 @@ class SimStream final : public Stream {
     return true;
   }
   Status CopyAsync(void* dst, const void* src, size_t bytes) override {
+    NvtxRange range("prism copy " + std::to_string(bytes) + " bytes on '" + core_->name + "'");
     if (bytes > 0 && (!dst || !src)) return Status::InvalidArgument("CopyAsync of a null pointer");
     return backend_->Enqueue(core_, {{src, bytes, false}, {dst, bytes, true}}, false,
                              backend_->CopyNs(dst, src, bytes),

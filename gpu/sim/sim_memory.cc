@@ -1,5 +1,7 @@
 #include "gpu/sim/sim_memory.h"
 
+#include <prism/gpu/profiling.h>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -64,6 +66,7 @@ void SimMemory::Release(bool all) {
 }
 
 Result<void*> SimMemory::Allocate(size_t bytes, Stream& stream) {
+  NvtxRange range("prism alloc " + std::to_string(bytes) + " bytes");
   auto core = CoreOf(stream);
   if (!core) return Status::InvalidArgument("Allocate: not a stream of the sim backend");
   if (core->device != device_) {
@@ -115,6 +118,7 @@ Result<void*> SimMemory::Allocate(size_t bytes, Stream& stream) {
 }
 
 Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
+  NvtxRange range("prism free " + std::to_string(bytes) + " bytes");
   auto core = CoreOf(stream);
   if (!core) return Status::InvalidArgument("Deallocate: not a stream of the sim backend");
   auto key = reinterpret_cast<uintptr_t>(ptr);
