@@ -5,6 +5,7 @@
 #include "node/session.h"
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
+#include "worker/timeline.h"
 
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
@@ -233,6 +234,21 @@ prism::Result<prism::rpc::BlockingClient> ConnectClient(const std::string& addre
       prism::DaemonSocketPath(s->dir), prism::rpc::MakeHello(prism::rpc::ROLE_CLIENT, s->token));
 }
 
+int Timeline(const std::string& address, const std::string& out) {
+  auto s = prism::ResolveSession(address);
+  if (!s.ok()) {
+    std::cerr << "prism timeline: " << s.status().message() << "\n";
+    return 1;
+  }
+  prism::Status st = prism::WriteChromeTrace(s->dir, out);
+  if (!st.ok()) {
+    std::cerr << "prism timeline: " << st.message() << "\n";
+    return 1;
+  }
+  std::cout << "prism: wrote " << out << " (open it in https://ui.perfetto.dev or chrome://tracing)\n";
+  return 0;
+}
+
 double Units(int64_t milli) { return static_cast<double>(milli) / prism::kMilli; }
 
 int Status(const std::string& address) {
@@ -414,8 +430,15 @@ int main(int argc, char** argv) {
   auto* tp = app.add_subcommand("topology", "print the GPU topology matrix (like nvidia-smi topo -m), with bandwidths");
   tp->add_option("--profile", profile, "a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, or this machine)");
   tp->add_flag("--json", topo_json, "print the profile JSON instead");
+  std::string trace_out = "prism-timeline.json";
+  auto* tl = app.add_subcommand("timeline",
+                                "write the task events workers recorded (start with PRISM_TIMELINE=1 or "
+                                "InitOptions::timeline) as a Chrome trace for Perfetto");
+  tl->add_option("--address", address, "session folder, or auto");
+  tl->add_option("-o,--output", trace_out, "the trace file to write");
   CLI11_PARSE(app, argc, argv);
   if (tp->parsed()) return Topology(profile, topo_json);
+  if (tl->parsed()) return Timeline(address, trace_out);
   if (wk->parsed()) return RunGenericWorker(code_search_path);
   if (s->parsed()) {
     if (!start.address.empty()) start.head = false;

@@ -252,6 +252,14 @@ void Init(const InitOptions& options) {
   o.worker_id = RandomUniqueId();
   o.build_id = SelfBuildId();
   o.worker_argv = options.worker_argv;
+  o.worker_launch_prefix = options.worker_launch_prefix;
+  o.timeline = options.timeline;
+  if (o.worker_launch_prefix.empty()) {
+    if (const char* p = std::getenv("PRISM_WORKER_LAUNCH_PREFIX"); p != nullptr) {
+      std::istringstream words(p);
+      for (std::string w; words >> w;) o.worker_launch_prefix.push_back(w);
+    }
+  }
   o.python_executable = options.python_executable;
   if (o.python_executable.empty()) {
     // "python3" on PATH, made absolute here (the daemon starts it without a PATH search).
@@ -352,6 +360,11 @@ std::map<std::string, double> AvailableResources() {
 }
 
 gpu::Context& gpu::CurrentContext() { return RequireCore()->CurrentGpuContext(); }
+
+void WriteTimeline(const std::string& path) {
+  Status st = WriteChromeTrace(RequireCore()->session_dir(), path);
+  if (!st.ok()) throw RuntimeError(st.message());
+}
 
 std::vector<int> GetGpuIds() {
   auto core = Core();

@@ -402,7 +402,9 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       }
       pid_t pid = conn.peer_pid();
       if (pid <= 0) return Status::PermissionDenied("cannot identify the driver process");
-      if (hello.worker_argv_size() > 256) return Status::InvalidArgument("worker_argv has more than 256 arguments");
+      if (hello.worker_argv_size() > 256 || hello.worker_launch_prefix_size() > 256) {
+        return Status::InvalidArgument("worker_argv and worker_launch_prefix take at most 256 arguments");
+      }
       std::string exe = "/proc/" + std::to_string(pid) + "/exe";
       int fd = ::open(exe.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return Status::IOError("cannot open the driver's executable " + exe);
@@ -419,6 +421,10 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       if (hello.worker_argv_size() > 0) job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
       job.code_search_path.assign(hello.code_search_path().begin(), hello.code_search_path().end());
       job.python_executable = hello.python_executable();
+      job.launch_prefix.assign(hello.worker_launch_prefix().begin(), hello.worker_launch_prefix().end());
+      job.timeline = hello.record_timeline();
+      std::error_code link_error;
+      job.exe_path = std::filesystem::read_symlink(exe, link_error).string();
       job.env = std::move(launch->env);
       job.cwd = std::move(launch->cwd);
       job.driver = &conn;
@@ -786,6 +792,7 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
   w.runtime = runtime;
   w.gpus = gpus;
   std::map<std::string, std::string> env = request_env;
+  if (job.timeline) env["PRISM_TIMELINE"] = "1";
   if (!gpus.empty()) {
     for (auto& [name, value] : GpuWorkerEnv(gpus)) env[name] = value;  // prism's binding wins
   }
@@ -793,6 +800,8 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
   WorkerLaunch launch;
   launch.executable_fd = job.exe_fd;
   launch.argv = job.argv;
+  launch.prefix = job.launch_prefix;
+  launch.executable_path = job.exe_path;
   int python_fd = -1;
   if (runtime == "python") {
     python_fd = ::open(job.python_executable.c_str(), O_RDONLY | O_CLOEXEC);
@@ -805,11 +814,14 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
     }
     launch.executable_fd = python_fd;
     launch.argv = {job.python_executable, "-m", "prism._worker"};
+    launch.executable_path = job.python_executable;
   }
   if (runtime == "cpp") {
     // The generic C++ worker: this daemon's own executable, loading the job's libraries.
     launch.executable_fd = self_exe_fd_;
     launch.argv = {"prism", "worker"};
+    std::error_code link_error;
+    launch.executable_path = std::filesystem::read_symlink("/proc/self/exe", link_error).string();
     for (const auto& dir : job.code_search_path) {
       launch.argv.push_back("--code-search-path");
       launch.argv.push_back(dir);

@@ -75,6 +75,9 @@ class NodeDaemon {
     std::vector<std::string> argv, env;
     std::vector<std::string> code_search_path;
     std::string python_executable;
+    std::string exe_path;  // the driver's executable, for a launch prefix to run
+    std::vector<std::string> launch_prefix;
+    bool timeline = false;  // its workers record task events
     std::string cwd;
     rpc::Connection* driver = nullptr;
     bool ended = false;  // its driver left; kept while its detached actors live

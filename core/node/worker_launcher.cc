@@ -16,7 +16,13 @@ namespace prism {
 Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
   // Everything the child needs is built before fork: after it, only async-signal-safe calls.
   std::vector<char*> argv, envp;
-  for (const auto& a : launch.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  std::vector<std::string> prefixed;  // prefix..., the executable's path, argv[1:]
+  if (!launch.prefix.empty()) {
+    prefixed = launch.prefix;
+    prefixed.push_back(launch.executable_path);
+    for (size_t i = 1; i < launch.argv.size(); ++i) prefixed.push_back(launch.argv[i]);
+  }
+  for (const auto& a : launch.prefix.empty() ? launch.argv : prefixed) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (const auto& e : launch.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
@@ -39,6 +45,13 @@ Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
     }
     if (!launch.cpus.empty()) sched_setaffinity(0, sizeof cpus, &cpus);  // best effort
     syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+    if (!launch.prefix.empty()) {
+      execvpe(argv[0], argv.data(), envp.data());
+      const char msg[] = "prism: cannot start a worker: its launch prefix did not run\n";
+      ssize_t ignored = write(2, msg, sizeof(msg) - 1);
+      (void)ignored;
+      _exit(127);
+    }
     syscall(SYS_execveat, launch.executable_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
     const char msg[] = "prism: cannot start a worker: execveat failed\n";
     ssize_t ignored = write(2, msg, sizeof(msg) - 1);

@@ -17,6 +17,10 @@ struct WorkerLaunch {
   std::string cwd;
   /// CPUs the worker may run on (its GPUs' NUMA node); empty: the daemon's own.
   std::vector<int> cpus;
+  /// A command that runs the worker (found on PATH), given `executable_path` and argv[1:] after
+  /// it; empty: the executable runs directly (from executable_fd).
+  std::vector<std::string> prefix;
+  std::string executable_path;
 };
 
 class WorkerLauncher {

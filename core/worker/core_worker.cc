@@ -160,6 +160,10 @@ CoreWorker::CoreWorker(CoreWorkerOptions options)
 Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options) {
   options.submitter.token = options.token;
   std::unique_ptr<CoreWorker> cw(new CoreWorker(std::move(options)));
+  if (const char* t = std::getenv("PRISM_TIMELINE");
+      cw->options_.role == rpc::ROLE_WORKER && t != nullptr && std::string(t) == "1") {
+    cw->timeline_ = std::make_unique<TimelineRecorder>(cw->options_.session_dir);
+  }
   PRISM_RETURN_IF_ERROR(cw->Listen());
   PRISM_RETURN_IF_ERROR(cw->ConnectDaemon());
   {
@@ -268,6 +272,8 @@ Status CoreWorker::ConnectDaemon() {
   hello.mutable_hello()->set_build_id(options_.build_id);
   if (options_.role == rpc::ROLE_WORKER) hello.mutable_hello()->set_job_id(options_.job_id.Binary());
   for (const auto& a : options_.worker_argv) hello.mutable_hello()->add_worker_argv(a);
+  for (const auto& a : options_.worker_launch_prefix) hello.mutable_hello()->add_worker_launch_prefix(a);
+  hello.mutable_hello()->set_record_timeline(options_.timeline);
   for (const auto& d : options_.code_search_path) hello.mutable_hello()->add_code_search_path(d);
   hello.mutable_hello()->set_python_executable(options_.python_executable);
   rpc::Welcome welcome;
@@ -1550,7 +1556,19 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     bool keep;
     ~LeaveGpu() { gpu->Leave(keep); }
   } leave_gpu{gpu_tasks_.get(), spec.has_actor_creation()};
-  gpu::NvtxRange task_range("prism task " + (spec.name().empty() ? spec.function() : spec.name()));
+  const std::string& task_name = spec.name().empty() ? spec.function() : spec.name();
+  gpu::NvtxRange task_range("prism task " + task_name);
+  int64_t started_us = timeline_ ? TimelineRecorder::NowUs() : 0;
+  std::unique_ptr<gpu::Event> gpu_start, gpu_end;
+  gpu::Context* gpu_context = timeline_ ? gpu_tasks_->CurrentOrNull() : nullptr;
+  if (gpu_context != nullptr) {
+    auto a = gpu_context->backend().CreateEvent(gpu_context->device(), /*timing=*/true);
+    auto b = gpu_context->backend().CreateEvent(gpu_context->device(), /*timing=*/true);
+    if (a.ok() && b.ok() && (*a)->Record(gpu_context->stream()).ok()) {
+      gpu_start = std::move(a).value();
+      gpu_end = std::move(b).value();
+    }
+  }
   try {
     auto out_holder = std::make_shared<internal::EncodedValue>(
         run(args, std::static_pointer_cast<const void>(source)));
@@ -1578,6 +1596,14 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     std::type_info* t = abi::__cxa_current_exception_type();
     fail(rpc::ERROR_TASK, t != nullptr ? internal::Demangle(t->name()) : "unknown",
          "a non-standard exception was thrown");
+  }
+  if (timeline_) {
+    std::string id = TaskId::FromBinary(spec.task_id()).Hex();
+    timeline_->Task(task_name, id, started_us, TimelineRecorder::NowUs());
+    if (gpu_start && gpu_end->Record(gpu_context->stream()).ok()) {
+      timeline_->GpuTask(task_name, id, started_us, gpu_context->stream().name(), std::move(gpu_start),
+                         std::move(gpu_end));
+    }
   }
   if (!task_gpus.empty()) {
     // A faulted kernel poisons the device for this process: the worker goes (its tasks are

@@ -16,6 +16,7 @@
 #include "worker/output_capture.h"
 #include "worker/task_executor.h"
 #include "worker/task_submitter.h"
+#include "worker/timeline.h"
 
 #include <prism/internal/runtime_api.h>
 #include <prism/options.h>
@@ -43,6 +44,8 @@ struct CoreWorkerOptions {
   JobId job_id;  // workers: from the daemon's launch; drivers: assigned in the handshake
   std::string build_id;
   std::vector<std::string> worker_argv;  // drivers: how the job's workers start (see InitOptions)
+  std::vector<std::string> worker_launch_prefix;  // drivers: what runs each worker (see InitOptions)
+  bool timeline = false;                          // drivers: workers record task events
   std::vector<std::string> code_search_path;  // drivers: libraries for the generic C++ worker
   std::string python_executable;              // drivers: the interpreter of Python workers
   uint64_t runtime_generation = 0;
@@ -121,6 +124,7 @@ class CoreWorker {
   void SetActorLabel(std::string label) { actor_label_ = std::move(label); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
+  const std::string& session_dir() const { return options_.session_dir; }
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
   /// Throws ObjectStoreFullError when a large value finds no room.
@@ -238,6 +242,7 @@ class CoreWorker {
   std::unordered_map<TaskId, std::weak_ptr<Stream>> streams_ PRISM_GUARDED_BY(streams_mu_);
   std::unique_ptr<TaskExecutor> executor_;
   std::unique_ptr<GpuTasks> gpu_tasks_ = std::make_unique<GpuTasks>();  // GPU tasks' contexts and streams
+  std::unique_ptr<TimelineRecorder> timeline_;  // workers with recording on (PRISM_TIMELINE=1)
   std::atomic<bool> shut_down_{false};
 
   // The task whose code runs now on the worker's main thread; the driver's task elsewhere.

@@ -102,6 +102,8 @@ Status GpuTasks::DeviceFault() {
   return Status::OK();
 }
 
+gpu::Context* GpuTasks::CurrentOrNull() { return tl_gpu.context.get(); }
+
 gpu::Context& GpuTasks::Current() {
   if (!tl_gpu.holds_gpus) {
     throw RuntimeError("gpu::CurrentContext() is for tasks and actors that hold GPUs (num_gpus > 0)");

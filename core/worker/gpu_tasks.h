@@ -31,6 +31,8 @@ class GpuTasks {
   void Leave(bool keep);
   /// The calling thread's context; throws RuntimeError as gpu::CurrentContext() documents.
   gpu::Context& Current();
+  /// The calling thread's context, or null.
+  gpu::Context* CurrentOrNull();
   /// A device of this worker has a sticky fault (a kernel faulted): the process must go, as a
   /// CUDA context cannot recover. Returns the fault.
   Status DeviceFault();

@@ -14,7 +14,7 @@ import inspect as _inspect
 
 from prism import exceptions
 from prism._private.worker import (available_resources, cancel, cluster_resources, get, get_gpu_ids, init,
-                                   is_initialized, nodes, put, shutdown, wait)
+                                   is_initialized, nodes, put, shutdown, timeline, wait)
 from prism.actor import ActorClass, ActorHandle, get_actor, kill
 from prism.cross_language import cpp_function
 from prism.object_ref import ObjectRef
@@ -45,6 +45,6 @@ def _make_remote(target, options):
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "kill", "get_actor",
-    "cluster_resources", "available_resources", "nodes", "get_gpu_ids", "ObjectRef", "ObjectRefGenerator",
+    "cluster_resources", "available_resources", "nodes", "get_gpu_ids", "timeline", "ObjectRef", "ObjectRefGenerator",
     "RemoteFunction", "ActorClass", "ActorHandle", "cpp_function", "exceptions", "util",
 ]

@@ -264,9 +264,11 @@ PYBIND11_MODULE(_prism, m) {
       [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory, uint64_t memory,
          const std::map<std::string, double>& resources, const std::string& log_level,
          const std::vector<std::string>& worker_argv, const std::vector<std::string>& code_search_path,
-         const std::string& gpu_topology) {
+         const std::string& gpu_topology, bool timeline, const std::vector<std::string>& worker_launch_prefix) {
         InitOptions o;
         o.gpu_topology = gpu_topology;
+        o.timeline = timeline;
+        o.worker_launch_prefix = worker_launch_prefix;
         o.address = address;
         o.num_cpus = num_cpus;
         o.num_gpus = num_gpus;
@@ -281,7 +283,12 @@ PYBIND11_MODULE(_prism, m) {
       },
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
       py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"),
-      py::arg("code_search_path"), py::arg("gpu_topology"));
+      py::arg("code_search_path"), py::arg("gpu_topology"), py::arg("timeline"), py::arg("worker_launch_prefix"));
+
+  m.def("write_timeline", [](const std::string& path) {
+    py::gil_scoped_release release;
+    WriteTimeline(path);
+  });
 
   m.def("shutdown", [] {
     py::gil_scoped_release release;

@@ -52,3 +52,32 @@ def test_unknown_topology_is_a_clear_error():
     with pytest.raises(Exception, match="no-such-box"):
         ray.init(num_cpus=1, gpu_topology="no-such-box")
     assert not ray.is_initialized()
+
+
+@ray.remote
+def plus(a, b):
+    return a + b
+
+
+def test_timeline(tmp_path, monkeypatch):
+    import json
+    ray.init(num_cpus=2, timeline=True)
+    try:
+        assert ray.get([plus.remote(i, 1) for i in range(3)]) == [1, 2, 3]
+        path = ray.timeline(tmp_path / "trace.json")
+    finally:
+        ray.shutdown()
+    events = json.loads(open(path).read())["traceEvents"]
+    names = [e["name"] for e in events if e["ph"] == "X"]
+    assert names.count("plus") == 3, names
+
+
+def test_worker_launch_prefix():
+    ray.init(num_cpus=1, worker_launch_prefix=["env", "PRISM_TEST_VIA_PREFIX=py"])
+    try:
+        @ray.remote
+        def read():
+            return os.environ.get("PRISM_TEST_VIA_PREFIX")
+        assert ray.get(read.remote()) == "py"
+    finally:
+        ray.shutdown()

@@ -45,6 +45,13 @@ struct InitOptions {
   /// (prism::PyFunction, TaskOptions::runtime = "python"); empty: "python3" on PATH. Its workers
   /// import the prism package, so it must be importable there (e.g. TaskOptions::env PYTHONPATH).
   std::string python_executable;
+  /// A command that starts each of this job's workers, with the worker's executable and
+  /// arguments after it: e.g. {"nsys", "profile", "-o", "/tmp/worker-%p"} runs every worker under
+  /// Nsight Systems. Empty: $PRISM_WORKER_LAUNCH_PREFIX split at spaces, or none.
+  std::vector<std::string> worker_launch_prefix;
+  /// Workers record when each task ran (and GPU tasks' device time, by events on their stream)
+  /// for prism::WriteTimeline and `prism timeline`. Also $PRISM_TIMELINE=1.
+  bool timeline = false;
   /// spdlog level for prism's own messages in this process and its daemon: trace, debug, info,
   /// warn, error, off. Empty means $PRISM_LOG_LEVEL or "warn".
   std::string log_level;

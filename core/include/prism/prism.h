@@ -67,6 +67,11 @@ std::map<std::string, double> AvailableResources();
 /// Inside a task or actor: the GPUs (device instance indices) it holds; empty elsewhere.
 std::vector<int> GetGpuIds();
 
+/// Writes the task events this cluster's workers recorded (InitOptions::timeline) as a Chrome
+/// trace: tasks per worker and thread, and GPU tasks' device time per stream. Open it in
+/// Perfetto (ui.perfetto.dev) or chrome://tracing. Throws RuntimeError if it cannot be written.
+void WriteTimeline(const std::string& path);
+
 /// A remote function known by name only, e.g. one registered in a worker but not declared here.
 /// Arguments are encoded as their own types; the worker checks them against the function.
 template <typename R>

@@ -60,7 +60,8 @@ def call(fn, *args):
 
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
-         memory=None, log_level=None, ignore_reinit_error=False, code_search_path=None, gpu_topology=None):
+         memory=None, log_level=None, ignore_reinit_error=False, code_search_path=None, gpu_topology=None,
+         timeline=False, worker_launch_prefix=None):
     global generation, _atexit_registered
     with _lock:
         if _prism.is_initialized():
@@ -76,7 +77,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0),
              -1 if num_gpus is None else int(num_gpus), int(object_store_memory or 0), int(memory or 0),
              dict(resources or {}), log_level or "", worker_argv,
-             [os.path.abspath(p) for p in (code_search_path or [])], gpu_topology or "")
+             [os.path.abspath(p) for p in (code_search_path or [])], gpu_topology or "", bool(timeline),
+             list(worker_launch_prefix or []))
         generation += 1
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -185,6 +187,14 @@ def nodes():
         out.append({"NodeID": n["NodeID"], "Alive": n["Alive"], "Resources": dict(n["Resources"]),
                     "SessionDir": n["SessionDir"]})
     return out
+
+
+def timeline(filename="prism-timeline.json"):
+    """Writes the task events workers recorded (``init(timeline=True)`` or PRISM_TIMELINE=1) as a
+    Chrome trace: tasks per worker and thread, GPU work per stream. Open it in Perfetto."""
+    _check_initialized()
+    call(_prism.write_timeline, os.fspath(filename))
+    return filename
 
 
 def get_gpu_ids():
