@@ -13,11 +13,29 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
 namespace prism {
 namespace {
+
+// Whether `ancestor` is `pid`'s parent, grandparent, ... (from /proc/<pid>/stat).
+bool IsDescendantOf(pid_t pid, pid_t ancestor) {
+  for (int depth = 0; depth < 16 && pid > 1; ++depth) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    auto close = text.rfind(')');  // the command name may hold spaces and parentheses
+    if (close == std::string::npos) return false;
+    std::istringstream rest(text.substr(close + 2));
+    char state;
+    pid_t parent = 0;
+    if (!(rest >> state >> parent)) return false;
+    if (parent == ancestor) return true;
+    pid = parent;
+  }
+  return false;
+}
 
 std::string DescribeExit(int wait_status) {
   if (WIFEXITED(wait_status)) return "exited with code " + std::to_string(WEXITSTATUS(wait_status));
@@ -444,9 +462,11 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
         return Status::NotFound("no worker " + id.Hex() + " is being started by this daemon");
       }
       Worker& w = it->second;
-      if (conn.peer_pid() != w.pid) {
+      // Under a launch prefix (nsys profile ...) the worker may be a descendant of what was forked.
+      if (conn.peer_pid() != w.pid && !IsDescendantOf(conn.peer_pid(), w.pid)) {
         return Status::PermissionDenied("worker " + id.Hex() + " registered from the wrong process");
       }
+      w.process = conn.peer_pid();
       auto job_it = jobs_.find(w.job);
       if (job_it == jobs_.end()) return Status::NotFound("the job of this worker has ended");
       Job& job = job_it->second;
@@ -907,6 +927,7 @@ void NodeDaemon::KillWorker(const WorkerId& id, const std::string& why) {
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
   if (it->second.pid > 0) ::kill(it->second.pid, SIGKILL);
+  if (it->second.process > 0 && it->second.process != it->second.pid) ::kill(it->second.process, SIGKILL);
   RemoveWorker(id, why);
 }
 
@@ -1686,7 +1707,13 @@ void NodeDaemon::Stop() {
   std::vector<std::shared_ptr<rpc::Connection>> open;
   for (auto& [conn, peer] : conns_) open.push_back(conn);
   for (auto& conn : open) conn->Close(Status::Cancelled("the node daemon is stopping"));
-  // Workers first get SIGTERM and a moment to go; then SIGKILL.
+  // Workers first get SIGTERM and a moment to go; then SIGKILL. (Workers under a launch prefix
+  // are the prefix's children: they get the signals too.)
+  std::vector<pid_t> prefixed;
+  for (auto& [wid, w] : workers_) {
+    if (w.process > 0 && w.process != w.pid) prefixed.push_back(w.process);
+  }
+  for (pid_t p : prefixed) ::kill(p, SIGTERM);
   for (auto& [pid, id] : worker_pids_) ::kill(pid, SIGTERM);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   while (!worker_pids_.empty() && std::chrono::steady_clock::now() < deadline) {
@@ -1700,6 +1727,7 @@ void NodeDaemon::Stop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+  for (pid_t p : prefixed) ::kill(p, SIGKILL);
   for (auto& [pid, id] : worker_pids_) {
     ::kill(pid, SIGKILL);
     int status;

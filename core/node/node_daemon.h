@@ -88,7 +88,8 @@ class NodeDaemon {
   struct Worker {
     WorkerId id;
     JobId job;
-    pid_t pid = -1;
+    pid_t pid = -1;      // the process the daemon forked
+    pid_t process = -1;  // the process that registered: pid, or its descendant under a launch prefix
     WorkerState state = WorkerState::kStarting;
     std::shared_ptr<rpc::Connection> conn;
     std::string socket_path;
@@ -235,8 +236,8 @@ class NodeDaemon {
   ResourcePool node_pool_;
   int self_exe_fd_ = -1;  // this daemon's executable (the prism tool): the generic C++ worker
   std::string self_build_id_;
-  Status pool_status_;
-  std::vector<std::string> visible_devices_;  // the daemon's own CUDA_VISIBLE_DEVICES, if set  // why the configured resources are no node's (checked by Start)
+  Status pool_status_;  // why the configured resources are no node's (checked by Start)
+  std::vector<std::string> visible_devices_;  // the daemon's own CUDA_VISIBLE_DEVICES, if set
   std::map<uint64_t, PlacementGroup> groups_;
   // The key-value table (ns, key) -> value: functions exported by Python drivers, rendezvous data.
   std::map<std::pair<std::string, std::string>, std::string> kv_;

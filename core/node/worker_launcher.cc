@@ -19,7 +19,10 @@ Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
   std::vector<std::string> prefixed;  // prefix..., the executable's path, argv[1:]
   if (!launch.prefix.empty()) {
     prefixed = launch.prefix;
-    prefixed.push_back(launch.executable_path);
+    // argv[0] when it names a file (a Python venv's interpreter must keep its own path; a
+    // relative one resolves in the worker's directory, as the driver's did), else the resolved one.
+    bool has_path = !launch.argv.empty() && launch.argv[0].find('/') != std::string::npos;
+    prefixed.push_back(has_path ? launch.argv[0] : launch.executable_path);
     for (size_t i = 1; i < launch.argv.size(); ++i) prefixed.push_back(launch.argv[i]);
   }
   for (const auto& a : launch.prefix.empty() ? launch.argv : prefixed) argv.push_back(const_cast<char*>(a.c_str()));

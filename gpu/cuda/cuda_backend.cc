@@ -85,10 +85,20 @@ cudaStream_t Native(Stream& s) { return static_cast<cudaStream_t>(s.native()); }
 
 class CudaEvent final : public Event {
  public:
-  CudaEvent(int device, cudaEvent_t e) : device_(device), e_(e) {}
+  enum class Kind { kLocal, kShared, kImported };
+  CudaEvent(int device, cudaEvent_t e, Kind kind = Kind::kLocal) : device_(device), e_(e), kind_(kind) {}
   ~CudaEvent() override { cudaEventDestroy(e_); }
   int device() const override { return device_; }
+  Result<IpcEventHandle> Export() override {
+    if (kind_ != Kind::kShared) return Status::InvalidArgument("Export: only events from CreateIpcEvent can be shared");
+    cudaIpcEventHandle_t h;
+    PRISM_CUDA_TRY(cudaIpcGetEventHandle(&h, e_));
+    return IpcEventHandle{std::string("cudaev1") + std::string(reinterpret_cast<const char*>(&h), sizeof h)};
+  }
   Status Record(Stream& stream) override {
+    if (kind_ == Kind::kImported) {
+      return Status::InvalidArgument("an event opened from another process cannot be recorded here");
+    }
     PRISM_CUDA_TRY(cudaEventRecord(e_, Native(stream)));
     return Status::OK();
   }
@@ -116,6 +126,7 @@ class CudaEvent final : public Event {
  private:
   int device_;
   cudaEvent_t e_;
+  Kind kind_;
 };
 
 Status CudaStream::Wait(Event& event) {
@@ -323,6 +334,25 @@ class CudaBackend final : public Backend {
     cudaEvent_t e{};
     PRISM_CUDA_TRY(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
     return std::unique_ptr<Event>(new CudaEvent(device, e));
+  }
+  Result<std::unique_ptr<Event>> CreateIpcEvent(int device) override {
+    if (device < 0 || device >= device_count()) return NoDevice(device);
+    PRISM_CUDA_TRY(cudaSetDevice(device));
+    cudaEvent_t e{};
+    PRISM_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventInterprocess | cudaEventDisableTiming));
+    return std::unique_ptr<Event>(new CudaEvent(device, e, CudaEvent::Kind::kShared));
+  }
+  Result<std::unique_ptr<Event>> OpenIpcEvent(const IpcEventHandle& handle) override {
+    cudaIpcEventHandle_t h;
+    if (handle.bytes.size() != 7 + sizeof h || handle.bytes.compare(0, 7, "cudaev1") != 0) {
+      return Status::InvalidArgument("OpenIpcEvent: not an event handle of the cuda backend");
+    }
+    std::memcpy(&h, handle.bytes.data() + 7, sizeof h);
+    cudaEvent_t e{};
+    PRISM_CUDA_TRY(cudaIpcOpenEventHandle(&e, h));
+    int device = 0;
+    cudaGetDevice(&device);
+    return std::unique_ptr<Event>(new CudaEvent(device, e, CudaEvent::Kind::kImported));
   }
   Result<MemoryResource*> memory(int device) override {
     if (device < 0 || device >= device_count()) return NoDevice(device);

@@ -5,6 +5,10 @@
 
 #include <prism/gpu/profiling.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdlib>
@@ -160,27 +164,48 @@ std::shared_ptr<StreamCore> CoreOf(Stream& stream) {
 
 class SimEvent final : public Event {
  public:
-  SimEvent(SimBackend* backend, int device, bool timing)
-      : backend_(backend), device_(device), timing_(timing) {}
+  SimEvent(SimBackend* backend, int device, bool timing, int ipc_slot = -1)
+      : backend_(backend), device_(device), timing_(timing), ipc_slot_(ipc_slot) {}
+  ~SimEvent() override {
+    if (ipc_slot_ >= 0) backend_->ReleaseIpcSlot(ipc_slot_);
+  }
   int device() const override { return device_; }
+  Result<IpcEventHandle> Export() override {
+    if (ipc_slot_ < 0) return Status::InvalidArgument("Export: only events from CreateIpcEvent can be shared");
+    std::ostringstream h;
+    h << "simev1 " << getpid() << ' ' << backend_->ipc_fd() << ' ' << ipc_slot_ << ' '
+      << backend_->info(device_).uuid;
+    return IpcEventHandle{h.str()};
+  }
 
   Status Record(Stream& stream) override {
     auto core = CoreOf(stream);
     if (!core) return Status::InvalidArgument("Event::Record: not a stream of the sim backend");
     if (core->device != device_) {
       return Status::InvalidArgument("an event of device " + std::to_string(device_) +
-                                     " cannot be recorded on stream '" + core->name +
-                                     "' of device " + std::to_string(core->device));
+                                     " cannot be recorded on stream '" + core->name + "' of device " +
+                                     std::to_string(core->device));
     }
     PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(device_));
-    std::lock_guard<std::mutex> lock(mu_);
-    std::lock_guard<std::mutex> backend_lock(backend_->mu());
-    stream_ = core;
-    seq_ = core->submitted;
-    clock_ = core->clock;
-    vtime_ns_ = core->vtime_ns;
-    recorded_ = true;
-    return Status::OK();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<std::mutex> backend_lock(backend_->mu());
+      stream_ = core;
+      seq_ = core->submitted;
+      clock_ = core->clock;
+      vtime_ns_ = core->vtime_ns;
+      recorded_ = true;
+    }
+    if (ipc_slot_ < 0) return Status::OK();
+    // Shared: other processes see a new generation recorded now, completed once the stream
+    // gets here.
+    SimBackend::IpcSlot* slot = backend_->ipc_slot(ipc_slot_);
+    uint64_t generation = slot->recorded.fetch_add(1) + 1;
+    return backend_->Enqueue(core, {}, false, 0, [slot, generation] {
+      uint64_t seen = slot->completed.load();
+      while (seen < generation && !slot->completed.compare_exchange_weak(seen, generation)) {
+      }
+    });
   }
   Result<bool> Query() override {
     PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(device_));
@@ -228,6 +253,7 @@ class SimEvent final : public Event {
   SimBackend* backend_;
   int device_;
   bool timing_;
+  int ipc_slot_;  // a shared event's slot in the event page; -1 for a local one
   std::mutex mu_;
   std::shared_ptr<StreamCore> stream_ PRISM_GUARDED_BY(mu_);
   uint64_t seq_ PRISM_GUARDED_BY(mu_) = 0;
@@ -236,7 +262,46 @@ class SimEvent final : public Event {
   bool recorded_ PRISM_GUARDED_BY(mu_) = false;
 };
 
+// Another process's shared event: its slot in that process's event page, mapped here.
+class SimImportedEvent final : public Event {
+ public:
+  SimImportedEvent(int device, void* map, size_t length, SimBackend::IpcSlot* slot)
+      : device_(device), map_(map), length_(length), slot_(slot) {}
+  ~SimImportedEvent() override { munmap(map_, length_); }
+  int device() const override { return device_; }
+  Status Record(Stream&) override {
+    return Status::InvalidArgument("an event opened from another process cannot be recorded here");
+  }
+  Result<bool> Query() override { return slot_->completed.load() >= slot_->recorded.load(); }
+  Status Synchronize() override {
+    uint64_t target = slot_->recorded.load();
+    while (slot_->completed.load() < target) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    return Status::OK();
+  }
+  Result<double> ElapsedSince(Event&) override {
+    return Status::InvalidArgument("ElapsedSince: shared events do not time");
+  }
+  Result<IpcEventHandle> Export() override {
+    return Status::InvalidArgument("Export: this event belongs to another process");
+  }
+  SimBackend::IpcSlot* slot() const { return slot_; }
+
+ private:
+  int device_;
+  void* map_;
+  size_t length_;
+  SimBackend::IpcSlot* slot_;
+};
+
 Status SimStream::Wait(Event& event) {
+  if (auto* imported = dynamic_cast<SimImportedEvent*>(&event)) {
+    // The exporter's latest record as of now; the stream's thread waits for its completion.
+    SimBackend::IpcSlot* slot = imported->slot();
+    uint64_t target = slot->recorded.load();
+    return backend_->Enqueue(core_, {}, false, 0, [slot, target] {
+      while (slot->completed.load() < target) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    });
+  }
   auto* e = dynamic_cast<SimEvent*>(&event);
   if (!e) return Status::InvalidArgument("Stream::Wait: not an event of the sim backend");
   PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(core_->device));
@@ -274,7 +339,10 @@ Result<std::unique_ptr<SimBackend>> SimBackend::Create(SimOptions options) {
   return b;
 }
 
-SimBackend::~SimBackend() = default;
+SimBackend::~SimBackend() {
+  if (ipc_page_) munmap(ipc_page_, sizeof(IpcSlot) * kIpcSlots);
+  if (ipc_fd_ >= 0) close(ipc_fd_);
+}
 
 Result<DeviceInfo> SimBackend::device(int ordinal) const {
   if (ordinal < 0 || ordinal >= device_count()) {
@@ -320,6 +388,74 @@ Result<std::unique_ptr<Stream>> SimBackend::CreateStream(int device, std::string
 Result<std::unique_ptr<Event>> SimBackend::CreateEvent(int device, bool timing) {
   PRISM_RETURN_IF_ERROR(DeviceStatus(device));
   return std::unique_ptr<Event>(new SimEvent(this, device, timing));
+}
+
+Result<int> SimBackend::AcquireIpcSlot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ipc_fd_ < 0) {
+    size_t bytes = sizeof(IpcSlot) * kIpcSlots;
+    int fd = memfd_create("prism-sim-events", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      if (fd >= 0) close(fd);
+      return Status::IOError(std::string("sim event page: ") + std::strerror(errno));
+    }
+    void* page = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (page == MAP_FAILED) {
+      close(fd);
+      return Status::IOError(std::string("sim event page: ") + std::strerror(errno));
+    }
+    ipc_fd_ = fd;
+    ipc_page_ = static_cast<IpcSlot*>(page);  // zero-filled: every counter starts at 0
+  }
+  int slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else if (next_slot_ < kIpcSlots) {
+    slot = next_slot_++;
+  } else {
+    return Status::OutOfMemory("more than " + std::to_string(kIpcSlots) + " shared events in this process");
+  }
+  // A reused slot starts where its last user left it (importers compare the two counters).
+  ipc_page_[slot].completed.store(ipc_page_[slot].recorded.load());
+  return slot;
+}
+
+void SimBackend::ReleaseIpcSlot(int slot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  free_slots_.push_back(slot);
+}
+
+Result<std::unique_ptr<Event>> SimBackend::CreateIpcEvent(int device) {
+  PRISM_RETURN_IF_ERROR(DeviceStatus(device));
+  PRISM_ASSIGN_OR_RETURN(int slot, AcquireIpcSlot());
+  return std::unique_ptr<Event>(new SimEvent(this, device, false, slot));
+}
+
+Result<std::unique_ptr<Event>> SimBackend::OpenIpcEvent(const IpcEventHandle& handle) {
+  std::istringstream in(handle.bytes);
+  std::string magic, uuid;
+  long pid = 0;
+  int fd = -1, slot = -1;
+  if (!(in >> magic >> pid >> fd >> slot >> uuid) || magic != "simev1" || slot < 0 || slot >= kIpcSlots) {
+    return Status::InvalidArgument("OpenIpcEvent: not an event handle of the sim backend");
+  }
+  if (pid == getpid()) return Status::InvalidArgument("OpenIpcEvent: the event is this process's own");
+  int device = 0;
+  for (const auto& d : devices_) {
+    if (d->info.uuid == uuid) device = d->info.ordinal;
+  }
+  std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  int mine = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (mine < 0) {
+    return Status::NotFound("OpenIpcEvent: the exporting process " + std::to_string(pid) + " is gone (" +
+                            std::strerror(errno) + ")");
+  }
+  size_t bytes = sizeof(IpcSlot) * kIpcSlots;
+  void* page = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, mine, 0);
+  close(mine);
+  if (page == MAP_FAILED) return Status::IOError(std::string("OpenIpcEvent: mmap: ") + std::strerror(errno));
+  return std::unique_ptr<Event>(new SimImportedEvent(device, page, bytes, static_cast<IpcSlot*>(page) + slot));
 }
 
 void SimBackend::RunStream(std::shared_ptr<StreamCore> s) {

@@ -86,6 +86,8 @@ class SimBackend final : public Backend {
   Result<DeviceInfo> device(int ordinal) const override;
   Result<std::unique_ptr<Stream>> CreateStream(int device, std::string name) override;
   Result<std::unique_ptr<Event>> CreateEvent(int device, bool timing = false) override;
+  Result<std::unique_ptr<Event>> CreateIpcEvent(int device) override;
+  Result<std::unique_ptr<Event>> OpenIpcEvent(const IpcEventHandle& handle) override;
   Result<MemoryResource*> memory(int device) override;
   Result<void*> OpenIpc(const IpcHandle& handle, int device) override;
   Status CloseIpc(void* ptr) override;
@@ -161,6 +163,25 @@ class SimBackend final : public Backend {
     size_t length;
   };
   std::map<uintptr_t, Mapping> imports_ PRISM_GUARDED_BY(mu_);  // OpenIpc's mappings
+
+ public:
+  // Events shared between processes: slots in a memfd page of this process, {recorded,
+  // completed} generation counters each.
+  struct IpcSlot {
+    std::atomic<uint64_t> recorded;
+    std::atomic<uint64_t> completed;
+  };
+  static constexpr int kIpcSlots = 4096;
+  Result<int> AcquireIpcSlot();
+  void ReleaseIpcSlot(int slot);
+  IpcSlot* ipc_slot(int slot) { return &ipc_page_[slot]; }
+  int ipc_fd() const { return ipc_fd_; }
+
+ private:
+  int ipc_fd_ PRISM_GUARDED_BY(mu_) = -1;
+  IpcSlot* ipc_page_ = nullptr;
+  std::vector<int> free_slots_ PRISM_GUARDED_BY(mu_);
+  int next_slot_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> rng_{0};
 
   friend class SimStream;

@@ -4,6 +4,7 @@
 #include "worker/core_worker.h"
 #include "worker/task_executor.h"
 
+#include <prism/gpu/topology.h>
 #include <prism/prism.h>
 
 #include <pybind11/pybind11.h>
@@ -284,6 +285,21 @@ PYBIND11_MODULE(_prism, m) {
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
       py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"),
       py::arg("code_search_path"), py::arg("gpu_topology"), py::arg("timeline"), py::arg("worker_launch_prefix"));
+
+  m.def("topology", [](const std::string& profile, bool json) {
+    gpu::Topology t;
+    if (profile.empty()) {
+      auto found = gpu::Topology::Discover();
+      if (!found.ok()) throw RuntimeError("no GPUs found here (" + found.status().message() + "); name a profile");
+      t = std::move(found).value();
+    } else {
+      auto loaded = gpu::Topology::Load(profile);
+      if (!loaded.ok()) throw InvalidArgumentError(loaded.status().message());
+      t = std::move(loaded).value();
+    }
+    return json ? t.ToJson() : t.Matrix();
+  });
+  m.def("topology_profiles", [] { return gpu::Topology::ProfileNames(); });
 
   m.def("write_timeline", [](const std::string& path) {
     py::gil_scoped_release release;

@@ -81,3 +81,14 @@ def test_worker_launch_prefix():
         assert ray.get(read.remote()) == "py"
     finally:
         ray.shutdown()
+
+
+def test_topology_from_python():
+    import json
+    from prism import gpu
+    assert "h100-sxm-8" in gpu.profiles()
+    matrix = gpu.topology("h100-sxm-8")
+    assert "NV18" in matrix and "GPU7" in matrix
+    assert json.loads(gpu.topology("nvlink-pairs-4", as_json=True))["nvlink"]["matrix"][0][1] == 4
+    with pytest.raises(ValueError, match="no-such-box"):
+        gpu.topology("no-such-box")

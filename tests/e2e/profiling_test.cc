@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <signal.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -95,6 +97,25 @@ TEST(LaunchPrefixTest, WorkersStartThroughThePrefix) {
   prism::Init({.num_cpus = 1, .worker_launch_prefix = {"env", "PRISM_TEST_VIA_PREFIX=yes"}});
   EXPECT_EQ(prism::Get(prism::Task(Env).Remote(std::string("PRISM_TEST_VIA_PREFIX"))), "yes");
   prism::Shutdown();
+}
+
+int Pid() { return getpid(); }
+int ParentPid() { return getppid(); }
+PRISM_REMOTE(Pid, ParentPid);
+
+// As `nsys profile` does, a shell that runs the worker as its child (not by exec): the daemon
+// accepts the descendant and ends it at shutdown.
+TEST(LaunchPrefixTest, AWorkerMayBeThePrefixsChild) {
+  prism::Init({.num_cpus = 1, .worker_launch_prefix = {"sh", "-c", "\"$@\"; exit $?", "sh"}});
+  int worker = prism::Get(prism::Task(Pid).Remote());
+  int parent = prism::Get(prism::Task(ParentPid).Remote());
+  std::ifstream comm("/proc/" + std::to_string(parent) + "/comm");
+  std::string name;
+  comm >> name;
+  EXPECT_EQ(name, "sh") << "the worker runs under the prefix's shell";
+  prism::Shutdown();
+  for (int i = 0; i < 200 && ::kill(worker, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_NE(::kill(worker, 0), 0) << "the worker ended with the cluster";
 }
 
 TEST(LaunchPrefixTest, APrefixThatCannotRunIsAClearError) {

@@ -276,6 +276,77 @@ TEST_P(BackendTest, AFaultingKernelIsStickyForTheProcess) {
       ::testing::ExitedWithCode(0), "");
 }
 
+std::string Hex(const std::string& bytes) {
+  std::string hex;
+  for (unsigned char c : bytes) {
+    char buf[3];
+    std::snprintf(buf, sizeof buf, "%02x", c);
+    hex += buf;
+  }
+  return hex;
+}
+std::string Unhex(const char* hex) {
+  std::string out;
+  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) out.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
+  return out;
+}
+// Runs this binary's tests matching `filter` in a child with `env` added; true if they passed.
+bool RunChild(const std::string& filter, const std::vector<std::string>& add) {
+  std::vector<std::string> env_strings = add;
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string f = "--gtest_filter=" + filter;
+  char* argv[] = {const_cast<char*>("/proc/self/exe"), f.data(), nullptr};
+  pid_t pid = 0;
+  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return false;
+  int status = 0;
+  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// A shared event orders work across processes without host waits: the child's stream waits on
+// the parent's event, then reads what the parent's kernel wrote (16 MiB, so it takes a while).
+TEST_P(BackendTest, SharedEventsOrderWorkAcrossProcesses) {
+  size_t n = 4 << 20;
+  DeviceBuffer d = Alloc(n * sizeof(int32_t));
+  Must(stream_->Synchronize());
+  auto ready = Must(backend_->CreateIpcEvent(0));
+  IpcHandle mem = Must(memory_->Export(d.data(), d.size()));
+  IpcEventHandle ev = Must(ready->Export());
+  // Seven fills (the last writes 7): long enough on sim that a child not waiting would see less.
+  for (int v = 1; v <= 7; ++v) Must(ops::Fill(*backend_, *stream_, {d.data(), DType::kInt32, n, 0}, v));
+  Must(ready->Record(*stream_));  // no host sync: the child's stream waits for it
+  ASSERT_TRUE(RunChild("IpcChild.WaitsOnTheParentsEvent",
+                       {"PRISM_TEST_IPC_HANDLE=" + Hex(mem.bytes), "PRISM_TEST_IPC_EVENT=" + Hex(ev.bytes),
+                        "PRISM_TEST_IPC_COUNT=" + std::to_string(n), "PRISM_TEST_IPC_BACKEND=" + GetParam()}));
+  auto plain = Must(backend_->CreateEvent(0));
+  EXPECT_FALSE(plain->Export().ok()) << "only shared events export";
+  EXPECT_FALSE(backend_->OpenIpcEvent(IpcEventHandle{"garbage"}).ok());
+}
+
+TEST(IpcChild, WaitsOnTheParentsEvent) {
+  const char* hex = std::getenv("PRISM_TEST_IPC_EVENT");
+  if (!hex) GTEST_SKIP() << "run by SharedEventsOrderWorkAcrossProcesses";
+  size_t n = std::stoul(std::getenv("PRISM_TEST_IPC_COUNT"));
+  BackendConfig config;
+  config.kind = std::getenv("PRISM_TEST_IPC_BACKEND");
+  config.topology = "h100-sxm-8";
+  auto backend = Must(CreateBackend(config));
+  auto stream = Must(backend->CreateStream(0, "child"));
+  auto event = Must(backend->OpenIpcEvent(IpcEventHandle{Unhex(hex)}));
+  void* p = Must(backend->OpenIpc(IpcHandle{Unhex(std::getenv("PRISM_TEST_IPC_HANDLE"))}, 0));
+  EXPECT_FALSE(event->Record(*stream).ok()) << "an imported event is not recorded here";
+  Must(stream->Wait(*event));
+  std::vector<int32_t> got(n);
+  Must(stream->CopyAsync(got.data(), p, n * 4));
+  Must(stream->Synchronize());
+  for (size_t i = 0; i < n; i += 4099) ASSERT_EQ(got[i], 7) << i;
+  ASSERT_EQ(got[n - 1], 7);
+  EXPECT_TRUE(Must(event->Query()));
+  Must(backend->CloseIpc(p));
+}
+
 // IPC: a child process (this binary, re-run) maps the parent's export, checks the data and writes
 // its answer into the same memory.
 TEST_P(BackendTest, MemoryExportedToAnotherProcess) {
@@ -296,7 +367,7 @@ TEST_P(BackendTest, MemoryExportedToAnotherProcess) {
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::string filter = "--gtest_filter=IpcChild.*";
+  std::string filter = "--gtest_filter=IpcChild.NegatesTheParentsData";
   char* argv[] = {const_cast<char*>("/proc/self/exe"), filter.data(), nullptr};
   pid_t pid = 0;
   ASSERT_EQ(posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()), 0);

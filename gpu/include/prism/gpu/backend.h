@@ -39,6 +39,11 @@ struct DeviceInfo {
 
 class Stream;
 
+/// Serialized handle of an event shared with other processes on the node.
+struct IpcEventHandle {
+  std::string bytes;
+};
+
 /// A point in a stream's work. Thread-safe.
 class Event {
  public:
@@ -52,6 +57,9 @@ class Event {
   virtual Status Synchronize() = 0;
   /// Milliseconds of device time from `start` to this event; both recorded and complete.
   virtual Result<double> ElapsedSince(Event& start) = 0;
+  /// A handle another process opens with Backend::OpenIpcEvent; waits there follow this event's
+  /// latest Record at the time of the wait. Only for events from CreateIpcEvent.
+  virtual Result<IpcEventHandle> Export() = 0;
 };
 
 /// An in-order queue of device work with a name (shown in profiles and timelines). Thread-safe.
@@ -159,6 +167,11 @@ class Backend {
   virtual Result<std::unique_ptr<Stream>> CreateStream(int device, std::string name) = 0;
   /// A new event on `device`; `timing` events can measure ElapsedSince.
   virtual Result<std::unique_ptr<Event>> CreateEvent(int device, bool timing = false) = 0;
+  /// An event other processes can wait on (Event::Export); it does not time.
+  virtual Result<std::unique_ptr<Event>> CreateIpcEvent(int device) = 0;
+  /// Another process's exported event. Stream::Wait, Query and Synchronize follow the exporter's
+  /// latest Record as of the call; it cannot be recorded here.
+  virtual Result<std::unique_ptr<Event>> OpenIpcEvent(const IpcEventHandle& handle) = 0;
   /// The stream-ordered memory of `device` (owned by the backend).
   virtual Result<MemoryResource*> memory(int device) = 0;
   /// Maps memory another process exported; `device` is this process's ordinal of its device.
