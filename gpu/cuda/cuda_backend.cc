@@ -214,6 +214,14 @@ class CudaMemory final : public MemoryResource {
     std::lock_guard<std::mutex> lock(mu_);
     limit_ = limit;
   }
+  bool Owns(const void* ptr, size_t bytes) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sizes_.upper_bound(const_cast<void*>(ptr));
+    if (it == sizes_.begin()) return false;
+    --it;
+    auto start = reinterpret_cast<uintptr_t>(it->first), p = reinterpret_cast<uintptr_t>(ptr);
+    return p >= start && p + bytes <= start + it->second;
+  }
   Result<IpcHandle> Export(void* ptr, size_t bytes) override {
     WireHandle h{};
     std::memcpy(h.magic, "cuda1\0\0", 8);

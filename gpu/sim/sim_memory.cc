@@ -158,6 +158,16 @@ Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
   return Status::OK();
 }
 
+bool SimMemory::Owns(const void* ptr, size_t bytes) const {
+  std::lock_guard<std::mutex> lock(backend_->mu_);
+  auto p = reinterpret_cast<uintptr_t>(ptr);
+  auto it = backend_->regions_.upper_bound(p);
+  if (it == backend_->regions_.begin()) return false;
+  --it;
+  const SimBackend::Region& r = it->second;
+  return !r.imported && r.device == device_ && p + bytes <= it->first + r.bytes;
+}
+
 Result<IpcHandle> SimMemory::Export(void* ptr, size_t bytes) {
   std::lock_guard<std::mutex> lock(backend_->mu_);
   auto key = reinterpret_cast<uintptr_t>(ptr);

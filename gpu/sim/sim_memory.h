@@ -22,6 +22,7 @@ class SimMemory final : public MemoryResource {
   std::optional<uint64_t> limit() const override;
   void set_limit(std::optional<uint64_t> limit) override;
   Result<IpcHandle> Export(void* ptr, size_t bytes) override;
+  bool Owns(const void* ptr, size_t bytes) const override;
 
   bool Contains(const void* p) const {
     auto* b = static_cast<const uint8_t*>(p);

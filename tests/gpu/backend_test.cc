@@ -2,6 +2,7 @@
 // exists, ctest label `gpu`, skipped with a message elsewhere).
 #include <prism/gpu/backend.h>
 #include <prism/gpu/ops.h>
+#include <prism/gpu/tensor.h>
 
 #include <gtest/gtest.h>
 #include <spawn.h>
@@ -258,6 +259,89 @@ TEST_P(BackendTest, PeerCopiesBetweenDevices) {
   EXPECT_EQ(backend_->PointerDevice(d1.data()), 1);
   auto e0 = Must(backend_->CreateEvent(0));
   EXPECT_EQ(e0->Record(*s1).code(), StatusCode::kInvalidArgument) << "an event of device 0 on device 1's stream";
+}
+
+TEST_P(BackendTest, TensorsRoundTripThroughDLPackWithoutCopies) {
+  Tensor t = Must(Tensor::Empty(*backend_, *memory_, *stream_, DType::kFloat32, {3, 5}));
+  EXPECT_EQ(t.count(), 15u);
+  EXPECT_EQ(t.bytes(), 60u);
+  Must(ops::Fill(*backend_, *stream_, t.array(), 1.5));
+  auto other = Must(backend_->CreateStream(0, "consumer"));
+  DLManagedTensorVersioned* view = Must(t.ToDLPack(*backend_, other.get(), /*read_only=*/true));
+  EXPECT_EQ(view->version.major, 1u);
+  EXPECT_TRUE(view->flags & DLPACK_FLAG_BITMASK_READ_ONLY);
+  EXPECT_EQ(view->dl_tensor.ndim, 2);
+  EXPECT_EQ(view->dl_tensor.shape[0], 3);
+  EXPECT_EQ(view->dl_tensor.strides[0], 5);
+  EXPECT_EQ(view->dl_tensor.strides[1], 1);
+  EXPECT_EQ(view->dl_tensor.dtype.code, kDLFloat);
+  EXPECT_EQ(view->dl_tensor.device.device_type, GetParam() == "sim" ? kDLCPU : kDLCUDA);
+  EXPECT_EQ(view->dl_tensor.data, t.data());
+  // The consumer stream was made to wait for the fill: reading there is ordered.
+  std::vector<float> host(15);
+  Must(other->CopyAsync(host.data(), view->dl_tensor.data, 60));
+  Must(other->Synchronize());
+  EXPECT_EQ(host, std::vector<float>(15, 1.5f));
+  // Back into prism: the memory is prism's, so no copy; the view keeps it alive.
+  void* data = t.data();
+  Tensor back = Must(Tensor::FromDLPack(view, *backend_, *memory_, *stream_));
+  EXPECT_EQ(back.data(), data);
+  EXPECT_FALSE(back.copied_in());
+  EXPECT_EQ(back.shape(), (std::vector<int64_t>{3, 5}));
+  t = Tensor();  // the original goes; `back` still holds the memory
+  Must(stream_->CopyAsync(host.data(), back.data(), 60));
+  Must(stream_->Synchronize());
+  EXPECT_EQ(host[14], 1.5f);
+}
+
+TEST_P(BackendTest, MemoryPrismDidNotAllocateIsCopiedIn) {
+  // A host array handed over by DLPack (what numpy would give): copied into device memory.
+  struct Host {
+    std::vector<int64_t> values{1, 2, 3, 4, 5, 6};
+    int64_t shape[2] = {2, 3};
+    DLManagedTensorVersioned m{};
+    bool deleted = false;
+  } h;
+  h.m.version = {1, 0};
+  h.m.manager_ctx = &h;
+  h.m.deleter = [](DLManagedTensorVersioned* self) { static_cast<Host*>(self->manager_ctx)->deleted = true; };
+  h.m.dl_tensor.data = h.values.data();
+  h.m.dl_tensor.device = {kDLCPU, 0};
+  h.m.dl_tensor.ndim = 2;
+  h.m.dl_tensor.dtype = {kDLInt, 64, 1};
+  h.m.dl_tensor.shape = h.shape;
+  Tensor t = Must(Tensor::FromDLPack(&h.m, *backend_, *memory_, *stream_));
+  EXPECT_TRUE(t.copied_in());
+  EXPECT_TRUE(h.deleted) << "the producer's deleter ran once the copy was done";
+  EXPECT_NE(t.data(), static_cast<void*>(h.values.data()));
+  EXPECT_EQ(backend_->PointerDevice(t.data()), 0);
+  std::vector<int64_t> back(6);
+  Must(stream_->CopyAsync(back.data(), t.data(), 48));
+  Must(stream_->Synchronize());
+  EXPECT_EQ(back, h.values);
+  // What prism cannot take: other dtypes, strided views, other versions.
+  Host bad;
+  bad.m = h.m;
+  bad.m.manager_ctx = &bad;
+  bad.m.dl_tensor.data = bad.values.data();
+  bad.m.dl_tensor.shape = bad.shape;
+  bad.m.dl_tensor.dtype = {kDLComplex, 64, 1};
+  EXPECT_EQ(Tensor::FromDLPack(&bad.m, *backend_, *memory_, *stream_).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(bad.deleted) << "refused tensors are released too";
+  Host strided;
+  strided.m = h.m;
+  strided.m.manager_ctx = &strided;
+  strided.m.dl_tensor.shape = strided.shape;
+  int64_t strides[2] = {1, 2};  // column-major
+  strided.m.dl_tensor.strides = strides;
+  EXPECT_NE(Tensor::FromDLPack(&strided.m, *backend_, *memory_, *stream_).status().message().find("contiguous"),
+            std::string::npos);
+  Host old;
+  old.m = h.m;
+  old.m.manager_ctx = &old;
+  old.m.version = {0, 8};
+  EXPECT_FALSE(Tensor::FromDLPack(&old.m, *backend_, *memory_, *stream_).ok());
+  EXPECT_FALSE(Tensor::Empty(*backend_, *memory_, *stream_, DType::kFloat32, {2, -1}).ok());
 }
 
 // A fault poisons the device for the process (sticky), so it runs in a child process.

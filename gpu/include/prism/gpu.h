@@ -6,4 +6,5 @@
 #include <prism/gpu/context.h>
 #include <prism/gpu/ops.h>
 #include <prism/gpu/profiling.h>
+#include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>

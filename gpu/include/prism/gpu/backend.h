@@ -103,6 +103,8 @@ class MemoryResource {
   virtual void set_limit(std::optional<uint64_t> limit) = 0;
   /// Exports an allocation of this resource to other processes of the node.
   virtual Result<IpcHandle> Export(void* ptr, size_t bytes) = 0;
+  /// Whether [ptr, ptr + bytes) lies inside one live allocation of this resource.
+  virtual bool Owns(const void* ptr, size_t bytes) const = 0;
 };
 
 /// Device memory owned like rmm's device_buffer: allocated on a stream, freed on its stream (the
