@@ -1,6 +1,7 @@
 #include <prism/gpu/backend.h>
 
 #include "base/logging.h"
+#include "gpu/counting_backend.h"
 #include "gpu/sim/sim_backend.h"
 
 #include <dlfcn.h>
@@ -75,6 +76,7 @@ BackendConfig BackendConfigFromEnv() {
   if (const char* k = std::getenv("PRISM_GPU_BACKEND")) c.kind = k;
   if (const char* t = std::getenv("PRISM_GPU_TOPOLOGY")) c.topology = t;
   if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) c.visible = std::string(v);
+  if (const char* n = std::getenv("PRISM_GPU_COUNT_CALLS")) c.count_calls = std::string(n) == "1";
   return c;
 }
 
@@ -120,6 +122,12 @@ Result<std::unique_ptr<Backend>> CreateSim(const BackendConfig& config) {
 }  // namespace
 
 Result<std::unique_ptr<Backend>> CreateBackend(const BackendConfig& config) {
+  if (config.count_calls) {
+    BackendConfig plain = config;
+    plain.count_calls = false;
+    PRISM_ASSIGN_OR_RETURN(auto inner, CreateBackend(plain));
+    return MakeCountingBackend(std::move(inner));
+  }
   if (config.kind == "sim") return CreateSim(config);
   if (config.kind == "cuda") return CreateCuda();
   if (config.kind.empty() || config.kind == "auto") {

@@ -11,11 +11,13 @@ struct Tensor::Storage {
   DeviceBuffer buffer;
   DLManagedTensorVersioned* foreign = nullptr;
   void* foreign_data = nullptr;
+  std::shared_ptr<void> keep;  // a View's owner
   Stream* stream = nullptr;
+  std::string export_cache;
   ~Storage() {
     if (foreign && foreign->deleter) foreign->deleter(foreign);
   }
-  void* data() const { return foreign ? foreign_data : buffer.data(); }
+  void* data() const { return foreign || keep ? foreign_data : buffer.data(); }
 };
 
 namespace {
@@ -70,6 +72,34 @@ Result<DType> FromDLDataType(DLDataType t) {
 }
 
 size_t Tensor::count() const { return Product(shape_); }
+
+std::string& Tensor::export_cache() const {
+  static std::string none;
+  return storage_ ? storage_->export_cache : none;
+}
+
+Tensor Tensor::View(DType dtype, std::vector<int64_t> shape, int device, bool host_memory, void* data, Stream* stream,
+                    std::shared_ptr<void> keep) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.device_ = device;
+  t.host_memory_ = host_memory;
+  t.storage_ = std::make_shared<Storage>();
+  t.storage_->foreign_data = data;
+  t.storage_->keep = std::move(keep);
+  t.storage_->stream = stream;
+  return t;
+}
+
+Result<std::vector<uint8_t>> Tensor::ToHost() const {
+  if (!storage_) return Status::InvalidArgument("ToHost of an empty tensor");
+  std::vector<uint8_t> out(bytes());
+  if (out.empty()) return out;
+  PRISM_RETURN_IF_ERROR(storage_->stream->CopyAsync(out.data(), data(), out.size()));
+  PRISM_RETURN_IF_ERROR(storage_->stream->Synchronize());
+  return out;
+}
 void* Tensor::data() const { return storage_ ? storage_->data() : nullptr; }
 Stream* Tensor::stream() const { return storage_ ? storage_->stream : nullptr; }
 

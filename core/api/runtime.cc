@@ -7,6 +7,7 @@
 #include "worker/core_worker.h"
 
 #include <prism/gpu/context.h>
+#include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
 
@@ -297,6 +298,14 @@ void Init(const InitOptions& options) {
     throw RuntimeError("cannot connect to the node daemon: " + core.status().ToString());
   }
   rt.core = std::shared_ptr<CoreWorker>(std::move(*core));
+  if (!options.gpu_topology.empty()) {
+    // The driver's own sim devices (reading a tensor) are the node's.
+    auto names = gpu::Topology::ProfileNames();
+    bool shipped = std::find(names.begin(), names.end(), options.gpu_topology) != names.end();
+    std::error_code ec;
+    rt.core->gpu_tasks().SetTopology(shipped ? options.gpu_topology
+                                             : std::filesystem::absolute(options.gpu_topology, ec).string());
+  }
   g_rt = std::move(rt);
   if (!g_atexit_registered) {
     std::atexit(ShutdownAtExit);
@@ -360,6 +369,8 @@ std::map<std::string, double> AvailableResources() {
 }
 
 gpu::Context& gpu::CurrentContext() { return RequireCore()->CurrentGpuContext(); }
+std::string gpu::internal::PackTensor(const gpu::Tensor& t) { return RequireCore()->gpu_tasks().PackTensor(t); }
+gpu::Tensor gpu::internal::UnpackTensor(std::string_view d) { return RequireCore()->gpu_tasks().UnpackTensor(d); }
 
 void WriteTimeline(const std::string& path) {
   Status st = WriteChromeTrace(RequireCore()->session_dir(), path);

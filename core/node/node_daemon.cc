@@ -798,7 +798,9 @@ std::map<std::string, std::string> NodeDaemon::GpuWorkerEnv(const std::vector<in
   env["CUDA_VISIBLE_DEVICES"] = visible;
   if (!config_.gpu_topology_spec.empty()) env["PRISM_GPU_TOPOLOGY"] = config_.gpu_topology_spec;
   // Which backend runs them: the node's choice (e.g. sim devices for a profile), not only the job's.
-  if (const char* backend = std::getenv("PRISM_GPU_BACKEND"); backend != nullptr) env["PRISM_GPU_BACKEND"] = backend;
+  for (const char* name : {"PRISM_GPU_BACKEND", "PRISM_GPU_COUNT_CALLS"}) {
+    if (const char* v = std::getenv(name); v != nullptr) env[name] = v;
+  }
   return env;
 }
 

@@ -127,6 +127,7 @@ class CoreWorker {
   const std::string& session_dir() const { return options_.session_dir; }
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
+  GpuTasks& gpu_tasks() { return *gpu_tasks_; }
   /// Throws ObjectStoreFullError when a large value finds no room.
   internal::RefPtr Put(const internal::EncodedValue& value);
   internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);

@@ -2,6 +2,11 @@
 
 #include <prism/errors.h>
 
+#include "base/ids.h"
+
+#include <msgpack.hpp>
+#include <unistd.h>
+
 #include <string>
 
 namespace prism {
@@ -17,7 +22,10 @@ thread_local ThreadContext tl_gpu;
 }  // namespace
 
 GpuTasks::~GpuTasks() {
+  CloseFinishedImports(/*wait=*/true);
   std::lock_guard<std::mutex> lock(mu_);
+  exported_.clear();
+  import_streams_.clear();
   actor_context_.reset();
   streams_.clear();  // before the backend they belong to
   backend_.reset();
@@ -26,7 +34,9 @@ GpuTasks::~GpuTasks() {
 Status GpuTasks::EnsureBackend() {
   if (!tried_) {
     tried_ = true;
-    auto b = gpu::CreateBackend(gpu::BackendConfigFromEnv());
+    gpu::BackendConfig config = gpu::BackendConfigFromEnv();
+    if (!topology_.empty()) config.topology = topology_;
+    auto b = gpu::CreateBackend(config);
     if (b.ok()) {
       backend_ = std::move(b).value();
     } else {
@@ -38,6 +48,7 @@ Status GpuTasks::EnsureBackend() {
 
 void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
   tl_gpu = ThreadContext{};
+  CloseFinishedImports(false);
   if (gpus.empty()) return;
   tl_gpu.holds_gpus = true;
   std::lock_guard<std::mutex> lock(mu_);
@@ -110,6 +121,157 @@ gpu::Context& GpuTasks::Current() {
   }
   if (!tl_gpu.context) throw RuntimeError(tl_gpu.error);
   return *tl_gpu.context;
+}
+
+// ---- device objects ----
+
+namespace {
+
+// The descriptor a tensor travels as: (version, id, pid, device uuid, dtype, shape, memory
+// handle, event handle).
+using Descriptor = std::tuple<int, std::string, int64_t, std::string, int, std::vector<int64_t>, std::string,
+                              std::string>;
+
+}  // namespace
+
+// An imported tensor's mapping: closed once the last use on its stream is done.
+struct GpuTasks::Import {
+  GpuTasks* owner;
+  gpu::Backend* backend;
+  gpu::Stream* stream;
+  void* ptr;
+  int device;
+  ~Import() {
+    auto done = backend->CreateEvent(device);
+    std::lock_guard<std::mutex> lock(owner->mu_);
+    if (done.ok() && (*done)->Record(*stream).ok()) {
+      owner->closing_.push_back(Closing{std::move(done).value(), ptr});
+    } else {
+      (void)backend->CloseIpc(ptr);  // the device is gone anyway
+    }
+  }
+};
+
+Result<gpu::Stream*> GpuTasks::ImportStream(int device) {
+  auto& s = import_streams_[device];
+  if (!s) {
+    auto created = backend_->CreateStream(device, "prism imports gpu" + std::to_string(device));
+    if (!created.ok()) return created.status();
+    s = std::move(created).value();
+  }
+  return s.get();
+}
+
+std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
+  if (!t.valid()) throw InvalidArgumentError("an empty gpu::Tensor cannot be passed or returned");
+  std::string& cache = t.export_cache();
+  if (!cache.empty()) return cache;  // (packing runs twice: measure, then write)
+  std::lock_guard<std::mutex> lock(mu_);
+  Status st = EnsureBackend();
+  if (!st.ok()) throw RuntimeError("a gpu::Tensor needs a GPU backend: " + st.message());
+  auto ready = backend_->CreateIpcEvent(t.device());
+  if (ready.ok()) st = (*ready)->Record(*t.stream());
+  auto event = ready.ok() && st.ok() ? (*ready)->Export() : Result<gpu::IpcEventHandle>(st);
+  auto memory = backend_->memory(t.device());
+  auto mem = memory.ok() ? (*memory)->Export(t.data(), t.bytes()) : Result<gpu::IpcHandle>(memory.status());
+  if (!ready.ok() || !event.ok() || !mem.ok()) {
+    Status why = !ready.ok() ? ready.status() : !event.ok() ? event.status() : mem.status();
+    throw RuntimeError("cannot pass this gpu::Tensor on (" + why.message() +
+                       "): only tensors prism allocated (Tensor::Empty, or copied in) can leave their task");
+  }
+  auto info = backend_->device(t.device());
+  std::string id = RandomUniqueId().Hex();
+  Descriptor d{1, id, static_cast<int64_t>(getpid()), info.ok() ? info->uuid : "", static_cast<int>(t.dtype()),
+               t.shape(), mem->bytes, event->bytes};
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, d);
+  cache.assign(buf.data(), buf.size());
+  exported_[id] = Exported{t, std::move(ready).value()};
+  return cache;
+}
+
+gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
+  Descriptor d;
+  try {
+    msgpack::object_handle h = msgpack::unpack(bytes.data(), bytes.size());
+    h.get().convert(d);
+  } catch (const std::exception& e) {
+    throw InvalidArgumentError(std::string("not a gpu::Tensor descriptor: ") + e.what());
+  }
+  auto& [version, id, pid, uuid, dtype, shape, mem, event] = d;
+  if (version != 1) throw InvalidArgumentError("a gpu::Tensor descriptor of version " + std::to_string(version));
+  CloseFinishedImports(false);
+  gpu::Context* ctx = CurrentOrNull();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pid == getpid()) {
+    auto it = exported_.find(id);
+    if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
+    // Same process: the same memory; the task's stream waits for the work that made it.
+    if (ctx != nullptr) {
+      Status st = ctx->stream().Wait(*it->second.ready);
+      if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+    }
+    return it->second.tensor;
+  }
+  Status st = EnsureBackend();
+  if (!st.ok()) throw RuntimeError("a gpu::Tensor from process " + std::to_string(pid) + " needs a GPU backend here: " + st.message());
+  int device = -1;
+  for (int i = 0; i < backend_->device_count(); ++i) {
+    if (backend_->device(i)->uuid == uuid) device = i;
+  }
+  if (device < 0) {
+    throw RuntimeError("the gpu::Tensor is on GPU " + uuid + ", which this process does not see (it holds other GPUs); "
+                       "moving tensors between GPUs of different processes comes with the collectives (NCCL)");
+  }
+  gpu::Stream* stream = nullptr;
+  if (ctx != nullptr) {
+    stream = &ctx->stream();
+  } else {
+    auto s = ImportStream(device);
+    if (!s.ok()) throw RuntimeError(s.status().message());
+    stream = *s;
+  }
+  auto ev = backend_->OpenIpcEvent(gpu::IpcEventHandle{event});
+  if (!ev.ok()) throw ObjectLostError("device object " + id + ": " + ev.status().message());
+  st = stream->Wait(**ev);
+  if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+  std::shared_ptr<Import> import = imports_[id].lock();
+  if (!import) {
+    auto ptr = backend_->OpenIpc(gpu::IpcHandle{mem}, device);
+    if (!ptr.ok()) throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
+    import = std::shared_ptr<Import>(new Import{this, backend_.get(), stream, *ptr, device});
+    imports_[id] = import;
+  } else {
+    import->stream = stream;  // its last user orders the close
+  }
+  return gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend_->name() == "sim", import->ptr,
+                           stream, import);
+}
+
+size_t GpuTasks::exported_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return exported_.size();
+}
+
+void GpuTasks::CloseFinishedImports(bool wait) {
+  std::vector<Closing> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = closing_.begin(); it != closing_.end();) {
+      auto q = it->done->Query();
+      if (wait || !q.ok() || *q) {
+        done.push_back(std::move(*it));
+        it = closing_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (Closing& c : done) {
+    if (wait) (void)c.done->Synchronize();
+    std::lock_guard<std::mutex> lock(mu_);
+    (void)backend_->CloseIpc(c.ptr);
+  }
 }
 
 }  // namespace prism

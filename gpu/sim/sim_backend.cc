@@ -266,8 +266,7 @@ class SimEvent final : public Event {
 class SimImportedEvent final : public Event {
  public:
   SimImportedEvent(int device, void* map, size_t length, SimBackend::IpcSlot* slot)
-      : device_(device), map_(map), length_(length), slot_(slot) {}
-  ~SimImportedEvent() override { munmap(map_, length_); }
+      : device_(device), map_(map, [length](void* p) { munmap(p, length); }), slot_(slot) {}
   int device() const override { return device_; }
   Status Record(Stream&) override {
     return Status::InvalidArgument("an event opened from another process cannot be recorded here");
@@ -285,11 +284,12 @@ class SimImportedEvent final : public Event {
     return Status::InvalidArgument("Export: this event belongs to another process");
   }
   SimBackend::IpcSlot* slot() const { return slot_; }
+  /// The mapping, for work that waits on it after this event object is gone.
+  const std::shared_ptr<void>& mapping() const { return map_; }
 
  private:
   int device_;
-  void* map_;
-  size_t length_;
+  std::shared_ptr<void> map_;
   SimBackend::IpcSlot* slot_;
 };
 
@@ -298,7 +298,7 @@ Status SimStream::Wait(Event& event) {
     // The exporter's latest record as of now; the stream's thread waits for its completion.
     SimBackend::IpcSlot* slot = imported->slot();
     uint64_t target = slot->recorded.load();
-    return backend_->Enqueue(core_, {}, false, 0, [slot, target] {
+    return backend_->Enqueue(core_, {}, false, 0, [slot, target, keep = imported->mapping()] {
       while (slot->completed.load() < target) std::this_thread::sleep_for(std::chrono::microseconds(20));
     });
   }

@@ -194,6 +194,7 @@ struct BackendConfig {
   std::string kind;                    // "sim", "cuda", "auto" or "" (= auto)
   std::string topology;                // sim: a profile name or file (topology.h); default h100-sxm-8
   std::optional<std::string> visible;  // CUDA_VISIBLE_DEVICES; nullopt when unset
+  bool count_calls = false;            // $PRISM_GPU_COUNT_CALLS=1: wrapped in a counting backend
 };
 
 /// The configuration this process's environment asks for.

@@ -52,6 +52,15 @@ class Tensor {
   /// Whether this tensor came from memory prism did not allocate, copied in (FromDLPack).
   bool copied_in() const { return copied_in_; }
   DeviceArray array() const { return {data(), dtype_, count(), device_}; }
+  /// Copies it to host memory: waits for the work that produces it (a host synchronization).
+  Result<std::vector<uint8_t>> ToHost() const;
+
+  /// (For the runtime.) A string kept with the tensor's memory: how it was exported, once.
+  std::string& export_cache() const;
+  /// (For the runtime.) A tensor over memory someone else owns: `keep` holds it (and releases
+  /// it when the last copy goes); its work is ordered on `stream`.
+  static Tensor View(DType dtype, std::vector<int64_t> shape, int device, bool host_memory, void* data,
+                     Stream* stream, std::shared_ptr<void> keep);
 
  private:
   struct Storage;
@@ -63,8 +72,49 @@ class Tensor {
   bool copied_in_ = false;
 };
 
+namespace internal {
+/// How tensors travel in values (implemented by the runtime): the first packing of a tensor
+/// exports it (its memory and a shared event recorded on its stream, which covers the work that
+/// made it) and keeps it alive in this process; a descriptor decodes to the same tensor in this
+/// process, or to an import elsewhere on the node, with the decoding GPU task's stream waiting
+/// on the event. Throw prism::Error subclasses on failure.
+std::string PackTensor(const Tensor& tensor);
+Tensor UnpackTensor(std::string_view descriptor);
+inline constexpr int8_t kTensorExt = 3;
+}  // namespace internal
+
 /// DLPack's dtype for a prism dtype, and back (InvalidArgument for a dtype prism has not).
 DLDataType ToDLDataType(DType dtype);
 Result<DType> FromDLDataType(DLDataType type);
 
 }  // namespace prism::gpu
+
+// Tensors in values (task arguments and results, Put): an msgpack ext of the runtime's descriptor.
+#include <msgpack.hpp>
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <>
+  struct pack<prism::gpu::Tensor> {
+    template <typename Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const prism::gpu::Tensor& t) const {
+      std::string d = prism::gpu::internal::PackTensor(t);
+      o.pack_ext(static_cast<uint32_t>(d.size()), prism::gpu::internal::kTensorExt);
+      o.pack_ext_body(d.data(), static_cast<uint32_t>(d.size()));
+      return o;
+    }
+  };
+  template <>
+  struct convert<prism::gpu::Tensor> {
+    const msgpack::object& operator()(const msgpack::object& o, prism::gpu::Tensor& t) const {
+      if (o.type != msgpack::type::EXT || o.via.ext.type() != prism::gpu::internal::kTensorExt) {
+        throw msgpack::type_error();
+      }
+      t = prism::gpu::internal::UnpackTensor(std::string_view(o.via.ext.data(), o.via.ext.size));
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack
+

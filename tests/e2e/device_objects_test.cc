@@ -1,0 +1,138 @@
+// Device objects: a GPU task returns a gpu::Tensor, which stays in device memory and is handed to
+// the next task by ObjectRef: the same memory in the same process, an IPC mapping in another
+// process of the node, ordered by events, never copied through the host.
+#include <prism/gpu.h>
+#include <prism/prism.h>
+
+#include "gpu/counting_backend.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace gpu = prism::gpu;
+
+void Check(const prism::Status& s) {
+  if (!s.ok()) throw std::runtime_error(s.ToString());
+}
+
+gpu::Tensor Ones(int n) {
+  gpu::Context& ctx = gpu::CurrentContext();
+  gpu::Tensor t = gpu::Tensor::Empty(ctx, gpu::DType::kFloat32, {n}).value();
+  Check(gpu::ops::Fill(ctx.backend(), ctx.stream(), t.array(), 1));
+  return t;  // no sync: whoever uses it waits for this stream's work on an event
+}
+gpu::Tensor Double(gpu::Tensor x) {
+  gpu::Context& ctx = gpu::CurrentContext();
+  gpu::Tensor y = gpu::Tensor::Empty(ctx, x.dtype(), x.shape()).value();
+  Check(gpu::ops::Copy(ctx.backend(), ctx.stream(), y.array(), x.array()));
+  Check(gpu::ops::Scale(ctx.backend(), ctx.stream(), 2, y.array()));
+  return y;
+}
+double Sum(gpu::Tensor x) {
+  gpu::Context& ctx = gpu::CurrentContext();
+  gpu::Tensor out = gpu::Tensor::Empty(ctx, gpu::DType::kFloat32, {1}).value();
+  Check(gpu::ops::Reduce(ctx.backend(), ctx.stream(), gpu::ReduceOp::kSum, x.array(), out.array()));
+  float host = 0;
+  Check(ctx.stream().CopyAsync(&host, out.data(), sizeof host));
+  Check(ctx.stream().Synchronize());
+  return host;
+}
+int Pid() { return getpid(); }
+PRISM_REMOTE(Ones, Double, Sum, Pid);
+
+// Actors on shares of one GPU: different processes, the same device.
+class Holder {
+ public:
+  gpu::Tensor Make(int n) { return Ones(n); }
+  gpu::Tensor Twice(gpu::Tensor x) { return Double(x); }
+  double Total(gpu::Tensor x) { return Sum(x); }
+  int MyPid() { return getpid(); }
+  // What crossed the host in this process so far (the counting wrapper around its backend).
+  std::vector<uint64_t> Counts() {
+    auto c = gpu::CountsOf(gpu::CurrentContext().backend());
+    if (!c) throw std::runtime_error("the backend is not counting (PRISM_GPU_COUNT_CALLS=1)");
+    return {c->host_syncs, c->host_copies, c->device_copies, c->kernels};
+  }
+};
+Holder* MakeHolder() { return new Holder(); }
+PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts);
+
+class DeviceObjectsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    setenv("PRISM_GPU_BACKEND", "sim", 1);
+    setenv("PRISM_SIM_DEVICE_MEMORY", "128M", 1);
+    setenv("PRISM_GPU_COUNT_CALLS", "1", 1);
+    prism::Init({.num_cpus = 4, .gpu_topology = "nvlink-pairs-4"});
+  }
+  void TearDown() override {
+    prism::Shutdown();
+    unsetenv("PRISM_GPU_BACKEND");
+    unsetenv("PRISM_SIM_DEVICE_MEMORY");
+    unsetenv("PRISM_GPU_COUNT_CALLS");
+  }
+};
+
+// Eleven GPU calls each taking the last one's tensor by ref: no host synchronization and no copy
+// through the host, counted by the wrapper around the process's backend.
+TEST_F(DeviceObjectsTest, AChainPassesDeviceObjectsWithoutHostSyncsOrCopies) {
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 1}).Remote();
+  const int n = 1 << 14;
+  auto x = a.Task(&Holder::Make).Remote(n);
+  for (int i = 0; i < 10; ++i) x = a.Task(&Holder::Twice).Remote(x);
+  auto counts = prism::Get(a.Task(&Holder::Counts).Remote());
+  EXPECT_EQ(counts[0], 0u) << "host syncs";
+  EXPECT_EQ(counts[1], 0u) << "host copies";
+  EXPECT_EQ(counts[2], 10u) << "device copies (one per step)";
+  EXPECT_EQ(counts[3], 11u) << "kernels: the fill, then a scale per step";
+  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(x)), 1024.0 * n);
+  counts = prism::Get(a.Task(&Holder::Counts).Remote());
+  EXPECT_EQ(counts[0], 1u) << "reading the sum on the host is the one sync";
+}
+
+TEST_F(DeviceObjectsTest, AChainOfGpuTasksPassesTensorsByRef) {
+  const int n = 1 << 16;
+  prism::ObjectRef<gpu::Tensor> x = prism::Task(Ones).Options({.num_gpus = 1}).Remote(n);
+  for (int i = 0; i < 10; ++i) x = prism::Task(Double).Options({.num_gpus = 1}).Remote(x);
+  EXPECT_DOUBLE_EQ(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(x)), 1024.0 * n);
+  // The driver reads it too: an IPC import of the worker's memory, ordered by its event.
+  gpu::Tensor t = prism::Get(x, 30s);
+  EXPECT_EQ(t.shape(), (std::vector<int64_t>{n}));
+  auto host = t.ToHost();
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  const auto* values = reinterpret_cast<const float*>(host->data());
+  EXPECT_EQ(values[0], 1024.0f);
+  EXPECT_EQ(values[n - 1], 1024.0f);
+}
+
+TEST_F(DeviceObjectsTest, ATensorHandedToAnotherProcessOnItsDevice) {
+  // Two actors on halves of one GPU (fractions pack onto one device): two processes.
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  EXPECT_NE(prism::Get(a.Task(&Holder::MyPid).Remote()), prism::Get(b.Task(&Holder::MyPid).Remote()));
+  auto made = a.Task(&Holder::Make).Remote(4096);
+  EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made)), 4096.0);
+  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made)), 4096.0) << "and in its own process";
+}
+
+TEST_F(DeviceObjectsTest, AGpuThisProcessDoesNotSeeIsAClearError) {
+  // Two whole GPUs held by actors: a task on the other GPU cannot map the tensor (yet).
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 1}).Remote();
+  auto made = a.Task(&Holder::Make).Remote(16);
+  prism::Get(made);
+  try {
+    prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(made), 30s);
+    ADD_FAILURE() << "a worker of another GPU cannot see the tensor's device";
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not see"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
