@@ -109,13 +109,7 @@ Result<Tensor> Tensor::Empty(Backend& backend, MemoryResource& memory, Stream& s
   if (stream.device() != memory.device()) {
     return Status::InvalidArgument("Tensor::Empty: the stream is on another device than the memory");
   }
-  Tensor t;
-  t.dtype_ = dtype;
-  t.shape_ = std::move(shape);
-  t.device_ = memory.device();
-  t.host_memory_ = backend.name() == "sim";
-  t.storage_ = std::make_shared<Storage>();
-  t.storage_->stream = &stream;
+  Tensor t = View(dtype, std::move(shape), memory.device(), backend.name() == "sim", nullptr, &stream, nullptr);
   PRISM_ASSIGN_OR_RETURN(t.storage_->buffer, DeviceBuffer::Allocate(memory, t.bytes(), stream));
   return t;
 }
@@ -149,13 +143,7 @@ Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend
     }
   }
   auto* data = static_cast<uint8_t*>(t.data) + t.byte_offset;
-  Tensor out;
-  out.dtype_ = dtype;
-  out.shape_ = std::move(shape);
-  out.device_ = memory.device();
-  out.host_memory_ = backend.name() == "sim";
-  out.storage_ = std::make_shared<Storage>();
-  out.storage_->stream = &stream;
+  Tensor out = View(dtype, std::move(shape), memory.device(), backend.name() == "sim", nullptr, &stream, nullptr);
   size_t bytes = out.bytes();
   if (bytes == 0 || memory.Owns(data, bytes)) {
     out.storage_->foreign = owned.release();  // zero copy: prism's own memory, kept alive

@@ -4,6 +4,8 @@
 #include <prism/gpu/ops.h>
 #include <prism/gpu/tensor.h>
 
+#include "gpu/must.h"
+
 #include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -21,14 +23,37 @@ extern char** environ;
 namespace prism::gpu {
 namespace {
 
-template <typename T>
-T Must(Result<T> r) {
-  if (!r.ok()) throw std::runtime_error(r.status().ToString());
-  return std::move(r).value();
+using prism::testing::Must;
+
+std::string Hex(const std::string& bytes) {
+  std::string hex;
+  for (unsigned char c : bytes) {
+    char buf[3];
+    std::snprintf(buf, sizeof buf, "%02x", c);
+    hex += buf;
+  }
+  return hex;
 }
-void Must(const Status& s) {
-  if (!s.ok()) throw std::runtime_error(s.ToString());
+std::string Unhex(const char* hex) {
+  std::string out;
+  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) out.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
+  return out;
 }
+// Runs this binary's tests matching `filter` in a child with `env` added; true if they passed.
+bool RunChild(const std::string& filter, const std::vector<std::string>& add) {
+  std::vector<std::string> env_strings = add;
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string f = "--gtest_filter=" + filter;
+  char* argv[] = {const_cast<char*>("/proc/self/exe"), f.data(), nullptr};
+  pid_t pid = 0;
+  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return false;
+  int status = 0;
+  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 
 class BackendTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -360,35 +385,6 @@ TEST_P(BackendTest, AFaultingKernelIsStickyForTheProcess) {
       ::testing::ExitedWithCode(0), "");
 }
 
-std::string Hex(const std::string& bytes) {
-  std::string hex;
-  for (unsigned char c : bytes) {
-    char buf[3];
-    std::snprintf(buf, sizeof buf, "%02x", c);
-    hex += buf;
-  }
-  return hex;
-}
-std::string Unhex(const char* hex) {
-  std::string out;
-  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) out.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
-  return out;
-}
-// Runs this binary's tests matching `filter` in a child with `env` added; true if they passed.
-bool RunChild(const std::string& filter, const std::vector<std::string>& add) {
-  std::vector<std::string> env_strings = add;
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string f = "--gtest_filter=" + filter;
-  char* argv[] = {const_cast<char*>("/proc/self/exe"), f.data(), nullptr};
-  pid_t pid = 0;
-  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return false;
-  int status = 0;
-  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 // A shared event orders work across processes without host waits: the child's stream waits on
 // the parent's event, then reads what the parent's kernel wrote (16 MiB, so it takes a while).
 TEST_P(BackendTest, SharedEventsOrderWorkAcrossProcesses) {
@@ -439,25 +435,10 @@ TEST_P(BackendTest, MemoryExportedToAnotherProcess) {
   std::iota(host.begin(), host.end(), 100);
   DeviceBuffer d = FromHost(host);
   IpcHandle h = Must(memory_->Export(d.data(), d.size()));
-  std::string hex;
-  for (unsigned char c : h.bytes) {
-    char buf[3];
-    std::snprintf(buf, sizeof buf, "%02x", c);
-    hex += buf;
-  }
-  std::vector<std::string> env_strings{"PRISM_TEST_IPC_HANDLE=" + hex, "PRISM_TEST_IPC_COUNT=" + std::to_string(n),
-                                       "PRISM_TEST_IPC_BACKEND=" + GetParam()};
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string filter = "--gtest_filter=IpcChild.NegatesTheParentsData";
-  char* argv[] = {const_cast<char*>("/proc/self/exe"), filter.data(), nullptr};
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child failed";
+  ASSERT_TRUE(RunChild("IpcChild.NegatesTheParentsData",
+                       {"PRISM_TEST_IPC_HANDLE=" + Hex(h.bytes), "PRISM_TEST_IPC_COUNT=" + std::to_string(n),
+                        "PRISM_TEST_IPC_BACKEND=" + GetParam()}))
+      << "the child failed";
   auto back = ToHost<int32_t>(d, n);
   for (size_t i = 0; i < n; ++i) ASSERT_EQ(back[i], -host[i]) << i;
   EXPECT_FALSE(backend_->OpenIpc(h, 0).ok()) << "opening one's own export is refused, as in CUDA";
@@ -467,10 +448,7 @@ TEST_P(BackendTest, MemoryExportedToAnotherProcess) {
 TEST(IpcChild, NegatesTheParentsData) {
   const char* hex = std::getenv("PRISM_TEST_IPC_HANDLE");
   if (!hex) GTEST_SKIP() << "run by MemoryExportedToAnotherProcess";
-  IpcHandle h;
-  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) {
-    h.bytes.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
-  }
+  IpcHandle h{Unhex(hex)};
   size_t n = std::stoul(std::getenv("PRISM_TEST_IPC_COUNT"));
   BackendConfig config;
   config.kind = std::getenv("PRISM_TEST_IPC_BACKEND");

@@ -5,6 +5,8 @@
 
 #include <prism/gpu/ops.h>
 
+#include "gpu/must.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,14 +16,7 @@
 namespace prism::gpu::sim {
 namespace {
 
-template <typename T>
-T Must(Result<T> r) {
-  if (!r.ok()) throw std::runtime_error(r.status().ToString());
-  return std::move(r).value();
-}
-void Must(const Status& s) {
-  if (!s.ok()) throw std::runtime_error(s.ToString());
-}
+using prism::testing::Must;
 
 std::unique_ptr<SimBackend> MakeSim(const std::string& profile = "h100-sxm-8",
                                     std::optional<std::string> visible = std::nullopt) {
