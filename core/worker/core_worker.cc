@@ -167,6 +167,18 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   PRISM_RETURN_IF_ERROR(cw->Listen());
   PRISM_RETURN_IF_ERROR(cw->ConnectDaemon());
   {
+    CoreWorker* self = cw.get();
+    GpuTasks::Peers peers;
+    peers.self = cw->address_;
+    peers.register_import = [self](const internal::OwnerAddress& p, const std::string& id) {
+      return self->RegisterDeviceImport(p, id);
+    };
+    peers.release_import = [self](const internal::OwnerAddress& p, const std::string& id) {
+      self->ReleaseDeviceImport(p, id);
+    };
+    cw->gpu_tasks_->SetPeers(std::move(peers));
+  }
+  {
     auto store = StoreClient::Connect(cw->options_.daemon_socket, cw->options_.token,
                                       cw->options_.worker_id);
     if (!store.ok()) return Status(store.status().code(), "object store: " + store.status().message());
@@ -376,6 +388,26 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kRemoveBorrowers:
       ServeRemoveBorrowers(msg.remove_borrowers());
       return;
+    case rpc::Envelope::kImportDeviceObject: {
+      const auto& req = msg.import_device_object();
+      bool held = WorkerId::IsValidBinary(req.importer()) &&
+                  gpu_tasks_->AddImport(req.id(), WorkerId::FromBinary(req.importer()));
+      rpc::Envelope reply;
+      reply.mutable_device_object_imported()->set_request_id(req.request_id());
+      reply.mutable_device_object_imported()->set_lost(!held);
+      conn.Send(reply);
+      return;
+    }
+    case rpc::Envelope::kReleaseDeviceObjects: {
+      const auto& r = msg.release_device_objects();
+      for (const auto& oid : r.object_ids()) {
+        if (ObjectId::IsValidBinary(oid)) gpu_tasks_->ReleaseObject(ObjectId::FromBinary(oid));
+      }
+      if (WorkerId::IsValidBinary(r.importer())) {
+        for (const auto& id : r.ids()) gpu_tasks_->RemoveImport(id, WorkerId::FromBinary(r.importer()));
+      }
+      return;
+    }
     default:
       break;
   }
@@ -452,6 +484,13 @@ CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress&
                 BorrowAddsAnswered(n);
                 return;
               }
+              if (m.has_device_object_imported()) {
+                auto i = raw->imports.find(m.device_object_imported().request_id());
+                if (i == raw->imports.end()) return;
+                i->second->set_value(!m.device_object_imported().lost());
+                raw->imports.erase(i);
+                return;
+              }
               if (!m.has_get_object_reply()) return;
               auto w = raw->waiting.find(m.get_object_reply().request_id());
               if (w == raw->waiting.end()) return;
@@ -477,9 +516,44 @@ CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress&
   return raw;
 }
 
+bool CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id) {
+  if (shut_down_) return false;
+  auto answered = std::make_shared<std::promise<bool>>();
+  std::future<bool> result = answered->get_future();
+  asio::post(loop_.context(), [this, producer, id, answered] {
+    OwnerConn* oc = OwnerConnection(producer);
+    if (oc->lost) {
+      answered->set_value(false);
+      return;
+    }
+    uint64_t rid = next_get_id_++;
+    oc->imports[rid] = answered;
+    rpc::Envelope env;
+    auto* m = env.mutable_import_device_object();
+    m->set_request_id(rid);
+    m->set_id(id);
+    m->set_importer(address_.worker_id);
+    oc->Send(env);
+  });
+  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) return false;
+  return result.get();
+}
+
+void CoreWorker::ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id) {
+  if (shut_down_) return;
+  asio::post(loop_.context(), [this, producer, id] {
+    rpc::Envelope env;
+    env.mutable_release_device_objects()->add_ids(id);
+    env.mutable_release_device_objects()->set_importer(address_.worker_id);
+    OwnerConnection(producer)->Send(env);
+  });
+}
+
 void CoreWorker::OwnerLost(OwnerConn* oc, const Status& why) {
   oc->lost = true;
   oc->queued.clear();
+  for (auto& [rid, p] : oc->imports) p->set_value(false);  // the producer (and its objects) are gone
+  oc->imports.clear();
   auto waiting = std::move(oc->waiting);
   oc->waiting.clear();
   for (auto& [rid, w] : waiting) {
@@ -547,6 +621,14 @@ void CoreWorker::QueueAddBorrower(const internal::OwnerAddress& owner, const Obj
 }
 
 void CoreWorker::OnFreed(FreedObject f) {
+  if (!f.device_producer.socket_path.empty() && !shut_down_) {
+    // Its device objects live in their producer: it may free them (once no importer maps them).
+    asio::post(loop_.context(), [this, producer = f.device_producer, id = f.id] {
+      rpc::Envelope env;
+      env.mutable_release_device_objects()->add_object_ids(id.Binary());
+      OwnerConnection(producer)->Send(env);
+    });
+  }
   if (f.actor && !shut_down_) {
     rpc::Envelope env;
     env.mutable_kill_actor()->set_actor_id(TaskIdOf(f.id).Binary());
@@ -656,6 +738,7 @@ void CoreWorker::WaitForBorrowRegistrations() {
 void CoreWorker::OnWorkerDied(const WorkerId& id) {
   dead_.insert(id);
   store_.RemoveBorrowerEverywhere(id);
+  gpu_tasks_->ImporterDied(id);
 }
 
 void CoreWorker::EnsureFetched(const internal::RefHandle& ref) {
@@ -1578,6 +1661,14 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     source.reset();
     ObjectId return_id = ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1);
     StoreReturn(return_id, out, WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
+    if (std::vector<std::string> exported = gpu_tasks_->TakeTaskExports(); !exported.empty()) {
+      // The result holds device objects kept here: its owner says when they may go.
+      gpu_tasks_->Associate(return_id, exported);
+      auto* p = reply.mutable_returns(0)->mutable_device_producer();
+      p->set_socket_path(address_.socket_path);
+      p->set_worker_id(address_.worker_id);
+      p->set_node_id(address_.node_id);
+    }
   } catch (const internal::ArgumentError& e) {
     fail(rpc::ERROR_ARGUMENT, "", e.what());
   } catch (const ReplyDeferred&) {
@@ -1743,6 +1834,7 @@ void CoreWorker::RunTaskLoop() {
 
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
+  gpu_tasks_->SetPeers({});  // imports closing from here on are not reported
   {
     // Streams outliving the runtime must not call into it.
     std::lock_guard<std::mutex> lock(streams_mu_);

@@ -125,6 +125,9 @@ class CoreWorker {
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
   const std::string& session_dir() const { return options_.session_dir; }
+  /// Device objects: counts an import at its producer (blocks until answered), releases it.
+  bool RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
+  void ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
   GpuTasks& gpu_tasks() { return *gpu_tasks_; }
@@ -270,6 +273,8 @@ class CoreWorker {
       WorkerId borrower;
     };
     std::unordered_map<uint64_t, Adds> adds;
+    // ImportDeviceObject requests not answered yet.
+    std::unordered_map<uint64_t, std::shared_ptr<std::promise<bool>>> imports;
   };
   std::unordered_map<std::string, std::unique_ptr<OwnerConn>> owners_;
   uint64_t next_get_id_ = 1;

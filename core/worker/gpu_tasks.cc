@@ -7,6 +7,7 @@
 #include <msgpack.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 
 namespace prism {
@@ -18,10 +19,17 @@ struct ThreadContext {
   std::string error;  // why there is no context although the task holds GPUs
 };
 thread_local ThreadContext tl_gpu;
+thread_local std::vector<std::string> tl_exports;  // device objects the running task packed
 
 }  // namespace
 
 GpuTasks::~GpuTasks() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  closer_cv_.notify_all();
+  if (closer_.joinable()) closer_.join();
   CloseFinishedImports(/*wait=*/true);
   std::lock_guard<std::mutex> lock(mu_);
   exported_.clear();
@@ -48,6 +56,7 @@ Status GpuTasks::EnsureBackend() {
 
 void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
   tl_gpu = ThreadContext{};
+  tl_exports.clear();
   CloseFinishedImports(false);
   if (gpus.empty()) return;
   tl_gpu.holds_gpus = true;
@@ -130,27 +139,128 @@ namespace {
 // The descriptor a tensor travels as: (version, id, pid, device uuid, dtype, shape, memory
 // handle, event handle).
 using Descriptor = std::tuple<int, std::string, int64_t, std::string, int, std::vector<int64_t>, std::string,
-                              std::string>;
+                              std::string, std::string, std::string, std::string>;  // + producer address
 
 }  // namespace
 
-// An imported tensor's mapping: closed once the last use on its stream is done.
+// An imported tensor's mapping: closed once the last use on its stream is done, and then
+// released at its producer.
 struct GpuTasks::Import {
   GpuTasks* owner;
   gpu::Backend* backend;
   gpu::Stream* stream;
   void* ptr;
   int device;
+  internal::OwnerAddress producer;
+  std::string id;
+  bool registered = false;
   ~Import() {
     auto done = backend->CreateEvent(device);
     std::lock_guard<std::mutex> lock(owner->mu_);
     if (done.ok() && (*done)->Record(*stream).ok()) {
-      owner->closing_.push_back(Closing{std::move(done).value(), ptr});
+      owner->closing_.push_back(Closing{std::move(done).value(), ptr, producer, id, registered});
+      if (!owner->closer_.joinable() && !owner->stopping_) owner->closer_ = std::thread([o = owner] { o->CloserLoop(); });
+      owner->closer_cv_.notify_all();
     } else {
       (void)backend->CloseIpc(ptr);  // the device is gone anyway
     }
   }
 };
+
+void GpuTasks::CloserLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    closer_cv_.wait_for(lock, std::chrono::milliseconds(20));
+    if (closing_.empty()) continue;
+    lock.unlock();
+    CloseFinishedImports(false);
+    lock.lock();
+  }
+}
+
+void GpuTasks::SetPeers(Peers peers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  peers_ = std::move(peers);
+}
+
+std::vector<std::string> GpuTasks::TakeTaskExports() {
+  std::vector<std::string> out;
+  out.swap(tl_exports);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());  // (packing runs twice)
+  return out;
+}
+
+void GpuTasks::Associate(const ObjectId& object, const std::vector<std::string>& ids) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string>& held = objects_[object];
+  for (const std::string& id : ids) {
+    auto it = exported_.find(id);
+    if (it == exported_.end() || std::find(held.begin(), held.end(), id) != held.end()) continue;
+    it->second.objects++;
+    it->second.associated = true;
+    held.push_back(id);
+  }
+}
+
+std::optional<GpuTasks::Exported> GpuTasks::MaybeFreeLocked(const std::string& id) {
+  auto it = exported_.find(id);
+  if (it == exported_.end() || !it->second.associated || it->second.objects > 0 || !it->second.imports.empty()) {
+    return std::nullopt;
+  }
+  Exported gone = std::move(it->second);
+  exported_.erase(it);
+  return gone;
+}
+
+void GpuTasks::ReleaseObject(const ObjectId& object) {
+  std::vector<Exported> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto held = objects_.find(object);
+    if (held == objects_.end()) return;
+    for (const std::string& id : held->second) {
+      auto it = exported_.find(id);
+      if (it != exported_.end()) it->second.objects--;
+      if (auto e = MaybeFreeLocked(id)) gone.push_back(std::move(*e));
+    }
+    objects_.erase(held);
+  }
+  // Freed outside the lock: on the producing stream, after the work that made them.
+}
+
+bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = exported_.find(id);
+  if (it == exported_.end()) return false;
+  it->second.imports[importer]++;
+  return true;
+}
+
+void GpuTasks::RemoveImport(const std::string& id, const WorkerId& importer) {
+  std::optional<Exported> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = exported_.find(id);
+    if (it == exported_.end()) return;
+    auto imp = it->second.imports.find(importer);
+    if (imp != it->second.imports.end() && --imp->second <= 0) it->second.imports.erase(imp);
+    gone = MaybeFreeLocked(id);
+  }
+}
+
+void GpuTasks::ImporterDied(const WorkerId& importer) {
+  std::vector<Exported> gone;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> ids;
+  for (auto& [id, e] : exported_) {
+    if (e.imports.erase(importer) > 0) ids.push_back(id);
+  }
+  for (const std::string& id : ids) {
+    if (auto e = MaybeFreeLocked(id)) gone.push_back(std::move(*e));
+  }
+  // (`gone` is destroyed after the lock is released: declared before it.)
+}
 
 Result<gpu::Stream*> GpuTasks::ImportStream(int device) {
   auto& s = import_streams_[device];
@@ -165,7 +275,12 @@ Result<gpu::Stream*> GpuTasks::ImportStream(int device) {
 std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   if (!t.valid()) throw InvalidArgumentError("an empty gpu::Tensor cannot be passed or returned");
   std::string& cache = t.export_cache();
-  if (!cache.empty()) return cache;  // (packing runs twice: measure, then write)
+  if (!cache.empty()) {  // (packing runs twice: measure, then write; and a tensor may be returned again)
+    Descriptor known;
+    msgpack::unpack(cache.data(), cache.size()).get().convert(known);
+    tl_exports.push_back(std::get<1>(known));
+    return cache;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   Status st = EnsureBackend();
   if (!st.ok()) throw RuntimeError("a gpu::Tensor needs a GPU backend: " + st.message());
@@ -182,7 +297,9 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   auto info = backend_->device(t.device());
   std::string id = RandomUniqueId().Hex();
   Descriptor d{1, id, static_cast<int64_t>(getpid()), info.ok() ? info->uuid : "", static_cast<int>(t.dtype()),
-               t.shape(), mem->bytes, event->bytes};
+               t.shape(), mem->bytes, event->bytes, peers_.self.socket_path, peers_.self.worker_id,
+               peers_.self.node_id};
+  tl_exports.push_back(id);
   msgpack::sbuffer buf;
   msgpack::pack(buf, d);
   cache.assign(buf.data(), buf.size());
@@ -198,11 +315,11 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   } catch (const std::exception& e) {
     throw InvalidArgumentError(std::string("not a gpu::Tensor descriptor: ") + e.what());
   }
-  auto& [version, id, pid, uuid, dtype, shape, mem, event] = d;
+  auto& [version, id, pid, uuid, dtype, shape, mem, event, socket, worker, node] = d;
   if (version != 1) throw InvalidArgumentError("a gpu::Tensor descriptor of version " + std::to_string(version));
   CloseFinishedImports(false);
   gpu::Context* ctx = CurrentOrNull();
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (pid == getpid()) {
     auto it = exported_.find(id);
     if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
@@ -236,16 +353,30 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   st = stream->Wait(**ev);
   if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
   std::shared_ptr<Import> import = imports_[id].lock();
-  if (!import) {
+  bool fresh = !import;
+  if (fresh) {
     auto ptr = backend_->OpenIpc(gpu::IpcHandle{mem}, device);
     if (!ptr.ok()) throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
-    import = std::shared_ptr<Import>(new Import{this, backend_.get(), stream, *ptr, device});
+    import = std::shared_ptr<Import>(new Import{this, backend_.get(), stream, *ptr, device, {socket, worker, node}, id});
     imports_[id] = import;
   } else {
     import->stream = stream;  // its last user orders the close
   }
-  return gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend_->name() == "sim", import->ptr,
-                           stream, import);
+  gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend_->name() == "sim",
+                                       import->ptr, stream, import);
+  if (fresh && peers_.register_import && !socket.empty()) {
+    // Counted at the producer before this task can reply, so it frees only after our release.
+    auto register_import = peers_.register_import;
+    internal::OwnerAddress producer = import->producer;
+    lock.unlock();
+    if (!register_import(producer, id)) {
+      throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +
+                            std::to_string(pid) + ")");
+    }
+    lock.lock();
+    import->registered = true;
+  }
+  return view;
 }
 
 size_t GpuTasks::exported_count() {
@@ -269,8 +400,11 @@ void GpuTasks::CloseFinishedImports(bool wait) {
   }
   for (Closing& c : done) {
     if (wait) (void)c.done->Synchronize();
-    std::lock_guard<std::mutex> lock(mu_);
-    (void)backend_->CloseIpc(c.ptr);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      (void)backend_->CloseIpc(c.ptr);
+    }
+    if (c.registered && peers_.release_import) peers_.release_import(c.producer, c.id);
   }
 }
 

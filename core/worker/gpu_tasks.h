@@ -8,9 +8,15 @@
 
 #include "base/thread_annotations.h"
 
+#include <prism/ids.h>
+#include <prism/internal/runtime_api.h>
+
+#include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <vector>
 
@@ -49,6 +55,27 @@ class GpuTasks {
   size_t exported_count();
   /// Closes imports whose last use on their stream is done (all of them, waiting, when `wait`).
   void CloseFinishedImports(bool wait);
+
+  /// How this process talks to producers of the device objects it imports (the core worker's
+  /// connections): `register_import` blocks until the producer counted the import (false: the
+  /// producer no longer has it); `release_import` tells it the mapping is closed.
+  struct Peers {
+    internal::OwnerAddress self;
+    std::function<bool(const internal::OwnerAddress& producer, const std::string& id)> register_import;
+    std::function<void(const internal::OwnerAddress& producer, const std::string& id)> release_import;
+  };
+  void SetPeers(Peers peers);
+  /// The device objects the calling thread's task packed (cleared when a task enters).
+  std::vector<std::string> TakeTaskExports();
+  /// `object` (a task's result) holds these device objects: they stay until it is released.
+  void Associate(const ObjectId& object, const std::vector<std::string>& ids);
+  /// The owner released `object`; its device objects go once no importer maps them.
+  void ReleaseObject(const ObjectId& object);
+  /// An importer maps device object `id` (false: not held here any more), or closed it.
+  bool AddImport(const std::string& id, const WorkerId& importer);
+  void RemoveImport(const std::string& id, const WorkerId& importer);
+  /// A process died: its imports are closed.
+  void ImporterDied(const WorkerId& importer);
   /// A device of this worker has a sticky fault (a kernel faulted): the process must go, as a
   /// CUDA context cannot recover. Returns the fault.
   Status DeviceFault();
@@ -61,16 +88,32 @@ class GpuTasks {
   struct Exported {
     gpu::Tensor tensor;
     std::unique_ptr<gpu::Event> ready;  // shared: recorded when it was first packed
+    int objects = 0;                    // results holding it, not yet released by their owners
+    bool associated = false;            // held by some result (else: kept until exit)
+    std::map<WorkerId, int> imports;    // processes mapping it
   };
+  // Drops `id` if nothing holds it any more. Called with mu_ held; returns what to destroy
+  // outside the lock.
+  std::optional<Exported> MaybeFreeLocked(const std::string& id) PRISM_REQUIRES(mu_);
+  void CloserLoop();
   std::map<std::string, Exported> exported_ PRISM_GUARDED_BY(mu_);
   struct Import;  // one mapping of another process's tensor
   std::map<std::string, std::weak_ptr<Import>> imports_ PRISM_GUARDED_BY(mu_);
   struct Closing {
     std::unique_ptr<gpu::Event> done;
     void* ptr;
+    internal::OwnerAddress producer;
+    std::string id;
+    bool registered;  // counted at the producer: release it there once closed
   };
   std::vector<Closing> closing_ PRISM_GUARDED_BY(mu_);
   std::map<int, std::unique_ptr<gpu::Stream>> import_streams_ PRISM_GUARDED_BY(mu_);
+  std::map<ObjectId, std::vector<std::string>> objects_ PRISM_GUARDED_BY(mu_);  // result -> device objects
+  Peers peers_;
+  // Closes finished imports every 20 ms while some are closing.
+  std::condition_variable closer_cv_;
+  bool stopping_ PRISM_GUARDED_BY(mu_) = false;
+  std::thread closer_;
 
   std::mutex mu_;
   bool tried_ PRISM_GUARDED_BY(mu_) = false;

@@ -68,6 +68,7 @@ void MemoryStore::Bury(Graveyard& g) {
       f.registered = e.registered;
       f.in_store = !e.borrowed && e.object && e.object->in_store;
       f.actor = !e.borrowed && e.object && e.object->actor_handle;
+      if (!e.borrowed && e.object) f.device_producer = e.object->device_producer;
       on_free_(std::move(f));
     }
   }

@@ -29,6 +29,7 @@ struct StoredObject {
   rpc::TaskError error;  // kind() != ERROR_NONE for an error
   bool in_store = false;  // the value is in the node's object store (`size` bytes)
   bool actor_handle = false;  // the handle object of an actor this process owns (not detached)
+  internal::OwnerAddress device_producer;  // holds device objects kept by this worker (if set)
   uint64_t size = 0;
   /// Refs inside the value: held as long as this object is.
   std::vector<internal::RefPtr> contained;
@@ -59,6 +60,7 @@ struct FreedObject {
   uint32_t registered = 0;        // borrowed: registrations at the owner to undo
   bool in_store = false;          // owned: the value is in the node's object store
   bool actor = false;             // owned: an actor's handle object (the actor goes with it)
+  internal::OwnerAddress device_producer;  // owned: the worker keeping its device objects
 };
 
 /// The process's reference table and object values. An entry lives while local references

@@ -25,6 +25,10 @@ StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks)
 StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks) {
   StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
                                     : StoredObject::Value(std::move(*ret.mutable_data()));
+  if (ret.has_device_producer()) {
+    obj.device_producer = {ret.device_producer().socket_path(), ret.device_producer().worker_id(),
+                           ret.device_producer().node_id()};
+  }
   // Taken before the task's argument refs go: a ref passed in and returned stays alive.
   obj.contained.reserve(static_cast<size_t>(ret.nested_size()));
   for (const auto& n : ret.nested()) obj.contained.push_back(hooks.nested_ref(n));

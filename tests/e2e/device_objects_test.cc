@@ -5,12 +5,14 @@
 #include <prism/prism.h>
 
 #include "gpu/counting_backend.h"
+#include "worker/core_worker.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -54,6 +56,8 @@ class Holder {
   gpu::Tensor Twice(gpu::Tensor x) { return Double(x); }
   double Total(gpu::Tensor x) { return Sum(x); }
   int MyPid() { return getpid(); }
+  int64_t InUse() { return static_cast<int64_t>(gpu::CurrentContext().memory().bytes_in_use()); }
+  int64_t Exported() { return static_cast<int64_t>(prism::CurrentCoreWorker()->gpu_tasks().exported_count()); }
   // What crossed the host in this process so far (the counting wrapper around its backend).
   std::vector<uint64_t> Counts() {
     auto c = gpu::CountsOf(gpu::CurrentContext().backend());
@@ -62,7 +66,8 @@ class Holder {
   }
 };
 Holder* MakeHolder() { return new Holder(); }
-PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts);
+PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts,
+             &Holder::InUse, &Holder::Exported);
 
 class DeviceObjectsTest : public ::testing::Test {
  protected:
@@ -120,6 +125,33 @@ TEST_F(DeviceObjectsTest, ATensorHandedToAnotherProcessOnItsDevice) {
   auto made = a.Task(&Holder::Make).Remote(4096);
   EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made)), 4096.0);
   EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made)), 4096.0) << "and in its own process";
+}
+
+// The producer frees a device object once its owner released it and every importer closed its
+// mapping (after its last use): the memory is back.
+TEST_F(DeviceObjectsTest, ReleasedDeviceObjectsAreFreedAfterTheirImporters) {
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  int64_t before = prism::Get(a.Task(&Holder::InUse).Remote());
+  {
+    auto made = a.Task(&Holder::Make).Remote(1 << 20);
+    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made)), double(1 << 20)) << "b maps it";
+    EXPECT_GE(prism::Get(a.Task(&Holder::InUse).Remote()), before + (4 << 20));
+    EXPECT_EQ(prism::Get(a.Task(&Holder::Exported).Remote()), 1);
+  }  // the driver's last ref goes
+  int64_t left = -1;
+  for (int i = 0; i < 200 && left != 0; ++i) {
+    left = prism::Get(a.Task(&Holder::Exported).Remote());
+    if (left != 0) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(left, 0) << "released at the producer";
+  EXPECT_EQ(prism::Get(a.Task(&Holder::InUse).Remote()), before);
+  // A tensor still referenced stays.
+  auto kept = a.Task(&Holder::Make).Remote(16);
+  prism::Get(kept);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(prism::Get(a.Task(&Holder::Exported).Remote()), 1);
+  EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(kept)), 16.0);
 }
 
 TEST_F(DeviceObjectsTest, AGpuThisProcessDoesNotSeeIsAClearError) {
