@@ -80,28 +80,33 @@ void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
                    std::string(backend_->name()) + " backend sees no device";
     return;
   }
-  int device = devices[0];
-  auto& pool = streams_[device];
-  if (pool.empty()) {
-    for (int i = 0; i < kStreamsPerDevice; ++i) {
-      auto s = backend_->CreateStream(device, "prism gpu" + std::to_string(device) + " stream " + std::to_string(i));
-      if (!s.ok()) {
-        tl_gpu.error = "cannot create a stream: " + s.status().message();
-        return;
-      }
-      pool.push_back(std::move(s).value());
-    }
-  }
-  gpu::Stream& stream = *pool[next_stream_[device]++ % pool.size()];
-  auto memory = backend_->memory(device);
-  if (!memory.ok()) {
-    tl_gpu.error = "no device memory: " + memory.status().message();
-    return;
-  }
+  // A stream of each device's pool (taken in turn) and each device's memory.
+  std::vector<gpu::Stream*> streams;
+  std::vector<gpu::MemoryResource*> memories;
   std::optional<uint64_t> cap;
   if (gpu_memory > 0) cap = gpu_memory;
-  (*memory)->set_limit(cap);
-  tl_gpu.context = std::make_shared<gpu::Context>(*backend_, device, devices, stream, **memory, cap);
+  for (int device : devices) {
+    auto& pool = streams_[device];
+    if (pool.empty()) {
+      for (int i = 0; i < kStreamsPerDevice; ++i) {
+        auto s = backend_->CreateStream(device, "prism gpu" + std::to_string(device) + " stream " + std::to_string(i));
+        if (!s.ok()) {
+          tl_gpu.error = "cannot create a stream: " + s.status().message();
+          return;
+        }
+        pool.push_back(std::move(s).value());
+      }
+    }
+    streams.push_back(pool[next_stream_[device]++ % pool.size()].get());
+    auto memory = backend_->memory(device);
+    if (!memory.ok()) {
+      tl_gpu.error = "no device memory: " + memory.status().message();
+      return;
+    }
+    (*memory)->set_limit(cap);
+    memories.push_back(*memory);
+  }
+  tl_gpu.context = std::make_shared<gpu::Context>(*backend_, devices, std::move(streams), std::move(memories), cap);
 }
 
 void GpuTasks::Leave(bool keep) {
@@ -148,17 +153,23 @@ using Descriptor = std::tuple<int, std::string, int64_t, std::string, int, std::
 struct GpuTasks::Import {
   GpuTasks* owner;
   gpu::Backend* backend;
-  gpu::Stream* stream;
+  std::vector<gpu::Stream*> streams;  // its last users' (a task's streams, or the import stream)
   void* ptr;
   int device;
   internal::OwnerAddress producer;
   std::string id;
   bool registered = false;
   ~Import() {
-    auto done = backend->CreateEvent(device);
+    std::vector<std::unique_ptr<gpu::Event>> done;
+    bool recorded = true;
+    for (gpu::Stream* s : streams) {
+      auto e = backend->CreateEvent(s->device());
+      recorded = recorded && e.ok() && (*e)->Record(*s).ok();
+      if (e.ok()) done.push_back(std::move(e).value());
+    }
     std::lock_guard<std::mutex> lock(owner->mu_);
-    if (done.ok() && (*done)->Record(*stream).ok()) {
-      owner->closing_.push_back(Closing{std::move(done).value(), ptr, producer, id, registered});
+    if (recorded) {
+      owner->closing_.push_back(Closing{std::move(done), ptr, producer, id, registered});
       if (!owner->closer_.joinable() && !owner->stopping_) owner->closer_ = std::thread([o = owner] { o->CloserLoop(); });
       owner->closer_cv_.notify_all();
     } else {
@@ -323,10 +334,12 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   if (pid == getpid()) {
     auto it = exported_.find(id);
     if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
-    // Same process: the same memory; the task's stream waits for the work that made it.
+    // Same process: the same memory; the task's streams wait for the work that made it.
     if (ctx != nullptr) {
-      Status st = ctx->stream().Wait(*it->second.ready);
-      if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+      for (int d : ctx->devices()) {
+        Status st = ctx->stream(d).Wait(*it->second.ready);
+        if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+      }
     }
     return it->second.tensor;
   }
@@ -340,27 +353,34 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     throw RuntimeError("the gpu::Tensor is on GPU " + uuid + ", which this process does not see (it holds other GPUs); "
                        "moving tensors between GPUs of different processes comes with the collectives (NCCL)");
   }
-  gpu::Stream* stream = nullptr;
+  std::vector<gpu::Stream*> streams;  // every stream of the task (or the import stream) waits
   if (ctx != nullptr) {
-    stream = &ctx->stream();
+    for (int d : ctx->devices()) streams.push_back(&ctx->stream(d));
   } else {
     auto s = ImportStream(device);
     if (!s.ok()) throw RuntimeError(s.status().message());
-    stream = *s;
+    streams.push_back(*s);
   }
+  gpu::Stream* stream = streams.front();
   auto ev = backend_->OpenIpcEvent(gpu::IpcEventHandle{event});
   if (!ev.ok()) throw ObjectLostError("device object " + id + ": " + ev.status().message());
-  st = stream->Wait(**ev);
-  if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+  for (gpu::Stream* s : streams) {
+    st = s->Wait(**ev);
+    if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+  }
   std::shared_ptr<Import> import = imports_[id].lock();
   bool fresh = !import;
   if (fresh) {
     auto ptr = backend_->OpenIpc(gpu::IpcHandle{mem}, device);
     if (!ptr.ok()) throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
-    import = std::shared_ptr<Import>(new Import{this, backend_.get(), stream, *ptr, device, {socket, worker, node}, id});
+    import = std::shared_ptr<Import>(new Import{this, backend_.get(), streams, *ptr, device, {socket, worker, node}, id});
     imports_[id] = import;
   } else {
-    import->stream = stream;  // its last user orders the close
+    for (gpu::Stream* s : streams) {  // its users so far and now order the close
+      if (std::find(import->streams.begin(), import->streams.end(), s) == import->streams.end()) {
+        import->streams.push_back(s);
+      }
+    }
   }
   gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend_->name() == "sim",
                                        import->ptr, stream, import);
@@ -389,8 +409,12 @@ void GpuTasks::CloseFinishedImports(bool wait) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = closing_.begin(); it != closing_.end();) {
-      auto q = it->done->Query();
-      if (wait || !q.ok() || *q) {
+      bool finished = true;
+      for (auto& e : it->done) {
+        auto q = e->Query();
+        finished = finished && (!q.ok() || *q);
+      }
+      if (wait || finished) {
         done.push_back(std::move(*it));
         it = closing_.erase(it);
       } else {
@@ -399,13 +423,23 @@ void GpuTasks::CloseFinishedImports(bool wait) {
     }
   }
   for (Closing& c : done) {
-    if (wait) (void)c.done->Synchronize();
+    if (wait) {
+      for (auto& e : c.done) (void)e->Synchronize();
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       (void)backend_->CloseIpc(c.ptr);
     }
     if (c.registered && peers_.release_import) peers_.release_import(c.producer, c.id);
   }
+}
+
+size_t gpu::Context::Index(int device) const {
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    if (devices_[i] == device) return i;
+  }
+  throw InvalidArgumentError("the task holds devices 0.." + std::to_string(devices_.size() - 1) + ", not device " +
+                             std::to_string(device));
 }
 
 }  // namespace prism

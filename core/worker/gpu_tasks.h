@@ -100,7 +100,7 @@ class GpuTasks {
   struct Import;  // one mapping of another process's tensor
   std::map<std::string, std::weak_ptr<Import>> imports_ PRISM_GUARDED_BY(mu_);
   struct Closing {
-    std::unique_ptr<gpu::Event> done;
+    std::vector<std::unique_ptr<gpu::Event>> done;  // one per stream that may have used it
     void* ptr;
     internal::OwnerAddress producer;
     std::string id;

@@ -66,6 +66,34 @@ class Holder {
   }
 };
 Holder* MakeHolder() { return new Holder(); }
+
+// A GPU actor holding all 8 GPUs of an NVSwitch box: each step moves the tensor to the next GPU
+// (a peer copy on that GPU's stream, after waiting on the last step's event) and doubles it.
+class Ring {
+ public:
+  gpu::Tensor Start(int n) {
+    gpu::Context& ctx = gpu::CurrentContext();
+    gpu::Tensor t = gpu::Tensor::Empty(ctx, gpu::DType::kFloat32, {n}).value();
+    Check(gpu::ops::Fill(ctx.backend(), ctx.stream(), t.array(), 1));
+    return t;
+  }
+  gpu::Tensor Step(gpu::Tensor x, int device) {
+    gpu::Context& ctx = gpu::CurrentContext();
+    gpu::Stream& s = ctx.stream(device);
+    gpu::Tensor y = gpu::Tensor::Empty(ctx.backend(), ctx.memory(device), s, x.dtype(), x.shape()).value();
+    Check(s.CopyAsync(y.data(), x.data(), x.bytes()));  // GPU x.device() -> GPU `device`
+    Check(gpu::ops::Scale(ctx.backend(), s, 2, y.array()));
+    return y;
+  }
+  std::vector<int64_t> Devices(gpu::Tensor x) {
+    auto c = gpu::CountsOf(gpu::CurrentContext().backend());
+    return {x.device(), static_cast<int64_t>(gpu::CurrentContext().devices().size()),
+            static_cast<int64_t>(c->host_syncs), static_cast<int64_t>(c->host_copies),
+            static_cast<int64_t>(c->device_copies)};
+  }
+};
+Ring* MakeRing() { return new Ring(); }
+PRISM_REMOTE(MakeRing, &Ring::Start, &Ring::Step, &Ring::Devices);
 PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts,
              &Holder::InUse, &Holder::Exported);
 
@@ -100,6 +128,31 @@ TEST_F(DeviceObjectsTest, AChainPassesDeviceObjectsWithoutHostSyncsOrCopies) {
   EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(x)), 1024.0 * n);
   counts = prism::Get(a.Task(&Holder::Counts).Remote());
   EXPECT_EQ(counts[0], 1u) << "reading the sum on the host is the one sync";
+}
+
+TEST(DeviceObjectsOnEightGpus, AChainAcrossEightGpusWithoutHostSyncsOrCopies) {
+  setenv("PRISM_GPU_BACKEND", "sim", 1);
+  setenv("PRISM_SIM_DEVICE_MEMORY", "64M", 1);
+  setenv("PRISM_GPU_COUNT_CALLS", "1", 1);
+  prism::Init({.num_cpus = 2, .gpu_topology = "h100-sxm-8"});
+  auto ring = prism::Actor(MakeRing).Options({.num_gpus = 8}).Remote();
+  const int n = 1 << 12;
+  auto x = ring.Task(&Ring::Start).Remote(n);
+  for (int step = 1; step <= 16; ++step) x = ring.Task(&Ring::Step).Remote(x, step % 8);  // twice round
+  auto facts = prism::Get(ring.Task(&Ring::Devices).Remote(x));
+  EXPECT_EQ(facts[0], 0) << "the last step ran on GPU 0";
+  EXPECT_EQ(facts[1], 8) << "the actor holds all eight";
+  EXPECT_EQ(facts[2], 0) << "no host synchronization";
+  EXPECT_EQ(facts[3], 0) << "no copy through the host";
+  EXPECT_EQ(facts[4], 16) << "one peer copy per step";
+  // The driver reads the result (an IPC mapping of GPU 0's memory): 2^16 each.
+  auto host = prism::Get(x).ToHost();
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  EXPECT_EQ(reinterpret_cast<const float*>(host->data())[n - 1], 65536.0f);
+  prism::Shutdown();
+  unsetenv("PRISM_GPU_BACKEND");
+  unsetenv("PRISM_SIM_DEVICE_MEMORY");
+  unsetenv("PRISM_GPU_COUNT_CALLS");
 }
 
 TEST_F(DeviceObjectsTest, AChainOfGpuTasksPassesTensorsByRef) {

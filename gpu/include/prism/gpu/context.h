@@ -16,29 +16,35 @@ namespace prism::gpu {
 /// returns host values synchronizes first (Stream::Synchronize).
 class Context {
  public:
-  Context(Backend& backend, int device, std::vector<int> devices, Stream& stream, MemoryResource& memory,
-          std::optional<uint64_t> gpu_memory)
-      : backend_(&backend), device_(device), devices_(std::move(devices)), stream_(&stream), memory_(&memory),
-        gpu_memory_(gpu_memory) {}
+  /// `streams[i]` and `memories[i]` belong to `devices[i]`.
+  Context(Backend& backend, std::vector<int> devices, std::vector<Stream*> streams,
+          std::vector<MemoryResource*> memories, std::optional<uint64_t> gpu_memory)
+      : backend_(&backend), devices_(std::move(devices)), streams_(std::move(streams)),
+        memories_(std::move(memories)), gpu_memory_(gpu_memory) {}
   Backend& backend() const { return *backend_; }
   /// The task's (first) device, as this process numbers it.
-  int device() const { return device_; }
+  int device() const { return devices_.front(); }
   /// Every device the task holds.
   const std::vector<int>& devices() const { return devices_; }
   /// The stream the task's work goes on: one of a pool, so that tasks of one worker can overlap.
-  Stream& stream() const { return *stream_; }
-  MemoryResource& memory() const { return *memory_; }
+  Stream& stream() const { return *streams_.front(); }
+  /// The task's stream on another of its devices; prism::InvalidArgumentError for a device the
+  /// task does not hold.
+  Stream& stream(int device) const { return *streams_[Index(device)]; }
+  MemoryResource& memory() const { return *memories_.front(); }
+  MemoryResource& memory(int device) const { return *memories_[Index(device)]; }
   /// The task's cap on device memory (TaskOptions::gpu_memory), if it has one.
   std::optional<uint64_t> gpu_memory() const { return gpu_memory_; }
   /// Device memory on the task's stream, from the task's device.
-  Result<DeviceBuffer> Allocate(size_t bytes) const { return DeviceBuffer::Allocate(*memory_, bytes, *stream_); }
+  Result<DeviceBuffer> Allocate(size_t bytes) const { return DeviceBuffer::Allocate(memory(), bytes, stream()); }
 
  private:
+  size_t Index(int device) const;
+
   Backend* backend_;
-  int device_;
   std::vector<int> devices_;
-  Stream* stream_;
-  MemoryResource* memory_;
+  std::vector<Stream*> streams_;
+  std::vector<MemoryResource*> memories_;
   std::optional<uint64_t> gpu_memory_;
 };
 
