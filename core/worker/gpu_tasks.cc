@@ -25,6 +25,10 @@ thread_local std::vector<std::string> tl_exports;  // device objects the running
 
 GpuTasks::~GpuTasks() {
   {
+    std::lock_guard<std::mutex> lock(liveness_->mu);
+    liveness_->owner = nullptr;
+  }
+  {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
@@ -151,7 +155,7 @@ using Descriptor = std::tuple<int, std::string, int64_t, std::string, int, std::
 // An imported tensor's mapping: closed once the last use on its stream is done, and then
 // released at its producer.
 struct GpuTasks::Import {
-  GpuTasks* owner;
+  std::shared_ptr<Liveness> liveness;
   gpu::Backend* backend;
   std::vector<gpu::Stream*> streams;  // its last users' (a task's streams, or the import stream)
   void* ptr;
@@ -160,6 +164,9 @@ struct GpuTasks::Import {
   std::string id;
   bool registered = false;
   ~Import() {
+    std::lock_guard<std::mutex> alive(liveness->mu);
+    GpuTasks* owner = liveness->owner;
+    if (owner == nullptr) return;  // the runtime is gone, and its mappings with it
     std::vector<std::unique_ptr<gpu::Event>> done;
     bool recorded = true;
     for (gpu::Stream* s : streams) {
@@ -373,7 +380,7 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   if (fresh) {
     auto ptr = backend_->OpenIpc(gpu::IpcHandle{mem}, device);
     if (!ptr.ok()) throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
-    import = std::shared_ptr<Import>(new Import{this, backend_.get(), streams, *ptr, device, {socket, worker, node}, id});
+    import = std::shared_ptr<Import>(new Import{liveness_, backend_.get(), streams, *ptr, device, {socket, worker, node}, id});
     imports_[id] = import;
   } else {
     for (gpu::Stream* s : streams) {  // its users so far and now order the close
@@ -397,6 +404,12 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     import->registered = true;
   }
   return view;
+}
+
+Result<gpu::Backend*> GpuTasks::backend() {
+  std::lock_guard<std::mutex> lock(mu_);
+  PRISM_RETURN_IF_ERROR(EnsureBackend());
+  return backend_.get();
 }
 
 size_t GpuTasks::exported_count() {

@@ -51,6 +51,8 @@ class GpuTasks {
   /// Device objects (gpu/tensor.h's internal::PackTensor and UnpackTensor).
   std::string PackTensor(const gpu::Tensor& tensor);
   gpu::Tensor UnpackTensor(std::string_view descriptor);
+  /// This process's backend (created on first use), or the reason there is none.
+  Result<gpu::Backend*> backend();
   /// Device objects this process holds for others (exported, not yet released).
   size_t exported_count();
   /// Closes imports whose last use on their stream is done (all of them, waiting, when `wait`).
@@ -98,6 +100,14 @@ class GpuTasks {
   void CloserLoop();
   std::map<std::string, Exported> exported_ PRISM_GUARDED_BY(mu_);
   struct Import;  // one mapping of another process's tensor
+  // What imports reach this object through: cleared when it goes, so a tensor kept past the
+  // runtime (a Python array still viewing it) does nothing when it is finally dropped.
+  struct Liveness {
+    explicit Liveness(GpuTasks* o) : owner(o) {}
+    std::mutex mu;
+    GpuTasks* owner PRISM_GUARDED_BY(mu);
+  };
+  std::shared_ptr<Liveness> liveness_ = std::make_shared<Liveness>(this);
   std::map<std::string, std::weak_ptr<Import>> imports_ PRISM_GUARDED_BY(mu_);
   struct Closing {
     std::vector<std::unique_ptr<gpu::Event>> done;  // one per stream that may have used it

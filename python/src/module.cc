@@ -4,6 +4,7 @@
 #include "worker/core_worker.h"
 #include "worker/task_executor.h"
 
+#include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
 
@@ -175,6 +176,37 @@ py::tuple GroupTuple(const PlacementGroup& g) {
   return py::make_tuple(g.id(), g.name(), g.bundles());
 }
 
+// A prism tensor handed to a DLPack consumer (numpy, PyTorch, CuPy): the versioned capsule when
+// the consumer asks for DLPack >= 1.0, else the legacy one (numpy before 2.1 asks for that).
+py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned) {
+  auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+  if (!backend.ok()) throw RuntimeError(backend.status().message());
+  // The consumer reads on its own schedule: the tensor's work is done first (a host sync).
+  if (Status st = t.stream()->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
+  auto exported = t.ToDLPack(**backend);
+  if (!exported.ok()) throw RuntimeError(exported.status().ToString());
+  DLManagedTensorVersioned* v = *exported;
+  if (versioned) {
+    return py::capsule(v, "dltensor_versioned", [](PyObject* cap) {
+      if (PyCapsule_IsValid(cap, "dltensor_versioned")) {  // not taken by a consumer
+        auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
+        if (m->deleter) m->deleter(m);
+      }
+    });
+  }
+  auto* legacy = new DLManagedTensor{v->dl_tensor, v, [](DLManagedTensor* self) {
+                                       auto* inner = static_cast<DLManagedTensorVersioned*>(self->manager_ctx);
+                                       if (inner->deleter) inner->deleter(inner);
+                                       delete self;
+                                     }};
+  return py::capsule(legacy, "dltensor", [](PyObject* cap) {
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      if (m->deleter) m->deleter(m);
+    }
+  });
+}
+
 }  // namespace
 }  // namespace prism
 
@@ -300,6 +332,37 @@ PYBIND11_MODULE(_prism, m) {
     return json ? t.ToJson() : t.Matrix();
   });
   m.def("topology_profiles", [] { return gpu::Topology::ProfileNames(); });
+
+  // Device tensors (gpu::Tensor values written by C++ GPU tasks): shape, dtype, DLPack out.
+  py::class_<gpu::Tensor>(m, "Tensor")
+      .def_property_readonly("shape", [](const gpu::Tensor& t) { return py::tuple(py::cast(t.shape())); })
+      .def_property_readonly("dtype", [](const gpu::Tensor& t) { return std::string(gpu::DTypeName(t.dtype())); })
+      .def_property_readonly("nbytes", &gpu::Tensor::bytes)
+      .def("__dlpack_device__",
+           [](const gpu::Tensor& t) {
+             auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+             bool host = backend.ok() && (*backend)->name() == "sim";
+             return py::make_tuple(host ? static_cast<int>(kDLCPU) : static_cast<int>(kDLCUDA), host ? 0 : t.device());
+           })
+      .def(
+          "__dlpack__",
+          [](const gpu::Tensor& t, py::object stream, py::object max_version, py::kwargs) {
+            bool versioned = false;
+            if (!max_version.is_none()) versioned = max_version.cast<py::tuple>()[0].cast<int>() >= 1;
+            return DLPackCapsule(t, versioned);
+          },
+          py::arg("stream") = py::none(), py::arg("max_version") = py::none())
+      .def("__repr__", [](const gpu::Tensor& t) {
+        std::string shape;
+        for (int64_t d : t.shape()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+        return "prism.gpu.Tensor(shape=(" + shape + "), dtype=" + std::string(gpu::DTypeName(t.dtype())) +
+               ", device=" + std::to_string(t.device()) + ")";
+      });
+  m.def("unpack_tensor", [](py::bytes descriptor) {
+    std::string d = descriptor;
+    py::gil_scoped_release release;
+    return gpu::internal::UnpackTensor(d);
+  });
 
   m.def("write_timeline", [](const std::string& path) {
     py::gil_scoped_release release;

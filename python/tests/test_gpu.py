@@ -92,3 +92,28 @@ def test_topology_from_python():
     assert json.loads(gpu.topology("nvlink-pairs-4", as_json=True))["nvlink"]["matrix"][0][1] == 4
     with pytest.raises(ValueError, match="no-such-box"):
         gpu.topology("no-such-box")
+
+
+CODE_DIR = os.environ.get("PRISM_TEST_CODE_DIR")
+
+
+@pytest.mark.skipif(not CODE_DIR, reason="PRISM_TEST_CODE_DIR (the test library of C++ functions) is not set")
+def test_a_cpp_gpu_tasks_tensor_reaches_numpy_through_dlpack(monkeypatch):
+    import numpy as np
+    from prism import gpu
+    monkeypatch.setenv("PRISM_GPU_BACKEND", "sim")
+    monkeypatch.setenv("PRISM_SIM_DEVICE_MEMORY", "64M")
+    ray.init(num_cpus=2, gpu_topology="nvlink-pairs-4", code_search_path=[CODE_DIR])
+    try:
+        t = ray.get(ray.cpp_function("CrossRange").options(num_gpus=1).remote(10))
+        assert isinstance(t, gpu.Tensor)
+        assert t.shape == (2, 5) and t.dtype == "float32" and t.nbytes == 40
+        assert t.__dlpack_device__() == (1, 0)  # sim devices are host memory (kDLCPU)
+        a = np.from_dlpack(t)  # no copy: a view of the device memory, mapped from the worker
+        assert a.shape == (2, 5)
+        assert a.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+        capsule = t.__dlpack__(max_version=(1, 0))
+        assert "dltensor_versioned" in repr(capsule)
+        del a, t
+    finally:
+        ray.shutdown()

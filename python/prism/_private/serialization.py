@@ -103,6 +103,17 @@ def to_bytes(size, parts):
     return bytes(out)
 
 
+_EXT_TENSOR = 3  # a prism device tensor (gpu::Tensor): a descriptor the runtime maps
+
+
+def _ext_hook(code, data):
+    if code == _EXT_TENSOR:
+        from prism import _prism
+        return _prism.unpack_tensor(bytes(data))
+    import msgpack
+    return msgpack.ExtType(code, data)
+
+
 def deserialize(data):
     """Reads a frame (bytes, or a buffer pinned in the store: arrays then point into it)."""
     view = memoryview(data)
@@ -112,7 +123,7 @@ def deserialize(data):
         # A value written by C++ (msgpack): numbers, strings, binary, lists, maps, nil, bools.
         import msgpack
         try:
-            return msgpack.unpackb(view, raw=False, strict_map_key=False)
+            return msgpack.unpackb(view, raw=False, strict_map_key=False, ext_hook=_ext_hook)
         except Exception as e:
             raise TypeError(f"cannot read this object: it is neither a Python value nor plain msgpack ({e})") from None
     version, count, stream_len = _HEAD.unpack_from(view, _EXT.size)
