@@ -1,6 +1,8 @@
 #include <prism/gpu/tensor.h>
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <numeric>
 
 namespace prism::gpu {
@@ -14,7 +16,17 @@ struct Tensor::Storage {
   std::shared_ptr<void> keep;  // a View's owner
   Stream* stream = nullptr;
   std::string export_cache;
+  // Other streams that used it, and the backend to order the free after them.
+  std::mutex users_mu;
+  Backend* backend = nullptr;
+  std::vector<Stream*> users;
   ~Storage() {
+    if (buffer.data() != nullptr && backend != nullptr) {
+      for (Stream* s : users) {  // the free (on `stream`) waits for their work
+        auto e = backend->CreateEvent(s->device());
+        if (e.ok() && (*e)->Record(*s).ok()) (void)stream->Wait(**e);
+      }
+    }
     if (foreign && foreign->deleter) foreign->deleter(foreign);
   }
   void* data() const { return foreign || keep ? foreign_data : buffer.data(); }
@@ -72,6 +84,15 @@ Result<DType> FromDLDataType(DLDataType t) {
 }
 
 size_t Tensor::count() const { return Product(shape_); }
+
+void Tensor::AddUser(Backend& backend, Stream& stream) const {
+  if (!storage_ || &stream == storage_->stream) return;
+  std::lock_guard<std::mutex> lock(storage_->users_mu);
+  storage_->backend = &backend;
+  if (std::find(storage_->users.begin(), storage_->users.end(), &stream) == storage_->users.end()) {
+    storage_->users.push_back(&stream);
+  }
+}
 
 std::string& Tensor::export_cache() const {
   static std::string none;
@@ -166,6 +187,7 @@ Result<DLManagedTensorVersioned*> Tensor::ToDLPack(Backend& backend, Stream* con
     PRISM_ASSIGN_OR_RETURN(auto ready, backend.CreateEvent(device_));
     PRISM_RETURN_IF_ERROR(ready->Record(*storage_->stream));
     PRISM_RETURN_IF_ERROR(consumer->Wait(*ready));
+    AddUser(backend, *consumer);
   }
   auto* e = new Exported();
   e->shape = shape_;

@@ -390,7 +390,9 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       return;
     case rpc::Envelope::kImportDeviceObject: {
       const auto& req = msg.import_device_object();
+      // (An importer the daemon reported dead is not counted: its release would never come.)
       bool held = WorkerId::IsValidBinary(req.importer()) &&
+                  dead_.count(WorkerId::FromBinary(req.importer())) == 0 &&
                   gpu_tasks_->AddImport(req.id(), WorkerId::FromBinary(req.importer()));
       rpc::Envelope reply;
       reply.mutable_device_object_imported()->set_request_id(req.request_id());
@@ -918,6 +920,9 @@ std::vector<int> CoreWorker::GpuIds() const {
 internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
                                            std::vector<internal::SerializedArg> args,
                                            const ActorOptions& options) {
+  // Device objects packed into these arguments stay with their producer (this process) for as
+  // long as it lives: the task's own result must not release them.
+  (void)gpu_tasks_->TakeTaskExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   if (options.max_concurrency < 1) throw InvalidArgumentError("max_concurrency must be at least 1");
   if (options.max_restarts < -1 || options.max_task_retries < -1) {
@@ -998,6 +1003,9 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
 
 internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
                                              std::vector<internal::SerializedArg> args) {
+  // Device objects packed into these arguments stay with their producer (this process) for as
+  // long as it lives: the task's own result must not release them.
+  (void)gpu_tasks_->TakeTaskExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   CheckCurrent(*actor.lifetime);
   TaskId task_id = NextTaskId();
@@ -1210,6 +1218,9 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
                                         const TaskOptions& options, std::shared_ptr<Stream> stream) {
+  // Device objects packed into these arguments stay with their producer (this process) for as
+  // long as it lives: the task's own result must not release them.
+  (void)gpu_tasks_->TakeTaskExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   if (options.max_retries < -1) {
     throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
@@ -1333,6 +1344,9 @@ void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& 
 }
 
 internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
+  // Device objects packed into these arguments stay with their producer (this process) for as
+  // long as it lives: the task's own result must not release them.
+  (void)gpu_tasks_->TakeTaskExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   for (const auto& ref : value.nested) CheckCurrent(*ref);
   uint32_t n;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
 #include <string>
 
 namespace prism {
@@ -163,6 +164,7 @@ struct GpuTasks::Import {
   internal::OwnerAddress producer;
   std::string id;
   bool registered = false;
+  std::shared_future<bool> registering;  // set while (and after) it is counted at the producer
   ~Import() {
     std::lock_guard<std::mutex> alive(liveness->mu);
     GpuTasks* owner = liveness->owner;
@@ -293,13 +295,20 @@ Result<gpu::Stream*> GpuTasks::ImportStream(int device) {
 std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   if (!t.valid()) throw InvalidArgumentError("an empty gpu::Tensor cannot be passed or returned");
   std::string& cache = t.export_cache();
+  std::lock_guard<std::mutex> lock(mu_);
   if (!cache.empty()) {  // (packing runs twice: measure, then write; and a tensor may be returned again)
     Descriptor known;
     msgpack::unpack(cache.data(), cache.size()).get().convert(known);
-    tl_exports.push_back(std::get<1>(known));
-    return cache;
+    auto it = exported_.find(std::get<1>(known));
+    if (it != exported_.end()) {
+      // Still held: its event now covers any work done on it since it was last passed on.
+      Status st = it->second.ready->Record(*t.stream());
+      if (!st.ok()) throw RuntimeError("cannot record the tensor's event: " + st.message());
+      tl_exports.push_back(std::get<1>(known));
+      return cache;
+    }
+    cache.clear();  // released meanwhile: exported again, under a new id
   }
-  std::lock_guard<std::mutex> lock(mu_);
   Status st = EnsureBackend();
   if (!st.ok()) throw RuntimeError("a gpu::Tensor needs a GPU backend: " + st.message());
   auto ready = backend_->CreateIpcEvent(t.device());
@@ -341,11 +350,13 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   if (pid == getpid()) {
     auto it = exported_.find(id);
     if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
-    // Same process: the same memory; the task's streams wait for the work that made it.
+    // Same process: the same memory; the task's streams wait for the work that made it, and
+    // its free will wait for theirs.
     if (ctx != nullptr) {
       for (int d : ctx->devices()) {
         Status st = ctx->stream(d).Wait(*it->second.ready);
         if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
+        it->second.tensor.AddUser(*backend_, ctx->stream(d));
       }
     }
     return it->second.tensor;
@@ -377,6 +388,17 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   }
   std::shared_ptr<Import> import = imports_[id].lock();
   bool fresh = !import;
+  if (!fresh && import->registering.valid()) {
+    // Another thread is counting this mapping at the producer: it may be used once that is done.
+    std::shared_future<bool> registering = import->registering;
+    std::vector<gpu::Stream*> users = streams;
+    lock.unlock();
+    if (!registering.get()) {
+      throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +
+                            std::to_string(pid) + ")");
+    }
+    lock.lock();
+  }
   if (fresh) {
     auto ptr = backend_->OpenIpc(gpu::IpcHandle{mem}, device);
     if (!ptr.ok()) throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
@@ -395,12 +417,18 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     // Counted at the producer before this task can reply, so it frees only after our release.
     auto register_import = peers_.register_import;
     internal::OwnerAddress producer = import->producer;
+    auto counted = std::make_shared<std::promise<bool>>();
+    import->registering = counted->get_future().share();
     lock.unlock();
-    if (!register_import(producer, id)) {
+    bool ok = register_import(producer, id);
+    counted->set_value(ok);
+    lock.lock();
+    if (!ok) {
+      auto it = imports_.find(id);
+      if (it != imports_.end() && it->second.lock() == import) imports_.erase(it);
       throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +
                             std::to_string(pid) + ")");
     }
-    lock.lock();
     import->registered = true;
   }
   return view;
@@ -419,8 +447,10 @@ size_t GpuTasks::exported_count() {
 
 void GpuTasks::CloseFinishedImports(bool wait) {
   std::vector<Closing> done;
+  std::function<void(const internal::OwnerAddress&, const std::string&)> release;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    release = peers_.release_import;
     for (auto it = closing_.begin(); it != closing_.end();) {
       bool finished = true;
       for (auto& e : it->done) {
@@ -443,7 +473,12 @@ void GpuTasks::CloseFinishedImports(bool wait) {
       std::lock_guard<std::mutex> lock(mu_);
       (void)backend_->CloseIpc(c.ptr);
     }
-    if (c.registered && peers_.release_import) peers_.release_import(c.producer, c.id);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = imports_.find(c.id);
+      if (it != imports_.end() && it->second.expired()) imports_.erase(it);
+    }
+    if (c.registered && release) release(c.producer, c.id);
   }
 }
 

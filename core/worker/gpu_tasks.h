@@ -99,7 +99,7 @@ class GpuTasks {
   std::optional<Exported> MaybeFreeLocked(const std::string& id) PRISM_REQUIRES(mu_);
   void CloserLoop();
   std::map<std::string, Exported> exported_ PRISM_GUARDED_BY(mu_);
-  struct Import;  // one mapping of another process's tensor
+  struct Import;  // one mapping of another process's tensor (registering: see UnpackTensor)
   // What imports reach this object through: cleared when it goes, so a tensor kept past the
   // runtime (a Python array still viewing it) does nothing when it is finally dropped.
   struct Liveness {

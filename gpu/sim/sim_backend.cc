@@ -200,12 +200,14 @@ class SimEvent final : public Event {
     // Shared: other processes see a new generation recorded now, completed once the stream
     // gets here.
     SimBackend::IpcSlot* slot = backend_->ipc_slot(ipc_slot_);
-    uint64_t generation = slot->recorded.fetch_add(1) + 1;
-    return backend_->Enqueue(core, {}, false, 0, [slot, generation] {
+    uint64_t generation = slot->recorded.load() + 1;
+    PRISM_RETURN_IF_ERROR(backend_->Enqueue(core, {}, false, 0, [slot, generation] {
       uint64_t seen = slot->completed.load();
       while (seen < generation && !slot->completed.compare_exchange_weak(seen, generation)) {
       }
-    });
+    }));
+    slot->recorded.store(generation);  // only once its completion is on its way
+    return Status::OK();
   }
   Result<bool> Query() override {
     PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(device_));

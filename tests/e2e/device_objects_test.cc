@@ -56,14 +56,25 @@ class Holder {
   gpu::Tensor Twice(gpu::Tensor x) { return Double(x); }
   double Total(gpu::Tensor x) { return Sum(x); }
   int MyPid() { return getpid(); }
+  // Doubles a tensor it keeps and returns it again: each result must show the latest values.
+  gpu::Tensor Grow(int n) {
+    gpu::Context& ctx = gpu::CurrentContext();
+    if (!kept_.valid()) kept_ = Ones(n);
+    Check(gpu::ops::Scale(ctx.backend(), ctx.stream(), 2, kept_.array()));
+    return kept_;
+  }
   int64_t InUse() { return static_cast<int64_t>(gpu::CurrentContext().memory().bytes_in_use()); }
   int64_t Exported() { return static_cast<int64_t>(prism::CurrentCoreWorker()->gpu_tasks().exported_count()); }
+
   // What crossed the host in this process so far (the counting wrapper around its backend).
   std::vector<uint64_t> Counts() {
     auto c = gpu::CountsOf(gpu::CurrentContext().backend());
     if (!c) throw std::runtime_error("the backend is not counting (PRISM_GPU_COUNT_CALLS=1)");
     return {c->host_syncs, c->host_copies, c->device_copies, c->kernels};
   }
+
+ private:
+  gpu::Tensor kept_;
 };
 Holder* MakeHolder() { return new Holder(); }
 
@@ -95,7 +106,7 @@ class Ring {
 Ring* MakeRing() { return new Ring(); }
 PRISM_REMOTE(MakeRing, &Ring::Start, &Ring::Step, &Ring::Devices);
 PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts,
-             &Holder::InUse, &Holder::Exported);
+             &Holder::InUse, &Holder::Exported, &Holder::Grow);
 
 class DeviceObjectsTest : public ::testing::Test {
  protected:
@@ -205,6 +216,21 @@ TEST_F(DeviceObjectsTest, ReleasedDeviceObjectsAreFreedAfterTheirImporters) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(prism::Get(a.Task(&Holder::Exported).Remote()), 1);
   EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(kept)), 16.0);
+}
+
+// A tensor changed in place and returned again: its event is recorded again, so every reader, in
+// its process and in another, sees the values as of that return (a reader of a stale event would
+// race the doubling).
+TEST_F(DeviceObjectsTest, ATensorReturnedAgainCarriesItsLatestWork) {
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  const int n = 1 << 18;
+  auto first = a.Task(&Holder::Grow).Remote(n);
+  EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(first)), 2.0 * n);
+  for (int i = 2; i <= 6; ++i) {
+    auto again = a.Task(&Holder::Grow).Remote(n);
+    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(again)), double(1 << i) * n) << i;
+  }
 }
 
 TEST_F(DeviceObjectsTest, AGpuThisProcessDoesNotSeeIsAClearError) {

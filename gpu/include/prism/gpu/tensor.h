@@ -55,6 +55,9 @@ class Tensor {
   /// Copies it to host memory: waits for the work that produces it (a host synchronization).
   Result<std::vector<uint8_t>> ToHost() const;
 
+  /// Work on `stream` uses this tensor: its memory is freed only after that work (as
+  /// PyTorch's record_stream). The tensor's own stream needs no call.
+  void AddUser(Backend& backend, Stream& stream) const;
   /// (For the runtime.) A string kept with the tensor's memory: how it was exported, once.
   std::string& export_cache() const;
   /// (For the runtime.) A tensor over memory someone else owns: `keep` holds it (and releases
