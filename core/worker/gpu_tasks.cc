@@ -311,15 +311,29 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   }
   Status st = EnsureBackend();
   if (!st.ok()) throw RuntimeError("a gpu::Tensor needs a GPU backend: " + st.message());
+  auto memory = backend_->memory(t.device());
+  if (!memory.ok()) throw RuntimeError("cannot pass this gpu::Tensor on: " + memory.status().message());
+  gpu::Tensor shared = t;  // what other processes map: the tensor, or a copy prism allocated
+  auto mem = (*memory)->Export(t.data(), t.bytes());
+  if (!mem.ok()) {
+    // Not an allocation of prism's pool (a view into one, or memory taken over by DLPack): it is
+    // passed on as a copy, made now (and waited for: the original may go right after).
+    auto copy = gpu::Tensor::Empty(*backend_, **memory, *t.stream(), t.dtype(), t.shape());
+    if (copy.ok()) st = t.stream()->CopyAsync(copy->data(), t.data(), t.bytes());
+    if (copy.ok() && st.ok()) st = t.stream()->Synchronize();
+    if (!copy.ok() || !st.ok()) {
+      throw RuntimeError("cannot copy this gpu::Tensor to pass it on: " +
+                         (copy.ok() ? st.message() : copy.status().message()));
+    }
+    shared = *copy;
+    mem = (*memory)->Export(shared.data(), shared.bytes());
+  }
   auto ready = backend_->CreateIpcEvent(t.device());
   if (ready.ok()) st = (*ready)->Record(*t.stream());
   auto event = ready.ok() && st.ok() ? (*ready)->Export() : Result<gpu::IpcEventHandle>(st);
-  auto memory = backend_->memory(t.device());
-  auto mem = memory.ok() ? (*memory)->Export(t.data(), t.bytes()) : Result<gpu::IpcHandle>(memory.status());
   if (!ready.ok() || !event.ok() || !mem.ok()) {
     Status why = !ready.ok() ? ready.status() : !event.ok() ? event.status() : mem.status();
-    throw RuntimeError("cannot pass this gpu::Tensor on (" + why.message() +
-                       "): only tensors prism allocated (Tensor::Empty, or copied in) can leave their task");
+    throw RuntimeError("cannot pass this gpu::Tensor on: " + why.message());
   }
   auto info = backend_->device(t.device());
   std::string id = RandomUniqueId().Hex();
@@ -330,7 +344,7 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   msgpack::sbuffer buf;
   msgpack::pack(buf, d);
   cache.assign(buf.data(), buf.size());
-  exported_[id] = Exported{t, std::move(ready).value()};
+  exported_[id] = Exported{shared, std::move(ready).value()};
   return cache;
 }
 

@@ -47,7 +47,21 @@ double Sum(gpu::Tensor x) {
   return host;
 }
 int Pid() { return getpid(); }
-PRISM_REMOTE(Ones, Double, Sum, Pid);
+// Elements 4..7 of a tensor of 0..7, as a DLPack view into the middle of it (memory prism did
+// not allocate as such): passed on as a copy.
+gpu::Tensor Middle() {
+  gpu::Context& ctx = gpu::CurrentContext();
+  gpu::Tensor all = gpu::Tensor::Empty(ctx, gpu::DType::kFloat32, {8}).value();
+  std::vector<float> host{0, 1, 2, 3, 4, 5, 6, 7};
+  Check(ctx.stream().CopyAsync(all.data(), host.data(), 32));
+  DLManagedTensorVersioned* view = all.ToDLPack(ctx.backend()).value();
+  view->dl_tensor.byte_offset = 16;
+  view->dl_tensor.shape[0] = 4;
+  gpu::Tensor middle = gpu::Tensor::FromDLPack(view, ctx.backend(), ctx.memory(), ctx.stream()).value();
+  Check(ctx.stream().Synchronize());  // (host goes now)
+  return middle;
+}
+PRISM_REMOTE(Ones, Double, Sum, Pid, Middle);
 
 // Actors on shares of one GPU: different processes, the same device.
 class Holder {
@@ -179,6 +193,15 @@ TEST_F(DeviceObjectsTest, AChainOfGpuTasksPassesTensorsByRef) {
   const auto* values = reinterpret_cast<const float*>(host->data());
   EXPECT_EQ(values[0], 1024.0f);
   EXPECT_EQ(values[n - 1], 1024.0f);
+}
+
+TEST_F(DeviceObjectsTest, MemoryPrismDidNotAllocateIsPassedOnAsACopy) {
+  gpu::Tensor t = prism::Get(prism::Task(Middle).Options({.num_gpus = 1}).Remote(), 30s);
+  EXPECT_EQ(t.shape(), (std::vector<int64_t>{4}));
+  auto host = t.ToHost();
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  const auto* v = reinterpret_cast<const float*>(host->data());
+  EXPECT_EQ(std::vector<float>(v, v + 4), (std::vector<float>{4, 5, 6, 7}));
 }
 
 TEST_F(DeviceObjectsTest, ATensorHandedToAnotherProcessOnItsDevice) {
