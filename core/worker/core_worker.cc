@@ -537,7 +537,12 @@ bool CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer, co
     m->set_importer(address_.worker_id);
     oc->Send(env);
   });
-  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) return false;
+  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    // Given up on: should the producer count it after all, this undoes that (same connection,
+    // so it arrives after the request).
+    ReleaseDeviceImport(producer, id);
+    return false;
+  }
   return result.get();
 }
 
@@ -1710,6 +1715,9 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
                          std::move(gpu_end));
     }
   }
+  // Tensors packed for a result that was never delivered (the task failed after packing): nobody
+  // can reach them.
+  gpu_tasks_->Forget(gpu_tasks_->TakeTaskExports());
   if (!task_gpus.empty()) {
     // A faulted kernel poisons the device for this process: the worker goes (its tasks are
     // retried elsewhere, as after a crash) and the daemon starts a fresh one.

@@ -233,6 +233,18 @@ std::optional<GpuTasks::Exported> GpuTasks::MaybeFreeLocked(const std::string& i
   return gone;
 }
 
+void GpuTasks::Forget(const std::vector<std::string>& ids) {
+  std::vector<Exported> gone;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& id : ids) {
+    auto it = exported_.find(id);
+    if (it == exported_.end() || it->second.associated || !it->second.imports.empty()) continue;
+    gone.push_back(std::move(it->second));
+    exported_.erase(it);
+  }
+  // (`gone` is destroyed after the lock is released: declared before it.)
+}
+
 void GpuTasks::ReleaseObject(const ObjectId& object) {
   std::vector<Exported> gone;
   {

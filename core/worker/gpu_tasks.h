@@ -71,6 +71,8 @@ class GpuTasks {
   std::vector<std::string> TakeTaskExports();
   /// `object` (a task's result) holds these device objects: they stay until it is released.
   void Associate(const ObjectId& object, const std::vector<std::string>& ids);
+  /// Drops exports no result holds and no importer maps (packed for a result never delivered).
+  void Forget(const std::vector<std::string>& ids);
   /// The owner released `object`; its device objects go once no importer maps them.
   void ReleaseObject(const ObjectId& object);
   /// An importer maps device object `id` (false: not held here any more), or closed it.
