@@ -812,7 +812,6 @@ void NodeDaemon::StartWorker(Job& job, const std::map<std::string, std::string>&
   w.job = job.id;
   w.env_key = env_key;
   w.runtime = runtime;
-  w.gpus = gpus;
   std::map<std::string, std::string> env = request_env;
   if (job.timeline) env["PRISM_TIMELINE"] = "1";
   if (!gpus.empty()) {

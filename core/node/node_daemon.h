@@ -97,7 +97,6 @@ class NodeDaemon {
     TaskId actor;  // the actor this worker hosts (nil: none)
     std::string env_key;  // the environment variables (and runtime) it was started with
     std::string runtime;  // "" (the job's own executable) or "cpp" (the generic C++ worker)
-    std::vector<int> gpus;  // the GPU instances it is bound to (CUDA_VISIBLE_DEVICES), for life
     std::unique_ptr<asio::steady_timer> register_timer;
   };
   struct Actor {

@@ -93,13 +93,16 @@ void CheckEnv(const std::map<std::string, std::string>& env) {
 }
 
 // The resources a task or actor holds: CPUs, memory and custom ones, checked.
-ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory,
+ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t gpu_memory,
                     const std::map<std::string, double>& resources, const char* options) {
   if (!std::isfinite(num_cpus) || num_cpus < 0) {
     throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " + std::to_string(num_cpus));
   }
   if (!std::isfinite(num_gpus) || num_gpus < 0) {
     throw InvalidArgumentError("num_gpus must be a finite number >= 0, not " + std::to_string(num_gpus));
+  }
+  if (gpu_memory > 0 && num_gpus <= 0) {
+    throw InvalidArgumentError(std::string(options) + "::gpu_memory needs num_gpus: it caps memory on its GPU");
   }
   std::map<std::string, double> units = resources;
   if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
@@ -548,12 +551,20 @@ bool CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer, co
 
 void CoreWorker::ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id) {
   if (shut_down_) return;
-  asio::post(loop_.context(), [this, producer, id] {
-    rpc::Envelope env;
-    env.mutable_release_device_objects()->add_ids(id);
-    env.mutable_release_device_objects()->set_importer(address_.worker_id);
-    OwnerConnection(producer)->Send(env);
-  });
+  rpc::Envelope env;
+  env.mutable_release_device_objects()->add_ids(id);
+  env.mutable_release_device_objects()->set_importer(address_.worker_id);
+  PostToPeer(producer, std::move(env));
+}
+
+void CoreWorker::PostToPeer(const internal::OwnerAddress& to, rpc::Envelope env) {
+  asio::post(loop_.context(), [this, to, env = std::move(env)] { OwnerConnection(to)->Send(env); });
+}
+
+void CoreWorker::KeepArgumentExports() {
+  // Device objects packed into a task's arguments (or a Put) stay with their producer, this
+  // process, for as long as it lives: the running task's own result must not release them.
+  (void)gpu_tasks_->TakeTaskExports();
 }
 
 void CoreWorker::OwnerLost(OwnerConn* oc, const Status& why) {
@@ -630,11 +641,9 @@ void CoreWorker::QueueAddBorrower(const internal::OwnerAddress& owner, const Obj
 void CoreWorker::OnFreed(FreedObject f) {
   if (!f.device_producer.socket_path.empty() && !shut_down_) {
     // Its device objects live in their producer: it may free them (once no importer maps them).
-    asio::post(loop_.context(), [this, producer = f.device_producer, id = f.id] {
-      rpc::Envelope env;
-      env.mutable_release_device_objects()->add_object_ids(id.Binary());
-      OwnerConnection(producer)->Send(env);
-    });
+    rpc::Envelope env;
+    env.mutable_release_device_objects()->add_object_ids(f.id.Binary());
+    PostToPeer(f.device_producer, std::move(env));
   }
   if (f.actor && !shut_down_) {
     rpc::Envelope env;
@@ -925,18 +934,14 @@ std::vector<int> CoreWorker::GpuIds() const {
 internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
                                            std::vector<internal::SerializedArg> args,
                                            const ActorOptions& options) {
-  // Device objects packed into these arguments stay with their producer (this process) for as
-  // long as it lives: the task's own result must not release them.
-  (void)gpu_tasks_->TakeTaskExports();
+  KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   if (options.max_concurrency < 1) throw InvalidArgumentError("max_concurrency must be at least 1");
   if (options.max_restarts < -1 || options.max_task_retries < -1) {
     throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
   }
-  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.resources, "ActorOptions");
-  if (options.gpu_memory > 0 && options.num_gpus <= 0) {
-    throw InvalidArgumentError("ActorOptions::gpu_memory needs num_gpus: it caps memory on the actor's GPU");
-  }
+  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory, options.resources,
+                       "ActorOptions");
   CheckEnv(options.env);
   rpc::Placement placement =
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
@@ -1008,9 +1013,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
 
 internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
                                              std::vector<internal::SerializedArg> args) {
-  // Device objects packed into these arguments stay with their producer (this process) for as
-  // long as it lives: the task's own result must not release them.
-  (void)gpu_tasks_->TakeTaskExports();
+  KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   CheckCurrent(*actor.lifetime);
   TaskId task_id = NextTaskId();
@@ -1223,17 +1226,13 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
                                         const TaskOptions& options, std::shared_ptr<Stream> stream) {
-  // Device objects packed into these arguments stay with their producer (this process) for as
-  // long as it lives: the task's own result must not release them.
-  (void)gpu_tasks_->TakeTaskExports();
+  KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   if (options.max_retries < -1) {
     throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
   }
-  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.resources, "TaskOptions");
-  if (options.gpu_memory > 0 && options.num_gpus <= 0) {
-    throw InvalidArgumentError("TaskOptions::gpu_memory needs num_gpus: it caps memory on the task's GPU");
-  }
+  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory, options.resources,
+                       "TaskOptions");
   CheckEnv(options.env);
 
   TaskId task_id = NextTaskId();
@@ -1349,9 +1348,7 @@ void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& 
 }
 
 internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
-  // Device objects packed into these arguments stay with their producer (this process) for as
-  // long as it lives: the task's own result must not release them.
-  (void)gpu_tasks_->TakeTaskExports();
+  KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   for (const auto& ref : value.nested) CheckCurrent(*ref);
   uint32_t n;

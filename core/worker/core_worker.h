@@ -170,6 +170,10 @@ class CoreWorker {
   /// the loop) if there is none; frames sent meanwhile wait for the handshake.
   struct OwnerConn;
   OwnerConn* OwnerConnection(const internal::OwnerAddress& owner);
+  /// Sends `env` to another core worker from the event loop (any thread may call).
+  void PostToPeer(const internal::OwnerAddress& to, rpc::Envelope env);
+  /// Before a submission or Put: see core_worker.cc.
+  void KeepArgumentExports();
   /// The owner is unreachable or its connection closed: fail what waits on it.
   void OwnerLost(OwnerConn* oc, const Status& why);
   /// Writes a value into the node's object store as object `id`, owned by `owner`.

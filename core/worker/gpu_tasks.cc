@@ -62,7 +62,6 @@ Status GpuTasks::EnsureBackend() {
 void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
   tl_gpu = ThreadContext{};
   tl_exports.clear();
-  CloseFinishedImports(false);
   if (gpus.empty()) return;
   tl_gpu.holds_gpus = true;
   std::lock_guard<std::mutex> lock(mu_);
@@ -370,7 +369,6 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   }
   auto& [version, id, pid, uuid, dtype, shape, mem, event, socket, worker, node] = d;
   if (version != 1) throw InvalidArgumentError("a gpu::Tensor descriptor of version " + std::to_string(version));
-  CloseFinishedImports(false);
   gpu::Context* ctx = CurrentOrNull();
   std::unique_lock<std::mutex> lock(mu_);
   if (pid == getpid()) {
@@ -417,7 +415,6 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   if (!fresh && import->registering.valid()) {
     // Another thread is counting this mapping at the producer: it may be used once that is done.
     std::shared_future<bool> registering = import->registering;
-    std::vector<gpu::Stream*> users = streams;
     lock.unlock();
     if (!registering.get()) {
       throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +

@@ -55,8 +55,6 @@ class GpuTasks {
   Result<gpu::Backend*> backend();
   /// Device objects this process holds for others (exported, not yet released).
   size_t exported_count();
-  /// Closes imports whose last use on their stream is done (all of them, waiting, when `wait`).
-  void CloseFinishedImports(bool wait);
 
   /// How this process talks to producers of the device objects it imports (the core worker's
   /// connections): `register_import` blocks until the producer counted the import (false: the
@@ -99,6 +97,9 @@ class GpuTasks {
   // Drops `id` if nothing holds it any more. Called with mu_ held; returns what to destroy
   // outside the lock.
   std::optional<Exported> MaybeFreeLocked(const std::string& id) PRISM_REQUIRES(mu_);
+  // Closes imports whose last use on their streams is done (all of them, waiting, when `wait`):
+  // the closer thread, every 20 ms while some are closing, and the destructor.
+  void CloseFinishedImports(bool wait);
   void CloserLoop();
   std::map<std::string, Exported> exported_ PRISM_GUARDED_BY(mu_);
   struct Import;  // one mapping of another process's tensor (registering: see UnpackTensor)

@@ -9,24 +9,24 @@
 namespace prism::gpu::cuda {
 namespace {
 
-template <typename T> __device__ double ToDouble(T v) { return static_cast<double>(v); }
-template <> __device__ double ToDouble(__half v) { return __half2float(v); }
-template <> __device__ double ToDouble(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ T FromDouble(double v) { return static_cast<T>(v); }
-template <> __device__ __half FromDouble(double v) { return __float2half_rn(static_cast<float>(v)); }
-template <> __device__ __nv_bfloat16 FromDouble(double v) { return __float2bfloat16_rn(static_cast<float>(v)); }
+template <typename T> __device__ double Widen(T v) { return static_cast<double>(v); }
+template <> __device__ double Widen(__half v) { return __half2float(v); }
+template <> __device__ double Widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ T Narrow(double v) { return static_cast<T>(v); }
+template <> __device__ __half Narrow(double v) { return __float2half_rn(static_cast<float>(v)); }
+template <> __device__ __nv_bfloat16 Narrow(double v) { return __float2bfloat16_rn(static_cast<float>(v)); }
 
 template <typename T>
 __global__ void FillKernel(T* x, size_t n, double value) {
-  T v = FromDouble<T>(value);
+  T v = Narrow<T>(value);
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) x[i] = v;
 }
 
 template <typename T>
 __global__ void AxpyKernel(size_t n, double a, const T* x, T* y) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    double yi = ToDouble(y[i]);
-    y[i] = FromDouble<T>(x ? a * ToDouble(x[i]) + yi : a * yi);
+    double yi = Widen(y[i]);
+    y[i] = Narrow<T>(x ? a * Widen(x[i]) + yi : a * yi);
   }
 }
 
@@ -61,7 +61,7 @@ __global__ void ReduceKernel(ReduceOp op, const T* x, size_t n, T* out) {
   A acc = Identity<A>(op);
   for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
     A v;
-    if constexpr (std::is_same_v<A, double>) v = ToDouble(x[i]); else v = static_cast<A>(x[i]);
+    if constexpr (std::is_same_v<A, double>) v = Widen(x[i]); else v = static_cast<A>(x[i]);
     acc = Combine(op, acc, v);
   }
   partial[threadIdx.x] = acc;
@@ -71,7 +71,7 @@ __global__ void ReduceKernel(ReduceOp op, const T* x, size_t n, T* out) {
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    if constexpr (std::is_same_v<A, double>) *out = FromDouble<T>(partial[0]); else *out = static_cast<T>(partial[0]);
+    if constexpr (std::is_same_v<A, double>) *out = Narrow<T>(partial[0]); else *out = static_cast<T>(partial[0]);
   }
 }
 

@@ -405,14 +405,19 @@ TEST_P(BackendTest, SharedEventsOrderWorkAcrossProcesses) {
   EXPECT_FALSE(backend_->OpenIpcEvent(IpcEventHandle{"garbage"}).ok());
 }
 
+// The backend a child process of the IPC tests uses: the parent's kind.
+std::unique_ptr<Backend> ChildBackend() {
+  BackendConfig config;
+  config.kind = std::getenv("PRISM_TEST_IPC_BACKEND");
+  config.topology = "h100-sxm-8";
+  return Must(CreateBackend(config));
+}
+
 TEST(IpcChild, WaitsOnTheParentsEvent) {
   const char* hex = std::getenv("PRISM_TEST_IPC_EVENT");
   if (!hex) GTEST_SKIP() << "run by SharedEventsOrderWorkAcrossProcesses";
   size_t n = std::stoul(std::getenv("PRISM_TEST_IPC_COUNT"));
-  BackendConfig config;
-  config.kind = std::getenv("PRISM_TEST_IPC_BACKEND");
-  config.topology = "h100-sxm-8";
-  auto backend = Must(CreateBackend(config));
+  auto backend = ChildBackend();
   auto stream = Must(backend->CreateStream(0, "child"));
   auto event = Must(backend->OpenIpcEvent(IpcEventHandle{Unhex(hex)}));
   void* p = Must(backend->OpenIpc(IpcHandle{Unhex(std::getenv("PRISM_TEST_IPC_HANDLE"))}, 0));
@@ -450,10 +455,7 @@ TEST(IpcChild, NegatesTheParentsData) {
   if (!hex) GTEST_SKIP() << "run by MemoryExportedToAnotherProcess";
   IpcHandle h{Unhex(hex)};
   size_t n = std::stoul(std::getenv("PRISM_TEST_IPC_COUNT"));
-  BackendConfig config;
-  config.kind = std::getenv("PRISM_TEST_IPC_BACKEND");
-  config.topology = "h100-sxm-8";
-  auto backend = Must(CreateBackend(config));
+  auto backend = ChildBackend();
   auto stream = Must(backend->CreateStream(0, "child"));
   void* p = Must(backend->OpenIpc(h, 0));
   std::vector<int32_t> got(n);
