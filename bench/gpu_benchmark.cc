@@ -217,6 +217,16 @@ void Chain(Setup& s, int length) {
               sync_submit * 1e3, sync_syncs);
   std::printf("events are %.1fx faster (target >= 3x)%s\n", sync_sec / events_sec,
               s.modelled ? "  [sim: host threads stand in for the device]" : "");
+  if (s.modelled) return;
+  // The floor: the same chain written directly against the CUDA runtime, in this run.
+  RawChainSeconds raw = RawCudaChain(length);
+  if (raw.events > 0 && raw.host_sync > 0) {
+    std::printf("raw CUDA, same chain: events %.3f ms, host sync each %.3f ms: %.1fx (the floor for the ratio); "
+                "prism's event chain at %.0f%% of raw's speed\n",
+                raw.events * 1e3, raw.host_sync * 1e3, raw.host_sync / raw.events, 100.0 * raw.events / events_sec);
+  } else if (raw.events < 0 || raw.host_sync < 0) {
+    throw std::runtime_error("the raw CUDA chain computed the wrong value");
+  }
 }
 
 void Placement() {

@@ -14,4 +14,5 @@ double RawHostCopySeconds(size_t bytes, int reps) {
 
 #ifndef PRISM_BENCH_HAVE_CUDA
 double RawCudaCopySeconds(RawCopyKind, size_t, int) { return 0; }
+RawChainSeconds RawCudaChain(int) { return {}; }
 #endif

@@ -24,6 +24,10 @@ namespace {
 
 Status CudaStatus(cudaError_t e, const char* call) {
   if (e == cudaSuccess) return Status::OK();
+  // The error goes to the caller now: cleared from the thread's last error, so a later launch
+  // check or DeviceStatus does not report it again. (A sticky error stays: every later call of
+  // the context returns it.)
+  cudaGetLastError();
   std::string text = std::string(call) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
   if (e == cudaErrorMemoryAllocation) return Status::OutOfMemory(text);
   if (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevice || e == cudaErrorInvalidResourceHandle) {
@@ -376,6 +380,10 @@ class CudaBackend final : public Backend {
     if (handle.bytes.size() != sizeof h) return Status::InvalidArgument("OpenIpc: not a cuda IPC handle");
     std::memcpy(&h, handle.bytes.data(), sizeof h);
     if (std::memcmp(h.magic, "cuda1", 5) != 0) return Status::InvalidArgument("OpenIpc: not a cuda IPC handle");
+    if (h.pid == static_cast<int32_t>(getpid())) {
+      // CUDA's own rule for IPC handles; here the pool would be imported into its exporter.
+      return Status::InvalidArgument("OpenIpc: this process exported the memory (use its pointer)");
+    }
     PRISM_CUDA_TRY(cudaSetDevice(device));
     std::lock_guard<std::mutex> lock(mu_);
     auto key = std::make_pair(h.pid, h.fd);
@@ -407,7 +415,13 @@ class CudaBackend final : public Backend {
   Status DeviceStatus(int device) override {
     if (device < 0 || device >= device_count()) return NoDevice(device);
     PRISM_CUDA_TRY(cudaSetDevice(device));
-    PRISM_CUDA_TRY(cudaPeekAtLastError());
+    // A failed call's own error was returned to its caller: only a sticky error (a faulted
+    // context) counts, and every call of the context returns that one, a query of the default
+    // stream too.
+    cudaGetLastError();
+    cudaError_t e = cudaStreamQuery(0);
+    if (e == cudaErrorNotReady) return Status::OK();
+    PRISM_CUDA_TRY(e);
     return Status::OK();
   }
   Kernels& kernels() override { return kernels_; }
@@ -417,6 +431,12 @@ class CudaBackend final : public Backend {
     return cudaDeviceCanAccessPeer(&can, peer, device) == cudaSuccess && can;
   }
   int PointerDevice(const void* ptr) const override {
+    {  // prism's own allocations first: no driver call on the ops' hot path
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& m : memory_) {
+        if (m && m->Owns(ptr, 1)) return m->device();
+      }
+    }
     cudaPointerAttributes attr{};
     if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
       cudaGetLastError();
@@ -429,7 +449,7 @@ class CudaBackend final : public Backend {
   static Status NoDevice(int d) { return Status::InvalidArgument("no CUDA device " + std::to_string(d)); }
 
   std::vector<DeviceInfo> devices_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::vector<std::unique_ptr<CudaMemory>> memory_;
   std::map<std::pair<int32_t, int32_t>, cudaMemPool_t> imported_pools_;
   CudaKernels kernels_;

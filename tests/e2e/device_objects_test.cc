@@ -4,6 +4,7 @@
 #include <prism/gpu.h>
 #include <prism/prism.h>
 
+#include "e2e/gpu_test_backend.h"
 #include "gpu/counting_backend.h"
 #include "worker/core_worker.h"
 
@@ -125,15 +126,11 @@ PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder:
 class DeviceObjectsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    setenv("PRISM_GPU_BACKEND", "sim", 1);
-    setenv("PRISM_SIM_DEVICE_MEMORY", "128M", 1);
     setenv("PRISM_GPU_COUNT_CALLS", "1", 1);
-    prism::Init({.num_cpus = 4, .gpu_topology = "nvlink-pairs-4"});
+    PRISM_INIT_GPU_SUITE((prism::InitOptions{.num_cpus = 4}), "nvlink-pairs-4", "128M", 1);
   }
   void TearDown() override {
-    prism::Shutdown();
-    unsetenv("PRISM_GPU_BACKEND");
-    unsetenv("PRISM_SIM_DEVICE_MEMORY");
+    prism_test::ShutdownGpuSuite();
     unsetenv("PRISM_GPU_COUNT_CALLS");
   }
 };
@@ -156,10 +153,8 @@ TEST_F(DeviceObjectsTest, AChainPassesDeviceObjectsWithoutHostSyncsOrCopies) {
 }
 
 TEST(DeviceObjectsOnEightGpus, AChainAcrossEightGpusWithoutHostSyncsOrCopies) {
-  setenv("PRISM_GPU_BACKEND", "sim", 1);
-  setenv("PRISM_SIM_DEVICE_MEMORY", "64M", 1);
   setenv("PRISM_GPU_COUNT_CALLS", "1", 1);
-  prism::Init({.num_cpus = 2, .gpu_topology = "h100-sxm-8"});
+  PRISM_INIT_GPU_SUITE((prism::InitOptions{.num_cpus = 2}), "h100-sxm-8", "64M", 8);
   auto ring = prism::Actor(MakeRing).Options({.num_gpus = 8}).Remote();
   const int n = 1 << 12;
   auto x = ring.Task(&Ring::Start).Remote(n);
@@ -174,9 +169,7 @@ TEST(DeviceObjectsOnEightGpus, AChainAcrossEightGpusWithoutHostSyncsOrCopies) {
   auto host = prism::Get(x).ToHost();
   ASSERT_TRUE(host.ok()) << host.status().ToString();
   EXPECT_EQ(reinterpret_cast<const float*>(host->data())[n - 1], 65536.0f);
-  prism::Shutdown();
-  unsetenv("PRISM_GPU_BACKEND");
-  unsetenv("PRISM_SIM_DEVICE_MEMORY");
+  prism_test::ShutdownGpuSuite();
   unsetenv("PRISM_GPU_COUNT_CALLS");
 }
 
@@ -257,6 +250,8 @@ TEST_F(DeviceObjectsTest, ATensorReturnedAgainCarriesItsLatestWork) {
 }
 
 TEST_F(DeviceObjectsTest, AGpuThisProcessDoesNotSeeIsAClearError) {
+  std::string why;
+  if (prism_test::OnCuda() && prism_test::CudaDeviceCount(&why) < 2) GTEST_SKIP() << "needs 2 GPUs";
   // Two whole GPUs held by actors: a task on the other GPU cannot map the tensor (yet).
   auto a = prism::Actor(MakeHolder).Options({.num_gpus = 1}).Remote();
   auto made = a.Task(&Holder::Make).Remote(16);

@@ -4,6 +4,8 @@
 #include <prism/gpu.h>
 #include <prism/prism.h>
 
+#include "e2e/gpu_test_backend.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -101,15 +103,9 @@ PRISM_REMOTE(MakeAccumulator, &Accumulator::Add);
 class GpuTasksTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    setenv("PRISM_GPU_BACKEND", "sim", 1);
-    setenv("PRISM_SIM_DEVICE_MEMORY", "64M", 1);
-    prism::Init({.num_cpus = 4, .gpu_topology = "h100-sxm-8"});
+    PRISM_INIT_GPU_SUITE((prism::InitOptions{.num_cpus = 4}), "h100-sxm-8", "64M", 1);
   }
-  void TearDown() override {
-    prism::Shutdown();
-    unsetenv("PRISM_GPU_BACKEND");
-    unsetenv("PRISM_SIM_DEVICE_MEMORY");
-  }
+  void TearDown() override { prism_test::ShutdownGpuSuite(); }
 };
 
 TEST_F(GpuTasksTest, AGpuTaskComputesOnItsDevice) {
@@ -146,9 +142,10 @@ TEST_F(GpuTasksTest, AGpuActorKeepsItsContextAndDeviceState) {
 TEST_F(GpuTasksTest, AFaultingKernelTakesDownItsWorkerOnlyAndTheTaskIsRetried) {
   std::string marker = ::testing::TempDir() + "/prism-trap-" + std::to_string(getpid());
   std::remove(marker.c_str());
-  auto other = prism::Actor(MakeAccumulator).Options({.num_gpus = 1}).Remote();
+  // Halves of GPUs, so that the check runs on a one-GPU machine too: a fault stays in its process.
+  auto other = prism::Actor(MakeAccumulator).Options({.num_gpus = 0.5}).Remote();
   EXPECT_FLOAT_EQ(prism::Get(other.Task(&Accumulator::Add).Remote(1.0f)), 1.0f);
-  int pid = prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 1, .max_retries = 1}).Remote(marker), 60s);
+  int pid = prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 0.5, .max_retries = 1}).Remote(marker), 60s);
   int first = 0;
   std::ifstream(marker) >> first;
   EXPECT_GT(pid, 0);
@@ -159,7 +156,7 @@ TEST_F(GpuTasksTest, AFaultingKernelTakesDownItsWorkerOnlyAndTheTaskIsRetried) {
   std::string marker2 = marker + "-always";
   // Without retries left, the caller learns the worker died.
   std::ofstream(marker2 + "x");
-  EXPECT_THROW(prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 1, .max_retries = 0}).Remote(marker2), 60s),
+  EXPECT_THROW(prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 0.5, .max_retries = 0}).Remote(marker2), 60s),
                prism::WorkerCrashedError);
   std::remove(marker2.c_str());
   std::remove((marker2 + "x").c_str());
