@@ -1536,7 +1536,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
         actor_instance_ = factory->create(args, source);
         actor_type_ = factory->type;
         actor_label_ = actor_name.empty() ? factory->type : actor_name;
-        executor_->AllowThreads(static_cast<int>(concurrency));
+        executor_->SetThreads(static_cast<int>(concurrency));
         return internal::EncodeOwned(true);
       };
     }
@@ -1590,7 +1590,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
           actor_label_ = s->name();  // the foreign runtime may have named it (SetActorLabel)
         }
         uint32_t concurrency = std::max<uint32_t>(1, s->actor_creation().max_concurrency());
-        executor_->AllowThreads(static_cast<int>(concurrency));
+        executor_->SetThreads(static_cast<int>(concurrency));
       }
       return out;
     };
@@ -1649,6 +1649,11 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
   // GPU tasks get a context (their device, a stream of the pool, capped memory) for the run;
   // an actor's creation makes the one its calls share.
   std::vector<int> task_gpus = !tl_gpu_ids.empty() || spec.actor_id().empty() ? tl_gpu_ids : actor_gpu_ids_;
+  if (!task_gpus.empty() && spec.actor_id().empty() && !spec.has_actor_creation() && !actor_instance_) {
+    // Stateless GPU tasks of this worker's lease run side by side, each on its own stream of the
+    // pool: a task that waits (for its stream, for a Get) lets the next one start.
+    executor_->AllowThreads(GpuTasks::kStreamsPerDevice);
+  }
   gpu_tasks_->Enter(task_gpus, spec.gpu_memory());
   struct LeaveGpu {
     GpuTasks* gpu;

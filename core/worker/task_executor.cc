@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -71,6 +72,13 @@ void TaskExecutor::AllowThreads(int n, std::chrono::microseconds patience) {
   max_threads_ = n;
   patience_ = patience;
   if (!watcher_.joinable()) watcher_ = std::thread([this] { Watch(); });
+}
+
+void TaskExecutor::SetThreads(int n, std::chrono::microseconds patience) {
+  std::lock_guard<std::mutex> lock(mu_);
+  max_threads_ = std::max(1, n);
+  patience_ = patience;
+  if (max_threads_ > 1 && !watcher_.joinable()) watcher_ = std::thread([this] { Watch(); });
 }
 
 void TaskExecutor::Watch() {
@@ -149,6 +157,10 @@ void TaskExecutor::RunLoop(bool added) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       busy_.erase(slot);
+      if (added && threads_ > max_threads_) {  // the limit was lowered (SetThreads)
+        threads_--;
+        return;
+      }
       idle_++;
       if (added) {
         // An added thread idle for a while ends: bursts of blocking calls do not leave threads
@@ -164,6 +176,11 @@ void TaskExecutor::RunLoop(bool added) {
       }
       idle_--;
       if (stop_) return;
+      if (added && threads_ > max_threads_) {  // lowered while this one waited: leave the work
+        threads_--;
+        cv_.notify_one();
+        return;
+      }
       item = std::move(queue_.front());
       queue_.pop_front();
       excused->store(0, std::memory_order_relaxed);

@@ -50,6 +50,9 @@ class TaskExecutor {
   /// fight over Python's GIL), calls that block get the concurrency they were promised within
   /// about `patience`. An added thread idle for 100 ms ends.
   void AllowThreads(int n, std::chrono::microseconds patience = std::chrono::milliseconds(1));
+  /// The same, but sets the limit exactly, also lower (a worker that ran GPU tasks side by side
+  /// becoming an actor's process of max_concurrency 1): threads beyond it end when their task does.
+  void SetThreads(int n, std::chrono::microseconds patience = std::chrono::milliseconds(1));
   /// Any thread.
   void Stop();
   /// After Stop(): waits for the threads AllowThreads added (not the caller's own).

@@ -14,6 +14,7 @@
 #include <set>
 #include <signal.h>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -69,7 +70,17 @@ int TrapOnce(std::string marker) {
   (void)ctx.stream().Synchronize();
   return -1;  // not reached: the worker exits after a fault
 }
-PRISM_REMOTE(GpuSum, StreamName, TryAllocate, ContextOutsideGpuTask, TrapOnce);
+// Waits `ms` on the host (as a task waiting for its stream would) and says where and when it ran.
+std::vector<std::string> Nap(int ms) {
+  auto now_us = [] {
+    return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch()).count());
+  };
+  std::string start = now_us();
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return {std::to_string(getpid()), start, now_us(), gpu::CurrentContext().stream().name()};
+}
+PRISM_REMOTE(GpuSum, StreamName, TryAllocate, ContextOutsideGpuTask, TrapOnce, Nap);
 
 // A GPU actor: its context (and a device buffer in its state) lasts across calls.
 class Accumulator {
@@ -119,6 +130,32 @@ TEST_F(GpuTasksTest, TasksOfOneWorkerTakeTurnsOnItsStreams) {
   for (int i = 0; i < 8; ++i) names.insert(prism::Get(prism::Task(StreamName).Options({.num_gpus = 1}).Remote()));
   EXPECT_GE(names.size(), 2u) << "consecutive tasks go on different streams of the pool";
   for (const auto& n : names) EXPECT_EQ(n.rfind("prism gpu0 stream ", 0), 0u) << n;
+}
+
+// Tasks that take every GPU of the node queue on one worker's lease; while one waits, the next
+// starts on another stream of the pool (up to its 4 streams), not after it.
+TEST_F(GpuTasksTest, StatelessGpuTasksOfOneWorkerRunSideBySide) {
+  int gpus = static_cast<int>(prism::ClusterResources()["GPU"]);
+  std::vector<prism::ObjectRef<std::vector<std::string>>> naps;
+  for (int i = 0; i < 4; ++i) naps.push_back(prism::Task(Nap).Options({.num_gpus = double(gpus)}).Remote(400));
+  std::set<std::string> pids, streams;
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (auto& r : naps) {
+    auto v = prism::Get(r, 30s);
+    pids.insert(v[0]);
+    streams.insert(v[3]);
+    spans.emplace_back(std::stoll(v[1]), std::stoll(v[2]));
+  }
+  int most = 0;  // the most tasks running at one moment
+  for (auto& [start, end] : spans) {
+    int at = 0;
+    for (auto& [s, e] : spans) at += s <= start && start < e;
+    most = std::max(most, at);
+  }
+  EXPECT_EQ(pids.size(), 1u) << "one worker holds all the GPUs";
+  EXPECT_GE(most, 2) << "tasks of one worker overlapped";
+  EXPECT_LE(most, 4) << "at most one per stream of the pool";
+  EXPECT_GE(streams.size(), 2u);
 }
 
 TEST_F(GpuTasksTest, GpuMemoryCapsATaskAndOnlyThatTask) {

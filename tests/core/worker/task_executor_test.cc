@@ -67,6 +67,40 @@ TEST_F(TaskExecutorTest, BlockingTasksGetTheirThreads) {
   executor.Join();
 }
 
+// A limit set lower (a worker that ran GPU tasks side by side becoming an actor of concurrency 1):
+// tasks blocked after it never run two at once, and the added threads go.
+TEST_F(TaskExecutorTest, ALoweredLimitHoldsAtOnce) {
+  std::atomic<int> running{0}, most{0}, finished{0};
+  std::atomic<bool> lowered{false};
+  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask> p, const std::shared_ptr<rpc::Connection>&) {
+    int now = ++running;
+    if (lowered.load()) most = std::max(most.load(), now);
+    std::this_thread::sleep_for(p->lease_id() < 100 ? 300ms : 20ms);
+    running--;
+    finished++;
+    ExecutedTask done;
+    done.deferred = true;
+    return done;
+  });
+  std::thread main([&] { executor.Run(); });
+  executor.AllowThreads(4);
+  for (int i = 0; i < 4; ++i) executor.Enqueue(Push(i), conn_);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (executor.threads() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(executor.threads(), 4);
+  while (finished.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  executor.SetThreads(1);
+  lowered = true;
+  for (int i = 0; i < 20; ++i) executor.Enqueue(Push(100 + i), conn_);
+  while (finished.load() < 24 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(finished.load(), 24);
+  EXPECT_EQ(most.load(), 1) << "one at a time after the limit went to 1";
+  EXPECT_EQ(executor.threads(), 1);
+  executor.Stop();
+  main.join();
+  executor.Join();
+}
+
 TEST_F(TaskExecutorTest, BusyTasksDoNotAddThreads) {
   std::atomic<int> ran{0};
   TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
