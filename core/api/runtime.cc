@@ -440,6 +440,8 @@ std::vector<EncodedView> GetEncoded(const std::vector<const RefHandle*>& refs, i
   return RequireCore()->Get(refs, timeout_ms);
 }
 
+bool RebuildLost(const RefHandle& ref) { return RequireCore()->RebuildLost(ref); }
+
 std::vector<bool> WaitReady(const std::vector<const RefHandle*>& refs, size_t num_returns,
                             int64_t timeout_ms) {
   return RequireCore()->Wait(refs, num_returns, timeout_ms);

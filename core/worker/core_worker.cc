@@ -212,6 +212,9 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     return w->MakeRef(id, owner);
   };
   hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
+  hooks.discard_device = [w](const ObjectId& id, const internal::OwnerAddress& producer) {
+    w->ReleaseDeviceResult(id, producer);
+  };
   hooks.stream_item = [w](const TaskId& task, uint64_t index, StoredObject value) {
     w->OnStreamItem(task, index, std::move(value));
   };
@@ -638,12 +641,31 @@ void CoreWorker::QueueAddBorrower(const internal::OwnerAddress& owner, const Obj
   if (post) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
 }
 
+void CoreWorker::ReleaseDeviceResult(const ObjectId& id, const internal::OwnerAddress& producer) {
+  if (shut_down_) return;
+  // Its device objects live in their producer: it may free them (once no importer maps them).
+  rpc::Envelope env;
+  env.mutable_release_device_objects()->add_object_ids(id.Binary());
+  PostToPeer(producer, std::move(env));
+}
+
+bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
+  CheckCurrent(ref);
+  if (!IsSelf(ref.owner()) || shut_down_ || !submitter_) return false;
+  auto answered = std::make_shared<std::promise<bool>>();
+  std::future<bool> result = answered->get_future();
+  ObjectId id = ref.id();
+  asio::post(loop_.context(), [this, id, answered] { answered->set_value(submitter_->Rebuild(id)); });
+  return result.wait_for(std::chrono::seconds(30)) == std::future_status::ready && result.get();
+}
+
 void CoreWorker::OnFreed(FreedObject f) {
   if (!f.device_producer.socket_path.empty() && !shut_down_) {
-    // Its device objects live in their producer: it may free them (once no importer maps them).
-    rpc::Envelope env;
-    env.mutable_release_device_objects()->add_object_ids(f.id.Binary());
-    PostToPeer(f.device_producer, std::move(env));
+    ReleaseDeviceResult(f.id, f.device_producer);
+    ObjectId id = f.id;
+    asio::post(loop_.context(), [this, id] {
+      if (submitter_) submitter_->DropLineage(id);
+    });
   }
   if (f.actor && !shut_down_) {
     rpc::Envelope env;
@@ -755,6 +777,8 @@ void CoreWorker::OnWorkerDied(const WorkerId& id) {
   dead_.insert(id);
   store_.RemoveBorrowerEverywhere(id);
   gpu_tasks_->ImporterDied(id);
+  // Results whose device objects it kept are rebuilt by running their tasks again.
+  if (submitter_) submitter_->ProducerDied(id);
 }
 
 void CoreWorker::EnsureFetched(const internal::RefHandle& ref) {
@@ -1700,6 +1724,10 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     reply.mutable_error()->set_payload(e.payload());
   } catch (const ObjectStoreFullError& e) {
     fail(rpc::ERROR_OBJECT_STORE_FULL, "", e.what());
+  } catch (const ObjectLostError& e) {
+    // (An argument's device objects went with their producer: its owner may rebuild it and
+    // run this task again.)
+    fail(rpc::ERROR_OBJECT_LOST, "", e.what());
   } catch (const StoreWriteError& e) {
     fail(rpc::ERROR_SYSTEM, "", std::string("cannot store the result: ") + e.what());
   } catch (const std::exception& e) {
@@ -1780,6 +1808,10 @@ void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
     reply.mutable_error()->set_payload(e.payload());
   } catch (const ObjectStoreFullError& e) {
     fail(rpc::ERROR_OBJECT_STORE_FULL, "", e.what());
+  } catch (const ObjectLostError& e) {
+    // (An argument's device objects went with their producer: its owner may rebuild it and
+    // run this task again.)
+    fail(rpc::ERROR_OBJECT_LOST, "", e.what());
   } catch (const std::exception& e) {
     fail(rpc::ERROR_SYSTEM, "", std::string("cannot send the result: ") + e.what());
   }

@@ -143,6 +143,11 @@ class CoreWorker {
   std::vector<bool> Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
                          int64_t timeout_ms);
   void ReleaseRef(const ObjectId& id) { store_.RemoveRef(id); }
+  /// A reader found the device objects of `ref` lost: rebuilds it if this process owns it and
+  /// kept its task (see TaskSubmitter's lineage). Blocks until the event loop answered.
+  bool RebuildLost(const internal::RefHandle& ref);
+  /// Results kept for rebuilding through lineage (tests).
+  size_t lineage_size() const { return submitter_ ? submitter_->lineage_size() : 0; }
 
   /// How many workers borrow an object this process owns (tests).
   size_t NumBorrowers(const ObjectId& id) const { return store_.NumBorrowers(id); }
@@ -200,6 +205,8 @@ class CoreWorker {
   void BorrowAddsAnswered(int n);
   void WaitForBorrowRegistrations();
   void OnFreed(FreedObject f);
+  /// The producer of a result's device objects may free them (the result went).
+  void ReleaseDeviceResult(const ObjectId& id, const internal::OwnerAddress& producer);
   void OnWorkerDied(const WorkerId& id);
   void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
                      MemoryStore::Callback done);

@@ -154,6 +154,15 @@ bool MemoryStore::Put(const ObjectId& id, StoredObject object) {
   return true;
 }
 
+bool MemoryStore::Reset(const ObjectId& id) {
+  std::optional<StoredObject> old;  // released outside the lock (its contained refs)
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.object.has_value()) return false;
+  old.swap(it->second.object);
+  return true;
+}
+
 std::optional<StoredObject> MemoryStore::GetIfReady(const ObjectId& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);

@@ -102,6 +102,9 @@ class MemoryStore {
   /// Makes an object ready. Ignored (returns false) when nobody references it any more, or it
   /// is ready already (a stale duplicate).
   bool Put(const ObjectId& id, StoredObject object);
+  /// Makes a ready object pending again (its value was lost and is being rebuilt): readers wait
+  /// for the new value. False when it is not here or not ready.
+  bool Reset(const ObjectId& id);
   std::optional<StoredObject> GetIfReady(const ObjectId& id) const;
   /// Whether the id is referenced here (pending or ready).
   bool Contains(const ObjectId& id) const;

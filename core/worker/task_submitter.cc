@@ -35,10 +35,15 @@ StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hook
   return obj;
 }
 
-void StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
+bool StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
                  StoredObject result) {
   bool in_store = result.in_store;
-  if (!store.Put(return_id, std::move(result)) && in_store) hooks.discard_stored(return_id);
+  internal::OwnerAddress producer = result.device_producer;
+  if (store.Put(return_id, std::move(result))) return true;
+  if (in_store) hooks.discard_stored(return_id);
+  // Nobody wants it: its producer may free the device objects it keeps for it.
+  if (!producer.socket_path.empty() && hooks.discard_device) hooks.discard_device(return_id, producer);
+  return false;
 }
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
@@ -66,6 +71,9 @@ void TaskSubmitter::AddOnLoop(PendingTask task) {
   Running& r = tasks_[id];
   r.task = std::move(task);
   r.key = key;
+  for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
+    if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec.args(static_cast<int>(i)));
+  }
   ResolveArgs(id);
 }
 
@@ -375,16 +383,97 @@ void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, cons
   Pump(key);
 }
 
+PendingTask TaskSubmitter::AsSubmitted(const Running& r) {
+  PendingTask t = r.task;
+  for (const auto& [i, arg] : r.ref_args) *t.spec.mutable_args(i) = arg;
+  return t;
+}
+
 void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
-  ObjectId rid = it->second.task.return_id;
+  Running& r = it->second;
+  if (result.is_error() && result.error.kind() == rpc::ERROR_OBJECT_LOST && !r.cancelled && r.lost_arg_runs > 0) {
+    // An argument's device objects went with the worker that made them: if this process can
+    // rebuild it, the task runs again once it is back (not counted as a retry of its own).
+    std::vector<PendingTask> rerun;
+    bool rebuilding = false;
+    for (const internal::RefPtr& ref : r.task.arg_refs) {
+      if (ref && hooks_.is_self(ref->owner())) rebuilding |= RebuildInto(ref->id(), "", &rerun);
+    }
+    if (rebuilding) {
+      r.lost_arg_runs--;
+      for (const auto& [i, arg] : r.ref_args) *r.task.spec.mutable_args(i) = arg;
+      r.task.spec.set_attempt(r.task.spec.attempt() + 1);
+      r.lease_id = 0;
+      tasks_retried_++;
+      for (PendingTask& t : rerun) AddOnLoop(std::move(t));
+      ResolveArgs(id);
+      return;
+    }
+  }
+  ObjectId rid = r.task.return_id;
   if (result.is_error() && result.error.type_name().empty() &&
       result.error.kind() == rpc::ERROR_TASK) {
     result.error.set_type_name("unknown");
   }
-  tasks_.erase(it);  // drops the argument refs
-  StoreResult(store_, hooks_, rid, std::move(result));
+  std::optional<PendingTask> keep;
+  if (!result.is_error() && !result.device_producer.worker_id.empty() && r.task.retries_left != 0 &&
+      !r.task.spec.streaming()) {
+    keep = AsSubmitted(r);
+  }
+  tasks_.erase(it);  // drops the argument refs (a kept task holds its own)
+  if (StoreResult(store_, hooks_, rid, std::move(result)) && keep) {
+    lineage_[rid] = std::move(*keep);
+    lineage_count_ = lineage_.size();
+  }
+}
+
+bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std::vector<PendingTask>* rerun) {
+  auto lit = lineage_.find(id);
+  if (lit == lineage_.end()) return false;
+  if (!store_.Contains(id)) {  // (its release is on its way)
+    lineage_.erase(lit);
+    lineage_count_ = lineage_.size();
+    return false;
+  }
+  std::optional<StoredObject> now = store_.GetIfReady(id);
+  if (!now) return true;  // being rebuilt already
+  if (now->device_producer.worker_id.empty()) return false;
+  if (!dead.empty() && now->device_producer.worker_id != dead) return false;
+  PendingTask& kept = lit->second;
+  if (kept.retries_left == 0) return false;  // its retries are spent: readers get ObjectLostError
+  if (kept.retries_left > 0) kept.retries_left--;
+  kept.spec.set_attempt(kept.spec.attempt() + 1);
+  if (!store_.Reset(id)) return false;
+  PRISM_LOG_INFO("rebuilding object {}: the worker holding its device objects is gone; task {} runs again",
+                 id.Hex(), kept.spec.name());
+  tasks_retried_++;
+  rerun->push_back(kept);
+  return true;
+}
+
+bool TaskSubmitter::Rebuild(const ObjectId& id) {
+  std::vector<PendingTask> rerun;
+  bool rebuilding = RebuildInto(id, "", &rerun);
+  for (PendingTask& t : rerun) AddOnLoop(std::move(t));
+  return rebuilding;
+}
+
+void TaskSubmitter::ProducerDied(const WorkerId& worker) {
+  std::vector<ObjectId> ids;
+  for (const auto& [id, t] : lineage_) ids.push_back(id);
+  std::vector<PendingTask> rerun;
+  for (const ObjectId& id : ids) RebuildInto(id, worker.Binary(), &rerun);
+  for (PendingTask& t : rerun) AddOnLoop(std::move(t));
+}
+
+void TaskSubmitter::DropLineage(const ObjectId& id) {
+  auto it = lineage_.find(id);
+  if (it == lineage_.end()) return;
+  PendingTask gone = std::move(it->second);  // its argument refs go after the erase
+  lineage_.erase(it);
+  lineage_count_ = lineage_.size();
 }
 
 bool TaskSubmitter::Cancel(const TaskId& id, bool force) {

@@ -60,6 +60,8 @@ struct SubmitterHooks {
   std::function<internal::RefPtr(const rpc::NestedRef&)> nested_ref;
   /// A result that landed in the object store but nobody references any more: free it.
   std::function<void(const ObjectId&)> discard_stored;
+  /// A result holding device objects kept by `producer` that nobody references any more.
+  std::function<void(const ObjectId&, const internal::OwnerAddress& producer)> discard_device;
   /// A leased worker released borrows of objects this process owns (sent on the lease
   /// connection, behind the replies that may carry those objects).
   std::function<void(const rpc::RemoveBorrowers&)> remove_borrowers;
@@ -83,7 +85,8 @@ size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore
 /// Puts a resolved ref argument into the spec: its value, or where it lies in the store.
 void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const StoredObject& obj);
 /// Stores a finished task's result under `return_id`; a stored result nobody wants is freed.
-void StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
+/// Returns whether it was stored.
+bool StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
                  StoredObject result);
 
 class TaskSubmitter {
@@ -97,6 +100,19 @@ class TaskSubmitter {
   RuntimeStats stats() const;
   /// Event loop: cancels a task not finished yet; false if there is none with that id.
   bool Cancel(const TaskId& id, bool force);
+
+  // Lineage: a finished task whose result holds device objects (which live in the worker that
+  // made them) is kept, with its argument refs, while the result is referenced, so the result
+  // can be rebuilt by running the task again (within its max_retries) when that worker dies.
+  /// Event loop: the daemon reported `worker` dead: the results it held are rebuilt.
+  void ProducerDied(const WorkerId& worker);
+  /// Event loop: the result went; its task is no longer kept.
+  void DropLineage(const ObjectId& id);
+  /// Event loop: rebuilds `id` if it is a kept result whose device objects were lost (a reader
+  /// found its producer gone). True when it is being rebuilt (now or already).
+  bool Rebuild(const ObjectId& id);
+  /// Results kept for rebuilding (tests).
+  size_t lineage_size() const { return lineage_count_.load(); }
 
  private:
   struct Lease {
@@ -123,7 +139,15 @@ class TaskSubmitter {
     size_t unresolved = 0;
     bool cancelled = false;  // running when cancelled: its result is dropped
     uint64_t stream_received = 0;  // streaming: values delivered so far (over all attempts)
+    std::vector<std::pair<int, rpc::TaskArg>> ref_args;  // the ref arguments as submitted
+    int lost_arg_runs = 3;  // runs again after an argument's device objects were found lost
   };
+  // The task as submitted (ref arguments unresolved), to run it again.
+  static PendingTask AsSubmitted(const Running& r);
+  // Rebuilds kept result `id` if its value holds device objects of `dead` (any producer when
+  // empty); the task is queued on `rerun` (the caller adds them once every lost result is
+  // pending, so no rerun reads another's stale value).
+  bool RebuildInto(const ObjectId& id, const std::string& dead, std::vector<PendingTask>* rerun);
 
   void AddOnLoop(PendingTask task);
   void ResolveArgs(const TaskId& id);
@@ -148,6 +172,8 @@ class TaskSubmitter {
   std::unordered_map<TaskId, Running> tasks_;
   std::unordered_map<std::string, ShapeQueue> shapes_;
   bool failed_all_ = false;  // FailAll ran: late connections are given back
+  std::unordered_map<ObjectId, PendingTask> lineage_;  // kept results' tasks, as submitted
+  std::atomic<size_t> lineage_count_{0};
 
   std::atomic<uint64_t> tasks_submitted_{0}, tasks_retried_{0}, leases_requested_{0},
       leases_granted_{0}, leases_returned_{0};

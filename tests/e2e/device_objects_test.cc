@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,7 +64,12 @@ gpu::Tensor Middle() {
   Check(ctx.stream().Synchronize());  // (host goes now)
   return middle;
 }
-PRISM_REMOTE(Ones, Double, Sum, Pid, Middle);
+// Ones, with the producing worker's pid written to `marker`.
+gpu::Tensor OnesHere(int n, std::string marker) {
+  std::ofstream(marker) << getpid();
+  return Ones(n);
+}
+PRISM_REMOTE(Ones, Double, Sum, Pid, Middle, OnesHere);
 
 // Actors on shares of one GPU: different processes, the same device.
 class Holder {
@@ -262,6 +269,75 @@ TEST_F(DeviceObjectsTest, AGpuThisProcessDoesNotSeeIsAClearError) {
   } catch (const prism::Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not see"), std::string::npos) << e.what();
   }
+}
+
+int ReadPid(const std::string& marker) {
+  int pid = 0;
+  std::ifstream(marker) >> pid;
+  return pid;
+}
+
+bool Gone(int pid) {
+  for (int i = 0; i < 400; ++i) {
+    if (::kill(pid, 0) != 0) return true;
+    std::this_thread::sleep_for(25ms);
+  }
+  return false;
+}
+
+// A GPU worker killed after making device objects: the owner (the driver) runs the tasks that
+// made them again, and every reader, a task's argument or a Get, sees the rebuilt values.
+TEST_F(DeviceObjectsTest, AKilledProducersDeviceObjectsAreRebuiltThroughLineage) {
+  const int n = 1 << 14;
+  std::string marker = ::testing::TempDir() + "/prism-producer-" + std::to_string(getpid());
+  auto x = prism::Task(OnesHere).Options({.num_gpus = 1}).Remote(n, marker);
+  auto y = prism::Task(Double).Options({.num_gpus = 1}).Remote(x);
+  EXPECT_DOUBLE_EQ(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(y)), 2.0 * n);
+  int producer = ReadPid(marker);
+  ASSERT_GT(producer, 0);
+  EXPECT_EQ(prism::CurrentCoreWorker()->lineage_size(), 2u) << "x and y are kept for rebuilding";
+  std::remove(marker.c_str());
+  ASSERT_EQ(::kill(producer, SIGKILL), 0);
+  ASSERT_TRUE(Gone(producer));
+  // A reader of y (made from x, perhaps in the same worker) gets the right values.
+  EXPECT_DOUBLE_EQ(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(y), 60s), 2.0 * n);
+  // x was made again, in another worker; the driver reads both.
+  for (int i = 0; i < 200 && ReadPid(marker) == 0; ++i) std::this_thread::sleep_for(25ms);
+  int again = ReadPid(marker);
+  EXPECT_GT(again, 0) << "x's task ran again";
+  EXPECT_NE(again, producer);
+  auto hx = prism::Get(x, 60s).ToHost();
+  ASSERT_TRUE(hx.ok()) << hx.status().ToString();
+  EXPECT_EQ(reinterpret_cast<const float*>(hx->data())[n - 1], 1.0f);
+  auto hy = prism::Get(y, 60s).ToHost();
+  ASSERT_TRUE(hy.ok()) << hy.status().ToString();
+  EXPECT_EQ(reinterpret_cast<const float*>(hy->data())[0], 2.0f);
+  std::remove(marker.c_str());
+  // Released results are no longer kept.
+  { auto gone = std::move(x); }
+  { auto gone = std::move(y); }
+  size_t kept = 1;
+  for (int i = 0; i < 200 && kept != 0; ++i) {
+    kept = prism::CurrentCoreWorker()->lineage_size();
+    if (kept != 0) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_EQ(kept, 0u);
+}
+
+// Without retries there is no lineage: the device objects of a dead producer are lost, with an
+// error saying so.
+TEST_F(DeviceObjectsTest, WithoutRetriesADeadProducersObjectsAreLost) {
+  std::string marker = ::testing::TempDir() + "/prism-producer-nr-" + std::to_string(getpid());
+  auto x = prism::Task(OnesHere).Options({.num_gpus = 1, .max_retries = 0}).Remote(64, marker);
+  EXPECT_DOUBLE_EQ(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(x)), 64.0);
+  EXPECT_EQ(prism::CurrentCoreWorker()->lineage_size(), 0u);
+  int producer = ReadPid(marker);
+  std::remove(marker.c_str());
+  ASSERT_GT(producer, 0);
+  ASSERT_EQ(::kill(producer, SIGKILL), 0);
+  ASSERT_TRUE(Gone(producer));
+  EXPECT_THROW(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(x), 60s), prism::ObjectLostError);
+  EXPECT_THROW(prism::Get(x, 60s).ToHost(), prism::ObjectLostError);
 }
 
 }  // namespace

@@ -406,8 +406,15 @@ T Decode(const EncodedView& value, const ObjectId& id) {
 template <typename T>
 T Get(const ObjectRef<T>& ref, std::chrono::milliseconds timeout = kNoTimeout) {
   if (!ref.valid()) throw InvalidArgumentError("Get of an empty ObjectRef");
-  auto values = internal::GetEncoded({ref.handle().get()}, timeout.count());
-  return internal::Decode<T>(values[0], ref.id());
+  for (int rebuilt = 0;; ++rebuilt) {
+    auto values = internal::GetEncoded({ref.handle().get()}, timeout.count());
+    try {
+      return internal::Decode<T>(values[0], ref.id());
+    } catch (const ObjectLostError&) {
+      // Device objects in it went with their producer: the owner rebuilds them (lineage).
+      if (rebuilt == 2 || !internal::RebuildLost(*ref.handle())) throw;
+    }
+  }
 }
 
 /// Blocks until every object is ready; values in the order of `refs`.
@@ -424,7 +431,12 @@ std::vector<T> Get(const std::vector<ObjectRef<T>>& refs,
   std::vector<T> out;
   out.reserve(values.size());
   for (size_t i = 0; i < values.size(); ++i) {
-    out.push_back(internal::Decode<T>(values[i], refs[i].id()));
+    try {
+      out.push_back(internal::Decode<T>(values[i], refs[i].id()));
+    } catch (const ObjectLostError&) {
+      if (!internal::RebuildLost(*refs[i].handle())) throw;
+      out.push_back(Get(refs[i], timeout));  // rebuilt through its task (lineage)
+    }
   }
   return out;
 }

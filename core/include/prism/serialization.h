@@ -177,6 +177,9 @@ T Unpack(std::string_view bytes, const std::shared_ptr<const void>& source = nul
     T out = oh.get().as<T>();
     tl_decode_source = saved;
     return out;
+  } catch (const ObjectLostError&) {  // a device object's producer is gone: said as it is
+    tl_decode_source = saved;
+    throw;
   } catch (const std::exception& e) {
     tl_decode_source = saved;
     throw DecodeError("cannot read a value of type " + TypeName<T>() + " (" + e.what() + ")");

@@ -64,6 +64,9 @@ RefPtr MakeRef(const ObjectId& id, OwnerAddress owner);
 /// The encoded values of `refs`, in order; throws prism's typed errors. timeout_ms < 0 waits
 /// forever.
 std::vector<EncodedView> GetEncoded(const std::vector<const RefHandle*>& refs, int64_t timeout_ms);
+/// A reader found the device objects of `ref` lost (their producer died): true when this process
+/// owns it and is rebuilding it through its task (a Get then waits for the new value).
+bool RebuildLost(const RefHandle& ref);
 /// Whether [p, p + n) lies in this process's mapping of its node's object store.
 bool InObjectStore(const void* p, size_t n);
 /// Which of `refs` are ready once `num_returns` are or the timeout passed.
