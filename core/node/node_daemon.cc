@@ -797,8 +797,9 @@ std::map<std::string, std::string> NodeDaemon::GpuWorkerEnv(const std::vector<in
   }
   env["CUDA_VISIBLE_DEVICES"] = visible;
   if (!config_.gpu_topology_spec.empty()) env["PRISM_GPU_TOPOLOGY"] = config_.gpu_topology_spec;
-  // Which backend runs them: the node's choice (e.g. sim devices for a profile), not only the job's.
-  for (const char* name : {"PRISM_GPU_BACKEND", "PRISM_GPU_COUNT_CALLS"}) {
+  // Which backend runs them, and how sim devices are made: the node's choice (e.g. sim devices
+  // for a profile), not only the job's.
+  for (const char* name : {"PRISM_GPU_BACKEND", "PRISM_GPU_COUNT_CALLS", "PRISM_SIM_DEVICE_MEMORY", "PRISM_SIM_JITTER_US"}) {
     if (const char* v = std::getenv(name); v != nullptr) env[name] = v;
   }
   return env;

@@ -186,6 +186,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
                                       cw->options_.worker_id);
     if (!store.ok()) return Status(store.status().code(), "object store: " + store.status().message());
     cw->object_store_ = std::shared_ptr<StoreClient>(std::move(*store));
+    cw->gpu_tasks_->SetHostStore(cw->object_store_, cw->options_.worker_id);
   }
   cw->driver_task_ = DriverTaskId(cw->options_.job_id);
   if (cw->options_.role == rpc::ROLE_WORKER) {
@@ -397,12 +398,15 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kImportDeviceObject: {
       const auto& req = msg.import_device_object();
       // (An importer the daemon reported dead is not counted: its release would never come.)
+      // (A spilled object is restored first, here on the event loop: a copy from host memory.)
+      std::string handle;
       bool held = WorkerId::IsValidBinary(req.importer()) &&
                   dead_.count(WorkerId::FromBinary(req.importer())) == 0 &&
-                  gpu_tasks_->AddImport(req.id(), WorkerId::FromBinary(req.importer()));
+                  gpu_tasks_->AddImport(req.id(), WorkerId::FromBinary(req.importer()), &handle);
       rpc::Envelope reply;
       reply.mutable_device_object_imported()->set_request_id(req.request_id());
       reply.mutable_device_object_imported()->set_lost(!held);
+      reply.mutable_device_object_imported()->set_memory_handle(handle);
       conn.Send(reply);
       return;
     }
@@ -495,7 +499,8 @@ CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress&
               if (m.has_device_object_imported()) {
                 auto i = raw->imports.find(m.device_object_imported().request_id());
                 if (i == raw->imports.end()) return;
-                i->second->set_value(!m.device_object_imported().lost());
+                const auto& answer = m.device_object_imported();
+                i->second->set_value(answer.lost() ? std::nullopt : std::optional<std::string>(answer.memory_handle()));
                 raw->imports.erase(i);
                 return;
               }
@@ -524,14 +529,15 @@ CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress&
   return raw;
 }
 
-bool CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id) {
-  if (shut_down_) return false;
-  auto answered = std::make_shared<std::promise<bool>>();
-  std::future<bool> result = answered->get_future();
+std::optional<std::string> CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer,
+                                                             const std::string& id) {
+  if (shut_down_) return std::nullopt;
+  auto answered = std::make_shared<std::promise<std::optional<std::string>>>();
+  std::future<std::optional<std::string>> result = answered->get_future();
   asio::post(loop_.context(), [this, producer, id, answered] {
     OwnerConn* oc = OwnerConnection(producer);
     if (oc->lost) {
-      answered->set_value(false);
+      answered->set_value(std::nullopt);
       return;
     }
     uint64_t rid = next_get_id_++;
@@ -547,7 +553,7 @@ bool CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer, co
     // Given up on: should the producer count it after all, this undoes that (same connection,
     // so it arrives after the request).
     ReleaseDeviceImport(producer, id);
-    return false;
+    return std::nullopt;
   }
   return result.get();
 }
@@ -573,7 +579,7 @@ void CoreWorker::KeepArgumentExports() {
 void CoreWorker::OwnerLost(OwnerConn* oc, const Status& why) {
   oc->lost = true;
   oc->queued.clear();
-  for (auto& [rid, p] : oc->imports) p->set_value(false);  // the producer (and its objects) are gone
+  for (auto& [rid, p] : oc->imports) p->set_value(std::nullopt);  // the producer (and its objects) are gone
   oc->imports.clear();
   auto waiting = std::move(oc->waiting);
   oc->waiting.clear();

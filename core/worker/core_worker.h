@@ -125,8 +125,9 @@ class CoreWorker {
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
   const std::string& session_dir() const { return options_.session_dir; }
-  /// Device objects: counts an import at its producer (blocks until answered), releases it.
-  bool RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
+  /// Device objects: counts an import at its producer (blocks until answered: the memory's
+  /// export handle now, or nothing when the producer no longer has it), releases it.
+  std::optional<std::string> RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
   void ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
@@ -285,7 +286,7 @@ class CoreWorker {
     };
     std::unordered_map<uint64_t, Adds> adds;
     // ImportDeviceObject requests not answered yet.
-    std::unordered_map<uint64_t, std::shared_ptr<std::promise<bool>>> imports;
+    std::unordered_map<uint64_t, std::shared_ptr<std::promise<std::optional<std::string>>>> imports;
   };
   std::unordered_map<std::string, std::unique_ptr<OwnerConn>> owners_;
   uint64_t next_get_id_ = 1;

@@ -3,6 +3,7 @@
 #include <prism/errors.h>
 
 #include "base/ids.h"
+#include "base/logging.h"
 
 #include <msgpack.hpp>
 #include <unistd.h>
@@ -23,6 +24,8 @@ thread_local ThreadContext tl_gpu;
 thread_local std::vector<std::string> tl_exports;  // device objects the running task packed
 
 }  // namespace
+
+GpuTasks::GpuTasks() = default;
 
 GpuTasks::~GpuTasks() {
   {
@@ -108,7 +111,7 @@ void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
       return;
     }
     (*memory)->set_limit(cap);
-    memories.push_back(*memory);
+    memories.push_back(TaskMemory(device, *memory));
   }
   tl_gpu.context = std::make_shared<gpu::Context>(*backend_, devices, std::move(streams), std::move(memories), cap);
 }
@@ -165,6 +168,7 @@ struct GpuTasks::Import {
   bool registered = false;
   std::shared_future<bool> registering;  // set while (and after) it is counted at the producer
   ~Import() {
+    if (ptr == nullptr) return;  // never mapped (its registration or open failed)
     std::lock_guard<std::mutex> alive(liveness->mu);
     GpuTasks* owner = liveness->owner;
     if (owner == nullptr) return;  // the runtime is gone, and its mappings with it
@@ -260,11 +264,17 @@ void GpuTasks::ReleaseObject(const ObjectId& object) {
   // Freed outside the lock: on the producing stream, after the work that made them.
 }
 
-bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer) {
+bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer, std::string* memory_handle) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = exported_.find(id);
   if (it == exported_.end()) return false;
+  if (Status st = RestoreLocked(id, it->second); !st.ok()) {
+    PRISM_LOG_WARN("device object {} cannot be restored from the host store: {}", id, st.ToString());
+    return false;
+  }
   it->second.imports[importer]++;
+  it->second.last_use = ++use_tick_;
+  *memory_handle = it->second.handle;
   return true;
 }
 
@@ -311,8 +321,9 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
     Descriptor known;
     msgpack::unpack(cache.data(), cache.size()).get().convert(known);
     auto it = exported_.find(std::get<1>(known));
-    if (it != exported_.end()) {
+    if (it != exported_.end() && !it->second.spilled) {
       // Still held: its event now covers any work done on it since it was last passed on.
+      it->second.last_use = ++use_tick_;
       Status st = it->second.ready->Record(*t.stream());
       if (!st.ok()) throw RuntimeError("cannot record the tensor's event: " + st.message());
       tl_exports.push_back(std::get<1>(known));
@@ -355,7 +366,15 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   msgpack::sbuffer buf;
   msgpack::pack(buf, d);
   cache.assign(buf.data(), buf.size());
-  exported_[id] = Exported{shared, std::move(ready).value()};
+  Exported& e = exported_[id];
+  e.tensor = shared;
+  e.ready = std::move(ready).value();
+  e.handle = mem->bytes;
+  e.dtype = t.dtype();
+  e.shape = t.shape();
+  e.bytes = t.bytes();
+  e.device = t.device();
+  e.last_use = ++use_tick_;
   return cache;
 }
 
@@ -374,6 +393,10 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   if (pid == getpid()) {
     auto it = exported_.find(id);
     if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
+    if (Status restored = RestoreLocked(id, it->second); !restored.ok()) {
+      throw RuntimeError("device object " + id + " cannot be restored from the host store: " + restored.message());
+    }
+    it->second.last_use = ++use_tick_;
     // Same process: the same memory; the task's streams wait for the work that made it, and
     // its free will wait for theirs.
     if (ctx != nullptr) {
@@ -404,15 +427,8 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     streams.push_back(*s);
   }
   gpu::Stream* stream = streams.front();
-  auto ev = backend_->OpenIpcEvent(gpu::IpcEventHandle{event});
-  if (!ev.ok()) throw ObjectLostError("device object " + id + ": " + ev.status().message());
-  for (gpu::Stream* s : streams) {
-    st = s->Wait(**ev);
-    if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
-  }
   std::shared_ptr<Import> import = imports_[id].lock();
-  bool fresh = !import;
-  if (!fresh && import->registering.valid()) {
+  if (import && import->registering.valid()) {
     // Another thread is counting this mapping at the producer: it may be used once that is done.
     std::shared_future<bool> registering = import->registering;
     lock.unlock();
@@ -422,11 +438,41 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     }
     lock.lock();
   }
-  if (fresh) {
-    auto ptr = backend_->OpenIpc(gpu::IpcHandle{mem}, device);
-    if (!ptr.ok()) throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
-    import = std::shared_ptr<Import>(new Import{liveness_, backend_.get(), streams, *ptr, device, {socket, worker, node}, id});
+  if (!import) {
+    // Counted at the producer first (so it frees only after our release), which answers with
+    // where the memory is now: restored to device memory, if it had spilled to the host store.
+    import = std::shared_ptr<Import>(new Import{liveness_, backend_.get(), streams, nullptr, device, {socket, worker, node}, id});
     imports_[id] = import;
+    std::string handle = mem;
+    std::shared_ptr<std::promise<bool>> counted;
+    auto forget = [&] {  // (with the lock held)
+      auto it = imports_.find(id);
+      if (it != imports_.end() && it->second.lock() == import) imports_.erase(it);
+      if (counted) counted->set_value(false);
+    };
+    if (peers_.register_import && !socket.empty()) {
+      auto register_import = peers_.register_import;
+      counted = std::make_shared<std::promise<bool>>();
+      import->registering = counted->get_future().share();
+      lock.unlock();
+      std::optional<std::string> answer = register_import(import->producer, id);
+      lock.lock();
+      if (!answer) {
+        forget();
+        throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +
+                              std::to_string(pid) + ")");
+      }
+      import->registered = true;
+      if (!answer->empty()) handle = *answer;
+    }
+    auto ptr = backend_->OpenIpc(gpu::IpcHandle{handle}, device);
+    if (!ptr.ok()) {
+      if (import->registered && peers_.release_import) peers_.release_import(import->producer, id);
+      forget();
+      throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
+    }
+    import->ptr = *ptr;
+    if (counted) counted->set_value(true);
   } else {
     for (gpu::Stream* s : streams) {  // its users so far and now order the close
       if (std::find(import->streams.begin(), import->streams.end(), s) == import->streams.end()) {
@@ -434,26 +480,17 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
       }
     }
   }
-  gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend_->name() == "sim",
-                                       import->ptr, stream, import);
-  if (fresh && peers_.register_import && !socket.empty()) {
-    // Counted at the producer before this task can reply, so it frees only after our release.
-    auto register_import = peers_.register_import;
-    internal::OwnerAddress producer = import->producer;
-    auto counted = std::make_shared<std::promise<bool>>();
-    import->registering = counted->get_future().share();
-    lock.unlock();
-    bool ok = register_import(producer, id);
-    counted->set_value(ok);
-    lock.lock();
-    if (!ok) {
-      auto it = imports_.find(id);
-      if (it != imports_.end() && it->second.lock() == import) imports_.erase(it);
-      throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +
-                            std::to_string(pid) + ")");
-    }
-    import->registered = true;
+  gpu::Backend* backend = backend_.get();
+  lock.unlock();  // (an error below drops `import`, whose close takes the lock)
+  // Ordered after the producer's work: its event, recorded when it made the tensor (or restored it).
+  auto ev = backend->OpenIpcEvent(gpu::IpcEventHandle{event});
+  if (!ev.ok()) throw ObjectLostError("device object " + id + ": " + ev.status().message());
+  for (gpu::Stream* s : streams) {
+    st = s->Wait(**ev);
+    if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
   }
+  gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend->name() == "sim",
+                                       import->ptr, stream, import);
   return view;
 }
 
@@ -503,6 +540,138 @@ void GpuTasks::CloseFinishedImports(bool wait) {
     }
     if (c.registered && release) release(c.producer, c.id);
   }
+}
+
+// ---- spilling device objects to the host store ----
+
+class GpuTasks::SpillingMemory final : public gpu::MemoryResource {
+ public:
+  SpillingMemory(GpuTasks* owner, gpu::MemoryResource* pool) : owner_(owner), pool_(pool) {}
+  int device() const override { return pool_->device(); }
+  Result<void*> Allocate(size_t bytes, gpu::Stream& stream) override {
+    Result<void*> p = pool_->Allocate(bytes, stream);
+    // Full (the device, or the task's share of it): device objects nobody here uses go to the
+    // host store, least recently used first, and the allocation is tried again.
+    while (!p.ok() && p.status().code() == StatusCode::kOutOfMemory && owner_->Spill(device(), bytes) > 0) {
+      p = pool_->Allocate(bytes, stream);
+    }
+    return p;
+  }
+  Status Deallocate(void* ptr, size_t bytes, gpu::Stream& stream) override { return pool_->Deallocate(ptr, bytes, stream); }
+  uint64_t bytes_in_use() const override { return pool_->bytes_in_use(); }
+  std::optional<uint64_t> limit() const override { return pool_->limit(); }
+  void set_limit(std::optional<uint64_t> limit) override { pool_->set_limit(limit); }
+  Result<gpu::IpcHandle> Export(void* ptr, size_t bytes) override { return pool_->Export(ptr, bytes); }
+  bool Owns(const void* ptr, size_t bytes) const override { return pool_->Owns(ptr, bytes); }
+
+ private:
+  GpuTasks* owner_;
+  gpu::MemoryResource* pool_;
+};
+
+gpu::MemoryResource* GpuTasks::TaskMemory(int device, gpu::MemoryResource* pool) {
+  auto& m = task_memory_[device];
+  if (!m) m = std::make_unique<SpillingMemory>(this, pool);
+  return m.get();
+}
+
+void GpuTasks::SetHostStore(std::shared_ptr<StoreClient> store, WorkerId self) {
+  std::lock_guard<std::mutex> lock(mu_);
+  host_store_ = std::move(store);
+  self_ = self;
+}
+
+uint64_t GpuTasks::Spill(int device, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SpillLocked(device, bytes, "");
+}
+
+uint64_t GpuTasks::SpillLocked(int device, uint64_t bytes, const std::string& keep) {
+  if (!host_store_ || !backend_) return 0;
+  uint64_t freed = 0;
+  while (freed < bytes) {
+    // The least recently used object that only this table holds (no task or actor of this
+    // process has it) and no other process maps.
+    Exported* victim = nullptr;
+    std::string victim_id;
+    for (auto& [id, e] : exported_) {
+      if (id == keep || e.spilled || !e.tensor.valid() || e.device != device || !e.imports.empty() ||
+          e.tensor.bytes() == 0 || e.tensor.holders() > 1) {
+        continue;
+      }
+      if (victim == nullptr || e.last_use < victim->last_use) {
+        victim = &e;
+        victim_id = id;
+      }
+    }
+    if (victim == nullptr) break;
+    Exported& e = *victim;
+    size_t n = e.tensor.bytes();
+    UniqueId r = RandomUniqueId();
+    ObjectId host_id = PutObjectId(TaskId::FromBinary(r.Binary()), 1);
+    auto dst = host_store_->Create(host_id, n, self_);
+    if (!dst.ok()) {
+      PRISM_LOG_WARN("cannot spill device object {} ({} bytes) to the host store: {}", victim_id, n,
+                     dst.status().ToString());
+      break;
+    }
+    Status st = e.tensor.stream()->CopyAsync(*dst, e.tensor.data(), n);
+    if (st.ok()) st = e.tensor.stream()->Synchronize();
+    if (st.ok()) st = host_store_->Seal(host_id);
+    if (!st.ok()) {
+      (void)host_store_->Abort(host_id);
+      PRISM_LOG_WARN("cannot spill device object {}: {}", victim_id, st.ToString());
+      break;
+    }
+    host_store_->Release(host_id);  // unpinned: the store may move it on to disk in turn
+    e.spilled.reset(new HostCopy{host_store_, host_id});  // (in place: a temporary would delete it)
+    e.tensor = gpu::Tensor();  // its device memory goes, on its stream after the copy
+    freed += n;
+    spill_stats_.spills++;
+    PRISM_LOG_DEBUG("spilled device object {} ({} bytes) to the host store", victim_id, n);
+  }
+  return freed;
+}
+
+Status GpuTasks::RestoreLocked(const std::string& id, Exported& e) {
+  if (!e.spilled) return Status::OK();
+  PRISM_ASSIGN_OR_RETURN(gpu::MemoryResource * pool, backend_->memory(e.device));
+  PRISM_ASSIGN_OR_RETURN(gpu::Stream * stream, ImportStream(e.device));
+  auto views = host_store_->Get({e.spilled->id});
+  if (!views[0].status.ok()) return views[0].status;
+  auto unpin = [&] { host_store_->Release(e.spilled->id); };
+  Result<gpu::Tensor> t = gpu::Tensor::Empty(*backend_, *pool, *stream, e.dtype, e.shape);
+  if (!t.ok() && t.status().code() == StatusCode::kOutOfMemory &&
+      SpillLocked(e.device, views[0].size, id) > 0) {
+    t = gpu::Tensor::Empty(*backend_, *pool, *stream, e.dtype, e.shape);
+  }
+  if (!t.ok()) {
+    unpin();
+    return t.status();
+  }
+  Status st = stream->CopyAsync(t->data(), views[0].data, views[0].size);
+  if (st.ok()) st = e.ready->Record(*stream);  // its readers wait for the copy
+  if (st.ok()) st = stream->Synchronize();     // (the host copy is unpinned after it)
+  unpin();
+  if (!st.ok()) return st;
+  PRISM_ASSIGN_OR_RETURN(gpu::IpcHandle handle, pool->Export(t->data(), t->bytes()));
+  e.tensor = std::move(t).value();
+  e.handle = std::move(handle.bytes);
+  e.spilled.reset();  // its host copy goes
+  spill_stats_.restores++;
+  PRISM_LOG_DEBUG("restored device object {} from the host store", id);
+  return Status::OK();
+}
+
+GpuTasks::SpillStats GpuTasks::spill_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  SpillStats out = spill_stats_;
+  for (const auto& [id, e] : exported_) {
+    if (!e.spilled) continue;
+    out.spilled_objects++;
+    out.spilled_bytes += e.bytes;
+  }
+  return out;
 }
 
 size_t gpu::Context::Index(int device) const {

@@ -7,6 +7,7 @@
 #include <prism/gpu/tensor.h>
 
 #include "base/thread_annotations.h"
+#include "object_store/store_client.h"
 
 #include <prism/ids.h>
 #include <prism/internal/runtime_api.h>
@@ -26,7 +27,7 @@ class GpuTasks {
  public:
   static constexpr int kStreamsPerDevice = 4;
 
-  GpuTasks() = default;
+  GpuTasks();
   ~GpuTasks();
 
   /// The topology profile this process's sim devices follow, when it is not $PRISM_GPU_TOPOLOGY
@@ -57,11 +58,14 @@ class GpuTasks {
   size_t exported_count();
 
   /// How this process talks to producers of the device objects it imports (the core worker's
-  /// connections): `register_import` blocks until the producer counted the import (false: the
-  /// producer no longer has it); `release_import` tells it the mapping is closed.
+  /// connections): `register_import` blocks until the producer counted the import and answers
+  /// with the memory's export handle as it is now (restored, if it had spilled; empty: the one in
+  /// the descriptor), or nothing when the producer no longer has it; `release_import` tells it
+  /// the mapping is closed.
   struct Peers {
     internal::OwnerAddress self;
-    std::function<bool(const internal::OwnerAddress& producer, const std::string& id)> register_import;
+    std::function<std::optional<std::string>(const internal::OwnerAddress& producer, const std::string& id)>
+        register_import;
     std::function<void(const internal::OwnerAddress& producer, const std::string& id)> release_import;
   };
   void SetPeers(Peers peers);
@@ -73,11 +77,27 @@ class GpuTasks {
   void Forget(const std::vector<std::string>& ids);
   /// The owner released `object`; its device objects go once no importer maps them.
   void ReleaseObject(const ObjectId& object);
-  /// An importer maps device object `id` (false: not held here any more), or closed it.
-  bool AddImport(const std::string& id, const WorkerId& importer);
+  /// An importer maps device object `id` (false: not held here any more), or closed it. A spilled
+  /// object is restored to device memory first; `memory_handle` is where it is now.
+  bool AddImport(const std::string& id, const WorkerId& importer, std::string* memory_handle);
   void RemoveImport(const std::string& id, const WorkerId& importer);
   /// A process died: its imports are closed.
   void ImporterDied(const WorkerId& importer);
+  /// Where device objects spill under memory pressure: the node's host object store, as objects
+  /// this worker owns. Without one nothing spills.
+  void SetHostStore(std::shared_ptr<StoreClient> store, WorkerId self);
+  /// Spills device objects of `device` that nothing in this process uses and no other process
+  /// maps, least recently used first, until `bytes` are freed or none is left; returns the bytes
+  /// spilled. Allocations of GPU tasks call it when the device (or their share) is full.
+  uint64_t Spill(int device, uint64_t bytes);
+  struct SpillStats {
+    uint64_t spilled_objects = 0;  // in the host store now
+    uint64_t spilled_bytes = 0;
+    uint64_t spills = 0;  // since start
+    uint64_t restores = 0;
+  };
+  SpillStats spill_stats();
+
   /// A device of this worker has a sticky fault (a kernel faulted): the process must go, as a
   /// CUDA context cannot recover. Returns the fault.
   Status DeviceFault();
@@ -87,13 +107,39 @@ class GpuTasks {
   // The stream imported tensors are ordered on outside GPU tasks (a driver reading one).
   Result<gpu::Stream*> ImportStream(int device) PRISM_REQUIRES(mu_);
 
+  // A device object's copy in the host store while it is spilled (deleted with it).
+  struct HostCopy {
+    std::shared_ptr<StoreClient> store;
+    ObjectId id;
+    ~HostCopy() { store->Delete({id}); }
+  };
   struct Exported {
-    gpu::Tensor tensor;
-    std::unique_ptr<gpu::Event> ready;  // shared: recorded when it was first packed
+    gpu::Tensor tensor;                 // invalid while spilled
+    std::unique_ptr<gpu::Event> ready;  // shared: recorded when it was packed (or restored)
     int objects = 0;                    // results holding it, not yet released by their owners
     bool associated = false;            // held by some result (else: kept until exit)
     std::map<WorkerId, int> imports;    // processes mapping it
+    std::string handle;                 // its memory's export handle (a new one after a restore)
+    gpu::DType dtype{};
+    std::vector<int64_t> shape;
+    uint64_t bytes = 0;
+    int device = 0;
+    uint64_t last_use = 0;              // for spilling the least recently used first
+    std::unique_ptr<HostCopy> spilled;  // set while it lives in the host store
   };
+  // Spill: see Spill(). Restore: brings a spilled object back into device memory on the device's
+  // import stream and records its event there (errors: the object cannot be used).
+  uint64_t SpillLocked(int device, uint64_t bytes, const std::string& keep) PRISM_REQUIRES(mu_);
+  Status RestoreLocked(const std::string& id, Exported& e) PRISM_REQUIRES(mu_);
+  // Device memory that spills device objects when an allocation finds it full: what GPU tasks
+  // allocate from.
+  class SpillingMemory;
+  gpu::MemoryResource* TaskMemory(int device, gpu::MemoryResource* pool) PRISM_REQUIRES(mu_);
+  std::map<int, std::unique_ptr<SpillingMemory>> task_memory_ PRISM_GUARDED_BY(mu_);
+  std::shared_ptr<StoreClient> host_store_ PRISM_GUARDED_BY(mu_);
+  WorkerId self_ PRISM_GUARDED_BY(mu_);
+  uint64_t use_tick_ PRISM_GUARDED_BY(mu_) = 0;
+  SpillStats spill_stats_ PRISM_GUARDED_BY(mu_);
   // Drops `id` if nothing holds it any more. Called with mu_ held; returns what to destroy
   // outside the lock.
   std::optional<Exported> MaybeFreeLocked(const std::string& id) PRISM_REQUIRES(mu_);

@@ -87,6 +87,11 @@ class Holder {
   }
   int64_t InUse() { return static_cast<int64_t>(gpu::CurrentContext().memory().bytes_in_use()); }
   int64_t Exported() { return static_cast<int64_t>(prism::CurrentCoreWorker()->gpu_tasks().exported_count()); }
+  // Device objects of this process in the host store now, spills and restores so far.
+  std::vector<uint64_t> Spills() {
+    auto s = prism::CurrentCoreWorker()->gpu_tasks().spill_stats();
+    return {s.spilled_objects, s.spills, s.restores};
+  }
 
   // What crossed the host in this process so far (the counting wrapper around its backend).
   std::vector<uint64_t> Counts() {
@@ -128,7 +133,7 @@ class Ring {
 Ring* MakeRing() { return new Ring(); }
 PRISM_REMOTE(MakeRing, &Ring::Start, &Ring::Step, &Ring::Devices);
 PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts,
-             &Holder::InUse, &Holder::Exported, &Holder::Grow);
+             &Holder::InUse, &Holder::Exported, &Holder::Grow, &Holder::Spills);
 
 class DeviceObjectsTest : public ::testing::Test {
  protected:
@@ -338,6 +343,34 @@ TEST_F(DeviceObjectsTest, WithoutRetriesADeadProducersObjectsAreLost) {
   ASSERT_TRUE(Gone(producer));
   EXPECT_THROW(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(x), 60s), prism::ObjectLostError);
   EXPECT_THROW(prism::Get(x, 60s).ToHost(), prism::ObjectLostError);
+}
+
+// A producer whose device (128 MiB here) fills with device objects nobody in it uses spills the
+// least recently used to the host store; a reader, in its process or another, gets them back.
+TEST_F(DeviceObjectsTest, DeviceObjectsSpillToTheHostStoreUnderPressureAndComeBack) {
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();  // the same GPU, another process
+  const int n = 8 << 20;  // 32 MiB of float32 each: six do not fit
+  std::vector<prism::ObjectRef<gpu::Tensor>> made;
+  for (int i = 0; i < 6; ++i) made.push_back(a.Task(&Holder::Make).Remote(n));
+  prism::Get(a.Task(&Holder::InUse).Remote());  // (after them: an actor's calls run in order)
+  auto stats = prism::Get(a.Task(&Holder::Spills).Remote());
+  EXPECT_GE(stats[1], 2u) << "made room by spilling";
+  EXPECT_GE(stats[0], 2u) << "in the host store now";
+  EXPECT_GT(prism::GetObjectStoreStats().num_objects, 0u);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made[i]), 60s), double(n)) << "read in another process " << i;
+  }
+  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made[0]), 60s), double(n)) << "and in its own";
+  stats = prism::Get(a.Task(&Holder::Spills).Remote());
+  EXPECT_GE(stats[2], 2u) << "restored for their readers";
+  made.clear();  // released: spilled copies leave the host store with them
+  uint64_t left = 1;
+  for (int i = 0; i < 400 && left != 0; ++i) {
+    left = prism::Get(a.Task(&Holder::Spills).Remote())[0] + uint64_t(prism::Get(a.Task(&Holder::Exported).Remote()));
+    if (left != 0) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_EQ(left, 0u);
 }
 
 }  // namespace

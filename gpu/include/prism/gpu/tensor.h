@@ -58,6 +58,9 @@ class Tensor {
   /// Work on `stream` uses this tensor: its memory is freed only after that work (as
   /// PyTorch's record_stream). The tensor's own stream needs no call.
   void AddUser(Backend& backend, Stream& stream) const;
+  /// (For the runtime.) How many Tensor copies share this memory (a device object nobody but the
+  /// runtime holds may spill to host memory).
+  long holders() const { return storage_.use_count(); }
   /// (For the runtime.) A string kept with the tensor's memory: how it was exported, once.
   std::string& export_cache() const;
   /// (For the runtime.) A tensor over memory someone else owns: `keep` holds it (and releases
