@@ -130,6 +130,10 @@ class CountingBackend final : public Backend {
     PRISM_ASSIGN_OR_RETURN(auto s, inner_->CreateStream(device, std::move(name)));
     return std::unique_ptr<Stream>(new CountingStream(std::move(s), *inner_, c_));
   }
+  Result<std::unique_ptr<Stream>> WrapStream(int device, uintptr_t handle) override {
+    PRISM_ASSIGN_OR_RETURN(auto s, inner_->WrapStream(device, handle));
+    return std::unique_ptr<Stream>(new CountingStream(std::move(s), *inner_, c_));
+  }
   Result<std::unique_ptr<Event>> CreateEvent(int device, bool timing) override {
     PRISM_ASSIGN_OR_RETURN(auto e, inner_->CreateEvent(device, timing));
     return std::unique_ptr<Event>(new CountingEvent(std::move(e), c_));

@@ -25,6 +25,31 @@ thread_local std::vector<std::string> tl_exports;  // device objects the running
 
 }  // namespace
 
+class GpuTasks::SpillingMemory final : public gpu::MemoryResource {
+ public:
+  SpillingMemory(GpuTasks* owner, gpu::MemoryResource* pool) : owner_(owner), pool_(pool) {}
+  int device() const override { return pool_->device(); }
+  Result<void*> Allocate(size_t bytes, gpu::Stream& stream) override {
+    Result<void*> p = pool_->Allocate(bytes, stream);
+    // Full (the device, or the task's share of it): device objects nobody here uses go to the
+    // host store, least recently used first, and the allocation is tried again.
+    while (!p.ok() && p.status().code() == StatusCode::kOutOfMemory && owner_->Spill(device(), bytes) > 0) {
+      p = pool_->Allocate(bytes, stream);
+    }
+    return p;
+  }
+  Status Deallocate(void* ptr, size_t bytes, gpu::Stream& stream) override { return pool_->Deallocate(ptr, bytes, stream); }
+  uint64_t bytes_in_use() const override { return pool_->bytes_in_use(); }
+  std::optional<uint64_t> limit() const override { return pool_->limit(); }
+  void set_limit(std::optional<uint64_t> limit) override { pool_->set_limit(limit); }
+  Result<gpu::IpcHandle> Export(void* ptr, size_t bytes) override { return pool_->Export(ptr, bytes); }
+  bool Owns(const void* ptr, size_t bytes) const override { return pool_->Owns(ptr, bytes); }
+
+ private:
+  GpuTasks* owner_;
+  gpu::MemoryResource* pool_;
+};
+
 GpuTasks::GpuTasks() = default;
 
 GpuTasks::~GpuTasks() {
@@ -41,8 +66,22 @@ GpuTasks::~GpuTasks() {
   CloseFinishedImports(/*wait=*/true);
   std::lock_guard<std::mutex> lock(mu_);
   exported_.clear();
-  import_streams_.clear();
   actor_context_.reset();
+  bool live = false;  // tensors that outlive the runtime (a Python driver's, say) still use them
+  for (const auto& [device, memory] : task_memory_) live = live || memory->bytes_in_use() > 0;
+  if (live) {
+    // Their memory is freed later, on their streams, into their pools: those stay (a process
+    // keeps its CUDA context to its end anyway).
+    PRISM_LOG_DEBUG("device tensors outlive this runtime: its GPU backend stays for them");
+    for (auto& [device, s] : import_streams_) (void)s.release();
+    for (auto& [device, pool] : streams_) {
+      for (auto& s : pool) (void)s.release();
+    }
+    for (auto& [device, m] : task_memory_) (void)m.release();
+    (void)backend_.release();
+    return;
+  }
+  import_streams_.clear();
   streams_.clear();  // before the backend they belong to
   backend_.reset();
 }
@@ -500,6 +539,14 @@ Result<gpu::Backend*> GpuTasks::backend() {
   return backend_.get();
 }
 
+Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> GpuTasks::OutsideTasks(int device) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PRISM_RETURN_IF_ERROR(EnsureBackend());
+  PRISM_ASSIGN_OR_RETURN(gpu::MemoryResource * pool, backend_->memory(device));
+  PRISM_ASSIGN_OR_RETURN(gpu::Stream * stream, ImportStream(device));
+  return std::make_pair(TaskMemory(device, pool), stream);
+}
+
 size_t GpuTasks::exported_count() {
   std::lock_guard<std::mutex> lock(mu_);
   return exported_.size();
@@ -543,31 +590,6 @@ void GpuTasks::CloseFinishedImports(bool wait) {
 }
 
 // ---- spilling device objects to the host store ----
-
-class GpuTasks::SpillingMemory final : public gpu::MemoryResource {
- public:
-  SpillingMemory(GpuTasks* owner, gpu::MemoryResource* pool) : owner_(owner), pool_(pool) {}
-  int device() const override { return pool_->device(); }
-  Result<void*> Allocate(size_t bytes, gpu::Stream& stream) override {
-    Result<void*> p = pool_->Allocate(bytes, stream);
-    // Full (the device, or the task's share of it): device objects nobody here uses go to the
-    // host store, least recently used first, and the allocation is tried again.
-    while (!p.ok() && p.status().code() == StatusCode::kOutOfMemory && owner_->Spill(device(), bytes) > 0) {
-      p = pool_->Allocate(bytes, stream);
-    }
-    return p;
-  }
-  Status Deallocate(void* ptr, size_t bytes, gpu::Stream& stream) override { return pool_->Deallocate(ptr, bytes, stream); }
-  uint64_t bytes_in_use() const override { return pool_->bytes_in_use(); }
-  std::optional<uint64_t> limit() const override { return pool_->limit(); }
-  void set_limit(std::optional<uint64_t> limit) override { pool_->set_limit(limit); }
-  Result<gpu::IpcHandle> Export(void* ptr, size_t bytes) override { return pool_->Export(ptr, bytes); }
-  bool Owns(const void* ptr, size_t bytes) const override { return pool_->Owns(ptr, bytes); }
-
- private:
-  GpuTasks* owner_;
-  gpu::MemoryResource* pool_;
-};
 
 gpu::MemoryResource* GpuTasks::TaskMemory(int device, gpu::MemoryResource* pool) {
   auto& m = task_memory_[device];

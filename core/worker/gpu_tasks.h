@@ -54,6 +54,9 @@ class GpuTasks {
   gpu::Tensor UnpackTensor(std::string_view descriptor);
   /// This process's backend (created on first use), or the reason there is none.
   Result<gpu::Backend*> backend();
+  /// Where a tensor made outside a GPU task (a driver taking a framework's tensor in) lives:
+  /// `device`'s memory (spilling like a task's) and a stream of this process for it.
+  Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> OutsideTasks(int device);
   /// Device objects this process holds for others (exported, not yet released).
   size_t exported_count();
 

@@ -49,8 +49,10 @@ std::string UuidText(const cudaUUID_t& u) {
 
 class CudaStream final : public Stream {
  public:
-  CudaStream(int device, std::string name, cudaStream_t s) : device_(device), name_(std::move(name)), s_(s) {}
+  CudaStream(int device, std::string name, cudaStream_t s, bool owned = true)
+      : device_(device), name_(std::move(name)), s_(s), owned_(owned) {}
   ~CudaStream() override {
+    if (!owned_) return;  // a framework's stream (WrapStream)
     cudaSetDevice(device_);
     cudaStreamDestroy(s_);
   }
@@ -83,6 +85,7 @@ class CudaStream final : public Stream {
   int device_;
   std::string name_;
   cudaStream_t s_;
+  bool owned_;
 };
 
 cudaStream_t Native(Stream& s) { return static_cast<cudaStream_t>(s.native()); }
@@ -339,6 +342,13 @@ class CudaBackend final : public Backend {
     PRISM_CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     if (!name.empty()) nvtxNameCudaStreamA(s, name.c_str());
     return std::unique_ptr<Stream>(new CudaStream(device, std::move(name), s));
+  }
+  Result<std::unique_ptr<Stream>> WrapStream(int device, uintptr_t handle) override {
+    if (device < 0 || device >= device_count()) return NoDevice(device);
+    cudaStream_t s = handle == 1   ? cudaStreamLegacy
+                     : handle == 2 ? cudaStreamPerThread
+                                   : reinterpret_cast<cudaStream_t>(handle);
+    return std::unique_ptr<Stream>(new CudaStream(device, "framework stream", s, /*owned=*/false));
   }
   Result<std::unique_ptr<Event>> CreateEvent(int device, bool timing) override {
     if (device < 0 || device >= device_count()) return NoDevice(device);

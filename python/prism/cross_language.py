@@ -9,7 +9,7 @@ comes back as the matching Python value.
 import msgpack
 
 from prism import _prism
-from prism._private import worker
+from prism._private import serialization, worker
 from prism.object_ref import ObjectRef
 from prism.remote_function import _check_options, _core_options
 
@@ -34,7 +34,7 @@ class CppFunction:
             if isinstance(a, ObjectRef):
                 raise TypeError("a C++ function takes values, not ObjectRefs, in this version")
             try:
-                data = msgpack.packb(a, use_bin_type=True)
+                data = msgpack.packb(a, use_bin_type=True, default=serialization.msgpack_default)
             except Exception as e:
                 raise TypeError(f"cannot pass {type(a).__name__} to C++ function {self._name}: {e}") from None
             packed.append(("value", len(data), [(0, data)], []))

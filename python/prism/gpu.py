@@ -2,9 +2,17 @@
 
 GPU tasks and actors (``@prism.remote(num_gpus=...)``) see their devices through
 ``CUDA_VISIBLE_DEVICES``, which prism sets when their worker starts, so PyTorch and CuPy use them
-as they are. A ``prism.gpu.Tensor`` (what ``get`` returns for a C++ GPU task's ``gpu::Tensor``
-result) stays in device memory and goes to NumPy, PyTorch or CuPy through DLPack without a copy:
-``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)`` (simulated devices are host memory).
+as they are.
+
+A ``prism.gpu.Tensor`` is a device object: it stays in device memory, in the process that made
+it, and travels as a reference (task arguments, results, ``put``, values for C++ functions) that
+another process on the node maps through CUDA IPC. It goes to NumPy, PyTorch or CuPy through
+DLPack without a copy (``torch.from_dlpack(t)``, ``numpy.from_dlpack(t)``; simulated devices are
+host memory); ``t.__dlpack__(stream=s)`` makes the consumer's stream ``s`` wait for the tensor's
+work instead of the host. The other way, ``prism.gpu.from_dlpack(x)`` takes a framework's tensor
+in: the same memory when it is prism's (a view of a prism tensor), else a copy into prism's device
+memory (the GPU of the task, or the tensor's own), which the producer orders through DLPack's
+stream argument.
 """
 
 from prism import _prism
@@ -12,6 +20,13 @@ from prism._private.worker import call
 
 
 Tensor = _prism.Tensor
+
+
+def from_dlpack(tensor):
+    """A framework's tensor (anything with ``__dlpack__``: PyTorch, CuPy, NumPy) as a
+    ``prism.gpu.Tensor`` that tasks can pass on by reference. Raises TypeError for an object
+    without DLPack, ValueError for memory prism cannot take (a strided view: make it contiguous)."""
+    return call(_prism.Tensor.from_dlpack, tensor)
 
 
 def topology(profile=None, as_json=False):
@@ -25,4 +40,4 @@ def profiles():
     return list(_prism.topology_profiles())
 
 
-__all__ = ["Tensor", "topology", "profiles"]
+__all__ = ["Tensor", "from_dlpack", "topology", "profiles"]

@@ -11,8 +11,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -178,12 +180,28 @@ py::tuple GroupTuple(const PlacementGroup& g) {
 
 // A prism tensor handed to a DLPack consumer (numpy, PyTorch, CuPy): the versioned capsule when
 // the consumer asks for DLPack >= 1.0, else the legacy one (numpy before 2.1 asks for that).
-py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned) {
+// `stream` is DLPack's: on cuda the consumer's stream (None: the legacy default stream; -1: the
+// consumer orders itself), which is made to wait for the tensor's work on an event, with no host
+// synchronization; sim devices are host memory, read by host code, so the work is waited for.
+py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object& stream) {
   auto backend = CurrentCoreWorker()->gpu_tasks().backend();
   if (!backend.ok()) throw RuntimeError(backend.status().message());
-  // The consumer reads on its own schedule: the tensor's work is done first (a host sync).
-  if (Status st = t.stream()->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
-  auto exported = t.ToDLPack(**backend);
+  gpu::Backend& b = **backend;
+  if (b.name() == "cuda") {
+    int64_t handle = stream.is_none() ? 1 : stream.cast<int64_t>();
+    if (handle != -1) {
+      py::gil_scoped_release release;
+      auto consumer = b.WrapStream(t.device(), static_cast<uintptr_t>(handle));
+      auto ready = b.CreateEvent(t.device());
+      Status st = !consumer.ok() ? consumer.status() : !ready.ok() ? ready.status() : (*ready)->Record(*t.stream());
+      if (st.ok()) st = (*consumer)->Wait(**ready);
+      if (!st.ok()) throw RuntimeError("cannot order the consumer's stream after the tensor's work: " + st.ToString());
+    }
+  } else {
+    py::gil_scoped_release release;
+    if (Status st = t.stream()->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
+  }
+  auto exported = t.ToDLPack(b);
   if (!exported.ok()) throw RuntimeError(exported.status().ToString());
   DLManagedTensorVersioned* v = *exported;
   if (versioned) {
@@ -205,6 +223,86 @@ py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned) {
       if (m->deleter) m->deleter(m);
     }
   });
+}
+
+// A producer's DLPack capsule (versioned, or legacy wrapped as versioned), marked as used.
+DLManagedTensorVersioned* TakeCapsule(const py::object& cap) {
+  PyObject* p = cap.ptr();
+  if (PyCapsule_IsValid(p, "dltensor_versioned")) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(p, "dltensor_versioned"));
+    PyCapsule_SetName(p, "used_dltensor_versioned");
+    return m;
+  }
+  if (PyCapsule_IsValid(p, "dltensor")) {
+    auto* legacy = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(p, "dltensor"));
+    PyCapsule_SetName(p, "used_dltensor");
+    auto* v = new DLManagedTensorVersioned{};
+    v->version = {1, 0};
+    v->manager_ctx = legacy;
+    v->deleter = [](DLManagedTensorVersioned* self) {
+      auto* l = static_cast<DLManagedTensor*>(self->manager_ctx);
+      if (l->deleter) l->deleter(l);
+      delete self;
+    };
+    v->dl_tensor = legacy->dl_tensor;
+    return v;
+  }
+  throw py::type_error("__dlpack__ did not return a DLPack capsule");
+}
+
+// A framework's tensor (PyTorch, CuPy, NumPy: anything with __dlpack__) as a prism tensor: its
+// memory when it is prism's (a view of a prism tensor), else a copy into prism's memory of the
+// GPU the task holds (or the tensor's own GPU). The producer orders its work before the copy
+// through DLPack's stream argument (this process's stream for it).
+gpu::Tensor TensorFromDLPack(const py::object& obj) {
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__")) {
+    throw py::type_error(std::string(py::str(obj.get_type().attr("__name__"))) +
+                         " does not support DLPack (it has no __dlpack__ and __dlpack_device__)");
+  }
+  auto where = obj.attr("__dlpack_device__")().cast<py::tuple>();
+  int type = where[0].cast<int>(), id = where[1].cast<int>();
+  GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
+  auto backend = gpu_tasks.backend();
+  if (!backend.ok()) throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
+  bool sim = (*backend)->name() == "sim";
+  if (type != kDLCPU && type != kDLCUDA && type != kDLCUDAHost) {
+    throw py::value_error("DLPack device type " + std::to_string(type) + ": prism takes CUDA and host memory");
+  }
+  if (type == kDLCUDA && sim) {
+    throw py::value_error("a CUDA tensor, but this process's GPU backend is sim (its devices are host memory)");
+  }
+  gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+  int device = type == kDLCUDA ? id : (ctx != nullptr ? ctx->device() : 0);
+  gpu::MemoryResource* memory = nullptr;
+  gpu::Stream* stream = nullptr;
+  if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
+    memory = &ctx->memory(device);
+    stream = &ctx->stream(device);
+  } else {
+    auto outside = gpu_tasks.OutsideTasks(device);
+    if (!outside.ok()) throw RuntimeError(outside.status().message());
+    std::tie(memory, stream) = *outside;
+  }
+  py::object stream_arg = py::none();  // host memory: no stream
+  if (type == kDLCUDA) stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
+  py::object cap;
+  try {
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;  // a producer before DLPack 1.0 takes no max_version
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);
+  }
+  DLManagedTensorVersioned* managed = TakeCapsule(cap);
+  Result<gpu::Tensor> t = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;
+    t = gpu::Tensor::FromDLPack(managed, **backend, *memory, *stream);
+  }
+  if (!t.ok()) {
+    if (t.status().code() == StatusCode::kInvalidArgument) throw py::value_error(t.status().message());
+    throw RuntimeError(t.status().ToString());
+  }
+  return std::move(t).value();
 }
 
 }  // namespace
@@ -349,15 +447,28 @@ PYBIND11_MODULE(_prism, m) {
           [](const gpu::Tensor& t, py::object stream, py::object max_version, py::kwargs) {
             bool versioned = false;
             if (!max_version.is_none()) versioned = max_version.cast<py::tuple>()[0].cast<int>() >= 1;
-            return DLPackCapsule(t, versioned);
+            return DLPackCapsule(t, versioned, stream);
           },
           py::arg("stream") = py::none(), py::arg("max_version") = py::none())
+      .def_property_readonly("device", &gpu::Tensor::device)
+      .def_property_readonly("data_ptr", [](const gpu::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()); })
+      .def_static("from_dlpack", &TensorFromDLPack, py::arg("tensor"),
+                  "A framework's tensor (anything with __dlpack__) as a prism tensor: the same memory when "
+                  "it is prism's, else a copy in prism's device memory")
       .def("__repr__", [](const gpu::Tensor& t) {
         std::string shape;
         for (int64_t d : t.shape()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
         return "prism.gpu.Tensor(shape=(" + shape + "), dtype=" + std::string(gpu::DTypeName(t.dtype())) +
                ", device=" + std::to_string(t.device()) + ")";
       });
+  m.def("pack_tensor", [](const gpu::Tensor& t) {
+    std::string d;
+    {
+      py::gil_scoped_release release;
+      d = gpu::internal::PackTensor(t);
+    }
+    return py::bytes(d);
+  });
   m.def("unpack_tensor", [](py::bytes descriptor) {
     std::string d = descriptor;
     py::gil_scoped_release release;

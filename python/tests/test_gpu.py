@@ -117,3 +117,98 @@ def test_a_cpp_gpu_tasks_tensor_reaches_numpy_through_dlpack(monkeypatch):
         del a, t
     finally:
         ray.shutdown()
+
+
+# ---- device tensors from Python (sim: device memory is host memory, so NumPy stands in for a
+# framework; on a GPU the same calls take PyTorch and CuPy tensors) ----
+
+@pytest.fixture
+def sim_gpus(monkeypatch):
+    monkeypatch.setenv("PRISM_GPU_BACKEND", "sim")
+    monkeypatch.setenv("PRISM_SIM_DEVICE_MEMORY", "64M")
+    ray.init(num_cpus=2, gpu_topology="nvlink-pairs-4")
+    yield ray
+    ray.shutdown()
+
+
+@ray.remote(num_gpus=1)
+def make_on_gpu(n):
+    import numpy as np
+    from prism import gpu
+    return gpu.from_dlpack(np.arange(n, dtype=np.float32))  # copied into this task's GPU
+
+
+@ray.remote(num_gpus=1)
+def total(t):
+    import numpy as np
+    return float(np.from_dlpack(t).sum())
+
+
+@ray.remote(num_gpus=1)
+def pointer_and_total(t):
+    import numpy as np
+    return t.data_ptr, float(np.from_dlpack(t).sum())
+
+
+def test_a_framework_tensor_goes_in_and_travels_by_reference(sim_gpus):
+    import numpy as np
+    from prism import gpu
+    t = ray.get(make_on_gpu.remote(10))
+    assert isinstance(t, gpu.Tensor) and t.shape == (10,) and t.dtype == "float32"
+    assert np.from_dlpack(t).tolist() == list(range(10))
+    # Tensors as arguments of Python GPU tasks: a device object made in one worker, read in another.
+    assert ray.get(total.remote(make_on_gpu.remote(100))) == sum(range(100))
+    # From the driver: a copy into prism's memory, passed by reference (put, or as an argument).
+    x = gpu.from_dlpack(np.full((4, 4), 2.5, dtype=np.float64))
+    assert x.shape == (4, 4) and x.dtype == "float64"
+    assert ray.get(total.remote(x)) == 40.0
+    assert ray.get(total.remote(ray.put(x))) == 40.0
+
+
+class Reexport:
+    """A framework's tensor over another producer's memory, handing it on through DLPack (as
+    torch.from_dlpack(t) would; NumPy 1.x cannot re-export the read-only views it makes)."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def __dlpack__(self, stream=None, max_version=None):
+        return self.t.__dlpack__(stream=stream, max_version=max_version)
+
+    def __dlpack_device__(self):
+        return self.t.__dlpack_device__()
+
+
+def test_prism_memory_comes_back_without_a_copy(sim_gpus):
+    import numpy as np
+    from prism import gpu
+    t = gpu.from_dlpack(np.arange(6, dtype=np.int64).reshape(2, 3))
+    again = gpu.from_dlpack(Reexport(t))  # prism's memory: the same bytes, no copy
+    assert again.data_ptr == t.data_ptr
+    assert again.shape == (2, 3) and np.from_dlpack(again).tolist() == [[0, 1, 2], [3, 4, 5]]
+    other = gpu.from_dlpack(np.arange(6, dtype=np.int64))
+    assert other.data_ptr != t.data_ptr  # NumPy's memory: copied in
+
+
+def test_bad_dlpack_input_is_a_clear_error(sim_gpus):
+    import numpy as np
+    from prism import gpu
+    with pytest.raises(TypeError, match="does not support DLPack"):
+        gpu.from_dlpack([1, 2, 3])
+    with pytest.raises(ValueError, match="contiguous"):
+        gpu.from_dlpack(np.arange(10, dtype=np.float32)[::2])
+    assert ray.get(total.remote(gpu.from_dlpack(np.ones(3, dtype=np.float32)))) == 3.0  # still works
+
+
+@pytest.mark.skipif(not CODE_DIR, reason="PRISM_TEST_CODE_DIR (the test library of C++ functions) is not set")
+def test_a_python_tensor_goes_to_a_cpp_gpu_task(monkeypatch):
+    import numpy as np
+    from prism import gpu
+    monkeypatch.setenv("PRISM_GPU_BACKEND", "sim")
+    monkeypatch.setenv("PRISM_SIM_DEVICE_MEMORY", "64M")
+    ray.init(num_cpus=2, gpu_topology="nvlink-pairs-4", code_search_path=[CODE_DIR])
+    try:
+        x = gpu.from_dlpack(np.arange(8, dtype=np.float32))
+        assert ray.get(ray.cpp_function("CrossSum").options(num_gpus=1).remote(x)) == 28.0
+    finally:
+        ray.shutdown()

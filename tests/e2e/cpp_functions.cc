@@ -30,6 +30,20 @@ prism::gpu::Tensor CrossRange(int n) {
   return t;
 }
 
+// The sum of a float32 device tensor (one passed from Python, say), computed on the task's GPU.
+double CrossSum(prism::gpu::Tensor t) {
+  prism::gpu::Context& ctx = prism::gpu::CurrentContext();
+  auto out = prism::gpu::Tensor::Empty(ctx, prism::gpu::DType::kFloat32, {1}).value();
+  if (!prism::gpu::ops::Reduce(ctx.backend(), ctx.stream(), prism::gpu::ReduceOp::kSum, t.array(), out.array()).ok()) {
+    throw std::runtime_error("reduce failed");
+  }
+  float host = 0;
+  if (!ctx.stream().CopyAsync(&host, out.data(), sizeof host).ok() || !ctx.stream().Synchronize().ok()) {
+    throw std::runtime_error("copy failed");
+  }
+  return host;
+}
+
 }  // namespace
 
-PRISM_REMOTE(CrossSquare, CrossGreet, CrossStats, CrossRange);
+PRISM_REMOTE(CrossSquare, CrossGreet, CrossStats, CrossRange, CrossSum);

@@ -45,6 +45,25 @@ def _view(buffer):
     return memoryview(buffer)
 
 
+def _tensor(descriptor):
+    from prism import _prism
+    return _prism.unpack_tensor(descriptor)
+
+
+def _tensor_type():
+    from prism import _prism
+    return _prism.Tensor
+
+
+def msgpack_default(obj):
+    """msgpack's `default` for values going to C++: a device tensor as its extension (type 3)."""
+    if type(obj) is _tensor_type():
+        import msgpack
+        from prism import _prism
+        return msgpack.ExtType(_EXT_TENSOR, _prism.pack_tensor(obj))
+    raise TypeError(f"cannot encode {type(obj).__name__} as msgpack")
+
+
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle, plus memoryviews (anything with the buffer protocol can be put as one): their
     bytes travel out of band like a numpy array's and come back as a read-only memoryview."""
@@ -53,6 +72,10 @@ class _Pickler(cloudpickle.CloudPickler):
         if type(obj) is memoryview:
             flat = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
             return _view, (pickle.PickleBuffer(flat),)
+        if type(obj) is _tensor_type():
+            # A device tensor travels as its descriptor; the reader maps (or shares) its memory.
+            from prism import _prism
+            return _tensor, (_prism.pack_tensor(obj),)
         return super().reducer_override(obj)
 
 

@@ -167,6 +167,13 @@ class Backend {
   virtual Result<DeviceInfo> device(int ordinal) const = 0;
   /// A new stream on `device`, named `name`.
   virtual Result<std::unique_ptr<Stream>> CreateStream(int device, std::string name) = 0;
+  /// A stream someone else made (a framework's), by its native handle as DLPack's `stream`
+  /// argument gives it (cuda: a cudaStream_t; 1 = the legacy default stream, 2 = the per-thread
+  /// one): not owned, so it outlives the wrapper. Unavailable where streams have no handles
+  /// (sim: its consumers are host code).
+  virtual Result<std::unique_ptr<Stream>> WrapStream(int device, uintptr_t handle) {
+    return Status::Unavailable(std::string(name()) + " streams have no native handles");
+  }
   /// A new event on `device`; `timing` events can measure ElapsedSince.
   virtual Result<std::unique_ptr<Event>> CreateEvent(int device, bool timing = false) = 0;
   /// An event other processes can wait on (Event::Export); it does not time.
