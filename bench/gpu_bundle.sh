@@ -7,6 +7,7 @@
 #   bench/gpu_bundle.sh BUILD_DIR OUT_DIR
 #   (on the GPU machine)  bash bench/gpu_check.sh --build-dir OUT_DIR --no-build
 set -euo pipefail
+cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: gpu_bundle.sh BUILD_DIR OUT_DIR" >&2; exit 2; }
 build="$1"
 out="$2"
@@ -32,5 +33,20 @@ for f in "$out"/bin/* "$out"/lib/*.so; do
 done | sort -u | while read -r name path; do
   if ! [[ "$name" =~ $skip ]]; then cp -L "$path" "$out/deps/$name"; fi
 done
+# The Python package and what its binding module needs to be compiled there for that machine's
+# Python (bench/gpu_check.sh does it when it finds PyTorch): the headers the binding includes that
+# a GPU machine lacks, and the generated protobuf header.
+mkdir -p "$out/include" "$out/python"
+cp -r python/prism "$out/python/"
+rm -f "$out"/python/prism/_prism*.so
+c++ -DMSGPACK_NO_BOOST -I core -I "$build/core" -I . -I core/include -I gpu/include \
+    -isystem "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" -std=c++20 -M python/src/module.cc |
+  tr ' \\' '\n\n' | grep -E '^/usr/include/(asio|msgpack|google|dlpack)' | sort -u |
+  while read -r h; do
+    mkdir -p "$out/include/$(dirname "${h#/usr/include/}")"
+    cp "$h" "$out/include/${h#/usr/include/}"
+  done
+cp /usr/include/asio.hpp /usr/include/msgpack.hpp "$out/include/"
+cp "$build/core/prism.pb.h" "$out/include/"
 du -sh "$out"
 ls "$out/deps"

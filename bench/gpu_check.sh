@@ -69,6 +69,19 @@ if [ "$backend" = cuda ]; then
     rows+=("$(printf '%-34s %s' "gpu tests skipped" "FAILED (the cuda backend saw no device)")")
     status=1
   fi
+  # PyTorch tensors in and out through DLPack, where PyTorch is. A carried bundle has no binding
+  # module for this machine's Python: it is compiled here from the bundle's headers.
+  if python3 -c "import torch" 2>/dev/null; then
+    pydir="$build_dir/python"
+    ext="$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+    if [ ! -f "$pydir/prism/_prism$ext" ] && [ -d "$build_dir/include" ]; then
+      run "Python binding for $(python3 -V 2>&1)" c++ -O1 -shared -fPIC -fvisibility=hidden -std=c++20 \
+        -DMSGPACK_DEFAULT_API_VERSION=3 -DMSGPACK_NO_BOOST -I core -I . -I core/include -I gpu/include \
+        -isystem "$build_dir/include" $(python3 -m pybind11 --includes) python/src/module.cc \
+        -o "$pydir/prism/_prism$ext" -L"$build_dir/lib" -lprism -L"$build_dir/deps" -l:libprotobuf.so.32
+    fi
+    run "PyTorch tensors through DLPack" env PYTHONPATH="$pydir" timeout 180 python3 tests/gpu/torch_dlpack_check.py
+  fi
   export PRISM_GPU_BACKEND=sim PRISM_SIM_DEVICE_MEMORY=256M
   run "GPU scheduling and tasks (sim)" bash -c "'$bin/gpu_scheduling_test' && '$bin/gpu_tasks_test'"
   unset PRISM_GPU_BACKEND PRISM_SIM_DEVICE_MEMORY
@@ -92,5 +105,5 @@ echo
 echo "## gpu_check ($backend) on $(hostname), $(date -u +%Y-%m-%d)"
 printf '%-34s %s\n' "check" "result"
 for r in "${rows[@]}"; do echo "$r"; done
-grep -E "^64 MiB|^256 MiB|events are|consumer process|raw CUDA" "$bench_log" | sed 's/^/  /'
+grep -E "^64 MiB|^256 MiB|events are|consumer process|raw CUDA|PyTorch" "$bench_log" | sed 's/^/  /'
 exit $status

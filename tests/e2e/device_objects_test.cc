@@ -345,10 +345,11 @@ TEST_F(DeviceObjectsTest, WithoutRetriesADeadProducersObjectsAreLost) {
   EXPECT_THROW(prism::Get(x, 60s).ToHost(), prism::ObjectLostError);
 }
 
-// A producer whose device (128 MiB here) fills with device objects nobody in it uses spills the
-// least recently used to the host store; a reader, in its process or another, gets them back.
+// A producer whose memory (its 100 MiB gpu_memory share here; the whole device works the same)
+// fills with device objects nobody in it uses spills the least recently used to the host store; a
+// reader, in its process or another, gets them back.
 TEST_F(DeviceObjectsTest, DeviceObjectsSpillToTheHostStoreUnderPressureAndComeBack) {
-  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
+  auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5, .gpu_memory = 100 << 20}).Remote();
   auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();  // the same GPU, another process
   const int n = 8 << 20;  // 32 MiB of float32 each: six do not fit
   std::vector<prism::ObjectRef<gpu::Tensor>> made;
