@@ -95,28 +95,33 @@ def test_topology_from_python():
 
 
 CODE_DIR = os.environ.get("PRISM_TEST_CODE_DIR")
+needs_cpp = pytest.mark.skipif(not CODE_DIR, reason="PRISM_TEST_CODE_DIR (the test library of C++ functions) is not set")
 
 
-@pytest.mark.skipif(not CODE_DIR, reason="PRISM_TEST_CODE_DIR (the test library of C++ functions) is not set")
-def test_a_cpp_gpu_tasks_tensor_reaches_numpy_through_dlpack(monkeypatch):
-    import numpy as np
-    from prism import gpu
+@pytest.fixture
+def sim_gpus_with_cpp(monkeypatch):
+    """Simulated GPUs, and the test library of C++ functions."""
     monkeypatch.setenv("PRISM_GPU_BACKEND", "sim")
     monkeypatch.setenv("PRISM_SIM_DEVICE_MEMORY", "64M")
     ray.init(num_cpus=2, gpu_topology="nvlink-pairs-4", code_search_path=[CODE_DIR])
-    try:
-        t = ray.get(ray.cpp_function("CrossRange").options(num_gpus=1).remote(10))
-        assert isinstance(t, gpu.Tensor)
-        assert t.shape == (2, 5) and t.dtype == "float32" and t.nbytes == 40
-        assert t.__dlpack_device__() == (1, 0)  # sim devices are host memory (kDLCPU)
-        a = np.from_dlpack(t)  # no copy: a view of the device memory, mapped from the worker
-        assert a.shape == (2, 5)
-        assert a.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
-        capsule = t.__dlpack__(max_version=(1, 0))
-        assert "dltensor_versioned" in repr(capsule)
-        del a, t
-    finally:
-        ray.shutdown()
+    yield ray
+    ray.shutdown()
+
+
+@needs_cpp
+def test_a_cpp_gpu_tasks_tensor_reaches_numpy_through_dlpack(sim_gpus_with_cpp):
+    import numpy as np
+    from prism import gpu
+    t = ray.get(ray.cpp_function("CrossRange").options(num_gpus=1).remote(10))
+    assert isinstance(t, gpu.Tensor)
+    assert t.shape == (2, 5) and t.dtype == "float32" and t.nbytes == 40
+    assert t.__dlpack_device__() == (1, 0)  # sim devices are host memory (kDLCPU)
+    a = np.from_dlpack(t)  # no copy: a view of the device memory, mapped from the worker
+    assert a.shape == (2, 5)
+    assert a.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    capsule = t.__dlpack__(max_version=(1, 0))
+    assert "dltensor_versioned" in repr(capsule)
+    del a, t
 
 
 # ---- device tensors from Python (sim: device memory is host memory, so NumPy stands in for a
@@ -200,15 +205,9 @@ def test_bad_dlpack_input_is_a_clear_error(sim_gpus):
     assert ray.get(total.remote(gpu.from_dlpack(np.ones(3, dtype=np.float32)))) == 3.0  # still works
 
 
-@pytest.mark.skipif(not CODE_DIR, reason="PRISM_TEST_CODE_DIR (the test library of C++ functions) is not set")
-def test_a_python_tensor_goes_to_a_cpp_gpu_task(monkeypatch):
+@needs_cpp
+def test_a_python_tensor_goes_to_a_cpp_gpu_task(sim_gpus_with_cpp):
     import numpy as np
     from prism import gpu
-    monkeypatch.setenv("PRISM_GPU_BACKEND", "sim")
-    monkeypatch.setenv("PRISM_SIM_DEVICE_MEMORY", "64M")
-    ray.init(num_cpus=2, gpu_topology="nvlink-pairs-4", code_search_path=[CODE_DIR])
-    try:
-        x = gpu.from_dlpack(np.arange(8, dtype=np.float32))
-        assert ray.get(ray.cpp_function("CrossSum").options(num_gpus=1).remote(x)) == 28.0
-    finally:
-        ray.shutdown()
+    x = gpu.from_dlpack(np.arange(8, dtype=np.float32))
+    assert ray.get(ray.cpp_function("CrossSum").options(num_gpus=1).remote(x)) == 28.0
