@@ -9,6 +9,8 @@
 #include <prism/remote.h>
 
 #include <cxxabi.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <unistd.h>
 
@@ -213,6 +215,18 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     return w->MakeRef(id, owner);
   };
   hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
+  hooks.producer_gone = [](const internal::OwnerAddress& producer) {
+    // A process of this node: its socket refuses connections once it is gone.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, producer.socket_path.c_str(), sizeof(addr.sun_path) - 1);
+    bool gone = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 &&
+                (errno == ECONNREFUSED || errno == ENOENT);
+    ::close(fd);
+    return gone;
+  };
   hooks.discard_device = [w](const ObjectId& id, const internal::OwnerAddress& producer) {
     w->ReleaseDeviceResult(id, producer);
   };

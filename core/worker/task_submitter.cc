@@ -399,7 +399,14 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
     std::vector<PendingTask> rerun;
     bool rebuilding = false;
     for (const internal::RefPtr& ref : r.task.arg_refs) {
-      if (ref && hooks_.is_self(ref->owner())) rebuilding |= RebuildInto(ref->id(), "", &rerun);
+      if (!ref || !hooks_.is_self(ref->owner())) continue;
+      // Only an argument whose producer is gone (or that is being rebuilt already) was lost.
+      std::optional<StoredObject> now = store_.GetIfReady(ref->id());
+      if (now && (now->device_producer.socket_path.empty() || !hooks_.producer_gone ||
+                  !hooks_.producer_gone(now->device_producer))) {
+        continue;
+      }
+      rebuilding |= RebuildInto(ref->id(), "", &rerun);
     }
     if (rebuilding) {
       r.lost_arg_runs--;

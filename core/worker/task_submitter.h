@@ -60,6 +60,9 @@ struct SubmitterHooks {
   std::function<internal::RefPtr(const rpc::NestedRef&)> nested_ref;
   /// A result that landed in the object store but nobody references any more: free it.
   std::function<void(const ObjectId&)> discard_stored;
+  /// Whether the process at `producer` is gone (its socket refuses connections): a task's
+  /// argument whose device objects a reader found lost is rebuilt only then.
+  std::function<bool(const internal::OwnerAddress& producer)> producer_gone;
   /// A result holding device objects kept by `producer` that nobody references any more.
   std::function<void(const ObjectId&, const internal::OwnerAddress& producer)> discard_device;
   /// A leased worker released borrows of objects this process owns (sent on the lease

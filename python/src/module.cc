@@ -510,6 +510,8 @@ PYBIND11_MODULE(_prism, m) {
       }
       std::string kind = out[0].cast<std::string>();
       if (kind == "deferred") throw ReplyDeferred{};  // the completion answers later
+      // An argument's device objects went with their producer: the caller may rebuild it.
+      if (kind == "lost") throw ObjectLostError(out[1].cast<std::string>());
       if (kind == "error") {
         throw ForeignTaskError(out[1].cast<std::string>(), out[2].cast<std::string>(),
                                out[3].cast<std::string>());
@@ -675,6 +677,11 @@ PYBIND11_MODULE(_prism, m) {
     py::list out;
     for (auto& v : views) out.append(Pinned{v.bytes, std::move(v.keep)});
     return out;
+  });
+
+  m.def("rebuild_lost", [](const RefPtr& ref) {
+    py::gil_scoped_release release;
+    return internal::RebuildLost(*ref);
   });
 
   m.def("wait", [](const std::vector<RefPtr>& refs, size_t num_returns, int64_t timeout_ms) {

@@ -211,3 +211,46 @@ def test_a_python_tensor_goes_to_a_cpp_gpu_task(sim_gpus_with_cpp):
     from prism import gpu
     x = gpu.from_dlpack(np.arange(8, dtype=np.float32))
     assert ray.get(ray.cpp_function("CrossSum").options(num_gpus=1).remote(x)) == 28.0
+
+
+@ray.remote(num_gpus=1)
+def make_here(n, marker):
+    import numpy as np
+    from prism import gpu
+    with open(marker, "w") as f:
+        f.write(str(os.getpid()))
+    return gpu.from_dlpack(np.ones(n, dtype=np.float32))
+
+
+def _wait_gone(pid):
+    import time
+    for _ in range(400):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.025)
+    return False
+
+
+def test_a_killed_producers_tensors_are_rebuilt(sim_gpus, tmp_path):
+    import signal
+    import numpy as np
+    marker = tmp_path / "producer"
+    x = make_here.remote(1000, str(marker))
+    assert ray.get(total.remote(x)) == 1000.0
+    producer = int(marker.read_text())
+    marker.unlink()
+    os.kill(producer, signal.SIGKILL)
+    assert _wait_gone(producer)
+    assert ray.get(total.remote(x), timeout=60) == 1000.0  # its task ran again
+    assert int(marker.read_text()) != producer
+    assert np.from_dlpack(ray.get(x, timeout=60)).sum() == 1000.0
+    # Without retries there is no lineage: the tensor is lost with its producer.
+    y = make_here.options(max_retries=0).remote(10, str(marker))
+    assert ray.get(total.remote(y)) == 10.0
+    producer = int(marker.read_text())
+    os.kill(producer, signal.SIGKILL)
+    assert _wait_gone(producer)
+    with pytest.raises(ray.exceptions.ObjectLostError):
+        ray.get(total.remote(y), timeout=60)

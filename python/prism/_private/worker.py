@@ -125,9 +125,17 @@ def get(object_refs, *, timeout=None):
         return []
     datas = call(_prism.get, [r._handle for r in refs], _timeout_ms(timeout))
     values = []
-    for data in datas:
-        value = serialization.deserialize(data)
-        values.append(value)
+    for ref, data in zip(refs, datas):
+        for rebuilt in range(3):
+            try:
+                values.append(serialization.deserialize(data))
+                break
+            except _prism.ObjectLostError as err:
+                # Device objects in it went with their producer: its owner (this process) may
+                # rebuild it by running its task again (lineage); then read the new value.
+                if rebuilt == 2 or not call(_prism.rebuild_lost, ref._handle):
+                    raise _translate(err) from None
+                data = call(_prism.get, [ref._handle], _timeout_ms(timeout))[0]
     return values[0] if single else values
 
 
@@ -316,6 +324,8 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None):
             target, args, kwargs = _decode_call(descriptor[len("py:"):], arg_views)
             key, _, concurrency = target.partition(";c=")
             fn = _load_function(key)
+    except _prism.ObjectLostError as e:  # a device object argument went with its producer
+        return ("lost", str(e))
     except Exception as e:  # the call could not even start: report it as its error
         return _error(e)
     try:
