@@ -181,6 +181,8 @@ Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend
   return out;
 }
 
+bool Tensor::foreign() const { return storage_ && storage_->foreign != nullptr; }
+
 Result<DLManagedTensorVersioned*> Tensor::ToDLPack(Backend& backend, Stream* consumer, bool read_only) const {
   if (!storage_) return Status::InvalidArgument("ToDLPack of an empty tensor");
   if (consumer != nullptr && consumer != storage_->stream) {

@@ -672,6 +672,7 @@ void CoreWorker::ReleaseDeviceResult(const ObjectId& id, const internal::OwnerAd
 bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
   CheckCurrent(ref);
   if (!IsSelf(ref.owner()) || shut_down_ || !submitter_) return false;
+  if (loop_.context().get_executor().running_in_this_thread()) return submitter_->Rebuild(ref.id());
   auto answered = std::make_shared<std::promise<bool>>();
   std::future<bool> result = answered->get_future();
   ObjectId id = ref.id();
@@ -680,8 +681,9 @@ bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
 }
 
 void CoreWorker::OnFreed(FreedObject f) {
-  if (!f.device_producer.socket_path.empty() && !shut_down_) {
-    ReleaseDeviceResult(f.id, f.device_producer);
+  if (!f.device_producer.socket_path.empty() && !shut_down_) ReleaseDeviceResult(f.id, f.device_producer);
+  if (!f.borrowed && !shut_down_ && submitter_ && submitter_->lineage_size() > 0) {
+    // Its task goes too, if kept (also when it went while being rebuilt, with no value).
     ObjectId id = f.id;
     asio::post(loop_.context(), [this, id] {
       if (submitter_) submitter_->DropLineage(id);

@@ -225,6 +225,8 @@ struct GpuTasks::Import {
       owner->closer_cv_.notify_all();
     } else {
       (void)backend->CloseIpc(ptr);  // the device is gone anyway
+      // (Posted to the event loop: the producer may let the object go.)
+      if (registered && owner->peers_.release_import) owner->peers_.release_import(producer, id);
     }
   }
 };
@@ -617,8 +619,10 @@ uint64_t GpuTasks::SpillLocked(int device, uint64_t bytes, const std::string& ke
     Exported* victim = nullptr;
     std::string victim_id;
     for (auto& [id, e] : exported_) {
+      // (Not one held through another library's DLPack tensor: that frees none of prism's memory,
+      // and its deleter may want that library's lock, e.g. Python's.)
       if (id == keep || e.spilled || !e.tensor.valid() || e.device != device || !e.imports.empty() ||
-          e.tensor.bytes() == 0 || e.tensor.holders() > 1) {
+          e.tensor.bytes() == 0 || e.tensor.holders() > 1 || e.tensor.foreign()) {
         continue;
       }
       if (victim == nullptr || e.last_use < victim->last_use) {

@@ -110,17 +110,20 @@ void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const
 
 void TaskSubmitter::ResolveArgs(const TaskId& id) {
   Running& r = tasks_.at(id);
+  uint64_t round = ++r.resolve_round;
+  r.arg_producers.assign(r.task.arg_refs.size(), std::string());
   // The callbacks post to the loop, so `unresolved` is set before any of them counts down.
-  r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, hooks_, [this, id](size_t i, const StoredObject& obj) {
-    asio::post(io_, [this, id, i, obj] { OnArgReady(id, i, obj); });
+  r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, hooks_, [this, id, round](size_t i, const StoredObject& obj) {
+    asio::post(io_, [this, id, round, i, obj] { OnArgReady(id, round, i, obj); });
   });
   if (r.unresolved == 0) Enqueue(id);
 }
 
-void TaskSubmitter::OnArgReady(const TaskId& id, size_t index, const StoredObject& obj) {
+void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj) {
   auto it = tasks_.find(id);
-  if (it == tasks_.end()) return;
+  if (it == tasks_.end() || it->second.resolve_round != round) return;  // (a round before a rerun)
   Running& r = it->second;
+  r.arg_producers[index] = obj.device_producer.worker_id;
   if (obj.is_error()) {
     // A failed argument fails the task with the same error, as in Ray.
     Finish(id, obj);
@@ -398,15 +401,18 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
     // rebuild it, the task runs again once it is back (not counted as a retry of its own).
     std::vector<PendingTask> rerun;
     bool rebuilding = false;
-    for (const internal::RefPtr& ref : r.task.arg_refs) {
+    for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
+      const internal::RefPtr& ref = r.task.arg_refs[i];
       if (!ref || !hooks_.is_self(ref->owner())) continue;
-      // Only an argument whose producer is gone (or that is being rebuilt already) was lost.
       std::optional<StoredObject> now = store_.GetIfReady(ref->id());
-      if (now && (now->device_producer.socket_path.empty() || !hooks_.producer_gone ||
-                  !hooks_.producer_gone(now->device_producer))) {
-        continue;
+      if (!now) {  // being rebuilt already
+        rebuilding = true;
+      } else if (i < r.arg_producers.size() && now->device_producer.worker_id != r.arg_producers[i]) {
+        rebuilding = true;  // rebuilt since this run resolved it: a new value to read
+      } else if (!now->device_producer.socket_path.empty() && hooks_.producer_gone &&
+                 hooks_.producer_gone(now->device_producer)) {
+        rebuilding |= RebuildInto(ref->id(), "", &rerun);  // lost with its producer
       }
-      rebuilding |= RebuildInto(ref->id(), "", &rerun);
     }
     if (rebuilding) {
       r.lost_arg_runs--;
@@ -432,8 +438,10 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
   tasks_.erase(it);  // drops the argument refs (a kept task holds its own)
   if (StoreResult(store_, hooks_, rid, std::move(result)) && keep) {
     lineage_[rid] = std::move(*keep);
-    lineage_count_ = lineage_.size();
+  } else {
+    lineage_.erase(rid);  // (a rebuild that ended without device objects, or unwanted)
   }
+  lineage_count_ = lineage_.size();
 }
 
 bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std::vector<PendingTask>* rerun) {
@@ -461,6 +469,13 @@ bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std
 }
 
 bool TaskSubmitter::Rebuild(const ObjectId& id) {
+  std::optional<StoredObject> now = store_.GetIfReady(id);
+  if (!now) return lineage_.count(id) > 0;  // being rebuilt: read the new value
+  if (!now->device_producer.socket_path.empty() && hooks_.producer_gone && !hooks_.producer_gone(now->device_producer)) {
+    // Its producer lives: the reader may have had an older value (read again), or the value is
+    // lost some other way (reading again fails the same, and the reader gives up).
+    return lineage_.count(id) > 0;
+  }
   std::vector<PendingTask> rerun;
   bool rebuilding = RebuildInto(id, "", &rerun);
   for (PendingTask& t : rerun) AddOnLoop(std::move(t));

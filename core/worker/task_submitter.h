@@ -144,6 +144,9 @@ class TaskSubmitter {
     uint64_t stream_received = 0;  // streaming: values delivered so far (over all attempts)
     std::vector<std::pair<int, rpc::TaskArg>> ref_args;  // the ref arguments as submitted
     int lost_arg_runs = 3;  // runs again after an argument's device objects were found lost
+    uint64_t resolve_round = 0;  // argument callbacks of an earlier round (before a rerun) are stale
+    // Per argument: the worker holding the device objects of the value resolved for this run.
+    std::vector<std::string> arg_producers;
   };
   // The task as submitted (ref arguments unresolved), to run it again.
   static PendingTask AsSubmitted(const Running& r);
@@ -154,7 +157,7 @@ class TaskSubmitter {
 
   void AddOnLoop(PendingTask task);
   void ResolveArgs(const TaskId& id);
-  void OnArgReady(const TaskId& id, size_t index, const StoredObject& obj);
+  void OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj);
   void Enqueue(const TaskId& id);
   void Pump(const std::string& key);
   void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);

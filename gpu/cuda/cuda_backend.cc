@@ -269,8 +269,11 @@ class CudaKernels final : public Kernels {
   }
   Status Gemm(Stream& s, DType dtype, size_t m, size_t n, size_t k, double alpha, const void* a,
               const void* b, double beta, void* c) override {
+    // A handle per stream: kernels of one handle share its workspace, so GEMMs running at once
+    // on two streams (GPU tasks side by side) must not share one.
     std::lock_guard<std::mutex> lock(mu_);
-    cublasHandle_t& h = blas_[s.device()];
+    if (cudaSetDevice(s.device()) != cudaSuccess) return Status::Internal("cudaSetDevice failed");
+    cublasHandle_t& h = blas_[Native(s)];
     if (!h && cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
       h = nullptr;
       return Status::Internal("cublasCreate failed");
@@ -299,7 +302,7 @@ class CudaKernels final : public Kernels {
 
  private:
   std::mutex mu_;
-  std::map<int, cublasHandle_t> blas_;
+  std::map<cudaStream_t, cublasHandle_t> blas_;
 };
 
 class CudaBackend final : public Backend {

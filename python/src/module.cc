@@ -184,7 +184,11 @@ py::tuple GroupTuple(const PlacementGroup& g) {
 // consumer orders itself), which is made to wait for the tensor's work on an event, with no host
 // synchronization; sim devices are host memory, read by host code, so the work is waited for.
 py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object& stream) {
-  auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+  Result<gpu::Backend*> backend = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    backend = CurrentCoreWorker()->gpu_tasks().backend();
+  }
   if (!backend.ok()) throw RuntimeError(backend.status().message());
   gpu::Backend& b = **backend;
   if (b.name() == "cuda") {
@@ -262,7 +266,11 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   auto where = obj.attr("__dlpack_device__")().cast<py::tuple>();
   int type = where[0].cast<int>(), id = where[1].cast<int>();
   GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
-  auto backend = gpu_tasks.backend();
+  Result<gpu::Backend*> backend = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    backend = gpu_tasks.backend();
+  }
   if (!backend.ok()) throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
   bool sim = (*backend)->name() == "sim";
   if (type != kDLCPU && type != kDLCUDA && type != kDLCUDAHost) {
@@ -279,7 +287,11 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
     memory = &ctx->memory(device);
     stream = &ctx->stream(device);
   } else {
-    auto outside = gpu_tasks.OutsideTasks(device);
+    Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
+    {
+      py::gil_scoped_release release;
+      outside = gpu_tasks.OutsideTasks(device);
+    }
     if (!outside.ok()) throw RuntimeError(outside.status().message());
     std::tie(memory, stream) = *outside;
   }

@@ -61,6 +61,9 @@ class Tensor {
   /// (For the runtime.) How many Tensor copies share this memory (a device object nobody but the
   /// runtime holds may spill to host memory).
   long holders() const { return storage_.use_count(); }
+  /// (For the runtime.) Whether its memory is held through another library's DLPack tensor
+  /// (FromDLPack without a copy): dropping it runs that library's deleter.
+  bool foreign() const;
   /// (For the runtime.) A string kept with the tensor's memory: how it was exported, once.
   std::string& export_cache() const;
   /// (For the runtime.) A tensor over memory someone else owns: `keep` holds it (and releases
