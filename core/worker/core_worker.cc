@@ -1573,6 +1573,10 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     return done;
   }
   if (spec.has_actor_creation()) {
+    {
+      std::lock_guard<std::mutex> lock(actor_mu_);
+      actor_id_ = ActorId::FromBinary(spec.actor_creation().actor_id());
+    }
     const internal::ActorFactoryEntry* factory = registry.FindFactory(spec.function());
     if (factory != nullptr) {
       uint32_t concurrency = std::max<uint32_t>(1, spec.actor_creation().max_concurrency());

@@ -124,6 +124,11 @@ class CoreWorker {
   void SetActorLabel(std::string label) { actor_label_ = std::move(label); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
+  /// The actor this process hosts (nil in a driver or a task worker).
+  ActorId actor_id() const {
+    std::lock_guard<std::mutex> lock(actor_mu_);
+    return actor_id_;
+  }
   const std::string& session_dir() const { return options_.session_dir; }
   /// Device objects: counts an import at its producer (blocks until answered: the memory's
   /// export handle now, or nothing when the producer no longer has it), releases it.
@@ -251,8 +256,9 @@ class CoreWorker {
   std::string actor_label_;  // how its output lines are labelled: its name, or its class
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
   // Refs inside the arguments of actors this process created: the actor may keep them.
-  std::mutex actor_mu_;
+  mutable std::mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
+  ActorId actor_id_ PRISM_GUARDED_BY(actor_mu_);  // the actor this process hosts
   // This process's streaming tasks not ended yet, by task.
   std::mutex streams_mu_;
   std::unordered_map<TaskId, std::weak_ptr<Stream>> streams_ PRISM_GUARDED_BY(streams_mu_);

@@ -1,0 +1,415 @@
+// The gloo backend: host memory (and sim device memory, which is host memory), gloo's TCP
+// transport on loopback, its rendezvous through prism's control store.
+#include "collectives/internal.h"
+
+#include "worker/core_worker.h"
+
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/reduce.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+
+namespace prism::collective::internal {
+
+float HalfToFloat(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t FloatToHalf(float f) {  // round to nearest even
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow to infinity
+  if (abs < 0x38800000u) {  // subnormal or zero
+    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
+    uint32_t mant = (abs & 0x7fffff) | 0x800000;
+    int shift = 113 - static_cast<int>(abs >> 23);
+    uint32_t half = mant >> (shift + 13);
+    uint32_t rest = mant & ((1u << (shift + 13)) - 1), mid = 1u << (shift + 12);
+    if (rest > mid || (rest == mid && (half & 1))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t half = ((abs >> 23) - 112) << 10 | ((abs >> 13) & 0x3ff);
+  uint32_t rest = abs & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) ++half;
+  return static_cast<uint16_t>(sign | half);
+}
+
+float BFloatToFloat(uint16_t b) {
+  uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t FloatToBFloat(float f) {  // round to nearest even
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // NaN stays NaN
+  x += 0x7fff + ((x >> 16) & 1);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+namespace {
+
+// Gloo's key-value store on prism's control store: a generation's keys under its prefix.
+class ControlStore final : public gloo::rendezvous::Store {
+ public:
+  ControlStore(std::string prefix, std::chrono::milliseconds timeout) : prefix_(std::move(prefix)), timeout_(timeout) {}
+  void set(const std::string& key, const std::vector<char>& data) override {
+    KvSet(prefix_ + key, std::string(data.begin(), data.end()));
+  }
+  std::vector<char> get(const std::string& key) override {
+    wait({key});
+    auto v = KvGet(prefix_ + key);
+    if (!v) throw std::runtime_error("rendezvous key " + key + " vanished");
+    return std::vector<char>(v->begin(), v->end());
+  }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    std::vector<std::string> full;
+    for (const auto& k : keys) full.push_back(prefix_ + k);
+    if (!KvWait(full, timeout)) throw std::runtime_error("timed out waiting for the other ranks' addresses");
+  }
+
+ private:
+  std::string prefix_;
+  std::chrono::milliseconds timeout_;
+};
+
+// ---- element-wise reductions, per dtype and op ----
+
+template <typename T>
+T Apply(ReduceOp op, T a, T b) {
+  switch (op) {
+    case ReduceOp::kProd: return a * b;
+    case ReduceOp::kMin: return std::min(a, b);
+    case ReduceOp::kMax: return std::max(a, b);
+    default: return a + b;  // sum, and avg before its division
+  }
+}
+
+template <typename T>
+void ReduceNative(ReduceOp op, void* out, const void* a, const void* b, size_t n) {
+  auto* o = static_cast<T*>(out);
+  const auto* x = static_cast<const T*>(a);
+  const auto* y = static_cast<const T*>(b);
+  for (size_t i = 0; i < n; ++i) o[i] = Apply(op, x[i], y[i]);
+}
+
+template <float (*ToFloat)(uint16_t), uint16_t (*FromFloat)(float)>
+void ReduceHalf(ReduceOp op, void* out, const void* a, const void* b, size_t n) {
+  auto* o = static_cast<uint16_t*>(out);
+  const auto* x = static_cast<const uint16_t*>(a);
+  const auto* y = static_cast<const uint16_t*>(b);
+  for (size_t i = 0; i < n; ++i) o[i] = FromFloat(Apply(op, ToFloat(x[i]), ToFloat(y[i])));
+}
+
+gloo::AllreduceOptions::Func ReduceFunction(DType dtype, ReduceOp op) {
+  using namespace std::placeholders;
+  switch (dtype) {
+    case DType::kFloat16: return std::bind(ReduceHalf<HalfToFloat, FloatToHalf>, op, _1, _2, _3, _4);
+    case DType::kBFloat16: return std::bind(ReduceHalf<BFloatToFloat, FloatToBFloat>, op, _1, _2, _3, _4);
+    case DType::kFloat32: return std::bind(ReduceNative<float>, op, _1, _2, _3, _4);
+    case DType::kFloat64: return std::bind(ReduceNative<double>, op, _1, _2, _3, _4);
+    case DType::kInt32: return std::bind(ReduceNative<int32_t>, op, _1, _2, _3, _4);
+    default: return std::bind(ReduceNative<int64_t>, op, _1, _2, _3, _4);
+  }
+}
+
+// Avg: the sum divided by the group's size, in place (integers round toward zero).
+void DivideInPlace(void* data, size_t n, DType dtype, int size) {
+  auto each = [&](auto* p, auto convert_in, auto convert_out) {
+    for (size_t i = 0; i < n; ++i) p[i] = convert_out(convert_in(p[i]) / size);
+  };
+  auto id = [](auto v) { return v; };
+  switch (dtype) {
+    case DType::kFloat16: each(static_cast<uint16_t*>(data), HalfToFloat, FloatToHalf); break;
+    case DType::kBFloat16: each(static_cast<uint16_t*>(data), BFloatToFloat, FloatToBFloat); break;
+    case DType::kFloat32: each(static_cast<float*>(data), id, id); break;
+    case DType::kFloat64: each(static_cast<double*>(data), id, id); break;
+    case DType::kInt32: each(static_cast<int32_t*>(data), id, id); break;
+    default: each(static_cast<int64_t*>(data), id, id); break;
+  }
+}
+
+// Gloo's options take typed pointers only for the element size: a carrier type of that size.
+template <typename F>
+void WithCarrier(DType dtype, F f) {
+  switch (ElementSize(dtype)) {
+    case 2: f(uint16_t{}); break;
+    case 4: f(uint32_t{}); break;
+    default: f(uint64_t{}); break;
+  }
+}
+
+// Gone: no such process, or one that exited and waits to be reaped (a zombie).
+bool ProcessGone(int pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
+}
+
+class GlooGroup final : public Group {
+ public:
+  GlooGroup(const JoinInfo& info, std::shared_ptr<gloo::rendezvous::Context> context, std::vector<int> pids)
+      : Group(info.name, info.rank, info.size, Backend::kGloo),
+        context_(std::move(context)),
+        timeout_(info.timeout),
+        pids_(std::move(pids)) {}
+
+  void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+    Run("allreduce", dtype, stream, [&] {
+      if (count == 0) return;
+      WithCarrier(dtype, [&](auto carrier) {
+        using T = decltype(carrier);
+        gloo::AllreduceOptions opts(context_);
+        if (send != recv) opts.setInput(const_cast<T*>(static_cast<const T*>(send)), count);
+        opts.setOutput(static_cast<T*>(recv), count);
+        opts.setReduceFunction(ReduceFunction(dtype, op));
+        opts.setTag(NextTag());
+        opts.setTimeout(timeout_);
+        gloo::allreduce(opts);
+      });
+      if (op == ReduceOp::kAvg) DivideInPlace(recv, count, dtype, size());
+    });
+  }
+
+  void AllGather(const void* send, void* recv, size_t count, DType dtype, gpu::Stream* stream) override {
+    Run("allgather", dtype, stream, [&] {
+      if (count == 0) return;
+      WithCarrier(dtype, [&](auto carrier) {
+        using T = decltype(carrier);
+        gloo::AllgatherOptions opts(context_);
+        opts.setInput(const_cast<T*>(static_cast<const T*>(send)), count);
+        opts.setOutput(static_cast<T*>(recv), count * static_cast<size_t>(size()));
+        opts.setTag(NextTag());
+        opts.setTimeout(timeout_);
+        gloo::allgather(opts);
+      });
+    });
+  }
+
+  void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+    // An allreduce of the whole buffer, of which this rank keeps its block (gloo 0.5 has no
+    // reduce-scatter of its own): twice the bytes of a ring reduce-scatter.
+    size_t bytes = count * ElementSize(dtype);
+    std::vector<uint8_t> all(bytes * static_cast<size_t>(size()));
+    if (bytes > 0) std::memcpy(all.data(), send, all.size());
+    AllReduce(all.data(), all.data(), count * static_cast<size_t>(size()), dtype, op, stream);
+    if (bytes > 0) std::memcpy(recv, all.data() + bytes * static_cast<size_t>(rank()), bytes);
+  }
+
+  void Broadcast(void* buffer, size_t count, DType dtype, int root, gpu::Stream* stream) override {
+    CheckRank(root, "root");
+    Run("broadcast", dtype, stream, [&] {
+      if (count == 0) return;
+      WithCarrier(dtype, [&](auto carrier) {
+        using T = decltype(carrier);
+        gloo::BroadcastOptions opts(context_);
+        opts.setOutput(static_cast<T*>(buffer), count);
+        opts.setRoot(root);
+        opts.setTag(NextTag());
+        opts.setTimeout(timeout_);
+        gloo::broadcast(opts);
+      });
+    });
+  }
+
+  void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root, gpu::Stream* stream) override {
+    CheckRank(root, "root");
+    Run("reduce", dtype, stream, [&] {
+      if (count == 0) return;
+      std::vector<uint8_t> scratch;
+      void* out = recv;
+      if (rank() != root || out == nullptr) {  // gloo wants an output everywhere
+        scratch.resize(count * ElementSize(dtype));
+        out = scratch.data();
+      }
+      WithCarrier(dtype, [&](auto carrier) {
+        using T = decltype(carrier);
+        gloo::ReduceOptions opts(context_);
+        opts.setInput(const_cast<T*>(static_cast<const T*>(send)), count);
+        opts.setOutput(static_cast<T*>(out), count);
+        opts.setRoot(root);
+        opts.setReduceFunction(ReduceFunction(dtype, op));
+        opts.setTag(NextTag());
+        opts.setTimeout(timeout_);
+        gloo::reduce(opts);
+      });
+      if (op == ReduceOp::kAvg && rank() == root) DivideInPlace(out, count, dtype, size());
+    });
+  }
+
+  void Send(const void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
+    CheckPeer(peer);
+    Run("send", dtype, stream, [&] {
+      auto buf = context_->createUnboundBuffer(const_cast<void*>(buffer), count * ElementSize(dtype));
+      buf->send(peer, PairSlot(sends_, peer));
+      if (!buf->waitSend(timeout_)) throw std::runtime_error("the send was aborted");
+    });
+  }
+
+  void Recv(void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
+    CheckPeer(peer);
+    Run("recv", dtype, stream, [&] {
+      auto buf = context_->createUnboundBuffer(buffer, count * ElementSize(dtype));
+      buf->recv(peer, PairSlot(recvs_, peer));
+      if (!buf->waitRecv(timeout_)) throw std::runtime_error("the receive was aborted");
+    });
+  }
+
+  void Barrier() override {
+    Run("barrier", DType::kFloat32, nullptr, [&] {
+      gloo::BarrierOptions opts(context_);
+      opts.setTag(NextTag());
+      opts.setTimeout(timeout_);
+      gloo::barrier(opts);
+    });
+  }
+
+ private:
+  uint32_t NextTag() { return next_tag_++; }
+  // Point-to-point messages between a pair match in order: the n-th send from a to b is the
+  // n-th receive at b from a (NCCL's rule).
+  uint64_t PairSlot(std::map<int, uint64_t>& counts, int peer) {
+    return (uint64_t{0x7e} << 56) | (counts[peer]++ & ((uint64_t{1} << 56) - 1));
+  }
+  void CheckRank(int r, const char* what) const {
+    if (r < 0 || r >= size()) {
+      throw InvalidArgumentError("collective group '" + name() + "': " + what + " " + std::to_string(r) +
+                                 " is not a rank of its " + std::to_string(size()));
+    }
+  }
+  void CheckPeer(int peer) const {
+    CheckRank(peer, "peer");
+    if (peer == rank()) throw InvalidArgumentError("collective group '" + name() + "': a rank cannot send to itself");
+  }
+
+  // Runs one operation: arguments checked, device memory ordered, a failure turned into a
+  // CollectiveError naming the group and the ranks at fault; a failed group stays broken.
+  template <typename F>
+  void Run(const char* op, DType dtype, gpu::Stream* stream, F body) {
+    CheckDType(dtype);
+    std::lock_guard<std::mutex> lock(mu_);  // one operation at a time per rank (gloo's context)
+    if (!broken_.empty()) {
+      throw CollectiveError("collective group '" + name() + "' is broken (" + broken_ +
+                            "): destroy it and create it again");
+    }
+    if (stream != nullptr) {
+      auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+      if (!backend.ok() || (*backend)->name() != "sim") {
+        throw InvalidArgumentError("collective group '" + name() +
+                                   "': gloo takes host memory (and sim device memory); CUDA device memory goes through nccl");
+      }
+      Status st = stream->Synchronize();  // sim device memory is host memory, once its stream is done
+      if (!st.ok()) throw RuntimeError("collective group '" + name() + "': " + st.ToString());
+    }
+    try {
+      body();
+    } catch (const std::exception& e) {
+      broken_ = Diagnose(op, e.what());
+      throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
+                            std::to_string(size()) + "): " + broken_);
+    }
+  }
+
+  // Which ranks are at fault: those whose process is gone; else the op timed out on live ranks.
+  std::string Diagnose(const char* op, const std::string& what) const {
+    std::string gone;
+    for (int r = 0; r < size(); ++r) {
+      if (r == rank() || pids_[r] <= 0) continue;
+      if (ProcessGone(pids_[r])) {
+        gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(pids_[r]) + ")";
+      }
+    }
+    if (!gone.empty()) return std::string(op) + " failed: rank " + gone + " is gone (" + what + ")";
+    return std::string(op) + " did not complete within " + std::to_string(timeout_.count()) +
+           " ms: another rank did not take part (" + what + ")";
+  }
+
+  std::shared_ptr<gloo::rendezvous::Context> context_;
+  std::chrono::milliseconds timeout_;
+  std::vector<int> pids_;
+  std::mutex mu_;
+  std::string broken_;
+  uint32_t next_tag_ = 1;
+  std::map<int, uint64_t> sends_, recvs_;
+};
+
+}  // namespace
+
+std::unique_ptr<Group> JoinGloo(const JoinInfo& info) {
+  std::string prefix = info.prefix();
+  KvSet(prefix + "joined/" + std::to_string(info.rank), std::to_string(getpid()));
+  auto fail = [&](const std::string& what) -> CollectiveError {
+    std::string missing;
+    for (int r = 0; r < info.size; ++r) {
+      if (!KvGet(prefix + "joined/" + std::to_string(r))) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    std::string head = "collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
+                       std::to_string(info.size) + "): ";
+    if (!missing.empty()) {
+      return CollectiveError(head + "rank " + missing + " did not join within " + std::to_string(info.timeout.count()) +
+                             " ms (" + what + ")");
+    }
+    return CollectiveError(head + "cannot connect to the other ranks: " + what);
+  };
+  std::vector<std::string> joined;
+  for (int r = 0; r < info.size; ++r) joined.push_back(prefix + "joined/" + std::to_string(r));
+  if (!KvWait(joined, info.timeout)) throw fail("the rendezvous timed out");
+  std::vector<int> pids;
+  for (const std::string& key : joined) pids.push_back(std::atoi(KvGet(key).value_or("0").c_str()));
+  try {
+    gloo::transport::tcp::attr attr("127.0.0.1");
+    auto device = gloo::transport::tcp::CreateDevice(attr);
+    auto context = std::make_shared<gloo::rendezvous::Context>(info.rank, info.size);
+    context->setTimeout(info.timeout);
+    ControlStore store(prefix + "gloo/", info.timeout);
+    context->connectFullMesh(store, device);
+    return std::make_unique<GlooGroup>(info, std::move(context), std::move(pids));
+  } catch (const CollectiveError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw fail(e.what());
+  }
+}
+
+}  // namespace prism::collective::internal

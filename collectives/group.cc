@@ -1,0 +1,283 @@
+// Groups: their declarations in the control store, this process's memberships, joining (with the
+// torch.distributed environment), destroying.
+#include "collectives/internal.h"
+
+#include "base/ids.h"
+#include "worker/core_worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+namespace prism::collective {
+
+const char* BackendName(Backend backend) { return backend == Backend::kGloo ? "gloo" : "nccl"; }
+
+namespace internal {
+namespace {
+
+std::shared_ptr<CoreWorker> Core() {
+  auto core = CurrentCoreWorker();
+  if (!core) throw InvalidArgumentError("prism is not initialized: call prism::Init() first");
+  return core;
+}
+
+// A declaration: "v1;<backend>;<size>;<timeout ms>;<generation>;<member actor hex>,..." (members
+// empty for a group its ranks declare themselves, InitGroup).
+struct Declaration {
+  Backend backend = Backend::kGloo;
+  int size = 0;
+  std::chrono::milliseconds timeout{30000};
+  std::string generation;
+  std::vector<std::string> members;
+
+  std::string Encode() const {
+    std::string out = "v1;" + std::string(BackendName(backend)) + ";" + std::to_string(size) + ";" +
+                      std::to_string(timeout.count()) + ";" + generation + ";";
+    for (size_t i = 0; i < members.size(); ++i) out += (i ? "," : "") + members[i];
+    return out;
+  }
+  static Declaration Decode(const std::string& name, const std::string& text) {
+    std::vector<std::string> f;
+    std::stringstream in(text);
+    for (std::string part; std::getline(in, part, ';');) f.push_back(part);
+    if (text.size() && text.back() == ';') f.push_back("");
+    if (f.size() != 6 || f[0] != "v1") throw RuntimeError("collective group '" + name + "' has a declaration this version cannot read");
+    Declaration d;
+    d.backend = f[1] == "nccl" ? Backend::kNccl : Backend::kGloo;
+    d.size = std::stoi(f[2]);
+    d.timeout = std::chrono::milliseconds(std::stoll(f[3]));
+    d.generation = f[4];
+    std::stringstream m(f[5]);
+    for (std::string id; std::getline(m, id, ',');) d.members.push_back(id);
+    return d;
+  }
+};
+
+std::string GroupKey(const std::string& name) { return "group/" + name; }
+
+void CheckName(const std::string& name) {
+  if (name.empty() || name.size() > 200 ||
+      !std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; })) {
+    throw InvalidArgumentError("a collective group's name is 1 to 200 letters, digits, '-', '_' or '.': '" + name + "'");
+  }
+}
+
+void CheckOptions(const GroupOptions& options) {
+  if (options.timeout.count() <= 0) throw InvalidArgumentError("a collective group's timeout must be positive");
+}
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, std::unique_ptr<Group>> groups;
+  std::mutex join_mu;  // one join at a time in a process
+};
+Registry& TheRegistry() {
+  static Registry* r = new Registry();
+  return *r;
+}
+
+// A free TCP port on loopback for torch.distributed's store (rank 0 picks it).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 29500;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 29500;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+Group& Join(const JoinInfo& info) {
+  Registry& r = TheRegistry();
+  std::lock_guard<std::mutex> joining(r.join_mu);
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.groups.find(info.name);
+    if (it != r.groups.end()) return *it->second;
+  }
+  // torch.distributed's environment (env://): rank 0 publishes where its store will listen.
+  std::string master_key = info.prefix() + "master";
+  if (info.rank == 0) KvPutIfAbsent(master_key, "127.0.0.1:" + std::to_string(FreePort()));
+  std::unique_ptr<Group> group;
+  if (info.backend == Backend::kGloo) {
+    group = JoinGloo(info);
+  } else {
+    throw InvalidArgumentError("collective group '" + info.name + "': the nccl backend is not in this build");
+  }
+  if (auto master = KvGet(master_key)) {
+    auto colon = master->rfind(':');
+    setenv("MASTER_ADDR", master->substr(0, colon).c_str(), 1);
+    setenv("MASTER_PORT", master->substr(colon + 1).c_str(), 1);
+  }
+  setenv("RANK", std::to_string(info.rank).c_str(), 1);
+  setenv("LOCAL_RANK", std::to_string(info.rank).c_str(), 1);  // one node: the rank
+  setenv("WORLD_SIZE", std::to_string(info.size).c_str(), 1);
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto& slot = r.groups[info.name];
+  slot = std::move(group);
+  return *slot;
+}
+
+}  // namespace
+
+void KvSet(const std::string& key, const std::string& value) { Core()->KvPut(kNamespace, key, value, true); }
+bool KvPutIfAbsent(const std::string& key, const std::string& value) {
+  return !Core()->KvPut(kNamespace, key, value, false);
+}
+std::optional<std::string> KvGet(const std::string& key) { return Core()->KvGet(kNamespace, key); }
+void KvDelete(const std::string& key) { Core()->KvDelete(kNamespace, key); }
+
+bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto core = Core();
+  auto pause = std::chrono::microseconds(200);
+  for (const std::string& key : keys) {
+    while (!core->KvGet(kNamespace, key)) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(pause);
+      pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(20));
+    }
+  }
+  return true;
+}
+
+size_t ElementSize(DType dtype) { return gpu::DTypeSize(dtype); }
+
+void CheckDType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kFloat32:
+    case DType::kFloat64:
+    case DType::kInt32:
+    case DType::kInt64:
+      return;
+    default:
+      throw InvalidArgumentError(std::string("collectives take float16, bfloat16, float32, float64, int32 and int64, not ") +
+                                 std::string(gpu::DTypeName(dtype)));
+  }
+}
+
+void DeclareGroup(const std::vector<ActorId>& members, Backend backend, const std::string& name,
+                  const GroupOptions& options) {
+  CheckName(name);
+  CheckOptions(options);
+  if (members.empty()) throw InvalidArgumentError("collective group '" + name + "' needs at least one actor");
+  Declaration d;
+  d.backend = backend;
+  d.size = static_cast<int>(members.size());
+  d.timeout = options.timeout;
+  d.generation = RandomUniqueId().Hex().substr(0, 16);
+  for (const ActorId& a : members) {
+    if (a.IsNil()) throw InvalidArgumentError("collective group '" + name + "': an empty ActorHandle");
+    if (std::find(d.members.begin(), d.members.end(), a.Hex()) != d.members.end()) {
+      throw InvalidArgumentError("collective group '" + name + "': actor " + a.Hex() + " is named twice");
+    }
+    d.members.push_back(a.Hex());
+  }
+  if (!KvPutIfAbsent(GroupKey(name), d.Encode())) {
+    throw InvalidArgumentError("a collective group named '" + name + "' exists already (DestroyGroup it first)");
+  }
+}
+
+}  // namespace internal
+
+Group& GetGroup(const std::string& name) {
+  using namespace internal;
+  {
+    Registry& r = TheRegistry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.groups.find(name);
+    if (it != r.groups.end()) return *it->second;
+  }
+  CheckName(name);
+  auto text = KvGet(GroupKey(name));
+  if (!text) {
+    throw InvalidArgumentError("there is no collective group '" + name +
+                               "' (CreateGroup it from the driver, or InitGroup it in every rank)");
+  }
+  Declaration d = Declaration::Decode(name, *text);
+  if (d.members.empty()) {
+    throw InvalidArgumentError("collective group '" + name + "' is declared by its ranks: join it with InitGroup");
+  }
+  ActorId me = Core()->actor_id();
+  auto at = std::find(d.members.begin(), d.members.end(), me.IsNil() ? std::string("-") : me.Hex());
+  if (at == d.members.end()) {
+    throw InvalidArgumentError("this process (" + (me.IsNil() ? std::string("not an actor") : "actor " + me.Hex()) +
+                               ") is not a member of collective group '" + name + "'");
+  }
+  JoinInfo info{name, d.generation, static_cast<int>(at - d.members.begin()), d.size, d.backend, d.timeout};
+  return Join(info);
+}
+
+Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options) {
+  using namespace internal;
+  CheckName(name);
+  CheckOptions(options);
+  if (world_size < 1 || rank < 0 || rank >= world_size) {
+    throw InvalidArgumentError("collective group '" + name + "': rank " + std::to_string(rank) + " of " +
+                               std::to_string(world_size) + " is out of range");
+  }
+  Declaration mine;
+  mine.backend = backend;
+  mine.size = world_size;
+  mine.timeout = options.timeout;
+  mine.generation = RandomUniqueId().Hex().substr(0, 16);
+  KvPutIfAbsent(GroupKey(name), mine.Encode());  // the first rank's declaration stands
+  auto text = KvGet(GroupKey(name));
+  if (!text) throw CollectiveError("collective group '" + name + "' was destroyed while it was being joined");
+  Declaration d = Declaration::Decode(name, *text);
+  if (!d.members.empty()) {
+    throw InvalidArgumentError("collective group '" + name + "' was created from the driver: join it with GetGroup");
+  }
+  if (d.size != world_size || d.backend != backend) {
+    throw InvalidArgumentError("collective group '" + name + "' is a " + BackendName(d.backend) + " group of " +
+                               std::to_string(d.size) + " ranks, not " + BackendName(backend) + " of " +
+                               std::to_string(world_size));
+  }
+  JoinInfo info{name, d.generation, rank, d.size, d.backend, d.timeout};
+  return Join(info);
+}
+
+void DestroyGroup(const std::string& name) {
+  using namespace internal;
+  std::unique_ptr<Group> mine;
+  {
+    Registry& r = TheRegistry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.groups.find(name);
+    if (it != r.groups.end()) {
+      mine = std::move(it->second);
+      r.groups.erase(it);
+    }
+  }
+  mine.reset();  // closes its connections
+  if (auto text = KvGet(GroupKey(name))) {
+    // Its rendezvous keys go with the declaration (a member that destroyed it before its peers
+    // did leaves them the keys they still read: the declaration's generation changes on re-creation).
+    KvDelete(GroupKey(name));
+  }
+}
+
+bool InGroup(const std::string& name) {
+  internal::Registry& r = internal::TheRegistry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  return r.groups.count(name) > 0;
+}
+
+}  // namespace prism::collective

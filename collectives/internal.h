@@ -1,0 +1,52 @@
+// Between the group registry (group.cc) and the backends (gloo_group.cc).
+#pragma once
+
+#include <prism/collective.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace prism::collective::internal {
+
+// The control store's namespace for groups: "group/<name>" holds a declaration; a generation's
+// rendezvous keys live under "<name>/<generation>/".
+inline constexpr const char* kNamespace = "prism.collective";
+
+// Key-value access to the control store (the core worker's connection), with waits.
+void KvSet(const std::string& key, const std::string& value);
+bool KvPutIfAbsent(const std::string& key, const std::string& value);
+std::optional<std::string> KvGet(const std::string& key);
+void KvDelete(const std::string& key);
+// Waits until every key exists; false when `timeout` passed first.
+bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout);
+
+// What a rank needs to join: the group, its generation (a fresh one each time it is created), and
+// where the rendezvous keys go.
+struct JoinInfo {
+  std::string name;
+  std::string generation;
+  int rank = 0;
+  int size = 0;
+  Backend backend = Backend::kGloo;
+  std::chrono::milliseconds timeout{30000};
+  std::string prefix() const { return name + "/" + generation + "/"; }
+};
+
+// Connects this rank to the others through the control store (gloo's TCP transport on loopback).
+// Throws CollectiveError naming the ranks that did not join in time.
+std::unique_ptr<Group> JoinGloo(const JoinInfo& info);
+
+// float16 and bfloat16 <-> float (round to nearest even).
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+float BFloatToFloat(uint16_t b);
+uint16_t FloatToBFloat(float f);
+
+// The dtype's size, and whether the backend takes it.
+size_t ElementSize(DType dtype);
+void CheckDType(DType dtype);
+
+}  // namespace prism::collective::internal

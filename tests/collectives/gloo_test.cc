@@ -1,0 +1,387 @@
+// Collectives on gloo: groups of 2, 3 and 4 actors (and 8 for correctness) run every operation on
+// every dtype, checked against a reference computed here; sizes of 1, primes and non-multiples of
+// the group's size; a rank that never joins and a rank killed mid-allreduce turn into errors
+// within the timeout on the others; a destroyed group is created again.
+#include <prism/collective.h>
+#include <prism/prism.h>
+
+#include "collectives/internal.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace col = prism::collective;
+using col::DType;
+using col::ReduceOp;
+
+enum Op { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kSendRecv };
+
+// Rank r's i-th input: small integers (exact in every dtype); {1, 2, -1} for products, so a
+// product over 8 ranks stays exact in float16 and bfloat16.
+double Input(int rank, size_t i, ReduceOp op) {
+  if (op == ReduceOp::kProd) {
+    static const double kChoices[] = {1, 2, -1, 1, 1, 2};
+    return kChoices[(rank * 5 + i * 3) % 6];
+  }
+  return static_cast<double>((rank * 7 + static_cast<int>(i) * 13 + 3) % 11) - 5;
+}
+
+std::vector<uint8_t> Encode(const std::vector<double>& v, DType dtype) {
+  std::vector<uint8_t> out(v.size() * col::internal::ElementSize(dtype));
+  for (size_t i = 0; i < v.size(); ++i) {
+    switch (dtype) {
+      case DType::kFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = col::internal::FloatToHalf(float(v[i])); break;
+      case DType::kBFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = col::internal::FloatToBFloat(float(v[i])); break;
+      case DType::kFloat32: reinterpret_cast<float*>(out.data())[i] = float(v[i]); break;
+      case DType::kFloat64: reinterpret_cast<double*>(out.data())[i] = v[i]; break;
+      case DType::kInt32: reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]); break;
+      default: reinterpret_cast<int64_t*>(out.data())[i] = int64_t(v[i]); break;
+    }
+  }
+  return out;
+}
+
+std::vector<double> Decode(const std::vector<uint8_t>& b, DType dtype) {
+  size_t n = b.size() / col::internal::ElementSize(dtype);
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    switch (dtype) {
+      case DType::kFloat16: out[i] = col::internal::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
+      case DType::kBFloat16: out[i] = col::internal::BFloatToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
+      case DType::kFloat32: out[i] = reinterpret_cast<const float*>(b.data())[i]; break;
+      case DType::kFloat64: out[i] = reinterpret_cast<const double*>(b.data())[i]; break;
+      case DType::kInt32: out[i] = reinterpret_cast<const int32_t*>(b.data())[i]; break;
+      default: out[i] = double(reinterpret_cast<const int64_t*>(b.data())[i]); break;
+    }
+  }
+  return out;
+}
+
+class Member {
+ public:
+  int Join(std::string name) { return col::GetGroup(name).rank(); }
+  int JoinAs(std::string name, int world, int rank) {
+    return col::InitGroup(name, world, rank, col::Backend::kGloo, {.timeout = 10s}).rank();
+  }
+  std::string TryJoin(std::string name) {
+    try {
+      return "joined as " + std::to_string(col::GetGroup(name).rank());
+    } catch (const col::CollectiveError& e) {
+      return e.what();
+    }
+  }
+  std::vector<std::string> Env() {
+    std::vector<std::string> out;
+    for (const char* k : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
+      const char* v = std::getenv(k);
+      out.push_back(v ? v : "");
+    }
+    return out;
+  }
+  int Pid() { return getpid(); }
+  void Leave(std::string name) { col::DestroyGroup(name); }
+
+  // Runs `op` on this rank's inputs and returns what it got, as doubles.
+  std::vector<double> Run(std::string name, int op, int dtype_int, int reduce_int, int count, int root) {
+    col::Group& g = col::GetGroup(name);
+    auto dtype = static_cast<DType>(dtype_int);
+    auto reduce = static_cast<ReduceOp>(reduce_int);
+    int n = g.size(), r = g.rank();
+    size_t in_count = op == kReduceScatter ? size_t(count) * n : size_t(count);
+    std::vector<double> in(in_count);
+    for (size_t i = 0; i < in_count; ++i) in[i] = Input(r, i, reduce);
+    std::vector<uint8_t> send = Encode(in, dtype);
+    size_t es = col::internal::ElementSize(dtype);
+    std::vector<uint8_t> recv;
+    switch (op) {
+      case kAllReduce:
+        recv.resize(count * es);
+        g.AllReduce(send.data(), recv.data(), count, dtype, reduce);
+        break;
+      case kAllGather:
+        recv.resize(count * es * n);
+        g.AllGather(send.data(), recv.data(), count, dtype);
+        break;
+      case kReduceScatter:
+        recv.resize(count * es);
+        g.ReduceScatter(send.data(), recv.data(), count, dtype, reduce);
+        break;
+      case kBroadcast:
+        recv = send;
+        g.Broadcast(recv.data(), count, dtype, root);
+        break;
+      case kReduce:
+        recv.resize(count * es);
+        g.Reduce(send.data(), recv.data(), count, dtype, reduce, root);
+        if (r != root) recv.clear();
+        break;
+      case kSendRecv: {  // a ring: even ranks send first, odd ones receive first
+        recv.resize(count * es);
+        int next = (r + 1) % n, prev = (r + n - 1) % n;
+        if (r % 2 == 0) {
+          g.Send(send.data(), count, dtype, next);
+          g.Recv(recv.data(), count, dtype, prev);
+        } else {
+          g.Recv(recv.data(), count, dtype, prev);
+          g.Send(send.data(), count, dtype, next);
+        }
+        break;
+      }
+    }
+    return Decode(recv, dtype);
+  }
+  // An allreduce of `count` float32 ones: "ok", or the error.
+  std::string TryAllReduce(std::string name, int count) {
+    std::vector<float> v(static_cast<size_t>(count), 1.0f);
+    try {
+      col::GetGroup(name).AllReduce(v.data(), v.data(), v.size(), DType::kFloat32, ReduceOp::kSum);
+      return v.empty() || v[0] == float(col::GetGroup(name).size()) ? "ok" : "wrong";
+    } catch (const prism::Error& e) {
+      return e.what();
+    }
+  }
+  std::string TryBadInput(std::string name) {
+    col::Group& g = col::GetGroup(name);
+    std::string out;
+    uint8_t b[4] = {};
+    try {
+      g.AllReduce(b, b, 4, DType::kUInt8, ReduceOp::kSum);
+    } catch (const prism::InvalidArgumentError& e) {
+      out += std::string(e.what()) + "\n";
+    }
+    try {
+      g.Broadcast(b, 1, DType::kFloat32, g.size());
+    } catch (const prism::InvalidArgumentError& e) {
+      out += e.what();
+    }
+    return out;
+  }
+};
+Member* MakeMember() { return new Member(); }
+PRISM_REMOTE(MakeMember, &Member::Join, &Member::JoinAs, &Member::TryJoin, &Member::Env, &Member::Pid,
+             &Member::Leave, &Member::Run, &Member::TryAllReduce, &Member::TryBadInput);
+
+// The reference: what rank `rank` must get, computed from every rank's inputs here.
+std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int count, int n, int rank, int root) {
+  auto combine = [&](size_t i, size_t offset) {
+    double acc = Input(0, offset + i, reduce);
+    for (int r = 1; r < n; ++r) {
+      double v = Input(r, offset + i, reduce);
+      switch (reduce) {
+        case ReduceOp::kProd: acc *= v; break;
+        case ReduceOp::kMin: acc = std::min(acc, v); break;
+        case ReduceOp::kMax: acc = std::max(acc, v); break;
+        default: acc += v; break;
+      }
+    }
+    if (reduce == ReduceOp::kAvg) {
+      bool integer = dtype == DType::kInt32 || dtype == DType::kInt64;
+      acc = integer ? std::trunc(acc / n) : acc / n;
+    }
+    return acc;
+  };
+  std::vector<double> out;
+  switch (op) {
+    case kAllReduce:
+      for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
+      break;
+    case kAllGather:
+      for (int r = 0; r < n; ++r)
+        for (int i = 0; i < count; ++i) out.push_back(Input(r, i, reduce));
+      break;
+    case kReduceScatter:
+      for (int i = 0; i < count; ++i) out.push_back(combine(i, size_t(rank) * count));
+      break;
+    case kBroadcast:
+      for (int i = 0; i < count; ++i) out.push_back(Input(root, i, reduce));
+      break;
+    case kReduce:
+      if (rank == root)
+        for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
+      break;
+    case kSendRecv:
+      for (int i = 0; i < count; ++i) out.push_back(Input((rank + n - 1) % n, i, reduce));
+      break;
+  }
+  return out;
+}
+
+double Tolerance(DType dtype) {
+  return dtype == DType::kFloat16 ? 1e-3 : dtype == DType::kBFloat16 ? 1e-2 : dtype == DType::kFloat32 ? 1e-6 : 0;
+}
+
+class GlooTest : public ::testing::Test {
+ protected:
+  void SetUp() override { prism::Init({.num_cpus = 8}); }
+  void TearDown() override { prism::Shutdown(); }
+
+  std::vector<prism::ActorHandle<Member>> Members(int n) {
+    std::vector<prism::ActorHandle<Member>> out;
+    for (int i = 0; i < n; ++i) out.push_back(prism::Actor(MakeMember).Remote());
+    return out;
+  }
+  // Runs one operation on every member and checks each rank's result against the reference.
+  void Check(const std::vector<prism::ActorHandle<Member>>& m, const std::string& name, int op, DType dtype,
+             ReduceOp reduce, int count, int root = 0) {
+    int n = static_cast<int>(m.size());
+    std::vector<prism::ObjectRef<std::vector<double>>> refs;
+    for (auto& a : m) {
+      refs.push_back(a.Task(&Member::Run).Remote(name, op, int(dtype), int(reduce), count, root));
+    }
+    for (int r = 0; r < n; ++r) {
+      std::vector<double> got = prism::Get(refs[r], 60s);
+      std::vector<double> want = Expected(op, dtype, reduce, count, n, r, root);
+      ASSERT_EQ(got.size(), want.size()) << "op " << op << " rank " << r;
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], Tolerance(dtype) * std::max(1.0, std::abs(want[i])))
+            << "op " << op << " dtype " << gpu_name(dtype) << " reduce " << int(reduce) << " count " << count
+            << " rank " << r << " element " << i;
+      }
+    }
+  }
+  static std::string gpu_name(DType d) { return std::string(prism::gpu::DTypeName(d)); }
+};
+
+const DType kDTypes[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64};
+const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kAvg};
+
+TEST_F(GlooTest, EveryOperationAndDtypeOnTwoThreeAndFourRanks) {
+  for (int n : {2, 3, 4}) {
+    auto m = Members(n);
+    std::string name = "suite" + std::to_string(n);
+    col::CreateGroup(m, col::Backend::kGloo, name, {.timeout = 20s});
+    for (DType dtype : kDTypes) {
+      for (int count : {1, 7, 1009}) {
+        for (ReduceOp reduce : kOps) {
+          Check(m, name, kAllReduce, dtype, reduce, count);
+          Check(m, name, kReduceScatter, dtype, reduce, count);
+          Check(m, name, kReduce, dtype, reduce, count, n - 1);
+        }
+        Check(m, name, kAllGather, dtype, ReduceOp::kSum, count);
+        Check(m, name, kBroadcast, dtype, ReduceOp::kSum, count, 1);
+        Check(m, name, kSendRecv, dtype, ReduceOp::kSum, count);
+      }
+    }
+    col::DestroyGroup(name);
+    for (auto& a : m) prism::Kill(a);
+  }
+}
+
+TEST_F(GlooTest, EightRanksAreCorrect) {
+  auto m = Members(8);
+  col::CreateGroup(m, col::Backend::kGloo, "eight", {.timeout = 30s});
+  for (int count : {1, 13, 4099}) {
+    Check(m, "eight", kAllReduce, DType::kFloat32, ReduceOp::kSum, count);
+    Check(m, "eight", kAllReduce, DType::kBFloat16, ReduceOp::kProd, count);
+    Check(m, "eight", kAllGather, DType::kInt64, ReduceOp::kSum, count);
+    Check(m, "eight", kReduceScatter, DType::kFloat64, ReduceOp::kMax, count);
+    Check(m, "eight", kBroadcast, DType::kFloat16, ReduceOp::kSum, count, 5);
+    Check(m, "eight", kSendRecv, DType::kInt32, ReduceOp::kSum, count);
+  }
+}
+
+TEST_F(GlooTest, MembersGetTheTorchDistributedEnvironment) {
+  auto m = Members(2);
+  col::CreateGroup(m, col::Backend::kGloo, "env");
+  auto a = m[0].Task(&Member::Join).Remote(std::string("env"));
+  auto b = m[1].Task(&Member::Join).Remote(std::string("env"));
+  EXPECT_EQ(prism::Get(a, 30s), 0);
+  EXPECT_EQ(prism::Get(b, 30s), 1);
+  for (int r = 0; r < 2; ++r) {
+    auto env = prism::Get(m[r].Task(&Member::Env).Remote());
+    EXPECT_EQ(env[0], std::to_string(r));
+    EXPECT_EQ(env[1], "2");
+    EXPECT_EQ(env[2], std::to_string(r));
+    EXPECT_EQ(env[3], "127.0.0.1");
+    EXPECT_GT(std::atoi(env[4].c_str()), 0);
+  }
+  EXPECT_EQ(prism::Get(m[0].Task(&Member::Env).Remote())[4], prism::Get(m[1].Task(&Member::Env).Remote())[4]);
+}
+
+TEST_F(GlooTest, RanksCanDeclareTheGroupThemselves) {
+  auto m = Members(3);
+  std::vector<prism::ObjectRef<int>> joins;
+  for (int r = 0; r < 3; ++r) joins.push_back(m[r].Task(&Member::JoinAs).Remote(std::string("self"), 3, r));
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(prism::Get(joins[r], 30s), r);
+  Check(m, "self", kAllReduce, DType::kFloat32, ReduceOp::kSum, 100);
+  auto other = prism::Actor(MakeMember).Remote();
+  EXPECT_THROW(prism::Get(other.Task(&Member::JoinAs).Remote(std::string("self"), 4, 3), 30s), prism::TaskError)
+      << "a rank that disagrees on the size";
+}
+
+TEST_F(GlooTest, BadInputIsAClearError) {
+  auto m = Members(2);
+  EXPECT_THROW(col::CreateGroup(std::vector<prism::ActorHandle<Member>>{}, col::Backend::kGloo, "empty"),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(col::CreateGroup(m, col::Backend::kGloo, "bad name!"), prism::InvalidArgumentError);
+  EXPECT_THROW(col::CreateGroup(std::vector<prism::ActorHandle<Member>>{m[0], m[0]}, col::Backend::kGloo, "twice"),
+               prism::InvalidArgumentError);
+  col::CreateGroup(m, col::Backend::kGloo, "bad");
+  EXPECT_THROW(col::CreateGroup(m, col::Backend::kGloo, "bad"), prism::InvalidArgumentError) << "the name is taken";
+  EXPECT_THROW(col::GetGroup("bad"), prism::InvalidArgumentError) << "the driver is not a member";
+  EXPECT_THROW(col::GetGroup("nowhere"), prism::InvalidArgumentError);
+  auto a = m[0].Task(&Member::TryBadInput).Remote(std::string("bad"));
+  auto b = m[1].Task(&Member::TryBadInput).Remote(std::string("bad"));
+  std::string said = prism::Get(a, 30s);
+  EXPECT_NE(said.find("uint8"), std::string::npos) << said;
+  EXPECT_NE(said.find("root 2"), std::string::npos) << said;
+  prism::Get(b, 30s);
+  // The group still works after its callers' mistakes.
+  Check(m, "bad", kAllReduce, DType::kInt64, ReduceOp::kMax, 5);
+}
+
+TEST_F(GlooTest, ARankThatNeverJoinsIsAnErrorWithinTheTimeout) {
+  auto m = Members(3);
+  col::CreateGroup(m, col::Backend::kGloo, "absent", {.timeout = 1500ms});
+  auto t0 = std::chrono::steady_clock::now();
+  auto a = m[0].Task(&Member::TryJoin).Remote(std::string("absent"));
+  auto b = m[1].Task(&Member::TryJoin).Remote(std::string("absent"));
+  for (auto& ref : {a, b}) {
+    std::string said = prism::Get(ref, 30s);
+    EXPECT_NE(said.find("collective group 'absent'"), std::string::npos) << said;
+    EXPECT_NE(said.find("rank 2 did not join"), std::string::npos) << said;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
+TEST_F(GlooTest, ARankKilledMidAllreduceFailsTheOthersAndTheGroupCanBeCreatedAgain) {
+  auto m = Members(3);
+  col::CreateGroup(m, col::Backend::kGloo, "fragile", {.timeout = 3s});
+  std::vector<prism::ObjectRef<int>> joins;
+  for (auto& a : m) joins.push_back(a.Task(&Member::Join).Remote(std::string("fragile")));
+  for (auto& j : joins) prism::Get(j, 30s);
+  int victim = prism::Get(m[2].Task(&Member::Pid).Remote());
+  auto t0 = std::chrono::steady_clock::now();
+  auto a = m[0].Task(&Member::TryAllReduce).Remote(std::string("fragile"), 1 << 20);
+  auto b = m[1].Task(&Member::TryAllReduce).Remote(std::string("fragile"), 1 << 20);
+  std::this_thread::sleep_for(300ms);  // both are in the allreduce, waiting for rank 2
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  for (auto& ref : {a, b}) {
+    std::string said = prism::Get(ref, 30s);
+    EXPECT_NE(said.find("collective group 'fragile'"), std::string::npos) << said;
+    EXPECT_NE(said.find("rank 2"), std::string::npos) << said;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "errors within the timeout, not a hang";
+  // Broken now; destroyed and created again with a new member in the dead one's place.
+  EXPECT_NE(prism::Get(m[0].Task(&Member::TryAllReduce).Remote(std::string("fragile"), 4)).find("broken"),
+            std::string::npos);
+  col::DestroyGroup("fragile");
+  prism::Get(m[0].Task(&Member::Leave).Remote(std::string("fragile")));
+  prism::Get(m[1].Task(&Member::Leave).Remote(std::string("fragile")));
+  std::vector<prism::ActorHandle<Member>> again{m[0], m[1], prism::Actor(MakeMember).Remote()};
+  col::CreateGroup(again, col::Backend::kGloo, "fragile", {.timeout = 10s});
+  Check(again, "fragile", kAllReduce, DType::kFloat32, ReduceOp::kSum, 1000);
+}
+
+}  // namespace
