@@ -113,41 +113,57 @@ class ControlStore final : public gloo::rendezvous::Store {
 
 // ---- element-wise reductions, per dtype and op ----
 
-template <typename T>
-T Apply(ReduceOp op, T a, T b) {
-  switch (op) {
-    case ReduceOp::kProd: return a * b;
-    case ReduceOp::kMin: return std::min(a, b);
-    case ReduceOp::kMax: return std::max(a, b);
-    default: return a + b;  // sum, and avg before its division
+// One function per (dtype, op), the op a template argument, so each loop is a plain (vectorized)
+// loop of one operation.
+template <ReduceOp kOp, typename T>
+T Apply(T a, T b) {
+  if constexpr (kOp == ReduceOp::kProd) {
+    return a * b;
+  } else if constexpr (kOp == ReduceOp::kMin) {
+    return std::min(a, b);
+  } else if constexpr (kOp == ReduceOp::kMax) {
+    return std::max(a, b);
+  } else {
+    return a + b;  // sum, and avg before its division
   }
 }
 
-template <typename T>
-void ReduceNative(ReduceOp op, void* out, const void* a, const void* b, size_t n) {
+template <typename T, ReduceOp kOp>
+void ReduceNative(void* out, const void* a, const void* b, size_t n) {
   auto* o = static_cast<T*>(out);
   const auto* x = static_cast<const T*>(a);
   const auto* y = static_cast<const T*>(b);
-  for (size_t i = 0; i < n; ++i) o[i] = Apply(op, x[i], y[i]);
+  for (size_t i = 0; i < n; ++i) o[i] = Apply<kOp>(x[i], y[i]);
 }
 
-template <float (*ToFloat)(uint16_t), uint16_t (*FromFloat)(float)>
-void ReduceHalf(ReduceOp op, void* out, const void* a, const void* b, size_t n) {
+template <float (*ToFloat)(uint16_t), uint16_t (*FromFloat)(float), ReduceOp kOp>
+void ReduceHalf(void* out, const void* a, const void* b, size_t n) {
   auto* o = static_cast<uint16_t*>(out);
   const auto* x = static_cast<const uint16_t*>(a);
   const auto* y = static_cast<const uint16_t*>(b);
-  for (size_t i = 0; i < n; ++i) o[i] = FromFloat(Apply(op, ToFloat(x[i]), ToFloat(y[i])));
+  for (size_t i = 0; i < n; ++i) o[i] = FromFloat(Apply<kOp>(ToFloat(x[i]), ToFloat(y[i])));
 }
 
-gloo::AllreduceOptions::Func ReduceFunction(DType dtype, ReduceOp op) {
-  using namespace std::placeholders;
+using ReduceFn = void (*)(void*, const void*, const void*, size_t);
+
+template <ReduceOp kOp>
+ReduceFn ReduceFor(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return std::bind(ReduceHalf<HalfToFloat, FloatToHalf>, op, _1, _2, _3, _4);
-    case DType::kBFloat16: return std::bind(ReduceHalf<BFloatToFloat, FloatToBFloat>, op, _1, _2, _3, _4);
-    case DType::kFloat32: return std::bind(ReduceNative<float>, op, _1, _2, _3, _4);
-    case DType::kFloat64: return std::bind(ReduceNative<double>, op, _1, _2, _3, _4);
-    case DType::kInt32: return std::bind(ReduceNative<int32_t>, op, _1, _2, _3, _4);
-    default: return std::bind(ReduceNative<int64_t>, op, _1, _2, _3, _4);
+    case DType::kFloat16: return ReduceHalf<HalfToFloat, FloatToHalf, kOp>;
+    case DType::kBFloat16: return ReduceHalf<BFloatToFloat, FloatToBFloat, kOp>;
+    case DType::kFloat32: return ReduceNative<float, kOp>;
+    case DType::kFloat64: return ReduceNative<double, kOp>;
+    case DType::kInt32: return ReduceNative<int32_t, kOp>;
+    default: return ReduceNative<int64_t, kOp>;
+  }
+}
+
+ReduceFn ReduceFunction(DType dtype, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kProd: return ReduceFor<ReduceOp::kProd>(dtype);
+    case ReduceOp::kMin: return ReduceFor<ReduceOp::kMin>(dtype);
+    case ReduceOp::kMax: return ReduceFor<ReduceOp::kMax>(dtype);
+    default: return ReduceFor<ReduceOp::kSum>(dtype);
   }
 }
 
@@ -296,6 +312,8 @@ class GlooGroup final : public Group {
     });
   }
 
+  const std::shared_ptr<gloo::rendezvous::Context>& context() const { return context_; }
+
   void Barrier() override {
     Run("barrier", DType::kFloat32, nullptr, [&] {
       gloo::BarrierOptions opts(context_);
@@ -375,6 +393,11 @@ class GlooGroup final : public Group {
 };
 
 }  // namespace
+
+std::shared_ptr<gloo::Context> GlooContextOf(Group& group) {
+  auto* g = dynamic_cast<GlooGroup*>(&group);
+  return g != nullptr ? g->context() : nullptr;
+}
 
 std::unique_ptr<Group> JoinGloo(const JoinInfo& info) {
   std::string prefix = info.prefix();

@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+namespace gloo {
+class Context;
+}
+
 namespace prism::collective::internal {
 
 // The control store's namespace for groups: "group/<name>" holds a declaration; a generation's
@@ -38,6 +42,10 @@ struct JoinInfo {
 // Connects this rank to the others through the control store (gloo's TCP transport on loopback).
 // Throws CollectiveError naming the ranks that did not join in time.
 std::unique_ptr<Group> JoinGloo(const JoinInfo& info);
+
+// A gloo group's context (for the benchmark's raw Gloo calls on the same connections); null for
+// groups of other backends.
+std::shared_ptr<gloo::Context> GlooContextOf(Group& group);
 
 // float16 and bfloat16 <-> float (round to nearest even).
 float HalfToFloat(uint16_t h);
