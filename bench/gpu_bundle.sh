@@ -16,18 +16,19 @@ out="$2"
   exit 1
 }
 programs=(prism gpu_benchmark gpu_backend_test gpu_test base_test gpu_scheduling_test gpu_tasks_test
-          device_objects_test)
+          device_objects_test collectives_nccl_test)
+[ -x "$build/bin/nccl_overhead" ] && programs+=(nccl_overhead)  # (where NCCL was found)
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/deps"
 for p in "${programs[@]}"; do
   [ -x "$build/bin/$p" ] || { echo "gpu_bundle: $build/bin/$p is not built" >&2; exit 1; }
   objcopy --strip-debug "$build/bin/$p" "$out/bin/$p"
 done
-for l in "$build"/lib/libprism.so* "$build/lib/libprism_gpu_cuda.so"; do
+for l in "$build"/lib/libprism.so* "$build"/lib/libprism_gpu_cuda.so "$build"/lib/libprism_collective*.so; do
   if [ -L "$l" ]; then cp -P "$l" "$out/lib/"; else objcopy --strip-debug "$l" "$out/lib/$(basename "$l")"; fi
 done
 # Everything they load, less the C/C++ runtime, CUDA's libraries and prism's own.
-skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libstdc\+\+|libgcc_s|libz\.|libcuda|libcudart|libcublas|libnvidia|libprism)'
+skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libstdc\+\+|libgcc_s|libz\.|libcuda|libcudart|libcublas|libnccl|libnvidia|libprism)'
 for f in "$out"/bin/* "$out"/lib/*.so; do
   ldd "$f" | awk '/=> \// {print $1, $3}'
 done | sort -u | while read -r name path; do

@@ -64,6 +64,12 @@ if [ "$backend" = cuda ]; then
   run "backend suite on cuda" timeout 180 "$bin/gpu_backend_test" --gtest_filter='*/cuda'
   run "GPU tasks and actors (e2e, cuda)" timeout 180 env PRISM_TEST_GPU_BACKEND=cuda "$bin/gpu_tasks_test"
   run "device objects (e2e, cuda)" timeout 180 env PRISM_TEST_GPU_BACKEND=cuda "$bin/device_objects_test"
+  if [ -x "$bin/collectives_nccl_test" ]; then
+    run "collectives: nccl, 1-rank group" timeout 180 "$bin/collectives_nccl_test" --gtest_filter='*OneRank*'
+  fi
+  if [ -x "$bin/nccl_overhead" ]; then
+    run "collectives: nccl per-call overhead" bash -c "timeout 120 '$bin/nccl_overhead' | tee '$build_dir/nccl_overhead.txt'"
+  fi
   # These must run, not skip: "no CUDA device" means the cuda backend did not find the GPU.
   if grep -q "no CUDA device" "$build_dir/gpu_check.log"; then
     rows+=("$(printf '%-34s %s' "gpu tests skipped" "FAILED (the cuda backend saw no device)")")
@@ -106,4 +112,5 @@ echo "## gpu_check ($backend) on $(hostname), $(date -u +%Y-%m-%d)"
 printf '%-34s %s\n' "check" "result"
 for r in "${rows[@]}"; do echo "$r"; done
 grep -E "^64 MiB|^256 MiB|events are|consumer process|raw CUDA|PyTorch" "$bench_log" | sed 's/^/  /'
+if [ -f "$build_dir/nccl_overhead.txt" ]; then grep -E "median overhead" "$build_dir/nccl_overhead.txt" | sed 's/^/  /'; fi
 exit $status

@@ -193,23 +193,13 @@ void WithCarrier(DType dtype, F f) {
   }
 }
 
-// Gone: no such process, or one that exited and waits to be reaped (a zombie).
-bool ProcessGone(int pid) {
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
-}
-
 class GlooGroup final : public Group {
  public:
-  GlooGroup(const JoinInfo& info, std::shared_ptr<gloo::rendezvous::Context> context, std::vector<int> pids)
+  GlooGroup(const JoinInfo& info, std::shared_ptr<gloo::rendezvous::Context> context)
       : Group(info.name, info.rank, info.size, Backend::kGloo),
+        info_(info),
         context_(std::move(context)),
-        timeout_(info.timeout),
-        pids_(std::move(pids)) {}
+        timeout_(info.timeout) {}
 
   void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
     Run("allreduce", dtype, stream, [&] {
@@ -363,29 +353,15 @@ class GlooGroup final : public Group {
     try {
       body();
     } catch (const std::exception& e) {
-      broken_ = Diagnose(op, e.what());
+      broken_ = internal::Diagnose(info_, op, e.what());
       throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
                             std::to_string(size()) + "): " + broken_);
     }
   }
 
-  // Which ranks are at fault: those whose process is gone; else the op timed out on live ranks.
-  std::string Diagnose(const char* op, const std::string& what) const {
-    std::string gone;
-    for (int r = 0; r < size(); ++r) {
-      if (r == rank() || pids_[r] <= 0) continue;
-      if (ProcessGone(pids_[r])) {
-        gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(pids_[r]) + ")";
-      }
-    }
-    if (!gone.empty()) return std::string(op) + " failed: rank " + gone + " is gone (" + what + ")";
-    return std::string(op) + " did not complete within " + std::to_string(timeout_.count()) +
-           " ms: another rank did not take part (" + what + ")";
-  }
-
+  JoinInfo info_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
-  std::vector<int> pids_;
   std::mutex mu_;
   std::string broken_;
   uint32_t next_tag_ = 1;
@@ -400,38 +376,17 @@ std::shared_ptr<gloo::Context> GlooContextOf(Group& group) {
 }
 
 std::unique_ptr<Group> JoinGloo(const JoinInfo& info) {
-  std::string prefix = info.prefix();
-  KvSet(prefix + "joined/" + std::to_string(info.rank), std::to_string(getpid()));
-  auto fail = [&](const std::string& what) -> CollectiveError {
-    std::string missing;
-    for (int r = 0; r < info.size; ++r) {
-      if (!KvGet(prefix + "joined/" + std::to_string(r))) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-    }
-    std::string head = "collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
-                       std::to_string(info.size) + "): ";
-    if (!missing.empty()) {
-      return CollectiveError(head + "rank " + missing + " did not join within " + std::to_string(info.timeout.count()) +
-                             " ms (" + what + ")");
-    }
-    return CollectiveError(head + "cannot connect to the other ranks: " + what);
-  };
-  std::vector<std::string> joined;
-  for (int r = 0; r < info.size; ++r) joined.push_back(prefix + "joined/" + std::to_string(r));
-  if (!KvWait(joined, info.timeout)) throw fail("the rendezvous timed out");
-  std::vector<int> pids;
-  for (const std::string& key : joined) pids.push_back(std::atoi(KvGet(key).value_or("0").c_str()));
   try {
     gloo::transport::tcp::attr attr("127.0.0.1");
     auto device = gloo::transport::tcp::CreateDevice(attr);
     auto context = std::make_shared<gloo::rendezvous::Context>(info.rank, info.size);
     context->setTimeout(info.timeout);
-    ControlStore store(prefix + "gloo/", info.timeout);
+    ControlStore store(info.prefix() + "gloo/", info.timeout);
     context->connectFullMesh(store, device);
-    return std::make_unique<GlooGroup>(info, std::move(context), std::move(pids));
-  } catch (const CollectiveError&) {
-    throw;
+    return std::make_unique<GlooGroup>(info, std::move(context));
   } catch (const std::exception& e) {
-    throw fail(e.what());
+    throw CollectiveError("collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
+                          std::to_string(info.size) + "): cannot connect to the other ranks: " + e.what());
   }
 }
 

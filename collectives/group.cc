@@ -6,12 +6,18 @@
 #include "worker/core_worker.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -102,7 +108,57 @@ int FreePort() {
   return port;
 }
 
-Group& Join(const JoinInfo& info) {
+// The nccl backend: libprism_collective_nccl.so next to this library, loaded when first asked for.
+struct NcclLibrary {
+  int (*unique_id)(char* out, char* error, size_t size) = nullptr;
+  int (*join)(const JoinInfo* info, const char* id, Group** out, char* error, size_t size) = nullptr;
+  std::string error;
+};
+
+const NcclLibrary& Nccl() {
+  static NcclLibrary lib = [] {
+    NcclLibrary l;
+    Dl_info self{};
+    std::string path = "libprism_collective_nccl.so";
+    if (dladdr(reinterpret_cast<void*>(&Nccl), &self) != 0 && self.dli_fname != nullptr) {
+      path = (std::filesystem::path(self.dli_fname).parent_path() / path).string();
+    }
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+      const char* e = dlerror();
+      l.error = "the nccl backend is not available here (" + std::string(e ? e : path) +
+                "): it is built where the CUDA toolkit and NCCL are, and runs where a GPU is";
+      return l;
+    }
+    l.unique_id = reinterpret_cast<decltype(l.unique_id)>(dlsym(h, "prism_nccl_unique_id"));
+    l.join = reinterpret_cast<decltype(l.join)>(dlsym(h, "prism_nccl_join"));
+    if (!l.unique_id || !l.join) l.error = "libprism_collective_nccl.so lacks its entry points";
+    return l;
+  }();
+  return lib;
+}
+
+std::unique_ptr<Group> JoinNccl(const JoinInfo& info) {
+  const NcclLibrary& lib = Nccl();
+  std::string head = "collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
+                     std::to_string(info.size) + "): ";
+  if (!lib.error.empty()) throw InvalidArgumentError(head + lib.error);
+  char error[512] = {};
+  std::string key = info.prefix() + "nccl_id";
+  if (info.rank == 0) {  // rank 0's unique id, through the control store
+    char id[128];
+    if (lib.unique_id(id, error, sizeof error) != 0) throw CollectiveError(head + error);
+    KvPutIfAbsent(key, std::string(id, sizeof id));
+  }
+  if (!KvWait({key}, info.timeout)) throw CollectiveError(head + "rank 0 did not publish the nccl unique id in time");
+  std::string id = KvGet(key).value_or("");
+  if (id.size() != 128) throw CollectiveError(head + "a malformed nccl unique id");
+  Group* group = nullptr;
+  if (lib.join(&info, id.data(), &group, error, sizeof error) != 0) throw CollectiveError(head + error);
+  return std::unique_ptr<Group>(group);
+}
+
+Group& Join(JoinInfo info) {
   Registry& r = TheRegistry();
   std::lock_guard<std::mutex> joining(r.join_mu);
   {
@@ -113,11 +169,12 @@ Group& Join(const JoinInfo& info) {
   // torch.distributed's environment (env://): rank 0 publishes where its store will listen.
   std::string master_key = info.prefix() + "master";
   if (info.rank == 0) KvPutIfAbsent(master_key, "127.0.0.1:" + std::to_string(FreePort()));
+  Rendezvous(info);
   std::unique_ptr<Group> group;
   if (info.backend == Backend::kGloo) {
     group = JoinGloo(info);
   } else {
-    throw InvalidArgumentError("collective group '" + info.name + "': the nccl backend is not in this build");
+    group = JoinNccl(info);
   }
   if (auto master = KvGet(master_key)) {
     auto colon = master->rfind(':');
@@ -154,6 +211,46 @@ bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds time
     }
   }
   return true;
+}
+
+void Rendezvous(JoinInfo& info) {
+  std::string prefix = info.prefix();
+  KvSet(prefix + "joined/" + std::to_string(info.rank), std::to_string(getpid()));
+  std::vector<std::string> joined;
+  for (int r = 0; r < info.size; ++r) joined.push_back(prefix + "joined/" + std::to_string(r));
+  if (!KvWait(joined, info.timeout)) {
+    std::string missing;
+    for (int r = 0; r < info.size; ++r) {
+      if (!KvGet(joined[r])) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    throw CollectiveError("collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
+                          std::to_string(info.size) + "): rank " + missing + " did not join within " +
+                          std::to_string(info.timeout.count()) + " ms");
+  }
+  info.pids.clear();
+  for (const std::string& key : joined) info.pids.push_back(std::atoi(KvGet(key).value_or("0").c_str()));
+}
+
+bool ProcessGone(int pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
+}
+
+std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what) {
+  std::string gone;
+  for (int r = 0; r < info.size && r < static_cast<int>(info.pids.size()); ++r) {
+    if (r == info.rank || info.pids[r] <= 0) continue;
+    if (ProcessGone(info.pids[r])) {
+      gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(info.pids[r]) + ")";
+    }
+  }
+  if (!gone.empty()) return std::string(op) + " failed: rank " + gone + " is gone (" + what + ")";
+  return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) +
+         " ms: another rank did not take part (" + what + ")";
 }
 
 size_t ElementSize(DType dtype) { return gpu::DTypeSize(dtype); }

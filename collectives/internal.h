@@ -36,8 +36,17 @@ struct JoinInfo {
   int size = 0;
   Backend backend = Backend::kGloo;
   std::chrono::milliseconds timeout{30000};
+  std::vector<int> pids;  // each rank's process, once all joined (to name a dead one)
   std::string prefix() const { return name + "/" + generation + "/"; }
 };
+
+// Publishes this rank's process and waits for every rank's (fills info.pids). Throws
+// CollectiveError naming the ranks that did not join in time.
+void Rendezvous(JoinInfo& info);
+// Whether a rank's process is gone (no such process, or a zombie), and a failure's cause put in
+// words: the ranks that are gone, or a timeout on live ones.
+bool ProcessGone(int pid);
+std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what);
 
 // Connects this rank to the others through the control store (gloo's TCP transport on loopback).
 // Throws CollectiveError naming the ranks that did not join in time.

@@ -1,0 +1,308 @@
+// The nccl backend (libprism_collective_nccl.so, loaded by libprism_collective when a group asks for
+// it, so nothing else needs NCCL or the CUDA runtime): CUDA device memory, every operation queued
+// on the caller's stream with no host synchronization. Communicators start non-blocking; a
+// watchdog thread aborts one (ncclCommAbort) whose operation is not done within the timeout or
+// that reports an asynchronous error, so a dead or stalled rank turns into CollectiveError.
+#include "collectives/internal.h"
+
+#include <prism/gpu/context.h>
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+namespace prism::collective::internal {
+namespace {
+
+ncclDataType_t ToNccl(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16: return ncclFloat16;
+    case DType::kBFloat16: return ncclBfloat16;
+    case DType::kFloat32: return ncclFloat32;
+    case DType::kFloat64: return ncclFloat64;
+    case DType::kInt32: return ncclInt32;
+    default: return ncclInt64;
+  }
+}
+
+ncclRedOp_t ToNccl(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kProd: return ncclProd;
+    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kAvg: return ncclAvg;
+    default: return ncclSum;
+  }
+}
+
+class NcclGroup final : public Group {
+ public:
+  NcclGroup(const JoinInfo& info, ncclComm_t comm, int device)
+      : Group(info.name, info.rank, info.size, Backend::kNccl), info_(info), comm_(comm), device_(device) {
+    watchdog_ = std::thread([this] { Watch(); });
+  }
+  ~NcclGroup() override {
+    {
+      std::lock_guard<std::mutex> lock(watch_mu_);
+      stop_ = true;
+    }
+    watch_cv_.notify_all();
+    watchdog_.join();
+    for (auto& p : pending_) cudaEventDestroy(p.event);
+    for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
+    if (aborted_) return;  // (an aborted communicator is freed by the abort)
+    ncclCommDestroy(comm_);
+    if (barrier_stream_) cudaStreamDestroy(barrier_stream_);
+    if (barrier_buffer_) cudaFree(barrier_buffer_);
+  }
+
+  void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+    Run("allreduce", dtype, stream, [&](cudaStream_t s) {
+      return ncclAllReduce(send, recv, count, ToNccl(dtype), ToNccl(op), comm_, s);
+    });
+  }
+  void AllGather(const void* send, void* recv, size_t count, DType dtype, gpu::Stream* stream) override {
+    Run("allgather", dtype, stream, [&](cudaStream_t s) {
+      return ncclAllGather(send, recv, count, ToNccl(dtype), comm_, s);
+    });
+  }
+  void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+    Run("reduce-scatter", dtype, stream, [&](cudaStream_t s) {
+      return ncclReduceScatter(send, recv, count, ToNccl(dtype), ToNccl(op), comm_, s);
+    });
+  }
+  void Broadcast(void* buffer, size_t count, DType dtype, int root, gpu::Stream* stream) override {
+    CheckRank(root, "root");
+    Run("broadcast", dtype, stream, [&](cudaStream_t s) {
+      return ncclBroadcast(buffer, buffer, count, ToNccl(dtype), root, comm_, s);
+    });
+  }
+  void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root, gpu::Stream* stream) override {
+    CheckRank(root, "root");
+    Run("reduce", dtype, stream, [&](cudaStream_t s) {
+      return ncclReduce(send, recv, count, ToNccl(dtype), ToNccl(op), root, comm_, s);
+    });
+  }
+  void Send(const void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
+    CheckPeer(peer);
+    Run("send", dtype, stream, [&](cudaStream_t s) { return ncclSend(buffer, count, ToNccl(dtype), peer, comm_, s); });
+  }
+  void Recv(void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
+    CheckPeer(peer);
+    Run("recv", dtype, stream, [&](cudaStream_t s) { return ncclRecv(buffer, count, ToNccl(dtype), peer, comm_, s); });
+  }
+  void Barrier() override {
+    // An allreduce of one element on a stream of the group's, waited for (within the timeout).
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!barrier_stream_) {
+        cudaSetDevice(device_);
+        if (cudaStreamCreateWithFlags(&barrier_stream_, cudaStreamNonBlocking) != cudaSuccess ||
+            cudaMalloc(&barrier_buffer_, sizeof(int32_t)) != cudaSuccess) {
+          throw RuntimeError("collective group '" + name() + "': cannot set up its barrier");
+        }
+      }
+    }
+    RunOn("barrier", DType::kInt32, barrier_stream_, [&](cudaStream_t s) {
+      return ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, s);
+    });
+    auto deadline = std::chrono::steady_clock::now() + info_.timeout;
+    while (cudaStreamQuery(barrier_stream_) == cudaErrorNotReady) {
+      if (Broken() || std::chrono::steady_clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!broken_.empty()) Fail(broken_);
+  }
+
+  ncclComm_t comm() const { return comm_; }
+
+ private:
+  void CheckRank(int r, const char* what) const {
+    if (r < 0 || r >= size()) {
+      throw InvalidArgumentError("collective group '" + name() + "': " + what + " " + std::to_string(r) +
+                                 " is not a rank of its " + std::to_string(size()));
+    }
+  }
+  void CheckPeer(int peer) const {
+    CheckRank(peer, "peer");
+    if (peer == rank()) throw InvalidArgumentError("collective group '" + name() + "': a rank cannot send to itself");
+  }
+  [[noreturn]] void Fail(const std::string& why) const {
+    throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
+                          std::to_string(size()) + "): " + why);
+  }
+  bool Broken() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !broken_.empty();
+  }
+
+  template <typename F>
+  void Run(const char* op, DType dtype, gpu::Stream* stream, F call) {
+    cudaStream_t s = nullptr;
+    if (stream != nullptr) {
+      s = static_cast<cudaStream_t>(stream->native());
+    } else {
+      // A GPU task's or actor's own stream; else the legacy default stream.
+      gpu::Context* ctx = nullptr;
+      try {
+        ctx = &gpu::CurrentContext();
+      } catch (const Error&) {
+      }
+      if (ctx != nullptr) s = static_cast<cudaStream_t>(ctx->stream().native());
+    }
+    RunOn(op, dtype, s, call);
+  }
+
+  template <typename F>
+  void RunOn(const char* op, DType dtype, cudaStream_t s, F call) {
+    CheckDType(dtype);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!broken_.empty()) Fail(std::string("it is broken (") + broken_ + "): destroy it and create it again");
+    ncclResult_t r = call(s);
+    while (r == ncclInProgress) {  // a non-blocking communicator's enqueue still going
+      if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) break;
+    }
+    if (r != ncclSuccess) {
+      broken_ = Diagnose(info_, op, std::string(ncclGetErrorString(r)) + ": " + ncclGetLastError(comm_));
+      Fail(broken_);
+    }
+    // The watchdog checks that it completes in time: an event after it.
+    cudaEvent_t done = nullptr;
+    {
+      std::lock_guard<std::mutex> w(watch_mu_);
+      if (!free_events_.empty()) {
+        done = free_events_.back();
+        free_events_.pop_back();
+      }
+    }
+    if (done == nullptr && cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess) return;
+    cudaEventRecord(done, s);
+    bool idle;
+    {
+      std::lock_guard<std::mutex> w(watch_mu_);
+      idle = pending_.empty();
+      pending_.push_back({done, std::chrono::steady_clock::now() + info_.timeout, op});
+    }
+    if (idle) watch_cv_.notify_one();  // (while some are pending it looks every 5 ms anyway)
+  }
+
+  void Watch() {
+    std::unique_lock<std::mutex> lock(watch_mu_);
+    while (!stop_) {
+      watch_cv_.wait_for(lock, std::chrono::milliseconds(pending_.empty() ? 200 : 5));
+      while (!pending_.empty() && cudaEventQuery(pending_.front().event) == cudaSuccess) {
+        free_events_.push_back(pending_.front().event);
+        pending_.pop_front();
+      }
+      ncclResult_t async = ncclSuccess;
+      if (!aborted_) ncclCommGetAsyncError(comm_, &async);
+      bool late = !pending_.empty() && std::chrono::steady_clock::now() > pending_.front().deadline;
+      if ((late || (async != ncclSuccess && async != ncclInProgress)) && !aborted_) {
+        std::string what = late ? std::string(pending_.front().op) : "an operation";
+        std::string why = late ? "not done in time" : std::string(ncclGetErrorString(async));
+        aborted_ = true;
+        lock.unlock();
+        ncclCommAbort(comm_);  // its kernels end; what waits on them goes on
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          broken_ = Diagnose(info_, what.c_str(), why);
+        }
+        lock.lock();
+      }
+    }
+  }
+
+  struct Pending {
+    cudaEvent_t event;
+    std::chrono::steady_clock::time_point deadline;
+    const char* op;
+  };
+  JoinInfo info_;
+  ncclComm_t comm_;
+  int device_;
+  std::mutex mu_;  // one enqueue at a time; broken_
+  std::string broken_;
+  cudaStream_t barrier_stream_ = nullptr;
+  void* barrier_buffer_ = nullptr;
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  std::deque<Pending> pending_;
+  std::vector<cudaEvent_t> free_events_;
+  bool stop_ = false;
+  bool aborted_ = false;
+  std::thread watchdog_;
+};
+
+}  // namespace
+}  // namespace prism::collective::internal
+
+using prism::collective::internal::JoinInfo;
+
+// A new unique id (128 bytes) for rank 0 to publish. 0 on success.
+extern "C" __attribute__((visibility("default"))) int prism_nccl_unique_id(char* out, char* error, size_t size) {
+  ncclUniqueId id;
+  ncclResult_t r = ncclGetUniqueId(&id);
+  if (r != ncclSuccess) {
+    std::snprintf(error, size, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+    return 1;
+  }
+  std::memcpy(out, id.internal, NCCL_UNIQUE_ID_BYTES);
+  return 0;
+}
+
+// Joins the communicator of `id` as info's rank on this process's device 0 (its GPU), waiting
+// for the non-blocking init within the timeout. 0 on success.
+extern "C" __attribute__((visibility("default"))) int prism_nccl_join(const JoinInfo* info, const char* id_bytes,
+                                                                      prism::collective::Group** out, char* error,
+                                                                      size_t size) {
+  int device = 0;
+  if (cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    std::snprintf(error, size, "this process has no CUDA device for nccl");
+    return 1;
+  }
+  ncclUniqueId id;
+  std::memcpy(id.internal, id_bytes, NCCL_UNIQUE_ID_BYTES);
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  ncclResult_t r = ncclCommInitRankConfig(&comm, info->size, id, info->rank, &config);
+  auto deadline = std::chrono::steady_clock::now() + info->timeout;
+  while (r == ncclInProgress || r == ncclSuccess) {
+    ncclResult_t state = ncclSuccess;
+    if (comm == nullptr) break;
+    ncclCommGetAsyncError(comm, &state);
+    if (state != ncclInProgress) {
+      r = state;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ncclCommAbort(comm);
+      std::snprintf(error, size, "the nccl communicator did not form within %lld ms",
+                    static_cast<long long>(info->timeout.count()));
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  if (r != ncclSuccess) {
+    std::snprintf(error, size, "ncclCommInitRankConfig: %s", ncclGetErrorString(r));
+    if (comm != nullptr) ncclCommAbort(comm);
+    return 1;
+  }
+  *out = new prism::collective::internal::NcclGroup(*info, comm, device);
+  return 0;
+}
+
+// The communicator of an nccl group (for the benchmark's raw NCCL calls on the same buffers);
+// null for groups of other backends.
+extern "C" __attribute__((visibility("default"))) void* prism_nccl_comm(prism::collective::Group* group) {
+  auto* g = dynamic_cast<prism::collective::internal::NcclGroup*>(group);
+  return g != nullptr ? static_cast<void*>(g->comm()) : nullptr;
+}
