@@ -83,10 +83,12 @@ if [ "$backend" = cuda ]; then
     if [ ! -f "$pydir/prism/_prism$ext" ] && [ -d "$build_dir/include" ]; then
       run "Python binding for $(python3 -V 2>&1)" c++ -O1 -shared -fPIC -fvisibility=hidden -std=c++20 \
         -DMSGPACK_DEFAULT_API_VERSION=3 -DMSGPACK_NO_BOOST -I core -I . -I core/include -I gpu/include \
-        -isystem "$build_dir/include" $(python3 -m pybind11 --includes) python/src/module.cc \
-        -o "$pydir/prism/_prism$ext" -L"$build_dir/lib" -lprism -L"$build_dir/deps" -l:libprotobuf.so.32
+        -I collectives/include -isystem "$build_dir/include" $(python3 -m pybind11 --includes) python/src/module.cc \
+        -o "$pydir/prism/_prism$ext" -L"$build_dir/lib" -lprism -lprism_collective -L"$build_dir/deps" \
+        -l:libprotobuf.so.32
     fi
     run "PyTorch tensors through DLPack" env PYTHONPATH="$pydir" timeout 180 python3 tests/gpu/torch_dlpack_check.py
+    run "torch.distributed on a prism group" env PYTHONPATH="$pydir" timeout 180 python3 tests/gpu/torch_distributed_check.py
   fi
   export PRISM_GPU_BACKEND=sim PRISM_SIM_DEVICE_MEMORY=256M
   run "GPU scheduling and tasks (sim)" bash -c "'$bin/gpu_scheduling_test' && '$bin/gpu_tasks_test'"

@@ -4,8 +4,14 @@ include(CMakePackageConfigHelpers)
 install(TARGETS prism_core EXPORT prismTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(TARGETS prism_collective EXPORT prismTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+if(TARGET prism_collective_nccl)  # loaded from next to libprism_collective
+  install(TARGETS prism_collective_nccl LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(TARGETS prism_tool RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY core/include/prism gpu/include/prism DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY core/include/prism gpu/include/prism collectives/include/prism DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT prismTargets NAMESPACE prism:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/prism)
 configure_package_config_file(cmake/prismConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/prismConfig.cmake

@@ -263,8 +263,12 @@ class GlooGroup final : public Group {
     CheckRank(root, "root");
     Run("reduce", dtype, stream, [&] {
       if (count == 0) return;
-      std::vector<uint8_t> scratch;
+      std::vector<uint8_t> scratch, input;
       void* out = recv;
+      if (send == recv) {  // in place: gloo reads its input while it writes the output
+        input.assign(static_cast<const uint8_t*>(send), static_cast<const uint8_t*>(send) + count * ElementSize(dtype));
+        send = input.data();
+      }
       if (rank() != root || out == nullptr) {  // gloo wants an output everywhere
         scratch.resize(count * ElementSize(dtype));
         out = scratch.data();

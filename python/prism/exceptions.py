@@ -91,6 +91,11 @@ class InfeasibleError(RayError):
     """No node of the cluster can ever run the task."""
 
 
+class CollectiveError(RayError):
+    """A collective failed: a rank never joined, died or did not take part in time, or the group is
+    broken by an earlier failure. The message names the group and the rank(s)."""
+
+
 class RaySystemError(RayError):
     """prism itself failed (the node daemon is gone, a bad request)."""
 
@@ -103,7 +108,7 @@ PrismSystemError = RaySystemError
 
 __all__ = [
     "RayError", "RayTaskError", "RayActorError", "GetTimeoutError", "WorkerCrashedError",
-    "ObjectLostError", "OwnerDiedError", "TaskCancelledError", "ObjectStoreFullError",
+    "ObjectLostError", "OwnerDiedError", "TaskCancelledError", "ObjectStoreFullError", "CollectiveError",
     "InfeasibleError", "RaySystemError", "PrismError", "PrismTaskError", "ActorDiedError",
     "PrismSystemError",
 ]

@@ -4,6 +4,7 @@
 #include "worker/core_worker.h"
 #include "worker/task_executor.h"
 
+#include <prism/collective.h>
 #include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
@@ -317,6 +318,75 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   return std::move(t).value();
 }
 
+collective::Backend ParseBackend(const std::string& name) {
+  if (name == "gloo") return collective::Backend::kGloo;
+  if (name == "nccl") return collective::Backend::kNccl;
+  throw InvalidArgumentError("a collective backend is 'gloo' or 'nccl', not '" + name + "'");
+}
+
+collective::ReduceOp ParseReduceOp(const std::string& op) {
+  if (op == "sum") return collective::ReduceOp::kSum;
+  if (op == "prod" || op == "product") return collective::ReduceOp::kProd;
+  if (op == "min") return collective::ReduceOp::kMin;
+  if (op == "max") return collective::ReduceOp::kMax;
+  if (op == "avg" || op == "mean") return collective::ReduceOp::kAvg;
+  throw InvalidArgumentError("a reduce op is sum, prod, min, max or avg, not '" + op + "'");
+}
+
+// A collective's buffer: a prism.gpu.Tensor (its memory and stream), or anything with the buffer
+// protocol (a NumPy array: host memory), C-contiguous, of a dtype collectives take.
+struct CollectiveBuffer {
+  void* data = nullptr;
+  size_t count = 0;
+  collective::DType dtype = collective::DType::kFloat32;
+  gpu::Stream* stream = nullptr;
+  py::buffer_info info;  // keeps a buffer's view while the operation runs
+
+  CollectiveBuffer(const py::object& x, bool writable) {
+    if (py::isinstance<gpu::Tensor>(x)) {
+      const auto& t = x.cast<const gpu::Tensor&>();
+      data = t.data();
+      count = t.count();
+      dtype = t.dtype();
+      stream = t.stream();
+      return;
+    }
+    if (!PyObject_CheckBuffer(x.ptr())) {
+      throw py::type_error("a collective takes a NumPy array (or another buffer) or a prism.gpu.Tensor, not " +
+                           std::string(py::str(x.get_type().attr("__name__"))));
+    }
+    info = x.cast<py::buffer>().request(writable);
+    ssize_t expect = info.itemsize;
+    for (ssize_t d = info.ndim; d-- > 0;) {
+      if (info.shape[d] != 1 && info.strides[d] != expect) {
+        throw py::value_error("a collective's array must be C-contiguous (use numpy.ascontiguousarray)");
+      }
+      expect *= info.shape[d];
+    }
+    data = info.ptr;
+    count = static_cast<size_t>(info.size);
+    char f = info.format.empty() ? '?' : info.format.back();
+    if (f == 'e') {
+      dtype = collective::DType::kFloat16;
+    } else if (f == 'f') {
+      dtype = collective::DType::kFloat32;
+    } else if (f == 'd') {
+      dtype = collective::DType::kFloat64;
+    } else if ((f == 'i' || f == 'l' || f == 'q') && info.itemsize == 4) {
+      dtype = collective::DType::kInt32;
+    } else if ((f == 'i' || f == 'l' || f == 'q') && info.itemsize == 8) {
+      dtype = collective::DType::kInt64;
+    } else {
+      throw py::value_error("collectives take float16, float32, float64, int32 and int64 arrays (and bfloat16 "
+                            "prism tensors), not format '" + info.format + "'");
+    }
+  }
+};
+
+void CheckSameDType(const CollectiveBuffer& a, const CollectiveBuffer& b) {
+  if (a.dtype != b.dtype) throw py::value_error("the input and the output must have the same dtype");
+}
+
 }  // namespace
 }  // namespace prism
 
@@ -337,6 +407,7 @@ PYBIND11_MODULE(_prism, m) {
   static py::exception<ObjectStoreFullError> store_full(m, "ObjectStoreFullError", error.ptr());
   static py::exception<InvalidArgumentError> invalid(m, "InvalidArgumentError", error.ptr());
   static py::exception<RuntimeError> runtime(m, "RuntimeError", error.ptr());
+  static py::exception<collective::CollectiveError> collective_error(m, "CollectiveError", error.ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -358,6 +429,8 @@ PYBIND11_MODULE(_prism, m) {
       actor_died(e.what());
     } catch (const TaskCancelledError& e) {
       cancelled(e.what());
+    } catch (const collective::CollectiveError& e) {
+      collective_error(e.what());
     } catch (const ObjectStoreFullError& e) {
       store_full(e.what());
     } catch (const InvalidArgumentError& e) {
@@ -485,6 +558,98 @@ PYBIND11_MODULE(_prism, m) {
     std::string d = descriptor;
     py::gil_scoped_release release;
     return gpu::internal::UnpackTensor(d);
+  });
+
+  // Collectives (prism/collective.py): groups over actors, operations on NumPy-like buffers and
+  // prism.gpu.Tensor.
+  py::class_<collective::Group, std::unique_ptr<collective::Group, py::nodelete>>(m, "CollectiveGroup")
+      .def_property_readonly("name", &collective::Group::name)
+      .def_property_readonly("rank", &collective::Group::rank)
+      .def_property_readonly("size", &collective::Group::size)
+      .def_property_readonly("backend", [](const collective::Group& g) { return collective::BackendName(g.backend()); })
+      .def("allreduce", [](collective::Group& g, py::object x, const std::string& op) {
+        CollectiveBuffer b(x, true);
+        py::gil_scoped_release release;
+        g.AllReduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), b.stream);
+      })
+      .def("allgather", [](collective::Group& g, py::object out, py::object x) {
+        CollectiveBuffer o(out, true), i(x, false);
+        CheckSameDType(o, i);
+        if (o.count != i.count * static_cast<size_t>(g.size())) {
+          throw py::value_error("allgather's output must hold size * len(input) elements");
+        }
+        py::gil_scoped_release release;
+        g.AllGather(i.data, o.data, i.count, i.dtype, i.stream);
+      })
+      .def("reduce_scatter", [](collective::Group& g, py::object out, py::object x, const std::string& op) {
+        CollectiveBuffer o(out, true), i(x, false);
+        CheckSameDType(o, i);
+        if (i.count != o.count * static_cast<size_t>(g.size())) {
+          throw py::value_error("reduce_scatter's input must hold size * len(output) elements");
+        }
+        py::gil_scoped_release release;
+        g.ReduceScatter(i.data, o.data, o.count, o.dtype, ParseReduceOp(op), i.stream);
+      })
+      .def("broadcast", [](collective::Group& g, py::object x, int root) {
+        CollectiveBuffer b(x, true);
+        py::gil_scoped_release release;
+        g.Broadcast(b.data, b.count, b.dtype, root, b.stream);
+      })
+      .def("reduce", [](collective::Group& g, py::object x, int root, const std::string& op) {
+        CollectiveBuffer b(x, true);
+        py::gil_scoped_release release;
+        g.Reduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), root, b.stream);
+      })
+      .def("send", [](collective::Group& g, py::object x, int peer) {
+        CollectiveBuffer b(x, false);
+        py::gil_scoped_release release;
+        g.Send(b.data, b.count, b.dtype, peer, b.stream);
+      })
+      .def("recv", [](collective::Group& g, py::object x, int peer) {
+        CollectiveBuffer b(x, true);
+        py::gil_scoped_release release;
+        g.Recv(b.data, b.count, b.dtype, peer, b.stream);
+      })
+      .def("barrier", [](collective::Group& g) {
+        py::gil_scoped_release release;
+        g.Barrier();
+      });
+  m.def("collective_declare", [](const std::vector<py::bytes>& actors, const std::string& backend,
+                                 const std::string& name, double timeout_s) {
+    std::vector<ActorId> ids;
+    for (const auto& a : actors) {
+      std::string id = a;
+      if (!ActorId::IsValidBinary(id)) throw InvalidArgumentError("not an actor id");
+      ids.push_back(ActorId::FromBinary(id));
+    }
+    collective::GroupOptions options;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    py::gil_scoped_release release;
+    collective::internal::DeclareGroup(ids, ParseBackend(backend), name, options);
+  });
+  m.def("collective_get", [](const std::string& name) {
+    py::gil_scoped_release release;
+    return &collective::GetGroup(name);
+  }, py::return_value_policy::reference);
+  m.def("collective_init", [](const std::string& name, int world_size, int rank, const std::string& backend,
+                              double timeout_s) {
+    collective::GroupOptions options;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    collective::Backend b = ParseBackend(backend);
+    py::gil_scoped_release release;
+    return &collective::InitGroup(name, world_size, rank, b, options);
+  }, py::return_value_policy::reference);
+  m.def("collective_destroy", [](const std::string& name) {
+    py::gil_scoped_release release;
+    collective::DestroyGroup(name);
+  });
+  m.def("collective_in_group", [](const std::string& name) { return collective::InGroup(name); });
+  m.def("collective_env", [] {  // what joining set in the C environment (Python's os.environ is a copy)
+    py::dict out;
+    for (const char* k : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
+      if (const char* v = std::getenv(k)) out[k] = v;
+    }
+    return out;
   });
 
   m.def("write_timeline", [](const std::string& path) {

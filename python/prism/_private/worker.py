@@ -43,6 +43,7 @@ def _translate(err):
         (_prism.ActorDiedError, exceptions.RayActorError),
         (_prism.TaskCancelledError, exceptions.TaskCancelledError),
         (_prism.ObjectStoreFullError, exceptions.ObjectStoreFullError),
+        (_prism.CollectiveError, exceptions.CollectiveError),
         (_prism.InvalidArgumentError, ValueError),
     ]
     for native, mine in table:
