@@ -4,7 +4,7 @@
 // on the same processes and connections (the group's own Gloo context) give the floor prism is
 // measured against.
 //
-//   collectives_benchmark [--ranks 2] [--min-bytes 8] [--max-bytes 1073741824] [--ops allreduce,...]
+//   collectives_benchmark [--ranks 2] [--min-bytes 8] [--max-bytes 1073741824] [--step 2] [--ops allreduce,...]
 #include <prism/collective.h>
 #include <prism/prism.h>
 
@@ -137,10 +137,12 @@ int main(int argc, char** argv) {
   int ranks = 2;
   int64_t min_bytes = 8, max_bytes = int64_t{1} << 30;
   std::vector<std::string> ops{"allreduce", "allgather", "reducescatter", "broadcast"};
+  int step = 2;
   app.add_option("--ranks", ranks, "ranks (one actor each)");
   app.add_option("--min-bytes", min_bytes);
   app.add_option("--max-bytes", max_bytes);
   app.add_option("--ops", ops)->delimiter(',');
+  app.add_option("--step", step, "size factor from one row to the next (nccl-tests' -f)")->check(CLI::Range(2, 1024));
   CLI11_PARSE(app, argc, argv);
   prism::Init({.num_cpus = double(ranks)});
   std::vector<prism::ActorHandle<Rank>> members;
@@ -163,7 +165,7 @@ int main(int argc, char** argv) {
   std::printf("%-10s %-14s %12s %10s %10s %7s   %12s %10s %9s\n", "size", "op", "time us", "algbw GB/s",
               "busbw GB/s", "check", "raw gloo us", "raw busbw", "prism/raw");
   int failures = 0;
-  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
+  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= step) {
     for (const std::string& op : ops) {
       std::vector<double> times = run(op, bytes);
       double t = times[0];

@@ -307,6 +307,10 @@ class GlooGroup final : public Group {
   }
 
   const std::shared_ptr<gloo::rendezvous::Context>& context() const { return context_; }
+  bool broken() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !broken_.empty();
+  }
 
   void Barrier() override {
     Run("barrier", DType::kFloat32, nullptr, [&] {
@@ -366,7 +370,7 @@ class GlooGroup final : public Group {
   JoinInfo info_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::string broken_;
   uint32_t next_tag_ = 1;
   std::map<int, uint64_t> sends_, recvs_;

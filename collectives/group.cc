@@ -84,6 +84,7 @@ void CheckOptions(const GroupOptions& options) {
 struct Registry {
   std::mutex mu;
   std::map<std::string, std::unique_ptr<Group>> groups;
+  std::map<std::string, std::string> generations;  // of the groups joined
   std::mutex join_mu;  // one join at a time in a process
 };
 Registry& TheRegistry() {
@@ -164,7 +165,7 @@ Group& Join(JoinInfo info) {
   {
     std::lock_guard<std::mutex> lock(r.mu);
     auto it = r.groups.find(info.name);
-    if (it != r.groups.end()) return *it->second;
+    if (it != r.groups.end() && r.generations[info.name] == info.generation) return *it->second;
   }
   // torch.distributed's environment (env://): rank 0 publishes where its store will listen.
   std::string master_key = info.prefix() + "master";
@@ -186,9 +187,20 @@ Group& Join(JoinInfo info) {
   setenv("WORLD_SIZE", std::to_string(info.size).c_str(), 1);
   std::lock_guard<std::mutex> lock(r.mu);
   auto& slot = r.groups[info.name];
-  slot = std::move(group);
+  slot = std::move(group);  // (a broken one of an older generation goes)
+  r.generations[info.name] = info.generation;
   return *slot;
 }
+
+}  // namespace
+
+// Whether group `name` is declared now under another generation than `generation`.
+bool Recreated(const std::string& name, const std::string& generation) {
+  auto text = KvGet(GroupKey(name));
+  return text && Declaration::Decode(name, *text).generation != generation;
+}
+
+namespace {
 
 }  // namespace
 
@@ -242,12 +254,17 @@ bool ProcessGone(int pid) {
 
 std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what) {
   std::string gone;
-  for (int r = 0; r < info.size && r < static_cast<int>(info.pids.size()); ++r) {
-    if (r == info.rank || info.pids[r] <= 0) continue;
-    if (ProcessGone(info.pids[r])) {
-      gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(info.pids[r]) + ")";
+  // A dying process closes its connections before it is gone: give it a moment to be.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  do {
+    for (int r = 0; r < info.size && r < static_cast<int>(info.pids.size()); ++r) {
+      if (r == info.rank || info.pids[r] <= 0) continue;
+      if (ProcessGone(info.pids[r])) {
+        gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(info.pids[r]) + ")";
+      }
     }
-  }
+    if (gone.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  } while (gone.empty() && std::chrono::steady_clock::now() < deadline);
   if (!gone.empty()) return std::string(op) + " failed: rank " + gone + " is gone (" + what + ")";
   return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) +
          " ms: another rank did not take part (" + what + ")";
@@ -300,7 +317,11 @@ Group& GetGroup(const std::string& name) {
     Registry& r = TheRegistry();
     std::lock_guard<std::mutex> lock(r.mu);
     auto it = r.groups.find(name);
-    if (it != r.groups.end()) return *it->second;
+    // A broken membership gives way to the group created again under its name (a member that did
+    // not destroy it itself joins the new one).
+    if (it != r.groups.end() && !(it->second->broken() && Recreated(name, r.generations[name]))) {
+      return *it->second;
+    }
   }
   CheckName(name);
   auto text = KvGet(GroupKey(name));
@@ -361,6 +382,7 @@ void DestroyGroup(const std::string& name) {
     if (it != r.groups.end()) {
       mine = std::move(it->second);
       r.groups.erase(it);
+      r.generations.erase(name);
     }
   }
   mine.reset();  // closes its connections

@@ -40,6 +40,9 @@ struct JoinInfo {
   std::string prefix() const { return name + "/" + generation + "/"; }
 };
 
+// Whether group `name` is declared now under a generation other than `generation`.
+bool Recreated(const std::string& name, const std::string& generation);
+
 // Publishes this rank's process and waits for every rank's (fills info.pids). Throws
 // CollectiveError naming the ranks that did not join in time.
 void Rendezvous(JoinInfo& info);

@@ -114,14 +114,30 @@ class NcclGroup final : public Group {
     });
     auto deadline = std::chrono::steady_clock::now() + info_.timeout;
     while (cudaStreamQuery(barrier_stream_) == cudaErrorNotReady) {
-      if (Broken() || std::chrono::steady_clock::now() > deadline) break;
+      if (broken() || std::chrono::steady_clock::now() > deadline) break;
       std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    if (cudaStreamQuery(barrier_stream_) == cudaErrorNotReady && !broken()) {
+      // Not done by its deadline, before the watchdog said so: the same verdict, now.
+      {
+        std::lock_guard<std::mutex> w(watch_mu_);
+        if (!aborted_) {
+          aborted_ = true;
+          ncclCommAbort(comm_);
+        }
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      broken_ = Diagnose(info_, "barrier", "not done in time");
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (!broken_.empty()) Fail(broken_);
   }
 
   ncclComm_t comm() const { return comm_; }
+  bool broken() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !broken_.empty();
+  }
 
  private:
   void CheckRank(int r, const char* what) const {
@@ -137,10 +153,6 @@ class NcclGroup final : public Group {
   [[noreturn]] void Fail(const std::string& why) const {
     throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
                           std::to_string(size()) + "): " + why);
-  }
-  bool Broken() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return !broken_.empty();
   }
 
   template <typename F>
@@ -227,7 +239,7 @@ class NcclGroup final : public Group {
   JoinInfo info_;
   ncclComm_t comm_;
   int device_;
-  std::mutex mu_;  // one enqueue at a time; broken_
+  mutable std::mutex mu_;  // one enqueue at a time; broken_
   std::string broken_;
   cudaStream_t barrier_stream_ = nullptr;
   void* barrier_buffer_ = nullptr;

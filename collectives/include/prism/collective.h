@@ -74,6 +74,9 @@ class Group {
   virtual void Recv(void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream = nullptr) = 0;
   /// Returns once every rank called it.
   virtual void Barrier() = 0;
+  /// Whether a failure broke it (every operation then throws CollectiveError until it is
+  /// destroyed and created again; GetGroup then joins the new one).
+  virtual bool broken() const = 0;
 
  protected:
   Group(std::string name, int rank, int size, Backend backend)
