@@ -4,6 +4,8 @@
 
 #include "worker/core_worker.h"
 
+#include <prism/gpu/float16.h>
+
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
@@ -23,66 +25,6 @@
 #include <mutex>
 
 namespace prism::collective::internal {
-
-float HalfToFloat(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalize
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400)) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t FloatToHalf(float f) {  // round to nearest even
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
-  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow to infinity
-  if (abs < 0x38800000u) {  // subnormal or zero
-    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
-    uint32_t mant = (abs & 0x7fffff) | 0x800000;
-    int shift = 113 - static_cast<int>(abs >> 23);
-    uint32_t half = mant >> (shift + 13);
-    uint32_t rest = mant & ((1u << (shift + 13)) - 1), mid = 1u << (shift + 12);
-    if (rest > mid || (rest == mid && (half & 1))) ++half;
-    return static_cast<uint16_t>(sign | half);
-  }
-  uint32_t half = ((abs >> 23) - 112) << 10 | ((abs >> 13) & 0x3ff);
-  uint32_t rest = abs & 0x1fff;
-  if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) ++half;
-  return static_cast<uint16_t>(sign | half);
-}
-
-float BFloatToFloat(uint16_t b) {
-  uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t FloatToBFloat(float f) {  // round to nearest even
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // NaN stays NaN
-  x += 0x7fff + ((x >> 16) & 1);
-  return static_cast<uint16_t>(x >> 16);
-}
 
 namespace {
 
@@ -149,8 +91,8 @@ using ReduceFn = void (*)(void*, const void*, const void*, size_t);
 template <ReduceOp kOp>
 ReduceFn ReduceFor(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return ReduceHalf<HalfToFloat, FloatToHalf, kOp>;
-    case DType::kBFloat16: return ReduceHalf<BFloatToFloat, FloatToBFloat, kOp>;
+    case DType::kFloat16: return ReduceHalf<gpu::HalfToFloat, gpu::FloatToHalf, kOp>;
+    case DType::kBFloat16: return ReduceHalf<gpu::BFloat16ToFloat, gpu::FloatToBFloat16, kOp>;
     case DType::kFloat32: return ReduceNative<float, kOp>;
     case DType::kFloat64: return ReduceNative<double, kOp>;
     case DType::kInt32: return ReduceNative<int32_t, kOp>;
@@ -174,8 +116,8 @@ void DivideInPlace(void* data, size_t n, DType dtype, int size) {
   };
   auto id = [](auto v) { return v; };
   switch (dtype) {
-    case DType::kFloat16: each(static_cast<uint16_t*>(data), HalfToFloat, FloatToHalf); break;
-    case DType::kBFloat16: each(static_cast<uint16_t*>(data), BFloatToFloat, FloatToBFloat); break;
+    case DType::kFloat16: each(static_cast<uint16_t*>(data), gpu::HalfToFloat, gpu::FloatToHalf); break;
+    case DType::kBFloat16: each(static_cast<uint16_t*>(data), gpu::BFloat16ToFloat, gpu::FloatToBFloat16); break;
     case DType::kFloat32: each(static_cast<float*>(data), id, id); break;
     case DType::kFloat64: each(static_cast<double*>(data), id, id); break;
     case DType::kInt32: each(static_cast<int32_t*>(data), id, id); break;
@@ -327,16 +269,6 @@ class GlooGroup final : public Group {
   // n-th receive at b from a (NCCL's rule).
   uint64_t PairSlot(std::map<int, uint64_t>& counts, int peer) {
     return (uint64_t{0x7e} << 56) | (counts[peer]++ & ((uint64_t{1} << 56) - 1));
-  }
-  void CheckRank(int r, const char* what) const {
-    if (r < 0 || r >= size()) {
-      throw InvalidArgumentError("collective group '" + name() + "': " + what + " " + std::to_string(r) +
-                                 " is not a rank of its " + std::to_string(size()));
-    }
-  }
-  void CheckPeer(int peer) const {
-    CheckRank(peer, "peer");
-    if (peer == rank()) throw InvalidArgumentError("collective group '" + name() + "': a rank cannot send to itself");
   }
 
   // Runs one operation: arguments checked, device memory ordered, a failure turned into a

@@ -59,12 +59,6 @@ std::unique_ptr<Group> JoinGloo(const JoinInfo& info);
 // groups of other backends.
 std::shared_ptr<gloo::Context> GlooContextOf(Group& group);
 
-// float16 and bfloat16 <-> float (round to nearest even).
-float HalfToFloat(uint16_t h);
-uint16_t FloatToHalf(float f);
-float BFloatToFloat(uint16_t b);
-uint16_t FloatToBFloat(float f);
-
 // The dtype's size, and whether the backend takes it.
 size_t ElementSize(DType dtype);
 void CheckDType(DType dtype);

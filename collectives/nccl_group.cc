@@ -140,16 +140,6 @@ class NcclGroup final : public Group {
   }
 
  private:
-  void CheckRank(int r, const char* what) const {
-    if (r < 0 || r >= size()) {
-      throw InvalidArgumentError("collective group '" + name() + "': " + what + " " + std::to_string(r) +
-                                 " is not a rank of its " + std::to_string(size()));
-    }
-  }
-  void CheckPeer(int peer) const {
-    CheckRank(peer, "peer");
-    if (peer == rank()) throw InvalidArgumentError("collective group '" + name() + "': a rank cannot send to itself");
-  }
   [[noreturn]] void Fail(const std::string& why) const {
     throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
                           std::to_string(size()) + "): " + why);

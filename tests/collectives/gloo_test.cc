@@ -7,6 +7,8 @@
 
 #include "collectives/internal.h"
 
+#include <prism/gpu/float16.h>
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -41,8 +43,8 @@ std::vector<uint8_t> Encode(const std::vector<double>& v, DType dtype) {
   std::vector<uint8_t> out(v.size() * col::internal::ElementSize(dtype));
   for (size_t i = 0; i < v.size(); ++i) {
     switch (dtype) {
-      case DType::kFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = col::internal::FloatToHalf(float(v[i])); break;
-      case DType::kBFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = col::internal::FloatToBFloat(float(v[i])); break;
+      case DType::kFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToHalf(float(v[i])); break;
+      case DType::kBFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToBFloat16(float(v[i])); break;
       case DType::kFloat32: reinterpret_cast<float*>(out.data())[i] = float(v[i]); break;
       case DType::kFloat64: reinterpret_cast<double*>(out.data())[i] = v[i]; break;
       case DType::kInt32: reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]); break;
@@ -57,8 +59,8 @@ std::vector<double> Decode(const std::vector<uint8_t>& b, DType dtype) {
   std::vector<double> out(n);
   for (size_t i = 0; i < n; ++i) {
     switch (dtype) {
-      case DType::kFloat16: out[i] = col::internal::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
-      case DType::kBFloat16: out[i] = col::internal::BFloatToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
+      case DType::kFloat16: out[i] = prism::gpu::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
+      case DType::kBFloat16: out[i] = prism::gpu::BFloat16ToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
       case DType::kFloat32: out[i] = reinterpret_cast<const float*>(b.data())[i]; break;
       case DType::kFloat64: out[i] = reinterpret_cast<const double*>(b.data())[i]; break;
       case DType::kInt32: out[i] = reinterpret_cast<const int32_t*>(b.data())[i]; break;

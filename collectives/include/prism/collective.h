@@ -81,6 +81,17 @@ class Group {
  protected:
   Group(std::string name, int rank, int size, Backend backend)
       : name_(std::move(name)), rank_(rank), size_(size), backend_(backend) {}
+  /// Throws InvalidArgumentError for a rank (a root, a peer) outside the group.
+  void CheckRank(int r, const char* what) const {
+    if (r < 0 || r >= size_) {
+      throw InvalidArgumentError("collective group '" + name_ + "': " + what + " " + std::to_string(r) +
+                                 " is not a rank of its " + std::to_string(size_));
+    }
+  }
+  void CheckPeer(int peer) const {
+    CheckRank(peer, "peer");
+    if (peer == rank_) throw InvalidArgumentError("collective group '" + name_ + "': a rank cannot send to itself");
+  }
 
  private:
   std::string name_;
