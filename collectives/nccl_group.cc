@@ -1,8 +1,9 @@
 // The nccl backend (libprism_collective_nccl.so, loaded by libprism_collective when a group asks for
 // it, so nothing else needs NCCL or the CUDA runtime): CUDA device memory, every operation queued
-// on the caller's stream with no host synchronization. Communicators start non-blocking; a
-// watchdog thread aborts one (ncclCommAbort) whose operation is not done within the timeout or
-// that reports an asynchronous error, so a dead or stalled rank turns into CollectiveError.
+// on the caller's stream with no host synchronization. A communicator forms non-blocking (so its
+// init can time out), then operations go through a blocking one split from it; a watchdog thread
+// aborts it (ncclCommAbort) when an operation is not done within the timeout or NCCL reports an
+// asynchronous error, so a dead or stalled rank turns into CollectiveError.
 #include "collectives/internal.h"
 
 #include <prism/gpu/context.h>
@@ -43,8 +44,9 @@ ncclRedOp_t ToNccl(ReduceOp op) {
 
 class NcclGroup final : public Group {
  public:
-  NcclGroup(const JoinInfo& info, ncclComm_t comm, int device)
-      : Group(info.name, info.rank, info.size, Backend::kNccl), info_(info), comm_(comm), device_(device) {
+  NcclGroup(const JoinInfo& info, ncclComm_t comm, ncclComm_t parent, int device)
+      : Group(info.name, info.rank, info.size, Backend::kNccl), info_(info), comm_(comm), parent_(parent),
+        device_(device) {
     watchdog_ = std::thread([this] { Watch(); });
   }
   ~NcclGroup() override {
@@ -56,8 +58,12 @@ class NcclGroup final : public Group {
     watchdog_.join();
     for (auto& p : pending_) cudaEventDestroy(p.event);
     for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
-    if (aborted_) return;  // (an aborted communicator is freed by the abort)
+    if (aborted_) {  // (an aborted communicator is freed by the abort)
+      ncclCommAbort(parent_);
+      return;
+    }
     ncclCommDestroy(comm_);
+    ncclCommDestroy(parent_);
     if (barrier_stream_) cudaStreamDestroy(barrier_stream_);
     if (barrier_buffer_) cudaFree(barrier_buffer_);
   }
@@ -227,7 +233,8 @@ class NcclGroup final : public Group {
     const char* op;
   };
   JoinInfo info_;
-  ncclComm_t comm_;
+  ncclComm_t comm_;    // blocking: the operations'
+  ncclComm_t parent_;  // non-blocking: the one the group formed as
   int device_;
   mutable std::mutex mu_;  // one enqueue at a time; broken_
   std::string broken_;
@@ -298,7 +305,39 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_join(const Join
     if (comm != nullptr) ncclCommAbort(comm);
     return 1;
   }
-  *out = new prism::collective::internal::NcclGroup(*info, comm, device);
+  // Operations go through a blocking communicator split from it (every rank does the same): on a
+  // non-blocking one each call would have to poll until it is enqueued. The split is bounded by
+  // the timeout as well.
+  ncclConfig_t blocking = NCCL_CONFIG_INITIALIZER;
+  blocking.blocking = 1;
+  ncclComm_t ops = nullptr;
+  r = ncclCommSplit(comm, 0, info->rank, &ops, &blocking);
+  while (r == ncclInProgress || r == ncclSuccess) {
+    // (With a non-blocking parent the split goes on in the background: the parent says when it
+    // is done, and the new communicator whether it is ready.)
+    ncclResult_t state = ncclSuccess;
+    ncclCommGetAsyncError(comm, &state);
+    if (state == ncclSuccess && ops != nullptr) ncclCommGetAsyncError(ops, &state);
+    if (state != ncclInProgress && !(state == ncclSuccess && ops == nullptr)) {
+      r = state;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      if (ops != nullptr) ncclCommAbort(ops);
+      ncclCommAbort(comm);
+      std::snprintf(error, size, "the nccl communicator did not form within %lld ms",
+                    static_cast<long long>(info->timeout.count()));
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  if (r != ncclSuccess || ops == nullptr) {
+    std::snprintf(error, size, "ncclCommSplit: %s", ncclGetErrorString(r));
+    if (ops != nullptr) ncclCommAbort(ops);
+    ncclCommAbort(comm);
+    return 1;
+  }
+  *out = new prism::collective::internal::NcclGroup(*info, ops, comm, device);
   return 0;
 }
 
