@@ -17,6 +17,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace prism::collective::internal {
 namespace {
@@ -196,7 +197,7 @@ class NcclGroup final : public Group {
     {
       std::lock_guard<std::mutex> w(watch_mu_);
       idle = pending_.empty();
-      pending_.push_back({done, std::chrono::steady_clock::now() + info_.timeout, op});
+      pending_.push_back({done, s, std::chrono::steady_clock::now() + info_.timeout, op});
     }
     if (idle) watch_cv_.notify_one();  // (while some are pending it looks every 5 ms anyway)
   }
@@ -205,9 +206,27 @@ class NcclGroup final : public Group {
     std::unique_lock<std::mutex> lock(watch_mu_);
     while (!stop_) {
       watch_cv_.wait_for(lock, std::chrono::milliseconds(pending_.empty() ? 200 : 5));
-      while (!pending_.empty() && cudaEventQuery(pending_.front().event) == cudaSuccess) {
-        free_events_.push_back(pending_.front().event);
-        pending_.pop_front();
+      if (!pending_.empty()) {
+        // Which operations are done, asked of CUDA outside the lock (callers queue meanwhile): on
+        // one stream the newest event answers for all before it; else the oldest, in order.
+        size_t n = pending_.size();
+        Pending newest = pending_.back();
+        bool one_stream = true;
+        for (size_t i = 0; i < n && one_stream; ++i) one_stream = pending_[i].stream == newest.stream;
+        std::vector<cudaEvent_t> oldest;
+        for (size_t i = 0; i < n && i < 64; ++i) oldest.push_back(pending_[i].event);
+        lock.unlock();
+        size_t done = 0;
+        if (one_stream && cudaEventQuery(newest.event) == cudaSuccess) {
+          done = n;
+        } else {
+          while (done < oldest.size() && cudaEventQuery(oldest[done]) == cudaSuccess) ++done;
+        }
+        lock.lock();
+        for (size_t i = 0; i < done; ++i) {
+          free_events_.push_back(pending_.front().event);
+          pending_.pop_front();
+        }
       }
       ncclResult_t async = ncclSuccess;
       if (!aborted_) ncclCommGetAsyncError(comm_, &async);
@@ -229,6 +248,7 @@ class NcclGroup final : public Group {
 
   struct Pending {
     cudaEvent_t event;
+    cudaStream_t stream;
     std::chrono::steady_clock::time_point deadline;
     const char* op;
   };
