@@ -290,10 +290,12 @@ class GlooGroup final : public Group {
       Status st = stream->Synchronize();  // sim device memory is host memory, once its stream is done
       if (!st.ok()) throw RuntimeError("collective group '" + name() + "': " + st.ToString());
     }
+    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0;
+    uint64_t seq = collective ? ++collectives_ : 0;
     try {
       body();
     } catch (const std::exception& e) {
-      broken_ = internal::Diagnose(info_, op, e.what());
+      broken_ = internal::Diagnose(info_, op, e.what(), seq);
       throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
                             std::to_string(size()) + "): " + broken_);
     }
@@ -305,6 +307,7 @@ class GlooGroup final : public Group {
   mutable std::mutex mu_;
   std::string broken_;
   uint32_t next_tag_ = 1;
+  uint64_t collectives_ = 0;  // collective operations so far (the same count on every rank)
   std::map<int, uint64_t> sends_, recvs_;
 };
 

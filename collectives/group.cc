@@ -252,7 +252,7 @@ bool ProcessGone(int pid) {
   return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
 }
 
-std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what) {
+std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what, uint64_t seq) {
   std::string gone;
   // A dying process closes its connections before it is gone: give it a moment to be.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
@@ -266,6 +266,25 @@ std::string Diagnose(const JoinInfo& info, const char* op, const std::string& wh
     if (gone.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   } while (gone.empty() && std::chrono::steady_clock::now() < deadline);
   if (!gone.empty()) return std::string(op) + " failed: rank " + gone + " is gone (" + what + ")";
+  if (seq > 0) {
+    // Every rank alive: those that failed at this collective say so; one that never came to it
+    // (it stalls, or is elsewhere in its program) does not, and is named.
+    std::string prefix = info.prefix() + "failed/" + std::to_string(seq) + "/";
+    KvSet(prefix + std::to_string(info.rank), "1");
+    std::string absent;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    do {
+      absent.clear();
+      for (int r = 0; r < info.size; ++r) {
+        if (!KvGet(prefix + std::to_string(r))) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
+      }
+      if (!absent.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } while (!absent.empty() && std::chrono::steady_clock::now() < until);
+    if (!absent.empty()) {
+      return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) + " ms: rank " +
+             absent + " did not take part (" + what + ")";
+    }
+  }
   return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) +
          " ms: another rank did not take part (" + what + ")";
 }

@@ -49,7 +49,9 @@ void Rendezvous(JoinInfo& info);
 // Whether a rank's process is gone (no such process, or a zombie), and a failure's cause put in
 // words: the ranks that are gone, or a timeout on live ones.
 bool ProcessGone(int pid);
-std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what);
+// `seq` > 0: the group's collective operation of that number (every rank counts the same), for
+// naming a live rank that did not take part in it.
+std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what, uint64_t seq = 0);
 
 // Connects this rank to the others through the control store (gloo's TCP transport on loopback).
 // Throws CollectiveError naming the ranks that did not join in time.

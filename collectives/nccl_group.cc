@@ -182,6 +182,8 @@ class NcclGroup final : public Group {
       broken_ = Diagnose(info_, op, std::string(ncclGetErrorString(r)) + ": " + ncclGetLastError(comm_));
       Fail(broken_);
     }
+    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0;
+    uint64_t seq = collective ? ++collectives_ : 0;
     // The watchdog checks that it completes in time: an event after it.
     cudaEvent_t done = nullptr;
     {
@@ -197,7 +199,7 @@ class NcclGroup final : public Group {
     {
       std::lock_guard<std::mutex> w(watch_mu_);
       idle = pending_.empty();
-      pending_.push_back({done, s, std::chrono::steady_clock::now() + info_.timeout, op});
+      pending_.push_back({done, s, std::chrono::steady_clock::now() + info_.timeout, op, seq});
     }
     if (idle) watch_cv_.notify_one();  // (while some are pending it looks every 5 ms anyway)
   }
@@ -233,13 +235,14 @@ class NcclGroup final : public Group {
       bool late = !pending_.empty() && std::chrono::steady_clock::now() > pending_.front().deadline;
       if ((late || (async != ncclSuccess && async != ncclInProgress)) && !aborted_) {
         std::string what = late ? std::string(pending_.front().op) : "an operation";
+        uint64_t seq = late ? pending_.front().seq : 0;
         std::string why = late ? "not done in time" : std::string(ncclGetErrorString(async));
         aborted_ = true;
         lock.unlock();
         ncclCommAbort(comm_);  // its kernels end; what waits on them goes on
         {
           std::lock_guard<std::mutex> l(mu_);
-          broken_ = Diagnose(info_, what.c_str(), why);
+          broken_ = Diagnose(info_, what.c_str(), why, seq);
         }
         lock.lock();
       }
@@ -251,6 +254,7 @@ class NcclGroup final : public Group {
     cudaStream_t stream;
     std::chrono::steady_clock::time_point deadline;
     const char* op;
+    uint64_t seq;  // its number among the group's collective operations (0: send/recv)
   };
   JoinInfo info_;
   ncclComm_t comm_;    // blocking: the operations'
@@ -258,6 +262,7 @@ class NcclGroup final : public Group {
   int device_;
   mutable std::mutex mu_;  // one enqueue at a time; broken_
   std::string broken_;
+  uint64_t collectives_ = 0;  // collective operations so far (the same count on every rank)
   cudaStream_t barrier_stream_ = nullptr;
   void* barrier_buffer_ = nullptr;
   std::mutex watch_mu_;

@@ -386,4 +386,22 @@ TEST_F(GlooTest, ARankKilledMidAllreduceFailsTheOthersAndTheGroupCanBeCreatedAga
   Check(again, "fragile", kAllReduce, DType::kFloat32, ReduceOp::kSum, 1000);
 }
 
+// A rank that lives but does not come to a collective: the others fail within the timeout, naming it.
+TEST_F(GlooTest, ARankThatStallsIsNamedWithinTheTimeout) {
+  auto m = Members(3);
+  col::CreateGroup(m, col::Backend::kGloo, "stall", {.timeout = 2s});
+  std::vector<prism::ObjectRef<int>> joins;
+  for (auto& a : m) joins.push_back(a.Task(&Member::Join).Remote(std::string("stall")));
+  for (auto& j : joins) prism::Get(j, 30s);
+  auto t0 = std::chrono::steady_clock::now();
+  auto a = m[0].Task(&Member::TryAllReduce).Remote(std::string("stall"), 1000);
+  auto b = m[1].Task(&Member::TryAllReduce).Remote(std::string("stall"), 1000);
+  for (auto& ref : {a, b}) {
+    std::string said = prism::Get(ref, 30s);
+    EXPECT_NE(said.find("collective group 'stall'"), std::string::npos) << said;
+    EXPECT_NE(said.find("rank 2 did not take part"), std::string::npos) << said;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
 }  // namespace
