@@ -404,4 +404,22 @@ TEST_F(GlooTest, ARankThatStallsIsNamedWithinTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
 }
 
+// The workers of a placement group: actors in its bundles, one rank each.
+TEST_F(GlooTest, ActorsInAPlacementGroupsBundlesFormAGroup) {
+  auto pg = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}, {{"CPU", 1}}, {{"CPU", 1}}}});
+  ASSERT_TRUE(pg.Wait(30s));
+  std::vector<prism::ActorHandle<Member>> m;
+  for (int i = 0; i < 3; ++i) {
+    m.push_back(prism::Actor(MakeMember)
+                    .Options({.num_cpus = 1, .placement_group = pg, .placement_group_bundle_index = i})
+                    .Remote());
+  }
+  col::CreateGroup(m, col::Backend::kGloo, "bundles");
+  Check(m, "bundles", kAllReduce, DType::kFloat64, ReduceOp::kSum, 257);
+  Check(m, "bundles", kAllGather, DType::kInt32, ReduceOp::kSum, 31);
+  col::DestroyGroup("bundles");
+  for (auto& a : m) prism::Kill(a);
+  prism::RemovePlacementGroup(pg);
+}
+
 }  // namespace
