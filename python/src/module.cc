@@ -342,7 +342,91 @@ struct CollectiveBuffer {
   gpu::Stream* stream = nullptr;
   py::buffer_info info;  // keeps a buffer's view while the operation runs
 
+  // A framework's tensor taken through DLPack (a PyTorch tensor, say): its capsule, released after
+  // the operation; a CUDA one's operation is waited for before it goes back (`sync_after`).
+  std::unique_ptr<DLManagedTensorVersioned, void (*)(DLManagedTensorVersioned*)> dlpack{
+      nullptr, [](DLManagedTensorVersioned* m) {
+        if (m->deleter) m->deleter(m);
+      }};
+  bool sync_after = false;
+
+  // After the operation (GIL released): a framework's CUDA tensor gets its memory back once done.
+  void Done() {
+    if (!sync_after || stream == nullptr) return;
+    if (Status st = stream->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
+  }
+
+  void FromDLPack(const py::object& x, bool writable) {
+    auto where = x.attr("__dlpack_device__")().cast<py::tuple>();
+    int type = where[0].cast<int>(), id = where[1].cast<int>();
+    py::object stream_arg = py::none();
+    if (type == kDLCUDA) {
+      // The producer orders its work before a stream of ours; the operation runs there and is
+      // waited for (the framework's later work is not ordered after ours otherwise).
+      GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
+      gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+      if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), id) != ctx->devices().end()) {
+        stream = &ctx->stream(id);
+      } else {
+        Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
+        {
+          py::gil_scoped_release release;
+          outside = gpu_tasks.OutsideTasks(id);
+        }
+        if (!outside.ok()) throw RuntimeError(outside.status().message());
+        stream = outside->second;
+      }
+      stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
+      sync_after = true;
+    } else if (type != kDLCPU && type != kDLCUDAHost) {
+      throw py::value_error("DLPack device type " + std::to_string(type) + ": collectives take CUDA and host memory");
+    }
+    py::object cap;
+    try {
+      cap = x.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_TypeError)) throw;
+      cap = x.attr("__dlpack__")(py::arg("stream") = stream_arg);
+    }
+    dlpack.reset(TakeCapsule(cap));
+    const DLTensor& t = dlpack->dl_tensor;
+    if (writable && (dlpack->flags & DLPACK_FLAG_BITMASK_READ_ONLY)) {
+      throw py::value_error("the tensor is read-only, and this collective writes into it");
+    }
+    int64_t expect = 1;
+    count = 1;
+    for (int d = t.ndim - 1; d >= 0; --d) {
+      if (t.strides != nullptr && t.shape[d] != 1 && t.strides[d] != expect) {
+        throw py::value_error("a collective's tensor must be contiguous (call .contiguous())");
+      }
+      expect *= t.shape[d];
+      count *= static_cast<size_t>(t.shape[d]);
+    }
+    if (t.dtype.lanes != 1) throw py::value_error("vector dtypes are not taken");
+    if (t.dtype.code == kDLFloat && t.dtype.bits == 16) {
+      dtype = collective::DType::kFloat16;
+    } else if (t.dtype.code == kDLBfloat && t.dtype.bits == 16) {
+      dtype = collective::DType::kBFloat16;
+    } else if (t.dtype.code == kDLFloat && t.dtype.bits == 32) {
+      dtype = collective::DType::kFloat32;
+    } else if (t.dtype.code == kDLFloat && t.dtype.bits == 64) {
+      dtype = collective::DType::kFloat64;
+    } else if (t.dtype.code == kDLInt && t.dtype.bits == 32) {
+      dtype = collective::DType::kInt32;
+    } else if (t.dtype.code == kDLInt && t.dtype.bits == 64) {
+      dtype = collective::DType::kInt64;
+    } else {
+      throw py::value_error("collectives take float16, bfloat16, float32, float64, int32 and int64 tensors");
+    }
+    data = static_cast<uint8_t*>(t.data) + t.byte_offset;
+  }
+
   CollectiveBuffer(const py::object& x, bool writable) {
+    if (!py::isinstance<gpu::Tensor>(x) && !PyObject_CheckBuffer(x.ptr()) && py::hasattr(x, "__dlpack__") &&
+        py::hasattr(x, "__dlpack_device__")) {
+      FromDLPack(x, writable);
+      return;
+    }
     if (py::isinstance<gpu::Tensor>(x)) {
       const auto& t = x.cast<const gpu::Tensor&>();
       data = t.data();
@@ -571,6 +655,7 @@ PYBIND11_MODULE(_prism, m) {
         CollectiveBuffer b(x, true);
         py::gil_scoped_release release;
         g.AllReduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), b.stream);
+        b.Done();
       })
       .def("allgather", [](collective::Group& g, py::object out, py::object x) {
         CollectiveBuffer o(out, true), i(x, false);
@@ -579,7 +664,9 @@ PYBIND11_MODULE(_prism, m) {
           throw py::value_error("allgather's output must hold size * len(input) elements");
         }
         py::gil_scoped_release release;
-        g.AllGather(i.data, o.data, i.count, i.dtype, i.stream);
+        g.AllGather(i.data, o.data, i.count, i.dtype, o.stream ? o.stream : i.stream);
+        o.Done();
+        i.Done();
       })
       .def("reduce_scatter", [](collective::Group& g, py::object out, py::object x, const std::string& op) {
         CollectiveBuffer o(out, true), i(x, false);
@@ -588,27 +675,33 @@ PYBIND11_MODULE(_prism, m) {
           throw py::value_error("reduce_scatter's input must hold size * len(output) elements");
         }
         py::gil_scoped_release release;
-        g.ReduceScatter(i.data, o.data, o.count, o.dtype, ParseReduceOp(op), i.stream);
+        g.ReduceScatter(i.data, o.data, o.count, o.dtype, ParseReduceOp(op), o.stream ? o.stream : i.stream);
+        o.Done();
+        i.Done();
       })
       .def("broadcast", [](collective::Group& g, py::object x, int root) {
         CollectiveBuffer b(x, true);
         py::gil_scoped_release release;
         g.Broadcast(b.data, b.count, b.dtype, root, b.stream);
+        b.Done();
       })
       .def("reduce", [](collective::Group& g, py::object x, int root, const std::string& op) {
         CollectiveBuffer b(x, true);
         py::gil_scoped_release release;
         g.Reduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), root, b.stream);
+        b.Done();
       })
       .def("send", [](collective::Group& g, py::object x, int peer) {
         CollectiveBuffer b(x, false);
         py::gil_scoped_release release;
         g.Send(b.data, b.count, b.dtype, peer, b.stream);
+        b.Done();
       })
       .def("recv", [](collective::Group& g, py::object x, int peer) {
         CollectiveBuffer b(x, true);
         py::gil_scoped_release release;
         g.Recv(b.data, b.count, b.dtype, peer, b.stream);
+        b.Done();
       })
       .def("barrier", [](collective::Group& g) {
         py::gil_scoped_release release;

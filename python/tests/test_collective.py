@@ -83,6 +83,24 @@ class Member:
             said.append(str(e))
         return said
 
+    def through_dlpack(self, name):
+        # A framework's tensor (here a NumPy array seen only through DLPack, as a PyTorch CPU
+        # tensor would be): changed in place.
+        class Framework:
+            def __init__(self, a):
+                self.a = a
+
+            def __dlpack__(self, stream=None, max_version=None):
+                return self.a.__dlpack__(stream=stream)
+
+            def __dlpack_device__(self):
+                return self.a.__dlpack_device__()
+
+        g = collective.get_group(name)
+        a = np.full(6, g.rank + 1, dtype=np.float32)
+        g.allreduce(Framework(a), "sum")
+        return a
+
     def join_as(self, name, world, rank):
         return collective.init_group(name, world, rank, "gloo", 10).rank
 
@@ -116,6 +134,13 @@ def test_every_operation_on_three_actors(cluster):
         for r, g in enumerate(got):
             np.testing.assert_array_equal(g, x[(r + 2) % 3].astype(dtype))
         ray.get([m.run.remote("py3", "barrier", dtype) for m in members])
+
+
+def test_a_framework_tensor_through_dlpack(cluster):
+    members = [Member.remote() for _ in range(3)]
+    collective.create_group(members, name="dl")
+    for got in ray.get([m.through_dlpack.remote("dl") for m in members]):
+        np.testing.assert_array_equal(got, np.full(6, 6.0, dtype=np.float32))
 
 
 def test_members_get_the_torch_distributed_environment(cluster):
