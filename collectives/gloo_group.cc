@@ -15,12 +15,8 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
-#include <signal.h>
-
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
 

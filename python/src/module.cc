@@ -255,6 +255,35 @@ DLManagedTensorVersioned* TakeCapsule(const py::object& cap) {
   throw py::type_error("__dlpack__ did not return a DLPack capsule");
 }
 
+// A producer's tensor through DLPack, its work ordered before `stream_arg` (DLPack's `stream`:
+// None for host memory): the versioned capsule, or the legacy one from a producer before 1.0.
+DLManagedTensorVersioned* ExportFrom(const py::object& obj, const py::object& stream_arg) {
+  py::object cap;
+  try {
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;  // a producer before DLPack 1.0 takes no max_version
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);
+  }
+  return TakeCapsule(cap);
+}
+
+// Device memory and a stream of this process on `device`: the running GPU task's when it holds
+// the device, else those prism keeps for work outside tasks.
+std::pair<gpu::MemoryResource*, gpu::Stream*> DeviceResources(GpuTasks& gpu_tasks, int device) {
+  gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+  if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
+    return {&ctx->memory(device), &ctx->stream(device)};
+  }
+  Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    outside = gpu_tasks.OutsideTasks(device);
+  }
+  if (!outside.ok()) throw RuntimeError(outside.status().message());
+  return *outside;
+}
+
 // A framework's tensor (PyTorch, CuPy, NumPy: anything with __dlpack__) as a prism tensor: its
 // memory when it is prism's (a view of a prism tensor), else a copy into prism's memory of the
 // GPU the task holds (or the tensor's own GPU). The producer orders its work before the copy
@@ -282,30 +311,10 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   }
   gpu::Context* ctx = gpu_tasks.CurrentOrNull();
   int device = type == kDLCUDA ? id : (ctx != nullptr ? ctx->device() : 0);
-  gpu::MemoryResource* memory = nullptr;
-  gpu::Stream* stream = nullptr;
-  if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
-    memory = &ctx->memory(device);
-    stream = &ctx->stream(device);
-  } else {
-    Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
-    {
-      py::gil_scoped_release release;
-      outside = gpu_tasks.OutsideTasks(device);
-    }
-    if (!outside.ok()) throw RuntimeError(outside.status().message());
-    std::tie(memory, stream) = *outside;
-  }
+  auto [memory, stream] = DeviceResources(gpu_tasks, device);
   py::object stream_arg = py::none();  // host memory: no stream
   if (type == kDLCUDA) stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
-  py::object cap;
-  try {
-    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
-  } catch (py::error_already_set& e) {
-    if (!e.matches(PyExc_TypeError)) throw;  // a producer before DLPack 1.0 takes no max_version
-    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);
-  }
-  DLManagedTensorVersioned* managed = TakeCapsule(cap);
+  DLManagedTensorVersioned* managed = ExportFrom(obj, stream_arg);
   Result<gpu::Tensor> t = Status::Internal("unset");
   {
     py::gil_scoped_release release;
@@ -363,32 +372,13 @@ struct CollectiveBuffer {
     if (type == kDLCUDA) {
       // The producer orders its work before a stream of ours; the operation runs there and is
       // waited for (the framework's later work is not ordered after ours otherwise).
-      GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
-      gpu::Context* ctx = gpu_tasks.CurrentOrNull();
-      if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), id) != ctx->devices().end()) {
-        stream = &ctx->stream(id);
-      } else {
-        Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
-        {
-          py::gil_scoped_release release;
-          outside = gpu_tasks.OutsideTasks(id);
-        }
-        if (!outside.ok()) throw RuntimeError(outside.status().message());
-        stream = outside->second;
-      }
+      stream = DeviceResources(CurrentCoreWorker()->gpu_tasks(), id).second;
       stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
       sync_after = true;
     } else if (type != kDLCPU && type != kDLCUDAHost) {
       throw py::value_error("DLPack device type " + std::to_string(type) + ": collectives take CUDA and host memory");
     }
-    py::object cap;
-    try {
-      cap = x.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
-    } catch (py::error_already_set& e) {
-      if (!e.matches(PyExc_TypeError)) throw;
-      cap = x.attr("__dlpack__")(py::arg("stream") = stream_arg);
-    }
-    dlpack.reset(TakeCapsule(cap));
+    dlpack.reset(ExportFrom(x, stream_arg));
     const DLTensor& t = dlpack->dl_tensor;
     if (writable && (dlpack->flags & DLPACK_FLAG_BITMASK_READ_ONLY)) {
       throw py::value_error("the tensor is read-only, and this collective writes into it");
