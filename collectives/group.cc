@@ -22,6 +22,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 namespace prism::collective {
 
@@ -85,6 +86,8 @@ struct Registry {
   std::mutex mu;
   std::map<std::string, std::unique_ptr<Group>> groups;
   std::map<std::string, std::string> generations;  // of the groups joined
+  std::map<std::string, JoinInfo> infos;            // of the groups joined (with their ranks' pids)
+  std::map<std::string, uint64_t> splits;           // SplitGroup calls on each so far
   std::mutex join_mu;  // one join at a time in a process
 };
 Registry& TheRegistry() {
@@ -113,6 +116,7 @@ int FreePort() {
 struct NcclLibrary {
   int (*unique_id)(char* out, char* error, size_t size) = nullptr;
   int (*join)(const JoinInfo* info, const char* id, Group** out, char* error, size_t size) = nullptr;
+  int (*split)(Group* parent, const JoinInfo* info, int color, Group** out, char* error, size_t size) = nullptr;
   std::string error;
 };
 
@@ -133,7 +137,8 @@ const NcclLibrary& Nccl() {
     }
     l.unique_id = reinterpret_cast<decltype(l.unique_id)>(dlsym(h, "prism_nccl_unique_id"));
     l.join = reinterpret_cast<decltype(l.join)>(dlsym(h, "prism_nccl_join"));
-    if (!l.unique_id || !l.join) l.error = "libprism_collective_nccl.so lacks its entry points";
+    l.split = reinterpret_cast<decltype(l.split)>(dlsym(h, "prism_nccl_split"));
+    if (!l.unique_id || !l.join || !l.split) l.error = "libprism_collective_nccl.so lacks its entry points";
     return l;
   }();
   return lib;
@@ -189,6 +194,8 @@ Group& Join(JoinInfo info) {
   auto& slot = r.groups[info.name];
   slot = std::move(group);  // (a broken one of an older generation goes)
   r.generations[info.name] = info.generation;
+  r.infos[info.name] = info;
+  r.splits[info.name] = 0;
   return *slot;
 }
 
@@ -391,6 +398,95 @@ Group& InitGroup(const std::string& name, int world_size, int rank, Backend back
   return Join(info);
 }
 
+Group* SplitGroup(const std::string& parent, const std::string& name, int color, int key) {
+  using namespace internal;
+  CheckName(name);
+  if (color < kNoColor) {
+    throw InvalidArgumentError("collective group '" + parent + "': a split's color is >= 0, or kNoColor, not " +
+                               std::to_string(color));
+  }
+  if (KvGet(GroupKey(name))) {
+    throw InvalidArgumentError("a collective group named '" + name + "' is declared already (a subgroup needs a name of its own)");
+  }
+  Registry& r = TheRegistry();
+  std::lock_guard<std::mutex> joining(r.join_mu);
+  Group* p = nullptr;
+  JoinInfo from;
+  uint64_t n = 0;
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.groups.find(parent);
+    if (it == r.groups.end()) {
+      throw InvalidArgumentError("this process is not a member of collective group '" + parent +
+                                 "' (join it before splitting it)");
+    }
+    if (r.groups.count(name) > 0) {
+      throw InvalidArgumentError("a collective group named '" + name + "' is in use in this process");
+    }
+    p = it->second.get();
+    from = r.infos[parent];
+    n = ++r.splits[parent];
+  }
+  std::string head = "collective group '" + parent + "' (rank " + std::to_string(from.rank) + " of " +
+                     std::to_string(from.size) + "): split number " + std::to_string(n);
+  if (p->broken()) throw CollectiveError(head + ": the group is broken: destroy it and create it again");
+  // Every rank's color and key, through the control store.
+  std::string prefix = from.prefix() + "split/" + std::to_string(n) + "/";
+  KvSet(prefix + std::to_string(from.rank), std::to_string(color) + "," + std::to_string(key));
+  std::vector<std::string> keys;
+  for (int rank = 0; rank < from.size; ++rank) keys.push_back(prefix + std::to_string(rank));
+  if (!KvWait(keys, from.timeout)) {
+    std::string missing;
+    for (int rank = 0; rank < from.size; ++rank) {
+      if (!KvGet(keys[rank])) missing += (missing.empty() ? "" : ", ") + std::to_string(rank);
+    }
+    throw CollectiveError(head + ": rank " + missing + " did not come within " + std::to_string(from.timeout.count()) +
+                          " ms");
+  }
+  std::vector<std::tuple<int, int>> mine;  // (key, parent rank) of this color's ranks
+  for (int rank = 0; rank < from.size; ++rank) {
+    std::string v = KvGet(keys[rank]).value_or("-1,0");
+    int c = std::atoi(v.c_str());
+    int k = std::atoi(v.c_str() + v.find(',') + 1);
+    if (c == color && color != kNoColor) mine.emplace_back(k, rank);
+  }
+  std::sort(mine.begin(), mine.end());
+  std::unique_ptr<Group> group;
+  JoinInfo info;
+  if (color != kNoColor) {
+    info.name = name;
+    info.generation = from.generation + ".s" + std::to_string(n) + ".c" + std::to_string(color);
+    info.size = static_cast<int>(mine.size());
+    info.backend = from.backend;
+    info.timeout = from.timeout;
+    for (size_t i = 0; i < mine.size(); ++i) {
+      int rank = std::get<1>(mine[i]);
+      if (rank == from.rank) info.rank = static_cast<int>(i);
+      info.pids.push_back(rank < static_cast<int>(from.pids.size()) ? from.pids[rank] : 0);
+    }
+  }
+  if (from.backend == Backend::kNccl) {
+    // Every rank of the parent takes part in ncclCommSplit, those in no subgroup too.
+    const NcclLibrary& lib = Nccl();
+    char error[512] = {};
+    Group* out = nullptr;
+    if (lib.split(p, color == kNoColor ? nullptr : &info, color, &out, error, sizeof error) != 0) {
+      throw CollectiveError(head + ": " + error);
+    }
+    group.reset(out);
+  } else if (color != kNoColor) {
+    group = JoinGloo(info);
+  }
+  if (!group) return nullptr;
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto& slot = r.groups[name];
+  slot = std::move(group);
+  r.generations[name] = info.generation;
+  r.infos[name] = info;
+  r.splits[name] = 0;
+  return slot.get();
+}
+
 void DestroyGroup(const std::string& name) {
   using namespace internal;
   std::unique_ptr<Group> mine;
@@ -402,6 +498,8 @@ void DestroyGroup(const std::string& name) {
       mine = std::move(it->second);
       r.groups.erase(it);
       r.generations.erase(name);
+      r.infos.erase(name);
+      r.splits.erase(name);
     }
   }
   mine.reset();  // closes its connections

@@ -141,6 +141,9 @@ class NcclGroup final : public Group {
   }
 
   ncclComm_t comm() const { return comm_; }
+  ncclComm_t nonblocking() const { return parent_; }
+  int device() const { return device_; }
+  std::chrono::milliseconds timeout() const { return info_.timeout; }
   bool broken() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return !broken_.empty();
@@ -274,6 +277,54 @@ class NcclGroup final : public Group {
   std::thread watchdog_;
 };
 
+
+// Waits, until `deadline`, for a split of the non-blocking communicator `parent` (whose call
+// returned `r`) to finish: with `expect_child`, until *child is ready too. On failure aborts
+// what formed (the parent too when `abort_parent`) and says why in `error`.
+bool WaitSplit(ncclComm_t parent, ncclResult_t r, ncclComm_t* child, bool expect_child,
+               std::chrono::steady_clock::time_point deadline, char* error, size_t size, bool abort_parent = false) {
+  while (r == ncclInProgress || r == ncclSuccess) {
+    // (With a non-blocking parent the split goes on in the background: the parent says when it
+    // is done, and the new communicator whether it is ready.)
+    ncclResult_t state = ncclSuccess;
+    ncclCommGetAsyncError(parent, &state);
+    if (state == ncclSuccess && *child != nullptr) ncclCommGetAsyncError(*child, &state);
+    bool waiting_for_child = expect_child && state == ncclSuccess && *child == nullptr;
+    if (state != ncclInProgress && !waiting_for_child) {
+      r = state;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      if (*child != nullptr) ncclCommAbort(*child);
+      if (abort_parent) ncclCommAbort(parent);
+      std::snprintf(error, size, "the nccl communicator did not form in time");
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  if (r != ncclSuccess || (expect_child && *child == nullptr)) {
+    std::snprintf(error, size, "ncclCommSplit: %s", ncclGetErrorString(r));
+    if (*child != nullptr) ncclCommAbort(*child);
+    if (abort_parent) ncclCommAbort(parent);
+    return false;
+  }
+  return true;
+}
+
+// A group from the non-blocking communicator `comm` (formed): operations go through a blocking
+// communicator split from it (every rank does the same), as on a non-blocking one each call
+// would have to poll until it is enqueued. 0 on success (else `comm` is aborted).
+int Form(const JoinInfo& info, ncclComm_t comm, int device, std::chrono::steady_clock::time_point deadline,
+         Group** out, char* error, size_t size) {
+  ncclConfig_t blocking = NCCL_CONFIG_INITIALIZER;
+  blocking.blocking = 1;
+  ncclComm_t ops = nullptr;
+  ncclResult_t r = ncclCommSplit(comm, 0, info.rank, &ops, &blocking);
+  if (!WaitSplit(comm, r, &ops, true, deadline, error, size, /*abort_parent=*/true)) return 1;
+  *out = new NcclGroup(info, ops, comm, device);
+  return 0;
+}
+
 }  // namespace
 }  // namespace prism::collective::internal
 
@@ -330,40 +381,32 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_join(const Join
     if (comm != nullptr) ncclCommAbort(comm);
     return 1;
   }
-  // Operations go through a blocking communicator split from it (every rank does the same): on a
-  // non-blocking one each call would have to poll until it is enqueued. The split is bounded by
-  // the timeout as well.
-  ncclConfig_t blocking = NCCL_CONFIG_INITIALIZER;
-  blocking.blocking = 1;
-  ncclComm_t ops = nullptr;
-  r = ncclCommSplit(comm, 0, info->rank, &ops, &blocking);
-  while (r == ncclInProgress || r == ncclSuccess) {
-    // (With a non-blocking parent the split goes on in the background: the parent says when it
-    // is done, and the new communicator whether it is ready.)
-    ncclResult_t state = ncclSuccess;
-    ncclCommGetAsyncError(comm, &state);
-    if (state == ncclSuccess && ops != nullptr) ncclCommGetAsyncError(ops, &state);
-    if (state != ncclInProgress && !(state == ncclSuccess && ops == nullptr)) {
-      r = state;
-      break;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      if (ops != nullptr) ncclCommAbort(ops);
-      ncclCommAbort(comm);
-      std::snprintf(error, size, "the nccl communicator did not form within %lld ms",
-                    static_cast<long long>(info->timeout.count()));
-      return 1;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  if (r != ncclSuccess || ops == nullptr) {
-    std::snprintf(error, size, "ncclCommSplit: %s", ncclGetErrorString(r));
-    if (ops != nullptr) ncclCommAbort(ops);
-    ncclCommAbort(comm);
+  return prism::collective::internal::Form(*info, comm, device, deadline, out, error, size);
+}
+
+// Takes part in splitting `parent` (an nccl group): `info` is this rank's subgroup (null, and
+// `color` kNoColor, for a rank in none), its rank the order every rank computed. 0 on success.
+extern "C" __attribute__((visibility("default"))) int prism_nccl_split(prism::collective::Group* parent,
+                                                                       const JoinInfo* info, int color,
+                                                                       prism::collective::Group** out, char* error,
+                                                                       size_t size) {
+  using namespace prism::collective::internal;
+  auto* p = dynamic_cast<NcclGroup*>(parent);
+  *out = nullptr;
+  if (p == nullptr) {
+    std::snprintf(error, size, "not an nccl group");
     return 1;
   }
-  *out = new prism::collective::internal::NcclGroup(*info, ops, comm, device);
-  return 0;
+  cudaSetDevice(p->device());
+  auto deadline = std::chrono::steady_clock::now() + p->timeout();
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t child = nullptr;
+  ncclResult_t r = ncclCommSplit(p->nonblocking(), color < 0 ? NCCL_SPLIT_NOCOLOR : color,
+                                 info != nullptr ? info->rank : 0, &child, &config);
+  if (!WaitSplit(p->nonblocking(), r, &child, color >= 0, deadline, error, size)) return 1;
+  if (info == nullptr) return 0;
+  return Form(*info, child, p->device(), deadline, out, error, size);
 }
 
 // The communicator of an nccl group (for the benchmark's raw NCCL calls on the same buffers);

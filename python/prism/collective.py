@@ -100,6 +100,18 @@ def init_group(name, world_size, rank, backend="gloo", timeout=30.0):
     return _joined(call(_prism.collective_init, str(name), int(world_size), int(rank), str(backend), float(timeout)))
 
 
+NO_COLOR = -1
+
+
+def split_group(parent, name, color, key=0):
+    """Splits group ``parent`` as ``ncclCommSplit`` does: every rank of ``parent`` calls it; the
+    ranks passing the same ``color`` (>= 0) form a subgroup, here named ``name``, ranked by
+    ``key`` and then by their rank in ``parent``. A rank passing ``NO_COLOR`` joins none and gets
+    None."""
+    native = call(_prism.collective_split, str(parent), str(name), int(color), int(key))
+    return None if native is None else Group(native)
+
+
 def destroy_group(name="default"):
     """Leaves group ``name`` here and removes its declaration, so it can be created again."""
     call(_prism.collective_destroy, str(name))
@@ -146,5 +158,5 @@ def barrier(group_name="default"):
     get_group(group_name).barrier()
 
 
-__all__ = ["Group", "create_group", "get_group", "init_group", "destroy_group", "is_group_initialized",
+__all__ = ["Group", "create_group", "get_group", "init_group", "split_group", "NO_COLOR", "destroy_group", "is_group_initialized",
            "allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "send", "recv", "barrier"]

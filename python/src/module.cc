@@ -710,6 +710,10 @@ PYBIND11_MODULE(_prism, m) {
     py::gil_scoped_release release;
     collective::internal::DeclareGroup(ids, ParseBackend(backend), name, options);
   });
+  m.def("collective_split", [](const std::string& parent, const std::string& name, int color, int key) {
+    py::gil_scoped_release release;
+    return collective::SplitGroup(parent, name, color, key);
+  }, py::return_value_policy::reference);
   m.def("collective_get", [](const std::string& name) {
     py::gil_scoped_release release;
     return &collective::GetGroup(name);

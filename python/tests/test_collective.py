@@ -101,6 +101,14 @@ class Member:
         g.allreduce(Framework(a), "sum")
         return a
 
+    def split(self, parent, name, color, key=0):
+        sub = collective.split_group(parent, name, color, key)
+        if sub is None:
+            return None
+        x = np.array([collective.get_group(parent).rank], dtype=np.int64)
+        sub.allreduce(x)
+        return (sub.rank, sub.size, int(x[0]), collective.get_group(name).rank)
+
     def join_as(self, name, world, rank):
         return collective.init_group(name, world, rank, "gloo", 10).rank
 
@@ -155,6 +163,17 @@ def test_members_get_the_torch_distributed_environment(cluster):
 def test_ranks_can_declare_the_group_themselves(cluster):
     members = [Member.remote() for _ in range(2)]
     assert ray.get([m.join_as.remote("self", 2, r) for r, m in enumerate(members)]) == [0, 1]
+
+
+def test_split_group_forms_subgroups_by_color_and_key(cluster):
+    members = [Member.remote() for _ in range(4)]
+    collective.create_group(members, name="whole")
+    ray.get([m.try_join.remote("whole") for m in members])
+    got = ray.get([m.split.remote("whole", "pairs", r % 2, -r) for r, m in enumerate(members)])
+    assert got == [(1, 2, 2, 1), (1, 2, 4, 1), (0, 2, 2, 0), (0, 2, 4, 0)]
+    colors = [0, 0, collective.NO_COLOR, 0]
+    got = ray.get([m.split.remote("whole", "three", c) for m, c in zip(members, colors)])
+    assert got == [(0, 3, 4, 0), (1, 3, 4, 1), None, (2, 3, 4, 2)]
 
 
 def test_bad_input_is_a_clear_error(cluster):

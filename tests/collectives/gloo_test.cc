@@ -92,6 +92,20 @@ class Member {
     return out;
   }
   int Pid() { return getpid(); }
+  // Splits `parent`; in the subgroup, an allreduce of the parent ranks: "none", "<rank>/<size>
+  // sum <s>", or the error.
+  std::string Split(std::string parent, std::string name, int color, int key) {
+    try {
+      col::Group* sub = col::SplitGroup(parent, name, color, key);
+      if (sub == nullptr) return col::InGroup(name) ? "none, but registered" : "none";
+      int64_t v = col::GetGroup(parent).rank();
+      sub->AllReduce(&v, &v, 1, DType::kInt64, ReduceOp::kSum);
+      if (&col::GetGroup(name) != sub) return "not registered";
+      return std::to_string(sub->rank()) + "/" + std::to_string(sub->size()) + " sum " + std::to_string(v);
+    } catch (const prism::Error& e) {
+      return e.what();
+    }
+  }
   void Leave(std::string name) { col::DestroyGroup(name); }
 
   // Runs `op` on this rank's inputs and returns what it got, as doubles.
@@ -172,7 +186,7 @@ class Member {
 };
 Member* MakeMember() { return new Member(); }
 PRISM_REMOTE(MakeMember, &Member::Join, &Member::JoinAs, &Member::TryJoin, &Member::Env, &Member::Pid,
-             &Member::Leave, &Member::Run, &Member::TryAllReduce, &Member::TryBadInput);
+             &Member::Split, &Member::Leave, &Member::Run, &Member::TryAllReduce, &Member::TryBadInput);
 
 // The reference: what rank `rank` must get, computed from every rank's inputs here.
 std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int count, int n, int rank, int root) {
@@ -400,6 +414,59 @@ TEST_F(GlooTest, ARankThatStallsIsNamedWithinTheTimeout) {
     std::string said = prism::Get(ref, 30s);
     EXPECT_NE(said.find("collective group 'stall'"), std::string::npos) << said;
     EXPECT_NE(said.find("rank 2 did not take part"), std::string::npos) << said;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
+// Subgroups, as ncclCommSplit makes them: by color, ranked by key then parent rank.
+TEST_F(GlooTest, SplitFormsSubgroupsByColorAndKey) {
+  auto m = Members(4);
+  col::CreateGroup(m, col::Backend::kGloo, "whole", {.timeout = 10s});
+  auto split = [&](const std::string& name, std::vector<int> colors, std::vector<int> keys) {
+    std::vector<prism::ObjectRef<std::string>> refs;
+    for (int r = 0; r < 4; ++r) {
+      if (colors[r] == -2) continue;  // this rank does not come
+      refs.push_back(m[r].Task(&Member::Split).Remote(std::string("whole"), name, colors[r], keys[r]));
+    }
+    std::vector<std::string> out;
+    for (auto& ref : refs) out.push_back(prism::Get(ref, 60s));
+    return out;
+  };
+  std::vector<prism::ObjectRef<int>> joins;
+  for (auto& a : m) joins.push_back(a.Task(&Member::Join).Remote(std::string("whole")));
+  for (auto& j : joins) prism::Get(j, 30s);
+  // Even and odd ranks, each ordered by descending parent rank.
+  auto halves = split("half", {0, 1, 0, 1}, {0, -1, -2, -3});
+  EXPECT_EQ(halves, (std::vector<std::string>{"1/2 sum 2", "1/2 sum 4", "0/2 sum 2", "0/2 sum 4"}));
+  // Three ranks together (equal keys: by parent rank); the fourth in none.
+  auto three = split("three", {5, 5, 5, col::kNoColor}, {0, 0, 0, 0});
+  EXPECT_EQ(three, (std::vector<std::string>{"0/3 sum 3", "1/3 sum 3", "2/3 sum 3", "none"}));
+  // The parent still works, and a name in use is refused on the rank that has it.
+  Check(m, "whole", kAllReduce, DType::kFloat32, ReduceOp::kSum, 33);
+  std::string again = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("half"), 0, 0), 30s);
+  EXPECT_NE(again.find("'half' is in use"), std::string::npos) << again;
+  std::string unknown = prism::Get(m[0].Task(&Member::Split).Remote(std::string("nowhere"), std::string("x"), 0, 0), 30s);
+  EXPECT_NE(unknown.find("not a member of collective group 'nowhere'"), std::string::npos) << unknown;
+  std::string color = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("y"), -7, 0), 30s);
+  EXPECT_NE(color.find("color"), std::string::npos) << color;
+  // (A refused call counted nowhere: the ranks still agree on the number of the next split.)
+  col::DestroyGroup("whole");
+  for (auto& a : m) prism::Get(a.Task(&Member::Leave).Remote(std::string("whole")));
+}
+
+TEST_F(GlooTest, ARankThatDoesNotComeToASplitIsNamed) {
+  auto m = Members(3);
+  col::CreateGroup(m, col::Backend::kGloo, "splitter", {.timeout = 1500ms});
+  std::vector<prism::ObjectRef<int>> joins;
+  for (auto& a : m) joins.push_back(a.Task(&Member::Join).Remote(std::string("splitter")));
+  for (auto& j : joins) prism::Get(j, 30s);
+  auto t0 = std::chrono::steady_clock::now();
+  auto a = m[0].Task(&Member::Split).Remote(std::string("splitter"), std::string("part"), 0, 0);
+  auto b = m[1].Task(&Member::Split).Remote(std::string("splitter"), std::string("part"), 0, 0);
+  for (auto& ref : {a, b}) {
+    std::string said = prism::Get(ref, 30s);
+    EXPECT_NE(said.find("collective group 'splitter'"), std::string::npos) << said;
+    EXPECT_NE(said.find("rank 2 did not come"), std::string::npos) << said;
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
 }

@@ -84,6 +84,14 @@ TEST(NcclTest, OneRankGroupOnTheGpu) {
     }
     EXPECT_TRUE(stream->Synchronize().ok());
     g.Barrier();
+    // A subgroup split from it (ncclCommSplit), and a split this rank stays out of.
+    col::Group* sub = col::SplitGroup("one", "one.sub", 0);
+    ASSERT_NE(sub, nullptr);
+    EXPECT_EQ(sub->size(), 1);
+    sub->AllReduce(a.data(), b.data(), 1024, col::DType::kFloat32, col::ReduceOp::kSum, stream.get());
+    EXPECT_EQ(ToHost<float>(*stream, b.data(), 1024), host);
+    EXPECT_EQ(col::SplitGroup("one", "one.none", col::kNoColor), nullptr);
+    col::DestroyGroup("one.sub");
     EXPECT_THROW(g.Broadcast(a.data(), 1, col::DType::kFloat32, 3, stream.get()), prism::InvalidArgumentError);
     EXPECT_THROW(g.AllReduce(a.data(), b.data(), 1, col::DType::kUInt8, col::ReduceOp::kSum, stream.get()),
                  prism::InvalidArgumentError);

@@ -125,6 +125,19 @@ Group& GetGroup(const std::string& name);
 /// (from actors or tasks), with the same size and backend.
 Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options = {});
 
+/// `color` for a rank that joins no subgroup in SplitGroup.
+inline constexpr int kNoColor = -1;
+
+/// Splits group `parent` as ncclCommSplit (and MPI_Comm_split) does: every rank of `parent` calls
+/// it, in the same order among the group's other collectives; the ranks passing the same `color`
+/// (>= 0) form a subgroup, ranked by `key`, then by their rank in `parent`. This process's
+/// subgroup is registered as `name` (GetGroup(name) returns it; different colors may use the same
+/// name, as each process holds its own); a rank passing kNoColor joins none and gets null. nccl
+/// subgroups are split from the parent's communicator; gloo ones connect their ranks anew. Throws
+/// InvalidArgumentError for a name in use here or an unknown parent, CollectiveError when a rank
+/// of `parent` does not come within its timeout (named).
+Group* SplitGroup(const std::string& parent, const std::string& name, int color, int key = 0);
+
 /// Leaves group `name` here (if this process is in it) and removes its declaration, so the name can
 /// be created again (after a failure: every rank destroys it, then it is created anew).
 void DestroyGroup(const std::string& name);
