@@ -125,6 +125,7 @@ void DivideInPlace(void* data, size_t n, DType dtype, int size) {
 template <typename F>
 void WithCarrier(DType dtype, F f) {
   switch (ElementSize(dtype)) {
+    case 1: f(uint8_t{}); break;
     case 2: f(uint16_t{}); break;
     case 4: f(uint32_t{}); break;
     default: f(uint64_t{}); break;
@@ -271,7 +272,7 @@ class GlooGroup final : public Group {
   // CollectiveError naming the group and the ranks at fault; a failed group stays broken.
   template <typename F>
   void Run(const char* op, DType dtype, gpu::Stream* stream, F body) {
-    CheckDType(dtype);
+    CheckDType(dtype, Reduces(op));
     std::lock_guard<std::mutex> lock(mu_);  // one operation at a time per rank (gloo's context)
     if (!broken_.empty()) {
       throw CollectiveError("collective group '" + name() + "' is broken (" + broken_ +

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -88,11 +89,21 @@ struct Registry {
   std::map<std::string, std::string> generations;  // of the groups joined
   std::map<std::string, JoinInfo> infos;            // of the groups joined (with their ranks' pids)
   std::map<std::string, uint64_t> splits;           // SplitGroup calls on each so far
-  std::mutex join_mu;  // one join at a time in a process
+  std::map<std::string, std::shared_ptr<std::mutex>> join_locks;  // one join of a name at a time here
 };
 Registry& TheRegistry() {
   static Registry* r = new Registry();
   return *r;
+}
+
+// Held while this process joins group `name` (or splits it): joins of other groups go on
+// meanwhile, as two processes may each be joining a group the other has yet to join.
+std::shared_ptr<std::mutex> JoinLock(const std::string& name) {
+  Registry& r = TheRegistry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto& m = r.join_locks[name];
+  if (!m) m = std::make_shared<std::mutex>();
+  return m;
 }
 
 // A free TCP port on loopback for torch.distributed's store (rank 0 picks it).
@@ -166,7 +177,8 @@ std::unique_ptr<Group> JoinNccl(const JoinInfo& info) {
 
 Group& Join(JoinInfo info) {
   Registry& r = TheRegistry();
-  std::lock_guard<std::mutex> joining(r.join_mu);
+  std::shared_ptr<std::mutex> join_lock = JoinLock(info.name);
+  std::lock_guard<std::mutex> joining(*join_lock);
   {
     std::lock_guard<std::mutex> lock(r.mu);
     auto it = r.groups.find(info.name);
@@ -174,7 +186,7 @@ Group& Join(JoinInfo info) {
   }
   // torch.distributed's environment (env://): rank 0 publishes where its store will listen.
   std::string master_key = info.prefix() + "master";
-  if (info.rank == 0) KvPutIfAbsent(master_key, "127.0.0.1:" + std::to_string(FreePort()));
+  if (info.rank == 0 && info.environment) KvPutIfAbsent(master_key, "127.0.0.1:" + std::to_string(FreePort()));
   Rendezvous(info);
   std::unique_ptr<Group> group;
   if (info.backend == Backend::kGloo) {
@@ -182,14 +194,16 @@ Group& Join(JoinInfo info) {
   } else {
     group = JoinNccl(info);
   }
-  if (auto master = KvGet(master_key)) {
-    auto colon = master->rfind(':');
-    setenv("MASTER_ADDR", master->substr(0, colon).c_str(), 1);
-    setenv("MASTER_PORT", master->substr(colon + 1).c_str(), 1);
+  if (info.environment) {
+    if (auto master = KvGet(master_key)) {
+      auto colon = master->rfind(':');
+      setenv("MASTER_ADDR", master->substr(0, colon).c_str(), 1);
+      setenv("MASTER_PORT", master->substr(colon + 1).c_str(), 1);
+    }
+    setenv("RANK", std::to_string(info.rank).c_str(), 1);
+    setenv("LOCAL_RANK", std::to_string(info.rank).c_str(), 1);  // one node: the rank
+    setenv("WORLD_SIZE", std::to_string(info.size).c_str(), 1);
   }
-  setenv("RANK", std::to_string(info.rank).c_str(), 1);
-  setenv("LOCAL_RANK", std::to_string(info.rank).c_str(), 1);  // one node: the rank
-  setenv("WORLD_SIZE", std::to_string(info.size).c_str(), 1);
   std::lock_guard<std::mutex> lock(r.mu);
   auto& slot = r.groups[info.name];
   slot = std::move(group);  // (a broken one of an older generation goes)
@@ -298,7 +312,12 @@ std::string Diagnose(const JoinInfo& info, const char* op, const std::string& wh
 
 size_t ElementSize(DType dtype) { return gpu::DTypeSize(dtype); }
 
-void CheckDType(DType dtype) {
+bool Reduces(const char* op) {
+  return std::strcmp(op, "allreduce") == 0 || std::strcmp(op, "reduce-scatter") == 0 || std::strcmp(op, "reduce") == 0;
+}
+
+void CheckDType(DType dtype, bool reduces) {
+  if (dtype == DType::kUInt8 && !reduces) return;
   switch (dtype) {
     case DType::kFloat16:
     case DType::kBFloat16:
@@ -308,7 +327,8 @@ void CheckDType(DType dtype) {
     case DType::kInt64:
       return;
     default:
-      throw InvalidArgumentError(std::string("collectives take float16, bfloat16, float32, float64, int32 and int64, not ") +
+      throw InvalidArgumentError(std::string("collectives take float16, bfloat16, float32, float64, int32 and int64") +
+                                 (reduces ? "" : " (and uint8 where nothing is reduced)") + ", not " +
                                  std::string(gpu::DTypeName(dtype)));
   }
 }
@@ -370,7 +390,11 @@ Group& GetGroup(const std::string& name) {
 }
 
 Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options) {
-  using namespace internal;
+  return internal::InitGroupOn(name, world_size, rank, backend, options, 0, true);
+}
+
+Group& internal::InitGroupOn(const std::string& name, int world_size, int rank, Backend backend,
+                             GroupOptions options, int device, bool environment) {
   CheckName(name);
   CheckOptions(options);
   if (world_size < 1 || rank < 0 || rank >= world_size) {
@@ -409,7 +433,8 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
     throw InvalidArgumentError("a collective group named '" + name + "' is declared already (a subgroup needs a name of its own)");
   }
   Registry& r = TheRegistry();
-  std::lock_guard<std::mutex> joining(r.join_mu);
+  std::shared_ptr<std::mutex> join_lock = JoinLock(parent);
+  std::lock_guard<std::mutex> joining(*join_lock);
   Group* p = nullptr;
   JoinInfo from;
   uint64_t n = 0;

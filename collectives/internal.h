@@ -37,6 +37,8 @@ struct JoinInfo {
   Backend backend = Backend::kGloo;
   std::chrono::milliseconds timeout{30000};
   std::vector<int> pids;  // each rank's process, once all joined (to name a dead one)
+  int device = 0;         // nccl: this process's CUDA device for the communicator
+  bool environment = true;  // sets RANK, WORLD_SIZE, ... (not for prism's own pair groups)
   std::string prefix() const { return name + "/" + generation + "/"; }
 };
 
@@ -61,8 +63,16 @@ std::unique_ptr<Group> JoinGloo(const JoinInfo& info);
 // groups of other backends.
 std::shared_ptr<gloo::Context> GlooContextOf(Group& group);
 
-// The dtype's size, and whether the backend takes it.
+// The dtype's size, and whether an operation takes it: reductions take float16, bfloat16,
+// float32, float64, int32 and int64; operations that only move data take uint8 too.
 size_t ElementSize(DType dtype);
-void CheckDType(DType dtype);
+void CheckDType(DType dtype, bool reduces = true);
+// Whether operation `op` (its name) reduces.
+bool Reduces(const char* op);
+
+// InitGroup for prism's own groups: the communicator on CUDA device `device`; `environment`:
+// whether joining sets the torch.distributed variables.
+Group& InitGroupOn(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options,
+                   int device, bool environment);
 
 }  // namespace prism::collective::internal

@@ -29,6 +29,7 @@ ncclDataType_t ToNccl(DType dtype) {
     case DType::kFloat32: return ncclFloat32;
     case DType::kFloat64: return ncclFloat64;
     case DType::kInt32: return ncclInt32;
+    case DType::kUInt8: return ncclUint8;
     default: return ncclInt64;
   }
 }
@@ -174,7 +175,7 @@ class NcclGroup final : public Group {
 
   template <typename F>
   void RunOn(const char* op, DType dtype, cudaStream_t s, F call) {
-    CheckDType(dtype);
+    CheckDType(dtype, Reduces(op));
     std::lock_guard<std::mutex> lock(mu_);
     if (!broken_.empty()) Fail(std::string("it is broken (") + broken_ + "): destroy it and create it again");
     ncclResult_t r = call(s);
@@ -347,7 +348,7 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_unique_id(char*
 extern "C" __attribute__((visibility("default"))) int prism_nccl_join(const JoinInfo* info, const char* id_bytes,
                                                                       prism::collective::Group** out, char* error,
                                                                       size_t size) {
-  int device = 0;
+  int device = info->device;
   if (cudaSetDevice(device) != cudaSuccess) {
     cudaGetLastError();
     std::snprintf(error, size, "this process has no CUDA device for nccl");

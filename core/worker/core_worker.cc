@@ -175,8 +175,9 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     CoreWorker* self = cw.get();
     GpuTasks::Peers peers;
     peers.self = cw->address_;
-    peers.register_import = [self](const internal::OwnerAddress& p, const std::string& id) {
-      return self->RegisterDeviceImport(p, id);
+    peers.register_import = [self](const internal::OwnerAddress& p, const std::string& id,
+                                   const std::string& transfer_group) {
+      return self->RegisterDeviceImport(p, id, transfer_group);
     };
     peers.release_import = [self](const internal::OwnerAddress& p, const std::string& id) {
       self->ReleaseDeviceImport(p, id);
@@ -422,6 +423,10 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       reply.mutable_device_object_imported()->set_lost(!held);
       reply.mutable_device_object_imported()->set_memory_handle(handle);
       conn.Send(reply);
+      // (Queued in the order requests come, so the pair's sends match the importer's receives.)
+      if (held && !req.transfer_group().empty()) {
+        gpu_tasks_->QueueSend(req.id(), WorkerId::FromBinary(req.importer()), req.transfer_group());
+      }
       return;
     }
     case rpc::Envelope::kReleaseDeviceObjects: {
@@ -544,11 +549,12 @@ CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress&
 }
 
 std::optional<std::string> CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer,
-                                                             const std::string& id) {
+                                                             const std::string& id,
+                                                             const std::string& transfer_group) {
   if (shut_down_) return std::nullopt;
   auto answered = std::make_shared<std::promise<std::optional<std::string>>>();
   std::future<std::optional<std::string>> result = answered->get_future();
-  asio::post(loop_.context(), [this, producer, id, answered] {
+  asio::post(loop_.context(), [this, producer, id, transfer_group, answered] {
     OwnerConn* oc = OwnerConnection(producer);
     if (oc->lost) {
       answered->set_value(std::nullopt);
@@ -561,6 +567,7 @@ std::optional<std::string> CoreWorker::RegisterDeviceImport(const internal::Owne
     m->set_request_id(rid);
     m->set_id(id);
     m->set_importer(address_.worker_id);
+    m->set_transfer_group(transfer_group);
     oc->Send(env);
   });
   if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {

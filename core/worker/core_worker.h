@@ -132,7 +132,8 @@ class CoreWorker {
   const std::string& session_dir() const { return options_.session_dir; }
   /// Device objects: counts an import at its producer (blocks until answered: the memory's
   /// export handle now, or nothing when the producer no longer has it), releases it.
-  std::optional<std::string> RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
+  std::optional<std::string> RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id,
+                                                  const std::string& transfer_group);
   void ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }

@@ -5,10 +5,12 @@
 #include "base/ids.h"
 #include "base/logging.h"
 
+#include <dlfcn.h>
 #include <msgpack.hpp>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <future>
 #include <string>
 
@@ -22,6 +24,39 @@ struct ThreadContext {
 };
 thread_local ThreadContext tl_gpu;
 thread_local std::vector<std::string> tl_exports;  // device objects the running task packed
+
+// How long a device object's move through a pair group may take (joining the group included).
+constexpr std::chrono::seconds kTransferTimeout{30};
+
+// The collectives' pair transfer (collectives/transfer.cc): libprism_collective.so, next to this
+// library, loaded when a device object first needs it (it links libprism, so libprism cannot
+// link it).
+struct TransferLibrary {
+  int (*move)(const char* group, int rank, int nccl, int device, int send, void* ptr, uint64_t bytes, void* stream,
+              int64_t timeout_ms, char* error, size_t size) = nullptr;
+  std::string error;
+};
+
+const TransferLibrary& Transfer() {
+  static TransferLibrary lib = [] {
+    TransferLibrary l;
+    Dl_info self{};
+    std::string path = "libprism_collective.so";
+    if (dladdr(reinterpret_cast<void*>(&Transfer), &self) != 0 && self.dli_fname != nullptr) {
+      path = (std::filesystem::path(self.dli_fname).parent_path() / path).string();
+    }
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+      const char* e = dlerror();
+      l.error = "the collectives library, which moves it, is not available (" + std::string(e ? e : path) + ")";
+      return l;
+    }
+    l.move = reinterpret_cast<decltype(l.move)>(dlsym(h, "prism_device_transfer"));
+    if (l.move == nullptr) l.error = "libprism_collective.so lacks prism_device_transfer";
+    return l;
+  }();
+  return lib;
+}
 
 }  // namespace
 
@@ -53,6 +88,11 @@ class GpuTasks::SpillingMemory final : public gpu::MemoryResource {
 GpuTasks::GpuTasks() = default;
 
 GpuTasks::~GpuTasks() {
+  {
+    // Sends under way end (done, or failed within their timeout) before what they use goes.
+    std::unique_lock<std::mutex> lock(mu_);
+    senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
+  }
   {
     std::lock_guard<std::mutex> lock(liveness_->mu);
     liveness_->owner = nullptr;
@@ -456,8 +496,9 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     if (backend_->device(i)->uuid == uuid) device = i;
   }
   if (device < 0) {
-    throw RuntimeError("the gpu::Tensor is on GPU " + uuid + ", which this process does not see (it holds other GPUs); "
-                       "moving tensors between GPUs of different processes comes with the collectives (NCCL)");
+    // On a GPU this process does not see (it holds others): its producer sends it here.
+    lock.unlock();
+    return Receive({socket, worker, node}, id, pid, static_cast<gpu::DType>(dtype), shape, ctx);
   }
   std::vector<gpu::Stream*> streams;  // every stream of the task (or the import stream) waits
   if (ctx != nullptr) {
@@ -496,7 +537,7 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
       counted = std::make_shared<std::promise<bool>>();
       import->registering = counted->get_future().share();
       lock.unlock();
-      std::optional<std::string> answer = register_import(import->producer, id);
+      std::optional<std::string> answer = register_import(import->producer, id, "");
       lock.lock();
       if (!answer) {
         forget();
@@ -533,6 +574,141 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend->name() == "sim",
                                        import->ptr, stream, import);
   return view;
+}
+
+gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid,
+                              gpu::DType dtype, std::vector<int64_t> shape, gpu::Context* ctx) {
+  std::string what = "device object " + id + " of process " + std::to_string(pid) + " (on a GPU this process does not see)";
+  const TransferLibrary& lib = Transfer();
+  if (lib.move == nullptr) throw RuntimeError(what + ": " + lib.error);
+  if (!peers_.register_import || producer.socket_path.empty()) throw RuntimeError(what + ": its producer's address is unknown");
+  int device = 0;
+  std::vector<gpu::Stream*> streams;  // the task's (or the import stream): they wait for it
+  gpu::MemoryResource* memory = nullptr;
+  gpu::Backend* backend = nullptr;
+  std::shared_ptr<std::mutex> pair;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (backend_->device_count() == 0) throw RuntimeError(what + ": this process has no GPU to receive it on");
+    if (ctx != nullptr) {
+      device = ctx->device();
+      for (int d : ctx->devices()) streams.push_back(&ctx->stream(d));
+      memory = &ctx->memory();
+    } else {
+      auto s = ImportStream(device);
+      auto pool = backend_->memory(device);
+      if (!s.ok() || !pool.ok()) throw RuntimeError(what + ": " + (s.ok() ? pool.status() : s.status()).message());
+      streams.push_back(*s);
+      memory = TaskMemory(device, *pool);
+    }
+    backend = backend_.get();
+    auto& l = receive_locks_[producer.socket_path];
+    if (!l) l = std::make_shared<std::mutex>();
+    pair = l;
+  }
+  gpu::Stream* stream = streams.front();
+  auto tensor = gpu::Tensor::Empty(*backend, *memory, *stream, dtype, std::move(shape));
+  if (!tensor.ok()) throw RuntimeError(what + ": cannot allocate it here: " + tensor.status().message());
+  std::lock_guard<std::mutex> one_at_a_time(*pair);
+  std::string group;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto hex = [](const std::string& binary) {
+      return WorkerId::IsValidBinary(binary) ? WorkerId::FromBinary(binary).Hex().substr(0, 16) : std::string("x");
+    };
+    group = "prism.xfer." + hex(peers_.self.worker_id) + "." + hex(producer.worker_id) + "." +
+            std::to_string(receive_epochs_[producer.socket_path]);
+  }
+  // The producer counts the import (so the object stays), answers, and queues its send.
+  if (!peers_.register_import(producer, id, group)) throw ObjectLostError(what + " is no longer held by its producer");
+  char error[1024] = {};
+  int rc = lib.move(group.c_str(), 1, backend->name() != "sim", device, /*send=*/0, tensor->data(), tensor->bytes(),
+                    stream, std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error);
+  if (rc != 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++receive_epochs_[producer.socket_path];  // (the group is dropped on both sides)
+    throw RuntimeError(what + ": moving it from its producer failed: " + error);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    transfer_stats_.received++;
+    transfer_stats_.received_bytes += tensor->bytes();
+  }
+  if (streams.size() > 1) {  // the task's other streams wait for the receive
+    auto ev = backend->CreateEvent(device);
+    Status st = ev.ok() ? (*ev)->Record(*stream) : ev.status();
+    for (size_t i = 1; i < streams.size() && st.ok(); ++i) st = streams[i]->Wait(**ev);
+    if (!st.ok()) throw RuntimeError(what + ": cannot order on it: " + st.message());
+  }
+  return std::move(tensor).value();
+}
+
+void GpuTasks::QueueSend(const std::string& id, const WorkerId& importer, const std::string& group) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool idle = send_queues_.count(group) == 0;  // (a queue exists while its thread drains it)
+  send_queues_[group].push_back({id, importer});
+  if (idle) {
+    ++senders_;
+    std::thread([this, group] { DrainSends(group); }).detach();
+  }
+}
+
+void GpuTasks::DrainSends(const std::string& group) {
+  for (;;) {
+    SendJob job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& queue = send_queues_[group];
+      if (queue.empty()) {
+        send_queues_.erase(group);
+        --senders_;
+        senders_cv_.notify_all();
+        return;
+      }
+      job = queue.front();
+      queue.pop_front();
+    }
+    Status st = SendNow(job.id, group);
+    if (!st.ok()) PRISM_LOG_WARN("device object {}: sending it through {} failed: {}", job.id, group, st.ToString());
+    RemoveImport(job.id, job.importer);
+  }
+}
+
+Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
+  const TransferLibrary& lib = Transfer();
+  if (lib.move == nullptr) return Status::Unavailable(lib.error);
+  gpu::Tensor tensor;
+  gpu::Event* ready = nullptr;
+  gpu::Stream* stream = nullptr;
+  gpu::Backend* backend = nullptr;
+  int device = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = exported_.find(id);
+    if (it == exported_.end()) return Status::NotFound("no longer held here");
+    PRISM_RETURN_IF_ERROR(RestoreLocked(id, it->second));  // (counted as imported: it stays)
+    tensor = it->second.tensor;
+    ready = it->second.ready.get();
+    device = it->second.device;
+    PRISM_ASSIGN_OR_RETURN(stream, ImportStream(device));
+    backend = backend_.get();
+  }
+  PRISM_RETURN_IF_ERROR(stream->Wait(*ready));  // after the work that made it
+  tensor.AddUser(*backend, *stream);             // and its memory stays until the send is done
+  char error[1024] = {};
+  if (lib.move(group.c_str(), 0, backend->name() != "sim", device, /*send=*/1, tensor.data(), tensor.bytes(), stream,
+               std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error) != 0) {
+    return Status::Unavailable(error);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  transfer_stats_.sent++;
+  transfer_stats_.sent_bytes += tensor.bytes();
+  return Status::OK();
+}
+
+GpuTasks::TransferStats GpuTasks::transfer_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return transfer_stats_;
 }
 
 Result<gpu::Backend*> GpuTasks::backend() {

@@ -13,6 +13,7 @@
 #include <prism/internal/runtime_api.h>
 
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -64,10 +65,12 @@ class GpuTasks {
   /// connections): `register_import` blocks until the producer counted the import and answers
   /// with the memory's export handle as it is now (restored, if it had spilled; empty: the one in
   /// the descriptor), or nothing when the producer no longer has it; `release_import` tells it
-  /// the mapping is closed.
+  /// the mapping is closed. With a `transfer_group`, the importer does not see the object's GPU:
+  /// the producer sends it through that pair group of the collectives instead (QueueSend).
   struct Peers {
     internal::OwnerAddress self;
-    std::function<std::optional<std::string>(const internal::OwnerAddress& producer, const std::string& id)>
+    std::function<std::optional<std::string>(const internal::OwnerAddress& producer, const std::string& id,
+                                             const std::string& transfer_group)>
         register_import;
     std::function<void(const internal::OwnerAddress& producer, const std::string& id)> release_import;
   };
@@ -84,6 +87,11 @@ class GpuTasks {
   /// object is restored to device memory first; `memory_handle` is where it is now.
   bool AddImport(const std::string& id, const WorkerId& importer, std::string* memory_handle);
   void RemoveImport(const std::string& id, const WorkerId& importer);
+  /// Sends device object `id` (its import by `importer` counted by AddImport) through the
+  /// collectives' pair group `group` (rank 0 here, 1 the importer: nccl on CUDA, gloo on sim
+  /// devices), after the sends queued for that group before it; the import is let go once the
+  /// send is done or failed. For importers that do not see the object's GPU.
+  void QueueSend(const std::string& id, const WorkerId& importer, const std::string& group);
   /// A process died: its imports are closed.
   void ImporterDied(const WorkerId& importer);
   /// Where device objects spill under memory pressure: the node's host object store, as objects
@@ -100,6 +108,12 @@ class GpuTasks {
     uint64_t restores = 0;
   };
   SpillStats spill_stats();
+  /// Device objects moved through pair groups (to and from processes that do not see their GPU).
+  struct TransferStats {
+    uint64_t received = 0, received_bytes = 0;
+    uint64_t sent = 0, sent_bytes = 0;
+  };
+  TransferStats transfer_stats();
 
   /// A device of this worker has a sticky fault (a kernel faulted): the process must go, as a
   /// CUDA context cannot recover. Returns the fault.
@@ -107,6 +121,12 @@ class GpuTasks {
 
  private:
   Status EnsureBackend() PRISM_REQUIRES(mu_);
+  // A device object of another process on a GPU this process does not see: received through a
+  // pair group with its producer into a new tensor on this process's GPU (the task's first).
+  gpu::Tensor Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid, gpu::DType dtype,
+                      std::vector<int64_t> shape, gpu::Context* ctx);
+  Status SendNow(const std::string& id, const std::string& group);
+  void DrainSends(const std::string& group);
   // The stream imported tensors are ordered on outside GPU tasks (a driver reading one).
   Result<gpu::Stream*> ImportStream(int device) PRISM_REQUIRES(mu_);
 
@@ -172,6 +192,19 @@ class GpuTasks {
   std::map<int, std::unique_ptr<gpu::Stream>> import_streams_ PRISM_GUARDED_BY(mu_);
   std::map<ObjectId, std::vector<std::string>> objects_ PRISM_GUARDED_BY(mu_);  // result -> device objects
   Peers peers_;
+  // Sends through pair groups: queued per group, drained by one thread each while non-empty.
+  struct SendJob {
+    std::string id;
+    WorkerId importer;
+  };
+  std::map<std::string, std::deque<SendJob>> send_queues_ PRISM_GUARDED_BY(mu_);
+  int senders_ PRISM_GUARDED_BY(mu_) = 0;  // draining threads (the destructor waits for them)
+  std::condition_variable senders_cv_;
+  // Receives: one at a time per producer (a pair's sends and receives match in order); the
+  // pair group's epoch moves on after a failure (both sides drop the broken group).
+  std::map<std::string, std::shared_ptr<std::mutex>> receive_locks_ PRISM_GUARDED_BY(mu_);
+  std::map<std::string, int> receive_epochs_ PRISM_GUARDED_BY(mu_);
+  TransferStats transfer_stats_ PRISM_GUARDED_BY(mu_);
   // Closes finished imports every 20 ms while some are closing.
   std::condition_variable closer_cv_;
   bool stopping_ PRISM_GUARDED_BY(mu_) = false;

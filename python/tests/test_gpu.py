@@ -254,3 +254,28 @@ def test_a_killed_producers_tensors_are_rebuilt(sim_gpus, tmp_path):
     assert _wait_gone(producer)
     with pytest.raises(ray.exceptions.ObjectLostError):
         ray.get(total.remote(y), timeout=60)
+
+
+@ray.remote(num_gpus=1)
+class GpuHolder:
+    def make(self, n):
+        import numpy as np
+        from prism import gpu
+        return gpu.from_dlpack(np.arange(n, dtype=np.float32))
+
+    def total(self, t):
+        import numpy as np
+        return float(np.from_dlpack(t).sum())
+
+    def gpus(self):
+        return ray.get_gpu_ids()
+
+
+def test_a_tensor_moves_to_a_gpu_its_consumer_does_not_see(sim_gpus):
+    # Each actor holds a whole GPU of its own: the tensor goes from one to the other through a
+    # pair group of the collectives, not an IPC mapping.
+    a, b = GpuHolder.remote(), GpuHolder.remote()
+    assert set(ray.get(a.gpus.remote())).isdisjoint(ray.get(b.gpus.remote()))
+    t = a.make.remote(1000)
+    assert ray.get(b.total.remote(t)) == sum(range(1000))
+    assert ray.get([b.total.remote(a.make.remote(10)), a.total.remote(b.make.remote(20))]) == [45.0, 190.0]
