@@ -175,10 +175,12 @@ class GlooGroup final : public Group {
   void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
     // An allreduce of the whole buffer, of which this rank keeps its block (gloo 0.5 has no
     // reduce-scatter of its own): twice the bytes of a ring reduce-scatter.
+    CheckDType(dtype);
+    HostReady(stream);  // (read here, before the allreduce)
     size_t bytes = count * ElementSize(dtype);
     std::vector<uint8_t> all(bytes * static_cast<size_t>(size()));
     if (bytes > 0) std::memcpy(all.data(), send, all.size());
-    AllReduce(all.data(), all.data(), count * static_cast<size_t>(size()), dtype, op, stream);
+    AllReduce(all.data(), all.data(), count * static_cast<size_t>(size()), dtype, op, nullptr);
     if (bytes > 0) std::memcpy(recv, all.data() + bytes * static_cast<size_t>(rank()), bytes);
   }
 
@@ -268,6 +270,19 @@ class GlooGroup final : public Group {
     return (uint64_t{0x7e} << 56) | (counts[peer]++ & ((uint64_t{1} << 56) - 1));
   }
 
+  // Device memory on `stream` (sim's, which is host memory) may be read and written here once
+  // the stream's work is done; CUDA device memory is refused.
+  void HostReady(gpu::Stream* stream) const {
+    if (stream == nullptr) return;
+    auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+    if (!backend.ok() || (*backend)->name() != "sim") {
+      throw InvalidArgumentError("collective group '" + name() +
+                                 "': gloo takes host memory (and sim device memory); CUDA device memory goes through nccl");
+    }
+    Status st = stream->Synchronize();
+    if (!st.ok()) throw RuntimeError("collective group '" + name() + "': " + st.ToString());
+  }
+
   // Runs one operation: arguments checked, device memory ordered, a failure turned into a
   // CollectiveError naming the group and the ranks at fault; a failed group stays broken.
   template <typename F>
@@ -278,15 +293,7 @@ class GlooGroup final : public Group {
       throw CollectiveError("collective group '" + name() + "' is broken (" + broken_ +
                             "): destroy it and create it again");
     }
-    if (stream != nullptr) {
-      auto backend = CurrentCoreWorker()->gpu_tasks().backend();
-      if (!backend.ok() || (*backend)->name() != "sim") {
-        throw InvalidArgumentError("collective group '" + name() +
-                                   "': gloo takes host memory (and sim device memory); CUDA device memory goes through nccl");
-      }
-      Status st = stream->Synchronize();  // sim device memory is host memory, once its stream is done
-      if (!st.ok()) throw RuntimeError("collective group '" + name() + "': " + st.ToString());
-    }
+    HostReady(stream);
     bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0;
     uint64_t seq = collective ? ++collectives_ : 0;
     try {

@@ -5,6 +5,8 @@
 #include "base/ids.h"
 #include "worker/core_worker.h"
 
+#include <prism/gpu/topology.h>
+
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <netinet/in.h>
@@ -38,18 +40,21 @@ std::shared_ptr<CoreWorker> Core() {
   return core;
 }
 
-// A declaration: "v1;<backend>;<size>;<timeout ms>;<generation>;<member actor hex>,..." (members
-// empty for a group its ranks declare themselves, InitGroup).
+// A declaration: "v2;<backend>;<size>;<timeout ms>;<generation>;<order>;<member actor hex>,..."
+// (members empty for a group its ranks declare themselves, InitGroup; order "given" or
+// "topology"). v1 lacked the order.
 struct Declaration {
   Backend backend = Backend::kGloo;
   int size = 0;
   std::chrono::milliseconds timeout{30000};
   std::string generation;
+  RankOrder order = RankOrder::kAsGiven;
   std::vector<std::string> members;
 
   std::string Encode() const {
-    std::string out = "v1;" + std::string(BackendName(backend)) + ";" + std::to_string(size) + ";" +
-                      std::to_string(timeout.count()) + ";" + generation + ";";
+    std::string out = "v2;" + std::string(BackendName(backend)) + ";" + std::to_string(size) + ";" +
+                      std::to_string(timeout.count()) + ";" + generation + ";" +
+                      (order == RankOrder::kTopology ? "topology" : "given") + ";";
     for (size_t i = 0; i < members.size(); ++i) out += (i ? "," : "") + members[i];
     return out;
   }
@@ -58,8 +63,13 @@ struct Declaration {
     std::stringstream in(text);
     for (std::string part; std::getline(in, part, ';');) f.push_back(part);
     if (text.size() && text.back() == ';') f.push_back("");
-    if (f.size() != 6 || f[0] != "v1") throw RuntimeError("collective group '" + name + "' has a declaration this version cannot read");
+    bool v1 = f.size() == 6 && f[0] == "v1", v2 = f.size() == 7 && f[0] == "v2";
+    if (!v1 && !v2) throw RuntimeError("collective group '" + name + "' has a declaration this version cannot read");
     Declaration d;
+    if (v2) {
+      d.order = f[5] == "topology" ? RankOrder::kTopology : RankOrder::kAsGiven;
+      f.erase(f.begin() + 5);
+    }
     d.backend = f[1] == "nccl" ? Backend::kNccl : Backend::kGloo;
     d.size = std::stoi(f[2]);
     d.timeout = std::chrono::milliseconds(std::stoll(f[3]));
@@ -71,6 +81,36 @@ struct Declaration {
 };
 
 std::string GroupKey(const std::string& name) { return "group/" + name; }
+
+// The rank of the member declared `index` when ranks follow the GPU topology: every member
+// publishes its GPU; the ring over them (topology.h's RingOrder, starting with member 0's) is
+// the rank order. The declared order stands where a member holds no GPU of its own or no
+// topology is known.
+int TopologyRank(const std::string& name, const Declaration& d, int index) {
+  std::string prefix = name + "/" + d.generation + "/gpu/";
+  std::vector<int> mine = GetGpuIds();
+  KvSet(prefix + std::to_string(index), mine.empty() ? "-1" : std::to_string(mine.front()));
+  std::vector<std::string> keys;
+  for (int i = 0; i < d.size; ++i) keys.push_back(prefix + std::to_string(i));
+  if (!KvWait(keys, d.timeout)) {
+    std::string missing;
+    for (int i = 0; i < d.size; ++i) {
+      if (!KvGet(keys[i])) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
+    }
+    throw CollectiveError("collective group '" + name + "': the actor(s) declared " + missing +
+                          " did not join within " + std::to_string(d.timeout.count()) + " ms");
+  }
+  std::vector<int> gpus;
+  for (const std::string& key : keys) gpus.push_back(std::atoi(KvGet(key).value_or("-1").c_str()));
+  std::vector<int> sorted = gpus;
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted.front() < 0 || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return index;
+  const char* spec = std::getenv("PRISM_GPU_TOPOLOGY");
+  Result<gpu::Topology> topology = spec != nullptr && *spec ? gpu::Topology::Load(spec) : gpu::Topology::Discover();
+  if (!topology.ok() || sorted.back() >= topology->gpu_count()) return index;
+  std::vector<int> ring = topology->RingOrder(gpus);
+  return static_cast<int>(std::find(ring.begin(), ring.end(), gpus[index]) - ring.begin());
+}
 
 void CheckName(const std::string& name) {
   if (name.empty() || name.size() > 200 ||
@@ -343,6 +383,7 @@ void DeclareGroup(const std::vector<ActorId>& members, Backend backend, const st
   d.size = static_cast<int>(members.size());
   d.timeout = options.timeout;
   d.generation = RandomUniqueId().Hex().substr(0, 16);
+  d.order = options.order;
   for (const ActorId& a : members) {
     if (a.IsNil()) throw InvalidArgumentError("collective group '" + name + "': an empty ActorHandle");
     if (std::find(d.members.begin(), d.members.end(), a.Hex()) != d.members.end()) {
@@ -385,7 +426,9 @@ Group& GetGroup(const std::string& name) {
     throw InvalidArgumentError("this process (" + (me.IsNil() ? std::string("not an actor") : "actor " + me.Hex()) +
                                ") is not a member of collective group '" + name + "'");
   }
-  JoinInfo info{name, d.generation, static_cast<int>(at - d.members.begin()), d.size, d.backend, d.timeout};
+  int rank = static_cast<int>(at - d.members.begin());
+  if (d.order == RankOrder::kTopology) rank = TopologyRank(name, d, rank);
+  JoinInfo info{name, d.generation, rank, d.size, d.backend, d.timeout};
   return Join(info);
 }
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <sstream>
 
 namespace prism::gpu {
@@ -183,6 +184,41 @@ double Topology::Bandwidth(int a, int b) const {
     case PathKind::kSys: return sys_gbps_;
   }
   return sys_gbps_;
+}
+
+std::vector<int> Topology::RingOrder(const std::vector<int>& gpus) const {
+  if (gpus.size() <= 2) return gpus;
+  auto score = [&](const std::vector<int>& ring) {
+    double slowest = std::numeric_limits<double>::infinity(), total = 0;
+    for (size_t i = 0; i < ring.size(); ++i) {
+      double bw = Bandwidth(ring[i], ring[(i + 1) % ring.size()]);
+      slowest = std::min(slowest, bw);
+      total += bw;
+    }
+    return std::make_pair(slowest, total);
+  };
+  if (gpus.size() <= 9) {
+    std::vector<int> ring = gpus, best = gpus;  // (the given order wins ties)
+    auto best_score = score(best);
+    std::sort(ring.begin() + 1, ring.end());  // every order of the rest, gpus[0] first
+    do {
+      auto sc = score(ring);
+      if (sc > best_score) {
+        best_score = sc;
+        best = ring;
+      }
+    } while (std::next_permutation(ring.begin() + 1, ring.end()));
+    return best;
+  }
+  std::vector<int> ring{gpus[0]}, left(gpus.begin() + 1, gpus.end());
+  while (!left.empty()) {
+    auto next = std::max_element(left.begin(), left.end(), [&](int a, int b) {
+      return Bandwidth(ring.back(), a) < Bandwidth(ring.back(), b);
+    });
+    ring.push_back(*next);
+    left.erase(next);
+  }
+  return ring;
 }
 
 std::vector<std::vector<double>> Topology::BandwidthMatrix() const {

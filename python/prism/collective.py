@@ -78,16 +78,19 @@ def _joined(native):
     return Group(native)
 
 
-def create_group(actors, backend="gloo", name="default", timeout=30.0):
+def create_group(actors, backend="gloo", name="default", timeout=30.0, order="given"):
     """Declares group ``name``: ``actors[i]`` is rank ``i``; each joins on its first
-    ``get_group(name)``. ``backend`` is "gloo" (host memory) or "nccl" (CUDA device memory)."""
+    ``get_group(name)``. ``backend`` is "gloo" (host memory) or "nccl" (CUDA device memory).
+    ``order="topology"``: the ranks follow the node's GPU topology instead (a ring with NVLink
+    and PCIe-switch neighbours adjacent; ``actors[0]`` stays rank 0), for actors holding a GPU
+    each."""
     ids = []
     for a in actors:
         ref = getattr(a, "_ref", None)
         if ref is None:
             raise TypeError(f"create_group takes actor handles, not {type(a).__name__}")
         ids.append(ref.id)
-    call(_prism.collective_declare, ids, str(backend), str(name), float(timeout))
+    call(_prism.collective_declare, ids, str(backend), str(name), float(timeout), str(order))
 
 
 def get_group(name="default"):

@@ -698,7 +698,10 @@ PYBIND11_MODULE(_prism, m) {
         g.Barrier();
       });
   m.def("collective_declare", [](const std::vector<py::bytes>& actors, const std::string& backend,
-                                 const std::string& name, double timeout_s) {
+                                 const std::string& name, double timeout_s, const std::string& order) {
+    if (order != "given" && order != "topology") {
+      throw InvalidArgumentError("a group's rank order is 'given' or 'topology', not '" + order + "'");
+    }
     std::vector<ActorId> ids;
     for (const auto& a : actors) {
       std::string id = a;
@@ -707,6 +710,7 @@ PYBIND11_MODULE(_prism, m) {
     }
     collective::GroupOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    options.order = order == "topology" ? collective::RankOrder::kTopology : collective::RankOrder::kAsGiven;
     py::gil_scoped_release release;
     collective::internal::DeclareGroup(ids, ParseBackend(backend), name, options);
   });

@@ -279,3 +279,28 @@ def test_a_tensor_moves_to_a_gpu_its_consumer_does_not_see(sim_gpus):
     t = a.make.remote(1000)
     assert ray.get(b.total.remote(t)) == sum(range(1000))
     assert ray.get([b.total.remote(a.make.remote(10)), a.total.remote(b.make.remote(20))]) == [45.0, 190.0]
+
+
+@ray.remote(num_gpus=1)
+class Ranked:
+    def gpu(self):
+        return ray.get_gpu_ids()[0]
+
+    def rank(self, name):
+        from prism import collective
+        return collective.get_group(name).rank
+
+
+def test_group_ranks_can_follow_the_gpu_topology(sim_gpus):
+    from prism import collective
+    members = [Ranked.remote() for _ in range(4)]
+    gpus = ray.get([m.gpu.remote() for m in members])
+    declared = [members[gpus.index(g)] for g in (0, 2, 1, 3)]  # each NVLink pair split
+    collective.create_group(declared, name="ring", order="topology")
+    ranks = ray.get([m.rank.remote("ring") for m in declared])
+    gpu_at = {r: g for r, g in zip(ranks, (0, 2, 1, 3))}
+    assert gpu_at[0] == 0
+    hops = [frozenset((gpu_at[r], gpu_at[(r + 1) % 4])) for r in range(4)]
+    assert hops.count(frozenset((0, 1))) + hops.count(frozenset((2, 3))) == 2
+    with pytest.raises(ValueError, match="rank order"):
+        collective.create_group(declared, name="bad", order="random")

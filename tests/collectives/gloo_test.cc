@@ -6,6 +6,7 @@
 #include <prism/prism.h>
 
 #include "collectives/internal.h"
+#include "collectives/suite.h"
 
 #include <prism/gpu/float16.h>
 
@@ -26,49 +27,7 @@ using namespace std::chrono_literals;
 namespace col = prism::collective;
 using col::DType;
 using col::ReduceOp;
-
-enum Op { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kSendRecv };
-
-// Rank r's i-th input: small integers (exact in every dtype); {1, 2, -1} for products, so a
-// product over 8 ranks stays exact in float16 and bfloat16.
-double Input(int rank, size_t i, ReduceOp op) {
-  if (op == ReduceOp::kProd) {
-    static const double kChoices[] = {1, 2, -1, 1, 1, 2};
-    return kChoices[(rank * 5 + i * 3) % 6];
-  }
-  return static_cast<double>((rank * 7 + static_cast<int>(i) * 13 + 3) % 11) - 5;
-}
-
-std::vector<uint8_t> Encode(const std::vector<double>& v, DType dtype) {
-  std::vector<uint8_t> out(v.size() * col::internal::ElementSize(dtype));
-  for (size_t i = 0; i < v.size(); ++i) {
-    switch (dtype) {
-      case DType::kFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToHalf(float(v[i])); break;
-      case DType::kBFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToBFloat16(float(v[i])); break;
-      case DType::kFloat32: reinterpret_cast<float*>(out.data())[i] = float(v[i]); break;
-      case DType::kFloat64: reinterpret_cast<double*>(out.data())[i] = v[i]; break;
-      case DType::kInt32: reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]); break;
-      default: reinterpret_cast<int64_t*>(out.data())[i] = int64_t(v[i]); break;
-    }
-  }
-  return out;
-}
-
-std::vector<double> Decode(const std::vector<uint8_t>& b, DType dtype) {
-  size_t n = b.size() / col::internal::ElementSize(dtype);
-  std::vector<double> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    switch (dtype) {
-      case DType::kFloat16: out[i] = prism::gpu::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
-      case DType::kBFloat16: out[i] = prism::gpu::BFloat16ToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
-      case DType::kFloat32: out[i] = reinterpret_cast<const float*>(b.data())[i]; break;
-      case DType::kFloat64: out[i] = reinterpret_cast<const double*>(b.data())[i]; break;
-      case DType::kInt32: out[i] = reinterpret_cast<const int32_t*>(b.data())[i]; break;
-      default: out[i] = double(reinterpret_cast<const int64_t*>(b.data())[i]); break;
-    }
-  }
-  return out;
-}
+using namespace suite;
 
 class Member {
  public:
@@ -108,54 +67,15 @@ class Member {
   }
   void Leave(std::string name) { col::DestroyGroup(name); }
 
-  // Runs `op` on this rank's inputs and returns what it got, as doubles.
+  // Runs `op` on this rank's inputs (host memory) and returns what it got, as doubles.
   std::vector<double> Run(std::string name, int op, int dtype_int, int reduce_int, int count, int root) {
     col::Group& g = col::GetGroup(name);
     auto dtype = static_cast<DType>(dtype_int);
     auto reduce = static_cast<ReduceOp>(reduce_int);
-    int n = g.size(), r = g.rank();
-    size_t in_count = op == kReduceScatter ? size_t(count) * n : size_t(count);
-    std::vector<double> in(in_count);
-    for (size_t i = 0; i < in_count; ++i) in[i] = Input(r, i, reduce);
-    std::vector<uint8_t> send = Encode(in, dtype);
-    size_t es = col::internal::ElementSize(dtype);
-    std::vector<uint8_t> recv;
-    switch (op) {
-      case kAllReduce:
-        recv.resize(count * es);
-        g.AllReduce(send.data(), recv.data(), count, dtype, reduce);
-        break;
-      case kAllGather:
-        recv.resize(count * es * n);
-        g.AllGather(send.data(), recv.data(), count, dtype);
-        break;
-      case kReduceScatter:
-        recv.resize(count * es);
-        g.ReduceScatter(send.data(), recv.data(), count, dtype, reduce);
-        break;
-      case kBroadcast:
-        recv = send;
-        g.Broadcast(recv.data(), count, dtype, root);
-        break;
-      case kReduce:
-        recv.resize(count * es);
-        g.Reduce(send.data(), recv.data(), count, dtype, reduce, root);
-        if (r != root) recv.clear();
-        break;
-      case kSendRecv: {  // a ring: even ranks send first, odd ones receive first
-        recv.resize(count * es);
-        int next = (r + 1) % n, prev = (r + n - 1) % n;
-        if (r % 2 == 0) {
-          g.Send(send.data(), count, dtype, next);
-          g.Recv(recv.data(), count, dtype, prev);
-        } else {
-          g.Recv(recv.data(), count, dtype, prev);
-          g.Send(send.data(), count, dtype, next);
-        }
-        break;
-      }
-    }
-    return Decode(recv, dtype);
+    suite::Plan plan = suite::MakePlan(g, op, dtype, reduce, count);
+    std::vector<uint8_t> recv = plan.initial_recv;
+    suite::Apply(g, op, dtype, reduce, count, root, plan.send.data(), recv.data(), nullptr);
+    return suite::Outcome(g, op, root, recv, dtype, plan.send);
   }
   // An allreduce of `count` float32 ones: "ok", or the error.
   std::string TryAllReduce(std::string name, int count) {
@@ -187,55 +107,6 @@ class Member {
 Member* MakeMember() { return new Member(); }
 PRISM_REMOTE(MakeMember, &Member::Join, &Member::JoinAs, &Member::TryJoin, &Member::Env, &Member::Pid,
              &Member::Split, &Member::Leave, &Member::Run, &Member::TryAllReduce, &Member::TryBadInput);
-
-// The reference: what rank `rank` must get, computed from every rank's inputs here.
-std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int count, int n, int rank, int root) {
-  auto combine = [&](size_t i, size_t offset) {
-    double acc = Input(0, offset + i, reduce);
-    for (int r = 1; r < n; ++r) {
-      double v = Input(r, offset + i, reduce);
-      switch (reduce) {
-        case ReduceOp::kProd: acc *= v; break;
-        case ReduceOp::kMin: acc = std::min(acc, v); break;
-        case ReduceOp::kMax: acc = std::max(acc, v); break;
-        default: acc += v; break;
-      }
-    }
-    if (reduce == ReduceOp::kAvg) {
-      bool integer = dtype == DType::kInt32 || dtype == DType::kInt64;
-      acc = integer ? std::trunc(acc / n) : acc / n;
-    }
-    return acc;
-  };
-  std::vector<double> out;
-  switch (op) {
-    case kAllReduce:
-      for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
-      break;
-    case kAllGather:
-      for (int r = 0; r < n; ++r)
-        for (int i = 0; i < count; ++i) out.push_back(Input(r, i, reduce));
-      break;
-    case kReduceScatter:
-      for (int i = 0; i < count; ++i) out.push_back(combine(i, size_t(rank) * count));
-      break;
-    case kBroadcast:
-      for (int i = 0; i < count; ++i) out.push_back(Input(root, i, reduce));
-      break;
-    case kReduce:
-      if (rank == root)
-        for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
-      break;
-    case kSendRecv:
-      for (int i = 0; i < count; ++i) out.push_back(Input((rank + n - 1) % n, i, reduce));
-      break;
-  }
-  return out;
-}
-
-double Tolerance(DType dtype) {
-  return dtype == DType::kFloat16 ? 1e-3 : dtype == DType::kBFloat16 ? 1e-2 : dtype == DType::kFloat32 ? 1e-6 : 0;
-}
 
 class GlooTest : public ::testing::Test {
  protected:
@@ -269,8 +140,6 @@ class GlooTest : public ::testing::Test {
   static std::string gpu_name(DType d) { return std::string(prism::gpu::DTypeName(d)); }
 };
 
-const DType kDTypes[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64};
-const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kAvg};
 
 TEST_F(GlooTest, EveryOperationAndDtypeOnTwoThreeAndFourRanks) {
   for (int n : {2, 3, 4}) {

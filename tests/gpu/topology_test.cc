@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdio>
 #include <fstream>
 
@@ -73,6 +75,34 @@ TEST(TopologyTest, NvLinkPairs) {
   EXPECT_DOUBLE_EQ(t.Bandwidth(0, 1), 56);
   EXPECT_TRUE(t.NvLinkMatrix()[3][2]);
   EXPECT_FALSE(t.NvLinkMatrix()[0][3]);
+}
+
+// Rings for collectives: NVLink neighbours adjacent, PCIe-switch pairs adjacent, the sockets
+// crossed twice only.
+TEST(TopologyTest, RingOrderKeepsFastNeighboursAdjacent) {
+  Topology pairs = MustLoad("nvlink-pairs-4");
+  auto hops = [](const Topology& t, const std::vector<int>& ring, PathKind kind) {
+    int n = 0;
+    for (size_t i = 0; i < ring.size(); ++i) n += t.Path(ring[i], ring[(i + 1) % ring.size()]) == kind;
+    return n;
+  };
+  EXPECT_EQ(hops(pairs, {0, 2, 1, 3}, PathKind::kNvLink), 0);
+  for (std::vector<int> given : {std::vector<int>{0, 2, 1, 3}, std::vector<int>{3, 0, 2, 1}}) {
+    std::vector<int> ring = pairs.RingOrder(given);
+    EXPECT_EQ(ring[0], given[0]);
+    EXPECT_TRUE(std::is_permutation(ring.begin(), ring.end(), given.begin()));
+    EXPECT_EQ(hops(pairs, ring, PathKind::kNvLink), 2) << "both NVLink pairs adjacent";
+  }
+  EXPECT_EQ(pairs.RingOrder({2, 1}), (std::vector<int>{2, 1})) << "two GPUs: one ring";
+  Topology pcie = MustLoad("pcie-8-2numa");
+  std::vector<int> ring = pcie.RingOrder({0, 4, 1, 5, 2, 6, 3, 7});
+  ASSERT_EQ(ring.size(), 8u);
+  EXPECT_EQ(ring[0], 0);
+  EXPECT_EQ(hops(pcie, ring, PathKind::kSys), 2) << "the ring crosses the sockets once each way";
+  EXPECT_EQ(hops(pcie, ring, PathKind::kPix), 4) << "every PCIe-switch pair adjacent";
+  // NVSwitch: every order is as good; the given one stays.
+  Topology nvs = MustLoad("h100-sxm-8");
+  EXPECT_EQ(nvs.RingOrder({5, 1, 7}), (std::vector<int>{5, 1, 7}));
 }
 
 TEST(TopologyTest, JsonRoundTrips) {

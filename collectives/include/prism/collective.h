@@ -40,9 +40,17 @@ class CollectiveError : public Error {
   using Error::Error;
 };
 
+/// How CreateGroup's actors become ranks: actors[i] is rank i, or the ranks follow the node's
+/// GPU topology (a ring whose neighbours are NVLink or PCIe-switch peers, for ring algorithms;
+/// actors[0] stays rank 0). kTopology needs each actor to hold a GPU of its own; otherwise, or
+/// where no topology is known, the given order stands.
+enum class RankOrder { kAsGiven, kTopology };
+
 struct GroupOptions {
   /// For the rendezvous and for every operation.
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
+  /// CreateGroup only (InitGroup's ranks are the callers').
+  RankOrder order = RankOrder::kAsGiven;
 };
 
 /// One rank's membership of a group. Operations block the calling thread until they are done on

@@ -75,6 +75,11 @@ class Topology {
   std::string NumaCpus(int numa_node) const;
   /// The CPUs of the NUMA nodes of `gpus`, as numbers (empty if unknown).
   std::vector<int> CpusNear(const std::vector<int>& gpus) const;
+  /// `gpus` (indices, no repeats) in ring order for collectives: the ring whose slowest hop is
+  /// the fastest, then whose hops add up to the most (NVLink neighbours adjacent, crossing a
+  /// PCIe switch or a socket as few times as possible). Starts with gpus[0]; exhaustive up to 9
+  /// GPUs, greedy (fastest next hop) beyond.
+  std::vector<int> RingOrder(const std::vector<int>& gpus) const;
 
   /// Like `nvidia-smi topo -m`, plus a bandwidth matrix and a legend.
   std::string Matrix() const;

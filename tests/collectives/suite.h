@@ -1,0 +1,174 @@
+// The collectives' typed suite: every rank's inputs, the operations run on a group (host or
+// device buffers), and the reference each rank's result is checked against. Shared by the gloo
+// suite (host memory) and the device suite (sim devices on gloo, CUDA devices on nccl).
+#pragma once
+
+#include <prism/collective.h>
+
+#include "collectives/internal.h"
+
+#include <prism/gpu/float16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace suite {
+
+namespace col = prism::collective;
+using col::DType;
+using col::ReduceOp;
+
+enum Op { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kSendRecv };
+
+// Rank r's i-th input: small integers (exact in every dtype); {1, 2, -1} for products, so a
+// product over 8 ranks stays exact in float16 and bfloat16.
+inline double Input(int rank, size_t i, ReduceOp op) {
+  if (op == ReduceOp::kProd) {
+    static const double kChoices[] = {1, 2, -1, 1, 1, 2};
+    return kChoices[(rank * 5 + i * 3) % 6];
+  }
+  return static_cast<double>((rank * 7 + static_cast<int>(i) * 13 + 3) % 11) - 5;
+}
+
+inline std::vector<uint8_t> Encode(const std::vector<double>& v, DType dtype) {
+  std::vector<uint8_t> out(v.size() * col::internal::ElementSize(dtype));
+  for (size_t i = 0; i < v.size(); ++i) {
+    switch (dtype) {
+      case DType::kFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToHalf(float(v[i])); break;
+      case DType::kBFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToBFloat16(float(v[i])); break;
+      case DType::kFloat32: reinterpret_cast<float*>(out.data())[i] = float(v[i]); break;
+      case DType::kFloat64: reinterpret_cast<double*>(out.data())[i] = v[i]; break;
+      case DType::kInt32: reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]); break;
+      default: reinterpret_cast<int64_t*>(out.data())[i] = int64_t(v[i]); break;
+    }
+  }
+  return out;
+}
+
+inline std::vector<double> Decode(const std::vector<uint8_t>& b, DType dtype) {
+  size_t n = b.size() / col::internal::ElementSize(dtype);
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    switch (dtype) {
+      case DType::kFloat16: out[i] = prism::gpu::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
+      case DType::kBFloat16: out[i] = prism::gpu::BFloat16ToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
+      case DType::kFloat32: out[i] = reinterpret_cast<const float*>(b.data())[i]; break;
+      case DType::kFloat64: out[i] = reinterpret_cast<const double*>(b.data())[i]; break;
+      case DType::kInt32: out[i] = reinterpret_cast<const int32_t*>(b.data())[i]; break;
+      default: out[i] = double(reinterpret_cast<const int64_t*>(b.data())[i]); break;
+    }
+  }
+  return out;
+}
+
+
+inline const DType kDTypes[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64};
+inline const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kAvg};
+
+// The reference: what rank `rank` must get, computed from every rank's inputs here.
+inline std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int count, int n, int rank, int root) {
+  auto combine = [&](size_t i, size_t offset) {
+    double acc = Input(0, offset + i, reduce);
+    for (int r = 1; r < n; ++r) {
+      double v = Input(r, offset + i, reduce);
+      switch (reduce) {
+        case ReduceOp::kProd: acc *= v; break;
+        case ReduceOp::kMin: acc = std::min(acc, v); break;
+        case ReduceOp::kMax: acc = std::max(acc, v); break;
+        default: acc += v; break;
+      }
+    }
+    if (reduce == ReduceOp::kAvg) {
+      bool integer = dtype == DType::kInt32 || dtype == DType::kInt64;
+      acc = integer ? std::trunc(acc / n) : acc / n;
+    }
+    return acc;
+  };
+  std::vector<double> out;
+  switch (op) {
+    case kAllReduce:
+      for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
+      break;
+    case kAllGather:
+      for (int r = 0; r < n; ++r)
+        for (int i = 0; i < count; ++i) out.push_back(Input(r, i, reduce));
+      break;
+    case kReduceScatter:
+      for (int i = 0; i < count; ++i) out.push_back(combine(i, size_t(rank) * count));
+      break;
+    case kBroadcast:
+      for (int i = 0; i < count; ++i) out.push_back(Input(root, i, reduce));
+      break;
+    case kReduce:
+      if (rank == root)
+        for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
+      break;
+    case kSendRecv:
+      for (int i = 0; i < count; ++i) out.push_back(Input((rank + n - 1) % n, i, reduce));
+      break;
+  }
+  return out;
+}
+
+inline double Tolerance(DType dtype) {
+  return dtype == DType::kFloat16 ? 1e-3 : dtype == DType::kBFloat16 ? 1e-2 : dtype == DType::kFloat32 ? 1e-6 : 0;
+}
+
+
+// What a rank sends, and its receive buffer as it must be before the operation (broadcast works
+// in place on a copy of the input).
+struct Plan {
+  std::vector<uint8_t> send;
+  std::vector<uint8_t> initial_recv;
+};
+
+inline Plan MakePlan(const col::Group& g, int op, DType dtype, ReduceOp reduce, int count) {
+  int n = g.size(), r = g.rank();
+  size_t in_count = op == kReduceScatter ? size_t(count) * n : size_t(count);
+  std::vector<double> in(in_count);
+  for (size_t i = 0; i < in_count; ++i) in[i] = Input(r, i, reduce);
+  Plan p;
+  p.send = Encode(in, dtype);
+  size_t es = col::internal::ElementSize(dtype);
+  p.initial_recv.assign(op == kAllGather ? count * es * n : count * es, 0);
+  if (op == kBroadcast) p.initial_recv = p.send;
+  return p;
+}
+
+// Runs `op` with `send` and `recv` (host memory, or device memory on `stream`).
+inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count, int root, const void* send,
+                  void* recv, prism::gpu::Stream* stream) {
+  int n = g.size(), r = g.rank();
+  switch (op) {
+    case kAllReduce: g.AllReduce(send, recv, count, dtype, reduce, stream); break;
+    case kAllGather: g.AllGather(send, recv, count, dtype, stream); break;
+    case kReduceScatter: g.ReduceScatter(send, recv, count, dtype, reduce, stream); break;
+    case kBroadcast: g.Broadcast(recv, count, dtype, root, stream); break;
+    case kReduce: g.Reduce(send, recv, count, dtype, reduce, root, stream); break;
+    case kSendRecv: {  // a ring: even ranks send first, odd ones receive first
+      if (n == 1) break;
+      int next = (r + 1) % n, prev = (r + n - 1) % n;
+      if (r % 2 == 0) {
+        g.Send(send, count, dtype, next, stream);
+        g.Recv(recv, count, dtype, prev, stream);
+      } else {
+        g.Recv(recv, count, dtype, prev, stream);
+        g.Send(send, count, dtype, next, stream);
+      }
+      break;
+    }
+  }
+}
+
+// What the rank got, as doubles (nothing for reduce off the root; a 1-rank "ring" keeps its input).
+inline std::vector<double> Outcome(const col::Group& g, int op, int root, std::vector<uint8_t> recv, DType dtype,
+                                   const std::vector<uint8_t>& send = {}) {
+  if (op == kReduce && g.rank() != root) recv.clear();
+  if (op == kSendRecv && g.size() == 1) recv = send;
+  return Decode(recv, dtype);
+}
+
+}  // namespace suite
