@@ -16,7 +16,7 @@ out="$2"
   exit 1
 }
 programs=(prism gpu_benchmark gpu_backend_test gpu_test base_test gpu_scheduling_test gpu_tasks_test
-          device_objects_test collectives_nccl_test)
+          device_objects_test collectives_nccl_test collectives_device_test)
 [ -x "$build/bin/nccl_overhead" ] && programs+=(nccl_overhead)  # (where NCCL was found)
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/deps"

@@ -66,6 +66,7 @@ if [ "$backend" = cuda ]; then
   run "device objects (e2e, cuda)" timeout 180 env PRISM_TEST_GPU_BACKEND=cuda "$bin/device_objects_test"
   if [ -x "$bin/collectives_nccl_test" ]; then
     run "collectives: nccl, 1-rank group" timeout 180 "$bin/collectives_nccl_test" --gtest_filter='*OneRank*'
+    run "collectives: typed suite on nccl" timeout 300 env PRISM_TEST_GPU_BACKEND=cuda "$bin/collectives_device_test"
   fi
   if [ -x "$bin/nccl_overhead" ]; then
     run "collectives: nccl per-call overhead" bash -c "timeout 120 '$bin/nccl_overhead' | tee '$build_dir/nccl_overhead.txt'"
