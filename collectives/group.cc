@@ -87,21 +87,16 @@ std::string GroupKey(const std::string& name) { return "group/" + name; }
 // the rank order. The declared order stands where a member holds no GPU of its own or no
 // topology is known.
 int TopologyRank(const std::string& name, const Declaration& d, int index) {
-  std::string prefix = name + "/" + d.generation + "/gpu/";
   std::vector<int> mine = GetGpuIds();
-  KvSet(prefix + std::to_string(index), mine.empty() ? "-1" : std::to_string(mine.front()));
-  std::vector<std::string> keys;
-  for (int i = 0; i < d.size; ++i) keys.push_back(prefix + std::to_string(i));
-  if (!KvWait(keys, d.timeout)) {
-    std::string missing;
-    for (int i = 0; i < d.size; ++i) {
-      if (!KvGet(keys[i])) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
-    }
+  std::string missing;
+  auto published = KvExchange(name + "/" + d.generation + "/gpu/", index, d.size,
+                              mine.empty() ? "-1" : std::to_string(mine.front()), d.timeout, &missing);
+  if (!published) {
     throw CollectiveError("collective group '" + name + "': the actor(s) declared " + missing +
                           " did not join within " + std::to_string(d.timeout.count()) + " ms");
   }
   std::vector<int> gpus;
-  for (const std::string& key : keys) gpus.push_back(std::atoi(KvGet(key).value_or("-1").c_str()));
+  for (const std::string& gpu : *published) gpus.push_back(std::atoi(gpu.c_str()));
   std::vector<int> sorted = gpus;
   std::sort(sorted.begin(), sorted.end());
   if (sorted.front() < 0 || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return index;
@@ -286,22 +281,35 @@ bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds time
   return true;
 }
 
+std::optional<std::vector<std::string>> KvExchange(const std::string& prefix, int index, int size,
+                                                   const std::string& value, std::chrono::milliseconds timeout,
+                                                   std::string* missing) {
+  KvSet(prefix + std::to_string(index), value);
+  std::vector<std::string> keys;
+  for (int i = 0; i < size; ++i) keys.push_back(prefix + std::to_string(i));
+  bool all = KvWait(keys, timeout);
+  std::vector<std::string> values;
+  missing->clear();
+  for (int i = 0; i < size; ++i) {
+    auto v = KvGet(keys[i]);
+    if (!v) *missing += (missing->empty() ? "" : ", ") + std::to_string(i);
+    values.push_back(v.value_or(""));
+  }
+  if (!all && !missing->empty()) return std::nullopt;
+  return values;
+}
+
 void Rendezvous(JoinInfo& info) {
-  std::string prefix = info.prefix();
-  KvSet(prefix + "joined/" + std::to_string(info.rank), std::to_string(getpid()));
-  std::vector<std::string> joined;
-  for (int r = 0; r < info.size; ++r) joined.push_back(prefix + "joined/" + std::to_string(r));
-  if (!KvWait(joined, info.timeout)) {
-    std::string missing;
-    for (int r = 0; r < info.size; ++r) {
-      if (!KvGet(joined[r])) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-    }
+  std::string missing;
+  auto pids = KvExchange(info.prefix() + "joined/", info.rank, info.size, std::to_string(getpid()), info.timeout,
+                         &missing);
+  if (!pids) {
     throw CollectiveError("collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
                           std::to_string(info.size) + "): rank " + missing + " did not join within " +
                           std::to_string(info.timeout.count()) + " ms");
   }
   info.pids.clear();
-  for (const std::string& key : joined) info.pids.push_back(std::atoi(KvGet(key).value_or("0").c_str()));
+  for (const std::string& pid : *pids) info.pids.push_back(std::atoi(pid.c_str()));
 }
 
 bool ProcessGone(int pid) {
@@ -499,21 +507,16 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
                      std::to_string(from.size) + "): split number " + std::to_string(n);
   if (p->broken()) throw CollectiveError(head + ": the group is broken: destroy it and create it again");
   // Every rank's color and key, through the control store.
-  std::string prefix = from.prefix() + "split/" + std::to_string(n) + "/";
-  KvSet(prefix + std::to_string(from.rank), std::to_string(color) + "," + std::to_string(key));
-  std::vector<std::string> keys;
-  for (int rank = 0; rank < from.size; ++rank) keys.push_back(prefix + std::to_string(rank));
-  if (!KvWait(keys, from.timeout)) {
-    std::string missing;
-    for (int rank = 0; rank < from.size; ++rank) {
-      if (!KvGet(keys[rank])) missing += (missing.empty() ? "" : ", ") + std::to_string(rank);
-    }
+  std::string missing;
+  auto chosen = KvExchange(from.prefix() + "split/" + std::to_string(n) + "/", from.rank, from.size,
+                           std::to_string(color) + "," + std::to_string(key), from.timeout, &missing);
+  if (!chosen) {
     throw CollectiveError(head + ": rank " + missing + " did not come within " + std::to_string(from.timeout.count()) +
                           " ms");
   }
   std::vector<std::tuple<int, int>> mine;  // (key, parent rank) of this color's ranks
   for (int rank = 0; rank < from.size; ++rank) {
-    std::string v = KvGet(keys[rank]).value_or("-1,0");
+    const std::string& v = (*chosen)[rank];
     int c = std::atoi(v.c_str());
     int k = std::atoi(v.c_str() + v.find(',') + 1);
     if (c == color && color != kNoColor) mine.emplace_back(k, rank);

@@ -27,6 +27,12 @@ void KvDelete(const std::string& key);
 // Waits until every key exists; false when `timeout` passed first.
 bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout);
 
+// Publishes `value` as `index`'s under `prefix` (keys <prefix><i>) and waits for every one of
+// `size`: their values, or nothing when some did not come in time (`missing` names them).
+std::optional<std::vector<std::string>> KvExchange(const std::string& prefix, int index, int size,
+                                                   const std::string& value, std::chrono::milliseconds timeout,
+                                                   std::string* missing);
+
 // What a rank needs to join: the group, its generation (a fresh one each time it is created), and
 // where the rendezvous keys go.
 struct JoinInfo {

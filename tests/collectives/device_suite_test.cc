@@ -98,18 +98,9 @@ TEST_F(DeviceSuiteTest, EveryOperationAndDtypeOnDeviceMemory) {
     auto m = Members(n);
     std::string name = "device" + std::to_string(n);
     col::CreateGroup(m, backend(), name, {.timeout = 30s});
-    for (DType dtype : kDTypes) {
-      for (int count : {1, 7, 1009}) {
-        for (ReduceOp reduce : kOps) {
-          CheckOp(m, name, kAllReduce, dtype, reduce, count);
-          CheckOp(m, name, kReduceScatter, dtype, reduce, count);
-          CheckOp(m, name, kReduce, dtype, reduce, count, n - 1);
-        }
-        CheckOp(m, name, kAllGather, dtype, ReduceOp::kSum, count);
-        CheckOp(m, name, kBroadcast, dtype, ReduceOp::kSum, count, n > 1 ? 1 : 0);
-        if (n > 1) CheckOp(m, name, kSendRecv, dtype, ReduceOp::kSum, count);
-      }
-    }
+    EveryCase(n, [&](int op, DType dtype, ReduceOp reduce, int count, int root) {
+      CheckOp(m, name, op, dtype, reduce, count, root);
+    });
     col::DestroyGroup(name);
     for (auto& a : m) prism::Kill(a);
   }

@@ -146,18 +146,9 @@ TEST_F(GlooTest, EveryOperationAndDtypeOnTwoThreeAndFourRanks) {
     auto m = Members(n);
     std::string name = "suite" + std::to_string(n);
     col::CreateGroup(m, col::Backend::kGloo, name, {.timeout = 20s});
-    for (DType dtype : kDTypes) {
-      for (int count : {1, 7, 1009}) {
-        for (ReduceOp reduce : kOps) {
-          Check(m, name, kAllReduce, dtype, reduce, count);
-          Check(m, name, kReduceScatter, dtype, reduce, count);
-          Check(m, name, kReduce, dtype, reduce, count, n - 1);
-        }
-        Check(m, name, kAllGather, dtype, ReduceOp::kSum, count);
-        Check(m, name, kBroadcast, dtype, ReduceOp::kSum, count, 1);
-        Check(m, name, kSendRecv, dtype, ReduceOp::kSum, count);
-      }
-    }
+    EveryCase(n, [&](int op, DType dtype, ReduceOp reduce, int count, int root) {
+      Check(m, name, op, dtype, reduce, count, root);
+    });
     col::DestroyGroup(name);
     for (auto& a : m) prism::Kill(a);
   }

@@ -171,4 +171,22 @@ inline std::vector<double> Outcome(const col::Group& g, int op, int root, std::v
   return Decode(recv, dtype);
 }
 
+// The suite's cases for a group of n ranks: every operation, dtype and reduce op at 1, 7 and 1009
+// elements; check(op, dtype, reduce, count, root) for each (no send/recv ring on one rank).
+template <typename F>
+void EveryCase(int n, F check) {
+  for (DType dtype : kDTypes) {
+    for (int count : {1, 7, 1009}) {
+      for (ReduceOp reduce : kOps) {
+        check(kAllReduce, dtype, reduce, count, 0);
+        check(kReduceScatter, dtype, reduce, count, 0);
+        check(kReduce, dtype, reduce, count, n - 1);
+      }
+      check(kAllGather, dtype, ReduceOp::kSum, count, 0);
+      check(kBroadcast, dtype, ReduceOp::kSum, count, n > 1 ? 1 : 0);
+      if (n > 1) check(kSendRecv, dtype, ReduceOp::kSum, count, 0);
+    }
+  }
+}
+
 }  // namespace suite
