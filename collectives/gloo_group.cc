@@ -247,6 +247,29 @@ class GlooGroup final : public Group {
     });
   }
 
+  void SendRecv(const std::vector<P2POp>& ops, gpu::Stream* stream) override {
+    for (const P2POp& op : ops) {
+      CheckPeer(op.peer);
+      CheckDType(op.dtype, false);
+    }
+    Run("sendrecv", DType::kUInt8, stream, [&] {
+      std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> posted;
+      for (const P2POp& op : ops) {  // all posted first, then waited for
+        auto buf = context_->createUnboundBuffer(op.buffer, op.count * ElementSize(op.dtype));
+        if (op.kind == P2POp::Kind::kSend) {
+          buf->send(op.peer, PairSlot(sends_, op.peer));
+        } else {
+          buf->recv(op.peer, PairSlot(recvs_, op.peer));
+        }
+        posted.push_back(std::move(buf));
+      }
+      for (size_t i = 0; i < ops.size(); ++i) {
+        bool done = ops[i].kind == P2POp::Kind::kSend ? posted[i]->waitSend(timeout_) : posted[i]->waitRecv(timeout_);
+        if (!done) throw std::runtime_error("a send or receive of the batch was aborted");
+      }
+    });
+  }
+
   const std::shared_ptr<gloo::rendezvous::Context>& context() const { return context_; }
   bool broken() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -294,7 +317,7 @@ class GlooGroup final : public Group {
                             "): destroy it and create it again");
     }
     HostReady(stream);
-    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0;
+    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 && std::strcmp(op, "sendrecv") != 0;
     uint64_t seq = collective ? ++collectives_ : 0;
     try {
       body();

@@ -105,6 +105,24 @@ class NcclGroup final : public Group {
     CheckPeer(peer);
     Run("recv", dtype, stream, [&](cudaStream_t s) { return ncclRecv(buffer, count, ToNccl(dtype), peer, comm_, s); });
   }
+  void SendRecv(const std::vector<P2POp>& ops, gpu::Stream* stream) override {
+    for (const P2POp& op : ops) {
+      CheckPeer(op.peer);
+      CheckDType(op.dtype, false);
+    }
+    Run("sendrecv", DType::kUInt8, stream, [&](cudaStream_t s) {
+      ncclResult_t r = ncclGroupStart();
+      if (r != ncclSuccess) return r;
+      for (const P2POp& op : ops) {
+        ncclResult_t e = op.kind == P2POp::Kind::kSend ? ncclSend(op.buffer, op.count, ToNccl(op.dtype), op.peer, comm_, s)
+                                                       : ncclRecv(op.buffer, op.count, ToNccl(op.dtype), op.peer, comm_, s);
+        if (r == ncclSuccess) r = e;
+      }
+      ncclResult_t end = ncclGroupEnd();
+      return r != ncclSuccess ? r : end;
+    });
+  }
+
   void Barrier() override {
     // An allreduce of one element on a stream of the group's, waited for (within the timeout).
     {
@@ -186,7 +204,7 @@ class NcclGroup final : public Group {
       broken_ = Diagnose(info_, op, std::string(ncclGetErrorString(r)) + ": " + ncclGetLastError(comm_));
       Fail(broken_);
     }
-    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0;
+    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 && std::strcmp(op, "sendrecv") != 0;
     uint64_t seq = collective ? ++collectives_ : 0;
     // The watchdog checks that it completes in time: an event after it.
     cudaEvent_t done = nullptr;

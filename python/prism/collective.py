@@ -66,6 +66,11 @@ class Group:
     def recv(self, tensor, src_rank):
         call(self._g.recv, tensor, int(src_rank))
 
+    def send_recv(self, ops):
+        """Sends and receives issued together, done together (``batch_isend_irecv``): ``ops`` is a
+        list of ``("send", tensor, dst_rank)`` and ``("recv", tensor, src_rank)``."""
+        call(self._g.send_recv, [(str(k), t, int(p)) for k, t, p in ops])
+
     def barrier(self):
         call(self._g.barrier)
 
@@ -157,9 +162,14 @@ def recv(tensor, src_rank, group_name="default"):
     get_group(group_name).recv(tensor, src_rank)
 
 
+def send_recv(ops, group_name="default"):
+    """Sends and receives issued together (see ``Group.send_recv``)."""
+    get_group(group_name).send_recv(ops)
+
+
 def barrier(group_name="default"):
     get_group(group_name).barrier()
 
 
-__all__ = ["Group", "create_group", "get_group", "init_group", "split_group", "NO_COLOR", "destroy_group", "is_group_initialized",
+__all__ = ["Group", "create_group", "get_group", "init_group", "split_group", "NO_COLOR", "destroy_group", "send_recv", "is_group_initialized",
            "allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "send", "recv", "barrier"]

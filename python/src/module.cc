@@ -693,6 +693,22 @@ PYBIND11_MODULE(_prism, m) {
         g.Recv(b.data, b.count, b.dtype, peer, b.stream);
         b.Done();
       })
+      .def("send_recv", [](collective::Group& g, const std::vector<std::tuple<std::string, py::object, int>>& ops) {
+        std::vector<std::unique_ptr<CollectiveBuffer>> buffers;
+        std::vector<collective::P2POp> batch;
+        gpu::Stream* stream = nullptr;
+        for (const auto& [kind, tensor, peer] : ops) {
+          if (kind != "send" && kind != "recv") throw py::value_error("a batch's operation is 'send' or 'recv', not '" + kind + "'");
+          buffers.push_back(std::make_unique<CollectiveBuffer>(tensor, kind == "recv"));
+          const CollectiveBuffer& b = *buffers.back();
+          batch.push_back(kind == "send" ? collective::P2POp::Send(b.data, b.count, b.dtype, peer)
+                                         : collective::P2POp::Recv(b.data, b.count, b.dtype, peer));
+          if (stream == nullptr) stream = b.stream;
+        }
+        py::gil_scoped_release release;
+        g.SendRecv(batch, stream);
+        for (auto& b : buffers) b->Done();
+      })
       .def("barrier", [](collective::Group& g) {
         py::gil_scoped_release release;
         g.Barrier();

@@ -55,6 +55,10 @@ class Member:
                 collective.recv(got, prv, name)
                 collective.send(x, nxt, name)
             return got
+        if op == "batch":  # every rank sends first, in one batch with its receive
+            got = np.zeros(10, dtype=dtype)
+            g.send_recv([("send", x, (r + 1) % n), ("recv", got, (r + n - 1) % n)])
+            return got
         collective.barrier(name)
         return x
 
@@ -139,6 +143,9 @@ def test_every_operation_on_three_actors(cluster):
         got = ray.get([m.run.remote("py3", "reduce", dtype) for m in members])
         np.testing.assert_array_equal(got[0], np.minimum.reduce(x).astype(dtype))
         got = ray.get([m.run.remote("py3", "sendrecv", dtype) for m in members])
+        for r, g in enumerate(got):
+            np.testing.assert_array_equal(g, x[(r + 2) % 3].astype(dtype))
+        got = ray.get([m.run.remote("py3", "batch", dtype) for m in members])
         for r, g in enumerate(got):
             np.testing.assert_array_equal(g, x[(r + 2) % 3].astype(dtype))
         ray.get([m.run.remote("py3", "barrier", dtype) for m in members])

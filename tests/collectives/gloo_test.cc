@@ -164,6 +164,7 @@ TEST_F(GlooTest, EightRanksAreCorrect) {
     Check(m, "eight", kReduceScatter, DType::kFloat64, ReduceOp::kMax, count);
     Check(m, "eight", kBroadcast, DType::kFloat16, ReduceOp::kSum, count, 5);
     Check(m, "eight", kSendRecv, DType::kInt32, ReduceOp::kSum, count);
+    Check(m, "eight", kBatchRing, DType::kFloat32, ReduceOp::kSum, count);
   }
 }
 

@@ -82,6 +82,9 @@ TEST(NcclTest, OneRankGroupOnTheGpu) {
     for (auto dtype : {col::DType::kFloat16, col::DType::kBFloat16, col::DType::kFloat64, col::DType::kInt32, col::DType::kInt64}) {
       g.AllReduce(a.data(), b.data(), 256, dtype, col::ReduceOp::kSum, stream.get());
     }
+    g.SendRecv({}, stream.get());  // an empty batch (one rank has no peer)
+    EXPECT_THROW(g.SendRecv({col::P2POp::Send(a.data(), 4, col::DType::kFloat32, 0)}, stream.get()),
+                 prism::InvalidArgumentError) << "a rank cannot send to itself";
     EXPECT_TRUE(stream->Synchronize().ok());
     g.Barrier();
     // A subgroup split from it (ncclCommSplit), and a split this rank stays out of.

@@ -21,7 +21,7 @@ namespace col = prism::collective;
 using col::DType;
 using col::ReduceOp;
 
-enum Op { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kSendRecv };
+enum Op { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kSendRecv, kBatchRing };
 
 // Rank r's i-th input: small integers (exact in every dtype); {1, 2, -1} for products, so a
 // product over 8 ranks stays exact in float16 and bfloat16.
@@ -107,6 +107,7 @@ inline std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int co
         for (int i = 0; i < count; ++i) out.push_back(combine(i, 0));
       break;
     case kSendRecv:
+    case kBatchRing:
       for (int i = 0; i < count; ++i) out.push_back(Input((rank + n - 1) % n, i, reduce));
       break;
   }
@@ -160,6 +161,12 @@ inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count
       }
       break;
     }
+    case kBatchRing: {  // every rank sends first, in one batch with its receive
+      if (n == 1) break;
+      g.SendRecv({col::P2POp::Send(send, count, dtype, (r + 1) % n), col::P2POp::Recv(recv, count, dtype, (r + n - 1) % n)},
+                 stream);
+      break;
+    }
   }
 }
 
@@ -167,7 +174,7 @@ inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count
 inline std::vector<double> Outcome(const col::Group& g, int op, int root, std::vector<uint8_t> recv, DType dtype,
                                    const std::vector<uint8_t>& send = {}) {
   if (op == kReduce && g.rank() != root) recv.clear();
-  if (op == kSendRecv && g.size() == 1) recv = send;
+  if ((op == kSendRecv || op == kBatchRing) && g.size() == 1) recv = send;
   return Decode(recv, dtype);
 }
 
@@ -185,6 +192,7 @@ void EveryCase(int n, F check) {
       check(kAllGather, dtype, ReduceOp::kSum, count, 0);
       check(kBroadcast, dtype, ReduceOp::kSum, count, n > 1 ? 1 : 0);
       if (n > 1) check(kSendRecv, dtype, ReduceOp::kSum, count, 0);
+      if (n > 1) check(kBatchRing, dtype, ReduceOp::kSum, count, 0);
     }
   }
 }

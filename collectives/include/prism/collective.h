@@ -53,6 +53,21 @@ struct GroupOptions {
   RankOrder order = RankOrder::kAsGiven;
 };
 
+/// One send or receive of a batch (Group::SendRecv).
+struct P2POp {
+  enum class Kind { kSend, kRecv };
+  Kind kind = Kind::kSend;
+  void* buffer = nullptr;  // read by a send, written by a receive
+  size_t count = 0;
+  DType dtype = DType::kFloat32;
+  int peer = 0;
+
+  static P2POp Send(const void* buffer, size_t count, DType dtype, int peer) {
+    return {Kind::kSend, const_cast<void*>(buffer), count, dtype, peer};
+  }
+  static P2POp Recv(void* buffer, size_t count, DType dtype, int peer) { return {Kind::kRecv, buffer, count, dtype, peer}; }
+};
+
 /// One rank's membership of a group. Operations block the calling thread until they are done on
 /// this rank (gloo), or are queued on `stream` (nccl: device memory, no host sync). Buffers are
 /// host memory, or device memory of the backend's kind with `stream` its stream. Counts are
@@ -80,6 +95,10 @@ class Group {
                       gpu::Stream* stream = nullptr) = 0;
   virtual void Send(const void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream = nullptr) = 0;
   virtual void Recv(void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream = nullptr) = 0;
+  /// Sends and receives issued together and done together (nccl: one ncclGroupStart/End; like
+  /// torch's batch_isend_irecv), so exchanges in which every rank sends first cannot deadlock.
+  /// Messages between a pair match in order, batched or not.
+  virtual void SendRecv(const std::vector<P2POp>& ops, gpu::Stream* stream = nullptr) = 0;
   /// Returns once every rank called it.
   virtual void Barrier() = 0;
   /// Whether a failure broke it (every operation then throws CollectiveError until it is
