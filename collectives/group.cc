@@ -23,6 +23,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -124,6 +125,7 @@ struct Registry {
   std::map<std::string, std::string> generations;  // of the groups joined
   std::map<std::string, JoinInfo> infos;            // of the groups joined (with their ranks' pids)
   std::map<std::string, uint64_t> splits;           // SplitGroup calls on each so far
+  std::set<std::string> split_failed;               // groups a split of which failed here
   std::map<std::string, std::shared_ptr<std::mutex>> join_locks;  // one join of a name at a time here
 };
 Registry& TheRegistry() {
@@ -245,6 +247,7 @@ Group& Join(JoinInfo info) {
   r.generations[info.name] = info.generation;
   r.infos[info.name] = info;
   r.splits[info.name] = 0;
+  r.split_failed.erase(info.name);
   return *slot;
 }
 
@@ -470,6 +473,8 @@ Group& internal::InitGroupOn(const std::string& name, int world_size, int rank, 
                                std::to_string(world_size));
   }
   JoinInfo info{name, d.generation, rank, d.size, d.backend, d.timeout};
+  info.device = device;
+  info.environment = environment;
   return Join(info);
 }
 
@@ -480,15 +485,13 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
     throw InvalidArgumentError("collective group '" + parent + "': a split's color is >= 0, or kNoColor, not " +
                                std::to_string(color));
   }
-  if (KvGet(GroupKey(name))) {
-    throw InvalidArgumentError("a collective group named '" + name + "' is declared already (a subgroup needs a name of its own)");
-  }
   Registry& r = TheRegistry();
   std::shared_ptr<std::mutex> join_lock = JoinLock(parent);
-  std::lock_guard<std::mutex> joining(*join_lock);
+  std::lock_guard<std::mutex> joining(*join_lock);  // (DestroyGroup(parent) waits for it)
   Group* p = nullptr;
   JoinInfo from;
   uint64_t n = 0;
+  bool failed_before = false, in_use = false;
   {
     std::lock_guard<std::mutex> lock(r.mu);
     auto it = r.groups.find(parent);
@@ -496,24 +499,50 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
       throw InvalidArgumentError("this process is not a member of collective group '" + parent +
                                  "' (join it before splitting it)");
     }
-    if (r.groups.count(name) > 0) {
-      throw InvalidArgumentError("a collective group named '" + name + "' is in use in this process");
-    }
     p = it->second.get();
     from = r.infos[parent];
-    n = ++r.splits[parent];
+    n = ++r.splits[parent];  // (counted whatever happens next, as on every rank)
+    failed_before = r.split_failed.count(parent) > 0;
+    in_use = r.groups.count(name) > 0;
   }
   std::string head = "collective group '" + parent + "' (rank " + std::to_string(from.rank) + " of " +
                      std::to_string(from.size) + "): split number " + std::to_string(n);
-  if (p->broken()) throw CollectiveError(head + ": the group is broken: destroy it and create it again");
-  // Every rank's color and key, through the control store.
-  std::string missing;
-  auto chosen = KvExchange(from.prefix() + "split/" + std::to_string(n) + "/", from.rank, from.size,
-                           std::to_string(color) + "," + std::to_string(key), from.timeout, &missing);
-  if (!chosen) {
-    throw CollectiveError(head + ": rank " + missing + " did not come within " + std::to_string(from.timeout.count()) +
-                          " ms");
+  std::string prefix = from.prefix() + "split/" + std::to_string(n) + "/";
+  // A split that failed on a rank (refused, or not every rank came) leaves the ranks' split counts
+  // apart: the group splits no more; the ranks say so in the control store.
+  auto fail = [&](auto error) {
+    {
+      std::lock_guard<std::mutex> lock(r.mu);
+      r.split_failed.insert(parent);
+    }
+    KvSet(prefix + "failed", "1");
+    throw error;
+  };
+  if (failed_before) {
+    fail(CollectiveError(head + ": an earlier split of it failed: destroy the group and create it again"));
   }
+  if (in_use) fail(InvalidArgumentError(head + ": a collective group named '" + name + "' is in use in this process"));
+  if (KvGet(GroupKey(name))) {
+    fail(InvalidArgumentError(head + ": a collective group named '" + name +
+                              "' is declared already (a subgroup needs a name of its own)"));
+  }
+  if (p->broken()) fail(CollectiveError(head + ": the group is broken: destroy it and create it again"));
+  // Every rank's color and key, through the control store.
+  // (Waited for in slices: a rank on which it failed says so meanwhile.)
+  std::string missing;
+  std::optional<std::vector<std::string>> chosen;
+  auto deadline = std::chrono::steady_clock::now() + from.timeout;
+  while (!chosen) {
+    if (KvGet(prefix + "failed")) fail(CollectiveError(head + ": it failed on another rank"));
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      fail(CollectiveError(head + ": rank " + missing + " did not come within " +
+                           std::to_string(from.timeout.count()) + " ms"));
+    }
+    chosen = KvExchange(prefix, from.rank, from.size, std::to_string(color) + "," + std::to_string(key),
+                        std::min(left, std::chrono::milliseconds(100)), &missing);
+  }
+  if (KvGet(prefix + "failed")) fail(CollectiveError(head + ": it failed on another rank"));
   std::vector<std::tuple<int, int>> mine;  // (key, parent rank) of this color's ranks
   for (int rank = 0; rank < from.size; ++rank) {
     const std::string& v = (*chosen)[rank];
@@ -542,15 +571,22 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
     char error[512] = {};
     Group* out = nullptr;
     if (lib.split(p, color == kNoColor ? nullptr : &info, color, &out, error, sizeof error) != 0) {
-      throw CollectiveError(head + ": " + error);
+      fail(CollectiveError(head + ": " + error));
     }
     group.reset(out);
   } else if (color != kNoColor) {
-    group = JoinGloo(info);
+    try {
+      group = JoinGloo(info);
+    } catch (const CollectiveError& e) {
+      fail(CollectiveError(head + ": " + e.what()));
+    }
   }
   if (!group) return nullptr;
   std::lock_guard<std::mutex> lock(r.mu);
   auto& slot = r.groups[name];
+  if (slot) {  // (joined under that name meanwhile, by another thread)
+    throw InvalidArgumentError(head + ": a collective group named '" + name + "' is in use in this process");
+  }
   slot = std::move(group);
   r.generations[name] = info.generation;
   r.infos[name] = info;
@@ -560,6 +596,8 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
 
 void DestroyGroup(const std::string& name) {
   using namespace internal;
+  std::shared_ptr<std::mutex> join_lock = JoinLock(name);
+  std::lock_guard<std::mutex> joining(*join_lock);  // (not while it is joined or split)
   std::unique_ptr<Group> mine;
   {
     Registry& r = TheRegistry();
@@ -571,6 +609,7 @@ void DestroyGroup(const std::string& name) {
       r.generations.erase(name);
       r.infos.erase(name);
       r.splits.erase(name);
+      r.split_failed.erase(name);
     }
   }
   mine.reset();  // closes its connections

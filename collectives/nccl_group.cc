@@ -61,11 +61,11 @@ class NcclGroup final : public Group {
     for (auto& p : pending_) cudaEventDestroy(p.event);
     for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
     if (aborted_) {  // (an aborted communicator is freed by the abort)
-      ncclCommAbort(parent_);
+      if (!parent_aborted_) ncclCommAbort(parent_);
       return;
     }
     ncclCommDestroy(comm_);
-    ncclCommDestroy(parent_);
+    if (!parent_aborted_) ncclCommDestroy(parent_);
     if (barrier_stream_) cudaStreamDestroy(barrier_stream_);
     if (barrier_buffer_) cudaFree(barrier_buffer_);
   }
@@ -157,6 +157,20 @@ class NcclGroup final : public Group {
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (!broken_.empty()) Fail(broken_);
+  }
+
+  // A split of the parent communicator that did not finish in time: the parent is aborted (NCCL's
+  // split job on it ends with it) and the group is broken.
+  void Abandon(const std::string& why) {
+    {
+      std::lock_guard<std::mutex> w(watch_mu_);
+      if (!parent_aborted_) {
+        parent_aborted_ = true;
+        ncclCommAbort(parent_);
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.empty()) broken_ = why;
   }
 
   ncclComm_t comm() const { return comm_; }
@@ -293,6 +307,7 @@ class NcclGroup final : public Group {
   std::vector<cudaEvent_t> free_events_;
   bool stop_ = false;
   bool aborted_ = false;
+  bool parent_aborted_ = false;  // by Abandon
   std::thread watchdog_;
 };
 
@@ -420,12 +435,19 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_split(prism::co
   auto deadline = std::chrono::steady_clock::now() + p->timeout();
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
-  ncclComm_t child = nullptr;
+  // (NCCL's split job writes the new communicator here when it is done, maybe after a timeout:
+  // then the slot is left to it.)
+  auto* child = new ncclComm_t(nullptr);
   ncclResult_t r = ncclCommSplit(p->nonblocking(), color < 0 ? NCCL_SPLIT_NOCOLOR : color,
-                                 info != nullptr ? info->rank : 0, &child, &config);
-  if (!WaitSplit(p->nonblocking(), r, &child, color >= 0, deadline, error, size)) return 1;
+                                 info != nullptr ? info->rank : 0, child, &config);
+  if (!WaitSplit(p->nonblocking(), r, child, color >= 0, deadline, error, size)) {
+    p->Abandon(std::string("a split did not complete: ") + error);
+    return 1;
+  }
+  ncclComm_t formed = *child;
+  delete child;
   if (info == nullptr) return 0;
-  return Form(*info, child, p->device(), deadline, out, error, size);
+  return Form(*info, formed, p->device(), deadline, out, error, size);
 }
 
 // The communicator of an nccl group (for the benchmark's raw NCCL calls on the same buffers);

@@ -1923,6 +1923,7 @@ void CoreWorker::RunTaskLoop() {
 
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
+  gpu_tasks_->WaitForSends();  // (device objects being sent to others; they end within their timeout)
   gpu_tasks_->SetPeers({});  // imports closing from here on are not reported
   {
     // Streams outliving the runtime must not call into it.

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
 #include <filesystem>
 #include <future>
 #include <string>
@@ -24,6 +26,7 @@ struct ThreadContext {
 };
 thread_local ThreadContext tl_gpu;
 thread_local std::vector<std::string> tl_exports;  // device objects the running task packed
+thread_local bool tl_draining = false;             // this thread drains sends (DrainSends)
 
 // How long a device object's move through a pair group may take (joining the group included).
 constexpr std::chrono::seconds kTransferTimeout{30};
@@ -87,12 +90,15 @@ class GpuTasks::SpillingMemory final : public gpu::MemoryResource {
 
 GpuTasks::GpuTasks() = default;
 
+void GpuTasks::WaitForSends() {
+  // (A drain thread that ends up here, dropping the runtime's last reference, cannot wait for itself.)
+  if (tl_draining) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
+}
+
 GpuTasks::~GpuTasks() {
-  {
-    // Sends under way end (done, or failed within their timeout) before what they use goes.
-    std::unique_lock<std::mutex> lock(mu_);
-    senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
-  }
+  WaitForSends();  // sends under way end (done, or failed within their timeout) before what they use goes
   {
     std::lock_guard<std::mutex> lock(liveness_->mu);
     liveness_->owner = nullptr;
@@ -619,14 +625,25 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
     group = "prism.xfer." + hex(peers_.self.worker_id) + "." + hex(producer.worker_id) + "." +
             std::to_string(receive_epochs_[producer.socket_path]);
   }
+  auto next_epoch = [&] {  // (the group is dropped on both sides, or never formed)
+    std::lock_guard<std::mutex> lock(mu_);
+    ++receive_epochs_[producer.socket_path];
+  };
   // The producer counts the import (so the object stays), answers, and queues its send.
-  if (!peers_.register_import(producer, id, group)) throw ObjectLostError(what + " is no longer held by its producer");
+  if (!peers_.register_import(producer, id, group)) {
+    // (A producer that answered late may still send through this group: the next move uses another.)
+    next_epoch();
+    throw ObjectLostError(what + " is no longer held by its producer");
+  }
   char error[1024] = {};
   int rc = lib.move(group.c_str(), 1, backend->name() != "sim", device, /*send=*/0, tensor->data(), tensor->bytes(),
                     stream, std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error);
   if (rc != 0) {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++receive_epochs_[producer.socket_path];  // (the group is dropped on both sides)
+    next_epoch();
+    // A producer that died meanwhile took the object with it (lineage may make it again).
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      throw ObjectLostError(what + ": its producer died while moving it (" + error + ")");
+    }
     throw RuntimeError(what + ": moving it from its producer failed: " + error);
   }
   {
@@ -654,6 +671,7 @@ void GpuTasks::QueueSend(const std::string& id, const WorkerId& importer, const 
 }
 
 void GpuTasks::DrainSends(const std::string& group) {
+  tl_draining = true;
   for (;;) {
     SendJob job;
     {
@@ -678,7 +696,6 @@ Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
   const TransferLibrary& lib = Transfer();
   if (lib.move == nullptr) return Status::Unavailable(lib.error);
   gpu::Tensor tensor;
-  gpu::Event* ready = nullptr;
   gpu::Stream* stream = nullptr;
   gpu::Backend* backend = nullptr;
   int device = 0;
@@ -688,13 +705,13 @@ Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
     if (it == exported_.end()) return Status::NotFound("no longer held here");
     PRISM_RETURN_IF_ERROR(RestoreLocked(id, it->second));  // (counted as imported: it stays)
     tensor = it->second.tensor;
-    ready = it->second.ready.get();
     device = it->second.device;
     PRISM_ASSIGN_OR_RETURN(stream, ImportStream(device));
     backend = backend_.get();
+    PRISM_RETURN_IF_ERROR(stream->Wait(*it->second.ready));  // after the work that made it (its event
+                                                            // goes with the entry: waited on here)
   }
-  PRISM_RETURN_IF_ERROR(stream->Wait(*ready));  // after the work that made it
-  tensor.AddUser(*backend, *stream);             // and its memory stays until the send is done
+  tensor.AddUser(*backend, *stream);  // its memory stays until the send is done
   char error[1024] = {};
   if (lib.move(group.c_str(), 0, backend->name() != "sim", device, /*send=*/1, tensor.data(), tensor.bytes(), stream,
                std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error) != 0) {

@@ -92,6 +92,8 @@ class GpuTasks {
   /// devices), after the sends queued for that group before it; the import is let go once the
   /// send is done or failed. For importers that do not see the object's GPU.
   void QueueSend(const std::string& id, const WorkerId& importer, const std::string& group);
+  /// Waits for queued and running sends to end (the runtime's shutdown, before it disconnects).
+  void WaitForSends();
   /// A process died: its imports are closed.
   void ImporterDied(const WorkerId& importer);
   /// Where device objects spill under memory pressure: the node's host object store, as objects

@@ -703,6 +703,9 @@ PYBIND11_MODULE(_prism, m) {
           const CollectiveBuffer& b = *buffers.back();
           batch.push_back(kind == "send" ? collective::P2POp::Send(b.data, b.count, b.dtype, peer)
                                          : collective::P2POp::Recv(b.data, b.count, b.dtype, peer));
+          if (stream != nullptr && b.stream != nullptr && b.stream != stream) {
+            throw py::value_error("a batch's tensors must be on one stream (or host memory)");
+          }
           if (stream == nullptr) stream = b.stream;
         }
         py::gil_scoped_release release;

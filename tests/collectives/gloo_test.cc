@@ -310,7 +310,11 @@ TEST_F(GlooTest, SplitFormsSubgroupsByColorAndKey) {
   EXPECT_NE(unknown.find("not a member of collective group 'nowhere'"), std::string::npos) << unknown;
   std::string color = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("y"), -7, 0), 30s);
   EXPECT_NE(color.find("color"), std::string::npos) << color;
-  // (A refused call counted nowhere: the ranks still agree on the number of the next split.)
+  // The refused split counted on rank 0 only: the group splits no more, on any rank.
+  std::string after = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("z"), 0, 0), 30s);
+  EXPECT_NE(after.find("an earlier split of it failed"), std::string::npos) << after;
+  std::string other = prism::Get(m[1].Task(&Member::Split).Remote(std::string("whole"), std::string("half2"), 0, 0), 30s);
+  EXPECT_NE(other.find("failed on another rank"), std::string::npos) << other;
   col::DestroyGroup("whole");
   for (auto& a : m) prism::Get(a.Task(&Member::Leave).Remote(std::string("whole")));
 }
@@ -330,6 +334,9 @@ TEST_F(GlooTest, ARankThatDoesNotComeToASplitIsNamed) {
     EXPECT_NE(said.find("rank 2 did not come"), std::string::npos) << said;
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  // Coming late, rank 2 is told, rather than reading the others' stale choices.
+  std::string late = prism::Get(m[2].Task(&Member::Split).Remote(std::string("splitter"), std::string("part"), 0, 0), 30s);
+  EXPECT_NE(late.find("failed on another rank"), std::string::npos) << late;
 }
 
 // The workers of a placement group: actors in its bundles, one rank each.

@@ -42,6 +42,7 @@ inline std::vector<uint8_t> Encode(const std::vector<double>& v, DType dtype) {
       case DType::kFloat32: reinterpret_cast<float*>(out.data())[i] = float(v[i]); break;
       case DType::kFloat64: reinterpret_cast<double*>(out.data())[i] = v[i]; break;
       case DType::kInt32: reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]); break;
+      case DType::kUInt8: out[i] = static_cast<uint8_t>(static_cast<int8_t>(v[i])); break;  // (read back signed)
       default: reinterpret_cast<int64_t*>(out.data())[i] = int64_t(v[i]); break;
     }
   }
@@ -58,6 +59,7 @@ inline std::vector<double> Decode(const std::vector<uint8_t>& b, DType dtype) {
       case DType::kFloat32: out[i] = reinterpret_cast<const float*>(b.data())[i]; break;
       case DType::kFloat64: out[i] = reinterpret_cast<const double*>(b.data())[i]; break;
       case DType::kInt32: out[i] = reinterpret_cast<const int32_t*>(b.data())[i]; break;
+      case DType::kUInt8: out[i] = static_cast<int8_t>(b[i]); break;
       default: out[i] = double(reinterpret_cast<const int64_t*>(b.data())[i]); break;
     }
   }
@@ -195,6 +197,12 @@ void EveryCase(int n, F check) {
       if (n > 1) check(kBatchRing, dtype, ReduceOp::kSum, count, 0);
     }
   }
+  // uint8, for the operations that only move data.
+  check(kAllGather, DType::kUInt8, ReduceOp::kSum, 1009, 0);
+  check(kBroadcast, DType::kUInt8, ReduceOp::kSum, 7, n - 1);
+  if (n > 1) check(kBatchRing, DType::kUInt8, ReduceOp::kSum, 1009, 0);
+  // A ring in which every rank sends first, large enough not to fit in a transport's buffers.
+  if (n > 1) check(kBatchRing, DType::kFloat32, ReduceOp::kSum, 2 << 20, 0);
 }
 
 }  // namespace suite

@@ -94,6 +94,12 @@ class Holder {
   }
 
   // Device objects this process received and sent through pair groups: {received, sent}.
+  // The torch.distributed variables as this process has them (a move's pair group sets none).
+  std::string TorchEnv() {
+    std::string out;
+    for (const char* k : {"RANK", "WORLD_SIZE", "MASTER_PORT"}) out += std::getenv(k) ? std::string(k) + " " : "";
+    return out;
+  }
   std::vector<uint64_t> Moved() {
     auto t = prism::CurrentCoreWorker()->gpu_tasks().transfer_stats();
     return {t.received, t.sent};
@@ -139,7 +145,7 @@ class Ring {
 Ring* MakeRing() { return new Ring(); }
 PRISM_REMOTE(MakeRing, &Ring::Start, &Ring::Step, &Ring::Devices);
 PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts,
-             &Holder::InUse, &Holder::Exported, &Holder::Grow, &Holder::Spills, &Holder::Moved);
+             &Holder::InUse, &Holder::Exported, &Holder::Grow, &Holder::Spills, &Holder::Moved, &Holder::TorchEnv);
 
 class DeviceObjectsTest : public ::testing::Test {
  protected:
@@ -300,6 +306,8 @@ TEST_F(DeviceObjectsTest, ATensorOnAGpuTheConsumerDoesNotSeeMovesThroughTheColle
   // a sent to the task, to b and 4 times more; b received 5 and sent 5 (one back to a, 4 more).
   EXPECT_EQ(prism::Get(a.Task(&Holder::Moved).Remote()), (std::vector<uint64_t>{5, 6}));
   EXPECT_EQ(prism::Get(b.Task(&Holder::Moved).Remote()), (std::vector<uint64_t>{5, 5}));
+  EXPECT_EQ(prism::Get(a.Task(&Holder::TorchEnv).Remote()), "") << "pair groups leave the environment alone";
+  EXPECT_EQ(prism::Get(b.Task(&Holder::TorchEnv).Remote()), "");
   // The producer let its imports go once sent: only results still referenced stay exported.
   made = {};
   twice = {};
