@@ -533,7 +533,10 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
   std::optional<std::vector<std::string>> chosen;
   auto deadline = std::chrono::steady_clock::now() + from.timeout;
   while (!chosen) {
-    if (KvGet(prefix + "failed")) fail(CollectiveError(head + ": it failed on another rank"));
+    if (KvGet(prefix + "failed")) {
+      fail(CollectiveError(head + ": it failed on another rank" +
+                           (missing.empty() ? std::string() : " (rank " + missing + " did not come)")));
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       fail(CollectiveError(head + ": rank " + missing + " did not come within " +
