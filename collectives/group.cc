@@ -3,6 +3,7 @@
 #include "collectives/internal.h"
 
 #include "base/ids.h"
+#include "base/process_info.h"
 #include "worker/core_worker.h"
 
 #include <prism/gpu/topology.h>
@@ -19,7 +20,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -171,21 +171,15 @@ struct NcclLibrary {
 const NcclLibrary& Nccl() {
   static NcclLibrary lib = [] {
     NcclLibrary l;
-    Dl_info self{};
-    std::string path = "libprism_collective_nccl.so";
-    if (dladdr(reinterpret_cast<void*>(&Nccl), &self) != 0 && self.dli_fname != nullptr) {
-      path = (std::filesystem::path(self.dli_fname).parent_path() / path).string();
-    }
-    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (h == nullptr) {
-      const char* e = dlerror();
-      l.error = "the nccl backend is not available here (" + std::string(e ? e : path) +
+    Result<void*> h = OpenBesideLibprism("libprism_collective_nccl.so");
+    if (!h.ok()) {
+      l.error = "the nccl backend is not available here (" + h.status().message() +
                 "): it is built where the CUDA toolkit and NCCL are, and runs where a GPU is";
       return l;
     }
-    l.unique_id = reinterpret_cast<decltype(l.unique_id)>(dlsym(h, "prism_nccl_unique_id"));
-    l.join = reinterpret_cast<decltype(l.join)>(dlsym(h, "prism_nccl_join"));
-    l.split = reinterpret_cast<decltype(l.split)>(dlsym(h, "prism_nccl_split"));
+    l.unique_id = reinterpret_cast<decltype(l.unique_id)>(dlsym(*h, "prism_nccl_unique_id"));
+    l.join = reinterpret_cast<decltype(l.join)>(dlsym(*h, "prism_nccl_join"));
+    l.split = reinterpret_cast<decltype(l.split)>(dlsym(*h, "prism_nccl_split"));
     if (!l.unique_id || !l.join || !l.split) l.error = "libprism_collective_nccl.so lacks its entry points";
     return l;
   }();

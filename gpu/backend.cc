@@ -1,5 +1,7 @@
 #include <prism/gpu/backend.h>
 
+#include "base/process_info.h"
+
 #include "base/logging.h"
 #include "gpu/counting_backend.h"
 #include "gpu/sim/sim_backend.h"
@@ -86,21 +88,13 @@ namespace {
 // only when asked for, so that nothing else needs the CUDA runtime.
 using CreateCudaFn = int (*)(Backend** out, char* error, size_t error_size);
 
-std::string LibraryDir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&BackendConfigFromEnv), &info) == 0 || !info.dli_fname) return "";
-  std::string path = info.dli_fname;
-  auto slash = path.rfind('/');
-  return slash == std::string::npos ? "" : path.substr(0, slash + 1);
-}
-
 Result<std::unique_ptr<Backend>> CreateCuda() {
-  std::string path = LibraryDir() + "libprism_gpu_cuda.so";
-  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    return Status::Unavailable(std::string("the cuda backend did not load (prism built without CUDA, or "
-                                           "no CUDA runtime): ") + dlerror());
+  Result<void*> opened = OpenBesideLibprism("libprism_gpu_cuda.so");
+  if (!opened.ok()) {
+    return Status::Unavailable("the cuda backend did not load (prism built without CUDA, or no CUDA runtime): " +
+                               opened.status().message());
   }
+  void* lib = *opened;
   auto create = reinterpret_cast<CreateCudaFn>(dlsym(lib, "prism_gpu_cuda_create"));
   if (!create) return Status::Internal("libprism_gpu_cuda.so has no prism_gpu_cuda_create");
   Backend* backend = nullptr;

@@ -1,5 +1,6 @@
 #include "base/process_info.h"
 
+#include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
 #include <sys/stat.h>
@@ -80,6 +81,25 @@ Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid) {
   info.cwd.assign(buf, static_cast<size_t>(n));
   if (info.argv.empty()) return Status::IOError("process " + std::to_string(pid) + " has no argv");
   return info;
+}
+
+std::string LibprismDir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&LibprismDir), &info) == 0 || info.dli_fname == nullptr) return "";
+  std::string path = info.dli_fname;
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+
+Result<void*> OpenBesideLibprism(const std::string& file) {
+  std::string dir = LibprismDir();
+  std::string path = dir.empty() ? file : dir + "/" + file;
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* e = dlerror();
+    return Status::Unavailable(e != nullptr ? e : path + " did not load");
+  }
+  return handle;
 }
 
 }  // namespace prism

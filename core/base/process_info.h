@@ -22,4 +22,12 @@ struct ProcessLaunchInfo {
 };
 Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid);
 
+/// The folder libprism is loaded from (its libraries loaded on demand - the cuda backend, the
+/// collectives and their nccl backend - sit beside it), or "" when it cannot be told.
+std::string LibprismDir();
+
+/// dlopen(RTLD_NOW | RTLD_LOCAL) of `file` in LibprismDir(); Unavailable, with dlerror's words,
+/// when it does not load.
+Result<void*> OpenBesideLibprism(const std::string& file);
+
 }  // namespace prism

@@ -4,6 +4,7 @@
 
 #include "base/ids.h"
 #include "base/logging.h"
+#include "base/process_info.h"
 
 #include <dlfcn.h>
 #include <msgpack.hpp>
@@ -12,7 +13,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
-#include <filesystem>
 #include <future>
 #include <string>
 
@@ -43,18 +43,12 @@ struct TransferLibrary {
 const TransferLibrary& Transfer() {
   static TransferLibrary lib = [] {
     TransferLibrary l;
-    Dl_info self{};
-    std::string path = "libprism_collective.so";
-    if (dladdr(reinterpret_cast<void*>(&Transfer), &self) != 0 && self.dli_fname != nullptr) {
-      path = (std::filesystem::path(self.dli_fname).parent_path() / path).string();
-    }
-    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (h == nullptr) {
-      const char* e = dlerror();
-      l.error = "the collectives library, which moves it, is not available (" + std::string(e ? e : path) + ")";
+    Result<void*> h = OpenBesideLibprism("libprism_collective.so");
+    if (!h.ok()) {
+      l.error = "the collectives library, which moves it, is not available (" + h.status().message() + ")";
       return l;
     }
-    l.move = reinterpret_cast<decltype(l.move)>(dlsym(h, "prism_device_transfer"));
+    l.move = reinterpret_cast<decltype(l.move)>(dlsym(*h, "prism_device_transfer"));
     if (l.move == nullptr) l.error = "libprism_collective.so lacks prism_device_transfer";
     return l;
   }();

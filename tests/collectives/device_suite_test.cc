@@ -75,16 +75,9 @@ class DeviceSuiteTest : public ::testing::Test {
     int n = static_cast<int>(m.size());
     std::vector<prism::ObjectRef<std::vector<double>>> refs;
     for (auto& a : m) refs.push_back(a.Task(&DeviceMember::Run).Remote(name, op, int(dtype), int(reduce), count, root));
-    for (int r = 0; r < n; ++r) {
-      std::vector<double> got = prism::Get(refs[r], 60s);
-      std::vector<double> want = Expected(op, dtype, reduce, count, n, r, root);
-      ASSERT_EQ(got.size(), want.size()) << "op " << op << " rank " << r;
-      for (size_t i = 0; i < want.size(); ++i) {
-        ASSERT_NEAR(got[i], want[i], Tolerance(dtype) * std::max(1.0, std::abs(want[i])))
-            << "op " << op << " dtype " << gpu::DTypeName(dtype) << " reduce " << int(reduce) << " count " << count
-            << " ranks " << n << " rank " << r << " element " << i;
-      }
-    }
+    std::vector<std::vector<double>> got;
+    for (int r = 0; r < n; ++r) got.push_back(prism::Get(refs[r], 60s));
+    ExpectReference(got, op, dtype, reduce, count, root);
   }
 };
 

@@ -9,6 +9,8 @@
 
 #include <prism/gpu/float16.h>
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -178,6 +180,21 @@ inline std::vector<double> Outcome(const col::Group& g, int op, int root, std::v
   if (op == kReduce && g.rank() != root) recv.clear();
   if ((op == kSendRecv || op == kBatchRing) && g.size() == 1) recv = send;
   return Decode(recv, dtype);
+}
+
+// Each rank's result (got[r]) against the reference.
+inline void ExpectReference(const std::vector<std::vector<double>>& got, int op, DType dtype, ReduceOp reduce,
+                            int count, int root) {
+  int n = static_cast<int>(got.size());
+  for (int r = 0; r < n; ++r) {
+    std::vector<double> want = Expected(op, dtype, reduce, count, n, r, root);
+    ASSERT_EQ(got[r].size(), want.size()) << "op " << op << " rank " << r;
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[r][i], want[i], Tolerance(dtype) * std::max(1.0, std::abs(want[i])))
+          << "op " << op << " dtype " << prism::gpu::DTypeName(dtype) << " reduce " << int(reduce) << " count "
+          << count << " ranks " << n << " rank " << r << " element " << i;
+    }
+  }
 }
 
 // The suite's cases for a group of n ranks: every operation, dtype and reduce op at 1, 7 and 1009
