@@ -73,7 +73,7 @@ void Transfers(Setup& s, const std::vector<size_t>& sizes, int reps) {
   gpu::MemoryResource& mem = *Must(b.memory(0));
   std::printf("\n## Transfers on device 0: prism's device layer vs raw copies of the same bytes (%s)\n",
               s.modelled ? "sim: wall clock of the host bytes moved; the modelled link is the virtual clock's"
-                         : "cuda: device time from events");
+                         : "cuda: device time from events; medians of 5 rounds, prism and raw in turn");
   std::printf("%-10s %-10s %12s %12s %8s %14s  %s\n", "size", "path", "prism GB/s", "raw GB/s", "ratio",
               s.modelled ? "modelled GB/s" : "", "check");
   for (size_t bytes : sizes) {
@@ -91,11 +91,22 @@ void Transfers(Setup& s, const std::vector<size_t>& sizes, int reps) {
                  {"dev->host", back.data(), c.data(), RawCopyKind::kDeviceToHost}};
     for (const Path& p : paths) {
       auto copy = [&] { Must(stream->CopyAsync(p.dst, p.src, bytes)); };
-      double device_sec = DeviceSeconds(s, *stream, reps, copy);
-      // Wall clock per copy, after the warm-up (first touches of fresh memory are not copies).
-      double wall_sec = WallSeconds(*stream, reps, copy);
-      double sec = s.modelled ? wall_sec : device_sec;
-      double raw = s.modelled ? RawHostCopySeconds(bytes, reps) : RawCudaCopySeconds(p.raw, bytes, reps);
+      // Five rounds, prism's and raw's copies in turn, each side's median: host-memory paths on a
+      // shared machine drift between samples, and one sample of each compares two moments.
+      std::vector<double> device_secs, secs, raws;
+      for (int round = 0; round < 5; ++round) {
+        double device_sec = DeviceSeconds(s, *stream, reps, copy);
+        // Wall clock per copy, after the warm-up (first touches of fresh memory are not copies).
+        double wall_sec = WallSeconds(*stream, reps, copy);
+        device_secs.push_back(device_sec);
+        secs.push_back(s.modelled ? wall_sec : device_sec);
+        raws.push_back(s.modelled ? RawHostCopySeconds(bytes, reps) : RawCudaCopySeconds(p.raw, bytes, reps));
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      double device_sec = median(device_secs), sec = median(secs), raw = median(raws);
       bool ok = p.raw != RawCopyKind::kDeviceToHost || std::memcmp(host.data(), back.data(), bytes) == 0;
       std::string modelled = s.modelled ? std::to_string(static_cast<int>(bytes / device_sec / 1e9)) : "";
       std::printf("%-10s %-10s %12.1f %12.1f %7.0f%% %14s  %s\n", (std::to_string(bytes >> 20) + " MiB").c_str(),
