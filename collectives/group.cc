@@ -309,15 +309,6 @@ void Rendezvous(JoinInfo& info) {
   for (const std::string& pid : *pids) info.pids.push_back(std::atoi(pid.c_str()));
 }
 
-bool ProcessGone(int pid) {
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
-}
-
 std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what, uint64_t seq) {
   std::string gone;
   // A dying process closes its connections before it is gone: give it a moment to be.

@@ -54,9 +54,8 @@ bool Recreated(const std::string& name, const std::string& generation);
 // Publishes this rank's process and waits for every rank's (fills info.pids). Throws
 // CollectiveError naming the ranks that did not join in time.
 void Rendezvous(JoinInfo& info);
-// Whether a rank's process is gone (no such process, or a zombie), and a failure's cause put in
-// words: the ranks that are gone, or a timeout on live ones.
-bool ProcessGone(int pid);
+// A failure's cause put in words: the ranks that are gone (base/process_info.h's ProcessGone), or
+// a timeout on live ones.
 // `seq` > 0: the group's collective operation of that number (every rank counts the same), for
 // naming a live rank that did not take part in it.
 std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what, uint64_t seq = 0);

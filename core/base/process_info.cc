@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -81,6 +83,15 @@ Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid) {
   info.cwd.assign(buf, static_cast<size_t>(n));
   if (info.argv.empty()) return Status::IOError("process " + std::to_string(pid) + " has no argv");
   return info;
+}
+
+bool ProcessGone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
 }
 
 std::string LibprismDir() {

@@ -22,6 +22,9 @@ struct ProcessLaunchInfo {
 };
 Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid);
 
+/// Whether process `pid` is gone: no such process, or a zombie (it died; its parent has not reaped it).
+bool ProcessGone(pid_t pid);
+
 /// The folder libprism is loaded from (its libraries loaded on demand - the cuda backend, the
 /// collectives and their nccl backend - sit beside it), or "" when it cannot be told.
 std::string LibprismDir();

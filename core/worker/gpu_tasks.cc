@@ -11,8 +11,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <csignal>
 #include <future>
 #include <string>
 
@@ -40,7 +38,7 @@ struct TransferLibrary {
   std::string error;
 };
 
-const TransferLibrary& Transfer() {
+const TransferLibrary& TransferLib() {
   static TransferLibrary lib = [] {
     TransferLibrary l;
     Result<void*> h = OpenBesideLibprism("libprism_collective.so");
@@ -53,6 +51,20 @@ const TransferLibrary& Transfer() {
     return l;
   }();
   return lib;
+}
+
+// Moves `bytes` at `ptr` (device memory of `device`, ordered on `stream`) through pair group
+// `group`: sent by the producer (rank 0), received by the importer (rank 1).
+Status Transfer(const std::string& group, bool send, gpu::Backend& backend, int device, void* ptr, uint64_t bytes,
+                gpu::Stream* stream) {
+  const TransferLibrary& lib = TransferLib();
+  if (lib.move == nullptr) return Status::Unavailable(lib.error);
+  char error[1024] = {};
+  if (lib.move(group.c_str(), send ? 0 : 1, backend.name() != "sim", device, send ? 1 : 0, ptr, bytes, stream,
+               std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error) != 0) {
+    return Status::Unavailable(error);
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -579,8 +591,7 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
 gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid,
                               gpu::DType dtype, std::vector<int64_t> shape, gpu::Context* ctx) {
   std::string what = "device object " + id + " of process " + std::to_string(pid) + " (on a GPU this process does not see)";
-  const TransferLibrary& lib = Transfer();
-  if (lib.move == nullptr) throw RuntimeError(what + ": " + lib.error);
+  if (const TransferLibrary& lib = TransferLib(); lib.move == nullptr) throw RuntimeError(what + ": " + lib.error);
   if (!peers_.register_import || producer.socket_path.empty()) throw RuntimeError(what + ": its producer's address is unknown");
   int device = 0;
   std::vector<gpu::Stream*> streams;  // the task's (or the import stream): they wait for it
@@ -629,16 +640,14 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
     next_epoch();
     throw ObjectLostError(what + " is no longer held by its producer");
   }
-  char error[1024] = {};
-  int rc = lib.move(group.c_str(), 1, backend->name() != "sim", device, /*send=*/0, tensor->data(), tensor->bytes(),
-                    stream, std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error);
-  if (rc != 0) {
+  Status moved = Transfer(group, /*send=*/false, *backend, device, tensor->data(), tensor->bytes(), stream);
+  if (!moved.ok()) {
     next_epoch();
     // A producer that died meanwhile took the object with it (lineage may make it again).
-    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
-      throw ObjectLostError(what + ": its producer died while moving it (" + error + ")");
+    if (pid > 0 && ProcessGone(static_cast<pid_t>(pid))) {
+      throw ObjectLostError(what + ": its producer died while moving it (" + moved.message() + ")");
     }
-    throw RuntimeError(what + ": moving it from its producer failed: " + error);
+    throw RuntimeError(what + ": moving it from its producer failed: " + moved.message());
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -687,8 +696,6 @@ void GpuTasks::DrainSends(const std::string& group) {
 }
 
 Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
-  const TransferLibrary& lib = Transfer();
-  if (lib.move == nullptr) return Status::Unavailable(lib.error);
   gpu::Tensor tensor;
   gpu::Stream* stream = nullptr;
   gpu::Backend* backend = nullptr;
@@ -706,11 +713,7 @@ Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
                                                             // goes with the entry: waited on here)
   }
   tensor.AddUser(*backend, *stream);  // its memory stays until the send is done
-  char error[1024] = {};
-  if (lib.move(group.c_str(), 0, backend->name() != "sim", device, /*send=*/1, tensor.data(), tensor.bytes(), stream,
-               std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error) != 0) {
-    return Status::Unavailable(error);
-  }
+  PRISM_RETURN_IF_ERROR(Transfer(group, /*send=*/true, *backend, device, tensor.data(), tensor.bytes(), stream));
   std::lock_guard<std::mutex> lock(mu_);
   transfer_stats_.sent++;
   transfer_stats_.sent_bytes += tensor.bytes();
