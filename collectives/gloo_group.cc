@@ -317,8 +317,7 @@ class GlooGroup final : public Group {
                             "): destroy it and create it again");
     }
     HostReady(stream);
-    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 && std::strcmp(op, "sendrecv") != 0;
-    uint64_t seq = collective ? ++collectives_ : 0;
+    uint64_t seq = IsCollective(op) ? ++collectives_ : 0;
     try {
       body();
     } catch (const std::exception& e) {

@@ -352,6 +352,10 @@ bool Reduces(const char* op) {
   return std::strcmp(op, "allreduce") == 0 || std::strcmp(op, "reduce-scatter") == 0 || std::strcmp(op, "reduce") == 0;
 }
 
+bool IsCollective(const char* op) {
+  return std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 && std::strcmp(op, "sendrecv") != 0;
+}
+
 void CheckDType(DType dtype, bool reduces) {
   if (dtype == DType::kUInt8 && !reduces) return;
   switch (dtype) {

@@ -72,8 +72,10 @@ std::shared_ptr<gloo::Context> GlooContextOf(Group& group);
 // float32, float64, int32 and int64; operations that only move data take uint8 too.
 size_t ElementSize(DType dtype);
 void CheckDType(DType dtype, bool reduces = true);
-// Whether operation `op` (its name) reduces.
+// Whether operation `op` (its name) reduces; whether it is a collective one (every rank takes part:
+// not send, recv or a batch of them), which the ranks number alike (Diagnose's `seq`).
 bool Reduces(const char* op);
+bool IsCollective(const char* op);
 
 // InitGroup for prism's own groups: the communicator on CUDA device `device`; `environment`:
 // whether joining sets the torch.distributed variables.

@@ -218,8 +218,7 @@ class NcclGroup final : public Group {
       broken_ = Diagnose(info_, op, std::string(ncclGetErrorString(r)) + ": " + ncclGetLastError(comm_));
       Fail(broken_);
     }
-    bool collective = std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 && std::strcmp(op, "sendrecv") != 0;
-    uint64_t seq = collective ? ++collectives_ : 0;
+    uint64_t seq = IsCollective(op) ? ++collectives_ : 0;
     // The watchdog checks that it completes in time: an event after it.
     cudaEvent_t done = nullptr;
     {
