@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs the seed example on the embedded default cluster.
+# Installs what is missing, builds what the seed example needs (libprism, the prism tool that
+# runs the embedded node daemon, and the example), and runs it on the embedded default cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh >/dev/null
+PRISM_BUILD_TARGETS="square prism_tool" bash scripts/build.sh >/dev/null
 ./build/bin/square

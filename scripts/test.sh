@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test suite.
+# Installs what is missing, builds, and runs every test suite; then builds libprism alone in a
+# Release tree, as users build it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
-cd build
-ctest --output-on-failure -j "${PRISM_TEST_JOBS:-2}" --timeout 300
+(cd build && ctest --output-on-failure -j "${PRISM_TEST_JOBS:-2}" --timeout 300)
+bash scripts/build-release.sh
