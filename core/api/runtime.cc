@@ -425,7 +425,9 @@ void StreamWrite(const EncodedValue& value) { RequireCore()->StreamWrite(value);
 
 void CancelTask(const RefHandle& ref, bool force) { RequireCore()->CancelTask(ref, force); }
 
-ActorRef GetActorByName(const std::string& name) { return RequireCore()->GetActorByName(name); }
+ActorRef GetActorByName(const std::string& name, const std::string& ray_namespace) {
+  return RequireCore()->GetActorByName(name, ray_namespace);
+}
 
 bool InObjectStore(const void* p, size_t n) {
   auto core = Core();

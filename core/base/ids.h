@@ -17,6 +17,8 @@ JobId JobIdFromInt(uint32_t value);
 uint32_t JobIdToInt(const JobId& job);
 
 inline constexpr uint32_t kPutBit = 0x80000000u;
+/// The most return objects one task may have (num_returns); their indexes stay far below kPutBit.
+inline constexpr uint32_t kMaxReturns = 1u << 16;
 /// The `index`-th return object of a task (index starts at 1).
 ObjectId ReturnObjectId(const TaskId& task, uint32_t index);
 /// The `counter`-th object put by `task` (counter starts at 1).

@@ -335,11 +335,13 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       Lease& lease = l->second;
       ResourcePool* pool = PoolOf(lease);
       if (pool == nullptr) return;
-      if (msg.worker_blocked().blocked() && lease.lent.empty()) {
+      if (msg.worker_blocked().blocked() && !lease.blocked) {
+        lease.blocked = true;
         lease.lent = lease.alloc.amounts.Only(kCpu);
         pool->Lend(lease.lent);
-        Schedule();
-      } else if (!msg.worker_blocked().blocked() && !lease.lent.empty()) {
+        Schedule();  // its CPUs, and its place under the worker cap, may run what it waits for
+      } else if (!msg.worker_blocked().blocked() && lease.blocked) {
+        lease.blocked = false;
         pool->Reclaim(lease.lent);  // back, even if that overcommits the node for a while
         lease.lent = ResourceSet();
       }
@@ -378,9 +380,11 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     }
     case rpc::Envelope::kGetActorByName: {
       const auto& req = msg.get_actor_by_name();
-      auto it = actor_names_.find(req.name());
+      auto it = actor_names_.find(NamespacedName(req.ray_namespace(), req.name()));
       if (it == actor_names_.end()) {
-        SendError(conn, req.request_id(), Status::NotFound("no live actor is named '" + req.name() + "'"));
+        SendError(conn, req.request_id(),
+                  Status::NotFound("no live actor is named '" + req.name() + "'" +
+                                   (req.ray_namespace().empty() ? "" : " in namespace '" + req.ray_namespace() + "'")));
         return;
       }
       Actor& a = actors_.at(it->second);
@@ -571,6 +575,17 @@ void NodeDaemon::HandleReturnLease(rpc::Connection& conn, const rpc::ReturnLease
   Schedule();
 }
 
+// The key of a named actor: names are unique within their namespace.
+std::string NodeDaemon::NamespacedName(const std::string& ns, const std::string& name) {
+  return ns + '\0' + name;
+}
+
+bool NodeDaemon::IsBlocked(const Worker& w) const {
+  if (w.lease_id == 0) return false;
+  auto it = leases_.find(w.lease_id);
+  return it != leases_.end() && it->second.blocked;
+}
+
 ResourcePool* NodeDaemon::PoolOf(const Lease& lease) {
   if (lease.group == 0) return &node_pool_;
   auto g = groups_.find(lease.group);
@@ -728,6 +743,7 @@ void NodeDaemon::Schedule() {
       rpc::Envelope push;
       push.mutable_push_task()->set_lease_id(lease_id);
       *push.mutable_push_task()->mutable_spec() = a.spec;
+      push.mutable_push_task()->mutable_spec()->set_attempt(a.num_restarts);  // > 0: a restart
       add_devices(push.mutable_push_task());
       idle->conn->Send(push);
       it = pending_.erase(it);
@@ -755,9 +771,11 @@ void NodeDaemon::Schedule() {
     auto jit = jobs_.find(job_id);
     if (jit == jobs_.end()) continue;
     while (starting < want) {
-      // Actors' processes do not count against the cap: they are not a pool to share.
+      // Actors' processes do not count against the cap: they are not a pool to share. Nor do
+      // workers blocked in Get/Wait: the tasks they wait for need workers of their own, or a
+      // tree of tasks that wait on their children deadlocks once it is deeper than the cap.
       int pooled = 0;
-      for (auto& [wid, w] : workers_) pooled += w.actor.IsNil() ? 1 : 0;
+      for (auto& [wid, w] : workers_) pooled += w.actor.IsNil() && !IsBlocked(w) ? 1 : 0;
       if (pooled >= config_.max_workers) {
         // At the cap: make room by stopping an idle worker of another job (or environment), if
         // there is one.
@@ -1039,8 +1057,9 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
     SendActorUpdate(conn, known->second, req.request_id());
     return;
   }
-  if (!c.name().empty() && actor_names_.count(c.name()) > 0) {
-    return fail(Status::AlreadyExists("an actor named '" + c.name() + "' exists already"));
+  if (!c.name().empty() && actor_names_.count(NamespacedName(c.ray_namespace(), c.name())) > 0) {
+    return fail(Status::AlreadyExists("an actor named '" + c.name() + "' exists already" +
+                                      (c.ray_namespace().empty() ? "" : " in namespace '" + c.ray_namespace() + "'")));
   }
   if (c.max_concurrency() == 0) return fail(Status::InvalidArgument("max_concurrency must be at least 1"));
   {
@@ -1063,7 +1082,7 @@ void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, cons
   a.shape = *shape;
   a.placement = req.placement();
   Subscribe(a, conn);
-  if (!c.name().empty()) actor_names_[c.name()] = id;
+  if (!c.name().empty()) actor_names_[NamespacedName(c.ray_namespace(), c.name())] = id;
   SendActorUpdate(conn, a, req.request_id());
   LeaseRequest lr;
   lr.job = peer.job;
@@ -1147,7 +1166,7 @@ void NodeDaemon::ActorDead(Actor& a, const std::string& cause) {
   a.state = rpc::ACTOR_DEAD;
   a.death_cause = cause;
   const std::string& name = a.spec.actor_creation().name();
-  auto n = actor_names_.find(name);
+  auto n = actor_names_.find(NamespacedName(a.spec.actor_creation().ray_namespace(), name));
   if (!name.empty() && n != actor_names_.end() && n->second == a.id) actor_names_.erase(n);
   PRISM_LOG_INFO("actor {} is dead: {}", a.id.Hex(), cause);
   PublishActor(a);
@@ -1292,6 +1311,7 @@ void NodeDaemon::FillPlacementGroupInfo(const PlacementGroup& g, rpc::PlacementG
   info->set_name(g.name);
   info->set_strategy(g.strategy);
   info->set_require_nvlink(g.require_nvlink);
+  info->set_detached(g.detached);
   info->set_state(g.state);
   info->set_job_id(g.job.Binary());
   for (size_t i = 0; i < g.bundles.size(); ++i) {
@@ -1331,6 +1351,7 @@ void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& p
   g.name = req.name();
   g.strategy = req.strategy();
   g.require_nvlink = req.require_nvlink();
+  g.detached = req.detached();
   for (int i = 0; i < req.bundles_size(); ++i) {
     auto shape = ShapeFromProto(req.bundles(i).resources());
     Status st = shape.ok() ? CheckRequestShape(*shape) : shape.status();
@@ -1603,7 +1624,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
         used |= a.placement.placement_group() == gid && a.state != rpc::ACTOR_DEAD &&
                 a.spec.actor_creation().detached();
       }
-      if (g.job == id && !used) groups.push_back(gid);
+      if (g.job == id && !used && !g.detached) groups.push_back(gid);
     }
     for (uint64_t gid : groups) RemovePlacementGroup(gid, "its job finished");
     return;
@@ -1614,7 +1635,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
   control_.FinishJob(id);
   std::vector<uint64_t> groups;
   for (auto& [gid, g] : groups_) {
-    if (g.job == id) groups.push_back(gid);
+    if (g.job == id && !g.detached) groups.push_back(gid);  // (detached ones live until removed)
   }
   for (uint64_t gid : groups) RemovePlacementGroup(gid, "its job finished");
   std::vector<WorkerId> ws;

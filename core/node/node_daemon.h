@@ -121,11 +121,15 @@ class NodeDaemon {
     Allocation alloc;         // what it took from its pool: its shape, and which device instances
     uint64_t group = 0;       // non-zero: its pool is this placement group's bundle
     int bundle = -1;
+    bool blocked = false;     // its worker waits in Get/Wait: it does not count against the worker cap
   };
   /// What a lease gives back when it ends (less what it lent while blocked).
   void ReleaseLease(const Lease& lease);
   /// The pool a lease draws from: the node's, or its bundle's (null once the group is gone).
   ResourcePool* PoolOf(const Lease& lease);
+  static std::string NamespacedName(const std::string& ns, const std::string& name);
+  /// Whether the worker's task waits in Get/Wait now.
+  bool IsBlocked(const Worker& w) const;
   struct PlacementGroup {
     uint64_t id = 0;
     JobId job;
@@ -133,6 +137,7 @@ class NodeDaemon {
     rpc::PlacementStrategy strategy = rpc::PLACEMENT_PACK;
     std::vector<ResourceSet> bundles;
     bool require_nvlink = false;  // the group's GPUs must all be joined by NVLink
+    bool detached = false;        // outlives its job
     rpc::PlacementGroupState state = rpc::PG_PENDING;
     std::vector<Allocation> reserved;  // from the node's pool, one per bundle, once created
     std::vector<ResourcePool> pools;   // what each bundle has left for leases
@@ -251,7 +256,7 @@ class NodeDaemon {
   std::unordered_set<uint64_t> dropped_leases_;
   std::deque<uint64_t> dropped_order_;
   std::map<TaskId, Actor> actors_;
-  std::map<std::string, TaskId> actor_names_;
+  std::map<std::string, TaskId> actor_names_;  // by NamespacedName
   std::deque<TaskId> dead_actors_;  // oldest first; at most kKeptDeadActors are remembered
   std::deque<LeaseRequest> pending_;
   uint64_t next_lease_id_ = 1;

@@ -133,10 +133,13 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
   auto it = a.inflight.find(seq);
   if (seq == 0 || it == a.inflight.end() || it->second.task.spec.attempt() != reply.attempt()) return;
   if (it->second.cancelled) {
-    if (reply.returns_size() == 1 && reply.returns(0).in_store()) hooks_.discard_stored(it->second.task.return_id);
+    DiscardReply(reply, hooks_);
     Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec.name() + " was cancelled"));
   } else {
-    Finish(it->second, ResultFromReply(reply, hooks_));
+    std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());
+    StoredObject first = std::move(results.front());
+    results.erase(results.begin());
+    Finish(it->second, std::move(first), std::move(results));
   }
   a.inflight.erase(it);
 }
@@ -219,10 +222,11 @@ void ActorSubmitter::FailOrphaned(const ActorId& id, Actor& a) {
   }
 }
 
-void ActorSubmitter::Finish(Call& call, StoredObject result) {
+void ActorSubmitter::Finish(Call& call, StoredObject result, std::vector<StoredObject> more) {
   ObjectId rid = call.task.return_id;
   call.task.arg_refs.clear();  // the refs go with the call
   call.task.nested.clear();
+  StoreMoreResults(store_, hooks_, call.task.spec, result, std::move(more));
   StoreResult(store_, hooks_, rid, std::move(result));
 }
 
@@ -241,6 +245,11 @@ void ActorSubmitter::Cancel(const TaskId& id) {
     for (auto& [seq, call] : a.inflight) {
       if (call.task.spec.task_id() == id.Binary()) {
         call.cancelled = true;
+        if (a.conn) {  // the actor may stop it (an async method)
+          rpc::Envelope env;
+          env.mutable_cancel_call()->set_task_id(id.Binary());
+          a.conn->Send(env);
+        }
         return;
       }
     }

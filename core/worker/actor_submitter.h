@@ -69,7 +69,7 @@ class ActorSubmitter {
   void Connect(const ActorId& actor);
   void OnReply(const ActorId& actor, uint32_t incarnation, rpc::TaskReply& reply);
   void OnDisconnected(const ActorId& actor, uint32_t incarnation, const Status& why);
-  void Finish(Call& call, StoredObject result);
+  void Finish(Call& call, StoredObject result, std::vector<StoredObject> more = {});
   StoredObject DiedError(const ActorId& id, const Actor& a, const std::string& what) const;
 
   asio::io_context& io_;

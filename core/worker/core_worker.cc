@@ -31,6 +31,7 @@ thread_local uint64_t tl_submitted = 0;
 thread_local uint32_t tl_puts = 0;
 thread_local uint32_t tl_attempt = 0;
 thread_local std::vector<int> tl_gpu_ids;  // the GPUs the running task's lease holds
+thread_local const rpc::TaskSpec* tl_spec = nullptr;  // the running task's spec
 // The streaming task running on this thread: where its values go.
 struct StreamContext {
   std::shared_ptr<rpc::Connection> to;  // null: not a streaming task
@@ -45,6 +46,11 @@ thread_local StreamContext tl_stream;
 ForeignExecutor& GlobalForeignExecutor() {
   static ForeignExecutor executor;
   return executor;
+}
+
+CallCanceller& GlobalCallCanceller() {
+  static CallCanceller canceller;
+  return canceller;
 }
 
 [[noreturn]] void ThrowStored(const ObjectId& id, const rpc::TaskError& e) {
@@ -158,6 +164,7 @@ PlacementGroup GroupFromInfo(const rpc::PlacementGroupInfo& info) {
 }  // namespace
 
 void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = std::move(executor); }
+void SetCallCanceller(CallCanceller canceller) { GlobalCallCanceller() = std::move(canceller); }
 
 CoreWorker::CoreWorker(CoreWorkerOptions options)
     : options_(std::move(options)), store_([this](FreedObject f) { OnFreed(std::move(f)); }) {}
@@ -401,6 +408,11 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
         return;
       }
       break;
+    case rpc::Envelope::kCancelCall:
+      if (GlobalCallCanceller() && TaskId::IsValidBinary(msg.cancel_call().task_id())) {
+        GlobalCallCanceller()(TaskId::FromBinary(msg.cancel_call().task_id()));
+      }
+      return;
     case rpc::Envelope::kGetObject:
       ServeGetObject(conn, msg.get_object());
       return;
@@ -885,6 +897,7 @@ PlacementGroup CoreWorker::CreatePlacementGroup(const PlacementGroupOptions& opt
   req->set_request_id(rid);
   req->set_name(options.name);
   req->set_require_nvlink(options.require_nvlink);
+  req->set_detached(options.detached);
   switch (options.strategy) {
     case PlacementStrategy::kPack: req->set_strategy(rpc::PLACEMENT_PACK); break;
     case PlacementStrategy::kSpread: req->set_strategy(rpc::PLACEMENT_SPREAD); break;
@@ -978,6 +991,26 @@ bool CoreWorker::KvDelete(const std::string& ns, const std::string& key) {
   return CallKv(rpc::KvRequest::DELETE, ns, key, "", false).found();
 }
 
+RuntimeContextInfo CoreWorker::RuntimeContext() const {
+  RuntimeContextInfo c;
+  c.job_id = options_.job_id.Hex();
+  c.worker_id = WorkerId::FromBinary(address_.worker_id).Hex();
+  c.node_id = NodeId::FromBinary(address_.node_id).Hex();
+  c.is_worker = options_.role == rpc::ROLE_WORKER;
+  if (tl_in_task) c.task_id = tl_task.Hex();
+  ActorId actor = actor_id();
+  if (!actor.IsNil()) {
+    c.actor_id = actor.Hex();
+    c.actor_restarts = actor_restarts_;
+    c.resources = actor_resources_;
+  }
+  if (tl_in_task && tl_spec != nullptr && !tl_spec->has_actor_creation() && tl_spec->actor_id().empty()) {
+    for (const auto& r : tl_spec->resources()) c.resources[r.name()] = static_cast<double>(r.milli()) / kMilli;
+  }
+  c.gpu_ids = GpuIds();
+  return c;
+}
+
 std::vector<int> CoreWorker::GpuIds() const {
   if (!tl_in_task) return {};
   if (!actor_gpu_ids_.empty()) return actor_gpu_ids_;
@@ -1019,6 +1052,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   auto* c = spec.mutable_actor_creation();
   c->set_actor_id(task_id.Binary());
   c->set_name(options.name);
+  c->set_ray_namespace(options.ray_namespace);
   c->set_detached(options.detached);
   c->set_max_restarts(options.max_restarts);
   c->set_max_task_retries(options.max_task_retries);
@@ -1033,6 +1067,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
     auto* r = req->add_resources();
     r->set_name(name);
     r->set_milli(milli);
+    *spec.add_resources() = *r;  // (the actor's process reads what it holds from its spec)
   }
   // The factory's arguments travel as values (a restart calls it again with the same ones), so
   // ref arguments are read here first.
@@ -1066,7 +1101,17 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
 
 internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
                                              std::vector<internal::SerializedArg> args) {
+  return SubmitActorTaskReturns(actor, method, std::move(args), 1).front();
+}
+
+std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal::ActorRef& actor,
+                                                                 const std::string& method,
+                                                                 std::vector<internal::SerializedArg> args,
+                                                                 uint32_t num_returns) {
   KeepArgumentExports();
+  if (num_returns < 1 || num_returns > kMaxReturns) {
+    throw InvalidArgumentError("num_returns must be between 1 and " + std::to_string(kMaxReturns));
+  }
   if (shut_down_) throw RuntimeError("prism is shut down");
   CheckCurrent(*actor.lifetime);
   TaskId task_id = NextTaskId();
@@ -1076,7 +1121,7 @@ internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, co
   t.spec.set_parent_task_id(CurrentTaskId().Binary());
   t.spec.set_function(method);
   t.spec.set_name(method);
-  t.spec.set_num_returns(1);
+  t.spec.set_num_returns(num_returns);
   t.spec.set_actor_id(actor.id.Binary());
   t.spec.mutable_caller()->set_socket_path(address_.socket_path);
   t.spec.mutable_caller()->set_worker_id(address_.worker_id);
@@ -1098,9 +1143,10 @@ internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, co
   }
   t.nested.push_back(actor.lifetime);  // the actor lives at least until its calls are done
   t.return_id = ReturnObjectId(task_id, 1);
-  internal::RefPtr handle = NewHandle(t.return_id);
+  std::vector<internal::RefPtr> handles;
+  for (uint32_t i = 1; i <= num_returns; ++i) handles.push_back(NewHandle(ReturnObjectId(task_id, i)));
   actor_submitter_->Submit(actor.id, std::move(t));
-  return handle;
+  return handles;
 }
 
 void CoreWorker::CancelTask(const internal::RefHandle& ref, bool force) {
@@ -1118,6 +1164,21 @@ void CoreWorker::CancelTask(const internal::RefHandle& ref, bool force) {
   });
 }
 
+void CoreWorker::ExitActor(const std::string& reason) {
+  ActorId self = actor_id();
+  if (self.IsNil()) throw InvalidArgumentError("exit_actor() was called outside an actor");
+  rpc::Envelope env;
+  env.mutable_kill_actor()->set_actor_id(self.Binary());
+  env.mutable_kill_actor()->set_no_restart(true);
+  env.mutable_kill_actor()->set_reason(reason);
+  std::fflush(nullptr);
+  if (output_) output_->Stop();  // what it printed reaches the driver before the kill
+  daemon_->Send(env);
+  // The daemon ends this process now; should it not (it is gone), end it here.
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  std::_Exit(0);
+}
+
 void CoreWorker::KillActor(const ActorId& id, bool no_restart) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   rpc::Envelope env;
@@ -1132,12 +1193,13 @@ void CoreWorker::KillActor(const ActorId& id, bool no_restart) {
   asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
 }
 
-internal::ActorRef CoreWorker::GetActorByName(const std::string& name) {
+internal::ActorRef CoreWorker::GetActorByName(const std::string& name, const std::string& ray_namespace) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   rpc::Envelope env;
   uint64_t rid = daemon_->NextRequestId();
   env.mutable_get_actor_by_name()->set_request_id(rid);
   env.mutable_get_actor_by_name()->set_name(name);
+  env.mutable_get_actor_by_name()->set_ray_namespace(ray_namespace);
   rpc::Envelope reply = CallDaemon(rid, std::move(env));
   const rpc::ActorUpdate& u = reply.actor_update();
   ActorId id = ActorId::FromBinary(u.actor_id());
@@ -1276,9 +1338,25 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
   c.to->Send(env);
 }
 
+std::vector<internal::RefPtr> CoreWorker::SubmitTaskReturns(const std::string& function,
+                                                            std::vector<internal::SerializedArg> args,
+                                                            const TaskOptions& options, uint32_t num_returns) {
+  if (num_returns < 1 || num_returns > kMaxReturns) {
+    throw InvalidArgumentError("num_returns must be between 1 and " + std::to_string(kMaxReturns));
+  }
+  return SubmitTaskImpl(function, std::move(args), options, nullptr, num_returns);
+}
+
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
                                         const TaskOptions& options, std::shared_ptr<Stream> stream) {
+  return SubmitTaskImpl(function, std::move(args), options, std::move(stream), 1).front();
+}
+
+std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& function,
+                                                         std::vector<internal::SerializedArg> args,
+                                                         const TaskOptions& options, std::shared_ptr<Stream> stream,
+                                                         uint32_t num_returns) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   if (options.max_retries < -1) {
@@ -1305,7 +1383,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   t.spec.set_function(function);
   t.spec.set_gpu_memory(options.gpu_memory);
   t.spec.set_name(options.name.empty() ? function : options.name);
-  t.spec.set_num_returns(1);
+  t.spec.set_num_returns(num_returns);
   t.spec.mutable_caller()->set_socket_path(address_.socket_path);
   t.spec.mutable_caller()->set_worker_id(address_.worker_id);
   t.spec.mutable_caller()->set_node_id(address_.node_id);
@@ -1337,6 +1415,9 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
   t.retries_left = options.max_retries;
   t.return_id = ReturnObjectId(task_id, 1);
   internal::RefPtr handle = NewHandle(t.return_id);
+  std::vector<internal::RefPtr> handles{handle};
+  // Every return object is referenced before the task can finish (an unreferenced result is dropped).
+  for (uint32_t i = 2; i <= num_returns; ++i) handles.push_back(NewHandle(ReturnObjectId(task_id, i)));
   if (stream) {
     t.spec.set_streaming(true);
     t.lease.exclusive = true;
@@ -1353,7 +1434,7 @@ internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
     });
   }
   submitter_->Submit(std::move(t));
-  return handle;
+  return handles;
 }
 
 void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner) {
@@ -1508,6 +1589,12 @@ std::vector<internal::EncodedView> CoreWorker::Get(
   return out;
 }
 
+void CoreWorker::WhenReady(const internal::RefHandle& ref, std::function<void()> ready) {
+  CheckCurrent(ref);
+  EnsureFetched(ref);
+  if (!store_.OnReady(ref.id(), [ready](const StoredObject&) { ready(); })) ready();  // (not referenced: a Get fails now)
+}
+
 std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>& refs,
                                    size_t num_returns, int64_t timeout_ms) {
   std::vector<ObjectId> ids;
@@ -1551,7 +1638,16 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
   for (const auto& d : push->devices()) {
     if (d.resource() == kGpu) tl_gpu_ids.push_back(d.index());
   }
-  if (spec.has_actor_creation()) actor_gpu_ids_ = tl_gpu_ids;  // for the actor's life
+  tl_spec = &spec;
+  struct ForgetSpec {
+    ~ForgetSpec() { tl_spec = nullptr; }
+  } forget_spec;
+  if (spec.has_actor_creation()) {  // for the actor's life
+    actor_gpu_ids_ = tl_gpu_ids;
+    actor_restarts_ = spec.attempt();
+    actor_resources_.clear();
+    for (const auto& r : spec.resources()) actor_resources_[r.name()] = static_cast<double>(r.milli()) / kMilli;
+  }
   ExecutedTask done;
   rpc::TaskReply& reply = done.reply;
   reply.set_task_id(spec.task_id());
@@ -1573,8 +1669,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
                           : (!spec.actor_id().empty() && !actor_label_.empty() ? actor_label_ : spec.name());
     output_->SetLabel("(" + who + " pid=" + std::to_string(getpid()) + ")");
   }
-  std::function<internal::EncodedValue(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)>
-      run;
+  std::function<ReturnValues(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)> run;
   if (spec.streaming() && (spec.has_actor_creation() || !spec.actor_id().empty())) {
     fail(rpc::ERROR_ARGUMENT, "", "actor creations and actor methods do not stream");
     return done;
@@ -1594,7 +1689,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
         actor_type_ = factory->type;
         actor_label_ = actor_name.empty() ? factory->type : actor_name;
         executor_->SetThreads(static_cast<int>(concurrency));
-        return internal::EncodeOwned(true);
+        return ReturnValues{internal::EncodeOwned(true)};
       };
     }
   } else if (!spec.actor_id().empty()) {
@@ -1610,7 +1705,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
         return done;
       }
       run = [this, method](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
-        return method->invoke(actor_instance_.get(), args, source);
+        return ReturnValues{method->invoke(actor_instance_.get(), args, source)};
       };
     }
   } else if (const internal::FunctionEntry* fn = registry.Find(spec.function()); fn != nullptr) {
@@ -1621,7 +1716,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       return done;
     }
     run = [fn](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
-      return fn->invoke(args, source);
+      return ReturnValues{fn->invoke(args, source)};
     };
   }
   if (!run && spec.function().rfind("py:", 0) == 0 && GlobalForeignExecutor()) {
@@ -1633,11 +1728,11 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
       fail(rpc::ERROR_SYSTEM, "", "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
       return done;
     }
-    ReplyLater later = [this, push, from](std::function<internal::EncodedValue()> produce) {
+    ReplyLater later = [this, push, from](std::function<ReturnValues()> produce) {
       SendLateReply(*push, *from, produce);
     };
     run = [this, &foreign, s, later](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
-      internal::EncodedValue out = foreign(*s, args, source, later);
+      ReturnValues out = foreign(*s, args, source, later);
       if (s->has_actor_creation()) {
         actor_instance_ = std::make_shared<int>(0);  // the object lives in the foreign runtime
         actor_type_ = "foreign";
@@ -1731,15 +1826,20 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     }
   }
   try {
-    auto out_holder = std::make_shared<internal::EncodedValue>(
-        run(args, std::static_pointer_cast<const void>(source)));
-    internal::EncodedValue& out = *out_holder;
+    auto out_holder = std::make_shared<ReturnValues>(run(args, std::static_pointer_cast<const void>(source)));
     // The result (and the refs in it) lives until the reply is out.
     done.hold = out_holder;
     source.reset();
     ObjectId return_id = ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1);
-    StoreReturn(return_id, out, WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
+    StoreReturns(spec, *out_holder, reply);
     if (std::vector<std::string> exported = gpu_tasks_->TakeTaskExports(); !exported.empty()) {
+      if (reply.returns_size() != 1) {
+        // Which return holds which device object is not known here, so none could be freed
+        // on its own: such results are refused rather than kept forever.
+        gpu_tasks_->Forget(exported);
+        throw StoreWriteError("a task with num_returns > 1 cannot return device tensors; return them "
+                              "from a task with one return value");
+      }
       // The result holds device objects kept here: its owner says when they may go.
       gpu_tasks_->Associate(return_id, exported);
       auto* p = reply.mutable_returns(0)->mutable_device_producer();
@@ -1816,8 +1916,21 @@ void CoreWorker::StoreReturn(const ObjectId& id, const internal::EncodedValue& o
   LendNested(out.nested, caller, ret);
 }
 
+void CoreWorker::StoreReturns(const rpc::TaskSpec& spec, const ReturnValues& out, rpc::TaskReply& reply) {
+  const size_t expected = std::max<uint32_t>(1, spec.num_returns());
+  if (out.size() != expected) {
+    throw StoreWriteError("task " + spec.name() + " returned " + std::to_string(out.size()) +
+                          " values, but num_returns is " + std::to_string(expected));
+  }
+  TaskId task = TaskId::FromBinary(spec.task_id());
+  WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
+  for (size_t i = 0; i < out.size(); ++i) {
+    StoreReturn(ReturnObjectId(task, static_cast<uint32_t>(i + 1)), out[i], caller, reply.add_returns());
+  }
+}
+
 void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
-                               const std::function<internal::EncodedValue()>& produce) {
+                               const std::function<ReturnValues()>& produce) {
   const rpc::TaskSpec& spec = push.spec();
   rpc::Envelope env;
   rpc::TaskReply& reply = *env.mutable_task_reply();
@@ -1831,11 +1944,10 @@ void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
     e->set_message(message);
     e->set_function(spec.name().empty() ? spec.function() : spec.name());
   };
-  std::shared_ptr<internal::EncodedValue> hold;
+  std::shared_ptr<ReturnValues> hold;
   try {
-    hold = std::make_shared<internal::EncodedValue>(produce());
-    StoreReturn(ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1), *hold,
-                WorkerId::FromBinary(spec.caller().worker_id()), reply.add_returns());
+    hold = std::make_shared<ReturnValues>(produce());
+    StoreReturns(spec, *hold, reply);
   } catch (const ForeignTaskError& e) {
     fail(rpc::ERROR_TASK, e.type(), e.what());
     reply.mutable_error()->set_payload(e.payload());

@@ -53,13 +53,16 @@ struct CoreWorkerOptions {
 };
 
 /// Runs tasks of functions that are not in the C++ registry (another language's, e.g. "py:..."):
-/// given the spec and the arguments' encoded bytes, returns the encoded result. Throws
+/// given the spec and the arguments' encoded bytes, returns the encoded results (as many as the
+/// spec's num_returns). Throws
 /// ForeignTaskError for an exception of the task, anything else for a failure of the runtime.
 /// `reply_later` lets it answer after it returned, from any thread: it throws ReplyDeferred,
 /// and later calls reply_later once with a function that produces the result (or throws
 /// ForeignTaskError).
-using ReplyLater = std::function<void(std::function<internal::EncodedValue()> produce)>;
-using ForeignExecutor = std::function<internal::EncodedValue(const rpc::TaskSpec& spec,
+/// A task's results: one value per return object (TaskSpec::num_returns, at least one).
+using ReturnValues = std::vector<internal::EncodedValue>;
+using ReplyLater = std::function<void(std::function<ReturnValues()> produce)>;
+using ForeignExecutor = std::function<ReturnValues(const rpc::TaskSpec& spec,
                                                              const std::vector<std::string_view>& args,
                                                              const std::shared_ptr<const void>& source,
                                                              const ReplyLater& reply_later)>;
@@ -67,6 +70,21 @@ using ForeignExecutor = std::function<internal::EncodedValue(const rpc::TaskSpec
 struct ReplyDeferred {};
 /// Set before the worker starts (prism::Init in a worker process).
 void SetForeignExecutor(ForeignExecutor executor);
+/// Stops a running call of this actor process that its caller cancelled, where the runtime that
+/// runs it can (an async method); runs on the event loop, so it must not block.
+using CallCanceller = std::function<void(const TaskId& task)>;
+void SetCallCanceller(CallCanceller canceller);
+
+/// What runs in this process now (Ray's runtime context).
+struct RuntimeContextInfo {
+  std::string job_id, worker_id, node_id;  // hex
+  std::string task_id;   // hex; empty in a driver outside tasks
+  std::string actor_id;  // hex; empty unless this process hosts an actor
+  std::map<std::string, double> resources;  // what the running task (or this actor) holds
+  std::vector<int> gpu_ids;
+  uint32_t actor_restarts = 0;  // how often this process's actor was restarted before
+  bool is_worker = false;
+};
 
 class CoreWorker;
 /// The core worker of this process (after prism::Init); throws InvalidArgumentError before.
@@ -95,6 +113,11 @@ class CoreWorker {
 
   internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
                               const TaskOptions& options, std::shared_ptr<Stream> stream = nullptr);
+  /// A task with `num_returns` (>= 1) return objects: their handles, in order. A task of
+  /// another language returns that many values; an error fails all of them.
+  std::vector<internal::RefPtr> SubmitTaskReturns(const std::string& function,
+                                                  std::vector<internal::SerializedArg> args,
+                                                  const TaskOptions& options, uint32_t num_returns);
   std::shared_ptr<internal::StreamHandle> SubmitStreamingTask(const std::string& function,
                                                               std::vector<internal::SerializedArg> args,
                                                               const TaskOptions& options);
@@ -104,9 +127,15 @@ class CoreWorker {
                                  const ActorOptions& options);
   internal::RefPtr SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
                                    std::vector<internal::SerializedArg> args);
+  std::vector<internal::RefPtr> SubmitActorTaskReturns(const internal::ActorRef& actor, const std::string& method,
+                                                       std::vector<internal::SerializedArg> args,
+                                                       uint32_t num_returns);
   void KillActor(const ActorId& id, bool no_restart);
+  /// In an actor's process: the actor ends for good (no restart), its calls failing with
+  /// ActorDiedError that gives `reason`. Does not return.
+  [[noreturn]] void ExitActor(const std::string& reason);
   void CancelTask(const internal::RefHandle& ref, bool force);
-  internal::ActorRef GetActorByName(const std::string& name);
+  internal::ActorRef GetActorByName(const std::string& name, const std::string& ray_namespace = "");
   PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options);
   /// False once `timeout` passed before the group was created; throws if it was removed.
   bool WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout);
@@ -124,6 +153,7 @@ class CoreWorker {
   void SetActorLabel(std::string label) { actor_label_ = std::move(label); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
+  RuntimeContextInfo RuntimeContext() const;
   /// The actor this process hosts (nil in a driver or a task worker).
   ActorId actor_id() const {
     std::lock_guard<std::mutex> lock(actor_mu_);
@@ -149,6 +179,9 @@ class CoreWorker {
   }
   std::vector<bool> Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
                          int64_t timeout_ms);
+  /// Runs `ready` once the object is ready (a value or an error; fetched from its owner if
+  /// borrowed), on the thread that made it ready, or now on this one. `ready` must not block.
+  void WhenReady(const internal::RefHandle& ref, std::function<void()> ready);
   void ReleaseRef(const ObjectId& id) { store_.RemoveRef(id); }
   /// A reader found the device objects of `ref` lost: rebuilds it if this process owns it and
   /// kept its task (see TaskSubmitter's lineage). Blocks until the event loop answered.
@@ -171,6 +204,9 @@ class CoreWorker {
 
  private:
   explicit CoreWorker(CoreWorkerOptions options);
+  std::vector<internal::RefPtr> SubmitTaskImpl(const std::string& function, std::vector<internal::SerializedArg> args,
+                                               const TaskOptions& options, std::shared_ptr<Stream> stream,
+                                               uint32_t num_returns);
   Status Listen();
   Status ConnectDaemon();
   void Accept();
@@ -197,7 +233,10 @@ class CoreWorker {
   void StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
                    rpc::ReturnObject* ret);
   /// Builds and sends the reply of a task whose result came later (ReplyLater).
-  void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<internal::EncodedValue()>& produce);
+  void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<ReturnValues()>& produce);
+  /// Writes a finished task's results into `reply` (one return object each); throws as
+  /// StoreReturn does, and StoreWriteError when their count is not the spec's.
+  void StoreReturns(const rpc::TaskSpec& spec, const ReturnValues& out, rpc::TaskReply& reply);
   /// A value of one of this process's streaming tasks arrived.
   void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
   /// The caller of a finished task gets the refs inside its result: registered as their
@@ -253,6 +292,8 @@ class CoreWorker {
   // on the executor, on up to max_concurrency threads).
   std::shared_ptr<void> actor_instance_;
   std::vector<int> actor_gpu_ids_;  // the GPUs this actor's process holds (set by its creation)
+  std::map<std::string, double> actor_resources_;  // what it holds (set by its creation)
+  uint32_t actor_restarts_ = 0;                    // its creation's attempt: restarts before it
   std::string actor_type_;
   std::string actor_label_;  // how its output lines are labelled: its name, or its class
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver

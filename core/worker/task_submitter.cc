@@ -8,18 +8,32 @@
 
 namespace prism {
 
-StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks) {
+std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns) {
+  std::vector<StoredObject> out;
   if (reply.error().kind() != rpc::ERROR_NONE) {
     StoredObject err;
     err.error = reply.error();
     if (err.error.type_name().empty() && err.error.kind() == rpc::ERROR_TASK) err.error.set_type_name("unknown");
-    return err;
+    out.push_back(std::move(err));
+    return out;
   }
-  if (reply.returns_size() != 1) {
-    return StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
-                                                      " return values, expected 1");
+  const uint32_t expected = std::max<uint32_t>(1, num_returns);
+  if (static_cast<uint32_t>(reply.returns_size()) != expected) {
+    out.push_back(StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
+                                                             " return values, expected " + std::to_string(expected)));
+    return out;
   }
-  return ResultFromReturn(*reply.mutable_returns(0), hooks);
+  out.reserve(expected);
+  for (auto& ret : *reply.mutable_returns()) out.push_back(ResultFromReturn(ret, hooks));
+  return out;
+}
+
+void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks) {
+  for (const auto& ret : reply.returns()) {
+    if (ret.in_store() && ObjectId::IsValidBinary(ret.object_id())) {
+      hooks.discard_stored(ObjectId::FromBinary(ret.object_id()));
+    }
+  }
 }
 
 StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks) {
@@ -44,6 +58,24 @@ bool StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId
   // Nobody wants it: its producer may free the device objects it keeps for it.
   if (!producer.socket_path.empty() && hooks.discard_device) hooks.discard_device(return_id, producer);
   return false;
+}
+
+void StoreMoreResults(MemoryStore& store, const SubmitterHooks& hooks, const rpc::TaskSpec& spec,
+                      const StoredObject& first, std::vector<StoredObject> more) {
+  if (spec.num_returns() <= 1) return;
+  TaskId task = TaskId::FromBinary(spec.task_id());
+  for (uint32_t i = 2; i <= spec.num_returns(); ++i) {
+    StoredObject r;
+    if (first.is_error()) {
+      r.error = first.error;  // a failed task fails every return object alike
+    } else if (i - 2 < more.size()) {
+      r = std::move(more[i - 2]);
+    } else {
+      r = StoredObject::Error(rpc::ERROR_SYSTEM, "return value " + std::to_string(i) + " of task " + spec.name() +
+                                                     " never came");
+    }
+    StoreResult(store, hooks, ReturnObjectId(task, i), std::move(r));
+  }
 }
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
@@ -320,10 +352,13 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   if (it != tasks_.end() && it->second.lease_id == lease_id &&
       it->second.task.spec.attempt() == reply.attempt()) {
     if (it->second.cancelled) {
-      if (reply.returns_size() == 1 && reply.returns(0).in_store()) hooks_.discard_stored(it->second.task.return_id);
+      DiscardReply(reply, hooks_);
       Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second.task.spec.name() + " was cancelled"));
     } else {
-      Finish(id, ResultFromReply(reply, hooks_));
+      std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());
+      StoredObject first = std::move(results.front());
+      results.erase(results.begin());
+      Finish(id, std::move(first), std::move(results));
     }
   }
   Pump(key);
@@ -392,7 +427,7 @@ PendingTask TaskSubmitter::AsSubmitted(const Running& r) {
   return t;
 }
 
-void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
+void TaskSubmitter::Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   Running& r = it->second;
@@ -432,9 +467,10 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result) {
   }
   std::optional<PendingTask> keep;
   if (!result.is_error() && !result.device_producer.worker_id.empty() && r.task.retries_left != 0 &&
-      !r.task.spec.streaming()) {
+      !r.task.spec.streaming() && r.task.spec.num_returns() <= 1) {
     keep = AsSubmitted(r);
   }
+  StoreMoreResults(store_, hooks_, r.task.spec, result, std::move(more));
   tasks_.erase(it);  // drops the argument refs (a kept task holds its own)
   if (StoreResult(store_, hooks_, rid, std::move(result)) && keep) {
     lineage_[rid] = std::move(*keep);

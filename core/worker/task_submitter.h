@@ -75,9 +75,12 @@ struct SubmitterHooks {
 /// The most values one streaming task may write (their object ids stay below the Put ids).
 inline constexpr uint64_t kMaxStreamValues = kPutBit - 2;
 
-/// The result a TaskReply carries (value, store location or error), with handles for the refs
-/// inside it, taken before the caller lets go of the task's argument refs.
-StoredObject ResultFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks);
+/// The results a TaskReply carries (value, store location or error), one per return object of
+/// a task with `num_returns` (an error: one, for all of them), with handles for the refs inside
+/// them, taken before the caller lets go of the task's argument refs.
+std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns);
+/// Frees the copies in the object store of a reply's results that nobody will read.
+void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks);
 /// The same for one returned object.
 StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks);
 /// Asks for the value of every ref argument (`arg_refs[i]` non-null): from this process's table,
@@ -91,6 +94,10 @@ void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const
 /// Returns whether it was stored.
 bool StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
                  StoredObject result);
+/// Stores the results of a task with more than one return object under return ids 2, 3, ...:
+/// `more` (the values after the first), or the first result's error for each.
+void StoreMoreResults(MemoryStore& store, const SubmitterHooks& hooks, const rpc::TaskSpec& spec,
+                      const StoredObject& first, std::vector<StoredObject> more);
 
 class TaskSubmitter {
  public:
@@ -166,7 +173,8 @@ class TaskSubmitter {
   void OnStreamItem(uint64_t lease_id, rpc::StreamItem& item);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);
-  void Finish(const TaskId& id, StoredObject result);
+  /// `more`: the results after the first, for a task with num_returns > 1 that succeeded.
+  void Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more = {});
 
   asio::io_context& io_;
   SubmitterConfig config_;

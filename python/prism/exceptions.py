@@ -100,6 +100,14 @@ class RaySystemError(RayError):
     """prism itself failed (the node daemon is gone, a bad request)."""
 
 
+class TaskUnschedulableError(RayError):
+    """The task can never be placed as asked (a hard node affinity to a node that is gone)."""
+
+
+class ActorUnschedulableError(RayError):
+    """The actor can never be placed as asked."""
+
+
 # prism's names.
 PrismError = RayError
 PrismTaskError = RayTaskError
@@ -110,5 +118,5 @@ __all__ = [
     "RayError", "RayTaskError", "RayActorError", "GetTimeoutError", "WorkerCrashedError",
     "ObjectLostError", "OwnerDiedError", "TaskCancelledError", "ObjectStoreFullError", "CollectiveError",
     "InfeasibleError", "RaySystemError", "PrismError", "PrismTaskError", "ActorDiedError",
-    "PrismSystemError",
+    "PrismSystemError", "TaskUnschedulableError", "ActorUnschedulableError",
 ]

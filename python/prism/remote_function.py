@@ -12,22 +12,37 @@ from prism.object_ref import ObjectRef
 # Options a task accepts, as in Ray's .options(); values are checked by the core.
 _TASK_OPTIONS = {
     "num_cpus", "num_gpus", "memory", "resources", "max_retries", "name", "runtime_env",
-    "scheduling_strategy", "num_returns", "retry_exceptions",
+    "scheduling_strategy", "num_returns", "retry_exceptions", "_metadata",
 }
 
 
 def _check_options(options):
     for k in options:
         if k not in _TASK_OPTIONS:
-            raise ValueError(f"unknown task option '{k}' (known: {', '.join(sorted(_TASK_OPTIONS))})")
-    if options.get("num_returns", 1) not in (1, "streaming"):
-        raise ValueError("num_returns must be 1 or \"streaming\" in this version")
-    if options.get("retry_exceptions"):
-        raise ValueError("retry_exceptions is not supported in this version")
-    runtime_env = options.get("runtime_env") or {}
-    unknown = set(runtime_env) - {"env_vars"}
-    if unknown:
-        raise ValueError(f"runtime_env supports only env_vars in this version, not {sorted(unknown)}")
+            raise ValueError(f"unknown task option '{k}' (known: {', '.join(sorted(_TASK_OPTIONS - {'_metadata'}))})")
+    n = options.get("num_returns")
+    if n is not None and n not in ("streaming", "dynamic") and not (isinstance(n, int) and not isinstance(n, bool)
+                                                                    and n >= 0):
+        raise ValueError(f'num_returns must be a whole number >= 0, "streaming" or "dynamic", not {n!r}')
+    retry = options.get("retry_exceptions")
+    if retry is not None and not isinstance(retry, bool):
+        if not isinstance(retry, (list, tuple)) or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in retry):
+            raise TypeError("retry_exceptions must be a bool or a list of exception types")
+    if options.get("runtime_env") is not None:
+        from prism import runtime_env
+        runtime_env.check(options["runtime_env"], ".options()")
+
+
+def runtime_env_vars(options):
+    """The environment variables of the workers that run a task or actor with these options:
+    its runtime_env laid over its job's (working_dir copied into the session once)."""
+    from prism import runtime_env
+    job = worker.job_config().get("runtime_env") or {}
+    own = options.get("runtime_env")
+    if own:
+        own = runtime_env.prepare(runtime_env.check(own, ".options()"), worker.session_dir())
+    return runtime_env.worker_env(runtime_env.merge(job, own))
 
 
 def _core_options(options):
@@ -35,31 +50,61 @@ def _core_options(options):
     for k in ("num_cpus", "num_gpus", "memory", "resources", "max_retries", "name"):
         if options.get(k) is not None:
             out[k] = options[k]
-    env = (options.get("runtime_env") or {}).get("env_vars")
+    env = runtime_env_vars(options)
     if env:
-        out["env"] = {str(k): str(v) for k, v in env.items()}
+        out["env"] = env
     strategy = options.get("scheduling_strategy")
+    if strategy is None:
+        strategy = worker.captured_placement_group()
     if strategy is not None:
-        from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        from prism.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                                      PlacementGroupSchedulingStrategy)
         if isinstance(strategy, PlacementGroupSchedulingStrategy):
             pg = strategy.placement_group
             out["placement_group"] = pg.id
             out["placement_group_bundles"] = pg.bundle_specs
             out["placement_group_bundle_index"] = strategy.placement_group_bundle_index
+        elif isinstance(strategy, NodeAffinitySchedulingStrategy):
+            strategy.check_node()  # on this node (a single-node cluster): placed as by default
         elif strategy in ("DEFAULT", "SPREAD"):
             out["scheduling_strategy"] = strategy
         else:
-            raise ValueError("scheduling_strategy must be 'DEFAULT', 'SPREAD' or a PlacementGroupSchedulingStrategy")
+            raise ValueError("scheduling_strategy must be 'DEFAULT', 'SPREAD', a PlacementGroupSchedulingStrategy "
+                             "or a NodeAffinitySchedulingStrategy")
     return out
 
 
+def descriptor_params(options):
+    """What the worker must know of a call's options, appended to its descriptor: the
+    placement group its children go to (placement_group_capture_child_tasks), how it retries
+    exceptions, whether it returns a dynamic generator."""
+    params = ""
+    strategy = options.get("scheduling_strategy")
+    if strategy is None:
+        strategy = worker.captured_placement_group()
+    from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group_capture_child_tasks:
+        params += ";g=" + worker.export_value(strategy)
+    retry = options.get("retry_exceptions")
+    if retry:
+        retries = options.get("max_retries")
+        retries = 3 if retries is None else int(retries)
+        if retries != 0:
+            params += f";r={retries}:" + ("*" if retry is True else worker.export_value(tuple(retry)))
+    if options.get("num_returns") == "dynamic":
+        params += ";d"
+    return params
+
+
 class ObjectRefGenerator:
-    """The refs of a streaming task's values (num_returns="streaming"), in the order it yielded
-    them, each available as soon as it was yielded. If the task raised, the ref after its last
-    value holds the error."""
+    """The refs of a streaming task's values (generator functions stream by default, as in Ray
+    2.x), in the order it yielded them, each available as soon as it was yielded. If the task
+    raised, the ref after its last value holds the error. Iterate it with ``for`` or, in async
+    code, ``async for``."""
 
     def __init__(self, handle):
         self._stream = handle
+        self._finished = False
 
     def __iter__(self):
         return self
@@ -74,12 +119,87 @@ class ObjectRefGenerator:
     def _next(self, timeout_ms):
         handle = worker.call(self._stream.next, timeout_ms)
         if handle is None:
+            self._finished = True
             raise StopIteration
         return ObjectRef(handle)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        import asyncio
+
+        def next_or_none():
+            try:
+                return self._next(-1)
+            except StopIteration:  # (cannot cross into a future)
+                return None
+
+        # The wait for the next value blocks a thread, not the event loop.
+        ref = await asyncio.get_running_loop().run_in_executor(None, next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def is_finished(self):
+        """True once every value was taken and the task ended."""
+        return self._finished
 
     def completed(self):
         """The task's own return object, ready once it ended (``prism.cancel`` it to stop it)."""
         return ObjectRef(self._stream.completion())
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` task: the refs of the values its generator
+    yielded, in order (``for ref in prism.get(ref): ...``)."""
+
+    def __init__(self, refs):
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self):
+        return len(self._refs)
+
+    def __repr__(self):
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
+
+
+class _ListedRefGenerator:
+    """A generator method of an actor (actor calls do not stream in this version): the refs of
+    the values it yielded, iterable like an ObjectRefGenerator once the call returned them."""
+
+    def __init__(self, dynamic_ref):
+        self._ref = dynamic_ref
+        self._refs = None
+
+    def _load(self):
+        if self._refs is None:
+            self._refs = iter(worker.get(self._ref))
+        return self._refs
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._load())
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._refs is None:
+            generator = await self._ref
+            self._refs = iter(generator)
+        try:
+            return next(self._refs)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def completed(self):
+        return self._ref
 
 
 def pack_args(qualname, args, kwargs):
@@ -110,6 +230,7 @@ class RemoteFunction:
         self._pickled = None
         self._key = None
         self._exported_generation = None
+        self._submit_options = None  # (generation, descriptor params, core options)
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__doc__ = getattr(function, "__doc__", None)
@@ -129,6 +250,11 @@ class RemoteFunction:
         clone = RemoteFunction(self._function, merged)
         clone._pickled, clone._key, clone._exported_generation = self._pickled, self._key, self._exported_generation
         return clone
+
+    def bind(self, *args, **kwargs):
+        """A node of a DAG that calls this function (``prism.dag``); ``dag.execute()`` runs it."""
+        from prism.dag import FunctionNode
+        return FunctionNode(self, args, kwargs)
 
     def _descriptor(self):
         if self._pickled is None:
@@ -150,14 +276,33 @@ class RemoteFunction:
             raise TypeError(f"{self.__qualname__}: {e}") from None
         except ValueError:
             pass  # no signature (builtins): the call itself will tell
+        num_returns = self._options.get("num_returns")
+        is_generator = inspect.isgeneratorfunction(self._function)
+        if num_returns is None:
+            num_returns = "streaming" if is_generator else 1  # generators stream by default, as in Ray 2.x
+        if num_returns in ("streaming", "dynamic") and not is_generator:
+            raise TypeError(f"{self.__qualname__} is not a generator function: num_returns={num_returns!r} "
+                            "needs one that yields its values")
+        # What the options come to is the same for every call of this function in this cluster,
+        # unless the caller's task passes its placement group on to its children.
+        captured = worker.captured_placement_group()
+        cached = self._submit_options
+        if cached is not None and captured is None and cached[0] == worker.generation:
+            params, options = cached[1], cached[2]
+        else:
+            params = descriptor_params(self._options)
+            options = _core_options(self._options)
+            options.setdefault("name", self.__qualname__)
+            if captured is None:
+                self._submit_options = (worker.generation, params, options)
+        descriptor += params
         packed, kwnames = pack_args(self.__qualname__, args, kwargs)
         if kwnames:
             descriptor += "|" + ",".join(kwnames)
-        options = _core_options(self._options)
-        options.setdefault("name", self.__qualname__)
-        if self._options.get("num_returns") == "streaming":
-            if not inspect.isgeneratorfunction(self._function):
-                raise TypeError(f"{self.__qualname__} is not a generator function: num_returns=\"streaming\" "
-                                "needs one that yields its values")
+        if num_returns == "streaming":
             return ObjectRefGenerator(worker.call(_prism.submit_streaming_task, descriptor, packed, options))
-        return ObjectRef(worker.call(_prism.submit_task, descriptor, packed, options))
+        if isinstance(num_returns, int) and num_returns > 1:
+            handles = worker.call(_prism.submit_task_returns, descriptor, packed, options, num_returns)
+            return [ObjectRef(h) for h in handles]
+        ref = ObjectRef(worker.call(_prism.submit_task, descriptor, packed, options))
+        return None if num_returns == 0 else ref

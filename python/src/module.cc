@@ -13,8 +13,11 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <string>
 #include <vector>
@@ -73,13 +76,52 @@ internal::EncodedValue PartsValue(size_t size, const py::list& parts, std::vecto
 struct Completion {
   ReplyLater later;
   bool done = false;
-  void Finish(std::function<internal::EncodedValue()> produce) {
+  void Finish(std::function<ReturnValues()> produce) {
     if (done) throw InvalidArgumentError("this call was answered already");
     done = true;
     py::gil_scoped_release release;
     later(std::move(produce));
   }
 };
+
+// Tokens of refs that became ready (prism.ObjectRef.future): the core's callbacks push them
+// here without the GIL, and one Python thread takes them (the GIL is never taken on the core's
+// event loop, which a thread holding the GIL may be waiting on).
+template <typename Token>
+class TokenQueue {
+ public:
+  void Push(Token token) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tokens_.push_back(token);
+    }
+    cv_.notify_one();
+  }
+  std::vector<Token> Take() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !tokens_.empty(); });
+    std::vector<Token> out(tokens_.begin(), tokens_.end());
+    tokens_.clear();
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Token> tokens_;
+};
+
+// (Never destroyed: a waiting thread may outlive the module.)
+TokenQueue<uint64_t>& Ready() {
+  static auto* queue = new TokenQueue<uint64_t>();
+  return *queue;
+}
+// Calls of this actor process that their callers cancelled (hex task ids), for the thread that
+// cancels them on the actor's event loop.
+TokenQueue<std::string>& Cancelled() {
+  static auto* queue = new TokenQueue<std::string>();
+  return *queue;
+}
 
 // Bytes that stay where they are (in the object store, or a message) while Python reads them.
 struct Pinned {
@@ -91,6 +133,17 @@ std::vector<RefPtr> Handles(const py::list& nested) {
   std::vector<RefPtr> out;
   out.reserve(nested.size());
   for (const auto& h : nested) out.push_back(h.cast<RefPtr>());
+  return out;
+}
+
+// A task's results from Python: a list of (size, parts, nested handles), one per return object.
+ReturnValues ValuesFrom(const py::list& values) {
+  ReturnValues out;
+  out.reserve(values.size());
+  for (const auto& v : values) {
+    auto t = v.cast<py::tuple>();
+    out.push_back(PartsValue(t[0].cast<size_t>(), t[1].cast<py::list>(), Handles(t[2].cast<py::list>())));
+  }
   return out;
 }
 
@@ -145,6 +198,7 @@ ActorOptions ActorOptionsFrom(const py::dict& o) {
   a.memory = Opt<uint64_t>(o, "memory", 0);
   a.resources = Opt<std::map<std::string, double>>(o, "resources", {});
   a.name = Opt<std::string>(o, "name", "");
+  a.ray_namespace = Opt<std::string>(o, "namespace", "");
   a.detached = Opt<bool>(o, "detached", false);
   a.max_restarts = Opt<int>(o, "max_restarts", 0);
   a.max_task_retries = Opt<int>(o, "max_task_retries", 0);
@@ -519,12 +573,18 @@ PYBIND11_MODULE(_prism, m) {
   py::class_<Completion, std::shared_ptr<Completion>>(m, "Completion")
       .def("ok",
            [](Completion& c, size_t size, const py::list& parts, const py::list& nested) {
-             auto value = std::make_shared<internal::EncodedValue>(PartsValue(size, parts, Handles(nested)));
+             auto value = std::make_shared<ReturnValues>();
+             value->push_back(PartsValue(size, parts, Handles(nested)));
              c.Finish([value] { return std::move(*value); });
+           })
+      .def("ok_multi",
+           [](Completion& c, const py::list& values) {
+             auto out = std::make_shared<ReturnValues>(ValuesFrom(values));
+             c.Finish([out] { return std::move(*out); });
            })
       .def("error", [](Completion& c, const std::string& type, const std::string& message, const py::bytes& payload) {
         std::string p(payload);
-        c.Finish([type, message, p]() -> internal::EncodedValue { throw ForeignTaskError(type, message, p); });
+        c.Finish([type, message, p]() -> ReturnValues { throw ForeignTaskError(type, message, p); });
       });
 
   py::class_<Pinned>(m, "Pinned", py::buffer_protocol())
@@ -775,11 +835,21 @@ PYBIND11_MODULE(_prism, m) {
   // In a worker process: runs tasks until the daemon ends the worker (the process exits).
   // `execute(function, args)` runs one task: args are read-only memoryviews of the encoded
   // arguments; it returns ("ok", bytes, [handles]) or ("error", type, message, payload).
+  m.def("exit_actor", [](const std::string& reason) {
+    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    py::gil_scoped_release release;
+    core->ExitActor(reason);
+  });
+  m.def("take_cancelled", [] {
+    py::gil_scoped_release release;
+    return Cancelled().Take();
+  });
   m.def("run_worker", [](py::object execute) {
     auto holder = std::make_shared<py::object>(std::move(execute));
+    SetCallCanceller([](const TaskId& task) { Cancelled().Push(task.Hex()); });
     SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
                                 const std::shared_ptr<const void>& source,
-                                const ReplyLater& later) -> internal::EncodedValue {
+                                const ReplyLater& later) -> ReturnValues {
       // Waiting for the GIL is not blocking: another thread would only wait for it too.
       auto asked = std::chrono::steady_clock::now();
       py::gil_scoped_acquire gil;
@@ -791,7 +861,9 @@ PYBIND11_MODULE(_prism, m) {
       py::tuple out;
       try {
         const char* kind = spec.has_actor_creation() ? "create" : !spec.actor_id().empty() ? "method" : "task";
-        out = (*holder)(kind, spec.function(), views, spec.streaming(), completion).cast<py::tuple>();
+        out = (*holder)(kind, spec.function(), views, spec.streaming(), completion,
+                        std::max<uint32_t>(1, spec.num_returns()), TaskId::FromBinary(spec.task_id()).Hex())
+                  .cast<py::tuple>();
       } catch (py::error_already_set& e) {
         throw std::runtime_error(std::string("the Python worker failed: ") + e.what());
       }
@@ -803,7 +875,10 @@ PYBIND11_MODULE(_prism, m) {
         throw ForeignTaskError(out[1].cast<std::string>(), out[2].cast<std::string>(),
                                out[3].cast<std::string>());
       }
-      return PartsValue(out[1].cast<size_t>(), out[2].cast<py::list>(), Handles(out[3].cast<py::list>()));
+      if (kind == "ok_multi") return ValuesFrom(out[1].cast<py::list>());
+      ReturnValues values;
+      values.push_back(PartsValue(out[1].cast<size_t>(), out[2].cast<py::list>(), Handles(out[3].cast<py::list>())));
+      return values;
     });
     {
       py::gil_scoped_release release;
@@ -820,6 +895,14 @@ PYBIND11_MODULE(_prism, m) {
         return internal::SubmitTask(function, std::move(packed), t);
       },
       py::arg("function"), py::arg("args"), py::arg("options"));
+  // A task with num_returns > 1: the handles of its return objects, in order.
+  m.def("submit_task_returns",
+        [](const std::string& function, const py::list& args, const py::dict& options, uint32_t num_returns) {
+          TaskOptions t = TaskOptionsFrom(options);
+          std::vector<internal::SerializedArg> packed = PackArgs(args);
+          py::gil_scoped_release release;
+          return CurrentCoreWorker()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
+        });
 
   py::class_<internal::StreamHandle, std::shared_ptr<internal::StreamHandle>>(m, "StreamHandle")
       .def("next",
@@ -863,14 +946,36 @@ PYBIND11_MODULE(_prism, m) {
     py::gil_scoped_release release;
     return internal::SubmitActorTask(actor, method, std::move(packed));
   });
+  m.def("submit_actor_task_returns", [](const internal::ActorRef& actor, const std::string& method,
+                                        const py::list& args, uint32_t num_returns) {
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return CurrentCoreWorker()->SubmitActorTaskReturns(actor, method, std::move(packed), num_returns);
+  });
   m.def("make_actor_ref", [](const py::bytes& id, const RefPtr& lifetime) {
     std::string bin(id);
     if (!ActorId::IsValidBinary(bin)) throw InvalidArgumentError("not an actor id");
     return internal::ActorRef{ActorId::FromBinary(bin), lifetime};
   });
-  m.def("get_actor", [](const std::string& name) {
+  m.def("get_actor", [](const std::string& name, const std::string& ray_namespace) {
     py::gil_scoped_release release;
-    return internal::GetActorByName(name);
+    return internal::GetActorByName(name, ray_namespace);
+  });
+  // What runs here: ids (hex; task and actor empty where none), the resources the running task
+  // (or this actor) holds, and how often this actor was restarted.
+  m.def("runtime_context", [] {
+    RuntimeContextInfo c = CurrentCoreWorker()->RuntimeContext();
+    py::dict d;
+    d["job_id"] = c.job_id;
+    d["worker_id"] = c.worker_id;
+    d["node_id"] = c.node_id;
+    d["task_id"] = c.task_id;
+    d["actor_id"] = c.actor_id;
+    d["resources"] = c.resources;
+    d["gpu_ids"] = c.gpu_ids;
+    d["actor_restarts"] = c.actor_restarts;
+    d["is_worker"] = c.is_worker;
+    return d;
   });
   m.def("kill_actor", [](const py::bytes& id, bool no_restart) {
     std::string bin(id);
@@ -881,11 +986,12 @@ PYBIND11_MODULE(_prism, m) {
 
   m.def("create_placement_group",
         [](const std::vector<std::map<std::string, double>>& bundles, const std::string& strategy,
-           const std::string& name, bool require_nvlink) {
+           const std::string& name, bool require_nvlink, bool detached) {
           PlacementGroupOptions o;
           o.bundles = bundles;
           o.name = name;
           o.require_nvlink = require_nvlink;
+          o.detached = detached;
           if (strategy == "PACK") {
             o.strategy = PlacementStrategy::kPack;
           } else if (strategy == "SPREAD") {
@@ -941,6 +1047,46 @@ PYBIND11_MODULE(_prism, m) {
     }
     return out;
   });
+  // The node's placement groups (placement_group_table).
+  m.def("placement_groups", [] {
+    rpc::StatusReply st;
+    {
+      py::gil_scoped_release release;
+      st = CurrentCoreWorker()->NodeStatus();
+    }
+    static const char* kStates[] = {"PENDING", "CREATED", "REMOVED"};
+    static const char* kStrategies[] = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"};
+    py::list out;
+    for (const auto& g : st.placement_groups()) {
+      py::dict d;
+      d["id"] = g.id();
+      d["name"] = g.name();
+      d["strategy"] = g.strategy() >= 0 && g.strategy() < 4 ? kStrategies[g.strategy()] : "PACK";
+      d["state"] = g.state() >= 0 && g.state() < 3 ? kStates[g.state()] : "PENDING";
+      d["job_id"] = JobId::FromBinary(g.job_id()).Hex();
+      d["detached"] = g.detached();
+      py::list bundles;
+      for (const auto& b : g.bundles()) {
+        py::dict bd;
+        for (const auto& r : b.resources()) bd[py::str(r.name())] = static_cast<double>(r.milli()) / 1000.0;
+        bundles.append(bd);
+      }
+      d["bundles"] = bundles;
+      out.append(d);
+    }
+    return out;
+  });
+  m.def("object_store_stats", [] {
+    ObjectStoreStats st;
+    {
+      py::gil_scoped_release release;
+      st = GetObjectStoreStats();
+    }
+    py::dict d;
+    d["capacity"] = st.capacity;
+    d["used"] = st.used;
+    return d;
+  });
 
   m.def("put", [](size_t size, const py::list& parts, const py::list& nested) {
     internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
@@ -966,6 +1112,17 @@ PYBIND11_MODULE(_prism, m) {
     return out;
   });
 
+  // Pushes `token` to take_ready() once `ref` is ready.
+  m.def("when_ready", [](const RefPtr& ref, uint64_t token) {
+    if (!ref) throw InvalidArgumentError("an empty ObjectRef");
+    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    py::gil_scoped_release release;
+    core->WhenReady(*ref, [token] { Ready().Push(token); });
+  });
+  m.def("take_ready", [] {
+    py::gil_scoped_release release;
+    return Ready().Take();
+  });
   m.def("rebuild_lost", [](const RefPtr& ref) {
     py::gil_scoped_release release;
     return internal::RebuildLost(*ref);

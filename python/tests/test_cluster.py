@@ -32,7 +32,7 @@ def test_detached_actor_outlives_its_driver_on_a_standalone_daemon():
     try:
         first = run_driver("""
             import prism as ray
-            ray.init(address="auto")
+            ray.init(address="auto", namespace="keepers")
 
             @ray.remote
             class Keeper:
@@ -49,7 +49,7 @@ def test_detached_actor_outlives_its_driver_on_a_standalone_daemon():
         assert first.strip().splitlines()[-1] == "5"
         second = run_driver("""
             import prism as ray
-            ray.init(address="auto")
+            ray.init(address="auto", namespace="keepers")
             k = ray.get_actor("keeper")
             print(ray.get(k.add.remote(1)))
             ray.kill(k)
@@ -57,6 +57,39 @@ def test_detached_actor_outlives_its_driver_on_a_standalone_daemon():
         assert second.strip().splitlines()[-1] == "6", "the state the first driver left"
         status = subprocess.run([TOOL, "status"], env=env, capture_output=True, text=True, check=True).stdout
         assert "CPU" in status
+    finally:
+        subprocess.run([TOOL, "stop"], env=env, capture_output=True)
+        subprocess.run(["rm", "-rf", root])
+
+
+@pytest.mark.skipif(not TOOL, reason="PRISM_TOOL (the prism tool of the build) is not set")
+def test_detached_placement_group_outlives_its_job():
+    root = tempfile.mkdtemp(prefix="prism-py-", dir="/tmp")
+    env = dict(os.environ, PRISM_TMPDIR=root)
+    subprocess.run([TOOL, "start", "--head", "--num-cpus", "2"], env=env, check=True, capture_output=True)
+    try:
+        run_driver("""
+            import prism as ray
+            from prism.util import placement_group
+            ray.init(address="auto")
+            kept = placement_group([{"CPU": 1}], name="kept", lifetime="detached")
+            gone = placement_group([{"CPU": 1}], name="gone")
+            assert kept.wait(30) and gone.wait(30)
+        """, env)
+        out = run_driver("""
+            import prism as ray
+            from prism.util import get_placement_group, placement_group_table, remove_placement_group
+            ray.init(address="auto")
+            kept = get_placement_group("kept")
+            print(placement_group_table(kept)["state"], ray.available_resources()["CPU"])
+            try:
+                get_placement_group("gone")
+                print("gone is still there")
+            except Exception:
+                print("gone went with its job")
+            remove_placement_group(kept)
+        """, env)
+        assert out.strip().splitlines()[-2:] == ["CREATED 1.0", "gone went with its job"], out
     finally:
         subprocess.run([TOOL, "stop"], env=env, capture_output=True)
         subprocess.run(["rm", "-rf", root])

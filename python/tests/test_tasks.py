@@ -179,16 +179,20 @@ def test_cancel(cluster):
         ray.get(running, timeout=30)
 
 
-def test_not_initialized():
+def test_the_first_call_starts_a_cluster():
     assert not prism.is_initialized()
-    with pytest.raises(RuntimeError, match="init"):
-        square.remote(1)
+    assert prism.get(square.remote(3)) == 9  # no init(): a local cluster starts, as in Ray
+    assert prism.is_initialized()
+    with pytest.raises(RuntimeError, match="already"):
+        prism.init()
+    assert prism.init(ignore_reinit_error=True) is not None
+    prism.shutdown()
+    prism.shutdown()  # twice is fine
+    assert not prism.is_initialized()
     prism.init(num_cpus=1)
     with pytest.raises(RuntimeError, match="already"):
         prism.init()
-    prism.init(ignore_reinit_error=True)
     prism.shutdown()
-    prism.shutdown()  # twice is fine
 
 
 @ray.remote

@@ -130,6 +130,24 @@ TEST_F(ActorsTest, NamedActorsAreFoundByName) {
   }
 }
 
+// A name is unique within its namespace: the same name in two namespaces is two actors, and
+// each is found only in its own.
+TEST_F(ActorsTest, NamesLiveInNamespaces) {
+  auto a = prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "left"}).Remote(10);
+  auto b = prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "right"}).Remote(20);
+  EXPECT_EQ(prism::Get(prism::GetActor<Counter>("meter", "left").Task(&Counter::Add).Remote(1)), 11);
+  EXPECT_EQ(prism::Get(prism::GetActor<Counter>("meter", "right").Task(&Counter::Add).Remote(1)), 21);
+  EXPECT_THROW(prism::GetActor<Counter>("meter"), prism::InvalidArgumentError) << "not in the default namespace";
+  EXPECT_THROW(prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "left"}).Remote(0),
+               prism::InvalidArgumentError);
+  try {
+    prism::GetActor<Counter>("meter", "middle");
+    FAIL() << "expected InvalidArgumentError";
+  } catch (const prism::InvalidArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("namespace 'middle'"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(ActorsTest, KilledActorFailsCallsAtOnce) {
   auto c = prism::Actor(MakeCounter).Options({.name = "doomed"}).Remote(0);
   EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(1)), 1);

@@ -107,6 +107,15 @@ int SumOfNestedSquares(int n) {
 }
 PRISM_REMOTE(SumOfNestedSquares);
 
+// A binary tree of tasks: each inner node blocks in Get on its two children; returns the leaves.
+int TreeLeaves(int depth) {
+  if (depth == 0) return 1;
+  auto left = prism::Task(TreeLeaves).Remote(depth - 1);
+  auto right = prism::Task(TreeLeaves).Remote(depth - 1);
+  return prism::Get(left) + prism::Get(right);
+}
+PRISM_REMOTE(TreeLeaves);
+
 class TasksTest : public ::testing::Test {
  protected:
   void SetUp() override { prism::Init({.num_cpus = 2}); }
@@ -192,6 +201,14 @@ TEST_F(TasksTest, BlockedTasksLendTheirCpusToNestedTasks) {
   auto b = prism::Task(SumOfNestedSquares).Remote(10);
   EXPECT_EQ(prism::Get(a, std::chrono::seconds(60)), 285);
   EXPECT_EQ(prism::Get(b, std::chrono::seconds(60)), 285);
+}
+
+// A tree of depth 7 on 2 CPUs: 127 tasks wait in Get on their children at once, far more than
+// the worker pool's cap (4 x CPUs + 4). Workers blocked in Get do not count against it, so the
+// leaves still get workers.
+TEST_F(TasksTest, ADeepTreeOfNestedGetsFinishesOnTwoCpus) {
+  auto leaves = prism::Task(TreeLeaves).Remote(7);
+  EXPECT_EQ(prism::Get(leaves, std::chrono::seconds(240)), 128);
 }
 
 // Values beyond what a message may hold travel through the object store.

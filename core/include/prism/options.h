@@ -77,6 +77,8 @@ struct PlacementGroupOptions {
   /// The group's whole GPUs must all be joined by NVLink (or NVSwitch); a group that could never
   /// get such a set fails with InfeasibleError. Fractional GPU bundles are not counted.
   bool require_nvlink = false;
+  /// Outlives its job (Ray's lifetime="detached"): it lives until RemovePlacementGroup.
+  bool detached = false;
 };
 
 /// Resources reserved together (prism::CreatePlacementGroup), for tasks and actors placed into
@@ -153,8 +155,12 @@ struct ActorOptions {
   uint64_t memory = 0;
   /// Custom resources it holds for its whole life.
   std::map<std::string, double> resources;
-  /// A name other processes of the cluster can find it by (prism::GetActor); unique while alive.
+  /// A name other processes of the cluster can find it by (prism::GetActor); unique while alive
+  /// within its namespace.
   std::string name;
+  /// The namespace its name lives in (Ray's namespaces): a named actor is found only by a lookup
+  /// in the same namespace. Empty is the default namespace.
+  std::string ray_namespace;
   /// Outlives its owner (the process that created it) and that process's job, on a standalone
   /// daemon; it lives until killed. Otherwise it dies with its owner, or when no handle is left.
   bool detached = false;

@@ -374,13 +374,14 @@ void Cancel(const ObjectRef<T>& ref, bool force = false) {
   internal::CancelTask(*ref.handle(), force);
 }
 
-/// The live actor named `name` (an actor created with ActorOptions::name, by any driver or
-/// worker of the cluster). Throws InvalidArgumentError when no live actor has that name. T must
-/// be its class: calls are checked against T's registered methods in the actor.
+/// The live actor named `name` in namespace `ray_namespace` (an actor created with
+/// ActorOptions::name, by any driver or worker of the cluster; "" is the default namespace).
+/// Throws InvalidArgumentError when no live actor has that name there. T must be its class:
+/// calls are checked against T's registered methods in the actor.
 template <typename T>
-ActorHandle<T> GetActor(const std::string& name) {
+ActorHandle<T> GetActor(const std::string& name, const std::string& ray_namespace = "") {
   internal::CheckInitialized();
-  return ActorHandle<T>(internal::GetActorByName(name));
+  return ActorHandle<T>(internal::GetActorByName(name, ray_namespace));
 }
 
 /// No timeout.

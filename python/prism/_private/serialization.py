@@ -64,11 +64,40 @@ def msgpack_default(obj):
     raise TypeError(f"cannot encode {type(obj).__name__} as msgpack")
 
 
+# Serializers registered in this process (prism.util.register_serializer): type -> (serializer,
+# deserializer). The deserializer travels with each value (by cloudpickle), so readers need no
+# registration of their own.
+_custom = {}
+
+
+def register_serializer(cls, *, serializer, deserializer):
+    """Values of type `cls` (exactly) written by this process are written as
+    ``serializer(value)`` and read back as ``deserializer(that)``, as Ray's
+    ``ray.util.register_serializer``; it takes precedence over the type's own pickling."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer takes a class, not {cls!r}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("serializer and deserializer must be callables")
+    _custom[cls] = (serializer, deserializer)
+
+
+def deregister_serializer(cls):
+    """Undoes register_serializer(cls) in this process."""
+    _custom.pop(cls, None)
+
+
+def _custom_value(deserializer, serialized):
+    return deserializer(serialized)
+
+
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle, plus memoryviews (anything with the buffer protocol can be put as one): their
     bytes travel out of band like a numpy array's and come back as a read-only memoryview."""
 
     def reducer_override(self, obj):
+        custom = _custom.get(type(obj)) if _custom else None
+        if custom is not None:
+            return _custom_value, (custom[1], custom[0](obj))
         if type(obj) is memoryview:
             flat = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
             return _view, (pickle.PickleBuffer(flat),)

@@ -2,12 +2,15 @@
 worker side (running Python tasks)."""
 
 import atexit
+import concurrent.futures
 import hashlib
+import inspect
 import json
 import os
 import sys
 import threading
 import traceback
+import uuid
 
 import cloudpickle
 
@@ -60,34 +63,160 @@ def call(fn, *args):
         raise _translate(err) from None
 
 
+_INIT_DASHBOARD_ARGS = ("include_dashboard", "dashboard_host", "dashboard_port")
+
+
+class RayContext(dict):
+    """What ``init()`` returns, as Ray's context: ``address_info`` (also readable as a dict:
+    ``ctx["session_dir"]``), ``dashboard_url`` (None: prism serves no dashboard yet), the versions,
+    and ``with prism.init(): ...``, which shuts down on leaving."""
+
+    def __init__(self, address_info):
+        super().__init__(address_info)
+        self.address_info = dict(address_info)
+        self.dashboard_url = None
+        self.python_version = ".".join(str(v) for v in sys.version_info[:3])
+        from prism import __version__
+        self.ray_version = __version__
+        self.ray_commit = ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+    def disconnect(self):
+        shutdown()
+
+    def __repr__(self):
+        return f"RayContext(address_info={self.address_info!r}, dashboard_url={self.dashboard_url!r})"
+
+
+_context = None
+# This job's namespace and runtime environment (init's); in a worker, read from the job's
+# entry in the control store on first use.
+_job_config = None
+
+
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
          memory=None, log_level=None, ignore_reinit_error=False, code_search_path=None, gpu_topology=None,
-         timeline=False, worker_launch_prefix=None):
-    global generation, _atexit_registered
+         timeline=False, worker_launch_prefix=None, namespace=None, runtime_env=None, log_to_driver=True,
+         logging_level=None, logging_format=None, configure_logging=True, local_mode=False, labels=None,
+         **kwargs):
+    """Starts an embedded cluster (or joins one: ``address="auto"`` or a session folder) and
+    returns a RayContext. Ray's arguments: ``namespace`` (named actors are found only in their
+    namespace; by default each job gets an anonymous one), ``runtime_env`` (``env_vars`` and
+    ``working_dir``, for every task and actor of the job), ``log_to_driver``,
+    ``ignore_reinit_error``; dashboard arguments are taken and have no effect (prism serves no
+    dashboard yet)."""
+    global generation, _atexit_registered, _context, _job_config
+    unknown = sorted(k for k in kwargs if k not in _INIT_DASHBOARD_ARGS)
+    if unknown:
+        raise TypeError(f"init() got unknown keyword argument(s): {', '.join(unknown)}")
+    if local_mode:
+        raise ValueError("local_mode is not supported (Ray deprecated it): tasks run in worker processes; "
+                         "for debugging, call the function itself or use a one-CPU cluster")
     with _lock:
         if _prism.is_initialized():
             if ignore_reinit_error:
-                return
-            raise RuntimeError("prism.init() was already called; call prism.shutdown() first")
-        if address not in (None, "", "local") and not isinstance(address, str):
-            raise TypeError("address must be a string: 'auto' or a session folder")
+                return _context
+            raise RuntimeError("prism.init() was already called (maybe by a first API call, which starts a "
+                               "cluster by itself); call prism.shutdown() first, or pass ignore_reinit_error=True")
+        if address is not None and not isinstance(address, str):
+            raise TypeError("address must be a string: 'local', 'auto' or a session folder")
+        if address is None:
+            address = os.environ.get("PRISM_ADDRESS") or None
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ValueError("namespace must be a non-empty string")
+        from prism import runtime_env as _renv
+        job_env = _renv.check(runtime_env, "init(runtime_env=...)")
         # Workers run this interpreter with the worker module, and see the driver's sys.path
         # (so that functions pickled by reference to a module can be imported there).
         # argv[0] is this interpreter's path, so that a worker finds the same virtual environment.
         worker_argv = [sys.executable or "python3", "-m", "prism._worker", json.dumps([p for p in sys.path if p])]
-        call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0),
-             -1 if num_gpus is None else int(num_gpus), int(object_store_memory or 0), int(memory or 0),
-             dict(resources or {}), log_level or "", worker_argv,
-             [os.path.abspath(p) for p in (code_search_path or [])], gpu_topology or "", bool(timeline),
-             list(worker_launch_prefix or []))
+        saved_log_env = os.environ.get("PRISM_LOG_TO_DRIVER")
+        if not log_to_driver:
+            os.environ["PRISM_LOG_TO_DRIVER"] = "0"  # read once, by the core worker as it starts
+        try:
+            call(_prism.init, "" if address in (None, "local") else address, float(num_cpus or 0),
+                 -1 if num_gpus is None else int(num_gpus), int(object_store_memory or 0), int(memory or 0),
+                 dict(resources or {}), log_level or "", worker_argv,
+                 [os.path.abspath(p) for p in (code_search_path or [])], gpu_topology or "", bool(timeline),
+                 list(worker_launch_prefix or []))
+        finally:
+            if not log_to_driver:
+                if saved_log_env is None:
+                    os.environ.pop("PRISM_LOG_TO_DRIVER", None)
+                else:
+                    os.environ["PRISM_LOG_TO_DRIVER"] = saved_log_env
         generation += 1
+        try:
+            ids = _prism.runtime_context()
+            node = call(_prism.nodes)[0]
+            _job_config = {
+                "namespace": namespace or str(uuid.uuid4()),
+                "runtime_env": _renv.prepare(job_env, node["SessionDir"]),
+            }
+            call(_prism.kv_put, "job", (ids["job_id"] + ":config").encode(), json.dumps(_job_config).encode(), True)
+        except BaseException:
+            _prism.shutdown()
+            _job_config = None
+            raise
+        _context = RayContext(_address_info(node, ids))
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
+        return _context
+
+
+def _address_info(node, ids):
+    ip = node_ip_address()
+    session = node["SessionDir"]
+    return {
+        "node_ip_address": ip,
+        "raylet_ip_address": ip,
+        "address": session,
+        "gcs_address": session,
+        "session_dir": session,
+        "raylet_socket_name": os.path.join(session, "daemon.sock"),
+        "object_store_address": os.path.join(session, "daemon.sock"),
+        "webui_url": None,
+        "node_id": ids["node_id"],
+        "job_id": ids["job_id"],
+    }
+
+
+def node_ip_address():
+    """This machine's address as other machines would reach it (its hostname's address), or
+    127.0.0.1 where the hostname does not resolve."""
+    import socket
+    try:
+        ip = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return ip
+
+
+def job_config():
+    """This job's namespace and runtime environment: init's in the driver; a worker reads its
+    job's from the control store (once)."""
+    global _job_config
+    if _job_config is None:
+        ids = _prism.runtime_context()
+        raw = _prism.kv_get("job", (ids["job_id"] + ":config").encode())
+        config = json.loads(bytes(raw)) if raw is not None else {}
+        config.setdefault("namespace", "")
+        config.setdefault("runtime_env", {})
+        _job_config = config
+    return _job_config
 
 
 def shutdown():
+    global _context, _job_config
     _prism.shutdown()
+    _context = None
+    _job_config = None
 
 
 def is_initialized():
@@ -95,8 +224,12 @@ def is_initialized():
 
 
 def _check_initialized():
-    if not _prism.is_initialized():
-        raise RuntimeError("prism is not initialized: call prism.init() first")
+    """Starts a cluster with the defaults on the first API use without init(), as Ray does."""
+    if _prism.is_initialized():
+        return
+    if _prism.is_worker_process():
+        raise RuntimeError("prism is not initialized in this worker process")
+    init(ignore_reinit_error=True)
 
 
 def _refs_of(object_refs, what):
@@ -170,32 +303,65 @@ def cancel(object_ref, *, force=False, recursive=True):
     call(_prism.cancel, object_ref._handle, bool(force))
 
 
+def _node_view(n, key):
+    """A node's resources as Ray shapes them: floats, object_store_memory, and the node's own
+    resources node:<ip> and node:__internal_head__."""
+    out = {k: float(v) for k, v in n[key].items()}
+    stats = call(_prism.object_store_stats)
+    out["object_store_memory"] = float(stats["capacity"] - (stats["used"] if key == "Available" else 0))
+    out["node:" + node_ip_address()] = 1.0
+    out["node:__internal_head__"] = 1.0
+    return out
+
+
 def cluster_resources():
+    """The cluster's total resources, as Ray's: {"CPU": 2.0, "memory": ..., "object_store_memory": ...,
+    "node:<ip>": 1.0, "node:__internal_head__": 1.0, "GPU": ..., custom ones}."""
     _check_initialized()
     total = {}
     for n in call(_prism.nodes):
-        for k, v in n["Resources"].items():
-            total[k] = total.get(k, 0) + v
+        for k, v in _node_view(n, "Resources").items():
+            total[k] = total.get(k, 0.0) + v
     return total
 
 
 def available_resources():
+    """What is free now, shaped as cluster_resources(); resources with nothing free are left out,
+    as in Ray."""
     _check_initialized()
     free = {}
     for n in call(_prism.nodes):
-        for k, v in n["Available"].items():
+        for k, v in _node_view(n, "Available").items():
             if v > 0:
-                free[k] = free.get(k, 0) + v
+                free[k] = free.get(k, 0.0) + v
     return free
 
 
 def nodes():
+    """The cluster's nodes, with Ray's keys."""
     _check_initialized()
+    import socket
     out = []
+    ip = node_ip_address()
     for n in call(_prism.nodes):
-        out.append({"NodeID": n["NodeID"], "Alive": n["Alive"], "Resources": dict(n["Resources"]),
-                    "SessionDir": n["SessionDir"]})
+        sock = os.path.join(n["SessionDir"], "daemon.sock")
+        out.append({"NodeID": n["NodeID"], "Alive": n["Alive"], "alive": n["Alive"],
+                    "NodeManagerAddress": ip, "NodeManagerHostname": socket.gethostname(), "NodeName": ip,
+                    "NodeManagerPort": 0, "ObjectManagerPort": 0, "ObjectStoreSocketName": sock,
+                    "RayletSocketName": sock, "MetricsExportPort": 0, "Labels": {},
+                    "Resources": _node_view(n, "Resources"), "SessionDir": n["SessionDir"]})
     return out
+
+
+def session_dir():
+    """The session folder of this process's node (cached per init)."""
+    global _session
+    if _session is None or _session[0] != generation:
+        _session = (generation, call(_prism.nodes)[0]["SessionDir"])
+    return _session[1]
+
+
+_session = None
 
 
 def timeline(filename="prism-timeline.json"):
@@ -217,9 +383,16 @@ def export_function(pickled):
     return key
 
 
+def export_value(value):
+    """Pickles a value for workers (exception types to retry, a captured placement group) into
+    the key-value table, once per content; returns its key."""
+    return export_function(cloudpickle.dumps(value))
+
+
 # ---- worker side ------------------------------------------------------------------------------
 
 _functions = {}
+_values = {}
 
 
 def _load_function(key):
@@ -244,9 +417,75 @@ def _load_function(key):
     return fn
 
 
+def _load_value(key):
+    if key not in _values:
+        _values[key] = _load_function(key)
+    return _values[key]
+
+
+# The task this thread runs: its placement group, when its children go there too
+# (placement_group_capture_child_tasks).
+_running = threading.local()
+
+
+def captured_placement_group():
+    """The strategy children of the running task inherit, if it captures them; else None."""
+    return getattr(_running, "capture", None)
+
+
+class _Call:
+    """A call's descriptor: "<target>[;param...][|kw1,kw2]". Params: c=N (an async actor's
+    concurrency), g=<key> (the placement group strategy children inherit), r=N:<key or *>
+    (retry exceptions of these types, N times; -1 forever), d (a dynamic generator), q=<key>
+    (an actor's concurrency groups), k=<group> (the group a method call runs in)."""
+
+    def __init__(self, body):
+        target, _, kw = body.partition("|")
+        self.kwnames = kw.split(",") if kw else []
+        parts = target.split(";")
+        self.target = parts[0]
+        self.params = {}
+        for p in parts[1:]:
+            name, _, value = p.partition("=")
+            self.params[name] = value
+
+    def args(self, arg_views):
+        args = [serialization.deserialize(v) for v in arg_views]
+        kwargs = {}
+        if self.kwnames:
+            n = len(self.kwnames)
+            kwargs = dict(zip(self.kwnames, args[len(args) - n:]))
+            args = args[:len(args) - n]
+        return args, kwargs
+
+    def retry(self):
+        """(times, exception types or None for any) when the call retries exceptions."""
+        spec = self.params.get("r")
+        if not spec:
+            return 0, None
+        times, _, types = spec.partition(":")
+        return int(times), None if types == "*" else _load_value(types)
+
+
+_calls = {}  # descriptor -> _Call: a worker runs the same few calls again and again
+
+
+def _parse_call(descriptor, skip):
+    call_ = _calls.get(descriptor)
+    if call_ is None:
+        call_ = _Call(descriptor[skip:])
+        if len(_calls) >= 4096:
+            _calls.clear()
+        _calls[descriptor] = call_
+    return call_
+
+
 _actor = None
 _actor_loop = None
 _actor_slots = None  # asyncio.Semaphore: how many async calls run at once
+_actor_groups = {}  # concurrency group name -> its executor (threads) or semaphore (async)
+_actor_methods_groups = {}  # method name -> its concurrency group (@method / options)
+_async_calls = {}  # task id -> the running async call's future (for cancel)
 
 
 def _start_actor_loop(concurrency):
@@ -270,84 +509,202 @@ def _start_actor_loop(concurrency):
 
     _actor_slots = asyncio.run_coroutine_threadsafe(make_slots(), loop).result()
     _actor_loop = loop
+    threading.Thread(target=_cancel_async_calls, name="prism-actor-cancel", daemon=True).start()
 
 
-def _decode_call(body, arg_views):
-    """body: "<target>" or "<target>|kw1,kw2" (the last arguments are those keywords' values);
-    the target may carry ";c=N" (an async actor's concurrency)."""
-    target, _, kw = body.partition("|")
-    args = [serialization.deserialize(v) for v in arg_views]
-    kwnames = kw.split(",") if kw else []
-    kwargs = {}
-    if kwnames:
-        kwargs = dict(zip(kwnames, args[len(args) - len(kwnames):]))
-        args = args[:len(args) - len(kwnames)]
-    return target, args, kwargs
+def _start_groups(groups, is_async):
+    """An actor's concurrency groups: each runs at most its number of calls at once, apart from
+    the others (async actors: a limit on the event loop; threaded actors: a pool of threads)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    for name, limit in groups.items():
+        if is_async:
+            async def make(n=limit):
+                return asyncio.Semaphore(n)
+            _actor_groups[name] = asyncio.run_coroutine_threadsafe(make(), _actor_loop).result()
+        else:
+            _actor_groups[name] = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"prism-group-{name}")
 
 
-def _answer_later(coroutine, completion):
+def _finish(completion, outcome):
+    """Answers a deferred call with what execute would have returned."""
+    if outcome[0] == "ok":
+        completion.ok(*outcome[1:])
+    elif outcome[0] == "ok_multi":
+        completion.ok_multi(outcome[1])
+    else:
+        completion.error(*outcome[1:4])
+
+
+def _answer_later(coroutine, completion, num_returns, slots, task_id):
     """Runs an async method on the actor's loop; its result (or error) answers the call then."""
     import asyncio
 
     async def run():
-        async with _actor_slots:
-            return await coroutine
+        async with slots:
+            try:
+                return await coroutine
+            except SystemExit as e:  # exit_actor() or sys.exit() in an async method
+                _exit_actor(e)
 
     def done(future):
+        _async_calls.pop(task_id, None)
         try:
             result = future.result()
+        except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            from prism.exceptions import TaskCancelledError
+            _finish(completion, _error(TaskCancelledError(f"call {task_id} was cancelled"), "cancelled"))
+            return
         except BaseException as e:  # noqa: B902 - every failure answers the call
-            completion.error(*_error(e, "".join(traceback.format_exception(e)))[1:])
+            _finish(completion, _error(e, "".join(traceback.format_exception(e))))
             return
+        _finish(completion, _results(result, num_returns))
+
+    future = asyncio.run_coroutine_threadsafe(run(), _actor_loop)
+    if task_id:
+        _async_calls[task_id] = future
+    future.add_done_callback(done)
+
+
+def _cancel_async_calls():
+    """A thread of an async actor: cancels the running calls their callers cancelled
+    (prism.cancel); the coroutine gets CancelledError, and the call fails with
+    TaskCancelledError."""
+    while True:
+        for task_id in _prism.take_cancelled():
+            future = _async_calls.get(task_id)
+            if future is not None:
+                future.cancel()  # (thread-safe: it cancels the task on the actor's loop)
+
+
+def _results(result, num_returns):
+    """The answer for a call's result: one value, or num_returns of them."""
+    try:
+        if num_returns > 1:
+            values = list(result) if inspect.isgenerator(result) else result
+            if not isinstance(values, (list, tuple)) or len(values) != num_returns:
+                count = len(values) if isinstance(values, (list, tuple)) else 1
+                raise ValueError(f"Task returned {count} objects, but num_returns={num_returns}.")
+            return ("ok_multi", [serialization.serialize(v) for v in values])
+        size, parts, nested = serialization.serialize(result)
+        return ("ok", size, parts, nested)
+    except Exception as e:
+        return _error(e)
+
+
+def _run_with_retries(call, fn, args, kwargs):
+    """Runs fn; a task with retry_exceptions runs again after an exception of those types, up
+    to its max_retries times (-1: until it succeeds)."""
+    times, types = call.retry()
+    attempt = 0
+    while True:
         try:
-            size, parts, nested = serialization.serialize(result)
+            return fn(*args, **kwargs)
         except Exception as e:
-            completion.error(*_error(e)[1:])
-            return
-        completion.ok(size, parts, nested)
-
-    asyncio.run_coroutine_threadsafe(run(), _actor_loop).add_done_callback(done)
+            if times == 0 or (times > 0 and attempt >= times) or (types is not None and not isinstance(e, types)):
+                raise
+            attempt += 1
 
 
-def execute_task(kind, descriptor, arg_views, streaming, completion=None):
+def _exit_actor(e):
+    """The actor asked to end (exit_actor() or sys.exit()): it dies for good, as in Ray (an
+    intended exit is not restarted); its calls then fail with RayActorError."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if isinstance(e, ActorExit):
+        reason = "it exited by calling exit_actor()"
+    else:
+        reason = f"it exited by calling sys.exit({e.code!r})"
+    _prism.exit_actor(reason)
+
+
+class ActorExit(SystemExit):
+    """Raised by prism.actor.exit_actor() inside an actor."""
+
+
+def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_returns=1, task_id=""):
     """Runs one Python task, actor creation or actor method for the worker loop: ("ok", size,
-    parts, handles), ("error", type, message, pickled exception), or ("deferred",) when an
-    async method will answer through `completion`."""
+    parts, handles), ("ok_multi", [(size, parts, handles), ...]) for num_returns > 1, ("error",
+    type, message, pickled exception), or ("deferred",) when the call answers later through
+    `completion`."""
     global _actor
     import asyncio
     try:
         if kind == "method":
-            name, args, kwargs = _decode_call(descriptor[len("py:m:"):], arg_views)
+            call_ = _parse_call(descriptor, len("py:m:"))
+            args, kwargs = call_.args(arg_views)
             if _actor is None:
                 raise RuntimeError("this worker hosts no Python actor")
-            fn = getattr(_actor, name)
+            if call_.target == "__ray_ready__":
+                return _results(True, 1)
+            if call_.target == "__ray_terminate__":
+                _exit_actor(ActorExit())
+            fn = getattr(_actor, call_.target)
         else:
-            target, args, kwargs = _decode_call(descriptor[len("py:"):], arg_views)
-            key, _, concurrency = target.partition(";c=")
-            fn = _load_function(key)
+            call_ = _parse_call(descriptor, len("py:"))
+            args, kwargs = call_.args(arg_views)
+            fn = _load_function(call_.target)
     except _prism.ObjectLostError as e:  # a device object argument went with its producer
         return ("lost", str(e))
     except Exception as e:  # the call could not even start: report it as its error
         return _error(e)
+    capture = call_.params.get("g")
+    _running.capture = _load_value(capture) if capture else None
     try:
         if kind == "create":
             _actor = fn(*args, **kwargs)
             _prism.set_actor_label(type(_actor).__name__)
+            concurrency = call_.params.get("c")
             if concurrency:
                 _start_actor_loop(int(concurrency))
+            groups = call_.params.get("q")
+            if groups:
+                spec = _load_value(groups)
+                _actor_methods_groups.update(spec["methods"])
+                _start_groups(spec["groups"], bool(concurrency))
             result = True
         elif streaming:
             for value in fn(*args, **kwargs):
                 size, parts, nested = serialization.serialize(value)
                 _prism.stream_write(size, parts, nested)
             result = None
-        elif _actor_loop is not None and asyncio.iscoroutinefunction(fn) and completion is not None:
-            _answer_later(fn(*args, **kwargs), completion)
+        elif "d" in call_.params:
+            from prism.remote_function import DynamicObjectRefGenerator
+            result = DynamicObjectRefGenerator([put(v) for v in fn(*args, **kwargs)])
+        elif kind == "method" and completion is not None and (
+                _actor_loop is not None and asyncio.iscoroutinefunction(fn) or _actor_groups):
+            group = call_.params.get("k") or _actor_methods_groups.get(call_.target)
+            if _actor_loop is not None and asyncio.iscoroutinefunction(fn):
+                slots = _actor_groups.get(group, _actor_slots) if group else _actor_slots
+                _answer_later(fn(*args, **kwargs), completion, num_returns, slots, task_id)
+                return ("deferred",)
+            group = group or "_default"
+            if group not in _actor_groups:
+                raise ValueError(f"the actor has no concurrency group {group!r}")
+
+            def run_in_group():
+                try:
+                    outcome = _results(fn(*args, **kwargs), num_returns)
+                except SystemExit as e:
+                    _exit_actor(e)
+                except BaseException as e:  # noqa: B902 - every failure answers the call
+                    outcome = _error(e)
+                _finish(completion, outcome)
+
+            _actor_groups[group].submit(run_in_group)
             return ("deferred",)
+        elif kind == "task":
+            result = _run_with_retries(call_, fn, args, kwargs)
         else:
             result = fn(*args, **kwargs)
+    except SystemExit as e:
+        if kind != "task":
+            _exit_actor(e)  # does not return
+        return _error(RuntimeError(f"the task called sys.exit({e.code!r})"))
     except Exception as e:
         return _error(e)
+    finally:
+        _running.capture = None
     if kind == "task" and descriptor.startswith("py:@"):
         # Called from C++: the result goes back as msgpack, which C++ can read.
         import msgpack
@@ -356,8 +713,7 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None):
         except Exception as e:
             return _error(TypeError(f"the result of {descriptor[4:]} cannot go back to C++ as msgpack: {e}"))
         return ("ok", len(data), [(0, data)], [])
-    size, parts, nested = serialization.serialize(result)
-    return ("ok", size, parts, nested)
+    return _results(result, num_returns)
 
 
 def _error(e, tb=None):
@@ -374,6 +730,8 @@ def run_worker(sys_path_json=None):
         for p in reversed(json.loads(sys_path_json)):
             if p not in sys.path:
                 sys.path.insert(0, p)
+    from prism import runtime_env
+    runtime_env.enter_working_dir()
     # Lines reach the driver as they are printed.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)

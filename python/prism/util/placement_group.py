@@ -45,15 +45,15 @@ def _ready():
     return True
 
 
-def placement_group(bundles, strategy="PACK", name="", lifetime=None, require_nvlink=False):
+def placement_group(bundles, strategy="PACK", name="", lifetime=None, require_nvlink=False, _max_cpu_fraction_per_node=None):
     """Reserves `bundles` (a list of {"CPU": 1, "GPU": 1, ...}) together. Returns at once; the
     group is created when the node has room for all of them (``pg.wait()``, ``pg.ready()``).
-    The group's GPUs are chosen together, as the best-connected set of the node; with
-    ``require_nvlink=True`` they must all be joined by NVLink (an InfeasibleError where no such
-    set can exist)."""
+    ``lifetime="detached"`` keeps it after its job ends, until removed. The group's GPUs are
+    chosen together, as the best-connected set of the node; with ``require_nvlink=True`` they
+    must all be joined by NVLink (an InfeasibleError where no such set can exist)."""
     worker._check_initialized()
-    if lifetime not in (None,):
-        raise ValueError("placement groups live with their job in this version (no lifetime='detached')")
+    if lifetime not in (None, "detached"):
+        raise ValueError(f"lifetime must be None or 'detached', not {lifetime!r}")
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(_STRATEGIES)}, not {strategy!r}")
     if not isinstance(bundles, (list, tuple)) or not bundles:
@@ -62,8 +62,38 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, require_nv
         if not isinstance(b, dict) or not b:
             raise ValueError(f"each bundle must be a non-empty dict of resources, not {b!r}")
     pg_id, pg_name, specs = worker.call(_prism.create_placement_group, [dict(b) for b in bundles], strategy, name,
-                                        bool(require_nvlink))
+                                        bool(require_nvlink), lifetime == "detached")
     return PlacementGroup(pg_id, pg_name, specs)
+
+
+def placement_group_table(placement_group=None):
+    """The cluster's placement groups as Ray's table: {id: {"placement_group_id", "name",
+    "bundles": {index: {...}}, "bundles_to_node_id", "strategy", "state", "stats"}}, or one
+    group's entry when `placement_group` is given."""
+    worker._check_initialized()
+    node = worker.call(_prism.runtime_context)["node_id"]
+    table = {}
+    for g in worker.call(_prism.placement_groups):
+        state = g["state"]
+        table[g["id"]] = {
+            "placement_group_id": g["id"],
+            "name": g["name"],
+            "bundles": {i: dict(b) for i, b in enumerate(g["bundles"])},
+            "bundles_to_node_id": {i: node for i in range(len(g["bundles"]))} if state == "CREATED" else {},
+            "strategy": g["strategy"],
+            "state": state,
+            "job_id": g["job_id"],
+            "is_detached": g["detached"],
+            "stats": {"scheduling_state": "FINISHED" if state == "CREATED" else state},
+        }
+    if placement_group is not None:
+        entry = table.get(placement_group.id)
+        if entry is None:  # removed: Ray still reports it, as REMOVED
+            entry = {"placement_group_id": placement_group.id, "name": placement_group.name,
+                     "bundles": {i: dict(b) for i, b in enumerate(placement_group.bundle_specs)},
+                     "bundles_to_node_id": {}, "strategy": None, "state": "REMOVED", "stats": {}}
+        return entry
+    return table
 
 
 def remove_placement_group(pg):

@@ -87,7 +87,7 @@ void KillActor(const ActorId& id, bool no_restart);
 /// Cancels the task (or actor call) whose result `ref` names; this process must have submitted it.
 void CancelTask(const RefHandle& ref, bool force);
 /// The live actor named `name`; throws InvalidArgumentError when there is none.
-ActorRef GetActorByName(const std::string& name);
+ActorRef GetActorByName(const std::string& name, const std::string& ray_namespace);
 /// The caller's side of a streaming task.
 class StreamHandle {
  public:
