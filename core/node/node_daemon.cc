@@ -583,7 +583,9 @@ std::string NodeDaemon::NamespacedName(const std::string& ns, const std::string&
 bool NodeDaemon::IsBlocked(const Worker& w) const {
   if (w.lease_id == 0) return false;
   auto it = leases_.find(w.lease_id);
-  return it != leases_.end() && it->second.blocked;
+  // Only a wait that lent CPUs back frees a place under the cap: tasks that hold no CPU are not
+  // bounded by the node's CPUs, so they stay bounded by the cap.
+  return it != leases_.end() && it->second.blocked && !it->second.lent.empty();
 }
 
 ResourcePool* NodeDaemon::PoolOf(const Lease& lease) {

@@ -133,7 +133,7 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
   auto it = a.inflight.find(seq);
   if (seq == 0 || it == a.inflight.end() || it->second.task.spec.attempt() != reply.attempt()) return;
   if (it->second.cancelled) {
-    DiscardReply(reply, hooks_);
+    DiscardReply(reply, hooks_, it->second.task.spec.num_returns());
     Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec.name() + " was cancelled"));
   } else {
     std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());

@@ -1012,8 +1012,9 @@ RuntimeContextInfo CoreWorker::RuntimeContext() const {
 }
 
 std::vector<int> CoreWorker::GpuIds() const {
-  if (!tl_in_task) return {};
+  // An actor's GPUs are its own on every thread (its event loop, its concurrency groups' threads).
   if (!actor_gpu_ids_.empty()) return actor_gpu_ids_;
+  if (!tl_in_task) return {};
   return tl_gpu_ids;
 }
 
@@ -1609,6 +1610,7 @@ std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>
   if (!InTaskOfWorker()) return store_.Wait(ids, num_returns, deadline);
   std::vector<bool> ready = store_.Wait(ids, num_returns, MemoryStore::Clock::now());
   if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns) return ready;
+  if (timeout_ms == 0) return ready;  // a poll: nothing to lend the CPU for
   SetBlocked(true);
   ready = store_.Wait(ids, num_returns, deadline);
   SetBlocked(false);
@@ -1837,6 +1839,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
         // Which return holds which device object is not known here, so none could be freed
         // on its own: such results are refused rather than kept forever.
         gpu_tasks_->Forget(exported);
+        DropStoredReturns(reply);
         throw StoreWriteError("a task with num_returns > 1 cannot return device tensors; return them "
                               "from a task with one return value");
       }
@@ -1924,9 +1927,22 @@ void CoreWorker::StoreReturns(const rpc::TaskSpec& spec, const ReturnValues& out
   }
   TaskId task = TaskId::FromBinary(spec.task_id());
   WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
-  for (size_t i = 0; i < out.size(); ++i) {
-    StoreReturn(ReturnObjectId(task, static_cast<uint32_t>(i + 1)), out[i], caller, reply.add_returns());
+  try {
+    for (size_t i = 0; i < out.size(); ++i) {
+      StoreReturn(ReturnObjectId(task, static_cast<uint32_t>(i + 1)), out[i], caller, reply.add_returns());
+    }
+  } catch (...) {
+    DropStoredReturns(reply);  // the caller will hear of the failure only: nobody would free them
+    throw;
   }
+}
+
+void CoreWorker::DropStoredReturns(const rpc::TaskReply& reply) {
+  std::vector<ObjectId> stored;
+  for (const auto& ret : reply.returns()) {
+    if (ret.in_store() && ObjectId::IsValidBinary(ret.object_id())) stored.push_back(ObjectId::FromBinary(ret.object_id()));
+  }
+  if (!stored.empty()) object_store_->Delete(stored);
 }
 
 void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,

@@ -237,6 +237,9 @@ class CoreWorker {
   /// Writes a finished task's results into `reply` (one return object each); throws as
   /// StoreReturn does, and StoreWriteError when their count is not the spec's.
   void StoreReturns(const rpc::TaskSpec& spec, const ReturnValues& out, rpc::TaskReply& reply);
+  /// Deletes from the node's store the returns of `reply` written there (a task that fails after
+  /// writing some of its results).
+  void DropStoredReturns(const rpc::TaskReply& reply);
   /// A value of one of this process's streaming tasks arrived.
   void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
   /// The caller of a finished task gets the refs inside its result: registered as their

@@ -19,6 +19,7 @@ std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const Submitte
   }
   const uint32_t expected = std::max<uint32_t>(1, num_returns);
   if (static_cast<uint32_t>(reply.returns_size()) != expected) {
+    DiscardReply(reply, hooks, num_returns);
     out.push_back(StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
                                                              " return values, expected " + std::to_string(expected)));
     return out;
@@ -28,11 +29,13 @@ std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const Submitte
   return out;
 }
 
-void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks) {
-  for (const auto& ret : reply.returns()) {
-    if (ret.in_store() && ObjectId::IsValidBinary(ret.object_id())) {
-      hooks.discard_stored(ObjectId::FromBinary(ret.object_id()));
-    }
+void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns) {
+  // Only the task's own return ids: a reply cannot make the caller free another object.
+  if (!TaskId::IsValidBinary(reply.task_id())) return;
+  TaskId task = TaskId::FromBinary(reply.task_id());
+  const int n = std::min<int>(reply.returns_size(), static_cast<int>(std::max<uint32_t>(1, num_returns)));
+  for (int i = 0; i < n; ++i) {
+    if (reply.returns(i).in_store()) hooks.discard_stored(ReturnObjectId(task, static_cast<uint32_t>(i + 1)));
   }
 }
 
@@ -352,7 +355,7 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   if (it != tasks_.end() && it->second.lease_id == lease_id &&
       it->second.task.spec.attempt() == reply.attempt()) {
     if (it->second.cancelled) {
-      DiscardReply(reply, hooks_);
+      DiscardReply(reply, hooks_, it->second.task.spec.num_returns());
       Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second.task.spec.name() + " was cancelled"));
     } else {
       std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());

@@ -80,7 +80,7 @@ inline constexpr uint64_t kMaxStreamValues = kPutBit - 2;
 /// them, taken before the caller lets go of the task's argument refs.
 std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns);
 /// Frees the copies in the object store of a reply's results that nobody will read.
-void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks);
+void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns);
 /// The same for one returned object.
 StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks);
 /// Asks for the value of every ref argument (`arg_refs[i]` non-null): from this process's table,

@@ -36,6 +36,11 @@ def method(*args, num_returns=None, concurrency_group=None):
     return decorate
 
 
+def _group_name_ok(name):
+    return isinstance(name, str) and name != "" and name != "_default" and all(
+        c.isalnum() or c in "_-." for c in name)
+
+
 def _methods_of(cls):
     """The callable methods of cls: name -> (num_returns, concurrency group, is a generator)."""
     out = {}
@@ -65,9 +70,13 @@ class ActorClass:
         groups = self._options.get("concurrency_groups")
         if groups is not None:
             if not isinstance(groups, dict) or not all(
-                    isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                    _group_name_ok(k) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
                     for k, v in groups.items()):
-                raise ValueError("concurrency_groups must map group names to how many calls each runs at once (>= 1)")
+                raise ValueError("concurrency_groups must map group names (letters, digits, '_', '-', '.') to how "
+                                 "many calls each runs at once (>= 1)")
+        namespace = self._options.get("namespace")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace or "\0" in namespace):
+            raise ValueError("namespace must be a non-empty string without NUL characters")
         if self._options.get("runtime_env") is not None:
             from prism import runtime_env
             runtime_env.check(self._options["runtime_env"], ".options()")
@@ -141,7 +150,7 @@ class ActorClass:
             spec = {"groups": {**groups, "_default": default},
                     "methods": {m: g for m, (_, g, _) in self._methods.items() if g is not None}}
             descriptor += ";q=" + worker.export_value(spec)
-        descriptor += descriptor_params({"scheduling_strategy": o.get("scheduling_strategy")})
+        descriptor += descriptor_params(o)
         if kwnames:
             descriptor += "|" + ",".join(kwnames)
         core = _core_options(o)
@@ -158,6 +167,10 @@ class ActorClass:
             core["max_concurrency"] = 1 if self._async else int(o.get("max_concurrency") or 1)
         core.setdefault("num_cpus", 0)
         ref = worker.call(_prism.create_actor, descriptor, packed, core)
+        if o.get("name"):
+            # A handle found by name (get_actor) knows the methods' options too.
+            worker.call(_prism.kv_put, "actor_methods", ref.id,
+                        cloudpickle.dumps((self.__qualname__, self._methods, bool(groups))), True)
         return ActorHandle(ref, self.__qualname__, self._methods, bool(groups))
 
 
@@ -171,10 +184,10 @@ class ActorMethod:
         self._options = dict(options or {})
 
     def options(self, **options):
-        unknown = sorted(set(options) - {"num_returns", "concurrency_group", "name"})
+        unknown = sorted(set(options) - {"num_returns", "concurrency_group"})
         if unknown:
             raise ValueError(f"unknown actor method option(s) {', '.join(unknown)} "
-                             "(known: num_returns, concurrency_group, name)")
+                             "(known: num_returns, concurrency_group)")
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
@@ -187,6 +200,8 @@ class ActorMethod:
         packed, kwnames = pack_args(f"{self._handle._class_name}.{self._name}", args, kwargs)
         method = "py:m:" + self._name
         if group is not None:
+            if not _group_name_ok(group):
+                raise ValueError(f"concurrency_group must be a group's name, not {group!r}")
             if not self._handle._has_groups:
                 raise ValueError(f"concurrency_group={group!r}: actor {self._handle._class_name} has no "
                                  "concurrency groups")
@@ -198,8 +213,8 @@ class ActorMethod:
             method += "|" + ",".join(kwnames)
         if isinstance(num_returns, int) and num_returns > 1:
             handles = worker.call(_prism.submit_actor_task_returns, self._handle._ref, method, packed, num_returns)
-            return [ObjectRef(h) for h in handles]
-        ref = ObjectRef(worker.call(_prism.submit_actor_task, self._handle._ref, method, packed))
+            return [ObjectRef(h, actor_call=True) for h in handles]
+        ref = ObjectRef(worker.call(_prism.submit_actor_task, self._handle._ref, method, packed), actor_call=True)
         if num_returns == "streaming":
             return _ListedRefGenerator(ref)
         return None if num_returns == 0 else ref
@@ -260,7 +275,11 @@ def get_actor(name, namespace=None):
         raise ValueError("get_actor() takes the actor's name, a non-empty string")
     ns = namespace if namespace is not None else worker.job_config()["namespace"]
     ref = worker.call(_prism.get_actor, name, ns)
-    return ActorHandle(ref, name, None, True)
+    known = worker.call(_prism.kv_get, "actor_methods", ref.id)
+    if known is not None:
+        class_name, methods, has_groups = cloudpickle.loads(bytes(known))
+        return ActorHandle(ref, class_name, methods, has_groups)
+    return ActorHandle(ref, name, None, True)  # (created by another language, or before)
 
 
 def kill(actor, *, no_restart=True):

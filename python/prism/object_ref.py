@@ -15,10 +15,11 @@ class ObjectRef:
     """A reference to an immutable object. Copies and pickles refer to the same object, which
     lives while some ref to it does (in any process)."""
 
-    __slots__ = ("_handle", "__weakref__")
+    __slots__ = ("_handle", "_actor_call", "__weakref__")
 
-    def __init__(self, handle):
+    def __init__(self, handle, actor_call=False):
         self._handle = handle
+        self._actor_call = actor_call  # the result of an actor call this process made
 
     def hex(self):
         return self._handle.hex()
@@ -44,7 +45,8 @@ class ObjectRef:
         def ready():
             from prism._private import worker
             try:
-                future.set_result(worker.get(self))
+                # (Never starts a cluster: one shut down meanwhile fails the future.)
+                future.set_result(worker.get(self, _start=False))
             except BaseException as e:  # noqa: B902 - the future carries any failure
                 future.set_exception(e)
 

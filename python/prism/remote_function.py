@@ -34,15 +34,23 @@ def _check_options(options):
         runtime_env.check(options["runtime_env"], ".options()")
 
 
-def runtime_env_vars(options):
-    """The environment variables of the workers that run a task or actor with these options:
-    its runtime_env laid over its job's (working_dir copied into the session once)."""
+def prepared_runtime_env(options):
+    """The runtime environment of a task or actor with these options: its own laid over the one
+    it inherits (its parent task's, else its job's), working_dir copied into the session once."""
     from prism import runtime_env
-    job = worker.job_config().get("runtime_env") or {}
+    inherited = worker.inherited_runtime_env()
+    if inherited is None:
+        inherited = worker.job_config().get("runtime_env") or {}
     own = options.get("runtime_env")
     if own:
         own = runtime_env.prepare(runtime_env.check(own, ".options()"), worker.session_dir())
-    return runtime_env.worker_env(runtime_env.merge(job, own))
+    return runtime_env.merge(inherited, own)
+
+
+def runtime_env_vars(options):
+    """The environment variables of the workers that run a task or actor with these options."""
+    from prism import runtime_env
+    return runtime_env.worker_env(prepared_runtime_env(options))
 
 
 def _core_options(options):
@@ -83,8 +91,15 @@ def descriptor_params(options):
     if strategy is None:
         strategy = worker.captured_placement_group()
     from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group_capture_child_tasks:
-        params += ";g=" + worker.export_value(strategy)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        params += f";p={strategy.placement_group.id}"
+        if strategy.placement_group_capture_child_tasks:
+            # Its children go into the same group, in any bundle (as in Ray).
+            params += ";g=" + worker.export_value(
+                PlacementGroupSchedulingStrategy(strategy.placement_group, -1, True))
+    env = prepared_runtime_env(options)
+    if env != (worker.job_config().get("runtime_env") or {}):
+        params += ";e=" + worker.export_value(env)  # what its children inherit
     retry = options.get("retry_exceptions")
     if retry:
         retries = options.get("max_retries")
@@ -285,7 +300,7 @@ class RemoteFunction:
                             "needs one that yields its values")
         # What the options come to is the same for every call of this function in this cluster,
         # unless the caller's task passes its placement group on to its children.
-        captured = worker.captured_placement_group()
+        captured = worker.captured_placement_group() or worker.inherited_runtime_env()
         cached = self._submit_options
         if cached is not None and captured is None and cached[0] == worker.generation:
             params, options = cached[1], cached[2]

@@ -33,7 +33,7 @@ class RuntimeContext:
 
     def get_task_id(self):
         """The running task's id (hex), or None in a driver outside tasks."""
-        return self._info()["task_id"] or None
+        return worker.current_task_id() or self._info()["task_id"] or None
 
     def get_actor_id(self):
         """The id (hex) of the actor this process hosts, or None."""
@@ -49,9 +49,8 @@ class RuntimeContext:
         return {"GPU": [str(g) for g in self._info()["gpu_ids"]]}
 
     def get_placement_group_id(self):
-        """The placement group whose children this task's children go into, or None."""
-        strategy = worker.captured_placement_group()
-        return None if strategy is None else strategy.placement_group.id
+        """The placement group the running task (or this actor) was placed in, or None."""
+        return worker.current_placement_group_id()
 
     @property
     def namespace(self):

@@ -229,3 +229,160 @@ def test_placement_group_table_of_pending_group(cluster):
     finally:
         remove_placement_group(waiting)
         remove_placement_group(full)
+
+
+def test_async_actor_with_groups_runs_its_plain_methods(cluster):
+    @ray.remote(concurrency_groups={"io": 2})
+    class Mixed:
+        async def f(self):
+            return "async"
+
+        def g(self):
+            return "plain"
+
+        @ray.method(concurrency_group="io")
+        def h(self):
+            return "plain in io"
+
+    m = Mixed.remote()
+    assert ray.get([m.f.remote(), m.g.remote(), m.h.remote()]) == ["async", "plain", "plain in io"]
+
+
+def test_a_call_cancelled_right_after_it_was_sent_ends(cluster):
+    @ray.remote
+    class Forever:
+        async def wait(self):
+            await asyncio.sleep(3600)
+
+    a = Forever.remote()
+    ray.get(a.__ray_ready__.remote())
+    for _ in range(10):  # the cancel may reach the actor before the call does
+        ref = a.wait.remote()
+        ray.cancel(ref)
+        with pytest.raises(exceptions.TaskCancelledError):
+            ray.get(ref, timeout=30)
+
+
+def test_a_future_never_starts_a_cluster_after_shutdown():
+    ray.init(num_cpus=1)
+
+    @ray.remote
+    def slow():
+        time.sleep(30)
+
+    fut = slow.remote().future()
+    ray.shutdown()
+    with pytest.raises(Exception):
+        fut.result(timeout=30)
+    time.sleep(0.2)
+    assert not ray.is_initialized()
+
+
+def test_returns_written_before_a_later_one_failed_are_freed():
+    import numpy as np
+    from prism import _prism
+    ray.init(num_cpus=1, object_store_memory=200 << 20)
+    try:
+        @ray.remote(num_returns=2)
+        def too_big():
+            return np.ones(120 << 20, dtype=np.uint8), np.ones(300 << 20, dtype=np.uint8)
+
+        a, b = too_big.remote()
+        with pytest.raises(exceptions.ObjectStoreFullError):
+            ray.get(a)
+        with pytest.raises(exceptions.ObjectStoreFullError):
+            ray.get(b)
+        del a, b
+        deadline = time.time() + 10
+        while _prism.object_store_stats()["used"] > (1 << 20) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _prism.object_store_stats()["used"] <= (1 << 20)
+    finally:
+        ray.shutdown()
+
+
+def test_a_handle_found_by_name_knows_its_methods_options(cluster):
+    @ray.remote
+    class Two:
+        @ray.method(num_returns=2)
+        def pair(self):
+            return 1, 2
+
+    keep = Two.options(name="two").remote()  # (an actor no handle refers to goes, named or not)
+    x, y = ray.get_actor("two").pair.remote()
+    assert ray.get([x, y]) == [1, 2]
+
+
+def test_task_ids_in_async_methods_and_group_threads(cluster):
+    @ray.remote
+    class AsyncIds:
+        async def task_id(self):
+            return ray.get_runtime_context().get_task_id()
+
+    @ray.remote(concurrency_groups={"io": 2})
+    class GroupIds:
+        @ray.method(concurrency_group="io")
+        def task_id(self):
+            return ray.get_runtime_context().get_task_id()
+
+    for actor in (AsyncIds.remote(), GroupIds.remote()):
+        ids = ray.get([actor.task_id.remote() for _ in range(3)])
+        assert all(ids) and len(set(ids)) == 3, ids
+
+
+def test_captured_children_go_into_any_bundle_and_know_their_group(cluster):
+    from prism.util import placement_group, remove_placement_group
+    from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert pg.wait(30)
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return ray.get_runtime_context().get_placement_group_id()
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        # The parent holds bundle 0: a child pinned to bundle 0 could never run.
+        return ray.get(child.remote())
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0,
+                                                placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=strategy).remote(), timeout=60) == pg.id
+    plain = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
+    assert ray.get(child.options(scheduling_strategy=plain).remote()) == pg.id
+    remove_placement_group(pg)  # (its bundles hold both CPUs)
+    assert ray.get(child.remote()) is None
+
+
+def test_children_inherit_their_parents_runtime_env(cluster):
+    @ray.remote
+    def read():
+        return os.environ.get("INHERITED")
+
+    @ray.remote
+    def parent():
+        return ray.get(read.remote()), ray.get(read.options(runtime_env={"env_vars": {"INHERITED": "own"}}).remote())
+
+    assert ray.get(parent.options(runtime_env={"env_vars": {"INHERITED": "parent"}}).remote()) == ("parent", "own")
+    assert ray.get(read.remote()) is None
+
+
+def test_bad_concurrency_group_names(cluster):
+    with pytest.raises(ValueError, match="group"):
+        @ray.remote(concurrency_groups={"a;b": 1})
+        class Bad:
+            pass
+    with pytest.raises(ValueError, match="namespace"):
+        ray.remote(type("Probe", (), {})).options(namespace="a\0b")
+
+
+def test_force_cancel_of_an_actor_call_is_refused(cluster):
+    @ray.remote
+    class A:
+        def f(self):
+            return 1
+
+    ref = A.remote().f.remote()
+    with pytest.raises(ValueError, match="force=True"):
+        ray.cancel(ref, force=True)
+    assert ray.get(ref) == 1

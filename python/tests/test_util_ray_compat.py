@@ -130,17 +130,19 @@ def test_actor_pool_task_error_returns_the_actor(cluster):
     assert list(pool.map(lambda a, v: a.double.remote(v), [5])) == [10]
 
 
-def test_actor_pool_dead_actor_leaves_the_pool(cluster):
-    alive, doomed = Doubler.remote(), Doubler.remote()
+def test_actor_pool_dead_actor_stays_and_its_work_fails_loudly(cluster):
+    # As in Ray: the dead actor goes back to the pool, and what it is given raises RayActorError
+    # (no queued submission is silently dropped).
+    doomed = Doubler.remote()
     ray.kill(doomed)
-    pool = ActorPool([alive, doomed])
-    pool.submit(lambda a, v: a.double.remote(v), 1)  # goes to the last actor: doomed
-    pool.submit(lambda a, v: a.double.remote(v), 2)
-    with pytest.raises(exceptions.RayActorError):
-        pool.get_next()
-    assert pool.get_next() == 4
-    assert pool.pop_idle() is alive
-    assert pool.pop_idle() is None
+    pool = ActorPool([doomed])
+    for v in (1, 2, 3):
+        pool.submit(lambda a, v: a.double.remote(v), v)
+    for _ in range(3):
+        with pytest.raises(exceptions.RayActorError):
+            pool.get_next()
+    assert not pool.has_next()
+    assert pool.pop_idle() is doomed
 
 
 def test_actor_pool_push_and_pop(cluster):

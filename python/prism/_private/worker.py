@@ -2,7 +2,9 @@
 worker side (running Python tasks)."""
 
 import atexit
+import collections
 import concurrent.futures
+import contextvars
 import hashlib
 import inspect
 import json
@@ -127,8 +129,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             raise TypeError("address must be a string: 'local', 'auto' or a session folder")
         if address is None:
             address = os.environ.get("PRISM_ADDRESS") or None
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValueError("namespace must be a non-empty string")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace or "\0" in namespace):
+            raise ValueError("namespace must be a non-empty string without NUL characters")
         from prism import runtime_env as _renv
         job_env = _renv.check(runtime_env, "init(runtime_env=...)")
         # Workers run this interpreter with the worker module, and see the driver's sys.path
@@ -252,8 +254,11 @@ def _timeout_ms(timeout):
     return int(timeout * 1000)
 
 
-def get(object_refs, *, timeout=None):
-    _check_initialized()
+def get(object_refs, *, timeout=None, _start=True):
+    if _start:
+        _check_initialized()
+    elif not _prism.is_initialized():
+        raise exceptions.RaySystemError("prism was shut down before the object was read")
     refs, single = _refs_of(object_refs, "get")
     if not refs:
         return []
@@ -300,6 +305,9 @@ def cancel(object_ref, *, force=False, recursive=True):
     _check_initialized()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not a {type(object_ref).__name__}")
+    if force and object_ref._actor_call:
+        raise ValueError("force=True is not supported for actor tasks (it would kill the actor): use "
+                         "prism.kill(actor), or cancel without force")
     call(_prism.cancel, object_ref._handle, bool(force))
 
 
@@ -423,21 +431,62 @@ def _load_value(key):
     return _values[key]
 
 
-# The task this thread runs: its placement group, when its children go there too
-# (placement_group_capture_child_tasks).
-_running = threading.local()
+# What the running call passes on to the tasks it starts, and what its runtime context reports.
+# Context variables, so that each thread and each coroutine of an async actor sees its own call.
+_task_var = contextvars.ContextVar("prism_task_id", default=None)
+_capture_var = contextvars.ContextVar("prism_capture", default=None)
+_group_var = contextvars.ContextVar("prism_placement_group", default=None)
+_env_var = contextvars.ContextVar("prism_runtime_env", default=None)
+# An actor's own: what its calls inherit for its whole life (set by its creation).
+_actor_running = {}
 
 
 def captured_placement_group():
     """The strategy children of the running task inherit, if it captures them; else None."""
-    return getattr(_running, "capture", None)
+    return _capture_var.get()
+
+
+def current_placement_group_id():
+    """The placement group the running task (or this actor) was placed in, or None."""
+    return _group_var.get()
+
+
+def current_task_id():
+    """The running call's task id (hex) where the core's thread does not know it (an async
+    actor's event loop, a concurrency group's threads), else None."""
+    return _task_var.get()
+
+
+def inherited_runtime_env():
+    """The runtime environment the running task passes on to its children (its own, laid over
+    its job's), or None where it is the job's."""
+    return _env_var.get()
+
+
+def _enter_call(call_, task_id):
+    """Sets the running call's context; returns what _leave_call needs to restore it."""
+    running = dict(_actor_running)
+    if "g" in call_.params:
+        running["capture"] = _load_value(call_.params["g"])
+    if "p" in call_.params:
+        running["group"] = int(call_.params["p"])
+    if "e" in call_.params:
+        running["env"] = _load_value(call_.params["e"])
+    return (_task_var.set(task_id or None), _capture_var.set(running.get("capture")),
+            _group_var.set(running.get("group")), _env_var.set(running.get("env")), running)
+
+
+def _leave_call(tokens):
+    for var, token in zip((_task_var, _capture_var, _group_var, _env_var), tokens[:4]):
+        var.reset(token)
 
 
 class _Call:
     """A call's descriptor: "<target>[;param...][|kw1,kw2]". Params: c=N (an async actor's
     concurrency), g=<key> (the placement group strategy children inherit), r=N:<key or *>
     (retry exceptions of these types, N times; -1 forever), d (a dynamic generator), q=<key>
-    (an actor's concurrency groups), k=<group> (the group a method call runs in)."""
+    (an actor's concurrency groups), k=<group> (the group a method call runs in), p=<id> (the
+    placement group it runs in), e=<key> (the runtime environment its children inherit)."""
 
     def __init__(self, body):
         target, _, kw = body.partition("|")
@@ -509,7 +558,6 @@ def _start_actor_loop(concurrency):
 
     _actor_slots = asyncio.run_coroutine_threadsafe(make_slots(), loop).result()
     _actor_loop = loop
-    threading.Thread(target=_cancel_async_calls, name="prism-actor-cancel", daemon=True).start()
 
 
 def _start_groups(groups, is_async):
@@ -536,11 +584,12 @@ def _finish(completion, outcome):
         completion.error(*outcome[1:4])
 
 
-def _answer_later(coroutine, completion, num_returns, slots, task_id):
+def _answer_later(coroutine, completion, num_returns, slots, task_id, call_):
     """Runs an async method on the actor's loop; its result (or error) answers the call then."""
     import asyncio
 
     async def run():
+        _enter_call(call_, task_id)  # (this task's own context: nothing to restore)
         async with slots:
             try:
                 return await coroutine
@@ -561,18 +610,30 @@ def _answer_later(coroutine, completion, num_returns, slots, task_id):
         _finish(completion, _results(result, num_returns))
 
     future = asyncio.run_coroutine_threadsafe(run(), _actor_loop)
-    if task_id:
+    with _cancel_lock:
         _async_calls[task_id] = future
+        cancelled = _cancelled.pop(task_id, None) is not None
+    if cancelled:  # its cancel came before it was handed to the loop
+        future.cancel()
     future.add_done_callback(done)
 
 
-def _cancel_async_calls():
-    """A thread of an async actor: cancels the running calls their callers cancelled
+_cancel_lock = threading.Lock()
+_cancelled = collections.OrderedDict()  # calls cancelled before they started here (bounded)
+
+
+def _cancel_calls():
+    """A thread of every Python actor: cancels the running async calls their callers cancelled
     (prism.cancel); the coroutine gets CancelledError, and the call fails with
-    TaskCancelledError."""
+    TaskCancelledError. A cancel that comes before its call started here is kept for it."""
     while True:
         for task_id in _prism.take_cancelled():
-            future = _async_calls.get(task_id)
+            with _cancel_lock:
+                future = _async_calls.get(task_id)
+                if future is None:
+                    _cancelled[task_id] = True
+                    while len(_cancelled) > 10000:
+                        _cancelled.popitem(last=False)
             if future is not None:
                 future.cancel()  # (thread-safe: it cancels the task on the actor's loop)
 
@@ -648,12 +709,13 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_re
         return ("lost", str(e))
     except Exception as e:  # the call could not even start: report it as its error
         return _error(e)
-    capture = call_.params.get("g")
-    _running.capture = _load_value(capture) if capture else None
+    tokens = _enter_call(call_, task_id)
     try:
         if kind == "create":
             _actor = fn(*args, **kwargs)
             _prism.set_actor_label(type(_actor).__name__)
+            _actor_running.update(tokens[4])  # its calls inherit its placement group and environment
+            threading.Thread(target=_cancel_calls, name="prism-actor-cancel", daemon=True).start()
             concurrency = call_.params.get("c")
             if concurrency:
                 _start_actor_loop(int(concurrency))
@@ -672,23 +734,26 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_re
             from prism.remote_function import DynamicObjectRefGenerator
             result = DynamicObjectRefGenerator([put(v) for v in fn(*args, **kwargs)])
         elif kind == "method" and completion is not None and (
-                _actor_loop is not None and asyncio.iscoroutinefunction(fn) or _actor_groups):
+                _actor_loop is not None and asyncio.iscoroutinefunction(fn) or _actor_groups and _actor_loop is None):
             group = call_.params.get("k") or _actor_methods_groups.get(call_.target)
-            if _actor_loop is not None and asyncio.iscoroutinefunction(fn):
+            if _actor_loop is not None:
                 slots = _actor_groups.get(group, _actor_slots) if group else _actor_slots
-                _answer_later(fn(*args, **kwargs), completion, num_returns, slots, task_id)
+                _answer_later(fn(*args, **kwargs), completion, num_returns, slots, task_id, call_)
                 return ("deferred",)
             group = group or "_default"
             if group not in _actor_groups:
                 raise ValueError(f"the actor has no concurrency group {group!r}")
 
             def run_in_group():
+                group_tokens = _enter_call(call_, task_id)
                 try:
                     outcome = _results(fn(*args, **kwargs), num_returns)
                 except SystemExit as e:
                     _exit_actor(e)
                 except BaseException as e:  # noqa: B902 - every failure answers the call
                     outcome = _error(e)
+                finally:
+                    _leave_call(group_tokens)
                 _finish(completion, outcome)
 
             _actor_groups[group].submit(run_in_group)
@@ -704,7 +769,7 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_re
     except Exception as e:
         return _error(e)
     finally:
-        _running.capture = None
+        _leave_call(tokens)
     if kind == "task" and descriptor.startswith("py:@"):
         # Called from C++: the result goes back as msgpack, which C++ can read.
         import msgpack

@@ -181,20 +181,14 @@ class ActorPool:
                 return
 
     def _get_result(self, future, actor):
-        alive = True
-        try:
-            return prism.get(future)
-        except prism.exceptions.RayActorError:
-            alive = False
-            raise
-        finally:
-            self._return_actor(actor, alive)
+        # The actor goes back to the pool first, as in Ray: a dead one keeps taking work, whose
+        # results then raise RayActorError, so no queued submission is silently dropped.
+        self._return_actor(actor)
+        return prism.get(future)
 
-    def _return_actor(self, actor, alive=True):
-        # A dead actor stays out of the pool: submit() would pick it again and again.
-        if alive:
-            self._idle_actors.append(actor)
-        if self._pending_submits and self._idle_actors:
+    def _return_actor(self, actor):
+        self._idle_actors.append(actor)
+        if self._pending_submits:
             self.submit(*self._pending_submits.pop(0))
 
     def has_free(self):

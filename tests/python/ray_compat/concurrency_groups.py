@@ -65,6 +65,19 @@ t = ThreadedActor.remote()
 ray.get([t.io.remote() for _ in range(6)])
 assert ray.get(t.peak_seen.remote()) == 2
 
+# In an async actor with groups, plain methods run as in any async actor.
+@ray.remote(concurrency_groups={"io": 2})
+class Mixed:
+    async def fetch(self):
+        return "fetched"
+
+    def status(self):
+        return "ok"
+
+
+m = Mixed.remote()
+assert ray.get([m.fetch.remote(), m.status.remote()]) == ["fetched", "ok"]
+
 try:
     t.io.options(concurrency_group="nope").remote()
     ray.get(t.io.options(concurrency_group="nope").remote())
