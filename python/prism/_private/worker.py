@@ -465,6 +465,9 @@ def inherited_runtime_env():
 
 def _enter_call(call_, task_id):
     """Sets the running call's context; returns what _leave_call needs to restore it."""
+    params = call_.params
+    if not _actor_running and "g" not in params and "p" not in params and "e" not in params:
+        return (_task_var.set(task_id or None),)  # (the common case: nothing to pass on)
     running = dict(_actor_running)
     if "g" in call_.params:
         running["capture"] = _load_value(call_.params["g"])
@@ -479,6 +482,11 @@ def _enter_call(call_, task_id):
 def _leave_call(tokens):
     for var, token in zip((_task_var, _capture_var, _group_var, _env_var), tokens[:4]):
         var.reset(token)
+
+
+def _running_of(tokens):
+    """What a creation's call passes on to the actor's calls."""
+    return tokens[4] if len(tokens) > 4 else {}
 
 
 class _Call:
@@ -714,7 +722,7 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_re
         if kind == "create":
             _actor = fn(*args, **kwargs)
             _prism.set_actor_label(type(_actor).__name__)
-            _actor_running.update(tokens[4])  # its calls inherit its placement group and environment
+            _actor_running.update(_running_of(tokens))  # its calls inherit its placement group and environment
             threading.Thread(target=_cancel_calls, name="prism-actor-cancel", daemon=True).start()
             concurrency = call_.params.get("c")
             if concurrency:
