@@ -3,6 +3,8 @@
 # Release tree, as users build it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ccache hits across clones of the tree, also in the pip build that a test makes.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}" CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-true}"
 bash scripts/install-deps.sh
 bash scripts/build.sh
 (cd build && ctest --output-on-failure -j "${PRISM_TEST_JOBS:-2}" --timeout 300)

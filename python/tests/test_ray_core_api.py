@@ -386,3 +386,13 @@ def test_force_cancel_of_an_actor_call_is_refused(cluster):
     with pytest.raises(ValueError, match="force=True"):
         ray.cancel(ref, force=True)
     assert ray.get(ref) == 1
+
+
+def test_an_interpreter_without_the_dependencies_is_told_what_to_install():
+    import subprocess
+    import sys
+    # -S: without site-packages, so neither cloudpickle nor msgpack can be imported.
+    out = subprocess.run([sys.executable, "-S", "-c", "import prism"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "prism needs the Python package(s) cloudpickle, msgpack" in out.stderr, out.stderr
+    assert "pip install cloudpickle msgpack" in out.stderr

@@ -116,6 +116,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
     unknown = sorted(k for k in kwargs if k not in _INIT_DASHBOARD_ARGS)
     if unknown:
         raise TypeError(f"init() got unknown keyword argument(s): {', '.join(unknown)}")
+    if kwargs.get("include_dashboard"):
+        import warnings
+        warnings.warn("prism serves no dashboard yet: include_dashboard=True has no effect", stacklevel=2)
     if local_mode:
         raise ValueError("local_mode is not supported (Ray deprecated it): tasks run in worker processes; "
                          "for debugging, call the function itself or use a one-CPU cluster")
