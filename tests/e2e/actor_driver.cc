@@ -1,8 +1,11 @@
-// A driver for the standalone test's detached actors. `actor_driver create NAME` joins the
-// running daemon, creates a detached named counter starting at 5 and exits; `actor_driver use
-// NAME` finds it by name, adds 1, prints the result and kills it.
+// A driver for the standalone test's detached actors and placement groups. `actor_driver create
+// NAME` joins the running daemon, creates a detached named counter starting at 5 and exits;
+// `actor_driver use NAME` finds it by name, adds 1, prints the result and kills it.
+// `actor_driver group NAME` creates a detached placement group and a job-scoped one (NAME-job);
+// `actor_driver find-group NAME` says whether each still exists, and removes the detached one.
 #include <prism/prism.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -25,6 +28,20 @@ int main(int argc, char** argv) {
   if (mode == "create") {
     auto t = prism::Actor(MakeTally).Options({.name = name, .detached = true}).Remote(5);
     std::printf("created: %d\n", prism::Get(t.Task(&Tally::Add).Remote(0)));
+  } else if (mode == "group") {
+    auto kept = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = name, .detached = true});
+    auto gone = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = name + "-job"});
+    std::printf("groups ready: %d\n", kept.Wait(std::chrono::seconds(30)) && gone.Wait(std::chrono::seconds(30)));
+  } else if (mode == "find-group") {
+    for (const std::string& n : {name, name + "-job"}) {
+      try {
+        auto g = prism::GetPlacementGroup(n);
+        std::printf("%s: exists\n", n.c_str());
+        if (n == name) prism::RemovePlacementGroup(g);
+      } catch (const prism::Error&) {
+        std::printf("%s: gone\n", n.c_str());
+      }
+    }
   } else {
     auto t = prism::GetActor<Tally>(name);
     std::printf("value: %d\n", prism::Get(t.Task(&Tally::Add).Remote(1)));

@@ -135,6 +135,24 @@ TEST(StandaloneTest, DetachedActorOutlivesItsDriver) {
   fs::remove_all(root);
 }
 
+// A detached placement group outlives the job that created it; the job's other groups go with it.
+TEST(StandaloneTest, DetachedPlacementGroupOutlivesItsJob) {
+  std::string root = (fs::temp_directory_path() / "prism-standalone-XXXXXX").string();
+  ASSERT_NE(mkdtemp(root.data()), nullptr);
+  setenv("PRISM_TMPDIR", root.c_str(), 1);
+  std::string tool = PRISM_TOOL, driver = PRISM_ACTOR_DRIVER;
+  std::string out, created, found;
+  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 2", &out), 0) << out;
+  EXPECT_EQ(RunCommand(driver + " group pinned", &created), 0) << created;
+  EXPECT_NE(created.find("groups ready: 1"), std::string::npos) << created;
+  EXPECT_EQ(RunCommand(driver + " find-group pinned", &found), 0) << found;
+  EXPECT_NE(found.find("pinned: exists"), std::string::npos) << found;
+  EXPECT_NE(found.find("pinned-job: gone"), std::string::npos) << found;
+  ASSERT_EQ(RunCommand(tool + " stop", &out), 0) << out;
+  unsetenv("PRISM_TMPDIR");
+  fs::remove_all(root);
+}
+
 // What workers print reaches the driver, each line labelled with the task or actor it came from.
 TEST(OutputTest, WorkerOutputReachesTheDriverWithItsLabel) {
   std::string out;
