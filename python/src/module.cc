@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <unordered_set>
 #include <string>
 #include <vector>
 
@@ -1130,7 +1131,18 @@ PYBIND11_MODULE(_prism, m) {
 
   m.def("wait", [](const std::vector<RefPtr>& refs, size_t num_returns, int64_t timeout_ms) {
     py::gil_scoped_release release;
-    return internal::WaitReady(Raw(refs), num_returns, timeout_ms);
+    std::vector<const RefHandle*> raw = Raw(refs);
+    std::unordered_set<ObjectId> seen;
+    seen.reserve(raw.size());
+    for (const RefHandle* r : raw) {
+      if (!seen.insert(r->id()).second) throw InvalidArgumentError("wait() was given the same ObjectRef twice");
+    }
+    std::vector<bool> ready = internal::WaitReady(raw, num_returns, timeout_ms);
+    size_t kept = 0;
+    for (size_t i = 0; i < ready.size(); ++i) {  // the first num_returns ready ones, in order
+      if (ready[i] && kept++ >= num_returns) ready[i] = false;
+    }
+    return ready;
   });
 
   m.def("cancel", [](const RefPtr& ref, bool force) {

@@ -396,3 +396,13 @@ def test_an_interpreter_without_the_dependencies_is_told_what_to_install():
     assert out.returncode != 0
     assert "prism needs the Python package(s) cloudpickle, msgpack" in out.stderr, out.stderr
     assert "pip install cloudpickle msgpack" in out.stderr
+
+
+def test_wait_refuses_a_ref_given_twice_and_keeps_the_order(cluster):
+    refs = [ray.put(i) for i in range(5)]
+    with pytest.raises(ValueError, match="twice"):
+        ray.wait([refs[0], refs[1], refs[0]])
+    done, rest = ray.wait(refs, num_returns=3)
+    assert done == refs[:3] and rest == refs[3:]
+    done, rest = ray.wait(refs, num_returns=0)
+    assert done == [] and rest == refs

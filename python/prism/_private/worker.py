@@ -7,7 +7,9 @@ import concurrent.futures
 import contextvars
 import hashlib
 import inspect
+import itertools
 import json
+import operator
 import os
 import sys
 import threading
@@ -238,14 +240,17 @@ def _check_initialized():
 
 
 def _refs_of(object_refs, what):
+    """(refs, their handles, whether one ref was given)."""
     if isinstance(object_refs, ObjectRef):
-        return [object_refs], True
+        return [object_refs], [object_refs._handle], True
     if isinstance(object_refs, (list, tuple)):
-        for r in object_refs:
-            if not isinstance(r, ObjectRef):
-                raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, "
-                                f"and the list holds a {type(r).__name__}")
-        return list(object_refs), False
+        try:
+            # (Only ObjectRefs have a _handle; the binding checks what it is.)
+            return list(object_refs), [r._handle for r in object_refs], False
+        except AttributeError:
+            bad = next(r for r in object_refs if not isinstance(r, ObjectRef))
+            raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, "
+                            f"and the list holds a {type(bad).__name__}") from None
     raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, not a {type(object_refs).__name__}")
 
 
@@ -262,10 +267,10 @@ def get(object_refs, *, timeout=None, _start=True):
         _check_initialized()
     elif not _prism.is_initialized():
         raise exceptions.RaySystemError("prism was shut down before the object was read")
-    refs, single = _refs_of(object_refs, "get")
+    refs, handles, single = _refs_of(object_refs, "get")
     if not refs:
         return []
-    datas = call(_prism.get, [r._handle for r in refs], _timeout_ms(timeout))
+    datas = call(_prism.get, handles, _timeout_ms(timeout))
     values = []
     for ref, data in zip(refs, datas):
         for rebuilt in range(3):
@@ -293,15 +298,15 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     _check_initialized()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() takes a list of ObjectRefs, not a single ObjectRef")
-    refs, _ = _refs_of(object_refs, "wait")
-    if len(set(r.binary() for r in refs)) != len(refs):
-        raise ValueError("wait() was given the same ObjectRef twice")
+    refs, handles, _ = _refs_of(object_refs, "wait")
     if num_returns < 0 or num_returns > len(refs):
         raise ValueError(f"num_returns must be between 0 and the number of refs ({len(refs)}), not {num_returns}")
-    ready = call(_prism.wait, [r._handle for r in refs], num_returns, _timeout_ms(timeout))
-    done = [r for r, ok in zip(refs, ready) if ok][:num_returns] if num_returns else []
-    done_ids = {r.binary() for r in done}
-    return done, [r for r in refs if r.binary() not in done_ids]
+    # The binding refuses a ref given twice, and marks the first num_returns ready refs only.
+    ready = call(_prism.wait, handles, num_returns, _timeout_ms(timeout))
+    done = list(itertools.compress(refs, ready))
+    if len(done) == len(refs):
+        return done, []
+    return done, list(itertools.compress(refs, map(operator.not_, ready)))
 
 
 def cancel(object_ref, *, force=False, recursive=True):
