@@ -5,11 +5,7 @@
 # keeps working.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}" CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-true}"
-launcher=()
-if command -v ccache >/dev/null 2>&1; then
-  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-fi
+source scripts/compiler-cache.sh
 start=$(date +%s)
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRISM_BUILD_TESTS=OFF \
   -DPRISM_BUILD_BENCH=OFF -DPRISM_BUILD_EXAMPLES=OFF "${launcher[@]}" "$@" >/dev/null
