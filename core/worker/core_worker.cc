@@ -991,6 +991,19 @@ bool CoreWorker::KvDelete(const std::string& ns, const std::string& key) {
   return CallKv(rpc::KvRequest::DELETE, ns, key, "", false).found();
 }
 
+internal::ActorRef CoreWorker::CurrentActor() {
+  ActorId id;
+  internal::OwnerAddress owner;
+  {
+    std::lock_guard<std::mutex> lock(actor_mu_);
+    id = actor_id_;
+    owner = actor_owner_;
+  }
+  if (id.IsNil()) throw InvalidArgumentError("this process hosts no actor");
+  // A borrowed ref to the actor's handle object, as any handle passed to it would hold.
+  return internal::ActorRef{id, MakeRef(ReturnObjectId(id, 1), owner)};
+}
+
 RuntimeContextInfo CoreWorker::RuntimeContext() const {
   RuntimeContextInfo c;
   c.job_id = options_.job_id.Hex();
@@ -1003,6 +1016,8 @@ RuntimeContextInfo CoreWorker::RuntimeContext() const {
     c.actor_id = actor.Hex();
     c.actor_restarts = actor_restarts_;
     c.resources = actor_resources_;
+    std::lock_guard<std::mutex> lock(actor_mu_);
+    c.actor_name = actor_name_;
   }
   if (tl_in_task && tl_spec != nullptr && !tl_spec->has_actor_creation() && tl_spec->actor_id().empty()) {
     for (const auto& r : tl_spec->resources()) c.resources[r.name()] = static_cast<double>(r.milli()) / kMilli;
@@ -1680,6 +1695,9 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     {
       std::lock_guard<std::mutex> lock(actor_mu_);
       actor_id_ = ActorId::FromBinary(spec.actor_creation().actor_id());
+      const auto& o = spec.actor_creation().owner();
+      actor_owner_ = internal::OwnerAddress{o.socket_path(), o.worker_id(), o.node_id()};
+      actor_name_ = spec.actor_creation().name();
     }
     const internal::ActorFactoryEntry* factory = registry.FindFactory(spec.function());
     if (factory != nullptr) {

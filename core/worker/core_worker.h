@@ -80,6 +80,7 @@ struct RuntimeContextInfo {
   std::string job_id, worker_id, node_id;  // hex
   std::string task_id;   // hex; empty in a driver outside tasks
   std::string actor_id;  // hex; empty unless this process hosts an actor
+  std::string actor_name;  // its name, if it has one
   std::map<std::string, double> resources;  // what the running task (or this actor) holds
   std::vector<int> gpu_ids;
   uint32_t actor_restarts = 0;  // how often this process's actor was restarted before
@@ -154,6 +155,9 @@ class CoreWorker {
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
   RuntimeContextInfo RuntimeContext() const;
+  /// A handle to the actor this process hosts (a borrower of its handle object, so it keeps the
+  /// actor alive while it is held). Throws InvalidArgumentError outside an actor.
+  internal::ActorRef CurrentActor();
   /// The actor this process hosts (nil in a driver or a task worker).
   ActorId actor_id() const {
     std::lock_guard<std::mutex> lock(actor_mu_);
@@ -304,6 +308,8 @@ class CoreWorker {
   mutable std::mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
   ActorId actor_id_ PRISM_GUARDED_BY(actor_mu_);  // the actor this process hosts
+  internal::OwnerAddress actor_owner_ PRISM_GUARDED_BY(actor_mu_);  // the owner of its handle object
+  std::string actor_name_ PRISM_GUARDED_BY(actor_mu_);
   // This process's streaming tasks not ended yet, by task.
   std::mutex streams_mu_;
   std::unordered_map<TaskId, std::weak_ptr<Stream>> streams_ PRISM_GUARDED_BY(streams_mu_);

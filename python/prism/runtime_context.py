@@ -39,6 +39,16 @@ class RuntimeContext:
         """The id (hex) of the actor this process hosts, or None."""
         return self._info()["actor_id"] or None
 
+    def get_actor_name(self):
+        """The name of the actor this process hosts, or None (an unnamed actor, or no actor)."""
+        return self._info()["actor_name"] or None
+
+    @property
+    def current_actor(self):
+        """A handle to the actor this code runs in (it keeps the actor alive while held)."""
+        worker._check_initialized()
+        return worker.current_actor_handle()
+
     def get_assigned_resources(self):
         """What the running task (or this actor) holds: {"CPU": 1.0, "GPU": 1.0, ...}."""
         return {k: v for k, v in self._info()["resources"].items() if v > 0}

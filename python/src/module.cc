@@ -836,6 +836,11 @@ PYBIND11_MODULE(_prism, m) {
   // In a worker process: runs tasks until the daemon ends the worker (the process exits).
   // `execute(function, args)` runs one task: args are read-only memoryviews of the encoded
   // arguments; it returns ("ok", bytes, [handles]) or ("error", type, message, payload).
+  m.def("current_actor", [] {
+    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    py::gil_scoped_release release;
+    return core->CurrentActor();
+  });
   m.def("exit_actor", [](const std::string& reason) {
     std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
     py::gil_scoped_release release;
@@ -975,6 +980,7 @@ PYBIND11_MODULE(_prism, m) {
     d["resources"] = c.resources;
     d["gpu_ids"] = c.gpu_ids;
     d["actor_restarts"] = c.actor_restarts;
+    d["actor_name"] = c.actor_name;
     d["is_worker"] = c.is_worker;
     return d;
   });

@@ -683,6 +683,15 @@ def _run_with_retries(call, fn, args, kwargs):
             attempt += 1
 
 
+def current_actor_handle():
+    """A handle to the actor this process hosts; RuntimeError elsewhere."""
+    if _actor is None:
+        raise RuntimeError("current_actor is available only inside an actor")
+    from prism.actor import ActorHandle, _methods_of
+    cls = type(_actor)
+    return ActorHandle(call(_prism.current_actor), cls.__qualname__, _methods_of(cls), bool(_actor_groups))
+
+
 def _exit_actor(e):
     """The actor asked to end (exit_actor() or sys.exit()): it dies for good, as in Ray (an
     intended exit is not restarted); its calls then fail with RayActorError."""

@@ -1,5 +1,6 @@
 # ray.get_runtime_context(): ids, assigned resources, namespace, restarts.
 import os
+import time
 
 import prism as ray
 
@@ -49,5 +50,38 @@ for _ in range(100):
     except ray.exceptions.RayActorError:
         continue
 assert again[0] == actor_id and again[1] is True, again
+
+
+# An actor's own handle and name.
+@ray.remote
+class Self:
+    def __init__(self):
+        self.n = 0
+
+    def name(self):
+        return ray.get_runtime_context().get_actor_name()
+
+    def bump(self):
+        self.n += 1
+        return self.n
+
+    def value(self):
+        return self.n
+
+    def bump_through_handle(self):
+        me = ray.get_runtime_context().current_actor
+        me.bump.remote()  # queued behind this call: runs after it
+        return self.n
+
+
+s = Self.options(name="me").remote()
+assert ray.get(s.name.remote()) == "me"
+assert ray.get(s.bump_through_handle.remote()) == 0
+for _ in range(200):  # the call it made through its own handle runs soon after
+    if ray.get(s.value.remote()) == 1:
+        break
+    time.sleep(0.05)
+assert ray.get(s.value.remote()) == 1
+assert ray.get(Self.remote().name.remote()) is None
 print("ok")
 ray.shutdown()
