@@ -86,6 +86,12 @@ class StoreWriteError : public std::runtime_error {
 };
 
 // Environment variables a task or actor asks for: names a shell would accept, not prism's own.
+void CheckNumReturns(uint32_t num_returns) {
+  if (num_returns < 1 || num_returns > kMaxReturns) {
+    throw InvalidArgumentError("num_returns must be between 1 and " + std::to_string(kMaxReturns));
+  }
+}
+
 void CheckEnv(const std::map<std::string, std::string>& env) {
   for (const auto& [name, value] : env) {
     bool ok = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
@@ -1125,9 +1131,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
                                                                  std::vector<internal::SerializedArg> args,
                                                                  uint32_t num_returns) {
   KeepArgumentExports();
-  if (num_returns < 1 || num_returns > kMaxReturns) {
-    throw InvalidArgumentError("num_returns must be between 1 and " + std::to_string(kMaxReturns));
-  }
+  CheckNumReturns(num_returns);
   if (shut_down_) throw RuntimeError("prism is shut down");
   CheckCurrent(*actor.lifetime);
   TaskId task_id = NextTaskId();
@@ -1357,9 +1361,7 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
 std::vector<internal::RefPtr> CoreWorker::SubmitTaskReturns(const std::string& function,
                                                             std::vector<internal::SerializedArg> args,
                                                             const TaskOptions& options, uint32_t num_returns) {
-  if (num_returns < 1 || num_returns > kMaxReturns) {
-    throw InvalidArgumentError("num_returns must be between 1 and " + std::to_string(kMaxReturns));
-  }
+  CheckNumReturns(num_returns);
   return SubmitTaskImpl(function, std::move(args), options, nullptr, num_returns);
 }
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from prism._private import worker
+from prism._private import execution
 
 if __name__ == "__main__":
-    worker.run_worker(sys.argv[1] if len(sys.argv) > 1 else None)
+    execution.run_worker(sys.argv[1] if len(sys.argv) > 1 else None)

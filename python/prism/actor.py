@@ -8,7 +8,7 @@ import cloudpickle
 from prism import _prism
 from prism._private import worker
 from prism.object_ref import ObjectRef
-from prism.remote_function import _ListedRefGenerator, _core_options, descriptor_params, pack_args
+from prism.remote_function import _ListedRefGenerator, pack_args, submit_options
 
 _ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "memory", "resources", "name", "lifetime", "max_restarts",
@@ -150,10 +150,10 @@ class ActorClass:
             spec = {"groups": {**groups, "_default": default},
                     "methods": {m: g for m, (_, g, _) in self._methods.items() if g is not None}}
             descriptor += ";q=" + worker.export_value(spec)
-        descriptor += descriptor_params(o)
+        params, core = submit_options(o)
+        descriptor += params
         if kwnames:
             descriptor += "|" + ",".join(kwnames)
-        core = _core_options(o)
         core.setdefault("name", o.get("name") or "")
         core["namespace"] = namespace
         core["detached"] = o.get("lifetime") == "detached"
@@ -294,6 +294,7 @@ def exit_actor():
     """Ends the actor this runs in, for good (an intended exit is not restarted, as in Ray):
     the call that made it and later ones fail with RayActorError. Only inside an actor."""
     from prism import _prism as native
-    if not native.is_worker_process() or worker._actor is None:
+    from prism._private import execution
+    if not native.is_worker_process() or execution._actor is None:
         raise TypeError("exit_actor() is called inside an actor only")
-    raise worker.ActorExit(0)
+    raise execution.ActorExit(0)

@@ -11,7 +11,7 @@ import msgpack
 from prism import _prism
 from prism._private import serialization, worker
 from prism.object_ref import ObjectRef
-from prism.remote_function import _check_options, _core_options
+from prism.remote_function import _check_options, core_options
 
 
 class CppFunction:
@@ -38,7 +38,7 @@ class CppFunction:
             except Exception as e:
                 raise TypeError(f"cannot pass {type(a).__name__} to C++ function {self._name}: {e}") from None
             packed.append(("value", len(data), [(0, data)], []))
-        options = _core_options(self._options)
+        options = core_options(self._options)
         options["runtime"] = "cpp"
         options.setdefault("name", self._name)
         return ObjectRef(worker.call(_prism.submit_task, self._name, packed, options))

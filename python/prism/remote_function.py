@@ -6,6 +6,7 @@ import cloudpickle
 
 from prism import _prism
 from prism._private import serialization
+from prism._private import execution
 from prism._private import worker
 from prism.object_ref import ObjectRef
 
@@ -38,7 +39,7 @@ def prepared_runtime_env(options):
     """The runtime environment of a task or actor with these options: its own laid over the one
     it inherits (its parent task's, else its job's), working_dir copied into the session once."""
     from prism import runtime_env
-    inherited = worker.inherited_runtime_env()
+    inherited = execution.inherited_runtime_env()
     if inherited is None:
         inherited = worker.job_config().get("runtime_env") or {}
     own = options.get("runtime_env")
@@ -47,23 +48,36 @@ def prepared_runtime_env(options):
     return runtime_env.merge(inherited, own)
 
 
-def runtime_env_vars(options):
-    """The environment variables of the workers that run a task or actor with these options."""
+def _strategy_of(options):
+    """The options' scheduling strategy, else the one the running task passes on to its children."""
+    strategy = options.get("scheduling_strategy")
+    return execution.captured_placement_group() if strategy is None else strategy
+
+
+def submit_options(options):
+    """What a submission with these options passes: (the descriptor's parameters, the core's
+    options). The runtime environment is prepared once for both (it may copy a working_dir)."""
     from prism import runtime_env
-    return runtime_env.worker_env(prepared_runtime_env(options))
+    strategy = _strategy_of(options)
+    env = prepared_runtime_env(options)
+    return _descriptor_params(options, strategy, env), _core_options(options, strategy, runtime_env.worker_env(env))
 
 
-def _core_options(options):
+def core_options(options):
+    """The core's options alone (a call to another language's function, whose worker reads no
+    descriptor parameters)."""
+    from prism import runtime_env
+    strategy = _strategy_of(options)
+    return _core_options(options, strategy, runtime_env.worker_env(prepared_runtime_env(options)))
+
+
+def _core_options(options, strategy, env_vars):
     out = {}
     for k in ("num_cpus", "num_gpus", "memory", "resources", "max_retries", "name"):
         if options.get(k) is not None:
             out[k] = options[k]
-    env = runtime_env_vars(options)
-    if env:
-        out["env"] = env
-    strategy = options.get("scheduling_strategy")
-    if strategy is None:
-        strategy = worker.captured_placement_group()
+    if env_vars:
+        out["env"] = env_vars
     if strategy is not None:
         from prism.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
                                                       PlacementGroupSchedulingStrategy)
@@ -82,14 +96,12 @@ def _core_options(options):
     return out
 
 
-def descriptor_params(options):
+def _descriptor_params(options, strategy, env):
     """What the worker must know of a call's options, appended to its descriptor: the
-    placement group its children go to (placement_group_capture_child_tasks), how it retries
-    exceptions, whether it returns a dynamic generator."""
+    placement group it runs in and the one its children go to (placement_group_capture_child_tasks),
+    the runtime environment its children inherit, how it retries exceptions, whether it returns
+    a dynamic generator."""
     params = ""
-    strategy = options.get("scheduling_strategy")
-    if strategy is None:
-        strategy = worker.captured_placement_group()
     from prism.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
         params += f";p={strategy.placement_group.id}"
@@ -97,7 +109,6 @@ def descriptor_params(options):
             # Its children go into the same group, in any bundle (as in Ray).
             params += ";g=" + worker.export_value(
                 PlacementGroupSchedulingStrategy(strategy.placement_group, -1, True))
-    env = prepared_runtime_env(options)
     if env != (worker.job_config().get("runtime_env") or {}):
         params += ";e=" + worker.export_value(env)  # what its children inherit
     retry = options.get("retry_exceptions")
@@ -300,13 +311,12 @@ class RemoteFunction:
                             "needs one that yields its values")
         # What the options come to is the same for every call of this function in this cluster,
         # unless the caller's task passes its placement group on to its children.
-        captured = worker.captured_placement_group() or worker.inherited_runtime_env()
+        captured = execution.captured_placement_group() or execution.inherited_runtime_env()
         cached = self._submit_options
         if cached is not None and captured is None and cached[0] == worker.generation:
             params, options = cached[1], cached[2]
         else:
-            params = descriptor_params(self._options)
-            options = _core_options(self._options)
+            params, options = submit_options(self._options)
             options.setdefault("name", self.__qualname__)
             if captured is None:
                 self._submit_options = (worker.generation, params, options)

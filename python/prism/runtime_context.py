@@ -1,6 +1,7 @@
 """What runs where: ``prism.get_runtime_context()``, as Ray's runtime context."""
 
 from prism import _prism
+from prism._private import execution
 from prism._private import worker
 
 
@@ -33,7 +34,7 @@ class RuntimeContext:
 
     def get_task_id(self):
         """The running task's id (hex), or None in a driver outside tasks."""
-        return worker.current_task_id() or self._info()["task_id"] or None
+        return execution.current_task_id() or self._info()["task_id"] or None
 
     def get_actor_id(self):
         """The id (hex) of the actor this process hosts, or None."""
@@ -47,7 +48,7 @@ class RuntimeContext:
     def current_actor(self):
         """A handle to the actor this code runs in (it keeps the actor alive while held)."""
         worker._check_initialized()
-        return worker.current_actor_handle()
+        return execution.current_actor_handle()
 
     def get_assigned_resources(self):
         """What the running task (or this actor) holds: {"CPU": 1.0, "GPU": 1.0, ...}."""
@@ -60,7 +61,7 @@ class RuntimeContext:
 
     def get_placement_group_id(self):
         """The placement group the running task (or this actor) was placed in, or None."""
-        return worker.current_placement_group_id()
+        return execution.current_placement_group_id()
 
     @property
     def namespace(self):

@@ -308,7 +308,7 @@ def test_a_handle_found_by_name_knows_its_methods_options(cluster):
         def pair(self):
             return 1, 2
 
-    keep = Two.options(name="two").remote()  # (an actor no handle refers to goes, named or not)
+    keep = Two.options(name="two").remote()  # noqa: F841 - an actor no handle refers to goes, named or not
     x, y = ray.get_actor("two").pair.remote()
     assert ray.get([x, y]) == [1, 2]
 
