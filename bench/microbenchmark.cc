@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <filesystem>
 #include <cstdio>
 #include <cstdlib>
@@ -97,6 +98,43 @@ void RawSocketRoundTrip(int iterations) {
   waitpid(child, &status, 0);
   Report("raw unix socket round trip (64 B) p50", Percentile(lat, 0.5), "us");
   Report("raw unix socket round trip (64 B) p99", Percentile(lat, 0.99), "us");
+}
+
+// Two processes: one writes 64-byte frames as fast as it can, one write each, the other reads
+// whatever arrived and counts. The floor for pipelined (async) task rates: what one
+// Unix socket between two processes carries, with no work per frame.
+void RawPipelinedFrames(int frames) {
+  int sv[2];
+  Check(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+  pid_t child = fork();
+  if (child == 0) {
+    close(sv[0]);
+    std::vector<char> buf(64 * 1024);
+    uint64_t total = 0, want = uint64_t{64} * static_cast<uint64_t>(frames);
+    while (total < want) {
+      ssize_t n = read(sv[1], buf.data(), buf.size());
+      if (n <= 0) _exit(1);
+      total += static_cast<uint64_t>(n);
+    }
+    char ack = 1;
+    if (write(sv[1], &ack, 1) != 1) _exit(1);
+    _exit(0);
+  }
+  close(sv[1]);
+  // One write per frame, as an engine sends one message per task.
+  char frame[64];
+  std::memset(frame, 7, sizeof(frame));
+  auto start = Clock::now();
+  for (int sent = 0; sent < frames; ++sent) {
+    Check(write(sv[0], frame, sizeof(frame)) == static_cast<ssize_t>(sizeof(frame)), "raw pipelined write");
+  }
+  char ack = 0;
+  Check(read(sv[0], &ack, 1) == 1 && ack == 1, "raw pipelined ack");
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  close(sv[0]);
+  int status;
+  waitpid(child, &status, 0);
+  Report("raw unix socket pipelined frames (64 B, 2 processes)", frames / secs, "frames/s");
 }
 
 void SingleClientTasksSync(int n) {
@@ -394,30 +432,44 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print JSON instead of name: value lines");
   app.add_option("--num-cpus", cpus, "CPUs of the embedded cluster (default: all)");
   app.add_option("--scale", scale, "multiply the iteration counts");
+
+  std::string only;
+  app.add_option("--only", only, "run only the workloads whose name holds this text (floors run always)");
+  bool no_floors = false;
+  app.add_flag("--no-floors", no_floors, "skip the raw floors (for profiling one workload)");
   CLI11_PARSE(app, argc, argv);
 
-  RawSocketRoundTrip(20000 * scale);
+  if (!no_floors) RawSocketRoundTrip(20000 * scale);
   prism::Init({.num_cpus = cpus});
   // Warm up: start the workers and the leases.
   for (int i = 0; i < 3; ++i) SingleClientTasksAsync(2000);
   g_lines.clear();
-  RawSocketRoundTrip(20000 * scale);
-  SingleClientTasksSync(5000 * scale);
-  SingleClientTasksAsync(50000 * scale);
-  MultiClientTasksAsync(4, 12500 * scale);
-  SingleClientTasksAndGetBatch(50 * scale, 1000);
-  ActorCallsSync(5000 * scale);
-  ActorCallsAsync(50000 * scale);
-  PlacementGroupCreateRemoval(5 * scale);
-  StreamingValues(50000 * scale);
-  MemcpyFloor(256 * kMiB);
-  PutGigabytes(256 * kMiB);
-  PutAndGetCalls();
-  CrossProcessGet();
-  WaitThousandRefs();
-  GetObjectContainingRefs();
-  std::this_thread::sleep_for(std::chrono::seconds(1));
-  DaemonMemory();
+  if (!no_floors) {
+    RawSocketRoundTrip(20000 * scale);
+    RawPipelinedFrames(200000 * scale);
+  }
+  const std::vector<std::pair<std::string, std::function<void()>>> workloads = {
+      {"tasks sync", [&] { SingleClientTasksSync(5000 * scale); }},
+      {"tasks async", [&] { SingleClientTasksAsync(50000 * scale); }},
+      {"multi client tasks", [&] { MultiClientTasksAsync(4, 12500 * scale); }},
+      {"tasks and get batch", [&] { SingleClientTasksAndGetBatch(50 * scale, 1000); }},
+      {"actor calls sync", [&] { ActorCallsSync(5000 * scale); }},
+      {"actor calls async", [&] { ActorCallsAsync(50000 * scale); }},
+      {"placement group", [&] { PlacementGroupCreateRemoval(5 * scale); }},
+      {"streaming", [&] { StreamingValues(50000 * scale); }},
+      {"put gigabytes", [&] { MemcpyFloor(256 * kMiB); PutGigabytes(256 * kMiB); }},
+      {"put and get calls", [&] { PutAndGetCalls(); }},
+      {"cross-process get", [&] { CrossProcessGet(); }},
+      {"wait", [&] { WaitThousandRefs(); }},
+      {"refs", [&] { GetObjectContainingRefs(); }},
+  };
+  for (const auto& [name, run] : workloads) {
+    if (only.empty() || name.find(only) != std::string::npos) run();
+  }
+  if (only.empty()) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    DaemonMemory();
+  }
   prism::Shutdown();
 
   if (json) {

@@ -1,5 +1,7 @@
 #include "worker/memory_store.h"
 
+#include "base/spin.h"
+
 #include <algorithm>
 #include <iterator>
 
@@ -133,7 +135,10 @@ size_t MemoryStore::NumBorrowers(const ObjectId& id) const {
 void MemoryStore::MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run) {
   e.object = std::move(object);
   for (Waiter* w : e.waiters) {
-    if (w->remaining > 0 && --w->remaining == 0) w->cv.notify_one();
+    if (w->remaining > 0 && --w->remaining == 0) {
+      w->done.store(true, std::memory_order_release);
+      w->cv.notify_one();
+    }
   }
   e.waiters.clear();
   for (auto& cb : e.callbacks) run->push_back(std::move(cb));
@@ -210,6 +215,19 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
   Waiter w{num_ready - n, {}};
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!ready[i]) entries_[ids[i]].waiters.push_back(&w);
+  }
+  // A local task's reply often comes within a few tens of microseconds: check for it before
+  // sleeping, which would add a kernel wake-up to the round trip.
+  auto budget = SpinBudget();
+  if (deadline) budget = std::min<std::chrono::nanoseconds>(budget, *deadline - Clock::now());
+  if (budget.count() > 0) {
+    lock.unlock();
+    if (SpinFor([&] { return w.done.load(std::memory_order_acquire); }, budget)) {
+      // The thread that made it ready may still hold the lock for a moment: sleeping on it now
+      // would cost the wake-up the spin saved.
+      SpinFor([&] { return lock.try_lock(); }, budget);
+    }
+    if (!lock.owns_lock()) lock.lock();
   }
   auto done = [&] { return w.remaining == 0; };
   if (deadline) {

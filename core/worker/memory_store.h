@@ -9,6 +9,7 @@
 #include <prism/ids.h>
 #include <prism/internal/runtime_api.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -123,6 +124,7 @@ class MemoryStore {
   struct Waiter {
     size_t remaining;
     std::condition_variable cv;
+    std::atomic<bool> done{false};  // remaining reached 0 (read without the lock while spinning)
   };
   struct Entry {
     int refs = 0;

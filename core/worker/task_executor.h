@@ -76,6 +76,7 @@ class TaskExecutor {
   std::condition_variable cv_;        // tasks queued, or stop
   std::condition_variable watch_cv_;  // wakes the watcher
   std::deque<Item> queue_ PRISM_GUARDED_BY(mu_);
+  std::atomic<size_t> queued_{0};  // queue_.size(), for a thread spinning without the lock
   bool stop_ PRISM_GUARDED_BY(mu_) = false;
   int max_threads_ PRISM_GUARDED_BY(mu_) = 1;
   int threads_ PRISM_GUARDED_BY(mu_) = 0;  // in Run()

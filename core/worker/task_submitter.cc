@@ -97,17 +97,100 @@ RuntimeStats TaskSubmitter::stats() const {
 
 void TaskSubmitter::Submit(PendingTask task) {
   tasks_submitted_++;
-  asio::post(io_, [this, t = std::move(task)]() mutable { AddOnLoop(std::move(t)); });
+  // The fast lane: a task whose arguments are all values, for a shape with an idle lease, goes
+  // to its worker from this thread; the loop books it afterwards. It saves the round trip's
+  // hand-off to the event loop (a wake-up that costs as much as the socket's own on a VM).
+  std::string key = task.lease.Key();
+  std::shared_ptr<rpc::Connection> conn;
+  uint64_t lease_id = 0;
+  rpc::Envelope env;
+  const bool eligible = !task.spec.streaming() && task.spec.ByteSizeLong() + 1024 <= config_.max_frame_bytes &&
+                        std::none_of(task.arg_refs.begin(), task.arg_refs.end(),
+                                     [](const internal::RefPtr& r) { return r != nullptr; });
+  if (eligible) {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    auto it = lanes_.find(key);
+    if (it != lanes_.end() && it->second.conn && !it->second.conn->closed()) {
+      FastLane& lane = it->second;
+      conn = std::move(lane.conn);
+      lane.conn = nullptr;
+      lease_id = lane.lease_id;
+      lane.unbooked[lease_id]++;
+      auto* push = env.mutable_push_task();
+      push->set_lease_id(lease_id);
+      push->mutable_devices()->Assign(lane.devices.begin(), lane.devices.end());
+      *push->mutable_spec() = task.spec;
+      // Booked by the loop the next time it looks at tasks (every entry point drains these
+      // first), so the loop is not woken for it: its reply, or the lease's loss, comes later.
+      bookings_.push_back(Booking{std::move(task), std::move(key), lease_id});
+      has_bookings_.store(true, std::memory_order_release);
+    }
+  }
+  if (!conn) {
+    asio::post(io_, [this, key = std::move(key), t = std::move(task)]() mutable {
+      DrainBookings();
+      AddOnLoop(std::move(t), key, 0);
+    });
+    return;
+  }
+  conn->Send(env);
 }
 
-void TaskSubmitter::AddOnLoop(PendingTask task) {
+void TaskSubmitter::DrainBookings() {
+  if (!has_bookings_.load(std::memory_order_acquire)) return;
+  std::vector<Booking> bookings;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    bookings.swap(bookings_);
+    has_bookings_.store(false, std::memory_order_relaxed);
+  }
+  for (Booking& b : bookings) AddOnLoop(std::move(b.task), b.key, b.lease_id);
+}
+
+void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease) {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  FastLane& lane = lanes_[key];
+  if (lane.conn) return;  // one idle lease per shape is enough
+  lane.conn = lease.conn;
+  lane.lease_id = lease.id;
+  lane.devices = lease.devices;
+}
+
+void TaskSubmitter::WithdrawLease(const std::string& key, uint64_t lease_id) {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  auto it = lanes_.find(key);
+  if (it != lanes_.end() && it->second.conn && it->second.lease_id == lease_id) it->second.conn = nullptr;
+}
+
+bool TaskSubmitter::HasUnbooked(const std::string& key, uint64_t lease_id) {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  auto it = lanes_.find(key);
+  return it != lanes_.end() && it->second.unbooked.count(lease_id) > 0;
+}
+
+void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t sent_on) {
   TaskId id = TaskId::FromBinary(task.spec.task_id());
-  std::string key = task.lease.Key();
   Running& r = tasks_[id];
   r.task = std::move(task);
   r.key = key;
   for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
     if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec.args(static_cast<int>(i)));
+  }
+  if (sent_on != 0) {
+    {
+      std::lock_guard<std::mutex> lock(lanes_mu_);
+      auto& unbooked = lanes_[key].unbooked;
+      if (--unbooked[sent_on] == 0) unbooked.erase(sent_on);
+    }
+    ShapeQueue& q = shapes_[key];
+    auto lit = q.leases.find(sent_on);
+    if (lit != q.leases.end() && !failed_all_) {
+      r.lease_id = sent_on;
+      lit->second->in_flight.insert(id);
+      return;
+    }
+    // The lease went before the frame could reach its worker (it died, or we shut down):
+    // nothing ran it; it takes the ordinary way.
   }
   ResolveArgs(id);
 }
@@ -155,6 +238,7 @@ void TaskSubmitter::ResolveArgs(const TaskId& id) {
 }
 
 void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj) {
+  DrainBookings();
   auto it = tasks_.find(id);
   if (it == tasks_.end() || it->second.resolve_round != round) return;  // (a round before a rerun)
   Running& r = it->second;
@@ -184,6 +268,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     for (auto& [lid, lease] : q.leases) {
       if (lease->conn->closed()) continue;
       if (lease->in_flight.size() >= depth) continue;
+      if (lease->in_flight.empty() && HasUnbooked(key, lid)) continue;  // the fast lane's now
       if (best == nullptr || lease->in_flight.size() < best->in_flight.size()) best = lease.get();
     }
     if (best == nullptr) break;
@@ -202,8 +287,8 @@ void TaskSubmitter::Pump(const std::string& key) {
       continue;
     }
     r.lease_id = best->id;
+    if (best->in_flight.empty()) WithdrawLease(key, best->id);
     best->in_flight.insert(id);
-    if (best->idle_timer) best->idle_timer->cancel();
     rpc::Envelope env;
     auto* push = env.mutable_push_task();
     push->set_lease_id(best->id);
@@ -222,6 +307,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     uint64_t id = leases_.RequestLease(
         q.spec,
         [this, key](bool infeasible) {
+  DrainBookings();
           ShapeQueue& sq = shapes_[key];
           if (infeasible) {
             if (!sq.warned_infeasible) {
@@ -252,6 +338,7 @@ void TaskSubmitter::Pump(const std::string& key) {
 
 void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
                                    const LeaseOutcome& outcome) {
+  DrainBookings();
   ShapeQueue& q = shapes_[key];
   if (q.lease_request == request_id) q.lease_request = 0;
   if (outcome.status.ok()) q.saturated = false;
@@ -278,6 +365,7 @@ void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
 
 void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome,
                                       Result<rpc::Connected> connected) {
+  DrainBookings();
   const uint64_t lid = outcome.lease_id;
   const WorkerId worker = WorkerId::FromBinary(outcome.worker.worker_id());
   ShapeQueue& q = shapes_[key];
@@ -329,14 +417,37 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome
 void TaskSubmitter::ArmIdleTimer(const std::string& key, Lease& lease) {
   ShapeQueue& q = shapes_[key];
   if (!lease.in_flight.empty() || !q.queue.empty()) return;
+  // One timer per idle period, not one per task: a lease that goes idle after every task (sync
+  // calls) only records when; the timer, when it fires, looks at how long the lease has been
+  // idle and waits out the rest.
+  lease.idle_since = std::chrono::steady_clock::now();
+  PublishIdleLease(key, lease);
+  if (!lease.timer_armed) StartIdleTimer(key, lease);
+}
+
+void TaskSubmitter::StartIdleTimer(const std::string& key, Lease& lease) {
   if (!lease.idle_timer) lease.idle_timer = std::make_unique<asio::steady_timer>(io_);
-  lease.idle_timer->expires_after(std::chrono::milliseconds(config_.lease_idle_ms));
+  lease.timer_armed = true;
+  lease.idle_timer->expires_at(lease.idle_since + std::chrono::milliseconds(config_.lease_idle_ms));
   uint64_t lid = lease.id;
   lease.idle_timer->async_wait([this, key, lid](const asio::error_code& ec) {
-    if (ec) return;
+  DrainBookings();
     ShapeQueue& sq = shapes_[key];
     auto it = sq.leases.find(lid);
-    if (it == sq.leases.end() || !it->second->in_flight.empty() || !sq.queue.empty()) return;
+    if (it == sq.leases.end()) return;
+    it->second->timer_armed = false;
+    if (ec || !it->second->in_flight.empty() || !sq.queue.empty()) return;  // busy: re-armed when idle
+    if (std::chrono::steady_clock::now() - it->second->idle_since <
+            std::chrono::milliseconds(config_.lease_idle_ms) ||
+        HasUnbooked(key, lid)) {
+      StartIdleTimer(key, *it->second);  // used meanwhile: wait from its last idle moment
+      return;
+    }
+    WithdrawLease(key, lid);
+    if (HasUnbooked(key, lid)) {  // taken by the fast lane just now
+      StartIdleTimer(key, *it->second);
+      return;
+    }
     auto conn = it->second->conn;
     sq.leases.erase(it);
     leases_.ReturnLease(lid, false);
@@ -346,6 +457,7 @@ void TaskSubmitter::ArmIdleTimer(const std::string& key, Lease& lease) {
 }
 
 void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply) {
+  DrainBookings();
   TaskId id = TaskId::FromBinary(reply.task_id());
   auto it = tasks_.find(id);
   ShapeQueue& q = shapes_[key];
@@ -370,6 +482,7 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
 }
 
 void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
+  DrainBookings();
   // Value ids are ReturnObjectId(task, 1 + index), index 1 .. kMaxStreamValues; others are bogus.
   if (!TaskId::IsValidBinary(item.task_id()) || item.index() < 1 || item.index() > kMaxStreamValues) {
     PRISM_LOG_WARN("dropping a stream value with a bad task id or index {}", item.index());
@@ -394,11 +507,13 @@ void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
 }
 
 void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why) {
+  DrainBookings();
   ShapeQueue& q = shapes_[key];
   auto lit = q.leases.find(lease_id);
   if (lit == q.leases.end()) return;  // returned on purpose
   std::unique_ptr<Lease> lease = std::move(lit->second);
   q.leases.erase(lit);
+  WithdrawLease(key, lease_id);
   leases_.ReturnLease(lease_id, true);
   leases_returned_++;
   std::vector<TaskId> retry;
@@ -458,7 +573,10 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result, std::vector<St
       r.task.spec.set_attempt(r.task.spec.attempt() + 1);
       r.lease_id = 0;
       tasks_retried_++;
-      for (PendingTask& t : rerun) AddOnLoop(std::move(t));
+      for (PendingTask& t : rerun) {
+        std::string key = t.lease.Key();
+        AddOnLoop(std::move(t), key, 0);
+      }
       ResolveArgs(id);
       return;
     }
@@ -508,6 +626,7 @@ bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std
 }
 
 bool TaskSubmitter::Rebuild(const ObjectId& id) {
+  DrainBookings();
   std::optional<StoredObject> now = store_.GetIfReady(id);
   if (!now) return lineage_.count(id) > 0;  // being rebuilt: read the new value
   if (!now->device_producer.socket_path.empty() && hooks_.producer_gone && !hooks_.producer_gone(now->device_producer)) {
@@ -517,19 +636,27 @@ bool TaskSubmitter::Rebuild(const ObjectId& id) {
   }
   std::vector<PendingTask> rerun;
   bool rebuilding = RebuildInto(id, "", &rerun);
-  for (PendingTask& t : rerun) AddOnLoop(std::move(t));
+  for (PendingTask& t : rerun) {
+        std::string key = t.lease.Key();
+        AddOnLoop(std::move(t), key, 0);
+      }
   return rebuilding;
 }
 
 void TaskSubmitter::ProducerDied(const WorkerId& worker) {
+  DrainBookings();
   std::vector<ObjectId> ids;
   for (const auto& [id, t] : lineage_) ids.push_back(id);
   std::vector<PendingTask> rerun;
   for (const ObjectId& id : ids) RebuildInto(id, worker.Binary(), &rerun);
-  for (PendingTask& t : rerun) AddOnLoop(std::move(t));
+  for (PendingTask& t : rerun) {
+        std::string key = t.lease.Key();
+        AddOnLoop(std::move(t), key, 0);
+      }
 }
 
 void TaskSubmitter::DropLineage(const ObjectId& id) {
+  DrainBookings();
   auto it = lineage_.find(id);
   if (it == lineage_.end()) return;
   PendingTask gone = std::move(it->second);  // its argument refs go after the erase
@@ -538,6 +665,7 @@ void TaskSubmitter::DropLineage(const ObjectId& id) {
 }
 
 bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
+  DrainBookings();
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return false;
   Running& r = it->second;
@@ -565,11 +693,16 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
 }
 
 void TaskSubmitter::FailAll(const StoredObject& error) {
+  DrainBookings();
   failed_all_ = true;
   std::vector<TaskId> ids;
   for (auto& [id, r] : tasks_) ids.push_back(id);
   for (const TaskId& id : ids) Finish(id, error);
   std::vector<std::unique_ptr<Lease>> open;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    for (auto& [key, lane] : lanes_) lane.conn = nullptr;
+  }
   for (auto& [key, q] : shapes_) {
     q.queue.clear();
     for (auto& [lid, lease] : q.leases) open.push_back(std::move(lease));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "base/ids.h"
+#include "base/thread_annotations.h"
 #include "base/resources.h"
 #include "base/status.h"
 #include "prism.pb.h"
@@ -20,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -131,6 +133,8 @@ class TaskSubmitter {
     std::shared_ptr<rpc::Connection> conn;
     std::unordered_set<TaskId> in_flight;
     std::unique_ptr<asio::steady_timer> idle_timer;
+    bool timer_armed = false;
+    std::chrono::steady_clock::time_point idle_since;  // when in_flight last became empty
   };
   struct ShapeQueue {
     LeaseSpec spec;
@@ -162,7 +166,14 @@ class TaskSubmitter {
   // pending, so no rerun reads another's stale value).
   bool RebuildInto(const ObjectId& id, const std::string& dead, std::vector<PendingTask>* rerun);
 
-  void AddOnLoop(PendingTask task);
+  /// `sent_on`: the lease the fast lane already sent it on (0: none).
+  void AddOnLoop(PendingTask task, const std::string& key, uint64_t sent_on);
+  // The fast lane (see Submit): the loop offers one idle lease per shape to submitting
+  // threads, and takes the offer back before it uses or returns the lease.
+  void PublishIdleLease(const std::string& key, const Lease& lease);
+  void WithdrawLease(const std::string& key, uint64_t lease_id);
+  /// Whether tasks sent on the lease by the fast lane are not booked by the loop yet.
+  bool HasUnbooked(const std::string& key, uint64_t lease_id);
   void ResolveArgs(const TaskId& id);
   void OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj);
   void Enqueue(const TaskId& id);
@@ -173,6 +184,7 @@ class TaskSubmitter {
   void OnStreamItem(uint64_t lease_id, rpc::StreamItem& item);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);
+  void StartIdleTimer(const std::string& key, Lease& lease);  // fires lease_idle_ms after idle_since
   /// `more`: the results after the first, for a task with num_returns > 1 that succeeded.
   void Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more = {});
 
@@ -181,6 +193,26 @@ class TaskSubmitter {
   MemoryStore& store_;
   LeaseClient& leases_;
   SubmitterHooks hooks_;
+
+  struct FastLane {
+    std::shared_ptr<rpc::Connection> conn;  // an idle lease's connection on offer, or null
+    uint64_t lease_id = 0;
+    std::vector<rpc::DeviceShareProto> devices;
+    std::map<uint64_t, int> unbooked;  // per lease: tasks sent but not yet booked by the loop
+  };
+  // A task the fast lane sent, for the loop to book.
+  struct Booking {
+    PendingTask task;
+    std::string key;
+    uint64_t lease_id = 0;
+  };
+  /// Loop: books what the fast lane sent. Every loop entry point calls it first, so the loop
+  /// never looks at tasks or leases without them.
+  void DrainBookings();
+  std::mutex lanes_mu_;
+  std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
+  std::vector<Booking> bookings_ PRISM_GUARDED_BY(lanes_mu_);
+  std::atomic<bool> has_bookings_{false};
 
   // Event-loop thread only.
   std::unordered_map<TaskId, Running> tasks_;
