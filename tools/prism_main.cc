@@ -44,6 +44,7 @@ struct StartArgs {
   std::string log_level;
   int hello_timeout_ms = 10000;
   uint64_t object_store_memory = 0;
+  bool object_store_prefault = false;
   uint64_t memory = 0;
 };
 
@@ -161,6 +162,7 @@ int Start(const StartArgs& a) {
   config.log_level = a.log_level;
   config.hello_timeout = std::chrono::milliseconds(a.hello_timeout_ms);
   config.object_store_memory = a.object_store_memory;
+  config.object_store_prefault = a.object_store_prefault;
   if (a.embedded) {
     const char* token = std::getenv("PRISM_CLUSTER_TOKEN");
     if (token == nullptr || *token == '\0') {
@@ -214,9 +216,14 @@ int Start(const StartArgs& a) {
   }
   ::close(ready[1]);
   pollfd p{ready[0], POLLIN, 0};
-  char byte = 0;
-  if (::poll(&p, 1, 30000) != 1 || ::read(ready[0], &byte, 1) != 1) {
-    std::cerr << "prism start: the daemon did not come up\n";
+  char answer[1024];
+  ssize_t got = ::poll(&p, 1, 30000) == 1 ? ::read(ready[0], answer, sizeof(answer)) : 0;
+  if (got < 1 || answer[0] != 'R') {
+    if (got > 1 && answer[0] == 'E') {
+      std::cerr << "prism start: the daemon could not start: " << std::string(answer + 1, size_t(got - 1)) << "\n";
+    } else {
+      std::cerr << "prism start: the daemon did not come up (see " << config.session_dir << "/daemon.log)\n";
+    }
     return 1;
   }
   std::cout << "prism: node daemon started (pid " << pid << ")\n"
@@ -414,6 +421,9 @@ int main(int argc, char** argv) {
                 "bytes of shared memory for the object store (default: 30% of the machine's memory, or of "
                 "the cgroup's memory limit)")
       ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 50));
+  s->add_flag("--object-store-prefault", start.object_store_prefault,
+              "allocate the object store's memory at start, so that puts never wait for fresh pages "
+              "(the memory is taken for good; off by default)");
   s->add_option("--hello-timeout-ms", start.hello_timeout_ms,
                 "close connections that send no Hello within this time")
       ->check(CLI::Range(1, 3600000));

@@ -104,6 +104,7 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
     args.push_back("--object-store-memory");
     args.push_back(std::to_string(options.object_store_memory));
   }
+  if (options.object_store_prefault) args.push_back("--object-store-prefault");
   if (options.memory > 0) {
     args.push_back("--memory");
     args.push_back(std::to_string(options.memory));
@@ -152,15 +153,21 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
   }
   pollfd p{ready[0], POLLIN, 0};
   int n = ::poll(&p, 1, 30000);
-  char byte = 0;
-  bool ok = n == 1 && ::read(ready[0], &byte, 1) == 1 && byte == 'R';
+  // 'R' when ready; 'E' and the reason when it could not start.
+  char answer[1024];
+  ssize_t got = n == 1 ? ::read(ready[0], answer, sizeof(answer)) : 0;
+  bool ok = got >= 1 && answer[0] == 'R';
   ::close(ready[0]);
   if (!ok) {
     ::close(lifeline[1]);
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
-    throw RuntimeError("the node daemon failed to start (see its messages above); it ran " + args[0]);
+    if (got > 1 && answer[0] == 'E') {
+      throw RuntimeError("the node daemon could not start: " + std::string(answer + 1, static_cast<size_t>(got - 1)));
+    }
+    throw RuntimeError(n == 0 ? "the node daemon did not get ready within 30 s; it ran " + args[0]
+                              : "the node daemon failed to start (see its messages above); it ran " + args[0]);
   }
   rt->daemon_pid = pid;
   rt->lifeline_fd = lifeline[1];

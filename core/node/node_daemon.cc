@@ -120,6 +120,7 @@ Status NodeDaemon::Start() {
   store_config.capacity = config_.object_store_memory > 0 ? config_.object_store_memory
                                                           : DefaultObjectStoreCapacity();
   store_config.spill_dir = config_.session_dir + "/spill";
+  store_config.prefault = config_.object_store_prefault;
   PRISM_ASSIGN_OR_RETURN(store_, ObjectStore::Open(std::move(store_config)));
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
@@ -1779,10 +1780,19 @@ int RunNodeDaemon(NodeDaemonConfig config) {
   ::signal(SIGPIPE, SIG_IGN);
   asio::io_context io;
   ProcessWorkerLauncher launcher;
+  const int ready_fd = config.ready_fd;
+  const std::string own_dir = config.remove_session_dir ? config.session_dir : "";
   NodeDaemon daemon(io, std::move(config), launcher);
   Status st = daemon.Start();
   if (!st.ok()) {
     PRISM_LOG_ERROR("the node daemon cannot start: {}", st.ToString());
+    std::error_code ignored;
+    if (!own_dir.empty()) std::filesystem::remove_all(own_dir, ignored);  // nothing in it to keep
+    if (ready_fd >= 0) {
+      // Who started it hears why ('E' and the reason) rather than only that it did not.
+      std::string why = "E" + st.ToString();
+      (void)!::write(ready_fd, why.data(), why.size());
+    }
     return 1;
   }
   io.run();

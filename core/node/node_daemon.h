@@ -46,6 +46,8 @@ struct NodeDaemonConfig {
   std::string log_level;
   /// The host object store's size in bytes; 0: DefaultObjectStoreCapacity().
   uint64_t object_store_memory = 0;
+  /// Allocate the object store's pages at start (ObjectStoreConfig::prefault).
+  bool object_store_prefault = false;
   /// The node's GPU topology (a profile or discovered): GPUs are placed by how they are connected
   /// and workers pinned to their GPUs' NUMA node. None: GPUs are counted only.
   std::optional<gpu::Topology> gpu_topology;

@@ -25,6 +25,18 @@ std::string Bytes(uint64_t n) {
   return std::to_string(n) + " bytes";
 }
 
+// MemAvailable from /proc/meminfo (the machine's physical memory where it cannot be read).
+uint64_t AvailableMemory() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib << 10;
+  }
+  return uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGE_SIZE));
+}
+
 }  // namespace
 
 uint64_t DefaultObjectStoreCapacity() {
@@ -55,6 +67,24 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(ObjectStoreConfig config)
     Status st = Status::IOError(Errno("ftruncate of the object store"));
     ::close(fd);
     return st;
+  }
+  if (config.prefault) {
+    // Refused up front when the memory is not there: allocating it anyway would leave the
+    // kernel to kill someone.
+    uint64_t available = AvailableMemory();
+    if (config.capacity > available) {
+      ::close(fd);
+      return Status::OutOfMemory("cannot pre-fault a " + Bytes(config.capacity) + " object store: only " +
+                                 Bytes(available) + " of memory is available");
+    }
+    int err = ::posix_fallocate(fd, 0, static_cast<off_t>(config.capacity));
+    if (err != 0) {
+      ::close(fd);
+      return Status::OutOfMemory("cannot pre-fault the " + Bytes(config.capacity) +
+                                 " object store: " + std::strerror(err) +
+                                 " (start without --object-store-prefault, or with a smaller "
+                                 "--object-store-memory)");
+    }
   }
   void* base = ::mmap(nullptr, config.capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {

@@ -20,6 +20,9 @@ namespace prism {
 struct ObjectStoreConfig {
   uint64_t capacity = 0;   // bytes
   std::string spill_dir;   // created on first spill; removed when empty at shutdown
+  /// Allocate every page of the arena at start (fallocate), so that no put waits for the kernel
+  /// to find and zero fresh pages; the memory is taken for good. Off by default.
+  bool prefault = false;
 };
 
 struct StoreTableStats {

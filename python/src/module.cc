@@ -63,7 +63,7 @@ internal::EncodedValue PartsValue(size_t size, const py::list& parts, std::vecto
     size_t covered = 0;
     for (const auto& [offset, bytes] : at) {
       if (offset > covered) std::memset(dst + covered, 0, offset - covered);  // padding
-      std::memcpy(dst + offset, bytes.data(), bytes.size());
+      internal::CopyBytes(dst + offset, bytes.data(), bytes.size());
       covered = offset + bytes.size();
     }
     if (size > covered) std::memset(dst + covered, 0, size - covered);
@@ -615,8 +615,10 @@ PYBIND11_MODULE(_prism, m) {
       [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory, uint64_t memory,
          const std::map<std::string, double>& resources, const std::string& log_level,
          const std::vector<std::string>& worker_argv, const std::vector<std::string>& code_search_path,
-         const std::string& gpu_topology, bool timeline, const std::vector<std::string>& worker_launch_prefix) {
+         const std::string& gpu_topology, bool timeline, const std::vector<std::string>& worker_launch_prefix,
+         bool object_store_prefault) {
         InitOptions o;
+        o.object_store_prefault = object_store_prefault;
         o.gpu_topology = gpu_topology;
         o.timeline = timeline;
         o.worker_launch_prefix = worker_launch_prefix;
@@ -634,7 +636,8 @@ PYBIND11_MODULE(_prism, m) {
       },
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
       py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"),
-      py::arg("code_search_path"), py::arg("gpu_topology"), py::arg("timeline"), py::arg("worker_launch_prefix"));
+      py::arg("code_search_path"), py::arg("gpu_topology"), py::arg("timeline"), py::arg("worker_launch_prefix"),
+      py::arg("object_store_prefault") = false);
 
   m.def("topology", [](const std::string& profile, bool json) {
     gpu::Topology t;

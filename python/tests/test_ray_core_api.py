@@ -406,3 +406,19 @@ def test_wait_refuses_a_ref_given_twice_and_keeps_the_order(cluster):
     assert done == refs[:3] and rest == refs[3:]
     done, rest = ray.wait(refs, num_returns=0)
     assert done == [] and rest == refs
+
+
+def test_a_prefaulted_object_store_holds_its_whole_size_and_works():
+    import numpy as np
+    from prism import _prism
+    ray.init(num_cpus=1, object_store_memory=64 << 20, _object_store_prefault=True)
+    try:
+        value = np.arange(8 << 20, dtype=np.uint8)  # 8 MiB: stored, copied over threads' parts
+        ref = ray.put(value)
+        assert np.array_equal(ray.get(ref), value)
+        assert _prism.object_store_stats()["capacity"] >= 63 << 20
+    finally:
+        ray.shutdown()
+    with pytest.raises(Exception, match="available"):
+        ray.init(num_cpus=1, object_store_memory=1 << 50, _object_store_prefault=True)
+    assert not ray.is_initialized()

@@ -12,6 +12,7 @@
 #include <msgpack.hpp>
 
 #include <prism/errors.h>
+#include <prism/internal/copy.h>
 
 #include <cxxabi.h>
 
@@ -72,7 +73,7 @@ struct PointerStream {
       throw EncodeError("a value grew while it was being encoded (it changed, or an adaptor is "
                         "not deterministic)");
     }
-    std::memcpy(at, data, n);
+    CopyBytes(at, data, n);
     at += n;
   }
 };

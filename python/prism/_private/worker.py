@@ -102,13 +102,15 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
          memory=None, log_level=None, ignore_reinit_error=False, code_search_path=None, gpu_topology=None,
          timeline=False, worker_launch_prefix=None, namespace=None, runtime_env=None, log_to_driver=True,
          logging_level=None, logging_format=None, configure_logging=True, local_mode=False, labels=None,
-         **kwargs):
+         _object_store_prefault=False, **kwargs):
     """Starts an embedded cluster (or joins one: ``address="auto"`` or a session folder) and
     returns a RayContext. Ray's arguments: ``namespace`` (named actors are found only in their
     namespace; by default each job gets an anonymous one), ``runtime_env`` (``env_vars`` and
     ``working_dir``, for every task and actor of the job), ``log_to_driver``,
     ``ignore_reinit_error``; dashboard arguments are taken and have no effect (prism serves no
-    dashboard yet)."""
+    dashboard yet). ``_object_store_prefault=True`` allocates the whole object store at start
+    (``prism start --object-store-prefault``): no put waits for fresh pages, and the memory is
+    taken for good."""
     global generation, _atexit_registered, _context, _job_config
     unknown = sorted(k for k in kwargs if k not in _INIT_DASHBOARD_ARGS)
     if unknown:
@@ -145,7 +147,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
                  -1 if num_gpus is None else int(num_gpus), int(object_store_memory or 0), int(memory or 0),
                  dict(resources or {}), log_level or "", worker_argv,
                  [os.path.abspath(p) for p in (code_search_path or [])], gpu_topology or "", bool(timeline),
-                 list(worker_launch_prefix or []))
+                 list(worker_launch_prefix or []), bool(_object_store_prefault))
         finally:
             if not log_to_driver:
                 if saved_log_env is None:

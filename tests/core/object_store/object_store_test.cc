@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -139,6 +140,32 @@ TEST_F(ObjectStoreTest, FullOfPinnedObjectsIsAnErrorNotACrash) {
   EXPECT_NE(st.message().find("pinned"), std::string::npos) << st.message();
   ASSERT_TRUE(store_->Abort(1, Id(1)).ok());
   EXPECT_TRUE(store_->Create(1, Id(4), size, owner_).ok()) << "room again once a pin goes";
+}
+
+TEST(ObjectStorePrefault, AllocatesTheArenaAtStartOrRefusesClearly) {
+  ObjectStoreConfig c;
+  c.capacity = 8 << 20;
+  c.prefault = true;
+  auto s = ObjectStore::Open(c);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  struct stat st {};
+  ASSERT_EQ(::fstat((*s)->fd(), &st), 0);
+  EXPECT_GE(uint64_t(st.st_blocks) * 512, c.capacity) << "every page is allocated";
+
+  ObjectStoreConfig lazy;
+  lazy.capacity = 8 << 20;
+  auto l = ObjectStore::Open(lazy);
+  ASSERT_TRUE(l.ok());
+  ASSERT_EQ(::fstat((*l)->fd(), &st), 0);
+  EXPECT_LT(uint64_t(st.st_blocks) * 512, lazy.capacity) << "without it, pages come as objects touch them";
+
+  ObjectStoreConfig huge;
+  huge.capacity = uint64_t{1} << 50;
+  huge.prefault = true;
+  auto h = ObjectStore::Open(huge);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kOutOfMemory);
+  EXPECT_NE(h.status().message().find("available"), std::string::npos) << h.status().message();
 }
 
 }  // namespace
