@@ -1,11 +1,13 @@
 """prism's Python microbenchmark: the workloads of `ray microbenchmark`, under the same names.
 
     PYTHONPATH=build/python python3 bench/python_microbenchmark.py            # prism only
-    python3 bench/python_microbenchmark.py --compare                          # prism and Ray
+    python3 bench/python_microbenchmark.py --compare --rounds 3               # prism and Ray
 
 With --compare it also runs the same program on Ray, in a virtual environment it creates
 (``bench/.ray-venv``, with ``pip install ray``) when PyPI is reachable, and prints both columns
-and their ratio. Without Ray it still runs and prints prism's column. Every result is checked.
+and their ratio. Without Ray it still runs and prints prism's column. With --rounds N the two
+engines run one after the other N times (interleaved, so that a machine that slows down for a
+while slows both) and each column is the median of its rounds. Every result is checked.
 """
 
 import argparse
@@ -106,6 +108,15 @@ def run_workloads(ray, is_prism):
 
     results.append(timeit("single client wait 1k refs", wait_1k))
 
+    ready = [ray.put(i) for i in range(1000)]
+
+    def wait_1k_ready():
+        done, pending = ray.wait(ready, num_returns=len(ready))
+        assert len(done) == 1000 and not pending
+
+    results.append(timeit("single client wait 1k ready refs", wait_1k_ready))
+    del ready
+
     results.append(timeit("single client tasks sync", lambda: ray.get(small_value.remote())))
 
     def tasks_async():
@@ -188,37 +199,61 @@ def main():
     parser.add_argument("--compare", action="store_true", help="also run on Ray (installs it into a venv)")
     parser.add_argument("--engine", choices=["prism", "ray"], default="prism", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; columns are their medians")
     args = parser.parse_args()
 
-    if args.engine == "ray":
-        import ray
-        results = run_workloads(ray, False)
-    else:
-        import prism as ray
-        results = run_workloads(ray, True)
     if args.json:
+        if args.engine == "ray":
+            import ray
+            results = run_workloads(ray, False)
+        else:
+            import prism as ray
+            results = run_workloads(ray, True)
         print(json.dumps(results))
         return
+
+    def run_engine(python, engine):
+        out = subprocess.run([python, os.path.abspath(__file__), "--engine", engine, "--json"], check=True,
+                             capture_output=True, text=True, timeout=3600)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    python = None
+    if args.compare:
+        venv = os.path.join(HERE, ".ray-venv")
+        python = os.path.join(venv, "bin", "python")
+        try:
+            if not os.path.exists(python):
+                subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+                subprocess.run([python, "-m", "pip", "install", "-q", "ray", "numpy"], check=True, timeout=1800)
+        except Exception as e:  # no PyPI: prism's column only
+            print(f"(Ray is not available here: {e})", file=sys.stderr)
+            python = None
+    prism_rounds, ray_rounds = [], []
+    for _ in range(max(1, args.rounds)):
+        prism_rounds.append(run_engine(sys.executable, "prism"))
+        if python:
+            try:
+                ray_rounds.append(run_engine(python, "ray"))
+            except Exception as e:  # Ray failed: prism's column only
+                print(f"(Ray failed: {e})", file=sys.stderr)
+                python = None
+
+    def medians(rounds):
+        by_name = {}
+        for r in rounds:
+            for name, rate in r:
+                by_name.setdefault(name, []).append(rate)
+        return {name: sorted(v)[len(v) // 2] for name, v in by_name.items()}
+
+    ours = medians(prism_rounds)
+    theirs = medians(ray_rounds) if ray_rounds else {}
     if not args.compare:
-        for name, rate in results:
+        for name, rate in ours.items():
             print(f"{name}: {rate:.2f} per second")
         return
-
-    ray_results = None
-    venv = os.path.join(HERE, ".ray-venv")
-    python = os.path.join(venv, "bin", "python")
-    try:
-        if not os.path.exists(python):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-            subprocess.run([python, "-m", "pip", "install", "-q", "ray", "numpy"], check=True, timeout=1800)
-        out = subprocess.run([python, os.path.abspath(__file__), "--engine", "ray", "--json"], check=True,
-                             capture_output=True, text=True, timeout=3600)
-        ray_results = dict(json.loads(out.stdout.strip().splitlines()[-1]))
-    except Exception as e:  # no PyPI, or Ray failed: prism's column only
-        print(f"(Ray is not available here: {e})", file=sys.stderr)
-    print(f"{'workload':50s} {'prism':>14s} {'ray':>14s} {'ratio':>7s}")
-    for name, rate in results:
-        r = ray_results.get(name) if ray_results else None
+    print(f"{'workload':50s} {'prism':>14s} {'ray':>14s} {'ratio':>7s}   ({len(prism_rounds)} round(s))")
+    for name, rate in ours.items():
+        r = theirs.get(name)
         ratio = f"{rate / r:6.2f}x" if r else "      -"
         print(f"{name:50s} {rate:14.2f} {r if r else float('nan'):14.2f} {ratio}")
 

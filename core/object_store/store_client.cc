@@ -21,7 +21,8 @@ Status FromError(const rpc::ErrorReply& e) {
 
 Result<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::string& daemon_socket,
                                                           const std::string& token,
-                                                          const WorkerId& self) {
+                                                          const WorkerId& self,
+                                                          std::chrono::milliseconds idle_hold) {
   rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, token);
   hello.mutable_hello()->set_want_store(true);
   hello.mutable_hello()->set_worker_id(self.Binary());
@@ -47,11 +48,18 @@ Result<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::string& dae
   std::unique_ptr<StoreClient> c(new StoreClient());
   c->base_ = static_cast<uint8_t*>(base);
   c->capacity_ = capacity;
+  c->idle_hold_ = idle_hold;
   c->conn_ = std::move(conn);
   return c;
 }
 
 StoreClient::~StoreClient() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  sweep_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
   if (base_ != nullptr) ::munmap(base_, capacity_);
 }
 
@@ -59,6 +67,48 @@ void StoreClient::Disconnect() {
   std::lock_guard<std::mutex> lock(mu_);
   conn_.Close();
   broken_ = true;
+  held_.clear();  // the daemon dropped this client's pins with the connection
+  idle_ = 0;
+}
+
+size_t StoreClient::held() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return held_.size();
+}
+
+void StoreClient::ReleaseIdle() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ReleaseIdleLocked(std::chrono::steady_clock::time_point::max());
+}
+
+void StoreClient::ReleaseIdleLocked(std::chrono::steady_clock::time_point before) {
+  if (idle_ == 0) return;
+  rpc::Envelope req;
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (it->second.readers == 0 && it->second.idle_since <= before) {
+      req.mutable_store_release()->add_object_ids(it->first.Binary());
+      it = held_.erase(it);
+      idle_--;
+    } else {
+      ++it;
+    }
+  }
+  if (req.store_release().object_ids_size() == 0) return;
+  req.mutable_store_release()->set_request_id(next_request_id_++);
+  SendOneWay(req);
+}
+
+void StoreClient::Sweep() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    if (idle_ == 0) {
+      sweep_cv_.wait(lock);
+      continue;
+    }
+    auto now = std::chrono::steady_clock::now();
+    ReleaseIdleLocked(now - idle_hold_);
+    sweep_cv_.wait_for(lock, idle_hold_ / 2);
+  }
 }
 
 void StoreClient::LogError(const rpc::ErrorReply& e) {
@@ -130,22 +180,36 @@ Status StoreClient::Abort(const ObjectId& id) {
 std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids) {
   std::vector<View> out(ids.size());
   std::lock_guard<std::mutex> lock(mu_);
+  // Held already: a lookup. (The same id twice in `ids` is one more reader each time.)
+  std::vector<size_t> ask;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto it = held_.find(ids[i]);
+    if (it == held_.end()) {
+      ask.push_back(i);
+      continue;
+    }
+    if (it->second.readers++ == 0) idle_--;
+    out[i].data = it->second.data;
+    out[i].size = it->second.size;
+  }
+  if (ask.empty()) return out;
   uint64_t rid = next_request_id_++;
   rpc::Envelope req;
   req.mutable_store_get()->set_request_id(rid);
-  for (const auto& id : ids) req.mutable_store_get()->add_object_ids(id.Binary());
+  for (size_t i : ask) req.mutable_store_get()->add_object_ids(ids[i].Binary());
   auto reply = Call(req, rid);
   if (!reply.ok()) {
-    for (auto& v : out) v.status = reply.status();
+    for (size_t i : ask) out[i].status = reply.status();
     return out;
   }
   const auto& objs = reply->store_reply().objects();
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (static_cast<int>(i) >= objs.size()) {
+  for (size_t k = 0; k < ask.size(); ++k) {
+    const size_t i = ask[k];
+    if (static_cast<int>(k) >= objs.size()) {
       out[i].status = Status::ProtocolError("the object store answered too few objects");
       continue;
     }
-    const auto& o = objs[static_cast<int>(i)];
+    const auto& o = objs[static_cast<int>(k)];
     if (o.code() != 0) {
       out[i].status = Status(static_cast<StatusCode>(o.code()), o.message());
     } else if (o.offset() > capacity_ || o.size() > capacity_ - o.offset()) {
@@ -153,6 +217,15 @@ std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids
     } else {
       out[i].data = base_ + o.offset();
       out[i].size = o.size();
+      auto [it, fresh] = held_.try_emplace(ids[i], Held{out[i].data, out[i].size, 1, {}});
+      if (!fresh) {
+        // Asked twice in one call: the daemon pinned it twice; keep one pin.
+        if (it->second.readers++ == 0) idle_--;
+        rpc::Envelope extra;
+        extra.mutable_store_release()->set_request_id(next_request_id_++);
+        extra.mutable_store_release()->add_object_ids(ids[i].Binary());
+        SendOneWay(extra);
+      }
     }
   }
   return out;
@@ -160,15 +233,45 @@ std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids
 
 void StoreClient::Release(const ObjectId& id) {
   std::lock_guard<std::mutex> lock(mu_);
-  rpc::Envelope req;
-  req.mutable_store_release()->set_request_id(next_request_id_++);
-  req.mutable_store_release()->add_object_ids(id.Binary());
-  SendOneWay(req);
+  auto it = held_.find(id);
+  if (it == held_.end()) {
+    // A writer's pin (Create), or one the daemon dropped with a broken connection.
+    rpc::Envelope req;
+    req.mutable_store_release()->set_request_id(next_request_id_++);
+    req.mutable_store_release()->add_object_ids(id.Binary());
+    SendOneWay(req);
+    return;
+  }
+  if (it->second.readers == 0) return;
+  if (--it->second.readers > 0) return;
+  it->second.idle_since = std::chrono::steady_clock::now();
+  if (idle_hold_.count() <= 0) {
+    idle_++;
+    ReleaseIdleLocked(it->second.idle_since);
+    return;
+  }
+  if (idle_++ == 0) {
+    if (!sweeper_.joinable()) sweeper_ = std::thread([this] { Sweep(); });
+    sweep_cv_.notify_one();
+  }
 }
 
 void StoreClient::Delete(const std::vector<ObjectId>& ids) {
   if (ids.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
+  // Idle pins on them go first (in order on the connection, so the daemon frees them now).
+  rpc::Envelope release;
+  for (const auto& id : ids) {
+    auto it = held_.find(id);
+    if (it == held_.end() || it->second.readers > 0) continue;
+    release.mutable_store_release()->add_object_ids(id.Binary());
+    held_.erase(it);
+    idle_--;
+  }
+  if (release.store_release().object_ids_size() > 0) {
+    release.mutable_store_release()->set_request_id(next_request_id_++);
+    SendOneWay(release);
+  }
   rpc::Envelope req;
   req.mutable_store_delete()->set_request_id(next_request_id_++);
   for (const auto& id : ids) req.mutable_store_delete()->add_object_ids(id.Binary());

@@ -1,6 +1,12 @@
 // A process's handle on its node's object store: a synchronous connection to the daemon for
 // the table (create, seal, get, release, delete) and the arena mapped into this process, so
 // object bytes are written and read in place. Thread-safe.
+//
+// The client holds one store pin per object it reads, for as long as readers use it and
+// `idle_hold` after the last lets go: a get of an object held already is a lookup here, not a
+// round trip to the daemon (reading a large object again and again costs what a map lookup
+// does). Pins idle longer than `idle_hold` go back to the daemon (so the object can be spilled
+// or freed), from a thread that runs only while such pins exist.
 #pragma once
 
 #include "base/thread_annotations.h"
@@ -10,10 +16,14 @@
 
 #include <prism/ids.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace prism {
@@ -21,8 +31,9 @@ namespace prism {
 class StoreClient {
  public:
   /// Opens the store of the daemon at `daemon_socket`: handshake, the arena's memfd, mmap.
-  static Result<std::unique_ptr<StoreClient>> Connect(const std::string& daemon_socket,
-                                                      const std::string& token, const WorkerId& self);
+  static Result<std::unique_ptr<StoreClient>> Connect(
+      const std::string& daemon_socket, const std::string& token, const WorkerId& self,
+      std::chrono::milliseconds idle_hold = std::chrono::milliseconds(100));
   ~StoreClient();
   StoreClient(const StoreClient&) = delete;
   StoreClient& operator=(const StoreClient&) = delete;
@@ -44,12 +55,16 @@ class StoreClient {
     const uint8_t* data = nullptr;
     uint64_t size = 0;
   };
-  /// Pins and locates sealed objects, in order.
+  /// Pins and locates sealed objects, in order (asking the daemon only for those not held).
   std::vector<View> Get(const std::vector<ObjectId>& ids);
-  /// Unpins once (one-way; the daemon answers only errors, which are logged).
+  /// One reader of a Get's view lets go; the pin stays `idle_hold` after the last.
   void Release(const ObjectId& id);
-  /// The owner frees objects (one-way).
+  /// The owner frees objects (one-way); idle pins on them go first.
   void Delete(const std::vector<ObjectId>& ids);
+  /// Gives every idle pin back now (tests, and before a put that finds the store full).
+  void ReleaseIdle();
+  /// Objects this client holds a store pin on (tests).
+  size_t held() const;
   /// Breaks the connection (tests: what a crash does).
   void Disconnect();
 
@@ -58,13 +73,29 @@ class StoreClient {
   Result<rpc::Envelope> Call(const rpc::Envelope& req, uint64_t request_id) PRISM_REQUIRES(mu_);
   void SendOneWay(const rpc::Envelope& req) PRISM_REQUIRES(mu_);
   void LogError(const rpc::ErrorReply& e);
+  /// Sends Release for the idle pins idle since `before` or earlier (all: time_point::max()).
+  void ReleaseIdleLocked(std::chrono::steady_clock::time_point before) PRISM_REQUIRES(mu_);
+  void Sweep();  // the sweeper thread
+
+  struct Held {
+    const uint8_t* data = nullptr;
+    uint64_t size = 0;
+    uint32_t readers = 0;
+    std::chrono::steady_clock::time_point idle_since;  // readers fell to 0
+  };
 
   uint8_t* base_ = nullptr;
   uint64_t capacity_ = 0;
-  std::mutex mu_;
+  std::chrono::milliseconds idle_hold_{100};
+  mutable std::mutex mu_;
   rpc::BlockingClient conn_ PRISM_GUARDED_BY(mu_);
   uint64_t next_request_id_ PRISM_GUARDED_BY(mu_) = 1;
   bool broken_ PRISM_GUARDED_BY(mu_) = false;
+  std::unordered_map<ObjectId, Held> held_ PRISM_GUARDED_BY(mu_);
+  size_t idle_ PRISM_GUARDED_BY(mu_) = 0;  // held_ entries with no reader
+  bool stopping_ PRISM_GUARDED_BY(mu_) = false;
+  std::condition_variable sweep_cv_;
+  std::thread sweeper_;  // started with the first idle pin
 };
 
 }  // namespace prism

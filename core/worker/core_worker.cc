@@ -1455,6 +1455,30 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
   return handles;
 }
 
+std::vector<StoreClient::View> CoreWorker::GetFromStore(const std::vector<ObjectId>& ids,
+                                                        std::optional<std::chrono::steady_clock::time_point> deadline) {
+  // A spilled object is restored into the store on its read; while the store is full of pinned
+  // objects that needs to wait for room (readers finish, pins idle out), not fail as lost.
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  if (deadline && *deadline < give_up) give_up = *deadline;
+  auto backoff = std::chrono::milliseconds(1);
+  std::vector<StoreClient::View> views = object_store_->Get(ids);
+  while (true) {
+    std::vector<size_t> full;
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (views[i].status.code() == StatusCode::kOutOfMemory) full.push_back(i);
+    }
+    if (full.empty() || std::chrono::steady_clock::now() >= give_up) return views;
+    object_store_->ReleaseIdle();
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+    std::vector<ObjectId> again;
+    for (size_t i : full) again.push_back(ids[i]);
+    std::vector<StoreClient::View> more = object_store_->Get(again);
+    for (size_t k = 0; k < full.size(); ++k) views[full[k]] = std::move(more[k]);
+  }
+}
+
 void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner) {
   if (value.size > object_store_->capacity()) {
     throw ObjectStoreFullError("object " + id.Hex() + " is " + std::to_string(value.size) +
@@ -1474,6 +1498,7 @@ void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& 
       break;
     }
     const Status& st = created.status();
+    if (st.code() == StatusCode::kOutOfMemory) object_store_->ReleaseIdle();  // our own idle pins first
     if (st.code() == StatusCode::kAlreadyExists) {
       // An earlier attempt of this task (its worker died before replying) wrote it, or is still
       // half way (the daemon has not yet dropped what the dead worker left). Nobody has read it:
@@ -1588,7 +1613,7 @@ std::vector<internal::EncodedView> CoreWorker::Get(
     }
   }
   if (!in_store.empty()) {
-    auto views = object_store_->Get(in_store);
+    auto views = GetFromStore(in_store, deadline);
     std::string failed;
     for (size_t k = 0; k < views.size(); ++k) {
       if (!views[k].status.ok()) {
@@ -1799,7 +1824,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     }
   }
   if (!stored.empty()) {
-    auto views = object_store_->Get(stored);
+    auto views = GetFromStore(stored, std::nullopt);
     std::string missing;
     for (size_t k = 0; k < views.size(); ++k) {
       if (!views[k].status.ok()) {

@@ -228,6 +228,10 @@ class CoreWorker {
   void KeepArgumentExports();
   /// The owner is unreachable or its connection closed: fail what waits on it.
   void OwnerLost(OwnerConn* oc, const Status& why);
+  /// object_store_->Get, waiting (up to 10 s, or `deadline`) while an object's restore from
+  /// disk finds the store full.
+  std::vector<StoreClient::View> GetFromStore(const std::vector<ObjectId>& ids,
+                                              std::optional<std::chrono::steady_clock::time_point> deadline);
   /// Writes a value into the node's object store as object `id`, owned by `owner`.
   void WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner);
   /// Worker main thread: runs one pushed task.
