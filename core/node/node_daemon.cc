@@ -121,6 +121,10 @@ Status NodeDaemon::Start() {
                                                           : DefaultObjectStoreCapacity();
   store_config.spill_dir = config_.session_dir + "/spill";
   store_config.prefault = config_.object_store_prefault;
+  disk_ = std::make_unique<DiskIoThread>(io_);
+  store_config.run_io = [disk = disk_.get()](std::function<void()> io, std::function<void()> then) {
+    disk->Run(std::move(io), std::move(then));
+  };
   PRISM_ASSIGN_OR_RETURN(store_, ObjectStore::Open(std::move(store_config)));
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
@@ -1529,13 +1533,22 @@ void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envel
                               " is not a live driver or worker of this node");
       }
       if (!st.ok()) return SendError(conn, req.request_id(), st);
-      auto loc = store_->Create(client, id, req.size(), owner);
-      if (!loc.ok()) return SendError(conn, req.request_id(), loc.status());
-      auto* o = r->add_objects();
-      o->set_object_id(req.object_id());
-      o->set_offset(loc->offset);
-      o->set_size(loc->size);
-      break;
+      // Answered when it has room: at once, or after spills (the loop serves others meanwhile).
+      auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+      store_->CreateAsync(client, id, req.size(), owner,
+                          [this, self, rid = req.request_id(), bin = req.object_id()](
+                              Result<ObjectStore::Located> loc) {
+                            if (!loc.ok()) return SendError(*self, rid, loc.status());
+                            rpc::Envelope answer;
+                            auto* sr = answer.mutable_store_reply();
+                            sr->set_request_id(rid);
+                            auto* o = sr->add_objects();
+                            o->set_object_id(bin);
+                            o->set_offset(loc->offset);
+                            o->set_size(loc->size);
+                            self->Send(answer);
+                          });
+      return;
     }
     case rpc::Envelope::kStoreSeal:
     case rpc::Envelope::kStoreAbort: {
@@ -1551,23 +1564,43 @@ void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envel
     case rpc::Envelope::kStoreGet: {
       const auto& req = msg.store_get();
       r->set_request_id(req.request_id());
+      // One answer for all the ids, sent when the last is located (a spilled one once restored).
+      struct Pending {
+        rpc::Envelope reply;
+        int remaining = 0;
+      };
+      auto pending = std::make_shared<Pending>();
+      pending->reply = std::move(reply);
+      pending->remaining = req.object_ids_size() + 1;  // + 1: until every id was asked for
+      auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+      auto one_done = [pending, self] {
+        if (--pending->remaining == 0) self->Send(pending->reply);
+      };
       for (const auto& bin : req.object_ids()) {
-        auto* o = r->add_objects();
+        auto* o = pending->reply.mutable_store_reply()->add_objects();
         o->set_object_id(bin);
+        const int index = pending->reply.store_reply().objects_size() - 1;
         Status st = object_id(bin, &id);
-        if (st.ok()) {
-          auto loc = store_->Get(client, id);
-          if (loc.ok()) {
-            o->set_offset(loc->offset);
-            o->set_size(loc->size);
-            continue;
-          }
-          st = loc.status();
+        if (!st.ok()) {
+          o->set_code(static_cast<uint32_t>(st.code()));
+          o->set_message(st.message());
+          one_done();
+          continue;
         }
-        o->set_code(static_cast<uint32_t>(st.code()));
-        o->set_message(st.message());
+        store_->GetAsync(client, id, [pending, index, one_done](Result<ObjectStore::Located> loc) {
+          auto* out = pending->reply.mutable_store_reply()->mutable_objects(index);
+          if (loc.ok()) {
+            out->set_offset(loc->offset);
+            out->set_size(loc->size);
+          } else {
+            out->set_code(static_cast<uint32_t>(loc.status().code()));
+            out->set_message(loc.status().message());
+          }
+          one_done();
+        });
       }
-      break;
+      one_done();
+      return;
     }
     case rpc::Envelope::kStoreRelease:
     case rpc::Envelope::kStoreDelete: {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <vector>
 
 namespace prism {
@@ -110,121 +111,273 @@ std::string ObjectStore::SpillPath(const ObjectId& id) const {
 
 Result<ObjectStore::Located> ObjectStore::Create(ClientId client, const ObjectId& id,
                                                  uint64_t size, const WorkerId& owner) {
-  if (id.IsNil()) return Status::InvalidArgument("object id is nil");
-  if (size == 0) return Status::InvalidArgument("an object needs at least one byte");
+  std::optional<Result<Located>> out;
+  CreateAsync(client, id, size, owner, [&](Result<Located> r) { out = std::move(r); });
+  if (!out) return Status::Internal("Create waits for spills: use CreateAsync with run_io");
+  return std::move(*out);
+}
+
+void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner,
+                              Done done) {
+  if (id.IsNil()) return done(Status::InvalidArgument("object id is nil"));
+  if (size == 0) return done(Status::InvalidArgument("an object needs at least one byte"));
   if (objects_.count(id) > 0) {
-    return Status::AlreadyExists("object " + id.Hex() + " already exists in the object store" +
-                                 (objects_[id].sealed ? " (sealed)" : " (being written)"));
+    return done(Status::AlreadyExists("object " + id.Hex() + " already exists in the object store" +
+                                      (objects_[id].sealed ? " (sealed)" : " (being written)")));
   }
   if (size > alloc_.capacity()) {
-    return Status::OutOfMemory("object " + id.Hex() + " is " + Bytes(size) +
-                               ", larger than the whole object store (" + Bytes(alloc_.capacity()) +
-                               "); start prism with a larger --object-store-memory");
+    return done(Status::OutOfMemory("object " + id.Hex() + " is " + Bytes(size) +
+                                    ", larger than the whole object store (" + Bytes(alloc_.capacity()) +
+                                    "); start prism with a larger --object-store-memory"));
   }
-  PRISM_ASSIGN_OR_RETURN(uint64_t offset, Allocate(size, id));
+  // The entry exists from now on (a second create of the id is refused), pinned by its writer;
+  // it is in memory once it has room.
   Object& o = objects_[id];
   o.size = size;
-  o.offset = offset;
-  o.in_memory = true;
   o.creator = client;
   o.owner = owner;
   o.last_use = ++clock_;
   o.pins[client] = 1;
   o.total_pins = 1;
   client_pins_[client][id] += 1;
-  return Located{offset, size};
+  if (!waiting_.empty()) {
+    // Others wait for spills; one that fits in the room there is now is not held up behind
+    // them (the room spills free goes to the waiting first: Pump runs as each spill ends).
+    if (auto off = alloc_.Allocate(size)) {
+      o.offset = *off;
+      o.in_memory = true;
+      return done(Located{o.offset, o.size});
+    }
+  }
+  waiting_.push_back(Waiting{id, size, false, client, std::move(done)});
+  Pump();
 }
 
-Result<uint64_t> ObjectStore::Allocate(uint64_t size, const ObjectId& for_id) {
-  if (auto off = alloc_.Allocate(size)) return *off;
-  // Spill the least recently used objects nobody pins until the allocation fits.
+Status ObjectStore::FullError(uint64_t size, const ObjectId& for_id) const {
+  StoreTableStats s = stats();
+  std::string msg = "the object store is full: " + Bytes(size) + " needed for object " + for_id.Hex() +
+                    ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) + " are pinned by writers and readers";
+  if (!last_spill_error_.ok()) msg += ", and spilling failed: " + last_spill_error_.message();
+  return Status::OutOfMemory(msg);
+}
+
+void ObjectStore::RunIo(std::function<void()> io, std::function<void()> then) {
+  if (config_.run_io) {
+    config_.run_io(std::move(io), std::move(then));
+  } else {
+    io();
+    then();
+  }
+}
+
+void ObjectStore::Pump() {
+  if (pumping_) {  // a completion inside (inline I/O): the loop below looks again
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    while (!waiting_.empty()) {
+      Waiting& w = waiting_.front();
+      auto it = objects_.find(w.id);
+      if (it == objects_.end() || (w.restore && (it->second.deleted || it->second.in_memory))) {
+        // Gone meanwhile (its client went, or its owner freed it while it waited).
+        Waiting gone = std::move(waiting_.front());
+        waiting_.pop_front();
+        if (gone.done) gone.done(Status::NotFound("object " + gone.id.Hex() + " went while it waited for room"));
+        if (gone.restore && it != objects_.end()) it->second.restoring = false;
+        continue;
+      }
+      if (auto off = alloc_.Allocate(w.size)) {
+        Waiting ready = std::move(waiting_.front());
+        waiting_.pop_front();
+        Object& o = it->second;
+        if (ready.restore) {
+          StartRestore(ready.id, *off);
+        } else {
+          o.offset = *off;
+          o.in_memory = true;
+          ready.done(Located{o.offset, o.size});
+        }
+        continue;
+      }
+      uint64_t needed = w.size;
+      if (StartSpills(needed) || spilling_bytes_ > 0) break;  // room comes when they finish
+      // Nothing to spill and nothing spilling: it cannot fit now.
+      Waiting failed = std::move(waiting_.front());
+      waiting_.pop_front();
+      Status err = FullError(failed.size, failed.id);
+      if (failed.restore) {
+        Object& o = it->second;
+        o.restoring = false;
+        auto readers = std::move(o.readers);
+        o.readers.clear();
+        for (auto& [c, d] : readers) d(err);
+      } else {
+        // The writer never got its location: the entry goes.
+        Object& o = it->second;
+        o.deleted = true;
+        Unpin(failed.id, o, failed.client, o.pins[failed.client]);
+        MaybeFree(it);
+        failed.done(err);
+      }
+    }
+  } while (pump_again_);
+  pumping_ = false;
+}
+
+bool ObjectStore::StartSpills(uint64_t needed) {
+  const uint64_t free_now = alloc_.capacity() - alloc_.used();
+  // Enough is on its way. (With nothing on its way, free bytes that do not fit are fragments:
+  // spilling one more object merges holes.)
+  if (spilling_bytes_ > 0 && free_now + spilling_bytes_ >= needed) return false;
   std::vector<std::pair<uint64_t, ObjectId>> candidates;
+  const auto now = std::chrono::steady_clock::now();
   uint64_t spillable = 0;
   for (auto& [id, o] : objects_) {
-    if (o.in_memory && o.sealed && o.total_pins == 0 && !o.deleted) {
+    if (o.in_memory && o.sealed && o.total_pins == 0 && !o.deleted && !o.spilling &&
+        now - o.spill_failed > std::chrono::seconds(1)) {
       candidates.emplace_back(o.last_use, id);
       spillable += alloc_.BlockSize(o.offset);
     }
   }
-  if (alloc_.capacity() - alloc_.used() + spillable < size) {
-    // Even spilling everything would not make room: do not spill for nothing.
-    StoreTableStats s = stats();
-    return Status::OutOfMemory("the object store is full: " + Bytes(size) + " needed for object " +
-                               for_id.Hex() + ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) +
-                               " are pinned by writers and readers");
-  }
+  // Even spilling everything would not make room: do not spill for nothing.
+  if (free_now + spilling_bytes_ + spillable < needed) return false;
   std::sort(candidates.begin(), candidates.end());
+  bool started = false;
   for (auto& [use, id] : candidates) {
-    Object& o = objects_.at(id);
-    Status st = Spill(id, o);
-    if (!st.ok()) {
-      return Status::OutOfMemory("the object store is full and spilling failed: " + st.message());
+    if (started && alloc_.capacity() - alloc_.used() + spilling_bytes_ >= needed) break;
+    auto oit = objects_.find(id);
+    if (oit == objects_.end() || !oit->second.in_memory || oit->second.spilling) continue;  // changed by an inline spill
+    Object& o = oit->second;
+    uint64_t block = alloc_.BlockSize(o.offset);
+    o.spilling = true;
+    o.total_pins++;  // the store's own pin: the block stays while it is being written
+    spilling_bytes_ += block;
+    started = true;
+    if (o.spill_file) {  // a copy is on disk already (from an earlier spill)
+      OnSpilled(id, Status::OK());
+      continue;
     }
-    if (auto off = alloc_.Allocate(size)) return *off;
-  }
-  StoreTableStats s = stats();
-  return Status::OutOfMemory("the object store is full: " + Bytes(size) + " needed for object " +
-                             for_id.Hex() + ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) +
-                             " are pinned by writers and readers, nothing more can be spilled");
-}
-
-Status ObjectStore::Spill(const ObjectId& id, Object& o) {
-  if (!o.spill_file) {
-    std::error_code ec;
-    std::filesystem::create_directories(config_.spill_dir, ec);
     std::string path = SpillPath(id);
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return Status::IOError(Errno(("open " + path).c_str()));
-    uint64_t done = 0;
-    while (done < o.size) {
-      ssize_t n = ::pwrite(fd, base_ + o.offset + done, o.size - done, static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        Status st = Status::IOError(Errno(("write " + path).c_str()));
-        ::close(fd);
-        ::unlink(path.c_str());
-        return st;
-      }
-      done += static_cast<uint64_t>(n);
-    }
-    ::close(fd);
-    o.spill_file = true;
-    spills_total_++;
+    std::string dir = config_.spill_dir;
+    const uint8_t* src = base_ + o.offset;
+    uint64_t size = o.size;
+    auto result = std::make_shared<Status>();
+    RunIo(
+        [dir, path, src, size, result] {
+          std::error_code ec;
+          std::filesystem::create_directories(dir, ec);
+          int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+          if (fd < 0) {
+            *result = Status::IOError(Errno(("open " + path).c_str()));
+            return;
+          }
+          uint64_t done = 0;
+          while (done < size) {
+            ssize_t n = ::pwrite(fd, src + done, size - done, static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+              *result = Status::IOError(Errno(("write " + path).c_str()));
+              break;
+            }
+            done += static_cast<uint64_t>(n);
+          }
+          ::close(fd);
+          if (!result->ok()) ::unlink(path.c_str());  // a partial copy is no copy
+        },
+        [this, id, result] { OnSpilled(id, *result); });
   }
-  alloc_.Free(o.offset);
-  o.in_memory = false;
-  return Status::OK();
+  return started;
 }
 
-Status ObjectStore::Restore(const ObjectId& id, Object& o) {
-  PRISM_ASSIGN_OR_RETURN(uint64_t offset, Allocate(o.size, id));
-  std::string path = SpillPath(id);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  Status st;
-  if (fd < 0) {
-    st = Status::IOError(Errno(("open " + path).c_str()));
-  } else {
-    uint64_t done = 0;
-    while (done < o.size) {
-      ssize_t n = ::pread(fd, base_ + offset + done, o.size - done, static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        st = Status::IOError(n == 0 ? "spill file " + path + " is truncated"
-                                    : Errno(("read " + path).c_str()));
-        break;
-      }
-      done += static_cast<uint64_t>(n);
+void ObjectStore::OnSpilled(const ObjectId& id, const Status& st) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  Object& o = it->second;
+  spilling_bytes_ -= std::min(spilling_bytes_, alloc_.BlockSize(o.offset));
+  o.spilling = false;
+  o.total_pins--;
+  if (st.ok()) {
+    if (!o.spill_file) spills_total_++;
+    o.spill_file = true;
+    last_spill_error_ = Status::OK();
+    // Read meanwhile (pinned), or freed meanwhile (MaybeFree): then it stays, or goes, as is.
+    if (o.total_pins == 0 && !o.deleted) {
+      alloc_.Free(o.offset);
+      o.in_memory = false;
     }
-    ::close(fd);
+  } else {
+    // The object stays in memory; the requests that waited for room are told why, if nothing
+    // else makes room.
+    PRISM_LOG_WARN("cannot spill object {}: {}", id.Hex(), st.message());
+    o.spill_failed = std::chrono::steady_clock::now();
+    last_spill_error_ = st;
   }
-  if (!st.ok()) {
+  MaybeFree(it);
+  Pump();
+}
+
+void ObjectStore::StartRestore(const ObjectId& id, uint64_t offset) {
+  std::string path = SpillPath(id);
+  uint8_t* dst = base_ + offset;
+  uint64_t size = objects_.at(id).size;
+  auto result = std::make_shared<Status>();
+  RunIo(
+      [path, dst, size, result] {
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+          *result = Status::IOError(Errno(("open " + path).c_str()));
+          return;
+        }
+        uint64_t done = 0;
+        while (done < size) {
+          ssize_t n = ::pread(fd, dst + done, size - done, static_cast<off_t>(done));
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) {
+            *result = Status::IOError(n == 0 ? "spill file " + path + " is truncated"
+                                             : Errno(("read " + path).c_str()));
+            break;
+          }
+          done += static_cast<uint64_t>(n);
+        }
+        ::close(fd);
+      },
+      [this, id, offset, result] { OnRestored(id, offset, *result); });
+}
+
+void ObjectStore::OnRestored(const ObjectId& id, uint64_t offset, const Status& st) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) {  // cannot happen: a restoring object has readers or is deleted
     alloc_.Free(offset);
-    return st;
+    return;
+  }
+  Object& o = it->second;
+  o.restoring = false;
+  auto readers = std::move(o.readers);
+  o.readers.clear();
+  if (!st.ok() || o.deleted) {
+    alloc_.Free(offset);
+    Status err = st.ok() ? Status::NotFound("object " + id.Hex() + " was freed while it was restored") : st;
+    for (auto& [c, d] : readers) d(err);
+    MaybeFree(it);
+    Pump();
+    return;
   }
   o.offset = offset;
   o.in_memory = true;
   restores_total_++;
-  return Status::OK();
+  for (auto& [c, d] : readers) d(PinLocated(c, id, o));
+  Pump();
+}
+
+Result<ObjectStore::Located> ObjectStore::PinLocated(ClientId client, const ObjectId& id, Object& o) {
+  o.last_use = ++clock_;
+  o.pins[client]++;
+  o.total_pins++;
+  client_pins_[client][id]++;
+  return Located{o.offset, o.size};
 }
 
 Status ObjectStore::Seal(ClientId client, const ObjectId& id) {
@@ -254,18 +407,25 @@ Status ObjectStore::Abort(ClientId client, const ObjectId& id) {
 }
 
 Result<ObjectStore::Located> ObjectStore::Get(ClientId client, const ObjectId& id) {
+  std::optional<Result<Located>> out;
+  GetAsync(client, id, [&](Result<Located> r) { out = std::move(r); });
+  if (!out) return Status::Internal("Get waits for a restore: use GetAsync with run_io");
+  return std::move(*out);
+}
+
+void ObjectStore::GetAsync(ClientId client, const ObjectId& id, Done done) {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.deleted) {
-    return Status::NotFound("object " + id.Hex() + " is not in the store");
+    return done(Status::NotFound("object " + id.Hex() + " is not in the store"));
   }
   Object& o = it->second;
-  if (!o.sealed) return Status::NotFound("object " + id.Hex() + " is not sealed yet");
-  if (!o.in_memory) PRISM_RETURN_IF_ERROR(Restore(id, o));
-  o.last_use = ++clock_;
-  o.pins[client]++;
-  o.total_pins++;
-  client_pins_[client][id]++;
-  return Located{o.offset, o.size};
+  if (!o.sealed) return done(Status::NotFound("object " + id.Hex() + " is not sealed yet"));
+  if (o.in_memory) return done(PinLocated(client, id, o));
+  o.readers.emplace_back(client, std::move(done));
+  if (o.restoring) return;  // joins the restore under way
+  o.restoring = true;
+  waiting_.push_back(Waiting{id, o.size, true, 0, nullptr});
+  Pump();
 }
 
 void ObjectStore::Unpin(const ObjectId& id, Object& o, ClientId client, uint32_t n) {
@@ -306,12 +466,28 @@ void ObjectStore::Delete(const ObjectId& id) {
 void ObjectStore::MaybeFree(std::unordered_map<ObjectId, Object>::iterator it) {
   Object& o = it->second;
   if (!o.deleted || o.total_pins > 0) return;
+  auto readers = std::move(o.readers);  // readers waiting for its restore hear that it went
+  o.readers.clear();
+  for (auto& [c, d] : readers) d(Status::NotFound("object " + it->first.Hex() + " was freed while it was restored"));
   if (o.in_memory) alloc_.Free(o.offset);
   if (o.spill_file) ::unlink(SpillPath(it->first).c_str());
   objects_.erase(it);
 }
 
 void ObjectStore::ClientGone(ClientId client) {
+  // What it waits for is not answered (its connection is gone).
+  for (auto w = waiting_.begin(); w != waiting_.end();) {
+    if (!w->restore && w->client == client) {
+      w = waiting_.erase(w);
+    } else {
+      ++w;
+    }
+  }
+  for (auto& [id, o] : objects_) {
+    o.readers.erase(std::remove_if(o.readers.begin(), o.readers.end(),
+                                   [client](const auto& r) { return r.first == client; }),
+                    o.readers.end());
+  }
   auto cp = client_pins_.find(client);
   std::unordered_map<ObjectId, uint32_t> pins;
   if (cp != client_pins_.end()) pins = std::move(cp->second);

@@ -65,7 +65,10 @@ StoreClient::~StoreClient() {
 
 void StoreClient::Disconnect() {
   std::lock_guard<std::mutex> lock(mu_);
-  conn_.Close();
+  {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    conn_.Close();
+  }
   broken_ = true;
   held_.clear();  // the daemon dropped this client's pins with the connection
   idle_ = 0;
@@ -117,33 +120,61 @@ void StoreClient::LogError(const rpc::ErrorReply& e) {
 
 Result<rpc::Envelope> StoreClient::Call(const rpc::Envelope& req, uint64_t request_id) {
   if (broken_) return Status::Unavailable("the object store connection is closed");
-  Status st = conn_.Send(req);
-  while (st.ok()) {
-    auto reply = conn_.Receive(-1);
-    if (!reply.ok()) {
-      st = reply.status();
-      break;
+  {
+    std::lock_guard<std::mutex> reply_lock(reply_mu_);
+    awaiting_.insert(request_id);
+  }
+  {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    if (!conn_.Send(req).ok()) broken_ = true;
+  }
+  // Several threads may wait at once (a create waiting for a spill does not hold up another
+  // thread's get): one of them reads the next frame and hands it to whoever it answers.
+  std::unique_lock<std::mutex> lock(reply_mu_);
+  while (true) {
+    if (auto it = replies_.find(request_id); it != replies_.end()) {
+      Result<rpc::Envelope> mine = std::move(it->second);
+      replies_.erase(it);
+      awaiting_.erase(request_id);
+      return mine;
     }
-    if (reply->has_error()) {
-      if (reply->error().request_id() == request_id) return FromError(reply->error());
-      LogError(reply->error());  // an earlier one-way request failed
+    if (broken_) {
+      awaiting_.erase(request_id);
+      return Status::Unavailable("lost the object store connection");
+    }
+    if (reading_) {
+      reply_cv_.wait(lock);
       continue;
     }
-    if (reply->has_store_reply() && reply->store_reply().request_id() == request_id) {
-      return std::move(*reply);
+    reading_ = true;
+    lock.unlock();
+    auto frame = conn_.Receive(-1);
+    lock.lock();
+    reading_ = false;
+    if (!frame.ok()) {
+      broken_ = true;
+    } else if (frame->has_error()) {
+      uint64_t rid = frame->error().request_id();
+      if (awaiting_.count(rid) > 0) {
+        replies_.emplace(rid, FromError(frame->error()));
+      } else {
+        LogError(frame->error());  // an earlier one-way request failed
+      }
+    } else if (frame->has_store_reply() && awaiting_.count(frame->store_reply().request_id()) > 0) {
+      uint64_t rid = frame->store_reply().request_id();
+      replies_.emplace(rid, std::move(*frame));
     }
+    reply_cv_.notify_all();
   }
-  broken_ = true;
-  return Status::Unavailable("lost the object store connection: " + st.message());
 }
 
 void StoreClient::SendOneWay(const rpc::Envelope& req) {
   if (broken_) return;
+  std::lock_guard<std::mutex> send_lock(send_mu_);
   if (!conn_.Send(req).ok()) broken_ = true;
 }
 
 Result<uint8_t*> StoreClient::Create(const ObjectId& id, uint64_t size, const WorkerId& owner) {
-  std::lock_guard<std::mutex> lock(mu_);
   uint64_t rid = next_request_id_++;
   rpc::Envelope req;
   auto* c = req.mutable_store_create();
@@ -160,7 +191,6 @@ Result<uint8_t*> StoreClient::Create(const ObjectId& id, uint64_t size, const Wo
 }
 
 Status StoreClient::Seal(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
   uint64_t rid = next_request_id_++;
   rpc::Envelope req;
   req.mutable_store_seal()->set_request_id(rid);
@@ -169,7 +199,6 @@ Status StoreClient::Seal(const ObjectId& id) {
 }
 
 Status StoreClient::Abort(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
   uint64_t rid = next_request_id_++;
   rpc::Envelope req;
   req.mutable_store_abort()->set_request_id(rid);
@@ -179,7 +208,7 @@ Status StoreClient::Abort(const ObjectId& id) {
 
 std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids) {
   std::vector<View> out(ids.size());
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   // Held already: a lookup. (The same id twice in `ids` is one more reader each time.)
   std::vector<size_t> ask;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -197,7 +226,9 @@ std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids
   rpc::Envelope req;
   req.mutable_store_get()->set_request_id(rid);
   for (size_t i : ask) req.mutable_store_get()->add_object_ids(ids[i].Binary());
+  lock.unlock();  // others' lookups go on while the daemon answers
   auto reply = Call(req, rid);
+  lock.lock();
   if (!reply.ok()) {
     for (size_t i : ask) out[i].status = reply.status();
     return out;

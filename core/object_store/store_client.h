@@ -16,11 +16,14 @@
 
 #include <prism/ids.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -70,8 +73,9 @@ class StoreClient {
 
  private:
   StoreClient() = default;
-  Result<rpc::Envelope> Call(const rpc::Envelope& req, uint64_t request_id) PRISM_REQUIRES(mu_);
-  void SendOneWay(const rpc::Envelope& req) PRISM_REQUIRES(mu_);
+  /// Sends a request and waits for its answer (without mu_: other threads go on meanwhile).
+  Result<rpc::Envelope> Call(const rpc::Envelope& req, uint64_t request_id);
+  void SendOneWay(const rpc::Envelope& req);
   void LogError(const rpc::ErrorReply& e);
   /// Sends Release for the idle pins idle since `before` or earlier (all: time_point::max()).
   void ReleaseIdleLocked(std::chrono::steady_clock::time_point before) PRISM_REQUIRES(mu_);
@@ -87,10 +91,16 @@ class StoreClient {
   uint8_t* base_ = nullptr;
   uint64_t capacity_ = 0;
   std::chrono::milliseconds idle_hold_{100};
-  mutable std::mutex mu_;
-  rpc::BlockingClient conn_ PRISM_GUARDED_BY(mu_);
-  uint64_t next_request_id_ PRISM_GUARDED_BY(mu_) = 1;
-  bool broken_ PRISM_GUARDED_BY(mu_) = false;
+  mutable std::mutex mu_;   // the held table
+  std::mutex send_mu_;      // one sender at a time on conn_
+  rpc::BlockingClient conn_;  // sent on under send_mu_, read by one waiting caller at a time
+  std::atomic<uint64_t> next_request_id_{1};
+  std::atomic<bool> broken_{false};
+  std::mutex reply_mu_;
+  std::condition_variable reply_cv_;
+  bool reading_ PRISM_GUARDED_BY(reply_mu_) = false;  // a caller is reading the next frame
+  std::set<uint64_t> awaiting_ PRISM_GUARDED_BY(reply_mu_);
+  std::map<uint64_t, Result<rpc::Envelope>> replies_ PRISM_GUARDED_BY(reply_mu_);
   std::unordered_map<ObjectId, Held> held_ PRISM_GUARDED_BY(mu_);
   size_t idle_ PRISM_GUARDED_BY(mu_) = 0;  // held_ entries with no reader
   bool stopping_ PRISM_GUARDED_BY(mu_) = false;

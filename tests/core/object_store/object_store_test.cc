@@ -5,10 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
+#include <functional>
+#include <optional>
+#include <vector>
 #include <filesystem>
 
 namespace prism {
@@ -140,6 +145,93 @@ TEST_F(ObjectStoreTest, FullOfPinnedObjectsIsAnErrorNotACrash) {
   EXPECT_NE(st.message().find("pinned"), std::string::npos) << st.message();
   ASSERT_TRUE(store_->Abort(1, Id(1)).ok());
   EXPECT_TRUE(store_->Create(1, Id(4), size, owner_).ok()) << "room again once a pin goes";
+}
+
+// Spills and restores run through run_io: here a queue the test drains by hand, standing for the
+// daemon's disk thread. While they wait, every other request is answered.
+TEST(ObjectStoreAsync, RequestsAreAnsweredWhileASpillOrRestoreRuns) {
+  auto dir = std::filesystem::temp_directory_path() / ("prism-store-async-" + std::to_string(getpid()));
+  std::vector<std::pair<std::function<void()>, std::function<void()>>> jobs;
+  ObjectStoreConfig c;
+  c.capacity = 1 << 20;
+  c.spill_dir = (dir / "spill").string();
+  c.run_io = [&](std::function<void()> io, std::function<void()> then) { jobs.emplace_back(io, then); };
+  auto opened = ObjectStore::Open(c);
+  ASSERT_TRUE(opened.ok());
+  auto& store = *opened;
+  auto* base = static_cast<uint8_t*>(::mmap(nullptr, store->capacity(), PROT_READ | PROT_WRITE, MAP_SHARED, store->fd(), 0));
+  ASSERT_NE(base, MAP_FAILED);
+  const WorkerId owner = WorkerId::FromBinary(std::string(16, 'w'));
+  const uint64_t size = 300 << 10;
+  for (uint32_t i = 1; i <= 3; ++i) {
+    std::optional<Result<ObjectStore::Located>> got;
+    store->CreateAsync(1, Id(i), size, owner, [&](Result<ObjectStore::Located> r) { got = r; });
+    ASSERT_TRUE(got && got->ok()) << "fits at once";
+    std::memset(base + (*got)->offset, 'a' + i, size);
+    ASSERT_TRUE(store->Seal(1, Id(i)).ok());
+    ASSERT_TRUE(store->Release(1, Id(i)).ok());
+  }
+  std::optional<Result<ObjectStore::Located>> fourth;
+  store->CreateAsync(1, Id(4), size, owner, [&](Result<ObjectStore::Located> r) { fourth = r; });
+  EXPECT_FALSE(fourth) << "waits for a spill: " << (fourth ? fourth->status().ToString() : "");
+  ASSERT_EQ(jobs.size(), 1u) << "one object is written out";
+  // Meanwhile: reads of objects in memory (the one being spilled too), seal of another.
+  std::optional<Result<ObjectStore::Located>> read;
+  store->GetAsync(2, Id(1), [&](Result<ObjectStore::Located> r) { read = r; });
+  ASSERT_TRUE(read && read->ok()) << "answered while the spill runs";
+  EXPECT_EQ(base[(*read)->offset], 'b');
+  ASSERT_TRUE(store->Release(2, Id(1)).ok());
+  auto job = jobs[0];
+  jobs.clear();
+  job.first();
+  job.second();
+  ASSERT_TRUE(fourth && fourth->ok()) << (fourth ? fourth->status().ToString() : "no answer");
+  EXPECT_EQ(store->stats().num_spilled, 1u);
+  ASSERT_TRUE(store->Abort(1, Id(4)).ok());
+  // The spilled one (the least recently used when the spill began: the first) is read back
+  // through run_io.
+  std::optional<Result<ObjectStore::Located>> restored, again;
+  store->GetAsync(3, Id(1), [&](Result<ObjectStore::Located> r) { restored = r; });
+  store->GetAsync(4, Id(1), [&](Result<ObjectStore::Located> r) { again = r; });
+  EXPECT_FALSE(restored);
+  ASSERT_EQ(jobs.size(), 1u) << "two readers, one restore";
+  job = jobs[0];
+  jobs.clear();
+  job.first();
+  job.second();
+  ASSERT_TRUE(restored && restored->ok() && again && again->ok());
+  EXPECT_EQ(base[(*restored)->offset], 'b');
+  EXPECT_EQ(base[(*restored)->offset + size - 1], 'b');
+  EXPECT_EQ((*again)->offset, (*restored)->offset);
+  ::munmap(base, store->capacity());
+  store.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// A spill that fails (the disk is full: here a file size limit) loses nothing: the object stays
+// in memory and readable, the create that needed room fails with why, and no partial spill file
+// is left behind.
+TEST_F(ObjectStoreTest, AFailedSpillKeepsTheObjectAndFailsTheCreate) {
+  const uint64_t size = 600 << 10;
+  PutObject(1, Id(1), size, 'x');
+  struct rlimit saved {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = saved;
+  small.rlim_cur = 64 << 10;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto st = store_->Create(1, Id(2), size, owner_).status();
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  ::signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfMemory);
+  EXPECT_NE(st.message().find("spilling failed"), std::string::npos) << st.message();
+  EXPECT_EQ(SpillFiles(), 0u) << "no partial copy";
+  auto got = store_->Get(2, Id(1));
+  ASSERT_TRUE(got.ok()) << "the object stayed: " << got.status().ToString();
+  EXPECT_EQ(base_[got->offset], 'x');
+  EXPECT_EQ(base_[got->offset + size - 1], 'x');
+  ASSERT_TRUE(store_->Release(2, Id(1)).ok());
+  EXPECT_EQ(store_->stats().num_spilled, 0u);
 }
 
 TEST(ObjectStorePrefault, AllocatesTheArenaAtStartOrRefusesClearly) {

@@ -1,0 +1,47 @@
+#include "node/disk_io.h"
+
+#include <pthread.h>
+
+namespace prism {
+
+DiskIoThread::DiskIoThread(asio::io_context& loop) : loop_(loop) {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "prism-disk");
+    Loop();
+  });
+}
+
+DiskIoThread::~DiskIoThread() { Stop(); }
+
+void DiskIoThread::Run(std::function<void()> io, std::function<void()> then) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(Job{std::move(io), std::move(then)});
+  }
+  cv_.notify_one();
+}
+
+void DiskIoThread::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void DiskIoThread::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+    if (jobs_.empty()) return;  // stopping, and everything queued ran
+    Job job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
+    job.io();
+    asio::post(loop_, std::move(job.then));
+    lock.lock();
+  }
+}
+
+}  // namespace prism
