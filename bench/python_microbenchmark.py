@@ -37,6 +37,7 @@ def timeit(name, fn, multiplier=1, min_seconds=1.0):
 def run_workloads(ray, is_prism):
     results = []
     ray.init(num_cpus=os.cpu_count())
+    time.sleep(3)  # both engines: what they start in the background settles before timing
 
     @ray.remote
     def small_value():

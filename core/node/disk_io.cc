@@ -21,10 +21,11 @@ void DiskIoThread::Run(std::function<void()> io, std::function<void()> then) {
   cv_.notify_one();
 }
 
-void DiskIoThread::Stop() {
+void DiskIoThread::Stop(bool discard_queued) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    if (discard_queued) jobs_.clear();
   }
   cv_.notify_one();
   if (thread_.joinable()) thread_.join();

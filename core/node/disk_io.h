@@ -21,9 +21,9 @@ class DiskIoThread {
   ~DiskIoThread();
   /// Any thread: runs `io` on the I/O thread, then `then` on the loop.
   void Run(std::function<void()> io, std::function<void()> then);
-  /// Waits for the jobs queued so far to finish (their completions may still be posted) and
-  /// ends the thread. Idempotent.
-  void Stop();
+  /// Ends the thread after the jobs queued so far ran (their completions may still be posted),
+  /// or, with `discard_queued`, after the one running (the rest are dropped). Idempotent.
+  void Stop(bool discard_queued = false);
 
  private:
   void Loop();

@@ -1799,6 +1799,9 @@ void NodeDaemon::Stop() {
     if (job.exe_fd >= 0) ::close(job.exe_fd);
   }
   jobs_.clear();
+  // Spills and restores still queued are dropped (nothing runs their completions now), the one
+  // running ends, and only then does the arena go.
+  if (disk_) disk_->Stop(/*discard_queued=*/true);
   store_.reset();  // unmaps the arena and removes spill files
   ::unlink(socket_path_.c_str());
   if (config_.remove_session_dir && !config_.session_dir.empty()) {

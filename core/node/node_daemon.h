@@ -239,7 +239,7 @@ class NodeDaemon {
 
   ControlStore control_;
   std::unique_ptr<ObjectStore> store_;
-  std::unique_ptr<DiskIoThread> disk_;  // the store's spills and restores (stopped before store_ goes)
+  std::unique_ptr<DiskIoThread> disk_;  // the store's spills and restores (Stop() ends it before store_ goes)
   ObjectStore::ClientId next_store_client_ = 1;
   ResourcePool node_pool_;
   int self_exe_fd_ = -1;  // this daemon's executable (the prism tool): the generic C++ worker

@@ -111,10 +111,11 @@ std::string ObjectStore::SpillPath(const ObjectId& id) const {
 
 Result<ObjectStore::Located> ObjectStore::Create(ClientId client, const ObjectId& id,
                                                  uint64_t size, const WorkerId& owner) {
-  std::optional<Result<Located>> out;
-  CreateAsync(client, id, size, owner, [&](Result<Located> r) { out = std::move(r); });
-  if (!out) return Status::Internal("Create waits for spills: use CreateAsync with run_io");
-  return std::move(*out);
+  // (A deferred answer lands in `out`, which outlives this call, and is not awaited.)
+  auto out = std::make_shared<std::optional<Result<Located>>>();
+  CreateAsync(client, id, size, owner, [out](Result<Located> r) { *out = std::move(r); });
+  if (!*out) return Status::Internal("Create waits for spills: use CreateAsync with run_io");
+  return std::move(**out);
 }
 
 void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner,
@@ -133,6 +134,7 @@ void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size
   // The entry exists from now on (a second create of the id is refused), pinned by its writer;
   // it is in memory once it has room.
   Object& o = objects_[id];
+  o.generation = ++generations_;
   o.size = size;
   o.creator = client;
   o.owner = owner;
@@ -140,16 +142,17 @@ void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size
   o.pins[client] = 1;
   o.total_pins = 1;
   client_pins_[client][id] += 1;
-  if (!waiting_.empty()) {
-    // Others wait for spills; one that fits in the room there is now is not held up behind
-    // them (the room spills free goes to the waiting first: Pump runs as each spill ends).
+  if (!waiting_.empty() && alloc_.capacity() - alloc_.used() >= size + waiting_bytes_) {
+    // Others wait for spills; one that fits in the room there is now, beyond what they need, is
+    // not held up behind them (the room spills free goes to the waiting: Pump runs as each ends).
     if (auto off = alloc_.Allocate(size)) {
       o.offset = *off;
       o.in_memory = true;
       return done(Located{o.offset, o.size});
     }
   }
-  waiting_.push_back(Waiting{id, size, false, client, std::move(done)});
+  waiting_.push_back(Waiting{id, size, false, client, std::move(done), o.generation});
+  waiting_bytes_ += size;
   Pump();
 }
 
@@ -181,17 +184,22 @@ void ObjectStore::Pump() {
     while (!waiting_.empty()) {
       Waiting& w = waiting_.front();
       auto it = objects_.find(w.id);
-      if (it == objects_.end() || (w.restore && (it->second.deleted || it->second.in_memory))) {
+      if (it == objects_.end() || it->second.generation != w.generation ||
+          (w.restore && (it->second.deleted || it->second.in_memory))) {
         // Gone meanwhile (its client went, or its owner freed it while it waited).
         Waiting gone = std::move(waiting_.front());
         waiting_.pop_front();
+        waiting_bytes_ -= gone.size;
         if (gone.done) gone.done(Status::NotFound("object " + gone.id.Hex() + " went while it waited for room"));
-        if (gone.restore && it != objects_.end()) it->second.restoring = false;
+        if (gone.restore && it != objects_.end() && it->second.generation == gone.generation) {
+          it->second.restoring = false;
+        }
         continue;
       }
       if (auto off = alloc_.Allocate(w.size)) {
         Waiting ready = std::move(waiting_.front());
         waiting_.pop_front();
+        waiting_bytes_ -= ready.size;
         Object& o = it->second;
         if (ready.restore) {
           StartRestore(ready.id, *off);
@@ -207,6 +215,7 @@ void ObjectStore::Pump() {
       // Nothing to spill and nothing spilling: it cannot fit now.
       Waiting failed = std::move(waiting_.front());
       waiting_.pop_front();
+      waiting_bytes_ -= failed.size;
       Status err = FullError(failed.size, failed.id);
       if (failed.restore) {
         Object& o = it->second;
@@ -323,6 +332,7 @@ void ObjectStore::StartRestore(const ObjectId& id, uint64_t offset) {
   std::string path = SpillPath(id);
   uint8_t* dst = base_ + offset;
   uint64_t size = objects_.at(id).size;
+  uint64_t generation = objects_.at(id).generation;
   auto result = std::make_shared<Status>();
   RunIo(
       [path, dst, size, result] {
@@ -344,13 +354,15 @@ void ObjectStore::StartRestore(const ObjectId& id, uint64_t offset) {
         }
         ::close(fd);
       },
-      [this, id, offset, result] { OnRestored(id, offset, *result); });
+      [this, id, generation, offset, result] { OnRestored(id, generation, offset, *result); });
 }
 
-void ObjectStore::OnRestored(const ObjectId& id, uint64_t offset, const Status& st) {
+void ObjectStore::OnRestored(const ObjectId& id, uint64_t generation, uint64_t offset, const Status& st) {
   auto it = objects_.find(id);
-  if (it == objects_.end()) {  // cannot happen: a restoring object has readers or is deleted
+  if (it == objects_.end() || it->second.generation != generation) {
+    // Freed while it was read back (its readers were told then), perhaps created anew since.
     alloc_.Free(offset);
+    Pump();
     return;
   }
   Object& o = it->second;
@@ -407,10 +419,10 @@ Status ObjectStore::Abort(ClientId client, const ObjectId& id) {
 }
 
 Result<ObjectStore::Located> ObjectStore::Get(ClientId client, const ObjectId& id) {
-  std::optional<Result<Located>> out;
-  GetAsync(client, id, [&](Result<Located> r) { out = std::move(r); });
-  if (!out) return Status::Internal("Get waits for a restore: use GetAsync with run_io");
-  return std::move(*out);
+  auto out = std::make_shared<std::optional<Result<Located>>>();
+  GetAsync(client, id, [out](Result<Located> r) { *out = std::move(r); });
+  if (!*out) return Status::Internal("Get waits for a restore: use GetAsync with run_io");
+  return std::move(**out);
 }
 
 void ObjectStore::GetAsync(ClientId client, const ObjectId& id, Done done) {
@@ -424,7 +436,8 @@ void ObjectStore::GetAsync(ClientId client, const ObjectId& id, Done done) {
   o.readers.emplace_back(client, std::move(done));
   if (o.restoring) return;  // joins the restore under way
   o.restoring = true;
-  waiting_.push_back(Waiting{id, o.size, true, 0, nullptr});
+  waiting_.push_back(Waiting{id, o.size, true, 0, nullptr, o.generation});
+  waiting_bytes_ += o.size;
   Pump();
 }
 
@@ -478,6 +491,7 @@ void ObjectStore::ClientGone(ClientId client) {
   // What it waits for is not answered (its connection is gone).
   for (auto w = waiting_.begin(); w != waiting_.end();) {
     if (!w->restore && w->client == client) {
+      waiting_bytes_ -= w->size;
       w = waiting_.erase(w);
     } else {
       ++w;

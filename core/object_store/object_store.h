@@ -110,6 +110,7 @@ class ObjectStore {
     bool deleted = false;      // the owner let go; freed with the last pin
     bool spilling = false;     // its copy to disk is being written (the store pins it meanwhile)
     bool restoring = false;    // waits for room, or is being read back
+    uint64_t generation = 0;   // tells this entry from a later one of the same id
     ClientId creator = 0;
     WorkerId owner;
     uint64_t last_use = 0;
@@ -125,6 +126,7 @@ class ObjectStore {
     bool restore = false;
     ClientId client = 0;  // a create's client
     Done done;            // a create's answer (a restore answers its object's readers)
+    uint64_t generation = 0;  // of the object's entry when it began waiting
   };
   ObjectStore(ObjectStoreConfig config, int fd, uint8_t* base);
   /// Serves the requests waiting for room, in order, starting spills as needed.
@@ -134,7 +136,7 @@ class ObjectStore {
   bool StartSpills(uint64_t needed);
   void OnSpilled(const ObjectId& id, const Status& st);
   void StartRestore(const ObjectId& id, uint64_t offset);
-  void OnRestored(const ObjectId& id, uint64_t offset, const Status& st);
+  void OnRestored(const ObjectId& id, uint64_t generation, uint64_t offset, const Status& st);
   void RunIo(std::function<void()> io, std::function<void()> then);
   Status FullError(uint64_t size, const ObjectId& for_id) const;
   Result<Located> PinLocated(ClientId client, const ObjectId& id, Object& o);
@@ -152,7 +154,9 @@ class ObjectStore {
   uint64_t spills_total_ = 0;
   uint64_t restores_total_ = 0;
   std::deque<Waiting> waiting_;
+  uint64_t waiting_bytes_ = 0;   // what the requests in waiting_ need
   uint64_t spilling_bytes_ = 0;  // blocks that spills in flight will free
+  uint64_t generations_ = 0;
   Status last_spill_error_;
   bool pumping_ = false;
   bool pump_again_ = false;

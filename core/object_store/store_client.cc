@@ -67,9 +67,13 @@ void StoreClient::Disconnect() {
   std::lock_guard<std::mutex> lock(mu_);
   {
     std::lock_guard<std::mutex> send_lock(send_mu_);
-    conn_.Close();
+    conn_.Shutdown();  // (closed with the client: a caller may be reading it now)
   }
   broken_ = true;
+  {
+    std::lock_guard<std::mutex> reply_lock(reply_mu_);
+    reply_cv_.notify_all();
+  }
   held_.clear();  // the daemon dropped this client's pins with the connection
   idle_ = 0;
 }

@@ -36,6 +36,10 @@ BlockingClient& BlockingClient::operator=(BlockingClient&& o) noexcept {
   return *this;
 }
 
+void BlockingClient::Shutdown() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
 void BlockingClient::Close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

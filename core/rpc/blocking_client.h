@@ -42,6 +42,9 @@ class BlockingClient {
     return fd;
   }
   void Close();
+  /// Ends the connection both ways without closing the descriptor: a thread blocked in
+  /// Receive() returns (with an error), and the descriptor number is not reused meanwhile.
+  void Shutdown();
 
  private:
   int fd_ = -1;

@@ -162,6 +162,14 @@ void TaskSubmitter::WithdrawLease(const std::string& key, uint64_t lease_id) {
   if (it != lanes_.end() && it->second.conn && it->second.lease_id == lease_id) it->second.conn = nullptr;
 }
 
+bool TaskSubmitter::TakeBackIdle(const std::string& key, uint64_t lease_id) {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  auto it = lanes_.find(key);
+  if (it == lanes_.end()) return true;
+  if (it->second.conn && it->second.lease_id == lease_id) it->second.conn = nullptr;
+  return it->second.unbooked.count(lease_id) == 0;
+}
+
 bool TaskSubmitter::HasUnbooked(const std::string& key, uint64_t lease_id) {
   std::lock_guard<std::mutex> lock(lanes_mu_);
   auto it = lanes_.find(key);
@@ -177,14 +185,18 @@ void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t
     if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec.args(static_cast<int>(i)));
   }
   if (sent_on != 0) {
-    {
-      std::lock_guard<std::mutex> lock(lanes_mu_);
-      auto& unbooked = lanes_[key].unbooked;
-      if (--unbooked[sent_on] == 0) unbooked.erase(sent_on);
-    }
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    auto& unbooked = lanes_[key].unbooked;
+    if (--unbooked[sent_on] == 0) unbooked.erase(sent_on);
+  }
+  if (failed_all_) {  // after shutdown (or the daemon's loss) nothing more runs
+    Finish(id, fail_error_);
+    return;
+  }
+  if (sent_on != 0) {
     ShapeQueue& q = shapes_[key];
     auto lit = q.leases.find(sent_on);
-    if (lit != q.leases.end() && !failed_all_) {
+    if (lit != q.leases.end()) {
       r.lease_id = sent_on;
       lit->second->in_flight.insert(id);
       return;
@@ -263,15 +275,19 @@ void TaskSubmitter::Enqueue(const TaskId& id) {
 void TaskSubmitter::Pump(const std::string& key) {
   ShapeQueue& q = shapes_[key];
   const size_t depth = q.saturated && !q.spec.exclusive ? config_.max_tasks_in_flight_per_lease : 1;
+  std::unordered_set<uint64_t> taken;  // idle leases the fast lane took meanwhile
   while (!q.queue.empty()) {
     Lease* best = nullptr;
     for (auto& [lid, lease] : q.leases) {
-      if (lease->conn->closed()) continue;
+      if (lease->conn->closed() || taken.count(lid) > 0) continue;
       if (lease->in_flight.size() >= depth) continue;
-      if (lease->in_flight.empty() && HasUnbooked(key, lid)) continue;  // the fast lane's now
       if (best == nullptr || lease->in_flight.size() < best->in_flight.size()) best = lease.get();
     }
     if (best == nullptr) break;
+    if (best->in_flight.empty() && !TakeBackIdle(key, best->id)) {
+      taken.insert(best->id);  // a submitting thread sent a task on it just now
+      continue;
+    }
     TaskId id = q.queue.front();
     q.queue.pop_front();
     auto it = tasks_.find(id);
@@ -287,7 +303,6 @@ void TaskSubmitter::Pump(const std::string& key) {
       continue;
     }
     r.lease_id = best->id;
-    if (best->in_flight.empty()) WithdrawLease(key, best->id);
     best->in_flight.insert(id);
     rpc::Envelope env;
     auto* push = env.mutable_push_task();
@@ -693,8 +708,14 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
 }
 
 void TaskSubmitter::FailAll(const StoredObject& error) {
+  {
+    // Nothing more goes out on the fast lane; what went already is booked, and fails below.
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    for (auto& [key, lane] : lanes_) lane.conn = nullptr;
+  }
   DrainBookings();
   failed_all_ = true;
+  fail_error_ = error;
   std::vector<TaskId> ids;
   for (auto& [id, r] : tasks_) ids.push_back(id);
   for (const TaskId& id : ids) Finish(id, error);

@@ -172,6 +172,9 @@ class TaskSubmitter {
   // threads, and takes the offer back before it uses or returns the lease.
   void PublishIdleLease(const std::string& key, const Lease& lease);
   void WithdrawLease(const std::string& key, uint64_t lease_id);
+  /// Takes the lease off offer; false when the fast lane sent tasks on it that the loop has not
+  /// booked yet (so it is not idle).
+  bool TakeBackIdle(const std::string& key, uint64_t lease_id);
   /// Whether tasks sent on the lease by the fast lane are not booked by the loop yet.
   bool HasUnbooked(const std::string& key, uint64_t lease_id);
   void ResolveArgs(const TaskId& id);
@@ -218,6 +221,7 @@ class TaskSubmitter {
   std::unordered_map<TaskId, Running> tasks_;
   std::unordered_map<std::string, ShapeQueue> shapes_;
   bool failed_all_ = false;  // FailAll ran: late connections are given back
+  StoredObject fail_error_;  // what FailAll failed tasks with (and fails later ones with)
   std::unordered_map<ObjectId, PendingTask> lineage_;  // kept results' tasks, as submitted
   std::atomic<size_t> lineage_count_{0};
 
