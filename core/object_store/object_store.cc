@@ -142,9 +142,10 @@ void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size
   o.pins[client] = 1;
   o.total_pins = 1;
   client_pins_[client][id] += 1;
-  if (!waiting_.empty() && alloc_.capacity() - alloc_.used() >= size + waiting_bytes_) {
-    // Others wait for spills; one that fits in the room there is now, beyond what they need, is
-    // not held up behind them (the room spills free goes to the waiting: Pump runs as each ends).
+  if (!waiting_.empty() && alloc_.capacity() - alloc_.used() + spilling_bytes_ >= size + waiting_bytes_) {
+    // Others wait for spills; one that fits in the room there is now is not held up behind them
+    // as long as the spills under way still free what they need (Pump gives them that room as
+    // each spill ends).
     if (auto off = alloc_.Allocate(size)) {
       o.offset = *off;
       o.in_memory = true;
