@@ -26,6 +26,29 @@ std::string Bytes(uint64_t n) {
   return std::to_string(n) + " bytes";
 }
 
+// Writes `size` bytes from `buf` to the file at `path` (created, mode 0600), or reads them back
+// into `buf`; the disk thread's part of a spill or a restore.
+Status TransferFile(const std::string& path, uint8_t* buf, uint64_t size, bool write) {
+  int fd = write ? ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+                 : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::IOError(Errno(("open " + path).c_str()));
+  Status st;
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = write ? ::pwrite(fd, buf + done, size - done, static_cast<off_t>(done))
+                      : ::pread(fd, buf + done, size - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      st = Status::IOError(n == 0 && !write ? "spill file " + path + " is truncated"
+                                            : Errno(((write ? "write " : "read ") + path).c_str()));
+      break;
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  return st;
+}
+
 // MemAvailable from /proc/meminfo (the machine's physical memory where it cannot be read).
 uint64_t AvailableMemory() {
   std::ifstream meminfo("/proc/meminfo");
@@ -272,29 +295,14 @@ bool ObjectStore::StartSpills(uint64_t needed) {
     }
     std::string path = SpillPath(id);
     std::string dir = config_.spill_dir;
-    const uint8_t* src = base_ + o.offset;
+    uint8_t* src = base_ + o.offset;  // only read: the object is sealed
     uint64_t size = o.size;
     auto result = std::make_shared<Status>();
     RunIo(
         [dir, path, src, size, result] {
           std::error_code ec;
           std::filesystem::create_directories(dir, ec);
-          int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-          if (fd < 0) {
-            *result = Status::IOError(Errno(("open " + path).c_str()));
-            return;
-          }
-          uint64_t done = 0;
-          while (done < size) {
-            ssize_t n = ::pwrite(fd, src + done, size - done, static_cast<off_t>(done));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-              *result = Status::IOError(Errno(("write " + path).c_str()));
-              break;
-            }
-            done += static_cast<uint64_t>(n);
-          }
-          ::close(fd);
+          *result = TransferFile(path, src, size, /*write=*/true);
           if (!result->ok()) ::unlink(path.c_str());  // a partial copy is no copy
         },
         [this, id, result] { OnSpilled(id, *result); });
@@ -336,25 +344,7 @@ void ObjectStore::StartRestore(const ObjectId& id, uint64_t offset) {
   uint64_t generation = objects_.at(id).generation;
   auto result = std::make_shared<Status>();
   RunIo(
-      [path, dst, size, result] {
-        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-          *result = Status::IOError(Errno(("open " + path).c_str()));
-          return;
-        }
-        uint64_t done = 0;
-        while (done < size) {
-          ssize_t n = ::pread(fd, dst + done, size - done, static_cast<off_t>(done));
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0) {
-            *result = Status::IOError(n == 0 ? "spill file " + path + " is truncated"
-                                             : Errno(("read " + path).c_str()));
-            break;
-          }
-          done += static_cast<uint64_t>(n);
-        }
-        ::close(fd);
-      },
+      [path, dst, size, result] { *result = TransferFile(path, dst, size, /*write=*/false); },
       [this, id, generation, offset, result] { OnRestored(id, generation, offset, *result); });
 }
 

@@ -90,18 +90,24 @@ void StoreClient::ReleaseIdle() {
 
 void StoreClient::ReleaseIdleLocked(std::chrono::steady_clock::time_point before) {
   if (idle_ == 0) return;
-  rpc::Envelope req;
+  std::vector<ObjectId> release;
   for (auto it = held_.begin(); it != held_.end();) {
     if (it->second.readers == 0 && it->second.idle_since <= before) {
-      req.mutable_store_release()->add_object_ids(it->first.Binary());
+      release.push_back(it->first);
       it = held_.erase(it);
       idle_--;
     } else {
       ++it;
     }
   }
-  if (req.store_release().object_ids_size() == 0) return;
+  SendRelease(release);
+}
+
+void StoreClient::SendRelease(const std::vector<ObjectId>& ids) {
+  if (ids.empty()) return;
+  rpc::Envelope req;
   req.mutable_store_release()->set_request_id(next_request_id_++);
+  for (const auto& id : ids) req.mutable_store_release()->add_object_ids(id.Binary());
   SendOneWay(req);
 }
 
@@ -256,10 +262,7 @@ std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids
       if (!fresh) {
         // Asked twice in one call: the daemon pinned it twice; keep one pin.
         if (it->second.readers++ == 0) idle_--;
-        rpc::Envelope extra;
-        extra.mutable_store_release()->set_request_id(next_request_id_++);
-        extra.mutable_store_release()->add_object_ids(ids[i].Binary());
-        SendOneWay(extra);
+        SendRelease({ids[i]});
       }
     }
   }
@@ -271,10 +274,7 @@ void StoreClient::Release(const ObjectId& id) {
   auto it = held_.find(id);
   if (it == held_.end()) {
     // A writer's pin (Create), or one the daemon dropped with a broken connection.
-    rpc::Envelope req;
-    req.mutable_store_release()->set_request_id(next_request_id_++);
-    req.mutable_store_release()->add_object_ids(id.Binary());
-    SendOneWay(req);
+    SendRelease({id});
     return;
   }
   if (it->second.readers == 0) return;
@@ -295,18 +295,15 @@ void StoreClient::Delete(const std::vector<ObjectId>& ids) {
   if (ids.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
   // Idle pins on them go first (in order on the connection, so the daemon frees them now).
-  rpc::Envelope release;
+  std::vector<ObjectId> release;
   for (const auto& id : ids) {
     auto it = held_.find(id);
     if (it == held_.end() || it->second.readers > 0) continue;
-    release.mutable_store_release()->add_object_ids(id.Binary());
+    release.push_back(id);
     held_.erase(it);
     idle_--;
   }
-  if (release.store_release().object_ids_size() > 0) {
-    release.mutable_store_release()->set_request_id(next_request_id_++);
-    SendOneWay(release);
-  }
+  SendRelease(release);
   rpc::Envelope req;
   req.mutable_store_delete()->set_request_id(next_request_id_++);
   for (const auto& id : ids) req.mutable_store_delete()->add_object_ids(id.Binary());

@@ -76,6 +76,8 @@ class StoreClient {
   /// Sends a request and waits for its answer (without mu_: other threads go on meanwhile).
   Result<rpc::Envelope> Call(const rpc::Envelope& req, uint64_t request_id);
   void SendOneWay(const rpc::Envelope& req);
+  /// One StoreRelease (one-way) for `ids`; nothing when there are none.
+  void SendRelease(const std::vector<ObjectId>& ids);
   void LogError(const rpc::ErrorReply& e);
   /// Sends Release for the idle pins idle since `before` or earlier (all: time_point::max()).
   void ReleaseIdleLocked(std::chrono::steady_clock::time_point before) PRISM_REQUIRES(mu_);

@@ -156,24 +156,12 @@ void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease)
   lane.devices = lease.devices;
 }
 
-void TaskSubmitter::WithdrawLease(const std::string& key, uint64_t lease_id) {
-  std::lock_guard<std::mutex> lock(lanes_mu_);
-  auto it = lanes_.find(key);
-  if (it != lanes_.end() && it->second.conn && it->second.lease_id == lease_id) it->second.conn = nullptr;
-}
-
 bool TaskSubmitter::TakeBackIdle(const std::string& key, uint64_t lease_id) {
   std::lock_guard<std::mutex> lock(lanes_mu_);
   auto it = lanes_.find(key);
   if (it == lanes_.end()) return true;
   if (it->second.conn && it->second.lease_id == lease_id) it->second.conn = nullptr;
   return it->second.unbooked.count(lease_id) == 0;
-}
-
-bool TaskSubmitter::HasUnbooked(const std::string& key, uint64_t lease_id) {
-  std::lock_guard<std::mutex> lock(lanes_mu_);
-  auto it = lanes_.find(key);
-  return it != lanes_.end() && it->second.unbooked.count(lease_id) > 0;
 }
 
 void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t sent_on) {
@@ -446,20 +434,16 @@ void TaskSubmitter::StartIdleTimer(const std::string& key, Lease& lease) {
   lease.idle_timer->expires_at(lease.idle_since + std::chrono::milliseconds(config_.lease_idle_ms));
   uint64_t lid = lease.id;
   lease.idle_timer->async_wait([this, key, lid](const asio::error_code& ec) {
-  DrainBookings();
+    DrainBookings();
     ShapeQueue& sq = shapes_[key];
     auto it = sq.leases.find(lid);
     if (it == sq.leases.end()) return;
     it->second->timer_armed = false;
     if (ec || !it->second->in_flight.empty() || !sq.queue.empty()) return;  // busy: re-armed when idle
+    // Used meanwhile (by the loop, or by the fast lane just now): wait from its last idle moment.
     if (std::chrono::steady_clock::now() - it->second->idle_since <
             std::chrono::milliseconds(config_.lease_idle_ms) ||
-        HasUnbooked(key, lid)) {
-      StartIdleTimer(key, *it->second);  // used meanwhile: wait from its last idle moment
-      return;
-    }
-    WithdrawLease(key, lid);
-    if (HasUnbooked(key, lid)) {  // taken by the fast lane just now
+        !TakeBackIdle(key, lid)) {
       StartIdleTimer(key, *it->second);
       return;
     }
@@ -528,7 +512,7 @@ void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, cons
   if (lit == q.leases.end()) return;  // returned on purpose
   std::unique_ptr<Lease> lease = std::move(lit->second);
   q.leases.erase(lit);
-  WithdrawLease(key, lease_id);
+  (void)TakeBackIdle(key, lease_id);  // off offer (what went on it meanwhile was drained above)
   leases_.ReturnLease(lease_id, true);
   leases_returned_++;
   std::vector<TaskId> retry;

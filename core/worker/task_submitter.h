@@ -171,12 +171,9 @@ class TaskSubmitter {
   // The fast lane (see Submit): the loop offers one idle lease per shape to submitting
   // threads, and takes the offer back before it uses or returns the lease.
   void PublishIdleLease(const std::string& key, const Lease& lease);
-  void WithdrawLease(const std::string& key, uint64_t lease_id);
   /// Takes the lease off offer; false when the fast lane sent tasks on it that the loop has not
   /// booked yet (so it is not idle).
   bool TakeBackIdle(const std::string& key, uint64_t lease_id);
-  /// Whether tasks sent on the lease by the fast lane are not booked by the loop yet.
-  bool HasUnbooked(const std::string& key, uint64_t lease_id);
   void ResolveArgs(const TaskId& id);
   void OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj);
   void Enqueue(const TaskId& id);
