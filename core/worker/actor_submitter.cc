@@ -2,6 +2,8 @@
 
 #include "base/logging.h"
 
+#include <algorithm>
+
 namespace prism {
 
 ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
@@ -9,7 +11,62 @@ ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, Mem
     : io_(io), config_(std::move(config)), store_(store), daemon_(daemon), hooks_(std::move(hooks)) {}
 
 void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
-  asio::post(io_, [this, actor, t = std::move(task)]() mutable { AddOnLoop(actor, std::move(t)); });
+  const bool eligible = task.spec.ByteSizeLong() + 1024 <= config_.max_frame_bytes &&
+                        std::none_of(task.arg_refs.begin(), task.arg_refs.end(),
+                                     [](const internal::RefPtr& r) { return r != nullptr; });
+  std::unique_lock<std::mutex> lock(lanes_mu_);
+  Lane& lane = lanes_[actor];
+  const uint64_t seq = lane.next_seq++;
+  task.spec.set_sequence(seq);
+  if (eligible && lane.conn && !lane.conn->closed()) {
+    rpc::Envelope env;
+    env.mutable_push_task()->set_lease_id(0);
+    // Lent to the frame and taken back: the spec is not copied.
+    env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
+    // Flagged before the frame leaves: the loop, handling the reply, then waits on lanes_mu_
+    // for the booking instead of missing it.
+    has_bookings_.store(true, std::memory_order_release);
+    lane.conn->Send(env);  // under lanes_mu_, so frames go out in sequence order
+    env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
+    bookings_.push_back(Booking{actor, seq, std::move(task)});
+    return;
+  }
+  // Calls after this one wait for it: they go by the loop too until it has sent them all.
+  lane.conn = nullptr;
+  lane.posted++;
+  lock.unlock();
+  asio::post(io_, [this, actor, seq, t = std::move(task)]() mutable {
+    DrainBookings();
+    AddOnLoop(actor, seq, std::move(t));
+  });
+}
+
+void ActorSubmitter::DrainBookings() {
+  if (!has_bookings_.load(std::memory_order_acquire)) return;
+  std::vector<Booking> bookings;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    bookings.swap(bookings_);
+    has_bookings_.store(false, std::memory_order_relaxed);
+  }
+  for (Booking& b : bookings) {
+    Call& call = actors_[b.actor].inflight[b.seq];
+    call.task = std::move(b.task);
+  }
+}
+
+void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {
+  const bool open = !failed_all_ && a.state == rpc::ACTOR_ALIVE && a.conn && !a.conn->closed() &&
+                    a.conn_incarnation == a.incarnation && a.queued.empty();
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  Lane& lane = lanes_[id];
+  lane.conn = open && lane.posted == 0 ? a.conn : nullptr;
+}
+
+void ActorSubmitter::CloseLane(const ActorId& id) {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  auto it = lanes_.find(id);
+  if (it != lanes_.end()) it->second.conn = nullptr;
 }
 
 StoredObject ActorSubmitter::DiedError(const ActorId& id, const Actor& a, const std::string& what) const {
@@ -17,21 +74,27 @@ StoredObject ActorSubmitter::DiedError(const ActorId& id, const Actor& a, const 
   return StoredObject::Error(rpc::ERROR_ACTOR_DIED, who + " " + what);
 }
 
-void ActorSubmitter::AddOnLoop(const ActorId& id, PendingTask task) {
-  Actor& a = actors_[id];
-  if (!a.known && a.next_seq == 1) {
-    rpc::Envelope sub;
-    sub.mutable_subscribe_actor()->set_actor_id(id.Binary());
-    daemon_.Send(sub);
+void ActorSubmitter::AddOnLoop(const ActorId& id, uint64_t seq, PendingTask task) {
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    lanes_[id].posted--;
   }
-  uint64_t seq = a.next_seq++;
-  task.spec.set_sequence(seq);
+  Actor& a = actors_[id];
+  if (!a.subscribed) {
+    a.subscribed = true;
+    if (!a.known) {
+      rpc::Envelope sub;
+      sub.mutable_subscribe_actor()->set_actor_id(id.Binary());
+      daemon_.Send(sub);
+    }
+  }
   Call& call = a.queued[seq];
   call.task = std::move(task);
   if (failed_all_ || a.state == rpc::ACTOR_DEAD) {
     Finish(call, failed_all_ ? StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down")
                              : DiedError(id, a, "is dead: " + a.death_cause));
     a.queued.erase(seq);
+    UpdateLane(id, a);
     return;
   }
   call.unresolved = ResolveArgRefs(call.task.arg_refs, store_, hooks_,
@@ -42,6 +105,7 @@ void ActorSubmitter::AddOnLoop(const ActorId& id, PendingTask task) {
 }
 
 void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index, const StoredObject& obj) {
+  DrainBookings();
   auto ait = actors_.find(id);
   if (ait == actors_.end()) return;
   auto cit = ait->second.queued.find(seq);
@@ -60,8 +124,12 @@ void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index, c
 
 void ActorSubmitter::Pump(const ActorId& id) {
   Actor& a = actors_[id];
-  if (a.state != rpc::ACTOR_ALIVE) return;
+  if (a.state != rpc::ACTOR_ALIVE) {
+    CloseLane(id);
+    return;
+  }
   if (!a.conn) {
+    CloseLane(id);
     // Not again to an incarnation whose connection broke: wait for the next one.
     if (!a.connecting && !(a.have_lost && a.lost_incarnation >= a.incarnation)) Connect(id);
     return;
@@ -76,6 +144,7 @@ void ActorSubmitter::Pump(const ActorId& id) {
     a.conn->Send(env);
     a.inflight.insert(std::move(node));
   }
+  UpdateLane(id, a);
 }
 
 void ActorSubmitter::Connect(const ActorId& id) {
@@ -87,6 +156,7 @@ void ActorSubmitter::Connect(const ActorId& id) {
   rpc::AsyncConnectAndHello(
       io_, a.address.socket_path(), hello, std::chrono::seconds(10),
       [this, id, inc](Result<rpc::Connected> connected) {
+        DrainBookings();
         Actor& a = actors_[id];
         a.connecting = false;
         if (failed_all_) return;
@@ -97,6 +167,7 @@ void ActorSubmitter::Connect(const ActorId& id) {
           auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(500));
           timer->async_wait([this, id, inc, timer](const asio::error_code& ec) {
             if (ec || failed_all_) return;
+            DrainBookings();
             Actor& again = actors_[id];
             if (again.state == rpc::ACTOR_ALIVE && again.incarnation == inc && !again.conn) Pump(id);
           });
@@ -122,6 +193,7 @@ void ActorSubmitter::Connect(const ActorId& id) {
 }
 
 void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskReply& reply) {
+  DrainBookings();
   Actor& a = actors_[id];
   uint64_t seq = 0;
   // Calls run in order, so a reply is nearly always the oldest call's: look there first, not
@@ -151,6 +223,10 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
 }
 
 void ActorSubmitter::OnDisconnected(const ActorId& id, uint32_t incarnation, const Status& why) {
+  // The lane closes first: a call the fast lane sent on this connection is booked by then, so it
+  // is among those running below (retried or failed with them).
+  CloseLane(id);
+  DrainBookings();
   Actor& a = actors_[id];
   a.conn.reset();
   a.have_lost = true;
@@ -181,6 +257,7 @@ void ActorSubmitter::OnDisconnected(const ActorId& id, uint32_t incarnation, con
 void ActorSubmitter::OnUpdate(const rpc::ActorUpdate& u) {
   if (!ActorId::IsValidBinary(u.actor_id())) return;
   ActorId id = ActorId::FromBinary(u.actor_id());
+  DrainBookings();
   Actor& a = actors_[id];
   a.known = true;
   a.name = u.name();
@@ -204,6 +281,7 @@ void ActorSubmitter::OnUpdate(const rpc::ActorUpdate& u) {
     Pump(id);
     return;
   }
+  CloseLane(id);  // not alive now (Pump above reopens it for an alive one)
   if (u.state() == rpc::ACTOR_DEAD) {
     a.death_cause = u.death_cause();
     if (on_dead) on_dead(id);
@@ -237,6 +315,7 @@ void ActorSubmitter::Finish(Call& call, StoredObject result, std::vector<StoredO
 }
 
 void ActorSubmitter::Cancel(const TaskId& id) {
+  DrainBookings();
   for (auto& [aid, a] : actors_) {
     for (auto* calls : {&a.queued, &a.orphaned}) {
       for (auto it = calls->begin(); it != calls->end(); ++it) {
@@ -264,6 +343,11 @@ void ActorSubmitter::Cancel(const TaskId& id) {
 
 void ActorSubmitter::FailAll(const StoredObject& error) {
   failed_all_ = true;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    for (auto& [id, lane] : lanes_) lane.conn = nullptr;
+  }
+  DrainBookings();
   for (auto& [id, a] : actors_) {
     auto queued = std::move(a.queued);
     auto inflight = std::move(a.inflight);

@@ -69,6 +69,12 @@ int AddThroughName(std::string name, int x) {
 }
 PRISM_REMOTE(AddThroughName);
 
+std::string SlowWord(std::string word) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  return word;
+}
+PRISM_REMOTE(SlowWord);
+
 class ActorsTest : public ::testing::Test {
  protected:
   void SetUp() override { prism::Init({.num_cpus = 2}); }
@@ -113,6 +119,60 @@ TEST_F(ActorsTest, TwoCallersEachKeepTheirOrder) {
   }
   EXPECT_EQ(next_driver, 200);
   EXPECT_EQ(next_task, 200);
+}
+
+// Calls whose arguments are all values go to a connected actor straight from the calling
+// thread; a call that waits for an argument holds back every call made after it, including
+// those, until it is sent.
+TEST_F(ActorsTest, ACallWaitingForItsArgumentHoldsBackTheCallsAfterIt) {
+  auto c = prism::Actor(MakeCounter).Remote(0);
+  prism::Get(c.Task(&Counter::Get).Remote());  // connected
+  std::vector<prism::ObjectRef<size_t>> refs;
+  std::vector<std::string> expected;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 10; ++i) {
+      const int n = round * 10 + i;
+      if (i == 4) {
+        refs.push_back(c.Task(&Counter::Log).Remote(prism::Task(SlowWord).Remote(std::string("ref")), n));
+        expected.push_back("ref:" + std::to_string(n));
+      } else {
+        refs.push_back(c.Task(&Counter::Log).Remote(std::string("value"), n));
+        expected.push_back("value:" + std::to_string(n));
+      }
+    }
+    if (round == 1) prism::Get(refs.back());  // the lane opens again once all went out
+  }
+  auto positions = prism::Get(refs);
+  for (size_t i = 0; i < positions.size(); ++i) ASSERT_EQ(positions[i], i + 1);
+  EXPECT_EQ(prism::Get(c.Task(&Counter::History).Remote()), expected);
+}
+
+// Many calls in flight (sent straight from the caller) when the actor's process dies: each is
+// resent to the restarted actor, in order, and none is lost.
+TEST_F(ActorsTest, PipelinedCallsSurviveARestart) {
+  auto c = prism::Actor(MakeCounter).Options({.max_restarts = 1, .max_task_retries = -1}).Remote(0);
+  int pid = prism::Get(c.Task(&Counter::Pid).Remote());
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 2000; ++i) {
+    refs.push_back(c.Task(&Counter::Add).Remote(1));
+    if (i == 300) {
+      ASSERT_EQ(kill(pid, SIGKILL), 0);
+    }
+  }
+  auto values = prism::Get(refs, std::chrono::seconds(60));
+  ASSERT_EQ(values.size(), 2000u);
+  // The restarted actor starts from 0 again and runs what it gets in order: the last call's
+  // value counts the calls it ran, and values rise by one from its first.
+  EXPECT_NE(prism::Get(c.Task(&Counter::Pid).Remote()), pid);
+  int restart_at = -1;
+  for (size_t i = 1; i < values.size(); ++i) {
+    if (values[i] != values[i - 1] + 1) {
+      ASSERT_EQ(restart_at, -1) << "one restart, so one break in the count (at " << i << ")";
+      restart_at = static_cast<int>(i);
+      EXPECT_EQ(values[i], 1) << "the restarted actor's first call";
+    }
+  }
+  EXPECT_EQ(values.front(), 1);
 }
 
 TEST_F(ActorsTest, NamedActorsAreFoundByName) {
