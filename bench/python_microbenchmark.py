@@ -22,8 +22,14 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+ONLY = os.environ.get("PRISM_BENCH_ONLY", "")  # set by --only for the child runs
+
+
 def timeit(name, fn, multiplier=1, min_seconds=1.0):
-    """Calls fn until min_seconds passed (at least 3 times); returns (name, rate per second)."""
+    """Calls fn until min_seconds passed (at least 3 times); returns (name, rate per second), or
+    None for a workload --only leaves out."""
+    if ONLY and ONLY not in name:
+        return None
     fn()  # warm
     start = time.perf_counter()
     count = 0
@@ -192,7 +198,7 @@ def run_workloads(ray, is_prism):
     results.append(timeit("placement group create/removal", pg_create_remove, 20))
 
     ray.shutdown()
-    return results
+    return [r for r in results if r is not None]
 
 
 def main():
@@ -201,7 +207,10 @@ def main():
     parser.add_argument("--engine", choices=["prism", "ray"], default="prism", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; columns are their medians")
+    parser.add_argument("--only", default="", help="run only the workloads whose name holds this text")
     args = parser.parse_args()
+    if args.only:
+        os.environ["PRISM_BENCH_ONLY"] = args.only
 
     if args.json:
         if args.engine == "ray":

@@ -20,10 +20,28 @@ std::chrono::nanoseconds SpinBudget(SpinRole role) {
     if (const char* env = std::getenv("PRISM_SPIN_US"); env != nullptr && *env != '\0') {
       return std::chrono::nanoseconds(std::max(0L, std::atol(env)) * 1000);
     }
-    return std::chrono::nanoseconds(50'000);
+    return std::chrono::nanoseconds(500'000);
   }();
-  const long needed = role == SpinRole::kCaller ? 2 : 4;
-  return cpus >= needed ? budget : std::chrono::nanoseconds(0);
+  if (role == SpinRole::kCaller) return cpus >= 2 ? budget : std::chrono::nanoseconds(0);
+  // A server waits for a request that may not come: it spins briefly.
+  return cpus >= 4 ? std::min<std::chrono::nanoseconds>(budget, std::chrono::microseconds(50))
+                   : std::chrono::nanoseconds(0);
+}
+
+std::chrono::nanoseconds AdaptiveSpin::Budget() const {
+  const std::chrono::nanoseconds cap = SpinBudget(SpinRole::kCaller);
+  const std::chrono::nanoseconds floor = std::min<std::chrono::nanoseconds>(cap, std::chrono::microseconds(50));
+  const int64_t typical = typical_ns_.load(std::memory_order_relaxed);
+  if (typical == 0 || typical > cap.count()) return floor;
+  return std::clamp(std::chrono::nanoseconds(2 * typical), floor, cap);
+}
+
+void AdaptiveSpin::Record(std::chrono::nanoseconds waited) {
+  // An average over the last eight or so waits; a race between two recording threads loses one
+  // sample, which does not matter here.
+  const int64_t old = typical_ns_.load(std::memory_order_relaxed);
+  const int64_t now = old == 0 ? waited.count() : old + (waited.count() - old) / 8;
+  typical_ns_.store(std::max<int64_t>(1, now), std::memory_order_relaxed);
 }
 
 }  // namespace prism

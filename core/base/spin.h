@@ -6,6 +6,7 @@
 
 #include <sched.h>
 
+#include <atomic>
 #include <chrono>
 
 namespace prism {
@@ -14,12 +15,29 @@ namespace prism {
 /// between tasks) waits for the next request, while the caller may spin too.
 enum class SpinRole { kCaller, kServer };
 
-/// The process's spin budget: $PRISM_SPIN_US microseconds (0 turns spinning off), 50 by default.
-/// Callers spin on machines with 2 CPUs or more, servers on machines with 4 or more: with two
-/// spinners on two CPUs, the threads that carry the request and its reply (the event loops)
-/// would wait for a spinner to yield, which costs more than the wake-up the spin saves (measured
-/// on a 2-vCPU VM, bench/RESULTS.md).
+/// The process's spin budget: $PRISM_SPIN_US microseconds (0 turns spinning off), 500 by
+/// default; it is the most a caller spins (see AdaptiveSpin for how much it does), and a server
+/// spins at most 50 us of it. Callers spin
+/// on machines with 2 CPUs or more, servers on machines with 4 or more: with two spinners on two
+/// CPUs, the threads that carry the request and its reply (the event loops) would wait for a
+/// spinner to yield, which costs more than the wake-up the spin saves (measured on a 2-vCPU VM,
+/// bench/RESULTS.md).
 std::chrono::nanoseconds SpinBudget(SpinRole role = SpinRole::kCaller);
+
+/// How long a caller spins, learnt from how long its waits have lasted: about twice a typical
+/// wait (so a round trip of 150 us on a slow VM is caught by the spin, not by a wake-up), at
+/// least 50 us (so a workload that becomes quick is noticed), and only 50 us while waits
+/// typically last longer than the budget (long tasks: spinning would only burn a CPU).
+class AdaptiveSpin {
+ public:
+  /// The spin for the next wait, within SpinBudget(kCaller).
+  std::chrono::nanoseconds Budget() const;
+  /// A wait that was not over at once ended after `waited`.
+  void Record(std::chrono::nanoseconds waited);
+
+ private:
+  std::atomic<int64_t> typical_ns_{0};  // a moving average; 0 until the first wait
+};
 
 /// Checks `ready()` until it holds or `budget` passed, yielding between checks. Returns whether
 /// it held.

@@ -218,7 +218,8 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
   }
   // A local task's reply often comes within a few tens of microseconds: check for it before
   // sleeping, which would add a kernel wake-up to the round trip.
-  auto budget = SpinBudget();
+  const auto waiting_since = Clock::now();
+  auto budget = spin_.Budget();
   if (deadline) budget = std::min<std::chrono::nanoseconds>(budget, *deadline - Clock::now());
   if (budget.count() > 0) {
     lock.unlock();
@@ -235,6 +236,7 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
   } else {
     w.cv.wait(lock, done);
   }
+  if (done()) spin_.Record(Clock::now() - waiting_since);
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ready[i]) continue;
     auto it = entries_.find(ids[i]);

@@ -3,6 +3,7 @@
 
 #include "base/thread_annotations.h"
 
+#include "base/spin.h"
 #include "base/status.h"
 #include "prism.pb.h"
 
@@ -121,6 +122,7 @@ class MemoryStore {
   size_t size() const;
 
  private:
+  AdaptiveSpin spin_;  // how long Wait spins before it sleeps
   struct Waiter {
     size_t remaining;
     std::condition_variable cv;
