@@ -43,7 +43,11 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
 
 void ActorSubmitter::DrainBookings() {
   if (!has_bookings_.load(std::memory_order_acquire)) return;
+  // Two vectors trade places and keep their capacity: a burst of submissions does not grow
+  // one from empty each time (the reallocations, and the frees of large blocks that make
+  // malloc consolidate, cost more than the bookings themselves).
   std::vector<Booking> bookings;
+  bookings.swap(spare_bookings_);
   {
     std::lock_guard<std::mutex> lock(lanes_mu_);
     bookings.swap(bookings_);
@@ -53,6 +57,8 @@ void ActorSubmitter::DrainBookings() {
     Call& call = actors_[b.actor].inflight[b.seq];
     call.task = std::move(b.task);
   }
+  bookings.clear();
+  spare_bookings_.swap(bookings);
 }
 
 void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {

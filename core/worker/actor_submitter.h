@@ -111,6 +111,7 @@ class ActorSubmitter {
   std::unordered_map<ActorId, Lane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   std::vector<Booking> bookings_ PRISM_GUARDED_BY(lanes_mu_);
   std::atomic<bool> has_bookings_{false};
+  std::vector<Booking> spare_bookings_;  // event loop only (see DrainBookings)
 };
 
 }  // namespace prism

@@ -138,13 +138,19 @@ void TaskSubmitter::Submit(PendingTask task) {
 
 void TaskSubmitter::DrainBookings() {
   if (!has_bookings_.load(std::memory_order_acquire)) return;
+  // Two vectors trade places and keep their capacity: a burst of submissions does not grow
+  // one from empty each time (the reallocations, and the frees of large blocks that make
+  // malloc consolidate, cost more than the bookings themselves).
   std::vector<Booking> bookings;
+  bookings.swap(spare_bookings_);
   {
     std::lock_guard<std::mutex> lock(lanes_mu_);
     bookings.swap(bookings_);
     has_bookings_.store(false, std::memory_order_relaxed);
   }
   for (Booking& b : bookings) AddOnLoop(std::move(b.task), b.key, b.lease_id);
+  bookings.clear();
+  spare_bookings_.swap(bookings);
 }
 
 void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease) {

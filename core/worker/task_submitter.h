@@ -213,6 +213,7 @@ class TaskSubmitter {
   std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   std::vector<Booking> bookings_ PRISM_GUARDED_BY(lanes_mu_);
   std::atomic<bool> has_bookings_{false};
+  std::vector<Booking> spare_bookings_;  // event loop only (see DrainBookings)
 
   // Event-loop thread only.
   std::unordered_map<TaskId, Running> tasks_;
