@@ -3,7 +3,6 @@ a worker process (the core worker's foreign executor), and what a running call p
 tasks it starts (its placement group, runtime environment, task id)."""
 
 import collections
-import concurrent.futures
 import contextvars
 import inspect
 import json
@@ -161,7 +160,7 @@ _actor_loop = None
 _actor_slots = None  # asyncio.Semaphore: how many async calls run at once
 _actor_groups = {}  # concurrency group name -> its executor (threads) or semaphore (async)
 _actor_methods_groups = {}  # method name -> its concurrency group (@method / options)
-_async_calls = {}  # task id -> the running async call's future (for cancel)
+_async_calls = {}  # task id -> the running async call's asyncio task (for cancel)
 
 
 def _start_actor_loop(concurrency):
@@ -212,37 +211,54 @@ def _finish(completion, outcome):
 
 
 def _answer_later(coroutine, completion, num_returns, slots, task_id, call_):
-    """Runs an async method on the actor's loop; its result (or error) answers the call then."""
+    """Runs an async method on the actor's loop; its result (or error) answers the call then.
+    One hop to the loop (call_soon_threadsafe) and one asyncio task per call: no futures chained
+    across threads."""
     import asyncio
+    answered = False
+
+    def answer(outcome):
+        nonlocal answered
+        if not answered:
+            answered = True
+            _async_calls.pop(task_id, None)
+            _finish(completion, outcome)
+
+    def cancelled_outcome():
+        from prism.exceptions import TaskCancelledError
+        return _error(TaskCancelledError(f"call {task_id} was cancelled"), "cancelled")
 
     async def run():
         _enter_call(call_, task_id)  # (this task's own context: nothing to restore)
-        async with slots:
-            try:
-                return await coroutine
-            except SystemExit as e:  # exit_actor() or sys.exit() in an async method
-                _exit_actor(e)
-
-    def done(future):
-        _async_calls.pop(task_id, None)
         try:
-            result = future.result()
-        except (asyncio.CancelledError, concurrent.futures.CancelledError):
-            from prism.exceptions import TaskCancelledError
-            _finish(completion, _error(TaskCancelledError(f"call {task_id} was cancelled"), "cancelled"))
+            async with slots:
+                try:
+                    result = await coroutine
+                except SystemExit as e:  # exit_actor() or sys.exit() in an async method
+                    _exit_actor(e)
+                    result = None
+        except asyncio.CancelledError:
+            answer(cancelled_outcome())
             return
         except BaseException as e:  # noqa: B902 - every failure answers the call
-            _finish(completion, _error(e, "".join(traceback.format_exception(e))))
+            answer(_error(e, "".join(traceback.format_exception(e))))
             return
-        _finish(completion, _results(result, num_returns))
+        answer(_results(result, num_returns))
 
-    future = asyncio.run_coroutine_threadsafe(run(), _actor_loop)
-    with _cancel_lock:
-        _async_calls[task_id] = future
-        cancelled = _cancelled.pop(task_id, None) is not None
-    if cancelled:  # its cancel came before it was handed to the loop
-        future.cancel()
-    future.add_done_callback(done)
+    def start():  # on the actor's loop
+        with _cancel_lock:
+            cancelled = _cancelled.pop(task_id, None) is not None
+            if not cancelled:
+                task = _actor_loop.create_task(run())
+                _async_calls[task_id] = task
+        if cancelled:  # its cancel came before it was handed to the loop
+            coroutine.close()
+            answer(cancelled_outcome())
+            return
+        # A task cancelled before its first step never enters run(): answered here.
+        task.add_done_callback(lambda t: answer(cancelled_outcome()) if t.cancelled() else None)
+
+    _actor_loop.call_soon_threadsafe(start)
 
 
 _cancel_lock = threading.Lock()
@@ -262,7 +278,7 @@ def _cancel_calls():
                     while len(_cancelled) > 10000:
                         _cancelled.popitem(last=False)
             if future is not None:
-                future.cancel()  # (thread-safe: it cancels the task on the actor's loop)
+                _actor_loop.call_soon_threadsafe(future.cancel)  # the task is the loop's
 
 
 def _results(result, num_returns):
