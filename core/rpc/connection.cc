@@ -104,6 +104,21 @@ void Connection::Send(const Envelope& msg) {
   }
 }
 
+void Connection::SendBatched(const Envelope& msg) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed()) return;
+    AppendFrame(msg, &pending_);
+    if (writing_) return;  // the write in flight picks it up
+    writing_ = true;
+  }
+  if (InLoop()) {
+    WriteLoop();
+  } else {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->WriteLoop(); });
+  }
+}
+
 Status Connection::SendWithFd(const Envelope& msg, int fd) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed()) return Status::Unavailable("connection closed");

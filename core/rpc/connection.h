@@ -34,6 +34,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// bytes already read from the socket by someone else (after a handshake): decoded first.
   void Start(OnMessage on_message, OnClose on_close, std::string initial = {});
   void Send(const Envelope& msg);
+  /// Queues `msg` for the loop thread to write, together with whatever else is queued by then,
+  /// instead of writing it from this thread: for a sender with frames in flight already, whose
+  /// frames then go out in batches (one write and one wake-up of the peer for many).
+  void SendBatched(const Envelope& msg);
   /// Sends `msg` with a descriptor attached (SCM_RIGHTS, on its first byte). Only while nothing
   /// else is queued (right after the handshake); the caller keeps its own copy of `fd`.
   Status SendWithFd(const Envelope& msg, int fd);

@@ -26,7 +26,14 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
     // Flagged before the frame leaves: the loop, handling the reply, then waits on lanes_mu_
     // for the booking instead of missing it.
     has_bookings_.store(true, std::memory_order_release);
-    lane.conn->Send(env);  // under lanes_mu_, so frames go out in sequence order
+    // Under lanes_mu_, so frames go out in sequence order. A caller waiting for each answer
+    // writes its frame itself (no hand-off to the loop); one with calls out already (a
+    // pipeline) lets the loop write them in batches, as a peer woken per frame costs more.
+    if (lane.unanswered++ == 0) {
+      lane.conn->Send(env);
+    } else {
+      lane.conn->SendBatched(env);
+    }
     env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
     bookings_.push_back(Booking{actor, seq, std::move(task)});
     return;
@@ -67,6 +74,7 @@ void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {
   std::lock_guard<std::mutex> lock(lanes_mu_);
   Lane& lane = lanes_[id];
   lane.conn = open && lane.posted == 0 ? a.conn : nullptr;
+  lane.unanswered = a.inflight.size();
 }
 
 void ActorSubmitter::CloseLane(const ActorId& id) {
@@ -226,6 +234,8 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
     Finish(it->second, std::move(first), std::move(results));
   }
   a.inflight.erase(it);
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  lanes_[id].unanswered = a.inflight.size();  // (a count the lane raced with only batches less)
 }
 
 void ActorSubmitter::OnDisconnected(const ActorId& id, uint32_t incarnation, const Status& why) {

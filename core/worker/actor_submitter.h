@@ -79,6 +79,9 @@ class ActorSubmitter {
     uint64_t next_seq = 1;
     std::shared_ptr<rpc::Connection> conn;  // set while calls may go straight to the actor
     size_t posted = 0;                      // calls handed to the loop, not yet added there
+    // Calls sent and not answered yet, as the loop last counted them (plus the lane's since):
+    // with some out, the lane queues its frames for the loop to write in batches.
+    size_t unanswered = 0;
   };
   struct Booking {
     ActorId actor;
