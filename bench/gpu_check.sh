@@ -84,7 +84,7 @@ if [ "$backend" = cuda ]; then
     if [ ! -f "$pydir/prism/_prism$ext" ] && [ -d "$build_dir/include" ]; then
       run "Python binding for $(python3 -V 2>&1)" c++ -O1 -shared -fPIC -fvisibility=hidden -std=c++20 \
         -DMSGPACK_DEFAULT_API_VERSION=3 -DMSGPACK_NO_BOOST -I core -I . -I core/include -I gpu/include \
-        -I collectives/include -isystem "$build_dir/include" $(python3 -m pybind11 --includes) python/src/module.cc \
+        -I collectives/include -isystem "$build_dir/include" $(python3 -m pybind11 --includes) python/src/*.cc \
         -o "$pydir/prism/_prism$ext" -L"$build_dir/lib" -lprism -lprism_collective -L"$build_dir/deps" \
         -l:libprotobuf.so.32
     fi

@@ -1,0 +1,291 @@
+// prism._prism: tasks, actors, placement groups and the worker loop that runs Python tasks.
+#include "binding.h"
+
+namespace py = pybind11;
+
+namespace prism::binding {
+
+void BindTasks(py::module_& m) {
+  py::class_<Completion, std::shared_ptr<Completion>>(m, "Completion")
+      .def("ok",
+           [](Completion& c, size_t size, const py::list& parts, const py::list& nested) {
+             auto value = std::make_shared<ReturnValues>();
+             value->push_back(PartsValue(size, parts, Handles(nested)));
+             c.Finish([value] { return std::move(*value); });
+           })
+      .def("ok_multi",
+           [](Completion& c, const py::list& values) {
+             auto out = std::make_shared<ReturnValues>(ValuesFrom(values));
+             c.Finish([out] { return std::move(*out); });
+           })
+      .def("error", [](Completion& c, const std::string& type, const std::string& message, const py::bytes& payload) {
+        std::string p(payload);
+        c.Finish([type, message, p]() -> ReturnValues { throw ForeignTaskError(type, message, p); });
+      });
+
+
+  // In a worker process: runs tasks until the daemon ends the worker (the process exits).
+  // `execute(function, args)` runs one task: args are read-only memoryviews of the encoded
+  // arguments; it returns ("ok", bytes, [handles]) or ("error", type, message, payload).
+  m.def("current_actor", [] {
+    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    py::gil_scoped_release release;
+    return core->CurrentActor();
+  });
+  m.def("exit_actor", [](const std::string& reason) {
+    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    py::gil_scoped_release release;
+    core->ExitActor(reason);
+  });
+  m.def("take_cancelled", [] {
+    py::gil_scoped_release release;
+    return Cancelled().Take();
+  });
+  m.def("run_worker", [](py::object execute) {
+    auto holder = std::make_shared<py::object>(std::move(execute));
+    SetCallCanceller([](const TaskId& task) { Cancelled().Push(task.Hex()); });
+    SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
+                                const std::shared_ptr<const void>& source,
+                                const ReplyLater& later) -> ReturnValues {
+      // Waiting for the GIL is not blocking: another thread would only wait for it too.
+      auto asked = std::chrono::steady_clock::now();
+      py::gil_scoped_acquire gil;
+      TaskExecutor::ExcuseWait(std::chrono::steady_clock::now() - asked);
+      py::list views;
+      for (const auto& a : args) views.append(Pinned{a, source});  // zero-copy reads keep the args alive
+      auto completion = std::make_shared<Completion>();
+      completion->later = later;
+      py::tuple out;
+      try {
+        const char* kind = spec.has_actor_creation() ? "create" : !spec.actor_id().empty() ? "method" : "task";
+        out = (*holder)(kind, spec.function(), views, spec.streaming(), completion,
+                        std::max<uint32_t>(1, spec.num_returns()), TaskId::FromBinary(spec.task_id()).Hex())
+                  .cast<py::tuple>();
+      } catch (py::error_already_set& e) {
+        throw std::runtime_error(std::string("the Python worker failed: ") + e.what());
+      }
+      std::string kind = out[0].cast<std::string>();
+      if (kind == "deferred") throw ReplyDeferred{};  // the completion answers later
+      // An argument's device objects went with their producer: the caller may rebuild it.
+      if (kind == "lost") throw ObjectLostError(out[1].cast<std::string>());
+      if (kind == "error") {
+        throw ForeignTaskError(out[1].cast<std::string>(), out[2].cast<std::string>(),
+                               out[3].cast<std::string>());
+      }
+      if (kind == "ok_multi") return ValuesFrom(out[1].cast<py::list>());
+      ReturnValues values;
+      values.push_back(PartsValue(out[1].cast<size_t>(), out[2].cast<py::list>(), Handles(out[3].cast<py::list>())));
+      return values;
+    });
+    {
+      py::gil_scoped_release release;
+      Init();  // never returns in a worker process
+    }
+  });
+
+  m.def(
+      "submit_task",
+      [](const std::string& function, const py::list& args, const py::dict& options) {
+        TaskOptions t = TaskOptionsFrom(options);
+        std::vector<internal::SerializedArg> packed = PackArgs(args);
+        py::gil_scoped_release release;
+        return internal::SubmitTask(function, std::move(packed), t);
+      },
+      py::arg("function"), py::arg("args"), py::arg("options"));
+  // A task with num_returns > 1: the handles of its return objects, in order.
+  m.def("submit_task_returns",
+        [](const std::string& function, const py::list& args, const py::dict& options, uint32_t num_returns) {
+          TaskOptions t = TaskOptionsFrom(options);
+          std::vector<internal::SerializedArg> packed = PackArgs(args);
+          py::gil_scoped_release release;
+          return CurrentCoreWorker()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
+        });
+
+  py::class_<internal::StreamHandle, std::shared_ptr<internal::StreamHandle>>(m, "StreamHandle")
+      .def("next",
+           [](internal::StreamHandle& s, int64_t timeout_ms) -> py::object {
+             RefPtr r;
+             {
+               py::gil_scoped_release release;
+               r = s.Next(timeout_ms);
+             }
+             if (!r) return py::none();
+             return py::cast(r);
+           })
+      .def("completion", &internal::StreamHandle::completion);
+
+  m.def("submit_streaming_task", [](const std::string& function, const py::list& args, const py::dict& options) {
+    TaskOptions t = TaskOptionsFrom(options);
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return internal::SubmitStreamingTask(function, std::move(packed), t);
+  });
+
+  // In a streaming task: sends one value to the caller.
+  m.def("stream_write", [](size_t size, const py::list& parts, const py::list& nested) {
+    internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
+    py::gil_scoped_release release;
+    internal::StreamWrite(v);
+  });
+
+  py::class_<internal::ActorRef>(m, "ActorRef")
+      .def_property_readonly("id", [](const internal::ActorRef& a) { return py::bytes(a.id.Binary()); })
+      .def_property_readonly("lifetime", [](const internal::ActorRef& a) { return a.lifetime; });
+
+  m.def("create_actor", [](const std::string& factory, const py::list& args, const py::dict& options) {
+    ActorOptions a = ActorOptionsFrom(options);
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return internal::CreateActor(factory, std::move(packed), a);
+  });
+  m.def("submit_actor_task", [](const internal::ActorRef& actor, const std::string& method, const py::list& args) {
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return internal::SubmitActorTask(actor, method, std::move(packed));
+  });
+  m.def("submit_actor_task_returns", [](const internal::ActorRef& actor, const std::string& method,
+                                        const py::list& args, uint32_t num_returns) {
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    py::gil_scoped_release release;
+    return CurrentCoreWorker()->SubmitActorTaskReturns(actor, method, std::move(packed), num_returns);
+  });
+  m.def("make_actor_ref", [](const py::bytes& id, const RefPtr& lifetime) {
+    std::string bin(id);
+    if (!ActorId::IsValidBinary(bin)) throw InvalidArgumentError("not an actor id");
+    return internal::ActorRef{ActorId::FromBinary(bin), lifetime};
+  });
+  m.def("get_actor", [](const std::string& name, const std::string& ray_namespace) {
+    py::gil_scoped_release release;
+    return internal::GetActorByName(name, ray_namespace);
+  });
+  // What runs here: ids (hex; task and actor empty where none), the resources the running task
+  // (or this actor) holds, and how often this actor was restarted.
+  m.def("runtime_context", [] {
+    RuntimeContextInfo c = CurrentCoreWorker()->RuntimeContext();
+    py::dict d;
+    d["job_id"] = c.job_id;
+    d["worker_id"] = c.worker_id;
+    d["node_id"] = c.node_id;
+    d["task_id"] = c.task_id;
+    d["actor_id"] = c.actor_id;
+    d["resources"] = c.resources;
+    d["gpu_ids"] = c.gpu_ids;
+    d["actor_restarts"] = c.actor_restarts;
+    d["actor_name"] = c.actor_name;
+    d["is_worker"] = c.is_worker;
+    return d;
+  });
+  m.def("kill_actor", [](const py::bytes& id, bool no_restart) {
+    std::string bin(id);
+    if (!ActorId::IsValidBinary(bin)) throw InvalidArgumentError("not an actor id");
+    py::gil_scoped_release release;
+    internal::KillActor(ActorId::FromBinary(bin), no_restart);
+  });
+
+  m.def("create_placement_group",
+        [](const std::vector<std::map<std::string, double>>& bundles, const std::string& strategy,
+           const std::string& name, bool require_nvlink, bool detached) {
+          PlacementGroupOptions o;
+          o.bundles = bundles;
+          o.name = name;
+          o.require_nvlink = require_nvlink;
+          o.detached = detached;
+          if (strategy == "PACK") {
+            o.strategy = PlacementStrategy::kPack;
+          } else if (strategy == "SPREAD") {
+            o.strategy = PlacementStrategy::kSpread;
+          } else if (strategy == "STRICT_PACK") {
+            o.strategy = PlacementStrategy::kStrictPack;
+          } else if (strategy == "STRICT_SPREAD") {
+            o.strategy = PlacementStrategy::kStrictSpread;
+          } else {
+            throw InvalidArgumentError("strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, not " + strategy);
+          }
+          PlacementGroup g;
+          {
+            py::gil_scoped_release release;
+            g = CreatePlacementGroup(o);
+          }
+          return GroupTuple(g);
+        });
+  m.def("wait_placement_group", [](uint64_t id, int64_t timeout_ms) {
+    py::gil_scoped_release release;
+    return PlacementGroup(id, "", PlacementStrategy::kPack, {}).Wait(std::chrono::milliseconds(timeout_ms));
+  });
+  m.def("remove_placement_group", [](uint64_t id) {
+    py::gil_scoped_release release;
+    RemovePlacementGroup(PlacementGroup(id, "", PlacementStrategy::kPack, {}));
+  });
+  m.def("get_placement_group", [](const std::string& name) {
+    PlacementGroup g;
+    {
+      py::gil_scoped_release release;
+      g = GetPlacementGroup(name);
+    }
+    return GroupTuple(g);
+  });
+  m.def("gpu_ids", &GetGpuIds);
+  // In an actor's process, as it is created: the name its output lines carry.
+  m.def("set_actor_label", [](const std::string& label) { CurrentCoreWorker()->SetActorLabel(label); });
+  m.def("nodes", [] {
+    std::vector<NodeInfo> nodes;
+    {
+      py::gil_scoped_release release;
+      nodes = Nodes();
+    }
+    py::list out;
+    for (const auto& n : nodes) {
+      py::dict d;
+      d["NodeID"] = n.node_id;
+      d["Alive"] = n.alive;
+      d["SessionDir"] = n.session_dir;
+      d["Resources"] = n.resources;
+      d["Available"] = n.available;
+      out.append(d);
+    }
+    return out;
+  });
+  // The node's placement groups (placement_group_table).
+  m.def("placement_groups", [] {
+    rpc::StatusReply st;
+    {
+      py::gil_scoped_release release;
+      st = CurrentCoreWorker()->NodeStatus();
+    }
+    static const char* kStates[] = {"PENDING", "CREATED", "REMOVED"};
+    static const char* kStrategies[] = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"};
+    py::list out;
+    for (const auto& g : st.placement_groups()) {
+      py::dict d;
+      d["id"] = g.id();
+      d["name"] = g.name();
+      d["strategy"] = g.strategy() >= 0 && g.strategy() < 4 ? kStrategies[g.strategy()] : "PACK";
+      d["state"] = g.state() >= 0 && g.state() < 3 ? kStates[g.state()] : "PENDING";
+      d["job_id"] = JobId::FromBinary(g.job_id()).Hex();
+      d["detached"] = g.detached();
+      py::list bundles;
+      for (const auto& b : g.bundles()) {
+        py::dict bd;
+        for (const auto& r : b.resources()) bd[py::str(r.name())] = static_cast<double>(r.milli()) / 1000.0;
+        bundles.append(bd);
+      }
+      d["bundles"] = bundles;
+      out.append(d);
+    }
+    return out;
+  });
+  m.def("object_store_stats", [] {
+    ObjectStoreStats st;
+    {
+      py::gil_scoped_release release;
+      st = GetObjectStoreStats();
+    }
+    py::dict d;
+    d["capacity"] = st.capacity;
+    d["used"] = st.used;
+    return d;
+  });
+
+}
+
+}  // namespace prism::binding
