@@ -4,6 +4,291 @@
 namespace py = pybind11;
 
 namespace prism::binding {
+namespace {
+
+// A prism tensor handed to a DLPack consumer (numpy, PyTorch, CuPy): the versioned capsule when
+// the consumer asks for DLPack >= 1.0, else the legacy one (numpy before 2.1 asks for that).
+// `stream` is DLPack's: on cuda the consumer's stream (None: the legacy default stream; -1: the
+// consumer orders itself), which is made to wait for the tensor's work on an event, with no host
+// synchronization; sim devices are host memory, read by host code, so the work is waited for.
+py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object& stream) {
+  Result<gpu::Backend*> backend = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    backend = CurrentCoreWorker()->gpu_tasks().backend();
+  }
+  if (!backend.ok()) throw RuntimeError(backend.status().message());
+  gpu::Backend& b = **backend;
+  if (b.name() == "cuda") {
+    int64_t handle = stream.is_none() ? 1 : stream.cast<int64_t>();
+    if (handle != -1) {
+      py::gil_scoped_release release;
+      auto consumer = b.WrapStream(t.device(), static_cast<uintptr_t>(handle));
+      auto ready = b.CreateEvent(t.device());
+      Status st = !consumer.ok() ? consumer.status() : !ready.ok() ? ready.status() : (*ready)->Record(*t.stream());
+      if (st.ok()) st = (*consumer)->Wait(**ready);
+      if (!st.ok()) throw RuntimeError("cannot order the consumer's stream after the tensor's work: " + st.ToString());
+    }
+  } else {
+    py::gil_scoped_release release;
+    if (Status st = t.stream()->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
+  }
+  auto exported = t.ToDLPack(b);
+  if (!exported.ok()) throw RuntimeError(exported.status().ToString());
+  DLManagedTensorVersioned* v = *exported;
+  if (versioned) {
+    return py::capsule(v, "dltensor_versioned", [](PyObject* cap) {
+      if (PyCapsule_IsValid(cap, "dltensor_versioned")) {  // not taken by a consumer
+        auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
+        if (m->deleter) m->deleter(m);
+      }
+    });
+  }
+  auto* legacy = new DLManagedTensor{v->dl_tensor, v, [](DLManagedTensor* self) {
+                                       auto* inner = static_cast<DLManagedTensorVersioned*>(self->manager_ctx);
+                                       if (inner->deleter) inner->deleter(inner);
+                                       delete self;
+                                     }};
+  return py::capsule(legacy, "dltensor", [](PyObject* cap) {
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      if (m->deleter) m->deleter(m);
+    }
+  });
+}
+
+// A producer's DLPack capsule (versioned, or legacy wrapped as versioned), marked as used.
+DLManagedTensorVersioned* TakeCapsule(const py::object& cap) {
+  PyObject* p = cap.ptr();
+  if (PyCapsule_IsValid(p, "dltensor_versioned")) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(p, "dltensor_versioned"));
+    PyCapsule_SetName(p, "used_dltensor_versioned");
+    return m;
+  }
+  if (PyCapsule_IsValid(p, "dltensor")) {
+    auto* legacy = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(p, "dltensor"));
+    PyCapsule_SetName(p, "used_dltensor");
+    auto* v = new DLManagedTensorVersioned{};
+    v->version = {1, 0};
+    v->manager_ctx = legacy;
+    v->deleter = [](DLManagedTensorVersioned* self) {
+      auto* l = static_cast<DLManagedTensor*>(self->manager_ctx);
+      if (l->deleter) l->deleter(l);
+      delete self;
+    };
+    v->dl_tensor = legacy->dl_tensor;
+    return v;
+  }
+  throw py::type_error("__dlpack__ did not return a DLPack capsule");
+}
+
+// A producer's tensor through DLPack, its work ordered before `stream_arg` (DLPack's `stream`:
+// None for host memory): the versioned capsule, or the legacy one from a producer before 1.0.
+DLManagedTensorVersioned* ExportFrom(const py::object& obj, const py::object& stream_arg) {
+  py::object cap;
+  try {
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;  // a producer before DLPack 1.0 takes no max_version
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);
+  }
+  return TakeCapsule(cap);
+}
+
+// Device memory and a stream of this process on `device`: the running GPU task's when it holds
+// the device, else those prism keeps for work outside tasks.
+std::pair<gpu::MemoryResource*, gpu::Stream*> DeviceResources(GpuTasks& gpu_tasks, int device) {
+  gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+  if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
+    return {&ctx->memory(device), &ctx->stream(device)};
+  }
+  Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    outside = gpu_tasks.OutsideTasks(device);
+  }
+  if (!outside.ok()) throw RuntimeError(outside.status().message());
+  return *outside;
+}
+
+// A framework's tensor (PyTorch, CuPy, NumPy: anything with __dlpack__) as a prism tensor: its
+// memory when it is prism's (a view of a prism tensor), else a copy into prism's memory of the
+// GPU the task holds (or the tensor's own GPU). The producer orders its work before the copy
+// through DLPack's stream argument (this process's stream for it).
+gpu::Tensor TensorFromDLPack(const py::object& obj) {
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__")) {
+    throw py::type_error(std::string(py::str(obj.get_type().attr("__name__"))) +
+                         " does not support DLPack (it has no __dlpack__ and __dlpack_device__)");
+  }
+  auto where = obj.attr("__dlpack_device__")().cast<py::tuple>();
+  int type = where[0].cast<int>(), id = where[1].cast<int>();
+  GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
+  Result<gpu::Backend*> backend = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    backend = gpu_tasks.backend();
+  }
+  if (!backend.ok()) throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
+  bool sim = (*backend)->name() == "sim";
+  if (type != kDLCPU && type != kDLCUDA && type != kDLCUDAHost) {
+    throw py::value_error("DLPack device type " + std::to_string(type) + ": prism takes CUDA and host memory");
+  }
+  if (type == kDLCUDA && sim) {
+    throw py::value_error("a CUDA tensor, but this process's GPU backend is sim (its devices are host memory)");
+  }
+  gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+  int device = type == kDLCUDA ? id : (ctx != nullptr ? ctx->device() : 0);
+  auto [memory, stream] = DeviceResources(gpu_tasks, device);
+  py::object stream_arg = py::none();  // host memory: no stream
+  if (type == kDLCUDA) stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
+  DLManagedTensorVersioned* managed = ExportFrom(obj, stream_arg);
+  Result<gpu::Tensor> t = Status::Internal("unset");
+  {
+    py::gil_scoped_release release;
+    t = gpu::Tensor::FromDLPack(managed, **backend, *memory, *stream);
+  }
+  if (!t.ok()) {
+    if (t.status().code() == StatusCode::kInvalidArgument) throw py::value_error(t.status().message());
+    throw RuntimeError(t.status().ToString());
+  }
+  return std::move(t).value();
+}
+
+collective::Backend ParseBackend(const std::string& name) {
+  if (name == "gloo") return collective::Backend::kGloo;
+  if (name == "nccl") return collective::Backend::kNccl;
+  throw InvalidArgumentError("a collective backend is 'gloo' or 'nccl', not '" + name + "'");
+}
+
+collective::ReduceOp ParseReduceOp(const std::string& op) {
+  if (op == "sum") return collective::ReduceOp::kSum;
+  if (op == "prod" || op == "product") return collective::ReduceOp::kProd;
+  if (op == "min") return collective::ReduceOp::kMin;
+  if (op == "max") return collective::ReduceOp::kMax;
+  if (op == "avg" || op == "mean") return collective::ReduceOp::kAvg;
+  throw InvalidArgumentError("a reduce op is sum, prod, min, max or avg, not '" + op + "'");
+}
+
+// A collective's buffer: a prism.gpu.Tensor (its memory and stream), or anything with the buffer
+// protocol (a NumPy array: host memory), C-contiguous, of a dtype collectives take.
+struct CollectiveBuffer {
+  void* data = nullptr;
+  size_t count = 0;
+  collective::DType dtype = collective::DType::kFloat32;
+  gpu::Stream* stream = nullptr;
+  py::buffer_info info;  // keeps a buffer's view while the operation runs
+
+  // A framework's tensor taken through DLPack (a PyTorch tensor, say): its capsule, released after
+  // the operation; a CUDA one's operation is waited for before it goes back (`sync_after`).
+  std::unique_ptr<DLManagedTensorVersioned, void (*)(DLManagedTensorVersioned*)> dlpack{
+      nullptr, [](DLManagedTensorVersioned* m) {
+        if (m->deleter) m->deleter(m);
+      }};
+  bool sync_after = false;
+
+  // After the operation (GIL released): a framework's CUDA tensor gets its memory back once done.
+  void Done() {
+    if (!sync_after || stream == nullptr) return;
+    if (Status st = stream->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
+  }
+
+  void FromDLPack(const py::object& x, bool writable) {
+    auto where = x.attr("__dlpack_device__")().cast<py::tuple>();
+    int type = where[0].cast<int>(), id = where[1].cast<int>();
+    py::object stream_arg = py::none();
+    if (type == kDLCUDA) {
+      // The producer orders its work before a stream of ours; the operation runs there and is
+      // waited for (the framework's later work is not ordered after ours otherwise).
+      stream = DeviceResources(CurrentCoreWorker()->gpu_tasks(), id).second;
+      stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
+      sync_after = true;
+    } else if (type != kDLCPU && type != kDLCUDAHost) {
+      throw py::value_error("DLPack device type " + std::to_string(type) + ": collectives take CUDA and host memory");
+    }
+    dlpack.reset(ExportFrom(x, stream_arg));
+    const DLTensor& t = dlpack->dl_tensor;
+    if (writable && (dlpack->flags & DLPACK_FLAG_BITMASK_READ_ONLY)) {
+      throw py::value_error("the tensor is read-only, and this collective writes into it");
+    }
+    int64_t expect = 1;
+    count = 1;
+    for (int d = t.ndim - 1; d >= 0; --d) {
+      if (t.strides != nullptr && t.shape[d] != 1 && t.strides[d] != expect) {
+        throw py::value_error("a collective's tensor must be contiguous (call .contiguous())");
+      }
+      expect *= t.shape[d];
+      count *= static_cast<size_t>(t.shape[d]);
+    }
+    if (t.dtype.lanes != 1) throw py::value_error("vector dtypes are not taken");
+    if (t.dtype.code == kDLFloat && t.dtype.bits == 16) {
+      dtype = collective::DType::kFloat16;
+    } else if (t.dtype.code == kDLBfloat && t.dtype.bits == 16) {
+      dtype = collective::DType::kBFloat16;
+    } else if (t.dtype.code == kDLFloat && t.dtype.bits == 32) {
+      dtype = collective::DType::kFloat32;
+    } else if (t.dtype.code == kDLFloat && t.dtype.bits == 64) {
+      dtype = collective::DType::kFloat64;
+    } else if (t.dtype.code == kDLInt && t.dtype.bits == 32) {
+      dtype = collective::DType::kInt32;
+    } else if (t.dtype.code == kDLInt && t.dtype.bits == 64) {
+      dtype = collective::DType::kInt64;
+    } else {
+      throw py::value_error("collectives take float16, bfloat16, float32, float64, int32 and int64 tensors");
+    }
+    data = static_cast<uint8_t*>(t.data) + t.byte_offset;
+  }
+
+  CollectiveBuffer(const py::object& x, bool writable) {
+    if (!py::isinstance<gpu::Tensor>(x) && !PyObject_CheckBuffer(x.ptr()) && py::hasattr(x, "__dlpack__") &&
+        py::hasattr(x, "__dlpack_device__")) {
+      FromDLPack(x, writable);
+      return;
+    }
+    if (py::isinstance<gpu::Tensor>(x)) {
+      const auto& t = x.cast<const gpu::Tensor&>();
+      data = t.data();
+      count = t.count();
+      dtype = t.dtype();
+      stream = t.stream();
+      return;
+    }
+    if (!PyObject_CheckBuffer(x.ptr())) {
+      throw py::type_error("a collective takes a NumPy array (or another buffer) or a prism.gpu.Tensor, not " +
+                           std::string(py::str(x.get_type().attr("__name__"))));
+    }
+    info = x.cast<py::buffer>().request(writable);
+    ssize_t expect = info.itemsize;
+    for (ssize_t d = info.ndim; d-- > 0;) {
+      if (info.shape[d] != 1 && info.strides[d] != expect) {
+        throw py::value_error("a collective's array must be C-contiguous (use numpy.ascontiguousarray)");
+      }
+      expect *= info.shape[d];
+    }
+    data = info.ptr;
+    count = static_cast<size_t>(info.size);
+    char f = info.format.empty() ? '?' : info.format.back();
+    if (f == 'e') {
+      dtype = collective::DType::kFloat16;
+    } else if (f == 'f') {
+      dtype = collective::DType::kFloat32;
+    } else if (f == 'd') {
+      dtype = collective::DType::kFloat64;
+    } else if ((f == 'i' || f == 'l' || f == 'q') && info.itemsize == 4) {
+      dtype = collective::DType::kInt32;
+    } else if ((f == 'i' || f == 'l' || f == 'q') && info.itemsize == 8) {
+      dtype = collective::DType::kInt64;
+    } else {
+      throw py::value_error("collectives take float16, float32, float64, int32 and int64 arrays (and bfloat16 "
+                            "prism tensors), not format '" + info.format + "'");
+    }
+  }
+};
+
+void CheckSameDType(const CollectiveBuffer& a, const CollectiveBuffer& b) {
+  if (a.dtype != b.dtype) throw py::value_error("the input and the output must have the same dtype");
+}
+
+}  // namespace
 
 void BindGpu(py::module_& m) {
   m.def("topology", [](const std::string& profile, bool json) {

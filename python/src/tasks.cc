@@ -4,6 +4,85 @@
 namespace py = pybind11;
 
 namespace prism::binding {
+namespace {
+
+template <typename T>
+T Opt(const py::dict& d, const char* key, T fallback) {
+  if (!d.contains(key) || d[key].is_none()) return fallback;
+  return d[key].cast<T>();
+}
+
+PlacementGroup GroupFrom(const py::dict& o) {
+  uint64_t id = Opt<uint64_t>(o, "placement_group", 0);
+  if (id == 0) return PlacementGroup();
+  auto bundles = Opt<std::vector<std::map<std::string, double>>>(o, "placement_group_bundles", {});
+  return PlacementGroup(id, "", PlacementStrategy::kPack, std::move(bundles));
+}
+
+TaskOptions TaskOptionsFrom(const py::dict& o) {
+  TaskOptions t;
+  t.num_cpus = Opt<double>(o, "num_cpus", 1.0);
+  t.num_gpus = Opt<double>(o, "num_gpus", 0.0);
+  t.memory = Opt<uint64_t>(o, "memory", 0);
+  t.resources = Opt<std::map<std::string, double>>(o, "resources", {});
+  t.max_retries = Opt<int>(o, "max_retries", 3);
+  t.name = Opt<std::string>(o, "name", "");
+  t.env = Opt<std::map<std::string, std::string>>(o, "env", {});
+  t.runtime = Opt<std::string>(o, "runtime", "");
+  t.placement_group = GroupFrom(o);
+  t.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
+  std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
+  if (strategy == "SPREAD") {
+    t.scheduling_strategy = SchedulingStrategy::kSpread;
+  } else if (strategy != "DEFAULT") {
+    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
+  }
+  return t;
+}
+
+ActorOptions ActorOptionsFrom(const py::dict& o) {
+  ActorOptions a;
+  a.num_cpus = Opt<double>(o, "num_cpus", 0.0);
+  a.num_gpus = Opt<double>(o, "num_gpus", 0.0);
+  a.memory = Opt<uint64_t>(o, "memory", 0);
+  a.resources = Opt<std::map<std::string, double>>(o, "resources", {});
+  a.name = Opt<std::string>(o, "name", "");
+  a.ray_namespace = Opt<std::string>(o, "namespace", "");
+  a.detached = Opt<bool>(o, "detached", false);
+  a.max_restarts = Opt<int>(o, "max_restarts", 0);
+  a.max_task_retries = Opt<int>(o, "max_task_retries", 0);
+  a.max_concurrency = Opt<int>(o, "max_concurrency", 1);
+  a.env = Opt<std::map<std::string, std::string>>(o, "env", {});
+  std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
+  if (strategy == "SPREAD") {
+    a.scheduling_strategy = SchedulingStrategy::kSpread;
+  } else if (strategy != "DEFAULT") {
+    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
+  }
+  a.placement_group = GroupFrom(o);
+  a.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
+  return a;
+}
+
+std::vector<internal::SerializedArg> PackArgs(const py::list& args) {
+  std::vector<internal::SerializedArg> packed;
+  packed.reserve(args.size());
+  for (const auto& item : args) {
+    auto a = item.cast<py::tuple>();
+    if (a[0].cast<std::string>() == "ref") {
+      packed.push_back(internal::SerializedArg{a[1].cast<RefPtr>(), {}, {}});
+    } else {
+      packed.push_back(internal::MakeArg(PartsValue(a[1].cast<size_t>(), a[2].cast<py::list>(), Handles(a[3].cast<py::list>()))));
+    }
+  }
+  return packed;
+}
+
+py::tuple GroupTuple(const PlacementGroup& g) {
+  return py::make_tuple(g.id(), g.name(), g.bundles());
+}
+
+}  // namespace
 
 void BindTasks(py::module_& m) {
   py::class_<Completion, std::shared_ptr<Completion>>(m, "Completion")
