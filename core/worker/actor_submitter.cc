@@ -25,7 +25,7 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
     env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
     // Flagged before the frame leaves: the loop, handling the reply, then waits on lanes_mu_
     // for the booking instead of missing it.
-    has_bookings_.store(true, std::memory_order_release);
+    bookings_.Flag();
     // Under lanes_mu_, so frames go out in sequence order. A caller waiting for each answer
     // writes its frame itself (no hand-off to the loop); one with calls out already (a
     // pipeline) lets the loop write them in batches, as a peer woken per frame costs more.
@@ -35,7 +35,7 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
       lane.conn->SendBatched(env);
     }
     env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
-    bookings_.push_back(Booking{actor, seq, std::move(task)});
+    bookings_.Add(Booking{actor, seq, std::move(task)});
     return;
   }
   // Calls after this one wait for it: they go by the loop too until it has sent them all.
@@ -49,23 +49,7 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
 }
 
 void ActorSubmitter::DrainBookings() {
-  if (!has_bookings_.load(std::memory_order_acquire)) return;
-  // Two vectors trade places and keep their capacity: a burst of submissions does not grow
-  // one from empty each time (the reallocations, and the frees of large blocks that make
-  // malloc consolidate, cost more than the bookings themselves).
-  std::vector<Booking> bookings;
-  bookings.swap(spare_bookings_);
-  {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
-    bookings.swap(bookings_);
-    has_bookings_.store(false, std::memory_order_relaxed);
-  }
-  for (Booking& b : bookings) {
-    Call& call = actors_[b.actor].inflight[b.seq];
-    call.task = std::move(b.task);
-  }
-  bookings.clear();
-  spare_bookings_.swap(bookings);
+  bookings_.Drain(lanes_mu_, [this](Booking& b) { actors_[b.actor].inflight[b.seq].task = std::move(b.task); });
 }
 
 void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {

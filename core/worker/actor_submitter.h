@@ -13,6 +13,7 @@
 #include "base/thread_annotations.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
+#include "worker/bookings.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
 #include "worker/task_submitter.h"
@@ -112,9 +113,7 @@ class ActorSubmitter {
   bool failed_all_ = false;
   std::mutex lanes_mu_;
   std::unordered_map<ActorId, Lane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
-  std::vector<Booking> bookings_ PRISM_GUARDED_BY(lanes_mu_);
-  std::atomic<bool> has_bookings_{false};
-  std::vector<Booking> spare_bookings_;  // event loop only (see DrainBookings)
+  Bookings<Booking> bookings_;  // Add and Flag under lanes_mu_
 };
 
 }  // namespace prism

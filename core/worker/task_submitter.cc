@@ -122,8 +122,7 @@ void TaskSubmitter::Submit(PendingTask task) {
       *push->mutable_spec() = task.spec;
       // Booked by the loop the next time it looks at tasks (every entry point drains these
       // first), so the loop is not woken for it: its reply, or the lease's loss, comes later.
-      bookings_.push_back(Booking{std::move(task), std::move(key), lease_id});
-      has_bookings_.store(true, std::memory_order_release);
+      bookings_.Add(Booking{std::move(task), std::move(key), lease_id});
     }
   }
   if (!conn) {
@@ -137,20 +136,7 @@ void TaskSubmitter::Submit(PendingTask task) {
 }
 
 void TaskSubmitter::DrainBookings() {
-  if (!has_bookings_.load(std::memory_order_acquire)) return;
-  // Two vectors trade places and keep their capacity: a burst of submissions does not grow
-  // one from empty each time (the reallocations, and the frees of large blocks that make
-  // malloc consolidate, cost more than the bookings themselves).
-  std::vector<Booking> bookings;
-  bookings.swap(spare_bookings_);
-  {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
-    bookings.swap(bookings_);
-    has_bookings_.store(false, std::memory_order_relaxed);
-  }
-  for (Booking& b : bookings) AddOnLoop(std::move(b.task), b.key, b.lease_id);
-  bookings.clear();
-  spare_bookings_.swap(bookings);
+  bookings_.Drain(lanes_mu_, [this](Booking& b) { AddOnLoop(std::move(b.task), b.key, b.lease_id); });
 }
 
 void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease) {

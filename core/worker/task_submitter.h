@@ -8,6 +8,7 @@
 #include "base/status.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
+#include "worker/bookings.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
 
@@ -211,9 +212,7 @@ class TaskSubmitter {
   void DrainBookings();
   std::mutex lanes_mu_;
   std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
-  std::vector<Booking> bookings_ PRISM_GUARDED_BY(lanes_mu_);
-  std::atomic<bool> has_bookings_{false};
-  std::vector<Booking> spare_bookings_;  // event loop only (see DrainBookings)
+  Bookings<Booking> bookings_;  // Add under lanes_mu_
 
   // Event-loop thread only.
   std::unordered_map<TaskId, Running> tasks_;
