@@ -74,7 +74,11 @@ void Connection::ReadSome() {
       });
 }
 
-void Connection::Send(const Envelope& msg) {
+void Connection::Send(const Envelope& msg) { Queue(msg, /*write_here=*/true); }
+
+void Connection::SendBatched(const Envelope& msg) { Queue(msg, /*write_here=*/false); }
+
+void Connection::Queue(const Envelope& msg, bool write_here) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Under mu_: CloseOnLoop closes the descriptor under it too, so the fast path below never
@@ -83,7 +87,7 @@ void Connection::Send(const Envelope& msg) {
     size_t start = pending_.size();
     AppendFrame(msg, &pending_);
     if (writing_) return;  // the write in flight picks it up
-    if (start == 0 && !InLoop()) {
+    if (write_here && start == 0 && !InLoop()) {
       // Fast path off the loop thread: nothing queued, so write straight from this thread and
       // spare a wake-up of the loop. The kernel keeps concurrent reads (the loop thread) and
       // this write apart; mu_ orders the writers. (On the loop thread async_write batches.)
@@ -95,21 +99,6 @@ void Connection::Send(const Envelope& msg) {
       }
       if (n > 0) pending_.erase(0, static_cast<size_t>(n));
     }
-    writing_ = true;
-  }
-  if (InLoop()) {
-    WriteLoop();
-  } else {
-    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->WriteLoop(); });
-  }
-}
-
-void Connection::SendBatched(const Envelope& msg) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (closed()) return;
-    AppendFrame(msg, &pending_);
-    if (writing_) return;  // the write in flight picks it up
     writing_ = true;
   }
   if (InLoop()) {

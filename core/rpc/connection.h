@@ -54,6 +54,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   Connection(UnixSocket socket, size_t max_frame_bytes);
   void ReadSome();
+  /// Send and SendBatched: appends the frame; `write_here` lets a thread off the loop write it
+  /// at once when nothing else is queued.
+  void Queue(const Envelope& msg, bool write_here);
   /// Takes `n` more bytes written into the decoder and delivers the frames they complete; false
   /// once the connection is closed.
   bool Consume(size_t n);

@@ -2,8 +2,6 @@
 
 #include "base/logging.h"
 
-#include <algorithm>
-
 namespace prism {
 
 ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
@@ -11,9 +9,7 @@ ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, Mem
     : io_(io), config_(std::move(config)), store_(store), daemon_(daemon), hooks_(std::move(hooks)) {}
 
 void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
-  const bool eligible = task.spec.ByteSizeLong() + 1024 <= config_.max_frame_bytes &&
-                        std::none_of(task.arg_refs.begin(), task.arg_refs.end(),
-                                     [](const internal::RefPtr& r) { return r != nullptr; });
+  const bool eligible = FitsTheFastLane(task, config_.max_frame_bytes);
   std::unique_lock<std::mutex> lock(lanes_mu_);
   Lane& lane = lanes_[actor];
   const uint64_t seq = lane.next_seq++;

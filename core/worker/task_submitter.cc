@@ -104,9 +104,7 @@ void TaskSubmitter::Submit(PendingTask task) {
   std::shared_ptr<rpc::Connection> conn;
   uint64_t lease_id = 0;
   rpc::Envelope env;
-  const bool eligible = !task.spec.streaming() && task.spec.ByteSizeLong() + 1024 <= config_.max_frame_bytes &&
-                        std::none_of(task.arg_refs.begin(), task.arg_refs.end(),
-                                     [](const internal::RefPtr& r) { return r != nullptr; });
+  const bool eligible = !task.spec.streaming() && FitsTheFastLane(task, config_.max_frame_bytes);
   if (eligible) {
     std::lock_guard<std::mutex> lock(lanes_mu_);
     auto it = lanes_.find(key);
@@ -133,6 +131,11 @@ void TaskSubmitter::Submit(PendingTask task) {
     return;
   }
   conn->Send(env);
+}
+
+bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
+  return task.spec.ByteSizeLong() + 1024 <= max_frame_bytes &&
+         std::none_of(task.arg_refs.begin(), task.arg_refs.end(), [](const internal::RefPtr& r) { return r != nullptr; });
 }
 
 void TaskSubmitter::DrainBookings() {

@@ -52,6 +52,10 @@ struct PendingTask {
   int retries_left = 0;
 };
 
+/// Whether a fast lane may send `task` from the submitting thread: its arguments are all values
+/// (none waits on the loop to resolve) and its frame fits.
+bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes);
+
 /// What the submitter needs from the core worker around it.
 struct SubmitterHooks {
   /// Fetches a borrowed object from its owner; `done` runs on the event loop.
