@@ -74,18 +74,24 @@ void Connection::ReadSome() {
       });
 }
 
-void Connection::Send(const Envelope& msg) { Queue(msg, /*write_here=*/true); }
+void Connection::Send(const Envelope& msg) { Queue(&msg, {}, /*write_here=*/true); }
 
-void Connection::SendBatched(const Envelope& msg) { Queue(msg, /*write_here=*/false); }
+void Connection::SendBatched(const Envelope& msg) { Queue(&msg, {}, /*write_here=*/false); }
 
-void Connection::Queue(const Envelope& msg, bool write_here) {
+void Connection::SendFrame(std::string_view frame) { Queue(nullptr, frame, /*write_here=*/true); }
+
+void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_here) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Under mu_: CloseOnLoop closes the descriptor under it too, so the fast path below never
     // writes to a descriptor that was closed (and perhaps reused) meanwhile.
     if (closed()) return;
     size_t start = pending_.size();
-    AppendFrame(msg, &pending_);
+    if (msg != nullptr) {
+      AppendFrame(*msg, &pending_);
+    } else {
+      pending_.append(frame);
+    }
     if (writing_) return;  // the write in flight picks it up
     if (write_here && start == 0 && !InLoop()) {
       // Fast path off the loop thread: nothing queued, so write straight from this thread and

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace prism::rpc {
@@ -38,6 +39,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// instead of writing it from this thread: for a sender with frames in flight already, whose
   /// frames then go out in batches (one write and one wake-up of the peer for many).
   void SendBatched(const Envelope& msg);
+  /// Send() for a frame already built with AppendFrame (built under a caller's lock, say,
+  /// while the message's parts were still the caller's to read).
+  void SendFrame(std::string_view frame);
   /// Sends `msg` with a descriptor attached (SCM_RIGHTS, on its first byte). Only while nothing
   /// else is queued (right after the handshake); the caller keeps its own copy of `fd`.
   Status SendWithFd(const Envelope& msg, int fd);
@@ -54,9 +58,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   Connection(UnixSocket socket, size_t max_frame_bytes);
   void ReadSome();
-  /// Send and SendBatched: appends the frame; `write_here` lets a thread off the loop write it
-  /// at once when nothing else is queued.
-  void Queue(const Envelope& msg, bool write_here);
+  /// Send, SendBatched and SendFrame: appends `msg` framed (or `frame` when `msg` is null);
+  /// `write_here` lets a thread off the loop write it at once when nothing else is queued.
+  void Queue(const Envelope* msg, std::string_view frame, bool write_here);
   /// Takes `n` more bytes written into the decoder and delivers the frames they complete; false
   /// once the connection is closed.
   bool Consume(size_t n);

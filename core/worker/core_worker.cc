@@ -280,6 +280,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
       *env.mutable_worker_output() = std::move(out);
       w->daemon_->Send(env);
     });
+    cw->label_pid_ = " pid=" + std::to_string(getpid()) + ")";  // per task: no system call
     if (cw->output_->Start()) {
       cw->output_->SetLabel("(worker pid=" + std::to_string(getpid()) + ")");
     } else {
@@ -1580,16 +1581,17 @@ std::vector<internal::EncodedView> CoreWorker::Get(
   std::optional<MemoryStore::Clock::time_point> deadline;
   if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
   std::vector<bool> ready;
+  std::vector<std::optional<StoredObject>> values;
   if (InTaskOfWorker()) {
-    ready = store_.Wait(ids, ids.size(), MemoryStore::Clock::now());
+    ready = store_.Wait(ids, ids.size(), MemoryStore::Clock::now(), &values);
     if (!std::all_of(ready.begin(), ready.end(), [](bool r) { return r; })) {
       // A task that waits gives its CPU back meanwhile, so what it waits for can run.
       SetBlocked(true);
-      ready = store_.Wait(ids, ids.size(), deadline);
+      ready = store_.Wait(ids, ids.size(), deadline, &values);
       SetBlocked(false);
     }
   } else {
-    ready = store_.Wait(ids, ids.size(), deadline);
+    ready = store_.Wait(ids, ids.size(), deadline, &values);
   }
   size_t not_ready = 0;
   for (bool r : ready) not_ready += r ? 0 : 1;
@@ -1602,7 +1604,7 @@ std::vector<internal::EncodedView> CoreWorker::Get(
   std::vector<ObjectId> in_store;
   std::vector<size_t> in_store_at;
   for (size_t i = 0; i < ids.size(); ++i) {
-    auto obj = store_.GetIfReady(ids[i]);
+    const std::optional<StoredObject>& obj = values[i];
     if (!obj) throw ObjectLostError("object " + ids[i].Hex() + " vanished while being read");
     if (obj->is_error()) ThrowStored(ids[i], obj->error);
     if (obj->in_store) {
@@ -1711,7 +1713,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     std::string who = spec.has_actor_creation()
                           ? (spec.actor_creation().name().empty() ? spec.function() : spec.actor_creation().name())
                           : (!spec.actor_id().empty() && !actor_label_.empty() ? actor_label_ : spec.name());
-    output_->SetLabel("(" + who + " pid=" + std::to_string(getpid()) + ")");
+    output_->SetLabel("(" + who + label_pid_);
   }
   std::function<ReturnValues(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)> run;
   if (spec.streaming() && (spec.has_actor_creation() || !spec.actor_id().empty())) {

@@ -308,6 +308,7 @@ class CoreWorker {
   std::string actor_type_;
   std::string actor_label_;  // how its output lines are labelled: its name, or its class
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
+  std::string label_pid_;                  // " pid=N)", the end of every output label
   // Refs inside the arguments of actors this process created: the actor may keep them.
   mutable std::mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);

@@ -152,7 +152,7 @@ bool MemoryStore::Put(const ObjectId& id, StoredObject object) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end() || it->second.object.has_value()) return false;
-    copy = object;
+    if (!it->second.callbacks.empty()) copy = object;  // (the callbacks run outside the lock)
     MakeReadyLocked(it->second, std::move(object), &run);
   }
   for (auto& cb : run) cb(copy);
@@ -197,24 +197,32 @@ bool MemoryStore::OnReady(const ObjectId& id, Callback cb) {
 }
 
 std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num_ready,
-                                    std::optional<Clock::time_point> deadline) {
+                                    std::optional<Clock::time_point> deadline,
+                                    std::vector<std::optional<StoredObject>>* values) {
+  // One lookup per id: entries waited on are kept by their pointers (the table's nodes stay
+  // put, and an entry with a waiter is never erased), which matters for a Get of thousands of
+  // refs, where every lookup is a cache miss.
   std::vector<bool> ready(ids.size(), false);
+  if (values != nullptr) values->assign(ids.size(), std::nullopt);
+  std::vector<Entry*> pending(ids.size(), nullptr);
   Graveyard g;
   std::unique_lock<std::mutex> lock(mu_);
-  auto count_ready = [&] {
-    size_t n = 0;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      auto it = entries_.find(ids[i]);
-      ready[i] = it != entries_.end() && it->second.object.has_value();
-      n += ready[i] ? 1 : 0;
+  size_t n = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto it = entries_.find(ids[i]);
+    if (it == entries_.end()) continue;
+    if (it->second.object.has_value()) {
+      ready[i] = true;
+      ++n;
+      if (values != nullptr) (*values)[i] = it->second.object;
+    } else {
+      pending[i] = &it->second;
     }
-    return n;
-  };
-  size_t n = count_ready();
+  }
   if (n >= num_ready) return ready;
   Waiter w{num_ready - n, {}};
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (!ready[i]) entries_[ids[i]].waiters.push_back(&w);
+  for (Entry* e : pending) {
+    if (e != nullptr) e->waiters.push_back(&w);
   }
   // A local task's reply often comes within a few tens of microseconds: check for it before
   // sleeping, which would add a kernel wake-up to the round trip.
@@ -237,15 +245,24 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
     w.cv.wait(lock, done);
   }
   if (done()) spin_.Record(Clock::now() - waiting_since);
+  std::vector<size_t> unreferenced;
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (ready[i]) continue;
-    auto it = entries_.find(ids[i]);
-    if (it == entries_.end()) continue;
-    auto& ws = it->second.waiters;
+    Entry* e = pending[i];
+    if (e == nullptr) continue;
+    auto& ws = e->waiters;
     ws.erase(std::remove(ws.begin(), ws.end(), &w), ws.end());
-    MaybeEraseLocked(it, &g);
+    if (e->object.has_value()) {
+      ready[i] = true;
+      if (values != nullptr) (*values)[i] = e->object;
+    }
+    if (e->refs <= 0) unreferenced.push_back(i);
   }
-  count_ready();
+  // Entries whose last reference went while this waited go now (after the loop above: an id
+  // may be listed twice).
+  for (size_t i : unreferenced) {
+    auto it = entries_.find(ids[i]);
+    if (it != entries_.end()) MaybeEraseLocked(it, &g);
+  }
   lock.unlock();
   Bury(g);
   return ready;

@@ -114,9 +114,11 @@ class MemoryStore {
   /// when the id is not referenced here.
   bool OnReady(const ObjectId& id, Callback cb);
   /// Blocks until at least `num_ready` of `ids` are ready or `deadline` passes; returns which
-  /// are ready. `deadline` = nullopt waits forever.
+  /// are ready. `deadline` = nullopt waits forever. `values`, if given, gets the value of each
+  /// one found ready (what GetIfReady would return, without a second lookup).
   std::vector<bool> Wait(const std::vector<ObjectId>& ids, size_t num_ready,
-                         std::optional<Clock::time_point> deadline);
+                         std::optional<Clock::time_point> deadline,
+                         std::vector<std::optional<StoredObject>>* values = nullptr);
   /// Fails every pending entry with `object` (used when the runtime shuts down).
   void FailAllPending(const StoredObject& object);
   size_t size() const;

@@ -97,8 +97,15 @@ void TaskExecutor::Watch() {
     // the clock, not on how long the wait lasted).
     auto now = std::chrono::steady_clock::now();
     bool stuck = idle_ == 0 && starting_ == 0 && !busy_.empty();
-    for (const auto& [slot, b] : busy_) {
-      auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(now - b.since).count();
+    for (auto& [slot, b] : busy_) {
+      if (b.cpu_at_start_ns < 0) {
+        // Started before threads were allowed: its CPU time counts from now, judged next look.
+        b.cpu_at_start_ns = CpuNanos(b.cpu_clock);
+        b.cpu_since = now;
+        stuck = false;
+        continue;
+      }
+      auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(now - b.cpu_since).count();
       int64_t cpu = CpuNanos(b.cpu_clock) - b.cpu_at_start_ns + b.excused->load(std::memory_order_relaxed);
       // Long, mostly waiting (not computing, which another thread would only slow down), and
       // asleep now (not just preempted on a busy machine).
@@ -195,14 +202,23 @@ void TaskExecutor::RunLoop(bool added) {
       queue_.pop_front();
       queued_.store(queue_.size(), std::memory_order_release);
       excused->store(0, std::memory_order_relaxed);
-      busy_[slot] = Busy{std::chrono::steady_clock::now(), cpu_clock, CpuNanos(cpu_clock), excused, tid};
+      // The thread's CPU clock is a system call (no vDSO): read only where the watcher may
+      // add threads (-1: the watcher reads it when it first looks).
+      auto now = std::chrono::steady_clock::now();
+      busy_[slot] = Busy{now, now, cpu_clock, max_threads_ > 1 ? CpuNanos(cpu_clock) : -1, excused, tid};
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
     ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)), item.from);
     if (done.deferred) continue;
     rpc::Envelope env;
     *env.mutable_task_reply() = std::move(done.reply);
-    item.from->Send(env);
+    if (queued_.load(std::memory_order_acquire) > 0) {
+      // More tasks wait (a pipeline): the event loop writes the replies in batches, one system
+      // call for many, while this thread goes on with the next task.
+      item.from->SendBatched(env);
+    } else {
+      item.from->Send(env);  // the caller may be waiting for just this one: write it now
+    }
     done.hold.reset();  // after the reply: releases it triggers follow it on the connection
   }
 }

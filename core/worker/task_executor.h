@@ -84,9 +84,10 @@ class TaskExecutor {
   int starting_ PRISM_GUARDED_BY(mu_) = 0;  // added by the watcher, not yet running
   int next_slot_ PRISM_GUARDED_BY(mu_) = 0;
   struct Busy {
-    std::chrono::steady_clock::time_point since;
+    std::chrono::steady_clock::time_point since;      // the task started
+    std::chrono::steady_clock::time_point cpu_since;  // cpu_at_start_ns was read
     clockid_t cpu_clock;        // the thread's CPU clock
-    int64_t cpu_at_start_ns;    // its CPU time when the task started
+    int64_t cpu_at_start_ns;    // its CPU time at cpu_since (-1: not read yet)
     std::shared_ptr<std::atomic<int64_t>> excused;  // waits that were not blocking (ExcuseWait)
     pid_t tid;                  // the thread, for its scheduling state
   };

@@ -7,6 +7,23 @@
 #include "rpc/blocking_client.h"
 
 namespace prism {
+namespace {
+
+// Lends a task's spec to the PushTask that carries it for as long as the guard lives (the
+// frame is built meanwhile): no copy of the spec per send. Declared after the envelope, so it
+// takes the spec back before the envelope would free it.
+class LentSpec {
+ public:
+  LentSpec(rpc::PushTask* push, rpc::TaskSpec* spec) : push_(push) { push_->unsafe_arena_set_allocated_spec(spec); }
+  ~LentSpec() { push_->unsafe_arena_release_spec(); }
+  LentSpec(const LentSpec&) = delete;
+  LentSpec& operator=(const LentSpec&) = delete;
+
+ private:
+  rpc::PushTask* push_;
+};
+
+}  // namespace
 
 std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns) {
   std::vector<StoredObject> out;
@@ -102,35 +119,48 @@ void TaskSubmitter::Submit(PendingTask task) {
   // hand-off to the event loop (a wake-up that costs as much as the socket's own on a VM).
   std::string key = task.lease.Key();
   std::shared_ptr<rpc::Connection> conn;
-  uint64_t lease_id = 0;
-  rpc::Envelope env;
+  std::string frame;
   const bool eligible = !task.spec.streaming() && FitsTheFastLane(task, config_.max_frame_bytes);
-  if (eligible) {
+  bool post = false;
+  {
     std::lock_guard<std::mutex> lock(lanes_mu_);
-    auto it = lanes_.find(key);
+    auto it = eligible ? lanes_.find(key) : lanes_.end();
     if (it != lanes_.end() && it->second.conn && !it->second.conn->closed()) {
       FastLane& lane = it->second;
       conn = std::move(lane.conn);
       lane.conn = nullptr;
-      lease_id = lane.lease_id;
+      const uint64_t lease_id = lane.lease_id;
       lane.unbooked[lease_id]++;
+      rpc::Envelope env;
       auto* push = env.mutable_push_task();
       push->set_lease_id(lease_id);
       push->mutable_devices()->Assign(lane.devices.begin(), lane.devices.end());
-      *push->mutable_spec() = task.spec;
+      {
+        // The frame is built here, before the booking hands the task to the loop.
+        LentSpec lent(push, &task.spec);
+        rpc::AppendFrame(env, &frame);
+      }
       // Booked by the loop the next time it looks at tasks (every entry point drains these
       // first), so the loop is not woken for it: its reply, or the lease's loss, comes later.
       bookings_.Add(Booking{std::move(task), std::move(key), lease_id});
+    } else {
+      // For the loop to add, in order with the lane's bookings. One wake-up of the loop takes
+      // all that came meanwhile: a burst of submissions costs the loop one hand-off, not one each.
+      bookings_.Add(Booking{std::move(task), std::move(key), 0});
+      post = !drain_posted_;
+      drain_posted_ = true;
     }
   }
-  if (!conn) {
-    asio::post(io_, [this, key = std::move(key), t = std::move(task)]() mutable {
+  if (post) {
+    asio::post(io_, [this] {
+      {
+        std::lock_guard<std::mutex> lock(lanes_mu_);
+        drain_posted_ = false;
+      }
       DrainBookings();
-      AddOnLoop(std::move(t), key, 0);
     });
-    return;
   }
-  conn->Send(env);
+  if (conn) conn->SendFrame(frame);
 }
 
 bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
@@ -250,7 +280,10 @@ void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, c
 void TaskSubmitter::Enqueue(const TaskId& id) {
   Running& r = tasks_.at(id);
   ShapeQueue& q = shapes_[r.key];
-  q.spec = r.task.lease;
+  if (!q.has_spec) {  // tasks of one key have equal lease specs
+    q.spec = r.task.lease;
+    q.has_spec = true;
+  }
   q.queue.push_back(id);
   Pump(r.key);
 }
@@ -291,7 +324,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     auto* push = env.mutable_push_task();
     push->set_lease_id(best->id);
     push->mutable_devices()->Assign(best->devices.begin(), best->devices.end());
-    *push->mutable_spec() = r.task.spec;
+    LentSpec lent(push, &r.task.spec);
     best->conn->Send(env);
   }
   if (!q.queue.empty() && q.lease_request == 0 && q.connecting == 0) {

@@ -143,6 +143,7 @@ class TaskSubmitter {
   };
   struct ShapeQueue {
     LeaseSpec spec;
+    bool has_spec = false;
     std::deque<TaskId> queue;
     std::map<uint64_t, std::unique_ptr<Lease>> leases;
     uint64_t lease_request = 0;  // the id of the request in flight, 0 when none
@@ -217,6 +218,7 @@ class TaskSubmitter {
   std::mutex lanes_mu_;
   std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add under lanes_mu_
+  bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
 
   // Event-loop thread only.
   std::unordered_map<TaskId, Running> tasks_;
