@@ -334,6 +334,7 @@ Status CoreWorker::ConnectDaemon() {
     options_.job_id = JobId::FromBinary(welcome.job_id());
   }
   address_.node_id = welcome.node_id();
+  self_address_ = std::make_shared<const internal::OwnerAddress>(address_);  // complete now
   daemon_leftover_ = client->TakeBuffered();  // the daemon may send right after its Welcome
   rpc::UnixSocket sock(loop_.context());
   sock.assign(asio::local::stream_protocol(), client->Release());
@@ -852,7 +853,8 @@ bool CoreWorker::IsSelf(const internal::OwnerAddress& owner) const {
 
 internal::RefPtr CoreWorker::NewHandle(const ObjectId& id) {
   store_.AddRef(id);
-  return std::make_shared<internal::RefHandle>(id, address_, options_.runtime_generation);
+  if (!self_address_) return std::make_shared<internal::RefHandle>(id, address_, options_.runtime_generation);
+  return std::make_shared<internal::RefHandle>(id, self_address_, options_.runtime_generation);
 }
 
 TaskId CoreWorker::CurrentTaskId() const { return tl_in_task ? tl_task : driver_task_; }

@@ -289,6 +289,7 @@ class CoreWorker {
   MemoryStore store_;
   std::shared_ptr<StoreClient> object_store_;  // shared with the pins of Buffers handed out
   internal::OwnerAddress address_;
+  std::shared_ptr<const internal::OwnerAddress> self_address_;  // address_, shared by this process's handles
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
   std::string daemon_leftover_;

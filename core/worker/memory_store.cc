@@ -44,38 +44,38 @@ void MemoryStore::UndoRegistration(const ObjectId& id) {
   if (it != entries_.end() && it->second.registered > 0) it->second.registered--;
 }
 
-void MemoryStore::MaybeEraseLocked(std::unordered_map<ObjectId, Entry>::iterator it, Graveyard* g) {
+void MemoryStore::MaybeEraseLocked(Table::iterator it, Graveyard* g) {
   Entry& e = it->second;
   if (e.refs > 0 || !e.waiters.empty() || !e.borrowers.empty()) return;
-  g->ids.push_back(it->first);
-  g->entries.push_back(std::move(e));
-  entries_.erase(it);
+  g->Add(entries_.extract(it));
+}
+
+void MemoryStore::BuryOne(const ObjectId& id, Entry& e) {
+  // Whoever waited for a value that will now never be kept learns so at once.
+  if (!e.callbacks.empty()) {
+    StoredObject lost = StoredObject::Error(
+        rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
+    for (auto& cb : e.callbacks) cb(lost);
+  }
+  if (on_free_) {
+    FreedObject f;
+    f.id = id;
+    f.borrowed = e.borrowed;
+    f.owner = e.owner;
+    f.registered = e.registered;
+    f.in_store = !e.borrowed && e.object && e.object->in_store;
+    f.actor = !e.borrowed && e.object && e.object->actor_handle;
+    if (!e.borrowed && e.object) f.device_producer = e.object->device_producer;
+    on_free_(std::move(f));
+  }
 }
 
 void MemoryStore::Bury(Graveyard& g) {
-  for (size_t i = 0; i < g.ids.size(); ++i) {
-    Entry& e = g.entries[i];
-    const ObjectId& id = g.ids[i];
-    // Whoever waited for a value that will now never be kept learns so at once.
-    if (!e.callbacks.empty()) {
-      StoredObject lost = StoredObject::Error(
-          rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
-      for (auto& cb : e.callbacks) cb(lost);
-    }
-    if (on_free_) {
-      FreedObject f;
-      f.id = id;
-      f.borrowed = e.borrowed;
-      f.owner = e.owner;
-      f.registered = e.registered;
-      f.in_store = !e.borrowed && e.object && e.object->in_store;
-      f.actor = !e.borrowed && e.object && e.object->actor_handle;
-      if (!e.borrowed && e.object) f.device_producer = e.object->device_producer;
-      on_free_(std::move(f));
-    }
-  }
+  if (!g.first.empty()) BuryOne(g.first.key(), g.first.mapped());
+  for (auto& node : g.more) BuryOne(node.key(), node.mapped());
   // Destroying the entries releases the refs their values contained (re-entering this store).
-  g.entries.clear();
+  g.first = Table::node_type();
+  g.more.clear();
 }
 
 void MemoryStore::RemoveRef(const ObjectId& id) {

@@ -140,19 +140,29 @@ class MemoryStore {
     internal::OwnerAddress owner;  // borrowed objects
     uint32_t registered = 0;
   };
+  using Table = std::unordered_map<ObjectId, Entry>;
   // What goes when entries go: handled after the lock is released (contained refs release
-  // other entries; callbacks and on_free call out).
+  // other entries; callbacks and on_free call out). The table's nodes are taken out whole
+  // (no copy of an entry), and the usual single one needs no allocation.
   struct Graveyard {
-    std::vector<Entry> entries;
-    std::vector<ObjectId> ids;
+    Table::node_type first;
+    std::vector<Table::node_type> more;
+    void Add(Table::node_type node) {
+      if (first.empty()) {
+        first = std::move(node);
+      } else {
+        more.push_back(std::move(node));
+      }
+    }
   };
   void MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run);
-  void MaybeEraseLocked(std::unordered_map<ObjectId, Entry>::iterator it, Graveyard* g);
+  void MaybeEraseLocked(Table::iterator it, Graveyard* g);
   void Bury(Graveyard& g);
+  void BuryOne(const ObjectId& id, Entry& e);
 
   OnFree on_free_;
   mutable std::mutex mu_;
-  std::unordered_map<ObjectId, Entry> entries_ PRISM_GUARDED_BY(mu_);
+  Table entries_ PRISM_GUARDED_BY(mu_);
 };
 
 }  // namespace prism

@@ -217,7 +217,7 @@ void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t
     // The lease went before the frame could reach its worker (it died, or we shut down):
     // nothing ran it; it takes the ordinary way.
   }
-  ResolveArgs(id);
+  ResolveArgs(id, r);
 }
 
 size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
@@ -251,15 +251,16 @@ void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const
   }
 }
 
-void TaskSubmitter::ResolveArgs(const TaskId& id) {
-  Running& r = tasks_.at(id);
+void TaskSubmitter::ResolveArgs(const TaskId& id) { ResolveArgs(id, tasks_.at(id)); }
+
+void TaskSubmitter::ResolveArgs(const TaskId& id, Running& r) {
   uint64_t round = ++r.resolve_round;
   r.arg_producers.assign(r.task.arg_refs.size(), std::string());
   // The callbacks post to the loop, so `unresolved` is set before any of them counts down.
   r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, hooks_, [this, id, round](size_t i, const StoredObject& obj) {
     asio::post(io_, [this, id, round, i, obj] { OnArgReady(id, round, i, obj); });
   });
-  if (r.unresolved == 0) Enqueue(id);
+  if (r.unresolved == 0) Enqueue(id, r);
 }
 
 void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj) {
@@ -274,11 +275,10 @@ void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, c
     return;
   }
   SetResolvedArg(r.task.spec, index, r.task.arg_refs[index]->id(), obj);
-  if (--r.unresolved == 0) Enqueue(id);
+  if (--r.unresolved == 0) Enqueue(id, r);
 }
 
-void TaskSubmitter::Enqueue(const TaskId& id) {
-  Running& r = tasks_.at(id);
+void TaskSubmitter::Enqueue(const TaskId& id, Running& r) {
   ShapeQueue& q = shapes_[r.key];
   if (!q.has_spec) {  // tasks of one key have equal lease specs
     q.spec = r.task.lease;
@@ -500,7 +500,7 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
       std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());
       StoredObject first = std::move(results.front());
       results.erase(results.begin());
-      Finish(id, std::move(first), std::move(results));
+      Finish(it, std::move(first), std::move(results));
     }
   }
   Pump(key);
@@ -575,6 +575,12 @@ PendingTask TaskSubmitter::AsSubmitted(const Running& r) {
 void TaskSubmitter::Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
+  Finish(it, std::move(result), std::move(more));
+}
+
+void TaskSubmitter::Finish(std::unordered_map<TaskId, Running>::iterator it, StoredObject result,
+                           std::vector<StoredObject> more) {
+  const TaskId id = it->first;
   Running& r = it->second;
   if (result.is_error() && result.error.kind() == rpc::ERROR_OBJECT_LOST && !r.cancelled && r.lost_arg_runs > 0) {
     // An argument's device objects went with the worker that made them: if this process can

@@ -181,8 +181,9 @@ class TaskSubmitter {
   /// booked yet (so it is not idle).
   bool TakeBackIdle(const std::string& key, uint64_t lease_id);
   void ResolveArgs(const TaskId& id);
+  void ResolveArgs(const TaskId& id, Running& r);
   void OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj);
-  void Enqueue(const TaskId& id);
+  void Enqueue(const TaskId& id, Running& r);
   void Pump(const std::string& key);
   void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);
   void OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome, Result<rpc::Connected> connected);
@@ -193,6 +194,7 @@ class TaskSubmitter {
   void StartIdleTimer(const std::string& key, Lease& lease);  // fires lease_idle_ms after idle_since
   /// `more`: the results after the first, for a task with num_returns > 1 that succeeded.
   void Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more = {});
+  void Finish(std::unordered_map<TaskId, Running>::iterator it, StoredObject result, std::vector<StoredObject> more);
 
   asio::io_context& io_;
   SubmitterConfig config_;

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -53,6 +54,9 @@ inline thread_local std::vector<RefPtr>* tl_nested_refs = nullptr;
 /// What keeps the bytes being decoded alive (an object store pin, a message). Zero-copy types
 /// (prism::Buffer) hold on to it instead of copying.
 inline thread_local const std::shared_ptr<const void>* tl_decode_source = nullptr;
+/// The zone Unpack builds msgpack's object tree in (reused by a thread's outermost decode).
+inline thread_local msgpack::zone tl_decode_zone;
+inline thread_local bool tl_decode_zone_in_use = false;
 
 struct CountingStream {
   size_t size = 0;
@@ -172,17 +176,36 @@ template <typename T>
 T Unpack(std::string_view bytes, const std::shared_ptr<const void>& source = nullptr) {
   const std::shared_ptr<const void>* saved = tl_decode_source;
   tl_decode_source = source ? &source : nullptr;
-  try {
-    msgpack::object_handle oh = msgpack::unpack(
-        bytes.data(), bytes.size(), [](msgpack::type::object_type, size_t, void*) { return true; });
-    T out = oh.get().as<T>();
+  // The object tree msgpack builds lives in a zone: the outermost decode of each thread reuses
+  // one (its first chunk stays allocated), a decode nested in a conversion gets its own. Bodies
+  // are referenced in `bytes` (the zone holds no value after the conversion).
+  const bool outermost = !tl_decode_zone_in_use;
+  std::optional<msgpack::zone> own_zone;
+  msgpack::zone* zone = &tl_decode_zone;
+  if (outermost) {
+    tl_decode_zone_in_use = true;
+  } else {
+    zone = &own_zone.emplace();
+  }
+  auto done = [&] {
     tl_decode_source = saved;
+    if (outermost) {
+      tl_decode_zone.clear();
+      tl_decode_zone_in_use = false;
+    }
+  };
+  try {
+    size_t offset = 0;
+    msgpack::object obj = msgpack::unpack(*zone, bytes.data(), bytes.size(), offset,
+                                          [](msgpack::type::object_type, size_t, void*) { return true; });
+    T out = obj.as<T>();
+    done();
     return out;
   } catch (const ObjectLostError&) {  // a device object's producer is gone: said as it is
-    tl_decode_source = saved;
+    done();
     throw;
   } catch (const std::exception& e) {
-    tl_decode_source = saved;
+    done();
     throw DecodeError("cannot read a value of type " + TypeName<T>() + " (" + e.what() + ")");
   }
 }

@@ -24,18 +24,21 @@ struct OwnerAddress {
 class RefHandle {
  public:
   RefHandle(ObjectId id, OwnerAddress owner, uint64_t runtime_generation)
+      : id_(id), owner_(std::make_shared<const OwnerAddress>(std::move(owner))), generation_(runtime_generation) {}
+  /// Shares `owner` (handles of one owner's objects need no copy of its address each).
+  RefHandle(ObjectId id, std::shared_ptr<const OwnerAddress> owner, uint64_t runtime_generation)
       : id_(id), owner_(std::move(owner)), generation_(runtime_generation) {}
   ~RefHandle();
   RefHandle(const RefHandle&) = delete;
   RefHandle& operator=(const RefHandle&) = delete;
   const ObjectId& id() const { return id_; }
-  const OwnerAddress& owner() const { return owner_; }
+  const OwnerAddress& owner() const { return *owner_; }
   /// Which Init() of this process made the handle.
   uint64_t generation() const { return generation_; }
 
  private:
   ObjectId id_;
-  OwnerAddress owner_;
+  std::shared_ptr<const OwnerAddress> owner_;
   uint64_t generation_;
 };
 
