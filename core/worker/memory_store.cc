@@ -16,56 +16,59 @@ void MemoryStore::AddRefOr(const ObjectId& id, const StoredObject& if_missing) {
   std::lock_guard<std::mutex> lock(mu_);
   auto [it, inserted] = entries_.try_emplace(id);
   it->second.refs++;
-  if (inserted) it->second.object = if_missing;
+  if (inserted) it->second.object = std::make_unique<StoredObject>(if_missing);
 }
 
 bool MemoryStore::AddBorrowedRef(const ObjectId& id, const internal::OwnerAddress& owner) {
   std::lock_guard<std::mutex> lock(mu_);
   Entry& e = entries_[id];
   e.refs++;
-  if (!e.borrowed) {
-    e.borrowed = true;
-    e.owner = owner;
+  Sharing& sh = e.share();
+  if (!sh.borrowed) {
+    sh.borrowed = true;
+    sh.owner = owner;
   }
-  if (e.registered > 0) return false;
-  e.registered = 1;
+  if (sh.registered > 0) return false;
+  sh.registered = 1;
   return true;
 }
 
 void MemoryStore::CreditRegistration(const ObjectId& id, uint32_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);
-  if (it != entries_.end()) it->second.registered += n;
+  if (it != entries_.end()) it->second.share().registered += n;
 }
 
 void MemoryStore::UndoRegistration(const ObjectId& id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);
-  if (it != entries_.end() && it->second.registered > 0) it->second.registered--;
+  if (it != entries_.end() && it->second.sharing && it->second.sharing->registered > 0) it->second.sharing->registered--;
 }
 
 void MemoryStore::MaybeEraseLocked(Table::iterator it, Graveyard* g) {
   Entry& e = it->second;
-  if (e.refs > 0 || !e.waiters.empty() || !e.borrowers.empty()) return;
+  if (e.refs > 0 || !e.waiters.empty() || e.has_borrowers()) return;
   g->Add(entries_.extract(it));
 }
 
 void MemoryStore::BuryOne(const ObjectId& id, Entry& e) {
   // Whoever waited for a value that will now never be kept learns so at once.
-  if (!e.callbacks.empty()) {
+  if (e.has_callbacks()) {
     StoredObject lost = StoredObject::Error(
         rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
-    for (auto& cb : e.callbacks) cb(lost);
+    for (auto& cb : e.sharing->callbacks) cb(lost);
   }
   if (on_free_) {
     FreedObject f;
     f.id = id;
-    f.borrowed = e.borrowed;
-    f.owner = e.owner;
-    f.registered = e.registered;
-    f.in_store = !e.borrowed && e.object && e.object->in_store;
-    f.actor = !e.borrowed && e.object && e.object->actor_handle;
-    if (!e.borrowed && e.object) f.device_producer = e.object->device_producer;
+    f.borrowed = e.borrowed();
+    if (e.sharing) {
+      f.owner = e.sharing->owner;
+      f.registered = e.sharing->registered;
+    }
+    f.in_store = !f.borrowed && e.object && e.object->in_store;
+    f.actor = !f.borrowed && e.object && e.object->actor_handle;
+    if (!f.borrowed && e.object) f.device_producer = e.object->device_producer;
     on_free_(std::move(f));
   }
 }
@@ -93,8 +96,8 @@ void MemoryStore::RemoveRef(const ObjectId& id) {
 bool MemoryStore::AddBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);
-  if (it == entries_.end() || it->second.borrowed) return false;
-  it->second.borrowers[worker] += n;
+  if (it == entries_.end() || it->second.borrowed()) return false;
+  it->second.share().borrowers[worker] += n;
   return true;
 }
 
@@ -103,11 +106,12 @@ void MemoryStore::RemoveBorrower(const ObjectId& id, const WorkerId& worker, uin
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(id);
-    if (it == entries_.end()) return;
-    auto b = it->second.borrowers.find(worker);
-    if (b == it->second.borrowers.end()) return;
+    if (it == entries_.end() || !it->second.sharing) return;
+    auto& borrowers = it->second.sharing->borrowers;
+    auto b = borrowers.find(worker);
+    if (b == borrowers.end()) return;
     b->second -= std::min(n, b->second);
-    if (b->second == 0) it->second.borrowers.erase(b);
+    if (b->second == 0) borrowers.erase(b);
     MaybeEraseLocked(it, &g);
   }
   Bury(g);
@@ -119,7 +123,7 @@ void MemoryStore::RemoveBorrowerEverywhere(const WorkerId& worker) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = entries_.begin(); it != entries_.end();) {
       auto next = std::next(it);
-      if (it->second.borrowers.erase(worker) > 0) MaybeEraseLocked(it, &g);
+      if (it->second.sharing && it->second.sharing->borrowers.erase(worker) > 0) MaybeEraseLocked(it, &g);
       it = next;
     }
   }
@@ -129,10 +133,10 @@ void MemoryStore::RemoveBorrowerEverywhere(const WorkerId& worker) {
 size_t MemoryStore::NumBorrowers(const ObjectId& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);
-  return it == entries_.end() ? 0 : it->second.borrowers.size();
+  return it == entries_.end() || !it->second.sharing ? 0 : it->second.sharing->borrowers.size();
 }
 
-void MemoryStore::MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run) {
+void MemoryStore::MakeReadyLocked(Entry& e, std::unique_ptr<StoredObject> object, std::vector<Callback>* run) {
   e.object = std::move(object);
   for (Waiter* w : e.waiters) {
     if (w->remaining > 0 && --w->remaining == 0) {
@@ -141,29 +145,32 @@ void MemoryStore::MakeReadyLocked(Entry& e, StoredObject object, std::vector<Cal
     }
   }
   e.waiters.clear();
-  for (auto& cb : e.callbacks) run->push_back(std::move(cb));
-  e.callbacks.clear();
+  if (e.has_callbacks()) {
+    for (auto& cb : e.sharing->callbacks) run->push_back(std::move(cb));
+    e.sharing->callbacks.clear();
+  }
 }
 
 bool MemoryStore::Put(const ObjectId& id, StoredObject object) {
   std::vector<Callback> run;
   StoredObject copy;
+  auto value = std::make_unique<StoredObject>(std::move(object));  // allocated outside the lock
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(id);
-    if (it == entries_.end() || it->second.object.has_value()) return false;
-    if (!it->second.callbacks.empty()) copy = object;  // (the callbacks run outside the lock)
-    MakeReadyLocked(it->second, std::move(object), &run);
+    if (it == entries_.end() || it->second.object) return false;
+    if (it->second.has_callbacks()) copy = *value;  // (the callbacks run outside the lock)
+    MakeReadyLocked(it->second, std::move(value), &run);
   }
   for (auto& cb : run) cb(copy);
   return true;
 }
 
 bool MemoryStore::Reset(const ObjectId& id) {
-  std::optional<StoredObject> old;  // released outside the lock (its contained refs)
+  std::unique_ptr<StoredObject> old;  // released outside the lock (its contained refs)
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);
-  if (it == entries_.end() || !it->second.object.has_value()) return false;
+  if (it == entries_.end() || !it->second.object) return false;
   old.swap(it->second.object);
   return true;
 }
@@ -171,8 +178,8 @@ bool MemoryStore::Reset(const ObjectId& id) {
 std::optional<StoredObject> MemoryStore::GetIfReady(const ObjectId& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(id);
-  if (it == entries_.end()) return std::nullopt;
-  return it->second.object;
+  if (it == entries_.end() || !it->second.object) return std::nullopt;
+  return *it->second.object;
 }
 
 bool MemoryStore::Contains(const ObjectId& id) const {
@@ -187,10 +194,10 @@ bool MemoryStore::OnReady(const ObjectId& id, Callback cb) {
     auto it = entries_.find(id);
     if (it == entries_.end()) return false;
     if (!it->second.object) {
-      it->second.callbacks.push_back(std::move(cb));
+      it->second.share().callbacks.push_back(std::move(cb));
       return true;
     }
-    ready = it->second.object;
+    ready = *it->second.object;
   }
   cb(*ready);
   return true;
@@ -211,10 +218,10 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = entries_.find(ids[i]);
     if (it == entries_.end()) continue;
-    if (it->second.object.has_value()) {
+    if (it->second.object) {
       ready[i] = true;
       ++n;
-      if (values != nullptr) (*values)[i] = it->second.object;
+      if (values != nullptr) (*values)[i] = *it->second.object;
     } else {
       pending[i] = &it->second;
     }
@@ -251,9 +258,9 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
     if (e == nullptr) continue;
     auto& ws = e->waiters;
     ws.erase(std::remove(ws.begin(), ws.end(), &w), ws.end());
-    if (e->object.has_value()) {
+    if (e->object) {
       ready[i] = true;
-      if (values != nullptr) (*values)[i] = e->object;
+      if (values != nullptr) (*values)[i] = *e->object;
     }
     if (e->refs <= 0) unreferenced.push_back(i);
   }
@@ -273,7 +280,7 @@ void MemoryStore::FailAllPending(const StoredObject& object) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [id, e] : entries_) {
-      if (!e.object) MakeReadyLocked(e, object, &run);
+      if (!e.object) MakeReadyLocked(e, std::make_unique<StoredObject>(object), &run);
     }
   }
   for (auto& cb : run) cb(object);

@@ -130,15 +130,28 @@ class MemoryStore {
     std::condition_variable cv;
     std::atomic<bool> done{false};  // remaining reached 0 (read without the lock while spinning)
   };
-  struct Entry {
-    int refs = 0;
-    std::optional<StoredObject> object;
-    std::vector<Waiter*> waiters;
+  // What few entries need: kept apart, so that an entry (and the table's node around it) stays
+  // a cache line or two. A Get of thousands of refs touches that many entries, and small ones
+  // keep the table within the reach of the TLB.
+  struct Sharing {
     std::vector<Callback> callbacks;
     std::map<WorkerId, uint32_t> borrowers;  // owned objects: who borrows them
     bool borrowed = false;
     internal::OwnerAddress owner;  // borrowed objects
     uint32_t registered = 0;
+  };
+  struct Entry {
+    int refs = 0;
+    std::unique_ptr<StoredObject> object;  // null while pending
+    std::vector<Waiter*> waiters;
+    std::unique_ptr<Sharing> sharing;
+    Sharing& share() {
+      if (!sharing) sharing = std::make_unique<Sharing>();
+      return *sharing;
+    }
+    bool borrowed() const { return sharing && sharing->borrowed; }
+    bool has_borrowers() const { return sharing && !sharing->borrowers.empty(); }
+    bool has_callbacks() const { return sharing && !sharing->callbacks.empty(); }
   };
   using Table = std::unordered_map<ObjectId, Entry>;
   // What goes when entries go: handled after the lock is released (contained refs release
@@ -155,7 +168,7 @@ class MemoryStore {
       }
     }
   };
-  void MakeReadyLocked(Entry& e, StoredObject object, std::vector<Callback>* run);
+  void MakeReadyLocked(Entry& e, std::unique_ptr<StoredObject> object, std::vector<Callback>* run);
   void MaybeEraseLocked(Table::iterator it, Graveyard* g);
   void Bury(Graveyard& g);
   void BuryOne(const ObjectId& id, Entry& e);
