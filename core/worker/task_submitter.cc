@@ -191,7 +191,9 @@ bool TaskSubmitter::TakeBackIdle(const std::string& key, uint64_t lease_id) {
 
 void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t sent_on) {
   TaskId id = TaskId::FromBinary(task.spec.task_id());
-  Running& r = tasks_[id];
+  std::unique_ptr<Running>& slot = tasks_[id];
+  if (!slot) slot = std::make_unique<Running>();
+  Running& r = *slot;
   r.task = std::move(task);
   r.key = key;
   for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
@@ -251,7 +253,7 @@ void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const
   }
 }
 
-void TaskSubmitter::ResolveArgs(const TaskId& id) { ResolveArgs(id, tasks_.at(id)); }
+void TaskSubmitter::ResolveArgs(const TaskId& id) { ResolveArgs(id, *tasks_.at(id)); }
 
 void TaskSubmitter::ResolveArgs(const TaskId& id, Running& r) {
   uint64_t round = ++r.resolve_round;
@@ -266,8 +268,8 @@ void TaskSubmitter::ResolveArgs(const TaskId& id, Running& r) {
 void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj) {
   DrainBookings();
   auto it = tasks_.find(id);
-  if (it == tasks_.end() || it->second.resolve_round != round) return;  // (a round before a rerun)
-  Running& r = it->second;
+  if (it == tasks_.end() || it->second->resolve_round != round) return;  // (a round before a rerun)
+  Running& r = *it->second;
   r.arg_producers[index] = obj.device_producer.worker_id;
   if (obj.is_error()) {
     // A failed argument fails the task with the same error, as in Ray.
@@ -308,7 +310,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     q.queue.pop_front();
     auto it = tasks_.find(id);
     if (it == tasks_.end()) continue;
-    Running& r = it->second;
+    Running& r = *it->second;
     if (r.task.spec.ByteSizeLong() + 1024 > config_.max_frame_bytes) {
       Finish(id, StoredObject::Error(
                      rpc::ERROR_SYSTEM,
@@ -491,13 +493,13 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   auto lit = q.leases.find(lease_id);
   if (lit != q.leases.end()) lit->second->in_flight.erase(id);
   // A reply for another attempt (or a task already finished) is stale: drop it.
-  if (it != tasks_.end() && it->second.lease_id == lease_id &&
-      it->second.task.spec.attempt() == reply.attempt()) {
-    if (it->second.cancelled) {
-      DiscardReply(reply, hooks_, it->second.task.spec.num_returns());
-      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second.task.spec.name() + " was cancelled"));
+  if (it != tasks_.end() && it->second->lease_id == lease_id &&
+      it->second->task.spec.attempt() == reply.attempt()) {
+    if (it->second->cancelled) {
+      DiscardReply(reply, hooks_, it->second->task.spec.num_returns());
+      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second->task.spec.name() + " was cancelled"));
     } else {
-      std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());
+      std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second->task.spec.num_returns());
       StoredObject first = std::move(results.front());
       results.erase(results.begin());
       Finish(it, std::move(first), std::move(results));
@@ -516,20 +518,20 @@ void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
     return;
   }
   auto it = tasks_.find(TaskId::FromBinary(item.task_id()));
-  bool wanted = it != tasks_.end() && it->second.lease_id == lease_id && !it->second.cancelled &&
-                it->second.task.spec.streaming() && it->second.task.spec.attempt() == item.attempt() &&
-                item.index() == it->second.stream_received + 1;
+  bool wanted = it != tasks_.end() && it->second->lease_id == lease_id && !it->second->cancelled &&
+                it->second->task.spec.streaming() && it->second->task.spec.attempt() == item.attempt() &&
+                item.index() == it->second->stream_received + 1;
   if (!wanted) {
     // A cancelled task's, or one out of order: nobody reads it. Taking it and dropping it
     // releases the refs lent with it; a copy in the store goes unless the caller holds that id.
     StoredObject dropped = ResultFromReturn(*item.mutable_item(), hooks_);
-    bool held = it != tasks_.end() && item.index() <= it->second.stream_received;
+    bool held = it != tasks_.end() && item.index() <= it->second->stream_received;
     if (dropped.in_store && !held) {
       hooks_.discard_stored(ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1)));
     }
     return;
   }
-  it->second.stream_received = item.index();
+  it->second->stream_received = item.index();
   hooks_.stream_item(it->first, item.index(), ResultFromReturn(*item.mutable_item(), hooks_));
 }
 
@@ -547,7 +549,7 @@ void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, cons
   for (const TaskId& id : lease->in_flight) {
     auto it = tasks_.find(id);
     if (it == tasks_.end()) continue;
-    Running& r = it->second;
+    Running& r = *it->second;
     if (r.task.retries_left != 0) {
       if (r.task.retries_left > 0) r.task.retries_left--;
       r.task.spec.set_attempt(r.task.spec.attempt() + 1);
@@ -578,10 +580,10 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result, std::vector<St
   Finish(it, std::move(result), std::move(more));
 }
 
-void TaskSubmitter::Finish(std::unordered_map<TaskId, Running>::iterator it, StoredObject result,
+void TaskSubmitter::Finish(Tasks::iterator it, StoredObject result,
                            std::vector<StoredObject> more) {
   const TaskId id = it->first;
-  Running& r = it->second;
+  Running& r = *it->second;
   if (result.is_error() && result.error.kind() == rpc::ERROR_OBJECT_LOST && !r.cancelled && r.lost_arg_runs > 0) {
     // An argument's device objects went with the worker that made them: if this process can
     // rebuild it, the task runs again once it is back (not counted as a retry of its own).
@@ -701,7 +703,7 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
   DrainBookings();
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return false;
-  Running& r = it->second;
+  Running& r = *it->second;
   StoredObject err = StoredObject::Error(rpc::ERROR_CANCELLED, "task " + r.task.spec.name() + " was cancelled");
   if (r.lease_id == 0) {
     // Not pushed yet: it never runs.
