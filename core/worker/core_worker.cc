@@ -1950,8 +1950,8 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
 
 void CoreWorker::StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
                              rpc::ReturnObject* ret) {
-  ret->set_object_id(id.Binary());
   if (out.size > internal::kMaxInlineBytes) {
+    ret->set_object_id(id.Binary());  // (for DropStoredReturns; the caller knows its return ids)
     try {
       WriteToStore(id, out, caller);
     } catch (const ObjectStoreFullError&) {

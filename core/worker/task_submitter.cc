@@ -213,7 +213,7 @@ void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t
     auto lit = q.leases.find(sent_on);
     if (lit != q.leases.end()) {
       r.lease_id = sent_on;
-      lit->second->in_flight.insert(id);
+      lit->second->in_flight.push_back(id);
       return;
     }
     // The lease went before the frame could reach its worker (it died, or we shut down):
@@ -257,6 +257,11 @@ void TaskSubmitter::ResolveArgs(const TaskId& id) { ResolveArgs(id, *tasks_.at(i
 
 void TaskSubmitter::ResolveArgs(const TaskId& id, Running& r) {
   uint64_t round = ++r.resolve_round;
+  if (r.ref_args.empty()) {  // all values: nothing to wait for
+    r.unresolved = 0;
+    Enqueue(id, r);
+    return;
+  }
   r.arg_producers.assign(r.task.arg_refs.size(), std::string());
   // The callbacks post to the loop, so `unresolved` is set before any of them counts down.
   r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, hooks_, [this, id, round](size_t i, const StoredObject& obj) {
@@ -321,7 +326,7 @@ void TaskSubmitter::Pump(const std::string& key) {
       continue;
     }
     r.lease_id = best->id;
-    best->in_flight.insert(id);
+    best->in_flight.push_back(id);
     rpc::Envelope env;
     auto* push = env.mutable_push_task();
     push->set_lease_id(best->id);
@@ -491,7 +496,7 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   auto it = tasks_.find(id);
   ShapeQueue& q = shapes_[key];
   auto lit = q.leases.find(lease_id);
-  if (lit != q.leases.end()) lit->second->in_flight.erase(id);
+  if (lit != q.leases.end()) lit->second->Answered(id);
   // A reply for another attempt (or a task already finished) is stale: drop it.
   if (it != tasks_.end() && it->second->lease_id == lease_id &&
       it->second->task.spec.attempt() == reply.attempt()) {

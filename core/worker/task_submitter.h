@@ -17,6 +17,7 @@
 
 #include <asio.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -136,7 +137,17 @@ class TaskSubmitter {
     uint64_t id = 0;
     std::vector<rpc::DeviceShareProto> devices;  // sent with each task: its GPU ids
     std::shared_ptr<rpc::Connection> conn;
-    std::unordered_set<TaskId> in_flight;
+    // Sent, not answered yet, in the order sent: a worker mostly answers in that order, so the
+    // answered one is found at the front.
+    std::deque<TaskId> in_flight;
+    void Answered(const TaskId& id) {
+      if (!in_flight.empty() && in_flight.front() == id) {
+        in_flight.pop_front();
+        return;
+      }
+      auto it = std::find(in_flight.begin(), in_flight.end(), id);
+      if (it != in_flight.end()) in_flight.erase(it);
+    }
     std::unique_ptr<asio::steady_timer> idle_timer;
     bool timer_armed = false;
     std::chrono::steady_clock::time_point idle_since;  // when in_flight last became empty
