@@ -13,7 +13,11 @@ namespace prism {
 namespace {
 
 // The running task's "waited, but not blocked" time (see ExcuseWait).
-thread_local std::atomic<int64_t>* tl_excused = nullptr;
+thread_local TaskExecutor::Excuses* tl_excused = nullptr;
+
+int64_t SteadyNanos(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
 
 // Whether the thread is asleep in the kernel (waiting for something), rather than running or
 // ready to run (merely preempted on a busy machine).
@@ -106,10 +110,18 @@ void TaskExecutor::Watch() {
         continue;
       }
       auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(now - b.cpu_since).count();
-      int64_t cpu = CpuNanos(b.cpu_clock) - b.cpu_at_start_ns + b.excused->load(std::memory_order_relaxed);
+      int64_t excused = b.excused->total_ns.load(std::memory_order_relaxed);
+      if (int64_t since = b.excused->since_ns.load(std::memory_order_relaxed); since != 0) {
+        excused += SteadyNanos(now) - since;
+      }
+      int64_t cpu = CpuNanos(b.cpu_clock) - b.cpu_at_start_ns + excused;
       // Long, mostly waiting (not computing, which another thread would only slow down), and
-      // asleep now (not just preempted on a busy machine).
-      stuck &= now - b.since >= patience_ && cpu * 2 < wall && Sleeping(b.tid);
+      // asleep now (not just preempted on a busy machine) -- at two looks in a row: a call
+      // preempted most of its time on a busy machine, caught in a moment's wait for a lock,
+      // looks like that once.
+      bool blocked = now - b.since >= patience_ && cpu * 2 < wall && Sleeping(b.tid);
+      b.strikes = blocked ? b.strikes + 1 : 0;
+      stuck &= b.strikes >= 2;
     }
     if (stuck) {
       threads_++;
@@ -122,7 +134,17 @@ void TaskExecutor::Watch() {
 }
 
 void TaskExecutor::ExcuseWait(std::chrono::nanoseconds waited) {
-  if (tl_excused != nullptr) tl_excused->fetch_add(waited.count(), std::memory_order_relaxed);
+  if (tl_excused != nullptr) tl_excused->total_ns.fetch_add(waited.count(), std::memory_order_relaxed);
+}
+
+TaskExecutor::ExcusedWait::ExcusedWait() : since_(std::chrono::steady_clock::now()) {
+  if (tl_excused != nullptr) tl_excused->since_ns.store(SteadyNanos(since_), std::memory_order_relaxed);
+}
+
+TaskExecutor::ExcusedWait::~ExcusedWait() {
+  if (tl_excused == nullptr) return;
+  tl_excused->since_ns.store(0, std::memory_order_relaxed);
+  ExcuseWait(std::chrono::steady_clock::now() - since_);
 }
 
 int TaskExecutor::threads() {
@@ -154,7 +176,7 @@ void TaskExecutor::RunLoop(bool added) {
   int slot;
   clockid_t cpu_clock = CLOCK_THREAD_CPUTIME_ID;
   pthread_getcpuclockid(pthread_self(), &cpu_clock);
-  auto excused = std::make_shared<std::atomic<int64_t>>(0);
+  auto excused = std::make_shared<Excuses>();
   tl_excused = excused.get();
   const pid_t tid = gettid();
   {
@@ -201,7 +223,7 @@ void TaskExecutor::RunLoop(bool added) {
       item = std::move(queue_.front());
       queue_.pop_front();
       queued_.store(queue_.size(), std::memory_order_release);
-      excused->store(0, std::memory_order_relaxed);
+      excused->total_ns.store(0, std::memory_order_relaxed);
       // The thread's CPU clock is a system call (no vDSO): read only where the watcher may
       // add threads (-1: the watcher reads it when it first looks).
       auto now = std::chrono::steady_clock::now();

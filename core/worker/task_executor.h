@@ -46,9 +46,10 @@ class TaskExecutor {
   void Run();
   /// Lets up to `n` tasks run at once (a threaded actor). Threads beyond the one in Run() are
   /// added only while tasks wait and every running task has run for `patience` already, mostly
-  /// off the CPU (blocked): short calls keep to one thread (no handoffs between threads, no
-  /// fight over Python's GIL), calls that block get the concurrency they were promised within
-  /// about `patience`. An added thread idle for 100 ms ends.
+  /// off the CPU (blocked), at two looks `patience` apart: short calls keep to one thread (no
+  /// handoffs between threads, no fight over Python's GIL), calls that block get the
+  /// concurrency they were promised within about twice `patience`. An added thread idle for
+  /// 100 ms ends.
   void AllowThreads(int n, std::chrono::microseconds patience = std::chrono::milliseconds(1));
   /// The same, but sets the limit exactly, also lower (a worker that ran GPU tasks side by side
   /// becoming an actor's process of max_concurrency 1): threads beyond it end when their task does.
@@ -60,6 +61,25 @@ class TaskExecutor {
   /// Inside a task: time this thread waited for something another thread would wait for too
   /// (Python's GIL), so that the wait does not count as the task blocking.
   static void ExcuseWait(std::chrono::nanoseconds waited);
+  /// The same, said while the wait lasts (around taking Python's GIL): the watcher counts a wait
+  /// in progress as excused too, so a thread waiting long for the GIL (its holder preempted on a
+  /// busy machine) does not look blocked and earn the actor another thread that would only
+  /// fight over the GIL as well.
+  /// A running task's excused waits (kept per thread; read by the watcher).
+  struct Excuses {
+    std::atomic<int64_t> total_ns{0};  // excused waits that ended
+    std::atomic<int64_t> since_ns{0};  // steady-clock start of the excused wait in progress (0: none)
+  };
+  class ExcusedWait {
+   public:
+    ExcusedWait();
+    ~ExcusedWait();
+    ExcusedWait(const ExcusedWait&) = delete;
+    ExcusedWait& operator=(const ExcusedWait&) = delete;
+
+   private:
+    std::chrono::steady_clock::time_point since_;
+  };
   /// Threads running tasks now (for tests and diagnostics).
   int threads();
 
@@ -88,8 +108,9 @@ class TaskExecutor {
     std::chrono::steady_clock::time_point cpu_since;  // cpu_at_start_ns was read
     clockid_t cpu_clock;        // the thread's CPU clock
     int64_t cpu_at_start_ns;    // its CPU time at cpu_since (-1: not read yet)
-    std::shared_ptr<std::atomic<int64_t>> excused;  // waits that were not blocking (ExcuseWait)
+    std::shared_ptr<Excuses> excused;  // waits that were not blocking (ExcuseWait)
     pid_t tid;                  // the thread, for its scheduling state
+    int strikes = 0;            // the watcher's looks in a row that found the task blocked
   };
   std::map<int, Busy> busy_ PRISM_GUARDED_BY(mu_);
   std::chrono::microseconds patience_{1000};

@@ -5,6 +5,8 @@
 #include "worker/core_worker.h"
 #include "worker/task_executor.h"
 
+#include <optional>
+
 #include <prism/collective.h>
 #include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>
@@ -27,6 +29,24 @@
 namespace py = pybind11;
 
 namespace prism::binding {
+
+/// Releases the GIL for its scope, like py::gil_scoped_release, and says the wait to take it
+/// back is no blocking of the task that runs (TaskExecutor::ExcusedWait): on a threaded actor,
+/// a thread waiting for the GIL another holds must not earn the actor one more thread, which
+/// would only wait for the GIL as well.
+class ReleaseGil {
+ public:
+  ReleaseGil() = default;
+  ~ReleaseGil() {
+    TaskExecutor::ExcusedWait excused;
+    released_.reset();  // takes the GIL back
+  }
+  ReleaseGil(const ReleaseGil&) = delete;
+  ReleaseGil& operator=(const ReleaseGil&) = delete;
+
+ private:
+  std::optional<py::gil_scoped_release> released_{std::in_place};
+};
 
 using internal::RefHandle;
 using internal::RefPtr;
@@ -80,7 +100,7 @@ struct Completion {
   void Finish(std::function<ReturnValues()> produce) {
     if (done) throw InvalidArgumentError("this call was answered already");
     done = true;
-    py::gil_scoped_release release;
+    ReleaseGil release;
     later(std::move(produce));
   }
 };

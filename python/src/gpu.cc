@@ -14,7 +14,7 @@ namespace {
 py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object& stream) {
   Result<gpu::Backend*> backend = Status::Internal("unset");
   {
-    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    ReleaseGil release;  // (it takes the GPU layer's lock)
     backend = CurrentCoreWorker()->gpu_tasks().backend();
   }
   if (!backend.ok()) throw RuntimeError(backend.status().message());
@@ -22,7 +22,7 @@ py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object
   if (b.name() == "cuda") {
     int64_t handle = stream.is_none() ? 1 : stream.cast<int64_t>();
     if (handle != -1) {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       auto consumer = b.WrapStream(t.device(), static_cast<uintptr_t>(handle));
       auto ready = b.CreateEvent(t.device());
       Status st = !consumer.ok() ? consumer.status() : !ready.ok() ? ready.status() : (*ready)->Record(*t.stream());
@@ -30,7 +30,7 @@ py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object
       if (!st.ok()) throw RuntimeError("cannot order the consumer's stream after the tensor's work: " + st.ToString());
     }
   } else {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     if (Status st = t.stream()->Synchronize(); !st.ok()) throw RuntimeError(st.ToString());
   }
   auto exported = t.ToDLPack(b);
@@ -104,7 +104,7 @@ std::pair<gpu::MemoryResource*, gpu::Stream*> DeviceResources(GpuTasks& gpu_task
   }
   Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
   {
-    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    ReleaseGil release;  // (it takes the GPU layer's lock)
     outside = gpu_tasks.OutsideTasks(device);
   }
   if (!outside.ok()) throw RuntimeError(outside.status().message());
@@ -125,7 +125,7 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
   Result<gpu::Backend*> backend = Status::Internal("unset");
   {
-    py::gil_scoped_release release;  // (it takes the GPU layer's lock)
+    ReleaseGil release;  // (it takes the GPU layer's lock)
     backend = gpu_tasks.backend();
   }
   if (!backend.ok()) throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
@@ -144,7 +144,7 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   DLManagedTensorVersioned* managed = ExportFrom(obj, stream_arg);
   Result<gpu::Tensor> t = Status::Internal("unset");
   {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     t = gpu::Tensor::FromDLPack(managed, **backend, *memory, *stream);
   }
   if (!t.ok()) {
@@ -339,14 +339,14 @@ void BindGpu(py::module_& m) {
   m.def("pack_tensor", [](const gpu::Tensor& t) {
     std::string d;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       d = gpu::internal::PackTensor(t);
     }
     return py::bytes(d);
   });
   m.def("unpack_tensor", [](py::bytes descriptor) {
     std::string d = descriptor;
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return gpu::internal::UnpackTensor(d);
   });
 
@@ -359,7 +359,7 @@ void BindGpu(py::module_& m) {
       .def_property_readonly("backend", [](const collective::Group& g) { return collective::BackendName(g.backend()); })
       .def("allreduce", [](collective::Group& g, py::object x, const std::string& op) {
         CollectiveBuffer b(x, true);
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.AllReduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), b.stream);
         b.Done();
       })
@@ -369,7 +369,7 @@ void BindGpu(py::module_& m) {
         if (o.count != i.count * static_cast<size_t>(g.size())) {
           throw py::value_error("allgather's output must hold size * len(input) elements");
         }
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.AllGather(i.data, o.data, i.count, i.dtype, o.stream ? o.stream : i.stream);
         o.Done();
         i.Done();
@@ -380,32 +380,32 @@ void BindGpu(py::module_& m) {
         if (i.count != o.count * static_cast<size_t>(g.size())) {
           throw py::value_error("reduce_scatter's input must hold size * len(output) elements");
         }
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.ReduceScatter(i.data, o.data, o.count, o.dtype, ParseReduceOp(op), o.stream ? o.stream : i.stream);
         o.Done();
         i.Done();
       })
       .def("broadcast", [](collective::Group& g, py::object x, int root) {
         CollectiveBuffer b(x, true);
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.Broadcast(b.data, b.count, b.dtype, root, b.stream);
         b.Done();
       })
       .def("reduce", [](collective::Group& g, py::object x, int root, const std::string& op) {
         CollectiveBuffer b(x, true);
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.Reduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), root, b.stream);
         b.Done();
       })
       .def("send", [](collective::Group& g, py::object x, int peer) {
         CollectiveBuffer b(x, false);
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.Send(b.data, b.count, b.dtype, peer, b.stream);
         b.Done();
       })
       .def("recv", [](collective::Group& g, py::object x, int peer) {
         CollectiveBuffer b(x, true);
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.Recv(b.data, b.count, b.dtype, peer, b.stream);
         b.Done();
       })
@@ -424,12 +424,12 @@ void BindGpu(py::module_& m) {
           }
           if (stream == nullptr) stream = b.stream;
         }
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.SendRecv(batch, stream);
         for (auto& b : buffers) b->Done();
       })
       .def("barrier", [](collective::Group& g) {
-        py::gil_scoped_release release;
+        ReleaseGil release;
         g.Barrier();
       });
   m.def("collective_declare", [](const std::vector<py::bytes>& actors, const std::string& backend,
@@ -446,15 +446,15 @@ void BindGpu(py::module_& m) {
     collective::GroupOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     options.order = order == "topology" ? collective::RankOrder::kTopology : collective::RankOrder::kAsGiven;
-    py::gil_scoped_release release;
+    ReleaseGil release;
     collective::internal::DeclareGroup(ids, ParseBackend(backend), name, options);
   });
   m.def("collective_split", [](const std::string& parent, const std::string& name, int color, int key) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return collective::SplitGroup(parent, name, color, key);
   }, py::return_value_policy::reference);
   m.def("collective_get", [](const std::string& name) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return &collective::GetGroup(name);
   }, py::return_value_policy::reference);
   m.def("collective_init", [](const std::string& name, int world_size, int rank, const std::string& backend,
@@ -462,11 +462,11 @@ void BindGpu(py::module_& m) {
     collective::GroupOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     collective::Backend b = ParseBackend(backend);
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return &collective::InitGroup(name, world_size, rank, b, options);
   }, py::return_value_policy::reference);
   m.def("collective_destroy", [](const std::string& name) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     collective::DestroyGroup(name);
   });
   m.def("collective_in_group", [](const std::string& name) { return collective::InGroup(name); });

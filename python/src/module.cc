@@ -88,7 +88,7 @@ PYBIND11_MODULE(_prism, m) {
         o.log_level = log_level;
         o.worker_argv = worker_argv;
         o.code_search_path = code_search_path;
-        py::gil_scoped_release release;
+        binding::ReleaseGil release;
         Init(o);
       },
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
@@ -97,12 +97,12 @@ PYBIND11_MODULE(_prism, m) {
       py::arg("object_store_prefault") = false);
 
   m.def("write_timeline", [](const std::string& path) {
-    py::gil_scoped_release release;
+    binding::ReleaseGil release;
     WriteTimeline(path);
   });
 
   m.def("shutdown", [] {
-    py::gil_scoped_release release;
+    binding::ReleaseGil release;
     Shutdown();
   });
 

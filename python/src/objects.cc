@@ -28,7 +28,7 @@ void BindObjects(py::module_& m) {
 
   m.def("put", [](size_t size, const py::list& parts, const py::list& nested) {
     internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return internal::Put(v);
   });
 
@@ -42,7 +42,7 @@ void BindObjects(py::module_& m) {
   m.def("get", [](const std::vector<RefPtr>& refs, int64_t timeout_ms) {
     std::vector<internal::EncodedView> views;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       views = internal::GetEncoded(Raw(refs), timeout_ms);
     }
     py::list out;
@@ -54,20 +54,20 @@ void BindObjects(py::module_& m) {
   m.def("when_ready", [](const RefPtr& ref, uint64_t token) {
     if (!ref) throw InvalidArgumentError("an empty ObjectRef");
     std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
-    py::gil_scoped_release release;
+    ReleaseGil release;
     core->WhenReady(*ref, [token] { Ready().Push(token); });
   });
   m.def("take_ready", [] {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return Ready().Take();
   });
   m.def("rebuild_lost", [](const RefPtr& ref) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return internal::RebuildLost(*ref);
   });
 
   m.def("wait", [](const std::vector<RefPtr>& refs, size_t num_returns, int64_t timeout_ms) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     std::vector<const RefHandle*> raw = Raw(refs);
     std::unordered_set<ObjectId> seen;
     seen.reserve(raw.size());
@@ -84,20 +84,20 @@ void BindObjects(py::module_& m) {
 
   m.def("cancel", [](const RefPtr& ref, bool force) {
     if (!ref) throw InvalidArgumentError("an empty ObjectRef");
-    py::gil_scoped_release release;
+    ReleaseGil release;
     internal::CancelTask(*ref, force);
   });
 
   m.def("kv_put", [](const std::string& ns, const py::bytes& key, const py::bytes& value, bool overwrite) {
     std::string k(key), v(value);
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return CurrentCoreWorker()->KvPut(ns, k, v, overwrite);
   });
   m.def("kv_get", [](const std::string& ns, const py::bytes& key) -> py::object {
     std::string k(key);
     std::optional<std::string> v;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       v = CurrentCoreWorker()->KvGet(ns, k);
     }
     if (!v) return py::none();

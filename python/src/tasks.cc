@@ -1,6 +1,8 @@
 // prism._prism: tasks, actors, placement groups and the worker loop that runs Python tasks.
 #include "binding.h"
 
+#include <optional>
+
 namespace py = pybind11;
 
 namespace prism::binding {
@@ -108,16 +110,16 @@ void BindTasks(py::module_& m) {
   // arguments; it returns ("ok", bytes, [handles]) or ("error", type, message, payload).
   m.def("current_actor", [] {
     std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return core->CurrentActor();
   });
   m.def("exit_actor", [](const std::string& reason) {
     std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
-    py::gil_scoped_release release;
+    ReleaseGil release;
     core->ExitActor(reason);
   });
   m.def("take_cancelled", [] {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return Cancelled().Take();
   });
   m.def("run_worker", [](py::object execute) {
@@ -127,9 +129,9 @@ void BindTasks(py::module_& m) {
                                 const std::shared_ptr<const void>& source,
                                 const ReplyLater& later) -> ReturnValues {
       // Waiting for the GIL is not blocking: another thread would only wait for it too.
-      auto asked = std::chrono::steady_clock::now();
+      std::optional<TaskExecutor::ExcusedWait> excused(std::in_place);
       py::gil_scoped_acquire gil;
-      TaskExecutor::ExcuseWait(std::chrono::steady_clock::now() - asked);
+      excused.reset();
       py::list views;
       for (const auto& a : args) views.append(Pinned{a, source});  // zero-copy reads keep the args alive
       auto completion = std::make_shared<Completion>();
@@ -157,7 +159,7 @@ void BindTasks(py::module_& m) {
       return values;
     });
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       Init();  // never returns in a worker process
     }
   });
@@ -167,7 +169,7 @@ void BindTasks(py::module_& m) {
       [](const std::string& function, const py::list& args, const py::dict& options) {
         TaskOptions t = TaskOptionsFrom(options);
         std::vector<internal::SerializedArg> packed = PackArgs(args);
-        py::gil_scoped_release release;
+        ReleaseGil release;
         return internal::SubmitTask(function, std::move(packed), t);
       },
       py::arg("function"), py::arg("args"), py::arg("options"));
@@ -176,7 +178,7 @@ void BindTasks(py::module_& m) {
         [](const std::string& function, const py::list& args, const py::dict& options, uint32_t num_returns) {
           TaskOptions t = TaskOptionsFrom(options);
           std::vector<internal::SerializedArg> packed = PackArgs(args);
-          py::gil_scoped_release release;
+          ReleaseGil release;
           return CurrentCoreWorker()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
         });
 
@@ -185,7 +187,7 @@ void BindTasks(py::module_& m) {
            [](internal::StreamHandle& s, int64_t timeout_ms) -> py::object {
              RefPtr r;
              {
-               py::gil_scoped_release release;
+               ReleaseGil release;
                r = s.Next(timeout_ms);
              }
              if (!r) return py::none();
@@ -196,14 +198,14 @@ void BindTasks(py::module_& m) {
   m.def("submit_streaming_task", [](const std::string& function, const py::list& args, const py::dict& options) {
     TaskOptions t = TaskOptionsFrom(options);
     std::vector<internal::SerializedArg> packed = PackArgs(args);
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return internal::SubmitStreamingTask(function, std::move(packed), t);
   });
 
   // In a streaming task: sends one value to the caller.
   m.def("stream_write", [](size_t size, const py::list& parts, const py::list& nested) {
     internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
-    py::gil_scoped_release release;
+    ReleaseGil release;
     internal::StreamWrite(v);
   });
 
@@ -214,18 +216,18 @@ void BindTasks(py::module_& m) {
   m.def("create_actor", [](const std::string& factory, const py::list& args, const py::dict& options) {
     ActorOptions a = ActorOptionsFrom(options);
     std::vector<internal::SerializedArg> packed = PackArgs(args);
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return internal::CreateActor(factory, std::move(packed), a);
   });
   m.def("submit_actor_task", [](const internal::ActorRef& actor, const std::string& method, const py::list& args) {
     std::vector<internal::SerializedArg> packed = PackArgs(args);
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return internal::SubmitActorTask(actor, method, std::move(packed));
   });
   m.def("submit_actor_task_returns", [](const internal::ActorRef& actor, const std::string& method,
                                         const py::list& args, uint32_t num_returns) {
     std::vector<internal::SerializedArg> packed = PackArgs(args);
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return CurrentCoreWorker()->SubmitActorTaskReturns(actor, method, std::move(packed), num_returns);
   });
   m.def("make_actor_ref", [](const py::bytes& id, const RefPtr& lifetime) {
@@ -234,7 +236,7 @@ void BindTasks(py::module_& m) {
     return internal::ActorRef{ActorId::FromBinary(bin), lifetime};
   });
   m.def("get_actor", [](const std::string& name, const std::string& ray_namespace) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return internal::GetActorByName(name, ray_namespace);
   });
   // What runs here: ids (hex; task and actor empty where none), the resources the running task
@@ -257,7 +259,7 @@ void BindTasks(py::module_& m) {
   m.def("kill_actor", [](const py::bytes& id, bool no_restart) {
     std::string bin(id);
     if (!ActorId::IsValidBinary(bin)) throw InvalidArgumentError("not an actor id");
-    py::gil_scoped_release release;
+    ReleaseGil release;
     internal::KillActor(ActorId::FromBinary(bin), no_restart);
   });
 
@@ -282,23 +284,23 @@ void BindTasks(py::module_& m) {
           }
           PlacementGroup g;
           {
-            py::gil_scoped_release release;
+            ReleaseGil release;
             g = CreatePlacementGroup(o);
           }
           return GroupTuple(g);
         });
   m.def("wait_placement_group", [](uint64_t id, int64_t timeout_ms) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     return PlacementGroup(id, "", PlacementStrategy::kPack, {}).Wait(std::chrono::milliseconds(timeout_ms));
   });
   m.def("remove_placement_group", [](uint64_t id) {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     RemovePlacementGroup(PlacementGroup(id, "", PlacementStrategy::kPack, {}));
   });
   m.def("get_placement_group", [](const std::string& name) {
     PlacementGroup g;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       g = GetPlacementGroup(name);
     }
     return GroupTuple(g);
@@ -309,7 +311,7 @@ void BindTasks(py::module_& m) {
   m.def("nodes", [] {
     std::vector<NodeInfo> nodes;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       nodes = Nodes();
     }
     py::list out;
@@ -328,7 +330,7 @@ void BindTasks(py::module_& m) {
   m.def("placement_groups", [] {
     rpc::StatusReply st;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       st = CurrentCoreWorker()->NodeStatus();
     }
     static const char* kStates[] = {"PENDING", "CREATED", "REMOVED"};
@@ -356,7 +358,7 @@ void BindTasks(py::module_& m) {
   m.def("object_store_stats", [] {
     ObjectStoreStats st;
     {
-      py::gil_scoped_release release;
+      ReleaseGil release;
       st = GetObjectStoreStats();
     }
     py::dict d;
