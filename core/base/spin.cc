@@ -22,14 +22,15 @@ std::chrono::nanoseconds SpinBudget(SpinRole role) {
     }
     return std::chrono::nanoseconds(500'000);
   }();
-  if (role == SpinRole::kCaller) return cpus >= 2 ? budget : std::chrono::nanoseconds(0);
-  // A server waits for a request that may not come: it spins briefly.
-  return cpus >= 4 ? std::min<std::chrono::nanoseconds>(budget, std::chrono::microseconds(50))
-                   : std::chrono::nanoseconds(0);
+  if (cpus < 2) return std::chrono::nanoseconds(0);
+  if (role == SpinRole::kCaller) return budget;
+  // A server waits for a request that may not come: it spins at most a typical round trip.
+  return std::min<std::chrono::nanoseconds>(budget, std::chrono::microseconds(250));
 }
 
-std::chrono::nanoseconds AdaptiveSpin::Budget() const {
-  const std::chrono::nanoseconds cap = SpinBudget(SpinRole::kCaller);
+std::chrono::nanoseconds AdaptiveSpin::Budget() const { return Budget(SpinBudget(SpinRole::kCaller)); }
+
+std::chrono::nanoseconds AdaptiveSpin::Budget(std::chrono::nanoseconds cap) const {
   const std::chrono::nanoseconds floor = std::min<std::chrono::nanoseconds>(cap, std::chrono::microseconds(50));
   const int64_t typical = typical_ns_.load(std::memory_order_relaxed);
   if (typical == 0 || typical > cap.count()) return floor;

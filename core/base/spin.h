@@ -16,22 +16,21 @@ namespace prism {
 enum class SpinRole { kCaller, kServer };
 
 /// The process's spin budget: $PRISM_SPIN_US microseconds (0 turns spinning off), 500 by
-/// default; it is the most a caller spins (see AdaptiveSpin for how much it does), and a server
-/// spins at most 50 us of it. Callers spin
-/// on machines with 2 CPUs or more, servers on machines with 4 or more: with two spinners on two
-/// CPUs, the threads that carry the request and its reply (the event loops) would wait for a
-/// spinner to yield, which costs more than the wake-up the spin saves (measured on a 2-vCPU VM,
-/// bench/RESULTS.md).
+/// default; it is the most a caller spins, and a server spins at most 250 us of it (see
+/// AdaptiveSpin for how much each does). Nothing spins on a machine with one CPU.
 std::chrono::nanoseconds SpinBudget(SpinRole role = SpinRole::kCaller);
 
-/// How long a caller spins, learnt from how long its waits have lasted: about twice a typical
+/// How long a waiter spins, learnt from how long its waits have lasted: about twice a typical
 /// wait (so a round trip of 150 us on a slow VM is caught by the spin, not by a wake-up), at
 /// least 50 us (so a workload that becomes quick is noticed), and only 50 us while waits
-/// typically last longer than the budget (long tasks: spinning would only burn a CPU).
+/// typically last longer than the budget (long tasks, or a server whose requests come seldom:
+/// spinning would only burn a CPU).
 class AdaptiveSpin {
  public:
   /// The spin for the next wait, within SpinBudget(kCaller).
   std::chrono::nanoseconds Budget() const;
+  /// The same within `cap`.
+  std::chrono::nanoseconds Budget(std::chrono::nanoseconds cap) const;
   /// A wait that was not over at once ended after `waited`.
   void Record(std::chrono::nanoseconds waited);
 

@@ -3,6 +3,7 @@
 // max_concurrency threads).
 #pragma once
 
+#include "base/spin.h"
 #include "base/thread_annotations.h"
 
 #include "prism.pb.h"
@@ -92,6 +93,8 @@ class TaskExecutor {
   void RunLoop(bool added);  // Run() for a thread counted in threads_ (`added`: by the watcher)
 
   Execute execute_;
+  AdaptiveSpin gap_spin_;  // the main thread's spin between calls (learns the gap between them)
+  int singles_ = 0;        // main thread: calls in a row that came one at a time to an idle thread
   std::mutex mu_;
   std::condition_variable cv_;        // tasks queued, or stop
   std::condition_variable watch_cv_;  // wakes the watcher
