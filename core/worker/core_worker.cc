@@ -1559,8 +1559,11 @@ internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress 
     if (store_.AddBorrowedRef(id, owner)) QueueAddBorrower(owner, id, options_.worker_id);
     return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
   }
-  store_.AddRefOr(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                          "object " + id.Hex() + " was already freed by this process"));
+  if (!store_.AddRefIfPresent(id)) {  // (the message is built only when it is needed)
+    store_.AddRefOr(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                                            "object " + id.Hex() + " was already freed by this process"));
+  }
+  if (self_address_) return std::make_shared<internal::RefHandle>(id, self_address_, options_.runtime_generation);
   return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
 }
 

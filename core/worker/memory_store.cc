@@ -12,6 +12,14 @@ void MemoryStore::AddRef(const ObjectId& id) {
   entries_[id].refs++;
 }
 
+bool MemoryStore::AddRefIfPresent(const ObjectId& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return false;
+  it->second.refs++;
+  return true;
+}
+
 void MemoryStore::AddRefOr(const ObjectId& id, const StoredObject& if_missing) {
   std::lock_guard<std::mutex> lock(mu_);
   auto [it, inserted] = entries_.try_emplace(id);

@@ -80,6 +80,8 @@ class MemoryStore {
   explicit MemoryStore(OnFree on_free) : on_free_(std::move(on_free)) {}
 
   void AddRef(const ObjectId& id);
+  /// AddRef if the id has an entry here; false (and nothing done) if not.
+  bool AddRefIfPresent(const ObjectId& id);
   /// AddRef, and, when the id had no entry here, make it ready with `if_missing` (one step, so
   /// no release in between can leave an empty pending entry).
   void AddRefOr(const ObjectId& id, const StoredObject& if_missing);
