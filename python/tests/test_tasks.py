@@ -239,3 +239,25 @@ def test_buffer_protocol_objects_travel_as_memoryviews(cluster):
     back = ray.get(ray.put(shaped))
     assert bytes(back) == bytes(shaped)
     assert ray.get(ray.put(bytearray(b"abc"))) == bytearray(b"abc")
+
+
+def test_plain_values_take_the_short_way_and_read_back_alike(cluster):
+    # bytes, str, numbers, bools and None skip the general pickler (which never calls a custom
+    # reducer for them either): the frame must be the one it writes, and the value must come
+    # back with its type.
+    from prism._private import serialization
+
+    values = [b"ok", "h\u00e9llo", 0, -5, 2**70, 3.5, True, None, b"x" * 100_000]
+    for value in values:
+        size, parts, nested = serialization.serialize(value)
+        general = serialization._PLAIN
+        serialization._PLAIN = frozenset()
+        try:
+            size2, parts2, _ = serialization.serialize(value)
+        finally:
+            serialization._PLAIN = general
+        frame = serialization.to_bytes(size, parts)
+        assert frame == serialization.to_bytes(size2, parts2) and nested == []
+        back = serialization.deserialize(frame)
+        assert back == value and type(back) is type(value)
+    assert ray.get(square.remote(7)) == 49 and ray.get(ray.put("s")) == "s"
