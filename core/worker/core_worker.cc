@@ -853,6 +853,10 @@ bool CoreWorker::IsSelf(const internal::OwnerAddress& owner) const {
 
 internal::RefPtr CoreWorker::NewHandle(const ObjectId& id) {
   store_.AddRef(id);
+  return SelfHandle(id);
+}
+
+internal::RefPtr CoreWorker::SelfHandle(const ObjectId& id) const {
   if (!self_address_) return std::make_shared<internal::RefHandle>(id, address_, options_.runtime_generation);
   return std::make_shared<internal::RefHandle>(id, self_address_, options_.runtime_generation);
 }
@@ -1563,8 +1567,7 @@ internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress 
     store_.AddRefOr(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
                                             "object " + id.Hex() + " was already freed by this process"));
   }
-  if (self_address_) return std::make_shared<internal::RefHandle>(id, self_address_, options_.runtime_generation);
-  return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
+  return SelfHandle(id);
 }
 
 void CoreWorker::CheckCurrent(const internal::RefHandle& ref) const {

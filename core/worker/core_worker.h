@@ -272,6 +272,8 @@ class CoreWorker {
   /// Throws InvalidArgumentError for a handle made before the last Shutdown().
   void CheckCurrent(const internal::RefHandle& ref) const;
   internal::RefPtr NewHandle(const ObjectId& id);
+  /// A handle to one of this process's objects, sharing its address (the caller counted the ref).
+  internal::RefPtr SelfHandle(const ObjectId& id) const;
   TaskId CurrentTaskId() const;
   TaskId NextTaskId();
   /// Waits for the daemon's answer to a request sent with DaemonClient::Call.

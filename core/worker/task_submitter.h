@@ -205,8 +205,10 @@ class TaskSubmitter {
   void StartIdleTimer(const std::string& key, Lease& lease);  // fires lease_idle_ms after idle_since
   /// `more`: the results after the first, for a task with num_returns > 1 that succeeded.
   void Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more = {});
-  void Finish(std::unordered_map<TaskId, std::unique_ptr<Running>>::iterator it, StoredObject result,
-              std::vector<StoredObject> more);
+  // By pointer: the table's nodes stay small (a burst of thousands of tasks looks them up
+  // several times each; a large node costs a cache miss more per lookup).
+  using Tasks = std::unordered_map<TaskId, std::unique_ptr<Running>>;
+  void Finish(Tasks::iterator it, StoredObject result, std::vector<StoredObject> more);
 
   asio::io_context& io_;
   SubmitterConfig config_;
@@ -235,9 +237,6 @@ class TaskSubmitter {
   bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
 
   // Event-loop thread only.
-  // By pointer: the table's nodes stay small (a burst of thousands of tasks looks them up
-  // several times each; a large node costs a cache miss more per lookup).
-  using Tasks = std::unordered_map<TaskId, std::unique_ptr<Running>>;
   Tasks tasks_;
   std::unordered_map<std::string, ShapeQueue> shapes_;
   bool failed_all_ = false;  // FailAll ran: late connections are given back

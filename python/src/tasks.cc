@@ -21,48 +21,43 @@ PlacementGroup GroupFrom(const py::dict& o) {
   return PlacementGroup(id, "", PlacementStrategy::kPack, std::move(bundles));
 }
 
-TaskOptions TaskOptionsFrom(const py::dict& o) {
-  TaskOptions t;
-  t.num_cpus = Opt<double>(o, "num_cpus", 1.0);
-  t.num_gpus = Opt<double>(o, "num_gpus", 0.0);
-  t.memory = Opt<uint64_t>(o, "memory", 0);
-  t.resources = Opt<std::map<std::string, double>>(o, "resources", {});
-  t.max_retries = Opt<int>(o, "max_retries", 3);
-  t.name = Opt<std::string>(o, "name", "");
-  t.env = Opt<std::map<std::string, std::string>>(o, "env", {});
-  t.runtime = Opt<std::string>(o, "runtime", "");
-  t.placement_group = GroupFrom(o);
-  t.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
+// What tasks and actors are given alike: resources, environment and placement (`num_cpus`
+// defaults differ: a task takes one CPU, an actor none).
+template <typename Options>
+void ReadPlacedResources(const py::dict& o, double default_cpus, Options& out) {
+  out.num_cpus = Opt<double>(o, "num_cpus", default_cpus);
+  out.num_gpus = Opt<double>(o, "num_gpus", 0.0);
+  out.memory = Opt<uint64_t>(o, "memory", 0);
+  out.resources = Opt<std::map<std::string, double>>(o, "resources", {});
+  out.env = Opt<std::map<std::string, std::string>>(o, "env", {});
   std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
   if (strategy == "SPREAD") {
-    t.scheduling_strategy = SchedulingStrategy::kSpread;
+    out.scheduling_strategy = SchedulingStrategy::kSpread;
   } else if (strategy != "DEFAULT") {
     throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
   }
+  out.placement_group = GroupFrom(o);
+  out.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
+}
+
+TaskOptions TaskOptionsFrom(const py::dict& o) {
+  TaskOptions t;
+  ReadPlacedResources(o, 1.0, t);
+  t.max_retries = Opt<int>(o, "max_retries", 3);
+  t.name = Opt<std::string>(o, "name", "");
+  t.runtime = Opt<std::string>(o, "runtime", "");
   return t;
 }
 
 ActorOptions ActorOptionsFrom(const py::dict& o) {
   ActorOptions a;
-  a.num_cpus = Opt<double>(o, "num_cpus", 0.0);
-  a.num_gpus = Opt<double>(o, "num_gpus", 0.0);
-  a.memory = Opt<uint64_t>(o, "memory", 0);
-  a.resources = Opt<std::map<std::string, double>>(o, "resources", {});
+  ReadPlacedResources(o, 0.0, a);
   a.name = Opt<std::string>(o, "name", "");
   a.ray_namespace = Opt<std::string>(o, "namespace", "");
   a.detached = Opt<bool>(o, "detached", false);
   a.max_restarts = Opt<int>(o, "max_restarts", 0);
   a.max_task_retries = Opt<int>(o, "max_task_retries", 0);
   a.max_concurrency = Opt<int>(o, "max_concurrency", 1);
-  a.env = Opt<std::map<std::string, std::string>>(o, "env", {});
-  std::string strategy = Opt<std::string>(o, "scheduling_strategy", "DEFAULT");
-  if (strategy == "SPREAD") {
-    a.scheduling_strategy = SchedulingStrategy::kSpread;
-  } else if (strategy != "DEFAULT") {
-    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
-  }
-  a.placement_group = GroupFrom(o);
-  a.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
   return a;
 }
 
