@@ -34,10 +34,15 @@ void Connection::Start(OnMessage on_message, OnClose on_close, std::string initi
   on_close_ = std::move(on_close);
   asio::post(socket_.get_executor(), [self = shared_from_this(), initial = std::move(initial)] {
     if (!initial.empty() && !self->closed()) {
+      std::unique_lock<std::mutex> lock(self->read_mu_);
       size_t avail = 0;
       char* space = self->decoder_.WritableSpace(initial.size(), &avail);
       std::memcpy(space, initial.data(), initial.size());
-      if (!self->Consume(initial.size())) return;
+      self->decoder_.Commit(initial.size());
+      Status st = self->DeliverLocked(nullptr, nullptr);
+      lock.unlock();
+      if (!st.ok()) self->CloseOnLoop(st);
+      if (self->closed()) return;
     }
     self->ReadSome();
   });
@@ -58,6 +63,10 @@ bool Connection::Consume(size_t n) {
 
 void Connection::ReadSome() {
   if (closed()) return;
+  if (shared_reads_) {
+    WaitReadable();
+    return;
+  }
   size_t available = 0;
   char* space = decoder_.WritableSpace(kReadChunk, &available);
   socket_.async_read_some(
@@ -72,6 +81,96 @@ void Connection::ReadSome() {
         }
         if (self->Consume(n)) self->ReadSome();
       });
+}
+
+void Connection::WaitReadable() {
+  socket_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+    if (self->closed()) return;
+    if (ec) {
+      self->CloseOnLoop(Status::IOError("wait for data failed: " + ec.message()));
+      return;
+    }
+    // (Asio re-arms the descriptor when a wait starts, so bytes that came after the last read
+    // found the socket empty are seen: the wait completes at once.)
+    if (self->ReadShared()) self->WaitReadable();
+  });
+}
+
+bool Connection::ReadShared() {
+  Status failed;
+  {
+    std::lock_guard<std::mutex> lock(read_mu_);
+    while (!closed()) {
+      size_t available = 0;
+      char* space = decoder_.WritableSpace(kReadChunk, &available);
+      ssize_t n = ::recv(socket_.native_handle(), space, available, MSG_DONTWAIT);
+      if (n > 0) {
+        decoder_.Commit(static_cast<size_t>(n));
+        failed = DeliverLocked(nullptr, nullptr);
+        if (!failed.ok()) break;
+        if (static_cast<size_t>(n) < available) break;  // all there was (the next wait checks)
+      } else if (n == 0) {
+        failed = Status::Unavailable("connection closed by peer");
+        break;
+      } else if (errno != EINTR) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          failed = Status::IOError(std::string("read failed: ") + std::strerror(errno));
+        }
+        break;  // (EAGAIN: the other reader took it)
+      }
+    }
+  }
+  if (!failed.ok()) CloseOnLoop(std::move(failed));
+  return !closed();
+}
+
+bool Connection::TryReadHere(const TakeHere& take) {
+  if (!shared_reads_ || closed()) return false;
+  std::unique_lock<std::mutex> lock(read_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;  // the loop reads, or runs a handler: it has this one
+  size_t available = 0;
+  char* space = decoder_.WritableSpace(kReadChunk, &available);
+  ssize_t n;
+  {
+    // Under mu_: the loop closes the descriptor under it, so this never reads a descriptor
+    // closed (and perhaps reused) meanwhile.
+    std::unique_lock<std::mutex> open(mu_, std::try_to_lock);
+    if (!open.owns_lock() || closed()) return false;
+    n = ::recv(socket_.native_handle(), space, available, MSG_DONTWAIT);
+  }
+  if (n <= 0) return false;  // nothing yet; or the end or an error, which the loop sees too
+  decoder_.Commit(static_cast<size_t>(n));
+  bool took = false;
+  Status st = DeliverLocked(&take, &took);
+  lock.unlock();
+  if (!st.ok()) Close(st);
+  return took;
+}
+
+Status Connection::DeliverLocked(const TakeHere* take, bool* took) {
+  return decoder_.Drain([&](Envelope& msg) {
+    if (closed()) return false;
+    if (handed_.load(std::memory_order_acquire) == 0) {
+      if (take == nullptr) {  // the loop's own read
+        on_message_(*this, msg);
+        return !closed();
+      }
+      if ((*take)(*this, msg)) {
+        *took = true;
+        return true;
+      }
+    }
+    // To the loop, behind what was handed to it before (posts run in order).
+    handed_.fetch_add(1, std::memory_order_acq_rel);
+    auto env = std::make_shared<Envelope>(std::move(msg));
+    asio::post(io_, [self = shared_from_this(), env] { self->DeliverHanded(*env); });
+    return true;
+  });
+}
+
+void Connection::DeliverHanded(Envelope& msg) {
+  if (!closed() && on_message_) on_message_(*this, msg);
+  handed_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
 void Connection::Send(const Envelope& msg) { Queue(&msg, {}, /*write_here=*/true); }

@@ -23,7 +23,9 @@ using UnixSocket = asio::local::stream_protocol::socket;
 
 /// Thread-safety: Send() and Close() may be called from any thread; the handlers run on the
 /// io_context's thread, one at a time. Frames sent while a write is in flight are batched into
-/// the next write, which is where pipelined throughput comes from.
+/// the next write, which is where pipelined throughput comes from. A connection made with
+/// ShareReads() may also be read by one other thread that waits for its next frame
+/// (TryReadHere); its handlers still never run two at a time, and frames keep their order.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   using OnMessage = std::function<void(Connection&, Envelope&)>;
@@ -34,6 +36,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Starts reading. `on_close` runs exactly once, after the last `on_message`. `initial` are
   /// bytes already read from the socket by someone else (after a handshake): decoded first.
   void Start(OnMessage on_message, OnClose on_close, std::string initial = {});
+  /// Before Start(): lets a thread off the loop read this connection too (TryReadHere). The loop
+  /// then waits for the socket to be readable and reads under a lock, instead of keeping a read
+  /// in flight that would take bytes from under the other reader.
+  void ShareReads() { shared_reads_ = true; }
+  /// Takes a frame (a thread off the loop); true when it took it, false to leave it to the loop.
+  using TakeHere = std::function<bool(Connection&, Envelope&)>;
+  /// For a thread off the loop that waits for this connection's next frame (a worker's executor
+  /// between one caller's calls): reads what the socket holds, without blocking, and hands the
+  /// frames in order to `take` on this thread while it takes them; the rest go to the loop's
+  /// on_message, behind any frame handed there before. The frame that comes while the loop's
+  /// thread sleeps is then taken without waking it first: one wake-up fewer per round trip.
+  /// Returns whether `take` took a frame. Does nothing (false) without ShareReads(), on a closed
+  /// connection, or while the loop reads (it never blocks); end of stream and read errors are
+  /// left to the loop, which sees them too.
+  bool TryReadHere(const TakeHere& take);
   void Send(const Envelope& msg);
   /// Queues `msg` for the loop thread to write, together with whatever else is queued by then,
   /// instead of writing it from this thread: for a sender with frames in flight already, whose
@@ -58,6 +75,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   Connection(UnixSocket socket, size_t max_frame_bytes);
   void ReadSome();
+  /// ShareReads(): waits until the socket is readable, then ReadShared().
+  void WaitReadable();
+  /// ShareReads(), on the loop: reads what the socket holds and delivers it; false once closed.
+  bool ReadShared();
+  /// Delivers the frames decoded so far (under read_mu_): on the loop to on_message (`take`
+  /// null), off it to `take` while it takes them and none wait on the loop, else to the loop in
+  /// order. Sets `*took` when `take` took one.
+  Status DeliverLocked(const TakeHere* take, bool* took) PRISM_REQUIRES(read_mu_);
+  /// Runs a frame handed to the loop by TryReadHere.
+  void DeliverHanded(Envelope& msg);
   /// Send, SendBatched and SendFrame: appends `msg` framed (or `frame` when `msg` is null);
   /// `write_here` lets a thread off the loop write it at once when nothing else is queued.
   void Queue(const Envelope* msg, std::string_view frame, bool write_here);
@@ -71,7 +98,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   UnixSocket socket_;
   asio::io_context& io_;
-  FrameDecoder decoder_;
+  bool shared_reads_ = false;
+  // With shared_reads_, whoever reads holds read_mu_ (the loop blocks for it, TryReadHere only
+  // tries), and the loop's on_message runs under it, so that it never runs beside `take`.
+  std::mutex read_mu_;  // taken before mu_ where both are held
+  FrameDecoder decoder_;  // under read_mu_ with shared_reads_; the loop's alone otherwise
+  // Frames TryReadHere handed to the loop that it has not run yet: while there are any, later
+  // frames go to the loop too (after them), never to `take`.
+  std::atomic<int> handed_{0};
   OnMessage on_message_;
   OnClose on_close_;
   std::atomic<bool> closed_{false};

@@ -267,6 +267,16 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
         [w](std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from) {
           return w->ExecuteTask(std::move(push), from);
         });
+    // Between one caller's calls the executor reads that caller's connection itself: a task
+    // pushed there is queued from its thread, anything else goes to the loop (in order).
+    cw->executor_->SetReadNext([](rpc::Connection& conn) {
+      static const rpc::Connection::TakeHere take = [](rpc::Connection& c, rpc::Envelope& m) {
+        if (!m.has_push_task()) return false;
+        static_cast<CoreWorker*>(c.user_data)->TakePush(c, m);  // (set when it was welcomed)
+        return true;
+      };
+      return conn.TryReadHere(take);
+    });
     // The daemon makes this worker an actor's process by pushing the creation task on its
     // connection; the reply goes back there.
     cw->daemon_->on_push = [w](rpc::PushTask push, std::shared_ptr<rpc::Connection> from) {
@@ -370,6 +380,7 @@ void CoreWorker::Accept() {
       return;
     }
     auto conn = rpc::Connection::Create(std::move(sock), options_.submitter.max_frame_bytes);
+    if (executor_) conn->ShareReads();  // callers' connections: see TaskExecutor::SetReadNext
     peers_.insert(conn);
     // A peer that never introduces itself does not get to hold a connection.
     auto timer = std::make_shared<asio::steady_timer>(loop_.context(), std::chrono::seconds(10));
@@ -383,6 +394,15 @@ void CoreWorker::Accept() {
                 [this, conn](rpc::Connection&, const Status&) { peers_.erase(conn); });
     Accept();
   });
+}
+
+void CoreWorker::TakePush(rpc::Connection& conn, rpc::Envelope& msg) {
+  auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+  {
+    std::lock_guard<std::mutex> lock(callers_mu_);
+    callers_[msg.push_task().spec().caller().worker_id()] = self;
+  }
+  executor_->Enqueue(std::move(*msg.mutable_push_task()), std::move(self));
 }
 
 void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
@@ -410,9 +430,7 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
   switch (msg.body_case()) {
     case rpc::Envelope::kPushTask:
       if (executor_) {
-        auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
-        callers_[msg.push_task().spec().caller().worker_id()] = self;
-        executor_->Enqueue(std::move(*msg.mutable_push_task()), self);
+        TakePush(conn, msg);
         return;
       }
       break;
@@ -785,8 +803,12 @@ void CoreWorker::FlushBorrowMessages() {
       }
       // To an owner that pushed tasks here: on that connection, behind the task replies that
       // may carry these objects back to it.
-      auto c = callers_.find(b.owner.worker_id);
-      std::shared_ptr<rpc::Connection> lease = c == callers_.end() ? nullptr : c->second.lock();
+      std::shared_ptr<rpc::Connection> lease;
+      {
+        std::lock_guard<std::mutex> lock(callers_mu_);
+        auto c = callers_.find(b.owner.worker_id);
+        if (c != callers_.end()) lease = c->second.lock();
+      }
       if (lease && !lease->closed()) {
         lease->Send(env);
       } else {

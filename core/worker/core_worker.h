@@ -215,6 +215,8 @@ class CoreWorker {
   Status ConnectDaemon();
   void Accept();
   void OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg);
+  /// A task pushed by a caller (on the loop, or on the executor's thread that read it itself).
+  void TakePush(rpc::Connection& conn, rpc::Envelope& msg);
   void ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req);
   void ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req);
   void ServeRemoveBorrowers(const rpc::RemoveBorrowers& req);
@@ -358,7 +360,9 @@ class CoreWorker {
   std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
   // Callers that pushed tasks here, by worker id: releases of their objects go on the same
   // connection as the replies, after them (a reply may carry a ref whose last borrow here goes).
-  std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_;
+  // (Under callers_mu_: the executor's thread records a caller when it reads a task itself.)
+  std::mutex callers_mu_;
+  std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_ PRISM_GUARDED_BY(callers_mu_);
   // Workers and drivers the daemon reported dead: their late registrations are not counted.
   std::unordered_set<WorkerId> dead_;
 

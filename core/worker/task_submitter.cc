@@ -492,6 +492,7 @@ void TaskSubmitter::StartIdleTimer(const std::string& key, Lease& lease) {
 
 void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply) {
   DrainBookings();
+  std::unique_ptr<Running> done;
   TaskId id = TaskId::FromBinary(reply.task_id());
   auto it = tasks_.find(id);
   ShapeQueue& q = shapes_[key];
@@ -507,12 +508,14 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
       std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second->task.spec.num_returns());
       StoredObject first = std::move(results.front());
       results.erase(results.begin());
-      Finish(it, std::move(first), std::move(results));
+      done = Finish(it, std::move(first), std::move(results));
     }
   }
   Pump(key);
   lit = q.leases.find(lease_id);
   if (lit != q.leases.end()) ArmIdleTimer(key, *lit->second);
+  // `done` goes last: freeing its spec (allocated by the submitting thread) is slow, and the
+  // lease is back on offer to that thread before.
 }
 
 void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
@@ -585,8 +588,8 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result, std::vector<St
   Finish(it, std::move(result), std::move(more));
 }
 
-void TaskSubmitter::Finish(Tasks::iterator it, StoredObject result,
-                           std::vector<StoredObject> more) {
+std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it, StoredObject result,
+                                                             std::vector<StoredObject> more) {
   const TaskId id = it->first;
   Running& r = *it->second;
   if (result.is_error() && result.error.kind() == rpc::ERROR_OBJECT_LOST && !r.cancelled && r.lost_arg_runs > 0) {
@@ -618,7 +621,7 @@ void TaskSubmitter::Finish(Tasks::iterator it, StoredObject result,
         AddOnLoop(std::move(t), key, 0);
       }
       ResolveArgs(id);
-      return;
+      return nullptr;
     }
   }
   ObjectId rid = r.task.return_id;
@@ -632,13 +635,18 @@ void TaskSubmitter::Finish(Tasks::iterator it, StoredObject result,
     keep = AsSubmitted(r);
   }
   StoreMoreResults(store_, hooks_, r.task.spec, result, std::move(more));
-  tasks_.erase(it);  // drops the argument refs (a kept task holds its own)
+  std::unique_ptr<Running> done = std::move(it->second);
+  tasks_.erase(it);
+  // The argument refs go before the result is seen (a kept task holds its own).
+  done->task.arg_refs.clear();
+  done->task.nested.clear();
   if (StoreResult(store_, hooks_, rid, std::move(result)) && keep) {
     lineage_[rid] = std::move(*keep);
   } else {
     lineage_.erase(rid);  // (a rebuild that ended without device objects, or unwanted)
   }
   lineage_count_ = lineage_.size();
+  return done;
 }
 
 bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std::vector<PendingTask>* rerun) {

@@ -208,7 +208,9 @@ class TaskSubmitter {
   // By pointer: the table's nodes stay small (a burst of thousands of tasks looks them up
   // several times each; a large node costs a cache miss more per lookup).
   using Tasks = std::unordered_map<TaskId, std::unique_ptr<Running>>;
-  void Finish(Tasks::iterator it, StoredObject result, std::vector<StoredObject> more);
+  /// Returns the finished task, out of the table and without its refs, for the caller to drop
+  /// when its more urgent work is done (null when it runs again instead).
+  std::unique_ptr<Running> Finish(Tasks::iterator it, StoredObject result, std::vector<StoredObject> more);
 
   asio::io_context& io_;
   SubmitterConfig config_;
