@@ -146,6 +146,28 @@ def test_async_actor_serves_calls_concurrently(cluster):
     assert time.time() - start < 5, "100 calls of 0.1 s each ran at once"
 
 
+def test_a_burst_of_async_calls_each_answers_once(cluster):
+    # Calls that come in a burst are handed to the actor's loop together; each starts once, in
+    # the order they came, and answers with its own value.
+    @ray.remote
+    class Echo:
+        def __init__(self):
+            self.started = []
+
+        async def echo(self, i):
+            self.started.append(i)
+            await asyncio.sleep(0)
+            return i
+
+        async def started_order(self):
+            return self.started
+
+    e = Echo.remote()
+    refs = [e.echo.remote(i) for i in range(2000)]
+    assert ray.get(refs, timeout=60) == list(range(2000))
+    assert ray.get(e.started_order.remote(), timeout=60) == list(range(2000))
+
+
 def test_threaded_actor(cluster):
     b = Blocking.options(max_concurrency=4).remote()
     start = time.time()

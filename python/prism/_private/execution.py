@@ -258,7 +258,37 @@ def _answer_later(coroutine, completion, num_returns, slots, task_id, call_):
         # A task cancelled before its first step never enters run(): answered here.
         task.add_done_callback(lambda t: answer(cancelled_outcome()) if t.cancelled() else None)
 
-    _actor_loop.call_soon_threadsafe(start)
+    _hand_to_loop(start)
+
+
+_starts = collections.deque()  # calls handed to the actor's loop, not started there yet
+_starts_lock = threading.Lock()
+_starts_draining = False  # a drain is scheduled on the loop: it takes what comes meanwhile
+
+
+def _hand_to_loop(start):
+    """Starts a call on the actor's loop. Calls that come in a burst wake the loop once (one
+    write to its self-pipe, one pass of its selector), not once each."""
+    global _starts_draining
+    with _starts_lock:
+        _starts.append(start)
+        if _starts_draining:
+            return
+        _starts_draining = True
+    _actor_loop.call_soon_threadsafe(_start_handed)
+
+
+def _start_handed():  # on the actor's loop
+    global _starts_draining
+    while True:
+        with _starts_lock:
+            if not _starts:
+                _starts_draining = False
+                return
+            batch = list(_starts)
+            _starts.clear()
+        for start in batch:
+            start()
 
 
 _cancel_lock = threading.Lock()
