@@ -1,7 +1,16 @@
 // prism._prism: tasks, actors, placement groups and the worker loop that runs Python tasks.
 #include "binding.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
 #include <optional>
+#include <set>
+#include <string_view>
+#include <utility>
 
 namespace py = pybind11;
 
@@ -79,6 +88,79 @@ py::tuple GroupTuple(const PlacementGroup& g) {
   return py::make_tuple(g.id(), g.name(), g.bundles());
 }
 
+// An async actor's calls of its async methods, queued by the executor's thread for the actor's
+// event loop to start: the executor's thread never takes the GIL for them, so it does not
+// fight the loop's thread for it (which cost more than the calls' own work in bursts), and the
+// loop is woken once per burst (an eventfd it watches).
+class AsyncCalls {
+ public:
+  struct Call {
+    std::string descriptor;
+    std::vector<std::string_view> args;
+    std::shared_ptr<const void> source;  // keeps `args` alive
+    ReplyLater later;
+    uint32_t num_returns;
+    std::string task_id;
+  };
+  // Routes the calls of `methods` from now on; returns the descriptor to watch.
+  int Route(std::vector<std::string> methods) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fd_ < 0) {
+      fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+    }
+    methods_ = std::set<std::string, std::less<>>(std::make_move_iterator(methods.begin()),
+                                                  std::make_move_iterator(methods.end()));
+    return fd_;
+  }
+  // On the executor's thread: queues `spec`'s call when it is one of the routed methods.
+  bool Offer(const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
+             const std::shared_ptr<const void>& source, const ReplyLater& later) {
+    if (spec.actor_id().empty() || spec.has_actor_creation() || spec.streaming()) return false;
+    std::string_view target = spec.function();
+    if (target.substr(0, 5) != "py:m:") return false;
+    target.remove_prefix(5);
+    target = target.substr(0, target.find_first_of(";|"));
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fd_ < 0 || methods_.find(target) == methods_.end()) return false;
+      calls_.push_back(Call{spec.function(), args, source, later, std::max<uint32_t>(1, spec.num_returns()),
+                            TaskId::FromBinary(spec.task_id()).Hex()});
+      wake = !signalled_;
+      signalled_ = true;
+    }
+    if (wake) {
+      uint64_t one = 1;
+      ssize_t n = write(fd_, &one, sizeof(one));
+      (void)n;  // (it only fails when the counter is full: the loop is awake then)
+    }
+    return true;
+  }
+  // On the loop: what came since the last time.
+  std::deque<Call> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t count;
+    ssize_t n = read(fd_, &count, sizeof(count));
+    (void)n;
+    signalled_ = false;
+    return std::exchange(calls_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  int fd_ = -1;
+  std::set<std::string, std::less<>> methods_;
+  std::deque<Call> calls_;
+  bool signalled_ = false;
+};
+
+// (Never destroyed: the executor's thread may outlive the module.)
+AsyncCalls& RoutedCalls() {
+  static auto* calls = new AsyncCalls();
+  return *calls;
+}
+
 }  // namespace
 
 void BindTasks(py::module_& m) {
@@ -97,6 +179,10 @@ void BindTasks(py::module_& m) {
       .def("error", [](Completion& c, const std::string& type, const std::string& message, const py::bytes& payload) {
         std::string p(payload);
         c.Finish([type, message, p]() -> ReturnValues { throw ForeignTaskError(type, message, p); });
+      })
+      // An argument's device objects went with their producer: the caller may rebuild it.
+      .def("lost", [](Completion& c, const std::string& message) {
+        c.Finish([message]() -> ReturnValues { throw ObjectLostError(message); });
       });
 
 
@@ -117,12 +203,33 @@ void BindTasks(py::module_& m) {
     ReleaseGil release;
     return Cancelled().Take();
   });
+  // An async actor: its calls of `methods` go to its event loop without the executor's thread
+  // taking the GIL; the loop watches the returned descriptor and takes them (take_async_calls).
+  m.def("route_async_calls", [](std::vector<std::string> methods) { return RoutedCalls().Route(std::move(methods)); });
+  // [(descriptor, [argument views], completion, num_returns, task id)] queued since the last take.
+  m.def("take_async_calls", [] {
+    std::deque<AsyncCalls::Call> calls;
+    {
+      ReleaseGil release;
+      calls = RoutedCalls().Take();
+    }
+    py::list out;
+    for (auto& c : calls) {
+      py::list views;
+      for (const auto& a : c.args) views.append(Pinned{a, c.source});
+      auto completion = std::make_shared<Completion>();
+      completion->later = std::move(c.later);
+      out.append(py::make_tuple(c.descriptor, views, completion, c.num_returns, c.task_id));
+    }
+    return out;
+  });
   m.def("run_worker", [](py::object execute) {
     auto holder = std::make_shared<py::object>(std::move(execute));
     SetCallCanceller([](const TaskId& task) { Cancelled().Push(task.Hex()); });
     SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
                                 const std::shared_ptr<const void>& source,
                                 const ReplyLater& later) -> ReturnValues {
+      if (RoutedCalls().Offer(spec, args, source, later)) throw ReplyDeferred{};  // the loop answers it
       // Waiting for the GIL is not blocking: another thread would only wait for it too.
       std::optional<TaskExecutor::ExcusedWait> excused(std::in_place);
       py::gil_scoped_acquire gil;

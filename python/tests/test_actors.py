@@ -168,6 +168,26 @@ def test_a_burst_of_async_calls_each_answers_once(cluster):
     assert ray.get(e.started_order.remote(), timeout=60) == list(range(2000))
 
 
+def test_an_async_call_that_cannot_start_fails_alone(cluster):
+    # Async methods' calls start on the actor's loop: one that cannot (a missing argument, a
+    # dynamic generator asked of a coroutine) fails with its own error, and the actor serves on.
+    @ray.remote
+    class Scaler:
+        async def scale(self, x, *, by=1):
+            return x * by
+
+        def plain(self):
+            return "plain"
+
+    s = Scaler.remote()
+    assert ray.get(s.scale.remote(2, by=3), timeout=30) == 6
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        ray.get(s.scale.remote(), timeout=30)
+    with pytest.raises(TypeError, match="needs a generator method"):
+        ray.get(s.scale.options(num_returns="dynamic").remote(1), timeout=30)
+    assert ray.get([s.scale.remote(5), s.plain.remote()], timeout=30) == [5, "plain"]
+
+
 def test_threaded_actor(cluster):
     b = Blocking.options(max_concurrency=4).remote()
     start = time.time()

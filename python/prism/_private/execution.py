@@ -206,14 +206,20 @@ def _finish(completion, outcome):
         completion.ok(*outcome[1:])
     elif outcome[0] == "ok_multi":
         completion.ok_multi(outcome[1])
+    elif outcome[0] == "lost":
+        completion.lost(outcome[1])
     else:
         completion.error(*outcome[1:4])
 
 
 def _answer_later(coroutine, completion, num_returns, slots, task_id, call_):
     """Runs an async method on the actor's loop; its result (or error) answers the call then.
-    One hop to the loop (call_soon_threadsafe) and one asyncio task per call: no futures chained
-    across threads."""
+    One hop to the loop and one asyncio task per call: no futures chained across threads."""
+    _hand_to_loop(_async_start(coroutine, completion, num_returns, slots, task_id, call_))
+
+
+def _async_start(coroutine, completion, num_returns, slots, task_id, call_):
+    """What starts an async call on the actor's loop (call it there)."""
     import asyncio
     answered = False
 
@@ -258,7 +264,40 @@ def _answer_later(coroutine, completion, num_returns, slots, task_id, call_):
         # A task cancelled before its first step never enters run(): answered here.
         task.add_done_callback(lambda t: answer(cancelled_outcome()) if t.cancelled() else None)
 
-    _hand_to_loop(start)
+    return start
+
+
+def _route_async_calls():
+    """An async actor: the calls of its async methods go from the core straight to its loop
+    (see _start_routed_calls), without the executor's thread taking the GIL for them."""
+    import asyncio
+    names = [name for name, m in inspect.getmembers(type(_actor)) if asyncio.iscoroutinefunction(m)]
+    fd = _prism.route_async_calls(names)
+    _actor_loop.call_soon_threadsafe(_actor_loop.add_reader, fd, _start_routed_calls)
+
+
+def _start_routed_calls():  # on the actor's loop, when calls came
+    for descriptor, views, completion, num_returns, task_id in _prism.take_async_calls():
+        try:
+            call_ = _parse_call(descriptor, len("py:m:"))
+            args, kwargs = call_.args(views)
+            fn = getattr(_actor, call_.target)
+            if "d" in call_.params:
+                raise TypeError(f"num_returns='dynamic' needs a generator method; {call_.target} is async")
+            group = call_.params.get("k") or _actor_methods_groups.get(call_.target)
+            slots = _actor_groups.get(group, _actor_slots) if group else _actor_slots
+            tokens = _enter_call(call_, task_id)
+            try:
+                coroutine = fn(*args, **kwargs)
+            finally:
+                _leave_call(tokens)
+        except _prism.ObjectLostError as e:  # a device object argument went with its producer
+            _finish(completion, ("lost", str(e)))
+            continue
+        except Exception as e:  # the call could not even start: report it as its error
+            _finish(completion, _error(e))
+            continue
+        _async_start(coroutine, completion, num_returns, slots, task_id, call_)()
 
 
 _starts = collections.deque()  # calls handed to the actor's loop, not started there yet
@@ -406,6 +445,8 @@ def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_re
                 spec = _load_value(groups)
                 _actor_methods_groups.update(spec["methods"])
                 _start_groups(spec["groups"], bool(concurrency))
+            if _actor_loop is not None:
+                _route_async_calls()
             result = True
         elif streaming:
             for value in fn(*args, **kwargs):
