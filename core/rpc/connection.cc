@@ -99,7 +99,10 @@ void Connection::WaitReadable() {
 bool Connection::ReadShared() {
   Status failed;
   {
-    std::lock_guard<std::mutex> lock(read_mu_);
+    // The other reader holds it while it reads: it takes what is there (the wait that follows
+    // sees whatever it leaves). Waiting for the lock here would only cost both a system call.
+    std::unique_lock<std::mutex> lock(read_mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return true;
     while (!closed()) {
       size_t available = 0;
       char* space = decoder_.WritableSpace(kReadChunk, &available);
