@@ -157,16 +157,6 @@ rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& gr
   return p;
 }
 
-PlacementGroup GroupFromInfo(const rpc::PlacementGroupInfo& info) {
-  std::vector<std::map<std::string, double>> bundles;
-  for (const auto& b : info.bundles()) {
-    std::map<std::string, double> units;
-    for (const auto& r : b.resources()) units[r.name()] = static_cast<double>(r.milli()) / kMilli;
-    bundles.push_back(std::move(units));
-  }
-  return PlacementGroup(info.id(), info.name(), static_cast<PlacementStrategy>(info.strategy()), std::move(bundles));
-}
-
 }  // namespace
 
 void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = std::move(executor); }
@@ -364,6 +354,7 @@ Status CoreWorker::ConnectDaemon() {
         actor_submitter_->FailAll(err);
       },
       [this](const WorkerId& id) { OnWorkerDied(id); });
+  control_ = std::make_unique<DaemonControlClient>(*daemon_, [this](bool blocked) { SetBlocked(blocked); });
   return Status::OK();
 }
 
@@ -902,128 +893,39 @@ void CoreWorker::SetBlocked(bool blocked) {
   }
 }
 
-rpc::Envelope CoreWorker::CallDaemon(uint64_t request_id, rpc::Envelope req) {
-  auto r = CallDaemonWithin(request_id, std::move(req), std::chrono::seconds(30));
-  if (!r) throw RuntimeError("the node daemon did not answer within 30 s");
-  return std::move(*r);
-}
-
-std::optional<rpc::Envelope> CoreWorker::CallDaemonWithin(uint64_t request_id, rpc::Envelope req,
-                                                          std::chrono::milliseconds timeout) {
-  auto done = std::make_shared<std::promise<Result<rpc::Envelope>>>();
-  auto fut = done->get_future();
-  daemon_->Call(request_id, std::move(req), [done](Result<rpc::Envelope> r) { done->set_value(std::move(r)); });
-  if (fut.wait_for(timeout) != std::future_status::ready) return std::nullopt;
-  Result<rpc::Envelope> r = fut.get();
-  if (!r.ok()) {
-    if (r.status().code() == StatusCode::kUnavailable) throw RuntimeError(r.status().message());
-    if (r.status().code() == StatusCode::kInfeasible) throw InfeasibleError(r.status().message());
-    throw InvalidArgumentError(r.status().message());
-  }
-  return std::move(*r);
-}
-
 PlacementGroup CoreWorker::CreatePlacementGroup(const PlacementGroupOptions& options) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  if (options.bundles.empty()) throw InvalidArgumentError("a placement group needs at least one bundle");
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  auto* req = env.mutable_create_placement_group();
-  req->set_request_id(rid);
-  req->set_name(options.name);
-  req->set_require_nvlink(options.require_nvlink);
-  req->set_detached(options.detached);
-  switch (options.strategy) {
-    case PlacementStrategy::kPack: req->set_strategy(rpc::PLACEMENT_PACK); break;
-    case PlacementStrategy::kSpread: req->set_strategy(rpc::PLACEMENT_SPREAD); break;
-    case PlacementStrategy::kStrictPack: req->set_strategy(rpc::PLACEMENT_STRICT_PACK); break;
-    case PlacementStrategy::kStrictSpread: req->set_strategy(rpc::PLACEMENT_STRICT_SPREAD); break;
-    default: throw InvalidArgumentError("unknown placement strategy");
-  }
-  for (size_t i = 0; i < options.bundles.size(); ++i) {
-    auto shape = ResourceSet::FromUnits(options.bundles[i]);
-    if (!shape.ok()) throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + shape.status().message());
-    if (shape->empty()) throw InvalidArgumentError("bundle " + std::to_string(i) + " is empty");
-    if (Status st = CheckRequestShape(*shape); !st.ok()) {
-      throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + st.message());
-    }
-    auto* b = req->add_bundles();
-    for (const auto& [name, milli] : shape->milli()) {
-      auto* r = b->add_resources();
-      r->set_name(name);
-      r->set_milli(milli);
-    }
-  }
-  rpc::Envelope reply = CallDaemon(rid, std::move(env));
-  return GroupFromInfo(reply.placement_group_info());
-}
-
-uint64_t CoreWorker::NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env) {
-  if (shut_down_) throw RuntimeError("prism is shut down");
-  uint64_t rid = daemon_->NextRequestId();
-  env->mutable_placement_group_request()->set_request_id(rid);
-  env->mutable_placement_group_request()->set_op(op);
-  return rid;
+  return control_->CreatePlacementGroup(options);
 }
 
 bool CoreWorker::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout) {
-  rpc::Envelope env;
-  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::WAIT, &env);
-  env.mutable_placement_group_request()->set_id(id);
-  // The daemon answers by the deadline at the latest (PENDING), so nothing is left waiting.
-  auto ms = std::clamp<int64_t>(timeout.count(), 0, std::numeric_limits<int32_t>::max());
-  env.mutable_placement_group_request()->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(ms, 1)));
-  SetBlocked(true);  // a task waiting for a group gives its CPUs back meanwhile
-  struct Unblock {
-    CoreWorker* w;
-    ~Unblock() { w->SetBlocked(false); }
-  } unblock{this};
-  auto reply = CallDaemonWithin(rid, std::move(env), std::chrono::milliseconds(ms) + std::chrono::seconds(30));
-  if (!reply) throw RuntimeError("the node daemon did not answer a placement group wait");
-  return reply->placement_group_info().state() == rpc::PG_CREATED;
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  return control_->WaitPlacementGroup(id, timeout);
 }
 
 void CoreWorker::RemovePlacementGroup(uint64_t id) {
-  rpc::Envelope env;
-  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::REMOVE, &env);
-  env.mutable_placement_group_request()->set_id(id);
-  CallDaemon(rid, std::move(env));
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  control_->RemovePlacementGroup(id);
 }
 
 PlacementGroup CoreWorker::GetPlacementGroup(const std::string& name) {
-  rpc::Envelope env;
-  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::GET_BY_NAME, &env);
-  env.mutable_placement_group_request()->set_name(name);
-  return GroupFromInfo(CallDaemon(rid, std::move(env)).placement_group_info());
-}
-
-rpc::KvReply CoreWorker::CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
-                                const std::string& value, bool overwrite) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  auto* r = env.mutable_kv_request();
-  r->set_request_id(rid);
-  r->set_op(op);
-  r->set_ns(ns);
-  r->set_key(key);
-  r->set_value(value);
-  r->set_overwrite(overwrite);
-  return std::move(*CallDaemon(rid, std::move(env)).mutable_kv_reply());
+  return control_->GetPlacementGroup(name);
 }
 
 bool CoreWorker::KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) {
-  return CallKv(rpc::KvRequest::PUT, ns, key, value, overwrite).found();
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  return control_->KvPut(ns, key, value, overwrite);
 }
 
 std::optional<std::string> CoreWorker::KvGet(const std::string& ns, const std::string& key) {
-  rpc::KvReply reply = CallKv(rpc::KvRequest::GET, ns, key, "", false);
-  if (!reply.found()) return std::nullopt;
-  return std::move(*reply.mutable_value());
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  return control_->KvGet(ns, key);
 }
 
 bool CoreWorker::KvDelete(const std::string& ns, const std::string& key) {
-  return CallKv(rpc::KvRequest::DELETE, ns, key, "", false).found();
+  if (shut_down_) throw RuntimeError("prism is shut down");
+  return control_->KvDelete(ns, key);
 }
 
 internal::ActorRef CoreWorker::CurrentActor() {
@@ -1084,10 +986,8 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
 
   TaskId task_id = NextTaskId();
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  auto* req = env.mutable_create_actor();
-  req->set_request_id(rid);
+  rpc::CreateActor create;
+  auto* req = &create;
   *req->mutable_placement() = placement;
   rpc::TaskSpec& spec = *req->mutable_spec();
   spec.set_task_id(task_id.Binary());
@@ -1138,14 +1038,13 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   ObjectId handle_id = ReturnObjectId(task_id, 1);
   internal::RefPtr lifetime = NewHandle(handle_id);
   StoredObject marker = StoredObject::Value(internal::Pack(true));
-  rpc::Envelope reply = CallDaemon(rid, std::move(env));
+  rpc::ActorUpdate update = control_->RegisterActor(std::move(create));
   marker.actor_handle = !options.detached;
   store_.Put(handle_id, std::move(marker));
   {
     std::lock_guard<std::mutex> lock(actor_mu_);
     if (!keep.empty()) actor_arg_refs_[task_id] = std::move(keep);
   }
-  rpc::ActorUpdate update = reply.actor_update();
   asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
   return internal::ActorRef{task_id, lifetime};
 }
@@ -1216,13 +1115,9 @@ void CoreWorker::CancelTask(const internal::RefHandle& ref, bool force) {
 void CoreWorker::ExitActor(const std::string& reason) {
   ActorId self = actor_id();
   if (self.IsNil()) throw InvalidArgumentError("exit_actor() was called outside an actor");
-  rpc::Envelope env;
-  env.mutable_kill_actor()->set_actor_id(self.Binary());
-  env.mutable_kill_actor()->set_no_restart(true);
-  env.mutable_kill_actor()->set_reason(reason);
   std::fflush(nullptr);
   if (output_) output_->Stop();  // what it printed reaches the driver before the kill
-  daemon_->Send(env);
+  control_->AnnounceExit(self, reason);
   // The daemon ends this process now; should it not (it is gone), end it here.
   std::this_thread::sleep_for(std::chrono::seconds(10));
   std::_Exit(0);
@@ -1230,27 +1125,14 @@ void CoreWorker::ExitActor(const std::string& reason) {
 
 void CoreWorker::KillActor(const ActorId& id, bool no_restart) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  env.mutable_kill_actor()->set_actor_id(id.Binary());
-  env.mutable_kill_actor()->set_no_restart(no_restart);
-  env.mutable_kill_actor()->set_reason("it was killed with prism::Kill");
-  env.mutable_kill_actor()->set_request_id(rid);
-  // Done when the daemon has killed it: calls made after Kill() returns know it is dead.
-  rpc::Envelope reply = CallDaemon(rid, std::move(env));
-  rpc::ActorUpdate update = reply.actor_update();
+  // Done when the actor is dead: calls made after Kill() returns know it.
+  rpc::ActorUpdate update = control_->KillActor(id, no_restart, "it was killed with prism::Kill");
   asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
 }
 
 internal::ActorRef CoreWorker::GetActorByName(const std::string& name, const std::string& ray_namespace) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  rpc::Envelope env;
-  uint64_t rid = daemon_->NextRequestId();
-  env.mutable_get_actor_by_name()->set_request_id(rid);
-  env.mutable_get_actor_by_name()->set_name(name);
-  env.mutable_get_actor_by_name()->set_ray_namespace(ray_namespace);
-  rpc::Envelope reply = CallDaemon(rid, std::move(env));
-  const rpc::ActorUpdate& u = reply.actor_update();
+  const rpc::ActorUpdate u = control_->LookupActor(name, ray_namespace);
   ActorId id = ActorId::FromBinary(u.actor_id());
   internal::OwnerAddress owner{u.owner().socket_path(), u.owner().worker_id(), u.owner().node_id()};
   internal::RefPtr lifetime = MakeRef(ReturnObjectId(id, 1), owner);

@@ -10,6 +10,7 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 #include "worker/actor_submitter.h"
+#include "worker/control_client.h"
 #include "worker/gpu_tasks.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
@@ -278,15 +279,6 @@ class CoreWorker {
   internal::RefPtr SelfHandle(const ObjectId& id) const;
   TaskId CurrentTaskId() const;
   TaskId NextTaskId();
-  /// Waits for the daemon's answer to a request sent with DaemonClient::Call.
-  rpc::Envelope CallDaemon(uint64_t request_id, rpc::Envelope req);
-  /// A placement-group request of kind `op` in `env`; returns its request id.
-  uint64_t NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env);
-  rpc::KvReply CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
-                      const std::string& value, bool overwrite);
-  /// Nothing if no answer came within `timeout`.
-  std::optional<rpc::Envelope> CallDaemonWithin(uint64_t request_id, rpc::Envelope req,
-                                                std::chrono::milliseconds timeout);
 
   CoreWorkerOptions options_;
   rpc::EventLoop loop_;  // destroyed last: everything below runs on it
@@ -296,6 +288,7 @@ class CoreWorker {
   std::shared_ptr<const internal::OwnerAddress> self_address_;  // address_, shared by this process's handles
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
+  std::unique_ptr<ControlClient> control_;  // the actor directory, placement groups, key-value table
   std::string daemon_leftover_;
   // Worker: how many threads wait in Get/Wait inside a task; the daemon hears of 0 <-> 1.
   std::mutex blocked_mu_;

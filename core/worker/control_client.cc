@@ -1,0 +1,184 @@
+#include "worker/control_client.h"
+
+#include "base/resources.h"
+
+#include <prism/errors.h>
+
+#include <algorithm>
+#include <future>
+#include <limits>
+#include <memory>
+
+namespace prism {
+namespace {
+
+PlacementGroup GroupFromInfo(const rpc::PlacementGroupInfo& info) {
+  std::vector<std::map<std::string, double>> bundles;
+  for (const auto& b : info.bundles()) {
+    std::map<std::string, double> units;
+    for (const auto& r : b.resources()) units[r.name()] = static_cast<double>(r.milli()) / kMilli;
+    bundles.push_back(std::move(units));
+  }
+  return PlacementGroup(info.id(), info.name(), static_cast<PlacementStrategy>(info.strategy()), std::move(bundles));
+}
+
+}  // namespace
+
+DaemonControlClient::DaemonControlClient(DaemonClient& daemon, std::function<void(bool)> blocked,
+                                         std::chrono::milliseconds answer_within)
+    : daemon_(daemon), blocked_(std::move(blocked)), answer_within_(answer_within) {}
+
+rpc::Envelope DaemonControlClient::Call(uint64_t request_id, rpc::Envelope req, std::chrono::milliseconds timeout) {
+  auto done = std::make_shared<std::promise<Result<rpc::Envelope>>>();
+  auto fut = done->get_future();
+  daemon_.Call(request_id, std::move(req), [done](Result<rpc::Envelope> r) { done->set_value(std::move(r)); });
+  if (fut.wait_for(timeout) != std::future_status::ready) {
+    throw RuntimeError("the node daemon did not answer within " + std::to_string(timeout.count()) + " ms");
+  }
+  Result<rpc::Envelope> r = fut.get();
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kUnavailable) throw RuntimeError(r.status().message());
+    if (r.status().code() == StatusCode::kInfeasible) throw InfeasibleError(r.status().message());
+    throw InvalidArgumentError(r.status().message());
+  }
+  return std::move(*r);
+}
+
+rpc::ActorUpdate DaemonControlClient::RegisterActor(rpc::CreateActor request) {
+  rpc::Envelope env;
+  uint64_t rid = daemon_.NextRequestId();
+  request.set_request_id(rid);
+  *env.mutable_create_actor() = std::move(request);
+  return std::move(*Call(rid, std::move(env)).mutable_actor_update());
+}
+
+rpc::ActorUpdate DaemonControlClient::KillActor(const ActorId& id, bool no_restart, const std::string& reason) {
+  rpc::Envelope env;
+  uint64_t rid = daemon_.NextRequestId();
+  auto* k = env.mutable_kill_actor();
+  k->set_actor_id(id.Binary());
+  k->set_no_restart(no_restart);
+  k->set_reason(reason);
+  k->set_request_id(rid);
+  return std::move(*Call(rid, std::move(env)).mutable_actor_update());
+}
+
+rpc::ActorUpdate DaemonControlClient::LookupActor(const std::string& name, const std::string& ray_namespace) {
+  rpc::Envelope env;
+  uint64_t rid = daemon_.NextRequestId();
+  env.mutable_get_actor_by_name()->set_request_id(rid);
+  env.mutable_get_actor_by_name()->set_name(name);
+  env.mutable_get_actor_by_name()->set_ray_namespace(ray_namespace);
+  return std::move(*Call(rid, std::move(env)).mutable_actor_update());
+}
+
+void DaemonControlClient::AnnounceExit(const ActorId& id, const std::string& reason) {
+  rpc::Envelope env;
+  env.mutable_kill_actor()->set_actor_id(id.Binary());
+  env.mutable_kill_actor()->set_no_restart(true);
+  env.mutable_kill_actor()->set_reason(reason);
+  daemon_.Send(env);
+}
+
+PlacementGroup DaemonControlClient::CreatePlacementGroup(const PlacementGroupOptions& options) {
+  if (options.bundles.empty()) throw InvalidArgumentError("a placement group needs at least one bundle");
+  rpc::Envelope env;
+  uint64_t rid = daemon_.NextRequestId();
+  auto* req = env.mutable_create_placement_group();
+  req->set_request_id(rid);
+  req->set_name(options.name);
+  req->set_require_nvlink(options.require_nvlink);
+  req->set_detached(options.detached);
+  switch (options.strategy) {
+    case PlacementStrategy::kPack: req->set_strategy(rpc::PLACEMENT_PACK); break;
+    case PlacementStrategy::kSpread: req->set_strategy(rpc::PLACEMENT_SPREAD); break;
+    case PlacementStrategy::kStrictPack: req->set_strategy(rpc::PLACEMENT_STRICT_PACK); break;
+    case PlacementStrategy::kStrictSpread: req->set_strategy(rpc::PLACEMENT_STRICT_SPREAD); break;
+    default: throw InvalidArgumentError("unknown placement strategy");
+  }
+  for (size_t i = 0; i < options.bundles.size(); ++i) {
+    auto shape = ResourceSet::FromUnits(options.bundles[i]);
+    if (!shape.ok()) throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + shape.status().message());
+    if (shape->empty()) throw InvalidArgumentError("bundle " + std::to_string(i) + " is empty");
+    if (Status st = CheckRequestShape(*shape); !st.ok()) {
+      throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + st.message());
+    }
+    auto* b = req->add_bundles();
+    for (const auto& [name, milli] : shape->milli()) {
+      auto* r = b->add_resources();
+      r->set_name(name);
+      r->set_milli(milli);
+    }
+  }
+  return GroupFromInfo(Call(rid, std::move(env)).placement_group_info());
+}
+
+uint64_t DaemonControlClient::NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env) {
+  uint64_t rid = daemon_.NextRequestId();
+  env->mutable_placement_group_request()->set_request_id(rid);
+  env->mutable_placement_group_request()->set_op(op);
+  return rid;
+}
+
+bool DaemonControlClient::WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout) {
+  rpc::Envelope env;
+  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::WAIT, &env);
+  env.mutable_placement_group_request()->set_id(id);
+  // The daemon answers by the deadline at the latest (PENDING), so nothing is left waiting.
+  auto ms = std::clamp<int64_t>(timeout.count(), 0, std::numeric_limits<int32_t>::max());
+  env.mutable_placement_group_request()->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(ms, 1)));
+  if (blocked_) blocked_(true);
+  struct Unblock {
+    const std::function<void(bool)>& blocked;
+    ~Unblock() {
+      if (blocked) blocked(false);
+    }
+  } unblock{blocked_};
+  rpc::Envelope reply = Call(rid, std::move(env), std::chrono::milliseconds(ms) + answer_within_);
+  return reply.placement_group_info().state() == rpc::PG_CREATED;
+}
+
+void DaemonControlClient::RemovePlacementGroup(uint64_t id) {
+  rpc::Envelope env;
+  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::REMOVE, &env);
+  env.mutable_placement_group_request()->set_id(id);
+  Call(rid, std::move(env));
+}
+
+PlacementGroup DaemonControlClient::GetPlacementGroup(const std::string& name) {
+  rpc::Envelope env;
+  uint64_t rid = NewGroupRequest(rpc::PlacementGroupRequest::GET_BY_NAME, &env);
+  env.mutable_placement_group_request()->set_name(name);
+  return GroupFromInfo(Call(rid, std::move(env)).placement_group_info());
+}
+
+rpc::KvReply DaemonControlClient::CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
+                                         const std::string& value, bool overwrite) {
+  rpc::Envelope env;
+  uint64_t rid = daemon_.NextRequestId();
+  auto* r = env.mutable_kv_request();
+  r->set_request_id(rid);
+  r->set_op(op);
+  r->set_ns(ns);
+  r->set_key(key);
+  r->set_value(value);
+  r->set_overwrite(overwrite);
+  return std::move(*Call(rid, std::move(env)).mutable_kv_reply());
+}
+
+bool DaemonControlClient::KvPut(const std::string& ns, const std::string& key, const std::string& value,
+                                bool overwrite) {
+  return CallKv(rpc::KvRequest::PUT, ns, key, value, overwrite).found();
+}
+
+std::optional<std::string> DaemonControlClient::KvGet(const std::string& ns, const std::string& key) {
+  rpc::KvReply reply = CallKv(rpc::KvRequest::GET, ns, key, "", false);
+  if (!reply.found()) return std::nullopt;
+  return std::move(*reply.mutable_value());
+}
+
+bool DaemonControlClient::KvDelete(const std::string& ns, const std::string& key) {
+  return CallKv(rpc::KvRequest::DELETE, ns, key, "", false).found();
+}
+
+}  // namespace prism
