@@ -182,6 +182,7 @@ class ActorMethod:
         self._handle = handle
         self._name = name
         self._options = dict(options or {})
+        self._plan = None  # (descriptor, num_returns): the same for every call, made at the first
 
     def options(self, **options):
         unknown = sorted(set(options) - {"num_returns", "concurrency_group"})
@@ -190,14 +191,13 @@ class ActorMethod:
                              "(known: num_returns, concurrency_group)")
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 
-    def remote(self, *args, **kwargs):
+    def _make_plan(self):
         declared = (self._handle._methods or {}).get(self._name, (None, None, False))
         num_returns = self._options.get("num_returns", declared[0])
         group = self._options.get("concurrency_group", declared[1])
         is_generator = declared[2]
         if num_returns is None:
             num_returns = "streaming" if is_generator else 1
-        packed, kwnames = pack_args(f"{self._handle._class_name}.{self._name}", args, kwargs)
         method = "py:m:" + self._name
         if group is not None:
             if not _group_name_ok(group):
@@ -209,8 +209,19 @@ class ActorMethod:
         if num_returns in ("streaming", "dynamic"):
             # Actor calls do not stream in this version: the values come as one dynamic result.
             method += ";d"
-        if kwnames:
-            method += "|" + ",".join(kwnames)
+        self._plan = (method, num_returns)
+        return self._plan
+
+    def remote(self, *args, **kwargs):
+        method, num_returns = self._plan or self._make_plan()
+        if args or kwargs:
+            packed, kwnames = pack_args(f"{self._handle._class_name}.{self._name}", args, kwargs)
+            if kwnames:
+                method += "|" + ",".join(kwnames)
+        else:
+            packed = []
+        if num_returns == 1:
+            return ObjectRef(worker.call(_prism.submit_actor_task, self._handle._ref, method, packed), actor_call=True)
         if isinstance(num_returns, int) and num_returns > 1:
             handles = worker.call(_prism.submit_actor_task_returns, self._handle._ref, method, packed, num_returns)
             return [ObjectRef(h, actor_call=True) for h in handles]
@@ -250,7 +261,9 @@ class ActorHandle:
             raise AttributeError(name)
         if self._methods is not None and name not in self._methods:
             raise AttributeError(f"actor class {self._class_name} has no method '{name}'")
-        return ActorMethod(self, name)
+        method = ActorMethod(self, name)
+        self.__dict__[name] = method  # the next lookup finds it here, without __getattr__
+        return method
 
     def __repr__(self):
         return f"Actor({self._class_name}, {self._ref.id.hex()})"

@@ -188,6 +188,29 @@ def test_an_async_call_that_cannot_start_fails_alone(cluster):
     assert ray.get([s.scale.remote(5), s.plain.remote()], timeout=30) == [5, "plain"]
 
 
+def test_a_handles_methods_are_reused_and_keep_their_options(cluster):
+    @ray.remote
+    class Calc:
+        def add(self, x, y=0):
+            return x + y
+
+        def both(self, x):
+            return x, -x
+
+    c = Calc.remote()
+    assert c.add is c.add  # made once per handle
+    assert ray.get(c.add.remote(1)) == 1
+    assert ray.get(c.add.remote(1, y=2)) == 3  # keywords after a call without them
+    assert ray.get(c.add.remote(x=4)) == 4
+    first, second = c.both.options(num_returns=2).remote(5)
+    assert ray.get([first, second]) == [5, -5]
+    assert ray.get(c.both.remote(6)) == (6, -6)  # the options stayed with that call
+    with pytest.raises(ValueError, match="no concurrency groups"):
+        c.add.options(concurrency_group="io").remote(1)
+    with pytest.raises(ValueError, match="no concurrency groups"):
+        c.add.options(concurrency_group="io").remote(1)  # every time, not only the first
+
+
 def test_threaded_actor(cluster):
     b = Blocking.options(max_concurrency=4).remote()
     start = time.time()
