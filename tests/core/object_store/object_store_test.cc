@@ -151,6 +151,13 @@ TEST_F(ObjectStoreTest, FullOfPinnedObjectsIsAnErrorNotACrash) {
 // daemon's disk thread. While they wait, every other request is answered.
 TEST(ObjectStoreAsync, RequestsAreAnsweredWhileASpillOrRestoreRuns) {
   auto dir = std::filesystem::temp_directory_path() / ("prism-store-async-" + std::to_string(getpid()));
+  struct RemoveAtEnd {  // (also when an assertion ends the test early)
+    std::filesystem::path dir;
+    ~RemoveAtEnd() {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  } remove_at_end{dir};
   std::vector<std::pair<std::function<void()>, std::function<void()>>> jobs;
   ObjectStoreConfig c;
   c.capacity = 1 << 20;
@@ -205,7 +212,6 @@ TEST(ObjectStoreAsync, RequestsAreAnsweredWhileASpillOrRestoreRuns) {
   EXPECT_EQ((*again)->offset, (*restored)->offset);
   ::munmap(base, store->capacity());
   store.reset();
-  std::filesystem::remove_all(dir);
 }
 
 // A spill that fails (the disk is full: here a file size limit) loses nothing: the object stays
