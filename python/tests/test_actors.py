@@ -211,6 +211,59 @@ def test_a_handles_methods_are_reused_and_keep_their_options(cluster):
         c.add.options(concurrency_group="io").remote(1)  # every time, not only the first
 
 
+def test_async_calls_keep_to_max_concurrency_and_their_own_context(cluster):
+    # A call starts on the actor's loop at once, in its own context, and goes on in a task when
+    # it waits: at most max_concurrency run at a time, and each sees its own task id throughout.
+    @ray.remote(max_concurrency=2)
+    class Gate:
+        def __init__(self):
+            self.now = 0
+            self.most = 0
+
+        async def visit(self, pause):
+            before = ray.get_runtime_context().get_task_id()
+            self.now += 1
+            self.most = max(self.most, self.now)
+            await asyncio.sleep(pause)
+            self.now -= 1
+            return before == ray.get_runtime_context().get_task_id()
+
+        async def most_at_once(self):
+            return self.most
+
+    g = Gate.remote()
+    assert all(ray.get([g.visit.remote(0.05) for _ in range(8)], timeout=60))
+    assert ray.get(g.most_at_once.remote(), timeout=60) == 2
+
+
+def test_a_cancelled_async_call_can_clean_up(cluster):
+    # The coroutine gets CancelledError where it waits (its first step ran already), can await
+    # in its cleanup, and the call fails as cancelled.
+    @ray.remote
+    class Worker:
+        def __init__(self):
+            self.cleaned = False
+
+        async def work(self):
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.01)
+                self.cleaned = True
+                raise
+
+        async def was_cleaned(self):
+            return self.cleaned
+
+    w = Worker.remote()
+    ref = w.work.remote()
+    time.sleep(0.2)  # running, waiting in its sleep
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert ray.get(w.was_cleaned.remote(), timeout=30)
+
+
 def test_threaded_actor(cluster):
     b = Blocking.options(max_concurrency=4).remote()
     start = time.time()

@@ -254,17 +254,77 @@ def _async_start(coroutine, completion, num_returns, slots, task_id, call_):
     def start():  # on the actor's loop
         with _cancel_lock:
             cancelled = _cancelled.pop(task_id, None) is not None
-            if not cancelled:
-                task = _actor_loop.create_task(run())
-                _async_calls[task_id] = task
         if cancelled:  # its cancel came before it was handed to the loop
             coroutine.close()
             answer(cancelled_outcome())
             return
-        # A task cancelled before its first step never enters run(): answered here.
-        task.add_done_callback(lambda t: answer(cancelled_outcome()) if t.cancelled() else None)
+        if not _EAGER:
+            task = _actor_loop.create_task(run())
+            _async_calls[task_id] = task
+            # A task cancelled before its first step never enters run(): answered here.
+            task.add_done_callback(lambda t: answer(cancelled_outcome()) if t.cancelled() else None)
+            return
+        # The first step runs now, in the call's own context: a method that waits for nothing
+        # answers here, without a task and another turn of the loop (as Python 3.12's eager
+        # tasks do). One that waits goes on in a task from where it stopped.
+        context = contextvars.copy_context()
+        steps = run()
+        try:
+            awaited = context.run(steps.send, None)
+        except StopIteration:
+            return  # answered
+        _go_on_in_task(steps, awaited, context, task_id)
 
     return start
+
+
+# Python 3.11's create_task takes the context a started call goes on in.
+_EAGER = sys.version_info >= (3, 11)
+
+
+def _go_on_in_task(steps, awaited, context, task_id):
+    """A task that drives `steps` (run() of an async call, started here) on from `awaited`."""
+    task = _actor_loop.create_task(_driven(steps, awaited), context=context)
+    _async_calls[task_id] = task
+
+    def done(t):
+        if t.cancelled():  # cancelled before its first step: the call never saw it, so throw it in
+            try:
+                again = context.run(steps.throw, _asyncio().CancelledError())
+            except BaseException:  # noqa: B902 - StopIteration: run() answered (it answers everything)
+                return
+            _go_on_in_task(steps, again, context, task_id)  # it caught the cancel and waits again
+
+    task.add_done_callback(done)
+
+
+def _asyncio():
+    import asyncio
+    return asyncio
+
+
+def _driven(steps, awaited):
+    """A coroutine that goes on with `steps` (a coroutine stopped at `awaited`), as `await` would."""
+    import types
+
+    @types.coroutine
+    def drive():
+        pending = awaited
+        while True:
+            try:
+                sent = yield pending
+            except BaseException as e:  # noqa: B902 - thrown in by the task (a cancel): passed on
+                try:
+                    pending = steps.throw(e)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = steps.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+    return drive()
 
 
 def _route_async_calls():
@@ -337,17 +397,30 @@ _cancelled = collections.OrderedDict()  # calls cancelled before they started he
 def _cancel_calls():
     """A thread of every Python actor: cancels the running async calls their callers cancelled
     (prism.cancel); the coroutine gets CancelledError, and the call fails with
-    TaskCancelledError. A cancel that comes before its call started here is kept for it."""
+    TaskCancelledError. A cancel that comes before its call started here is kept for it. The
+    cancels are applied on the actor's loop, where calls start: one never falls between a call's
+    start and its task."""
     while True:
         for task_id in _prism.take_cancelled():
-            with _cancel_lock:
-                future = _async_calls.get(task_id)
-                if future is None:
-                    _cancelled[task_id] = True
-                    while len(_cancelled) > 10000:
-                        _cancelled.popitem(last=False)
-            if future is not None:
-                _actor_loop.call_soon_threadsafe(future.cancel)  # the task is the loop's
+            if _actor_loop is None:
+                _keep_cancel(task_id)
+            else:
+                _actor_loop.call_soon_threadsafe(_cancel_on_loop, task_id)
+
+
+def _keep_cancel(task_id):
+    with _cancel_lock:
+        _cancelled[task_id] = True
+        while len(_cancelled) > 10000:
+            _cancelled.popitem(last=False)
+
+
+def _cancel_on_loop(task_id):
+    task = _async_calls.get(task_id)
+    if task is None:
+        _keep_cancel(task_id)
+    else:
+        task.cancel()
 
 
 def _results(result, num_returns):
