@@ -34,30 +34,23 @@ void Connection::Start(OnMessage on_message, OnClose on_close, std::string initi
   on_close_ = std::move(on_close);
   asio::post(socket_.get_executor(), [self = shared_from_this(), initial = std::move(initial)] {
     if (!initial.empty() && !self->closed()) {
-      std::unique_lock<std::mutex> lock(self->read_mu_);
       size_t avail = 0;
-      char* space = self->decoder_.WritableSpace(initial.size(), &avail);
+      char* space = self->decoder_.WritableSpace(initial.size(), &avail);  // (nobody else reads yet)
       std::memcpy(space, initial.data(), initial.size());
-      self->decoder_.Commit(initial.size());
-      Status st = self->DeliverLocked(nullptr, nullptr);
-      lock.unlock();
-      if (!st.ok()) self->CloseOnLoop(st);
-      if (self->closed()) return;
+      if (!self->Consume(initial.size())) return;
     }
     self->ReadSome();
   });
 }
 
 bool Connection::Consume(size_t n) {
-  decoder_.Commit(n);
-  Status st = decoder_.Drain([&](Envelope& msg) {
-    on_message_(*this, msg);
-    return !closed();
-  });
-  if (!st.ok()) {
-    CloseOnLoop(st);
-    return false;
+  Status st;
+  {
+    std::lock_guard<std::mutex> lock(read_mu_);  // (uncontended without ShareReads)
+    decoder_.Commit(n);
+    st = DeliverLocked(nullptr, nullptr);
   }
+  if (!st.ok()) CloseOnLoop(st);
   return !closed();
 }
 

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import traceback
+import types
 
 import cloudpickle
 
@@ -214,8 +215,8 @@ def _finish(completion, outcome):
 
 def _answer_later(coroutine, completion, num_returns, slots, task_id, call_):
     """Runs an async method on the actor's loop; its result (or error) answers the call then.
-    One hop to the loop and one asyncio task per call: no futures chained across threads."""
-    _hand_to_loop(_async_start(coroutine, completion, num_returns, slots, task_id, call_))
+    (For a coroutine method routing did not see: the class's own come by _start_routed_calls.)"""
+    _actor_loop.call_soon_threadsafe(_async_start(coroutine, completion, num_returns, slots, task_id, call_))
 
 
 def _async_start(coroutine, completion, num_returns, slots, task_id, call_):
@@ -289,8 +290,9 @@ def _go_on_in_task(steps, awaited, context, task_id):
 
     def done(t):
         if t.cancelled():  # cancelled before its first step: the call never saw it, so throw it in
+            import asyncio
             try:
-                again = context.run(steps.throw, _asyncio().CancelledError())
+                again = context.run(steps.throw, asyncio.CancelledError())
             except BaseException:  # noqa: B902 - StopIteration: run() answered (it answers everything)
                 return
             _go_on_in_task(steps, again, context, task_id)  # it caught the cancel and waits again
@@ -298,33 +300,23 @@ def _go_on_in_task(steps, awaited, context, task_id):
     task.add_done_callback(done)
 
 
-def _asyncio():
-    import asyncio
-    return asyncio
-
-
+@types.coroutine
 def _driven(steps, awaited):
-    """A coroutine that goes on with `steps` (a coroutine stopped at `awaited`), as `await` would."""
-    import types
-
-    @types.coroutine
-    def drive():
-        pending = awaited
-        while True:
+    """Goes on with `steps` (a coroutine stopped at `awaited`) as `await` would."""
+    pending = awaited
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as e:  # noqa: B902 - thrown in by the task (a cancel): passed on
             try:
-                sent = yield pending
-            except BaseException as e:  # noqa: B902 - thrown in by the task (a cancel): passed on
-                try:
-                    pending = steps.throw(e)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    pending = steps.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-    return drive()
+                pending = steps.throw(e)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                pending = steps.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 def _route_async_calls():
@@ -346,11 +338,7 @@ def _start_routed_calls():  # on the actor's loop, when calls came
                 raise TypeError(f"num_returns='dynamic' needs a generator method; {call_.target} is async")
             group = call_.params.get("k") or _actor_methods_groups.get(call_.target)
             slots = _actor_groups.get(group, _actor_slots) if group else _actor_slots
-            tokens = _enter_call(call_, task_id)
-            try:
-                coroutine = fn(*args, **kwargs)
-            finally:
-                _leave_call(tokens)
+            coroutine = fn(*args, **kwargs)  # (runs none of its code: run() sets the call's context)
         except _prism.ObjectLostError as e:  # a device object argument went with its producer
             _finish(completion, ("lost", str(e)))
             continue
@@ -358,36 +346,6 @@ def _start_routed_calls():  # on the actor's loop, when calls came
             _finish(completion, _error(e))
             continue
         _async_start(coroutine, completion, num_returns, slots, task_id, call_)()
-
-
-_starts = collections.deque()  # calls handed to the actor's loop, not started there yet
-_starts_lock = threading.Lock()
-_starts_draining = False  # a drain is scheduled on the loop: it takes what comes meanwhile
-
-
-def _hand_to_loop(start):
-    """Starts a call on the actor's loop. Calls that come in a burst wake the loop once (one
-    write to its self-pipe, one pass of its selector), not once each."""
-    global _starts_draining
-    with _starts_lock:
-        _starts.append(start)
-        if _starts_draining:
-            return
-        _starts_draining = True
-    _actor_loop.call_soon_threadsafe(_start_handed)
-
-
-def _start_handed():  # on the actor's loop
-    global _starts_draining
-    while True:
-        with _starts_lock:
-            if not _starts:
-                _starts_draining = False
-                return
-            batch = list(_starts)
-            _starts.clear()
-        for start in batch:
-            start()
 
 
 _cancel_lock = threading.Lock()
