@@ -232,7 +232,7 @@ def test_async_calls_keep_to_max_concurrency_and_their_own_context(cluster):
             return self.most
 
     g = Gate.remote()
-    assert all(ray.get([g.visit.remote(0.05) for _ in range(8)], timeout=60))
+    assert all(ray.get([g.visit.remote(0.3) for _ in range(8)], timeout=60))
     assert ray.get(g.most_at_once.remote(), timeout=60) == 2
 
 
@@ -242,9 +242,11 @@ def test_a_cancelled_async_call_can_clean_up(cluster):
     @ray.remote
     class Worker:
         def __init__(self):
+            self.started = False
             self.cleaned = False
 
         async def work(self):
+            self.started = True
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
@@ -252,13 +254,18 @@ def test_a_cancelled_async_call_can_clean_up(cluster):
                 self.cleaned = True
                 raise
 
+        async def was_started(self):
+            return self.started
+
         async def was_cleaned(self):
             return self.cleaned
 
     w = Worker.remote()
     ref = w.work.remote()
-    time.sleep(0.2)  # running, waiting in its sleep
-    ray.cancel(ref)
+    deadline = time.time() + 30
+    while not ray.get(w.was_started.remote(), timeout=30) and time.time() < deadline:
+        time.sleep(0.01)  # (a slow machine may take a while to start the actor)
+    ray.cancel(ref)  # it is running, waiting in its sleep
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
     assert ray.get(w.was_cleaned.remote(), timeout=30)
