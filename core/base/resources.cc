@@ -1,6 +1,7 @@
 #include "base/resources.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -78,13 +79,18 @@ std::string ResourceSet::ToString() const {
   std::string out;
   for (const auto& [name, amount] : milli_) {
     if (!out.empty()) out += ',';
-    char buf[64];
-    if (amount % kMilli == 0) {
-      std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(amount / kMilli));
-    } else {
-      std::snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(amount) / kMilli);
+    // (No printf: a task's lease key is made from this on every submission.)
+    out += name;
+    out += '=';
+    char buf[32];
+    char* end = std::to_chars(buf, buf + sizeof(buf), amount / kMilli).ptr;
+    if (int64_t frac = amount % kMilli; frac != 0) {  // (amounts are never negative)
+      *end++ = '.';
+      *end++ = static_cast<char>('0' + frac / 100);
+      *end++ = static_cast<char>('0' + frac / 10 % 10);
+      *end++ = static_cast<char>('0' + frac % 10);
     }
-    out += name + "=" + buf;
+    out.append(buf, end);
   }
   return out.empty() ? "{}" : out;
 }

@@ -158,15 +158,27 @@ Status Connection::DeliverLocked(const TakeHere* take, bool* took) {
     }
     // To the loop, behind what was handed to it before (posts run in order).
     handed_.fetch_add(1, std::memory_order_acq_rel);
-    auto env = std::make_shared<Envelope>(std::move(msg));
-    asio::post(io_, [self = shared_from_this(), env] { self->DeliverHanded(*env); });
+    std::shared_ptr<Envelope> env = decoder_.current();
+    if (!env) env = std::make_shared<Envelope>(std::move(msg));
+    asio::post(io_, [self = shared_from_this(), env = std::move(env)] { self->DeliverHanded(env); });
     return true;
   });
 }
 
-void Connection::DeliverHanded(Envelope& msg) {
-  if (!closed() && on_message_) on_message_(*this, msg);
+void Connection::DeliverHanded(const std::shared_ptr<Envelope>& msg) {
+  if (!closed() && on_message_) {
+    handed_frame_ = msg;
+    on_message_(*this, *msg);
+    handed_frame_.reset();
+  }
   handed_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+std::shared_ptr<Envelope> Connection::HoldFrame() {
+  // A handed frame runs on the loop without read_mu_, while the decoder may be delivering the
+  // next ones to the other reader; every other handler runs under read_mu_.
+  if (handed_frame_ && InLoop()) return handed_frame_;
+  return decoder_.current();
 }
 
 void Connection::Send(const Envelope& msg) { Queue(&msg, {}, /*write_here=*/true); }

@@ -40,6 +40,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// then waits for the socket to be readable and reads under a lock, instead of keeping a read
   /// in flight that would take bytes from under the other reader.
   void ShareReads() { shared_reads_ = true; }
+  /// Before Start(): each frame is parsed into an arena of its own (FrameDecoder::ParseOnArenas),
+  /// which a handler can keep past its return with HoldFrame().
+  void ParseOnArenas() { decoder_.ParseOnArenas(); }
+  /// Within on_message or a TryReadHere `take`, with ParseOnArenas(): the frame being handled, as
+  /// a pointer that keeps it alive (a part of it can be kept by an aliasing pointer, without a
+  /// copy); null otherwise.
+  std::shared_ptr<Envelope> HoldFrame();
   /// Takes a frame (a thread off the loop); true when it took it, false to leave it to the loop.
   using TakeHere = std::function<bool(Connection&, Envelope&)>;
   /// For a thread off the loop that waits for this connection's next frame (a worker's executor
@@ -84,7 +91,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// order. Sets `*took` when `take` took one.
   Status DeliverLocked(const TakeHere* take, bool* took) PRISM_REQUIRES(read_mu_);
   /// Runs a frame handed to the loop by TryReadHere.
-  void DeliverHanded(Envelope& msg);
+  void DeliverHanded(const std::shared_ptr<Envelope>& msg);
   /// Send, SendBatched and SendFrame: appends `msg` framed (or `frame` when `msg` is null);
   /// `write_here` lets a thread off the loop write it at once when nothing else is queued.
   void Queue(const Envelope* msg, std::string_view frame, bool write_here);
@@ -106,6 +113,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Frames TryReadHere handed to the loop that it has not run yet: while there are any, later
   // frames go to the loop too (after them), never to `take`.
   std::atomic<int> handed_{0};
+  std::shared_ptr<Envelope> handed_frame_;  // the loop's, while it runs DeliverHanded
   OnMessage on_message_;
   OnClose on_close_;
   std::atomic<bool> closed_{false};

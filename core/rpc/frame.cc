@@ -1,9 +1,21 @@
 #include "rpc/frame.h"
 
+#include "rpc/message_arena.h"
+
 #include <algorithm>
 #include <cstring>
 
 namespace prism::rpc {
+namespace {
+
+// An envelope and its arena, in one allocation.
+std::shared_ptr<Envelope> NewArenaEnvelope() {
+  auto frame = std::make_shared<MessageArena>();
+  Envelope* msg = google::protobuf::Arena::CreateMessage<Envelope>(frame->get());
+  return std::shared_ptr<Envelope>(std::move(frame), msg);  // (shares the frame's ownership)
+}
+
+}  // namespace
 
 void AppendFrame(const Envelope& msg, std::string* out) {
   size_t n = msg.ByteSizeLong();
@@ -44,10 +56,22 @@ Status FrameDecoder::Drain(const std::function<bool(Envelope&)>& on_frame) {
     // An incomplete frame waits for more bytes; the buffer grows only as they arrive, so a
     // large length prefix alone costs no memory.
     if (end_ - begin_ < kFrameHeaderBytes + len) break;
-    Envelope msg;
-    if (!msg.ParseFromArray(buf_.data() + begin_ + kFrameHeaderBytes, static_cast<int>(len))) {
+    const char* at = buf_.data() + begin_ + kFrameHeaderBytes;
+    auto invalid = [len] {
       return Status::ProtocolError("a frame of " + std::to_string(len) + " bytes is not a valid message");
+    };
+    if (arenas_) {
+      std::shared_ptr<Envelope> msg = NewArenaEnvelope();
+      if (!msg->ParseFromArray(at, static_cast<int>(len))) return invalid();
+      begin_ += kFrameHeaderBytes + len;
+      current_ = std::move(msg);
+      const bool more = on_frame(*current_);
+      current_.reset();
+      if (!more) return Status::OK();
+      continue;
     }
+    Envelope msg;
+    if (!msg.ParseFromArray(at, static_cast<int>(len))) return invalid();
     begin_ += kFrameHeaderBytes + len;
     if (!on_frame(msg)) return Status::OK();
   }

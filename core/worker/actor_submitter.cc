@@ -13,12 +13,12 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
   std::unique_lock<std::mutex> lock(lanes_mu_);
   Lane& lane = lanes_[actor];
   const uint64_t seq = lane.next_seq++;
-  task.spec.set_sequence(seq);
+  task.spec->set_sequence(seq);
   if (eligible && lane.conn && !lane.conn->closed()) {
     rpc::Envelope env;
     env.mutable_push_task()->set_lease_id(0);
     // Lent to the frame and taken back: the spec is not copied.
-    env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
+    env.mutable_push_task()->mutable_spec()->Swap(task.spec.get());
     // Flagged before the frame leaves: the loop, handling the reply, then waits on lanes_mu_
     // for the booking instead of missing it.
     bookings_.Flag();
@@ -30,7 +30,7 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
     } else {
       lane.conn->SendBatched(env);
     }
-    env.mutable_push_task()->mutable_spec()->Swap(&task.spec);
+    env.mutable_push_task()->mutable_spec()->Swap(task.spec.get());
     bookings_.Add(Booking{actor, seq, std::move(task)});
     return;
   }
@@ -111,7 +111,7 @@ void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index, c
     Pump(id);
     return;
   }
-  SetResolvedArg(call.task.spec, index, call.task.arg_refs[index]->id(), obj);
+  SetResolvedArg(*call.task.spec, index, call.task.arg_refs[index]->id(), obj);
   if (call.unresolved > 0) call.unresolved--;
   Pump(id);
 }
@@ -134,7 +134,7 @@ void ActorSubmitter::Pump(const ActorId& id) {
     Call& call = node.mapped();
     rpc::Envelope env;
     env.mutable_push_task()->set_lease_id(0);
-    *env.mutable_push_task()->mutable_spec() = call.task.spec;
+    *env.mutable_push_task()->mutable_spec() = *call.task.spec;
     a.conn->Send(env);
     a.inflight.insert(std::move(node));
   }
@@ -192,23 +192,23 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
   uint64_t seq = 0;
   // Calls run in order, so a reply is nearly always the oldest call's: look there first, not
   // through every call in flight (a thousand pipelined calls made that quadratic).
-  if (!a.inflight.empty() && a.inflight.begin()->second.task.spec.task_id() == reply.task_id()) {
+  if (!a.inflight.empty() && a.inflight.begin()->second.task.spec->task_id() == reply.task_id()) {
     seq = a.inflight.begin()->first;
   } else {
     for (auto& [s, call] : a.inflight) {
-      if (call.task.spec.task_id() == reply.task_id()) {
+      if (call.task.spec->task_id() == reply.task_id()) {
         seq = s;
         break;
       }
     }
   }
   auto it = a.inflight.find(seq);
-  if (seq == 0 || it == a.inflight.end() || it->second.task.spec.attempt() != reply.attempt()) return;
+  if (seq == 0 || it == a.inflight.end() || it->second.task.spec->attempt() != reply.attempt()) return;
   if (it->second.cancelled) {
-    DiscardReply(reply, hooks_, it->second.task.spec.num_returns());
-    Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec.name() + " was cancelled"));
+    DiscardReply(reply, hooks_, it->second.task.spec->num_returns());
+    Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec->name() + " was cancelled"));
   } else {
-    std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec.num_returns());
+    std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec->num_returns());
     StoredObject first = std::move(results.front());
     results.erase(results.begin());
     Finish(it->second, std::move(first), std::move(results));
@@ -234,7 +234,7 @@ void ActorSubmitter::OnDisconnected(const ActorId& id, uint32_t incarnation, con
     bool retry = !failed_all_ && (a.max_task_retries < 0 || call.retries_used < a.max_task_retries);
     if (retry) {
       call.retries_used++;
-      call.task.spec.set_attempt(call.task.spec.attempt() + 1);
+      call.task.spec->set_attempt(call.task.spec->attempt() + 1);
       a.queued.emplace(seq, std::move(call));
     } else {
       a.orphaned.emplace(seq, std::move(call));
@@ -292,7 +292,7 @@ void ActorSubmitter::FailOrphaned(const ActorId& id, Actor& a) {
   auto orphaned = std::move(a.orphaned);
   a.orphaned.clear();
   for (auto& [seq, call] : orphaned) {
-    std::string what = "died while running " + call.task.spec.name() + " (" + a.orphaned_why + ")";
+    std::string what = "died while running " + call.task.spec->name() + " (" + a.orphaned_why + ")";
     if (a.state == rpc::ACTOR_DEAD) {
       what += ": " + a.death_cause;
     } else {
@@ -306,7 +306,7 @@ void ActorSubmitter::Finish(Call& call, StoredObject result, std::vector<StoredO
   ObjectId rid = call.task.return_id;
   call.task.arg_refs.clear();  // the refs go with the call
   call.task.nested.clear();
-  StoreMoreResults(store_, hooks_, call.task.spec, result, std::move(more));
+  StoreMoreResults(store_, hooks_, *call.task.spec, result, std::move(more));
   StoreResult(store_, hooks_, rid, std::move(result));
 }
 
@@ -315,16 +315,16 @@ void ActorSubmitter::Cancel(const TaskId& id) {
   for (auto& [aid, a] : actors_) {
     for (auto* calls : {&a.queued, &a.orphaned}) {
       for (auto it = calls->begin(); it != calls->end(); ++it) {
-        if (it->second.task.spec.task_id() != id.Binary()) continue;
+        if (it->second.task.spec->task_id() != id.Binary()) continue;
         Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED,
-                                               "call " + it->second.task.spec.name() + " was cancelled"));
+                                               "call " + it->second.task.spec->name() + " was cancelled"));
         calls->erase(it);
         Pump(aid);
         return;
       }
     }
     for (auto& [seq, call] : a.inflight) {
-      if (call.task.spec.task_id() == id.Binary()) {
+      if (call.task.spec->task_id() == id.Binary()) {
         call.cancelled = true;
         if (a.conn) {  // the actor may stop it (an async method)
           rpc::Envelope env;

@@ -391,9 +391,21 @@ void CoreWorker::TakePush(rpc::Connection& conn, rpc::Envelope& msg) {
   auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
   {
     std::lock_guard<std::mutex> lock(callers_mu_);
-    callers_[msg.push_task().spec().caller().worker_id()] = self;
+    // Mostly the same caller on the same connection as the last task: no new key, no store.
+    const std::string& caller = msg.push_task().spec().caller().worker_id();
+    auto it = callers_.find(caller);
+    if (it == callers_.end()) {
+      callers_.emplace(caller, self);
+    } else if (it->second.owner_before(self) || self.owner_before(it->second)) {
+      it->second = self;
+    }
   }
-  executor_->Enqueue(std::move(*msg.mutable_push_task()), std::move(self));
+  if (std::shared_ptr<rpc::Envelope> frame = conn.HoldFrame()) {
+    // Parsed on an arena: the task stays there, freed in one piece once it has run.
+    executor_->Enqueue(std::shared_ptr<const rpc::PushTask>(std::move(frame), &msg.push_task()), std::move(self));
+  } else {
+    executor_->Enqueue(std::move(*msg.mutable_push_task()), std::move(self));
+  }
 }
 
 void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
@@ -1064,18 +1076,18 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
   CheckCurrent(*actor.lifetime);
   TaskId task_id = NextTaskId();
   PendingTask t;
-  t.spec.set_task_id(task_id.Binary());
-  t.spec.set_job_id(options_.job_id.Binary());
-  t.spec.set_parent_task_id(CurrentTaskId().Binary());
-  t.spec.set_function(method);
-  t.spec.set_name(method);
-  t.spec.set_num_returns(num_returns);
-  t.spec.set_actor_id(actor.id.Binary());
-  t.spec.mutable_caller()->set_socket_path(address_.socket_path);
-  t.spec.mutable_caller()->set_worker_id(address_.worker_id);
-  t.spec.mutable_caller()->set_node_id(address_.node_id);
+  t.spec->set_task_id(task_id.Binary());
+  t.spec->set_job_id(options_.job_id.Binary());
+  t.spec->set_parent_task_id(CurrentTaskId().Binary());
+  t.spec->set_function(method);
+  t.spec->set_name(method);
+  t.spec->set_num_returns(num_returns);
+  t.spec->set_actor_id(actor.id.Binary());
+  t.spec->mutable_caller()->set_socket_path(address_.socket_path);
+  t.spec->mutable_caller()->set_worker_id(address_.worker_id);
+  t.spec->mutable_caller()->set_node_id(address_.node_id);
   for (auto& a : args) {
-    auto* arg = t.spec.add_args();
+    auto* arg = t.spec->add_args();
     if (a.ref) {
       CheckCurrent(*a.ref);
       auto* ref = arg->mutable_ref();
@@ -1305,25 +1317,25 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
   t.lease.runtime = options.runtime;
   t.lease.placement =
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
-  t.spec.set_task_id(task_id.Binary());
-  t.spec.set_job_id(options_.job_id.Binary());
-  t.spec.set_parent_task_id(CurrentTaskId().Binary());
-  t.spec.set_attempt(0);
-  t.spec.set_function(function);
-  t.spec.set_gpu_memory(options.gpu_memory);
-  t.spec.set_name(options.name.empty() ? function : options.name);
-  t.spec.set_num_returns(num_returns);
-  t.spec.mutable_caller()->set_socket_path(address_.socket_path);
-  t.spec.mutable_caller()->set_worker_id(address_.worker_id);
-  t.spec.mutable_caller()->set_node_id(address_.node_id);
+  t.spec->set_task_id(task_id.Binary());
+  t.spec->set_job_id(options_.job_id.Binary());
+  t.spec->set_parent_task_id(CurrentTaskId().Binary());
+  t.spec->set_attempt(0);
+  t.spec->set_function(function);
+  t.spec->set_gpu_memory(options.gpu_memory);
+  t.spec->set_name(options.name.empty() ? function : options.name);
+  t.spec->set_num_returns(num_returns);
+  t.spec->mutable_caller()->set_socket_path(address_.socket_path);
+  t.spec->mutable_caller()->set_worker_id(address_.worker_id);
+  t.spec->mutable_caller()->set_node_id(address_.node_id);
   for (const auto& [name, milli] : shape.milli()) {
-    auto* r = t.spec.add_resources();
+    auto* r = t.spec->add_resources();
     r->set_name(name);
     r->set_milli(milli);
   }
   t.arg_refs.reserve(args.size());
   for (auto& a : args) {
-    auto* arg = t.spec.add_args();
+    auto* arg = t.spec->add_args();
     if (a.ref) {
       CheckCurrent(*a.ref);
       auto* ref = arg->mutable_ref();
@@ -1348,7 +1360,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
   // Every return object is referenced before the task can finish (an unreferenced result is dropped).
   for (uint32_t i = 2; i <= num_returns; ++i) handles.push_back(NewHandle(ReturnObjectId(task_id, i)));
   if (stream) {
-    t.spec.set_streaming(true);
+    t.spec->set_streaming(true);
     t.lease.exclusive = true;
     stream->SetCompletion(handle);
     {

@@ -52,6 +52,10 @@ TaskExecutor::~TaskExecutor() {
 }
 
 void TaskExecutor::Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from) {
+  Enqueue(std::make_shared<const rpc::PushTask>(std::move(push)), std::move(from));
+}
+
+void TaskExecutor::Enqueue(std::shared_ptr<const rpc::PushTask> push, std::shared_ptr<rpc::Connection> from) {
   bool wake_watcher;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -249,7 +253,7 @@ void TaskExecutor::RunLoop(bool added) {
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
     if (!added) last_from = item.from;
-    ExecutedTask done = execute_(std::make_shared<const rpc::PushTask>(std::move(item.push)), item.from);
+    ExecutedTask done = execute_(std::move(item.push), item.from);
     if (done.deferred) continue;
     rpc::Envelope env;
     *env.mutable_task_reply() = std::move(done.reply);

@@ -43,6 +43,8 @@ class TaskExecutor {
   ~TaskExecutor();
   /// Event-loop thread: queue a pushed task; its reply goes back on `from`.
   void Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> from);
+  /// The same for a task kept where it was parsed (Connection::HoldFrame), not copied out.
+  void Enqueue(std::shared_ptr<const rpc::PushTask> push, std::shared_ptr<rpc::Connection> from);
   /// Main thread: runs tasks until Stop().
   void Run();
   /// Lets up to `n` tasks run at once (a threaded actor). Threads beyond the one in Run() are
@@ -94,7 +96,7 @@ class TaskExecutor {
 
  private:
   struct Item {
-    rpc::PushTask push;
+    std::shared_ptr<const rpc::PushTask> push;
     std::shared_ptr<rpc::Connection> from;
   };
   void Watch();

@@ -25,6 +25,30 @@ class LentSpec {
 
 }  // namespace
 
+ArenaSpec::ArenaSpec()
+    : arena_(std::make_unique<rpc::MessageArena>()),
+      spec_(google::protobuf::Arena::CreateMessage<rpc::TaskSpec>(arena_->get())) {}
+ArenaSpec::~ArenaSpec() = default;
+ArenaSpec::ArenaSpec(const ArenaSpec& other) : ArenaSpec() { spec_->CopyFrom(*other.spec_); }
+ArenaSpec& ArenaSpec::operator=(const ArenaSpec& other) {
+  if (this != &other) {
+    if (!arena_) *this = ArenaSpec();
+    spec_->CopyFrom(*other.spec_);
+  }
+  return *this;
+}
+ArenaSpec::ArenaSpec(ArenaSpec&& other) noexcept : arena_(std::move(other.arena_)), spec_(other.spec_) {
+  other.spec_ = nullptr;
+}
+ArenaSpec& ArenaSpec::operator=(ArenaSpec&& other) noexcept {
+  if (this != &other) {
+    arena_ = std::move(other.arena_);
+    spec_ = other.spec_;
+    other.spec_ = nullptr;
+  }
+  return *this;
+}
+
 std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns) {
   std::vector<StoredObject> out;
   if (reply.error().kind() != rpc::ERROR_NONE) {
@@ -120,7 +144,8 @@ void TaskSubmitter::Submit(PendingTask task) {
   std::string key = task.lease.Key();
   std::shared_ptr<rpc::Connection> conn;
   std::string frame;
-  const bool eligible = !task.spec.streaming() && FitsTheFastLane(task, config_.max_frame_bytes);
+  task.fits = FitsTheFastLane(task, config_.max_frame_bytes);
+  const bool eligible = !task.spec->streaming() && task.fits;
   bool post = false;
   {
     std::lock_guard<std::mutex> lock(lanes_mu_);
@@ -137,7 +162,7 @@ void TaskSubmitter::Submit(PendingTask task) {
       push->mutable_devices()->Assign(lane.devices.begin(), lane.devices.end());
       {
         // The frame is built here, before the booking hands the task to the loop.
-        LentSpec lent(push, &task.spec);
+        LentSpec lent(push, task.spec.get());
         rpc::AppendFrame(env, &frame);
       }
       // Booked by the loop the next time it looks at tasks (every entry point drains these
@@ -164,7 +189,7 @@ void TaskSubmitter::Submit(PendingTask task) {
 }
 
 bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
-  return task.spec.ByteSizeLong() + 1024 <= max_frame_bytes &&
+  return task.spec->ByteSizeLong() + 1024 <= max_frame_bytes &&
          std::none_of(task.arg_refs.begin(), task.arg_refs.end(), [](const internal::RefPtr& r) { return r != nullptr; });
 }
 
@@ -190,14 +215,14 @@ bool TaskSubmitter::TakeBackIdle(const std::string& key, uint64_t lease_id) {
 }
 
 void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t sent_on) {
-  TaskId id = TaskId::FromBinary(task.spec.task_id());
+  TaskId id = TaskId::FromBinary(task.spec->task_id());
   std::unique_ptr<Running>& slot = tasks_[id];
   if (!slot) slot = std::make_unique<Running>();
   Running& r = *slot;
   r.task = std::move(task);
   r.key = key;
   for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
-    if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec.args(static_cast<int>(i)));
+    if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec->args(static_cast<int>(i)));
   }
   if (sent_on != 0) {
     std::lock_guard<std::mutex> lock(lanes_mu_);
@@ -281,7 +306,7 @@ void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, c
     Finish(id, obj);
     return;
   }
-  SetResolvedArg(r.task.spec, index, r.task.arg_refs[index]->id(), obj);
+  SetResolvedArg(*r.task.spec, index, r.task.arg_refs[index]->id(), obj);
   if (--r.unresolved == 0) Enqueue(id, r);
 }
 
@@ -316,11 +341,11 @@ void TaskSubmitter::Pump(const std::string& key) {
     auto it = tasks_.find(id);
     if (it == tasks_.end()) continue;
     Running& r = *it->second;
-    if (r.task.spec.ByteSizeLong() + 1024 > config_.max_frame_bytes) {
+    if (!r.task.fits && r.task.spec->ByteSizeLong() + 1024 > config_.max_frame_bytes) {
       Finish(id, StoredObject::Error(
                      rpc::ERROR_SYSTEM,
-                     "task " + r.task.spec.name() + " carries " +
-                         std::to_string(r.task.spec.ByteSizeLong()) +
+                     "task " + r.task.spec->name() + " carries " +
+                         std::to_string(r.task.spec->ByteSizeLong()) +
                          " bytes of arguments, more than a message may hold (" +
                          std::to_string(config_.max_frame_bytes) + " bytes)"));
       continue;
@@ -331,7 +356,7 @@ void TaskSubmitter::Pump(const std::string& key) {
     auto* push = env.mutable_push_task();
     push->set_lease_id(best->id);
     push->mutable_devices()->Assign(best->devices.begin(), best->devices.end());
-    LentSpec lent(push, &r.task.spec);
+    LentSpec lent(push, r.task.spec.get());
     best->conn->Send(env);
   }
   if (!q.queue.empty() && q.lease_request == 0 && q.connecting == 0) {
@@ -500,12 +525,12 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   if (lit != q.leases.end()) lit->second->Answered(id);
   // A reply for another attempt (or a task already finished) is stale: drop it.
   if (it != tasks_.end() && it->second->lease_id == lease_id &&
-      it->second->task.spec.attempt() == reply.attempt()) {
+      it->second->task.spec->attempt() == reply.attempt()) {
     if (it->second->cancelled) {
-      DiscardReply(reply, hooks_, it->second->task.spec.num_returns());
-      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second->task.spec.name() + " was cancelled"));
+      DiscardReply(reply, hooks_, it->second->task.spec->num_returns());
+      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second->task.spec->name() + " was cancelled"));
     } else {
-      std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second->task.spec.num_returns());
+      std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second->task.spec->num_returns());
       StoredObject first = std::move(results.front());
       results.erase(results.begin());
       done = Finish(it, std::move(first), std::move(results));
@@ -527,7 +552,7 @@ void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
   }
   auto it = tasks_.find(TaskId::FromBinary(item.task_id()));
   bool wanted = it != tasks_.end() && it->second->lease_id == lease_id && !it->second->cancelled &&
-                it->second->task.spec.streaming() && it->second->task.spec.attempt() == item.attempt() &&
+                it->second->task.spec->streaming() && it->second->task.spec->attempt() == item.attempt() &&
                 item.index() == it->second->stream_received + 1;
   if (!wanted) {
     // A cancelled task's, or one out of order: nobody reads it. Taking it and dropping it
@@ -560,16 +585,16 @@ void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, cons
     Running& r = *it->second;
     if (r.task.retries_left != 0) {
       if (r.task.retries_left > 0) r.task.retries_left--;
-      r.task.spec.set_attempt(r.task.spec.attempt() + 1);
-      r.task.spec.set_stream_skip(r.stream_received);  // the new run sends only later values
+      r.task.spec->set_attempt(r.task.spec->attempt() + 1);
+      r.task.spec->set_stream_skip(r.stream_received);  // the new run sends only later values
       r.lease_id = 0;
       tasks_retried_++;
       retry.push_back(id);
     } else {
       Finish(id, StoredObject::Error(
                      rpc::ERROR_WORKER_CRASHED,
-                     "the worker running task " + r.task.spec.name() + " died (" + why.message() +
-                         ") after " + std::to_string(r.task.spec.attempt() + 1) + " attempt(s)"));
+                     "the worker running task " + r.task.spec->name() + " died (" + why.message() +
+                         ") after " + std::to_string(r.task.spec->attempt() + 1) + " attempt(s)"));
     }
   }
   for (auto it = retry.rbegin(); it != retry.rend(); ++it) q.queue.push_front(*it);
@@ -578,7 +603,7 @@ void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, cons
 
 PendingTask TaskSubmitter::AsSubmitted(const Running& r) {
   PendingTask t = r.task;
-  for (const auto& [i, arg] : r.ref_args) *t.spec.mutable_args(i) = arg;
+  for (const auto& [i, arg] : r.ref_args) *t.spec->mutable_args(i) = arg;
   return t;
 }
 
@@ -612,8 +637,8 @@ std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it
     }
     if (rebuilding) {
       r.lost_arg_runs--;
-      for (const auto& [i, arg] : r.ref_args) *r.task.spec.mutable_args(i) = arg;
-      r.task.spec.set_attempt(r.task.spec.attempt() + 1);
+      for (const auto& [i, arg] : r.ref_args) *r.task.spec->mutable_args(i) = arg;
+      r.task.spec->set_attempt(r.task.spec->attempt() + 1);
       r.lease_id = 0;
       tasks_retried_++;
       for (PendingTask& t : rerun) {
@@ -631,12 +656,14 @@ std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it
   }
   std::optional<PendingTask> keep;
   if (!result.is_error() && !result.device_producer.worker_id.empty() && r.task.retries_left != 0 &&
-      !r.task.spec.streaming() && r.task.spec.num_returns() <= 1) {
+      !r.task.spec->streaming() && r.task.spec->num_returns() <= 1) {
     keep = AsSubmitted(r);
   }
-  StoreMoreResults(store_, hooks_, r.task.spec, result, std::move(more));
+  // Out of the table before anything is stored: storing runs callbacks, and `it` would not
+  // survive one that adds a task (the table moves its slots when it grows).
   std::unique_ptr<Running> done = std::move(it->second);
   tasks_.erase(it);
+  StoreMoreResults(store_, hooks_, *done->task.spec, result, std::move(more));
   // The argument refs go before the result is seen (a kept task holds its own).
   done->task.arg_refs.clear();
   done->task.nested.clear();
@@ -664,10 +691,10 @@ bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std
   PendingTask& kept = lit->second;
   if (kept.retries_left == 0) return false;  // its retries are spent: readers get ObjectLostError
   if (kept.retries_left > 0) kept.retries_left--;
-  kept.spec.set_attempt(kept.spec.attempt() + 1);
+  kept.spec->set_attempt(kept.spec->attempt() + 1);
   if (!store_.Reset(id)) return false;
   PRISM_LOG_INFO("rebuilding object {}: the worker holding its device objects is gone; task {} runs again",
-                 id.Hex(), kept.spec.name());
+                 id.Hex(), kept.spec->name());
   tasks_retried_++;
   rerun->push_back(kept);
   return true;
@@ -717,7 +744,7 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return false;
   Running& r = *it->second;
-  StoredObject err = StoredObject::Error(rpc::ERROR_CANCELLED, "task " + r.task.spec.name() + " was cancelled");
+  StoredObject err = StoredObject::Error(rpc::ERROR_CANCELLED, "task " + r.task.spec->name() + " was cancelled");
   if (r.lease_id == 0) {
     // Not pushed yet: it never runs.
     auto& q = shapes_[r.key].queue;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace prism {
 
@@ -43,6 +44,11 @@ class FixedId {
   bool operator==(const FixedId& o) const { return bytes_ == o.bytes_; }
   bool operator!=(const FixedId& o) const { return bytes_ != o.bytes_; }
   bool operator<(const FixedId& o) const { return bytes_ < o.bytes_; }
+  /// Abseil's hash containers hash the bytes with Abseil's own hash (no Abseil header needed).
+  template <typename H>
+  friend H AbslHashValue(H h, const FixedId& id) {
+    return H::combine_contiguous(std::move(h), id.bytes_.data(), N);
+  }
   size_t Hash() const {
     uint64_t h = 1469598103934665603ull;
     for (auto b : bytes_) h = (h ^ b) * 1099511628211ull;

@@ -28,6 +28,8 @@ TEST(ResourceSetTest, SubsetAndText) {
   EXPECT_FALSE(too_much->IsSubsetOf(*total));
   EXPECT_EQ(need->ToString(), "CPU=1,gpu=0.500");
   EXPECT_EQ(ResourceSet().ToString(), "{}");
+  EXPECT_EQ(ResourceSet::FromUnits({{"CPU", 2.25}, {"memory", 1024}, {"x", 0.001}, {"y", 12.05}})->ToString(),
+            "CPU=2.250,memory=1024,x=0.001,y=12.050");
   auto zero = ResourceSet::FromUnits({{"CPU", 0}});
   EXPECT_TRUE(zero->empty()) << "zero amounts are dropped";
 }

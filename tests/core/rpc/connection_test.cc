@@ -210,5 +210,48 @@ TEST_F(SharedReadsTest, TwoReadersDeliverEveryFrameOnceInOrder) {
   EXPECT_LE(taken.load(), kFrames - kFrames / 7);
 }
 
+// With ParseOnArenas, whoever handles a frame can keep it (HoldFrame) past the handler, on
+// every path: taken off the loop, read by the loop, or handed to the loop.
+TEST_F(SharedReadsTest, AHandlerKeepsItsFrameOnEveryPath) {
+  conn_->ShareReads();
+  conn_->ParseOnArenas();
+  std::vector<std::shared_ptr<Envelope>> held;
+  conn_->Start([&](Connection& c, Envelope& m) {
+    auto frame = c.HoldFrame();
+    EXPECT_EQ(frame.get(), &m);
+    held.push_back(frame);
+  }, [](Connection&, const prism::Status&) {});
+  Connection::TakeHere take = [&](Connection& c, Envelope& m) {
+    if (!m.has_push_task()) return false;
+    auto frame = c.HoldFrame();
+    EXPECT_EQ(frame.get(), &m);
+    held.push_back(frame);
+    return true;
+  };
+  PeerSends({Push(1), Status(2), Push(3)});
+  EXPECT_TRUE(conn_->TryReadHere(take));  // 1 taken here; 2 and 3 handed to the loop
+  io_.poll();
+  PeerSends({Status(4)});
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (held.size() < 4 && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);  // the loop reads 4
+  ASSERT_EQ(held.size(), 4u);
+  for (uint64_t i = 0; i < 4; ++i) {
+    ASSERT_NE(held[i], nullptr);
+    EXPECT_EQ(NumberOf(*held[i]), i + 1);
+  }
+  EXPECT_EQ(conn_->HoldFrame(), nullptr);  // outside a handler
+}
+
+TEST_F(SharedReadsTest, WithoutArenasNoFrameIsHeld) {
+  conn_->ShareReads();
+  std::vector<bool> nulls;
+  conn_->Start([&](Connection& c, Envelope&) { nulls.push_back(c.HoldFrame() == nullptr); },
+               [](Connection&, const prism::Status&) {});
+  PeerSends({Status(1)});
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (nulls.empty() && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
+  EXPECT_EQ(nulls, std::vector<bool>{true});
+}
+
 }  // namespace
 }  // namespace prism::rpc

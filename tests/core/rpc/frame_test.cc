@@ -79,5 +79,53 @@ TEST(FrameTest, StopsWhenHandlerSaysSo) {
   EXPECT_EQ(n, 2);
 }
 
+TEST(FrameTest, OnArenasAFrameOutlivesItsHandlerWhenKept) {
+  std::string wire;
+  Envelope big;
+  big.mutable_push_task()->mutable_spec()->set_name("f");
+  big.mutable_push_task()->mutable_spec()->add_args()->set_value(std::string(10000, 'x'));  // past the first block
+  AppendFrame(big, &wire);
+  AppendFrame(Sample(7), &wire);
+  FrameDecoder d(kDefaultMaxFrameBytes);
+  d.ParseOnArenas();
+  Feed(d, wire);
+  std::vector<std::shared_ptr<Envelope>> kept;
+  ASSERT_TRUE(d.Drain([&](Envelope& e) {
+                 EXPECT_EQ(d.current().get(), &e);
+                 EXPECT_NE(e.GetArena(), nullptr);
+                 kept.push_back(d.current());
+                 return true;
+               }).ok());
+  EXPECT_EQ(d.current(), nullptr);  // none outside a handler
+  ASSERT_EQ(kept.size(), 2u);
+  // Each is whole after the decoder moved on (and its buffer was reused).
+  Feed(d, std::string(64, '\0'));
+  EXPECT_EQ(kept[0]->push_task().spec().args(0).value(), std::string(10000, 'x'));
+  EXPECT_EQ(kept[1]->status_request().request_id(), 7u);
+  // A part kept alone keeps the whole frame.
+  std::shared_ptr<const PushTask> push(kept[0], &kept[0]->push_task());
+  kept.clear();
+  EXPECT_EQ(push->spec().name(), "f");
+}
+
+TEST(FrameTest, OnArenasAGarbageFrameIsStillAnError) {
+  FrameDecoder d(1024);
+  d.ParseOnArenas();
+  Feed(d, std::string("\x03\0\0\0\xff\xff\xff", 7));
+  EXPECT_EQ(d.Drain([](Envelope&) { return true; }).code(), StatusCode::kProtocolError);
+}
+
+TEST(FrameTest, WithoutArenasNoFrameIsHeld) {
+  std::string wire;
+  AppendFrame(Sample(1), &wire);
+  FrameDecoder d(1024);
+  Feed(d, wire);
+  ASSERT_TRUE(d.Drain([&](Envelope& e) {
+                 EXPECT_EQ(d.current(), nullptr);
+                 EXPECT_EQ(e.GetArena(), nullptr);
+                 return true;
+               }).ok());
+}
+
 }  // namespace
 }  // namespace prism::rpc

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
+#include <vector>
 
 namespace prism {
 namespace {
@@ -34,6 +36,26 @@ TEST(MemoryStoreTest, WaitWakesOnEnoughObjects) {
   auto ready = s.Wait({Id(1), Id(2), Id(3)}, 2, std::nullopt);
   t.join();
   EXPECT_EQ(ready, (std::vector<bool>{false, true, true}));
+}
+
+TEST(MemoryStoreTest, ThreeWaitersOnOneObjectAllWakeAndTheObjectGoesAfterThem) {
+  // (An entry keeps its first waiter inline; more spill to the heap.)
+  MemoryStore s;
+  s.AddRef(Id(1));
+  std::vector<std::thread> waiters;
+  std::atomic<int> woke{0};
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&] {
+      if (s.Wait({Id(1)}, 1, std::nullopt)[0]) woke++;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  s.RemoveRef(Id(1));  // waited on: the entry stays until the waiters are done with it
+  EXPECT_TRUE(s.Contains(Id(1)));
+  EXPECT_TRUE(s.Put(Id(1), StoredObject::Value("v")));
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(woke.load(), 3);
+  EXPECT_FALSE(s.Contains(Id(1))) << "gone once its last waiter left";
 }
 
 TEST(MemoryStoreTest, WaitTimesOut) {
