@@ -4,6 +4,14 @@
 
 namespace prism {
 
+ActorSubmitter::Call& ActorSubmitter::Place(std::map<uint64_t, Call>& calls, uint64_t seq, PendingTask task) {
+  // Made from the task: a Call made empty would make an empty spec (an arena) only to drop it.
+  auto it = calls.find(seq);
+  if (it == calls.end()) return calls.emplace(seq, Call{std::move(task)}).first->second;
+  it->second.task = std::move(task);
+  return it->second;
+}
+
 ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
                                DaemonClient& daemon, SubmitterHooks hooks)
     : io_(io), config_(std::move(config)), store_(store), daemon_(daemon), hooks_(std::move(hooks)) {}
@@ -45,7 +53,7 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
 }
 
 void ActorSubmitter::DrainBookings() {
-  bookings_.Drain(lanes_mu_, [this](Booking& b) { actors_[b.actor].inflight[b.seq].task = std::move(b.task); });
+  bookings_.Drain(lanes_mu_, [this](Booking& b) { Place(actors_[b.actor].inflight, b.seq, std::move(b.task)); });
 }
 
 void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {
@@ -82,8 +90,7 @@ void ActorSubmitter::AddOnLoop(const ActorId& id, uint64_t seq, PendingTask task
       daemon_.Send(sub);
     }
   }
-  Call& call = a.queued[seq];
-  call.task = std::move(task);
+  Call& call = Place(a.queued, seq, std::move(task));
   if (failed_all_ || a.state == rpc::ACTOR_DEAD) {
     Finish(call, failed_all_ ? StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down")
                              : DiedError(id, a, "is dead: " + a.death_cause));

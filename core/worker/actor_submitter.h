@@ -96,6 +96,8 @@ class ActorSubmitter {
   void CloseLane(const ActorId& id);
 
   void AddOnLoop(const ActorId& actor, uint64_t seq, PendingTask task);
+  /// `calls[seq]` holding `task`.
+  static Call& Place(std::map<uint64_t, Call>& calls, uint64_t seq, PendingTask task);
   void OnArgReady(const ActorId& actor, uint64_t seq, size_t index, const StoredObject& obj);
   void Pump(const ActorId& actor);
   void Connect(const ActorId& actor);

@@ -217,9 +217,14 @@ bool TaskSubmitter::TakeBackIdle(const std::string& key, uint64_t lease_id) {
 void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t sent_on) {
   TaskId id = TaskId::FromBinary(task.spec->task_id());
   std::unique_ptr<Running>& slot = tasks_[id];
-  if (!slot) slot = std::make_unique<Running>();
+  // Made from the task (a Running made empty would make an empty spec, an arena, only to
+  // drop it for this one).
+  if (slot) {
+    slot->task = std::move(task);
+  } else {
+    slot = std::make_unique<Running>(std::move(task));
+  }
   Running& r = *slot;
-  r.task = std::move(task);
   r.key = key;
   for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
     if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec->args(static_cast<int>(i)));

@@ -192,6 +192,7 @@ class TaskSubmitter {
     bool warned_infeasible = false;
   };
   struct Running {
+    explicit Running(PendingTask t) : task(std::move(t)) {}
     PendingTask task;
     std::string key;
     uint64_t lease_id = 0;  // 0 while queued
