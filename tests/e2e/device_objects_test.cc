@@ -321,8 +321,11 @@ TEST_F(DeviceObjectsTest, AMovedTensorsKilledProducerIsRebuilt) {
   std::string why;
   if (prism_test::OnCuda() && prism_test::CudaDeviceCount(&why) < 2) GTEST_SKIP() << "needs 2 GPUs";
   std::string marker = ::testing::TempDir() + "/moved-producer-" + std::to_string(getpid());
-  auto made = prism::Task(OnesHere).Options({.num_gpus = 1, .max_retries = 2}).Remote(4096, marker);
+  // The actor first, and up: a worker that ran a task may become an actor's process, and the
+  // producer killed below must not be the actor's.
   auto b = prism::Actor(MakeHolder).Options({.num_gpus = 1}).Remote();
+  ASSERT_EQ(prism::Get(b.Task(&Holder::Exported).Remote(), 60s), 0);
+  auto made = prism::Task(OnesHere).Options({.num_gpus = 1, .max_retries = 2}).Remote(4096, marker);
   EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made), 60s), 4096.0);
   int producer = ReadPid(marker);
   ASSERT_GT(producer, 0);
