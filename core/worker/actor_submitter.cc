@@ -23,22 +23,22 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
   const uint64_t seq = lane.next_seq++;
   task.spec->set_sequence(seq);
   if (eligible && lane.conn && !lane.conn->closed()) {
-    rpc::Envelope env;
-    env.mutable_push_task()->set_lease_id(0);
-    // Lent to the frame and taken back: the spec is not copied.
-    env.mutable_push_task()->mutable_spec()->Swap(task.spec.get());
-    // Flagged before the frame leaves: the loop, handling the reply, then waits on lanes_mu_
-    // for the booking instead of missing it.
-    bookings_.Flag();
-    // Under lanes_mu_, so frames go out in sequence order. A caller waiting for each answer
-    // writes its frame itself (no hand-off to the loop); one with calls out already (a
-    // pipeline) lets the loop write them in batches, as a peer woken per frame costs more.
-    if (lane.unanswered++ == 0) {
-      lane.conn->Send(env);
-    } else {
-      lane.conn->SendBatched(env);
+    {
+      rpc::Envelope env;
+      env.mutable_push_task()->set_lease_id(0);
+      LentSpec lent(env.mutable_push_task(), task.spec.get());  // (not copied)
+      // Flagged before the frame leaves: the loop, handling the reply, then waits on lanes_mu_
+      // for the booking instead of missing it.
+      bookings_.Flag();
+      // Under lanes_mu_, so frames go out in sequence order. A caller waiting for each answer
+      // writes its frame itself (no hand-off to the loop); one with calls out already (a
+      // pipeline) lets the loop write them in batches, as a peer woken per frame costs more.
+      if (lane.unanswered++ == 0) {
+        lane.conn->Send(env);
+      } else {
+        lane.conn->SendBatched(env);
+      }
     }
-    env.mutable_push_task()->mutable_spec()->Swap(task.spec.get());
     bookings_.Add(Booking{actor, seq, std::move(task)});
     return;
   }
@@ -139,10 +139,12 @@ void ActorSubmitter::Pump(const ActorId& id) {
   while (!a.queued.empty() && a.queued.begin()->second.unresolved == 0) {
     auto node = a.queued.extract(a.queued.begin());
     Call& call = node.mapped();
-    rpc::Envelope env;
-    env.mutable_push_task()->set_lease_id(0);
-    *env.mutable_push_task()->mutable_spec() = *call.task.spec;
-    a.conn->Send(env);
+    {
+      rpc::Envelope env;
+      env.mutable_push_task()->set_lease_id(0);
+      LentSpec lent(env.mutable_push_task(), call.task.spec.get());  // (not copied)
+      a.conn->Send(env);
+    }
     a.inflight.insert(std::move(node));
   }
   UpdateLane(id, a);

@@ -9,19 +9,6 @@
 namespace prism {
 namespace {
 
-// Lends a task's spec to the PushTask that carries it for as long as the guard lives (the
-// frame is built meanwhile): no copy of the spec per send. Declared after the envelope, so it
-// takes the spec back before the envelope would free it.
-class LentSpec {
- public:
-  LentSpec(rpc::PushTask* push, rpc::TaskSpec* spec) : push_(push) { push_->unsafe_arena_set_allocated_spec(spec); }
-  ~LentSpec() { push_->unsafe_arena_release_spec(); }
-  LentSpec(const LentSpec&) = delete;
-  LentSpec& operator=(const LentSpec&) = delete;
-
- private:
-  rpc::PushTask* push_;
-};
 
 }  // namespace
 

@@ -67,6 +67,20 @@ class ArenaSpec {
   rpc::TaskSpec* spec_ = nullptr;  // on arena_
 };
 
+/// Lends a task's spec to the PushTask that carries it for as long as the guard lives (the
+/// frame is built meanwhile): no copy of the spec per send. Declared after the envelope, so it
+/// takes the spec back before the envelope would free it.
+class LentSpec {
+ public:
+  LentSpec(rpc::PushTask* push, rpc::TaskSpec* spec) : push_(push) { push_->unsafe_arena_set_allocated_spec(spec); }
+  ~LentSpec() { push_->unsafe_arena_release_spec(); }
+  LentSpec(const LentSpec&) = delete;
+  LentSpec& operator=(const LentSpec&) = delete;
+
+ private:
+  rpc::PushTask* push_;
+};
+
 /// A task on its way: the spec (args may still be refs), what keeps its arguments alive, and
 /// its retry budget.
 struct PendingTask {
