@@ -42,7 +42,7 @@ cp -r python/prism "$out/python/"
 rm -f "$out"/python/prism/_prism*.so
 c++ -DMSGPACK_NO_BOOST -I core -I "$build/core" -I . -I core/include -I gpu/include -I collectives/include \
     -isystem "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" -std=c++20 -x c++ -M python/src/binding.h |
-  tr ' \\' '\n\n' | grep -E '^/usr/include/(asio|msgpack|google|dlpack)' | sort -u |
+  tr ' \\' '\n\n' | grep -E '^/usr/include/(asio|msgpack|google|dlpack|absl)' | sort -u |
   while read -r h; do
     mkdir -p "$out/include/$(dirname "${h#/usr/include/}")"
     cp "$h" "$out/include/${h#/usr/include/}"

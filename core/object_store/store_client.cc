@@ -115,7 +115,9 @@ void StoreClient::Sweep() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     if (idle_ == 0) {
+      sweeper_asleep_ = true;
       sweep_cv_.wait(lock);
+      sweeper_asleep_ = false;
       continue;
     }
     auto now = std::chrono::steady_clock::now();
@@ -286,8 +288,11 @@ void StoreClient::Release(const ObjectId& id) {
     return;
   }
   if (idle_++ == 0) {
-    if (!sweeper_.joinable()) sweeper_ = std::thread([this] { Sweep(); });
-    sweep_cv_.notify_one();
+    if (!sweeper_.joinable()) {
+      sweeper_ = std::thread([this] { Sweep(); });  // (it finds this idle pin when it starts)
+    } else if (sweeper_asleep_) {
+      sweep_cv_.notify_one();
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include "base/process_info.h"
 #include "node/node_daemon.h"
 #include "node/session.h"
+#include "object_store/store_client.h"
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
 
@@ -415,6 +416,37 @@ TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status_reply().store().num_objects(), 0u);
   EXPECT_EQ(r->status_reply().store().used(), 0u);
+}
+
+// A reader's pin stays for the client's hold after its last release (a second get is a lookup),
+// then goes back to the daemon: each time, including after the sweeper found nothing idle and
+// went to sleep, and while gets and releases come back to back.
+TEST_F(DaemonHostileTest, AStoreClientGivesBackIdlePinsAfterItsHold) {
+  const WorkerId owner = RandomUniqueId();
+  BlockingClient driver = Driver(owner);
+  auto store = StoreClient::Connect(socket_, token_, owner, std::chrono::milliseconds(200));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  StoreClient& s = **store;
+  const ObjectId id = PutObjectId(DriverTaskId(JobIdFromInt(9)), 1);
+  ASSERT_TRUE(s.Create(id, 64, owner).ok());
+  ASSERT_TRUE(s.Seal(id).ok());
+  s.Release(id);  // the writer's pin
+  auto given_back = [&] {
+    for (int i = 0; i < 200; ++i) {
+      if (s.held() == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 1000; ++i) {
+      auto views = s.Get({id});
+      ASSERT_TRUE(views[0].status.ok()) << views[0].status.ToString();
+      s.Release(id);
+    }
+    EXPECT_EQ(s.held(), 1u) << "kept for the hold";
+    EXPECT_TRUE(given_back()) << "round " << round;
+  }
 }
 
 // A client that dies half way through writing an object leaves nothing behind.
