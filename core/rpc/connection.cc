@@ -177,7 +177,7 @@ void Connection::DeliverHanded(const std::shared_ptr<Envelope>& msg) {
 std::shared_ptr<Envelope> Connection::HoldFrame() {
   // A handed frame runs on the loop without read_mu_, while the decoder may be delivering the
   // next ones to the other reader; every other handler runs under read_mu_.
-  if (handed_frame_ && InLoop()) return handed_frame_;
+  if (InLoop() && handed_frame_) return handed_frame_;  // (handed_frame_ is the loop's alone)
   return decoder_.current();
 }
 
