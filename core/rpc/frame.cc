@@ -56,24 +56,17 @@ Status FrameDecoder::Drain(const std::function<bool(Envelope&)>& on_frame) {
     // An incomplete frame waits for more bytes; the buffer grows only as they arrive, so a
     // large length prefix alone costs no memory.
     if (end_ - begin_ < kFrameHeaderBytes + len) break;
-    const char* at = buf_.data() + begin_ + kFrameHeaderBytes;
-    auto invalid = [len] {
+    std::shared_ptr<Envelope> held;  // with arenas_: the frame, on its own arena
+    Envelope local;
+    Envelope* msg = arenas_ ? (held = NewArenaEnvelope()).get() : &local;
+    if (!msg->ParseFromArray(buf_.data() + begin_ + kFrameHeaderBytes, static_cast<int>(len))) {
       return Status::ProtocolError("a frame of " + std::to_string(len) + " bytes is not a valid message");
-    };
-    if (arenas_) {
-      std::shared_ptr<Envelope> msg = NewArenaEnvelope();
-      if (!msg->ParseFromArray(at, static_cast<int>(len))) return invalid();
-      begin_ += kFrameHeaderBytes + len;
-      current_ = std::move(msg);
-      const bool more = on_frame(*current_);
-      current_.reset();
-      if (!more) return Status::OK();
-      continue;
     }
-    Envelope msg;
-    if (!msg.ParseFromArray(at, static_cast<int>(len))) return invalid();
     begin_ += kFrameHeaderBytes + len;
-    if (!on_frame(msg)) return Status::OK();
+    current_ = std::move(held);
+    const bool more = on_frame(*msg);
+    current_.reset();
+    if (!more) return Status::OK();
   }
   return Status::OK();
 }

@@ -7,10 +7,6 @@
 #include "rpc/blocking_client.h"
 
 namespace prism {
-namespace {
-
-
-}  // namespace
 
 ArenaSpec::ArenaSpec()
     : arena_(std::make_unique<rpc::MessageArena>()),
