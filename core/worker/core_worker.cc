@@ -163,7 +163,14 @@ void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = st
 void SetCallCanceller(CallCanceller canceller) { GlobalCallCanceller() = std::move(canceller); }
 
 CoreWorker::CoreWorker(CoreWorkerOptions options)
-    : options_(std::move(options)), store_([this](FreedObject f) { OnFreed(std::move(f)); }) {}
+    : options_(std::move(options)), store_([this](FreedObject f) { OnFreed(std::move(f)); }) {
+  OwnerClients::Config config;
+  config.token = options_.token;
+  config.max_frame_bytes = options_.submitter.max_frame_bytes;
+  config.self = options_.worker_id;
+  owner_clients_ = std::make_unique<OwnerClients>(loop_.context(), std::move(config),
+                                                  [this](const ObjectId& id) { store_.UndoRegistration(id); });
+}
 
 Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options) {
   options.submitter.token = options.token;
@@ -179,11 +186,12 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     GpuTasks::Peers peers;
     peers.self = cw->address_;
     peers.register_import = [self](const internal::OwnerAddress& p, const std::string& id,
-                                   const std::string& transfer_group) {
-      return self->RegisterDeviceImport(p, id, transfer_group);
+                                   const std::string& transfer_group) -> std::optional<std::string> {
+      if (self->shut_down_) return std::nullopt;
+      return self->owner_clients_->ImportDeviceObject(p, id, transfer_group);
     };
     peers.release_import = [self](const internal::OwnerAddress& p, const std::string& id) {
-      self->ReleaseDeviceImport(p, id);
+      if (!self->shut_down_) self->owner_clients_->ReleaseDeviceImport(p, id);
     };
     cw->gpu_tasks_->SetPeers(std::move(peers));
   }
@@ -205,7 +213,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   SubmitterHooks hooks;
   CoreWorker* w = cw.get();
   hooks.fetch_borrowed = [w](const ObjectId& id, const internal::OwnerAddress& owner,
-                             MemoryStore::Callback done) { w->FetchBorrowed(id, owner, std::move(done)); };
+                             MemoryStore::Callback done) { w->owner_clients_->Fetch(id, owner, std::move(done)); };
   hooks.is_self = [w](const internal::OwnerAddress& owner) { return w->IsSelf(owner); };
   hooks.nested_ref = [w](const rpc::NestedRef& n) {
     internal::OwnerAddress owner{n.owner().socket_path(), n.owner().worker_id(), n.owner().node_id()};
@@ -232,7 +240,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     return gone;
   };
   hooks.discard_device = [w](const ObjectId& id, const internal::OwnerAddress& producer) {
-    w->ReleaseDeviceResult(id, producer);
+    if (!w->shut_down_) w->owner_clients_->ReleaseDeviceResult(id, producer);
   };
   hooks.stream_item = [w](const TaskId& task, uint64_t index, StoredObject value) {
     w->OnStreamItem(task, index, std::move(value));
@@ -389,17 +397,7 @@ void CoreWorker::Accept() {
 
 void CoreWorker::TakePush(rpc::Connection& conn, rpc::Envelope& msg) {
   auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
-  {
-    std::lock_guard<std::mutex> lock(callers_mu_);
-    // Mostly the same caller on the same connection as the last task: no new key, no store.
-    const std::string& caller = msg.push_task().spec().caller().worker_id();
-    auto it = callers_.find(caller);
-    if (it == callers_.end()) {
-      callers_.emplace(caller, self);
-    } else if (it->second.owner_before(self) || self.owner_before(it->second)) {
-      it->second = self;
-    }
-  }
+  owner_clients_->RecordCaller(msg.push_task().spec().caller().worker_id(), self);
   if (std::shared_ptr<rpc::Envelope> frame = conn.HoldFrame()) {
     // Parsed on an arena: the task stays there, freed in one piece once it has run.
     executor_->Enqueue(std::shared_ptr<const rpc::PushTask>(std::move(frame), &msg.push_task()), std::move(self));
@@ -515,156 +513,10 @@ void CoreWorker::ServeGetObject(rpc::Connection& conn, const rpc::GetObjectReque
   }
 }
 
-CoreWorker::OwnerConn* CoreWorker::OwnerConnection(const internal::OwnerAddress& owner) {
-  auto it = owners_.find(owner.socket_path);
-  if (it != owners_.end() && !it->second->lost && (!it->second->conn || !it->second->conn->closed())) {
-    return it->second.get();
-  }
-  auto& slot = owners_[owner.socket_path];
-  if (slot) {
-    // A lost connection to the same path: keep it until its handlers are done.
-    std::shared_ptr<OwnerConn> old(slot.release());
-    asio::post(loop_.context(), [old] {});
-  }
-  slot = std::make_unique<OwnerConn>();
-  OwnerConn* raw = slot.get();
-  rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, options_.token);
-  hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
-  std::string path = owner.socket_path;
-  rpc::AsyncConnectAndHello(
-      loop_.context(), path, hello, std::chrono::seconds(10),
-      [this, raw, path](Result<rpc::Connected> connected) {
-        auto cur = owners_.find(path);
-        if (cur == owners_.end() || cur->second.get() != raw) return;  // replaced meanwhile
-        if (!connected.ok()) {
-          OwnerLost(raw, connected.status());
-          return;
-        }
-        raw->conn = rpc::Connection::Create(std::move(connected->socket), options_.submitter.max_frame_bytes);
-        raw->conn->Start(
-            [this, raw](rpc::Connection&, rpc::Envelope& m) {
-              if (m.has_borrowers_added()) {
-                auto a = raw->adds.find(m.borrowers_added().request_id());
-                if (a == raw->adds.end()) return;
-                int n = static_cast<int>(a->second.ids.size());
-                if (a->second.borrower.Binary() == address_.worker_id) {
-                  for (const auto& lost : m.borrowers_added().lost()) {
-                    if (ObjectId::IsValidBinary(lost)) store_.UndoRegistration(ObjectId::FromBinary(lost));
-                  }
-                }
-                raw->adds.erase(a);
-                BorrowAddsAnswered(n);
-                return;
-              }
-              if (m.has_device_object_imported()) {
-                auto i = raw->imports.find(m.device_object_imported().request_id());
-                if (i == raw->imports.end()) return;
-                const auto& answer = m.device_object_imported();
-                i->second->set_value(answer.lost() ? std::nullopt : std::optional<std::string>(answer.memory_handle()));
-                raw->imports.erase(i);
-                return;
-              }
-              if (!m.has_get_object_reply()) return;
-              auto w = raw->waiting.find(m.get_object_reply().request_id());
-              if (w == raw->waiting.end()) return;
-              auto cb = std::move(w->second.second);
-              raw->waiting.erase(w);
-              const auto& r = m.get_object_reply();
-              if (r.error().kind() != rpc::ERROR_NONE) {
-                StoredObject o;
-                o.error = r.error();
-                cb(o);
-              } else if (r.in_store()) {
-                cb(StoredObject::InStore(r.size()));
-              } else {
-                cb(StoredObject::Value(r.data()));
-              }
-            },
-            [this, raw](rpc::Connection&, const Status& st) { OwnerLost(raw, st); },
-            std::move(connected->leftover));
-        auto queued = std::move(raw->queued);
-        raw->queued.clear();
-        for (const auto& e : queued) raw->conn->Send(e);
-      });
-  return raw;
-}
-
-std::optional<std::string> CoreWorker::RegisterDeviceImport(const internal::OwnerAddress& producer,
-                                                             const std::string& id,
-                                                             const std::string& transfer_group) {
-  if (shut_down_) return std::nullopt;
-  auto answered = std::make_shared<std::promise<std::optional<std::string>>>();
-  std::future<std::optional<std::string>> result = answered->get_future();
-  asio::post(loop_.context(), [this, producer, id, transfer_group, answered] {
-    OwnerConn* oc = OwnerConnection(producer);
-    if (oc->lost) {
-      answered->set_value(std::nullopt);
-      return;
-    }
-    uint64_t rid = next_get_id_++;
-    oc->imports[rid] = answered;
-    rpc::Envelope env;
-    auto* m = env.mutable_import_device_object();
-    m->set_request_id(rid);
-    m->set_id(id);
-    m->set_importer(address_.worker_id);
-    m->set_transfer_group(transfer_group);
-    oc->Send(env);
-  });
-  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
-    // Given up on: should the producer count it after all, this undoes that (same connection,
-    // so it arrives after the request).
-    ReleaseDeviceImport(producer, id);
-    return std::nullopt;
-  }
-  return result.get();
-}
-
-void CoreWorker::ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id) {
-  if (shut_down_) return;
-  rpc::Envelope env;
-  env.mutable_release_device_objects()->add_ids(id);
-  env.mutable_release_device_objects()->set_importer(address_.worker_id);
-  PostToPeer(producer, std::move(env));
-}
-
-void CoreWorker::PostToPeer(const internal::OwnerAddress& to, rpc::Envelope env) {
-  asio::post(loop_.context(), [this, to, env = std::move(env)] { OwnerConnection(to)->Send(env); });
-}
-
 void CoreWorker::KeepArgumentExports() {
   // Device objects packed into a task's arguments (or a Put) stay with their producer, this
   // process, for as long as it lives: the running task's own result must not release them.
   (void)gpu_tasks_->TakeTaskExports();
-}
-
-void CoreWorker::OwnerLost(OwnerConn* oc, const Status& why) {
-  oc->lost = true;
-  oc->queued.clear();
-  for (auto& [rid, p] : oc->imports) p->set_value(std::nullopt);  // the producer (and its objects) are gone
-  oc->imports.clear();
-  auto waiting = std::move(oc->waiting);
-  oc->waiting.clear();
-  for (auto& [rid, w] : waiting) {
-    w.second(StoredObject::Error(rpc::ERROR_OWNER_DIED, "the owner of object " + w.first.Hex() +
-                                                            " died or is unreachable: " + why.message()));
-  }
-  // Registrations the owner will never answer: it is gone, and so are its objects.
-  int n = 0;
-  for (auto& [rid, a] : oc->adds) n += static_cast<int>(a.ids.size());
-  oc->adds.clear();
-  if (n > 0) BorrowAddsAnswered(n);
-}
-
-void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
-                               MemoryStore::Callback done) {
-  OwnerConn* oc = OwnerConnection(owner);
-  uint64_t rid = next_get_id_++;
-  oc->waiting[rid] = {id, std::move(done)};
-  rpc::Envelope env;
-  env.mutable_get_object()->set_request_id(rid);
-  env.mutable_get_object()->set_object_id(id.Binary());
-  oc->Send(env);
 }
 
 void CoreWorker::ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req) {
@@ -694,29 +546,6 @@ void CoreWorker::ServeRemoveBorrowers(const rpc::RemoveBorrowers& req) {
   }
 }
 
-void CoreWorker::QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id,
-                                  const WorkerId& borrower) {
-  bool post;
-  {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
-    pending_adds_++;
-    BorrowBatch& b = borrow_out_[owner.socket_path];
-    b.owner = owner;
-    b.adds[borrower].push_back(id);
-    post = !borrow_flush_posted_;
-    borrow_flush_posted_ = true;
-  }
-  if (post) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
-}
-
-void CoreWorker::ReleaseDeviceResult(const ObjectId& id, const internal::OwnerAddress& producer) {
-  if (shut_down_) return;
-  // Its device objects live in their producer: it may free them (once no importer maps them).
-  rpc::Envelope env;
-  env.mutable_release_device_objects()->add_object_ids(id.Binary());
-  PostToPeer(producer, std::move(env));
-}
-
 bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
   CheckCurrent(ref);
   if (!IsSelf(ref.owner()) || shut_down_ || !submitter_) return false;
@@ -729,7 +558,9 @@ bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
 }
 
 void CoreWorker::OnFreed(FreedObject f) {
-  if (!f.device_producer.socket_path.empty() && !shut_down_) ReleaseDeviceResult(f.id, f.device_producer);
+  if (!f.device_producer.socket_path.empty() && !shut_down_) {
+    owner_clients_->ReleaseDeviceResult(f.id, f.device_producer);
+  }
   if (!f.borrowed && !shut_down_ && submitter_ && submitter_->lineage_size() > 0) {
     // Its task goes too, if kept (also when it went while being rebuilt, with no value).
     ObjectId id = f.id;
@@ -750,101 +581,7 @@ void CoreWorker::OnFreed(FreedObject f) {
     return;
   }
   if (!f.borrowed || f.registered == 0 || shut_down_) return;
-  bool post;
-  {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
-    BorrowBatch& b = borrow_out_[f.owner.socket_path];
-    b.owner = f.owner;
-    b.removes.emplace_back(f.id, f.registered);
-    post = !borrow_flush_posted_;
-    borrow_flush_posted_ = true;
-  }
-  if (post) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
-}
-
-void CoreWorker::FlushBorrowMessages() {
-  std::map<std::string, BorrowBatch> out;
-  {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
-    borrow_flush_posted_ = false;
-    for (auto& [path, b] : borrow_out_) {
-      BorrowBatch& o = out[path];
-      o.owner = b.owner;
-      o.adds = std::move(b.adds);
-      b.adds.clear();
-      // Releases wait until every registration queued before them is answered (the ones
-      // going out now included).
-      if (pending_adds_ == 0) {
-        o.removes = std::move(b.removes);
-        b.removes.clear();
-      }
-    }
-    for (auto it = borrow_out_.begin(); it != borrow_out_.end();) {
-      it = it->second.removes.empty() && it->second.adds.empty() ? borrow_out_.erase(it) : std::next(it);
-    }
-  }
-  for (auto& [path, b] : out) {
-    if (b.adds.empty() && b.removes.empty()) continue;
-    OwnerConn* oc = OwnerConnection(b.owner);
-    for (auto& [borrower, ids] : b.adds) {
-      uint64_t rid = next_get_id_++;
-      rpc::Envelope env;
-      auto* a = env.mutable_add_borrowers();
-      a->set_request_id(rid);
-      a->set_borrower(borrower.Binary());
-      for (const auto& id : ids) a->add_object_ids(id.Binary());
-      oc->adds[rid] = OwnerConn::Adds{ids, borrower};
-      oc->Send(env);
-    }
-    if (!b.removes.empty()) {
-      rpc::Envelope env;
-      auto* r = env.mutable_remove_borrowers();
-      r->set_borrower(address_.worker_id);
-      for (auto& [id, n] : b.removes) {
-        r->add_object_ids(id.Binary());
-        r->add_counts(n);
-      }
-      // To an owner that pushed tasks here: on that connection, behind the task replies that
-      // may carry these objects back to it.
-      std::shared_ptr<rpc::Connection> lease;
-      {
-        std::lock_guard<std::mutex> lock(callers_mu_);
-        auto c = callers_.find(b.owner.worker_id);
-        if (c != callers_.end()) lease = c->second.lock();
-      }
-      if (lease && !lease->closed()) {
-        lease->Send(env);
-      } else {
-        oc->Send(env);
-      }
-    }
-  }
-}
-
-void CoreWorker::BorrowAddsAnswered(int n) {
-  bool flush = false;
-  {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
-    pending_adds_ -= n;
-    if (pending_adds_ <= 0) {
-      pending_adds_ = 0;
-      for (auto& [path, b] : borrow_out_) flush = flush || !b.removes.empty();
-      if (flush && !borrow_flush_posted_) {
-        borrow_flush_posted_ = true;
-      } else {
-        flush = false;
-      }
-    }
-  }
-  borrow_cv_.notify_all();
-  if (flush) asio::post(loop_.context(), [this] { FlushBorrowMessages(); });
-}
-
-void CoreWorker::WaitForBorrowRegistrations() {
-  std::unique_lock<std::mutex> lock(borrow_mu_);
-  if (!borrow_cv_.wait_for(lock, std::chrono::seconds(30), [this] { return pending_adds_ == 0; })) {
-    PRISM_LOG_WARN("{} borrow registrations unanswered after 30 s; replying anyway", pending_adds_);
-  }
+  owner_clients_->QueueRelease(f.owner, f.id, f.registered);
 }
 
 void CoreWorker::OnWorkerDied(const WorkerId& id) {
@@ -864,7 +601,7 @@ void CoreWorker::EnsureFetched(const internal::RefHandle& ref) {
   ObjectId id = ref.id();
   internal::OwnerAddress owner = ref.owner();
   asio::post(loop_.context(), [this, id, owner] {
-    FetchBorrowed(id, owner, [this, id](const StoredObject& obj) {
+    owner_clients_->Fetch(id, owner, [this, id](const StoredObject& obj) {
       store_.Put(id, obj);
       std::lock_guard<std::mutex> lock(fetch_mu_);
       fetching_.erase(id);
@@ -1277,7 +1014,7 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
   ObjectId id = ReturnObjectId(TaskId::FromBinary(c.task_id), static_cast<uint32_t>(index + 1));
   StoreReturn(id, value, c.caller, item->mutable_item());
   // Registrations of refs lent to the caller reach their owners before the caller can drop them.
-  WaitForBorrowRegistrations();
+  owner_clients_->WaitForRegistrations();
   c.to->Send(env);
 }
 
@@ -1476,7 +1213,7 @@ internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
 
 internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress owner) {
   if (!IsSelf(owner)) {
-    if (store_.AddBorrowedRef(id, owner)) QueueAddBorrower(owner, id, options_.worker_id);
+    if (store_.AddBorrowedRef(id, owner)) owner_clients_->QueueAddBorrower(owner, id, options_.worker_id);
     return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
   }
   if (!store_.AddRefIfPresent(id)) {  // (the message is built only when it is needed)
@@ -1767,7 +1504,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     if (!missing.empty()) {
       source.reset();  // releases the pins taken
       fail(rpc::ERROR_OBJECT_LOST, "", missing);
-      WaitForBorrowRegistrations();
+      owner_clients_->WaitForRegistrations();
       return done;
     }
   }
@@ -1866,7 +1603,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
   }
   // Registrations this task made (refs it keeps, refs lent to the caller) reach their owners
   // before the caller may drop the refs that protected them.
-  WaitForBorrowRegistrations();
+  owner_clients_->WaitForRegistrations();
   return done;
 }
 
@@ -1947,7 +1684,7 @@ void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
   } catch (const std::exception& e) {
     fail(rpc::ERROR_SYSTEM, "", std::string("cannot send the result: ") + e.what());
   }
-  WaitForBorrowRegistrations();
+  owner_clients_->WaitForRegistrations();
   if (!to.closed()) to.Send(env);
   hold.reset();  // after the reply, as for any task
 }
@@ -1964,7 +1701,7 @@ void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const W
     if (IsSelf(h->owner())) {
       n->set_borrow_registered(store_.AddBorrower(h->id(), caller));
     } else {
-      QueueAddBorrower(h->owner(), h->id(), caller);
+      owner_clients_->QueueAddBorrower(h->owner(), h->id(), caller);
       n->set_borrow_registered(true);
     }
   }
@@ -2048,9 +1785,7 @@ void CoreWorker::Shutdown() {
     for (auto& p : std::vector<std::shared_ptr<rpc::Connection>>(peers_.begin(), peers_.end())) {
       p->Close(Status::Cancelled("shutting down"));
     }
-    for (auto& [path, oc] : owners_) {
-      if (oc->conn) oc->conn->Close(Status::Cancelled("shutting down"));
-    }
+    owner_clients_->CloseAll();
     if (daemon_) daemon_->Close();
     done.set_value();
   });

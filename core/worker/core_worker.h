@@ -15,6 +15,7 @@
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
 #include "worker/output_capture.h"
+#include "worker/owner_clients.h"
 #include "worker/task_executor.h"
 #include "worker/task_submitter.h"
 #include "worker/timeline.h"
@@ -165,11 +166,6 @@ class CoreWorker {
     return actor_id_;
   }
   const std::string& session_dir() const { return options_.session_dir; }
-  /// Device objects: counts an import at its producer (blocks until answered: the memory's
-  /// export handle now, or nothing when the producer no longer has it), releases it.
-  std::optional<std::string> RegisterDeviceImport(const internal::OwnerAddress& producer, const std::string& id,
-                                                  const std::string& transfer_group);
-  void ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
   GpuTasks& gpu_tasks() { return *gpu_tasks_; }
@@ -221,16 +217,8 @@ class CoreWorker {
   void ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req);
   void ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req);
   void ServeRemoveBorrowers(const rpc::RemoveBorrowers& req);
-  /// The connection to an owner's core worker (event loop only), connecting (without blocking
-  /// the loop) if there is none; frames sent meanwhile wait for the handshake.
-  struct OwnerConn;
-  OwnerConn* OwnerConnection(const internal::OwnerAddress& owner);
-  /// Sends `env` to another core worker from the event loop (any thread may call).
-  void PostToPeer(const internal::OwnerAddress& to, rpc::Envelope env);
   /// Before a submission or Put: see core_worker.cc.
   void KeepArgumentExports();
-  /// The owner is unreachable or its connection closed: fail what waits on it.
-  void OwnerLost(OwnerConn* oc, const Status& why);
   /// object_store_->Get, waiting (up to 10 s, or `deadline`) while an object's restore from
   /// disk finds the store full.
   std::vector<StoreClient::View> GetFromStore(const std::vector<ObjectId>& ids,
@@ -257,19 +245,8 @@ class CoreWorker {
   /// borrower where another process owns them.
   void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
                   rpc::ReturnObject* ret);
-  // Borrow registrations: AddBorrowers go out in batches per owner; while any is unanswered,
-  // releases (RemoveBorrowers) and task replies wait, so no owner frees an object that a
-  // registration on its way still needs.
-  void QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id, const WorkerId& borrower);
-  void FlushBorrowMessages();
-  void BorrowAddsAnswered(int n);
-  void WaitForBorrowRegistrations();
   void OnFreed(FreedObject f);
-  /// The producer of a result's device objects may free them (the result went).
-  void ReleaseDeviceResult(const ObjectId& id, const internal::OwnerAddress& producer);
   void OnWorkerDied(const WorkerId& id);
-  void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
-                     MemoryStore::Callback done);
   void EnsureFetched(const internal::RefHandle& ref);
   bool IsSelf(const internal::OwnerAddress& owner) const;
   /// Throws InvalidArgumentError for a handle made before the last Shutdown().
@@ -326,52 +303,14 @@ class CoreWorker {
   std::atomic<uint64_t> driver_submitted_{0};
   std::atomic<uint32_t> driver_puts_{0};
 
-  // Event-loop thread only: connections to other owners, for borrowed objects.
-  struct OwnerConn {
-    std::shared_ptr<rpc::Connection> conn;  // null while connecting
-    std::vector<rpc::Envelope> queued;      // sent once connected
-    bool lost = false;
-    void Send(const rpc::Envelope& e) {
-      if (conn) {
-        conn->Send(e);
-      } else if (!lost) {
-        queued.push_back(e);
-      }
-    }
-    std::unordered_map<uint64_t, std::pair<ObjectId, MemoryStore::Callback>> waiting;
-    // AddBorrowers requests not answered yet: how many registrations each carried, and for whom.
-    struct Adds {
-      std::vector<ObjectId> ids;
-      WorkerId borrower;
-    };
-    std::unordered_map<uint64_t, Adds> adds;
-    // ImportDeviceObject requests not answered yet.
-    std::unordered_map<uint64_t, std::shared_ptr<std::promise<std::optional<std::string>>>> imports;
-  };
-  std::unordered_map<std::string, std::unique_ptr<OwnerConn>> owners_;
-  uint64_t next_get_id_ = 1;
+  // Connections to other core workers as their client: fetches, borrow registrations, imports.
+  std::unique_ptr<OwnerClients> owner_clients_;
   std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
-  // Callers that pushed tasks here, by worker id: releases of their objects go on the same
-  // connection as the replies, after them (a reply may carry a ref whose last borrow here goes).
-  // (Under callers_mu_: the executor's thread records a caller when it reads a task itself.)
-  std::mutex callers_mu_;
-  std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_ PRISM_GUARDED_BY(callers_mu_);
   // Workers and drivers the daemon reported dead: their late registrations are not counted.
   std::unordered_set<WorkerId> dead_;
 
   std::mutex fetch_mu_;
   std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);
-
-  struct BorrowBatch {
-    internal::OwnerAddress owner;
-    std::map<WorkerId, std::vector<ObjectId>> adds;                 // by borrower
-    std::vector<std::pair<ObjectId, uint32_t>> removes;             // this process's releases
-  };
-  std::mutex borrow_mu_;
-  std::condition_variable borrow_cv_;
-  int pending_adds_ PRISM_GUARDED_BY(borrow_mu_) = 0;  // registrations sent or queued, unanswered
-  std::map<std::string, BorrowBatch> borrow_out_ PRISM_GUARDED_BY(borrow_mu_);  // by owner socket
-  bool borrow_flush_posted_ PRISM_GUARDED_BY(borrow_mu_) = false;
 };
 
 }  // namespace prism
