@@ -42,6 +42,24 @@ bool Eventually(Pred pred) {
   return true;
 }
 
+// Keeps the event loop busy while it lives (what it was posted runs after).
+class PauseLoop {
+ public:
+  explicit PauseLoop(asio::io_context& io) {
+    auto running = std::make_shared<std::promise<void>>();
+    auto started = running->get_future();
+    asio::post(io, [running, released = released_] {
+      running->set_value();
+      released->get_future().wait();
+    });
+    started.wait();
+  }
+  ~PauseLoop() { released_->set_value(); }
+
+ private:
+  std::shared_ptr<std::promise<void>> released_ = std::make_shared<std::promise<void>>();
+};
+
 // An owner's core worker, reduced to the messages OwnerClients sends: it answers the handshake,
 // values it was given (or errors), registrations (at once, or when told), imports; it records
 // everything it received.
@@ -265,12 +283,16 @@ TEST_F(OwnerClientsTest, RegistrationsGoInOneBatchPerBorrowerAndReleasesWaitForT
   FakeOwner owner(loop_.context(), "batch");
   owner.hold_adds = true;
   WorkerId caller = RandomUniqueId();
-  // Queued from this thread before the loop flushes: one AddBorrowers per borrower.
-  clients_->QueueAddBorrower(owner.address(), Oid(1), self_);
-  clients_->QueueAddBorrower(owner.address(), Oid(2), self_);
-  clients_->QueueAddBorrower(owner.address(), Oid(3), self_);
-  clients_->QueueAddBorrower(owner.address(), Oid(4), caller);
-  clients_->QueueRelease(owner.address(), Oid(9), 2);
+  {
+    // Queued from this thread while the loop is busy (as a burst is): one flush takes them all,
+    // one AddBorrowers per borrower.
+    PauseLoop pause(loop_.context());
+    clients_->QueueAddBorrower(owner.address(), Oid(1), self_);
+    clients_->QueueAddBorrower(owner.address(), Oid(2), self_);
+    clients_->QueueAddBorrower(owner.address(), Oid(3), self_);
+    clients_->QueueAddBorrower(owner.address(), Oid(4), caller);
+    clients_->QueueRelease(owner.address(), Oid(9), 2);
+  }
   ASSERT_TRUE(Eventually([&] { return owner.count(rpc::Envelope::kAddBorrowers) == 2; }));
   EXPECT_EQ(clients_->pending_registrations(), 4);
   std::map<std::string, std::vector<std::string>> by_borrower;
@@ -364,8 +386,11 @@ TEST_F(OwnerClientsTest, ReleasesToACallerGoOnItsConnectionBehindItsReplies) {
 TEST_F(OwnerClientsTest, RegistrationsAtAnOwnerThatDiesCountAsAnswered) {
   FakeOwner owner(loop_.context(), "regdies");
   owner.hold_adds = true;
-  clients_->QueueAddBorrower(owner.address(), Oid(1), self_);
-  clients_->QueueAddBorrower(owner.address(), Oid(2), self_);
+  {
+    PauseLoop pause(loop_.context());
+    clients_->QueueAddBorrower(owner.address(), Oid(1), self_);
+    clients_->QueueAddBorrower(owner.address(), Oid(2), self_);
+  }
   ASSERT_TRUE(Eventually([&] { return owner.count(rpc::Envelope::kAddBorrowers) == 1; }));
   EXPECT_EQ(clients_->pending_registrations(), 2);
   owner.Kill();
