@@ -4,6 +4,7 @@
 // cluster the head's control service will, over gRPC, behind the same interface.
 #pragma once
 
+#include "base/spin.h"
 #include "prism.pb.h"
 #include "worker/lease_client.h"
 
@@ -79,6 +80,7 @@ class DaemonControlClient : public ControlClient {
   DaemonClient& daemon_;
   std::function<void(bool)> blocked_;
   std::chrono::milliseconds answer_within_;
+  AdaptiveSpin spin_;  // how long a call looks for its answer before it sleeps
 };
 
 }  // namespace prism

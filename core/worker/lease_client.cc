@@ -72,14 +72,29 @@ void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
 
 void DaemonClient::Call(uint64_t request_id, rpc::Envelope req,
                         std::function<void(Result<rpc::Envelope>)> done) {
-  asio::post(conn_->executor(), [this, request_id, req = std::move(req), done = std::move(done)]() mutable {
-    if (conn_->closed()) {
-      done(Status::Unavailable("the node daemon is gone"));
-      return;
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    if (!calls_closed_ && !conn_->closed()) {
+      calls_[request_id] = std::move(done);
+      done = nullptr;
     }
-    calls_[request_id] = std::move(done);
-    conn_->Send(req);
-  });
+  }
+  if (done) {
+    done(Status::Unavailable("the node daemon is gone"));
+    return;
+  }
+  // Written from this thread when nothing else is queued (Connection::Send): the event loop is
+  // not woken to send it, only to read the answer.
+  conn_->Send(req);
+}
+
+std::function<void(Result<rpc::Envelope>)> DaemonClient::TakeCall(uint64_t request_id) {
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  auto it = request_id == 0 ? calls_.end() : calls_.find(request_id);
+  if (it == calls_.end()) return nullptr;
+  auto done = std::move(it->second);
+  calls_.erase(it);
+  return done;
 }
 
 void DaemonClient::OnMessage(rpc::Envelope& msg) {
@@ -119,10 +134,7 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       return;
     }
     case rpc::Envelope::kError: {
-      auto it = calls_.find(msg.error().request_id());
-      if (msg.error().request_id() != 0 && it != calls_.end()) {
-        auto done = std::move(it->second);
-        calls_.erase(it);
+      if (auto done = TakeCall(msg.error().request_id())) {
         done(Status(static_cast<StatusCode>(msg.error().code()), msg.error().message()));
         return;
       }
@@ -132,18 +144,13 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
     case rpc::Envelope::kKvReply:
     case rpc::Envelope::kPlacementGroupInfo: {
       uint64_t rid = msg.has_kv_reply() ? msg.kv_reply().request_id() : msg.placement_group_info().request_id();
-      auto it = calls_.find(rid);
-      if (it == calls_.end()) return;  // (an answer nobody waits for any more)
-      auto done = std::move(it->second);
-      calls_.erase(it);
+      auto done = TakeCall(rid);
+      if (!done) return;  // (an answer nobody waits for any more)
       done(std::move(msg));
       return;
     }
     case rpc::Envelope::kActorUpdate: {
-      auto it = calls_.find(msg.actor_update().request_id());
-      if (msg.actor_update().request_id() != 0 && it != calls_.end()) {
-        auto done = std::move(it->second);
-        calls_.erase(it);
+      if (auto done = TakeCall(msg.actor_update().request_id())) {
         done(std::move(msg));
         return;
       }
@@ -162,8 +169,12 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
 }
 
 void DaemonClient::OnClosed(const Status& st) {
-  auto calls = std::move(calls_);
-  calls_.clear();
+  std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls;
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    calls_closed_ = true;
+    calls.swap(calls_);
+  }
   for (auto& [id, done] : calls) done(Status::Unavailable("the node daemon is gone: " + st.message()));
   auto leases = std::move(lease_waiters_);
   for (auto& [id, waiter] : leases) {

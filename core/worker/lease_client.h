@@ -3,6 +3,7 @@
 
 #include "base/resources.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
@@ -14,6 +15,7 @@
 #include <map>
 #include <string>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 
 namespace prism {
@@ -72,7 +74,7 @@ class DaemonClient : public LeaseClient {
   uint64_t NextRequestId() { return next_request_id_.fetch_add(1); }
   /// Any thread: sends `req` (carrying `request_id`); `done` runs on the event loop with the
   /// daemon's answer (an ActorUpdate, or an ErrorReply as a failed status), or the connection's
-  /// loss.
+  /// loss (on the calling thread, at once, when the connection is gone already).
   void Call(uint64_t request_id, rpc::Envelope req, std::function<void(Result<rpc::Envelope>)> done);
   /// Any thread: a message that needs no answer.
   void Send(const rpc::Envelope& msg) { conn_->Send(msg); }
@@ -90,7 +92,11 @@ class DaemonClient : public LeaseClient {
   std::function<void(const Status&)> on_lost_;
   std::function<void(const WorkerId&)> on_worker_died_;
   std::atomic<uint64_t> next_request_id_{1};
-  std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_;  // loop only
+  /// The call waiting for the answer to `request_id` (null: none, or 0), taken out of the table.
+  std::function<void(Result<rpc::Envelope>)> TakeCall(uint64_t request_id);
+  std::mutex calls_mu_;  // callers add calls, the loop takes them
+  std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_ PRISM_GUARDED_BY(calls_mu_);
+  bool calls_closed_ PRISM_GUARDED_BY(calls_mu_) = false;  // the connection went: no call is added
   struct LeaseWaiter {
     std::function<void(bool infeasible)> queued;
     std::function<void(LeaseOutcome)> done;

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace prism {
@@ -226,6 +227,51 @@ TEST_F(ControlClientTest, SilenceAndALostServiceAreRuntimeErrors) {
 
   service_conn_->Close(Status::OK());
   EXPECT_THROW(client_->KvGet("ns", "k"), RuntimeError);
+}
+
+TEST_F(ControlClientTest, CallsFromManyThreadsEachGetTheirOwnAnswer) {
+  // Callers add their calls from their own threads while the loop takes answered ones out.
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        std::string key = std::to_string(t) + "/" + std::to_string(i);
+        if (client_->KvPut("ns", key, "v" + key, /*overwrite=*/false)) wrong++;
+        if (client_->KvGet("ns", key) != "v" + key) wrong++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_F(ControlClientTest, CallsWaitingWhenTheServiceGoesAndCallsAfterFailAtOnce) {
+  PlacementGroupOptions o;
+  o.bundles = {{{"CPU", 1}}};
+  o.name = "silent";
+  std::atomic<bool> threw{false};
+  std::chrono::steady_clock::duration waited{};
+  std::thread caller([&] {
+    auto start = std::chrono::steady_clock::now();
+    try {
+      client_->CreatePlacementGroup(o);
+    } catch (const RuntimeError&) {
+      threw = true;
+    }
+    waited = std::chrono::steady_clock::now() - start;
+  });
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (service_.received().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  ASSERT_FALSE(service_.received().empty());
+  service_conn_->Close(Status::OK());  // the daemon goes before it answers
+  caller.join();
+  EXPECT_TRUE(threw);
+  EXPECT_LT(waited, 400ms);  // failed by the loss, not by answer_within (500 ms)
+
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(client_->KvGet("ns", "k"), RuntimeError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms);
 }
 
 }  // namespace
