@@ -170,6 +170,7 @@ CoreWorker::CoreWorker(CoreWorkerOptions options)
   config.self = options_.worker_id;
   owner_clients_ = std::make_unique<OwnerClients>(loop_.context(), std::move(config),
                                                   [this](const ObjectId& id) { store_.UndoRegistration(id); });
+  owner_service_ = std::make_unique<OwnerService>(store_, *gpu_tasks_);
 }
 
 Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options) {
@@ -245,7 +246,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   hooks.stream_item = [w](const TaskId& task, uint64_t index, StoredObject value) {
     w->OnStreamItem(task, index, std::move(value));
   };
-  hooks.remove_borrowers = [w](const rpc::RemoveBorrowers& r) { w->ServeRemoveBorrowers(r); };
+  hooks.remove_borrowers = [w](const rpc::RemoveBorrowers& r) { w->owner_service_->RemoveBorrowers(r); };
   cw->actor_submitter_ = std::make_unique<ActorSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                          cw->store_, *cw->daemon_, hooks);
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
@@ -440,45 +441,8 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
         GlobalCallCanceller()(TaskId::FromBinary(msg.cancel_call().task_id()));
       }
       return;
-    case rpc::Envelope::kGetObject:
-      ServeGetObject(conn, msg.get_object());
-      return;
-    case rpc::Envelope::kAddBorrowers:
-      ServeAddBorrowers(conn, msg.add_borrowers());
-      return;
-    case rpc::Envelope::kRemoveBorrowers:
-      ServeRemoveBorrowers(msg.remove_borrowers());
-      return;
-    case rpc::Envelope::kImportDeviceObject: {
-      const auto& req = msg.import_device_object();
-      // (An importer the daemon reported dead is not counted: its release would never come.)
-      // (A spilled object is restored first, here on the event loop: a copy from host memory.)
-      std::string handle;
-      bool held = WorkerId::IsValidBinary(req.importer()) &&
-                  dead_.count(WorkerId::FromBinary(req.importer())) == 0 &&
-                  gpu_tasks_->AddImport(req.id(), WorkerId::FromBinary(req.importer()), &handle);
-      rpc::Envelope reply;
-      reply.mutable_device_object_imported()->set_request_id(req.request_id());
-      reply.mutable_device_object_imported()->set_lost(!held);
-      reply.mutable_device_object_imported()->set_memory_handle(handle);
-      conn.Send(reply);
-      // (Queued in the order requests come, so the pair's sends match the importer's receives.)
-      if (held && !req.transfer_group().empty()) {
-        gpu_tasks_->QueueSend(req.id(), WorkerId::FromBinary(req.importer()), req.transfer_group());
-      }
-      return;
-    }
-    case rpc::Envelope::kReleaseDeviceObjects: {
-      const auto& r = msg.release_device_objects();
-      for (const auto& oid : r.object_ids()) {
-        if (ObjectId::IsValidBinary(oid)) gpu_tasks_->ReleaseObject(ObjectId::FromBinary(oid));
-      }
-      if (WorkerId::IsValidBinary(r.importer())) {
-        for (const auto& id : r.ids()) gpu_tasks_->RemoveImport(id, WorkerId::FromBinary(r.importer()));
-      }
-      return;
-    }
     default:
+      if (owner_service_->Handle(conn, msg)) return;
       break;
   }
   rpc::Envelope err;
@@ -487,63 +451,10 @@ void CoreWorker::OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg) {
   conn.Send(err);
 }
 
-void CoreWorker::ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req) {
-  auto self = conn.shared_from_this();
-  uint64_t rid = req.request_id();
-  std::string oid = req.object_id();
-  auto reply = [self, rid, oid](const StoredObject& obj) {
-    rpc::Envelope env;
-    auto* r = env.mutable_get_object_reply();
-    r->set_request_id(rid);
-    r->set_object_id(oid);
-    if (obj.is_error()) {
-      *r->mutable_error() = obj.error;
-    } else if (obj.in_store) {
-      r->set_in_store(true);
-      r->set_size(obj.size);
-    } else {
-      r->set_data(*obj.data);
-    }
-    self->Send(env);
-  };
-  if (!ObjectId::IsValidBinary(oid) || !store_.OnReady(ObjectId::FromBinary(oid), reply)) {
-    reply(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                              "object " + ObjectId::FromBinary(oid).Hex() +
-                                  " is not held by its owner (freed, or never existed)"));
-  }
-}
-
 void CoreWorker::KeepArgumentExports() {
   // Device objects packed into a task's arguments (or a Put) stay with their producer, this
   // process, for as long as it lives: the running task's own result must not release them.
   (void)gpu_tasks_->TakeTaskExports();
-}
-
-void CoreWorker::ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req) {
-  rpc::Envelope env;
-  auto* r = env.mutable_borrowers_added();
-  r->set_request_id(req.request_id());
-  // A malformed request counts nothing, but is still answered, so the sender's wait ends. So is
-  // one for a borrower already reported dead (its frame was on its way when it died).
-  WorkerId borrower = WorkerId::FromBinary(req.borrower());
-  const bool valid = WorkerId::IsValidBinary(req.borrower()) && dead_.count(borrower) == 0;
-  for (const auto& bin : req.object_ids()) {
-    if (!valid || !ObjectId::IsValidBinary(bin) ||
-        !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
-      r->add_lost(bin);
-    }
-  }
-  conn.Send(env);
-}
-
-void CoreWorker::ServeRemoveBorrowers(const rpc::RemoveBorrowers& req) {
-  if (!WorkerId::IsValidBinary(req.borrower())) return;
-  WorkerId borrower = WorkerId::FromBinary(req.borrower());
-  for (int i = 0; i < req.object_ids_size(); ++i) {
-    if (!ObjectId::IsValidBinary(req.object_ids(i))) continue;
-    uint32_t n = i < req.counts_size() ? req.counts(i) : 1;
-    store_.RemoveBorrower(ObjectId::FromBinary(req.object_ids(i)), borrower, n);
-  }
 }
 
 bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
@@ -585,9 +496,7 @@ void CoreWorker::OnFreed(FreedObject f) {
 }
 
 void CoreWorker::OnWorkerDied(const WorkerId& id) {
-  dead_.insert(id);
-  store_.RemoveBorrowerEverywhere(id);
-  gpu_tasks_->ImporterDied(id);
+  owner_service_->WorkerDied(id);
   // Results whose device objects it kept are rebuilt by running their tasks again.
   if (submitter_) submitter_->ProducerDied(id);
 }

@@ -16,6 +16,7 @@
 #include "worker/memory_store.h"
 #include "worker/output_capture.h"
 #include "worker/owner_clients.h"
+#include "worker/owner_service.h"
 #include "worker/task_executor.h"
 #include "worker/task_submitter.h"
 #include "worker/timeline.h"
@@ -214,9 +215,6 @@ class CoreWorker {
   void OnPeerMessage(rpc::Connection& conn, rpc::Envelope& msg);
   /// A task pushed by a caller (on the loop, or on the executor's thread that read it itself).
   void TakePush(rpc::Connection& conn, rpc::Envelope& msg);
-  void ServeGetObject(rpc::Connection& conn, const rpc::GetObjectRequest& req);
-  void ServeAddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& req);
-  void ServeRemoveBorrowers(const rpc::RemoveBorrowers& req);
   /// Before a submission or Put: see core_worker.cc.
   void KeepArgumentExports();
   /// object_store_->Get, waiting (up to 10 s, or `deadline`) while an object's restore from
@@ -305,9 +303,9 @@ class CoreWorker {
 
   // Connections to other core workers as their client: fetches, borrow registrations, imports.
   std::unique_ptr<OwnerClients> owner_clients_;
+  // The owner's side of the same protocol: answers fetches, registrations and imports (event loop).
+  std::unique_ptr<OwnerService> owner_service_;
   std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
-  // Workers and drivers the daemon reported dead: their late registrations are not counted.
-  std::unordered_set<WorkerId> dead_;
 
   std::mutex fetch_mu_;
   std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);
