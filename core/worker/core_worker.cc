@@ -24,14 +24,6 @@
 namespace prism {
 namespace {
 
-// The task running on this thread (worker main thread), with its submission counters.
-thread_local bool tl_in_task = false;
-thread_local TaskId tl_task;
-thread_local uint64_t tl_submitted = 0;
-thread_local uint32_t tl_puts = 0;
-thread_local uint32_t tl_attempt = 0;
-thread_local std::vector<int> tl_gpu_ids;  // the GPUs the running task's lease holds
-thread_local const rpc::TaskSpec* tl_spec = nullptr;  // the running task's spec
 // The streaming task running on this thread: where its values go.
 struct StreamContext {
   std::shared_ptr<rpc::Connection> to;  // null: not a streaming task
@@ -203,14 +195,15 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     cw->object_store_ = std::shared_ptr<StoreClient>(std::move(*store));
     cw->gpu_tasks_->SetHostStore(cw->object_store_, cw->options_.worker_id);
   }
-  cw->driver_task_ = DriverTaskId(cw->options_.job_id);
+  TaskId root = DriverTaskId(cw->options_.job_id);
   if (cw->options_.role == rpc::ROLE_WORKER) {
     // Code in a worker outside any task (other threads, before the first task) submits under
     // a root of its own, so its ids never meet the driver's.
     uint64_t salt;
     std::memcpy(&salt, cw->options_.worker_id.data(), sizeof(salt));
-    cw->driver_task_ = ChildTaskId(cw->driver_task_, salt | (uint64_t{1} << 63));
+    root = ChildTaskId(root, salt | (uint64_t{1} << 63));
   }
+  cw->task_context_ = std::make_unique<TaskContext>(root);
   SubmitterHooks hooks;
   CoreWorker* w = cw.get();
   hooks.fetch_borrowed = [w](const ObjectId& id, const internal::OwnerAddress& owner,
@@ -532,13 +525,7 @@ internal::RefPtr CoreWorker::SelfHandle(const ObjectId& id) const {
   return std::make_shared<internal::RefHandle>(id, self_address_, options_.runtime_generation);
 }
 
-TaskId CoreWorker::CurrentTaskId() const { return tl_in_task ? tl_task : driver_task_; }
-
-TaskId CoreWorker::NextTaskId() {
-  return tl_in_task ? ChildTaskId(tl_task, ++tl_submitted) : ChildTaskId(driver_task_, ++driver_submitted_);
-}
-
-bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORKER && tl_in_task; }
+bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORKER && TaskContext::InTask(); }
 
 void CoreWorker::SetBlocked(bool blocked) {
   if (!InTaskOfWorker()) return;
@@ -605,7 +592,7 @@ RuntimeContextInfo CoreWorker::RuntimeContext() const {
   c.worker_id = WorkerId::FromBinary(address_.worker_id).Hex();
   c.node_id = NodeId::FromBinary(address_.node_id).Hex();
   c.is_worker = options_.role == rpc::ROLE_WORKER;
-  if (tl_in_task) c.task_id = tl_task.Hex();
+  if (TaskContext::InTask()) c.task_id = task_context_->Current().Hex();
   ActorId actor = actor_id();
   if (!actor.IsNil()) {
     c.actor_id = actor.Hex();
@@ -614,8 +601,9 @@ RuntimeContextInfo CoreWorker::RuntimeContext() const {
     std::lock_guard<std::mutex> lock(actor_mu_);
     c.actor_name = actor_name_;
   }
-  if (tl_in_task && tl_spec != nullptr && !tl_spec->has_actor_creation() && tl_spec->actor_id().empty()) {
-    for (const auto& r : tl_spec->resources()) c.resources[r.name()] = static_cast<double>(r.milli()) / kMilli;
+  const rpc::TaskSpec* spec = TaskContext::Spec();
+  if (spec != nullptr && !spec->has_actor_creation() && spec->actor_id().empty()) {
+    for (const auto& r : spec->resources()) c.resources[r.name()] = static_cast<double>(r.milli()) / kMilli;
   }
   c.gpu_ids = GpuIds();
   return c;
@@ -624,8 +612,8 @@ RuntimeContextInfo CoreWorker::RuntimeContext() const {
 std::vector<int> CoreWorker::GpuIds() const {
   // An actor's GPUs are its own on every thread (its event loop, its concurrency groups' threads).
   if (!actor_gpu_ids_.empty()) return actor_gpu_ids_;
-  if (!tl_in_task) return {};
-  return tl_gpu_ids;
+  if (!TaskContext::InTask()) return {};
+  return TaskContext::GpuIds();
 }
 
 internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
@@ -643,7 +631,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   rpc::Placement placement =
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
 
-  TaskId task_id = NextTaskId();
+  TaskId task_id = task_context_->NextChild();
   rpc::CreateActor create;
   auto* req = &create;
   *req->mutable_placement() = placement;
@@ -651,7 +639,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   spec.set_task_id(task_id.Binary());
   spec.set_gpu_memory(options.gpu_memory);
   spec.set_job_id(options_.job_id.Binary());
-  spec.set_parent_task_id(CurrentTaskId().Binary());
+  spec.set_parent_task_id(task_context_->Current().Binary());
   spec.set_function(factory);
   spec.set_name(options.name.empty() ? factory : options.name);
   spec.set_num_returns(1);
@@ -720,11 +708,11 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
   CheckNumReturns(num_returns);
   if (shut_down_) throw RuntimeError("prism is shut down");
   CheckCurrent(*actor.lifetime);
-  TaskId task_id = NextTaskId();
+  TaskId task_id = task_context_->NextChild();
   PendingTask t;
   t.spec->set_task_id(task_id.Binary());
   t.spec->set_job_id(options_.job_id.Binary());
-  t.spec->set_parent_task_id(CurrentTaskId().Binary());
+  t.spec->set_parent_task_id(task_context_->Current().Binary());
   t.spec->set_function(method);
   t.spec->set_name(method);
   t.spec->set_num_returns(num_returns);
@@ -953,7 +941,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
                        "TaskOptions");
   CheckEnv(options.env);
 
-  TaskId task_id = NextTaskId();
+  TaskId task_id = task_context_->NextChild();
   PendingTask t;
   t.lease.env = options.env;
   if (!options.runtime.empty() && options.runtime != "cpp" && options.runtime != "python") {
@@ -965,7 +953,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
       PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
   t.spec->set_task_id(task_id.Binary());
   t.spec->set_job_id(options_.job_id.Binary());
-  t.spec->set_parent_task_id(CurrentTaskId().Binary());
+  t.spec->set_parent_task_id(task_context_->Current().Binary());
   t.spec->set_attempt(0);
   t.spec->set_function(function);
   t.spec->set_gpu_memory(options.gpu_memory);
@@ -1097,16 +1085,7 @@ internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   for (const auto& ref : value.nested) CheckCurrent(*ref);
-  uint32_t n;
-  if (tl_in_task) {
-    // Each attempt of a task puts under its own ids, so a retry never meets what an earlier
-    // attempt left in the store.
-    if (tl_puts >= (1u << 24) - 1) throw RuntimeError("a task may put at most 16,777,215 objects");
-    n = ++tl_puts | ((tl_attempt & 0x7f) << 24);
-  } else {
-    n = ++driver_puts_;
-  }
-  ObjectId id = PutObjectId(CurrentTaskId(), n);
+  ObjectId id = task_context_->NextPut();
   StoredObject obj;
   if (value.size > internal::kMaxInlineBytes) {
     WriteToStore(id, value, options_.worker_id);
@@ -1245,21 +1224,9 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
   struct EndStream {
     ~EndStream() { tl_stream = StreamContext{}; }
   } end_stream;
-  tl_in_task = true;
-  tl_task = TaskId::FromBinary(spec.task_id());
-  tl_attempt = spec.attempt();
-  tl_submitted = 0;
-  tl_puts = 0;
-  tl_gpu_ids.clear();
-  for (const auto& d : push->devices()) {
-    if (d.resource() == kGpu) tl_gpu_ids.push_back(d.index());
-  }
-  tl_spec = &spec;
-  struct ForgetSpec {
-    ~ForgetSpec() { tl_spec = nullptr; }
-  } forget_spec;
+  TaskContext::Running running(*push);
   if (spec.has_actor_creation()) {  // for the actor's life
-    actor_gpu_ids_ = tl_gpu_ids;
+    actor_gpu_ids_ = TaskContext::GpuIds();
     actor_restarts_ = spec.attempt();
     actor_resources_.clear();
     for (const auto& r : spec.resources()) actor_resources_[r.name()] = static_cast<double>(r.milli()) / kMilli;
@@ -1419,7 +1386,8 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
   }
   // GPU tasks get a context (their device, a stream of the pool, capped memory) for the run;
   // an actor's creation makes the one its calls share.
-  std::vector<int> task_gpus = !tl_gpu_ids.empty() || spec.actor_id().empty() ? tl_gpu_ids : actor_gpu_ids_;
+  std::vector<int> task_gpus =
+      !TaskContext::GpuIds().empty() || spec.actor_id().empty() ? TaskContext::GpuIds() : actor_gpu_ids_;
   if (!task_gpus.empty() && spec.actor_id().empty() && !spec.has_actor_creation() && !actor_instance_) {
     // Stateless GPU tasks of this worker's lease run side by side, each on its own stream of the
     // pool: a task that waits (for its stream, for a Get) lets the next one start.

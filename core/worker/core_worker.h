@@ -17,6 +17,7 @@
 #include "worker/output_capture.h"
 #include "worker/owner_clients.h"
 #include "worker/owner_service.h"
+#include "worker/task_context.h"
 #include "worker/task_executor.h"
 #include "worker/task_submitter.h"
 #include "worker/timeline.h"
@@ -252,8 +253,6 @@ class CoreWorker {
   internal::RefPtr NewHandle(const ObjectId& id);
   /// A handle to one of this process's objects, sharing its address (the caller counted the ref).
   internal::RefPtr SelfHandle(const ObjectId& id) const;
-  TaskId CurrentTaskId() const;
-  TaskId NextTaskId();
 
   CoreWorkerOptions options_;
   rpc::EventLoop loop_;  // destroyed last: everything below runs on it
@@ -296,10 +295,8 @@ class CoreWorker {
   std::unique_ptr<TimelineRecorder> timeline_;  // workers with recording on (PRISM_TIMELINE=1)
   std::atomic<bool> shut_down_{false};
 
-  // The task whose code runs now on the worker's main thread; the driver's task elsewhere.
-  TaskId driver_task_;
-  std::atomic<uint64_t> driver_submitted_{0};
-  std::atomic<uint32_t> driver_puts_{0};
+  // What runs on each thread, and the ids of what it submits and puts.
+  std::unique_ptr<TaskContext> task_context_;
 
   // Connections to other core workers as their client: fetches, borrow registrations, imports.
   std::unique_ptr<OwnerClients> owner_clients_;
