@@ -786,100 +786,20 @@ internal::ActorRef CoreWorker::GetActorByName(const std::string& name, const std
   return internal::ActorRef{id, lifetime};
 }
 
-// The caller's side of a streaming task: values arrive in order on the event loop; the task's
-// return object says when (and how) it ended.
-class CoreWorker::Stream : public internal::StreamHandle {
- public:
-  explicit Stream(CoreWorker* w) : w_(w) {}
-  /// Dropped before its task ended: the task is stopped (as Cancel with force), since nobody
-  /// reads what it writes and it may never end by itself.
-  ~Stream() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || w_ == nullptr || !completion_) return;
-    try {
-      w_->CancelTask(*completion_, /*force=*/true);
-    } catch (const std::exception& e) {
-      PRISM_LOG_DEBUG("could not stop a dropped stream's task: {}", e.what());
-    }
-  }
-  void SetCompletion(internal::RefPtr completion) { completion_ = std::move(completion); }
-  /// The core worker shuts down: it is not to be called any more.
-  void Detach() {
-    std::lock_guard<std::mutex> lock(mu_);
-    w_ = nullptr;
-  }
-  void Push(internal::RefPtr value) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      values_.push_back(std::move(value));
-    }
-    cv_.notify_all();
-  }
-  void End(bool failed) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ended_ = true;
-      failed_ = failed;
-    }
-    cv_.notify_all();
-  }
-  internal::RefPtr Next(int64_t timeout_ms) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    auto ready = [&] { return !values_.empty() || ended_; };
-    if (!ready()) {
-      CoreWorker* w = w_;
-      if (w == nullptr) throw RuntimeError("prism is shut down");
-      lock.unlock();
-      w->SetBlocked(true);  // a task reading a stream gives its CPU back while it waits
-      lock.lock();
-      bool ok = true;
-      if (timeout_ms < 0) {
-        cv_.wait(lock, ready);
-      } else {
-        ok = cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), ready);
-      }
-      lock.unlock();
-      w->SetBlocked(false);
-      lock.lock();
-      if (!ok) {
-        throw GetTimeoutError("no value of the stream came within " + std::to_string(timeout_ms) + " ms");
-      }
-    }
-    if (!values_.empty()) {
-      internal::RefPtr v = std::move(values_.front());
-      values_.pop_front();
-      return v;
-    }
-    if (failed_ && !error_given_) {
-      error_given_ = true;
-      return completion_;  // holds the error
-    }
-    return nullptr;
-  }
-  internal::RefPtr completion() const override { return completion_; }
-
- private:
-  CoreWorker* w_;
-  internal::RefPtr completion_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<internal::RefPtr> values_;
-  bool ended_ = false;
-  bool failed_ = false;
-  bool error_given_ = false;
-};
-
 std::shared_ptr<internal::StreamHandle> CoreWorker::SubmitStreamingTask(const std::string& function,
                                                                         std::vector<internal::SerializedArg> args,
                                                                         const TaskOptions& options) {
-  auto stream = std::make_shared<Stream>(this);
+  TaskStream::Runtime runtime;
+  runtime.cancel = [this](const internal::RefHandle& completion) { CancelTask(completion, /*force=*/true); };
+  runtime.blocked = [this](bool waiting) { SetBlocked(waiting); };
+  auto stream = std::make_shared<TaskStream>(std::move(runtime));
   SubmitTask(function, std::move(args), options, stream);
   return stream;
 }
 
 void CoreWorker::OnStreamItem(const TaskId& task, uint64_t index, StoredObject value) {
   ObjectId id = ReturnObjectId(task, static_cast<uint32_t>(index + 1));
-  std::shared_ptr<Stream> stream;
+  std::shared_ptr<TaskStream> stream;
   {
     std::lock_guard<std::mutex> lock(streams_mu_);
     auto it = streams_.find(task);
@@ -924,13 +844,13 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskReturns(const std::string& f
 
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
-                                        const TaskOptions& options, std::shared_ptr<Stream> stream) {
+                                        const TaskOptions& options, std::shared_ptr<TaskStream> stream) {
   return SubmitTaskImpl(function, std::move(args), options, std::move(stream), 1).front();
 }
 
 std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& function,
                                                          std::vector<internal::SerializedArg> args,
-                                                         const TaskOptions& options, std::shared_ptr<Stream> stream,
+                                                         const TaskOptions& options, std::shared_ptr<TaskStream> stream,
                                                          uint32_t num_returns) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
@@ -1001,7 +921,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
       std::lock_guard<std::mutex> lock(streams_mu_);
       streams_[task_id] = stream;
     }
-    std::weak_ptr<Stream> weak = stream;
+    std::weak_ptr<TaskStream> weak = stream;
     store_.OnReady(t.return_id, [this, weak, task_id](const StoredObject& end) {
       if (auto s = weak.lock()) s->End(end.is_error());
       std::lock_guard<std::mutex> lock(streams_mu_);

@@ -19,6 +19,7 @@
 #include "worker/owner_service.h"
 #include "worker/task_context.h"
 #include "worker/task_executor.h"
+#include "worker/task_stream.h"
 #include "worker/task_submitter.h"
 #include "worker/timeline.h"
 
@@ -110,14 +111,13 @@ class ForeignTaskError : public std::runtime_error {
 
 class CoreWorker {
  public:
-  class Stream;  // the caller's side of a streaming task
   /// Listens on its own socket, connects to the node daemon and registers. Errors: the daemon
   /// is unreachable or refused us.
   static Result<std::unique_ptr<CoreWorker>> Start(CoreWorkerOptions options);
   ~CoreWorker();
 
   internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
-                              const TaskOptions& options, std::shared_ptr<Stream> stream = nullptr);
+                              const TaskOptions& options, std::shared_ptr<TaskStream> stream = nullptr);
   /// A task with `num_returns` (>= 1) return objects: their handles, in order. A task of
   /// another language returns that many values; an error fails all of them.
   std::vector<internal::RefPtr> SubmitTaskReturns(const std::string& function,
@@ -208,7 +208,7 @@ class CoreWorker {
  private:
   explicit CoreWorker(CoreWorkerOptions options);
   std::vector<internal::RefPtr> SubmitTaskImpl(const std::string& function, std::vector<internal::SerializedArg> args,
-                                               const TaskOptions& options, std::shared_ptr<Stream> stream,
+                                               const TaskOptions& options, std::shared_ptr<TaskStream> stream,
                                                uint32_t num_returns);
   Status Listen();
   Status ConnectDaemon();
@@ -289,7 +289,7 @@ class CoreWorker {
   std::string actor_name_ PRISM_GUARDED_BY(actor_mu_);
   // This process's streaming tasks not ended yet, by task.
   std::mutex streams_mu_;
-  std::unordered_map<TaskId, std::weak_ptr<Stream>> streams_ PRISM_GUARDED_BY(streams_mu_);
+  std::unordered_map<TaskId, std::weak_ptr<TaskStream>> streams_ PRISM_GUARDED_BY(streams_mu_);
   std::unique_ptr<TaskExecutor> executor_;
   std::unique_ptr<GpuTasks> gpu_tasks_ = std::make_unique<GpuTasks>();  // GPU tasks' contexts and streams
   std::unique_ptr<TimelineRecorder> timeline_;  // workers with recording on (PRISM_TIMELINE=1)
