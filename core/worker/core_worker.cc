@@ -45,32 +45,6 @@ CallCanceller& GlobalCallCanceller() {
   return canceller;
 }
 
-[[noreturn]] void ThrowStored(const ObjectId& id, const rpc::TaskError& e) {
-  switch (e.kind()) {
-    case rpc::ERROR_TASK:
-      throw TaskError(e.function(), e.type_name(), e.message(), e.payload());
-    case rpc::ERROR_WORKER_CRASHED:
-      throw WorkerCrashedError(e.message());
-    case rpc::ERROR_INFEASIBLE:
-      throw InfeasibleError(e.message());
-    case rpc::ERROR_FUNCTION_NOT_FOUND:
-    case rpc::ERROR_ARGUMENT:
-      throw InvalidArgumentError(e.message());
-    case rpc::ERROR_OBJECT_LOST:
-      throw ObjectLostError(e.message());
-    case rpc::ERROR_OWNER_DIED:
-      throw OwnerDiedError(e.message());
-    case rpc::ERROR_OBJECT_STORE_FULL:
-      throw ObjectStoreFullError(e.message());
-    case rpc::ERROR_ACTOR_DIED:
-      throw ActorDiedError(e.message());
-    case rpc::ERROR_CANCELLED:
-      throw TaskCancelledError(e.message());
-    default:
-      throw RuntimeError("object " + id.Hex() + ": " + e.message());
-  }
-}
-
 // A result could not be written to the object store (not the function's fault).
 class StoreWriteError : public std::runtime_error {
  public:
@@ -204,21 +178,26 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     root = ChildTaskId(root, salt | (uint64_t{1} << 63));
   }
   cw->task_context_ = std::make_unique<TaskContext>(root);
+  CoreWorker* self = cw.get();
+  cw->objects_ = std::make_unique<ObjectAccess>(
+      ObjectAccess::Self{cw->address_, cw->options_.worker_id, cw->options_.runtime_generation}, cw->store_,
+      cw->object_store_, *cw->owner_clients_, *cw->task_context_, cw->loop_.context(),
+      [self] { return self->InTaskOfWorker(); }, [self](bool blocked) { self->SetBlocked(blocked); });
   SubmitterHooks hooks;
   CoreWorker* w = cw.get();
   hooks.fetch_borrowed = [w](const ObjectId& id, const internal::OwnerAddress& owner,
                              MemoryStore::Callback done) { w->owner_clients_->Fetch(id, owner, std::move(done)); };
-  hooks.is_self = [w](const internal::OwnerAddress& owner) { return w->IsSelf(owner); };
+  hooks.is_self = [w](const internal::OwnerAddress& owner) { return w->objects_->IsSelf(owner); };
   hooks.nested_ref = [w](const rpc::NestedRef& n) {
     internal::OwnerAddress owner{n.owner().socket_path(), n.owner().worker_id(), n.owner().node_id()};
     ObjectId id = ObjectId::FromBinary(n.object_id());
-    if (n.borrow_registered() && !w->IsSelf(owner)) {
+    if (n.borrow_registered() && !w->objects_->IsSelf(owner)) {
       // The worker registered us at the owner already: count that, and do not register again.
       // (AddBorrowedRef counts it itself when it finds us unregistered.)
       if (!w->store_.AddBorrowedRef(id, owner)) w->store_.CreditRegistration(id, 1);
       return std::make_shared<internal::RefHandle>(id, owner, w->options_.runtime_generation);
     }
-    return w->MakeRef(id, owner);
+    return w->objects_->MakeRef(id, owner);
   };
   hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
   hooks.producer_gone = [](const internal::OwnerAddress& producer) {
@@ -336,7 +315,6 @@ Status CoreWorker::ConnectDaemon() {
     options_.job_id = JobId::FromBinary(welcome.job_id());
   }
   address_.node_id = welcome.node_id();
-  self_address_ = std::make_shared<const internal::OwnerAddress>(address_);  // complete now
   daemon_leftover_ = client->TakeBuffered();  // the daemon may send right after its Welcome
   rpc::UnixSocket sock(loop_.context());
   sock.assign(asio::local::stream_protocol(), client->Release());
@@ -451,8 +429,8 @@ void CoreWorker::KeepArgumentExports() {
 }
 
 bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
-  CheckCurrent(ref);
-  if (!IsSelf(ref.owner()) || shut_down_ || !submitter_) return false;
+  objects_->CheckCurrent(ref);
+  if (!objects_->IsSelf(ref.owner()) || shut_down_ || !submitter_) return false;
   if (loop_.context().get_executor().running_in_this_thread()) return submitter_->Rebuild(ref.id());
   auto answered = std::make_shared<std::promise<bool>>();
   std::future<bool> result = answered->get_future();
@@ -492,37 +470,6 @@ void CoreWorker::OnWorkerDied(const WorkerId& id) {
   owner_service_->WorkerDied(id);
   // Results whose device objects it kept are rebuilt by running their tasks again.
   if (submitter_) submitter_->ProducerDied(id);
-}
-
-void CoreWorker::EnsureFetched(const internal::RefHandle& ref) {
-  if (IsSelf(ref.owner())) return;
-  {
-    std::lock_guard<std::mutex> lock(fetch_mu_);
-    if (!fetching_.insert(ref.id()).second) return;
-  }
-  ObjectId id = ref.id();
-  internal::OwnerAddress owner = ref.owner();
-  asio::post(loop_.context(), [this, id, owner] {
-    owner_clients_->Fetch(id, owner, [this, id](const StoredObject& obj) {
-      store_.Put(id, obj);
-      std::lock_guard<std::mutex> lock(fetch_mu_);
-      fetching_.erase(id);
-    });
-  });
-}
-
-bool CoreWorker::IsSelf(const internal::OwnerAddress& owner) const {
-  return owner.worker_id == address_.worker_id;
-}
-
-internal::RefPtr CoreWorker::NewHandle(const ObjectId& id) {
-  store_.AddRef(id);
-  return SelfHandle(id);
-}
-
-internal::RefPtr CoreWorker::SelfHandle(const ObjectId& id) const {
-  if (!self_address_) return std::make_shared<internal::RefHandle>(id, address_, options_.runtime_generation);
-  return std::make_shared<internal::RefHandle>(id, self_address_, options_.runtime_generation);
 }
 
 bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORKER && TaskContext::InTask(); }
@@ -671,7 +618,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   std::vector<internal::RefPtr> keep;
   for (auto& a : args) {
     if (a.ref) {
-      CheckCurrent(*a.ref);
+      objects_->CheckCurrent(*a.ref);
       auto views = Get({a.ref.get()}, -1);
       spec.add_args()->set_value(std::string(views[0].bytes));
       keep.push_back(a.ref);
@@ -682,7 +629,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   }
   // The actor's handle object: its lifetime is the actor's (unless detached).
   ObjectId handle_id = ReturnObjectId(task_id, 1);
-  internal::RefPtr lifetime = NewHandle(handle_id);
+  internal::RefPtr lifetime = objects_->NewHandle(handle_id);
   StoredObject marker = StoredObject::Value(internal::Pack(true));
   rpc::ActorUpdate update = control_->RegisterActor(std::move(create));
   marker.actor_handle = !options.detached;
@@ -707,7 +654,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
   KeepArgumentExports();
   CheckNumReturns(num_returns);
   if (shut_down_) throw RuntimeError("prism is shut down");
-  CheckCurrent(*actor.lifetime);
+  objects_->CheckCurrent(*actor.lifetime);
   TaskId task_id = task_context_->NextChild();
   PendingTask t;
   t.spec->set_task_id(task_id.Binary());
@@ -723,7 +670,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
   for (auto& a : args) {
     auto* arg = t.spec->add_args();
     if (a.ref) {
-      CheckCurrent(*a.ref);
+      objects_->CheckCurrent(*a.ref);
       auto* ref = arg->mutable_ref();
       ref->set_object_id(a.ref->id().Binary());
     } else {
@@ -731,22 +678,22 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
     }
     t.arg_refs.push_back(std::move(a.ref));
     for (auto& n : a.nested) {
-      CheckCurrent(*n);
+      objects_->CheckCurrent(*n);
       t.nested.push_back(std::move(n));
     }
   }
   t.nested.push_back(actor.lifetime);  // the actor lives at least until its calls are done
   t.return_id = ReturnObjectId(task_id, 1);
   std::vector<internal::RefPtr> handles;
-  for (uint32_t i = 1; i <= num_returns; ++i) handles.push_back(NewHandle(ReturnObjectId(task_id, i)));
+  for (uint32_t i = 1; i <= num_returns; ++i) handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
   actor_submitter_->Submit(actor.id, std::move(t));
   return handles;
 }
 
 void CoreWorker::CancelTask(const internal::RefHandle& ref, bool force) {
   if (shut_down_) throw RuntimeError("prism is shut down");
-  CheckCurrent(ref);
-  if (!IsSelf(ref.owner())) {
+  objects_->CheckCurrent(ref);
+  if (!objects_->IsSelf(ref.owner())) {
     throw InvalidArgumentError("object " + ref.id().Hex() +
                                " belongs to another process: only the process that submitted a task can "
                                "cancel it");
@@ -810,7 +757,7 @@ void CoreWorker::OnStreamItem(const TaskId& task, uint64_t index, StoredObject v
     if (in_store) object_store_->Delete({id});  // nobody reads the stream any more
     return;
   }
-  internal::RefPtr handle = NewHandle(id);
+  internal::RefPtr handle = objects_->NewHandle(id);
   if (!store_.Put(id, std::move(value)) && in_store) object_store_->Delete({id});
   stream->Push(std::move(handle));
 }
@@ -891,7 +838,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
   for (auto& a : args) {
     auto* arg = t.spec->add_args();
     if (a.ref) {
-      CheckCurrent(*a.ref);
+      objects_->CheckCurrent(*a.ref);
       auto* ref = arg->mutable_ref();
       ref->set_object_id(a.ref->id().Binary());
       ref->mutable_owner()->set_socket_path(a.ref->owner().socket_path);
@@ -902,17 +849,17 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
     }
     t.arg_refs.push_back(std::move(a.ref));
     for (auto& n : a.nested) {
-      CheckCurrent(*n);
+      objects_->CheckCurrent(*n);
       t.nested.push_back(std::move(n));
     }
   }
   t.lease.shape = std::move(shape);
   t.retries_left = options.max_retries;
   t.return_id = ReturnObjectId(task_id, 1);
-  internal::RefPtr handle = NewHandle(t.return_id);
+  internal::RefPtr handle = objects_->NewHandle(t.return_id);
   std::vector<internal::RefPtr> handles{handle};
   // Every return object is referenced before the task can finish (an unreferenced result is dropped).
-  for (uint32_t i = 2; i <= num_returns; ++i) handles.push_back(NewHandle(ReturnObjectId(task_id, i)));
+  for (uint32_t i = 2; i <= num_returns; ++i) handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
   if (stream) {
     t.spec->set_streaming(true);
     t.lease.exclusive = true;
@@ -932,202 +879,28 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
   return handles;
 }
 
-std::vector<StoreClient::View> CoreWorker::GetFromStore(const std::vector<ObjectId>& ids,
-                                                        std::optional<std::chrono::steady_clock::time_point> deadline) {
-  // A spilled object is restored into the store on its read; while the store is full of pinned
-  // objects that needs to wait for room (readers finish, pins idle out), not fail as lost.
-  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  if (deadline && *deadline < give_up) give_up = *deadline;
-  auto backoff = std::chrono::milliseconds(1);
-  std::vector<StoreClient::View> views = object_store_->Get(ids);
-  while (true) {
-    std::vector<size_t> full;
-    for (size_t i = 0; i < views.size(); ++i) {
-      if (views[i].status.code() == StatusCode::kOutOfMemory) full.push_back(i);
-    }
-    if (full.empty() || std::chrono::steady_clock::now() >= give_up) return views;
-    object_store_->ReleaseIdle();
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
-    std::vector<ObjectId> again;
-    for (size_t i : full) again.push_back(ids[i]);
-    std::vector<StoreClient::View> more = object_store_->Get(again);
-    for (size_t k = 0; k < full.size(); ++k) views[full[k]] = std::move(more[k]);
-  }
-}
-
-void CoreWorker::WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner) {
-  if (value.size > object_store_->capacity()) {
-    throw ObjectStoreFullError("object " + id.Hex() + " is " + std::to_string(value.size) +
-                               " bytes, larger than the whole object store (" +
-                               std::to_string(object_store_->capacity()) +
-                               " bytes); give prism more with InitOptions::object_store_memory or "
-                               "prism start --object-store-memory");
-  }
-  // A store full of pinned objects may free up as readers finish: retry for a while.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  auto backoff = std::chrono::milliseconds(1);
-  uint8_t* dst = nullptr;
-  while (true) {
-    auto created = object_store_->Create(id, value.size, owner);
-    if (created.ok()) {
-      dst = *created;
-      break;
-    }
-    const Status& st = created.status();
-    if (st.code() == StatusCode::kOutOfMemory) object_store_->ReleaseIdle();  // our own idle pins first
-    if (st.code() == StatusCode::kAlreadyExists) {
-      // An earlier attempt of this task (its worker died before replying) wrote it, or is still
-      // half way (the daemon has not yet dropped what the dead worker left). Nobody has read it:
-      // its caller never got a reply. Free it, and write this attempt's value.
-      object_store_->Delete({id});
-    }
-    if ((st.code() != StatusCode::kOutOfMemory && st.code() != StatusCode::kAlreadyExists) ||
-        std::chrono::steady_clock::now() > deadline) {
-      if (st.code() == StatusCode::kOutOfMemory) throw ObjectStoreFullError(st.message());
-      throw RuntimeError("cannot store object " + id.Hex() + ": " + st.ToString());
-    }
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(100));
-  }
-  try {
-    value.write(reinterpret_cast<char*>(dst));
-  } catch (...) {
-    (void)object_store_->Abort(id);
-    throw;
-  }
-  Status sealed = object_store_->Seal(id);
-  if (!sealed.ok()) throw RuntimeError("cannot seal object " + id.Hex() + ": " + sealed.ToString());
-  object_store_->Release(id);  // unpinned: the store may spill it; the owner frees it
-}
-
 internal::RefPtr CoreWorker::Put(const internal::EncodedValue& value) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
-  for (const auto& ref : value.nested) CheckCurrent(*ref);
-  ObjectId id = task_context_->NextPut();
-  StoredObject obj;
-  if (value.size > internal::kMaxInlineBytes) {
-    WriteToStore(id, value, options_.worker_id);
-    obj = StoredObject::InStore(value.size);
-  } else {
-    obj = StoredObject::Value(value.ToString());
-  }
-  obj.contained = value.nested;
-  internal::RefPtr handle = NewHandle(id);
-  store_.Put(id, std::move(obj));
-  return handle;
+  return objects_->Put(value);
 }
 
 internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress owner) {
-  if (!IsSelf(owner)) {
-    if (store_.AddBorrowedRef(id, owner)) owner_clients_->QueueAddBorrower(owner, id, options_.worker_id);
-    return std::make_shared<internal::RefHandle>(id, std::move(owner), options_.runtime_generation);
-  }
-  if (!store_.AddRefIfPresent(id)) {  // (the message is built only when it is needed)
-    store_.AddRefOr(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                            "object " + id.Hex() + " was already freed by this process"));
-  }
-  return SelfHandle(id);
+  return objects_->MakeRef(id, std::move(owner));
 }
 
-void CoreWorker::CheckCurrent(const internal::RefHandle& ref) const {
-  if (ref.generation() != options_.runtime_generation) {
-    throw InvalidArgumentError("object " + ref.id().Hex() +
-                               " belongs to an earlier prism session (before Shutdown())");
-  }
-}
-
-std::vector<internal::EncodedView> CoreWorker::Get(
-    const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms) {
-  std::vector<ObjectId> ids;
-  ids.reserve(refs.size());
-  for (const auto* r : refs) {
-    CheckCurrent(*r);
-    EnsureFetched(*r);
-    ids.push_back(r->id());
-  }
-  std::optional<MemoryStore::Clock::time_point> deadline;
-  if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::vector<bool> ready;
-  std::vector<std::optional<StoredObject>> values;
-  if (InTaskOfWorker()) {
-    ready = store_.Wait(ids, ids.size(), MemoryStore::Clock::now(), &values);
-    if (!std::all_of(ready.begin(), ready.end(), [](bool r) { return r; })) {
-      // A task that waits gives its CPU back meanwhile, so what it waits for can run.
-      SetBlocked(true);
-      ready = store_.Wait(ids, ids.size(), deadline, &values);
-      SetBlocked(false);
-    }
-  } else {
-    ready = store_.Wait(ids, ids.size(), deadline, &values);
-  }
-  size_t not_ready = 0;
-  for (bool r : ready) not_ready += r ? 0 : 1;
-  if (not_ready > 0) {
-    throw GetTimeoutError("Get timed out after " + std::to_string(timeout_ms) + " ms: " +
-                          std::to_string(not_ready) + " of " + std::to_string(ids.size()) +
-                          " objects not ready");
-  }
-  std::vector<internal::EncodedView> out(ids.size());
-  std::vector<ObjectId> in_store;
-  std::vector<size_t> in_store_at;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const std::optional<StoredObject>& obj = values[i];
-    if (!obj) throw ObjectLostError("object " + ids[i].Hex() + " vanished while being read");
-    if (obj->is_error()) ThrowStored(ids[i], obj->error);
-    if (obj->in_store) {
-      in_store.push_back(ids[i]);
-      in_store_at.push_back(i);
-    } else {
-      out[i] = internal::EncodedView{*obj->data, obj->data};
-    }
-  }
-  if (!in_store.empty()) {
-    auto views = GetFromStore(in_store, deadline);
-    std::string failed;
-    for (size_t k = 0; k < views.size(); ++k) {
-      if (!views[k].status.ok()) {
-        failed = "object " + in_store[k].Hex() + " is not in the object store: " + views[k].status.message();
-        continue;
-      }
-      // The pin goes when the last reader of these bytes (a Buffer, say) lets go.
-      std::shared_ptr<StoreClient> client = object_store_;
-      ObjectId id = in_store[k];
-      std::shared_ptr<const void> pin(views[k].data, [client, id](const void*) { client->Release(id); });
-      out[in_store_at[k]] = internal::EncodedView{
-          std::string_view(reinterpret_cast<const char*>(views[k].data), views[k].size), std::move(pin)};
-    }
-    if (!failed.empty()) throw ObjectLostError(failed);
-  }
-  return out;
+std::vector<internal::EncodedView> CoreWorker::Get(const std::vector<const internal::RefHandle*>& refs,
+                                                   int64_t timeout_ms) {
+  return objects_->Get(refs, timeout_ms);
 }
 
 void CoreWorker::WhenReady(const internal::RefHandle& ref, std::function<void()> ready) {
-  CheckCurrent(ref);
-  EnsureFetched(ref);
-  if (!store_.OnReady(ref.id(), [ready](const StoredObject&) { ready(); })) ready();  // (not referenced: a Get fails now)
+  objects_->WhenReady(ref, std::move(ready));
 }
 
-std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>& refs,
-                                   size_t num_returns, int64_t timeout_ms) {
-  std::vector<ObjectId> ids;
-  ids.reserve(refs.size());
-  for (const auto* r : refs) {
-    CheckCurrent(*r);
-    EnsureFetched(*r);
-    ids.push_back(r->id());
-  }
-  std::optional<MemoryStore::Clock::time_point> deadline;
-  if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
-  if (!InTaskOfWorker()) return store_.Wait(ids, num_returns, deadline);
-  std::vector<bool> ready = store_.Wait(ids, num_returns, MemoryStore::Clock::now());
-  if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns) return ready;
-  if (timeout_ms == 0) return ready;  // a poll: nothing to lend the CPU for
-  SetBlocked(true);
-  ready = store_.Wait(ids, num_returns, deadline);
-  SetBlocked(false);
-  return ready;
+std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
+                                   int64_t timeout_ms) {
+  return objects_->Wait(refs, num_returns, timeout_ms);
 }
 
 ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
@@ -1283,7 +1056,7 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     }
   }
   if (!stored.empty()) {
-    auto views = GetFromStore(stored, std::nullopt);
+    auto views = objects_->GetFromStore(stored, std::nullopt);
     std::string missing;
     for (size_t k = 0; k < views.size(); ++k) {
       if (!views[k].status.ok()) {
@@ -1409,7 +1182,7 @@ void CoreWorker::StoreReturn(const ObjectId& id, const internal::EncodedValue& o
   if (out.size > internal::kMaxInlineBytes) {
     ret->set_object_id(id.Binary());  // (for DropStoredReturns; the caller knows its return ids)
     try {
-      WriteToStore(id, out, caller);
+      objects_->WriteToStore(id, out, caller);
     } catch (const ObjectStoreFullError&) {
       throw;
     } catch (const std::exception& e) {
@@ -1495,7 +1268,7 @@ void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const W
     n->mutable_owner()->set_worker_id(h->owner().worker_id);
     n->mutable_owner()->set_node_id(h->owner().node_id);
     if (h->owner().worker_id == caller.Binary()) continue;  // the caller owns it
-    if (IsSelf(h->owner())) {
+    if (objects_->IsSelf(h->owner())) {
       n->set_borrow_registered(store_.AddBorrower(h->id(), caller));
     } else {
       owner_clients_->QueueAddBorrower(h->owner(), h->id(), caller);

@@ -14,6 +14,7 @@
 #include "worker/gpu_tasks.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
+#include "worker/object_access.h"
 #include "worker/output_capture.h"
 #include "worker/owner_clients.h"
 #include "worker/owner_service.h"
@@ -218,12 +219,6 @@ class CoreWorker {
   void TakePush(rpc::Connection& conn, rpc::Envelope& msg);
   /// Before a submission or Put: see core_worker.cc.
   void KeepArgumentExports();
-  /// object_store_->Get, waiting (up to 10 s, or `deadline`) while an object's restore from
-  /// disk finds the store full.
-  std::vector<StoreClient::View> GetFromStore(const std::vector<ObjectId>& ids,
-                                              std::optional<std::chrono::steady_clock::time_point> deadline);
-  /// Writes a value into the node's object store as object `id`, owned by `owner`.
-  void WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner);
   /// Worker main thread: runs one pushed task.
   ExecutedTask ExecuteTask(std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from);
   /// Writes a task's (or stream value's) result: inline in `ret`, or into the store for the
@@ -246,20 +241,12 @@ class CoreWorker {
                   rpc::ReturnObject* ret);
   void OnFreed(FreedObject f);
   void OnWorkerDied(const WorkerId& id);
-  void EnsureFetched(const internal::RefHandle& ref);
-  bool IsSelf(const internal::OwnerAddress& owner) const;
-  /// Throws InvalidArgumentError for a handle made before the last Shutdown().
-  void CheckCurrent(const internal::RefHandle& ref) const;
-  internal::RefPtr NewHandle(const ObjectId& id);
-  /// A handle to one of this process's objects, sharing its address (the caller counted the ref).
-  internal::RefPtr SelfHandle(const ObjectId& id) const;
 
   CoreWorkerOptions options_;
   rpc::EventLoop loop_;  // destroyed last: everything below runs on it
   MemoryStore store_;
   std::shared_ptr<StoreClient> object_store_;  // shared with the pins of Buffers handed out
   internal::OwnerAddress address_;
-  std::shared_ptr<const internal::OwnerAddress> self_address_;  // address_, shared by this process's handles
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
   std::unique_ptr<ControlClient> control_;  // the actor directory, placement groups, key-value table
@@ -297,15 +284,14 @@ class CoreWorker {
 
   // What runs on each thread, and the ids of what it submits and puts.
   std::unique_ptr<TaskContext> task_context_;
+  // Handles, puts, gets and waits; reads and writes of the node's store.
+  std::unique_ptr<ObjectAccess> objects_;
 
   // Connections to other core workers as their client: fetches, borrow registrations, imports.
   std::unique_ptr<OwnerClients> owner_clients_;
   // The owner's side of the same protocol: answers fetches, registrations and imports (event loop).
   std::unique_ptr<OwnerService> owner_service_;
   std::unordered_set<std::shared_ptr<rpc::Connection>> peers_;  // accepted connections
-
-  std::mutex fetch_mu_;
-  std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);
 };
 
 }  // namespace prism
