@@ -51,78 +51,6 @@ class StoreWriteError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Environment variables a task or actor asks for: names a shell would accept, not prism's own.
-void CheckNumReturns(uint32_t num_returns) {
-  if (num_returns < 1 || num_returns > kMaxReturns) {
-    throw InvalidArgumentError("num_returns must be between 1 and " + std::to_string(kMaxReturns));
-  }
-}
-
-void CheckEnv(const std::map<std::string, std::string>& env) {
-  for (const auto& [name, value] : env) {
-    bool ok = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
-    for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
-    if (!ok) throw InvalidArgumentError("'" + name + "' is not a valid environment variable name");
-    if (name.rfind("PRISM_", 0) == 0) {
-      throw InvalidArgumentError("environment variables starting with PRISM_ are prism's own: " + name);
-    }
-    if (value.find('\0') != std::string::npos) {
-      throw InvalidArgumentError("the value of " + name + " contains a NUL byte");
-    }
-  }
-}
-
-// The resources a task or actor holds: CPUs, memory and custom ones, checked.
-ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t gpu_memory,
-                    const std::map<std::string, double>& resources, const char* options) {
-  if (!std::isfinite(num_cpus) || num_cpus < 0) {
-    throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " + std::to_string(num_cpus));
-  }
-  if (!std::isfinite(num_gpus) || num_gpus < 0) {
-    throw InvalidArgumentError("num_gpus must be a finite number >= 0, not " + std::to_string(num_gpus));
-  }
-  if (gpu_memory > 0 && num_gpus <= 0) {
-    throw InvalidArgumentError(std::string(options) + "::gpu_memory needs num_gpus: it caps memory on its GPU");
-  }
-  std::map<std::string, double> units = resources;
-  if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
-  if (units.count(kGpu) > 0) throw InvalidArgumentError("set GPUs with num_gpus, not resources[\"GPU\"]");
-  if (num_gpus > 0) units[kGpu] = num_gpus;
-  if (units.count(kMemory) > 0) {
-    throw InvalidArgumentError(std::string("set memory with ") + options + "::memory");
-  }
-  units[kCpu] = num_cpus;
-  if (memory > 0) units[kMemory] = static_cast<double>(memory);
-  auto shape = ResourceSet::FromUnits(units);
-  if (!shape.ok()) throw InvalidArgumentError(shape.status().message());
-  if (Status st = CheckRequestShape(*shape); !st.ok()) throw InvalidArgumentError(st.message());
-  return std::move(*shape);
-}
-
-// Where a task or actor may be placed, checked.
-rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group, int bundle_index) {
-  rpc::Placement p;
-  if (strategy != SchedulingStrategy::kDefault && strategy != SchedulingStrategy::kSpread) {
-    throw InvalidArgumentError("unknown scheduling_strategy " + std::to_string(static_cast<int>(strategy)));
-  }
-  p.set_strategy(strategy == SchedulingStrategy::kSpread ? rpc::STRATEGY_SPREAD : rpc::STRATEGY_DEFAULT);
-  p.set_bundle_index(-1);
-  if (!group.valid()) {
-    if (bundle_index != -1) {
-      throw InvalidArgumentError("placement_group_bundle_index is set but placement_group is not");
-    }
-    return p;
-  }
-  if (bundle_index < -1 || bundle_index >= static_cast<int>(group.bundles().size())) {
-    throw InvalidArgumentError("placement_group_bundle_index " + std::to_string(bundle_index) +
-                               " is out of range: the placement group has " +
-                               std::to_string(group.bundles().size()) + " bundle(s) (-1: any)");
-  }
-  p.set_placement_group(group.id());
-  p.set_bundle_index(bundle_index);
-  return p;
-}
-
 }  // namespace
 
 void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = std::move(executor); }
@@ -472,6 +400,10 @@ void CoreWorker::OnWorkerDied(const WorkerId& id) {
   if (submitter_) submitter_->ProducerDied(id);
 }
 
+Submitter CoreWorker::SubmitterOf(const TaskId& task_id) const {
+  return Submitter{task_id, task_context_->Current(), options_.job_id, address_};
+}
+
 bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORKER && TaskContext::InTask(); }
 
 void CoreWorker::SetBlocked(bool blocked) {
@@ -568,51 +500,10 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
                                            const ActorOptions& options) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
-  if (options.max_concurrency < 1) throw InvalidArgumentError("max_concurrency must be at least 1");
-  if (options.max_restarts < -1 || options.max_task_retries < -1) {
-    throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
-  }
-  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory, options.resources,
-                       "ActorOptions");
-  CheckEnv(options.env);
-  rpc::Placement placement =
-      PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
-
+  CheckedOptions checked = CheckActorOptions(options);
   TaskId task_id = task_context_->NextChild();
-  rpc::CreateActor create;
-  auto* req = &create;
-  *req->mutable_placement() = placement;
-  rpc::TaskSpec& spec = *req->mutable_spec();
-  spec.set_task_id(task_id.Binary());
-  spec.set_gpu_memory(options.gpu_memory);
-  spec.set_job_id(options_.job_id.Binary());
-  spec.set_parent_task_id(task_context_->Current().Binary());
-  spec.set_function(factory);
-  spec.set_name(options.name.empty() ? factory : options.name);
-  spec.set_num_returns(1);
-  spec.mutable_caller()->set_socket_path(address_.socket_path);
-  spec.mutable_caller()->set_worker_id(address_.worker_id);
-  spec.mutable_caller()->set_node_id(address_.node_id);
-  auto* c = spec.mutable_actor_creation();
-  c->set_actor_id(task_id.Binary());
-  c->set_name(options.name);
-  c->set_ray_namespace(options.ray_namespace);
-  c->set_detached(options.detached);
-  c->set_max_restarts(options.max_restarts);
-  c->set_max_task_retries(options.max_task_retries);
-  c->set_max_concurrency(static_cast<uint32_t>(options.max_concurrency));
-  *c->mutable_owner() = spec.caller();
-  for (const auto& [name, value] : options.env) {
-    auto* e = c->add_env();
-    e->set_name(name);
-    e->set_value(value);
-  }
-  for (const auto& [name, milli] : shape.milli()) {
-    auto* r = req->add_resources();
-    r->set_name(name);
-    r->set_milli(milli);
-    *spec.add_resources() = *r;  // (the actor's process reads what it holds from its spec)
-  }
+  rpc::CreateActor create = BuildActorCreation(SubmitterOf(task_id), factory, options, checked);
+  rpc::TaskSpec& spec = *create.mutable_spec();
   // The factory's arguments travel as values (a restart calls it again with the same ones), so
   // ref arguments are read here first.
   std::vector<internal::RefPtr> keep;
@@ -656,34 +547,9 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
   if (shut_down_) throw RuntimeError("prism is shut down");
   objects_->CheckCurrent(*actor.lifetime);
   TaskId task_id = task_context_->NextChild();
-  PendingTask t;
-  t.spec->set_task_id(task_id.Binary());
-  t.spec->set_job_id(options_.job_id.Binary());
-  t.spec->set_parent_task_id(task_context_->Current().Binary());
-  t.spec->set_function(method);
-  t.spec->set_name(method);
-  t.spec->set_num_returns(num_returns);
-  t.spec->set_actor_id(actor.id.Binary());
-  t.spec->mutable_caller()->set_socket_path(address_.socket_path);
-  t.spec->mutable_caller()->set_worker_id(address_.worker_id);
-  t.spec->mutable_caller()->set_node_id(address_.node_id);
-  for (auto& a : args) {
-    auto* arg = t.spec->add_args();
-    if (a.ref) {
-      objects_->CheckCurrent(*a.ref);
-      auto* ref = arg->mutable_ref();
-      ref->set_object_id(a.ref->id().Binary());
-    } else {
-      arg->set_value(std::move(a.value));
-    }
-    t.arg_refs.push_back(std::move(a.ref));
-    for (auto& n : a.nested) {
-      objects_->CheckCurrent(*n);
-      t.nested.push_back(std::move(n));
-    }
-  }
+  PendingTask t = BuildActorCall(SubmitterOf(task_id), actor.id, method, std::move(args), num_returns,
+                                 [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
   t.nested.push_back(actor.lifetime);  // the actor lives at least until its calls are done
-  t.return_id = ReturnObjectId(task_id, 1);
   std::vector<internal::RefPtr> handles;
   for (uint32_t i = 1; i <= num_returns; ++i) handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
   actor_submitter_->Submit(actor.id, std::move(t));
@@ -801,61 +667,10 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
                                                          uint32_t num_returns) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
-  if (options.max_retries < -1) {
-    throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
-  }
-  auto shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory, options.resources,
-                       "TaskOptions");
-  CheckEnv(options.env);
-
+  CheckedOptions checked = CheckTaskOptions(options);
   TaskId task_id = task_context_->NextChild();
-  PendingTask t;
-  t.lease.env = options.env;
-  if (!options.runtime.empty() && options.runtime != "cpp" && options.runtime != "python") {
-    throw InvalidArgumentError("TaskOptions::runtime must be \"\", \"cpp\" or \"python\", not \"" +
-                               options.runtime + "\"");
-  }
-  t.lease.runtime = options.runtime;
-  t.lease.placement =
-      PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
-  t.spec->set_task_id(task_id.Binary());
-  t.spec->set_job_id(options_.job_id.Binary());
-  t.spec->set_parent_task_id(task_context_->Current().Binary());
-  t.spec->set_attempt(0);
-  t.spec->set_function(function);
-  t.spec->set_gpu_memory(options.gpu_memory);
-  t.spec->set_name(options.name.empty() ? function : options.name);
-  t.spec->set_num_returns(num_returns);
-  t.spec->mutable_caller()->set_socket_path(address_.socket_path);
-  t.spec->mutable_caller()->set_worker_id(address_.worker_id);
-  t.spec->mutable_caller()->set_node_id(address_.node_id);
-  for (const auto& [name, milli] : shape.milli()) {
-    auto* r = t.spec->add_resources();
-    r->set_name(name);
-    r->set_milli(milli);
-  }
-  t.arg_refs.reserve(args.size());
-  for (auto& a : args) {
-    auto* arg = t.spec->add_args();
-    if (a.ref) {
-      objects_->CheckCurrent(*a.ref);
-      auto* ref = arg->mutable_ref();
-      ref->set_object_id(a.ref->id().Binary());
-      ref->mutable_owner()->set_socket_path(a.ref->owner().socket_path);
-      ref->mutable_owner()->set_worker_id(a.ref->owner().worker_id);
-      ref->mutable_owner()->set_node_id(a.ref->owner().node_id);
-    } else {
-      arg->set_value(std::move(a.value));
-    }
-    t.arg_refs.push_back(std::move(a.ref));
-    for (auto& n : a.nested) {
-      objects_->CheckCurrent(*n);
-      t.nested.push_back(std::move(n));
-    }
-  }
-  t.lease.shape = std::move(shape);
-  t.retries_left = options.max_retries;
-  t.return_id = ReturnObjectId(task_id, 1);
+  PendingTask t = BuildTask(SubmitterOf(task_id), function, std::move(args), options, std::move(checked), num_returns,
+                            [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
   internal::RefPtr handle = objects_->NewHandle(t.return_id);
   std::vector<internal::RefPtr> handles{handle};
   // Every return object is referenced before the task can finish (an unreferenced result is dropped).

@@ -20,6 +20,7 @@
 #include "worker/owner_service.h"
 #include "worker/task_context.h"
 #include "worker/task_executor.h"
+#include "worker/task_specs.h"
 #include "worker/task_stream.h"
 #include "worker/task_submitter.h"
 #include "worker/timeline.h"
@@ -256,6 +257,8 @@ class CoreWorker {
   int blocked_ PRISM_GUARDED_BY(blocked_mu_) = 0;
   void SetBlocked(bool blocked);
   bool InTaskOfWorker() const;
+  /// Who submits a task that takes `task_id` now, from the calling thread.
+  Submitter SubmitterOf(const TaskId& task_id) const;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
   // In a worker that became an actor's process: the actor's object and its class (its calls run
