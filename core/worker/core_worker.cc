@@ -45,12 +45,6 @@ CallCanceller& GlobalCallCanceller() {
   return canceller;
 }
 
-// A result could not be written to the object store (not the function's fault).
-class StoreWriteError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 }  // namespace
 
 void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = std::move(executor); }
@@ -111,6 +105,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
       ObjectAccess::Self{cw->address_, cw->options_.worker_id, cw->options_.runtime_generation}, cw->store_,
       cw->object_store_, *cw->owner_clients_, *cw->task_context_, cw->loop_.context(),
       [self] { return self->InTaskOfWorker(); }, [self](bool blocked) { self->SetBlocked(blocked); });
+  cw->results_ = std::make_unique<ResultWriter>(*cw->objects_, *cw->object_store_, cw->store_, *cw->owner_clients_);
   SubmitterHooks hooks;
   CoreWorker* w = cw.get();
   hooks.fetch_borrowed = [w](const ObjectId& id, const internal::OwnerAddress& owner,
@@ -642,7 +637,7 @@ void CoreWorker::StreamWrite(const internal::EncodedValue& value) {
   item->set_attempt(c.attempt);
   item->set_index(index);
   ObjectId id = ReturnObjectId(TaskId::FromBinary(c.task_id), static_cast<uint32_t>(index + 1));
-  StoreReturn(id, value, c.caller, item->mutable_item());
+  results_->Store(id, value, c.caller, item->mutable_item());
   // Registrations of refs lent to the caller reach their owners before the caller can drop them.
   owner_clients_->WaitForRegistrations();
   c.to->Send(env);
@@ -926,13 +921,13 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
     done.hold = out_holder;
     source.reset();
     ObjectId return_id = ReturnObjectId(TaskId::FromBinary(spec.task_id()), 1);
-    StoreReturns(spec, *out_holder, reply);
+    results_->StoreAll(spec, *out_holder, reply);
     if (std::vector<std::string> exported = gpu_tasks_->TakeTaskExports(); !exported.empty()) {
       if (reply.returns_size() != 1) {
         // Which return holds which device object is not known here, so none could be freed
         // on its own: such results are refused rather than kept forever.
         gpu_tasks_->Forget(exported);
-        DropStoredReturns(reply);
+        results_->DropStored(reply);
         throw StoreWriteError("a task with num_returns > 1 cannot return device tensors; return them "
                               "from a task with one return value");
       }
@@ -992,52 +987,6 @@ ExecutedTask CoreWorker::ExecuteTask(std::shared_ptr<const rpc::PushTask> push,
   return done;
 }
 
-void CoreWorker::StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
-                             rpc::ReturnObject* ret) {
-  if (out.size > internal::kMaxInlineBytes) {
-    ret->set_object_id(id.Binary());  // (for DropStoredReturns; the caller knows its return ids)
-    try {
-      objects_->WriteToStore(id, out, caller);
-    } catch (const ObjectStoreFullError&) {
-      throw;
-    } catch (const std::exception& e) {
-      // The runtime failed, not the function: say so.
-      throw StoreWriteError(e.what());
-    }
-    ret->set_in_store(true);
-    ret->set_size(out.size);
-  } else {
-    ret->set_data(out.ToString());
-  }
-  LendNested(out.nested, caller, ret);
-}
-
-void CoreWorker::StoreReturns(const rpc::TaskSpec& spec, const ReturnValues& out, rpc::TaskReply& reply) {
-  const size_t expected = std::max<uint32_t>(1, spec.num_returns());
-  if (out.size() != expected) {
-    throw StoreWriteError("task " + spec.name() + " returned " + std::to_string(out.size()) +
-                          " values, but num_returns is " + std::to_string(expected));
-  }
-  TaskId task = TaskId::FromBinary(spec.task_id());
-  WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
-  try {
-    for (size_t i = 0; i < out.size(); ++i) {
-      StoreReturn(ReturnObjectId(task, static_cast<uint32_t>(i + 1)), out[i], caller, reply.add_returns());
-    }
-  } catch (...) {
-    DropStoredReturns(reply);  // the caller will hear of the failure only: nobody would free them
-    throw;
-  }
-}
-
-void CoreWorker::DropStoredReturns(const rpc::TaskReply& reply) {
-  std::vector<ObjectId> stored;
-  for (const auto& ret : reply.returns()) {
-    if (ret.in_store() && ObjectId::IsValidBinary(ret.object_id())) stored.push_back(ObjectId::FromBinary(ret.object_id()));
-  }
-  if (!stored.empty()) object_store_->Delete(stored);
-}
-
 void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
                                const std::function<ReturnValues()>& produce) {
   const rpc::TaskSpec& spec = push.spec();
@@ -1056,7 +1005,7 @@ void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
   std::shared_ptr<ReturnValues> hold;
   try {
     hold = std::make_shared<ReturnValues>(produce());
-    StoreReturns(spec, *hold, reply);
+    results_->StoreAll(spec, *hold, reply);
   } catch (const ForeignTaskError& e) {
     fail(rpc::ERROR_TASK, e.type(), e.what());
     reply.mutable_error()->set_payload(e.payload());
@@ -1072,24 +1021,6 @@ void CoreWorker::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
   owner_clients_->WaitForRegistrations();
   if (!to.closed()) to.Send(env);
   hold.reset();  // after the reply, as for any task
-}
-
-void CoreWorker::LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
-                            rpc::ReturnObject* ret) {
-  for (const auto& h : nested) {
-    auto* n = ret->add_nested();
-    n->set_object_id(h->id().Binary());
-    n->mutable_owner()->set_socket_path(h->owner().socket_path);
-    n->mutable_owner()->set_worker_id(h->owner().worker_id);
-    n->mutable_owner()->set_node_id(h->owner().node_id);
-    if (h->owner().worker_id == caller.Binary()) continue;  // the caller owns it
-    if (objects_->IsSelf(h->owner())) {
-      n->set_borrow_registered(store_.AddBorrower(h->id(), caller));
-    } else {
-      owner_clients_->QueueAddBorrower(h->owner(), h->id(), caller);
-      n->set_borrow_registered(true);
-    }
-  }
 }
 
 rpc::StatusReply CoreWorker::NodeStatus() const {

@@ -18,6 +18,7 @@
 #include "worker/output_capture.h"
 #include "worker/owner_clients.h"
 #include "worker/owner_service.h"
+#include "worker/result_writer.h"
 #include "worker/task_context.h"
 #include "worker/task_executor.h"
 #include "worker/task_specs.h"
@@ -65,9 +66,7 @@ struct CoreWorkerOptions {
 /// ForeignTaskError for an exception of the task, anything else for a failure of the runtime.
 /// `reply_later` lets it answer after it returned, from any thread: it throws ReplyDeferred,
 /// and later calls reply_later once with a function that produces the result (or throws
-/// ForeignTaskError).
-/// A task's results: one value per return object (TaskSpec::num_returns, at least one).
-using ReturnValues = std::vector<internal::EncodedValue>;
+/// ForeignTaskError). (ReturnValues: result_writer.h.)
 using ReplyLater = std::function<void(std::function<ReturnValues()> produce)>;
 using ForeignExecutor = std::function<ReturnValues(const rpc::TaskSpec& spec,
                                                              const std::vector<std::string_view>& args,
@@ -222,24 +221,10 @@ class CoreWorker {
   void KeepArgumentExports();
   /// Worker main thread: runs one pushed task.
   ExecutedTask ExecuteTask(std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from);
-  /// Writes a task's (or stream value's) result: inline in `ret`, or into the store for the
-  /// caller; refs inside it are lent to the caller.
-  void StoreReturn(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
-                   rpc::ReturnObject* ret);
   /// Builds and sends the reply of a task whose result came later (ReplyLater).
   void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<ReturnValues()>& produce);
-  /// Writes a finished task's results into `reply` (one return object each); throws as
-  /// StoreReturn does, and StoreWriteError when their count is not the spec's.
-  void StoreReturns(const rpc::TaskSpec& spec, const ReturnValues& out, rpc::TaskReply& reply);
-  /// Deletes from the node's store the returns of `reply` written there (a task that fails after
-  /// writing some of its results).
-  void DropStoredReturns(const rpc::TaskReply& reply);
   /// A value of one of this process's streaming tasks arrived.
   void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
-  /// The caller of a finished task gets the refs inside its result: registered as their
-  /// borrower where another process owns them.
-  void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
-                  rpc::ReturnObject* ret);
   void OnFreed(FreedObject f);
   void OnWorkerDied(const WorkerId& id);
 
@@ -289,6 +274,8 @@ class CoreWorker {
   std::unique_ptr<TaskContext> task_context_;
   // Handles, puts, gets and waits; reads and writes of the node's store.
   std::unique_ptr<ObjectAccess> objects_;
+  // Writes finished tasks' results for their callers.
+  std::unique_ptr<ResultWriter> results_;
 
   // Connections to other core workers as their client: fetches, borrow registrations, imports.
   std::unique_ptr<OwnerClients> owner_clients_;

@@ -7,6 +7,7 @@
 #include "object_store/store_client.h"
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
+#include "worker/result_writer.h"
 
 #include <prism/prism.h>
 
@@ -579,6 +580,92 @@ TEST(CoreWorkerHostileTest, DriverAndWorkerSocketsRejectBadPeers) {
   prism::Init({.num_cpus = 1});
   EXPECT_EQ(prism::Get(prism::Task(Twice).Remote(21)), 42);
   prism::Shutdown();
+}
+
+// ResultWriter against the daemon's real store: small results inline, large ones in the store
+// (owned by the caller), refs inside lent to the caller, and nothing left behind by a failure.
+TEST_F(DaemonHostileTest, AResultWriterStoresLargeResultsForTheCallerAndLeavesNothingAfterAFailure) {
+  const WorkerId self = RandomUniqueId(), caller = RandomUniqueId();
+  BlockingClient driver = Driver(self);
+  BlockingClient caller_process = Driver(caller);  // a result's owner must be a live process of the node
+  auto connected = StoreClient::Connect(socket_, token_, self, std::chrono::milliseconds(200));
+  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
+  std::shared_ptr<StoreClient> host(std::move(*connected));
+  rpc::EventLoop loop;
+  loop.Start("test-loop");
+  MemoryStore store;
+  OwnerClients::Config config;
+  config.self = self;
+  OwnerClients owners(loop.context(), config, [](const ObjectId&) {});
+  const TaskId root = DriverTaskId(JobIdFromInt(9));
+  TaskContext context(root);
+  ObjectAccess objects({{"/tmp/prism-rw-test.sock", self.Binary(), std::string(16, 'n')}, self, 777}, store, host,
+                       owners, context, loop.context(), [] { return false; }, [](bool) {});
+  ResultWriter results(objects, *host, store, owners);
+
+  auto encoded = [](std::string bytes) {
+    auto owned = std::make_shared<std::string>(std::move(bytes));
+    internal::EncodedValue v;
+    v.size = owned->size();
+    v.write = [owned](char* dst) { std::copy(owned->begin(), owned->end(), dst); };
+    v.keep = owned;
+    return v;
+  };
+  const TaskId task = ChildTaskId(root, 1);
+  rpc::TaskSpec spec;
+  spec.set_task_id(task.Binary());
+  spec.set_name("t");
+  spec.set_num_returns(2);
+  spec.mutable_caller()->set_worker_id(caller.Binary());
+  const std::string large(internal::kMaxInlineBytes + 1000, 'x');
+  ReturnValues out;
+  out.push_back(encoded("small"));
+  out.push_back(encoded(large));
+  // The small one carries a ref this process owns: lent to the caller, counted here.
+  internal::RefPtr mine = objects.Put(encoded("kept"));
+  out[0].nested.push_back(mine);
+  rpc::TaskReply reply;
+  results.StoreAll(spec, out, reply);
+  ASSERT_EQ(reply.returns_size(), 2);
+  EXPECT_EQ(reply.returns(0).data(), "small");
+  ASSERT_EQ(reply.returns(0).nested_size(), 1);
+  EXPECT_TRUE(reply.returns(0).nested(0).borrow_registered());
+  EXPECT_EQ(store.NumBorrowers(mine->id()), 1u);
+  EXPECT_TRUE(reply.returns(1).in_store());
+  EXPECT_EQ(reply.returns(1).size(), large.size());
+  const ObjectId second = ReturnObjectId(task, 2);
+  auto views = host->Get({second});
+  ASSERT_TRUE(views[0].status.ok()) << views[0].status.ToString();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(views[0].data), views[0].size), large);
+  host->Release(second);
+
+  // A task that returned the wrong number of values: refused, nothing written.
+  rpc::TaskReply wrong;
+  ReturnValues one;
+  one.push_back(encoded(large));
+  EXPECT_THROW(results.StoreAll(spec, one, wrong), StoreWriteError);
+  EXPECT_EQ(wrong.returns_size(), 0);
+
+  // A reply given up on after its results were written: they go from the store.
+  results.DropStored(reply);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bool gone = false;
+  while (!gone && std::chrono::steady_clock::now() < deadline) {
+    auto again = host->Get({second});
+    gone = !again[0].status.ok();
+    if (!gone) {
+      host->Release(second);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  EXPECT_TRUE(gone);
+  std::promise<void> closed;
+  asio::post(loop.context(), [&] {
+    owners.CloseAll();
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  loop.Stop();
 }
 
 }  // namespace
