@@ -21,6 +21,7 @@
 #include "worker/result_writer.h"
 #include "worker/task_context.h"
 #include "worker/task_executor.h"
+#include "worker/task_runner.h"
 #include "worker/task_specs.h"
 #include "worker/task_stream.h"
 #include "worker/task_submitter.h"
@@ -60,22 +61,6 @@ struct CoreWorkerOptions {
   SubmitterConfig submitter;
 };
 
-/// Runs tasks of functions that are not in the C++ registry (another language's, e.g. "py:..."):
-/// given the spec and the arguments' encoded bytes, returns the encoded results (as many as the
-/// spec's num_returns). Throws
-/// ForeignTaskError for an exception of the task, anything else for a failure of the runtime.
-/// `reply_later` lets it answer after it returned, from any thread: it throws ReplyDeferred,
-/// and later calls reply_later once with a function that produces the result (or throws
-/// ForeignTaskError). (ReturnValues: result_writer.h.)
-using ReplyLater = std::function<void(std::function<ReturnValues()> produce)>;
-using ForeignExecutor = std::function<ReturnValues(const rpc::TaskSpec& spec,
-                                                             const std::vector<std::string_view>& args,
-                                                             const std::shared_ptr<const void>& source,
-                                                             const ReplyLater& reply_later)>;
-/// Thrown by a foreign executor that will answer through reply_later.
-struct ReplyDeferred {};
-/// Set before the worker starts (prism::Init in a worker process).
-void SetForeignExecutor(ForeignExecutor executor);
 /// Stops a running call of this actor process that its caller cancelled, where the runtime that
 /// runs it can (an async method); runs on the event loop, so it must not block.
 using CallCanceller = std::function<void(const TaskId& task)>;
@@ -96,19 +81,6 @@ struct RuntimeContextInfo {
 class CoreWorker;
 /// The core worker of this process (after prism::Init); throws InvalidArgumentError before.
 std::shared_ptr<CoreWorker> CurrentCoreWorker();
-
-/// A task of another language raised: its type, message (with the remote traceback) and the
-/// exception serialized by that language.
-class ForeignTaskError : public std::runtime_error {
- public:
-  ForeignTaskError(std::string type, std::string message, std::string payload)
-      : std::runtime_error(message), type_(std::move(type)), payload_(std::move(payload)) {}
-  const std::string& type() const { return type_; }
-  const std::string& payload() const { return payload_; }
-
- private:
-  std::string type_, payload_;
-};
 
 class CoreWorker {
  public:
@@ -156,7 +128,7 @@ class CoreWorker {
   std::optional<std::string> KvGet(const std::string& ns, const std::string& key);
   bool KvDelete(const std::string& ns, const std::string& key);
   /// How this actor process's output lines are labelled (a foreign runtime names its class).
-  void SetActorLabel(std::string label) { actor_label_ = std::move(label); }
+  void SetActorLabel(std::string label) { runner_->SetActorLabel(std::move(label)); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
   RuntimeContextInfo RuntimeContext() const;
@@ -164,10 +136,7 @@ class CoreWorker {
   /// actor alive while it is held). Throws InvalidArgumentError outside an actor.
   internal::ActorRef CurrentActor();
   /// The actor this process hosts (nil in a driver or a task worker).
-  ActorId actor_id() const {
-    std::lock_guard<std::mutex> lock(actor_mu_);
-    return actor_id_;
-  }
+  ActorId actor_id() const { return runner_->actor_id(); }
   const std::string& session_dir() const { return options_.session_dir; }
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
@@ -219,10 +188,6 @@ class CoreWorker {
   void TakePush(rpc::Connection& conn, rpc::Envelope& msg);
   /// Before a submission or Put: see core_worker.cc.
   void KeepArgumentExports();
-  /// Worker main thread: runs one pushed task.
-  ExecutedTask ExecuteTask(std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from);
-  /// Builds and sends the reply of a task whose result came later (ReplyLater).
-  void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<ReturnValues()>& produce);
   /// A value of one of this process's streaming tasks arrived.
   void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
   void OnFreed(FreedObject f);
@@ -246,22 +211,10 @@ class CoreWorker {
   Submitter SubmitterOf(const TaskId& task_id) const;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
-  // In a worker that became an actor's process: the actor's object and its class (its calls run
-  // on the executor, on up to max_concurrency threads).
-  std::shared_ptr<void> actor_instance_;
-  std::vector<int> actor_gpu_ids_;  // the GPUs this actor's process holds (set by its creation)
-  std::map<std::string, double> actor_resources_;  // what it holds (set by its creation)
-  uint32_t actor_restarts_ = 0;                    // its creation's attempt: restarts before it
-  std::string actor_type_;
-  std::string actor_label_;  // how its output lines are labelled: its name, or its class
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
-  std::string label_pid_;                  // " pid=N)", the end of every output label
   // Refs inside the arguments of actors this process created: the actor may keep them.
   mutable std::mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
-  ActorId actor_id_ PRISM_GUARDED_BY(actor_mu_);  // the actor this process hosts
-  internal::OwnerAddress actor_owner_ PRISM_GUARDED_BY(actor_mu_);  // the owner of its handle object
-  std::string actor_name_ PRISM_GUARDED_BY(actor_mu_);
   // This process's streaming tasks not ended yet, by task.
   std::mutex streams_mu_;
   std::unordered_map<TaskId, std::weak_ptr<TaskStream>> streams_ PRISM_GUARDED_BY(streams_mu_);
@@ -276,6 +229,8 @@ class CoreWorker {
   std::unique_ptr<ObjectAccess> objects_;
   // Writes finished tasks' results for their callers.
   std::unique_ptr<ResultWriter> results_;
+  // Runs pushed tasks (workers) and keeps the hosted actor's state.
+  std::unique_ptr<TaskRunner> runner_;
 
   // Connections to other core workers as their client: fetches, borrow registrations, imports.
   std::unique_ptr<OwnerClients> owner_clients_;

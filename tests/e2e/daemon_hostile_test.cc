@@ -8,6 +8,7 @@
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
 #include "worker/result_writer.h"
+#include "worker/task_runner.h"
 
 #include <prism/prism.h>
 
@@ -26,6 +27,9 @@ extern char** environ;
 
 namespace prism {
 namespace {
+
+int RunnerTriple(int x) { return 3 * x; }
+PRISM_REMOTE(RunnerTriple);
 
 using rpc::BlockingClient;
 using rpc::Envelope;
@@ -659,6 +663,98 @@ TEST_F(DaemonHostileTest, AResultWriterStoresLargeResultsForTheCallerAndLeavesNo
     }
   }
   EXPECT_TRUE(gone);
+  std::promise<void> closed;
+  asio::post(loop.context(), [&] {
+    owners.CloseAll();
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  loop.Stop();
+}
+
+// TaskRunner against the daemon's real store: a registered function runs on inline and stored
+// arguments, and every way a pushed task can be wrong comes back as the matching error.
+TEST_F(DaemonHostileTest, ATaskRunnerRunsTasksAndAnswersBadOnesWithErrors) {
+  const WorkerId self = RandomUniqueId(), caller = RandomUniqueId();
+  BlockingClient driver = Driver(self);
+  BlockingClient caller_process = Driver(caller);
+  auto connected = StoreClient::Connect(socket_, token_, self, std::chrono::milliseconds(200));
+  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
+  std::shared_ptr<StoreClient> host(std::move(*connected));
+  rpc::EventLoop loop;
+  loop.Start("test-loop");
+  MemoryStore store;
+  OwnerClients::Config config;
+  config.self = self;
+  OwnerClients owners(loop.context(), config, [](const ObjectId&) {});
+  const TaskId root = DriverTaskId(JobIdFromInt(9));
+  TaskContext context(root);
+  internal::OwnerAddress address{"/tmp/prism-runner-test.sock", self.Binary(), std::string(16, 'n')};
+  ObjectAccess objects({address, self, 777}, store, host, owners, context, loop.context(), [] { return false; },
+                       [](bool) {});
+  ResultWriter results(objects, *host, store, owners);
+  GpuTasks gpu;
+  TaskRunner runner(TaskRunner::Parts{address, objects, results, owners, gpu, host, nullptr});
+
+  const std::string* name = internal::FunctionRegistry::Instance().NameOf(reinterpret_cast<const void*>(&RunnerTriple));
+  ASSERT_NE(name, nullptr);
+  int next = 0;
+  auto push = [&](const std::string& function) {
+    auto p = std::make_shared<rpc::PushTask>();
+    rpc::TaskSpec& spec = *p->mutable_spec();
+    spec.set_task_id(ChildTaskId(root, static_cast<uint64_t>(++next)).Binary());
+    spec.set_function(function);
+    spec.set_name(function);
+    spec.set_num_returns(1);
+    spec.mutable_caller()->set_worker_id(caller.Binary());
+    return p;
+  };
+  auto run = [&](const std::shared_ptr<rpc::PushTask>& p) { return runner.Execute(p, nullptr).reply; };
+
+  // An inline argument.
+  auto p1 = push(*name);
+  p1->mutable_spec()->add_args()->set_value(internal::Pack(14));
+  rpc::TaskReply r1 = run(p1);
+  ASSERT_EQ(r1.error().kind(), rpc::ERROR_NONE) << r1.error().message();
+  EXPECT_EQ(internal::Unpack<int>(r1.returns(0).data()), 42);
+
+  // An argument in the node's store.
+  const ObjectId arg = PutObjectId(root, 1);
+  const std::string packed = internal::Pack(5);
+  auto made = host->Create(arg, packed.size(), self);
+  ASSERT_TRUE(made.ok());
+  std::memcpy(*made, packed.data(), packed.size());
+  ASSERT_TRUE(host->Seal(arg).ok());
+  host->Release(arg);
+  auto p2 = push(*name);
+  p2->mutable_spec()->add_args()->set_store_object(arg.Binary());
+  rpc::TaskReply r2 = run(p2);
+  ASSERT_EQ(r2.error().kind(), rpc::ERROR_NONE) << r2.error().message();
+  EXPECT_EQ(internal::Unpack<int>(r2.returns(0).data()), 15);
+
+  // What cannot run.
+  rpc::TaskReply unknown = run(push("no_such_function"));
+  EXPECT_EQ(unknown.error().kind(), rpc::ERROR_FUNCTION_NOT_FOUND);
+  EXPECT_NE(unknown.error().message().find("PRISM_REMOTE"), std::string::npos);
+  auto p3 = push(*name);
+  p3->mutable_spec()->add_args();  // neither a value nor a stored object
+  EXPECT_EQ(run(p3).error().kind(), rpc::ERROR_SYSTEM);
+  auto p4 = push(*name);
+  p4->mutable_spec()->add_args()->set_store_object(PutObjectId(root, 99).Binary());  // not in the store
+  EXPECT_EQ(run(p4).error().kind(), rpc::ERROR_OBJECT_LOST);
+  auto p5 = push(*name);
+  p5->mutable_spec()->add_args()->set_value(internal::Pack(std::string("a string, not an int")));
+  EXPECT_EQ(run(p5).error().kind(), rpc::ERROR_ARGUMENT);
+  auto p6 = push(*name);
+  p6->mutable_spec()->set_streaming(true);
+  EXPECT_EQ(run(p6).error().kind(), rpc::ERROR_ARGUMENT);  // not a streaming function
+  auto p7 = push(*name);
+  p7->mutable_spec()->set_actor_id(std::string(TaskId::kSize, 'a'));
+  p7->mutable_spec()->set_function("NoSuchClass::Method");
+  rpc::TaskReply r7 = run(p7);
+  EXPECT_EQ(r7.error().kind(), rpc::ERROR_FUNCTION_NOT_FOUND);
+  EXPECT_TRUE(runner.actor_id().IsNil());  // no creation ran: this process hosts no actor
+
   std::promise<void> closed;
   asio::post(loop.context(), [&] {
     owners.CloseAll();
