@@ -5,8 +5,8 @@
 #include "base/ids.h"
 #include "base/logging.h"
 #include "base/process_info.h"
+#include "worker/device_transfer.h"
 
-#include <dlfcn.h>
 #include <msgpack.hpp>
 #include <unistd.h>
 
@@ -26,73 +26,7 @@ thread_local ThreadContext tl_gpu;
 thread_local std::vector<std::string> tl_exports;  // device objects the running task packed
 thread_local bool tl_draining = false;             // this thread drains sends (DrainSends)
 
-// How long a device object's move through a pair group may take (joining the group included).
-constexpr std::chrono::seconds kTransferTimeout{30};
-
-// The collectives' pair transfer (collectives/transfer.cc): libprism_collective.so, next to this
-// library, loaded when a device object first needs it (it links libprism, so libprism cannot
-// link it).
-struct TransferLibrary {
-  int (*move)(const char* group, int rank, int nccl, int device, int send, void* ptr, uint64_t bytes, void* stream,
-              int64_t timeout_ms, char* error, size_t size) = nullptr;
-  std::string error;
-};
-
-const TransferLibrary& TransferLib() {
-  static TransferLibrary lib = [] {
-    TransferLibrary l;
-    Result<void*> h = OpenBesideLibprism("libprism_collective.so");
-    if (!h.ok()) {
-      l.error = "the collectives library, which moves it, is not available (" + h.status().message() + ")";
-      return l;
-    }
-    l.move = reinterpret_cast<decltype(l.move)>(dlsym(*h, "prism_device_transfer"));
-    if (l.move == nullptr) l.error = "libprism_collective.so lacks prism_device_transfer";
-    return l;
-  }();
-  return lib;
-}
-
-// Moves `bytes` at `ptr` (device memory of `device`, ordered on `stream`) through pair group
-// `group`: sent by the producer (rank 0), received by the importer (rank 1).
-Status Transfer(const std::string& group, bool send, gpu::Backend& backend, int device, void* ptr, uint64_t bytes,
-                gpu::Stream* stream) {
-  const TransferLibrary& lib = TransferLib();
-  if (lib.move == nullptr) return Status::Unavailable(lib.error);
-  char error[1024] = {};
-  if (lib.move(group.c_str(), send ? 0 : 1, backend.name() != "sim", device, send ? 1 : 0, ptr, bytes, stream,
-               std::chrono::milliseconds(kTransferTimeout).count(), error, sizeof error) != 0) {
-    return Status::Unavailable(error);
-  }
-  return Status::OK();
-}
-
 }  // namespace
-
-class GpuTasks::SpillingMemory final : public gpu::MemoryResource {
- public:
-  SpillingMemory(GpuTasks* owner, gpu::MemoryResource* pool) : owner_(owner), pool_(pool) {}
-  int device() const override { return pool_->device(); }
-  Result<void*> Allocate(size_t bytes, gpu::Stream& stream) override {
-    Result<void*> p = pool_->Allocate(bytes, stream);
-    // Full (the device, or the task's share of it): device objects nobody here uses go to the
-    // host store, least recently used first, and the allocation is tried again.
-    while (!p.ok() && p.status().code() == StatusCode::kOutOfMemory && owner_->Spill(device(), bytes) > 0) {
-      p = pool_->Allocate(bytes, stream);
-    }
-    return p;
-  }
-  Status Deallocate(void* ptr, size_t bytes, gpu::Stream& stream) override { return pool_->Deallocate(ptr, bytes, stream); }
-  uint64_t bytes_in_use() const override { return pool_->bytes_in_use(); }
-  std::optional<uint64_t> limit() const override { return pool_->limit(); }
-  void set_limit(std::optional<uint64_t> limit) override { pool_->set_limit(limit); }
-  Result<gpu::IpcHandle> Export(void* ptr, size_t bytes) override { return pool_->Export(ptr, bytes); }
-  bool Owns(const void* ptr, size_t bytes) const override { return pool_->Owns(ptr, bytes); }
-
- private:
-  GpuTasks* owner_;
-  gpu::MemoryResource* pool_;
-};
 
 GpuTasks::GpuTasks() = default;
 
@@ -591,7 +525,7 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
 gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid,
                               gpu::DType dtype, std::vector<int64_t> shape, gpu::Context* ctx) {
   std::string what = "device object " + id + " of process " + std::to_string(pid) + " (on a GPU this process does not see)";
-  if (const TransferLibrary& lib = TransferLib(); lib.move == nullptr) throw RuntimeError(what + ": " + lib.error);
+  if (Status available = DeviceTransferAvailable(); !available.ok()) throw RuntimeError(what + ": " + available.message());
   if (!peers_.register_import || producer.socket_path.empty()) throw RuntimeError(what + ": its producer's address is unknown");
   int device = 0;
   std::vector<gpu::Stream*> streams;  // the task's (or the import stream): they wait for it
@@ -640,7 +574,7 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
     next_epoch();
     throw ObjectLostError(what + " is no longer held by its producer");
   }
-  Status moved = Transfer(group, /*send=*/false, *backend, device, tensor->data(), tensor->bytes(), stream);
+  Status moved = TransferThroughPairGroup(group, /*send=*/false, *backend, device, tensor->data(), tensor->bytes(), stream);
   if (!moved.ok()) {
     next_epoch();
     // A producer that died meanwhile took the object with it (lineage may make it again).
@@ -713,7 +647,7 @@ Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
                                                             // goes with the entry: waited on here)
   }
   tensor.AddUser(*backend, *stream);  // its memory stays until the send is done
-  PRISM_RETURN_IF_ERROR(Transfer(group, /*send=*/true, *backend, device, tensor.data(), tensor.bytes(), stream));
+  PRISM_RETURN_IF_ERROR(TransferThroughPairGroup(group, /*send=*/true, *backend, device, tensor.data(), tensor.bytes(), stream));
   std::lock_guard<std::mutex> lock(mu_);
   transfer_stats_.sent++;
   transfer_stats_.sent_bytes += tensor.bytes();
@@ -785,7 +719,7 @@ void GpuTasks::CloseFinishedImports(bool wait) {
 
 gpu::MemoryResource* GpuTasks::TaskMemory(int device, gpu::MemoryResource* pool) {
   auto& m = task_memory_[device];
-  if (!m) m = std::make_unique<SpillingMemory>(this, pool);
+  if (!m) m = std::make_unique<SpillingMemory>(pool, [this](int d, uint64_t bytes) { return Spill(d, bytes); });
   return m.get();
 }
 

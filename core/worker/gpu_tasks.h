@@ -8,6 +8,7 @@
 
 #include "base/thread_annotations.h"
 #include "object_store/store_client.h"
+#include "worker/spilling_memory.h"
 
 #include <prism/ids.h>
 #include <prism/internal/runtime_api.h>
@@ -158,7 +159,6 @@ class GpuTasks {
   Status RestoreLocked(const std::string& id, Exported& e) PRISM_REQUIRES(mu_);
   // Device memory that spills device objects when an allocation finds it full: what GPU tasks
   // allocate from.
-  class SpillingMemory;
   gpu::MemoryResource* TaskMemory(int device, gpu::MemoryResource* pool) PRISM_REQUIRES(mu_);
   std::map<int, std::unique_ptr<SpillingMemory>> task_memory_ PRISM_GUARDED_BY(mu_);
   std::shared_ptr<StoreClient> host_store_ PRISM_GUARDED_BY(mu_);
