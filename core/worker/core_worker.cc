@@ -81,7 +81,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   cw->task_context_ = std::make_unique<TaskContext>(root);
   CoreWorker* self = cw.get();
   cw->objects_ = std::make_unique<ObjectAccess>(
-      ObjectAccess::Self{cw->address_, cw->options_.worker_id, cw->options_.runtime_generation}, cw->store_,
+      ObjectAccess::Self{cw->address_, cw->options_.runtime_generation}, cw->store_,
       cw->object_store_, *cw->owner_clients_, *cw->task_context_, cw->loop_.context(),
       [self] { return self->InTaskOfWorker(); }, [self](bool blocked) { self->SetBlocked(blocked); });
   cw->results_ = std::make_unique<ResultWriter>(*cw->objects_, *cw->object_store_, cw->store_, *cw->owner_clients_);

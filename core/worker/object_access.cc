@@ -13,6 +13,7 @@ ObjectAccess::ObjectAccess(Self self, MemoryStore& store, std::shared_ptr<StoreC
                            TaskContext& context, asio::io_context& io, std::function<bool()> in_worker_task,
                            std::function<void(bool)> blocked)
     : self_(std::move(self)),
+      worker_id_(WorkerId::FromBinary(self_.address.worker_id)),
       self_address_(std::make_shared<const internal::OwnerAddress>(self_.address)),
       store_(store),
       host_store_(std::move(host_store)),
@@ -122,7 +123,7 @@ internal::RefPtr ObjectAccess::Put(const internal::EncodedValue& value) {
   ObjectId id = context_.NextPut();
   StoredObject obj;
   if (value.size > internal::kMaxInlineBytes) {
-    WriteToStore(id, value, self_.worker_id);
+    WriteToStore(id, value, worker_id_);
     obj = StoredObject::InStore(value.size);
   } else {
     obj = StoredObject::Value(value.ToString());
@@ -135,7 +136,7 @@ internal::RefPtr ObjectAccess::Put(const internal::EncodedValue& value) {
 
 internal::RefPtr ObjectAccess::MakeRef(const ObjectId& id, internal::OwnerAddress owner) {
   if (!IsSelf(owner)) {
-    if (store_.AddBorrowedRef(id, owner)) owners_.QueueAddBorrower(owner, id, self_.worker_id);
+    if (store_.AddBorrowedRef(id, owner)) owners_.QueueAddBorrower(owner, id, worker_id_);
     return std::make_shared<internal::RefHandle>(id, std::move(owner), self_.runtime_generation);
   }
   if (!store_.AddRefIfPresent(id)) {  // (the message is built only when it is needed)
@@ -152,8 +153,7 @@ void ObjectAccess::CheckCurrent(const internal::RefHandle& ref) const {
   }
 }
 
-std::vector<internal::EncodedView> ObjectAccess::Get(
-    const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms) {
+std::vector<ObjectId> ObjectAccess::Prepare(const std::vector<const internal::RefHandle*>& refs) {
   std::vector<ObjectId> ids;
   ids.reserve(refs.size());
   for (const auto* r : refs) {
@@ -161,8 +161,18 @@ std::vector<internal::EncodedView> ObjectAccess::Get(
     EnsureFetched(*r);
     ids.push_back(r->id());
   }
-  std::optional<MemoryStore::Clock::time_point> deadline;
-  if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
+  return ids;
+}
+
+std::optional<MemoryStore::Clock::time_point> ObjectAccess::DeadlineOf(int64_t timeout_ms) {
+  if (timeout_ms < 0) return std::nullopt;
+  return MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
+}
+
+std::vector<internal::EncodedView> ObjectAccess::Get(
+    const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms) {
+  std::vector<ObjectId> ids = Prepare(refs);
+  std::optional<MemoryStore::Clock::time_point> deadline = DeadlineOf(timeout_ms);
   std::vector<bool> ready;
   std::vector<std::optional<StoredObject>> values;
   if (in_worker_task_()) {
@@ -225,15 +235,8 @@ void ObjectAccess::WhenReady(const internal::RefHandle& ref, std::function<void(
 
 std::vector<bool> ObjectAccess::Wait(const std::vector<const internal::RefHandle*>& refs,
                                    size_t num_returns, int64_t timeout_ms) {
-  std::vector<ObjectId> ids;
-  ids.reserve(refs.size());
-  for (const auto* r : refs) {
-    CheckCurrent(*r);
-    EnsureFetched(*r);
-    ids.push_back(r->id());
-  }
-  std::optional<MemoryStore::Clock::time_point> deadline;
-  if (timeout_ms >= 0) deadline = MemoryStore::Clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::vector<ObjectId> ids = Prepare(refs);
+  std::optional<MemoryStore::Clock::time_point> deadline = DeadlineOf(timeout_ms);
   if (!in_worker_task_()) return store_.Wait(ids, num_returns, deadline);
   std::vector<bool> ready = store_.Wait(ids, num_returns, MemoryStore::Clock::now());
   if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns) return ready;

@@ -28,7 +28,6 @@ class ObjectAccess {
   /// Who this process is: the owner its handles name, and which Init() made them.
   struct Self {
     internal::OwnerAddress address;  // complete (its node id known)
-    WorkerId worker_id;
     uint64_t runtime_generation = 0;
   };
   /// `io`: the event loop fetches run on. `in_worker_task`: whether the calling thread runs a
@@ -73,8 +72,12 @@ class ObjectAccess {
  private:
   /// Asks a borrowed object's owner for its value, once at a time per object.
   void EnsureFetched(const internal::RefHandle& ref);
+  /// The ids of `refs`, each checked and (if borrowed) being fetched.
+  std::vector<ObjectId> Prepare(const std::vector<const internal::RefHandle*>& refs);
+  static std::optional<MemoryStore::Clock::time_point> DeadlineOf(int64_t timeout_ms);
 
   const Self self_;
+  const WorkerId worker_id_;  // self_.address's
   const std::shared_ptr<const internal::OwnerAddress> self_address_;  // shared by this process's handles
   MemoryStore& store_;
   const std::shared_ptr<StoreClient> host_store_;  // shared with the pins of Buffers handed out

@@ -35,6 +35,17 @@ ForeignExecutor& GlobalForeignExecutor() {
   return executor;
 }
 
+// The task failed: its reply carries the error instead of results.
+void Fail(const rpc::TaskSpec& spec, rpc::ErrorKind kind, std::string type, std::string message,
+          rpc::TaskReply* reply) {
+  reply->clear_returns();
+  auto* e = reply->mutable_error();
+  e->set_kind(kind);
+  e->set_type_name(std::move(type));
+  e->set_message(std::move(message));
+  e->set_function(spec.name().empty() ? spec.function() : spec.name());
+}
+
 }  // namespace
 
 void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = std::move(executor); }
@@ -98,12 +109,7 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
   reply.set_task_id(spec.task_id());
   reply.set_attempt(spec.attempt());
   auto fail = [&](rpc::ErrorKind kind, std::string type, std::string message) {
-    reply.clear_returns();
-    auto* e = reply.mutable_error();
-    e->set_kind(kind);
-    e->set_type_name(std::move(type));
-    e->set_message(std::move(message));
-    e->set_function(spec.name().empty() ? spec.function() : spec.name());
+    Fail(spec, kind, std::move(type), std::move(message), &reply);
   };
   // What runs: a remote function, an actor's factory (this worker becomes the actor's process),
   // or a method of the actor this worker hosts.
@@ -353,13 +359,8 @@ void TaskRunner::SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
   rpc::TaskReply& reply = *env.mutable_task_reply();
   reply.set_task_id(spec.task_id());
   reply.set_attempt(spec.attempt());
-  auto fail = [&](rpc::ErrorKind kind, const std::string& type, const std::string& message) {
-    reply.clear_returns();
-    auto* e = reply.mutable_error();
-    e->set_kind(kind);
-    e->set_type_name(type);
-    e->set_message(message);
-    e->set_function(spec.name().empty() ? spec.function() : spec.name());
+  auto fail = [&](rpc::ErrorKind kind, std::string type, std::string message) {
+    Fail(spec, kind, std::move(type), std::move(message), &reply);
   };
   std::shared_ptr<ReturnValues> hold;
   try {

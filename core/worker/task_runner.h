@@ -67,7 +67,14 @@ class TaskRunner {
     std::shared_ptr<StoreClient> host_store;  // pins the arguments read from it
     TimelineRecorder* timeline = nullptr;     // workers recording task events; else null
   };
-  explicit TaskRunner(Parts parts) : parts_(std::move(parts)) {}
+  explicit TaskRunner(Parts parts)
+      : self_(std::move(parts.self)),
+        objects_(parts.objects),
+        results_(parts.results),
+        owners_(parts.owners),
+        gpu_(parts.gpu),
+        host_store_(std::move(parts.host_store)),
+        timeline_(parts.timeline) {}
   TaskRunner(const TaskRunner&) = delete;
   TaskRunner& operator=(const TaskRunner&) = delete;
 
@@ -107,14 +114,13 @@ class TaskRunner {
   /// Builds and sends the reply of a task whose result came later (ReplyLater).
   void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<ReturnValues()>& produce);
 
-  Parts parts_;
-  ObjectAccess& objects_ = parts_.objects;
-  ResultWriter& results_ = parts_.results;
-  OwnerClients& owners_ = parts_.owners;
-  GpuTasks& gpu_ = parts_.gpu;
-  const internal::OwnerAddress& self_ = parts_.self;
-  std::shared_ptr<StoreClient>& host_store_ = parts_.host_store;
-  TimelineRecorder*& timeline_ = parts_.timeline;
+  const internal::OwnerAddress self_;
+  ObjectAccess& objects_;
+  ResultWriter& results_;
+  OwnerClients& owners_;
+  GpuTasks& gpu_;
+  const std::shared_ptr<StoreClient> host_store_;
+  TimelineRecorder* const timeline_;
   TaskExecutor* executor_ = nullptr;
   OutputCapture* output_ = nullptr;
   std::string label_pid_;

@@ -118,6 +118,33 @@ void SetCommon(const Submitter& who, rpc::TaskSpec* spec) {
   spec->mutable_caller()->set_node_id(who.caller.node_id);
 }
 
+// The arguments into the spec: values inline, refs by id (with their owners for a task, whose
+// worker may fetch them; an actor call's are resolved by the caller first), and the refs that
+// must outlive the task.
+void AddArgs(std::vector<internal::SerializedArg> args, bool with_owners, const CheckRef& check_ref, PendingTask* t) {
+  t->arg_refs.reserve(args.size());
+  for (auto& a : args) {
+    auto* arg = t->spec->add_args();
+    if (a.ref) {
+      check_ref(*a.ref);
+      auto* ref = arg->mutable_ref();
+      ref->set_object_id(a.ref->id().Binary());
+      if (with_owners) {
+        ref->mutable_owner()->set_socket_path(a.ref->owner().socket_path);
+        ref->mutable_owner()->set_worker_id(a.ref->owner().worker_id);
+        ref->mutable_owner()->set_node_id(a.ref->owner().node_id);
+      }
+    } else {
+      arg->set_value(std::move(a.value));
+    }
+    t->arg_refs.push_back(std::move(a.ref));
+    for (auto& n : a.nested) {
+      check_ref(*n);
+      t->nested.push_back(std::move(n));
+    }
+  }
+}
+
 }  // namespace
 
 PendingTask BuildTask(const Submitter& who, const std::string& function, std::vector<internal::SerializedArg> args,
@@ -138,25 +165,7 @@ PendingTask BuildTask(const Submitter& who, const std::string& function, std::ve
     r->set_name(name);
     r->set_milli(milli);
   }
-  t.arg_refs.reserve(args.size());
-  for (auto& a : args) {
-    auto* arg = t.spec->add_args();
-    if (a.ref) {
-      check_ref(*a.ref);
-      auto* ref = arg->mutable_ref();
-      ref->set_object_id(a.ref->id().Binary());
-      ref->mutable_owner()->set_socket_path(a.ref->owner().socket_path);
-      ref->mutable_owner()->set_worker_id(a.ref->owner().worker_id);
-      ref->mutable_owner()->set_node_id(a.ref->owner().node_id);
-    } else {
-      arg->set_value(std::move(a.value));
-    }
-    t.arg_refs.push_back(std::move(a.ref));
-    for (auto& n : a.nested) {
-      check_ref(*n);
-      t.nested.push_back(std::move(n));
-    }
-  }
+  AddArgs(std::move(args), /*with_owners=*/true, check_ref, &t);
   t.lease.shape = std::move(checked.shape);
   t.retries_left = options.max_retries;
   t.return_id = ReturnObjectId(who.task_id, 1);
@@ -171,21 +180,7 @@ PendingTask BuildActorCall(const Submitter& who, const ActorId& actor, const std
   t.spec->set_name(method);
   t.spec->set_num_returns(num_returns);
   t.spec->set_actor_id(actor.Binary());
-  for (auto& a : args) {
-    auto* arg = t.spec->add_args();
-    if (a.ref) {
-      check_ref(*a.ref);
-      auto* ref = arg->mutable_ref();
-      ref->set_object_id(a.ref->id().Binary());
-    } else {
-      arg->set_value(std::move(a.value));
-    }
-    t.arg_refs.push_back(std::move(a.ref));
-    for (auto& n : a.nested) {
-      check_ref(*n);
-      t.nested.push_back(std::move(n));
-    }
-  }
+  AddArgs(std::move(args), /*with_owners=*/false, check_ref, &t);
   t.return_id = ReturnObjectId(who.task_id, 1);
   return t;
 }

@@ -586,26 +586,55 @@ TEST(CoreWorkerHostileTest, DriverAndWorkerSocketsRejectBadPeers) {
   prism::Shutdown();
 }
 
+// A worker's parts around the daemon's real store, for the units that run tasks and write their
+// results. `self` must be a registered driver or worker of the daemon.
+struct WorkerParts {
+  WorkerParts(const std::string& socket, const std::string& token, const WorkerId& self)
+      : address{"/tmp/prism-parts-test.sock", self.Binary(), std::string(16, 'n')} {
+    auto connected = StoreClient::Connect(socket, token, self, std::chrono::milliseconds(200));
+    if (!connected.ok()) throw std::runtime_error("store: " + connected.status().ToString());
+    host = std::shared_ptr<StoreClient>(std::move(*connected));
+    loop.Start("test-loop");
+    OwnerClients::Config config;
+    config.self = self;
+    owners = std::make_unique<OwnerClients>(loop.context(), config, [](const ObjectId&) {});
+    objects = std::make_unique<ObjectAccess>(ObjectAccess::Self{address, 777}, store, host, *owners, context,
+                                             loop.context(), [] { return false; }, [](bool) {});
+    results = std::make_unique<ResultWriter>(*objects, *host, store, *owners);
+  }
+  ~WorkerParts() {
+    std::promise<void> closed;
+    asio::post(loop.context(), [&] {
+      owners->CloseAll();
+      closed.set_value();
+    });
+    closed.get_future().wait();
+    loop.Stop();
+  }
+
+  rpc::EventLoop loop;
+  internal::OwnerAddress address;
+  std::shared_ptr<StoreClient> host;
+  MemoryStore store;
+  const TaskId root = DriverTaskId(JobIdFromInt(9));
+  TaskContext context{root};
+  std::unique_ptr<OwnerClients> owners;
+  std::unique_ptr<ObjectAccess> objects;
+  std::unique_ptr<ResultWriter> results;
+};
+
 // ResultWriter against the daemon's real store: small results inline, large ones in the store
 // (owned by the caller), refs inside lent to the caller, and nothing left behind by a failure.
 TEST_F(DaemonHostileTest, AResultWriterStoresLargeResultsForTheCallerAndLeavesNothingAfterAFailure) {
   const WorkerId self = RandomUniqueId(), caller = RandomUniqueId();
   BlockingClient driver = Driver(self);
   BlockingClient caller_process = Driver(caller);  // a result's owner must be a live process of the node
-  auto connected = StoreClient::Connect(socket_, token_, self, std::chrono::milliseconds(200));
-  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
-  std::shared_ptr<StoreClient> host(std::move(*connected));
-  rpc::EventLoop loop;
-  loop.Start("test-loop");
-  MemoryStore store;
-  OwnerClients::Config config;
-  config.self = self;
-  OwnerClients owners(loop.context(), config, [](const ObjectId&) {});
-  const TaskId root = DriverTaskId(JobIdFromInt(9));
-  TaskContext context(root);
-  ObjectAccess objects({{"/tmp/prism-rw-test.sock", self.Binary(), std::string(16, 'n')}, self, 777}, store, host,
-                       owners, context, loop.context(), [] { return false; }, [](bool) {});
-  ResultWriter results(objects, *host, store, owners);
+  WorkerParts parts(socket_, token_, self);
+  StoreClient* host = parts.host.get();
+  MemoryStore& store = parts.store;
+  ObjectAccess& objects = *parts.objects;
+  ResultWriter& results = *parts.results;
+  const TaskId root = parts.root;
 
   auto encoded = [](std::string bytes) {
     auto owned = std::make_shared<std::string>(std::move(bytes));
@@ -663,13 +692,6 @@ TEST_F(DaemonHostileTest, AResultWriterStoresLargeResultsForTheCallerAndLeavesNo
     }
   }
   EXPECT_TRUE(gone);
-  std::promise<void> closed;
-  asio::post(loop.context(), [&] {
-    owners.CloseAll();
-    closed.set_value();
-  });
-  closed.get_future().wait();
-  loop.Stop();
 }
 
 // TaskRunner against the daemon's real store: a registered function runs on inline and stored
@@ -678,23 +700,11 @@ TEST_F(DaemonHostileTest, ATaskRunnerRunsTasksAndAnswersBadOnesWithErrors) {
   const WorkerId self = RandomUniqueId(), caller = RandomUniqueId();
   BlockingClient driver = Driver(self);
   BlockingClient caller_process = Driver(caller);
-  auto connected = StoreClient::Connect(socket_, token_, self, std::chrono::milliseconds(200));
-  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
-  std::shared_ptr<StoreClient> host(std::move(*connected));
-  rpc::EventLoop loop;
-  loop.Start("test-loop");
-  MemoryStore store;
-  OwnerClients::Config config;
-  config.self = self;
-  OwnerClients owners(loop.context(), config, [](const ObjectId&) {});
-  const TaskId root = DriverTaskId(JobIdFromInt(9));
-  TaskContext context(root);
-  internal::OwnerAddress address{"/tmp/prism-runner-test.sock", self.Binary(), std::string(16, 'n')};
-  ObjectAccess objects({address, self, 777}, store, host, owners, context, loop.context(), [] { return false; },
-                       [](bool) {});
-  ResultWriter results(objects, *host, store, owners);
+  WorkerParts parts(socket_, token_, self);
+  std::shared_ptr<StoreClient> host = parts.host;
+  const TaskId root = parts.root;
   GpuTasks gpu;
-  TaskRunner runner(TaskRunner::Parts{address, objects, results, owners, gpu, host, nullptr});
+  TaskRunner runner(TaskRunner::Parts{parts.address, *parts.objects, *parts.results, *parts.owners, gpu, host, nullptr});
 
   const std::string* name = internal::FunctionRegistry::Instance().NameOf(reinterpret_cast<const void*>(&RunnerTriple));
   ASSERT_NE(name, nullptr);
@@ -754,14 +764,6 @@ TEST_F(DaemonHostileTest, ATaskRunnerRunsTasksAndAnswersBadOnesWithErrors) {
   rpc::TaskReply r7 = run(p7);
   EXPECT_EQ(r7.error().kind(), rpc::ERROR_FUNCTION_NOT_FOUND);
   EXPECT_TRUE(runner.actor_id().IsNil());  // no creation ran: this process hosts no actor
-
-  std::promise<void> closed;
-  asio::post(loop.context(), [&] {
-    owners.CloseAll();
-    closed.set_value();
-  });
-  closed.get_future().wait();
-  loop.Stop();
 }
 
 }  // namespace

@@ -41,8 +41,7 @@ class ObjectAccessTest : public ::testing::Test {
     OwnerClients::Config config;
     config.self = self_id_;
     owners_ = std::make_unique<OwnerClients>(loop_.context(), config, [](const ObjectId&) {});
-    ObjectAccess::Self self{{"/tmp/prism-oa-test-self.sock", self_id_.Binary(), std::string(16, 'n')}, self_id_,
-                            kGeneration};
+    ObjectAccess::Self self{{"/tmp/prism-oa-test-self.sock", self_id_.Binary(), std::string(16, 'n')}, kGeneration};
     objects_ = std::make_unique<ObjectAccess>(
         self, store_, nullptr, *owners_, context_, loop_.context(), [this] { return in_task_.load(); },
         [this](bool b) {
