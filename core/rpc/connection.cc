@@ -2,8 +2,10 @@
 
 #include "base/logging.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 #include <pthread.h>
 
 #include <cerrno>
@@ -32,6 +34,32 @@ Connection::Connection(UnixSocket socket, size_t max_frame_bytes)
 void Connection::Start(OnMessage on_message, OnClose on_close, std::string initial) {
   on_message_ = std::move(on_message);
   on_close_ = std::move(on_close);
+  if (shared_reads_) {
+    // Out of the reactor (which would wake the loop for every frame, read by whoever), into an
+    // epoll set of its own: level-triggered there, and what it reports is ours to choose.
+    asio::error_code ec;
+    const int fd = socket_.release(ec);
+    const int ep = ec ? -1 : ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = fd;
+    if (ep < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      // (Out of descriptors, say.) The connection fails like any other; nothing was read.
+      const std::string why = ec ? ec.message() : std::string(std::strerror(errno));
+      if (ep >= 0) ::close(ep);
+      if (fd >= 0) ::close(fd);
+      closed_.store(true, std::memory_order_release);
+      asio::post(io_, [self = shared_from_this(), why] {
+        if (auto cb = std::move(self->on_close_)) {
+          self->on_message_ = nullptr;
+          cb(*self, Status::IOError("cannot watch the connection: " + why));
+        }
+      });
+      return;
+    }
+    fd_ = fd;
+    watch_ = std::make_unique<asio::posix::stream_descriptor>(io_, ep);
+  }
   asio::post(socket_.get_executor(), [self = shared_from_this(), initial = std::move(initial)] {
     if (!initial.empty() && !self->closed()) {
       size_t avail = 0;
@@ -57,7 +85,7 @@ bool Connection::Consume(size_t n) {
 void Connection::ReadSome() {
   if (closed()) return;
   if (shared_reads_) {
-    WaitReadable();
+    WaitShared();
     return;
   }
   size_t available = 0;
@@ -76,17 +104,51 @@ void Connection::ReadSome() {
       });
 }
 
-void Connection::WaitReadable() {
-  socket_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+void Connection::WaitShared() {
+  watch_->async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
     if (self->closed()) return;
     if (ec) {
-      self->CloseOnLoop(Status::IOError("wait for data failed: " + ec.message()));
+      self->CloseOnLoop(Status::IOError("wait for the connection failed: " + ec.message()));
       return;
     }
-    // (Asio re-arms the descriptor when a wait starts, so bytes that came after the last read
-    // found the socket empty are seen: the wait completes at once.)
-    if (self->ReadShared()) self->WaitReadable();
+    self->OnSharedReady();
   });
+}
+
+void Connection::OnSharedReady() {
+  bool write;
+  {
+    std::lock_guard<std::mutex> lock(interest_mu_);
+    write = want_write_;
+  }
+  if (write) WriteShared();
+  if (closed()) return;
+  // Read even while claimed: the set then reports only hang-ups, errors and room to write, and
+  // a hang-up is seen here at once (frames read here go to the loop, in order, as ever).
+  if (ReadShared()) WaitShared();
+}
+
+void Connection::SetInterestLocked() {
+  if (fds_closed_ || fd_ < 0) return;
+  epoll_event ev{};
+  uint32_t events = 0;
+  if (claims_ == 0) events |= EPOLLIN | EPOLLRDHUP;
+  if (want_write_) events |= EPOLLOUT;
+  ev.events = events;
+  ev.data.fd = fd_;
+  (void)::epoll_ctl(watch_->native_handle(), EPOLL_CTL_MOD, fd_, &ev);
+}
+
+void Connection::ClaimReads() {
+  if (!shared_reads_) return;
+  std::lock_guard<std::mutex> lock(interest_mu_);
+  if (claims_++ == 0) SetInterestLocked();
+}
+
+void Connection::ReleaseReads() {
+  if (!shared_reads_) return;
+  std::lock_guard<std::mutex> lock(interest_mu_);
+  if (claims_ > 0 && --claims_ == 0) SetInterestLocked();  // (bytes waiting: the loop wakes)
 }
 
 bool Connection::ReadShared() {
@@ -99,7 +161,7 @@ bool Connection::ReadShared() {
     while (!closed()) {
       size_t available = 0;
       char* space = decoder_.WritableSpace(kReadChunk, &available);
-      ssize_t n = ::recv(socket_.native_handle(), space, available, MSG_DONTWAIT);
+      ssize_t n = ::recv(Fd(), space, available, MSG_DONTWAIT);
       if (n > 0) {
         decoder_.Commit(static_cast<size_t>(n));
         failed = DeliverLocked(nullptr, nullptr);
@@ -132,7 +194,7 @@ bool Connection::TryReadHere(const TakeHere& take) {
     // closed (and perhaps reused) meanwhile.
     std::unique_lock<std::mutex> open(mu_, std::try_to_lock);
     if (!open.owns_lock() || closed()) return false;
-    n = ::recv(socket_.native_handle(), space, available, MSG_DONTWAIT);
+    n = ::recv(Fd(), space, available, MSG_DONTWAIT);
   }
   if (n <= 0) return false;  // nothing yet; or the end or an error, which the loop sees too
   decoder_.Commit(static_cast<size_t>(n));
@@ -193,6 +255,7 @@ void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_h
     // Under mu_: CloseOnLoop closes the descriptor under it too, so the fast path below never
     // writes to a descriptor that was closed (and perhaps reused) meanwhile.
     if (closed()) return;
+    frames_queued_.store(frames_queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     size_t start = pending_.size();
     if (msg != nullptr) {
       AppendFrame(*msg, &pending_);
@@ -204,7 +267,7 @@ void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_h
       // Fast path off the loop thread: nothing queued, so write straight from this thread and
       // spare a wake-up of the loop. The kernel keeps concurrent reads (the loop thread) and
       // this write apart; mu_ orders the writers. (On the loop thread async_write batches.)
-      ssize_t n = ::send(socket_.native_handle(), pending_.data(), pending_.size(),
+      ssize_t n = ::send(Fd(), pending_.data(), pending_.size(),
                          MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n == static_cast<ssize_t>(pending_.size())) {
         pending_.clear();
@@ -214,7 +277,11 @@ void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_h
     }
     writing_ = true;
   }
-  if (InLoop()) {
+  // On the loop, a descriptor of our own (ShareReads) is written by a write posted behind the
+  // handler that queued the frame, with all the handler queued after it: a pipeline's tasks
+  // leave in one system call, not one each. (Asio's own writes batch what is queued while one is
+  // in flight; Close sends what is still queued.)
+  if (InLoop() && fd_ < 0) {
     WriteLoop();
   } else {
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->WriteLoop(); });
@@ -243,7 +310,7 @@ Status Connection::SendWithFd(const Envelope& msg, int fd) {
   std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
   ssize_t n;
   do {
-    n = ::sendmsg(socket_.native_handle(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = ::sendmsg(Fd(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
   if (n <= 0) return Status::IOError(std::string("sendmsg: ") + std::strerror(errno));
   if (static_cast<size_t>(n) < frame.size()) {
@@ -256,6 +323,10 @@ Status Connection::SendWithFd(const Envelope& msg, int fd) {
 }
 
 void Connection::WriteLoop() {
+  if (shared_reads_ && fd_ >= 0) {
+    WriteShared();
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (pending_.empty() || closed()) {
@@ -279,6 +350,50 @@ void Connection::WriteLoop() {
                     });
 }
 
+void Connection::WriteShared() {
+  Status failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed()) return;
+    while (true) {
+      if (inflight_sent_ == inflight_.size()) {
+        inflight_.clear();
+        inflight_sent_ = 0;
+        if (pending_.empty()) {
+          writing_ = false;
+          std::lock_guard<std::mutex> interest(interest_mu_);
+          if (want_write_) {
+            want_write_ = false;
+            SetInterestLocked();
+          }
+          return;
+        }
+        inflight_.swap(pending_);
+      }
+      ssize_t n = ::send(fd_, inflight_.data() + inflight_sent_, inflight_.size() - inflight_sent_,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        inflight_sent_ += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        // Full: the loop's wait reports room (also while the reads are claimed).
+        std::lock_guard<std::mutex> interest(interest_mu_);
+        if (!want_write_) {
+          want_write_ = true;
+          SetInterestLocked();
+        }
+        return;
+      } else {
+        writing_ = false;
+        failed = Status::IOError(std::string("write failed: ") + std::strerror(errno));
+        break;
+      }
+    }
+  }
+  CloseOnLoop(std::move(failed));
+}
+
 void Connection::Close(Status reason) {
   if (InLoop()) {
     CloseOnLoop(std::move(reason));
@@ -295,8 +410,29 @@ void Connection::CloseOnLoop(Status reason) {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_.exchange(true)) return;
     asio::error_code ignored;
-    socket_.shutdown(asio::socket_base::shutdown_both, ignored);
-    socket_.close(ignored);
+    if (fd_ >= 0) {
+      // What was queued before the close goes first, as far as the socket takes it at once (a
+      // refusal sent just before closing, say).
+      std::string_view rest(inflight_);
+      rest.remove_prefix(std::min(inflight_sent_, inflight_.size()));
+      for (std::string_view part : {rest, std::string_view(pending_)}) {
+        while (!part.empty()) {
+          ssize_t n = ::send(fd_, part.data(), part.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+          if (n <= 0) break;
+          part.remove_prefix(static_cast<size_t>(n));
+        }
+        if (!part.empty()) break;
+      }
+      std::lock_guard<std::mutex> interest(interest_mu_);
+      fds_closed_ = true;
+      ::shutdown(fd_, SHUT_RDWR);
+      ::close(fd_);
+      fd_ = -1;
+      watch_->close(ignored);  // (its wait ends with an error the handler ignores: closed)
+    } else {
+      socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+      socket_.close(ignored);
+    }
   }
   if (on_close_) {
     auto cb = std::move(on_close_);

@@ -38,8 +38,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Start(OnMessage on_message, OnClose on_close, std::string initial = {});
   /// Before Start(): lets a thread off the loop read this connection too (TryReadHere). The loop
   /// then waits for the socket to be readable and reads under a lock, instead of keeping a read
-  /// in flight that would take bytes from under the other reader.
+  /// in flight that would take bytes from under the other reader. The socket leaves the loop's
+  /// reactor for an epoll set of its own, which the loop watches: so that while another thread
+  /// reads it (ClaimReads), frames do not wake the loop at all (Asio's reactor is woken by every
+  /// frame on every socket it holds, whether or not a handler waits for it).
   void ShareReads() { shared_reads_ = true; }
+  /// With ShareReads(), a thread that is about to look for frames with TryReadHere, and will
+  /// until it calls ReleaseReads(): the loop neither reads nor is woken for incoming frames
+  /// meanwhile (it still writes, and sees errors and hang-ups). Claims nest; each is released.
+  /// Does nothing without ShareReads() or once closed.
+  void ClaimReads();
+  /// Ends a ClaimReads(): the loop reads again (at once, if bytes wait).
+  void ReleaseReads();
   /// Before Start(): each frame is parsed into an arena of its own (FrameDecoder::ParseOnArenas),
   /// which a handler can keep past its return with HoldFrame().
   void ParseOnArenas() { decoder_.ParseOnArenas(); }
@@ -69,6 +79,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Sends `msg` with a descriptor attached (SCM_RIGHTS, on its first byte). Only while nothing
   /// else is queued (right after the handshake); the caller keeps its own copy of `fd`.
   Status SendWithFd(const Envelope& msg, int fd);
+  /// How many frames were queued to send so far (Send, SendBatched, SendFrame).
+  uint64_t frames_queued() const { return frames_queued_.load(std::memory_order_relaxed); }
   /// Closes the connection; `on_close` gets `reason`. Idempotent.
   void Close(Status reason);
   bool closed() const { return closed_.load(std::memory_order_acquire); }
@@ -82,8 +94,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   Connection(UnixSocket socket, size_t max_frame_bytes);
   void ReadSome();
-  /// ShareReads(): waits until the socket is readable, then ReadShared().
-  void WaitReadable();
   /// ShareReads(), on the loop: reads what the socket holds and delivers it; false once closed.
   bool ReadShared();
   /// Delivers the frames decoded so far (under read_mu_): on the loop to on_message (`take`
@@ -100,6 +110,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool Consume(size_t n);
   void WriteLoop();
   void CloseOnLoop(Status reason);
+  /// ShareReads(): the descriptor (out of Asio's reactor after Start), or the socket's before.
+  int Fd() { return fd_ >= 0 ? fd_ : socket_.native_handle(); }
+  /// ShareReads(), on the loop: waits for the connection's epoll set, then reads and writes.
+  void WaitShared();
+  void OnSharedReady();
+  /// ShareReads(), on the loop: writes what is queued without blocking; what the socket cannot
+  /// take now waits for it to become writable.
+  void WriteShared();
+  /// Sets what the connection's epoll set reports (under interest_mu_).
+  void SetInterestLocked() PRISM_REQUIRES(interest_mu_);
 
   bool InLoop() const { return io_.get_executor().running_in_this_thread(); }
 
@@ -122,7 +142,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::mutex mu_;
   std::string pending_ PRISM_GUARDED_BY(mu_);  // frames waiting for the next write
   bool writing_ PRISM_GUARDED_BY(mu_) = false;
+  std::atomic<uint64_t> frames_queued_{0};  // written under mu_
   std::string inflight_;  // owned by the write in flight
+  size_t inflight_sent_ = 0;  // ShareReads(): how much of inflight_ went (under mu_)
+
+  // ShareReads(), after Start: the socket's descriptor, out of Asio's reactor, in an epoll set
+  // of its own that the loop watches (-1 before, and once closed).
+  int fd_ = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> watch_;
+  std::mutex interest_mu_;  // taken after mu_ where both are held
+  int claims_ PRISM_GUARDED_BY(interest_mu_) = 0;  // ClaimReads() not yet released
+  bool want_write_ PRISM_GUARDED_BY(interest_mu_) = false;  // a write waits for room
+  bool fds_closed_ PRISM_GUARDED_BY(interest_mu_) = false;
 };
 
 /// Runs an io_context on its own thread until Stop().

@@ -128,6 +128,8 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
                                                          cw->store_, *cw->daemon_, hooks);
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                    cw->store_, *cw->daemon_, std::move(hooks));
+  // A thread waiting for objects reads the reply to its last task itself.
+  cw->store_.SetSpinPoll([w](bool last) { w->submitter_->ReadOwnReply(last); });
   cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) { w->actor_submitter_->OnUpdate(u); };
   cw->actor_submitter_->on_dead = [w](const ActorId& id) {
     std::vector<internal::RefPtr> drop;  // released outside the lock

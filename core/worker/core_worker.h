@@ -158,6 +158,8 @@ class CoreWorker {
   /// A reader found the device objects of `ref` lost: rebuilds it if this process owns it and
   /// kept its task (see TaskSubmitter's lineage). Blocks until the event loop answered.
   bool RebuildLost(const internal::RefHandle& ref);
+  /// Runs `fn` on the event loop (tests: to keep it busy).
+  void PostToLoop(std::function<void()> fn) { asio::post(loop_.context(), std::move(fn)); }
   /// Results kept for rebuilding through lineage (tests).
   size_t lineage_size() const { return submitter_ ? submitter_->lineage_size() : 0; }
 

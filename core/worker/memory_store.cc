@@ -246,7 +246,17 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
   if (deadline) budget = std::min<std::chrono::nanoseconds>(budget, *deadline - Clock::now());
   if (budget.count() > 0) {
     lock.unlock();
-    if (SpinFor([&] { return w.done.load(std::memory_order_acquire); }, budget)) {
+    bool polled = false;
+    auto ready = [&] {
+      if (spin_poll_ && !w.done.load(std::memory_order_acquire)) {
+        spin_poll_(false);
+        polled = true;
+      }
+      return w.done.load(std::memory_order_acquire);
+    };
+    const bool came = SpinFor(ready, budget);
+    if (polled) spin_poll_(true);
+    if (came) {
       // The thread that made it ready may still hold the lock for a moment: sleeping on it now
       // would cost the wake-up the spin saved.
       SpinFor([&] { return lock.try_lock(); }, budget);

@@ -125,10 +125,15 @@ class MemoryStore {
                          std::vector<std::optional<StoredObject>>* values = nullptr);
   /// Fails every pending entry with `object` (used when the runtime shuts down).
   void FailAllPending(const StoredObject& object);
+  /// Before any Wait: `poll(false)` runs between the checks of a Wait's spin, on the waiting
+  /// thread, and `poll(true)` once after the spin when it ran before (the submitter reads the
+  /// thread's own reply there: TaskSubmitter::ReadOwnReply).
+  void SetSpinPoll(std::function<void(bool last)> poll) { spin_poll_ = std::move(poll); }
   size_t size() const;
 
  private:
   AdaptiveSpin spin_;  // how long Wait spins before it sleeps
+  std::function<void(bool last)> spin_poll_;
   struct Waiter {
     size_t remaining;
     std::condition_variable cv;

@@ -184,6 +184,17 @@ void TaskExecutor::RunLoop(bool added) {
   tl_excused = excused.get();
   const pid_t tid = gettid();
   std::shared_ptr<rpc::Connection> last_from;  // the caller of this thread's last task
+  // The connection whose reads this thread claimed (Connection::ClaimReads): from its reply to
+  // a caller of single calls until the spin for that caller's next call ends, so that the next
+  // call does not wake the loop.
+  std::shared_ptr<rpc::Connection> claimed;
+  auto release = [&claimed] {
+    if (claimed) {
+      claimed->ReleaseReads();
+      claimed.reset();
+    }
+  };
+  bool spin_next = false;  // this thread's last task came as one of single calls
   {
     std::lock_guard<std::mutex> lock(mu_);
     slot = next_slot_++;
@@ -218,15 +229,24 @@ void TaskExecutor::RunLoop(bool added) {
           lock.unlock();
           // The next call most likely comes from the caller of the last one: it is read here
           // (every few checks: a read is a system call) rather than waited for from the loop.
+          // It claims the connection meanwhile, so that the loop is not woken for the call.
           rpc::Connection* caller = read_next_ && last_from != nullptr && !last_from->closed() ? last_from.get() : nullptr;
+          if (claimed.get() != caller) {
+            release();
+            if (caller != nullptr) {
+              caller->ClaimReads();
+              claimed = last_from;
+            }
+          }
           int checks = 0;
           SpinFor(
               [&] {
                 if (queued_.load(std::memory_order_acquire) > 0) return true;
-                if (caller == nullptr || ++checks % 8 != 0) return false;
+                if (caller == nullptr || ++checks % 2 != 0) return false;
                 return read_next_(*caller) || queued_.load(std::memory_order_acquire) > 0;
               },
               gap_spin_.Budget(SpinBudget(SpinRole::kServer)));
+          release();
           lock.lock();
         }
         cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
@@ -235,6 +255,8 @@ void TaskExecutor::RunLoop(bool added) {
       } else {
         singles_ = 0;  // it found work queued: not one call at a time
       }
+      release();  // (claimed for a spin that did not come)
+      spin_next = !added && singles_ >= 2;
       idle_--;
       if (stop_) return;
       if (added && threads_ > max_threads_) {  // lowered while this one waited: leave the work
@@ -263,6 +285,11 @@ void TaskExecutor::RunLoop(bool added) {
       item.from->SendBatched(env);
     } else {
       item.from->Send(env);  // the caller may be waiting for just this one: write it now
+      // (Claimed after the reply, not before: its next call comes a round trip later.)
+      if (spin_next && read_next_ && !item.from->closed()) {
+        item.from->ClaimReads();
+        claimed = item.from;
+      }
     }
     done.hold.reset();  // after the reply: releases it triggers follow it on the connection
   }

@@ -148,6 +148,20 @@ void TaskSubmitter::Submit(PendingTask task) {
         LentSpec lent(push, task.spec.get());
         rpc::AppendFrame(env, &frame);
       }
+      // Its reply may be read by this thread when it waits (ReadOwnReply): only a task whose
+      // result the loop need not look at (one return value; no refs inside the arguments,
+      // which go before the result is seen).
+      OwnReply& own = own_reply_;
+      own.waiting = task.spec->num_returns() <= 1 && task.nested.empty();
+      if (own.waiting) {
+        own.submitter = this;
+        own.conn = conn;
+        own.lane = &lane;
+        own.lease_id = lease_id;
+        own.task = TaskId::FromBinary(task.spec->task_id());
+        own.attempt = task.spec->attempt();
+        own.return_id = task.return_id;
+      }
       // Booked by the loop the next time it looks at tasks (every entry point drains these
       // first), so the loop is not woken for it: its reply, or the lease's loss, comes later.
       bookings_.Add(Booking{std::move(task), std::move(key), lease_id});
@@ -168,7 +182,10 @@ void TaskSubmitter::Submit(PendingTask task) {
       DrainBookings();
     });
   }
-  if (conn) conn->SendFrame(frame);
+  if (conn) {
+    conn->SendFrame(frame);
+    own_reply_.frames_sent = conn->frames_queued();
+  }
 }
 
 bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
@@ -176,8 +193,122 @@ bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
          std::none_of(task.arg_refs.begin(), task.arg_refs.end(), [](const internal::RefPtr& r) { return r != nullptr; });
 }
 
+thread_local TaskSubmitter::OwnReply TaskSubmitter::own_reply_;
+
+void TaskSubmitter::ReadOwnReply(bool last) {
+  OwnReply& own = own_reply_;
+  if (own.submitter != this) return;
+  auto release = [&own] {
+    if (own.claimed) {
+      own.claimed->ReleaseReads();
+      own.claimed.reset();
+    }
+  };
+  if (last || !own.waiting) {
+    release();
+    return;
+  }
+  if (!own.claimed) {
+    std::shared_ptr<rpc::Connection> conn = own.conn.lock();
+    // Only while the reply is the next frame to come, as far as this thread knows: not once the
+    // loop pipelines other tasks on the lease (its replies would be read here only to be handed
+    // to the loop one by one, and this task's has mostly been read by the loop already).
+    if (!conn || conn->closed() || conn->frames_queued() != own.frames_sent) {
+      own.waiting = false;  // the loop answers it
+      return;
+    }
+    conn->ClaimReads();
+    own.claimed = std::move(conn);
+  }
+  static const rpc::Connection::TakeHere take = [](rpc::Connection& c, rpc::Envelope& m) {
+    return own_reply_.submitter->TakeOwnReply(c, m);
+  };
+  own.claimed->TryReadHere(take);
+  if (!own.waiting) release();
+}
+
+bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
+  OwnReply& own = own_reply_;
+  if (!own.waiting) return false;
+  // Whatever comes, this thread reads no further: anything but its plain reply is the loop's
+  // (and the frames after one handed to the loop go there too, in order).
+  own.waiting = false;
+  if (!msg.has_task_reply()) return false;
+  rpc::TaskReply& reply = *msg.mutable_task_reply();
+  if (reply.attempt() != own.attempt || !TaskId::IsValidBinary(reply.task_id()) ||
+      TaskId::FromBinary(reply.task_id()) != own.task) {
+    return false;  // another task's (the loop pipelined it here)
+  }
+  // Only a plain value: an error may be retried, and refs or device objects in a result are
+  // the loop's to account for.
+  if (reply.error().kind() != rpc::ERROR_NONE || reply.returns_size() != 1) return false;
+  rpc::ReturnObject& ret = *reply.mutable_returns(0);
+  if (ret.in_store() || ret.has_device_producer() || ret.nested_size() != 0) return false;
+  // The first result stored wins: a task the loop finished meanwhile (cancelled with force, or
+  // failed at shutdown) keeps what it was given.
+  (void)store_.Put(own.return_id, StoredObject::Value(std::move(*ret.mutable_data())));
+  bool post = false;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    taken_.push_back(TakenReply{own.task, own.attempt, own.lease_id});
+    taken_flagged_.store(true, std::memory_order_release);
+    // The lease is idle again, unless the loop put others on it meanwhile: back on offer for
+    // this thread's next task (the loop offers it again anyway when it books this reply).
+    FastLane& lane = *own.lane;
+    if (!lane.conn && lane.lease_id == own.lease_id && !conn.closed()) lane.conn = conn.shared_from_this();
+    // The loop is not woken per reply; it books them at its next entry point, and at least every
+    // few dozen (what it holds meanwhile: the tasks' specs).
+    if (taken_.size() >= kTakenBeforeDrain && !drain_posted_) post = drain_posted_ = true;
+  }
+  if (post) {
+    asio::post(io_, [this] {
+      {
+        std::lock_guard<std::mutex> lock(lanes_mu_);
+        drain_posted_ = false;
+      }
+      DrainBookings();
+    });
+  }
+  return true;
+}
+
 void TaskSubmitter::DrainBookings() {
+  // The taken replies are swapped out before the bookings: a reply was taken after its task was
+  // booked for the loop, so every task answered here is booked first.
+  std::vector<TakenReply> taken;
+  if (taken_flagged_.load(std::memory_order_acquire)) {
+    taken.swap(taken_spare_);
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    taken.swap(taken_);
+    taken_flagged_.store(false, std::memory_order_relaxed);
+  }
   bookings_.Drain(lanes_mu_, [this](Booking& b) { AddOnLoop(std::move(b.task), b.key, b.lease_id); });
+  if (taken.empty()) return;
+  for (const TakenReply& t : taken) BookTakenReply(t);
+  taken.clear();
+  taken_spare_.swap(taken);
+}
+
+void TaskSubmitter::BookTakenReply(const TakenReply& taken) {
+  auto it = tasks_.find(taken.task);
+  if (it == tasks_.end()) return;  // finished already (cancelled with force, or failed at shutdown)
+  std::unique_ptr<Running> done;
+  Running& r = *it->second;
+  const std::string& key = r.key;  // (kept alive by `done` below)
+  ShapeQueue& q = shapes_[key];
+  auto lit = q.leases.find(taken.lease_id);
+  if (lit != q.leases.end()) lit->second->Answered(taken.task);
+  if (r.lease_id != taken.lease_id || r.task.spec->attempt() != taken.attempt) return;  // runs again
+  // As Finish, with the result stored already (a plain value: nothing kept for a rebuild). A
+  // task cancelled meanwhile keeps the value it made.
+  done = std::move(it->second);
+  tasks_.erase(it);
+  done->task.arg_refs.clear();
+  done->task.nested.clear();
+  if (!lineage_.empty() && lineage_.erase(done->task.return_id) > 0) lineage_count_ = lineage_.size();
+  Pump(key);
+  lit = q.leases.find(taken.lease_id);
+  if (lit != q.leases.end()) ArmIdleTimer(key, *lit->second);
 }
 
 void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease) {
@@ -446,6 +577,7 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome
   lease->id = lid;
   lease->devices = outcome.devices;
   lease->conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
+  lease->conn->ShareReads();  // a submitting thread may read its own reply (ReadOwnReply)
   lease->conn->Start(
       [this, key, lid](rpc::Connection& c, rpc::Envelope& msg) {
         if (msg.has_stream_item()) {

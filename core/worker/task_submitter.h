@@ -155,6 +155,15 @@ class TaskSubmitter {
                 LeaseClient& leases, SubmitterHooks hooks);
   /// Any thread. The return object must already be referenced in the store.
   void Submit(PendingTask task);
+  /// Any thread, while it waits for objects (MemoryStore::Wait's spin): when this thread's last
+  /// task went out by the fast lane and its reply has not come yet, reads that lease's
+  /// connection itself (Connection::TryReadHere), claiming it meanwhile. A plain reply (one
+  /// value, inline, with no refs or device objects in it) is stored from here, the lease goes
+  /// back on offer, and the loop books the rest later; anything else goes to the loop, in
+  /// order. The round trip then needs neither a hand-off to the loop nor its wake-up (the
+  /// mirror of the executor reading its caller's connection). `last`: the spin ended (the
+  /// claim goes).
+  void ReadOwnReply(bool last);
   /// Fails every task not finished with `error` (the daemon is gone, or shutdown).
   void FailAll(const StoredObject& error);
   RuntimeStats stats() const;
@@ -274,13 +283,42 @@ class TaskSubmitter {
     std::string key;
     uint64_t lease_id = 0;
   };
-  /// Loop: books what the fast lane sent. Every loop entry point calls it first, so the loop
-  /// never looks at tasks or leases without them.
+  // A reply its submitting thread took and stored (ReadOwnReply), for the loop to book.
+  struct TakenReply {
+    TaskId task;
+    uint64_t attempt = 0;
+    uint64_t lease_id = 0;
+  };
+  // What a thread needs to read the reply to the task it sent last by the fast lane.
+  struct OwnReply {
+    TaskSubmitter* submitter = nullptr;  // whose (a thread may outlive a runtime)
+    std::weak_ptr<rpc::Connection> conn;
+    FastLane* lane = nullptr;  // (lanes_ never drops an entry)
+    uint64_t lease_id = 0;
+    TaskId task;
+    uint64_t attempt = 0;
+    ObjectId return_id;
+    uint64_t frames_sent = 0;  // the connection's frames_queued() once it was sent
+    bool waiting = false;  // its reply has not been taken here
+    std::shared_ptr<rpc::Connection> claimed;  // while this thread reads it (within one spin)
+  };
+  static thread_local OwnReply own_reply_;
+  // Taken replies the loop may hold before a submitting thread wakes it to book them.
+  static constexpr size_t kTakenBeforeDrain = 64;
+  /// ReadOwnReply's TryReadHere `take`: true when `msg` was this thread's plain reply.
+  bool TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg);
+  /// Loop: books a reply a submitting thread took: the task is done (its result stored).
+  void BookTakenReply(const TakenReply& taken);
+  /// Loop: books what the fast lane sent, and the replies submitting threads took. Every loop
+  /// entry point calls it first, so the loop never looks at tasks or leases without them.
   void DrainBookings();
   std::mutex lanes_mu_;
   std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add under lanes_mu_
   bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
+  std::vector<TakenReply> taken_ PRISM_GUARDED_BY(lanes_mu_);
+  std::atomic<bool> taken_flagged_{false};  // taken_ is not empty
+  std::vector<TakenReply> taken_spare_;  // event loop only (keeps its capacity)
 
   // Event-loop thread only.
   Tasks tasks_;

@@ -1,6 +1,8 @@
 // Remote tasks end to end: a real daemon (started by Init) and real worker processes.
+#include "base/spin.h"
 #include "e2e/rendezvous.h"
 #include "node/session.h"
+#include "worker/core_worker.h"
 
 #include <prism/prism.h>
 
@@ -12,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -334,6 +337,51 @@ TEST_F(TasksTest, GetTimesOut) {
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_GE(took, std::chrono::milliseconds(200));
   EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+// A thread waiting for its task's plain reply reads it from the worker's connection itself (see
+// TaskSubmitter::ReadOwnReply): the value comes while the driver's event loop is kept busy. An
+// error, which the loop may have to retry, still waits for the loop.
+TEST_F(TasksTest, AWaitingThreadReadsItsTasksReplyWhileTheLoopIsBusy) {
+  using namespace std::chrono_literals;
+  if (prism::SpinBudget().count() == 0) GTEST_SKIP() << "one CPU: nothing spins, and the loop reads every reply";
+  auto worker = prism::CurrentCoreWorker();
+  // Holds the driver's loop until the returned promise is kept.
+  auto hold_loop = [&] {
+    auto release = std::make_shared<std::promise<void>>();
+    auto held = std::make_shared<std::promise<void>>();
+    auto held_now = held->get_future();
+    worker->PostToLoop([held, released = release->get_future().share()] {
+      held->set_value();
+      released.wait();
+    });
+    held_now.wait();
+    return release;
+  };
+  // The reply is read within the waiting thread's spin (a few hundred microseconds): a machine
+  // busy enough to delay one past it fails that try, which then waits for the loop.
+  int read_here = 0;
+  for (int i = 0; i < 40 && read_here < 3; ++i) {
+    ASSERT_EQ(prism::Get(prism::Task(Square).Remote(i)), i * i);  // a lease on offer to this thread
+    auto release = hold_loop();
+    auto ref = prism::Task(Square).Remote(i + 1);
+    try {
+      EXPECT_EQ(prism::Get(ref, 300ms), (i + 1) * (i + 1));
+      ++read_here;
+    } catch (const prism::GetTimeoutError&) {
+    }
+    release->set_value();
+    EXPECT_EQ(prism::Get(ref), (i + 1) * (i + 1));
+  }
+  EXPECT_GE(read_here, 3) << "no reply was read by its waiting thread while the loop was busy";
+
+  ASSERT_EQ(prism::Get(prism::Task(Square).Remote(2)), 4);
+  auto release = hold_loop();
+  auto failed = prism::Task(Throws).Remote(1);
+  EXPECT_THROW(prism::Get(failed, 300ms), prism::GetTimeoutError);
+  release->set_value();
+  EXPECT_THROW(prism::Get(failed), prism::TaskError);
+  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(3)), 9);
 }
 
 TEST_F(TasksTest, WaitReturnsReadyFirstAndHonoursTimeout) {

@@ -6,7 +6,9 @@
 #include <asio.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -251,6 +253,151 @@ TEST_F(SharedReadsTest, WithoutArenasNoFrameIsHeld) {
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (nulls.empty() && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
   EXPECT_EQ(nulls, std::vector<bool>{true});
+}
+
+// ClaimReads: while a thread claims the connection, the loop is not woken for incoming frames
+// and leaves them to it; it still sees the peer go, and gets what waits once the claim ends.
+TEST_F(SharedReadsTest, AClaimedConnectionsFramesAreLeftToTheClaimingThread) {
+  conn_->ShareReads();
+  Start();
+  io_.poll();  // the loop waits on the connection
+  conn_->ClaimReads();
+  PeerSends({Push(1), Status(2)});
+  // The loop runs, but nothing wakes it for these: they stay in the socket.
+  io_.run_for(100ms);
+  EXPECT_TRUE(OnLoop().empty());
+  EXPECT_TRUE(conn_->TryReadHere(take_pushes_));
+  EXPECT_EQ(taken_, (std::vector<uint64_t>{1}));
+  io_.poll();
+  EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{2}));  // handed to the loop, as ever
+  // Frames that come while claimed and are not read go to the loop when the claim ends.
+  PeerSends({Status(3)});
+  io_.run_for(50ms);
+  EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{2}));
+  conn_->ReleaseReads();
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (OnLoop().size() < 2 && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
+  EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{2, 3}));
+  // Unclaimed again: the loop reads by itself.
+  PeerSends({Push(4)});
+  deadline = std::chrono::steady_clock::now() + 10s;
+  while (OnLoop().size() < 3 && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
+  EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{2, 3, 4}));
+}
+
+TEST_F(SharedReadsTest, ClaimsNestAndAnUnmatchedReleaseDoesNothing) {
+  conn_->ShareReads();
+  Start();
+  io_.poll();
+  conn_->ReleaseReads();  // no claim: ignored (the count does not go below zero)
+  conn_->ClaimReads();
+  conn_->ClaimReads();
+  PeerSends({Status(1)});
+  conn_->ReleaseReads();  // one claim remains
+  io_.run_for(100ms);
+  EXPECT_TRUE(OnLoop().empty());
+  conn_->ReleaseReads();
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (OnLoop().empty() && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
+  EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{1}));
+}
+
+TEST_F(SharedReadsTest, APeerThatGoesWhileTheConnectionIsClaimedIsSeenAtOnce) {
+  conn_->ShareReads();
+  Start();
+  io_.poll();
+  conn_->ClaimReads();  // and never released
+  PeerSends({Status(1)});
+  peer_.close();
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!conn_->closed() && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
+  EXPECT_TRUE(conn_->closed());
+  EXPECT_TRUE(closed_);
+  EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{1}));  // what came before the end is not lost
+  conn_->ReleaseReads();  // after the close: nothing to do, no crash
+}
+
+// Frames larger than the socket's buffer, sent from the loop and from another thread while the
+// peer reads slowly and the connection is claimed now and then: every byte arrives, in order.
+TEST_F(SharedReadsTest, WritesLargerThanTheSocketTakeArriveWholeAndInOrder) {
+  conn_->ShareReads();
+  Start();
+  io_.poll();
+  auto big = [](uint64_t n, size_t bytes) {
+    Envelope e = Push(n);
+    e.mutable_push_task()->mutable_spec()->set_name(std::string(bytes, static_cast<char>('a' + n)));
+    return e;
+  };
+  std::atomic<bool> stop{false};
+  std::thread loop([&] {
+    while (!stop) io_.run_for(5ms);
+  });
+  conn_->Send(big(1, 3 << 20));
+  asio::post(io_, [&] {
+    conn_->Send(big(2, 1 << 20));
+    conn_->SendBatched(big(3, 10));
+  });
+  std::thread other([&] {
+    conn_->ClaimReads();
+    conn_->Send(big(4, 2 << 20));
+    conn_->ReleaseReads();
+  });
+  other.join();
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  std::vector<std::pair<uint64_t, size_t>> got;
+  peer_.non_blocking(false);
+  while (got.size() < 4) {
+    size_t avail = 0;
+    char* space = decoder.WritableSpace(64 * 1024, &avail);
+    asio::error_code ec;
+    size_t n = peer_.read_some(asio::buffer(space, std::min<size_t>(avail, 16 * 1024)), ec);
+    ASSERT_FALSE(ec) << ec.message();
+    decoder.Commit(n);
+    ASSERT_TRUE(decoder.Drain([&](Envelope& m) {
+      got.emplace_back(NumberOf(m), m.push_task().spec().name().size());
+      return true;
+    }).ok());
+    std::this_thread::sleep_for(std::chrono::microseconds(200));  // a slow reader
+  }
+  stop = true;
+  loop.join();
+  // 1 went first; 2 and 3 in the order the loop queued them; 4 anywhere, but whole.
+  ASSERT_EQ(got.size(), 4u);
+  std::vector<uint64_t> order;
+  for (auto& [n, size] : got) {
+    order.push_back(n);
+    EXPECT_EQ(size, n == 1 ? (3u << 20) : n == 2 ? (1u << 20) : n == 3 ? 10u : (2u << 20)) << n;
+  }
+  auto pos = [&](uint64_t n) { return std::find(order.begin(), order.end(), n) - order.begin(); };
+  EXPECT_LT(pos(2), pos(3));
+  EXPECT_FALSE(conn_->closed());
+}
+
+TEST_F(SharedReadsTest, AFrameSentJustBeforeACloseOnTheLoopStillLeaves) {
+  conn_->ShareReads();
+  Start();
+  io_.poll();
+  // A refusal, say: sent and closed in one handler.
+  asio::post(io_, [&] {
+    conn_->Send(Status(7));
+    conn_->Close(prism::Status::PermissionDenied("refused"));
+  });
+  io_.poll();
+  EXPECT_TRUE(conn_->closed());
+  std::string bytes(4096, '\0');
+  asio::error_code ec;
+  size_t n = asio::read(peer_, asio::buffer(bytes), ec);  // up to the end of the stream
+  EXPECT_EQ(ec, asio::error::eof);
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  size_t avail = 0;
+  std::memcpy(decoder.WritableSpace(n, &avail), bytes.data(), n);
+  decoder.Commit(n);
+  std::vector<uint64_t> got;
+  ASSERT_TRUE(decoder.Drain([&](Envelope& m) {
+    got.push_back(NumberOf(m));
+    return true;
+  }).ok());
+  EXPECT_EQ(got, std::vector<uint64_t>{7});
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "worker/memory_store.h"
 
 #include "base/ids.h"
+#include "base/spin.h"
 
 #include <gtest/gtest.h>
 
@@ -56,6 +57,35 @@ TEST(MemoryStoreTest, ThreeWaitersOnOneObjectAllWakeAndTheObjectGoesAfterThem) {
   for (auto& t : waiters) t.join();
   EXPECT_EQ(woke.load(), 3);
   EXPECT_FALSE(s.Contains(Id(1))) << "gone once its last waiter left";
+}
+
+// The spin poll runs on the waiting thread between the checks of a Wait's spin (where a
+// submitter reads its own reply): what it makes ready ends the Wait; it is told once when the
+// spin is over; a Wait that finds its objects ready does not spin, so it does not poll.
+TEST(MemoryStoreTest, TheSpinPollRunsOnTheWaitingThreadAndCanEndTheWait) {
+  if (SpinBudget().count() == 0) GTEST_SKIP() << "one CPU: nothing spins";
+  MemoryStore s;
+  std::atomic<int> polls{0}, lasts{0};
+  std::thread::id waiter = std::this_thread::get_id();
+  std::atomic<bool> elsewhere{false};
+  s.SetSpinPoll([&](bool last) {
+    if (std::this_thread::get_id() != waiter) elsewhere = true;
+    if (last) {
+      lasts++;
+      return;
+    }
+    if (++polls == 3) s.Put(Id(1), StoredObject::Value("made by the poll"));
+  });
+  s.AddRef(Id(1));
+  auto ready = s.Wait({Id(1)}, 1, std::chrono::steady_clock::now() + std::chrono::seconds(10));
+  EXPECT_EQ(ready, std::vector<bool>{true});
+  EXPECT_EQ(polls.load(), 3);
+  EXPECT_EQ(lasts.load(), 1);
+  EXPECT_FALSE(elsewhere.load());
+  EXPECT_EQ(*s.GetIfReady(Id(1))->data, "made by the poll");
+  s.Wait({Id(1)}, 1, std::nullopt);  // ready: no spin
+  EXPECT_EQ(polls.load(), 3);
+  EXPECT_EQ(lasts.load(), 1);
 }
 
 TEST(MemoryStoreTest, WaitTimesOut) {
