@@ -351,47 +351,62 @@ void Connection::WriteLoop() {
 }
 
 void Connection::WriteShared() {
-  Status failed;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (closed()) return;
-    while (true) {
+  // On the loop, which alone closes the descriptor; inflight_ is this write's alone (as Asio's
+  // buffer is), so the system calls run without mu_, and other threads queue meanwhile.
+  bool wrote = false;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed()) return;
       if (inflight_sent_ == inflight_.size()) {
         inflight_.clear();
         inflight_sent_ = 0;
         if (pending_.empty()) {
-          writing_ = false;
-          std::lock_guard<std::mutex> interest(interest_mu_);
-          if (want_write_) {
-            want_write_ = false;
-            SetInterestLocked();
+          {
+            std::lock_guard<std::mutex> interest(interest_mu_);
+            if (want_write_) {
+              want_write_ = false;
+              SetInterestLocked();
+            }
           }
+          if (!wrote) {
+            writing_ = false;
+            return;
+          }
+          // As Asio's write, which completes on a later turn of the loop: the write stays "in
+          // flight" until then, so the frames queued meanwhile (replies of a pipeline) go
+          // together in the next write instead of one system call (and wake-up) each.
+          asio::post(io_, [self = shared_from_this()] { self->WriteShared(); });
           return;
         }
         inflight_.swap(pending_);
       }
-      ssize_t n = ::send(fd_, inflight_.data() + inflight_sent_, inflight_.size() - inflight_sent_,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        inflight_sent_ += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        // Full: the loop's wait reports room (also while the reads are claimed).
-        std::lock_guard<std::mutex> interest(interest_mu_);
-        if (!want_write_) {
-          want_write_ = true;
-          SetInterestLocked();
-        }
-        return;
-      } else {
-        writing_ = false;
-        failed = Status::IOError(std::string("write failed: ") + std::strerror(errno));
-        break;
+    }
+    ssize_t n = ::send(fd_, inflight_.data() + inflight_sent_, inflight_.size() - inflight_sent_,
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      wrote = true;
+      inflight_sent_ += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Full: the loop's wait reports room (also while the reads are claimed).
+      std::lock_guard<std::mutex> interest(interest_mu_);
+      if (!want_write_) {
+        want_write_ = true;
+        SetInterestLocked();
       }
+      return;
+    } else {
+      Status failed = Status::IOError(std::string("write failed: ") + std::strerror(errno));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        writing_ = false;
+      }
+      CloseOnLoop(std::move(failed));
+      return;
     }
   }
-  CloseOnLoop(std::move(failed));
 }
 
 void Connection::Close(Status reason) {

@@ -144,7 +144,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ PRISM_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> frames_queued_{0};  // written under mu_
   std::string inflight_;  // owned by the write in flight
-  size_t inflight_sent_ = 0;  // ShareReads(): how much of inflight_ went (under mu_)
+  size_t inflight_sent_ = 0;  // ShareReads(): how much of inflight_ went (the loop's)
 
   // ShareReads(), after Start: the socket's descriptor, out of Asio's reactor, in an epoll set
   // of its own that the loop watches (-1 before, and once closed).

@@ -242,7 +242,7 @@ void TaskExecutor::RunLoop(bool added) {
           SpinFor(
               [&] {
                 if (queued_.load(std::memory_order_acquire) > 0) return true;
-                if (caller == nullptr || ++checks % 2 != 0) return false;
+                if (caller == nullptr || ++checks % 8 != 0) return false;
                 return read_next_(*caller) || queued_.load(std::memory_order_acquire) > 0;
               },
               gap_spin_.Budget(SpinBudget(SpinRole::kServer)));
