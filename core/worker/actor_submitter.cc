@@ -35,8 +35,19 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
       // pipeline) lets the loop write them in batches, as a peer woken per frame costs more.
       if (lane.unanswered++ == 0) {
         lane.conn->Send(env);
+        // Alone on the connection: its reply is the next frame, which this thread may read
+        // itself when it waits (ReadOwnReply), if the loop need not look at it.
+        if (task.spec->num_returns() <= 1 && task.nested.empty()) {
+          own_.reply.Sent(this, lane.conn, TaskId::FromBinary(task.spec->task_id()), task.spec->attempt(),
+                          task.return_id);
+          own_.actor = actor;
+          own_.seq = seq;
+        } else {
+          own_.reply.Forget();
+        }
       } else {
         lane.conn->SendBatched(env);
+        own_.reply.Forget();
       }
     }
     bookings_.Add(Booking{actor, seq, std::move(task)});
@@ -52,8 +63,63 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
   });
 }
 
+thread_local ActorSubmitter::OwnCall ActorSubmitter::own_;
+
+void ActorSubmitter::ReadOwnReply(bool last) {
+  own_.reply.Read(this, last, [this](rpc::Connection&, rpc::Envelope& m) { return TakeOwnReply(m); });
+}
+
+bool ActorSubmitter::TakeOwnReply(rpc::Envelope& msg) {
+  std::string value;
+  if (!own_.reply.TakePlain(msg, &value)) return false;
+  const OwnReply& own = own_.reply;
+  (void)store_.Put(own.return_id(), StoredObject::Value(std::move(value)));  // (the first result wins)
+  bool post = false;
+  {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    taken_.push_back(TakenCall{own_.actor, own_.seq, own.task(), own.attempt()});
+    taken_flagged_.store(true, std::memory_order_release);
+    // Answered: this thread's next call goes out from here too, written at once.
+    auto it = lanes_.find(own_.actor);
+    if (it != lanes_.end() && it->second.unanswered > 0) it->second.unanswered--;
+    if (taken_.size() >= kTakenRepliesBeforeDrain && !drain_posted_) post = drain_posted_ = true;
+  }
+  if (post) {
+    asio::post(io_, [this] {
+      {
+        std::lock_guard<std::mutex> lock(lanes_mu_);
+        drain_posted_ = false;
+      }
+      DrainBookings();
+    });
+  }
+  return true;
+}
+
 void ActorSubmitter::DrainBookings() {
+  // The taken replies are swapped out before the bookings: a reply was taken after its call was
+  // booked for the loop, so every call answered here is booked first.
+  std::vector<TakenCall> taken;
+  if (taken_flagged_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(lanes_mu_);
+    taken.swap(taken_);
+    taken_flagged_.store(false, std::memory_order_relaxed);
+  }
   bookings_.Drain(lanes_mu_, [this](Booking& b) { Place(actors_[b.actor].inflight, b.seq, std::move(b.task)); });
+  for (const TakenCall& t : taken) {
+    auto ait = actors_.find(t.actor);
+    if (ait == actors_.end()) continue;
+    auto it = ait->second.inflight.find(t.seq);
+    // Not there, or another attempt: it was retried or failed meanwhile (its result stands).
+    if (it == ait->second.inflight.end() || it->second.task.spec->attempt() != t.attempt ||
+        TaskId::FromBinary(it->second.task.spec->task_id()) != t.task) {
+      continue;
+    }
+    it->second.task.arg_refs.clear();  // as Finish, with the result stored already
+    it->second.task.nested.clear();
+    it->second.task.actor_lifetime.reset();
+    ait->second.inflight.erase(it);
+  }
 }
 
 void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {
@@ -178,6 +244,7 @@ void ActorSubmitter::Connect(const ActorId& id) {
         }
         if (inc != a.incarnation) return;  // a newer incarnation meanwhile: connect to that
         a.conn = rpc::Connection::Create(std::move(connected->socket), config_.max_frame_bytes);
+        a.conn->ShareReads();  // a calling thread may read its own reply (ReadOwnReply)
         a.conn_incarnation = inc;
         a.conn->Start(
             [this, id, inc](rpc::Connection& c, rpc::Envelope& msg) {
@@ -315,6 +382,7 @@ void ActorSubmitter::Finish(Call& call, StoredObject result, std::vector<StoredO
   ObjectId rid = call.task.return_id;
   call.task.arg_refs.clear();  // the refs go with the call
   call.task.nested.clear();
+  call.task.actor_lifetime.reset();
   StoreMoreResults(store_, hooks_, *call.task.spec, result, std::move(more));
   StoreResult(store_, hooks_, rid, std::move(result));
 }

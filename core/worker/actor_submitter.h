@@ -16,6 +16,7 @@
 #include "worker/bookings.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
+#include "worker/own_reply.h"
 #include "worker/task_submitter.h"
 
 #include <asio.hpp>
@@ -43,6 +44,9 @@ class ActorSubmitter {
   void Cancel(const TaskId& id);
   /// Event loop: fails every call not finished (shutdown, daemon gone).
   void FailAll(const StoredObject& error);
+  /// Any thread, while it waits for objects: as TaskSubmitter::ReadOwnReply, for the call this
+  /// thread sent last by the fast lane while the actor had no other call of this process's out.
+  void ReadOwnReply(bool last);
 
  private:
   struct Call {
@@ -89,7 +93,24 @@ class ActorSubmitter {
     uint64_t seq;
     PendingTask task;
   };
-  /// Event loop: moves the calls the fast lane sent into their actors' `inflight`.
+  // A reply its calling thread took and stored (ReadOwnReply), for the loop to book.
+  struct TakenCall {
+    ActorId actor;
+    uint64_t seq = 0;
+    TaskId task;
+    uint64_t attempt = 0;
+  };
+  // The reply to the call this thread sent last by the fast lane, and where the call is.
+  struct OwnCall {
+    OwnReply reply;
+    ActorId actor;
+    uint64_t seq = 0;
+  };
+  static thread_local OwnCall own_;
+  /// ReadOwnReply's TryReadHere `take`: true when `msg` was this thread's plain reply.
+  bool TakeOwnReply(rpc::Envelope& msg);
+  /// Event loop: moves the calls the fast lane sent into their actors' `inflight`, and drops
+  /// the ones whose replies their calling threads took (their results are stored).
   void DrainBookings();
   /// Event loop: opens the lane when nothing of the actor waits here; closes it otherwise.
   void UpdateLane(const ActorId& id, const Actor& a);
@@ -116,6 +137,9 @@ class ActorSubmitter {
   std::mutex lanes_mu_;
   std::unordered_map<ActorId, Lane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add and Flag under lanes_mu_
+  std::vector<TakenCall> taken_ PRISM_GUARDED_BY(lanes_mu_);
+  std::atomic<bool> taken_flagged_{false};  // taken_ is not empty
+  bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
 };
 
 }  // namespace prism

@@ -128,8 +128,11 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
                                                          cw->store_, *cw->daemon_, hooks);
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
                                                    cw->store_, *cw->daemon_, std::move(hooks));
-  // A thread waiting for objects reads the reply to its last task itself.
-  cw->store_.SetSpinPoll([w](bool last) { w->submitter_->ReadOwnReply(last); });
+  // A thread waiting for objects reads the reply to its last task or actor call itself.
+  cw->store_.SetSpinPoll([w](bool last) {
+    w->submitter_->ReadOwnReply(last);
+    w->actor_submitter_->ReadOwnReply(last);
+  });
   cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) { w->actor_submitter_->OnUpdate(u); };
   cw->actor_submitter_->on_dead = [w](const ActorId& id) {
     std::vector<internal::RefPtr> drop;  // released outside the lock
@@ -525,7 +528,7 @@ std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal:
   TaskId task_id = task_context_->NextChild();
   PendingTask t = BuildActorCall(SubmitterOf(task_id), actor.id, method, std::move(args), num_returns,
                                  [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
-  t.nested.push_back(actor.lifetime);  // the actor lives at least until its calls are done
+  t.actor_lifetime = actor.lifetime;  // the actor lives at least until its calls are done
   std::vector<internal::RefPtr> handles;
   for (uint32_t i = 1; i <= num_returns; ++i) handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
   actor_submitter_->Submit(actor.id, std::move(t));

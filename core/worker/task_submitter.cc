@@ -127,6 +127,10 @@ void TaskSubmitter::Submit(PendingTask task) {
   std::string key = task.lease.Key();
   std::shared_ptr<rpc::Connection> conn;
   std::string frame;
+  bool own = false;  // its reply may be read here (the task goes to the loop's books first)
+  TaskId own_task;
+  uint64_t own_attempt = 0;
+  const ObjectId own_return = task.return_id;
   task.fits = FitsTheFastLane(task, config_.max_frame_bytes);
   const bool eligible = !task.spec->streaming() && task.fits;
   bool post = false;
@@ -148,19 +152,14 @@ void TaskSubmitter::Submit(PendingTask task) {
         LentSpec lent(push, task.spec.get());
         rpc::AppendFrame(env, &frame);
       }
-      // Its reply may be read by this thread when it waits (ReadOwnReply): only a task whose
-      // result the loop need not look at (one return value; no refs inside the arguments,
-      // which go before the result is seen).
-      OwnReply& own = own_reply_;
-      own.waiting = task.spec->num_returns() <= 1 && task.nested.empty();
-      if (own.waiting) {
-        own.submitter = this;
-        own.conn = conn;
-        own.lane = &lane;
-        own.lease_id = lease_id;
-        own.task = TaskId::FromBinary(task.spec->task_id());
-        own.attempt = task.spec->attempt();
-        own.return_id = task.return_id;
+      // Its reply may be read by this thread when it waits (ReadOwnReply).
+      own_.reply.Forget();
+      own = task.spec->num_returns() <= 1 && task.nested.empty();
+      if (own) {
+        own_.lane = &lane;
+        own_.lease_id = lease_id;
+        own_task = TaskId::FromBinary(task.spec->task_id());
+        own_attempt = task.spec->attempt();
       }
       // Booked by the loop the next time it looks at tasks (every entry point drains these
       // first), so the loop is not woken for it: its reply, or the lease's loss, comes later.
@@ -184,7 +183,7 @@ void TaskSubmitter::Submit(PendingTask task) {
   }
   if (conn) {
     conn->SendFrame(frame);
-    own_reply_.frames_sent = conn->frames_queued();
+    if (own) own_.reply.Sent(this, conn, own_task, own_attempt, own_return);
   }
 }
 
@@ -193,72 +192,31 @@ bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
          std::none_of(task.arg_refs.begin(), task.arg_refs.end(), [](const internal::RefPtr& r) { return r != nullptr; });
 }
 
-thread_local TaskSubmitter::OwnReply TaskSubmitter::own_reply_;
+thread_local TaskSubmitter::OwnTask TaskSubmitter::own_;
 
 void TaskSubmitter::ReadOwnReply(bool last) {
-  OwnReply& own = own_reply_;
-  if (own.submitter != this) return;
-  auto release = [&own] {
-    if (own.claimed) {
-      own.claimed->ReleaseReads();
-      own.claimed.reset();
-    }
-  };
-  if (last || !own.waiting) {
-    release();
-    return;
-  }
-  if (!own.claimed) {
-    std::shared_ptr<rpc::Connection> conn = own.conn.lock();
-    // Only while the reply is the next frame to come, as far as this thread knows: not once the
-    // loop pipelines other tasks on the lease (its replies would be read here only to be handed
-    // to the loop one by one, and this task's has mostly been read by the loop already).
-    if (!conn || conn->closed() || conn->frames_queued() != own.frames_sent) {
-      own.waiting = false;  // the loop answers it
-      return;
-    }
-    conn->ClaimReads();
-    own.claimed = std::move(conn);
-  }
-  static const rpc::Connection::TakeHere take = [](rpc::Connection& c, rpc::Envelope& m) {
-    return own_reply_.submitter->TakeOwnReply(c, m);
-  };
-  own.claimed->TryReadHere(take);
-  if (!own.waiting) release();
+  own_.reply.Read(this, last, [this](rpc::Connection& c, rpc::Envelope& m) { return TakeOwnReply(c, m); });
 }
 
 bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
-  OwnReply& own = own_reply_;
-  if (!own.waiting) return false;
-  // Whatever comes, this thread reads no further: anything but its plain reply is the loop's
-  // (and the frames after one handed to the loop go there too, in order).
-  own.waiting = false;
-  if (!msg.has_task_reply()) return false;
-  rpc::TaskReply& reply = *msg.mutable_task_reply();
-  if (reply.attempt() != own.attempt || !TaskId::IsValidBinary(reply.task_id()) ||
-      TaskId::FromBinary(reply.task_id()) != own.task) {
-    return false;  // another task's (the loop pipelined it here)
-  }
-  // Only a plain value: an error may be retried, and refs or device objects in a result are
-  // the loop's to account for.
-  if (reply.error().kind() != rpc::ERROR_NONE || reply.returns_size() != 1) return false;
-  rpc::ReturnObject& ret = *reply.mutable_returns(0);
-  if (ret.in_store() || ret.has_device_producer() || ret.nested_size() != 0) return false;
+  std::string value;
+  if (!own_.reply.TakePlain(msg, &value)) return false;
+  const OwnReply& own = own_.reply;
   // The first result stored wins: a task the loop finished meanwhile (cancelled with force, or
   // failed at shutdown) keeps what it was given.
-  (void)store_.Put(own.return_id, StoredObject::Value(std::move(*ret.mutable_data())));
+  (void)store_.Put(own.return_id(), StoredObject::Value(std::move(value)));
   bool post = false;
   {
     std::lock_guard<std::mutex> lock(lanes_mu_);
-    taken_.push_back(TakenReply{own.task, own.attempt, own.lease_id});
+    taken_.push_back(TakenReply{own.task(), own.attempt(), own_.lease_id});
     taken_flagged_.store(true, std::memory_order_release);
     // The lease is idle again, unless the loop put others on it meanwhile: back on offer for
     // this thread's next task (the loop offers it again anyway when it books this reply).
-    FastLane& lane = *own.lane;
-    if (!lane.conn && lane.lease_id == own.lease_id && !conn.closed()) lane.conn = conn.shared_from_this();
+    FastLane& lane = *own_.lane;
+    if (!lane.conn && lane.lease_id == own_.lease_id && !conn.closed()) lane.conn = conn.shared_from_this();
     // The loop is not woken per reply; it books them at its next entry point, and at least every
     // few dozen (what it holds meanwhile: the tasks' specs).
-    if (taken_.size() >= kTakenBeforeDrain && !drain_posted_) post = drain_posted_ = true;
+    if (taken_.size() >= kTakenRepliesBeforeDrain && !drain_posted_) post = drain_posted_ = true;
   }
   if (post) {
     asio::post(io_, [this] {

@@ -12,6 +12,7 @@
 #include "worker/bookings.h"
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
+#include "worker/own_reply.h"
 
 #include <prism/internal/runtime_api.h>
 #include <prism/options.h>
@@ -87,6 +88,7 @@ struct PendingTask {
   ArenaSpec spec;
   std::vector<internal::RefPtr> arg_refs;  // parallel to spec.args(); null for values
   std::vector<internal::RefPtr> nested;    // refs inside argument values
+  internal::RefPtr actor_lifetime;         // an actor call's: its actor lives at least until it is done
   ObjectId return_id;
   LeaseSpec lease;  // resources, the worker's environment, placement
   int retries_left = 0;
@@ -289,22 +291,13 @@ class TaskSubmitter {
     uint64_t attempt = 0;
     uint64_t lease_id = 0;
   };
-  // What a thread needs to read the reply to the task it sent last by the fast lane.
-  struct OwnReply {
-    TaskSubmitter* submitter = nullptr;  // whose (a thread may outlive a runtime)
-    std::weak_ptr<rpc::Connection> conn;
+  // The reply to the task this thread sent last by the fast lane, and its lease.
+  struct OwnTask {
+    OwnReply reply;
     FastLane* lane = nullptr;  // (lanes_ never drops an entry)
     uint64_t lease_id = 0;
-    TaskId task;
-    uint64_t attempt = 0;
-    ObjectId return_id;
-    uint64_t frames_sent = 0;  // the connection's frames_queued() once it was sent
-    bool waiting = false;  // its reply has not been taken here
-    std::shared_ptr<rpc::Connection> claimed;  // while this thread reads it (within one spin)
   };
-  static thread_local OwnReply own_reply_;
-  // Taken replies the loop may hold before a submitting thread wakes it to book them.
-  static constexpr size_t kTakenBeforeDrain = 64;
+  static thread_local OwnTask own_;
   /// ReadOwnReply's TryReadHere `take`: true when `msg` was this thread's plain reply.
   bool TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg);
   /// Loop: books a reply a submitting thread took: the task is done (its result stored).

@@ -119,6 +119,17 @@ int TreeLeaves(int depth) {
 }
 PRISM_REMOTE(TreeLeaves);
 
+class Doubler {
+ public:
+  int Twice(int x) { return 2 * x; }
+  int Fails(int x) {
+    if (x > 0) throw std::invalid_argument("no");
+    return 0;
+  }
+};
+Doubler* MakeDoubler() { return new Doubler(); }
+PRISM_REMOTE(MakeDoubler, &Doubler::Twice, &Doubler::Fails);
+
 class TasksTest : public ::testing::Test {
  protected:
   void SetUp() override { prism::Init({.num_cpus = 2}); }
@@ -339,10 +350,10 @@ TEST_F(TasksTest, GetTimesOut) {
   EXPECT_LT(took, std::chrono::seconds(5));
 }
 
-// A thread waiting for its task's plain reply reads it from the worker's connection itself (see
-// TaskSubmitter::ReadOwnReply): the value comes while the driver's event loop is kept busy. An
-// error, which the loop may have to retry, still waits for the loop.
-TEST_F(TasksTest, AWaitingThreadReadsItsTasksReplyWhileTheLoopIsBusy) {
+// A thread waiting for its task's or actor call's plain reply reads it from the connection
+// itself (see TaskSubmitter::ReadOwnReply): the value comes while the driver's event loop is kept
+// busy. An error, which the loop may have to retry, still waits for the loop.
+TEST_F(TasksTest, AWaitingThreadReadsItsCallsReplyWhileTheLoopIsBusy) {
   using namespace std::chrono_literals;
   if (prism::SpinBudget().count() == 0) GTEST_SKIP() << "one CPU: nothing spins, and the loop reads every reply";
   auto worker = prism::CurrentCoreWorker();
@@ -358,30 +369,37 @@ TEST_F(TasksTest, AWaitingThreadReadsItsTasksReplyWhileTheLoopIsBusy) {
     held_now.wait();
     return release;
   };
-  // The reply is read within the waiting thread's spin (a few hundred microseconds): a machine
-  // busy enough to delay one past it fails that try, which then waits for the loop.
-  int read_here = 0;
-  for (int i = 0; i < 40 && read_here < 3; ++i) {
-    ASSERT_EQ(prism::Get(prism::Task(Square).Remote(i)), i * i);  // a lease on offer to this thread
-    auto release = hold_loop();
-    auto ref = prism::Task(Square).Remote(i + 1);
-    try {
-      EXPECT_EQ(prism::Get(ref, 300ms), (i + 1) * (i + 1));
-      ++read_here;
-    } catch (const prism::GetTimeoutError&) {
+  // `call(i)` returns a ref to 2i, after a warm-up call; `failing` a ref to an error. The reply
+  // is read within the waiting thread's spin (a few hundred microseconds): a machine busy enough
+  // to delay one past it fails that try, which then waits for the loop.
+  auto check = [&](const std::string& what, auto call, auto failing) {
+    SCOPED_TRACE(what);
+    int read_here = 0;
+    for (int i = 0; i < 40 && read_here < 3; ++i) {
+      ASSERT_EQ(prism::Get(call(i)), 2 * i);  // a lease, or the actor's lane, idle
+      auto release = hold_loop();
+      auto ref = call(i + 1);
+      try {
+        EXPECT_EQ(prism::Get(ref, 300ms), 2 * (i + 1));
+        ++read_here;
+      } catch (const prism::GetTimeoutError&) {
+      }
+      release->set_value();
+      EXPECT_EQ(prism::Get(ref), 2 * (i + 1));
     }
+    EXPECT_GE(read_here, 3) << "no reply was read by its waiting thread while the loop was busy";
+    ASSERT_EQ(prism::Get(call(2)), 4);
+    auto release = hold_loop();
+    auto failed = failing();
+    EXPECT_THROW(prism::Get(failed, 300ms), prism::GetTimeoutError);
     release->set_value();
-    EXPECT_EQ(prism::Get(ref), (i + 1) * (i + 1));
-  }
-  EXPECT_GE(read_here, 3) << "no reply was read by its waiting thread while the loop was busy";
-
-  ASSERT_EQ(prism::Get(prism::Task(Square).Remote(2)), 4);
-  auto release = hold_loop();
-  auto failed = prism::Task(Throws).Remote(1);
-  EXPECT_THROW(prism::Get(failed, 300ms), prism::GetTimeoutError);
-  release->set_value();
-  EXPECT_THROW(prism::Get(failed), prism::TaskError);
-  EXPECT_EQ(prism::Get(prism::Task(Square).Remote(3)), 9);
+    EXPECT_THROW(prism::Get(failed), prism::TaskError);
+    EXPECT_EQ(prism::Get(call(3)), 6);
+  };
+  check("tasks", [](int i) { return prism::Task(Add).Remote(i, i); }, [] { return prism::Task(Throws).Remote(1); });
+  auto doubler = prism::Actor(MakeDoubler).Remote();
+  check("actor calls", [&](int i) { return doubler.Task(&Doubler::Twice).Remote(i); },
+        [&] { return doubler.Task(&Doubler::Fails).Remote(1); });
 }
 
 TEST_F(TasksTest, WaitReturnsReadyFirstAndHonoursTimeout) {
