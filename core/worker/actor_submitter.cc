@@ -84,15 +84,7 @@ bool ActorSubmitter::TakeOwnReply(rpc::Envelope& msg) {
     if (it != lanes_.end() && it->second.unanswered > 0) it->second.unanswered--;
     if (taken_.size() >= kTakenRepliesBeforeDrain && !drain_posted_) post = drain_posted_ = true;
   }
-  if (post) {
-    asio::post(io_, [this] {
-      {
-        std::lock_guard<std::mutex> lock(lanes_mu_);
-        drain_posted_ = false;
-      }
-      DrainBookings();
-    });
-  }
+  if (post) PostDrain(io_, lanes_mu_, &drain_posted_, [this] { DrainBookings(); });
   return true;
 }
 

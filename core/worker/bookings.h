@@ -4,7 +4,10 @@
 // load when no lane was used.
 #pragma once
 
+#include <asio.hpp>
+
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -46,5 +49,18 @@ class Bookings {
   std::vector<Booking> spare_;  // event loop only
   std::atomic<bool> flagged_{false};
 };
+
+/// Posts `drain` to the loop for a thread that handed it work without waking it: `*posted`
+/// (guarded by `mu`; the caller set it, under `mu`, when it decided to post) is cleared there
+/// first, so work handed over while the drain runs posts another.
+inline void PostDrain(asio::io_context& io, std::mutex& mu, bool* posted, std::function<void()> drain) {
+  asio::post(io, [&mu, posted, drain = std::move(drain)] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      *posted = false;
+    }
+    drain();
+  });
+}
 
 }  // namespace prism

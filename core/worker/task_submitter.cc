@@ -172,15 +172,7 @@ void TaskSubmitter::Submit(PendingTask task) {
       drain_posted_ = true;
     }
   }
-  if (post) {
-    asio::post(io_, [this] {
-      {
-        std::lock_guard<std::mutex> lock(lanes_mu_);
-        drain_posted_ = false;
-      }
-      DrainBookings();
-    });
-  }
+  if (post) PostDrain(io_, lanes_mu_, &drain_posted_, [this] { DrainBookings(); });
   if (conn) {
     conn->SendFrame(frame);
     if (own) own_.reply.Sent(this, conn, own_task, own_attempt, own_return);
@@ -218,15 +210,7 @@ bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
     // few dozen (what it holds meanwhile: the tasks' specs).
     if (taken_.size() >= kTakenRepliesBeforeDrain && !drain_posted_) post = drain_posted_ = true;
   }
-  if (post) {
-    asio::post(io_, [this] {
-      {
-        std::lock_guard<std::mutex> lock(lanes_mu_);
-        drain_posted_ = false;
-      }
-      DrainBookings();
-    });
-  }
+  if (post) PostDrain(io_, lanes_mu_, &drain_posted_, [this] { DrainBookings(); });
   return true;
 }
 
