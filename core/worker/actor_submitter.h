@@ -17,7 +17,7 @@
 #include "worker/lease_client.h"
 #include "worker/memory_store.h"
 #include "worker/own_reply.h"
-#include "worker/task_submitter.h"
+#include "worker/pending_task.h"
 
 #include <asio.hpp>
 

@@ -3,7 +3,7 @@
 #include "base/logging.h"
 #include "base/resources.h"
 #include "worker/task_context.h"
-#include "worker/task_submitter.h"
+#include "worker/pending_task.h"
 
 #include <prism/errors.h>
 #include <prism/gpu/profiling.h>

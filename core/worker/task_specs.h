@@ -6,7 +6,7 @@
 #include "base/ids.h"
 #include "base/resources.h"
 #include "prism.pb.h"
-#include "worker/task_submitter.h"
+#include "worker/pending_task.h"
 
 #include <prism/internal/runtime_api.h>
 #include <prism/options.h>

@@ -1,5 +1,5 @@
 // ArenaSpec: a pending task's spec in an arena of its own, with value semantics.
-#include "worker/task_submitter.h"
+#include "worker/pending_task.h"
 
 #include <gtest/gtest.h>
 
