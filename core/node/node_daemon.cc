@@ -126,6 +126,7 @@ Status NodeDaemon::Start() {
     disk->Run(std::move(io), std::move(then));
   };
   PRISM_ASSIGN_OR_RETURN(store_, ObjectStore::Open(std::move(store_config)));
+  store_service_ = std::make_unique<StoreService>(*store_, [this](const WorkerId& id) { return IsAlive(id); });
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
   WatchSignals();
@@ -207,11 +208,7 @@ void NodeDaemon::Accept() {
 }
 
 void NodeDaemon::SendError(rpc::Connection& conn, uint64_t request_id, const Status& st) {
-  rpc::Envelope env;
-  env.mutable_error()->set_request_id(request_id);
-  env.mutable_error()->set_code(static_cast<uint32_t>(st.code()));
-  env.mutable_error()->set_message(st.message());
-  conn.Send(env);
+  SendErrorFrame(conn, request_id, st);
 }
 
 void NodeDaemon::RejectLease(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
@@ -259,7 +256,10 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     return;
   }
   if (msg.body_case() >= rpc::Envelope::kStoreCreate && msg.body_case() <= rpc::Envelope::kStoreDelete) {
-    HandleStore(conn, *peer, msg);
+    if (peer->store_client == 0) {
+      return SendError(conn, 0, Status::InvalidArgument("object store requests need a connection opened with want_store"));
+    }
+    store_service_->Handle(conn, peer->store_client, msg);
     return;
   }
   switch (msg.body_case()) {
@@ -1500,138 +1500,6 @@ void NodeDaemon::RemovePlacementGroup(uint64_t id, const std::string& why) {
   Schedule();
 }
 
-void NodeDaemon::HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg) {
-  if (peer.store_client == 0) {
-    SendError(conn, 0, Status::InvalidArgument(
-                           "object store requests need a connection opened with want_store"));
-    return;
-  }
-  const ObjectStore::ClientId client = peer.store_client;
-  auto object_id = [](const std::string& bin, ObjectId* out) -> Status {
-    if (!ObjectId::IsValidBinary(bin)) {
-      return Status::InvalidArgument("an object id is " + std::to_string(ObjectId::kSize) +
-                                     " bytes, not " + std::to_string(bin.size()));
-    }
-    *out = ObjectId::FromBinary(bin);
-    return Status::OK();
-  };
-  rpc::Envelope reply;
-  auto* r = reply.mutable_store_reply();
-  ObjectId id;
-  switch (msg.body_case()) {
-    case rpc::Envelope::kStoreCreate: {
-      const auto& req = msg.store_create();
-      r->set_request_id(req.request_id());
-      Status st = object_id(req.object_id(), &id);
-      if (st.ok() && !WorkerId::IsValidBinary(req.owner_worker_id())) {
-        st = Status::InvalidArgument("StoreCreate needs the owner's worker id");
-      }
-      WorkerId owner = WorkerId::FromBinary(req.owner_worker_id());
-      if (st.ok() && !IsAlive(owner)) {
-        // Nobody could ever free it: refuse rather than leak until the daemon stops.
-        st = Status::NotFound("the owner " + owner.Hex() + " of object " + id.Hex() +
-                              " is not a live driver or worker of this node");
-      }
-      if (!st.ok()) return SendError(conn, req.request_id(), st);
-      // Answered when it has room: at once, or after spills (the loop serves others meanwhile).
-      auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
-      store_->CreateAsync(client, id, req.size(), owner,
-                          [this, self, rid = req.request_id(), bin = req.object_id()](
-                              Result<ObjectStore::Located> loc) {
-                            if (!loc.ok()) return SendError(*self, rid, loc.status());
-                            rpc::Envelope answer;
-                            auto* sr = answer.mutable_store_reply();
-                            sr->set_request_id(rid);
-                            auto* o = sr->add_objects();
-                            o->set_object_id(bin);
-                            o->set_offset(loc->offset);
-                            o->set_size(loc->size);
-                            self->Send(answer);
-                          });
-      return;
-    }
-    case rpc::Envelope::kStoreSeal:
-    case rpc::Envelope::kStoreAbort: {
-      bool seal = msg.has_store_seal();
-      uint64_t rid = seal ? msg.store_seal().request_id() : msg.store_abort().request_id();
-      const std::string& bin = seal ? msg.store_seal().object_id() : msg.store_abort().object_id();
-      r->set_request_id(rid);
-      Status st = object_id(bin, &id);
-      if (st.ok()) st = seal ? store_->Seal(client, id) : store_->Abort(client, id);
-      if (!st.ok()) return SendError(conn, rid, st);
-      break;
-    }
-    case rpc::Envelope::kStoreGet: {
-      const auto& req = msg.store_get();
-      r->set_request_id(req.request_id());
-      // One answer for all the ids, sent when the last is located (a spilled one once restored).
-      struct Pending {
-        rpc::Envelope reply;
-        int remaining = 0;
-      };
-      auto pending = std::make_shared<Pending>();
-      pending->reply = std::move(reply);
-      pending->remaining = req.object_ids_size() + 1;  // + 1: until every id was asked for
-      auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
-      auto one_done = [pending, self] {
-        if (--pending->remaining == 0) self->Send(pending->reply);
-      };
-      for (const auto& bin : req.object_ids()) {
-        auto* o = pending->reply.mutable_store_reply()->add_objects();
-        o->set_object_id(bin);
-        const int index = pending->reply.store_reply().objects_size() - 1;
-        Status st = object_id(bin, &id);
-        if (!st.ok()) {
-          o->set_code(static_cast<uint32_t>(st.code()));
-          o->set_message(st.message());
-          one_done();
-          continue;
-        }
-        store_->GetAsync(client, id, [pending, index, one_done](Result<ObjectStore::Located> loc) {
-          auto* out = pending->reply.mutable_store_reply()->mutable_objects(index);
-          if (loc.ok()) {
-            out->set_offset(loc->offset);
-            out->set_size(loc->size);
-          } else {
-            out->set_code(static_cast<uint32_t>(loc.status().code()));
-            out->set_message(loc.status().message());
-          }
-          one_done();
-        });
-      }
-      one_done();
-      return;
-    }
-    case rpc::Envelope::kStoreRelease:
-    case rpc::Envelope::kStoreDelete: {
-      bool release = msg.has_store_release();
-      const auto& ids = release ? msg.store_release().object_ids() : msg.store_delete().object_ids();
-      uint64_t rid = release ? msg.store_release().request_id() : msg.store_delete().request_id();
-      Status first;
-      std::string errors;
-      for (const auto& bin : ids) {
-        Status st = object_id(bin, &id);
-        if (st.ok()) {
-          if (release) {
-            st = store_->Release(client, id);
-          } else {
-            store_->Delete(id);
-          }
-        }
-        if (!st.ok()) {
-          if (first.ok()) first = st;
-          errors += (errors.empty() ? "" : "; ") + st.message();
-        }
-      }
-      if (!errors.empty()) SendError(conn, rid, Status(first.code(), errors));
-      return;  // answered only on error
-    }
-    default:
-      return;
-  }
-  conn.Send(reply);
-}
-
 void NodeDaemon::FinishJob(const JobId& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
@@ -1802,6 +1670,7 @@ void NodeDaemon::Stop() {
   // Spills and restores still queued are dropped (nothing runs their completions now), the one
   // running ends, and only then does the arena go.
   if (disk_) disk_->Stop(/*discard_queued=*/true);
+  store_service_.reset();
   store_.reset();  // unmaps the arena and removes spill files
   ::unlink(socket_path_.c_str());
   if (config_.remove_session_dir && !config_.session_dir.empty()) {

@@ -7,6 +7,7 @@
 #include "control/control_store.h"
 #include "node/worker_launcher.h"
 #include "node/disk_io.h"
+#include "node/store_service.h"
 #include "object_store/object_store.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -197,7 +198,6 @@ class NodeDaemon {
   void KillWorker(const WorkerId& id, const std::string& why);
   void ReapChildren();
   void FinishJob(const JobId& id);
-  void HandleStore(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg);
   void HandleCreateActor(rpc::Connection& conn, const Peer& peer, const rpc::CreateActor& req);
   void HandleActorCreated(const Peer& peer, const rpc::TaskReply& reply);
   void HandleKillActor(const rpc::KillActor& req);
@@ -239,6 +239,7 @@ class NodeDaemon {
 
   ControlStore control_;
   std::unique_ptr<ObjectStore> store_;
+  std::unique_ptr<StoreService> store_service_;  // the store's requests (goes before store_)
   std::unique_ptr<DiskIoThread> disk_;  // the store's spills and restores (Stop() ends it before store_ goes)
   ObjectStore::ClientId next_store_client_ = 1;
   ResourcePool node_pool_;
