@@ -121,7 +121,11 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
     }
     case rpc::Envelope::kLeaseQueued: {
       auto it = lease_waiters_.find(msg.lease_queued().request_id());
-      if (it != lease_waiters_.end() && it->second.queued) it->second.queued(msg.lease_queued().infeasible());
+      if (it == lease_waiters_.end() || !it->second.queued) return;
+      // A copy runs: the callback may withdraw this very request (its caller's queue emptied
+      // meanwhile), which destroys the one in the table.
+      auto queued = it->second.queued;
+      queued(msg.lease_queued().infeasible());
       return;
     }
     case rpc::Envelope::kLeaseRejected: {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -81,6 +82,8 @@ class FakeControlService {
       out.mutable_actor_update()->set_request_id(m.create_actor().request_id());
       out.mutable_actor_update()->set_actor_id(m.create_actor().spec().task_id());
       out.mutable_actor_update()->set_state(rpc::ACTOR_PENDING);
+    } else if (m.has_request_lease()) {  // the node is busy: the request waits
+      out.mutable_lease_queued()->set_request_id(m.request_lease().request_id());
     } else if (m.has_kill_actor()) {
       if (m.kill_actor().request_id() == 0) return;  // an actor's own exit: no answer
       out.mutable_actor_update()->set_request_id(m.kill_actor().request_id());
@@ -272,6 +275,41 @@ TEST_F(ControlClientTest, CallsWaitingWhenTheServiceGoesAndCallsAfterFailAtOnce)
   auto start = std::chrono::steady_clock::now();
   EXPECT_THROW(client_->KvGet("ns", "k"), RuntimeError);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms);
+}
+
+// The submitter withdraws a lease request once nothing waits for it, which may happen within
+// that request's own `queued` callback (a task finished meanwhile): the callback must outlive
+// the withdrawal it makes.
+TEST_F(ControlClientTest, ALeaseRequestWithdrawnFromItsOwnQueuedCallback) {
+  struct Token {
+    explicit Token(std::shared_ptr<std::atomic<bool>> f) : gone(std::move(f)) {}
+    ~Token() { *gone = true; }
+    std::shared_ptr<std::atomic<bool>> gone;
+  };
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  auto alive_after = std::make_shared<std::promise<bool>>();
+  auto answered = alive_after->get_future();
+  auto id = std::make_shared<uint64_t>(0);
+  asio::post(loop_.context(), [this, gone, alive_after, id] {
+    auto token = std::make_shared<Token>(gone);  // held by the callback alone
+    *id = daemon_->RequestLease(
+        LeaseSpec{},
+        [this, token, gone, alive_after, id](bool) {
+          daemon_->CancelLeaseRequest(*id);
+          alive_after->set_value(!gone->load() && token->gone == gone);
+        },
+        [](LeaseOutcome) { ADD_FAILURE() << "a withdrawn request has no outcome"; });
+  });
+  ASSERT_EQ(answered.wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(answered.get()) << "the callback's state was destroyed while it ran";
+  // And the withdrawal reached the service.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  bool withdrawn = false;
+  while (!withdrawn && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& m : service_.received()) withdrawn |= m.has_cancel_lease_request();
+    if (!withdrawn) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(withdrawn);
 }
 
 }  // namespace
