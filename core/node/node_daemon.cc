@@ -46,17 +46,6 @@ std::string DescribeExit(int wait_status) {
   return "ended (status " + std::to_string(wait_status) + ")";
 }
 
-Result<ResourceSet> ShapeFromProto(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& rs) {
-  std::map<std::string, int64_t> milli;
-  for (const auto& r : rs) {
-    if (milli.count(r.name()) > 0) {
-      return Status::InvalidArgument("resource '" + r.name() + "' appears twice");
-    }
-    milli[r.name()] = r.milli();
-  }
-  return ResourceSet::FromMilli(milli);
-}
-
 // Environment variables from a request, checked, and the key that names that environment.
 Status EnvFromProto(const google::protobuf::RepeatedPtrField<rpc::EnvVar>& vars,
                     std::map<std::string, std::string>* env, std::string* key) {
@@ -595,9 +584,9 @@ bool NodeDaemon::IsBlocked(const Worker& w) const {
 
 ResourcePool* NodeDaemon::PoolOf(const Lease& lease) {
   if (lease.group == 0) return &node_pool_;
-  auto g = groups_.find(lease.group);
-  if (g == groups_.end() || g->second.state != rpc::PG_CREATED) return nullptr;
-  return &g->second.pools.at(static_cast<size_t>(lease.bundle));
+  PlacementGroupRecord* g = groups_.Find(lease.group);
+  if (g == nullptr || g->state != rpc::PG_CREATED) return nullptr;
+  return &g->pools.at(static_cast<size_t>(lease.bundle));
 }
 
 void NodeDaemon::ReleaseLease(const Lease& lease) {
@@ -632,16 +621,15 @@ void NodeDaemon::Schedule() {
         RejectLease(*req.from, req.request_id, kind, why);
       }
     };
-    PlacementGroup* group = nullptr;
+    PlacementGroupRecord* group = nullptr;
     if (req.placement.placement_group() != 0) {
-      auto g = groups_.find(req.placement.placement_group());
-      if (g == groups_.end()) {
+      group = groups_.Find(req.placement.placement_group());
+      if (group == nullptr) {
         reject(rpc::ERROR_INFEASIBLE, "placement group " + std::to_string(req.placement.placement_group()) +
                                           " does not exist (it was removed, or never created)");
         it = pending_.erase(it);
         continue;
       }
-      group = &g->second;
     }
     if (group == nullptr && !node_pool_.CanEverFit(req.shape)) {
       if (config_.fixed_size) {
@@ -683,7 +671,7 @@ void NodeDaemon::Schedule() {
         continue;
       }
       std::string error;
-      alloc = AllocateInGroup(req, *group, &bundle, &error);
+      alloc = PlacementGroups::Allocate(req.shape, req.placement, *group, &bundle, &error);
       if (!error.empty()) {
         reject(rpc::ERROR_INFEASIBLE, error);
         it = pending_.erase(it);
@@ -1241,151 +1229,30 @@ void NodeDaemon::PublishActor(Actor& a) {
   a.subscribers = std::move(live);
 }
 
-bool NodeDaemon::PlacementGroupFeasible(const PlacementGroup& g) const {
-  // One node: bundles that must lie on different nodes cannot share it.
-  if (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1) return false;
-  if (!pool_status_.ok()) return false;
-  ResourcePool empty = node_pool_.Fresh();
-  DevicePolicy policy = g.strategy == rpc::PLACEMENT_SPREAD ? DevicePolicy::kSpread : DevicePolicy::kPack;
-  return empty.AllocateAll(g.bundles, policy, g.require_nvlink).has_value();
-}
-
 void NodeDaemon::ReservePlacementGroups() {
-  for (auto& [gid, g] : groups_) {
-    if (g.state != rpc::PG_PENDING) continue;
-    DevicePolicy policy = g.strategy == rpc::PLACEMENT_SPREAD ? DevicePolicy::kSpread : DevicePolicy::kPack;
-    if (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1) continue;
-    // All bundles or none; their GPUs chosen together, as one best-connected set.
-    auto taken = node_pool_.AllocateAll(g.bundles, policy, g.require_nvlink);
-    if (!taken) continue;
-    g.reserved = std::move(*taken);
-    g.pools.clear();
-    for (const Allocation& a : g.reserved) g.pools.push_back(ResourcePool::FromAllocation(a, &node_pool_));
-    g.state = rpc::PG_CREATED;
-    PRISM_LOG_INFO("placement group {} created ({} bundles)", gid, g.bundles.size());
+  if (!pool_status_.ok()) return;
+  groups_.Reserve([](PlacementGroupRecord& g) {
     for (auto& w : g.waiters) {
       w.timer->cancel();
       auto c = w.conn.lock();
       if (!c || c->closed()) continue;
       rpc::Envelope env;
-      FillPlacementGroupInfo(g, env.mutable_placement_group_info());
+      PlacementGroups::Fill(g, env.mutable_placement_group_info());
       env.mutable_placement_group_info()->set_request_id(w.request_id);
       c->Send(env);
     }
     g.waiters.clear();
-  }
-}
-
-std::optional<Allocation> NodeDaemon::AllocateInGroup(const LeaseRequest& req, PlacementGroup& g, int* bundle,
-                                                      std::string* error) {
-  const int n = static_cast<int>(g.bundles.size());
-  const int want = req.placement.bundle_index();
-  const std::string group = "placement group " + std::to_string(g.id) + (g.name.empty() ? "" : " ('" + g.name + "')");
-  if (want >= n) {
-    *error = "bundle index " + std::to_string(want) + " is out of range: " + group + " has " + std::to_string(n) +
-             " bundle(s)";
-    return std::nullopt;
-  }
-  const bool spread = req.placement.strategy() == rpc::STRATEGY_SPREAD;
-  std::vector<int> candidates;
-  if (want >= 0) {
-    candidates.push_back(want);
-  } else {
-    for (int k = 0; k < n; ++k) candidates.push_back(((spread ? g.next_bundle : 0) + k) % n);
-  }
-  bool ever = false;
-  for (int i : candidates) ever |= g.pools[static_cast<size_t>(i)].CanEverFit(req.shape);
-  if (!ever) {
-    *error = "this needs {" + req.shape.ToString() + "}, more than " +
-             (want >= 0 ? "bundle " + std::to_string(want) + " of " + group + " holds {" +
-                              g.bundles[static_cast<size_t>(want)].ToString() + "}"
-                        : "any bundle of " + group + " holds");
-    return std::nullopt;
-  }
-  for (int i : candidates) {
-    auto a = g.pools[static_cast<size_t>(i)].Allocate(req.shape, spread ? DevicePolicy::kSpread : DevicePolicy::kPack);
-    if (a) {
-      *bundle = i;
-      if (spread) g.next_bundle = (i + 1) % n;
-      return a;
-    }
-  }
-  return std::nullopt;
-}
-
-void NodeDaemon::FillPlacementGroupInfo(const PlacementGroup& g, rpc::PlacementGroupInfo* info) const {
-  info->set_id(g.id);
-  info->set_name(g.name);
-  info->set_strategy(g.strategy);
-  info->set_require_nvlink(g.require_nvlink);
-  info->set_detached(g.detached);
-  info->set_state(g.state);
-  info->set_job_id(g.job.Binary());
-  for (size_t i = 0; i < g.bundles.size(); ++i) {
-    auto* b = info->add_bundles();
-    for (const auto& [name, milli] : g.bundles[i].milli()) {
-      auto* r = b->add_resources();
-      r->set_name(name);
-      r->set_milli(milli);
-    }
-    if (i < g.reserved.size()) {
-      for (const DeviceShare& d : g.reserved[i].devices) {
-        auto* out = b->add_devices();
-        out->set_resource(d.resource);
-        out->set_index(d.index);
-        out->set_milli(d.milli);
-      }
-    }
-  }
+  });
 }
 
 void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer,
                                             const rpc::CreatePlacementGroup& req) {
-  auto fail = [&](const Status& st) { SendError(conn, req.request_id(), st); };
-  if (req.bundles_size() == 0 || req.bundles_size() > 1000) {
-    return fail(Status::InvalidArgument("a placement group has 1 to 1000 bundles, not " +
-                                        std::to_string(req.bundles_size())));
-  }
-  if (!rpc::PlacementStrategy_IsValid(req.strategy())) {
-    return fail(Status::InvalidArgument("unknown placement strategy " + std::to_string(req.strategy())));
-  }
-  if (!req.name().empty() && group_names_.count(req.name()) > 0) {
-    return fail(Status::AlreadyExists("a placement group named '" + req.name() + "' exists already"));
-  }
-  if (jobs_.count(peer.job) == 0) return fail(Status::NotFound("the caller's job has ended"));
-  PlacementGroup g;
-  g.job = peer.job;
-  g.name = req.name();
-  g.strategy = req.strategy();
-  g.require_nvlink = req.require_nvlink();
-  g.detached = req.detached();
-  for (int i = 0; i < req.bundles_size(); ++i) {
-    auto shape = ShapeFromProto(req.bundles(i).resources());
-    Status st = shape.ok() ? CheckRequestShape(*shape) : shape.status();
-    if (st.ok() && shape->empty()) st = Status::InvalidArgument("it is empty");
-    if (!st.ok()) return fail(Status::InvalidArgument("bundle " + std::to_string(i) + ": " + st.message()));
-    g.bundles.push_back(std::move(*shape));
-  }
-  if (config_.fixed_size && !PlacementGroupFeasible(g)) {
-    std::string shape;
-    for (const auto& b : g.bundles) shape += " {" + b.ToString() + "}";
-    return fail(Status(StatusCode::kInfeasible,
-                       "this placement group can never be created: its bundles" + shape +
-                           (g.strategy == rpc::PLACEMENT_STRICT_SPREAD && g.bundles.size() > 1
-                                ? " must each lie on a node of their own, and the cluster has one node"
-                            : g.require_nvlink && node_pool_.Fresh().AllocateAll(g.bundles, DevicePolicy::kPack)
-                                ? " fit on the node's {" + config_.resources.ToString() +
-                                      "}, but no set of its GPUs that large is all joined by NVLink" +
-                                      (config_.gpu_topology ? "" : " (the node has no GPU topology)")
-                                : " do not fit together on the node's {" + config_.resources.ToString() + "}")));
-  }
-  g.id = next_group_id_++;
-  uint64_t id = g.id;
-  if (!g.name.empty()) group_names_[g.name] = id;
-  groups_[id] = std::move(g);
+  if (jobs_.count(peer.job) == 0) return SendError(conn, req.request_id(), Status::NotFound("the caller's job has ended"));
+  Result<uint64_t> id = groups_.Add(peer.job, req, config_.fixed_size && pool_status_.ok());
+  if (!id.ok()) return SendError(conn, req.request_id(), id.status());
   Schedule();  // reserves it now if it fits
   rpc::Envelope env;
-  FillPlacementGroupInfo(groups_.at(id), env.mutable_placement_group_info());
+  PlacementGroups::Fill(*groups_.Find(*id), env.mutable_placement_group_info());
   env.mutable_placement_group_info()->set_request_id(req.request_id());
   conn.Send(env);
 }
@@ -1396,22 +1263,21 @@ void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& 
     return SendError(conn, req.request_id(),
                      Status::PermissionDenied("only drivers and workers may wait for or remove placement groups"));
   }
-  auto it = groups_.end();
+  PlacementGroupRecord* found = nullptr;
   if (req.op() == rpc::PlacementGroupRequest::GET_BY_NAME) {
-    auto n = group_names_.find(req.name());
-    if (n != group_names_.end()) it = groups_.find(n->second);
-    if (it == groups_.end()) {
+    found = groups_.FindByName(req.name());
+    if (found == nullptr) {
       return SendError(conn, req.request_id(), Status::NotFound("no placement group is named '" + req.name() + "'"));
     }
   } else {
-    it = groups_.find(req.id());
-    if (it == groups_.end()) {
+    found = groups_.Find(req.id());
+    if (found == nullptr) {
       return SendError(conn, req.request_id(),
                        Status::NotFound("placement group " + std::to_string(req.id()) +
                                         " does not exist (it was removed, or never created)"));
     }
   }
-  PlacementGroup& g = it->second;
+  PlacementGroupRecord& g = *found;
   rpc::Envelope env;
   auto* info = env.mutable_placement_group_info();
   switch (req.op()) {
@@ -1419,44 +1285,44 @@ void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& 
       if (g.state != rpc::PG_CREATED) {
         // Answered when it is created, or PENDING at the deadline; waiters of closed
         // connections go now.
-        std::erase_if(g.waiters, [](const PlacementGroup::Waiter& w) {
+        std::erase_if(g.waiters, [](const PlacementGroupRecord::Waiter& w) {
           auto c = w.conn.lock();
           if (c && !c->closed()) return false;
           w.timer->cancel();
           return true;
         });
-        PlacementGroup::Waiter w;
+        PlacementGroupRecord::Waiter w;
         w.conn = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
         w.request_id = req.request_id();
         w.timer = std::make_shared<asio::steady_timer>(io_);
         w.timer->expires_after(std::chrono::milliseconds(req.timeout_ms() == 0 ? 30000 : req.timeout_ms()));
         w.timer->async_wait([this, gid = g.id, weak = w.conn, rid = w.request_id](const asio::error_code& ec) {
           if (ec || stopped_) return;
-          auto git = groups_.find(gid);
-          if (git == groups_.end()) return;
-          auto& ws = git->second.waiters;
+          PlacementGroupRecord* group = groups_.Find(gid);
+          if (group == nullptr) return;
+          auto& ws = group->waiters;
           auto c = weak.lock();
-          std::erase_if(ws, [&](const PlacementGroup::Waiter& x) {
+          std::erase_if(ws, [&](const PlacementGroupRecord::Waiter& x) {
             return x.request_id == rid && x.conn.lock() == c;
           });
           if (!c || c->closed()) return;
           rpc::Envelope env;
-          FillPlacementGroupInfo(git->second, env.mutable_placement_group_info());
+          PlacementGroups::Fill(*group, env.mutable_placement_group_info());
           env.mutable_placement_group_info()->set_request_id(rid);
           c->Send(env);
         });
         g.waiters.push_back(std::move(w));
         return;
       }
-      FillPlacementGroupInfo(g, info);
+      PlacementGroups::Fill(g, info);
       break;
     case rpc::PlacementGroupRequest::REMOVE:
-      FillPlacementGroupInfo(g, info);
+      PlacementGroups::Fill(g, info);
       info->set_state(rpc::PG_REMOVED);
       RemovePlacementGroup(g.id, "it was removed");
       break;
     case rpc::PlacementGroupRequest::GET_BY_NAME:
-      FillPlacementGroupInfo(g, info);
+      PlacementGroups::Fill(g, info);
       break;
     default:
       return SendError(conn, req.request_id(), Status::InvalidArgument("unknown placement group request"));
@@ -1466,11 +1332,9 @@ void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& 
 }
 
 void NodeDaemon::RemovePlacementGroup(uint64_t id, const std::string& why) {
-  auto it = groups_.find(id);
-  if (it == groups_.end()) return;
-  PlacementGroup g = std::move(it->second);
-  groups_.erase(it);  // first: leases in it give nothing back to its pools now
-  if (!g.name.empty()) group_names_.erase(g.name);
+  std::optional<PlacementGroupRecord> taken = groups_.Take(id);  // first: leases in it give nothing back to its pools now
+  if (!taken) return;
+  PlacementGroupRecord g = std::move(*taken);
   PRISM_LOG_INFO("placement group {} removed: {}", id, why);
   const std::string label = "placement group " + std::to_string(id) + (g.name.empty() ? "" : " ('" + g.name + "')");
   for (auto& w : g.waiters) {
@@ -1522,7 +1386,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
     for (const WorkerId& w : ws) KillWorker(w, "its job finished");
     // Its groups go too, except those its detached actors live in.
     std::vector<uint64_t> groups;
-    for (auto& [gid, g] : groups_) {
+    for (auto& [gid, g] : groups_.all()) {
       bool used = false;
       for (auto& [aid, a] : actors_) {
         used |= a.placement.placement_group() == gid && a.state != rpc::ACTOR_DEAD &&
@@ -1538,7 +1402,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
   jobs_.erase(it);  // first, so that rescheduling below starts no worker for it
   control_.FinishJob(id);
   std::vector<uint64_t> groups;
-  for (auto& [gid, g] : groups_) {
+  for (auto& [gid, g] : groups_.all()) {
     if (g.job == id && !g.detached) groups.push_back(gid);  // (detached ones live until removed)
   }
   for (uint64_t gid : groups) RemovePlacementGroup(gid, "its job finished");
@@ -1566,7 +1430,7 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
       d->set_available_milli(free);
     }
   }
-  for (const auto& [gid, g] : groups_) FillPlacementGroupInfo(g, s->add_placement_groups());
+  for (const auto& [gid, g] : groups_.all()) PlacementGroups::Fill(g, s->add_placement_groups());
   uint32_t idle = 0;
   for (auto& [wid, w] : workers_) idle += w.state == WorkerState::kIdle ? 1 : 0;
   s->set_workers_alive(static_cast<uint32_t>(workers_.size()));
@@ -1583,8 +1447,8 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
       infeasible[req.shape.ToString()]++;
     }
   }
-  for (const auto& [gid, g] : groups_) {
-    if (g.state == rpc::PG_PENDING && !PlacementGroupFeasible(g)) {
+  for (const auto& [gid, g] : groups_.all()) {
+    if (g.state == rpc::PG_PENDING && (!pool_status_.ok() || !groups_.Feasible(g))) {
       std::string shape = "placement group " + std::to_string(gid) + ":";
       for (const auto& b : g.bundles) shape += " {" + b.ToString() + "}";
       infeasible[shape]++;

@@ -5,6 +5,7 @@
 #include "base/resources.h"
 #include "base/status.h"
 #include "control/control_store.h"
+#include "control/placement_groups.h"
 #include "node/worker_launcher.h"
 #include "node/disk_io.h"
 #include "node/store_service.h"
@@ -134,25 +135,6 @@ class NodeDaemon {
   static std::string NamespacedName(const std::string& ns, const std::string& name);
   /// Whether the worker's task waits in Get/Wait now.
   bool IsBlocked(const Worker& w) const;
-  struct PlacementGroup {
-    uint64_t id = 0;
-    JobId job;
-    std::string name;
-    rpc::PlacementStrategy strategy = rpc::PLACEMENT_PACK;
-    std::vector<ResourceSet> bundles;
-    bool require_nvlink = false;  // the group's GPUs must all be joined by NVLink
-    bool detached = false;        // outlives its job
-    rpc::PlacementGroupState state = rpc::PG_PENDING;
-    std::vector<Allocation> reserved;  // from the node's pool, one per bundle, once created
-    std::vector<ResourcePool> pools;   // what each bundle has left for leases
-    int next_bundle = 0;               // where a SPREAD lease for any bundle looks first
-    struct Waiter {
-      std::weak_ptr<rpc::Connection> conn;
-      uint64_t request_id = 0;
-      std::shared_ptr<asio::steady_timer> timer;  // answers PENDING when it fires
-    };
-    std::vector<Waiter> waiters;  // WAIT requests
-  };
   struct LeaseRequest {
     std::shared_ptr<rpc::Connection> from;
     uint64_t request_id;
@@ -203,17 +185,11 @@ class NodeDaemon {
   void HandleKillActor(const rpc::KillActor& req);
   void HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer, const rpc::CreatePlacementGroup& req);
   void HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer, const rpc::PlacementGroupRequest& req);
-  /// Reserves the bundles of groups that wait, where the node has room for all of a group's.
+  /// Reserves the bundles of groups that wait, where the node has room for all of a group's, and
+  /// answers those waiting for them.
   void ReservePlacementGroups();
-  /// Whether the group's bundles fit together on an empty node.
-  bool PlacementGroupFeasible(const PlacementGroup& g) const;
   /// Ends a group: its reservation goes back, its tasks' workers and its actors are ended.
   void RemovePlacementGroup(uint64_t id, const std::string& why);
-  void FillPlacementGroupInfo(const PlacementGroup& g, rpc::PlacementGroupInfo* info) const;
-  /// For a request placed into a group: an allocation from a bundle that fits now, or why not.
-  /// Sets `*error` (and returns nothing) when the request can never run there.
-  std::optional<Allocation> AllocateInGroup(const LeaseRequest& req, PlacementGroup& g, int* bundle,
-                                            std::string* error);
   void SendActorUpdate(rpc::Connection& conn, const Actor& a, uint64_t request_id);
   void PublishActor(Actor& a);
   void Subscribe(Actor& a, rpc::Connection& conn);
@@ -247,11 +223,9 @@ class NodeDaemon {
   std::string self_build_id_;
   Status pool_status_;  // why the configured resources are no node's (checked by Start)
   std::vector<std::string> visible_devices_;  // the daemon's own CUDA_VISIBLE_DEVICES, if set
-  std::map<uint64_t, PlacementGroup> groups_;
   // The key-value table (ns, key) -> value: functions exported by Python drivers, rendezvous data.
   std::map<std::pair<std::string, std::string>, std::string> kv_;
-  std::map<std::string, uint64_t> group_names_;
-  uint64_t next_group_id_ = 1;
+  PlacementGroups groups_{node_pool_, config_.resources.ToString(), config_.gpu_topology.has_value()};
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
   std::map<JobId, Job> jobs_;
   std::unordered_map<WorkerId, Worker> workers_;
