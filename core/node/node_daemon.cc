@@ -282,26 +282,10 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       return;
     case rpc::Envelope::kKvRequest: {
       if (peer->role == rpc::ROLE_CLIENT) break;
-      const auto& kv = msg.kv_request();
-      auto key = std::make_pair(kv.ns(), kv.key());
+      Result<rpc::KvReply> reply = kv_.Apply(msg.kv_request());
+      if (!reply.ok()) return SendError(conn, msg.kv_request().request_id(), reply.status());
       rpc::Envelope env;
-      auto* r = env.mutable_kv_reply();
-      r->set_request_id(kv.request_id());
-      auto it = kv_.find(key);
-      r->set_found(it != kv_.end());
-      switch (kv.op()) {
-        case rpc::KvRequest::GET:
-          if (it != kv_.end()) r->set_value(it->second);
-          break;
-        case rpc::KvRequest::PUT:
-          if (it == kv_.end() || kv.overwrite()) kv_[key] = kv.value();
-          break;
-        case rpc::KvRequest::DELETE:
-          if (it != kv_.end()) kv_.erase(it);
-          break;
-        default:
-          return SendError(conn, kv.request_id(), Status::InvalidArgument("unknown key-value operation"));
-      }
+      *env.mutable_kv_reply() = std::move(*reply);
       conn.Send(env);
       return;
     }

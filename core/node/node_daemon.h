@@ -5,6 +5,7 @@
 #include "base/resources.h"
 #include "base/status.h"
 #include "control/control_store.h"
+#include "control/kv_table.h"
 #include "control/placement_groups.h"
 #include "node/worker_launcher.h"
 #include "node/disk_io.h"
@@ -223,8 +224,7 @@ class NodeDaemon {
   std::string self_build_id_;
   Status pool_status_;  // why the configured resources are no node's (checked by Start)
   std::vector<std::string> visible_devices_;  // the daemon's own CUDA_VISIBLE_DEVICES, if set
-  // The key-value table (ns, key) -> value: functions exported by Python drivers, rendezvous data.
-  std::map<std::pair<std::string, std::string>, std::string> kv_;
+  KvTable kv_;  // functions exported by Python drivers, rendezvous data
   PlacementGroups groups_{node_pool_, config_.resources.ToString(), config_.gpu_topology.has_value()};
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
   std::map<JobId, Job> jobs_;
