@@ -31,6 +31,10 @@ Connection::Connection(UnixSocket socket, size_t max_frame_bytes)
   }
 }
 
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);  // (the socket object and the watch close their own)
+}
+
 void Connection::Start(OnMessage on_message, OnClose on_close, std::string initial) {
   on_message_ = std::move(on_message);
   on_close_ = std::move(on_close);

@@ -33,6 +33,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   static std::shared_ptr<Connection> Create(UnixSocket socket,
                                             size_t max_frame_bytes = kDefaultMaxFrameBytes);
+  /// Closes a descriptor of its own (ShareReads) that no Close() closed.
+  ~Connection();
   /// Starts reading. `on_close` runs exactly once, after the last `on_message`. `initial` are
   /// bytes already read from the socket by someone else (after a handshake): decoded first.
   void Start(OnMessage on_message, OnClose on_close, std::string initial = {});

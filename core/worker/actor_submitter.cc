@@ -72,19 +72,20 @@ void ActorSubmitter::ReadOwnReply(bool last) {
 bool ActorSubmitter::TakeOwnReply(rpc::Envelope& msg) {
   std::string value;
   if (!own_.reply.TakePlain(msg, &value)) return false;
-  const OwnReply& own = own_.reply;
-  (void)store_.Put(own.return_id(), StoredObject::Value(std::move(value)));  // (the first result wins)
-  bool post = false;
+  // Copied first: storing the value runs callbacks on this thread, which might call again.
+  const TakenCall taken{own_.actor, own_.seq, own_.reply.task(), own_.reply.attempt()};
+  (void)store_.Put(own_.reply.return_id(), StoredObject::Value(std::move(value)));  // (the first result wins)
+  bool start = false;
   {
     std::lock_guard<std::mutex> lock(lanes_mu_);
-    taken_.push_back(TakenCall{own_.actor, own_.seq, own.task(), own.attempt()});
+    taken_.push_back(taken);
     taken_flagged_.store(true, std::memory_order_release);
     // Answered: this thread's next call goes out from here too, written at once.
-    auto it = lanes_.find(own_.actor);
+    auto it = lanes_.find(taken.actor);
     if (it != lanes_.end() && it->second.unanswered > 0) it->second.unanswered--;
-    if (taken_.size() >= kTakenRepliesBeforeDrain && !drain_posted_) post = drain_posted_ = true;
+    start = taken_drain_.Note();
   }
-  if (post) PostDrain(io_, lanes_mu_, &drain_posted_, [this] { DrainBookings(); });
+  if (start) taken_drain_.Start();
   return true;
 }
 

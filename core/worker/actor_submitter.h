@@ -138,8 +138,8 @@ class ActorSubmitter {
   std::unordered_map<ActorId, Lane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add and Flag under lanes_mu_
   std::vector<TakenCall> taken_ PRISM_GUARDED_BY(lanes_mu_);
+  TakenRepliesDrain taken_drain_{io_, lanes_mu_, [this] { DrainBookings(); }};
   std::atomic<bool> taken_flagged_{false};  // taken_ is not empty
-  bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
 };
 
 }  // namespace prism

@@ -7,6 +7,7 @@
 #include <asio.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <mutex>
 #include <utility>
@@ -62,5 +63,45 @@ inline void PostDrain(asio::io_context& io, std::mutex& mu, bool* posted, std::f
     drain();
   });
 }
+
+/// Books the replies that calling threads took off the loop's connections (OwnReply): the first
+/// one after a drain starts a short timer on the loop (one wake-up), and the loop books all that
+/// came by then when it fires. So replies are booked within about a millisecond (leases go back,
+/// an actor's handle is let go), without a wake-up of the loop per reply.
+class TakenRepliesDrain {
+ public:
+  static constexpr std::chrono::microseconds kDelay{1000};
+  /// `drain` runs on `io`'s loop; `mu` is the owner's lock.
+  TakenRepliesDrain(asio::io_context& io, std::mutex& mu, std::function<void()> drain)
+      : io_(io), mu_(mu), timer_(io), drain_(std::move(drain)) {}
+  /// Under the owner's lock, after queuing a reply: whether the caller must Start() the timer
+  /// (after the lock).
+  bool Note() {
+    if (armed_) return false;
+    armed_ = true;
+    return true;
+  }
+  /// Any thread.
+  void Start() {
+    asio::post(io_, [this] {
+      timer_.expires_after(kDelay);
+      timer_.async_wait([this](const asio::error_code& ec) {
+        if (ec) return;  // (the owner is going)
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          armed_ = false;
+        }
+        drain_();
+      });
+    });
+  }
+
+ private:
+  asio::io_context& io_;
+  std::mutex& mu_;
+  asio::steady_timer timer_;  // the loop's
+  std::function<void()> drain_;
+  bool armed_ = false;  // under mu_: a drain is on its way
+};
 
 }  // namespace prism

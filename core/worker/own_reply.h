@@ -15,10 +15,6 @@
 
 namespace prism {
 
-/// Replies taken this way that a submitter's event loop may hold before a taking thread wakes it
-/// to book them (meanwhile it holds their calls' specs).
-inline constexpr size_t kTakenRepliesBeforeDrain = 64;
-
 /// One per thread and kind of submitter (a thread_local of the submitter's). Only for a call
 /// whose result the event loop need not look at: one return value, no refs inside its
 /// arguments (they go before the result is seen).

@@ -91,24 +91,23 @@ void TaskSubmitter::ReadOwnReply(bool last) {
 bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
   std::string value;
   if (!own_.reply.TakePlain(msg, &value)) return false;
-  const OwnReply& own = own_.reply;
+  // Copied first: storing the value runs callbacks on this thread, which might submit again.
+  const TakenReply taken{own_.reply.task(), own_.reply.attempt(), own_.lease_id};
+  FastLane* lane = own_.lane;
   // The first result stored wins: a task the loop finished meanwhile (cancelled with force, or
   // failed at shutdown) keeps what it was given.
-  (void)store_.Put(own.return_id(), StoredObject::Value(std::move(value)));
-  bool post = false;
+  (void)store_.Put(own_.reply.return_id(), StoredObject::Value(std::move(value)));
+  bool start = false;
   {
     std::lock_guard<std::mutex> lock(lanes_mu_);
-    taken_.push_back(TakenReply{own.task(), own.attempt(), own_.lease_id});
+    taken_.push_back(taken);
     taken_flagged_.store(true, std::memory_order_release);
     // The lease is idle again, unless the loop put others on it meanwhile: back on offer for
     // this thread's next task (the loop offers it again anyway when it books this reply).
-    FastLane& lane = *own_.lane;
-    if (!lane.conn && lane.lease_id == own_.lease_id && !conn.closed()) lane.conn = conn.shared_from_this();
-    // The loop is not woken per reply; it books them at its next entry point, and at least every
-    // few dozen (what it holds meanwhile: the tasks' specs).
-    if (taken_.size() >= kTakenRepliesBeforeDrain && !drain_posted_) post = drain_posted_ = true;
+    if (!lane->conn && lane->lease_id == taken.lease_id && !conn.closed()) lane->conn = conn.shared_from_this();
+    start = taken_drain_.Note();
   }
-  if (post) PostDrain(io_, lanes_mu_, &drain_posted_, [this] { DrainBookings(); });
+  if (start) taken_drain_.Start();
   return true;
 }
 

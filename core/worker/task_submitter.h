@@ -193,6 +193,7 @@ class TaskSubmitter {
   Bookings<Booking> bookings_;  // Add under lanes_mu_
   bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
   std::vector<TakenReply> taken_ PRISM_GUARDED_BY(lanes_mu_);
+  TakenRepliesDrain taken_drain_{io_, lanes_mu_, [this] { DrainBookings(); }};
   std::atomic<bool> taken_flagged_{false};  // taken_ is not empty
   std::vector<TakenReply> taken_spare_;  // event loop only (keeps its capacity)
 
