@@ -1,6 +1,7 @@
 #include "control/placement_groups.h"
 
 #include "base/logging.h"
+#include "control/requests.h"
 
 namespace prism {
 
@@ -16,17 +17,6 @@ bool NeedsNodesApart(const PlacementGroupRecord& g) {
 }
 
 }  // namespace
-
-Result<ResourceSet> ShapeFromProto(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& rs) {
-  std::map<std::string, int64_t> milli;
-  for (const auto& r : rs) {
-    if (milli.count(r.name()) > 0) {
-      return Status::InvalidArgument("resource '" + r.name() + "' appears twice");
-    }
-    milli[r.name()] = r.milli();
-  }
-  return ResourceSet::FromMilli(milli);
-}
 
 PlacementGroups::PlacementGroups(ResourcePool& node_pool, std::string node_resources, bool has_gpu_topology)
     : node_pool_(node_pool), node_resources_(std::move(node_resources)), has_gpu_topology_(has_gpu_topology) {}
@@ -177,6 +167,58 @@ void PlacementGroups::Fill(const PlacementGroupRecord& g, rpc::PlacementGroupInf
       }
     }
   }
+}
+
+void PlacementGroups::Wait(PlacementGroupRecord& g, rpc::Connection& conn, uint64_t request_id,
+                           std::chrono::milliseconds timeout, asio::io_context& io) {
+  std::erase_if(g.waiters, [](const PlacementGroupRecord::Waiter& w) {
+    auto c = w.conn.lock();
+    if (c && !c->closed()) return false;
+    w.timer->cancel();
+    return true;
+  });
+  PlacementGroupRecord::Waiter w;
+  w.conn = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+  w.request_id = request_id;
+  w.timer = std::make_shared<asio::steady_timer>(io);
+  w.timer->expires_after(timeout);
+  w.timer->async_wait([this, gid = g.id, weak = w.conn, request_id](const asio::error_code& ec) {
+    if (ec) return;
+    PlacementGroupRecord* group = Find(gid);
+    if (group == nullptr) return;
+    auto c = weak.lock();
+    std::erase_if(group->waiters, [&](const PlacementGroupRecord::Waiter& x) {
+      return x.request_id == request_id && x.conn.lock() == c;
+    });
+    if (!c || c->closed()) return;
+    rpc::Envelope env;
+    Fill(*group, env.mutable_placement_group_info());
+    env.mutable_placement_group_info()->set_request_id(request_id);
+    c->Send(env);
+  });
+  g.waiters.push_back(std::move(w));
+}
+
+void PlacementGroups::AnswerWaiters(PlacementGroupRecord& g) {
+  for (auto& w : g.waiters) {
+    w.timer->cancel();
+    auto c = w.conn.lock();
+    if (!c || c->closed()) continue;
+    rpc::Envelope env;
+    Fill(g, env.mutable_placement_group_info());
+    env.mutable_placement_group_info()->set_request_id(w.request_id);
+    c->Send(env);
+  }
+  g.waiters.clear();
+}
+
+void PlacementGroups::FailWaiters(PlacementGroupRecord& g, const Status& why) {
+  for (auto& w : g.waiters) {
+    w.timer->cancel();
+    auto c = w.conn.lock();
+    if (c && !c->closed()) rpc::SendErrorFrame(*c, w.request_id, why);
+  }
+  g.waiters.clear();
 }
 
 }  // namespace prism

@@ -13,6 +13,7 @@
 
 #include <asio.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -22,9 +23,6 @@
 #include <vector>
 
 namespace prism {
-
-/// A resource shape from its wire form; a resource named twice is an error.
-Result<ResourceSet> ShapeFromProto(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& rs);
 
 struct PlacementGroupRecord {
   uint64_t id = 0;
@@ -74,6 +72,15 @@ class PlacementGroups {
   static std::optional<Allocation> Allocate(const ResourceSet& shape, const rpc::Placement& placement,
                                             PlacementGroupRecord& g, int* bundle, std::string* error);
   static void Fill(const PlacementGroupRecord& g, rpc::PlacementGroupInfo* info);
+
+  /// Answers request `request_id` on `conn` with the group's info once it is created, or as it
+  /// is (PENDING) after `timeout`. Waiters whose connections closed are dropped now.
+  void Wait(PlacementGroupRecord& g, rpc::Connection& conn, uint64_t request_id, std::chrono::milliseconds timeout,
+            asio::io_context& io);
+  /// Answers every waiter of `g` with its info now.
+  static void AnswerWaiters(PlacementGroupRecord& g);
+  /// Answers every waiter of `g` with `why` (the group went before it was created).
+  static void FailWaiters(PlacementGroupRecord& g, const Status& why);
 
  private:
   ResourcePool& node_pool_;

@@ -2,14 +2,6 @@
 
 namespace prism {
 
-void SendErrorFrame(rpc::Connection& conn, uint64_t request_id, const Status& st) {
-  rpc::Envelope env;
-  env.mutable_error()->set_request_id(request_id);
-  env.mutable_error()->set_code(static_cast<uint32_t>(st.code()));
-  env.mutable_error()->set_message(st.message());
-  conn.Send(env);
-}
-
 StoreService::StoreService(ObjectStore& store, std::function<bool(const WorkerId&)> is_alive)
     : store_(store), is_alive_(std::move(is_alive)) {}
 
@@ -39,13 +31,13 @@ void StoreService::Handle(rpc::Connection& conn, ObjectStore::ClientId client, r
         st = Status::NotFound("the owner " + owner.Hex() + " of object " + id.Hex() +
                               " is not a live driver or worker of this node");
       }
-      if (!st.ok()) return SendErrorFrame(conn, req.request_id(), st);
+      if (!st.ok()) return rpc::SendErrorFrame(conn, req.request_id(), st);
       // Answered when it has room: at once, or after spills (the loop serves others meanwhile).
       auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
       store_.CreateAsync(client, id, req.size(), owner,
                           [self, rid = req.request_id(), bin = req.object_id()](
                               Result<ObjectStore::Located> loc) {
-                            if (!loc.ok()) return SendErrorFrame(*self, rid, loc.status());
+                            if (!loc.ok()) return rpc::SendErrorFrame(*self, rid, loc.status());
                             rpc::Envelope answer;
                             auto* sr = answer.mutable_store_reply();
                             sr->set_request_id(rid);
@@ -65,7 +57,7 @@ void StoreService::Handle(rpc::Connection& conn, ObjectStore::ClientId client, r
       r->set_request_id(rid);
       Status st = object_id(bin, &id);
       if (st.ok()) st = seal ? store_.Seal(client, id) : store_.Abort(client, id);
-      if (!st.ok()) return SendErrorFrame(conn, rid, st);
+      if (!st.ok()) return rpc::SendErrorFrame(conn, rid, st);
       break;
     }
     case rpc::Envelope::kStoreGet: {
@@ -130,7 +122,7 @@ void StoreService::Handle(rpc::Connection& conn, ObjectStore::ClientId client, r
           errors += (errors.empty() ? "" : "; ") + st.message();
         }
       }
-      if (!errors.empty()) SendErrorFrame(conn, rid, Status(first.code(), errors));
+      if (!errors.empty()) rpc::SendErrorFrame(conn, rid, Status(first.code(), errors));
       return;  // answered only on error
     }
     default:

@@ -14,9 +14,6 @@
 
 namespace prism {
 
-/// Sends an Error frame answering request `request_id` (0: none in particular).
-void SendErrorFrame(rpc::Connection& conn, uint64_t request_id, const Status& st);
-
 /// On the daemon's event loop, like the store it serves.
 class StoreService {
  public:

@@ -600,4 +600,12 @@ Status CheckHello(const Hello& hello, const std::string& token) {
   return Status::OK();
 }
 
+void SendErrorFrame(Connection& conn, uint64_t request_id, const Status& st) {
+  Envelope env;
+  env.mutable_error()->set_request_id(request_id);
+  env.mutable_error()->set_code(static_cast<uint32_t>(st.code()));
+  env.mutable_error()->set_message(st.message());
+  conn.Send(env);
+}
+
 }  // namespace prism::rpc

@@ -197,4 +197,7 @@ Envelope MakeHello(Role role, const std::string& token);
 /// put in a Refused frame.
 Status CheckHello(const Hello& hello, const std::string& token);
 
+/// Sends an Error frame answering request `request_id` (0: none in particular).
+void SendErrorFrame(Connection& conn, uint64_t request_id, const Status& st);
+
 }  // namespace prism::rpc

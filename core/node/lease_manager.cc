@@ -1,0 +1,364 @@
+#include "node/lease_manager.h"
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "control/requests.h"
+
+namespace prism {
+
+using WorkerState = WorkerPool::State;
+
+LeaseManager::LeaseManager(LeaseManagerConfig config, const NodeId& node, ResourcePool& node_pool,
+                           PlacementGroups& groups, WorkerPool& workers, Host& host)
+    : config_(std::move(config)),
+      node_(node),
+      node_pool_(node_pool),
+      groups_(groups),
+      workers_(workers),
+      host_(host) {}
+
+void LeaseManager::Reject(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind, const std::string& why) {
+  rpc::Envelope env;
+  env.mutable_lease_rejected()->set_request_id(request_id);
+  env.mutable_lease_rejected()->set_kind(kind);
+  env.mutable_lease_rejected()->set_message(why);
+  conn.Send(env);
+}
+
+void LeaseManager::TellQueued(LeaseRequest& req) {
+  if (req.told_queued || !req.from || req.from->closed()) return;  // (actors: no caller to tell)
+  rpc::Envelope env;
+  env.mutable_lease_queued()->set_request_id(req.request_id);
+  req.from->Send(env);
+  req.told_queued = true;
+}
+
+void LeaseManager::Request(rpc::Connection& conn, const JobId& job, const rpc::RequestLease& req) {
+  auto reject = [&](rpc::ErrorKind kind, const std::string& why) { Reject(conn, req.request_id(), kind, why); };
+  auto shape = ShapeFromProto(req.resources());
+  if (!shape.ok()) {
+    reject(rpc::ERROR_SYSTEM, "invalid resource request: " + shape.status().message());
+    return;
+  }
+  WorkerPool::Job* j = workers_.FindJob(job);
+  if (j == nullptr) {
+    reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(job)) + " has ended");
+    return;
+  }
+  if (Status st = CheckRequestShape(*shape); !st.ok()) {
+    reject(rpc::ERROR_SYSTEM, "invalid resource request: " + st.message());
+    return;
+  }
+  if (req.placement().bundle_index() < -1) {
+    reject(rpc::ERROR_SYSTEM, "a bundle index is -1 (any bundle) or the bundle's position");
+    return;
+  }
+  LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id(), job,
+                  std::move(*shape)};
+  lr.placement = req.placement();
+  if (!req.runtime().empty() && req.runtime() != "cpp" && req.runtime() != "python") {
+    reject(rpc::ERROR_SYSTEM, "unknown worker runtime '" + req.runtime() + "' (known: \"\", \"cpp\" and \"python\")");
+    return;
+  }
+  if (req.runtime() == "python" && j->python_executable.empty()) {
+    reject(rpc::ERROR_SYSTEM, "this job names no Python interpreter for Python workers (InitOptions::python_executable)");
+    return;
+  }
+  if (req.runtime() == "cpp" && !workers_.CanStartCpp()) {
+    reject(rpc::ERROR_SYSTEM, "this daemon cannot start generic C++ workers (its executable is not readable)");
+    return;
+  }
+  lr.runtime = req.runtime();
+  Status env_ok = EnvFromProto(req.env(), &lr.env, &lr.env_key);
+  if (!env_ok.ok()) {
+    reject(rpc::ERROR_SYSTEM, env_ok.message());
+    return;
+  }
+  if (!req.runtime().empty()) lr.env_key += std::string(1, '\1') + "runtime=" + req.runtime();
+  pending_.push_back(std::move(lr));
+  Schedule();
+}
+
+void LeaseManager::Cancel(const rpc::Connection& conn, uint64_t request_id) {
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->from.get() == &conn && it->request_id == request_id) {
+      pending_.erase(it);
+      return;
+    }
+  }
+}
+
+void LeaseManager::Return(rpc::Connection& conn, const rpc::ReturnLease& ret) {
+  auto it = leases_.find(ret.lease_id());
+  if (it == leases_.end() && dropped_.erase(ret.lease_id()) > 0) {
+    return;  // it ended here first (its worker died or was stopped): nothing to give back
+  }
+  if (it == leases_.end() || it->second.holder != &conn) {
+    rpc::SendErrorFrame(conn, 0,
+                   Status::NotFound("lease " + std::to_string(ret.lease_id()) +
+                                    " is not held by this connection (returned twice, or never granted)"));
+    return;
+  }
+  Lease lease = it->second;
+  leases_.erase(it);
+  Release(lease);
+  if (WorkerPool::Worker* w = workers_.Find(lease.worker); w != nullptr) {
+    if (ret.worker_failed()) {
+      host_.KillWorker(lease.worker, "its lease holder lost it");
+    } else {
+      w->state = WorkerState::kIdle;
+      w->lease_id = 0;
+    }
+  }
+  Schedule();
+}
+
+void LeaseManager::SetBlocked(const WorkerPool::Worker& w, bool blocked) {
+  if (w.lease_id == 0) return;
+  auto l = leases_.find(w.lease_id);
+  if (l == leases_.end()) return;
+  Lease& lease = l->second;
+  ResourcePool* pool = PoolOf(lease);
+  if (pool == nullptr) return;
+  if (blocked && !lease.blocked) {
+    lease.blocked = true;
+    lease.lent = lease.alloc.amounts.Only(kCpu);
+    pool->Lend(lease.lent);
+    Schedule();  // its CPUs, and its place under the worker cap, may run what it waits for
+  } else if (!blocked && lease.blocked) {
+    lease.blocked = false;
+    pool->Reclaim(lease.lent);  // back, even if that overcommits the node for a while
+    lease.lent = ResourceSet();
+  }
+}
+
+void LeaseManager::WorkerRemoved(const WorkerPool::Worker& w) {
+  if (w.lease_id == 0) return;
+  auto l = leases_.find(w.lease_id);
+  if (l == leases_.end()) return;
+  Release(l->second);
+  if (l->second.holder != nullptr) {
+    // Its holder will give it back once it notices; that return is expected.
+    dropped_.insert(w.lease_id);
+    dropped_order_.push_back(w.lease_id);
+    while (dropped_order_.size() > 10000) {
+      dropped_.erase(dropped_order_.front());
+      dropped_order_.pop_front();
+    }
+  }
+  leases_.erase(l);
+}
+
+std::vector<WorkerId> LeaseManager::WorkersHeldBy(const rpc::Connection* holder) const {
+  std::vector<WorkerId> out;
+  for (const auto& [lid, lease] : leases_) {
+    if (lease.holder == holder) out.push_back(lease.worker);
+  }
+  return out;
+}
+
+std::vector<WorkerId> LeaseManager::WorkersInGroup(uint64_t group) const {
+  std::vector<WorkerId> out;
+  for (const auto& [lid, lease] : leases_) {
+    if (lease.group == group) out.push_back(lease.worker);
+  }
+  return out;
+}
+
+bool LeaseManager::IsBlocked(const WorkerPool::Worker& w) const {
+  if (w.lease_id == 0) return false;
+  auto it = leases_.find(w.lease_id);
+  // Only a wait that lent CPUs back frees a place under the cap: tasks that hold no CPU are not
+  // bounded by the node's CPUs, so they stay bounded by the cap.
+  return it != leases_.end() && it->second.blocked && !it->second.lent.empty();
+}
+
+ResourcePool* LeaseManager::PoolOf(const Lease& lease) {
+  if (lease.group == 0) return &node_pool_;
+  PlacementGroupRecord* g = groups_.Find(lease.group);
+  if (g == nullptr || g->state != rpc::PG_CREATED) return nullptr;
+  return &g->pools.at(static_cast<size_t>(lease.bundle));
+}
+
+void LeaseManager::Release(const Lease& lease) {
+  ResourcePool* pool = PoolOf(lease);
+  if (pool == nullptr) return;  // its group was removed: the group gave everything back
+  pool->Free(lease.alloc);
+  pool->Reclaim(lease.lent);  // already back
+}
+
+void LeaseManager::Schedule() {
+  if (stopped_) return;
+  host_.ReserveGroups();
+  // Requests that fit but have no idle worker yet, by job and environment.
+  std::map<std::pair<JobId, std::string>, Want> wanting;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    LeaseRequest& req = *it;
+    if (req.actor.IsNil() ? req.from->closed() : !host_.ActorWaits(req.actor)) {
+      it = pending_.erase(it);
+      continue;
+    }
+    auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
+      if (!req.actor.IsNil()) {
+        host_.ActorUnplaceable(req.actor, why);
+      } else {
+        Reject(*req.from, req.request_id, kind, why);
+      }
+    };
+    PlacementGroupRecord* group = nullptr;
+    if (req.placement.placement_group() != 0) {
+      group = groups_.Find(req.placement.placement_group());
+      if (group == nullptr) {
+        reject(rpc::ERROR_INFEASIBLE, "placement group " + std::to_string(req.placement.placement_group()) +
+                                          " does not exist (it was removed, or never created)");
+        it = pending_.erase(it);
+        continue;
+      }
+    }
+    if (group == nullptr && !node_pool_.CanEverFit(req.shape)) {
+      if (config_.fixed_size) {
+        reject(rpc::ERROR_INFEASIBLE, "no node can ever run this task: it needs {" + req.shape.ToString() +
+                                          "} and the cluster has {" + config_.resources.ToString() + "}");
+        it = pending_.erase(it);
+        continue;
+      }
+      // A standalone cluster may grow: it waits, and its caller hears why (once).
+      if (!req.told_queued && req.from && !req.from->closed()) {
+        rpc::Envelope env;
+        env.mutable_lease_queued()->set_request_id(req.request_id);
+        env.mutable_lease_queued()->set_infeasible(true);
+        req.from->Send(env);
+        req.told_queued = true;
+      }
+      ++it;
+      continue;
+    }
+    WorkerPool::Job* job = workers_.FindJob(req.job);
+    if (job == nullptr || (job->ended && req.actor.IsNil())) {
+      reject(rpc::ERROR_SYSTEM, "job " + std::to_string(JobIdToInt(req.job)) + " has ended");
+      it = pending_.erase(it);
+      continue;
+    }
+    if (job->start_failures >= config_.max_start_failures) {
+      reject(rpc::ERROR_SYSTEM, "workers for this job fail to start: " + job->last_start_failure);
+      it = pending_.erase(it);
+      continue;
+    }
+    std::optional<Allocation> alloc;
+    int bundle = -1;
+    if (group != nullptr) {
+      if (group->state != rpc::PG_CREATED) {
+        TellQueued(req);  // the group waits for its resources
+        ++it;
+        continue;
+      }
+      std::string error;
+      alloc = PlacementGroups::Allocate(req.shape, req.placement, *group, &bundle, &error);
+      if (!error.empty()) {
+        reject(rpc::ERROR_INFEASIBLE, error);
+        it = pending_.erase(it);
+        continue;
+      }
+    } else {
+      alloc = node_pool_.Allocate(req.shape, req.placement.strategy() == rpc::STRATEGY_SPREAD ? DevicePolicy::kSpread
+                                                                                               : DevicePolicy::kPack);
+    }
+    if (!alloc) {
+      TellQueued(req);
+      ++it;
+      continue;
+    }
+    ResourcePool& pool = group != nullptr ? group->pools[static_cast<size_t>(bundle)] : node_pool_;
+    // A worker is bound to its GPUs when it starts (CUDA_VISIBLE_DEVICES): a lease on GPUs needs
+    // one started for exactly those.
+    std::vector<int> gpus = alloc->Indices(kGpu);
+    std::string worker_key = req.env_key;
+    if (!gpus.empty()) {
+      worker_key += std::string(1, '\1') + "gpus=";
+      for (int g : gpus) worker_key += std::to_string(g) + ",";
+    }
+    WorkerPool::Worker* idle = workers_.FindIdle(req.job, worker_key);
+    if (idle == nullptr) {
+      pool.Free(*alloc);  // it fits: a worker is started for it below
+      if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD) group->next_bundle = bundle;
+      Want& want = wanting[{req.job, worker_key}];
+      want.count++;
+      want.env = req.env;
+      want.runtime = req.runtime;
+      want.gpus = gpus;
+      ++it;
+      continue;
+    }
+    uint64_t lease_id = next_id_++;
+    leases_[lease_id] = Lease{lease_id, idle->id, req.from.get(), ResourceSet(), *alloc,
+                              group != nullptr ? group->id : 0, bundle};
+    idle->state = WorkerState::kLeased;
+    idle->lease_id = lease_id;
+    granted_total_++;
+    if (!req.actor.IsNil()) {
+      host_.ActorPlaced(req.actor, *idle, lease_id, *alloc);
+      it = pending_.erase(it);
+      continue;
+    }
+    rpc::Envelope env;
+    auto* g = env.mutable_lease_grant();
+    g->set_request_id(req.request_id);
+    g->set_lease_id(lease_id);
+    g->mutable_worker()->set_socket_path(idle->socket_path);
+    g->mutable_worker()->set_worker_id(idle->id.Binary());
+    g->mutable_worker()->set_node_id(node_.Binary());
+    for (const DeviceShare& d : alloc->devices) {
+      auto* out = g->add_devices();
+      out->set_resource(d.resource);
+      out->set_index(d.index);
+      out->set_milli(d.milli);
+    }
+    req.from->Send(env);
+    it = pending_.erase(it);
+  }
+  StartWanted(wanting);
+}
+
+void LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting) {
+  for (auto& [key, wanted] : wanting) {
+    const JobId job_id = key.first;
+    const std::string& env_key = key.second;
+    int starting = workers_.Starting(job_id, env_key);
+    WorkerPool::Job* job = workers_.FindJob(job_id);
+    if (job == nullptr) continue;
+    while (starting < wanted.count) {
+      // Actors' processes do not count against the cap: they are not a pool to share. Nor do
+      // workers blocked in Get/Wait: the tasks they wait for need workers of their own, or a
+      // tree of tasks that wait on their children deadlocks once it is deeper than the cap.
+      int pooled = 0;
+      for (auto& [wid, w] : workers_.all()) pooled += w.actor.IsNil() && !IsBlocked(w) ? 1 : 0;
+      if (pooled >= config_.max_workers) {
+        // At the cap: make room by stopping an idle worker of another job (or environment), if
+        // there is one.
+        const WorkerPool::Worker* victim = nullptr;
+        for (auto& [wid, w] : workers_.all()) {
+          if ((w.job != job_id || w.env_key != env_key) && w.state == WorkerState::kIdle) {
+            victim = &w;
+            break;
+          }
+        }
+        if (victim == nullptr) break;
+        WorkerId vid = victim->id;
+        // Removing it reschedules (the host's KillWorker schedules), which starts the worker
+        // this job waits for; this pass is stale from here on.
+        host_.KillWorker(vid, "making room for another job's workers");
+        return;
+      }
+      workers_.Start(*job, wanted.env, env_key, wanted.runtime, wanted.gpus);
+      ++starting;
+    }
+    if (starting < wanted.count) {
+      // No worker can start now: these requests wait like ones short of resources.
+      for (auto& req : pending_) {
+        if (req.job == job_id) TellQueued(req);
+      }
+    }
+  }
+}
+
+}  // namespace prism
