@@ -2,7 +2,7 @@
 // transport on loopback, its rendezvous through prism's control store.
 #include "collectives/internal.h"
 
-#include "worker/core_worker.h"
+#include "runtime/process_runtime.h"
 
 #include <prism/gpu/float16.h>
 
@@ -297,7 +297,7 @@ class GlooGroup final : public Group {
   // the stream's work is done; CUDA device memory is refused.
   void HostReady(gpu::Stream* stream) const {
     if (stream == nullptr) return;
-    auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+    auto backend = CurrentRuntime()->GpuBackend();
     if (!backend.ok() || (*backend)->name() != "sim") {
       throw InvalidArgumentError("collective group '" + name() +
                                  "': gloo takes host memory (and sim device memory); CUDA device memory goes through nccl");

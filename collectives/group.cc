@@ -4,7 +4,7 @@
 
 #include "base/ids.h"
 #include "base/process_info.h"
-#include "worker/core_worker.h"
+#include "runtime/process_runtime.h"
 
 #include <prism/gpu/topology.h>
 
@@ -35,8 +35,8 @@ const char* BackendName(Backend backend) { return backend == Backend::kGloo ? "g
 namespace internal {
 namespace {
 
-std::shared_ptr<CoreWorker> Core() {
-  auto core = CurrentCoreWorker();
+std::shared_ptr<ProcessRuntime> Core() {
+  auto core = CurrentRuntime();
   if (!core) throw InvalidArgumentError("prism is not initialized: call prism::Init() first");
   return core;
 }

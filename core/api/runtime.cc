@@ -230,6 +230,7 @@ void ShutdownAtExit() { prism::Shutdown(); }
 }  // namespace
 
 std::shared_ptr<CoreWorker> CurrentCoreWorker() { return RequireCore(); }
+std::shared_ptr<ProcessRuntime> CurrentRuntime() { return RequireCore(); }
 
 bool IsWorkerProcess() {
   const char* mode = std::getenv("PRISM_WORKER_MODE");

@@ -9,6 +9,7 @@
 #include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
+#include "runtime/process_runtime.h"
 #include "worker/actor_submitter.h"
 #include "worker/control_client.h"
 #include "worker/gpu_tasks.h"
@@ -60,33 +61,16 @@ struct CoreWorkerOptions {
   SubmitterConfig submitter;
 };
 
-/// Stops a running call of this actor process that its caller cancelled, where the runtime that
-/// runs it can (an async method); runs on the event loop, so it must not block.
-using CallCanceller = std::function<void(const TaskId& task)>;
-void SetCallCanceller(CallCanceller canceller);
-
-/// What runs in this process now (Ray's runtime context).
-struct RuntimeContextInfo {
-  std::string job_id, worker_id, node_id;  // hex
-  std::string task_id;   // hex; empty in a driver outside tasks
-  std::string actor_id;  // hex; empty unless this process hosts an actor
-  std::string actor_name;  // its name, if it has one
-  std::map<std::string, double> resources;  // what the running task (or this actor) holds
-  std::vector<int> gpu_ids;
-  uint32_t actor_restarts = 0;  // how often this process's actor was restarted before
-  bool is_worker = false;
-};
-
 class CoreWorker;
 /// The core worker of this process (after prism::Init); throws InvalidArgumentError before.
 std::shared_ptr<CoreWorker> CurrentCoreWorker();
 
-class CoreWorker {
+class CoreWorker final : public ProcessRuntime {
  public:
   /// Listens on its own socket, connects to the node daemon and registers. Errors: the daemon
   /// is unreachable or refused us.
   static Result<std::unique_ptr<CoreWorker>> Start(CoreWorkerOptions options);
-  ~CoreWorker();
+  ~CoreWorker() override;
 
   internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
                               const TaskOptions& options, std::shared_ptr<TaskStream> stream = nullptr);
@@ -94,7 +78,7 @@ class CoreWorker {
   /// another language returns that many values; an error fails all of them.
   std::vector<internal::RefPtr> SubmitTaskReturns(const std::string& function,
                                                   std::vector<internal::SerializedArg> args,
-                                                  const TaskOptions& options, uint32_t num_returns);
+                                                  const TaskOptions& options, uint32_t num_returns) override;
   std::shared_ptr<internal::StreamHandle> SubmitStreamingTask(const std::string& function,
                                                               std::vector<internal::SerializedArg> args,
                                                               const TaskOptions& options);
@@ -106,11 +90,11 @@ class CoreWorker {
                                    std::vector<internal::SerializedArg> args);
   std::vector<internal::RefPtr> SubmitActorTaskReturns(const internal::ActorRef& actor, const std::string& method,
                                                        std::vector<internal::SerializedArg> args,
-                                                       uint32_t num_returns);
+                                                       uint32_t num_returns) override;
   void KillActor(const ActorId& id, bool no_restart);
   /// In an actor's process: the actor ends for good (no restart), its calls failing with
   /// ActorDiedError that gives `reason`. Does not return.
-  [[noreturn]] void ExitActor(const std::string& reason);
+  [[noreturn]] void ExitActor(const std::string& reason) override;
   void CancelTask(const internal::RefHandle& ref, bool force);
   internal::ActorRef GetActorByName(const std::string& name, const std::string& ray_namespace = "");
   PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options);
@@ -119,27 +103,32 @@ class CoreWorker {
   void RemovePlacementGroup(uint64_t id);
   PlacementGroup GetPlacementGroup(const std::string& name);
   /// The node daemon's status (asks it over a connection of its own).
-  rpc::StatusReply NodeStatus() const;
+  rpc::StatusReply NodeStatus() const override;
   /// The cluster's nodes (one, in this version) with their resources.
   std::vector<NodeInfo> Nodes() const;
   /// The control store's key-value table. KvPut returns whether the key existed.
-  bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite);
-  std::optional<std::string> KvGet(const std::string& ns, const std::string& key);
-  bool KvDelete(const std::string& ns, const std::string& key);
+  bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) override;
+  std::optional<std::string> KvGet(const std::string& ns, const std::string& key) override;
+  bool KvDelete(const std::string& ns, const std::string& key) override;
   /// How this actor process's output lines are labelled (a foreign runtime names its class).
-  void SetActorLabel(std::string label) { runner_->SetActorLabel(std::move(label)); }
+  void SetActorLabel(std::string label) override { runner_->SetActorLabel(std::move(label)); }
   /// The GPUs the running task (or this actor) holds.
   std::vector<int> GpuIds() const;
-  RuntimeContextInfo RuntimeContext() const;
+  RuntimeContextInfo RuntimeContext() const override;
   /// A handle to the actor this process hosts (a borrower of its handle object, so it keeps the
   /// actor alive while it is held). Throws InvalidArgumentError outside an actor.
-  internal::ActorRef CurrentActor();
+  internal::ActorRef CurrentActor() override;
   /// The actor this process hosts (nil in a driver or a task worker).
-  ActorId actor_id() const { return runner_->actor_id(); }
+  ActorId actor_id() const override { return runner_->actor_id(); }
   const std::string& session_dir() const { return options_.session_dir; }
   /// The running GPU task's context (gpu::CurrentContext()).
   gpu::Context& CurrentGpuContext() { return gpu_tasks_->Current(); }
   GpuTasks& gpu_tasks() { return *gpu_tasks_; }
+  Result<gpu::Backend*> GpuBackend() override { return gpu_tasks_->backend(); }
+  gpu::Context* GpuContextOrNull() override { return gpu_tasks_->CurrentOrNull(); }
+  Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> GpuOutsideTasks(int device) override {
+    return gpu_tasks_->OutsideTasks(device);
+  }
   /// Throws ObjectStoreFullError when a large value finds no room.
   internal::RefPtr Put(const internal::EncodedValue& value);
   internal::RefPtr MakeRef(const ObjectId& id, internal::OwnerAddress owner);
@@ -153,7 +142,7 @@ class CoreWorker {
                          int64_t timeout_ms);
   /// Runs `ready` once the object is ready (a value or an error; fetched from its owner if
   /// borrowed), on the thread that made it ready, or now on this one. `ready` must not block.
-  void WhenReady(const internal::RefHandle& ref, std::function<void()> ready);
+  void WhenReady(const internal::RefHandle& ref, std::function<void()> ready) override;
   void ReleaseRef(const ObjectId& id) { store_.RemoveRef(id); }
   /// A reader found the device objects of `ref` lost: rebuilds it if this process owns it and
   /// kept its task (see TaskSubmitter's lineage). Blocks until the event loop answered.

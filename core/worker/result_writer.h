@@ -5,6 +5,7 @@
 
 #include "object_store/store_client.h"
 #include "prism.pb.h"
+#include "runtime/process_runtime.h"
 #include "worker/memory_store.h"
 #include "worker/object_access.h"
 #include "worker/owner_clients.h"
@@ -15,9 +16,6 @@
 #include <vector>
 
 namespace prism {
-
-/// A task's results: one value per return object (TaskSpec::num_returns, at least one).
-using ReturnValues = std::vector<internal::EncodedValue>;
 
 /// A result could not be written (not the function's fault: the runtime's, or a result the
 /// runtime cannot keep).

@@ -141,14 +141,14 @@ void TaskExecutor::ExcuseWait(std::chrono::nanoseconds waited) {
   if (tl_excused != nullptr) tl_excused->total_ns.fetch_add(waited.count(), std::memory_order_relaxed);
 }
 
-TaskExecutor::ExcusedWait::ExcusedWait() : since_(std::chrono::steady_clock::now()) {
+ExcusedWait::ExcusedWait() : since_(std::chrono::steady_clock::now()) {
   if (tl_excused != nullptr) tl_excused->since_ns.store(SteadyNanos(since_), std::memory_order_relaxed);
 }
 
-TaskExecutor::ExcusedWait::~ExcusedWait() {
+ExcusedWait::~ExcusedWait() {
   if (tl_excused == nullptr) return;
   tl_excused->since_ns.store(0, std::memory_order_relaxed);
-  ExcuseWait(std::chrono::steady_clock::now() - since_);
+  TaskExecutor::ExcuseWait(std::chrono::steady_clock::now() - since_);
 }
 
 int TaskExecutor::threads() {

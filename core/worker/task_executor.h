@@ -8,6 +8,7 @@
 
 #include "prism.pb.h"
 #include "rpc/connection.h"
+#include "runtime/process_runtime.h"
 
 #include <pthread.h>
 #include <sys/types.h>
@@ -72,25 +73,12 @@ class TaskExecutor {
   /// Inside a task: time this thread waited for something another thread would wait for too
   /// (Python's GIL), so that the wait does not count as the task blocking.
   static void ExcuseWait(std::chrono::nanoseconds waited);
-  /// The same, said while the wait lasts (around taking Python's GIL): the watcher counts a wait
-  /// in progress as excused too, so a thread waiting long for the GIL (its holder preempted on a
-  /// busy machine) does not look blocked and earn the actor another thread that would only
-  /// fight over the GIL as well.
   /// A running task's excused waits (kept per thread; read by the watcher).
   struct Excuses {
     std::atomic<int64_t> total_ns{0};  // excused waits that ended
     std::atomic<int64_t> since_ns{0};  // steady-clock start of the excused wait in progress (0: none)
   };
-  class ExcusedWait {
-   public:
-    ExcusedWait();
-    ~ExcusedWait();
-    ExcusedWait(const ExcusedWait&) = delete;
-    ExcusedWait& operator=(const ExcusedWait&) = delete;
-
-   private:
-    std::chrono::steady_clock::time_point since_;
-  };
+  using ExcusedWait = prism::ExcusedWait;  // (runtime/process_runtime.h)
   /// Threads running tasks now (for tests and diagnostics).
   int threads();
 

@@ -8,6 +8,7 @@
 #include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
+#include "runtime/process_runtime.h"
 #include "worker/gpu_tasks.h"
 #include "worker/object_access.h"
 #include "worker/output_capture.h"
@@ -27,34 +28,6 @@
 #include <vector>
 
 namespace prism {
-
-/// Runs tasks of functions that are not in the C++ registry (another language's, e.g. "py:..."):
-/// given the spec and the arguments' encoded bytes, returns the encoded results (as many as the
-/// spec's num_returns). Throws ForeignTaskError for an exception of the task, anything else for a
-/// failure of the runtime. `reply_later` lets it answer after it returned, from any thread: it
-/// throws ReplyDeferred, and later calls reply_later once with a function that produces the
-/// result (or throws ForeignTaskError).
-using ReplyLater = std::function<void(std::function<ReturnValues()> produce)>;
-using ForeignExecutor = std::function<ReturnValues(const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
-                                                   const std::shared_ptr<const void>& source,
-                                                   const ReplyLater& reply_later)>;
-/// Thrown by a foreign executor that will answer through reply_later.
-struct ReplyDeferred {};
-/// Set before the worker starts (prism::Init in a worker process).
-void SetForeignExecutor(ForeignExecutor executor);
-
-/// A task of another language raised: its type, message (with the remote traceback) and the
-/// exception serialized by that language.
-class ForeignTaskError : public std::runtime_error {
- public:
-  ForeignTaskError(std::string type, std::string message, std::string payload)
-      : std::runtime_error(message), type_(std::move(type)), payload_(std::move(payload)) {}
-  const std::string& type() const { return type_; }
-  const std::string& payload() const { return payload_; }
-
- private:
-  std::string type_, payload_;
-};
 
 class TaskRunner {
  public:

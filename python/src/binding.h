@@ -2,8 +2,7 @@
 // worker's, and back. Internal to the binding module.
 #pragma once
 
-#include "worker/core_worker.h"
-#include "worker/task_executor.h"
+#include "runtime/process_runtime.h"
 
 #include <optional>
 
@@ -31,14 +30,14 @@ namespace py = pybind11;
 namespace prism::binding {
 
 /// Releases the GIL for its scope, like py::gil_scoped_release, and says the wait to take it
-/// back is no blocking of the task that runs (TaskExecutor::ExcusedWait): on a threaded actor,
+/// back is no blocking of the task that runs (ExcusedWait): on a threaded actor,
 /// a thread waiting for the GIL another holds must not earn the actor one more thread, which
 /// would only wait for the GIL as well.
 class ReleaseGil {
  public:
   ReleaseGil() = default;
   ~ReleaseGil() {
-    TaskExecutor::ExcusedWait excused;
+    ExcusedWait excused;
     released_.reset();  // takes the GIL back
   }
   ReleaseGil(const ReleaseGil&) = delete;

@@ -15,7 +15,7 @@ py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object
   Result<gpu::Backend*> backend = Status::Internal("unset");
   {
     ReleaseGil release;  // (it takes the GPU layer's lock)
-    backend = CurrentCoreWorker()->gpu_tasks().backend();
+    backend = CurrentRuntime()->GpuBackend();
   }
   if (!backend.ok()) throw RuntimeError(backend.status().message());
   gpu::Backend& b = **backend;
@@ -97,15 +97,15 @@ DLManagedTensorVersioned* ExportFrom(const py::object& obj, const py::object& st
 
 // Device memory and a stream of this process on `device`: the running GPU task's when it holds
 // the device, else those prism keeps for work outside tasks.
-std::pair<gpu::MemoryResource*, gpu::Stream*> DeviceResources(GpuTasks& gpu_tasks, int device) {
-  gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+std::pair<gpu::MemoryResource*, gpu::Stream*> DeviceResources(ProcessRuntime& runtime, int device) {
+  gpu::Context* ctx = runtime.GpuContextOrNull();
   if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
     return {&ctx->memory(device), &ctx->stream(device)};
   }
   Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
   {
     ReleaseGil release;  // (it takes the GPU layer's lock)
-    outside = gpu_tasks.OutsideTasks(device);
+    outside = runtime.GpuOutsideTasks(device);
   }
   if (!outside.ok()) throw RuntimeError(outside.status().message());
   return *outside;
@@ -122,11 +122,11 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   }
   auto where = obj.attr("__dlpack_device__")().cast<py::tuple>();
   int type = where[0].cast<int>(), id = where[1].cast<int>();
-  GpuTasks& gpu_tasks = CurrentCoreWorker()->gpu_tasks();
+  std::shared_ptr<ProcessRuntime> runtime = CurrentRuntime();
   Result<gpu::Backend*> backend = Status::Internal("unset");
   {
     ReleaseGil release;  // (it takes the GPU layer's lock)
-    backend = gpu_tasks.backend();
+    backend = runtime->GpuBackend();
   }
   if (!backend.ok()) throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
   bool sim = (*backend)->name() == "sim";
@@ -136,9 +136,9 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
   if (type == kDLCUDA && sim) {
     throw py::value_error("a CUDA tensor, but this process's GPU backend is sim (its devices are host memory)");
   }
-  gpu::Context* ctx = gpu_tasks.CurrentOrNull();
+  gpu::Context* ctx = runtime->GpuContextOrNull();
   int device = type == kDLCUDA ? id : (ctx != nullptr ? ctx->device() : 0);
-  auto [memory, stream] = DeviceResources(gpu_tasks, device);
+  auto [memory, stream] = DeviceResources(*runtime, device);
   py::object stream_arg = py::none();  // host memory: no stream
   if (type == kDLCUDA) stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
   DLManagedTensorVersioned* managed = ExportFrom(obj, stream_arg);
@@ -199,7 +199,7 @@ struct CollectiveBuffer {
     if (type == kDLCUDA) {
       // The producer orders its work before a stream of ours; the operation runs there and is
       // waited for (the framework's later work is not ordered after ours otherwise).
-      stream = DeviceResources(CurrentCoreWorker()->gpu_tasks(), id).second;
+      stream = DeviceResources(*CurrentRuntime(), id).second;
       stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
       sync_after = true;
     } else if (type != kDLCPU && type != kDLCUDAHost) {
@@ -313,7 +313,7 @@ void BindGpu(py::module_& m) {
       .def_property_readonly("nbytes", &gpu::Tensor::bytes)
       .def("__dlpack_device__",
            [](const gpu::Tensor& t) {
-             auto backend = CurrentCoreWorker()->gpu_tasks().backend();
+             auto backend = CurrentRuntime()->GpuBackend();
              bool host = backend.ok() && (*backend)->name() == "sim";
              return py::make_tuple(host ? static_cast<int>(kDLCPU) : static_cast<int>(kDLCUDA), host ? 0 : t.device());
            })

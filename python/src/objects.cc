@@ -55,7 +55,7 @@ void BindObjects(py::module_& m) {
   // Pushes `token` to take_ready() once `ref` is ready.
   m.def("when_ready", [](const RefPtr& ref, uint64_t token) {
     if (!ref) throw InvalidArgumentError("an empty ObjectRef");
-    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    std::shared_ptr<ProcessRuntime> core = CurrentRuntime();
     ReleaseGil release;
     core->WhenReady(*ref, [token] { Ready().Push(token); });
   });
@@ -95,14 +95,14 @@ void BindObjects(py::module_& m) {
   m.def("kv_put", [](const std::string& ns, const py::bytes& key, const py::bytes& value, bool overwrite) {
     std::string k(key), v(value);
     ReleaseGil release;
-    return CurrentCoreWorker()->KvPut(ns, k, v, overwrite);
+    return CurrentRuntime()->KvPut(ns, k, v, overwrite);
   });
   m.def("kv_get", [](const std::string& ns, const py::bytes& key) -> py::object {
     std::string k(key);
     std::optional<std::string> v;
     {
       ReleaseGil release;
-      v = CurrentCoreWorker()->KvGet(ns, k);
+      v = CurrentRuntime()->KvGet(ns, k);
     }
     if (!v) return py::none();
     return py::bytes(*v);

@@ -190,12 +190,12 @@ void BindTasks(py::module_& m) {
   // `execute(function, args)` runs one task: args are read-only memoryviews of the encoded
   // arguments; it returns ("ok", bytes, [handles]) or ("error", type, message, payload).
   m.def("current_actor", [] {
-    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    std::shared_ptr<ProcessRuntime> core = CurrentRuntime();
     ReleaseGil release;
     return core->CurrentActor();
   });
   m.def("exit_actor", [](const std::string& reason) {
-    std::shared_ptr<CoreWorker> core = CurrentCoreWorker();
+    std::shared_ptr<ProcessRuntime> core = CurrentRuntime();
     ReleaseGil release;
     core->ExitActor(reason);
   });
@@ -231,7 +231,7 @@ void BindTasks(py::module_& m) {
                                 const ReplyLater& later) -> ReturnValues {
       if (RoutedCalls().Offer(spec, args, source, later)) throw ReplyDeferred{};  // the loop answers it
       // Waiting for the GIL is not blocking: another thread would only wait for it too.
-      std::optional<TaskExecutor::ExcusedWait> excused(std::in_place);
+      std::optional<ExcusedWait> excused(std::in_place);
       py::gil_scoped_acquire gil;
       excused.reset();
       py::list views;
@@ -281,7 +281,7 @@ void BindTasks(py::module_& m) {
           TaskOptions t = TaskOptionsFrom(options);
           std::vector<internal::SerializedArg> packed = PackArgs(args);
           ReleaseGil release;
-          return CurrentCoreWorker()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
+          return CurrentRuntime()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
         });
 
   py::class_<internal::StreamHandle, std::shared_ptr<internal::StreamHandle>>(m, "StreamHandle")
@@ -330,7 +330,7 @@ void BindTasks(py::module_& m) {
                                         const py::list& args, uint32_t num_returns) {
     std::vector<internal::SerializedArg> packed = PackArgs(args);
     ReleaseGil release;
-    return CurrentCoreWorker()->SubmitActorTaskReturns(actor, method, std::move(packed), num_returns);
+    return CurrentRuntime()->SubmitActorTaskReturns(actor, method, std::move(packed), num_returns);
   });
   m.def("make_actor_ref", [](const py::bytes& id, const RefPtr& lifetime) {
     std::string bin(id);
@@ -344,7 +344,7 @@ void BindTasks(py::module_& m) {
   // What runs here: ids (hex; task and actor empty where none), the resources the running task
   // (or this actor) holds, and how often this actor was restarted.
   m.def("runtime_context", [] {
-    RuntimeContextInfo c = CurrentCoreWorker()->RuntimeContext();
+    RuntimeContextInfo c = CurrentRuntime()->RuntimeContext();
     py::dict d;
     d["job_id"] = c.job_id;
     d["worker_id"] = c.worker_id;
@@ -409,7 +409,7 @@ void BindTasks(py::module_& m) {
   });
   m.def("gpu_ids", &GetGpuIds);
   // In an actor's process, as it is created: the name its output lines carry.
-  m.def("set_actor_label", [](const std::string& label) { CurrentCoreWorker()->SetActorLabel(label); });
+  m.def("set_actor_label", [](const std::string& label) { CurrentRuntime()->SetActorLabel(label); });
   m.def("nodes", [] {
     std::vector<NodeInfo> nodes;
     {
@@ -433,7 +433,7 @@ void BindTasks(py::module_& m) {
     rpc::StatusReply st;
     {
       ReleaseGil release;
-      st = CurrentCoreWorker()->NodeStatus();
+      st = CurrentRuntime()->NodeStatus();
     }
     static const char* kStates[] = {"PENDING", "CREATED", "REMOVED"};
     static const char* kStrategies[] = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"};
