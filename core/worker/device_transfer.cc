@@ -1,11 +1,18 @@
 #include "worker/device_transfer.h"
 
+#include "base/logging.h"
 #include "base/process_info.h"
+
+#include <prism/errors.h>
 
 #include <dlfcn.h>
 
+#include <thread>
+
 namespace prism {
 namespace {
+
+thread_local bool tl_draining = false;  // this thread drains sends (DeviceMoves::DrainSends)
 
 struct TransferLibrary {
   int (*move)(const char* group, int rank, int nccl, int device, int send, void* ptr, uint64_t bytes, void* stream,
@@ -45,6 +52,110 @@ Status TransferThroughPairGroup(const std::string& group, bool send, gpu::Backen
     return Status::Unavailable(error);
   }
   return Status::OK();
+}
+
+DeviceMoves::DeviceMoves(std::function<Result<Source>(const std::string& id)> source,
+                         std::function<void(const std::string& id, const WorkerId& importer)> sent)
+    : source_(std::move(source)), sent_(std::move(sent)) {}
+
+void DeviceMoves::QueueSend(const std::string& id, const WorkerId& importer, const std::string& group) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool idle = send_queues_.count(group) == 0;  // (a queue exists while its thread drains it)
+  send_queues_[group].push_back({id, importer});
+  if (idle) {
+    ++senders_;
+    std::thread([this, group] { DrainSends(group); }).detach();
+  }
+}
+
+void DeviceMoves::WaitForSends() {
+  // (A drain thread that ends up here, dropping the runtime's last reference, cannot wait for itself.)
+  if (tl_draining) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
+}
+
+void DeviceMoves::DrainSends(const std::string& group) {
+  tl_draining = true;
+  for (;;) {
+    SendJob job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& queue = send_queues_[group];
+      if (queue.empty()) {
+        send_queues_.erase(group);
+        --senders_;
+        senders_cv_.notify_all();
+        return;
+      }
+      job = queue.front();
+      queue.pop_front();
+    }
+    Status st = SendNow(job.id, group);
+    if (!st.ok()) PRISM_LOG_WARN("device object {}: sending it through {} failed: {}", job.id, group, st.ToString());
+    sent_(job.id, job.importer);
+  }
+}
+
+Status DeviceMoves::SendNow(const std::string& id, const std::string& group) {
+  PRISM_ASSIGN_OR_RETURN(Source src, source_(id));
+  src.tensor.AddUser(*src.backend, *src.stream);  // its memory stays until the send is done
+  PRISM_RETURN_IF_ERROR(TransferThroughPairGroup(group, /*send=*/true, *src.backend, src.device, src.tensor.data(),
+                                                 src.tensor.bytes(), src.stream));
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.sent++;
+  stats_.sent_bytes += src.tensor.bytes();
+  return Status::OK();
+}
+
+void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::OwnerAddress& producer,
+                          int64_t producer_pid, const std::function<bool(const std::string& group)>& request,
+                          gpu::Backend& backend, int device, gpu::Tensor& into, gpu::Stream* stream,
+                          const std::string& what) {
+  std::shared_ptr<std::mutex> pair;
+  std::string group;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& l = receive_locks_[producer.socket_path];
+    if (!l) l = std::make_shared<std::mutex>();
+    pair = l;
+  }
+  std::lock_guard<std::mutex> one_at_a_time(*pair);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto hex = [](const std::string& binary) {
+      return WorkerId::IsValidBinary(binary) ? WorkerId::FromBinary(binary).Hex().substr(0, 16) : std::string("x");
+    };
+    group = "prism.xfer." + hex(self.worker_id) + "." + hex(producer.worker_id) + "." +
+            std::to_string(receive_epochs_[producer.socket_path]);
+  }
+  auto next_epoch = [&] {  // (the group is dropped on both sides, or never formed)
+    std::lock_guard<std::mutex> lock(mu_);
+    ++receive_epochs_[producer.socket_path];
+  };
+  // The producer counts the import (so the object stays), answers, and queues its send.
+  if (!request(group)) {
+    // (A producer that answered late may still send through this group: the next move uses another.)
+    next_epoch();
+    throw ObjectLostError(what + " is no longer held by its producer");
+  }
+  Status moved = TransferThroughPairGroup(group, /*send=*/false, backend, device, into.data(), into.bytes(), stream);
+  if (!moved.ok()) {
+    next_epoch();
+    // A producer that died meanwhile took the object with it (lineage may make it again).
+    if (producer_pid > 0 && ProcessGone(static_cast<pid_t>(producer_pid))) {
+      throw ObjectLostError(what + ": its producer died while moving it (" + moved.message() + ")");
+    }
+    throw RuntimeError(what + ": moving it from its producer failed: " + moved.message());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.received++;
+  stats_.received_bytes += into.bytes();
+}
+
+DeviceMoves::Stats DeviceMoves::stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
 }
 
 }  // namespace prism

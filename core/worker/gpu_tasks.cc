@@ -24,18 +24,14 @@ struct ThreadContext {
 };
 thread_local ThreadContext tl_gpu;
 thread_local std::vector<std::string> tl_exports;  // device objects the running task packed
-thread_local bool tl_draining = false;             // this thread drains sends (DrainSends)
 
 }  // namespace
 
-GpuTasks::GpuTasks() = default;
+GpuTasks::GpuTasks()
+    : moves_([this](const std::string& id) { return SendSource(id); },
+             [this](const std::string& id, const WorkerId& importer) { RemoveImport(id, importer); }) {}
 
-void GpuTasks::WaitForSends() {
-  // (A drain thread that ends up here, dropping the runtime's last reference, cannot wait for itself.)
-  if (tl_draining) return;
-  std::unique_lock<std::mutex> lock(mu_);
-  senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
-}
+void GpuTasks::WaitForSends() { moves_.WaitForSends(); }
 
 GpuTasks::~GpuTasks() {
   WaitForSends();  // sends under way end (done, or failed within their timeout) before what they use goes
@@ -531,7 +527,6 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
   std::vector<gpu::Stream*> streams;  // the task's (or the import stream): they wait for it
   gpu::MemoryResource* memory = nullptr;
   gpu::Backend* backend = nullptr;
-  std::shared_ptr<std::mutex> pair;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (backend_->device_count() == 0) throw RuntimeError(what + ": this process has no GPU to receive it on");
@@ -547,47 +542,13 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
       memory = TaskMemory(device, *pool);
     }
     backend = backend_.get();
-    auto& l = receive_locks_[producer.socket_path];
-    if (!l) l = std::make_shared<std::mutex>();
-    pair = l;
   }
   gpu::Stream* stream = streams.front();
   auto tensor = gpu::Tensor::Empty(*backend, *memory, *stream, dtype, std::move(shape));
   if (!tensor.ok()) throw RuntimeError(what + ": cannot allocate it here: " + tensor.status().message());
-  std::lock_guard<std::mutex> one_at_a_time(*pair);
-  std::string group;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto hex = [](const std::string& binary) {
-      return WorkerId::IsValidBinary(binary) ? WorkerId::FromBinary(binary).Hex().substr(0, 16) : std::string("x");
-    };
-    group = "prism.xfer." + hex(peers_.self.worker_id) + "." + hex(producer.worker_id) + "." +
-            std::to_string(receive_epochs_[producer.socket_path]);
-  }
-  auto next_epoch = [&] {  // (the group is dropped on both sides, or never formed)
-    std::lock_guard<std::mutex> lock(mu_);
-    ++receive_epochs_[producer.socket_path];
-  };
-  // The producer counts the import (so the object stays), answers, and queues its send.
-  if (!peers_.register_import(producer, id, group)) {
-    // (A producer that answered late may still send through this group: the next move uses another.)
-    next_epoch();
-    throw ObjectLostError(what + " is no longer held by its producer");
-  }
-  Status moved = TransferThroughPairGroup(group, /*send=*/false, *backend, device, tensor->data(), tensor->bytes(), stream);
-  if (!moved.ok()) {
-    next_epoch();
-    // A producer that died meanwhile took the object with it (lineage may make it again).
-    if (pid > 0 && ProcessGone(static_cast<pid_t>(pid))) {
-      throw ObjectLostError(what + ": its producer died while moving it (" + moved.message() + ")");
-    }
-    throw RuntimeError(what + ": moving it from its producer failed: " + moved.message());
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    transfer_stats_.received++;
-    transfer_stats_.received_bytes += tensor->bytes();
-  }
+  moves_.Receive(
+      peers_.self, producer, pid, [&](const std::string& group) { return peers_.register_import(producer, id, group).has_value(); },
+      *backend, device, *tensor, stream, what);
   if (streams.size() > 1) {  // the task's other streams wait for the receive
     auto ev = backend->CreateEvent(device);
     Status st = ev.ok() ? (*ev)->Record(*stream) : ev.status();
@@ -598,65 +559,22 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
 }
 
 void GpuTasks::QueueSend(const std::string& id, const WorkerId& importer, const std::string& group) {
-  std::lock_guard<std::mutex> lock(mu_);
-  bool idle = send_queues_.count(group) == 0;  // (a queue exists while its thread drains it)
-  send_queues_[group].push_back({id, importer});
-  if (idle) {
-    ++senders_;
-    std::thread([this, group] { DrainSends(group); }).detach();
-  }
+  moves_.QueueSend(id, importer, group);
 }
 
-void GpuTasks::DrainSends(const std::string& group) {
-  tl_draining = true;
-  for (;;) {
-    SendJob job;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto& queue = send_queues_[group];
-      if (queue.empty()) {
-        send_queues_.erase(group);
-        --senders_;
-        senders_cv_.notify_all();
-        return;
-      }
-      job = queue.front();
-      queue.pop_front();
-    }
-    Status st = SendNow(job.id, group);
-    if (!st.ok()) PRISM_LOG_WARN("device object {}: sending it through {} failed: {}", job.id, group, st.ToString());
-    RemoveImport(job.id, job.importer);
-  }
-}
-
-Status GpuTasks::SendNow(const std::string& id, const std::string& group) {
-  gpu::Tensor tensor;
-  gpu::Stream* stream = nullptr;
-  gpu::Backend* backend = nullptr;
-  int device = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = exported_.find(id);
-    if (it == exported_.end()) return Status::NotFound("no longer held here");
-    PRISM_RETURN_IF_ERROR(RestoreLocked(id, it->second));  // (counted as imported: it stays)
-    tensor = it->second.tensor;
-    device = it->second.device;
-    PRISM_ASSIGN_OR_RETURN(stream, ImportStream(device));
-    backend = backend_.get();
-    PRISM_RETURN_IF_ERROR(stream->Wait(*it->second.ready));  // after the work that made it (its event
-                                                            // goes with the entry: waited on here)
-  }
-  tensor.AddUser(*backend, *stream);  // its memory stays until the send is done
-  PRISM_RETURN_IF_ERROR(TransferThroughPairGroup(group, /*send=*/true, *backend, device, tensor.data(), tensor.bytes(), stream));
+Result<DeviceMoves::Source> GpuTasks::SendSource(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
-  transfer_stats_.sent++;
-  transfer_stats_.sent_bytes += tensor.bytes();
-  return Status::OK();
-}
-
-GpuTasks::TransferStats GpuTasks::transfer_stats() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return transfer_stats_;
+  auto it = exported_.find(id);
+  if (it == exported_.end()) return Status::NotFound("no longer held here");
+  PRISM_RETURN_IF_ERROR(RestoreLocked(id, it->second));  // (counted as imported: it stays)
+  DeviceMoves::Source src;
+  src.tensor = it->second.tensor;
+  src.device = it->second.device;
+  PRISM_ASSIGN_OR_RETURN(src.stream, ImportStream(src.device));
+  src.backend = backend_.get();
+  // After the work that made it (its event goes with the entry: waited on here).
+  PRISM_RETURN_IF_ERROR(src.stream->Wait(*it->second.ready));
+  return src;
 }
 
 Result<gpu::Backend*> GpuTasks::backend() {

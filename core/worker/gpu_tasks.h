@@ -8,6 +8,7 @@
 
 #include "base/thread_annotations.h"
 #include "object_store/store_client.h"
+#include "worker/device_transfer.h"
 #include "worker/spilling_memory.h"
 
 #include <prism/ids.h>
@@ -112,11 +113,8 @@ class GpuTasks {
   };
   SpillStats spill_stats();
   /// Device objects moved through pair groups (to and from processes that do not see their GPU).
-  struct TransferStats {
-    uint64_t received = 0, received_bytes = 0;
-    uint64_t sent = 0, sent_bytes = 0;
-  };
-  TransferStats transfer_stats();
+  using TransferStats = DeviceMoves::Stats;
+  TransferStats transfer_stats() { return moves_.stats(); }
 
   /// A device of this worker has a sticky fault (a kernel faulted): the process must go, as a
   /// CUDA context cannot recover. Returns the fault.
@@ -128,8 +126,8 @@ class GpuTasks {
   // pair group with its producer into a new tensor on this process's GPU (the task's first).
   gpu::Tensor Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid, gpu::DType dtype,
                       std::vector<int64_t> shape, gpu::Context* ctx);
-  Status SendNow(const std::string& id, const std::string& group);
-  void DrainSends(const std::string& group);
+  // What a send through a pair group reads (DeviceMoves).
+  Result<DeviceMoves::Source> SendSource(const std::string& id);
   // The stream imported tensors are ordered on outside GPU tasks (a driver reading one).
   Result<gpu::Stream*> ImportStream(int device) PRISM_REQUIRES(mu_);
 
@@ -194,19 +192,7 @@ class GpuTasks {
   std::map<int, std::unique_ptr<gpu::Stream>> import_streams_ PRISM_GUARDED_BY(mu_);
   std::map<ObjectId, std::vector<std::string>> objects_ PRISM_GUARDED_BY(mu_);  // result -> device objects
   Peers peers_;
-  // Sends through pair groups: queued per group, drained by one thread each while non-empty.
-  struct SendJob {
-    std::string id;
-    WorkerId importer;
-  };
-  std::map<std::string, std::deque<SendJob>> send_queues_ PRISM_GUARDED_BY(mu_);
-  int senders_ PRISM_GUARDED_BY(mu_) = 0;  // draining threads (the destructor waits for them)
-  std::condition_variable senders_cv_;
-  // Receives: one at a time per producer (a pair's sends and receives match in order); the
-  // pair group's epoch moves on after a failure (both sides drop the broken group).
-  std::map<std::string, std::shared_ptr<std::mutex>> receive_locks_ PRISM_GUARDED_BY(mu_);
-  std::map<std::string, int> receive_epochs_ PRISM_GUARDED_BY(mu_);
-  TransferStats transfer_stats_ PRISM_GUARDED_BY(mu_);
+  DeviceMoves moves_;  // sends and receives through pair groups
   // Closes finished imports every 20 ms while some are closing.
   std::condition_variable closer_cv_;
   bool stopping_ PRISM_GUARDED_BY(mu_) = false;
