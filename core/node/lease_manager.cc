@@ -316,10 +316,11 @@ void LeaseManager::Schedule() {
     req.from->Send(env);
     it = pending_.erase(it);
   }
-  StartWanted(wanting);
+  if (!StartWanted(wanting)) Schedule();  // (each failure counts against its job: this ends)
 }
 
-void LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting) {
+bool LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting) {
+  bool all_started = true;
   for (auto& [key, wanted] : wanting) {
     const JobId job_id = key.first;
     const std::string& env_key = key.second;
@@ -347,9 +348,12 @@ void LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wa
         // Removing it reschedules (the host's KillWorker schedules), which starts the worker
         // this job waits for; this pass is stale from here on.
         host_.KillWorker(vid, "making room for another job's workers");
-        return;
+        return true;
       }
-      workers_.Start(*job, wanted.env, env_key, wanted.runtime, wanted.gpus);
+      if (!workers_.Start(*job, wanted.env, env_key, wanted.runtime, wanted.gpus)) {
+        all_started = false;
+        break;
+      }
       ++starting;
     }
     if (starting < wanted.count) {
@@ -359,6 +363,7 @@ void LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wa
       }
     }
   }
+  return all_started;
 }
 
 }  // namespace prism

@@ -113,14 +113,15 @@ class LeaseManager {
   /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
   void TellQueued(LeaseRequest& req);
   /// Starts workers for requests that fit but found none idle (or kills an idle one of another
-  /// job to make room, which schedules again).
+  /// job to make room, which schedules again). False when a start failed: the pass must run
+  /// again (no worker will register to trigger it), until the job's failures reject its requests.
   struct Want {
     int count = 0;
     std::map<std::string, std::string> env;
     std::string runtime;
     std::vector<int> gpus;
   };
-  void StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting);
+  bool StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting);
 
   LeaseManagerConfig config_;
   NodeId node_;

@@ -183,7 +183,7 @@ std::map<std::string, std::string> WorkerPool::GpuWorkerEnv(const std::vector<in
   return env;
 }
 
-void WorkerPool::Start(Job& job, const std::map<std::string, std::string>& request_env,
+bool WorkerPool::Start(Job& job, const std::map<std::string, std::string>& request_env,
                        const std::string& env_key, const std::string& runtime, const std::vector<int>& gpus) {
   WorkerId id = RandomUniqueId();
   Worker w;
@@ -210,7 +210,7 @@ void WorkerPool::Start(Job& job, const std::map<std::string, std::string>& reque
       job.start_failure_final = true;
       job.last_start_failure = "cannot open the Python interpreter " + job.python_executable;
       PRISM_LOG_ERROR("{}", job.last_start_failure);
-      return;
+      return false;
     }
     launch.executable_fd = python_fd;
     launch.argv = {job.python_executable, "-m", "prism._worker"};
@@ -259,7 +259,7 @@ void WorkerPool::Start(Job& job, const std::map<std::string, std::string>& reque
     job.start_failures++;
     job.last_start_failure = pid.status().message();
     PRISM_LOG_ERROR("cannot start a worker: {}", pid.status().ToString());
-    return;
+    return false;
   }
   w.pid = *pid;
   started_total_++;
@@ -274,6 +274,7 @@ void WorkerPool::Start(Job& job, const std::map<std::string, std::string>& reque
   worker_pids_[w.pid] = id;
   PRISM_LOG_DEBUG("started worker {} (pid {}) for job {}", id.Hex(), w.pid, JobIdToInt(job.id));
   workers_[id] = std::move(w);
+  return true;
 }
 
 void WorkerPool::Signal(const WorkerId& id) {

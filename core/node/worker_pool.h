@@ -88,8 +88,8 @@ class WorkerPool {
   bool CanStartCpp() const { return self_exe_fd_ >= 0; }
 
   /// Starts a worker for `job`, bound to `gpus` (none: any). A failure to start is counted
-  /// against the job.
-  void Start(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key,
+  /// against the job: false.
+  bool Start(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key,
              const std::string& runtime, const std::vector<int>& gpus);
   /// A started worker's Hello from `peer_pid` on `conn`: it is idle now. Its worker id.
   Result<WorkerId> Register(const rpc::Hello& hello, pid_t peer_pid, std::shared_ptr<rpc::Connection> conn);
