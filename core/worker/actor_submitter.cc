@@ -13,8 +13,8 @@ ActorSubmitter::Call& ActorSubmitter::Place(std::map<uint64_t, Call>& calls, uin
 }
 
 ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
-                               DaemonClient& daemon, SubmitterHooks hooks)
-    : io_(io), config_(std::move(config)), store_(store), daemon_(daemon), hooks_(std::move(hooks)) {}
+                               DaemonClient& daemon, SubmitterHost& host)
+    : io_(io), config_(std::move(config)), store_(store), daemon_(daemon), host_(host) {}
 
 void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
   const bool eligible = FitsTheFastLane(task, config_.max_frame_bytes);
@@ -157,7 +157,7 @@ void ActorSubmitter::AddOnLoop(const ActorId& id, uint64_t seq, PendingTask task
     UpdateLane(id, a);
     return;
   }
-  call.unresolved = ResolveArgRefs(call.task.arg_refs, store_, hooks_,
+  call.unresolved = ResolveArgRefs(call.task.arg_refs, store_, host_,
                                    [this, id, seq](size_t i, const StoredObject& obj) {
                                      asio::post(io_, [this, id, seq, i, obj] { OnArgReady(id, seq, i, obj); });
                                    });
@@ -244,7 +244,7 @@ void ActorSubmitter::Connect(const ActorId& id) {
               if (msg.has_task_reply()) {
                 OnReply(id, inc, *msg.mutable_task_reply());
               } else if (msg.has_remove_borrowers()) {
-                if (hooks_.remove_borrowers) hooks_.remove_borrowers(msg.remove_borrowers());
+                host_.RemoveBorrowers(msg.remove_borrowers());
               } else {
                 c.Close(Status::ProtocolError("unexpected message from an actor"));
               }
@@ -274,10 +274,10 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
   auto it = a.inflight.find(seq);
   if (seq == 0 || it == a.inflight.end() || it->second.task.spec->attempt() != reply.attempt()) return;
   if (it->second.cancelled) {
-    DiscardReply(reply, hooks_, it->second.task.spec->num_returns());
+    DiscardReply(reply, host_, it->second.task.spec->num_returns());
     Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec->name() + " was cancelled"));
   } else {
-    std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second.task.spec->num_returns());
+    std::vector<StoredObject> results = ResultsFromReply(reply, host_, it->second.task.spec->num_returns());
     StoredObject first = std::move(results.front());
     results.erase(results.begin());
     Finish(it->second, std::move(first), std::move(results));
@@ -376,8 +376,8 @@ void ActorSubmitter::Finish(Call& call, StoredObject result, std::vector<StoredO
   call.task.arg_refs.clear();  // the refs go with the call
   call.task.nested.clear();
   call.task.actor_lifetime.reset();
-  StoreMoreResults(store_, hooks_, *call.task.spec, result, std::move(more));
-  StoreResult(store_, hooks_, rid, std::move(result));
+  StoreMoreResults(store_, host_, *call.task.spec, result, std::move(more));
+  StoreResult(store_, host_, rid, std::move(result));
 }
 
 void ActorSubmitter::Cancel(const TaskId& id) {

@@ -33,7 +33,7 @@ namespace prism {
 class ActorSubmitter {
  public:
   ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store, DaemonClient& daemon,
-                 SubmitterHooks hooks);
+                 SubmitterHost& host);
   /// Any thread. The task's return object must already be referenced in the store.
   void Submit(const ActorId& actor, PendingTask task);
   /// Event loop: what the daemon says about an actor.
@@ -131,7 +131,7 @@ class ActorSubmitter {
   SubmitterConfig config_;
   MemoryStore& store_;
   DaemonClient& daemon_;
-  SubmitterHooks hooks_;
+  SubmitterHost& host_;
   std::unordered_map<ActorId, Actor> actors_;  // event loop only
   bool failed_all_ = false;
   std::mutex lanes_mu_;

@@ -88,46 +88,11 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   cw->runner_ = std::make_unique<TaskRunner>(TaskRunner::Parts{cw->address_, *cw->objects_, *cw->results_,
                                                                *cw->owner_clients_, *cw->gpu_tasks_,
                                                                cw->object_store_, cw->timeline_.get()});
-  SubmitterHooks hooks;
   CoreWorker* w = cw.get();
-  hooks.fetch_borrowed = [w](const ObjectId& id, const internal::OwnerAddress& owner,
-                             MemoryStore::Callback done) { w->owner_clients_->Fetch(id, owner, std::move(done)); };
-  hooks.is_self = [w](const internal::OwnerAddress& owner) { return w->objects_->IsSelf(owner); };
-  hooks.nested_ref = [w](const rpc::NestedRef& n) {
-    internal::OwnerAddress owner{n.owner().socket_path(), n.owner().worker_id(), n.owner().node_id()};
-    ObjectId id = ObjectId::FromBinary(n.object_id());
-    if (n.borrow_registered() && !w->objects_->IsSelf(owner)) {
-      // The worker registered us at the owner already: count that, and do not register again.
-      // (AddBorrowedRef counts it itself when it finds us unregistered.)
-      if (!w->store_.AddBorrowedRef(id, owner)) w->store_.CreditRegistration(id, 1);
-      return std::make_shared<internal::RefHandle>(id, owner, w->options_.runtime_generation);
-    }
-    return w->objects_->MakeRef(id, owner);
-  };
-  hooks.discard_stored = [w](const ObjectId& id) { w->object_store_->Delete({id}); };
-  hooks.producer_gone = [](const internal::OwnerAddress& producer) {
-    // A process of this node: its socket refuses connections once it is gone.
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, producer.socket_path.c_str(), sizeof(addr.sun_path) - 1);
-    bool gone = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 &&
-                (errno == ECONNREFUSED || errno == ENOENT);
-    ::close(fd);
-    return gone;
-  };
-  hooks.discard_device = [w](const ObjectId& id, const internal::OwnerAddress& producer) {
-    if (!w->shut_down_) w->owner_clients_->ReleaseDeviceResult(id, producer);
-  };
-  hooks.stream_item = [w](const TaskId& task, uint64_t index, StoredObject value) {
-    w->OnStreamItem(task, index, std::move(value));
-  };
-  hooks.remove_borrowers = [w](const rpc::RemoveBorrowers& r) { w->owner_service_->RemoveBorrowers(r); };
   cw->actor_submitter_ = std::make_unique<ActorSubmitter>(cw->loop_.context(), cw->options_.submitter,
-                                                         cw->store_, *cw->daemon_, hooks);
+                                                         cw->store_, *cw->daemon_, static_cast<SubmitterHost&>(*w));
   cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
-                                                   cw->store_, *cw->daemon_, std::move(hooks));
+                                                   cw->store_, *cw->daemon_, static_cast<SubmitterHost&>(*w));
   // A thread waiting for objects reads the reply to its last task or actor call itself.
   cw->store_.SetSpinPoll([w](bool last) {
     w->submitter_->ReadOwnReply(last);
@@ -589,7 +554,45 @@ std::shared_ptr<internal::StreamHandle> CoreWorker::SubmitStreamingTask(const st
   return stream;
 }
 
-void CoreWorker::OnStreamItem(const TaskId& task, uint64_t index, StoredObject value) {
+void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) {
+  owner_clients_->Fetch(id, owner, std::move(done));
+}
+
+bool CoreWorker::IsSelf(const internal::OwnerAddress& owner) { return objects_->IsSelf(owner); }
+
+internal::RefPtr CoreWorker::NestedRef(const rpc::NestedRef& n) {
+  internal::OwnerAddress owner{n.owner().socket_path(), n.owner().worker_id(), n.owner().node_id()};
+  ObjectId id = ObjectId::FromBinary(n.object_id());
+  if (n.borrow_registered() && !objects_->IsSelf(owner)) {
+    // The worker registered us at the owner already: count that, and do not register again.
+    // (AddBorrowedRef counts it itself when it finds us unregistered.)
+    if (!store_.AddBorrowedRef(id, owner)) store_.CreditRegistration(id, 1);
+    return std::make_shared<internal::RefHandle>(id, owner, options_.runtime_generation);
+  }
+  return objects_->MakeRef(id, owner);
+}
+
+void CoreWorker::DiscardStored(const ObjectId& id) { object_store_->Delete({id}); }
+
+bool CoreWorker::ProducerGone(const internal::OwnerAddress& producer) {
+  // A process of this node: its socket refuses connections once it is gone.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, producer.socket_path.c_str(), sizeof(addr.sun_path) - 1);
+  bool gone = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && (errno == ECONNREFUSED || errno == ENOENT);
+  ::close(fd);
+  return gone;
+}
+
+void CoreWorker::DiscardDevice(const ObjectId& id, const internal::OwnerAddress& producer) {
+  if (!shut_down_) owner_clients_->ReleaseDeviceResult(id, producer);
+}
+
+void CoreWorker::RemoveBorrowers(const rpc::RemoveBorrowers& released) { owner_service_->RemoveBorrowers(released); }
+
+void CoreWorker::StreamItem(const TaskId& task, uint64_t index, StoredObject value) {
   ObjectId id = ReturnObjectId(task, static_cast<uint32_t>(index + 1));
   std::shared_ptr<TaskStream> stream;
   {

@@ -65,7 +65,7 @@ class CoreWorker;
 /// The core worker of this process (after prism::Init); throws InvalidArgumentError before.
 std::shared_ptr<CoreWorker> CurrentCoreWorker();
 
-class CoreWorker final : public ProcessRuntime {
+class CoreWorker final : public ProcessRuntime, private SubmitterHost {
  public:
   /// Listens on its own socket, connects to the node daemon and registers. Errors: the daemon
   /// is unreachable or refused us.
@@ -179,7 +179,16 @@ class CoreWorker final : public ProcessRuntime {
   /// Before a submission or Put: see core_worker.cc.
   void KeepArgumentExports();
   /// A value of one of this process's streaming tasks arrived.
-  void OnStreamItem(const TaskId& task, uint64_t index, StoredObject value);
+  // SubmitterHost: what the submitters need of the parts around them.
+  void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) override;
+  bool IsSelf(const internal::OwnerAddress& owner) override;
+  internal::RefPtr NestedRef(const rpc::NestedRef& nested) override;
+  void DiscardStored(const ObjectId& id) override;
+  bool ProducerGone(const internal::OwnerAddress& producer) override;
+  void DiscardDevice(const ObjectId& id, const internal::OwnerAddress& producer) override;
+  void RemoveBorrowers(const rpc::RemoveBorrowers& released) override;
+  /// A streaming task's value arrived: it goes to the task's stream.
+  void StreamItem(const TaskId& task, uint64_t index, StoredObject value) override;
   void OnFreed(FreedObject f);
   void OnWorkerDied(const WorkerId& id);
 

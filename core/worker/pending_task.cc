@@ -28,7 +28,7 @@ ArenaSpec& ArenaSpec::operator=(ArenaSpec&& other) noexcept {
   return *this;
 }
 
-std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns) {
+std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns) {
   std::vector<StoredObject> out;
   if (reply.error().kind() != rpc::ERROR_NONE) {
     StoredObject err;
@@ -39,27 +39,27 @@ std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const Submitte
   }
   const uint32_t expected = std::max<uint32_t>(1, num_returns);
   if (static_cast<uint32_t>(reply.returns_size()) != expected) {
-    DiscardReply(reply, hooks, num_returns);
+    DiscardReply(reply, host, num_returns);
     out.push_back(StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
                                                              " return values, expected " + std::to_string(expected)));
     return out;
   }
   out.reserve(expected);
-  for (auto& ret : *reply.mutable_returns()) out.push_back(ResultFromReturn(ret, hooks));
+  for (auto& ret : *reply.mutable_returns()) out.push_back(ResultFromReturn(ret, host));
   return out;
 }
 
-void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns) {
+void DiscardReply(const rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns) {
   // Only the task's own return ids: a reply cannot make the caller free another object.
   if (!TaskId::IsValidBinary(reply.task_id())) return;
   TaskId task = TaskId::FromBinary(reply.task_id());
   const int n = std::min<int>(reply.returns_size(), static_cast<int>(std::max<uint32_t>(1, num_returns)));
   for (int i = 0; i < n; ++i) {
-    if (reply.returns(i).in_store()) hooks.discard_stored(ReturnObjectId(task, static_cast<uint32_t>(i + 1)));
+    if (reply.returns(i).in_store()) host.DiscardStored(ReturnObjectId(task, static_cast<uint32_t>(i + 1)));
   }
 }
 
-StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks) {
+StoredObject ResultFromReturn(rpc::ReturnObject& ret, SubmitterHost& host) {
   StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
                                     : StoredObject::Value(std::move(*ret.mutable_data()));
   if (ret.has_device_producer()) {
@@ -68,22 +68,22 @@ StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hook
   }
   // Taken before the task's argument refs go: a ref passed in and returned stays alive.
   obj.contained.reserve(static_cast<size_t>(ret.nested_size()));
-  for (const auto& n : ret.nested()) obj.contained.push_back(hooks.nested_ref(n));
+  for (const auto& n : ret.nested()) obj.contained.push_back(host.NestedRef(n));
   return obj;
 }
 
-bool StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
+bool StoreResult(MemoryStore& store, SubmitterHost& host, const ObjectId& return_id,
                  StoredObject result) {
   bool in_store = result.in_store;
   internal::OwnerAddress producer = result.device_producer;
   if (store.Put(return_id, std::move(result))) return true;
-  if (in_store) hooks.discard_stored(return_id);
+  if (in_store) host.DiscardStored(return_id);
   // Nobody wants it: its producer may free the device objects it keeps for it.
-  if (!producer.socket_path.empty() && hooks.discard_device) hooks.discard_device(return_id, producer);
+  if (!producer.socket_path.empty()) host.DiscardDevice(return_id, producer);
   return false;
 }
 
-void StoreMoreResults(MemoryStore& store, const SubmitterHooks& hooks, const rpc::TaskSpec& spec,
+void StoreMoreResults(MemoryStore& store, SubmitterHost& host, const rpc::TaskSpec& spec,
                       const StoredObject& first, std::vector<StoredObject> more) {
   if (spec.num_returns() <= 1) return;
   TaskId task = TaskId::FromBinary(spec.task_id());
@@ -97,7 +97,7 @@ void StoreMoreResults(MemoryStore& store, const SubmitterHooks& hooks, const rpc
       r = StoredObject::Error(rpc::ERROR_SYSTEM, "return value " + std::to_string(i) + " of task " + spec.name() +
                                                      " never came");
     }
-    StoreResult(store, hooks, ReturnObjectId(task, i), std::move(r));
+    StoreResult(store, host, ReturnObjectId(task, i), std::move(r));
   }
 }
 
@@ -107,7 +107,7 @@ bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
 }
 
 size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
-                      const SubmitterHooks& hooks,
+                      SubmitterHost& host,
                       const std::function<void(size_t index, const StoredObject&)>& on_ready) {
   size_t n = 0;
   for (size_t i = 0; i < arg_refs.size(); ++i) {
@@ -115,13 +115,13 @@ size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore
     if (!ref) continue;
     ++n;
     auto ready = [on_ready, i](const StoredObject& obj) { on_ready(i, obj); };
-    if (hooks.is_self(ref->owner())) {
+    if (host.IsSelf(ref->owner())) {
       if (!store.OnReady(ref->id(), ready)) {
         ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
                                   "argument object " + ref->id().Hex() + " is not known to its owner"));
       }
     } else {
-      hooks.fetch_borrowed(ref->id(), ref->owner(), ready);
+      host.FetchBorrowed(ref->id(), ref->owner(), ready);
     }
   }
   return n;

@@ -89,27 +89,28 @@ struct PendingTask {
 /// (none waits on the loop to resolve) and its frame fits.
 bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes);
 
-/// What the submitter needs from the core worker around it.
-struct SubmitterHooks {
+/// What the submitters need from the core worker around them (a fake in tests).
+class SubmitterHost {
+ public:
+  virtual ~SubmitterHost() = default;
   /// Fetches a borrowed object from its owner; `done` runs on the event loop.
-  std::function<void(const ObjectId&, const internal::OwnerAddress&, MemoryStore::Callback done)>
-      fetch_borrowed;
-  std::function<bool(const internal::OwnerAddress&)> is_self;
+  virtual void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) = 0;
+  virtual bool IsSelf(const internal::OwnerAddress& owner) = 0;
   /// A handle for a ref nested in a task's result (the worker may have registered this process
   /// as its borrower).
-  std::function<internal::RefPtr(const rpc::NestedRef&)> nested_ref;
+  virtual internal::RefPtr NestedRef(const rpc::NestedRef& nested) = 0;
   /// A result that landed in the object store but nobody references any more: free it.
-  std::function<void(const ObjectId&)> discard_stored;
-  /// Whether the process at `producer` is gone (its socket refuses connections): a task's
-  /// argument whose device objects a reader found lost is rebuilt only then.
-  std::function<bool(const internal::OwnerAddress& producer)> producer_gone;
+  virtual void DiscardStored(const ObjectId& id) = 0;
+  /// Whether the process at `producer` is gone: a task's argument whose device objects a reader
+  /// found lost is rebuilt only then.
+  virtual bool ProducerGone(const internal::OwnerAddress& producer) = 0;
   /// A result holding device objects kept by `producer` that nobody references any more.
-  std::function<void(const ObjectId&, const internal::OwnerAddress& producer)> discard_device;
+  virtual void DiscardDevice(const ObjectId& id, const internal::OwnerAddress& producer) = 0;
   /// A leased worker released borrows of objects this process owns (sent on the lease
   /// connection, behind the replies that may carry those objects).
-  std::function<void(const rpc::RemoveBorrowers&)> remove_borrowers;
+  virtual void RemoveBorrowers(const rpc::RemoveBorrowers& released) = 0;
   /// Value `index` (1, 2, ...) of a streaming task arrived (event loop, in order).
-  std::function<void(const TaskId& task, uint64_t index, StoredObject value)> stream_item;
+  virtual void StreamItem(const TaskId& task, uint64_t index, StoredObject value) = 0;
 };
 
 /// The most values one streaming task may write (their object ids stay below the Put ids).
@@ -118,25 +119,25 @@ inline constexpr uint64_t kMaxStreamValues = kPutBit - 2;
 /// The results a TaskReply carries (value, store location or error), one per return object of
 /// a task with `num_returns` (an error: one, for all of them), with handles for the refs inside
 /// them, taken before the caller lets go of the task's argument refs.
-std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns);
+std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns);
 /// Frees the copies in the object store of a reply's results that nobody will read.
-void DiscardReply(const rpc::TaskReply& reply, const SubmitterHooks& hooks, uint32_t num_returns);
+void DiscardReply(const rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns);
 /// The same for one returned object.
-StoredObject ResultFromReturn(rpc::ReturnObject& ret, const SubmitterHooks& hooks);
+StoredObject ResultFromReturn(rpc::ReturnObject& ret, SubmitterHost& host);
 /// Asks for the value of every ref argument (`arg_refs[i]` non-null): from this process's table,
 /// or from the owner; `on_ready(i, object)` runs once for each, on any thread. Returns how many.
 size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
-                      const SubmitterHooks& hooks,
+                      SubmitterHost& host,
                       const std::function<void(size_t index, const StoredObject&)>& on_ready);
 /// Puts a resolved ref argument into the spec: its value, or where it lies in the store.
 void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const StoredObject& obj);
 /// Stores a finished task's result under `return_id`; a stored result nobody wants is freed.
 /// Returns whether it was stored.
-bool StoreResult(MemoryStore& store, const SubmitterHooks& hooks, const ObjectId& return_id,
+bool StoreResult(MemoryStore& store, SubmitterHost& host, const ObjectId& return_id,
                  StoredObject result);
 /// Stores the results of a task with more than one return object under return ids 2, 3, ...:
 /// `more` (the values after the first), or the first result's error for each.
-void StoreMoreResults(MemoryStore& store, const SubmitterHooks& hooks, const rpc::TaskSpec& spec,
+void StoreMoreResults(MemoryStore& store, SubmitterHost& host, const rpc::TaskSpec& spec,
                       const StoredObject& first, std::vector<StoredObject> more);
 
 }  // namespace prism

@@ -9,8 +9,8 @@
 namespace prism {
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
-                             LeaseClient& leases, SubmitterHooks hooks)
-    : io_(io), config_(std::move(config)), store_(store), leases_(leases), hooks_(std::move(hooks)) {}
+                             LeaseClient& leases, SubmitterHost& host)
+    : io_(io), config_(std::move(config)), store_(store), leases_(leases), host_(host) {}
 
 RuntimeStats TaskSubmitter::stats() const {
   RuntimeStats s;
@@ -216,7 +216,7 @@ void TaskSubmitter::ResolveArgs(const TaskId& id, Running& r) {
   }
   r.arg_producers.assign(r.task.arg_refs.size(), std::string());
   // The callbacks post to the loop, so `unresolved` is set before any of them counts down.
-  r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, hooks_, [this, id, round](size_t i, const StoredObject& obj) {
+  r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, host_, [this, id, round](size_t i, const StoredObject& obj) {
     asio::post(io_, [this, id, round, i, obj] { OnArgReady(id, round, i, obj); });
   });
   if (r.unresolved == 0) Enqueue(id, r);
@@ -393,7 +393,7 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome
         } else if (msg.has_task_reply()) {
           OnTaskReply(key, lid, *msg.mutable_task_reply());
         } else if (msg.has_remove_borrowers()) {
-          if (hooks_.remove_borrowers) hooks_.remove_borrowers(msg.remove_borrowers());
+          host_.RemoveBorrowers(msg.remove_borrowers());
         } else {
           c.Close(Status::ProtocolError("unexpected message from a worker"));
         }
@@ -455,10 +455,10 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
   if (it != tasks_.end() && it->second->lease_id == lease_id &&
       it->second->task.spec->attempt() == reply.attempt()) {
     if (it->second->cancelled) {
-      DiscardReply(reply, hooks_, it->second->task.spec->num_returns());
+      DiscardReply(reply, host_, it->second->task.spec->num_returns());
       Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second->task.spec->name() + " was cancelled"));
     } else {
-      std::vector<StoredObject> results = ResultsFromReply(reply, hooks_, it->second->task.spec->num_returns());
+      std::vector<StoredObject> results = ResultsFromReply(reply, host_, it->second->task.spec->num_returns());
       StoredObject first = std::move(results.front());
       results.erase(results.begin());
       done = Finish(it, std::move(first), std::move(results));
@@ -485,15 +485,15 @@ void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
   if (!wanted) {
     // A cancelled task's, or one out of order: nobody reads it. Taking it and dropping it
     // releases the refs lent with it; a copy in the store goes unless the caller holds that id.
-    StoredObject dropped = ResultFromReturn(*item.mutable_item(), hooks_);
+    StoredObject dropped = ResultFromReturn(*item.mutable_item(), host_);
     bool held = it != tasks_.end() && item.index() <= it->second->stream_received;
     if (dropped.in_store && !held) {
-      hooks_.discard_stored(ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1)));
+      host_.DiscardStored(ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1)));
     }
     return;
   }
   it->second->stream_received = item.index();
-  hooks_.stream_item(it->first, item.index(), ResultFromReturn(*item.mutable_item(), hooks_));
+  host_.StreamItem(it->first, item.index(), ResultFromReturn(*item.mutable_item(), host_));
 }
 
 void TaskSubmitter::OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why) {
@@ -552,14 +552,13 @@ std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it
     bool rebuilding = false;
     for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
       const internal::RefPtr& ref = r.task.arg_refs[i];
-      if (!ref || !hooks_.is_self(ref->owner())) continue;
+      if (!ref || !host_.IsSelf(ref->owner())) continue;
       std::optional<StoredObject> now = store_.GetIfReady(ref->id());
       if (!now) {  // being rebuilt already
         rebuilding = true;
       } else if (i < r.arg_producers.size() && now->device_producer.worker_id != r.arg_producers[i]) {
         rebuilding = true;  // rebuilt since this run resolved it: a new value to read
-      } else if (!now->device_producer.socket_path.empty() && hooks_.producer_gone &&
-                 hooks_.producer_gone(now->device_producer)) {
+      } else if (!now->device_producer.socket_path.empty() && host_.ProducerGone(now->device_producer)) {
         rebuilding |= RebuildInto(ref->id(), "", &rerun);  // lost with its producer
       }
     }
@@ -591,11 +590,11 @@ std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it
   // survive one that adds a task (the table moves its slots when it grows).
   std::unique_ptr<Running> done = std::move(it->second);
   tasks_.erase(it);
-  StoreMoreResults(store_, hooks_, *done->task.spec, result, std::move(more));
+  StoreMoreResults(store_, host_, *done->task.spec, result, std::move(more));
   // The argument refs go before the result is seen (a kept task holds its own).
   done->task.arg_refs.clear();
   done->task.nested.clear();
-  if (StoreResult(store_, hooks_, rid, std::move(result)) && keep) {
+  if (StoreResult(store_, host_, rid, std::move(result)) && keep) {
     lineage_[rid] = std::move(*keep);
   } else {
     lineage_.erase(rid);  // (a rebuild that ended without device objects, or unwanted)
@@ -632,7 +631,7 @@ bool TaskSubmitter::Rebuild(const ObjectId& id) {
   DrainBookings();
   std::optional<StoredObject> now = store_.GetIfReady(id);
   if (!now) return lineage_.count(id) > 0;  // being rebuilt: read the new value
-  if (!now->device_producer.socket_path.empty() && hooks_.producer_gone && !hooks_.producer_gone(now->device_producer)) {
+  if (!now->device_producer.socket_path.empty() && !host_.ProducerGone(now->device_producer)) {
     // Its producer lives: the reader may have had an older value (read again), or the value is
     // lost some other way (reading again fails the same, and the reader gives up).
     return lineage_.count(id) > 0;

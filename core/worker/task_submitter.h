@@ -37,7 +37,7 @@ namespace prism {
 class TaskSubmitter {
  public:
   TaskSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
-                LeaseClient& leases, SubmitterHooks hooks);
+                LeaseClient& leases, SubmitterHost& host);
   /// Any thread. The return object must already be referenced in the store.
   void Submit(PendingTask task);
   /// Any thread, while it waits for objects (MemoryStore::Wait's spin): when this thread's last
@@ -154,7 +154,7 @@ class TaskSubmitter {
   SubmitterConfig config_;
   MemoryStore& store_;
   LeaseClient& leases_;
-  SubmitterHooks hooks_;
+  SubmitterHost& host_;
 
   struct FastLane {
     std::shared_ptr<rpc::Connection> conn;  // an idle lease's connection on offer, or null
