@@ -1,5 +1,6 @@
 // The gloo backend: host memory (and sim device memory, which is host memory), gloo's TCP
 // transport on loopback, its rendezvous through prism's control store.
+#include "base/mutex.h"
 #include "collectives/internal.h"
 
 #include "runtime/process_runtime.h"
@@ -272,7 +273,7 @@ class GlooGroup final : public Group {
 
   const std::shared_ptr<gloo::rendezvous::Context>& context() const { return context_; }
   bool broken() const override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     return !broken_.empty();
   }
 
@@ -311,7 +312,7 @@ class GlooGroup final : public Group {
   template <typename F>
   void Run(const char* op, DType dtype, gpu::Stream* stream, F body) {
     CheckDType(dtype, Reduces(op));
-    std::lock_guard<std::mutex> lock(mu_);  // one operation at a time per rank (gloo's context)
+    MutexLock lock(mu_);  // one operation at a time per rank (gloo's context)
     if (!broken_.empty()) {
       throw CollectiveError("collective group '" + name() + "' is broken (" + broken_ +
                             "): destroy it and create it again");
@@ -330,7 +331,7 @@ class GlooGroup final : public Group {
   JoinInfo info_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::string broken_;
   uint32_t next_tag_ = 1;
   uint64_t collectives_ = 0;  // collective operations so far (the same count on every rank)

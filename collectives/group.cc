@@ -1,5 +1,6 @@
 // Groups: their declarations in the control store, this process's memberships, joining (with the
 // torch.distributed environment), destroying.
+#include "base/mutex.h"
 #include "collectives/internal.h"
 
 #include "base/ids.h"
@@ -120,13 +121,13 @@ void CheckOptions(const GroupOptions& options) {
 }
 
 struct Registry {
-  std::mutex mu;
+  Mutex mu;
   std::map<std::string, std::unique_ptr<Group>> groups;
   std::map<std::string, std::string> generations;  // of the groups joined
   std::map<std::string, JoinInfo> infos;            // of the groups joined (with their ranks' pids)
   std::map<std::string, uint64_t> splits;           // SplitGroup calls on each so far
   std::set<std::string> split_failed;               // groups a split of which failed here
-  std::map<std::string, std::shared_ptr<std::mutex>> join_locks;  // one join of a name at a time here
+  std::map<std::string, std::shared_ptr<Mutex>> join_locks;  // one join of a name at a time here
 };
 Registry& TheRegistry() {
   static Registry* r = new Registry();
@@ -135,11 +136,11 @@ Registry& TheRegistry() {
 
 // Held while this process joins group `name` (or splits it): joins of other groups go on
 // meanwhile, as two processes may each be joining a group the other has yet to join.
-std::shared_ptr<std::mutex> JoinLock(const std::string& name) {
+std::shared_ptr<Mutex> JoinLock(const std::string& name) {
   Registry& r = TheRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   auto& m = r.join_locks[name];
-  if (!m) m = std::make_shared<std::mutex>();
+  if (!m) m = std::make_shared<Mutex>();
   return m;
 }
 
@@ -208,10 +209,10 @@ std::unique_ptr<Group> JoinNccl(const JoinInfo& info) {
 
 Group& Join(JoinInfo info) {
   Registry& r = TheRegistry();
-  std::shared_ptr<std::mutex> join_lock = JoinLock(info.name);
-  std::lock_guard<std::mutex> joining(*join_lock);
+  std::shared_ptr<Mutex> join_lock = JoinLock(info.name);
+  MutexLock joining(*join_lock);
   {
-    std::lock_guard<std::mutex> lock(r.mu);
+    MutexLock lock(r.mu);
     auto it = r.groups.find(info.name);
     if (it != r.groups.end() && r.generations[info.name] == info.generation) return *it->second;
   }
@@ -235,7 +236,7 @@ Group& Join(JoinInfo info) {
     setenv("LOCAL_RANK", std::to_string(info.rank).c_str(), 1);  // one node: the rank
     setenv("WORLD_SIZE", std::to_string(info.size).c_str(), 1);
   }
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   auto& slot = r.groups[info.name];
   slot = std::move(group);  // (a broken one of an older generation goes)
   r.generations[info.name] = info.generation;
@@ -402,7 +403,7 @@ Group& GetGroup(const std::string& name) {
   using namespace internal;
   {
     Registry& r = TheRegistry();
-    std::lock_guard<std::mutex> lock(r.mu);
+    MutexLock lock(r.mu);
     auto it = r.groups.find(name);
     // A broken membership gives way to the group created again under its name (a member that did
     // not destroy it itself joins the new one).
@@ -475,14 +476,14 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
                                std::to_string(color));
   }
   Registry& r = TheRegistry();
-  std::shared_ptr<std::mutex> join_lock = JoinLock(parent);
-  std::lock_guard<std::mutex> joining(*join_lock);  // (DestroyGroup(parent) waits for it)
+  std::shared_ptr<Mutex> join_lock = JoinLock(parent);
+  MutexLock joining(*join_lock);  // (DestroyGroup(parent) waits for it)
   Group* p = nullptr;
   JoinInfo from;
   uint64_t n = 0;
   bool failed_before = false, in_use = false;
   {
-    std::lock_guard<std::mutex> lock(r.mu);
+    MutexLock lock(r.mu);
     auto it = r.groups.find(parent);
     if (it == r.groups.end()) {
       throw InvalidArgumentError("this process is not a member of collective group '" + parent +
@@ -501,7 +502,7 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
   // apart: the group splits no more; the ranks say so in the control store.
   auto fail = [&](auto error) {
     {
-      std::lock_guard<std::mutex> lock(r.mu);
+      MutexLock lock(r.mu);
       r.split_failed.insert(parent);
     }
     KvSet(prefix + "failed", "1");
@@ -574,7 +575,7 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
     }
   }
   if (!group) return nullptr;
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   auto& slot = r.groups[name];
   if (slot) {  // (joined under that name meanwhile, by another thread)
     throw InvalidArgumentError(head + ": a collective group named '" + name + "' is in use in this process");
@@ -588,12 +589,12 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
 
 void DestroyGroup(const std::string& name) {
   using namespace internal;
-  std::shared_ptr<std::mutex> join_lock = JoinLock(name);
-  std::lock_guard<std::mutex> joining(*join_lock);  // (not while it is joined or split)
+  std::shared_ptr<Mutex> join_lock = JoinLock(name);
+  MutexLock joining(*join_lock);  // (not while it is joined or split)
   std::unique_ptr<Group> mine;
   {
     Registry& r = TheRegistry();
-    std::lock_guard<std::mutex> lock(r.mu);
+    MutexLock lock(r.mu);
     auto it = r.groups.find(name);
     if (it != r.groups.end()) {
       mine = std::move(it->second);
@@ -614,7 +615,7 @@ void DestroyGroup(const std::string& name) {
 
 bool InGroup(const std::string& name) {
   internal::Registry& r = internal::TheRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   return r.groups.count(name) > 0;
 }
 

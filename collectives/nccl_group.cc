@@ -4,6 +4,7 @@
 // init can time out), then operations go through a blocking one split from it; a watchdog thread
 // aborts it (ncclCommAbort) when an operation is not done within the timeout or NCCL reports an
 // asynchronous error, so a dead or stalled rank turns into CollectiveError.
+#include "base/mutex.h"
 #include "collectives/internal.h"
 
 #include <prism/gpu/context.h>
@@ -53,7 +54,7 @@ class NcclGroup final : public Group {
   }
   ~NcclGroup() override {
     {
-      std::lock_guard<std::mutex> lock(watch_mu_);
+      MutexLock lock(watch_mu_);
       stop_ = true;
     }
     watch_cv_.notify_all();
@@ -126,7 +127,7 @@ class NcclGroup final : public Group {
   void Barrier() override {
     // An allreduce of one element on a stream of the group's, waited for (within the timeout).
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (!barrier_stream_) {
         cudaSetDevice(device_);
         if (cudaStreamCreateWithFlags(&barrier_stream_, cudaStreamNonBlocking) != cudaSuccess ||
@@ -146,16 +147,16 @@ class NcclGroup final : public Group {
     if (cudaStreamQuery(barrier_stream_) == cudaErrorNotReady && !broken()) {
       // Not done by its deadline, before the watchdog said so: the same verdict, now.
       {
-        std::lock_guard<std::mutex> w(watch_mu_);
+        MutexLock w(watch_mu_);
         if (!aborted_) {
           aborted_ = true;
           ncclCommAbort(comm_);
         }
       }
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       broken_ = Diagnose(info_, "barrier", "not done in time");
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!broken_.empty()) Fail(broken_);
   }
 
@@ -163,13 +164,13 @@ class NcclGroup final : public Group {
   // split job on it ends with it) and the group is broken.
   void Abandon(const std::string& why) {
     {
-      std::lock_guard<std::mutex> w(watch_mu_);
+      MutexLock w(watch_mu_);
       if (!parent_aborted_) {
         parent_aborted_ = true;
         ncclCommAbort(parent_);
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (broken_.empty()) broken_ = why;
   }
 
@@ -178,7 +179,7 @@ class NcclGroup final : public Group {
   int device() const { return device_; }
   std::chrono::milliseconds timeout() const { return info_.timeout; }
   bool broken() const override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     return !broken_.empty();
   }
 
@@ -208,7 +209,7 @@ class NcclGroup final : public Group {
   template <typename F>
   void RunOn(const char* op, DType dtype, cudaStream_t s, F call) {
     CheckDType(dtype, Reduces(op));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!broken_.empty()) Fail(std::string("it is broken (") + broken_ + "): destroy it and create it again");
     ncclResult_t r = call(s);
     while (r == ncclInProgress) {  // a non-blocking communicator's enqueue still going
@@ -222,7 +223,7 @@ class NcclGroup final : public Group {
     // The watchdog checks that it completes in time: an event after it.
     cudaEvent_t done = nullptr;
     {
-      std::lock_guard<std::mutex> w(watch_mu_);
+      MutexLock w(watch_mu_);
       if (!free_events_.empty()) {
         done = free_events_.back();
         free_events_.pop_back();
@@ -232,7 +233,7 @@ class NcclGroup final : public Group {
     cudaEventRecord(done, s);
     bool idle;
     {
-      std::lock_guard<std::mutex> w(watch_mu_);
+      MutexLock w(watch_mu_);
       idle = pending_.empty();
       pending_.push_back({done, s, std::chrono::steady_clock::now() + info_.timeout, op, seq});
     }
@@ -240,7 +241,7 @@ class NcclGroup final : public Group {
   }
 
   void Watch() {
-    std::unique_lock<std::mutex> lock(watch_mu_);
+    UniqueLock lock(watch_mu_);
     while (!stop_) {
       watch_cv_.wait_for(lock, std::chrono::milliseconds(pending_.empty() ? 200 : 5));
       if (!pending_.empty()) {
@@ -276,7 +277,7 @@ class NcclGroup final : public Group {
         lock.unlock();
         ncclCommAbort(comm_);  // its kernels end; what waits on them goes on
         {
-          std::lock_guard<std::mutex> l(mu_);
+          MutexLock l(mu_);
           broken_ = Diagnose(info_, what.c_str(), why, seq);
         }
         lock.lock();
@@ -295,12 +296,12 @@ class NcclGroup final : public Group {
   ncclComm_t comm_;    // blocking: the operations'
   ncclComm_t parent_;  // non-blocking: the one the group formed as
   int device_;
-  mutable std::mutex mu_;  // one enqueue at a time; broken_
+  mutable Mutex mu_;  // one enqueue at a time; broken_
   std::string broken_;
   uint64_t collectives_ = 0;  // collective operations so far (the same count on every rank)
   cudaStream_t barrier_stream_ = nullptr;
   void* barrier_buffer_ = nullptr;
-  std::mutex watch_mu_;
+  Mutex watch_mu_;
   std::condition_variable watch_cv_;
   std::deque<Pending> pending_;
   std::vector<cudaEvent_t> free_events_;

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "gpu/counting_backend.h"
 
 #include <map>
@@ -148,7 +149,7 @@ class CountingBackend final : public Backend {
   }
   Result<MemoryResource*> memory(int device) override {
     PRISM_ASSIGN_OR_RETURN(MemoryResource * m, inner_->memory(device));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto& w = memory_[device];
     if (!w) w = std::make_unique<CountingMemory>(*m);
     return static_cast<MemoryResource*>(w.get());
@@ -167,7 +168,7 @@ class CountingBackend final : public Backend {
   std::unique_ptr<Backend> inner_;
   Counters c_;
   CountingKernels kernels_;
-  std::mutex mu_;
+  Mutex mu_;
   std::map<int, std::unique_ptr<CountingMemory>> memory_;
 };
 

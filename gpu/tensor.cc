@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include <prism/gpu/tensor.h>
 
 #include <algorithm>
@@ -17,7 +18,7 @@ struct Tensor::Storage {
   Stream* stream = nullptr;
   std::string export_cache;
   // Other streams that used it, and the backend to order the free after them.
-  std::mutex users_mu;
+  Mutex users_mu;
   Backend* backend = nullptr;
   std::vector<Stream*> users;
   ~Storage() {
@@ -87,7 +88,7 @@ size_t Tensor::count() const { return Product(shape_); }
 
 void Tensor::AddUser(Backend& backend, Stream& stream) const {
   if (!storage_ || &stream == storage_->stream) return;
-  std::lock_guard<std::mutex> lock(storage_->users_mu);
+  MutexLock lock(storage_->users_mu);
   storage_->backend = &backend;
   if (std::find(storage_->users.begin(), storage_->users.end(), &stream) == storage_->users.end()) {
     storage_->users.push_back(&stream);

@@ -1,4 +1,5 @@
 // The process-wide runtime behind prism::Init(): the one global of the runtime, as in Ray's API.
+#include "base/mutex.h"
 #include "base/ids.h"
 #include "base/logging.h"
 #include "base/process_info.h"
@@ -42,13 +43,13 @@ struct Runtime {
   int lifeline_fd = -1;
 };
 
-std::mutex g_mu;
+Mutex g_mu;
 Runtime g_rt;                       // guarded by g_mu
 std::atomic<uint64_t> g_generation{1};
 bool g_atexit_registered = false;   // guarded by g_mu
 
 std::shared_ptr<CoreWorker> Core() {
-  std::lock_guard<std::mutex> lock(g_mu);
+  MutexLock lock(g_mu);
   return g_rt.core;
 }
 
@@ -215,7 +216,7 @@ void StopEmbeddedDaemon(Runtime* rt) {
   }
   std::shared_ptr<CoreWorker> cw(std::move(*core));
   {
-    std::lock_guard<std::mutex> lock(g_mu);
+    MutexLock lock(g_mu);
     g_rt.core = cw;
   }
   cw->RunTaskLoop();
@@ -239,7 +240,7 @@ bool IsWorkerProcess() {
 
 void Init(const InitOptions& options) {
   if (IsWorkerProcess()) RunWorker(options);
-  std::lock_guard<std::mutex> lock(g_mu);
+  MutexLock lock(g_mu);
   if (g_rt.core) throw InvalidArgumentError("prism::Init() was already called in this process");
   InitLogging("driver", options.log_level);
   SessionInfo session;
@@ -324,7 +325,7 @@ void Init(const InitOptions& options) {
 void Shutdown() {
   Runtime rt;
   {
-    std::lock_guard<std::mutex> lock(g_mu);
+    MutexLock lock(g_mu);
     rt = std::move(g_rt);
     g_rt = Runtime{};
     g_generation++;

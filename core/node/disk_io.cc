@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "node/disk_io.h"
 
 #include <pthread.h>
@@ -15,7 +16,7 @@ DiskIoThread::~DiskIoThread() { Stop(); }
 
 void DiskIoThread::Run(std::function<void()> io, std::function<void()> then) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     jobs_.push_back(Job{std::move(io), std::move(then)});
   }
   cv_.notify_one();
@@ -23,7 +24,7 @@ void DiskIoThread::Run(std::function<void()> io, std::function<void()> then) {
 
 void DiskIoThread::Stop(bool discard_queued) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
     if (discard_queued) jobs_.clear();
   }
@@ -32,9 +33,9 @@ void DiskIoThread::Stop(bool discard_queued) {
 }
 
 void DiskIoThread::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+    cv_.wait(lock, [&]() PRISM_REQUIRES(mu_) { return stop_ || !jobs_.empty(); });
     if (jobs_.empty()) return;  // stopping, and everything queued ran
     Job job = std::move(jobs_.front());
     jobs_.pop_front();

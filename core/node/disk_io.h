@@ -3,6 +3,7 @@
 // the requests the loop serves meanwhile.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include <asio.hpp>
@@ -31,7 +32,7 @@ class DiskIoThread {
     std::function<void()> io, then;
   };
   asio::io_context& loop_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_ PRISM_GUARDED_BY(mu_);
   bool stop_ PRISM_GUARDED_BY(mu_) = false;

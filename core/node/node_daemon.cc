@@ -614,8 +614,9 @@ void NodeDaemon::FinishJob(const JobId& id) {
     // Its groups go too, except those its detached actors live in.
     std::vector<uint64_t> groups;
     for (auto& [gid, g] : groups_.all()) {
+      const uint64_t group = gid;
       bool used = !actors_.Live([&](const ActorRecord& a) {
-                        return a.placement.placement_group() == gid && a.detached();
+                        return a.placement.placement_group() == group && a.detached();
                       }).empty();
       if (g.job == id && !used && !g.detached) groups.push_back(gid);
     }

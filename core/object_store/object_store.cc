@@ -279,7 +279,8 @@ bool ObjectStore::StartSpills(uint64_t needed) {
   if (free_now + spilling_bytes_ + spillable < needed) return false;
   std::sort(candidates.begin(), candidates.end());
   bool started = false;
-  for (auto& [use, id] : candidates) {
+  for (auto& [use, candidate] : candidates) {
+    const ObjectId id = candidate;  // (a name of its own: lambdas below capture it)
     if (started && alloc_.capacity() - alloc_.used() + spilling_bytes_ >= needed) break;
     auto oit = objects_.find(id);
     if (oit == objects_.end() || !oit->second.in_memory || oit->second.spilling) continue;  // changed by an inline spill

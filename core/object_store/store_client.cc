@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "object_store/store_client.h"
 
 #include "base/logging.h"
@@ -55,7 +56,7 @@ Result<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::string& dae
 
 StoreClient::~StoreClient() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   sweep_cv_.notify_all();
@@ -64,14 +65,14 @@ StoreClient::~StoreClient() {
 }
 
 void StoreClient::Disconnect() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   {
-    std::lock_guard<std::mutex> send_lock(send_mu_);
+    MutexLock send_lock(send_mu_);
     conn_.Shutdown();  // (closed with the client: a caller may be reading it now)
   }
   broken_ = true;
   {
-    std::lock_guard<std::mutex> reply_lock(reply_mu_);
+    MutexLock reply_lock(reply_mu_);
     reply_cv_.notify_all();
   }
   held_.clear();  // the daemon dropped this client's pins with the connection
@@ -79,12 +80,12 @@ void StoreClient::Disconnect() {
 }
 
 size_t StoreClient::held() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return held_.size();
 }
 
 void StoreClient::ReleaseIdle() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   ReleaseIdleLocked(std::chrono::steady_clock::time_point::max());
 }
 
@@ -112,7 +113,7 @@ void StoreClient::SendRelease(const std::vector<ObjectId>& ids) {
 }
 
 void StoreClient::Sweep() {
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
     if (idle_ == 0) {
       sweeper_asleep_ = true;
@@ -133,16 +134,16 @@ void StoreClient::LogError(const rpc::ErrorReply& e) {
 Result<rpc::Envelope> StoreClient::Call(const rpc::Envelope& req, uint64_t request_id) {
   if (broken_) return Status::Unavailable("the object store connection is closed");
   {
-    std::lock_guard<std::mutex> reply_lock(reply_mu_);
+    MutexLock reply_lock(reply_mu_);
     awaiting_.insert(request_id);
   }
   {
-    std::lock_guard<std::mutex> send_lock(send_mu_);
+    MutexLock send_lock(send_mu_);
     if (!conn_.Send(req).ok()) broken_ = true;
   }
   // Several threads may wait at once (a create waiting for a spill does not hold up another
   // thread's get): one of them reads the next frame and hands it to whoever it answers.
-  std::unique_lock<std::mutex> lock(reply_mu_);
+  UniqueLock lock(reply_mu_);
   while (true) {
     if (auto it = replies_.find(request_id); it != replies_.end()) {
       Result<rpc::Envelope> mine = std::move(it->second);
@@ -182,7 +183,7 @@ Result<rpc::Envelope> StoreClient::Call(const rpc::Envelope& req, uint64_t reque
 
 void StoreClient::SendOneWay(const rpc::Envelope& req) {
   if (broken_) return;
-  std::lock_guard<std::mutex> send_lock(send_mu_);
+  MutexLock send_lock(send_mu_);
   if (!conn_.Send(req).ok()) broken_ = true;
 }
 
@@ -220,7 +221,7 @@ Status StoreClient::Abort(const ObjectId& id) {
 
 std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids) {
   std::vector<View> out(ids.size());
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   // Held already: a lookup. (The same id twice in `ids` is one more reader each time.)
   std::vector<size_t> ask;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -272,7 +273,7 @@ std::vector<StoreClient::View> StoreClient::Get(const std::vector<ObjectId>& ids
 }
 
 void StoreClient::Release(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = held_.find(id);
   if (it == held_.end()) {
     // A writer's pin (Create), or one the daemon dropped with a broken connection.
@@ -298,7 +299,7 @@ void StoreClient::Release(const ObjectId& id) {
 
 void StoreClient::Delete(const std::vector<ObjectId>& ids) {
   if (ids.empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   // Idle pins on them go first (in order on the connection, so the daemon frees them now).
   std::vector<ObjectId> release;
   for (const auto& id : ids) {

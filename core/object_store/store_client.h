@@ -9,6 +9,7 @@
 // or freed), from a thread that runs only while such pins exist.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include "base/status.h"
@@ -93,12 +94,12 @@ class StoreClient {
   uint8_t* base_ = nullptr;
   uint64_t capacity_ = 0;
   std::chrono::milliseconds idle_hold_{100};
-  mutable std::mutex mu_;   // the held table
-  std::mutex send_mu_;      // one sender at a time on conn_
+  mutable Mutex mu_;   // the held table
+  Mutex send_mu_;      // one sender at a time on conn_
   rpc::BlockingClient conn_;  // sent on under send_mu_, read by one waiting caller at a time
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<bool> broken_{false};
-  std::mutex reply_mu_;
+  Mutex reply_mu_;
   std::condition_variable reply_cv_;
   bool reading_ PRISM_GUARDED_BY(reply_mu_) = false;  // a caller is reading the next frame
   std::set<uint64_t> awaiting_ PRISM_GUARDED_BY(reply_mu_);

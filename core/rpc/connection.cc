@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "rpc/connection.h"
 
 #include "base/logging.h"
@@ -78,7 +79,7 @@ void Connection::Start(OnMessage on_message, OnClose on_close, std::string initi
 bool Connection::Consume(size_t n) {
   Status st;
   {
-    std::lock_guard<std::mutex> lock(read_mu_);  // (uncontended without ShareReads)
+    MutexLock lock(read_mu_);  // (uncontended without ShareReads)
     decoder_.Commit(n);
     st = DeliverLocked(nullptr, nullptr);
   }
@@ -122,7 +123,7 @@ void Connection::WaitShared() {
 void Connection::OnSharedReady() {
   bool write;
   {
-    std::lock_guard<std::mutex> lock(interest_mu_);
+    MutexLock lock(interest_mu_);
     write = want_write_;
   }
   if (write) WriteShared();
@@ -145,13 +146,13 @@ void Connection::SetInterestLocked() {
 
 void Connection::ClaimReads() {
   if (!shared_reads_) return;
-  std::lock_guard<std::mutex> lock(interest_mu_);
+  MutexLock lock(interest_mu_);
   if (claims_++ == 0) SetInterestLocked();
 }
 
 void Connection::ReleaseReads() {
   if (!shared_reads_) return;
-  std::lock_guard<std::mutex> lock(interest_mu_);
+  MutexLock lock(interest_mu_);
   if (claims_ > 0 && --claims_ == 0) SetInterestLocked();  // (bytes waiting: the loop wakes)
 }
 
@@ -160,7 +161,7 @@ bool Connection::ReadShared() {
   {
     // The other reader holds it while it reads: it takes what is there (the wait that follows
     // sees whatever it leaves). Waiting for the lock here would only cost both a system call.
-    std::unique_lock<std::mutex> lock(read_mu_, std::try_to_lock);
+    UniqueLock lock(read_mu_, std::try_to_lock);
     if (!lock.owns_lock()) return true;
     while (!closed()) {
       size_t available = 0;
@@ -188,7 +189,7 @@ bool Connection::ReadShared() {
 
 bool Connection::TryReadHere(const TakeHere& take) {
   if (!shared_reads_ || closed()) return false;
-  std::unique_lock<std::mutex> lock(read_mu_, std::try_to_lock);
+  UniqueLock lock(read_mu_, std::try_to_lock);
   if (!lock.owns_lock()) return false;  // the loop reads, or runs a handler: it has this one
   size_t available = 0;
   char* space = decoder_.WritableSpace(kReadChunk, &available);
@@ -196,7 +197,7 @@ bool Connection::TryReadHere(const TakeHere& take) {
   {
     // Under mu_: the loop closes the descriptor under it, so this never reads a descriptor
     // closed (and perhaps reused) meanwhile.
-    std::unique_lock<std::mutex> open(mu_, std::try_to_lock);
+    UniqueLock open(mu_, std::try_to_lock);
     if (!open.owns_lock() || closed()) return false;
     n = ::recv(Fd(), space, available, MSG_DONTWAIT);
   }
@@ -255,7 +256,7 @@ void Connection::SendFrame(std::string_view frame) { Queue(nullptr, frame, /*wri
 
 void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_here) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     // Under mu_: CloseOnLoop closes the descriptor under it too, so the fast path below never
     // writes to a descriptor that was closed (and perhaps reused) meanwhile.
     if (closed()) return;
@@ -293,7 +294,7 @@ void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_h
 }
 
 Status Connection::SendWithFd(const Envelope& msg, int fd) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (closed()) return Status::Unavailable("connection closed");
   if (writing_ || !pending_.empty()) {
     return Status::Internal("a descriptor can only be sent on an idle connection");
@@ -332,7 +333,7 @@ void Connection::WriteLoop() {
     return;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (pending_.empty() || closed()) {
       writing_ = false;
       return;
@@ -344,7 +345,7 @@ void Connection::WriteLoop() {
                     [self = shared_from_this()](const asio::error_code& ec, size_t) {
                       if (ec) {
                         {
-                          std::lock_guard<std::mutex> lock(self->mu_);
+                          MutexLock lock(self->mu_);
                           self->writing_ = false;
                         }
                         self->CloseOnLoop(Status::IOError("write failed: " + ec.message()));
@@ -360,14 +361,14 @@ void Connection::WriteShared() {
   bool wrote = false;
   while (true) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (closed()) return;
       if (inflight_sent_ == inflight_.size()) {
         inflight_.clear();
         inflight_sent_ = 0;
         if (pending_.empty()) {
           {
-            std::lock_guard<std::mutex> interest(interest_mu_);
+            MutexLock interest(interest_mu_);
             if (want_write_) {
               want_write_ = false;
               SetInterestLocked();
@@ -395,7 +396,7 @@ void Connection::WriteShared() {
       continue;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       // Full: the loop's wait reports room (also while the reads are claimed).
-      std::lock_guard<std::mutex> interest(interest_mu_);
+      MutexLock interest(interest_mu_);
       if (!want_write_) {
         want_write_ = true;
         SetInterestLocked();
@@ -404,7 +405,7 @@ void Connection::WriteShared() {
     } else {
       Status failed = Status::IOError(std::string("write failed: ") + std::strerror(errno));
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         writing_ = false;
       }
       CloseOnLoop(std::move(failed));
@@ -426,7 +427,7 @@ void Connection::Close(Status reason) {
 
 void Connection::CloseOnLoop(Status reason) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (closed_.exchange(true)) return;
     asio::error_code ignored;
     if (fd_ >= 0) {
@@ -442,7 +443,7 @@ void Connection::CloseOnLoop(Status reason) {
         }
         if (!part.empty()) break;
       }
-      std::lock_guard<std::mutex> interest(interest_mu_);
+      MutexLock interest(interest_mu_);
       fds_closed_ = true;
       ::shutdown(fd_, SHUT_RDWR);
       ::close(fd_);

@@ -1,6 +1,7 @@
 // One framed-protobuf connection over a Unix-domain socket, driven by an Asio io_context.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include "base/status.h"
@@ -130,7 +131,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool shared_reads_ = false;
   // With shared_reads_, whoever reads holds read_mu_ (the loop blocks for it, TryReadHere only
   // tries), and the loop's on_message runs under it, so that it never runs beside `take`.
-  std::mutex read_mu_;  // taken before mu_ where both are held
+  Mutex read_mu_;  // taken before mu_ where both are held
   FrameDecoder decoder_;  // under read_mu_ with shared_reads_; the loop's alone otherwise
   // Frames TryReadHere handed to the loop that it has not run yet: while there are any, later
   // frames go to the loop too (after them), never to `take`.
@@ -141,7 +142,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<bool> closed_{false};
   int peer_pid_ = -1;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::string pending_ PRISM_GUARDED_BY(mu_);  // frames waiting for the next write
   bool writing_ PRISM_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> frames_queued_{0};  // written under mu_
@@ -152,7 +153,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // of its own that the loop watches (-1 before, and once closed).
   int fd_ = -1;
   std::unique_ptr<asio::posix::stream_descriptor> watch_;
-  std::mutex interest_mu_;  // taken after mu_ where both are held
+  Mutex interest_mu_;  // taken after mu_ where both are held
   int claims_ PRISM_GUARDED_BY(interest_mu_) = 0;  // ClaimReads() not yet released
   bool want_write_ PRISM_GUARDED_BY(interest_mu_) = false;  // a write waits for room
   bool fds_closed_ PRISM_GUARDED_BY(interest_mu_) = false;

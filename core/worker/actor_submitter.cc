@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/actor_submitter.h"
 
 #include "base/logging.h"
@@ -18,7 +19,7 @@ ActorSubmitter::ActorSubmitter(asio::io_context& io, SubmitterConfig config, Mem
 
 void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
   const bool eligible = FitsTheFastLane(task, config_.max_frame_bytes);
-  std::unique_lock<std::mutex> lock(lanes_mu_);
+  UniqueLock lock(lanes_mu_);
   Lane& lane = lanes_[actor];
   const uint64_t seq = lane.next_seq++;
   task.spec->set_sequence(seq);
@@ -77,7 +78,7 @@ bool ActorSubmitter::TakeOwnReply(rpc::Envelope& msg) {
   (void)store_.Put(own_.reply.return_id(), StoredObject::Value(std::move(value)));  // (the first result wins)
   bool start = false;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     taken_.push_back(taken);
     taken_flagged_.store(true, std::memory_order_release);
     // Answered: this thread's next call goes out from here too, written at once.
@@ -94,7 +95,7 @@ void ActorSubmitter::DrainBookings() {
   // booked for the loop, so every call answered here is booked first.
   std::vector<TakenCall> taken;
   if (taken_flagged_.load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     taken.swap(taken_);
     taken_flagged_.store(false, std::memory_order_relaxed);
   }
@@ -118,14 +119,14 @@ void ActorSubmitter::DrainBookings() {
 void ActorSubmitter::UpdateLane(const ActorId& id, const Actor& a) {
   const bool open = !failed_all_ && a.state == rpc::ACTOR_ALIVE && a.conn && !a.conn->closed() &&
                     a.conn_incarnation == a.incarnation && a.queued.empty();
-  std::lock_guard<std::mutex> lock(lanes_mu_);
+  MutexLock lock(lanes_mu_);
   Lane& lane = lanes_[id];
   lane.conn = open && lane.posted == 0 ? a.conn : nullptr;
   lane.unanswered = a.inflight.size();
 }
 
 void ActorSubmitter::CloseLane(const ActorId& id) {
-  std::lock_guard<std::mutex> lock(lanes_mu_);
+  MutexLock lock(lanes_mu_);
   auto it = lanes_.find(id);
   if (it != lanes_.end()) it->second.conn = nullptr;
 }
@@ -137,7 +138,7 @@ StoredObject ActorSubmitter::DiedError(const ActorId& id, const Actor& a, const 
 
 void ActorSubmitter::AddOnLoop(const ActorId& id, uint64_t seq, PendingTask task) {
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     lanes_[id].posted--;
   }
   Actor& a = actors_[id];
@@ -283,7 +284,7 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
     Finish(it->second, std::move(first), std::move(results));
   }
   a.inflight.erase(it);
-  std::lock_guard<std::mutex> lock(lanes_mu_);
+  MutexLock lock(lanes_mu_);
   lanes_[id].unanswered = a.inflight.size();  // (a count the lane raced with only batches less)
 }
 
@@ -410,7 +411,7 @@ void ActorSubmitter::Cancel(const TaskId& id) {
 void ActorSubmitter::FailAll(const StoredObject& error) {
   failed_all_ = true;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     for (auto& [id, lane] : lanes_) lane.conn = nullptr;
   }
   DrainBookings();

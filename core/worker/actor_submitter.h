@@ -10,6 +10,7 @@
 // sent it and everything before it.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -134,7 +135,7 @@ class ActorSubmitter {
   SubmitterHost& host_;
   std::unordered_map<ActorId, Actor> actors_;  // event loop only
   bool failed_all_ = false;
-  std::mutex lanes_mu_;
+  Mutex lanes_mu_;
   std::unordered_map<ActorId, Lane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add and Flag under lanes_mu_
   std::vector<TakenCall> taken_ PRISM_GUARDED_BY(lanes_mu_);

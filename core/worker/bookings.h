@@ -4,6 +4,7 @@
 // load when no lane was used.
 #pragma once
 
+#include "base/mutex.h"
 #include <asio.hpp>
 
 #include <atomic>
@@ -28,7 +29,7 @@ class Bookings {
   }
   /// Event loop: takes the bookings (under `mu`, the owner's lock) and runs `book` on each.
   template <typename Book>
-  void Drain(std::mutex& mu, Book&& book) {
+  void Drain(Mutex& mu, Book&& book) {
     if (!flagged_.load(std::memory_order_acquire)) return;
     // Two vectors trade places and keep their capacity: a burst of submissions does not grow
     // one from empty each time (the reallocations, and the frees of large blocks that make
@@ -36,7 +37,7 @@ class Bookings {
     std::vector<Booking> taken;
     taken.swap(spare_);
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(mu);
       taken.swap(items_);
       flagged_.store(false, std::memory_order_relaxed);
     }
@@ -54,10 +55,10 @@ class Bookings {
 /// Posts `drain` to the loop for a thread that handed it work without waking it: `*posted`
 /// (guarded by `mu`; the caller set it, under `mu`, when it decided to post) is cleared there
 /// first, so work handed over while the drain runs posts another.
-inline void PostDrain(asio::io_context& io, std::mutex& mu, bool* posted, std::function<void()> drain) {
+inline void PostDrain(asio::io_context& io, Mutex& mu, bool* posted, std::function<void()> drain) {
   asio::post(io, [&mu, posted, drain = std::move(drain)] {
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(mu);
       *posted = false;
     }
     drain();
@@ -72,7 +73,7 @@ class TakenRepliesDrain {
  public:
   static constexpr std::chrono::microseconds kDelay{1000};
   /// `drain` runs on `io`'s loop; `mu` is the owner's lock.
-  TakenRepliesDrain(asio::io_context& io, std::mutex& mu, std::function<void()> drain)
+  TakenRepliesDrain(asio::io_context& io, Mutex& mu, std::function<void()> drain)
       : io_(io), mu_(mu), timer_(io), drain_(std::move(drain)) {}
   /// Under the owner's lock, after queuing a reply: whether the caller must Start() the timer
   /// (after the lock).
@@ -88,7 +89,7 @@ class TakenRepliesDrain {
       timer_.async_wait([this](const asio::error_code& ec) {
         if (ec) return;  // (the owner is going)
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(mu_);
           armed_ = false;
         }
         drain_();
@@ -98,7 +99,7 @@ class TakenRepliesDrain {
 
  private:
   asio::io_context& io_;
-  std::mutex& mu_;
+  Mutex& mu_;
   asio::steady_timer timer_;  // the loop's
   std::function<void()> drain_;
   bool armed_ = false;  // under mu_: a drain is on its way

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/core_worker.h"
 
 #include "base/ids.h"
@@ -101,7 +102,7 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) { w->actor_submitter_->OnUpdate(u); };
   cw->actor_submitter_->on_dead = [w](const ActorId& id) {
     std::vector<internal::RefPtr> drop;  // released outside the lock
-    std::lock_guard<std::mutex> lock(w->actor_mu_);
+    MutexLock lock(w->actor_mu_);
     auto it = w->actor_arg_refs_.find(id);
     if (it != w->actor_arg_refs_.end()) {
       drop = std::move(it->second);
@@ -357,7 +358,7 @@ bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORK
 
 void CoreWorker::SetBlocked(bool blocked) {
   if (!InTaskOfWorker()) return;
-  std::lock_guard<std::mutex> lock(blocked_mu_);
+  MutexLock lock(blocked_mu_);
   blocked_ += blocked ? 1 : -1;
   if ((blocked && blocked_ == 1) || (!blocked && blocked_ == 0)) {
     rpc::Envelope env;
@@ -470,7 +471,7 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   marker.actor_handle = !options.detached;
   store_.Put(handle_id, std::move(marker));
   {
-    std::lock_guard<std::mutex> lock(actor_mu_);
+    MutexLock lock(actor_mu_);
     if (!keep.empty()) actor_arg_refs_[task_id] = std::move(keep);
   }
   asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
@@ -596,7 +597,7 @@ void CoreWorker::StreamItem(const TaskId& task, uint64_t index, StoredObject val
   ObjectId id = ReturnObjectId(task, static_cast<uint32_t>(index + 1));
   std::shared_ptr<TaskStream> stream;
   {
-    std::lock_guard<std::mutex> lock(streams_mu_);
+    MutexLock lock(streams_mu_);
     auto it = streams_.find(task);
     if (it != streams_.end()) stream = it->second.lock();
   }
@@ -644,13 +645,13 @@ std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& func
     t.lease.exclusive = true;
     stream->SetCompletion(handle);
     {
-      std::lock_guard<std::mutex> lock(streams_mu_);
+      MutexLock lock(streams_mu_);
       streams_[task_id] = stream;
     }
     std::weak_ptr<TaskStream> weak = stream;
     store_.OnReady(t.return_id, [this, weak, task_id](const StoredObject& end) {
       if (auto s = weak.lock()) s->End(end.is_error());
-      std::lock_guard<std::mutex> lock(streams_mu_);
+      MutexLock lock(streams_mu_);
       streams_.erase(task_id);
     });
   }
@@ -738,7 +739,7 @@ void CoreWorker::Shutdown() {
   gpu_tasks_->SetPeers({});  // imports closing from here on are not reported
   {
     // Streams outliving the runtime must not call into it.
-    std::lock_guard<std::mutex> lock(streams_mu_);
+    MutexLock lock(streams_mu_);
     for (auto& [task, weak] : streams_) {
       if (auto s = weak.lock()) s->Detach();
     }

@@ -3,6 +3,7 @@
 // a worker, runs the tasks pushed to it.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include "base/status.h"
@@ -202,7 +203,7 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   std::unique_ptr<ControlClient> control_;  // the actor directory, placement groups, key-value table
   std::string daemon_leftover_;
   // Worker: how many threads wait in Get/Wait inside a task; the daemon hears of 0 <-> 1.
-  std::mutex blocked_mu_;
+  Mutex blocked_mu_;
   int blocked_ PRISM_GUARDED_BY(blocked_mu_) = 0;
   void SetBlocked(bool blocked);
   bool InTaskOfWorker() const;
@@ -212,10 +213,10 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   std::unique_ptr<ActorSubmitter> actor_submitter_;
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
   // Refs inside the arguments of actors this process created: the actor may keep them.
-  mutable std::mutex actor_mu_;
+  mutable Mutex actor_mu_;
   std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
   // This process's streaming tasks not ended yet, by task.
-  std::mutex streams_mu_;
+  Mutex streams_mu_;
   std::unordered_map<TaskId, std::weak_ptr<TaskStream>> streams_ PRISM_GUARDED_BY(streams_mu_);
   std::unique_ptr<TaskExecutor> executor_;
   std::unique_ptr<GpuTasks> gpu_tasks_ = std::make_unique<GpuTasks>();  // GPU tasks' contexts and streams

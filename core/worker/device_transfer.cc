@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/device_transfer.h"
 
 #include "base/logging.h"
@@ -59,7 +60,7 @@ DeviceMoves::DeviceMoves(std::function<Result<Source>(const std::string& id)> so
     : source_(std::move(source)), sent_(std::move(sent)) {}
 
 void DeviceMoves::QueueSend(const std::string& id, const WorkerId& importer, const std::string& group) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   bool idle = send_queues_.count(group) == 0;  // (a queue exists while its thread drains it)
   send_queues_[group].push_back({id, importer});
   if (idle) {
@@ -71,7 +72,7 @@ void DeviceMoves::QueueSend(const std::string& id, const WorkerId& importer, con
 void DeviceMoves::WaitForSends() {
   // (A drain thread that ends up here, dropping the runtime's last reference, cannot wait for itself.)
   if (tl_draining) return;
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
 }
 
@@ -80,7 +81,7 @@ void DeviceMoves::DrainSends(const std::string& group) {
   for (;;) {
     SendJob job;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto& queue = send_queues_[group];
       if (queue.empty()) {
         send_queues_.erase(group);
@@ -102,7 +103,7 @@ Status DeviceMoves::SendNow(const std::string& id, const std::string& group) {
   src.tensor.AddUser(*src.backend, *src.stream);  // its memory stays until the send is done
   PRISM_RETURN_IF_ERROR(TransferThroughPairGroup(group, /*send=*/true, *src.backend, src.device, src.tensor.data(),
                                                  src.tensor.bytes(), src.stream));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   stats_.sent++;
   stats_.sent_bytes += src.tensor.bytes();
   return Status::OK();
@@ -112,17 +113,17 @@ void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::Ow
                           int64_t producer_pid, const std::function<bool(const std::string& group)>& request,
                           gpu::Backend& backend, int device, gpu::Tensor& into, gpu::Stream* stream,
                           const std::string& what) {
-  std::shared_ptr<std::mutex> pair;
+  std::shared_ptr<Mutex> pair;
   std::string group;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto& l = receive_locks_[producer.socket_path];
-    if (!l) l = std::make_shared<std::mutex>();
+    if (!l) l = std::make_shared<Mutex>();
     pair = l;
   }
-  std::lock_guard<std::mutex> one_at_a_time(*pair);
+  MutexLock one_at_a_time(*pair);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto hex = [](const std::string& binary) {
       return WorkerId::IsValidBinary(binary) ? WorkerId::FromBinary(binary).Hex().substr(0, 16) : std::string("x");
     };
@@ -130,7 +131,7 @@ void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::Ow
             std::to_string(receive_epochs_[producer.socket_path]);
   }
   auto next_epoch = [&] {  // (the group is dropped on both sides, or never formed)
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ++receive_epochs_[producer.socket_path];
   };
   // The producer counts the import (so the object stays), answers, and queues its send.
@@ -148,13 +149,13 @@ void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::Ow
     }
     throw RuntimeError(what + ": moving it from its producer failed: " + moved.message());
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   stats_.received++;
   stats_.received_bytes += into.bytes();
 }
 
 DeviceMoves::Stats DeviceMoves::stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return stats_;
 }
 

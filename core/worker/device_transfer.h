@@ -5,6 +5,7 @@
 // per pair group, receives one at a time per producer.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
 
@@ -78,7 +79,7 @@ class DeviceMoves {
 
   std::function<Result<Source>(const std::string&)> source_;
   std::function<void(const std::string&, const WorkerId&)> sent_;
-  std::mutex mu_;
+  Mutex mu_;
   struct SendJob {
     std::string id;
     WorkerId importer;
@@ -89,7 +90,7 @@ class DeviceMoves {
   std::condition_variable senders_cv_;
   // Receives: one at a time per producer (a pair's sends and receives match in order); the pair
   // group's epoch moves on after a failure (both sides drop the broken group).
-  std::map<std::string, std::shared_ptr<std::mutex>> receive_locks_ PRISM_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Mutex>> receive_locks_ PRISM_GUARDED_BY(mu_);
   std::map<std::string, int> receive_epochs_ PRISM_GUARDED_BY(mu_);
   Stats stats_ PRISM_GUARDED_BY(mu_);
 };

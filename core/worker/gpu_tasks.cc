@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/gpu_tasks.h"
 
 #include <prism/errors.h>
@@ -36,17 +37,17 @@ void GpuTasks::WaitForSends() { moves_.WaitForSends(); }
 GpuTasks::~GpuTasks() {
   WaitForSends();  // sends under way end (done, or failed within their timeout) before what they use goes
   {
-    std::lock_guard<std::mutex> lock(liveness_->mu);
+    MutexLock lock(liveness_->mu);
     liveness_->owner = nullptr;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   closer_cv_.notify_all();
   if (closer_.joinable()) closer_.join();
   CloseFinishedImports(/*wait=*/true);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   exported_.clear();
   actor_context_.reset();
   bool live = false;  // tensors that outlive the runtime (a Python driver's, say) still use them
@@ -88,7 +89,7 @@ void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
   tl_exports.clear();
   if (gpus.empty()) return;
   tl_gpu.holds_gpus = true;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (actor_context_) {  // an actor's calls share the context its creation made
     tl_gpu.context = actor_context_;
     return;
@@ -139,14 +140,14 @@ void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
 
 void GpuTasks::Leave(bool keep) {
   if (keep && tl_gpu.context) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     actor_context_ = tl_gpu.context;
   }
   tl_gpu = ThreadContext{};
 }
 
 Status GpuTasks::DeviceFault() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (!backend_) return Status::OK();
   for (const auto& [device, pool] : streams_) {
     Status st = backend_->DeviceStatus(device);
@@ -190,7 +191,7 @@ struct GpuTasks::Import {
   std::shared_future<bool> registering;  // set while (and after) it is counted at the producer
   ~Import() {
     if (ptr == nullptr) return;  // never mapped (its registration or open failed)
-    std::lock_guard<std::mutex> alive(liveness->mu);
+    MutexLock alive(liveness->mu);
     GpuTasks* owner = liveness->owner;
     if (owner == nullptr) return;  // the runtime is gone, and its mappings with it
     std::vector<std::unique_ptr<gpu::Event>> done;
@@ -200,7 +201,7 @@ struct GpuTasks::Import {
       recorded = recorded && e.ok() && (*e)->Record(*s).ok();
       if (e.ok()) done.push_back(std::move(e).value());
     }
-    std::lock_guard<std::mutex> lock(owner->mu_);
+    MutexLock lock(owner->mu_);
     if (recorded) {
       owner->closing_.push_back(Closing{std::move(done), ptr, producer, id, registered});
       if (!owner->closer_.joinable() && !owner->stopping_) owner->closer_ = std::thread([o = owner] { o->CloserLoop(); });
@@ -214,7 +215,7 @@ struct GpuTasks::Import {
 };
 
 void GpuTasks::CloserLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
     closer_cv_.wait_for(lock, std::chrono::milliseconds(20));
     if (closing_.empty()) continue;
@@ -225,7 +226,7 @@ void GpuTasks::CloserLoop() {
 }
 
 void GpuTasks::SetPeers(Peers peers) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   peers_ = std::move(peers);
 }
 
@@ -238,7 +239,7 @@ std::vector<std::string> GpuTasks::TakeTaskExports() {
 }
 
 void GpuTasks::Associate(const ObjectId& object, const std::vector<std::string>& ids) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   std::vector<std::string>& held = objects_[object];
   for (const std::string& id : ids) {
     auto it = exported_.find(id);
@@ -261,7 +262,7 @@ std::optional<GpuTasks::Exported> GpuTasks::MaybeFreeLocked(const std::string& i
 
 void GpuTasks::Forget(const std::vector<std::string>& ids) {
   std::vector<Exported> gone;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (const std::string& id : ids) {
     auto it = exported_.find(id);
     if (it == exported_.end() || it->second.associated || !it->second.imports.empty()) continue;
@@ -274,7 +275,7 @@ void GpuTasks::Forget(const std::vector<std::string>& ids) {
 void GpuTasks::ReleaseObject(const ObjectId& object) {
   std::vector<Exported> gone;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto held = objects_.find(object);
     if (held == objects_.end()) return;
     for (const std::string& id : held->second) {
@@ -288,7 +289,7 @@ void GpuTasks::ReleaseObject(const ObjectId& object) {
 }
 
 bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer, std::string* memory_handle) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = exported_.find(id);
   if (it == exported_.end()) return false;
   if (Status st = RestoreLocked(id, it->second); !st.ok()) {
@@ -304,7 +305,7 @@ bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer, std::s
 void GpuTasks::RemoveImport(const std::string& id, const WorkerId& importer) {
   std::optional<Exported> gone;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = exported_.find(id);
     if (it == exported_.end()) return;
     auto imp = it->second.imports.find(importer);
@@ -315,7 +316,7 @@ void GpuTasks::RemoveImport(const std::string& id, const WorkerId& importer) {
 
 void GpuTasks::ImporterDied(const WorkerId& importer) {
   std::vector<Exported> gone;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   std::vector<std::string> ids;
   for (auto& [id, e] : exported_) {
     if (e.imports.erase(importer) > 0) ids.push_back(id);
@@ -339,7 +340,7 @@ Result<gpu::Stream*> GpuTasks::ImportStream(int device) {
 std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   if (!t.valid()) throw InvalidArgumentError("an empty gpu::Tensor cannot be passed or returned");
   std::string& cache = t.export_cache();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (!cache.empty()) {  // (packing runs twice: measure, then write; and a tensor may be returned again)
     Descriptor known;
     msgpack::unpack(cache.data(), cache.size()).get().convert(known);
@@ -409,10 +410,11 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   } catch (const std::exception& e) {
     throw InvalidArgumentError(std::string("not a gpu::Tensor descriptor: ") + e.what());
   }
-  auto& [version, id, pid, uuid, dtype, shape, mem, event, socket, worker, node] = d;
+  auto& [version, id_field, pid, uuid, dtype, shape, mem, event, socket, worker, node] = d;
+  const std::string& id = id_field;  // (a name of its own: lambdas below capture it)
   if (version != 1) throw InvalidArgumentError("a gpu::Tensor descriptor of version " + std::to_string(version));
   gpu::Context* ctx = CurrentOrNull();
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   if (pid == getpid()) {
     auto it = exported_.find(id);
     if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
@@ -469,7 +471,7 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     imports_[id] = import;
     std::string handle = mem;
     std::shared_ptr<std::promise<bool>> counted;
-    auto forget = [&] {  // (with the lock held)
+    auto forget = [&]() PRISM_REQUIRES(mu_) {
       auto it = imports_.find(id);
       if (it != imports_.end() && it->second.lock() == import) imports_.erase(it);
       if (counted) counted->set_value(false);
@@ -528,7 +530,7 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
   gpu::MemoryResource* memory = nullptr;
   gpu::Backend* backend = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (backend_->device_count() == 0) throw RuntimeError(what + ": this process has no GPU to receive it on");
     if (ctx != nullptr) {
       device = ctx->device();
@@ -563,7 +565,7 @@ void GpuTasks::QueueSend(const std::string& id, const WorkerId& importer, const 
 }
 
 Result<DeviceMoves::Source> GpuTasks::SendSource(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = exported_.find(id);
   if (it == exported_.end()) return Status::NotFound("no longer held here");
   PRISM_RETURN_IF_ERROR(RestoreLocked(id, it->second));  // (counted as imported: it stays)
@@ -578,13 +580,13 @@ Result<DeviceMoves::Source> GpuTasks::SendSource(const std::string& id) {
 }
 
 Result<gpu::Backend*> GpuTasks::backend() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   PRISM_RETURN_IF_ERROR(EnsureBackend());
   return backend_.get();
 }
 
 Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> GpuTasks::OutsideTasks(int device) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   PRISM_RETURN_IF_ERROR(EnsureBackend());
   PRISM_ASSIGN_OR_RETURN(gpu::MemoryResource * pool, backend_->memory(device));
   PRISM_ASSIGN_OR_RETURN(gpu::Stream * stream, ImportStream(device));
@@ -592,7 +594,7 @@ Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> GpuTasks::OutsideTasks(int
 }
 
 size_t GpuTasks::exported_count() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return exported_.size();
 }
 
@@ -600,7 +602,7 @@ void GpuTasks::CloseFinishedImports(bool wait) {
   std::vector<Closing> done;
   std::function<void(const internal::OwnerAddress&, const std::string&)> release;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     release = peers_.release_import;
     for (auto it = closing_.begin(); it != closing_.end();) {
       bool finished = true;
@@ -621,11 +623,11 @@ void GpuTasks::CloseFinishedImports(bool wait) {
       for (auto& e : c.done) (void)e->Synchronize();
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       (void)backend_->CloseIpc(c.ptr);
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto it = imports_.find(c.id);
       if (it != imports_.end() && it->second.expired()) imports_.erase(it);
     }
@@ -642,13 +644,13 @@ gpu::MemoryResource* GpuTasks::TaskMemory(int device, gpu::MemoryResource* pool)
 }
 
 void GpuTasks::SetHostStore(std::shared_ptr<StoreClient> store, WorkerId self) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   host_store_ = std::move(store);
   self_ = self;
 }
 
 uint64_t GpuTasks::Spill(int device, uint64_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return SpillLocked(device, bytes, "");
 }
 
@@ -707,7 +709,7 @@ Status GpuTasks::RestoreLocked(const std::string& id, Exported& e) {
   PRISM_ASSIGN_OR_RETURN(gpu::Stream * stream, ImportStream(e.device));
   auto views = host_store_->Get({e.spilled->id});
   if (!views[0].status.ok()) return views[0].status;
-  auto unpin = [&] { host_store_->Release(e.spilled->id); };
+  auto unpin = [&]() PRISM_REQUIRES(mu_) { host_store_->Release(e.spilled->id); };
   Result<gpu::Tensor> t = gpu::Tensor::Empty(*backend_, *pool, *stream, e.dtype, e.shape);
   if (!t.ok() && t.status().code() == StatusCode::kOutOfMemory &&
       SpillLocked(e.device, views[0].size, id) > 0) {
@@ -732,7 +734,7 @@ Status GpuTasks::RestoreLocked(const std::string& id, Exported& e) {
 }
 
 GpuTasks::SpillStats GpuTasks::spill_stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   SpillStats out = spill_stats_;
   for (const auto& [id, e] : exported_) {
     if (!e.spilled) continue;

@@ -6,6 +6,7 @@
 #include <prism/gpu/context.h>
 #include <prism/gpu/tensor.h>
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 #include "object_store/store_client.h"
 #include "worker/device_transfer.h"
@@ -36,7 +37,7 @@ class GpuTasks {
   /// The topology profile this process's sim devices follow, when it is not $PRISM_GPU_TOPOLOGY
   /// (a driver given InitOptions::gpu_topology). Before the backend is first used.
   void SetTopology(std::string spec) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     topology_ = std::move(spec);
   }
 
@@ -176,7 +177,7 @@ class GpuTasks {
   // runtime (a Python array still viewing it) does nothing when it is finally dropped.
   struct Liveness {
     explicit Liveness(GpuTasks* o) : owner(o) {}
-    std::mutex mu;
+    Mutex mu;
     GpuTasks* owner PRISM_GUARDED_BY(mu);
   };
   std::shared_ptr<Liveness> liveness_ = std::make_shared<Liveness>(this);
@@ -198,7 +199,7 @@ class GpuTasks {
   bool stopping_ PRISM_GUARDED_BY(mu_) = false;
   std::thread closer_;
 
-  std::mutex mu_;
+  Mutex mu_;
   bool tried_ PRISM_GUARDED_BY(mu_) = false;
   std::string topology_ PRISM_GUARDED_BY(mu_);
   Status backend_status_ PRISM_GUARDED_BY(mu_);

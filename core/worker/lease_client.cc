@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/lease_client.h"
 
 #include "base/logging.h"
@@ -73,7 +74,7 @@ void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
 void DaemonClient::Call(uint64_t request_id, rpc::Envelope req,
                         std::function<void(Result<rpc::Envelope>)> done) {
   {
-    std::lock_guard<std::mutex> lock(calls_mu_);
+    MutexLock lock(calls_mu_);
     if (!calls_closed_ && !conn_->closed()) {
       calls_[request_id] = std::move(done);
       done = nullptr;
@@ -89,7 +90,7 @@ void DaemonClient::Call(uint64_t request_id, rpc::Envelope req,
 }
 
 std::function<void(Result<rpc::Envelope>)> DaemonClient::TakeCall(uint64_t request_id) {
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(calls_mu_);
   auto it = request_id == 0 ? calls_.end() : calls_.find(request_id);
   if (it == calls_.end()) return nullptr;
   auto done = std::move(it->second);
@@ -175,7 +176,7 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
 void DaemonClient::OnClosed(const Status& st) {
   std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls;
   {
-    std::lock_guard<std::mutex> lock(calls_mu_);
+    MutexLock lock(calls_mu_);
     calls_closed_ = true;
     calls.swap(calls_);
   }

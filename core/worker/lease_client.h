@@ -1,6 +1,7 @@
 // What the task submitter needs from the node daemon: worker leases.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/resources.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
@@ -94,7 +95,7 @@ class DaemonClient : public LeaseClient {
   std::atomic<uint64_t> next_request_id_{1};
   /// The call waiting for the answer to `request_id` (null: none, or 0), taken out of the table.
   std::function<void(Result<rpc::Envelope>)> TakeCall(uint64_t request_id);
-  std::mutex calls_mu_;  // callers add calls, the loop takes them
+  Mutex calls_mu_;  // callers add calls, the loop takes them
   std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_ PRISM_GUARDED_BY(calls_mu_);
   bool calls_closed_ PRISM_GUARDED_BY(calls_mu_) = false;  // the connection went: no call is added
   struct LeaseWaiter {

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/memory_store.h"
 
 #include "base/spin.h"
@@ -8,12 +9,12 @@
 namespace prism {
 
 void MemoryStore::AddRef(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   entries_[id].refs++;
 }
 
 bool MemoryStore::AddRefIfPresent(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) return false;
   it->second.refs++;
@@ -21,14 +22,14 @@ bool MemoryStore::AddRefIfPresent(const ObjectId& id) {
 }
 
 void MemoryStore::AddRefOr(const ObjectId& id, const StoredObject& if_missing) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto [it, inserted] = entries_.try_emplace(id);
   it->second.refs++;
   if (inserted) it->second.object = std::make_unique<StoredObject>(if_missing);
 }
 
 bool MemoryStore::AddBorrowedRef(const ObjectId& id, const internal::OwnerAddress& owner) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Entry& e = entries_[id];
   e.refs++;
   Sharing& sh = e.share();
@@ -42,13 +43,13 @@ bool MemoryStore::AddBorrowedRef(const ObjectId& id, const internal::OwnerAddres
 }
 
 void MemoryStore::CreditRegistration(const ObjectId& id, uint32_t n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   if (it != entries_.end()) it->second.share().registered += n;
 }
 
 void MemoryStore::UndoRegistration(const ObjectId& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   if (it != entries_.end() && it->second.sharing && it->second.sharing->registered > 0) it->second.sharing->registered--;
 }
@@ -92,7 +93,7 @@ void MemoryStore::Bury(Graveyard& g) {
 void MemoryStore::RemoveRef(const ObjectId& id) {
   Graveyard g;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end()) return;
     --it->second.refs;
@@ -102,7 +103,7 @@ void MemoryStore::RemoveRef(const ObjectId& id) {
 }
 
 bool MemoryStore::AddBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end() || it->second.borrowed()) return false;
   it->second.share().borrowers[worker] += n;
@@ -112,7 +113,7 @@ bool MemoryStore::AddBorrower(const ObjectId& id, const WorkerId& worker, uint32
 void MemoryStore::RemoveBorrower(const ObjectId& id, const WorkerId& worker, uint32_t n) {
   Graveyard g;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end() || !it->second.sharing) return;
     auto& borrowers = it->second.sharing->borrowers;
@@ -128,7 +129,7 @@ void MemoryStore::RemoveBorrower(const ObjectId& id, const WorkerId& worker, uin
 void MemoryStore::RemoveBorrowerEverywhere(const WorkerId& worker) {
   Graveyard g;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (auto it = entries_.begin(); it != entries_.end();) {
       auto next = std::next(it);
       if (it->second.sharing && it->second.sharing->borrowers.erase(worker) > 0) MaybeEraseLocked(it, &g);
@@ -139,7 +140,7 @@ void MemoryStore::RemoveBorrowerEverywhere(const WorkerId& worker) {
 }
 
 size_t MemoryStore::NumBorrowers(const ObjectId& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   return it == entries_.end() || !it->second.sharing ? 0 : it->second.sharing->borrowers.size();
 }
@@ -164,7 +165,7 @@ bool MemoryStore::Put(const ObjectId& id, StoredObject object) {
   StoredObject copy;
   auto value = std::make_unique<StoredObject>(std::move(object));  // allocated outside the lock
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end() || it->second.object) return false;
     if (it->second.has_callbacks()) copy = *value;  // (the callbacks run outside the lock)
@@ -176,7 +177,7 @@ bool MemoryStore::Put(const ObjectId& id, StoredObject object) {
 
 bool MemoryStore::Reset(const ObjectId& id) {
   std::unique_ptr<StoredObject> old;  // released outside the lock (its contained refs)
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end() || !it->second.object) return false;
   old.swap(it->second.object);
@@ -184,21 +185,21 @@ bool MemoryStore::Reset(const ObjectId& id) {
 }
 
 std::optional<StoredObject> MemoryStore::GetIfReady(const ObjectId& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end() || !it->second.object) return std::nullopt;
   return *it->second.object;
 }
 
 bool MemoryStore::Contains(const ObjectId& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return entries_.count(id) > 0;
 }
 
 bool MemoryStore::OnReady(const ObjectId& id, Callback cb) {
   std::optional<StoredObject> ready;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end()) return false;
     if (!it->second.object) {
@@ -221,7 +222,7 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
   if (values != nullptr) values->assign(ids.size(), std::nullopt);
   std::vector<Entry*> pending(ids.size(), nullptr);
   Graveyard g;
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   size_t n = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = entries_.find(ids[i]);
@@ -259,9 +260,10 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
     if (came) {
       // The thread that made it ready may still hold the lock for a moment: sleeping on it now
       // would cost the wake-up the spin saved.
-      SpinFor([&] { return lock.try_lock(); }, budget);
+      lock.LockSpinning(budget);
+    } else {
+      lock.lock();
     }
-    if (!lock.owns_lock()) lock.lock();
   }
   auto done = [&] { return w.remaining == 0; };
   if (deadline) {
@@ -296,7 +298,7 @@ std::vector<bool> MemoryStore::Wait(const std::vector<ObjectId>& ids, size_t num
 void MemoryStore::FailAllPending(const StoredObject& object) {
   std::vector<Callback> run;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (auto& [id, e] : entries_) {
       if (!e.object) MakeReadyLocked(e, std::make_unique<StoredObject>(object), &run);
     }
@@ -305,7 +307,7 @@ void MemoryStore::FailAllPending(const StoredObject& object) {
 }
 
 size_t MemoryStore::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return entries_.size();
 }
 

@@ -1,6 +1,7 @@
 // The owner's in-process object table: values of small objects, errors, and who waits for them.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include "base/spin.h"
@@ -183,12 +184,12 @@ class MemoryStore {
     }
   };
   void MakeReadyLocked(Entry& e, std::unique_ptr<StoredObject> object, std::vector<Callback>* run);
-  void MaybeEraseLocked(Table::iterator it, Graveyard* g);
+  void MaybeEraseLocked(Table::iterator it, Graveyard* g) PRISM_REQUIRES(mu_);
   void Bury(Graveyard& g);
   void BuryOne(const ObjectId& id, Entry& e);
 
   OnFree on_free_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   Table entries_ PRISM_GUARDED_BY(mu_);
 };
 

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/object_access.h"
 
 #include <prism/errors.h>
@@ -250,7 +251,7 @@ std::vector<bool> ObjectAccess::Wait(const std::vector<const internal::RefHandle
 void ObjectAccess::EnsureFetched(const internal::RefHandle& ref) {
   if (IsSelf(ref.owner())) return;
   {
-    std::lock_guard<std::mutex> lock(fetch_mu_);
+    MutexLock lock(fetch_mu_);
     if (!fetching_.insert(ref.id()).second) return;
   }
   ObjectId id = ref.id();
@@ -258,7 +259,7 @@ void ObjectAccess::EnsureFetched(const internal::RefHandle& ref) {
   asio::post(io_, [this, id, owner] {
     owners_.Fetch(id, owner, [this, id](const StoredObject& obj) {
       store_.Put(id, obj);
-      std::lock_guard<std::mutex> lock(fetch_mu_);
+      MutexLock lock(fetch_mu_);
       fetching_.erase(id);
     });
   });

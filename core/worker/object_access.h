@@ -4,6 +4,7 @@
 // a borrowed object's value is fetched from its owner (OwnerClients) when first read. Any thread.
 #pragma once
 
+#include "base/mutex.h"
 #include "object_store/store_client.h"
 #include "worker/memory_store.h"
 #include "worker/owner_clients.h"
@@ -87,7 +88,7 @@ class ObjectAccess {
   const std::function<bool()> in_worker_task_;
   const std::function<void(bool)> blocked_;
 
-  std::mutex fetch_mu_;
+  Mutex fetch_mu_;
   std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);  // borrowed values being fetched
 };
 

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/output_capture.h"
 
 #include <fcntl.h>
@@ -58,7 +59,7 @@ void OutputCapture::SetLabel(const std::string& label) {
   if (!running_) return;
   {
     // Tasks of one function in a row keep their label: nothing to write (the hot path).
-    std::lock_guard<std::mutex> lock(label_mu_);
+    MutexLock lock(label_mu_);
     if (label == label_) return;
     label_ = label;
   }

@@ -2,6 +2,7 @@
 // labelled with the task or actor that printed it, as Ray does ("(Square pid=123) text").
 #pragma once
 
+#include "base/mutex.h"
 #include "prism.pb.h"
 
 #include <atomic>
@@ -34,7 +35,7 @@ class OutputCapture {
   int saved_out_ = -1, saved_err_ = -1;
   std::thread thread_;
   std::atomic<bool> running_{false};
-  std::mutex label_mu_;
+  Mutex label_mu_;
   std::string label_;  // the last label written
 };
 

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/owner_clients.h"
 
 #include "base/logging.h"
@@ -144,7 +145,7 @@ void OwnerClients::Post(const internal::OwnerAddress& to, rpc::Envelope env) {
 void OwnerClients::QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id,
                                     const WorkerId& borrower) {
   {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
+    MutexLock lock(borrow_mu_);
     pending_adds_++;
     Batch& b = out_[owner.socket_path];
     b.owner = owner;
@@ -155,7 +156,7 @@ void OwnerClients::QueueAddBorrower(const internal::OwnerAddress& owner, const O
 
 void OwnerClients::QueueRelease(const internal::OwnerAddress& owner, const ObjectId& id, uint32_t count) {
   {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
+    MutexLock lock(borrow_mu_);
     Batch& b = out_[owner.socket_path];
     b.owner = owner;
     b.removes.emplace_back(id, count);
@@ -165,7 +166,7 @@ void OwnerClients::QueueRelease(const internal::OwnerAddress& owner, const Objec
 
 void OwnerClients::PostFlush() {
   {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
+    MutexLock lock(borrow_mu_);
     if (flush_posted_) return;
     flush_posted_ = true;
   }
@@ -175,7 +176,7 @@ void OwnerClients::PostFlush() {
 void OwnerClients::Flush() {
   std::map<std::string, Batch> out;
   {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
+    MutexLock lock(borrow_mu_);
     flush_posted_ = false;
     for (auto& [path, b] : out_) {
       Batch& o = out[path];
@@ -218,7 +219,7 @@ void OwnerClients::Flush() {
       // may carry these objects back to it.
       std::shared_ptr<rpc::Connection> lease;
       {
-        std::lock_guard<std::mutex> lock(callers_mu_);
+        MutexLock lock(callers_mu_);
         auto c = callers_.find(b.owner.worker_id);
         if (c != callers_.end()) lease = c->second.lock();
       }
@@ -234,7 +235,7 @@ void OwnerClients::Flush() {
 void OwnerClients::RegistrationsAnswered(int n) {
   bool flush = false;
   {
-    std::lock_guard<std::mutex> lock(borrow_mu_);
+    MutexLock lock(borrow_mu_);
     pending_adds_ -= n;
     if (pending_adds_ <= 0) {
       pending_adds_ = 0;
@@ -246,20 +247,21 @@ void OwnerClients::RegistrationsAnswered(int n) {
 }
 
 void OwnerClients::WaitForRegistrations() {
-  std::unique_lock<std::mutex> lock(borrow_mu_);
-  if (!borrow_cv_.wait_for(lock, config_.registration_wait, [this] { return pending_adds_ == 0; })) {
+  UniqueLock lock(borrow_mu_);
+  if (!borrow_cv_.wait_for(lock, config_.registration_wait,
+                          [this]() PRISM_REQUIRES(borrow_mu_) { return pending_adds_ == 0; })) {
     PRISM_LOG_WARN("{} borrow registrations unanswered after {} ms; replying anyway", pending_adds_,
                    config_.registration_wait.count());
   }
 }
 
 int OwnerClients::pending_registrations() const {
-  std::lock_guard<std::mutex> lock(borrow_mu_);
+  MutexLock lock(borrow_mu_);
   return pending_adds_;
 }
 
 void OwnerClients::RecordCaller(const std::string& worker_id, const std::shared_ptr<rpc::Connection>& conn) {
-  std::lock_guard<std::mutex> lock(callers_mu_);
+  MutexLock lock(callers_mu_);
   // Mostly the same caller on the same connection as the last task: no new key, no store.
   auto it = callers_.find(worker_id);
   if (it == callers_.end()) {

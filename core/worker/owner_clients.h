@@ -5,6 +5,7 @@
 // ReferenceCounter.) The owner's side of the same messages stays with the core worker.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/ids.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
@@ -114,10 +115,10 @@ class OwnerClients {
   std::unordered_map<std::string, std::unique_ptr<Owner>> owners_;  // by socket path
   uint64_t next_request_id_ = 1;
 
-  mutable std::mutex callers_mu_;
+  mutable Mutex callers_mu_;
   std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_ PRISM_GUARDED_BY(callers_mu_);
 
-  mutable std::mutex borrow_mu_;
+  mutable Mutex borrow_mu_;
   std::condition_variable borrow_cv_;
   int pending_adds_ PRISM_GUARDED_BY(borrow_mu_) = 0;  // registrations sent or queued, unanswered
   std::map<std::string, Batch> out_ PRISM_GUARDED_BY(borrow_mu_);  // by owner socket

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/task_executor.h"
 
 #include "base/spin.h"
@@ -58,7 +59,7 @@ void TaskExecutor::Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> 
 void TaskExecutor::Enqueue(std::shared_ptr<const rpc::PushTask> push, std::shared_ptr<rpc::Connection> from) {
   bool wake_watcher;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     // The watcher needs waking only when tasks start to wait; while they do, it looks on its own.
     wake_watcher = queue_.empty() && max_threads_ > 1;
     queue_.push_back(Item{std::move(push), std::move(from)});
@@ -70,7 +71,7 @@ void TaskExecutor::Enqueue(std::shared_ptr<const rpc::PushTask> push, std::share
 
 void TaskExecutor::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -78,7 +79,7 @@ void TaskExecutor::Stop() {
 }
 
 void TaskExecutor::AllowThreads(int n, std::chrono::microseconds patience) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (n <= max_threads_) return;
   max_threads_ = n;
   patience_ = patience;
@@ -86,14 +87,14 @@ void TaskExecutor::AllowThreads(int n, std::chrono::microseconds patience) {
 }
 
 void TaskExecutor::SetThreads(int n, std::chrono::microseconds patience) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   max_threads_ = std::max(1, n);
   patience_ = patience;
   if (max_threads_ > 1 && !watcher_.joinable()) watcher_ = std::thread([this] { Watch(); });
 }
 
 void TaskExecutor::Watch() {
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   while (!stop_) {
     bool waiting = !queue_.empty() && threads_ < max_threads_;
     if (!waiting) {
@@ -152,7 +153,7 @@ ExcusedWait::~ExcusedWait() {
 }
 
 int TaskExecutor::threads() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return threads_;
 }
 
@@ -160,7 +161,7 @@ void TaskExecutor::Join() {
   if (watcher_.joinable() && watcher_.get_id() != std::this_thread::get_id()) watcher_.join();
   std::vector<std::thread> added;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     added.swap(added_);
   }
   for (auto& t : added) {
@@ -170,7 +171,7 @@ void TaskExecutor::Join() {
 
 void TaskExecutor::Run() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     threads_++;
   }
   RunLoop(/*added=*/false);
@@ -196,14 +197,14 @@ void TaskExecutor::RunLoop(bool added) {
   };
   bool spin_next = false;  // this thread's last task came as one of single calls
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     slot = next_slot_++;
     if (added) starting_--;
   }
   while (true) {
     Item item;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      UniqueLock lock(mu_);
       busy_.erase(slot);
       if (added && threads_ > max_threads_) {  // the limit was lowered (SetThreads)
         threads_--;
@@ -213,7 +214,8 @@ void TaskExecutor::RunLoop(bool added) {
       if (added) {
         // An added thread idle for a while ends: bursts of blocking calls do not leave threads
         // that then fight over the work (and the GIL) for good.
-        bool work = cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_ || !queue_.empty(); });
+        bool work = cv_.wait_for(lock, std::chrono::milliseconds(100),
+                                 [&]() PRISM_REQUIRES(mu_) { return stop_ || !queue_.empty(); });
         if (!work) {
           idle_--;
           threads_--;
@@ -249,7 +251,7 @@ void TaskExecutor::RunLoop(bool added) {
           release();
           lock.lock();
         }
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        cv_.wait(lock, [&]() PRISM_REQUIRES(mu_) { return stop_ || !queue_.empty(); });
         gap_spin_.Record(std::chrono::steady_clock::now() - idle_since);
         singles_ = queue_.size() == 1 ? singles_ + 1 : 0;
       } else {

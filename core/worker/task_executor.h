@@ -3,6 +3,7 @@
 // max_concurrency threads).
 #pragma once
 
+#include "base/mutex.h"
 #include "base/spin.h"
 #include "base/thread_annotations.h"
 
@@ -94,7 +95,7 @@ class TaskExecutor {
   ReadNext read_next_;
   AdaptiveSpin gap_spin_;  // the main thread's spin between calls (learns the gap between them)
   int singles_ = 0;        // main thread: calls in a row that came one at a time to an idle thread
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;        // tasks queued, or stop
   std::condition_variable watch_cv_;  // wakes the watcher
   std::deque<Item> queue_ PRISM_GUARDED_BY(mu_);

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/task_runner.h"
 
 #include "base/logging.h"
@@ -53,7 +54,7 @@ void SetForeignExecutor(ForeignExecutor executor) { GlobalForeignExecutor() = st
 TaskRunner::HostedActor TaskRunner::hosted_actor() const {
   HostedActor a;
   {
-    std::lock_guard<std::mutex> lock(actor_mu_);
+    MutexLock lock(actor_mu_);
     a.id = actor_id_;
     a.owner = actor_owner_;
     a.name = actor_name_;
@@ -127,7 +128,7 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
   }
   if (spec.has_actor_creation()) {
     {
-      std::lock_guard<std::mutex> lock(actor_mu_);
+      MutexLock lock(actor_mu_);
       actor_id_ = ActorId::FromBinary(spec.actor_creation().actor_id());
       const auto& o = spec.actor_creation().owner();
       actor_owner_ = internal::OwnerAddress{o.socket_path(), o.worker_id(), o.node_id()};

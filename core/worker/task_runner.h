@@ -5,6 +5,7 @@
 // the state of the actor this process hosts once a creation task made it one.
 #pragma once
 
+#include "base/mutex.h"
 #include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -75,7 +76,7 @@ class TaskRunner {
   };
   HostedActor hosted_actor() const;
   ActorId actor_id() const {
-    std::lock_guard<std::mutex> lock(actor_mu_);
+    MutexLock lock(actor_mu_);
     return actor_id_;
   }
   /// The GPUs the hosted actor's process holds (set by its creation; read on every thread).
@@ -106,7 +107,7 @@ class TaskRunner {
   uint32_t actor_restarts_ = 0;
   std::string actor_type_;
   std::string actor_label_;  // how its output lines are labelled: its name, or its class
-  mutable std::mutex actor_mu_;
+  mutable Mutex actor_mu_;
   ActorId actor_id_ PRISM_GUARDED_BY(actor_mu_);
   internal::OwnerAddress actor_owner_ PRISM_GUARDED_BY(actor_mu_);
   std::string actor_name_ PRISM_GUARDED_BY(actor_mu_);

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/task_stream.h"
 
 #include "base/logging.h"
@@ -11,7 +12,7 @@
 namespace prism {
 
 TaskStream::~TaskStream() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (ended_ || !attached_ || !completion_ || !runtime_.cancel) return;
   try {
     runtime_.cancel(*completion_);
@@ -21,14 +22,14 @@ TaskStream::~TaskStream() {
 }
 
 void TaskStream::Detach() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   attached_ = false;
   runtime_ = Runtime{};
 }
 
 void TaskStream::Push(internal::RefPtr value) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     values_.push_back(std::move(value));
   }
   cv_.notify_all();
@@ -36,7 +37,7 @@ void TaskStream::Push(internal::RefPtr value) {
 
 void TaskStream::End(bool failed) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ended_ = true;
     failed_ = failed;
   }
@@ -44,7 +45,7 @@ void TaskStream::End(bool failed) {
 }
 
 internal::RefPtr TaskStream::Next(int64_t timeout_ms) {
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueLock lock(mu_);
   auto ready = [&] { return !values_.empty() || ended_; };
   if (!ready()) {
     if (!attached_) throw RuntimeError("prism is shut down");

@@ -3,6 +3,7 @@
 // and how, it ended.
 #pragma once
 
+#include "base/mutex.h"
 #include <prism/internal/runtime_api.h>
 
 #include <condition_variable>
@@ -45,7 +46,7 @@ class TaskStream : public internal::StreamHandle {
   Runtime runtime_;  // cleared by Detach (under mu_)
   bool attached_ = true;
   internal::RefPtr completion_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
   std::deque<internal::RefPtr> values_;
   bool ended_ = false;

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/task_submitter.h"
 
 #include <algorithm>
@@ -38,7 +39,7 @@ void TaskSubmitter::Submit(PendingTask task) {
   const bool eligible = !task.spec->streaming() && task.fits;
   bool post = false;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     auto it = eligible ? lanes_.find(key) : lanes_.end();
     if (it != lanes_.end() && it->second.conn && !it->second.conn->closed()) {
       FastLane& lane = it->second;
@@ -99,7 +100,7 @@ bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
   (void)store_.Put(own_.reply.return_id(), StoredObject::Value(std::move(value)));
   bool start = false;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     taken_.push_back(taken);
     taken_flagged_.store(true, std::memory_order_release);
     // The lease is idle again, unless the loop put others on it meanwhile: back on offer for
@@ -117,7 +118,7 @@ void TaskSubmitter::DrainBookings() {
   std::vector<TakenReply> taken;
   if (taken_flagged_.load(std::memory_order_acquire)) {
     taken.swap(taken_spare_);
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     taken.swap(taken_);
     taken_flagged_.store(false, std::memory_order_relaxed);
   }
@@ -151,7 +152,7 @@ void TaskSubmitter::BookTakenReply(const TakenReply& taken) {
 }
 
 void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease) {
-  std::lock_guard<std::mutex> lock(lanes_mu_);
+  MutexLock lock(lanes_mu_);
   FastLane& lane = lanes_[key];
   if (lane.conn) return;  // one idle lease per shape is enough
   lane.conn = lease.conn;
@@ -160,7 +161,7 @@ void TaskSubmitter::PublishIdleLease(const std::string& key, const Lease& lease)
 }
 
 bool TaskSubmitter::TakeBackIdle(const std::string& key, uint64_t lease_id) {
-  std::lock_guard<std::mutex> lock(lanes_mu_);
+  MutexLock lock(lanes_mu_);
   auto it = lanes_.find(key);
   if (it == lanes_.end()) return true;
   if (it->second.conn && it->second.lease_id == lease_id) it->second.conn = nullptr;
@@ -183,7 +184,7 @@ void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t
     if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec->args(static_cast<int>(i)));
   }
   if (sent_on != 0) {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     auto& unbooked = lanes_[key].unbooked;
     if (--unbooked[sent_on] == 0) unbooked.erase(sent_on);
   }
@@ -697,7 +698,7 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
 void TaskSubmitter::FailAll(const StoredObject& error) {
   {
     // Nothing more goes out on the fast lane; what went already is booked, and fails below.
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     for (auto& [key, lane] : lanes_) lane.conn = nullptr;
   }
   DrainBookings();
@@ -708,7 +709,7 @@ void TaskSubmitter::FailAll(const StoredObject& error) {
   for (const TaskId& id : ids) Finish(id, error);
   std::vector<std::unique_ptr<Lease>> open;
   {
-    std::lock_guard<std::mutex> lock(lanes_mu_);
+    MutexLock lock(lanes_mu_);
     for (auto& [key, lane] : lanes_) lane.conn = nullptr;
   }
   for (auto& [key, q] : shapes_) {

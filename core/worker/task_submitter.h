@@ -2,6 +2,7 @@
 // shape, pipelines tasks on each lease, retries after worker deaths, and records results.
 #pragma once
 
+#include "base/mutex.h"
 #include "base/ids.h"
 #include "base/thread_annotations.h"
 #include "base/resources.h"
@@ -188,7 +189,7 @@ class TaskSubmitter {
   /// Loop: books what the fast lane sent, and the replies submitting threads took. Every loop
   /// entry point calls it first, so the loop never looks at tasks or leases without them.
   void DrainBookings();
-  std::mutex lanes_mu_;
+  Mutex lanes_mu_;
   std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add under lanes_mu_
   bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "worker/timeline.h"
 
 #include <nlohmann/json.hpp>
@@ -14,13 +15,13 @@ using nlohmann::json;
 
 TimelineRecorder::~TimelineRecorder() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   if (poller_.joinable()) poller_.join();
   Flush(/*wait=*/true);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (file_) std::fclose(file_);
 }
 
@@ -48,7 +49,7 @@ void TimelineRecorder::WriteLocked(const std::string& line) {
 void TimelineRecorder::Task(const std::string& name, const std::string& task_id, int64_t start_us, int64_t end_us) {
   json j{{"name", name}, {"cat", "task"}, {"ts", start_us}, {"dur", end_us - start_us}, {"pid", getpid()},
          {"track", "thread " + std::to_string(gettid())}, {"args", {{"task_id", task_id}}}};
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   WriteLocked(j.dump());
   PollLocked(false);
 }
@@ -56,12 +57,12 @@ void TimelineRecorder::Task(const std::string& name, const std::string& task_id,
 void TimelineRecorder::GpuTask(const std::string& name, const std::string& task_id, int64_t start_us,
                                const std::string& stream, std::unique_ptr<gpu::Event> start,
                                std::unique_ptr<gpu::Event> end) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   pending_.push_back(Pending{name, task_id, stream, start_us, std::move(start), std::move(end)});
   PollLocked(false);
   if (!pending_.empty() && !poller_.joinable()) {
     poller_ = std::thread([this] {
-      std::unique_lock<std::mutex> lock(mu_);
+      UniqueLock lock(mu_);
       while (!stop_) {
         cv_.wait_for(lock, std::chrono::milliseconds(50));
         PollLocked(false);
@@ -89,7 +90,7 @@ void TimelineRecorder::PollLocked(bool wait) {
 }
 
 void TimelineRecorder::Flush(bool wait) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   PollLocked(wait);
 }
 

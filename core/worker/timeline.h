@@ -8,6 +8,7 @@
 #include <prism/gpu/backend.h>
 #include <prism/status.h>
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include <cstdint>
@@ -42,7 +43,7 @@ class TimelineRecorder {
   void PollLocked(bool wait) PRISM_REQUIRES(mu_);
 
   std::string dir_;
-  std::mutex mu_;
+  Mutex mu_;
   std::FILE* file_ PRISM_GUARDED_BY(mu_) = nullptr;
   bool failed_ PRISM_GUARDED_BY(mu_) = false;
   struct Pending {

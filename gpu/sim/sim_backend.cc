@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "gpu/sim/sim_backend.h"
 
 #include "gpu/sim/sim_kernels.h"
@@ -58,13 +59,13 @@ Status ApplySimEnv(SimOptions& options) {
 }
 
 uint64_t StreamCore::Done() {
-  std::lock_guard<std::mutex> lock(mu);
+  MutexLock lock(mu);
   return done;
 }
 
 void StreamCore::WaitDone(uint64_t seq) {
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return done >= seq; });
+  UniqueLock lock(mu);
+  cv.wait(lock, [&]() PRISM_REQUIRES(mu) { return done >= seq; });
 }
 
 std::vector<int> ParseVisibleDevices(const std::optional<std::string>& visible,
@@ -108,7 +109,7 @@ class SimStream final : public Stream {
       : backend_(backend), core_(std::move(core)) {}
   ~SimStream() override {
     {
-      std::lock_guard<std::mutex> lock(core_->mu);
+      MutexLock lock(core_->mu);
       core_->stop = true;
     }
     core_->cv.notify_all();
@@ -148,7 +149,7 @@ class SimStream final : public Stream {
 
  private:
   std::pair<uint64_t, VectorClock> Snapshot() {
-    std::lock_guard<std::mutex> lock(backend_->mu());
+    MutexLock lock(backend_->mu());
     return {core_->submitted, core_->clock};
   }
   SimBackend* backend_;
@@ -188,8 +189,8 @@ class SimEvent final : public Event {
     }
     PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(device_));
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      std::lock_guard<std::mutex> backend_lock(backend_->mu());
+      MutexLock lock(mu_);
+      MutexLock backend_lock(backend_->mu());
       stream_ = core;
       seq_ = core->submitted;
       clock_ = core->clock;
@@ -246,7 +247,7 @@ class SimEvent final : public Event {
     double vtime_ns = 0;
   };
   Captured Capture() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!recorded_) return {};
     return {stream_, seq_, clock_, vtime_ns_};
   }
@@ -256,7 +257,7 @@ class SimEvent final : public Event {
   int device_;
   bool timing_;
   int ipc_slot_;  // a shared event's slot in the event page; -1 for a local one
-  std::mutex mu_;
+  Mutex mu_;
   std::shared_ptr<StreamCore> stream_ PRISM_GUARDED_BY(mu_);
   uint64_t seq_ PRISM_GUARDED_BY(mu_) = 0;
   VectorClock clock_ PRISM_GUARDED_BY(mu_);
@@ -361,13 +362,13 @@ Status SimBackend::DeviceStatus(int device) {
   }
   Device& d = *devices_[device];
   if (!d.faulted.load()) return Status::OK();
-  std::lock_guard<std::mutex> lock(d.fault_mu);
+  MutexLock lock(d.fault_mu);
   return Status::Internal(d.fault);
 }
 
 void SimBackend::Fault(int device, const std::string& what) {
   Device& d = *devices_[device];
-  std::lock_guard<std::mutex> lock(d.fault_mu);
+  MutexLock lock(d.fault_mu);
   if (d.faulted.load()) return;  // the first fault is the one reported
   d.fault = "device " + std::to_string(device) + " (" + d.info.uuid + ") faulted: " + what +
             "; as with CUDA, the device is unusable in this process until it exits";
@@ -378,7 +379,7 @@ Result<std::unique_ptr<Stream>> SimBackend::CreateStream(int device, std::string
   PRISM_RETURN_IF_ERROR(DeviceStatus(device));
   auto core = std::make_shared<StreamCore>();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     core->id = next_stream_id_++;
   }
   core->device = device;
@@ -393,7 +394,7 @@ Result<std::unique_ptr<Event>> SimBackend::CreateEvent(int device, bool timing) 
 }
 
 Result<int> SimBackend::AcquireIpcSlot() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (ipc_fd_ < 0) {
     size_t bytes = sizeof(IpcSlot) * kIpcSlots;
     int fd = memfd_create("prism-sim-events", MFD_CLOEXEC);
@@ -424,7 +425,7 @@ Result<int> SimBackend::AcquireIpcSlot() {
 }
 
 void SimBackend::ReleaseIpcSlot(int slot) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   free_slots_.push_back(slot);
 }
 
@@ -466,8 +467,8 @@ void SimBackend::RunStream(std::shared_ptr<StreamCore> s) {
   for (;;) {
     StreamCore::Op op;
     {
-      std::unique_lock<std::mutex> lock(s->mu);
-      s->cv.wait(lock, [&] { return s->stop || !s->queue.empty(); });
+      UniqueLock lock(s->mu);
+      s->cv.wait(lock, [&]() PRISM_REQUIRES(s->mu) { return s->stop || !s->queue.empty(); });
       if (s->queue.empty()) return;
       op = std::move(s->queue.front());
       s->queue.pop_front();
@@ -481,7 +482,7 @@ void SimBackend::RunStream(std::shared_ptr<StreamCore> s) {
       op.run();
     }
     {
-      std::lock_guard<std::mutex> lock(s->mu);
+      MutexLock lock(s->mu);
       s->done = op.seq;
     }
     s->cv.notify_all();
@@ -490,7 +491,7 @@ void SimBackend::RunStream(std::shared_ptr<StreamCore> s) {
 
 void SimBackend::Push(const std::shared_ptr<StreamCore>& s, StreamCore::Op op) {
   {
-    std::lock_guard<std::mutex> lock(s->mu);
+    MutexLock lock(s->mu);
     s->queue.push_back(std::move(op));
   }
   s->cv.notify_all();
@@ -560,7 +561,7 @@ Status SimBackend::CheckAccess(StreamCore& s, uint64_t seq, const Access& a, boo
 Status SimBackend::Enqueue(const std::shared_ptr<StreamCore>& s, const std::vector<Access>& accesses,
                            bool device_only, double duration_ns, std::function<void()> run) {
   PRISM_RETURN_IF_ERROR(DeviceStatus(s->device));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Merge(s->clock, host_clock_);
   uint64_t seq = s->submitted + 1;
   for (const Access& a : accesses) PRISM_RETURN_IF_ERROR(CheckAccess(*s, seq, a, device_only));
@@ -592,7 +593,7 @@ Status SimBackend::Enqueue(const std::shared_ptr<StreamCore>& s, const std::vect
 Status SimBackend::EnqueueWait(const std::shared_ptr<StreamCore>& s,
                                const std::shared_ptr<StreamCore>& on, uint64_t seq,
                                const VectorClock& clock, double vtime_ns) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Merge(s->clock, host_clock_);
   Merge(s->clock, clock);
   s->vtime_ns = std::max(s->vtime_ns, vtime_ns);
@@ -603,12 +604,12 @@ Status SimBackend::EnqueueWait(const std::shared_ptr<StreamCore>& s,
 }
 
 void SimBackend::HostSynchronized(const VectorClock& clock) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Merge(host_clock_, clock);
 }
 
 int SimBackend::PointerDevice(const void* ptr) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto p = reinterpret_cast<uintptr_t>(ptr);
   auto it = regions_.upper_bound(p);
   if (it != regions_.begin()) {
@@ -647,7 +648,7 @@ double SimBackend::KernelNs(int device, size_t bytes_touched, double flops) cons
 
 Result<MemoryResource*> SimBackend::memory(int device) {
   PRISM_RETURN_IF_ERROR(DeviceStatus(device));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Device& d = *devices_[device];
   if (!d.memory) {
     PRISM_ASSIGN_OR_RETURN(d.memory, SimMemory::Create(this, device, d.info.total_memory));

@@ -14,6 +14,7 @@
 #include <prism/gpu/backend.h>
 #include <prism/gpu/topology.h>
 
+#include "base/mutex.h"
 #include "base/thread_annotations.h"
 
 #include <atomic>
@@ -65,7 +66,7 @@ struct StreamCore {
     std::shared_ptr<StreamCore> wait_for;
     uint64_t wait_seq = 0;
   };
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
   std::deque<Op> queue PRISM_GUARDED_BY(mu);
   uint64_t done PRISM_GUARDED_BY(mu) = 0;
@@ -114,7 +115,7 @@ class SimBackend final : public Backend {
   /// Marks `device` faulted (sticky) with `what`.
   void Fault(int device, const std::string& what);
   void HostSynchronized(const VectorClock& clock);
-  std::mutex& mu() { return mu_; }
+  Mutex& mu() { return mu_; }
   const DeviceInfo& info(int device) const { return devices_[device]->info; }
   int physical(int device) const { return devices_[device]->physical; }
 
@@ -141,7 +142,7 @@ class SimBackend final : public Backend {
     int physical = 0;
     std::atomic<bool> faulted{false};
     std::string fault PRISM_GUARDED_BY(fault_mu);
-    std::mutex fault_mu;
+    Mutex fault_mu;
     std::unique_ptr<SimMemory> memory;  // created on first use
   };
   explicit SimBackend(SimOptions options);
@@ -153,7 +154,7 @@ class SimBackend final : public Backend {
   SimOptions options_;
   std::vector<std::unique_ptr<Device>> devices_;
   std::unique_ptr<Kernels> kernels_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   uint64_t next_stream_id_ PRISM_GUARDED_BY(mu_) = 1;
   VectorClock host_clock_ PRISM_GUARDED_BY(mu_);
   std::map<uintptr_t, Region> regions_ PRISM_GUARDED_BY(mu_);
@@ -175,7 +176,10 @@ class SimBackend final : public Backend {
   Result<int> AcquireIpcSlot();
   void ReleaseIpcSlot(int slot);
   IpcSlot* ipc_slot(int slot) { return &ipc_page_[slot]; }
-  int ipc_fd() const { return ipc_fd_; }
+  int ipc_fd() {
+    MutexLock lock(mu_);
+    return ipc_fd_;
+  }
 
  private:
   int ipc_fd_ PRISM_GUARDED_BY(mu_) = -1;

@@ -1,3 +1,4 @@
+#include "base/mutex.h"
 #include "gpu/sim/sim_memory.h"
 
 #include <prism/gpu/profiling.h>
@@ -37,17 +38,17 @@ SimMemory::~SimMemory() {
 }
 
 uint64_t SimMemory::bytes_in_use() const {
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   return in_use_;
 }
 
 std::optional<uint64_t> SimMemory::limit() const {
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   return limit_;
 }
 
 void SimMemory::set_limit(std::optional<uint64_t> limit) {
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   limit_ = limit;
 }
 
@@ -75,7 +76,7 @@ Result<void*> SimMemory::Allocate(size_t bytes, Stream& stream) {
                                    std::to_string(core->device));
   }
   PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(device_));
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   uint64_t rounded = (std::max<uint64_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
   if (limit_ && in_use_ + rounded > *limit_) {
     return Status::OutOfMemory("out of device memory in this share of device " + std::to_string(device_) +
@@ -123,7 +124,7 @@ Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
   if (!core) return Status::InvalidArgument("Deallocate: not a stream of the sim backend");
   auto key = reinterpret_cast<uintptr_t>(ptr);
   {
-    std::lock_guard<std::mutex> lock(backend_->mu_);
+    MutexLock lock(backend_->mu_);
     auto it = backend_->regions_.find(key);
     if (it == backend_->regions_.end() || it->second.imported || it->second.device != device_) {
       auto f = backend_->freed_.find(key);
@@ -146,7 +147,7 @@ Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
   PRISM_RETURN_IF_ERROR(backend_->Enqueue(core, {{ptr, bytes, true}}, true,
                                           backend_->KernelNs(device_, 0),
                                           [ptr, rounded] { std::memset(ptr, kPoison, rounded); }));
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   auto it = backend_->regions_.find(key);
   if (it == backend_->regions_.end()) return Status::InvalidArgument("double free of device memory");
   backend_->regions_.erase(it);
@@ -159,7 +160,7 @@ Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
 }
 
 bool SimMemory::Owns(const void* ptr, size_t bytes) const {
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   auto p = reinterpret_cast<uintptr_t>(ptr);
   auto it = backend_->regions_.upper_bound(p);
   if (it == backend_->regions_.begin()) return false;
@@ -169,7 +170,7 @@ bool SimMemory::Owns(const void* ptr, size_t bytes) const {
 }
 
 Result<IpcHandle> SimMemory::Export(void* ptr, size_t bytes) {
-  std::lock_guard<std::mutex> lock(backend_->mu_);
+  MutexLock lock(backend_->mu_);
   auto key = reinterpret_cast<uintptr_t>(ptr);
   auto it = backend_->regions_.find(key);
   if (it == backend_->regions_.end() || it->second.imported || it->second.device != device_ ||
@@ -213,7 +214,7 @@ Result<void*> SimBackend::OpenIpc(const IpcHandle& handle, int device) {
   close(mine);
   if (base == MAP_FAILED) return Status::IOError(std::string("OpenIpc: mmap: ") + std::strerror(err));
   void* ptr = static_cast<uint8_t*>(base) + (offset - start);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Region r;
   r.device = device;
   r.bytes = bytes;
@@ -225,7 +226,7 @@ Result<void*> SimBackend::OpenIpc(const IpcHandle& handle, int device) {
 }
 
 Status SimBackend::CloseIpc(void* ptr) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto key = reinterpret_cast<uintptr_t>(ptr);
   auto it = imports_.find(key);
   if (it == imports_.end()) return Status::InvalidArgument("CloseIpc: not a pointer OpenIpc returned");
