@@ -4,21 +4,21 @@
 // on the same processes and connections (the group's own Gloo context) give the floor prism is
 // measured against.
 //
-//   collectives_benchmark [--ranks 2] [--min-bytes 8] [--max-bytes 1073741824] [--step 2] [--ops allreduce,...]
+//   collectives_benchmark [--ranks 2] [--min-bytes 8] [--max-bytes 1073741824] [--step 2] [--ops
+//   allreduce,...]
+#include <gloo/allreduce.h>
 #include <prism/collective.h>
 #include <prism/prism.h>
 
-#include "collectives/internal.h"
-
 #include <CLI/CLI.hpp>
-#include <gloo/allreduce.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "collectives/internal.h"
 
 namespace {
 
@@ -37,8 +37,8 @@ class Rank {
  public:
   // Seconds per call of `op` on `bytes` of float32 through prism (the median of 7 rounds), and for
   // allreduce the medians of prism's calls and of raw gloo::allreduce calls of the same buffers on
-  // the group's own connections, made in turn; -1 when a result was wrong. op: allreduce, allgather, reducescatter,
-  // broadcast.
+  // the group's own connections, made in turn; -1 when a result was wrong. op: allreduce,
+  // allgather, reducescatter, broadcast.
   std::vector<double> Time(std::string group, std::string op, int64_t bytes) {
     col::Group& g = col::GetGroup(group);
     int n = g.size(), r = g.rank();
@@ -55,7 +55,8 @@ class Rank {
       } else if (op == "allgather") {
         g.AllGather(in.data(), out.data(), in_count, col::DType::kFloat32);
       } else if (op == "reducescatter") {
-        g.ReduceScatter(in.data(), out.data(), out_count, col::DType::kFloat32, col::ReduceOp::kSum);
+        g.ReduceScatter(in.data(), out.data(), out_count, col::DType::kFloat32,
+                        col::ReduceOp::kSum);
       } else {
         std::fill(out.begin(), out.end(), r == 0 ? 1.0f : 0.0f);
         g.Broadcast(out.data(), count, col::DType::kFloat32, 0);
@@ -154,7 +155,8 @@ int main(int argc, char** argv) {
   app.add_option("--min-bytes", min_bytes);
   app.add_option("--max-bytes", max_bytes);
   app.add_option("--ops", ops)->delimiter(',');
-  app.add_option("--step", step, "size factor from one row to the next (nccl-tests' -f)")->check(CLI::Range(2, 1024));
+  app.add_option("--step", step, "size factor from one row to the next (nccl-tests' -f)")
+      ->check(CLI::Range(2, 1024));
   CLI11_PARSE(app, argc, argv);
   prism::Init({.num_cpus = double(ranks)});
   std::vector<prism::ActorHandle<Rank>> members;
@@ -162,7 +164,8 @@ int main(int argc, char** argv) {
   col::CreateGroup(members, col::Backend::kGloo, "bench", {.timeout = std::chrono::minutes(5)});
   auto run = [&](const std::string& op, int64_t bytes) {
     std::vector<prism::ObjectRef<std::vector<double>>> refs;
-    for (auto& m : members) refs.push_back(m.Task(&Rank::Time).Remote(std::string("bench"), op, bytes));
+    for (auto& m : members)
+      refs.push_back(m.Task(&Rank::Time).Remote(std::string("bench"), op, bytes));
     std::vector<double> worst{0, 0};
     for (auto& r : refs) {
       std::vector<double> t = prism::Get(r);
@@ -173,9 +176,10 @@ int main(int argc, char** argv) {
     return worst;
   };
   double n = ranks;
-  std::printf("# prism collectives benchmark: gloo, %d ranks (actors) on one node, float32, sum\n", ranks);
-  std::printf("%-10s %-14s %12s %10s %10s %7s   %12s %10s %9s\n", "size", "op", "time us", "algbw GB/s",
-              "busbw GB/s", "check", "raw gloo us", "raw busbw", "prism/raw");
+  std::printf("# prism collectives benchmark: gloo, %d ranks (actors) on one node, float32, sum\n",
+              ranks);
+  std::printf("%-10s %-14s %12s %10s %10s %7s   %12s %10s %9s\n", "size", "op", "time us",
+              "algbw GB/s", "busbw GB/s", "check", "raw gloo us", "raw busbw", "prism/raw");
   int failures = 0;
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= step) {
     for (const std::string& op : ops) {
@@ -188,16 +192,19 @@ int main(int argc, char** argv) {
       }
       double factor = op == "allreduce" ? 2 * (n - 1) / n : op == "broadcast" ? 1 : (n - 1) / n;
       double algbw = t > 0 ? bytes / t / 1e9 : 0;
-      std::printf("%-10s %-14s %12.1f %10.3f %10.3f %7s", Size(bytes).c_str(), op.c_str(), t * 1e6, algbw,
-                  algbw * factor, "ok");
+      std::printf("%-10s %-14s %12.1f %10.3f %10.3f %7s", Size(bytes).c_str(), op.c_str(), t * 1e6,
+                  algbw, algbw * factor, "ok");
       if (double raw = times[1]; op == "allreduce" && raw > 0) {
-        std::printf("   %12.1f %10.3f %8.1f%%", raw * 1e6, bytes / raw / 1e9 * factor, 100.0 * raw / t);
+        std::printf("   %12.1f %10.3f %8.1f%%", raw * 1e6, bytes / raw / 1e9 * factor,
+                    100.0 * raw / t);
       }
       std::printf("\n");
       std::fflush(stdout);
     }
   }
-  std::printf("(prism/raw: raw Gloo's time over prism's, 100%% = the same; target: within 5%% at >= 1 MiB)\n");
+  std::printf(
+      "(prism/raw: raw Gloo's time over prism's, 100%% = the same; target: within 5%% at >= 1 "
+      "MiB)\n");
   prism::Shutdown();
   return failures == 0 ? 0 : 1;
 }

@@ -4,15 +4,10 @@
 // result. On sim, device times come from the sim's virtual clock (modelled bandwidths of the
 // profile) and are labelled as such; on cuda they are measured with CUDA events.
 #include <prism/gpu.h>
-
-#include "base/device_placement.h"
-#include "base/resources.h"
-#include "bench/raw_cuda.h"
-
-#include <CLI/CLI.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +16,10 @@
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include "base/device_placement.h"
+#include "base/resources.h"
+#include "bench/raw_cuda.h"
 
 namespace gpu = prism::gpu;
 
@@ -71,11 +70,13 @@ void Transfers(Setup& s, const std::vector<size_t>& sizes, int reps) {
   gpu::Backend& b = *s.backend;
   auto stream = Must(b.CreateStream(0, "bench"));
   gpu::MemoryResource& mem = *Must(b.memory(0));
-  std::printf("\n## Transfers on device 0: prism's device layer vs raw copies of the same bytes (%s)\n",
-              s.modelled ? "sim: wall clock of the host bytes moved; the modelled link is the virtual clock's"
-                         : "cuda: device time from events; medians of 5 rounds, prism and raw in turn");
-  std::printf("%-10s %-10s %12s %12s %8s %14s  %s\n", "size", "path", "prism GB/s", "raw GB/s", "ratio",
-              s.modelled ? "modelled GB/s" : "", "check");
+  std::printf(
+      "\n## Transfers on device 0: prism's device layer vs raw copies of the same bytes (%s)\n",
+      s.modelled
+          ? "sim: wall clock of the host bytes moved; the modelled link is the virtual clock's"
+          : "cuda: device time from events; medians of 5 rounds, prism and raw in turn");
+  std::printf("%-10s %-10s %12s %12s %8s %14s  %s\n", "size", "path", "prism GB/s", "raw GB/s",
+              "ratio", s.modelled ? "modelled GB/s" : "", "check");
   for (size_t bytes : sizes) {
     gpu::DeviceBuffer a = Must(gpu::DeviceBuffer::Allocate(mem, bytes, *stream));
     gpu::DeviceBuffer c = Must(gpu::DeviceBuffer::Allocate(mem, bytes, *stream));
@@ -100,17 +101,21 @@ void Transfers(Setup& s, const std::vector<size_t>& sizes, int reps) {
         double wall_sec = WallSeconds(*stream, reps, copy);
         device_secs.push_back(device_sec);
         secs.push_back(s.modelled ? wall_sec : device_sec);
-        raws.push_back(s.modelled ? RawHostCopySeconds(bytes, reps) : RawCudaCopySeconds(p.raw, bytes, reps));
+        raws.push_back(s.modelled ? RawHostCopySeconds(bytes, reps)
+                                  : RawCudaCopySeconds(p.raw, bytes, reps));
       }
       auto median = [](std::vector<double> v) {
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
       };
       double device_sec = median(device_secs), sec = median(secs), raw = median(raws);
-      bool ok = p.raw != RawCopyKind::kDeviceToHost || std::memcmp(host.data(), back.data(), bytes) == 0;
-      std::string modelled = s.modelled ? std::to_string(static_cast<int>(bytes / device_sec / 1e9)) : "";
-      std::printf("%-10s %-10s %12.1f %12.1f %7.0f%% %14s  %s\n", (std::to_string(bytes >> 20) + " MiB").c_str(),
-                  p.name, bytes / sec / 1e9, raw > 0 ? bytes / raw / 1e9 : 0.0, raw > 0 ? 100.0 * raw / sec : 0.0,
+      bool ok =
+          p.raw != RawCopyKind::kDeviceToHost || std::memcmp(host.data(), back.data(), bytes) == 0;
+      std::string modelled =
+          s.modelled ? std::to_string(static_cast<int>(bytes / device_sec / 1e9)) : "";
+      std::printf("%-10s %-10s %12.1f %12.1f %7.0f%% %14s  %s\n",
+                  (std::to_string(bytes >> 20) + " MiB").c_str(), p.name, bytes / sec / 1e9,
+                  raw > 0 ? bytes / raw / 1e9 : 0.0, raw > 0 ? 100.0 * raw / sec : 0.0,
                   modelled.c_str(), ok ? "ok" : "WRONG");
       if (!ok) throw std::runtime_error("the data did not survive the round trip");
     }
@@ -168,8 +173,9 @@ void Ipc(Setup& s, size_t bytes, const std::string& self) {
   pid_t pid = fork();
   if (pid == 0) {
     dup2(pipefd[1], 1);
-    execl(self.c_str(), self.c_str(), "--ipc-child", hex.c_str(), "--backend", std::string(b.name()).c_str(),
-          "--size", std::to_string(bytes).c_str(), static_cast<char*>(nullptr));
+    execl(self.c_str(), self.c_str(), "--ipc-child", hex.c_str(), "--backend",
+          std::string(b.name()).c_str(), "--size", std::to_string(bytes).c_str(),
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   close(pipefd[1]);
@@ -178,16 +184,20 @@ void Ipc(Setup& s, size_t bytes, const std::string& self) {
   close(pipefd[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  if (n <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("the IPC child failed");
+  if (n <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("the IPC child failed");
   IpcRates child;
-  if (std::sscanf(out, "%lf %lf", &child.to_device, &child.to_host) != 2) throw std::runtime_error("the IPC child said nothing");
+  if (std::sscanf(out, "%lf %lf", &child.to_device, &child.to_host) != 2)
+    throw std::runtime_error("the IPC child said nothing");
   IpcRates mine = MeasureReads(s, *stream, a.data(), bytes);
-  std::printf("\n## IPC: %zu MiB exported to another process and read there, vs the same reads in the producer%s\n",
-              bytes >> 20, s.modelled ? " [sim: wall clock]" : "");
-  std::printf("consumer process dev->dev %.1f GB/s, producer %.1f GB/s (%.0f%%)\n", child.to_device, mine.to_device,
-              100.0 * child.to_device / mine.to_device);
-  std::printf("consumer process dev->host %.1f GB/s, producer %.1f GB/s (%.0f%%)\n", child.to_host, mine.to_host,
-              100.0 * child.to_host / mine.to_host);
+  std::printf(
+      "\n## IPC: %zu MiB exported to another process and read there, vs the same reads in the "
+      "producer%s\n",
+      bytes >> 20, s.modelled ? " [sim: wall clock]" : "");
+  std::printf("consumer process dev->dev %.1f GB/s, producer %.1f GB/s (%.0f%%)\n", child.to_device,
+              mine.to_device, 100.0 * child.to_device / mine.to_device);
+  std::printf("consumer process dev->host %.1f GB/s, producer %.1f GB/s (%.0f%%)\n", child.to_host,
+              mine.to_host, 100.0 * child.to_host / mine.to_host);
 }
 
 int IpcChild(const std::string& hex, const std::string& backend, size_t bytes) {
@@ -195,7 +205,8 @@ int IpcChild(const std::string& hex, const std::string& backend, size_t bytes) {
   c.kind = backend;
   Setup s{Must(gpu::CreateBackend(c)), backend == "sim"};
   gpu::IpcHandle h;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) h.bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    h.bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   void* p = Must(s.backend->OpenIpc(h, 0));
   auto stream = Must(s.backend->CreateStream(0, "ipc child"));
   IpcRates r = MeasureReads(s, *stream, p, bytes);
@@ -242,43 +253,56 @@ void Chain(Setup& s, int length) {
     Must(s0->Wait(*events[length - 1]));
     Must(s0->CopyAsync(&got, x.data(), sizeof got));
     Must(s0->Synchronize());
-    if (got != static_cast<float>(length)) throw std::runtime_error("the chain computed the wrong value");
+    if (got != static_cast<float>(length))
+      throw std::runtime_error("the chain computed the wrong value");
     return std::make_tuple(sec, syncs, Seconds(submitted));
   };
   run(false);  // warm-up
   auto [events_sec, events_syncs, events_submit] = run(false);
   auto [sync_sec, sync_syncs, sync_submit] = run(true);
-  std::printf("\n## A chain of %d tiny dependent steps (2 kernels each) on two streams, wall clock\n", length);
-  std::printf("ordered by events: %8.3f ms to the end, the caller busy %7.3f ms, %d host syncs in the chain\n",
-              events_sec * 1e3, events_submit * 1e3, events_syncs);
-  std::printf("host sync each:    %8.3f ms to the end, the caller busy %7.3f ms, %d host syncs\n", sync_sec * 1e3,
-              sync_submit * 1e3, sync_syncs);
+  std::printf(
+      "\n## A chain of %d tiny dependent steps (2 kernels each) on two streams, wall clock\n",
+      length);
+  std::printf(
+      "ordered by events: %8.3f ms to the end, the caller busy %7.3f ms, %d host syncs in the "
+      "chain\n",
+      events_sec * 1e3, events_submit * 1e3, events_syncs);
+  std::printf("host sync each:    %8.3f ms to the end, the caller busy %7.3f ms, %d host syncs\n",
+              sync_sec * 1e3, sync_submit * 1e3, sync_syncs);
   std::printf("events are %.1fx faster (target >= 3x)%s\n", sync_sec / events_sec,
               s.modelled ? "  [sim: host threads stand in for the device]" : "");
   if (s.modelled) return;
   // The floor: the same chain written directly against the CUDA runtime, in this run.
   RawChainSeconds raw = RawCudaChain(length);
   if (raw.events > 0 && raw.host_sync > 0) {
-    std::printf("raw CUDA, same chain: events %.3f ms, host sync each %.3f ms: %.1fx (the floor for the ratio); "
-                "prism's event chain at %.0f%% of raw's speed\n",
-                raw.events * 1e3, raw.host_sync * 1e3, raw.host_sync / raw.events, 100.0 * raw.events / events_sec);
+    std::printf(
+        "raw CUDA, same chain: events %.3f ms, host sync each %.3f ms: %.1fx (the floor for the "
+        "ratio); "
+        "prism's event chain at %.0f%% of raw's speed\n",
+        raw.events * 1e3, raw.host_sync * 1e3, raw.host_sync / raw.events,
+        100.0 * raw.events / events_sec);
   } else if (raw.events < 0 || raw.host_sync < 0) {
     throw std::runtime_error("the raw CUDA chain computed the wrong value");
   }
 }
 
 void Placement() {
-  std::printf("\n## Placement quality: the scheduler's k-GPU set vs the best of every k-subset (exhaustive)\n");
-  std::printf("%-16s %3s %14s %14s %12s\n", "profile", "k", "slowest link", "best possible", "sets tried");
+  std::printf(
+      "\n## Placement quality: the scheduler's k-GPU set vs the best of every k-subset "
+      "(exhaustive)\n");
+  std::printf("%-16s %3s %14s %14s %12s\n", "profile", "k", "slowest link", "best possible",
+              "sets tried");
   for (const std::string& name : gpu::Topology::ProfileNames()) {
     gpu::Topology t = Must(gpu::Topology::Load(name));
     prism::DeviceGraph g{t.BandwidthMatrix(), t.NvLinkMatrix()};
     for (int k : {2, 4, 8}) {
       if (k > t.gpu_count()) continue;
-      auto pool = Must(prism::ResourcePool::Create(Must(prism::ResourceSet::FromUnits({{"GPU", double(t.gpu_count())}}))));
+      auto pool = Must(prism::ResourcePool::Create(
+          Must(prism::ResourceSet::FromUnits({{"GPU", double(t.gpu_count())}}))));
       Must(pool.SetDeviceGraph(prism::kGpu, g));
       // Half the node is taken by single-GPU requests first (a fragmenting sequence).
-      for (int i = 0; i < t.gpu_count() / 2 - (k > t.gpu_count() / 2 ? t.gpu_count() / 2 : 0); ++i) {
+      for (int i = 0; i < t.gpu_count() / 2 - (k > t.gpu_count() / 2 ? t.gpu_count() / 2 : 0);
+           ++i) {
         (void)pool.Allocate(Must(prism::ResourceSet::FromUnits({{"GPU", 1}})));
       }
       std::vector<int> free;
@@ -305,7 +329,8 @@ void Placement() {
         auto ids = got->Indices(prism::kGpu);
         mine = 1e300;
         for (size_t a = 0; a < ids.size(); ++a)
-          for (size_t c = a + 1; c < ids.size(); ++c) mine = std::min(mine, t.Bandwidth(ids[a], ids[c]));
+          for (size_t c = a + 1; c < ids.size(); ++c)
+            mine = std::min(mine, t.Bandwidth(ids[a], ids[c]));
       }
       std::printf("%-16s %3d %11.0f GB/s %11.0f GB/s %12d%s\n", name.c_str(), k, mine, best, tried,
                   got && mine + 1e-9 >= best ? "" : "  WORSE");
@@ -334,8 +359,9 @@ int main(int argc, char** argv) {
     c.kind = backend;
     Setup s{Must(gpu::CreateBackend(c)), backend == "sim"};
     gpu::DeviceInfo d = Must(s.backend->device(0));
-    std::printf("# prism GPU benchmark: backend %s, device 0 = %s (%s), %.0f GiB\n", backend.c_str(), d.name.c_str(),
-                d.uuid.c_str(), d.total_memory / double(1ull << 30));
+    std::printf("# prism GPU benchmark: backend %s, device 0 = %s (%s), %.0f GiB\n",
+                backend.c_str(), d.name.c_str(), d.uuid.c_str(),
+                d.total_memory / double(1ull << 30));
     Transfers(s, sizes, reps);
     Ipc(s, sizes.front(), "/proc/self/exe");
     Chain(s, chain);

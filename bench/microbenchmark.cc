@@ -5,21 +5,19 @@
 // between two processes (for task latency), and a plain single-thread memcpy (for put
 // bandwidth).
 #include <prism/prism.h>
-
-#include <CLI/CLI.hpp>
-
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <cstring>
-#include <fstream>
-#include <functional>
-#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,7 +124,8 @@ void RawPipelinedFrames(int frames) {
   std::memset(frame, 7, sizeof(frame));
   auto start = Clock::now();
   for (int sent = 0; sent < frames; ++sent) {
-    Check(write(sv[0], frame, sizeof(frame)) == static_cast<ssize_t>(sizeof(frame)), "raw pipelined write");
+    Check(write(sv[0], frame, sizeof(frame)) == static_cast<ssize_t>(sizeof(frame)),
+          "raw pipelined write");
   }
   char ack = 0;
   Check(read(sv[0], &ack, 1) == 1 && ack == 1, "raw pipelined ack");
@@ -160,7 +159,8 @@ void SingleClientTasksAsync(int n) {
   for (int i = 0; i < n; ++i) refs.push_back(prism::Task(Noop).Remote(i));
   auto values = prism::Get(refs);
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  for (int i = 0; i < n; ++i) Check(values[static_cast<size_t>(i)] == i, "single client tasks async");
+  for (int i = 0; i < n; ++i)
+    Check(values[static_cast<size_t>(i)] == i, "single client tasks async");
   Report("single client tasks async", n / secs, "tasks/s");
 }
 
@@ -197,8 +197,8 @@ void SingleClientTasksAndGetBatch(int batches, int batch) {
     Check(values.back() == batch - 1, "single client tasks and get batch");
   }
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  Report("single client tasks and get batch", batches / secs, "batches/s (of " +
-         std::to_string(batch) + " tasks)");
+  Report("single client tasks and get batch", batches / secs,
+         "batches/s (of " + std::to_string(batch) + " tasks)");
 }
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -239,11 +239,13 @@ double CallsAsync(const std::vector<prism::ActorHandle<Echoer>>& actors, int n, 
   refs.reserve(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     const auto& a = actors[static_cast<size_t>(i) % actors.size()];
-    refs.push_back(with_arg ? a.Task(&Echoer::Add).Remote(arg, i) : a.Task(&Echoer::Echo).Remote(i));
+    refs.push_back(with_arg ? a.Task(&Echoer::Add).Remote(arg, i)
+                            : a.Task(&Echoer::Echo).Remote(i));
   }
   auto values = prism::Get(refs);
   double secs = Seconds(Clock::now() - start);
-  for (int i = 0; i < n; ++i) Check(values[static_cast<size_t>(i)] == i + (with_arg ? 1 : 0), "actor calls");
+  for (int i = 0; i < n; ++i)
+    Check(values[static_cast<size_t>(i)] == i + (with_arg ? 1 : 0), "actor calls");
   return n / secs;
 }
 
@@ -254,7 +256,8 @@ void ActorCallsAsync(int n) {
   std::vector<prism::ActorHandle<Echoer>> threaded{
       prism::Actor(MakeEchoer).Options({.max_concurrency = 4}).Remote()};
   CallsAsync(threaded, 1000, false);
-  Report("1:1 actor calls concurrent (max_concurrency 4)", CallsAsync(threaded, n, false), "calls/s");
+  Report("1:1 actor calls concurrent (max_concurrency 4)", CallsAsync(threaded, n, false),
+         "calls/s");
   std::vector<prism::ActorHandle<Echoer>> many;
   for (int i = 0; i < 4; ++i) many.push_back(prism::Actor(MakeEchoer).Remote());
   CallsAsync(many, 1000, false);
@@ -269,7 +272,6 @@ void ActorCallsAsync(int n) {
            n / Seconds(Clock::now() - start), "calls/s");
   }
 }
-
 
 // Repeats `body` until `min_seconds` passed (at least `min_reps` times); returns calls/s.
 template <typename F>
@@ -287,23 +289,28 @@ double Rate(F body, double min_seconds = 1.0, int min_reps = 10) {
 void MemcpyFloor(uint64_t bytes) {
   std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
   for (int i = 0; i < 2; ++i) std::memcpy(dst.data(), src.data(), bytes);  // warm
-  double rate = Rate([&] {
-    src[0]++;
-    std::memcpy(dst.data(), src.data(), bytes);
-    Check(dst[0] == src[0], "memcpy");
-  }, 2.0);
+  double rate = Rate(
+      [&] {
+        src[0]++;
+        std::memcpy(dst.data(), src.data(), bytes);
+        Check(dst[0] == src[0], "memcpy");
+      },
+      2.0);
   Report("memcpy floor (1 thread, " + std::to_string(bytes / kMiB) + " MiB)",
          rate * static_cast<double>(bytes) / 1e9, "GB/s");
 }
 
 void PutGigabytes(uint64_t bytes) {
   std::vector<uint8_t> src(bytes, 2);
-  for (int i = 0; i < 2; ++i) prism::Put(prism::Buffer::View(src.data(), bytes));  // warm the store's pages
-  double rate = Rate([&] {
-    src[0]++;
-    auto ref = prism::Put(prism::Buffer::View(src.data(), bytes));
-    (void)ref;
-  }, 2.0);
+  for (int i = 0; i < 2; ++i)
+    prism::Put(prism::Buffer::View(src.data(), bytes));  // warm the store's pages
+  double rate = Rate(
+      [&] {
+        src[0]++;
+        auto ref = prism::Put(prism::Buffer::View(src.data(), bytes));
+        (void)ref;
+      },
+      2.0);
   Report("single client put gigabytes (" + std::to_string(bytes / kMiB) + " MiB objects)",
          rate * static_cast<double>(bytes) / 1e9, "GB/s");
 }
@@ -347,11 +354,13 @@ void CrossProcessGet() {
 }
 
 void WaitThousandRefs() {
-  double rate = Rate([] {
-    std::vector<prism::ObjectRef<int>> pending;
-    for (int i = 0; i < 1000; ++i) pending.push_back(prism::Task(Noop).Remote(i));
-    while (!pending.empty()) pending = prism::Wait(pending, 1).unready;
-  }, 2.0, 3);
+  double rate = Rate(
+      [] {
+        std::vector<prism::ObjectRef<int>> pending;
+        for (int i = 0; i < 1000; ++i) pending.push_back(prism::Task(Noop).Remote(i));
+        while (!pending.empty()) pending = prism::Wait(pending, 1).unready;
+      },
+      2.0, 3);
   Report("single client wait 1k refs", rate, "rounds/s");
 }
 
@@ -383,7 +392,8 @@ void DaemonMemory() {
     std::ifstream status(e.path() / "status");
     while (std::getline(status, line)) {
       if (line.rfind("RssAnon:", 0) == 0) {
-        Report("node daemon idle private memory (RssAnon)", std::atof(line.c_str() + 8) / 1024, "MiB");
+        Report("node daemon idle private memory (RssAnon)", std::atof(line.c_str() + 8) / 1024,
+               "MiB");
       }
     }
   }
@@ -434,7 +444,8 @@ int main(int argc, char** argv) {
   app.add_option("--scale", scale, "multiply the iteration counts");
 
   std::string only;
-  app.add_option("--only", only, "run only the workloads whose name holds this text (floors run always)");
+  app.add_option("--only", only,
+                 "run only the workloads whose name holds this text (floors run always)");
   bool no_floors = false;
   app.add_flag("--no-floors", no_floors, "skip the raw floors (for profiling one workload)");
   CLI11_PARSE(app, argc, argv);
@@ -457,7 +468,11 @@ int main(int argc, char** argv) {
       {"actor calls async", [&] { ActorCallsAsync(50000 * scale); }},
       {"placement group", [&] { PlacementGroupCreateRemoval(5 * scale); }},
       {"streaming", [&] { StreamingValues(50000 * scale); }},
-      {"put gigabytes", [&] { MemcpyFloor(256 * kMiB); PutGigabytes(256 * kMiB); }},
+      {"put gigabytes",
+       [&] {
+         MemcpyFloor(256 * kMiB);
+         PutGigabytes(256 * kMiB);
+       }},
       {"put and get calls", [&] { PutAndGetCalls(); }},
       {"cross-process get", [&] { CrossProcessGet(); }},
       {"wait", [&] { WaitThousandRefs(); }},
@@ -480,7 +495,8 @@ int main(int argc, char** argv) {
     }
     std::printf("\n]\n");
   } else {
-    for (const auto& l : g_lines) std::printf("%s: %.2f %s\n", l.name.c_str(), l.value, l.unit.c_str());
+    for (const auto& l : g_lines)
+      std::printf("%s: %.2f %s\n", l.name.c_str(), l.value, l.unit.c_str());
   }
   return 0;
 }

@@ -11,10 +11,12 @@ double RawCudaCopySeconds(RawCopyKind kind, size_t bytes, int reps) {
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return 0;
   void *dev_a = nullptr, *dev_b = nullptr;
   void* host = std::malloc(bytes);
-  if (cudaMalloc(&dev_a, bytes) != cudaSuccess || cudaMalloc(&dev_b, bytes) != cudaSuccess || !host) return 0;
+  if (cudaMalloc(&dev_a, bytes) != cudaSuccess || cudaMalloc(&dev_b, bytes) != cudaSuccess || !host)
+    return 0;
   // Data in every page, as in prism's run: untouched pages all map the one zero page, which
   // reads from cache and would flatter the raw host->device copy.
-  for (size_t i = 0; i < bytes; ++i) static_cast<unsigned char*>(host)[i] = static_cast<unsigned char>(i * 131 + 7);
+  for (size_t i = 0; i < bytes; ++i)
+    static_cast<unsigned char*>(host)[i] = static_cast<unsigned char>(i * 131 + 7);
   cudaStream_t s;
   cudaStreamCreate(&s);
   cudaEvent_t start, end;
@@ -22,9 +24,15 @@ double RawCudaCopySeconds(RawCopyKind kind, size_t bytes, int reps) {
   cudaEventCreate(&end);
   auto copy = [&] {
     switch (kind) {
-      case RawCopyKind::kHostToDevice: cudaMemcpyAsync(dev_a, host, bytes, cudaMemcpyHostToDevice, s); break;
-      case RawCopyKind::kDeviceToDevice: cudaMemcpyAsync(dev_b, dev_a, bytes, cudaMemcpyDeviceToDevice, s); break;
-      case RawCopyKind::kDeviceToHost: cudaMemcpyAsync(host, dev_a, bytes, cudaMemcpyDeviceToHost, s); break;
+      case RawCopyKind::kHostToDevice:
+        cudaMemcpyAsync(dev_a, host, bytes, cudaMemcpyHostToDevice, s);
+        break;
+      case RawCopyKind::kDeviceToDevice:
+        cudaMemcpyAsync(dev_b, dev_a, bytes, cudaMemcpyDeviceToDevice, s);
+        break;
+      case RawCopyKind::kDeviceToHost:
+        cudaMemcpyAsync(host, dev_a, bytes, cudaMemcpyDeviceToHost, s);
+        break;
     }
   };
   copy();

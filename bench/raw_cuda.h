@@ -5,8 +5,9 @@
 
 enum class RawCopyKind { kHostToDevice, kDeviceToDevice, kDeviceToHost };
 
-/// Seconds per cudaMemcpyAsync of `bytes` (pageable host memory holding data, device memory from cudaMalloc),
-/// timed with CUDA events over `reps` copies; 0 when this build has no CUDA runtime or no device.
+/// Seconds per cudaMemcpyAsync of `bytes` (pageable host memory holding data, device memory from
+/// cudaMalloc), timed with CUDA events over `reps` copies; 0 when this build has no CUDA runtime or
+/// no device.
 double RawCudaCopySeconds(RawCopyKind kind, size_t bytes, int reps);
 /// The chain benchmark written directly against the CUDA runtime: wall-clock seconds to the end,
 /// ordered by events and with a host sync after each step (both 0 without CUDA; -1 if wrong).

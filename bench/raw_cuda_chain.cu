@@ -1,12 +1,12 @@
 // The raw floor of the chain benchmark: the same 100 dependent steps (two one-thread kernels each,
 // alternating between two streams) written directly against the CUDA runtime, ordered by events
 // or by a host synchronization after each step. What prism's chain is compared with.
-#include "bench/raw_cuda.h"
-
 #include <cuda_runtime.h>
 
 #include <chrono>
 #include <cstdio>
+
+#include "bench/raw_cuda.h"
 
 namespace {
 
@@ -27,7 +27,8 @@ RawChainSeconds RawCudaChain(int length) {
   cudaStream_t s[2];
   float* x = nullptr;
   if (!Ok(cudaStreamCreateWithFlags(&s[0], cudaStreamNonBlocking), "stream") ||
-      !Ok(cudaStreamCreateWithFlags(&s[1], cudaStreamNonBlocking), "stream") || !Ok(cudaMalloc(&x, 4), "malloc")) {
+      !Ok(cudaStreamCreateWithFlags(&s[1], cudaStreamNonBlocking), "stream") ||
+      !Ok(cudaMalloc(&x, 4), "malloc")) {
     return {};
   }
   cudaEvent_t* ev = new cudaEvent_t[length];

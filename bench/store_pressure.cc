@@ -8,7 +8,6 @@
 #include <prism/prism.h>
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -34,7 +33,8 @@ int main(int argc, char** argv) {
   if (prism::IsWorkerProcess()) prism::Init();
   CLI::App app{"prism object store under pressure"};
   uint64_t spill_mib = 768, store_mib = 1024;
-  app.add_option("--spill-mib", spill_mib, "the object that must be spilled, MiB")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--spill-mib", spill_mib, "the object that must be spilled, MiB")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--store-mib", store_mib, "the object store, MiB")->check(CLI::Range(64, 1 << 20));
   CLI11_PARSE(app, argc, argv);
   const uint64_t mib = 1 << 20;
@@ -66,13 +66,17 @@ int main(int argc, char** argv) {
   auto s = prism::GetObjectStoreStats();
   bool spilled = s.spills_total > 0;
   prism::Buffer back = prism::Get(first);  // read back from disk
-  bool intact = back.size() == big.size() && back.data()[0] == 7 && back.data()[back.size() - 1] == 7;
-  std::printf("spill of %llu MiB (spilled: %s, read back intact: %s): put needing it took %.0f ms\n",
-              static_cast<unsigned long long>(spill_mib), spilled ? "yes" : "NO", intact ? "yes" : "NO",
-              Micros(put_end - put_start) / 1000);
-  std::printf("daemon stats request during it: %zu answered, p50 %.0f us, max %.0f us\n", stats_us.size(),
-              Percentile(stats_us, 0.5), stats_us.empty() ? 0 : *std::max_element(stats_us.begin(), stats_us.end()));
-  std::printf("128 KiB put during it: %zu done, p50 %.0f us, max %.0f us\n", put_us.size(), Percentile(put_us, 0.5),
+  bool intact =
+      back.size() == big.size() && back.data()[0] == 7 && back.data()[back.size() - 1] == 7;
+  std::printf(
+      "spill of %llu MiB (spilled: %s, read back intact: %s): put needing it took %.0f ms\n",
+      static_cast<unsigned long long>(spill_mib), spilled ? "yes" : "NO", intact ? "yes" : "NO",
+      Micros(put_end - put_start) / 1000);
+  std::printf("daemon stats request during it: %zu answered, p50 %.0f us, max %.0f us\n",
+              stats_us.size(), Percentile(stats_us, 0.5),
+              stats_us.empty() ? 0 : *std::max_element(stats_us.begin(), stats_us.end()));
+  std::printf("128 KiB put during it: %zu done, p50 %.0f us, max %.0f us\n", put_us.size(),
+              Percentile(put_us, 0.5),
               put_us.empty() ? 0 : *std::max_element(put_us.begin(), put_us.end()));
   prism::Shutdown();
   return spilled && intact ? 0 : 1;

@@ -1,12 +1,5 @@
 // The gloo backend: host memory (and sim device memory, which is host memory), gloo's TCP
 // transport on loopback, its rendezvous through prism's control store.
-#include "base/mutex.h"
-#include "collectives/internal.h"
-
-#include "runtime/process_runtime.h"
-
-#include <prism/gpu/float16.h>
-
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
@@ -15,11 +8,16 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+#include <prism/gpu/float16.h>
 
 #include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
+
+#include "base/mutex.h"
+#include "collectives/internal.h"
+#include "runtime/process_runtime.h"
 
 namespace prism::collective::internal {
 
@@ -28,7 +26,8 @@ namespace {
 // Gloo's key-value store on prism's control store: a generation's keys under its prefix.
 class ControlStore final : public gloo::rendezvous::Store {
  public:
-  ControlStore(std::string prefix, std::chrono::milliseconds timeout) : prefix_(std::move(prefix)), timeout_(timeout) {}
+  ControlStore(std::string prefix, std::chrono::milliseconds timeout)
+      : prefix_(std::move(prefix)), timeout_(timeout) {}
   void set(const std::string& key, const std::vector<char>& data) override {
     KvSet(prefix_ + key, std::string(data.begin(), data.end()));
   }
@@ -39,10 +38,12 @@ class ControlStore final : public gloo::rendezvous::Store {
     return std::vector<char>(v->begin(), v->end());
   }
   void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
     std::vector<std::string> full;
     for (const auto& k : keys) full.push_back(prefix_ + k);
-    if (!KvWait(full, timeout)) throw std::runtime_error("timed out waiting for the other ranks' addresses");
+    if (!KvWait(full, timeout))
+      throw std::runtime_error("timed out waiting for the other ranks' addresses");
   }
 
  private:
@@ -88,21 +89,31 @@ using ReduceFn = void (*)(void*, const void*, const void*, size_t);
 template <ReduceOp kOp>
 ReduceFn ReduceFor(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return ReduceHalf<gpu::HalfToFloat, gpu::FloatToHalf, kOp>;
-    case DType::kBFloat16: return ReduceHalf<gpu::BFloat16ToFloat, gpu::FloatToBFloat16, kOp>;
-    case DType::kFloat32: return ReduceNative<float, kOp>;
-    case DType::kFloat64: return ReduceNative<double, kOp>;
-    case DType::kInt32: return ReduceNative<int32_t, kOp>;
-    default: return ReduceNative<int64_t, kOp>;
+    case DType::kFloat16:
+      return ReduceHalf<gpu::HalfToFloat, gpu::FloatToHalf, kOp>;
+    case DType::kBFloat16:
+      return ReduceHalf<gpu::BFloat16ToFloat, gpu::FloatToBFloat16, kOp>;
+    case DType::kFloat32:
+      return ReduceNative<float, kOp>;
+    case DType::kFloat64:
+      return ReduceNative<double, kOp>;
+    case DType::kInt32:
+      return ReduceNative<int32_t, kOp>;
+    default:
+      return ReduceNative<int64_t, kOp>;
   }
 }
 
 ReduceFn ReduceFunction(DType dtype, ReduceOp op) {
   switch (op) {
-    case ReduceOp::kProd: return ReduceFor<ReduceOp::kProd>(dtype);
-    case ReduceOp::kMin: return ReduceFor<ReduceOp::kMin>(dtype);
-    case ReduceOp::kMax: return ReduceFor<ReduceOp::kMax>(dtype);
-    default: return ReduceFor<ReduceOp::kSum>(dtype);
+    case ReduceOp::kProd:
+      return ReduceFor<ReduceOp::kProd>(dtype);
+    case ReduceOp::kMin:
+      return ReduceFor<ReduceOp::kMin>(dtype);
+    case ReduceOp::kMax:
+      return ReduceFor<ReduceOp::kMax>(dtype);
+    default:
+      return ReduceFor<ReduceOp::kSum>(dtype);
   }
 }
 
@@ -113,12 +124,24 @@ void DivideInPlace(void* data, size_t n, DType dtype, int size) {
   };
   auto id = [](auto v) { return v; };
   switch (dtype) {
-    case DType::kFloat16: each(static_cast<uint16_t*>(data), gpu::HalfToFloat, gpu::FloatToHalf); break;
-    case DType::kBFloat16: each(static_cast<uint16_t*>(data), gpu::BFloat16ToFloat, gpu::FloatToBFloat16); break;
-    case DType::kFloat32: each(static_cast<float*>(data), id, id); break;
-    case DType::kFloat64: each(static_cast<double*>(data), id, id); break;
-    case DType::kInt32: each(static_cast<int32_t*>(data), id, id); break;
-    default: each(static_cast<int64_t*>(data), id, id); break;
+    case DType::kFloat16:
+      each(static_cast<uint16_t*>(data), gpu::HalfToFloat, gpu::FloatToHalf);
+      break;
+    case DType::kBFloat16:
+      each(static_cast<uint16_t*>(data), gpu::BFloat16ToFloat, gpu::FloatToBFloat16);
+      break;
+    case DType::kFloat32:
+      each(static_cast<float*>(data), id, id);
+      break;
+    case DType::kFloat64:
+      each(static_cast<double*>(data), id, id);
+      break;
+    case DType::kInt32:
+      each(static_cast<int32_t*>(data), id, id);
+      break;
+    default:
+      each(static_cast<int64_t*>(data), id, id);
+      break;
   }
 }
 
@@ -126,10 +149,18 @@ void DivideInPlace(void* data, size_t n, DType dtype, int size) {
 template <typename F>
 void WithCarrier(DType dtype, F f) {
   switch (ElementSize(dtype)) {
-    case 1: f(uint8_t{}); break;
-    case 2: f(uint16_t{}); break;
-    case 4: f(uint32_t{}); break;
-    default: f(uint64_t{}); break;
+    case 1:
+      f(uint8_t{});
+      break;
+    case 2:
+      f(uint16_t{});
+      break;
+    case 4:
+      f(uint32_t{});
+      break;
+    default:
+      f(uint64_t{});
+      break;
   }
 }
 
@@ -141,7 +172,8 @@ class GlooGroup final : public Group {
         context_(std::move(context)),
         timeout_(info.timeout) {}
 
-  void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+  void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                 gpu::Stream* stream) override {
     Run("allreduce", dtype, stream, [&] {
       if (count == 0) return;
       WithCarrier(dtype, [&](auto carrier) {
@@ -158,7 +190,8 @@ class GlooGroup final : public Group {
     });
   }
 
-  void AllGather(const void* send, void* recv, size_t count, DType dtype, gpu::Stream* stream) override {
+  void AllGather(const void* send, void* recv, size_t count, DType dtype,
+                 gpu::Stream* stream) override {
     Run("allgather", dtype, stream, [&] {
       if (count == 0) return;
       WithCarrier(dtype, [&](auto carrier) {
@@ -173,7 +206,8 @@ class GlooGroup final : public Group {
     });
   }
 
-  void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+  void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                     gpu::Stream* stream) override {
     // An allreduce of the whole buffer, of which this rank keeps its block (gloo 0.5 has no
     // reduce-scatter of its own): twice the bytes of a ring reduce-scatter.
     CheckDType(dtype);
@@ -201,14 +235,16 @@ class GlooGroup final : public Group {
     });
   }
 
-  void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root, gpu::Stream* stream) override {
+  void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root,
+              gpu::Stream* stream) override {
     CheckRank(root, "root");
     Run("reduce", dtype, stream, [&] {
       if (count == 0) return;
       std::vector<uint8_t> scratch, input;
       void* out = recv;
       if (send == recv) {  // in place: gloo reads its input while it writes the output
-        input.assign(static_cast<const uint8_t*>(send), static_cast<const uint8_t*>(send) + count * ElementSize(dtype));
+        input.assign(static_cast<const uint8_t*>(send),
+                     static_cast<const uint8_t*>(send) + count * ElementSize(dtype));
         send = input.data();
       }
       if (rank() != root || out == nullptr) {  // gloo wants an output everywhere
@@ -233,7 +269,8 @@ class GlooGroup final : public Group {
   void Send(const void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
     CheckPeer(peer);
     Run("send", dtype, stream, [&] {
-      auto buf = context_->createUnboundBuffer(const_cast<void*>(buffer), count * ElementSize(dtype));
+      auto buf =
+          context_->createUnboundBuffer(const_cast<void*>(buffer), count * ElementSize(dtype));
       buf->send(peer, PairSlot(sends_, peer));
       if (!buf->waitSend(timeout_)) throw std::runtime_error("the send was aborted");
     });
@@ -265,7 +302,8 @@ class GlooGroup final : public Group {
         posted.push_back(std::move(buf));
       }
       for (size_t i = 0; i < ops.size(); ++i) {
-        bool done = ops[i].kind == P2POp::Kind::kSend ? posted[i]->waitSend(timeout_) : posted[i]->waitRecv(timeout_);
+        bool done = ops[i].kind == P2POp::Kind::kSend ? posted[i]->waitSend(timeout_)
+                                                      : posted[i]->waitRecv(timeout_);
         if (!done) throw std::runtime_error("a send or receive of the batch was aborted");
       }
     });
@@ -301,7 +339,8 @@ class GlooGroup final : public Group {
     auto backend = CurrentRuntime()->GpuBackend();
     if (!backend.ok() || (*backend)->name() != "sim") {
       throw InvalidArgumentError("collective group '" + name() +
-                                 "': gloo takes host memory (and sim device memory); CUDA device memory goes through nccl");
+                                 "': gloo takes host memory (and sim device memory); CUDA device "
+                                 "memory goes through nccl");
     }
     Status st = stream->Synchronize();
     if (!st.ok()) throw RuntimeError("collective group '" + name() + "': " + st.ToString());
@@ -323,8 +362,8 @@ class GlooGroup final : public Group {
       body();
     } catch (const std::exception& e) {
       broken_ = internal::Diagnose(info_, op, e.what(), seq);
-      throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
-                            std::to_string(size()) + "): " + broken_);
+      throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) +
+                            " of " + std::to_string(size()) + "): " + broken_);
     }
   }
 
@@ -355,8 +394,9 @@ std::unique_ptr<Group> JoinGloo(const JoinInfo& info) {
     context->connectFullMesh(store, device);
     return std::make_unique<GlooGroup>(info, std::move(context));
   } catch (const std::exception& e) {
-    throw CollectiveError("collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
-                          std::to_string(info.size) + "): cannot connect to the other ranks: " + e.what());
+    throw CollectiveError("collective group '" + info.name + "' (rank " +
+                          std::to_string(info.rank) + " of " + std::to_string(info.size) +
+                          "): cannot connect to the other ranks: " + e.what());
   }
 }
 

@@ -1,21 +1,12 @@
 // Groups: their declarations in the control store, this process's memberships, joining (with the
 // torch.distributed environment), destroying.
-#include "base/mutex.h"
-#include "collectives/internal.h"
-
-#include "base/ids.h"
-#include "base/process_info.h"
-#include "runtime/process_runtime.h"
-
-#include <prism/gpu/topology.h>
-
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <netinet/in.h>
+#include <prism/gpu/topology.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <signal.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -28,6 +19,12 @@
 #include <sstream>
 #include <thread>
 #include <tuple>
+
+#include "base/ids.h"
+#include "base/mutex.h"
+#include "base/process_info.h"
+#include "collectives/internal.h"
+#include "runtime/process_runtime.h"
 
 namespace prism::collective {
 
@@ -66,7 +63,9 @@ struct Declaration {
     for (std::string part; std::getline(in, part, ';');) f.push_back(part);
     if (text.size() && text.back() == ';') f.push_back("");
     bool v1 = f.size() == 6 && f[0] == "v1", v2 = f.size() == 7 && f[0] == "v2";
-    if (!v1 && !v2) throw RuntimeError("collective group '" + name + "' has a declaration this version cannot read");
+    if (!v1 && !v2)
+      throw RuntimeError("collective group '" + name +
+                         "' has a declaration this version cannot read");
     Declaration d;
     if (v2) {
       d.order = f[5] == "topology" ? RankOrder::kTopology : RankOrder::kAsGiven;
@@ -91,8 +90,9 @@ std::string GroupKey(const std::string& name) { return "group/" + name; }
 int TopologyRank(const std::string& name, const Declaration& d, int index) {
   std::vector<int> mine = GetGpuIds();
   std::string missing;
-  auto published = KvExchange(name + "/" + d.generation + "/gpu/", index, d.size,
-                              mine.empty() ? "-1" : std::to_string(mine.front()), d.timeout, &missing);
+  auto published =
+      KvExchange(name + "/" + d.generation + "/gpu/", index, d.size,
+                 mine.empty() ? "-1" : std::to_string(mine.front()), d.timeout, &missing);
   if (!published) {
     throw CollectiveError("collective group '" + name + "': the actor(s) declared " + missing +
                           " did not join within " + std::to_string(d.timeout.count()) + " ms");
@@ -101,32 +101,37 @@ int TopologyRank(const std::string& name, const Declaration& d, int index) {
   for (const std::string& gpu : *published) gpus.push_back(std::atoi(gpu.c_str()));
   std::vector<int> sorted = gpus;
   std::sort(sorted.begin(), sorted.end());
-  if (sorted.front() < 0 || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return index;
+  if (sorted.front() < 0 || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    return index;
   const char* spec = std::getenv("PRISM_GPU_TOPOLOGY");
-  Result<gpu::Topology> topology = spec != nullptr && *spec ? gpu::Topology::Load(spec) : gpu::Topology::Discover();
+  Result<gpu::Topology> topology =
+      spec != nullptr && *spec ? gpu::Topology::Load(spec) : gpu::Topology::Discover();
   if (!topology.ok() || sorted.back() >= topology->gpu_count()) return index;
   std::vector<int> ring = topology->RingOrder(gpus);
   return static_cast<int>(std::find(ring.begin(), ring.end(), gpus[index]) - ring.begin());
 }
 
 void CheckName(const std::string& name) {
-  if (name.empty() || name.size() > 200 ||
-      !std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; })) {
-    throw InvalidArgumentError("a collective group's name is 1 to 200 letters, digits, '-', '_' or '.': '" + name + "'");
+  if (name.empty() || name.size() > 200 || !std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+      })) {
+    throw InvalidArgumentError(
+        "a collective group's name is 1 to 200 letters, digits, '-', '_' or '.': '" + name + "'");
   }
 }
 
 void CheckOptions(const GroupOptions& options) {
-  if (options.timeout.count() <= 0) throw InvalidArgumentError("a collective group's timeout must be positive");
+  if (options.timeout.count() <= 0)
+    throw InvalidArgumentError("a collective group's timeout must be positive");
 }
 
 struct Registry {
   Mutex mu;
   std::map<std::string, std::unique_ptr<Group>> groups;
   std::map<std::string, std::string> generations;  // of the groups joined
-  std::map<std::string, JoinInfo> infos;            // of the groups joined (with their ranks' pids)
-  std::map<std::string, uint64_t> splits;           // SplitGroup calls on each so far
-  std::set<std::string> split_failed;               // groups a split of which failed here
+  std::map<std::string, JoinInfo> infos;           // of the groups joined (with their ranks' pids)
+  std::map<std::string, uint64_t> splits;          // SplitGroup calls on each so far
+  std::set<std::string> split_failed;              // groups a split of which failed here
   std::map<std::string, std::shared_ptr<Mutex>> join_locks;  // one join of a name at a time here
 };
 Registry& TheRegistry() {
@@ -164,8 +169,10 @@ int FreePort() {
 // The nccl backend: libprism_collective_nccl.so next to this library, loaded when first asked for.
 struct NcclLibrary {
   int (*unique_id)(char* out, char* error, size_t size) = nullptr;
-  int (*join)(const JoinInfo* info, const char* id, Group** out, char* error, size_t size) = nullptr;
-  int (*split)(Group* parent, const JoinInfo* info, int color, Group** out, char* error, size_t size) = nullptr;
+  int (*join)(const JoinInfo* info, const char* id, Group** out, char* error,
+              size_t size) = nullptr;
+  int (*split)(Group* parent, const JoinInfo* info, int color, Group** out, char* error,
+               size_t size) = nullptr;
   std::string error;
 };
 
@@ -181,7 +188,8 @@ const NcclLibrary& Nccl() {
     l.unique_id = reinterpret_cast<decltype(l.unique_id)>(dlsym(*h, "prism_nccl_unique_id"));
     l.join = reinterpret_cast<decltype(l.join)>(dlsym(*h, "prism_nccl_join"));
     l.split = reinterpret_cast<decltype(l.split)>(dlsym(*h, "prism_nccl_split"));
-    if (!l.unique_id || !l.join || !l.split) l.error = "libprism_collective_nccl.so lacks its entry points";
+    if (!l.unique_id || !l.join || !l.split)
+      l.error = "libprism_collective_nccl.so lacks its entry points";
     return l;
   }();
   return lib;
@@ -189,8 +197,8 @@ const NcclLibrary& Nccl() {
 
 std::unique_ptr<Group> JoinNccl(const JoinInfo& info) {
   const NcclLibrary& lib = Nccl();
-  std::string head = "collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
-                     std::to_string(info.size) + "): ";
+  std::string head = "collective group '" + info.name + "' (rank " + std::to_string(info.rank) +
+                     " of " + std::to_string(info.size) + "): ";
   if (!lib.error.empty()) throw InvalidArgumentError(head + lib.error);
   char error[512] = {};
   std::string key = info.prefix() + "nccl_id";
@@ -199,11 +207,13 @@ std::unique_ptr<Group> JoinNccl(const JoinInfo& info) {
     if (lib.unique_id(id, error, sizeof error) != 0) throw CollectiveError(head + error);
     KvPutIfAbsent(key, std::string(id, sizeof id));
   }
-  if (!KvWait({key}, info.timeout)) throw CollectiveError(head + "rank 0 did not publish the nccl unique id in time");
+  if (!KvWait({key}, info.timeout))
+    throw CollectiveError(head + "rank 0 did not publish the nccl unique id in time");
   std::string id = KvGet(key).value_or("");
   if (id.size() != 128) throw CollectiveError(head + "a malformed nccl unique id");
   Group* group = nullptr;
-  if (lib.join(&info, id.data(), &group, error, sizeof error) != 0) throw CollectiveError(head + error);
+  if (lib.join(&info, id.data(), &group, error, sizeof error) != 0)
+    throw CollectiveError(head + error);
   return std::unique_ptr<Group>(group);
 }
 
@@ -218,7 +228,8 @@ Group& Join(JoinInfo info) {
   }
   // torch.distributed's environment (env://): rank 0 publishes where its store will listen.
   std::string master_key = info.prefix() + "master";
-  if (info.rank == 0 && info.environment) KvPutIfAbsent(master_key, "127.0.0.1:" + std::to_string(FreePort()));
+  if (info.rank == 0 && info.environment)
+    KvPutIfAbsent(master_key, "127.0.0.1:" + std::to_string(FreePort()));
   Rendezvous(info);
   std::unique_ptr<Group> group;
   if (info.backend == Backend::kGloo) {
@@ -254,11 +265,11 @@ bool Recreated(const std::string& name, const std::string& generation) {
   return text && Declaration::Decode(name, *text).generation != generation;
 }
 
-namespace {
+namespace {}  // namespace
 
-}  // namespace
-
-void KvSet(const std::string& key, const std::string& value) { Core()->KvPut(kNamespace, key, value, true); }
+void KvSet(const std::string& key, const std::string& value) {
+  Core()->KvPut(kNamespace, key, value, true);
+}
 bool KvPutIfAbsent(const std::string& key, const std::string& value) {
   return !Core()->KvPut(kNamespace, key, value, false);
 }
@@ -280,7 +291,8 @@ bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds time
 }
 
 std::optional<std::vector<std::string>> KvExchange(const std::string& prefix, int index, int size,
-                                                   const std::string& value, std::chrono::milliseconds timeout,
+                                                   const std::string& value,
+                                                   std::chrono::milliseconds timeout,
                                                    std::string* missing) {
   KvSet(prefix + std::to_string(index), value);
   std::vector<std::string> keys;
@@ -299,11 +311,12 @@ std::optional<std::vector<std::string>> KvExchange(const std::string& prefix, in
 
 void Rendezvous(JoinInfo& info) {
   std::string missing;
-  auto pids = KvExchange(info.prefix() + "joined/", info.rank, info.size, std::to_string(getpid()), info.timeout,
-                         &missing);
+  auto pids = KvExchange(info.prefix() + "joined/", info.rank, info.size, std::to_string(getpid()),
+                         info.timeout, &missing);
   if (!pids) {
-    throw CollectiveError("collective group '" + info.name + "' (rank " + std::to_string(info.rank) + " of " +
-                          std::to_string(info.size) + "): rank " + missing + " did not join within " +
+    throw CollectiveError("collective group '" + info.name + "' (rank " +
+                          std::to_string(info.rank) + " of " + std::to_string(info.size) +
+                          "): rank " + missing + " did not join within " +
                           std::to_string(info.timeout.count()) + " ms");
   }
   info.pids.clear();
@@ -318,7 +331,8 @@ std::string Diagnose(const JoinInfo& info, const char* op, const std::string& wh
     for (int r = 0; r < info.size && r < static_cast<int>(info.pids.size()); ++r) {
       if (r == info.rank || info.pids[r] <= 0) continue;
       if (ProcessGone(info.pids[r])) {
-        gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(info.pids[r]) + ")";
+        gone += (gone.empty() ? "" : ", ") + std::to_string(r) + " (pid " +
+                std::to_string(info.pids[r]) + ")";
       }
     }
     if (gone.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -334,13 +348,14 @@ std::string Diagnose(const JoinInfo& info, const char* op, const std::string& wh
     do {
       absent.clear();
       for (int r = 0; r < info.size; ++r) {
-        if (!KvGet(prefix + std::to_string(r))) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
+        if (!KvGet(prefix + std::to_string(r)))
+          absent += (absent.empty() ? "" : ", ") + std::to_string(r);
       }
       if (!absent.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     } while (!absent.empty() && std::chrono::steady_clock::now() < until);
     if (!absent.empty()) {
-      return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) + " ms: rank " +
-             absent + " did not take part (" + what + ")";
+      return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) +
+             " ms: rank " + absent + " did not take part (" + what + ")";
     }
   }
   return std::string(op) + " did not complete within " + std::to_string(info.timeout.count()) +
@@ -350,11 +365,13 @@ std::string Diagnose(const JoinInfo& info, const char* op, const std::string& wh
 size_t ElementSize(DType dtype) { return gpu::DTypeSize(dtype); }
 
 bool Reduces(const char* op) {
-  return std::strcmp(op, "allreduce") == 0 || std::strcmp(op, "reduce-scatter") == 0 || std::strcmp(op, "reduce") == 0;
+  return std::strcmp(op, "allreduce") == 0 || std::strcmp(op, "reduce-scatter") == 0 ||
+         std::strcmp(op, "reduce") == 0;
 }
 
 bool IsCollective(const char* op) {
-  return std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 && std::strcmp(op, "sendrecv") != 0;
+  return std::strcmp(op, "send") != 0 && std::strcmp(op, "recv") != 0 &&
+         std::strcmp(op, "sendrecv") != 0;
 }
 
 void CheckDType(DType dtype, bool reduces) {
@@ -368,9 +385,10 @@ void CheckDType(DType dtype, bool reduces) {
     case DType::kInt64:
       return;
     default:
-      throw InvalidArgumentError(std::string("collectives take float16, bfloat16, float32, float64, int32 and int64") +
-                                 (reduces ? "" : " (and uint8 where nothing is reduced)") + ", not " +
-                                 std::string(gpu::DTypeName(dtype)));
+      throw InvalidArgumentError(
+          std::string("collectives take float16, bfloat16, float32, float64, int32 and int64") +
+          (reduces ? "" : " (and uint8 where nothing is reduced)") + ", not " +
+          std::string(gpu::DTypeName(dtype)));
   }
 }
 
@@ -378,7 +396,8 @@ void DeclareGroup(const std::vector<ActorId>& members, Backend backend, const st
                   const GroupOptions& options) {
   CheckName(name);
   CheckOptions(options);
-  if (members.empty()) throw InvalidArgumentError("collective group '" + name + "' needs at least one actor");
+  if (members.empty())
+    throw InvalidArgumentError("collective group '" + name + "' needs at least one actor");
   Declaration d;
   d.backend = backend;
   d.size = static_cast<int>(members.size());
@@ -386,14 +405,17 @@ void DeclareGroup(const std::vector<ActorId>& members, Backend backend, const st
   d.generation = RandomUniqueId().Hex().substr(0, 16);
   d.order = options.order;
   for (const ActorId& a : members) {
-    if (a.IsNil()) throw InvalidArgumentError("collective group '" + name + "': an empty ActorHandle");
+    if (a.IsNil())
+      throw InvalidArgumentError("collective group '" + name + "': an empty ActorHandle");
     if (std::find(d.members.begin(), d.members.end(), a.Hex()) != d.members.end()) {
-      throw InvalidArgumentError("collective group '" + name + "': actor " + a.Hex() + " is named twice");
+      throw InvalidArgumentError("collective group '" + name + "': actor " + a.Hex() +
+                                 " is named twice");
     }
     d.members.push_back(a.Hex());
   }
   if (!KvPutIfAbsent(GroupKey(name), d.Encode())) {
-    throw InvalidArgumentError("a collective group named '" + name + "' exists already (DestroyGroup it first)");
+    throw InvalidArgumentError("a collective group named '" + name +
+                               "' exists already (DestroyGroup it first)");
   }
 }
 
@@ -419,12 +441,14 @@ Group& GetGroup(const std::string& name) {
   }
   Declaration d = Declaration::Decode(name, *text);
   if (d.members.empty()) {
-    throw InvalidArgumentError("collective group '" + name + "' is declared by its ranks: join it with InitGroup");
+    throw InvalidArgumentError("collective group '" + name +
+                               "' is declared by its ranks: join it with InitGroup");
   }
   ActorId me = Core()->actor_id();
   auto at = std::find(d.members.begin(), d.members.end(), me.IsNil() ? std::string("-") : me.Hex());
   if (at == d.members.end()) {
-    throw InvalidArgumentError("this process (" + (me.IsNil() ? std::string("not an actor") : "actor " + me.Hex()) +
+    throw InvalidArgumentError("this process (" +
+                               (me.IsNil() ? std::string("not an actor") : "actor " + me.Hex()) +
                                ") is not a member of collective group '" + name + "'");
   }
   int rank = static_cast<int>(at - d.members.begin());
@@ -433,7 +457,8 @@ Group& GetGroup(const std::string& name) {
   return Join(info);
 }
 
-Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options) {
+Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend,
+                 GroupOptions options) {
   return internal::InitGroupOn(name, world_size, rank, backend, options, 0, true);
 }
 
@@ -442,8 +467,8 @@ Group& internal::InitGroupOn(const std::string& name, int world_size, int rank, 
   CheckName(name);
   CheckOptions(options);
   if (world_size < 1 || rank < 0 || rank >= world_size) {
-    throw InvalidArgumentError("collective group '" + name + "': rank " + std::to_string(rank) + " of " +
-                               std::to_string(world_size) + " is out of range");
+    throw InvalidArgumentError("collective group '" + name + "': rank " + std::to_string(rank) +
+                               " of " + std::to_string(world_size) + " is out of range");
   }
   Declaration mine;
   mine.backend = backend;
@@ -452,15 +477,18 @@ Group& internal::InitGroupOn(const std::string& name, int world_size, int rank, 
   mine.generation = RandomUniqueId().Hex().substr(0, 16);
   KvPutIfAbsent(GroupKey(name), mine.Encode());  // the first rank's declaration stands
   auto text = KvGet(GroupKey(name));
-  if (!text) throw CollectiveError("collective group '" + name + "' was destroyed while it was being joined");
+  if (!text)
+    throw CollectiveError("collective group '" + name +
+                          "' was destroyed while it was being joined");
   Declaration d = Declaration::Decode(name, *text);
   if (!d.members.empty()) {
-    throw InvalidArgumentError("collective group '" + name + "' was created from the driver: join it with GetGroup");
+    throw InvalidArgumentError("collective group '" + name +
+                               "' was created from the driver: join it with GetGroup");
   }
   if (d.size != world_size || d.backend != backend) {
-    throw InvalidArgumentError("collective group '" + name + "' is a " + BackendName(d.backend) + " group of " +
-                               std::to_string(d.size) + " ranks, not " + BackendName(backend) + " of " +
-                               std::to_string(world_size));
+    throw InvalidArgumentError("collective group '" + name + "' is a " + BackendName(d.backend) +
+                               " group of " + std::to_string(d.size) + " ranks, not " +
+                               BackendName(backend) + " of " + std::to_string(world_size));
   }
   JoinInfo info{name, d.generation, rank, d.size, d.backend, d.timeout};
   info.device = device;
@@ -472,7 +500,8 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
   using namespace internal;
   CheckName(name);
   if (color < kNoColor) {
-    throw InvalidArgumentError("collective group '" + parent + "': a split's color is >= 0, or kNoColor, not " +
+    throw InvalidArgumentError("collective group '" + parent +
+                               "': a split's color is >= 0, or kNoColor, not " +
                                std::to_string(color));
   }
   Registry& r = TheRegistry();
@@ -495,8 +524,8 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
     failed_before = r.split_failed.count(parent) > 0;
     in_use = r.groups.count(name) > 0;
   }
-  std::string head = "collective group '" + parent + "' (rank " + std::to_string(from.rank) + " of " +
-                     std::to_string(from.size) + "): split number " + std::to_string(n);
+  std::string head = "collective group '" + parent + "' (rank " + std::to_string(from.rank) +
+                     " of " + std::to_string(from.size) + "): split number " + std::to_string(n);
   std::string prefix = from.prefix() + "split/" + std::to_string(n) + "/";
   // A split that failed on a rank (refused, or not every rank came) leaves the ranks' split counts
   // apart: the group splits no more; the ranks say so in the control store.
@@ -509,14 +538,18 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
     throw error;
   };
   if (failed_before) {
-    fail(CollectiveError(head + ": an earlier split of it failed: destroy the group and create it again"));
+    fail(CollectiveError(head +
+                         ": an earlier split of it failed: destroy the group and create it again"));
   }
-  if (in_use) fail(InvalidArgumentError(head + ": a collective group named '" + name + "' is in use in this process"));
+  if (in_use)
+    fail(InvalidArgumentError(head + ": a collective group named '" + name +
+                              "' is in use in this process"));
   if (KvGet(GroupKey(name))) {
     fail(InvalidArgumentError(head + ": a collective group named '" + name +
                               "' is declared already (a subgroup needs a name of its own)"));
   }
-  if (p->broken()) fail(CollectiveError(head + ": the group is broken: destroy it and create it again"));
+  if (p->broken())
+    fail(CollectiveError(head + ": the group is broken: destroy it and create it again"));
   // Every rank's color and key, through the control store.
   // (Waited for in slices: a rank on which it failed says so meanwhile.)
   std::string missing;
@@ -524,16 +557,19 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
   auto deadline = std::chrono::steady_clock::now() + from.timeout;
   while (!chosen) {
     if (KvGet(prefix + "failed")) {
-      fail(CollectiveError(head + ": it failed on another rank" +
-                           (missing.empty() ? std::string() : " (rank " + missing + " did not come)")));
+      fail(CollectiveError(
+          head + ": it failed on another rank" +
+          (missing.empty() ? std::string() : " (rank " + missing + " did not come)")));
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       fail(CollectiveError(head + ": rank " + missing + " did not come within " +
                            std::to_string(from.timeout.count()) + " ms"));
     }
-    chosen = KvExchange(prefix, from.rank, from.size, std::to_string(color) + "," + std::to_string(key),
-                        std::min(left, std::chrono::milliseconds(100)), &missing);
+    chosen =
+        KvExchange(prefix, from.rank, from.size, std::to_string(color) + "," + std::to_string(key),
+                   std::min(left, std::chrono::milliseconds(100)), &missing);
   }
   if (KvGet(prefix + "failed")) fail(CollectiveError(head + ": it failed on another rank"));
   std::vector<std::tuple<int, int>> mine;  // (key, parent rank) of this color's ranks
@@ -578,7 +614,8 @@ Group* SplitGroup(const std::string& parent, const std::string& name, int color,
   MutexLock lock(r.mu);
   auto& slot = r.groups[name];
   if (slot) {  // (joined under that name meanwhile, by another thread)
-    throw InvalidArgumentError(head + ": a collective group named '" + name + "' is in use in this process");
+    throw InvalidArgumentError(head + ": a collective group named '" + name +
+                               "' is in use in this process");
   }
   slot = std::move(group);
   r.generations[name] = info.generation;
@@ -608,7 +645,8 @@ void DestroyGroup(const std::string& name) {
   mine.reset();  // closes its connections
   if (auto text = KvGet(GroupKey(name))) {
     // Its rendezvous keys go with the declaration (a member that destroyed it before its peers
-    // did leaves them the keys they still read: the declaration's generation changes on re-creation).
+    // did leaves them the keys they still read: the declaration's generation changes on
+    // re-creation).
     KvDelete(GroupKey(name));
   }
 }

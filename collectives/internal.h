@@ -30,7 +30,8 @@ bool KvWait(const std::vector<std::string>& keys, std::chrono::milliseconds time
 // Publishes `value` as `index`'s under `prefix` (keys <prefix><i>) and waits for every one of
 // `size`: their values, or nothing when some did not come in time (`missing` names them).
 std::optional<std::vector<std::string>> KvExchange(const std::string& prefix, int index, int size,
-                                                   const std::string& value, std::chrono::milliseconds timeout,
+                                                   const std::string& value,
+                                                   std::chrono::milliseconds timeout,
                                                    std::string* missing);
 
 // What a rank needs to join: the group, its generation (a fresh one each time it is created), and
@@ -42,8 +43,8 @@ struct JoinInfo {
   int size = 0;
   Backend backend = Backend::kGloo;
   std::chrono::milliseconds timeout{30000};
-  std::vector<int> pids;  // each rank's process, once all joined (to name a dead one)
-  int device = 0;         // nccl: this process's CUDA device for the communicator
+  std::vector<int> pids;    // each rank's process, once all joined (to name a dead one)
+  int device = 0;           // nccl: this process's CUDA device for the communicator
   bool environment = true;  // sets RANK, WORLD_SIZE, ... (not for prism's own pair groups)
   std::string prefix() const { return name + "/" + generation + "/"; }
 };
@@ -58,7 +59,8 @@ void Rendezvous(JoinInfo& info);
 // a timeout on live ones.
 // `seq` > 0: the group's collective operation of that number (every rank counts the same), for
 // naming a live rank that did not take part in it.
-std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what, uint64_t seq = 0);
+std::string Diagnose(const JoinInfo& info, const char* op, const std::string& what,
+                     uint64_t seq = 0);
 
 // Connects this rank to the others through the control store (gloo's TCP transport on loopback).
 // Throws CollectiveError naming the ranks that did not join in time.
@@ -79,7 +81,7 @@ bool IsCollective(const char* op);
 
 // InitGroup for prism's own groups: the communicator on CUDA device `device`; `environment`:
 // whether joining sets the torch.distributed variables.
-Group& InitGroupOn(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options,
-                   int device, bool environment);
+Group& InitGroupOn(const std::string& name, int world_size, int rank, Backend backend,
+                   GroupOptions options, int device, bool environment);
 
 }  // namespace prism::collective::internal

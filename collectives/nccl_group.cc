@@ -1,16 +1,12 @@
-// The nccl backend (libprism_collective_nccl.so, loaded by libprism_collective when a group asks for
-// it, so nothing else needs NCCL or the CUDA runtime): CUDA device memory, every operation queued
-// on the caller's stream with no host synchronization. A communicator forms non-blocking (so its
-// init can time out), then operations go through a blocking one split from it; a watchdog thread
-// aborts it (ncclCommAbort) when an operation is not done within the timeout or NCCL reports an
-// asynchronous error, so a dead or stalled rank turns into CollectiveError.
-#include "base/mutex.h"
-#include "collectives/internal.h"
-
-#include <prism/gpu/context.h>
-
+// The nccl backend (libprism_collective_nccl.so, loaded by libprism_collective when a group asks
+// for it, so nothing else needs NCCL or the CUDA runtime): CUDA device memory, every operation
+// queued on the caller's stream with no host synchronization. A communicator forms non-blocking (so
+// its init can time out), then operations go through a blocking one split from it; a watchdog
+// thread aborts it (ncclCommAbort) when an operation is not done within the timeout or NCCL reports
+// an asynchronous error, so a dead or stalled rank turns into CollectiveError.
 #include <cuda_runtime.h>
 #include <nccl.h>
+#include <prism/gpu/context.h>
 
 #include <condition_variable>
 #include <cstdio>
@@ -20,35 +16,53 @@
 #include <thread>
 #include <vector>
 
+#include "base/mutex.h"
+#include "collectives/internal.h"
+
 namespace prism::collective::internal {
 namespace {
 
 ncclDataType_t ToNccl(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return ncclFloat16;
-    case DType::kBFloat16: return ncclBfloat16;
-    case DType::kFloat32: return ncclFloat32;
-    case DType::kFloat64: return ncclFloat64;
-    case DType::kInt32: return ncclInt32;
-    case DType::kUInt8: return ncclUint8;
-    default: return ncclInt64;
+    case DType::kFloat16:
+      return ncclFloat16;
+    case DType::kBFloat16:
+      return ncclBfloat16;
+    case DType::kFloat32:
+      return ncclFloat32;
+    case DType::kFloat64:
+      return ncclFloat64;
+    case DType::kInt32:
+      return ncclInt32;
+    case DType::kUInt8:
+      return ncclUint8;
+    default:
+      return ncclInt64;
   }
 }
 
 ncclRedOp_t ToNccl(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kProd: return ncclProd;
-    case ReduceOp::kMin: return ncclMin;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kAvg: return ncclAvg;
-    default: return ncclSum;
+    case ReduceOp::kProd:
+      return ncclProd;
+    case ReduceOp::kMin:
+      return ncclMin;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    default:
+      return ncclSum;
   }
 }
 
 class NcclGroup final : public Group {
  public:
   NcclGroup(const JoinInfo& info, ncclComm_t comm, ncclComm_t parent, int device)
-      : Group(info.name, info.rank, info.size, Backend::kNccl), info_(info), comm_(comm), parent_(parent),
+      : Group(info.name, info.rank, info.size, Backend::kNccl),
+        info_(info),
+        comm_(comm),
+        parent_(parent),
         device_(device) {
     watchdog_ = std::thread([this] { Watch(); });
   }
@@ -71,17 +85,19 @@ class NcclGroup final : public Group {
     if (barrier_buffer_) cudaFree(barrier_buffer_);
   }
 
-  void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+  void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                 gpu::Stream* stream) override {
     Run("allreduce", dtype, stream, [&](cudaStream_t s) {
       return ncclAllReduce(send, recv, count, ToNccl(dtype), ToNccl(op), comm_, s);
     });
   }
-  void AllGather(const void* send, void* recv, size_t count, DType dtype, gpu::Stream* stream) override {
-    Run("allgather", dtype, stream, [&](cudaStream_t s) {
-      return ncclAllGather(send, recv, count, ToNccl(dtype), comm_, s);
-    });
+  void AllGather(const void* send, void* recv, size_t count, DType dtype,
+                 gpu::Stream* stream) override {
+    Run("allgather", dtype, stream,
+        [&](cudaStream_t s) { return ncclAllGather(send, recv, count, ToNccl(dtype), comm_, s); });
   }
-  void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, gpu::Stream* stream) override {
+  void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                     gpu::Stream* stream) override {
     Run("reduce-scatter", dtype, stream, [&](cudaStream_t s) {
       return ncclReduceScatter(send, recv, count, ToNccl(dtype), ToNccl(op), comm_, s);
     });
@@ -92,7 +108,8 @@ class NcclGroup final : public Group {
       return ncclBroadcast(buffer, buffer, count, ToNccl(dtype), root, comm_, s);
     });
   }
-  void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root, gpu::Stream* stream) override {
+  void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root,
+              gpu::Stream* stream) override {
     CheckRank(root, "root");
     Run("reduce", dtype, stream, [&](cudaStream_t s) {
       return ncclReduce(send, recv, count, ToNccl(dtype), ToNccl(op), root, comm_, s);
@@ -100,11 +117,13 @@ class NcclGroup final : public Group {
   }
   void Send(const void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
     CheckPeer(peer);
-    Run("send", dtype, stream, [&](cudaStream_t s) { return ncclSend(buffer, count, ToNccl(dtype), peer, comm_, s); });
+    Run("send", dtype, stream,
+        [&](cudaStream_t s) { return ncclSend(buffer, count, ToNccl(dtype), peer, comm_, s); });
   }
   void Recv(void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream) override {
     CheckPeer(peer);
-    Run("recv", dtype, stream, [&](cudaStream_t s) { return ncclRecv(buffer, count, ToNccl(dtype), peer, comm_, s); });
+    Run("recv", dtype, stream,
+        [&](cudaStream_t s) { return ncclRecv(buffer, count, ToNccl(dtype), peer, comm_, s); });
   }
   void SendRecv(const std::vector<P2POp>& ops, gpu::Stream* stream) override {
     for (const P2POp& op : ops) {
@@ -115,8 +134,9 @@ class NcclGroup final : public Group {
       ncclResult_t r = ncclGroupStart();
       if (r != ncclSuccess) return r;
       for (const P2POp& op : ops) {
-        ncclResult_t e = op.kind == P2POp::Kind::kSend ? ncclSend(op.buffer, op.count, ToNccl(op.dtype), op.peer, comm_, s)
-                                                       : ncclRecv(op.buffer, op.count, ToNccl(op.dtype), op.peer, comm_, s);
+        ncclResult_t e = op.kind == P2POp::Kind::kSend
+                             ? ncclSend(op.buffer, op.count, ToNccl(op.dtype), op.peer, comm_, s)
+                             : ncclRecv(op.buffer, op.count, ToNccl(op.dtype), op.peer, comm_, s);
         if (r == ncclSuccess) r = e;
       }
       ncclResult_t end = ncclGroupEnd();
@@ -185,8 +205,8 @@ class NcclGroup final : public Group {
 
  private:
   [[noreturn]] void Fail(const std::string& why) const {
-    throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
-                          std::to_string(size()) + "): " + why);
+    throw CollectiveError("collective group '" + name() + "' (rank " + std::to_string(rank()) +
+                          " of " + std::to_string(size()) + "): " + why);
   }
 
   template <typename F>
@@ -210,13 +230,15 @@ class NcclGroup final : public Group {
   void RunOn(const char* op, DType dtype, cudaStream_t s, F call) {
     CheckDType(dtype, Reduces(op));
     MutexLock lock(mu_);
-    if (!broken_.empty()) Fail(std::string("it is broken (") + broken_ + "): destroy it and create it again");
+    if (!broken_.empty())
+      Fail(std::string("it is broken (") + broken_ + "): destroy it and create it again");
     ncclResult_t r = call(s);
     while (r == ncclInProgress) {  // a non-blocking communicator's enqueue still going
       if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) break;
     }
     if (r != ncclSuccess) {
-      broken_ = Diagnose(info_, op, std::string(ncclGetErrorString(r)) + ": " + ncclGetLastError(comm_));
+      broken_ =
+          Diagnose(info_, op, std::string(ncclGetErrorString(r)) + ": " + ncclGetLastError(comm_));
       Fail(broken_);
     }
     uint64_t seq = IsCollective(op) ? ++collectives_ : 0;
@@ -229,7 +251,8 @@ class NcclGroup final : public Group {
         free_events_.pop_back();
       }
     }
-    if (done == nullptr && cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess) return;
+    if (done == nullptr && cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess)
+      return;
     cudaEventRecord(done, s);
     bool idle;
     {
@@ -250,7 +273,8 @@ class NcclGroup final : public Group {
         size_t n = pending_.size();
         Pending newest = pending_.back();
         bool one_stream = true;
-        for (size_t i = 0; i < n && one_stream; ++i) one_stream = pending_[i].stream == newest.stream;
+        for (size_t i = 0; i < n && one_stream; ++i)
+          one_stream = pending_[i].stream == newest.stream;
         std::vector<cudaEvent_t> oldest;
         for (size_t i = 0; i < n && i < 64; ++i) oldest.push_back(pending_[i].event);
         lock.unlock();
@@ -311,12 +335,12 @@ class NcclGroup final : public Group {
   std::thread watchdog_;
 };
 
-
 // Waits, until `deadline`, for a split of the non-blocking communicator `parent` (whose call
 // returned `r`) to finish: with `expect_child`, until *child is ready too. On failure aborts
 // what formed (the parent too when `abort_parent`) and says why in `error`.
 bool WaitSplit(ncclComm_t parent, ncclResult_t r, ncclComm_t* child, bool expect_child,
-               std::chrono::steady_clock::time_point deadline, char* error, size_t size, bool abort_parent = false) {
+               std::chrono::steady_clock::time_point deadline, char* error, size_t size,
+               bool abort_parent = false) {
   while (r == ncclInProgress || r == ncclSuccess) {
     // (With a non-blocking parent the split goes on in the background: the parent says when it
     // is done, and the new communicator whether it is ready.)
@@ -348,8 +372,8 @@ bool WaitSplit(ncclComm_t parent, ncclResult_t r, ncclComm_t* child, bool expect
 // A group from the non-blocking communicator `comm` (formed): operations go through a blocking
 // communicator split from it (every rank does the same), as on a non-blocking one each call
 // would have to poll until it is enqueued. 0 on success (else `comm` is aborted).
-int Form(const JoinInfo& info, ncclComm_t comm, int device, std::chrono::steady_clock::time_point deadline,
-         Group** out, char* error, size_t size) {
+int Form(const JoinInfo& info, ncclComm_t comm, int device,
+         std::chrono::steady_clock::time_point deadline, Group** out, char* error, size_t size) {
   ncclConfig_t blocking = NCCL_CONFIG_INITIALIZER;
   blocking.blocking = 1;
   ncclComm_t ops = nullptr;
@@ -365,7 +389,8 @@ int Form(const JoinInfo& info, ncclComm_t comm, int device, std::chrono::steady_
 using prism::collective::internal::JoinInfo;
 
 // A new unique id (128 bytes) for rank 0 to publish. 0 on success.
-extern "C" __attribute__((visibility("default"))) int prism_nccl_unique_id(char* out, char* error, size_t size) {
+extern "C" __attribute__((visibility("default"))) int prism_nccl_unique_id(char* out, char* error,
+                                                                           size_t size) {
   ncclUniqueId id;
   ncclResult_t r = ncclGetUniqueId(&id);
   if (r != ncclSuccess) {
@@ -378,9 +403,9 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_unique_id(char*
 
 // Joins the communicator of `id` as info's rank on this process's device 0 (its GPU), waiting
 // for the non-blocking init within the timeout. 0 on success.
-extern "C" __attribute__((visibility("default"))) int prism_nccl_join(const JoinInfo* info, const char* id_bytes,
-                                                                      prism::collective::Group** out, char* error,
-                                                                      size_t size) {
+extern "C" __attribute__((visibility("default"))) int prism_nccl_join(
+    const JoinInfo* info, const char* id_bytes, prism::collective::Group** out, char* error,
+    size_t size) {
   int device = info->device;
   if (cudaSetDevice(device) != cudaSuccess) {
     cudaGetLastError();
@@ -420,10 +445,9 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_join(const Join
 
 // Takes part in splitting `parent` (an nccl group): `info` is this rank's subgroup (null, and
 // `color` kNoColor, for a rank in none), its rank the order every rank computed. 0 on success.
-extern "C" __attribute__((visibility("default"))) int prism_nccl_split(prism::collective::Group* parent,
-                                                                       const JoinInfo* info, int color,
-                                                                       prism::collective::Group** out, char* error,
-                                                                       size_t size) {
+extern "C" __attribute__((visibility("default"))) int prism_nccl_split(
+    prism::collective::Group* parent, const JoinInfo* info, int color,
+    prism::collective::Group** out, char* error, size_t size) {
   using namespace prism::collective::internal;
   auto* p = dynamic_cast<NcclGroup*>(parent);
   *out = nullptr;
@@ -452,7 +476,8 @@ extern "C" __attribute__((visibility("default"))) int prism_nccl_split(prism::co
 
 // The communicator of an nccl group (for the benchmark's raw NCCL calls on the same buffers);
 // null for groups of other backends.
-extern "C" __attribute__((visibility("default"))) void* prism_nccl_comm(prism::collective::Group* group) {
+extern "C" __attribute__((visibility("default"))) void* prism_nccl_comm(
+    prism::collective::Group* group) {
   auto* g = dynamic_cast<prism::collective::internal::NcclGroup*>(group);
   return g != nullptr ? static_cast<void*>(g->comm()) : nullptr;
 }

@@ -32,12 +32,15 @@ PRISM_REMOTE(SumOfTwos, Ids);
 int main(int argc, char** argv) {
   std::string trace = argc > 1 ? argv[1] : "prism-gpu-tour.json";
   prism::Init({.gpu_topology = "nvlink-pairs-4", .timeline = true});
-  std::cout << prism::Get(prism::Task(SumOfTwos).Options({.num_gpus = 0.5, .gpu_memory = 64 << 20}).Remote(1000))
-            << "\n";
+  std::cout
+      << prism::Get(
+             prism::Task(SumOfTwos).Options({.num_gpus = 0.5, .gpu_memory = 64 << 20}).Remote(1000))
+      << "\n";
   auto pair = prism::Get(prism::Task(Ids).Options({.num_gpus = 2}).Remote());  // an NVLink pair
   std::cout << "GPUs " << pair[0] << "," << pair[1] << "\n";
   try {
-    prism::CreatePlacementGroup({.bundles = {{{"GPU", 1}}, {{"GPU", 1}}, {{"GPU", 1}}}, .require_nvlink = true});
+    prism::CreatePlacementGroup(
+        {.bundles = {{{"GPU", 1}}, {{"GPU", 1}}, {{"GPU", 1}}}, .require_nvlink = true});
   } catch (const prism::InfeasibleError& e) {
     std::cout << "no 3 GPUs here are all on NVLink\n";
   }

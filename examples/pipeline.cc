@@ -29,15 +29,16 @@ int main() {
   if (prism::IsWorkerProcess()) prism::Init();
   prism::Init({.num_cpus = 2});
   // Two CPUs reserved together: one for the tally actor, one for the streaming task.
-  auto pg = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}, {{"CPU", 1}}},
-                                         .strategy = prism::PlacementStrategy::kStrictPack});
+  auto pg = prism::CreatePlacementGroup(
+      {.bundles = {{{"CPU", 1}}, {{"CPU", 1}}}, .strategy = prism::PlacementStrategy::kStrictPack});
   if (!pg.Wait(std::chrono::seconds(30))) {
     std::cerr << "the placement group was not created\n";
     return 1;
   }
-  auto tally = prism::Actor(MakeTally)
-                   .Options({.num_cpus = 1, .placement_group = pg, .placement_group_bundle_index = 0})
-                   .Remote();
+  auto tally =
+      prism::Actor(MakeTally)
+          .Options({.num_cpus = 1, .placement_group = pg, .placement_group_bundle_index = 0})
+          .Remote();
   auto stream = prism::Task(Tokens)
                     .Options({.placement_group = pg, .placement_group_bundle_index = 1})
                     .Remote(std::string("streams reach the caller while the task still runs"));

@@ -1,41 +1,50 @@
-#include <prism/gpu/backend.h>
-
-#include "base/process_info.h"
-
-#include "base/logging.h"
-#include "gpu/counting_backend.h"
-#include "gpu/sim/sim_backend.h"
-
 #include <dlfcn.h>
+#include <prism/gpu/backend.h>
 
 #include <cstdlib>
 #include <string>
 #include <utility>
+
+#include "base/logging.h"
+#include "base/process_info.h"
+#include "gpu/counting_backend.h"
+#include "gpu/sim/sim_backend.h"
 
 namespace prism::gpu {
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
     case DType::kFloat16:
-    case DType::kBFloat16: return 2;
+    case DType::kBFloat16:
+      return 2;
     case DType::kFloat32:
-    case DType::kInt32: return 4;
+    case DType::kInt32:
+      return 4;
     case DType::kFloat64:
-    case DType::kInt64: return 8;
-    case DType::kUInt8: return 1;
+    case DType::kInt64:
+      return 8;
+    case DType::kUInt8:
+      return 1;
   }
   return 1;
 }
 
 std::string_view DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-    case DType::kUInt8: return "uint8";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "bfloat16";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kUInt8:
+      return "uint8";
   }
   return "?";
 }
@@ -91,8 +100,9 @@ using CreateCudaFn = int (*)(Backend** out, char* error, size_t error_size);
 Result<std::unique_ptr<Backend>> CreateCuda() {
   Result<void*> opened = OpenBesideLibprism("libprism_gpu_cuda.so");
   if (!opened.ok()) {
-    return Status::Unavailable("the cuda backend did not load (prism built without CUDA, or no CUDA runtime): " +
-                               opened.status().message());
+    return Status::Unavailable(
+        "the cuda backend did not load (prism built without CUDA, or no CUDA runtime): " +
+        opened.status().message());
   }
   void* lib = *opened;
   auto create = reinterpret_cast<CreateCudaFn>(dlsym(lib, "prism_gpu_cuda_create"));
@@ -127,10 +137,12 @@ Result<std::unique_ptr<Backend>> CreateBackend(const BackendConfig& config) {
   if (config.kind.empty() || config.kind == "auto") {
     auto cuda = CreateCuda();
     if (cuda.ok() && cuda.value()->device_count() > 0) return cuda;
-    return Status::NotFound("no GPU backend: no CUDA device here (set PRISM_GPU_BACKEND=sim for simulated "
-                            "devices)");
+    return Status::NotFound(
+        "no GPU backend: no CUDA device here (set PRISM_GPU_BACKEND=sim for simulated "
+        "devices)");
   }
-  return Status::InvalidArgument("PRISM_GPU_BACKEND is '" + config.kind + "'; it must be sim, cuda or auto");
+  return Status::InvalidArgument("PRISM_GPU_BACKEND is '" + config.kind +
+                                 "'; it must be sim, cuda or auto");
 }
 
 }  // namespace prism::gpu

@@ -1,8 +1,9 @@
-#include "base/mutex.h"
 #include "gpu/counting_backend.h"
 
 #include <map>
 #include <mutex>
+
+#include "base/mutex.h"
 
 namespace prism::gpu {
 namespace {
@@ -79,7 +80,9 @@ class CountingMemory final : public MemoryResource {
  public:
   explicit CountingMemory(MemoryResource& inner) : inner_(inner) {}
   int device() const override { return inner_.device(); }
-  Result<void*> Allocate(size_t bytes, Stream& stream) override { return inner_.Allocate(bytes, Unwrap(stream)); }
+  Result<void*> Allocate(size_t bytes, Stream& stream) override {
+    return inner_.Allocate(bytes, Unwrap(stream));
+  }
   Status Deallocate(void* ptr, size_t bytes, Stream& stream) override {
     return inner_.Deallocate(ptr, bytes, Unwrap(stream));
   }
@@ -108,8 +111,8 @@ class CountingKernels final : public Kernels {
     c_.kernels++;
     return inner_.Reduce(Unwrap(s), t, op, x, n, out);
   }
-  Status Gemm(Stream& s, DType t, size_t m, size_t n, size_t k, double alpha, const void* a, const void* b,
-              double beta, void* c) override {
+  Status Gemm(Stream& s, DType t, size_t m, size_t n, size_t k, double alpha, const void* a,
+              const void* b, double beta, void* c) override {
     c_.kernels++;
     return inner_.Gemm(Unwrap(s), t, m, n, k, alpha, a, b, beta, c);
   }
@@ -154,14 +157,19 @@ class CountingBackend final : public Backend {
     if (!w) w = std::make_unique<CountingMemory>(*m);
     return static_cast<MemoryResource*>(w.get());
   }
-  Result<void*> OpenIpc(const IpcHandle& handle, int device) override { return inner_->OpenIpc(handle, device); }
+  Result<void*> OpenIpc(const IpcHandle& handle, int device) override {
+    return inner_->OpenIpc(handle, device);
+  }
   Status CloseIpc(void* ptr) override { return inner_->CloseIpc(ptr); }
   Status DeviceStatus(int device) override { return inner_->DeviceStatus(device); }
   Kernels& kernels() override { return kernels_; }
-  bool CanAccessPeer(int device, int peer) const override { return inner_->CanAccessPeer(device, peer); }
+  bool CanAccessPeer(int device, int peer) const override {
+    return inner_->CanAccessPeer(device, peer);
+  }
   int PointerDevice(const void* ptr) const override { return inner_->PointerDevice(ptr); }
   CallCounts counts() const {
-    return {c_.host_syncs.load(), c_.host_copies.load(), c_.device_copies.load(), c_.kernels.load()};
+    return {c_.host_syncs.load(), c_.host_copies.load(), c_.device_copies.load(),
+            c_.kernels.load()};
   }
 
  private:

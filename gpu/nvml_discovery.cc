@@ -1,8 +1,7 @@
 // Topology::Discover: this machine's GPUs through NVML, loaded with dlopen (so neither the build
 // nor a machine without the driver needs it), and NUMA placement from sysfs.
-#include <prism/gpu/topology.h>
-
 #include <dlfcn.h>
+#include <prism/gpu/topology.h>
 
 #include <algorithm>
 #include <cctype>
@@ -113,7 +112,8 @@ Result<Topology> Topology::Discover() {
   std::map<std::string, int> by_bus;
   std::map<int, bool> numa_ids;
   for (unsigned i = 0; i < count; ++i) {
-    if (nvml.handle(i, &devs[i]) != 0) return Status::Internal("NVML: no handle for GPU " + std::to_string(i));
+    if (nvml.handle(i, &devs[i]) != 0)
+      return Status::Internal("NVML: no handle for GPU " + std::to_string(i));
     TopologyGpu g;
     char buf[128] = {};
     if (nvml.uuid(devs[i], buf, sizeof buf) == 0) g.uuid = buf;
@@ -128,7 +128,8 @@ Result<Topology> Topology::Discover() {
     t.gpus_.push_back(std::move(g));
   }
   for (const auto& [id, unused] : numa_ids) {
-    t.numa_.push_back(NumaNode{id, ReadLine("/sys/devices/system/node/node" + std::to_string(id) + "/cpulist")});
+    t.numa_.push_back(
+        NumaNode{id, ReadLine("/sys/devices/system/node/node" + std::to_string(id) + "/cpulist")});
   }
   // PCIe switches: GPUs whose common ancestor is one or more switches (not a host bridge).
   std::vector<int> group(count);
@@ -149,7 +150,8 @@ Result<Topology> Topology::Discover() {
   if (any_switch) {
     std::map<int, int> members;
     for (int x : group) ++members[x];
-    for (unsigned i = 0; i < count; ++i) t.gpus_[i].pcie_switch = members[group[i]] > 1 ? group[i] : -1;
+    for (unsigned i = 0; i < count; ++i)
+      t.gpus_[i].pcie_switch = members[group[i]] > 1 ? group[i] : -1;
   }
   // NVLink: links to another GPU count for that pair; links to NVSwitches join every GPU that
   // has them, at the smaller of the two link counts.
@@ -170,8 +172,10 @@ Result<Topology> Topology::Discover() {
       NvmlPciInfo remote{};
       if (nvml.link_remote_pci(devs[a], l, &remote) != 0) continue;
       auto it = by_bus.find(SysfsBusId(remote.bus_id));
-      if (it != by_bus.end()) ++t.nvlinks_[a][it->second];
-      else ++switch_links[a];  // not a GPU of ours: an NVSwitch on drivers without the type query
+      if (it != by_bus.end())
+        ++t.nvlinks_[a][it->second];
+      else
+        ++switch_links[a];  // not a GPU of ours: an NVSwitch on drivers without the type query
     }
   }
   for (unsigned a = 0; a < count; ++a)

@@ -10,15 +10,17 @@ Status CheckArray(Backend& backend, Stream& stream, const DeviceArray& x, const 
                                    ", the stream on device " + std::to_string(stream.device()));
   }
   if (x.count > 0 && backend.PointerDevice(x.data) != x.device) {
-    return Status::InvalidArgument(std::string(what) + " is not memory of device " + std::to_string(x.device));
+    return Status::InvalidArgument(std::string(what) + " is not memory of device " +
+                                   std::to_string(x.device));
   }
   return Status::OK();
 }
 
 Status SameShape(const DeviceArray& a, const DeviceArray& b, const char* op) {
   if (a.dtype != b.dtype) {
-    return Status::InvalidArgument(std::string(op) + ": dtypes differ (" + std::string(DTypeName(a.dtype)) +
-                                   " and " + std::string(DTypeName(b.dtype)) + ")");
+    return Status::InvalidArgument(std::string(op) + ": dtypes differ (" +
+                                   std::string(DTypeName(a.dtype)) + " and " +
+                                   std::string(DTypeName(b.dtype)) + ")");
   }
   if (a.count != b.count) {
     return Status::InvalidArgument(std::string(op) + ": " + std::to_string(a.count) + " and " +
@@ -37,12 +39,14 @@ Status Fill(Backend& backend, Stream& stream, const DeviceArray& x, double value
 
 Status Copy(Backend& backend, Stream& stream, const DeviceArray& dst, const DeviceArray& src) {
   PRISM_RETURN_IF_ERROR(SameShape(dst, src, "Copy"));
-  if (dst.count > 0 && (!dst.data || !src.data)) return Status::InvalidArgument("Copy of an array with no data");
+  if (dst.count > 0 && (!dst.data || !src.data))
+    return Status::InvalidArgument("Copy of an array with no data");
   if (dst.count == 0) return Status::OK();
   return stream.CopyAsync(dst.data, src.data, dst.bytes());
 }
 
-Status Axpy(Backend& backend, Stream& stream, double a, const DeviceArray& x, const DeviceArray& y) {
+Status Axpy(Backend& backend, Stream& stream, double a, const DeviceArray& x,
+            const DeviceArray& y) {
   PRISM_RETURN_IF_ERROR(SameShape(x, y, "Axpy"));
   PRISM_RETURN_IF_ERROR(CheckArray(backend, stream, x, "Axpy's x"));
   PRISM_RETURN_IF_ERROR(CheckArray(backend, stream, y, "Axpy's y"));
@@ -56,7 +60,8 @@ Status Scale(Backend& backend, Stream& stream, double a, const DeviceArray& y) {
   return backend.kernels().Axpy(stream, y.dtype, y.count, a, nullptr, y.data);
 }
 
-Status Reduce(Backend& backend, Stream& stream, ReduceOp op, const DeviceArray& x, const DeviceArray& out) {
+Status Reduce(Backend& backend, Stream& stream, ReduceOp op, const DeviceArray& x,
+              const DeviceArray& out) {
   PRISM_RETURN_IF_ERROR(CheckArray(backend, stream, x, "Reduce's input"));
   PRISM_RETURN_IF_ERROR(CheckArray(backend, stream, out, "Reduce's output"));
   if (out.count != 1 || out.dtype != x.dtype) {
@@ -67,13 +72,15 @@ Status Reduce(Backend& backend, Stream& stream, ReduceOp op, const DeviceArray& 
 
 Status Matmul(Backend& backend, Stream& stream, const DeviceArray& a, const DeviceArray& b,
               const DeviceArray& c, size_t m, size_t n, size_t k, double alpha, double beta) {
-  if (a.dtype != b.dtype || a.dtype != c.dtype) return Status::InvalidArgument("Matmul: dtypes differ");
+  if (a.dtype != b.dtype || a.dtype != c.dtype)
+    return Status::InvalidArgument("Matmul: dtypes differ");
   if (a.dtype != DType::kFloat32 && a.dtype != DType::kFloat64) {
-    return Status::InvalidArgument("Matmul takes float32 or float64, not " + std::string(DTypeName(a.dtype)));
+    return Status::InvalidArgument("Matmul takes float32 or float64, not " +
+                                   std::string(DTypeName(a.dtype)));
   }
   if (a.count != m * k || b.count != k * n || c.count != m * n) {
-    return Status::InvalidArgument("Matmul: shapes do not match m=" + std::to_string(m) + " n=" +
-                                   std::to_string(n) + " k=" + std::to_string(k));
+    return Status::InvalidArgument("Matmul: shapes do not match m=" + std::to_string(m) +
+                                   " n=" + std::to_string(n) + " k=" + std::to_string(k));
   }
   PRISM_RETURN_IF_ERROR(CheckArray(backend, stream, a, "Matmul's a"));
   PRISM_RETURN_IF_ERROR(CheckArray(backend, stream, b, "Matmul's b"));

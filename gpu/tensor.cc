@@ -1,10 +1,11 @@
-#include "base/mutex.h"
 #include <prism/gpu/tensor.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <numeric>
+
+#include "base/mutex.h"
 
 namespace prism::gpu {
 
@@ -59,13 +60,20 @@ struct Exported {
 
 DLDataType ToDLDataType(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return {kDLFloat, 16, 1};
-    case DType::kBFloat16: return {kDLBfloat, 16, 1};
-    case DType::kFloat32: return {kDLFloat, 32, 1};
-    case DType::kFloat64: return {kDLFloat, 64, 1};
-    case DType::kInt32: return {kDLInt, 32, 1};
-    case DType::kInt64: return {kDLInt, 64, 1};
-    case DType::kUInt8: return {kDLUInt, 8, 1};
+    case DType::kFloat16:
+      return {kDLFloat, 16, 1};
+    case DType::kBFloat16:
+      return {kDLBfloat, 16, 1};
+    case DType::kFloat32:
+      return {kDLFloat, 32, 1};
+    case DType::kFloat64:
+      return {kDLFloat, 64, 1};
+    case DType::kInt32:
+      return {kDLInt, 32, 1};
+    case DType::kInt64:
+      return {kDLInt, 64, 1};
+    case DType::kUInt8:
+      return {kDLUInt, 8, 1};
   }
   return {kDLUInt, 8, 1};
 }
@@ -80,8 +88,9 @@ Result<DType> FromDLDataType(DLDataType t) {
     if (t.code == kDLInt && t.bits == 64) return DType::kInt64;
     if (t.code == kDLUInt && t.bits == 8) return DType::kUInt8;
   }
-  return Status::InvalidArgument("prism has no dtype for DLPack code " + std::to_string(t.code) + ", " +
-                                 std::to_string(t.bits) + " bits, " + std::to_string(t.lanes) + " lanes");
+  return Status::InvalidArgument("prism has no dtype for DLPack code " + std::to_string(t.code) +
+                                 ", " + std::to_string(t.bits) + " bits, " +
+                                 std::to_string(t.lanes) + " lanes");
 }
 
 size_t Tensor::count() const { return Product(shape_); }
@@ -100,8 +109,8 @@ std::string& Tensor::export_cache() const {
   return storage_ ? storage_->export_cache : none;
 }
 
-Tensor Tensor::View(DType dtype, std::vector<int64_t> shape, int device, bool host_memory, void* data, Stream* stream,
-                    std::shared_ptr<void> keep) {
+Tensor Tensor::View(DType dtype, std::vector<int64_t> shape, int device, bool host_memory,
+                    void* data, Stream* stream, std::shared_ptr<void> keep) {
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
@@ -129,15 +138,17 @@ Result<Tensor> Tensor::Empty(Backend& backend, MemoryResource& memory, Stream& s
                              std::vector<int64_t> shape) {
   PRISM_RETURN_IF_ERROR(CheckShape(shape));
   if (stream.device() != memory.device()) {
-    return Status::InvalidArgument("Tensor::Empty: the stream is on another device than the memory");
+    return Status::InvalidArgument(
+        "Tensor::Empty: the stream is on another device than the memory");
   }
-  Tensor t = View(dtype, std::move(shape), memory.device(), backend.name() == "sim", nullptr, &stream, nullptr);
+  Tensor t = View(dtype, std::move(shape), memory.device(), backend.name() == "sim", nullptr,
+                  &stream, nullptr);
   PRISM_ASSIGN_OR_RETURN(t.storage_->buffer, DeviceBuffer::Allocate(memory, t.bytes(), stream));
   return t;
 }
 
-Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend, MemoryResource& memory,
-                                  Stream& stream) {
+Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend,
+                                  MemoryResource& memory, Stream& stream) {
   if (in == nullptr) return Status::InvalidArgument("FromDLPack: no tensor");
   // Whatever happens, the producer's deleter runs once.
   std::unique_ptr<DLManagedTensorVersioned, void (*)(DLManagedTensorVersioned*)> owned(
@@ -146,7 +157,8 @@ Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend
       });
   if (in->version.major != kDLPackMajor) {
     return Status::InvalidArgument("FromDLPack: DLPack " + std::to_string(in->version.major) + "." +
-                                   std::to_string(in->version.minor) + " tensors are not understood (1.x are)");
+                                   std::to_string(in->version.minor) +
+                                   " tensors are not understood (1.x are)");
   }
   const DLTensor& t = in->dl_tensor;
   PRISM_ASSIGN_OR_RETURN(DType dtype, FromDLDataType(t.dtype));
@@ -159,13 +171,15 @@ Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend
     int64_t expect = 1;
     for (int i = t.ndim - 1; i >= 0; --i) {
       if (shape[i] != 1 && t.strides[i] != expect) {
-        return Status::InvalidArgument("FromDLPack: only contiguous row-major tensors (make it contiguous first)");
+        return Status::InvalidArgument(
+            "FromDLPack: only contiguous row-major tensors (make it contiguous first)");
       }
       expect *= shape[i];
     }
   }
   auto* data = static_cast<uint8_t*>(t.data) + t.byte_offset;
-  Tensor out = View(dtype, std::move(shape), memory.device(), backend.name() == "sim", nullptr, &stream, nullptr);
+  Tensor out = View(dtype, std::move(shape), memory.device(), backend.name() == "sim", nullptr,
+                    &stream, nullptr);
   size_t bytes = out.bytes();
   if (bytes == 0 || memory.Owns(data, bytes)) {
     out.storage_->foreign = owned.release();  // zero copy: prism's own memory, kept alive
@@ -184,7 +198,8 @@ Result<Tensor> Tensor::FromDLPack(DLManagedTensorVersioned* in, Backend& backend
 
 bool Tensor::foreign() const { return storage_ && storage_->foreign != nullptr; }
 
-Result<DLManagedTensorVersioned*> Tensor::ToDLPack(Backend& backend, Stream* consumer, bool read_only) const {
+Result<DLManagedTensorVersioned*> Tensor::ToDLPack(Backend& backend, Stream* consumer,
+                                                   bool read_only) const {
   if (!storage_) return Status::InvalidArgument("ToDLPack of an empty tensor");
   if (consumer != nullptr && consumer != storage_->stream) {
     PRISM_ASSIGN_OR_RETURN(auto ready, backend.CreateEvent(device_));
@@ -204,7 +219,9 @@ Result<DLManagedTensorVersioned*> Tensor::ToDLPack(Backend& backend, Stream* con
   DLManagedTensorVersioned& m = e->managed;
   m.version = {kDLPackMajor, kDLPackMinor};
   m.manager_ctx = e;
-  m.deleter = [](DLManagedTensorVersioned* self) { delete static_cast<Exported*>(self->manager_ctx); };
+  m.deleter = [](DLManagedTensorVersioned* self) {
+    delete static_cast<Exported*>(self->manager_ctx);
+  };
   m.flags = read_only ? DLPACK_FLAG_BITMASK_READ_ONLY : 0;
   m.dl_tensor.data = storage_->data();
   m.dl_tensor.device = host_memory_ ? DLDevice{kDLCPU, 0} : DLDevice{kDLCUDA, device_};

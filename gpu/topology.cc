@@ -1,16 +1,15 @@
 #include <prism/gpu/topology.h>
 
-#include "gpu/topology_profiles.h"
-
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "gpu/topology_profiles.h"
 
 namespace prism::gpu {
 namespace {
@@ -30,11 +29,16 @@ std::string ProfileUuid(const std::string& profile, int index) {
 
 const char* PathKindName(PathKind kind) {
   switch (kind) {
-    case PathKind::kSelf: return "X";
-    case PathKind::kNvLink: return "NV";
-    case PathKind::kPix: return "PIX";
-    case PathKind::kNode: return "NODE";
-    case PathKind::kSys: return "SYS";
+    case PathKind::kSelf:
+      return "X";
+    case PathKind::kNvLink:
+      return "NV";
+    case PathKind::kPix:
+      return "PIX";
+    case PathKind::kNode:
+      return "NODE";
+    case PathKind::kSys:
+      return "SYS";
   }
   return "?";
 }
@@ -103,7 +107,8 @@ Result<Topology> Topology::FromJson(const std::string& text) {
       auto m = nv.at("matrix").get<std::vector<std::vector<int>>>();
       if (m.size() != count) return Status::InvalidArgument("topology profile: nvlink matrix size");
       for (size_t a = 0; a < count; ++a) {
-        if (m[a].size() != count) return Status::InvalidArgument("topology profile: nvlink matrix size");
+        if (m[a].size() != count)
+          return Status::InvalidArgument("topology profile: nvlink matrix size");
         for (size_t b = 0; b < count; ++b) t.nvlinks_[a][b] = a == b ? 0 : m[a][b];
       }
     }
@@ -125,7 +130,8 @@ Status Topology::Validate() const {
                                      ", which the profile does not list");
     }
     if (gpus_[i].memory_bytes == 0) {
-      return Status::InvalidArgument("topology profile: GPU " + std::to_string(i) + " has no memory");
+      return Status::InvalidArgument("topology profile: GPU " + std::to_string(i) +
+                                     " has no memory");
     }
     for (size_t k = 0; k < i; ++k) {
       if (gpus_[k].uuid == gpus_[i].uuid) {
@@ -177,11 +183,16 @@ PathKind Topology::Path(int a, int b) const {
 
 double Topology::Bandwidth(int a, int b) const {
   switch (Path(a, b)) {
-    case PathKind::kSelf: return hbm_gbps_;
-    case PathKind::kNvLink: return nvlinks_[a][b] * nvlink_gbps_;
-    case PathKind::kPix: return pix_gbps_;
-    case PathKind::kNode: return node_gbps_;
-    case PathKind::kSys: return sys_gbps_;
+    case PathKind::kSelf:
+      return hbm_gbps_;
+    case PathKind::kNvLink:
+      return nvlinks_[a][b] * nvlink_gbps_;
+    case PathKind::kPix:
+      return pix_gbps_;
+    case PathKind::kNode:
+      return node_gbps_;
+    case PathKind::kSys:
+      return sys_gbps_;
   }
   return sys_gbps_;
 }
@@ -287,14 +298,16 @@ std::string Topology::Matrix() const {
   cell("");
   for (int b = 0; b < n; ++b) cell("GPU" + std::to_string(b));
   for (size_t k = 0; k < nics_.size(); ++k) cell("NIC" + std::to_string(k));
-  out << std::setw(16) << "CPU Affinity" << "NUMA Affinity\n";
+  out << std::setw(16) << "CPU Affinity"
+      << "NUMA Affinity\n";
   for (int a = 0; a < n; ++a) {
     cell("GPU" + std::to_string(a));
     for (int b = 0; b < n; ++b) {
       PathKind p = Path(a, b);
       cell(p == PathKind::kNvLink ? "NV" + std::to_string(nvlinks_[a][b]) : PathKindName(p));
     }
-    for (const TopologyNic& nic : nics_) cell(nic_path(nic, gpus_[a].numa_node, gpus_[a].pcie_switch));
+    for (const TopologyNic& nic : nics_)
+      cell(nic_path(nic, gpus_[a].numa_node, gpus_[a].pcie_switch));
     std::string cpus = NumaCpus(gpus_[a].numa_node);
     out << std::setw(16) << (cpus.empty() ? "N/A" : cpus) << gpus_[a].numa_node << "\n";
   }
@@ -340,20 +353,25 @@ std::string Topology::ToJson() const {
   json j;
   j["name"] = name_;
   j["description"] = description_;
-  j["bandwidth_gbps"] = {{"hbm", hbm_gbps_}, {"pcie", pcie_gbps_}, {"nvlink_per_link", nvlink_gbps_},
-                         {"pix", pix_gbps_}, {"node", node_gbps_}, {"sys", sys_gbps_}};
+  j["bandwidth_gbps"] = {
+      {"hbm", hbm_gbps_}, {"pcie", pcie_gbps_}, {"nvlink_per_link", nvlink_gbps_},
+      {"pix", pix_gbps_}, {"node", node_gbps_}, {"sys", sys_gbps_}};
   j["numa"] = json::array();
   for (const NumaNode& n : numa_) j["numa"].push_back({{"id", n.id}, {"cpus", n.cpus}});
   j["gpus"] = json::array();
   for (const TopologyGpu& g : gpus_) {
-    j["gpus"].push_back({{"uuid", g.uuid}, {"name", g.name},
+    j["gpus"].push_back({{"uuid", g.uuid},
+                         {"name", g.name},
                          {"memory_gib", static_cast<double>(g.memory_bytes) / (1ull << 30)},
-                         {"pci_bus_id", g.pci_bus_id}, {"numa", g.numa_node},
+                         {"pci_bus_id", g.pci_bus_id},
+                         {"numa", g.numa_node},
                          {"pcie_switch", g.pcie_switch}});
   }
   j["nics"] = json::array();
   for (const TopologyNic& n : nics_) {
-    j["nics"].push_back({{"name", n.name}, {"numa", n.numa_node}, {"pcie_switch", n.pcie_switch},
+    j["nics"].push_back({{"name", n.name},
+                         {"numa", n.numa_node},
+                         {"pcie_switch", n.pcie_switch},
                          {"gbps", n.gbps}});
   }
   j["nvlink"] = {{"matrix", nvlinks_}};

@@ -1,23 +1,13 @@
 // The prism command-line tool: start, stop and inspect node daemons.
-#include "base/logging.h"
-#include "node/node_daemon.h"
-#include "object_store/object_store.h"
-#include "node/session.h"
-#include "rpc/blocking_client.h"
-#include "rpc/connection.h"
-#include "worker/timeline.h"
-
-#include <prism/gpu/topology.h>
-#include <prism/prism.h>
-
-#include <CLI/CLI.hpp>
 #include <dlfcn.h>
-
 #include <fcntl.h>
 #include <poll.h>
+#include <prism/gpu/topology.h>
+#include <prism/prism.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +16,14 @@
 #include <map>
 #include <optional>
 #include <thread>
+
+#include "base/logging.h"
+#include "node/node_daemon.h"
+#include "node/session.h"
+#include "object_store/object_store.h"
+#include "rpc/blocking_client.h"
+#include "rpc/connection.h"
+#include "worker/timeline.h"
 
 namespace {
 
@@ -50,7 +48,8 @@ struct StartArgs {
 
 prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
   std::map<std::string, double> units;
-  units[prism::kCpu] = a.num_cpus > 0 ? a.num_cpus : static_cast<double>(std::thread::hardware_concurrency());
+  units[prism::kCpu] =
+      a.num_cpus > 0 ? a.num_cpus : static_cast<double>(std::thread::hardware_concurrency());
   for (const auto& r : a.resources) {
     auto eq = r.find('=');
     if (eq == std::string::npos || eq == 0) {
@@ -75,7 +74,8 @@ prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
   uint64_t memory = a.memory;
   if (memory == 0) {
     // The machine's memory less what the object store may take.
-    uint64_t store = a.object_store_memory > 0 ? a.object_store_memory : prism::DefaultObjectStoreCapacity();
+    uint64_t store =
+        a.object_store_memory > 0 ? a.object_store_memory : prism::DefaultObjectStoreCapacity();
     long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
     uint64_t total = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
     memory = total > store ? total - store : 0;
@@ -118,8 +118,10 @@ int Topology(const std::string& spec, bool json) {
   }
   if (!t->topology) {
     std::string names;
-    for (const auto& n : prism::gpu::Topology::ProfileNames()) names += (names.empty() ? "" : ", ") + n;
-    std::cerr << "prism topology: no GPUs found (no NVIDIA driver here); show a profile with --profile NAME ("
+    for (const auto& n : prism::gpu::Topology::ProfileNames())
+      names += (names.empty() ? "" : ", ") + n;
+    std::cerr << "prism topology: no GPUs found (no NVIDIA driver here); show a profile with "
+                 "--profile NAME ("
               << names << ") or a JSON file\n";
     return 1;
   }
@@ -142,7 +144,8 @@ int Start(const StartArgs& a) {
   if (topology->topology) {
     int have = topology->topology->gpu_count();
     if (a.num_gpus > have) {
-      std::cerr << "prism start: --num-gpus " << a.num_gpus << " but the GPU topology has " << have << "\n";
+      std::cerr << "prism start: --num-gpus " << a.num_gpus << " but the GPU topology has " << have
+                << "\n";
       return 2;
     }
     if (a.num_gpus < 0) effective.num_gpus = have;
@@ -220,15 +223,18 @@ int Start(const StartArgs& a) {
   ssize_t got = ::poll(&p, 1, 30000) == 1 ? ::read(ready[0], answer, sizeof(answer)) : 0;
   if (got < 1 || answer[0] != 'R') {
     if (got > 1 && answer[0] == 'E') {
-      std::cerr << "prism start: the daemon could not start: " << std::string(answer + 1, size_t(got - 1)) << "\n";
+      std::cerr << "prism start: the daemon could not start: "
+                << std::string(answer + 1, size_t(got - 1)) << "\n";
     } else {
-      std::cerr << "prism start: the daemon did not come up (see " << config.session_dir << "/daemon.log)\n";
+      std::cerr << "prism start: the daemon did not come up (see " << config.session_dir
+                << "/daemon.log)\n";
     }
     return 1;
   }
-  std::cout << "prism: node daemon started (pid " << pid << ")\n"
-            << "  session: " << config.session_dir << " (log: daemon.log there)\n"
-            << "  connect a driver with prism::Init({.address = \"auto\"}); stop with `prism stop`\n";
+  std::cout
+      << "prism: node daemon started (pid " << pid << ")\n"
+      << "  session: " << config.session_dir << " (log: daemon.log there)\n"
+      << "  connect a driver with prism::Init({.address = \"auto\"}); stop with `prism stop`\n";
   return 0;
 }
 
@@ -252,7 +258,8 @@ int Timeline(const std::string& address, const std::string& out) {
     std::cerr << "prism timeline: " << st.message() << "\n";
     return 1;
   }
-  std::cout << "prism: wrote " << out << " (open it in https://ui.perfetto.dev or chrome://tracing)\n";
+  std::cout << "prism: wrote " << out
+            << " (open it in https://ui.perfetto.dev or chrome://tracing)\n";
   return 0;
 }
 
@@ -274,8 +281,8 @@ int Status(const std::string& address) {
     return 1;
   }
   const auto& s = reply->status_reply();
-  std::printf("node %s (pid %d)\n  session %s\n", prism::NodeId::FromBinary(s.node_id()).Hex().c_str(),
-              s.pid(), session.dir.c_str());
+  std::printf("node %s (pid %d)\n  session %s\n",
+              prism::NodeId::FromBinary(s.node_id()).Hex().c_str(), s.pid(), session.dir.c_str());
   std::printf("  %-16s %10s %10s %10s\n", "resource", "total", "used", "free");
   for (const auto& r : s.resources()) {
     if (r.name() == prism::kMemory) {  // bytes: shown in GiB
@@ -292,13 +299,15 @@ int Status(const std::string& address) {
                   Units(d.total_milli() - d.available_milli()), Units(d.available_milli()));
     }
   }
-  std::printf("  workers: %u alive, %u idle, %llu started in all\n", s.workers_alive(), s.workers_idle(),
-              static_cast<unsigned long long>(s.workers_started_total()));
+  std::printf("  workers: %u alive, %u idle, %llu started in all\n", s.workers_alive(),
+              s.workers_idle(), static_cast<unsigned long long>(s.workers_started_total()));
   std::printf("  leases: %u active, %llu granted in all, %u requests waiting\n", s.leases_active(),
-              static_cast<unsigned long long>(s.leases_granted_total()), s.pending_lease_requests());
+              static_cast<unsigned long long>(s.leases_granted_total()),
+              s.pending_lease_requests());
   std::printf("  drivers: %u\n", s.drivers());
   for (const auto& d : s.infeasible()) {
-    std::printf("  infeasible demand: %u request(s) for {%s}, which no node has\n", d.count(), d.shape().c_str());
+    std::printf("  infeasible demand: %u request(s) for {%s}, which no node has\n", d.count(),
+                d.shape().c_str());
   }
   int alive = 0, dead = 0;
   for (const auto& a : s.actors()) (a.state() == prism::rpc::ACTOR_DEAD ? dead : alive)++;
@@ -311,7 +320,8 @@ int Status(const std::string& address) {
                 prism::rpc::ActorState_Name(a.state()).substr(6).c_str(), a.pid(), a.num_restarts(),
                 a.detached() ? ", detached" : "");
   }
-  if (s.placement_groups_size() > 0) std::printf("  placement groups: %d\n", s.placement_groups_size());
+  if (s.placement_groups_size() > 0)
+    std::printf("  placement groups: %d\n", s.placement_groups_size());
   for (const auto& g : s.placement_groups()) {
     std::string bundles;
     for (const auto& b : g.bundles()) {
@@ -329,12 +339,14 @@ int Status(const std::string& address) {
     std::printf("    %llu %-16s %-8s %s%s\n", static_cast<unsigned long long>(g.id()),
                 g.name().empty() ? "(unnamed)" : g.name().c_str(),
                 prism::rpc::PlacementGroupState_Name(g.state()).substr(3).c_str(),
-                prism::rpc::PlacementStrategy_Name(g.strategy()).substr(10).c_str(), bundles.c_str());
+                prism::rpc::PlacementStrategy_Name(g.strategy()).substr(10).c_str(),
+                bundles.c_str());
   }
   const auto& o = s.store();
   auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
-  std::printf("  object store: %.1f MiB capacity, %.1f MiB used, %.1f MiB pinned, %.1f MiB spilled\n",
-              mib(o.capacity()), mib(o.used()), mib(o.pinned()), mib(o.spilled()));
+  std::printf(
+      "  object store: %.1f MiB capacity, %.1f MiB used, %.1f MiB pinned, %.1f MiB spilled\n",
+      mib(o.capacity()), mib(o.used()), mib(o.pinned()), mib(o.spilled()));
   std::printf("    %llu objects (%llu on disk), %llu spills and %llu restores in all\n",
               static_cast<unsigned long long>(o.num_objects()),
               static_cast<unsigned long long>(o.num_spilled()),
@@ -400,50 +412,65 @@ int main(int argc, char** argv) {
   auto* s = app.add_subcommand("start", "start a node daemon");
   s->add_flag("--head", start.head, "start the head node (with the control store)");
   s->add_flag("--block", start.block, "stay in the foreground");
-  s->add_flag("--embedded", start.embedded, "started by a driver's prism::Init() (internal)")->group("");
+  s->add_flag("--embedded", start.embedded, "started by a driver's prism::Init() (internal)")
+      ->group("");
   s->add_option("--address", start.address, "join the cluster of this head (multi-node)");
   s->add_option("--session-dir", start.session_dir, "session folder (default: a new one)");
-  s->add_option("--lifeline-fd", start.lifeline_fd, "stop when this fd reaches EOF (internal)")->group("");
-  s->add_option("--ready-fd", start.ready_fd, "write one byte here when ready (internal)")->group("");
+  s->add_option("--lifeline-fd", start.lifeline_fd, "stop when this fd reaches EOF (internal)")
+      ->group("");
+  s->add_option("--ready-fd", start.ready_fd, "write one byte here when ready (internal)")
+      ->group("");
   s->add_option("--num-cpus", start.num_cpus, "CPUs to offer (default: hardware threads)");
-  s->add_option("--num-gpus", start.num_gpus,
-                "GPUs to offer, as device instances 0..N-1 (default: those of the GPU topology, or none)");
-  s->add_option("--gpu-topology", start.gpu_topology,
-                "the node's GPU topology: a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, "
-                "or discovered through NVML)");
+  s->add_option(
+      "--num-gpus", start.num_gpus,
+      "GPUs to offer, as device instances 0..N-1 (default: those of the GPU topology, or none)");
+  s->add_option(
+      "--gpu-topology", start.gpu_topology,
+      "the node's GPU topology: a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, "
+      "or discovered through NVML)");
   s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
-  s->add_option("--memory", start.memory,
-                "bytes of memory to offer tasks and actors that reserve some (default: the machine's "
-                "memory less the object store)")
+  s->add_option(
+       "--memory", start.memory,
+       "bytes of memory to offer tasks and actors that reserve some (default: the machine's "
+       "memory less the object store)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 50));
-  s->add_option("--object-store-memory", start.object_store_memory,
-                "bytes of shared memory for the object store (default: 30% of the machine's memory, or of "
-                "the cgroup's memory limit)")
+  s->add_option(
+       "--object-store-memory", start.object_store_memory,
+       "bytes of shared memory for the object store (default: 30% of the machine's memory, or of "
+       "the cgroup's memory limit)")
       ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 50));
-  s->add_flag("--object-store-prefault", start.object_store_prefault,
-              "allocate the object store's memory at start, so that puts never wait for fresh pages "
-              "(the memory is taken for good; off by default)");
+  s->add_flag(
+      "--object-store-prefault", start.object_store_prefault,
+      "allocate the object store's memory at start, so that puts never wait for fresh pages "
+      "(the memory is taken for good; off by default)");
   s->add_option("--hello-timeout-ms", start.hello_timeout_ms,
                 "close connections that send no Hello within this time")
       ->check(CLI::Range(1, 3600000));
   std::string address = "auto";
-  auto* st = app.add_subcommand("status", "show a daemon's resources, workers, leases and object store");
+  auto* st =
+      app.add_subcommand("status", "show a daemon's resources, workers, leases and object store");
   st->add_option("--address", address, "session folder, or auto");
   auto* sp = app.add_subcommand("stop", "stop a standalone daemon");
   sp->add_option("--address", address, "session folder, or auto");
   std::vector<std::string> code_search_path;
-  auto* wk = app.add_subcommand("worker", "the generic C++ worker (started by a node daemon, not by hand)");
-  wk->add_option("--code-search-path", code_search_path, "a folder of shared libraries to load (repeatable)");
+  auto* wk = app.add_subcommand("worker",
+                                "the generic C++ worker (started by a node daemon, not by hand)");
+  wk->add_option("--code-search-path", code_search_path,
+                 "a folder of shared libraries to load (repeatable)");
   std::string profile;
   bool topo_json = false;
-  auto* tp = app.add_subcommand("topology", "print the GPU topology matrix (like nvidia-smi topo -m), with bandwidths");
-  tp->add_option("--profile", profile, "a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, or this machine)");
+  auto* tp = app.add_subcommand(
+      "topology", "print the GPU topology matrix (like nvidia-smi topo -m), with bandwidths");
+  tp->add_option(
+      "--profile", profile,
+      "a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, or this machine)");
   tp->add_flag("--json", topo_json, "print the profile JSON instead");
   std::string trace_out = "prism-timeline.json";
-  auto* tl = app.add_subcommand("timeline",
-                                "write the task events workers recorded (start with PRISM_TIMELINE=1 or "
-                                "InitOptions::timeline) as a Chrome trace for Perfetto");
+  auto* tl =
+      app.add_subcommand("timeline",
+                         "write the task events workers recorded (start with PRISM_TIMELINE=1 or "
+                         "InitOptions::timeline) as a Chrome trace for Perfetto");
   tl->add_option("--address", address, "session folder, or auto");
   tl->add_option("-o,--output", trace_out, "the trace file to write");
   CLI11_PARSE(app, argc, argv);

@@ -1,20 +1,11 @@
 // The process-wide runtime behind prism::Init(): the one global of the runtime, as in Ray's API.
-#include "base/mutex.h"
-#include "base/ids.h"
-#include "base/logging.h"
-#include "base/process_info.h"
-#include "node/node_daemon.h"
-#include "node/session.h"
-#include "worker/core_worker.h"
-
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <prism/gpu/context.h>
 #include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
-
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -27,6 +18,14 @@
 #include <filesystem>
 #include <mutex>
 #include <thread>
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "base/mutex.h"
+#include "base/process_info.h"
+#include "node/node_daemon.h"
+#include "node/session.h"
+#include "worker/core_worker.h"
 
 extern char** environ;
 
@@ -44,9 +43,9 @@ struct Runtime {
 };
 
 Mutex g_mu;
-Runtime g_rt;                       // guarded by g_mu
+Runtime g_rt;  // guarded by g_mu
 std::atomic<uint64_t> g_generation{1};
-bool g_atexit_registered = false;   // guarded by g_mu
+bool g_atexit_registered = false;  // guarded by g_mu
 
 std::shared_ptr<CoreWorker> Core() {
   MutexLock lock(g_mu);
@@ -86,10 +85,12 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
   }
   double cpus = options.num_cpus > 0 ? options.num_cpus
                                      : static_cast<double>(std::thread::hardware_concurrency());
-  std::vector<std::string> args = {DaemonBinary(), "start", "--head", "--block", "--embedded",
-                                   "--session-dir", session.dir, "--lifeline-fd", "3",
-                                   "--ready-fd", "4", "--num-cpus", FormatUnits(cpus)};
-  if (options.num_gpus < -1) throw InvalidArgumentError("InitOptions::num_gpus must be >= 0 (or -1: detect)");
+  std::vector<std::string> args = {
+      DaemonBinary(),   "start",         "--head", "--block",    "--embedded", "--session-dir",
+      session.dir,      "--lifeline-fd", "3",      "--ready-fd", "4",          "--num-cpus",
+      FormatUnits(cpus)};
+  if (options.num_gpus < -1)
+    throw InvalidArgumentError("InitOptions::num_gpus must be >= 0 (or -1: detect)");
   if (options.num_gpus >= 0) {
     args.push_back("--num-gpus");
     args.push_back(std::to_string(options.num_gpus));
@@ -97,7 +98,8 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
   if (!options.gpu_topology.empty()) {
     // Checked here too, so that a bad profile is this call's error rather than the daemon's.
     auto topology = gpu::Topology::Load(options.gpu_topology);
-    if (!topology.ok()) throw InvalidArgumentError("InitOptions::gpu_topology: " + topology.status().message());
+    if (!topology.ok())
+      throw InvalidArgumentError("InitOptions::gpu_topology: " + topology.status().message());
     args.push_back("--gpu-topology");
     args.push_back(options.gpu_topology);
   }
@@ -165,10 +167,12 @@ void SpawnEmbeddedDaemon(const InitOptions& options, const SessionInfo& session,
     int status = 0;
     ::waitpid(pid, &status, 0);
     if (got > 1 && answer[0] == 'E') {
-      throw RuntimeError("the node daemon could not start: " + std::string(answer + 1, static_cast<size_t>(got - 1)));
+      throw RuntimeError("the node daemon could not start: " +
+                         std::string(answer + 1, static_cast<size_t>(got - 1)));
     }
-    throw RuntimeError(n == 0 ? "the node daemon did not get ready within 30 s; it ran " + args[0]
-                              : "the node daemon failed to start (see its messages above); it ran " + args[0]);
+    throw RuntimeError(
+        n == 0 ? "the node daemon did not get ready within 30 s; it ran " + args[0]
+               : "the node daemon failed to start (see its messages above); it ran " + args[0]);
   }
   rt->daemon_pid = pid;
   rt->lifeline_fd = lifeline[1];
@@ -205,12 +209,14 @@ void StopEmbeddedDaemon(Runtime* rt) {
   o.daemon_socket = DaemonSocketPath(o.session_dir);
   o.token = env("PRISM_CLUSTER_TOKEN");
   o.worker_id = UniqueIdFromHex(env("PRISM_WORKER_ID"));
-  o.job_id = JobIdFromInt(static_cast<uint32_t>(std::strtoul(env("PRISM_JOB_ID").c_str(), nullptr, 10)));
+  o.job_id =
+      JobIdFromInt(static_cast<uint32_t>(std::strtoul(env("PRISM_JOB_ID").c_str(), nullptr, 10)));
   o.build_id = SelfBuildId();
   o.runtime_generation = g_generation.load();
   auto core = CoreWorker::Start(std::move(o));
   if (!core.ok()) {
-    std::fprintf(stderr, "prism worker %d cannot start: %s\n", getpid(), core.status().ToString().c_str());
+    std::fprintf(stderr, "prism worker %d cannot start: %s\n", getpid(),
+                 core.status().ToString().c_str());
     std::fflush(stderr);
     _exit(1);
   }
@@ -312,8 +318,9 @@ void Init(const InitOptions& options) {
     auto names = gpu::Topology::ProfileNames();
     bool shipped = std::find(names.begin(), names.end(), options.gpu_topology) != names.end();
     std::error_code ec;
-    rt.core->gpu_tasks().SetTopology(shipped ? options.gpu_topology
-                                             : std::filesystem::absolute(options.gpu_topology, ec).string());
+    rt.core->gpu_tasks().SetTopology(
+        shipped ? options.gpu_topology
+                : std::filesystem::absolute(options.gpu_topology, ec).string());
   }
   g_rt = std::move(rt);
   if (!g_atexit_registered) {
@@ -350,7 +357,9 @@ void RemovePlacementGroup(const PlacementGroup& group) {
   RequireCore()->RemovePlacementGroup(group.id());
 }
 
-PlacementGroup GetPlacementGroup(const std::string& name) { return RequireCore()->GetPlacementGroup(name); }
+PlacementGroup GetPlacementGroup(const std::string& name) {
+  return RequireCore()->GetPlacementGroup(name);
+}
 
 bool PlacementGroup::Wait(std::chrono::milliseconds timeout) const {
   if (!valid()) throw InvalidArgumentError("Wait on an empty PlacementGroup");
@@ -378,8 +387,12 @@ std::map<std::string, double> AvailableResources() {
 }
 
 gpu::Context& gpu::CurrentContext() { return RequireCore()->CurrentGpuContext(); }
-std::string gpu::internal::PackTensor(const gpu::Tensor& t) { return RequireCore()->gpu_tasks().PackTensor(t); }
-gpu::Tensor gpu::internal::UnpackTensor(std::string_view d) { return RequireCore()->gpu_tasks().UnpackTensor(d); }
+std::string gpu::internal::PackTensor(const gpu::Tensor& t) {
+  return RequireCore()->gpu_tasks().PackTensor(t);
+}
+gpu::Tensor gpu::internal::UnpackTensor(std::string_view d) {
+  return RequireCore()->gpu_tasks().UnpackTensor(d);
+}
 
 void WriteTimeline(const std::string& path) {
   Status st = WriteChromeTrace(RequireCore()->session_dir(), path);
@@ -419,13 +432,15 @@ ActorRef CreateActor(const std::string& factory, std::vector<SerializedArg> args
   return RequireCore()->CreateActor(factory, std::move(args), options);
 }
 
-RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::vector<SerializedArg> args) {
+RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method,
+                       std::vector<SerializedArg> args) {
   return RequireCore()->SubmitActorTask(actor, method, std::move(args));
 }
 
 void KillActor(const ActorId& id, bool no_restart) { RequireCore()->KillActor(id, no_restart); }
 
-std::shared_ptr<StreamHandle> SubmitStreamingTask(const std::string& function, std::vector<SerializedArg> args,
+std::shared_ptr<StreamHandle> SubmitStreamingTask(const std::string& function,
+                                                  std::vector<SerializedArg> args,
                                                   const TaskOptions& options) {
   return RequireCore()->SubmitStreamingTask(function, std::move(args), options);
 }

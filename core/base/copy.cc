@@ -1,5 +1,4 @@
 #include <prism/internal/copy.h>
-
 #include <sched.h>
 
 #include <algorithm>
@@ -28,7 +27,8 @@ size_t CopyThreads() {
   static const size_t n = [] {
     cpu_set_t set;
     CPU_ZERO(&set);
-    size_t cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? static_cast<size_t>(CPU_COUNT(&set)) : 1;
+    size_t cpus =
+        sched_getaffinity(0, sizeof(set), &set) == 0 ? static_cast<size_t>(CPU_COUNT(&set)) : 1;
     return std::clamp<size_t>(cpus, 1, kMaxCopyThreads);
   }();
   return n;

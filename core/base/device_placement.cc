@@ -33,7 +33,9 @@ bool PlacementQuality::operator<(const PlacementQuality& o) const {
   return Less(leftover_links, o.leftover_links);
 }
 
-bool PlacementQuality::operator==(const PlacementQuality& o) const { return !(*this < o) && !(o < *this); }
+bool PlacementQuality::operator==(const PlacementQuality& o) const {
+  return !(*this < o) && !(o < *this);
+}
 
 namespace {
 
@@ -53,7 +55,8 @@ class Scorer {
   }
   PlacementQuality operator()(const std::vector<int>& set) const {
     PlacementQuality q;
-    q.min_link = set.size() < 2 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::max();
+    q.min_link = set.size() < 2 ? std::numeric_limits<double>::infinity()
+                                : std::numeric_limits<double>::max();
     double touching = 0;
     for (size_t i = 0; i < set.size(); ++i) {
       touching += row_[set[i]];
@@ -75,12 +78,13 @@ class Scorer {
 
 }  // namespace
 
-PlacementQuality QualityOf(const DeviceGraph& g, const std::vector<int>& chosen, const std::vector<int>& free) {
+PlacementQuality QualityOf(const DeviceGraph& g, const std::vector<int>& chosen,
+                           const std::vector<int>& free) {
   return Scorer(g, free)(chosen);
 }
 
-std::optional<std::vector<int>> BestDeviceSet(const DeviceGraph& g, const std::vector<int>& free_in, int k,
-                                              bool require_nvlink) {
+std::optional<std::vector<int>> BestDeviceSet(const DeviceGraph& g, const std::vector<int>& free_in,
+                                              int k, bool require_nvlink) {
   std::vector<int> free = free_in;
   std::sort(free.begin(), free.end());
   const int n = static_cast<int>(free.size());
@@ -121,7 +125,9 @@ std::optional<std::vector<int>> BestDeviceSet(const DeviceGraph& g, const std::v
       PlacementQuality pick_q;
       for (int c : free) {
         if (std::find(set.begin(), set.end(), c) != set.end()) continue;
-        if (require_nvlink && !std::all_of(set.begin(), set.end(), [&](int m) { return g.nvlink[m][c]; })) continue;
+        if (require_nvlink &&
+            !std::all_of(set.begin(), set.end(), [&](int m) { return g.nvlink[m][c]; }))
+          continue;
         set.push_back(c);
         PlacementQuality q = inside(set);
         set.pop_back();

@@ -34,7 +34,8 @@ PlacementQuality QualityOf(const DeviceGraph& graph, const std::vector<int>& cho
 /// The best `k` devices of `free` (ascending), or nullopt if there are fewer than k, or, when
 /// `require_nvlink`, no k of them are all joined by NVLink. Exhaustive up to 50,000 candidate
 /// sets; beyond that, the best of greedy growths from every seed.
-std::optional<std::vector<int>> BestDeviceSet(const DeviceGraph& graph, const std::vector<int>& free, int k,
+std::optional<std::vector<int>> BestDeviceSet(const DeviceGraph& graph,
+                                              const std::vector<int>& free, int k,
                                               bool require_nvlink);
 
 }  // namespace prism

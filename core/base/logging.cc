@@ -1,9 +1,9 @@
 #include "base/logging.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <unistd.h>
 
 #include <cstdlib>
-#include <unistd.h>
 
 namespace prism {
 

@@ -3,12 +3,11 @@
 // std::mutex and std::lock_guard / std::unique_lock.
 #pragma once
 
+#include <chrono>
+#include <mutex>
+
 #include "base/spin.h"
 #include "base/thread_annotations.h"
-
-#include <chrono>
-
-#include <mutex>
 
 namespace prism {
 
@@ -48,7 +47,8 @@ class PRISM_SCOPED_CAPABILITY UniqueLock {
   explicit UniqueLock(Mutex& mu) PRISM_ACQUIRE(mu) : lock_(mu.native()) {}
   /// Tries once; owns_lock() says whether it holds it. (The analysis takes it as held: check
   /// owns_lock() before touching what it guards.)
-  UniqueLock(Mutex& mu, std::try_to_lock_t) PRISM_ACQUIRE(mu) : lock_(mu.native(), std::try_to_lock) {}
+  UniqueLock(Mutex& mu, std::try_to_lock_t) PRISM_ACQUIRE(mu)
+      : lock_(mu.native(), std::try_to_lock) {}
   ~UniqueLock() PRISM_RELEASE() {}
   UniqueLock(const UniqueLock&) = delete;
   UniqueLock& operator=(const UniqueLock&) = delete;

@@ -79,7 +79,8 @@ Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid) {
   PRISM_ASSIGN_OR_RETURN(info.env, ReadNulSeparated(base + "/environ"));
   char buf[4096];
   ssize_t n = readlink((base + "/cwd").c_str(), buf, sizeof(buf) - 1);
-  if (n < 0) return Status::IOError("cannot read the working directory of process " + std::to_string(pid));
+  if (n < 0)
+    return Status::IOError("cannot read the working directory of process " + std::to_string(pid));
   info.cwd.assign(buf, static_cast<size_t>(n));
   if (info.argv.empty()) return Status::IOError("process " + std::to_string(pid) + " has no argv");
   return info;
@@ -91,12 +92,14 @@ bool ProcessGone(pid_t pid) {
   std::string line;
   std::getline(stat, line);
   auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
+  return paren != std::string::npos && paren + 2 < line.size() &&
+         (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
 }
 
 std::string LibprismDir() {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&LibprismDir), &info) == 0 || info.dli_fname == nullptr) return "";
+  if (dladdr(reinterpret_cast<void*>(&LibprismDir), &info) == 0 || info.dli_fname == nullptr)
+    return "";
   std::string path = info.dli_fname;
   auto slash = path.rfind('/');
   return slash == std::string::npos ? "" : path.substr(0, slash);

@@ -1,12 +1,12 @@
 // Facts about executables and processes that the daemon and workers compare or reuse.
 #pragma once
 
-#include "base/status.h"
-
 #include <sys/types.h>
 
 #include <string>
 #include <vector>
+
+#include "base/status.h"
 
 namespace prism {
 
@@ -22,7 +22,8 @@ struct ProcessLaunchInfo {
 };
 Result<ProcessLaunchInfo> ReadLaunchInfo(pid_t pid);
 
-/// Whether process `pid` is gone: no such process, or a zombie (it died; its parent has not reaped it).
+/// Whether process `pid` is gone: no such process, or a zombie (it died; its parent has not reaped
+/// it).
 bool ProcessGone(pid_t pid);
 
 /// The folder libprism is loaded from (its libraries loaded on demand - the cuda backend, the

@@ -99,8 +99,9 @@ bool IsDeviceResource(const std::string& name) { return name == kGpu; }
 Status CheckRequestShape(const ResourceSet& shape) {
   for (const auto& [name, milli] : shape.milli()) {
     if (IsDeviceResource(name) && milli > kMilli && milli % kMilli != 0) {
-      return Status::InvalidArgument(shape.Only(name).ToString() + ": an amount of " + name +
-                                     " above 1 must be a whole number (a task gets whole devices, or a share of one)");
+      return Status::InvalidArgument(
+          shape.Only(name).ToString() + ": an amount of " + name +
+          " above 1 must be a whole number (a task gets whole devices, or a share of one)");
     }
   }
   return Status::OK();
@@ -121,9 +122,11 @@ Result<ResourcePool> ResourcePool::Create(const ResourceSet& totals) {
   for (const auto& [name, milli] : totals.milli()) {
     if (!IsDeviceResource(name)) continue;
     if (milli % kMilli != 0) {
-      return Status::InvalidArgument("a node has whole " + name + "s, not " + totals.Only(name).ToString());
+      return Status::InvalidArgument("a node has whole " + name + "s, not " +
+                                     totals.Only(name).ToString());
     }
-    if (milli / kMilli > 4096) return Status::InvalidArgument("more than 4096 " + name + "s on one node");
+    if (milli / kMilli > 4096)
+      return Status::InvalidArgument("more than 4096 " + name + "s on one node");
     for (int i = 0; i < static_cast<int>(milli / kMilli); ++i) {
       pool.capacity_[name][i] = kMilli;
       pool.free_[name][i] = kMilli;
@@ -153,17 +156,19 @@ ResourcePool ResourcePool::Fresh() const {
 
 Status ResourcePool::SetDeviceGraph(const std::string& resource, DeviceGraph graph) {
   int n = graph.size();
-  if (static_cast<int>(graph.nvlink.size()) != n) return Status::InvalidArgument("device graph: matrix sizes differ");
+  if (static_cast<int>(graph.nvlink.size()) != n)
+    return Status::InvalidArgument("device graph: matrix sizes differ");
   for (int i = 0; i < n; ++i) {
-    if (static_cast<int>(graph.bandwidth[i].size()) != n || static_cast<int>(graph.nvlink[i].size()) != n) {
+    if (static_cast<int>(graph.bandwidth[i].size()) != n ||
+        static_cast<int>(graph.nvlink[i].size()) != n) {
       return Status::InvalidArgument("device graph: the matrices must be square");
     }
   }
   auto cap = capacity_.find(resource);
   int have = cap == capacity_.end() ? 0 : static_cast<int>(cap->second.size());
   if (have > n) {
-    return Status::InvalidArgument("the node has " + std::to_string(have) + " " + resource + "s but the graph only " +
-                                   std::to_string(n));
+    return Status::InvalidArgument("the node has " + std::to_string(have) + " " + resource +
+                                   "s but the graph only " + std::to_string(n));
   }
   graphs_[resource] = std::move(graph);
   return Status::OK();
@@ -181,13 +186,15 @@ const std::map<int, int64_t>& ResourcePool::Instances(const std::string& resourc
 }
 
 std::optional<std::vector<DeviceShare>> ResourcePool::Pick(const std::string& resource,
-                                                           const std::map<int, int64_t>& free, int64_t milli,
-                                                           DevicePolicy policy, const std::vector<int>* allowed,
+                                                           const std::map<int, int64_t>& free,
+                                                           int64_t milli, DevicePolicy policy,
+                                                           const std::vector<int>* allowed,
                                                            bool require_nvlink) const {
   const std::map<int, int64_t>& capacity = capacity_.at(resource);
   const DeviceGraph* graph = device_graph(resource);
   auto ok = [&](int index) {
-    return allowed == nullptr || std::find(allowed->begin(), allowed->end(), index) != allowed->end();
+    return allowed == nullptr ||
+           std::find(allowed->begin(), allowed->end(), index) != allowed->end();
   };
   // Untouched instances: free whole devices.
   std::vector<int> whole;
@@ -206,8 +213,9 @@ std::optional<std::vector<DeviceShare>> ResourcePool::Pick(const std::string& re
     const std::pair<const int, int64_t>* best = nullptr;
     for (const auto& entry : free) {
       if (entry.second < milli || !ok(entry.first)) continue;
-      bool better = best == nullptr ||
-                    (policy == DevicePolicy::kPack ? entry.second < best->second : entry.second > best->second);
+      bool better =
+          best == nullptr || (policy == DevicePolicy::kPack ? entry.second < best->second
+                                                            : entry.second > best->second);
       if (better) best = &entry;
     }
     if (best == nullptr) return std::nullopt;
@@ -239,8 +247,9 @@ std::optional<Allocation> ResourcePool::Allocate(const ResourceSet& shape, Devic
   return AllocateWithin(shape, policy, {});
 }
 
-std::optional<Allocation> ResourcePool::AllocateWithin(const ResourceSet& shape, DevicePolicy policy,
-                                                       const std::map<std::string, std::vector<int>>& allowed) {
+std::optional<Allocation> ResourcePool::AllocateWithin(
+    const ResourceSet& shape, DevicePolicy policy,
+    const std::map<std::string, std::vector<int>>& allowed) {
   if (!shape.IsSubsetOf(available_)) return std::nullopt;
   Allocation alloc;
   alloc.amounts = shape;
@@ -249,7 +258,8 @@ std::optional<Allocation> ResourcePool::AllocateWithin(const ResourceSet& shape,
     auto f = free_.find(name);
     if (f == free_.end()) return std::nullopt;
     auto a = allowed.find(name);
-    auto picked = Pick(name, f->second, milli, policy, a == allowed.end() || milli < kMilli ? nullptr : &a->second);
+    auto picked = Pick(name, f->second, milli, policy,
+                       a == allowed.end() || milli < kMilli ? nullptr : &a->second);
     if (!picked) return std::nullopt;
     alloc.devices.insert(alloc.devices.end(), picked->begin(), picked->end());
   }
@@ -258,8 +268,8 @@ std::optional<Allocation> ResourcePool::AllocateWithin(const ResourceSet& shape,
   return alloc;
 }
 
-std::optional<std::vector<Allocation>> ResourcePool::AllocateAll(const std::vector<ResourceSet>& shapes,
-                                                                 DevicePolicy policy, bool require_nvlink) {
+std::optional<std::vector<Allocation>> ResourcePool::AllocateAll(
+    const std::vector<ResourceSet>& shapes, DevicePolicy policy, bool require_nvlink) {
   // The whole devices of all shapes, chosen together.
   std::map<std::string, std::vector<int>> joint;
   for (const auto& [name, free] : free_) {

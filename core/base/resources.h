@@ -1,14 +1,14 @@
 // Resource amounts (CPU, custom names) in fixed point, so that fractions add up exactly.
 #pragma once
 
-#include "base/device_placement.h"
-#include "base/status.h"
-
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "base/device_placement.h"
+#include "base/status.h"
 
 namespace prism {
 
@@ -104,11 +104,13 @@ class ResourcePool {
   /// Whether `shape` fits once everything in the pool is free.
   bool CanEverFit(const ResourceSet& shape) const;
   /// Takes `shape` if it fits now.
-  std::optional<Allocation> Allocate(const ResourceSet& shape, DevicePolicy policy = DevicePolicy::kPack);
+  std::optional<Allocation> Allocate(const ResourceSet& shape,
+                                     DevicePolicy policy = DevicePolicy::kPack);
   /// Takes every shape or none (a placement group's bundles). The whole devices of all shapes
   /// are chosen together as one best-connected set; with `require_nvlink`, one whose devices are
   /// all joined by NVLink.
-  std::optional<std::vector<Allocation>> AllocateAll(const std::vector<ResourceSet>& shapes, DevicePolicy policy,
+  std::optional<std::vector<Allocation>> AllocateAll(const std::vector<ResourceSet>& shapes,
+                                                     DevicePolicy policy,
                                                      bool require_nvlink = false);
   /// Gives back what Allocate took.
   void Free(const Allocation& alloc);
@@ -118,8 +120,9 @@ class ResourcePool {
 
  private:
   /// Picks instances for `milli` of `resource` from `free`, only among `allowed` if given.
-  std::optional<std::vector<DeviceShare>> Pick(const std::string& resource, const std::map<int, int64_t>& free,
-                                               int64_t milli, DevicePolicy policy,
+  std::optional<std::vector<DeviceShare>> Pick(const std::string& resource,
+                                               const std::map<int, int64_t>& free, int64_t milli,
+                                               DevicePolicy policy,
                                                const std::vector<int>* allowed = nullptr,
                                                bool require_nvlink = false) const;
   std::optional<Allocation> AllocateWithin(const ResourceSet& shape, DevicePolicy policy,

@@ -28,10 +28,13 @@ std::chrono::nanoseconds SpinBudget(SpinRole role) {
   return std::min<std::chrono::nanoseconds>(budget, std::chrono::microseconds(250));
 }
 
-std::chrono::nanoseconds AdaptiveSpin::Budget() const { return Budget(SpinBudget(SpinRole::kCaller)); }
+std::chrono::nanoseconds AdaptiveSpin::Budget() const {
+  return Budget(SpinBudget(SpinRole::kCaller));
+}
 
 std::chrono::nanoseconds AdaptiveSpin::Budget(std::chrono::nanoseconds cap) const {
-  const std::chrono::nanoseconds floor = std::min<std::chrono::nanoseconds>(cap, std::chrono::microseconds(50));
+  const std::chrono::nanoseconds floor =
+      std::min<std::chrono::nanoseconds>(cap, std::chrono::microseconds(50));
   const int64_t typical = typical_ns_.load(std::memory_order_relaxed);
   if (typical == 0 || typical > cap.count()) return floor;
   return std::clamp(std::chrono::nanoseconds(2 * typical), floor, cap);

@@ -22,14 +22,17 @@ Result<ActorDirectory::Created> ActorDirectory::Create(const JobId& job, bool jo
   }
   TaskId id = TaskId::FromBinary(c.actor_id());
   if (auto known = actors_.find(id); known != actors_.end()) {
-    if (known->second.job != job) return Status::AlreadyExists("actor " + id.Hex() + " exists already");
+    if (known->second.job != job)
+      return Status::AlreadyExists("actor " + id.Hex() + " exists already");
     return Created{&known->second, false};
   }
   if (!c.name().empty() && names_.count(NamespacedName(c.ray_namespace(), c.name())) > 0) {
-    return Status::AlreadyExists("an actor named '" + c.name() + "' exists already" +
-                                 (c.ray_namespace().empty() ? "" : " in namespace '" + c.ray_namespace() + "'"));
+    return Status::AlreadyExists(
+        "an actor named '" + c.name() + "' exists already" +
+        (c.ray_namespace().empty() ? "" : " in namespace '" + c.ray_namespace() + "'"));
   }
-  if (c.max_concurrency() == 0) return Status::InvalidArgument("max_concurrency must be at least 1");
+  if (c.max_concurrency() == 0)
+    return Status::InvalidArgument("max_concurrency must be at least 1");
   {
     std::map<std::string, std::string> env;
     std::string key;
@@ -121,7 +124,8 @@ bool ActorDirectory::ProcessDied(const TaskId& id, const std::string& why) {
   return true;
 }
 
-void ActorDirectory::SendUpdate(rpc::Connection& conn, const ActorRecord& a, uint64_t request_id) const {
+void ActorDirectory::SendUpdate(rpc::Connection& conn, const ActorRecord& a,
+                                uint64_t request_id) const {
   rpc::Envelope env;
   auto* u = env.mutable_actor_update();
   u->set_request_id(request_id);
@@ -160,7 +164,22 @@ void ActorDirectory::Publish(ActorRecord& a) {
   a.subscribers = std::move(live);
 }
 
-std::vector<TaskId> ActorDirectory::Live(const std::function<bool(const ActorRecord&)>& pred) const {
+void ActorDirectory::Report(rpc::StatusReply* status,
+                            const std::function<pid_t(const WorkerId&)>& pid_of) const {
+  for (const auto& [id, a] : actors_) {
+    auto* line = status->add_actors();
+    line->set_actor_id(id.Binary());
+    line->set_name(a.spec.actor_creation().name());
+    line->set_state(a.state);
+    line->set_num_restarts(a.num_restarts);
+    line->set_pid(a.worker.IsNil() ? 0 : pid_of(a.worker));
+    line->set_death_cause(a.death_cause);
+    line->set_detached(a.detached());
+  }
+}
+
+std::vector<TaskId> ActorDirectory::Live(
+    const std::function<bool(const ActorRecord&)>& pred) const {
   std::vector<TaskId> out;
   for (const auto& [id, a] : actors_) {
     if (!a.dead() && pred(a)) out.push_back(id);

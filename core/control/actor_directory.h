@@ -3,11 +3,6 @@
 // and finds each actor a process (a lease from its scheduler).
 #pragma once
 
-#include "base/resources.h"
-#include "base/status.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-
 #include <prism/ids.h>
 
 #include <deque>
@@ -16,6 +11,11 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "base/resources.h"
+#include "base/status.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
 
 namespace prism {
 
@@ -76,6 +76,9 @@ class ActorDirectory {
   /// The ids of actors not dead for which `pred` holds.
   std::vector<TaskId> Live(const std::function<bool(const ActorRecord&)>& pred) const;
   const std::map<TaskId, ActorRecord>& all() const { return actors_; }
+  /// Adds a line per actor (live and recently dead) to a node's status; `pid_of` names the
+  /// process of a worker (0: none).
+  void Report(rpc::StatusReply* status, const std::function<pid_t(const WorkerId&)>& pid_of) const;
 
  private:
   static std::string NamespacedName(const std::string& ns, const std::string& name);
@@ -85,7 +88,7 @@ class ActorDirectory {
   std::function<void(const ActorRecord&)> on_dead_;
   std::map<TaskId, ActorRecord> actors_;
   std::map<std::string, TaskId> names_;  // by NamespacedName
-  std::deque<TaskId> dead_;               // oldest first; at most kKeptDead are remembered
+  std::deque<TaskId> dead_;              // oldest first; at most kKeptDead are remembered
 };
 
 }  // namespace prism

@@ -3,16 +3,15 @@
 // with multi-node clusters.
 #pragma once
 
-#include "base/resources.h"
-
 #include <prism/ids.h>
-
 #include <sys/types.h>
 
 #include <chrono>
 #include <map>
 #include <optional>
 #include <string>
+
+#include "base/resources.h"
 
 namespace prism {
 

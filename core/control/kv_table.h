@@ -2,13 +2,13 @@
 // functions through it, and collective groups meet there (rendezvous data).
 #pragma once
 
-#include "base/status.h"
-#include "prism.pb.h"
-
 #include <cstddef>
 #include <map>
 #include <string>
 #include <utility>
+
+#include "base/status.h"
+#include "prism.pb.h"
 
 namespace prism {
 

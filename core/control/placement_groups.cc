@@ -18,8 +18,11 @@ bool NeedsNodesApart(const PlacementGroupRecord& g) {
 
 }  // namespace
 
-PlacementGroups::PlacementGroups(ResourcePool& node_pool, std::string node_resources, bool has_gpu_topology)
-    : node_pool_(node_pool), node_resources_(std::move(node_resources)), has_gpu_topology_(has_gpu_topology) {}
+PlacementGroups::PlacementGroups(ResourcePool& node_pool, std::string node_resources,
+                                 bool has_gpu_topology)
+    : node_pool_(node_pool),
+      node_resources_(std::move(node_resources)),
+      has_gpu_topology_(has_gpu_topology) {}
 
 bool PlacementGroups::Feasible(const PlacementGroupRecord& g) const {
   if (NeedsNodesApart(g)) return false;
@@ -27,7 +30,8 @@ bool PlacementGroups::Feasible(const PlacementGroupRecord& g) const {
   return empty.AllocateAll(g.bundles, PolicyOf(g.strategy), g.require_nvlink).has_value();
 }
 
-Result<uint64_t> PlacementGroups::Add(const JobId& job, const rpc::CreatePlacementGroup& req, bool fixed_size) {
+Result<uint64_t> PlacementGroups::Add(const JobId& job, const rpc::CreatePlacementGroup& req,
+                                      bool fixed_size) {
   if (req.bundles_size() == 0 || req.bundles_size() > 1000) {
     return Status::InvalidArgument("a placement group has 1 to 1000 bundles, not " +
                                    std::to_string(req.bundles_size()));
@@ -48,7 +52,8 @@ Result<uint64_t> PlacementGroups::Add(const JobId& job, const rpc::CreatePlaceme
     auto shape = ShapeFromProto(req.bundles(i).resources());
     Status st = shape.ok() ? CheckRequestShape(*shape) : shape.status();
     if (st.ok() && shape->empty()) st = Status::InvalidArgument("it is empty");
-    if (!st.ok()) return Status::InvalidArgument("bundle " + std::to_string(i) + ": " + st.message());
+    if (!st.ok())
+      return Status::InvalidArgument("bundle " + std::to_string(i) + ": " + st.message());
     g.bundles.push_back(std::move(*shape));
   }
   if (fixed_size && !Feasible(g)) {
@@ -58,12 +63,14 @@ Result<uint64_t> PlacementGroups::Add(const JobId& job, const rpc::CreatePlaceme
     if (NeedsNodesApart(g)) {
       why = " must each lie on a node of their own, and the cluster has one node";
     } else if (g.require_nvlink && node_pool_.Fresh().AllocateAll(g.bundles, DevicePolicy::kPack)) {
-      why = " fit on the node's {" + node_resources_ + "}, but no set of its GPUs that large is all joined by NVLink" +
+      why = " fit on the node's {" + node_resources_ +
+            "}, but no set of its GPUs that large is all joined by NVLink" +
             (has_gpu_topology_ ? "" : " (the node has no GPU topology)");
     } else {
       why = " do not fit together on the node's {" + node_resources_ + "}";
     }
-    return Status(StatusCode::kInfeasible, "this placement group can never be created: its bundles" + shape + why);
+    return Status(StatusCode::kInfeasible,
+                  "this placement group can never be created: its bundles" + shape + why);
   }
   g.id = next_id_++;
   const uint64_t id = g.id;
@@ -80,7 +87,8 @@ void PlacementGroups::Reserve(const std::function<void(PlacementGroupRecord&)>& 
     if (!taken) continue;
     g.reserved = std::move(*taken);
     g.pools.clear();
-    for (const Allocation& a : g.reserved) g.pools.push_back(ResourcePool::FromAllocation(a, &node_pool_));
+    for (const Allocation& a : g.reserved)
+      g.pools.push_back(ResourcePool::FromAllocation(a, &node_pool_));
     g.state = rpc::PG_CREATED;
     PRISM_LOG_INFO("placement group {} created ({} bundles)", gid, g.bundles.size());
     created(g);
@@ -106,14 +114,17 @@ std::optional<PlacementGroupRecord> PlacementGroups::Take(uint64_t id) {
   return g;
 }
 
-std::optional<Allocation> PlacementGroups::Allocate(const ResourceSet& shape, const rpc::Placement& placement,
-                                                    PlacementGroupRecord& g, int* bundle, std::string* error) {
+std::optional<Allocation> PlacementGroups::Allocate(const ResourceSet& shape,
+                                                    const rpc::Placement& placement,
+                                                    PlacementGroupRecord& g, int* bundle,
+                                                    std::string* error) {
   const int n = static_cast<int>(g.bundles.size());
   const int want = placement.bundle_index();
-  const std::string group = "placement group " + std::to_string(g.id) + (g.name.empty() ? "" : " ('" + g.name + "')");
+  const std::string group =
+      "placement group " + std::to_string(g.id) + (g.name.empty() ? "" : " ('" + g.name + "')");
   if (want >= n) {
-    *error = "bundle index " + std::to_string(want) + " is out of range: " + group + " has " + std::to_string(n) +
-             " bundle(s)";
+    *error = "bundle index " + std::to_string(want) + " is out of range: " + group + " has " +
+             std::to_string(n) + " bundle(s)";
     return std::nullopt;
   }
   const bool spread = placement.strategy() == rpc::STRATEGY_SPREAD;
@@ -133,7 +144,8 @@ std::optional<Allocation> PlacementGroups::Allocate(const ResourceSet& shape, co
     return std::nullopt;
   }
   for (int i : candidates) {
-    auto a = g.pools[static_cast<size_t>(i)].Allocate(shape, spread ? DevicePolicy::kSpread : DevicePolicy::kPack);
+    auto a = g.pools[static_cast<size_t>(i)].Allocate(
+        shape, spread ? DevicePolicy::kSpread : DevicePolicy::kPack);
     if (a) {
       *bundle = i;
       if (spread) g.next_bundle = (i + 1) % n;

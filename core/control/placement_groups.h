@@ -4,15 +4,9 @@
 // requests (and ends what ran in a removed group); this holds the state and the rules.
 #pragma once
 
-#include "base/resources.h"
-#include "base/status.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-
 #include <prism/ids.h>
 
 #include <asio.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -21,6 +15,11 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "base/resources.h"
+#include "base/status.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
 
 namespace prism {
 
@@ -69,14 +68,16 @@ class PlacementGroups {
 
   /// For a request of `shape` placed into `g`: an allocation from a bundle that fits now, or
   /// nothing. Sets `*error` when it can never run there (no such bundle, or none large enough).
-  static std::optional<Allocation> Allocate(const ResourceSet& shape, const rpc::Placement& placement,
-                                            PlacementGroupRecord& g, int* bundle, std::string* error);
+  static std::optional<Allocation> Allocate(const ResourceSet& shape,
+                                            const rpc::Placement& placement,
+                                            PlacementGroupRecord& g, int* bundle,
+                                            std::string* error);
   static void Fill(const PlacementGroupRecord& g, rpc::PlacementGroupInfo* info);
 
   /// Answers request `request_id` on `conn` with the group's info once it is created, or as it
   /// is (PENDING) after `timeout`. Waiters whose connections closed are dropped now.
-  void Wait(PlacementGroupRecord& g, rpc::Connection& conn, uint64_t request_id, std::chrono::milliseconds timeout,
-            asio::io_context& io);
+  void Wait(PlacementGroupRecord& g, rpc::Connection& conn, uint64_t request_id,
+            std::chrono::milliseconds timeout, asio::io_context& io);
   /// Answers every waiter of `g` with its info now.
   static void AnswerWaiters(PlacementGroupRecord& g);
   /// Answers every waiter of `g` with `why` (the group went before it was created).

@@ -2,7 +2,8 @@
 
 namespace prism {
 
-Result<ResourceSet> ShapeFromProto(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& rs) {
+Result<ResourceSet> ShapeFromProto(
+    const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& rs) {
   std::map<std::string, int64_t> milli;
   for (const auto& r : rs) {
     if (milli.count(r.name()) > 0) {

@@ -1,7 +1,8 @@
-#include "base/mutex.h"
 #include "node/disk_io.h"
 
 #include <pthread.h>
+
+#include "base/mutex.h"
 
 namespace prism {
 

@@ -3,16 +3,15 @@
 // the requests the loop serves meanwhile.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-
 #include <asio.hpp>
-
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
+
+#include "base/mutex.h"
+#include "base/thread_annotations.h"
 
 namespace prism {
 

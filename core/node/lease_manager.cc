@@ -17,7 +17,8 @@ LeaseManager::LeaseManager(LeaseManagerConfig config, const NodeId& node, Resour
       workers_(workers),
       host_(host) {}
 
-void LeaseManager::Reject(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind, const std::string& why) {
+void LeaseManager::Reject(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
+                          const std::string& why) {
   rpc::Envelope env;
   env.mutable_lease_rejected()->set_request_id(request_id);
   env.mutable_lease_rejected()->set_kind(kind);
@@ -34,7 +35,9 @@ void LeaseManager::TellQueued(LeaseRequest& req) {
 }
 
 void LeaseManager::Request(rpc::Connection& conn, const JobId& job, const rpc::RequestLease& req) {
-  auto reject = [&](rpc::ErrorKind kind, const std::string& why) { Reject(conn, req.request_id(), kind, why); };
+  auto reject = [&](rpc::ErrorKind kind, const std::string& why) {
+    Reject(conn, req.request_id(), kind, why);
+  };
   auto shape = ShapeFromProto(req.resources());
   if (!shape.ok()) {
     reject(rpc::ERROR_SYSTEM, "invalid resource request: " + shape.status().message());
@@ -53,19 +56,23 @@ void LeaseManager::Request(rpc::Connection& conn, const JobId& job, const rpc::R
     reject(rpc::ERROR_SYSTEM, "a bundle index is -1 (any bundle) or the bundle's position");
     return;
   }
-  LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()), req.request_id(), job,
-                  std::move(*shape)};
+  LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()),
+                  req.request_id(), job, std::move(*shape)};
   lr.placement = req.placement();
   if (!req.runtime().empty() && req.runtime() != "cpp" && req.runtime() != "python") {
-    reject(rpc::ERROR_SYSTEM, "unknown worker runtime '" + req.runtime() + "' (known: \"\", \"cpp\" and \"python\")");
+    reject(rpc::ERROR_SYSTEM,
+           "unknown worker runtime '" + req.runtime() + "' (known: \"\", \"cpp\" and \"python\")");
     return;
   }
   if (req.runtime() == "python" && j->python_executable.empty()) {
-    reject(rpc::ERROR_SYSTEM, "this job names no Python interpreter for Python workers (InitOptions::python_executable)");
+    reject(
+        rpc::ERROR_SYSTEM,
+        "this job names no Python interpreter for Python workers (InitOptions::python_executable)");
     return;
   }
   if (req.runtime() == "cpp" && !workers_.CanStartCpp()) {
-    reject(rpc::ERROR_SYSTEM, "this daemon cannot start generic C++ workers (its executable is not readable)");
+    reject(rpc::ERROR_SYSTEM,
+           "this daemon cannot start generic C++ workers (its executable is not readable)");
     return;
   }
   lr.runtime = req.runtime();
@@ -94,9 +101,10 @@ void LeaseManager::Return(rpc::Connection& conn, const rpc::ReturnLease& ret) {
     return;  // it ended here first (its worker died or was stopped): nothing to give back
   }
   if (it == leases_.end() || it->second.holder != &conn) {
-    rpc::SendErrorFrame(conn, 0,
-                   Status::NotFound("lease " + std::to_string(ret.lease_id()) +
-                                    " is not held by this connection (returned twice, or never granted)"));
+    rpc::SendErrorFrame(
+        conn, 0,
+        Status::NotFound("lease " + std::to_string(ret.lease_id()) +
+                         " is not held by this connection (returned twice, or never granted)"));
     return;
   }
   Lease lease = it->second;
@@ -209,7 +217,8 @@ void LeaseManager::Schedule() {
     if (req.placement.placement_group() != 0) {
       group = groups_.Find(req.placement.placement_group());
       if (group == nullptr) {
-        reject(rpc::ERROR_INFEASIBLE, "placement group " + std::to_string(req.placement.placement_group()) +
+        reject(rpc::ERROR_INFEASIBLE, "placement group " +
+                                          std::to_string(req.placement.placement_group()) +
                                           " does not exist (it was removed, or never created)");
         it = pending_.erase(it);
         continue;
@@ -217,8 +226,9 @@ void LeaseManager::Schedule() {
     }
     if (group == nullptr && !node_pool_.CanEverFit(req.shape)) {
       if (config_.fixed_size) {
-        reject(rpc::ERROR_INFEASIBLE, "no node can ever run this task: it needs {" + req.shape.ToString() +
-                                          "} and the cluster has {" + config_.resources.ToString() + "}");
+        reject(rpc::ERROR_INFEASIBLE, "no node can ever run this task: it needs {" +
+                                          req.shape.ToString() + "} and the cluster has {" +
+                                          config_.resources.ToString() + "}");
         it = pending_.erase(it);
         continue;
       }
@@ -260,8 +270,9 @@ void LeaseManager::Schedule() {
         continue;
       }
     } else {
-      alloc = node_pool_.Allocate(req.shape, req.placement.strategy() == rpc::STRATEGY_SPREAD ? DevicePolicy::kSpread
-                                                                                               : DevicePolicy::kPack);
+      alloc = node_pool_.Allocate(req.shape, req.placement.strategy() == rpc::STRATEGY_SPREAD
+                                                 ? DevicePolicy::kSpread
+                                                 : DevicePolicy::kPack);
     }
     if (!alloc) {
       TellQueued(req);
@@ -280,7 +291,8 @@ void LeaseManager::Schedule() {
     WorkerPool::Worker* idle = workers_.FindIdle(req.job, worker_key);
     if (idle == nullptr) {
       pool.Free(*alloc);  // it fits: a worker is started for it below
-      if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD) group->next_bundle = bundle;
+      if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD)
+        group->next_bundle = bundle;
       Want& want = wanting[{req.job, worker_key}];
       want.count++;
       want.env = req.env;
@@ -290,8 +302,9 @@ void LeaseManager::Schedule() {
       continue;
     }
     uint64_t lease_id = next_id_++;
-    leases_[lease_id] = Lease{lease_id, idle->id, req.from.get(), ResourceSet(), *alloc,
-                              group != nullptr ? group->id : 0, bundle};
+    leases_[lease_id] = Lease{lease_id,      idle->id, req.from.get(),
+                              ResourceSet(), *alloc,   group != nullptr ? group->id : 0,
+                              bundle};
     idle->state = WorkerState::kLeased;
     idle->lease_id = lease_id;
     granted_total_++;

@@ -4,13 +4,6 @@
 // Spillback to other nodes joins it with the cluster.
 #pragma once
 
-#include "base/resources.h"
-#include "base/status.h"
-#include "control/placement_groups.h"
-#include "node/worker_pool.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-
 #include <prism/ids.h>
 
 #include <deque>
@@ -19,6 +12,13 @@
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include "base/resources.h"
+#include "base/status.h"
+#include "control/placement_groups.h"
+#include "node/worker_pool.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
 
 namespace prism {
 
@@ -38,7 +38,7 @@ struct LeaseRequest {
   JobId job;
   ResourceSet shape;
   bool told_queued = false;
-  TaskId actor;  // non-nil: a process for this actor
+  TaskId actor;                            // non-nil: a process for this actor
   std::map<std::string, std::string> env;  // the worker's environment variables
   std::string env_key;
   rpc::Placement placement;
@@ -50,8 +50,8 @@ struct Lease {
   WorkerId worker;
   rpc::Connection* holder = nullptr;  // null: held by the daemon for an actor
   ResourceSet lent;                   // CPUs given back while its worker waits in Get
-  Allocation alloc;                   // what it took from its pool: its shape, and which device instances
-  uint64_t group = 0;                 // non-zero: its pool is this placement group's bundle
+  Allocation alloc;    // what it took from its pool: its shape, and which device instances
+  uint64_t group = 0;  // non-zero: its pool is this placement group's bundle
   int bundle = -1;
   bool blocked = false;  // its worker waits in Get/Wait: it does not count against the worker cap
 };
@@ -109,7 +109,8 @@ class LeaseManager {
   ResourcePool* PoolOf(const Lease& lease);
   /// Whether the worker's task waits in Get/Wait now.
   bool IsBlocked(const WorkerPool::Worker& w) const;
-  void Reject(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind, const std::string& why);
+  void Reject(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
+              const std::string& why);
   /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
   void TellQueued(LeaseRequest& req);
   /// Starts workers for requests that fit but found none idle (or kills an idle one of another

@@ -1,28 +1,31 @@
 #include "node/node_daemon.h"
 
-#include "base/ids.h"
-#include "base/logging.h"
-#include "control/requests.h"
-#include "node/session.h"
-
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 
+#include "base/ids.h"
+#include "base/logging.h"
+#include "control/requests.h"
+#include "node/session.h"
+
 namespace prism {
 namespace {
 
 // The configuration with its defaults filled in.
 NodeDaemonConfig WithDefaults(NodeDaemonConfig config) {
-  if (config.max_workers <= 0) config.max_workers = static_cast<int>(4 * config.resources.Get(kCpu) / kMilli) + 4;
+  if (config.max_workers <= 0)
+    config.max_workers = static_cast<int>(4 * config.resources.Get(kCpu) / kMilli) + 4;
   return config;
 }
 
 }  // namespace
 
-std::string DaemonSocketPath(const std::string& session_dir) { return session_dir + "/daemon.sock"; }
+std::string DaemonSocketPath(const std::string& session_dir) {
+  return session_dir + "/daemon.sock";
+}
 
 NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLauncher& launcher)
     : io_(io),
@@ -38,9 +41,10 @@ NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLaun
                 });
               }),
       workers_(io, launcher,
-               WorkerPoolConfig{config_.session_dir, config_.token, config_.log_level, config_.worker_register_timeout,
-                                config_.max_worker_start_failures,
-                                config_.gpu_topology ? &*config_.gpu_topology : nullptr, config_.gpu_topology_spec}),
+               WorkerPoolConfig{config_.session_dir, config_.token, config_.log_level,
+                                config_.worker_register_timeout, config_.max_worker_start_failures,
+                                config_.gpu_topology ? &*config_.gpu_topology : nullptr,
+                                config_.gpu_topology_spec}),
       leases_(LeaseManagerConfig{config_.resources, config_.fixed_size, config_.max_workers,
                                  config_.max_worker_start_failures},
               node_id_, node_pool_, groups_, workers_, *this) {
@@ -48,7 +52,8 @@ NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLaun
   if (pool.ok() && config_.gpu_topology) {
     const gpu::Topology& t = *config_.gpu_topology;
     Status graph = pool->SetDeviceGraph(kGpu, DeviceGraph{t.BandwidthMatrix(), t.NvLinkMatrix()});
-    if (!graph.ok()) pool = Status::InvalidArgument("the GPU topology does not fit: " + graph.message());
+    if (!graph.ok())
+      pool = Status::InvalidArgument("the GPU topology does not fit: " + graph.message());
   }
   if (pool.ok()) {
     node_pool_ = std::move(*pool);
@@ -70,8 +75,8 @@ Status NodeDaemon::Start() {
   workers_.Open();
   socket_path_ = DaemonSocketPath(config_.session_dir);
   ObjectStoreConfig store_config;
-  store_config.capacity = config_.object_store_memory > 0 ? config_.object_store_memory
-                                                          : DefaultObjectStoreCapacity();
+  store_config.capacity =
+      config_.object_store_memory > 0 ? config_.object_store_memory : DefaultObjectStoreCapacity();
   store_config.spill_dir = config_.session_dir + "/spill";
   store_config.prefault = config_.object_store_prefault;
   disk_ = std::make_unique<DiskIoThread>(io_);
@@ -79,7 +84,8 @@ Status NodeDaemon::Start() {
     disk->Run(std::move(io), std::move(then));
   };
   PRISM_ASSIGN_OR_RETURN(store_, ObjectStore::Open(std::move(store_config)));
-  store_service_ = std::make_unique<StoreService>(*store_, [this](const WorkerId& id) { return IsAlive(id); });
+  store_service_ =
+      std::make_unique<StoreService>(*store_, [this](const WorkerId& id) { return IsAlive(id); });
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
   control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
   WatchSignals();
@@ -114,7 +120,8 @@ void NodeDaemon::WatchSignals() {
 
 void NodeDaemon::WatchLifeline() {
   if (config_.lifeline_fd < 0) return;
-  if (!lifeline_) lifeline_ = std::make_unique<asio::posix::stream_descriptor>(io_, config_.lifeline_fd);
+  if (!lifeline_)
+    lifeline_ = std::make_unique<asio::posix::stream_descriptor>(io_, config_.lifeline_fd);
   auto buf = std::make_shared<std::array<char, 64>>();
   lifeline_->async_read_some(asio::buffer(*buf), [this, buf](const asio::error_code& ec, size_t) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
@@ -177,7 +184,8 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     if (peer->store_client != 0) {
       Status sent = conn.SendWithFd(reply, store_->fd());
       if (!sent.ok()) {
-        PRISM_LOG_WARN("cannot hand the object store to pid {}: {}", conn.peer_pid(), sent.ToString());
+        PRISM_LOG_WARN("cannot hand the object store to pid {}: {}", conn.peer_pid(),
+                       sent.ToString());
         conn.Close(sent);
         return;
       }
@@ -187,9 +195,13 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     if (peer->role == rpc::ROLE_WORKER) Schedule();
     return;
   }
-  if (msg.body_case() >= rpc::Envelope::kStoreCreate && msg.body_case() <= rpc::Envelope::kStoreDelete) {
+  if (msg.body_case() >= rpc::Envelope::kStoreCreate &&
+      msg.body_case() <= rpc::Envelope::kStoreDelete) {
     if (peer->store_client == 0) {
-      return rpc::SendErrorFrame(conn, 0, Status::InvalidArgument("object store requests need a connection opened with want_store"));
+      return rpc::SendErrorFrame(
+          conn, 0,
+          Status::InvalidArgument(
+              "object store requests need a connection opened with want_store"));
     }
     store_service_->Handle(conn, peer->store_client, msg);
     return;
@@ -216,12 +228,14 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kWorkerOutput: {
       if (peer->role != rpc::ROLE_WORKER) break;
       Job* job = workers_.FindJob(peer->job);
-      if (job != nullptr && job->driver != nullptr) job->driver->Send(msg);  // a driver that left (detached actors) gets nothing
+      if (job != nullptr && job->driver != nullptr)
+        job->driver->Send(msg);  // a driver that left (detached actors) gets nothing
       return;
     }
     case rpc::Envelope::kWorkerBlocked: {
       if (peer->role != rpc::ROLE_WORKER) break;
-      if (Worker* w = workers_.Find(peer->worker); w != nullptr) leases_.SetBlocked(*w, msg.worker_blocked().blocked());
+      if (Worker* w = workers_.Find(peer->worker); w != nullptr)
+        leases_.SetBlocked(*w, msg.worker_blocked().blocked());
       return;
     }
     case rpc::Envelope::kStopRequest:
@@ -229,14 +243,16 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
       asio::post(io_, [this] { Stop(); });
       return;
     case rpc::Envelope::kHello:
-      rpc::SendErrorFrame(conn, 0, Status::ProtocolError("Hello was already accepted on this connection"));
+      rpc::SendErrorFrame(conn, 0,
+                          Status::ProtocolError("Hello was already accepted on this connection"));
       return;
     default:
       break;
   }
-  rpc::SendErrorFrame(conn, 0,
-                      Status::InvalidArgument("message kind " + std::to_string(msg.body_case()) +
-                                              " is not accepted by the node daemon from this peer"));
+  rpc::SendErrorFrame(
+      conn, 0,
+      Status::InvalidArgument("message kind " + std::to_string(msg.body_case()) +
+                              " is not accepted by the node daemon from this peer"));
 }
 
 bool NodeDaemon::OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg) {
@@ -296,9 +312,12 @@ bool NodeDaemon::OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::
       const auto& req = msg.get_actor_by_name();
       ActorRecord* a = actors_.FindByName(req.ray_namespace(), req.name());
       if (a == nullptr) {
-        rpc::SendErrorFrame(conn, req.request_id(),
-                            Status::NotFound("no live actor is named '" + req.name() + "'" +
-                                             (req.ray_namespace().empty() ? "" : " in namespace '" + req.ray_namespace() + "'")));
+        rpc::SendErrorFrame(
+            conn, req.request_id(),
+            Status::NotFound("no live actor is named '" + req.name() + "'" +
+                             (req.ray_namespace().empty()
+                                  ? ""
+                                  : " in namespace '" + req.ray_namespace() + "'")));
         return true;
       }
       actors_.Subscribe(*a, conn);
@@ -310,7 +329,8 @@ bool NodeDaemon::OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::
   }
 }
 
-Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello, rpc::Welcome* welcome) {
+Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
+                               rpc::Welcome* welcome) {
   PRISM_RETURN_IF_ERROR(rpc::CheckHello(hello, config_.token));
   auto* peer = static_cast<Peer*>(conn.user_data);
   welcome->set_node_id(node_id_.Binary());
@@ -321,8 +341,10 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello, r
   }
   switch (hello.role()) {
     case rpc::ROLE_DRIVER: {
-      if (!WorkerId::IsValidBinary(hello.worker_id()) || IsAlive(WorkerId::FromBinary(hello.worker_id()))) {
-        return Status::InvalidArgument("a driver needs a worker id of its own (16 bytes, not in use)");
+      if (!WorkerId::IsValidBinary(hello.worker_id()) ||
+          IsAlive(WorkerId::FromBinary(hello.worker_id()))) {
+        return Status::InvalidArgument(
+            "a driver needs a worker id of its own (16 bytes, not in use)");
       }
       pid_t pid = conn.peer_pid();
       if (pid <= 0) return Status::PermissionDenied("cannot identify the driver process");
@@ -338,8 +360,10 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello, r
       return Status::OK();
     }
     case rpc::ROLE_WORKER: {
-      PRISM_ASSIGN_OR_RETURN(WorkerId id, workers_.Register(hello, conn.peer_pid(),
-                                                            std::static_pointer_cast<rpc::Connection>(conn.shared_from_this())));
+      PRISM_ASSIGN_OR_RETURN(
+          WorkerId id,
+          workers_.Register(hello, conn.peer_pid(),
+                            std::static_pointer_cast<rpc::Connection>(conn.shared_from_this())));
       peer->role = rpc::ROLE_WORKER;
       peer->job = workers_.Find(id)->job;
       peer->worker = id;
@@ -363,7 +387,8 @@ void NodeDaemon::RemoveWorker(const WorkerId& id, const std::string& why) {
   if (!w) return;
   leases_.WorkerRemoved(*w);
   if (w->state != WorkerPool::State::kStarting || w->conn) WorkerGone(w->id);
-  if (!w->actor.IsNil() && actors_.ProcessDied(w->actor, why)) RequestActorProcess(*actors_.Find(w->actor));
+  if (!w->actor.IsNil() && actors_.ProcessDied(w->actor, why))
+    RequestActorProcess(*actors_.Find(w->actor));
   if (w->conn) {
     auto c = conns_.find(w->conn);
     if (c != conns_.end()) c->second.role = rpc::ROLE_CLIENT;  // its close is no longer a worker's
@@ -383,7 +408,8 @@ void NodeDaemon::OnClosed(rpc::Connection& conn, const Status& why) {
   if (peer.store_client != 0) store_->ClientGone(peer.store_client);
   // Leases this connection held: their workers ran tasks for an owner that is gone.
   // (Removing one may remove others: a worker's own leases go with it. KillWorker skips those.)
-  for (const WorkerId& w : leases_.WorkersHeldBy(&conn)) KillWorker(w, "its lease holder disconnected");
+  for (const WorkerId& w : leases_.WorkersHeldBy(&conn))
+    KillWorker(w, "its lease holder disconnected");
   if (peer.role == rpc::ROLE_WORKER) {
     KillWorker(peer.worker, "its connection closed: " + why.message());
   } else if (peer.role == rpc::ROLE_DRIVER) {
@@ -421,8 +447,10 @@ void NodeDaemon::WorkerGone(const WorkerId& id) {
   }
 }
 
-void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer, const rpc::CreateActor& req) {
-  Result<ActorDirectory::Created> created = actors_.Create(peer.job, workers_.HasJob(peer.job), req);
+void NodeDaemon::HandleCreateActor(rpc::Connection& conn, const Peer& peer,
+                                   const rpc::CreateActor& req) {
+  Result<ActorDirectory::Created> created =
+      actors_.Create(peer.job, workers_.HasJob(peer.job), req);
   if (!created.ok()) return rpc::SendErrorFrame(conn, req.request_id(), created.status());
   ActorRecord& a = *created->actor;
   actors_.Subscribe(a, conn);
@@ -438,7 +466,8 @@ void NodeDaemon::RequestActorProcess(const ActorRecord& a) {
   lr.shape = a.shape;
   lr.actor = a.id;
   lr.placement = a.placement;
-  (void)EnvFromProto(a.spec.actor_creation().env(), &lr.env, &lr.env_key);  // checked when it was created
+  (void)EnvFromProto(a.spec.actor_creation().env(), &lr.env,
+                     &lr.env_key);  // checked when it was created
   leases_.Add(std::move(lr));
 }
 
@@ -449,8 +478,9 @@ void NodeDaemon::HandleActorCreated(const Peer& peer, const rpc::TaskReply& repl
   if (a == nullptr || a->worker != peer.worker || a->dead()) return;
   if (reply.error().kind() != rpc::ERROR_NONE) {
     const auto& e = reply.error();
-    std::string why = e.kind() == rpc::ERROR_TASK ? "its constructor raised " + e.type_name() + ": " + e.message()
-                                                  : "it could not be created: " + e.message();
+    std::string why = e.kind() == rpc::ERROR_TASK
+                          ? "its constructor raised " + e.type_name() + ": " + e.message()
+                          : "it could not be created: " + e.message();
     a->kill_requested = true;
     actors_.Dead(*a, why);
     KillWorker(peer.worker, "its actor failed to start");
@@ -474,7 +504,8 @@ void NodeDaemon::HandleKillActor(const rpc::KillActor& req) {
 void NodeDaemon::MaybeEraseJob(const JobId& id) {
   Job* job = workers_.FindJob(id);
   if (job == nullptr || !job->ended) return;
-  if (!actors_.Live([&](const ActorRecord& a) { return a.job == id && a.detached(); }).empty()) return;
+  if (!actors_.Live([&](const ActorRecord& a) { return a.job == id && a.detached(); }).empty())
+    return;
   job->ended = false;
   FinishJob(id);
 }
@@ -488,7 +519,8 @@ void NodeDaemon::ActorUnplaceable(const TaskId& actor, const std::string& why) {
   if (ActorRecord* a = actors_.Find(actor); a != nullptr) actors_.Dead(*a, why);
 }
 
-void NodeDaemon::ActorPlaced(const TaskId& actor, Worker& worker, uint64_t lease, const Allocation& alloc) {
+void NodeDaemon::ActorPlaced(const TaskId& actor, Worker& worker, uint64_t lease,
+                             const Allocation& alloc) {
   // The worker becomes the actor's process: it runs the creation task and answers on its
   // daemon connection.
   ActorRecord& a = *actors_.Find(actor);
@@ -516,7 +548,9 @@ void NodeDaemon::ReserveGroups() {
 
 void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer,
                                             const rpc::CreatePlacementGroup& req) {
-  if (!workers_.HasJob(peer.job)) return rpc::SendErrorFrame(conn, req.request_id(), Status::NotFound("the caller's job has ended"));
+  if (!workers_.HasJob(peer.job))
+    return rpc::SendErrorFrame(conn, req.request_id(),
+                               Status::NotFound("the caller's job has ended"));
   Result<uint64_t> id = groups_.Add(peer.job, req, config_.fixed_size && pool_status_.ok());
   if (!id.ok()) return rpc::SendErrorFrame(conn, req.request_id(), id.status());
   Schedule();  // reserves it now if it fits
@@ -529,21 +563,26 @@ void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& p
 void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer,
                                              const rpc::PlacementGroupRequest& req) {
   if (peer.role == rpc::ROLE_CLIENT && req.op() != rpc::PlacementGroupRequest::GET_BY_NAME) {
-    return rpc::SendErrorFrame(conn, req.request_id(),
-                     Status::PermissionDenied("only drivers and workers may wait for or remove placement groups"));
+    return rpc::SendErrorFrame(
+        conn, req.request_id(),
+        Status::PermissionDenied(
+            "only drivers and workers may wait for or remove placement groups"));
   }
   PlacementGroupRecord* found = nullptr;
   if (req.op() == rpc::PlacementGroupRequest::GET_BY_NAME) {
     found = groups_.FindByName(req.name());
     if (found == nullptr) {
-      return rpc::SendErrorFrame(conn, req.request_id(), Status::NotFound("no placement group is named '" + req.name() + "'"));
+      return rpc::SendErrorFrame(
+          conn, req.request_id(),
+          Status::NotFound("no placement group is named '" + req.name() + "'"));
     }
   } else {
     found = groups_.Find(req.id());
     if (found == nullptr) {
-      return rpc::SendErrorFrame(conn, req.request_id(),
-                       Status::NotFound("placement group " + std::to_string(req.id()) +
-                                        " does not exist (it was removed, or never created)"));
+      return rpc::SendErrorFrame(
+          conn, req.request_id(),
+          Status::NotFound("placement group " + std::to_string(req.id()) +
+                           " does not exist (it was removed, or never created)"));
     }
   }
   PlacementGroupRecord& g = *found;
@@ -554,7 +593,8 @@ void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& 
       if (g.state != rpc::PG_CREATED) {
         // Answered when it is created, or PENDING at the deadline.
         groups_.Wait(g, conn, req.request_id(),
-                     std::chrono::milliseconds(req.timeout_ms() == 0 ? 30000 : req.timeout_ms()), io_);
+                     std::chrono::milliseconds(req.timeout_ms() == 0 ? 30000 : req.timeout_ms()),
+                     io_);
         return;
       }
       PlacementGroups::Fill(g, info);
@@ -568,28 +608,33 @@ void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& 
       PlacementGroups::Fill(g, info);
       break;
     default:
-      return rpc::SendErrorFrame(conn, req.request_id(), Status::InvalidArgument("unknown placement group request"));
+      return rpc::SendErrorFrame(conn, req.request_id(),
+                                 Status::InvalidArgument("unknown placement group request"));
   }
   info->set_request_id(req.request_id());
   conn.Send(env);
 }
 
 void NodeDaemon::RemovePlacementGroup(uint64_t id, const std::string& why) {
-  std::optional<PlacementGroupRecord> taken = groups_.Take(id);  // first: leases in it give nothing back to its pools now
+  std::optional<PlacementGroupRecord> taken =
+      groups_.Take(id);  // first: leases in it give nothing back to its pools now
   if (!taken) return;
   PlacementGroupRecord g = std::move(*taken);
   PRISM_LOG_INFO("placement group {} removed: {}", id, why);
-  const std::string label = "placement group " + std::to_string(id) + (g.name.empty() ? "" : " ('" + g.name + "')");
+  const std::string label =
+      "placement group " + std::to_string(id) + (g.name.empty() ? "" : " ('" + g.name + "')");
   PlacementGroups::FailWaiters(g, Status::NotFound(label + " was removed before it was created"));
   // Its actors die (no restart: their resources are gone), and its tasks' workers end.
-  for (const TaskId& aid : actors_.Live([&](const ActorRecord& a) { return a.placement.placement_group() == id; })) {
+  for (const TaskId& aid :
+       actors_.Live([&](const ActorRecord& a) { return a.placement.placement_group() == id; })) {
     rpc::KillActor k;
     k.set_actor_id(aid.Binary());
     k.set_no_restart(true);
     k.set_reason("its " + label + " was removed");
     HandleKillActor(k);
   }
-  for (const WorkerId& w : leases_.WorkersInGroup(id)) KillWorker(w, "its " + label + " was removed");
+  for (const WorkerId& w : leases_.WorkersInGroup(id))
+    KillWorker(w, "its " + label + " was removed");
   // Only now, with everything that used them gone, do its resources go back to the node.
   for (const Allocation& a : g.reserved) node_pool_.Free(a);
   Schedule();
@@ -615,9 +660,11 @@ void NodeDaemon::FinishJob(const JobId& id) {
     std::vector<uint64_t> groups;
     for (auto& [gid, g] : groups_.all()) {
       const uint64_t group = gid;
-      bool used = !actors_.Live([&](const ActorRecord& a) {
-                        return a.placement.placement_group() == group && a.detached();
-                      }).empty();
+      bool used = !actors_
+                       .Live([&](const ActorRecord& a) {
+                         return a.placement.placement_group() == group && a.detached();
+                       })
+                       .empty();
       if (g.job == id && !used && !g.detached) groups.push_back(gid);
     }
     for (uint64_t gid : groups) RemovePlacementGroup(gid, "its job finished");
@@ -684,30 +731,11 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
     d->set_shape(shape);
     d->set_count(count);
   }
-  for (const auto& [aid, a] : actors_.all()) {
-    auto* line = s->add_actors();
-    line->set_actor_id(aid.Binary());
-    line->set_name(a.spec.actor_creation().name());
-    line->set_state(a.state);
-    line->set_num_restarts(a.num_restarts);
-    const Worker* w = a.worker.IsNil() ? nullptr : workers_.Find(a.worker);
-    line->set_pid(w == nullptr ? 0 : w->pid);
-    line->set_death_cause(a.death_cause);
-    line->set_detached(a.spec.actor_creation().detached());
-  }
-  if (store_) {
-    StoreTableStats st = store_->stats();
-    auto* o = s->mutable_store();
-    o->set_capacity(st.capacity);
-    o->set_used(st.used);
-    o->set_pinned(st.pinned);
-    o->set_spilled(st.spilled);
-    o->set_num_objects(st.num_objects);
-    o->set_num_spilled(st.num_spilled);
-    o->set_spills_total(st.spills_total);
-    o->set_restores_total(st.restores_total);
-    o->set_spill_dir(config_.session_dir + "/spill");
-  }
+  actors_.Report(s, [this](const WorkerId& id) {
+    const Worker* w = workers_.Find(id);
+    return w == nullptr ? pid_t{0} : w->pid;
+  });
+  if (store_service_) store_service_->Report(s->mutable_store(), config_.session_dir + "/spill");
   conn.Send(env);
 }
 

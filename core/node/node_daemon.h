@@ -4,6 +4,16 @@
 // table, the node and job tables). Single-threaded: everything runs on one io_context.
 #pragma once
 
+#include <prism/gpu/topology.h>
+#include <prism/ids.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
 #include "base/resources.h"
 #include "base/status.h"
 #include "control/actor_directory.h"
@@ -18,17 +28,6 @@
 #include "object_store/object_store.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
-
-#include <prism/gpu/topology.h>
-#include <prism/ids.h>
-
-#include <asio.hpp>
-
-#include <chrono>
-#include <map>
-#include <memory>
-#include <optional>
-#include <string>
 
 namespace prism {
 
@@ -105,8 +104,10 @@ class NodeDaemon : private LeaseManager::Host {
   void HandleKillActor(const rpc::KillActor& req);
   /// Asks for a process for the actor (its first, or one to restart it in).
   void RequestActorProcess(const ActorRecord& a);
-  void HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer, const rpc::CreatePlacementGroup& req);
-  void HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer, const rpc::PlacementGroupRequest& req);
+  void HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& peer,
+                                  const rpc::CreatePlacementGroup& req);
+  void HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer,
+                                   const rpc::PlacementGroupRequest& req);
   /// Ends a group: its reservation goes back, its tasks' workers and its actors are ended.
   void RemovePlacementGroup(uint64_t id, const std::string& why);
   /// A job whose driver left ends for good once none of its detached actors lives.
@@ -122,7 +123,8 @@ class NodeDaemon : private LeaseManager::Host {
   void ReserveGroups() override;
   bool ActorWaits(const TaskId& actor) override;
   void ActorUnplaceable(const TaskId& actor, const std::string& why) override;
-  void ActorPlaced(const TaskId& actor, Worker& worker, uint64_t lease, const Allocation& alloc) override;
+  void ActorPlaced(const TaskId& actor, Worker& worker, uint64_t lease,
+                   const Allocation& alloc) override;
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
   void KillWorker(const WorkerId& id, const std::string& why) override;
 
@@ -138,12 +140,14 @@ class NodeDaemon : private LeaseManager::Host {
   ControlStore control_;
   std::unique_ptr<ObjectStore> store_;
   std::unique_ptr<StoreService> store_service_;  // the store's requests (goes before store_)
-  std::unique_ptr<DiskIoThread> disk_;  // the store's spills and restores (Stop() ends it before store_ goes)
+  std::unique_ptr<DiskIoThread>
+      disk_;  // the store's spills and restores (Stop() ends it before store_ goes)
   ObjectStore::ClientId next_store_client_ = 1;
   ResourcePool node_pool_;
   Status pool_status_;  // why the configured resources are no node's (checked by Start)
-  KvTable kv_;  // functions exported by Python drivers, rendezvous data
-  PlacementGroups groups_{node_pool_, config_.resources.ToString(), config_.gpu_topology.has_value()};
+  KvTable kv_;          // functions exported by Python drivers, rendezvous data
+  PlacementGroups groups_{node_pool_, config_.resources.ToString(),
+                          config_.gpu_topology.has_value()};
   ActorDirectory actors_;
   WorkerPool workers_;
   LeaseManager leases_;

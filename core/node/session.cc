@@ -1,7 +1,5 @@
 #include "node/session.h"
 
-#include "base/ids.h"
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "base/ids.h"
 
 namespace prism {
 namespace {
@@ -33,7 +33,8 @@ std::string SessionRoot() {
 }
 
 std::string NewSessionDir() {
-  return SessionRoot() + "/s-" + std::to_string(getpid()) + "-" + RandomUniqueId().Hex().substr(0, 8);
+  return SessionRoot() + "/s-" + std::to_string(getpid()) + "-" +
+         RandomUniqueId().Hex().substr(0, 8);
 }
 
 std::string NewClusterToken() { return RandomUniqueId().Hex() + RandomUniqueId().Hex(); }
@@ -53,7 +54,8 @@ Status PublishSession(const SessionInfo& session) {
     if (!out) return Status::IOError("cannot write " + tmp);
     out << session.dir << "\n";
   }
-  if (::rename(tmp.c_str(), current.c_str()) != 0) return Status::IOError("cannot write " + current);
+  if (::rename(tmp.c_str(), current.c_str()) != 0)
+    return Status::IOError("cannot write " + current);
   return Status::OK();
 }
 
@@ -69,7 +71,8 @@ Result<SessionInfo> ResolveSession(const std::string& address) {
   if (address.empty() || address == "auto") {
     auto dir = ReadFile(SessionRoot() + "/current");
     if (!dir.ok()) {
-      return Status::NotFound("no running prism daemon was found (start one with `prism start --head`)");
+      return Status::NotFound(
+          "no running prism daemon was found (start one with `prism start --head`)");
     }
     info.dir = *dir;
   } else {

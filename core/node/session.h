@@ -2,9 +2,9 @@
 // a driver or the prism tool finds one.
 #pragma once
 
-#include "base/status.h"
-
 #include <string>
+
+#include "base/status.h"
 
 namespace prism {
 

@@ -34,19 +34,19 @@ void StoreService::Handle(rpc::Connection& conn, ObjectStore::ClientId client, r
       if (!st.ok()) return rpc::SendErrorFrame(conn, req.request_id(), st);
       // Answered when it has room: at once, or after spills (the loop serves others meanwhile).
       auto self = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
-      store_.CreateAsync(client, id, req.size(), owner,
-                          [self, rid = req.request_id(), bin = req.object_id()](
-                              Result<ObjectStore::Located> loc) {
-                            if (!loc.ok()) return rpc::SendErrorFrame(*self, rid, loc.status());
-                            rpc::Envelope answer;
-                            auto* sr = answer.mutable_store_reply();
-                            sr->set_request_id(rid);
-                            auto* o = sr->add_objects();
-                            o->set_object_id(bin);
-                            o->set_offset(loc->offset);
-                            o->set_size(loc->size);
-                            self->Send(answer);
-                          });
+      store_.CreateAsync(
+          client, id, req.size(), owner,
+          [self, rid = req.request_id(), bin = req.object_id()](Result<ObjectStore::Located> loc) {
+            if (!loc.ok()) return rpc::SendErrorFrame(*self, rid, loc.status());
+            rpc::Envelope answer;
+            auto* sr = answer.mutable_store_reply();
+            sr->set_request_id(rid);
+            auto* o = sr->add_objects();
+            o->set_object_id(bin);
+            o->set_offset(loc->offset);
+            o->set_size(loc->size);
+            self->Send(answer);
+          });
       return;
     }
     case rpc::Envelope::kStoreSeal:
@@ -104,7 +104,8 @@ void StoreService::Handle(rpc::Connection& conn, ObjectStore::ClientId client, r
     case rpc::Envelope::kStoreRelease:
     case rpc::Envelope::kStoreDelete: {
       bool release = msg.has_store_release();
-      const auto& ids = release ? msg.store_release().object_ids() : msg.store_delete().object_ids();
+      const auto& ids =
+          release ? msg.store_release().object_ids() : msg.store_delete().object_ids();
       uint64_t rid = release ? msg.store_release().request_id() : msg.store_delete().request_id();
       Status first;
       std::string errors;
@@ -129,6 +130,19 @@ void StoreService::Handle(rpc::Connection& conn, ObjectStore::ClientId client, r
       return;
   }
   conn.Send(reply);
+}
+
+void StoreService::Report(rpc::StoreStats* out, const std::string& spill_dir) const {
+  StoreTableStats st = store_.stats();
+  out->set_capacity(st.capacity);
+  out->set_used(st.used);
+  out->set_pinned(st.pinned);
+  out->set_spilled(st.spilled);
+  out->set_num_objects(st.num_objects);
+  out->set_num_spilled(st.num_spilled);
+  out->set_spills_total(st.spills_total);
+  out->set_restores_total(st.restores_total);
+  out->set_spill_dir(spill_dir);
 }
 
 }  // namespace prism

@@ -3,14 +3,14 @@
 // connections. Part of the node manager; the store itself is object_store/.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+
 #include "base/ids.h"
 #include "base/status.h"
 #include "object_store/object_store.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
-
-#include <cstdint>
-#include <functional>
 
 namespace prism {
 
@@ -24,6 +24,8 @@ class StoreService {
   /// answered there: at once, or once the store has room (a create) or the objects back from
   /// disk (a get); releases and deletes only when they fail.
   void Handle(rpc::Connection& conn, ObjectStore::ClientId client, rpc::Envelope& msg);
+  /// The store's figures, for the node's status (`spill_dir`: where it spills).
+  void Report(rpc::StoreStats* out, const std::string& spill_dir) const;
 
  private:
   ObjectStore& store_;

@@ -1,8 +1,8 @@
 #include "node/worker_launcher.h"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -25,7 +25,8 @@ Result<pid_t> ProcessWorkerLauncher::Launch(const WorkerLaunch& launch) {
     prefixed.push_back(has_path ? launch.argv[0] : launch.executable_path);
     for (size_t i = 1; i < launch.argv.size(); ++i) prefixed.push_back(launch.argv[i]);
   }
-  for (const auto& a : launch.prefix.empty() ? launch.argv : prefixed) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : launch.prefix.empty() ? launch.argv : prefixed)
+    argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (const auto& e : launch.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);

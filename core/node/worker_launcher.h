@@ -1,12 +1,12 @@
 // Starting worker processes, behind an interface so the daemon's logic can run against a fake.
 #pragma once
 
-#include "base/status.h"
-
 #include <sys/types.h>
 
 #include <string>
 #include <vector>
+
+#include "base/status.h"
 
 namespace prism {
 

@@ -1,9 +1,5 @@
 #include "node/worker_pool.h"
 
-#include "base/ids.h"
-#include "base/logging.h"
-#include "base/process_info.h"
-
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,6 +11,10 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "base/process_info.h"
 
 namespace prism {
 namespace {
@@ -69,7 +69,8 @@ void WorkerPool::Open() {
 
 Result<WorkerPool::Job> WorkerPool::JobOf(pid_t pid, const rpc::Hello& hello) {
   if (hello.worker_argv_size() > 256 || hello.worker_launch_prefix_size() > 256) {
-    return Status::InvalidArgument("worker_argv and worker_launch_prefix take at most 256 arguments");
+    return Status::InvalidArgument(
+        "worker_argv and worker_launch_prefix take at most 256 arguments");
   }
   std::string exe = "/proc/" + std::to_string(pid) + "/exe";
   int fd = ::open(exe.c_str(), O_RDONLY | O_CLOEXEC);
@@ -83,10 +84,12 @@ Result<WorkerPool::Job> WorkerPool::JobOf(pid_t pid, const rpc::Hello& hello) {
   job.exe_fd = fd;
   job.build_id = hello.build_id();
   job.argv = std::move(launch->argv);
-  if (hello.worker_argv_size() > 0) job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
+  if (hello.worker_argv_size() > 0)
+    job.argv.assign(hello.worker_argv().begin(), hello.worker_argv().end());
   job.code_search_path.assign(hello.code_search_path().begin(), hello.code_search_path().end());
   job.python_executable = hello.python_executable();
-  job.launch_prefix.assign(hello.worker_launch_prefix().begin(), hello.worker_launch_prefix().end());
+  job.launch_prefix.assign(hello.worker_launch_prefix().begin(),
+                           hello.worker_launch_prefix().end());
   job.timeline = hello.record_timeline();
   std::error_code link_error;
   job.exe_path = std::filesystem::read_symlink(exe, link_error).string();
@@ -171,20 +174,23 @@ std::map<std::string, std::string> WorkerPool::GpuWorkerEnv(const std::vector<in
   for (int g : gpus) {
     if (!visible.empty()) visible += ",";
     // Instance i is the i-th device the daemon itself sees.
-    visible += g < static_cast<int>(visible_devices_.size()) ? visible_devices_[g] : std::to_string(g);
+    visible +=
+        g < static_cast<int>(visible_devices_.size()) ? visible_devices_[g] : std::to_string(g);
   }
   env["CUDA_VISIBLE_DEVICES"] = visible;
   if (!config_.gpu_topology_spec.empty()) env["PRISM_GPU_TOPOLOGY"] = config_.gpu_topology_spec;
   // Which backend runs them, and how sim devices are made: the node's choice (e.g. sim devices
   // for a profile), not only the job's.
-  for (const char* name : {"PRISM_GPU_BACKEND", "PRISM_GPU_COUNT_CALLS", "PRISM_SIM_DEVICE_MEMORY", "PRISM_SIM_JITTER_US"}) {
+  for (const char* name : {"PRISM_GPU_BACKEND", "PRISM_GPU_COUNT_CALLS", "PRISM_SIM_DEVICE_MEMORY",
+                           "PRISM_SIM_JITTER_US"}) {
     if (const char* v = std::getenv(name); v != nullptr) env[name] = v;
   }
   return env;
 }
 
 bool WorkerPool::Start(Job& job, const std::map<std::string, std::string>& request_env,
-                       const std::string& env_key, const std::string& runtime, const std::vector<int>& gpus) {
+                       const std::string& env_key, const std::string& runtime,
+                       const std::vector<int>& gpus) {
   WorkerId id = RandomUniqueId();
   Worker w;
   w.id = id;
@@ -239,7 +245,7 @@ bool WorkerPool::Start(Job& job, const std::map<std::string, std::string>& reque
     }
   }
   static const char* kOurs[] = {"PRISM_WORKER_MODE=", "PRISM_SESSION_DIR=", "PRISM_CLUSTER_TOKEN=",
-                                "PRISM_WORKER_ID=", "PRISM_JOB_ID=", "PRISM_LOG_LEVEL="};
+                                "PRISM_WORKER_ID=",   "PRISM_JOB_ID=",      "PRISM_LOG_LEVEL="};
   for (const auto& e : job.env) {
     bool ours = false;
     for (const char* k : kOurs) ours = ours || e.rfind(k, 0) == 0;
@@ -281,7 +287,8 @@ void WorkerPool::Signal(const WorkerId& id) {
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
   if (it->second.pid > 0) ::kill(it->second.pid, SIGKILL);
-  if (it->second.process > 0 && it->second.process != it->second.pid) ::kill(it->second.process, SIGKILL);
+  if (it->second.process > 0 && it->second.process != it->second.pid)
+    ::kill(it->second.process, SIGKILL);
 }
 
 std::optional<WorkerPool::Worker> WorkerPool::Take(const WorkerId& id) {
@@ -307,7 +314,8 @@ void WorkerPool::Reap(const std::function<void(const WorkerId&, const std::strin
     if (w->second.state == State::kStarting) {
       if (Job* j = FindJob(w->second.job); j != nullptr) {
         j->start_failures++;
-        if (!j->start_failure_final) j->last_start_failure = "a worker process " + how + " before it registered";
+        if (!j->start_failure_final)
+          j->last_start_failure = "a worker process " + how + " before it registered";
       }
     }
     PRISM_LOG_INFO("worker {} (pid {}) {}", id.Hex(), pid, how);

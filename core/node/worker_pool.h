@@ -3,16 +3,10 @@
 // registration to their end. Which worker runs what is the lease manager's business.
 #pragma once
 
-#include "base/status.h"
-#include "node/worker_launcher.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-
 #include <prism/gpu/topology.h>
 #include <prism/ids.h>
 
 #include <asio.hpp>
-
 #include <chrono>
 #include <functional>
 #include <map>
@@ -21,6 +15,11 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "base/status.h"
+#include "node/worker_launcher.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
 
 namespace prism {
 
@@ -60,13 +59,14 @@ class WorkerPool {
   struct Worker {
     WorkerId id;
     JobId job;
-    pid_t pid = -1;      // the process the daemon forked
-    pid_t process = -1;  // the process that registered: pid, or its descendant under a launch prefix
+    pid_t pid = -1;  // the process the daemon forked
+    pid_t process =
+        -1;  // the process that registered: pid, or its descendant under a launch prefix
     State state = State::kStarting;
     std::shared_ptr<rpc::Connection> conn;
     std::string socket_path;
     uint64_t lease_id = 0;
-    TaskId actor;  // the actor this worker hosts (nil: none)
+    TaskId actor;         // the actor this worker hosts (nil: none)
     std::string env_key;  // the environment variables (and runtime) it was started with
     std::string runtime;  // "" (the job's own executable) or "cpp" (the generic C++ worker)
     std::unique_ptr<asio::steady_timer> register_timer;
@@ -92,7 +92,8 @@ class WorkerPool {
   bool Start(Job& job, const std::map<std::string, std::string>& env, const std::string& env_key,
              const std::string& runtime, const std::vector<int>& gpus);
   /// A started worker's Hello from `peer_pid` on `conn`: it is idle now. Its worker id.
-  Result<WorkerId> Register(const rpc::Hello& hello, pid_t peer_pid, std::shared_ptr<rpc::Connection> conn);
+  Result<WorkerId> Register(const rpc::Hello& hello, pid_t peer_pid,
+                            std::shared_ptr<rpc::Connection> conn);
   Worker* Find(const WorkerId& id);
   /// An idle worker of this job started with this environment, or null.
   Worker* FindIdle(const JobId& job, const std::string& env_key);

@@ -40,9 +40,9 @@ class ArenaAllocator {
   uint64_t capacity_;
   uint64_t alignment_;
   uint64_t used_ = 0;
-  std::map<uint64_t, uint64_t> holes_by_offset_;      // offset -> size
+  std::map<uint64_t, uint64_t> holes_by_offset_;           // offset -> size
   std::set<std::pair<uint64_t, uint64_t>> holes_by_size_;  // (size, offset)
-  std::map<uint64_t, uint64_t> blocks_;               // offset -> size
+  std::map<uint64_t, uint64_t> blocks_;                    // offset -> size
 };
 
 }  // namespace prism

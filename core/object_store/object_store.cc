@@ -1,7 +1,5 @@
 #include "object_store/object_store.h"
 
-#include "base/logging.h"
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -14,6 +12,8 @@
 #include <fstream>
 #include <optional>
 #include <vector>
+
+#include "base/logging.h"
 
 namespace prism {
 namespace {
@@ -68,7 +68,8 @@ uint64_t DefaultObjectStoreCapacity() {
   long page = ::sysconf(_SC_PAGE_SIZE);
   uint64_t total = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : (uint64_t{1} << 30);
   // In a container, the cgroup's memory limit is what there is (cgroup v2, then v1).
-  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+  for (const char* path :
+       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
     std::ifstream f(path);
     std::string v;
     if (f >> v && !v.empty() && v != "max") {
@@ -98,8 +99,9 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(ObjectStoreConfig config)
     uint64_t available = AvailableMemory();
     if (config.capacity > available) {
       ::close(fd);
-      return Status::OutOfMemory("cannot pre-fault a " + Bytes(config.capacity) + " object store: only " +
-                                 Bytes(available) + " of memory is available");
+      return Status::OutOfMemory("cannot pre-fault a " + Bytes(config.capacity) +
+                                 " object store: only " + Bytes(available) +
+                                 " of memory is available");
     }
     int err = ::posix_fallocate(fd, 0, static_cast<off_t>(config.capacity));
     if (err != 0) {
@@ -116,7 +118,8 @@ Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(ObjectStoreConfig config)
     ::close(fd);
     return st;
   }
-  return std::unique_ptr<ObjectStore>(new ObjectStore(std::move(config), fd, static_cast<uint8_t*>(base)));
+  return std::unique_ptr<ObjectStore>(
+      new ObjectStore(std::move(config), fd, static_cast<uint8_t*>(base)));
 }
 
 ObjectStore::ObjectStore(ObjectStoreConfig config, int fd, uint8_t* base)
@@ -132,8 +135,8 @@ std::string ObjectStore::SpillPath(const ObjectId& id) const {
   return config_.spill_dir + "/" + id.Hex();
 }
 
-Result<ObjectStore::Located> ObjectStore::Create(ClientId client, const ObjectId& id,
-                                                 uint64_t size, const WorkerId& owner) {
+Result<ObjectStore::Located> ObjectStore::Create(ClientId client, const ObjectId& id, uint64_t size,
+                                                 const WorkerId& owner) {
   // (A deferred answer lands in `out`, which outlives this call, and is not awaited.)
   auto out = std::make_shared<std::optional<Result<Located>>>();
   CreateAsync(client, id, size, owner, [out](Result<Located> r) { *out = std::move(r); });
@@ -141,8 +144,8 @@ Result<ObjectStore::Located> ObjectStore::Create(ClientId client, const ObjectId
   return std::move(**out);
 }
 
-void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner,
-                              Done done) {
+void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size,
+                              const WorkerId& owner, Done done) {
   if (id.IsNil()) return done(Status::InvalidArgument("object id is nil"));
   if (size == 0) return done(Status::InvalidArgument("an object needs at least one byte"));
   if (objects_.count(id) > 0) {
@@ -150,9 +153,9 @@ void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size
                                       (objects_[id].sealed ? " (sealed)" : " (being written)")));
   }
   if (size > alloc_.capacity()) {
-    return done(Status::OutOfMemory("object " + id.Hex() + " is " + Bytes(size) +
-                                    ", larger than the whole object store (" + Bytes(alloc_.capacity()) +
-                                    "); start prism with a larger --object-store-memory"));
+    return done(Status::OutOfMemory(
+        "object " + id.Hex() + " is " + Bytes(size) + ", larger than the whole object store (" +
+        Bytes(alloc_.capacity()) + "); start prism with a larger --object-store-memory"));
   }
   // The entry exists from now on (a second create of the id is refused), pinned by its writer;
   // it is in memory once it has room.
@@ -165,7 +168,8 @@ void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size
   o.pins[client] = 1;
   o.total_pins = 1;
   client_pins_[client][id] += 1;
-  if (!waiting_.empty() && alloc_.capacity() - alloc_.used() + spilling_bytes_ >= size + waiting_bytes_) {
+  if (!waiting_.empty() &&
+      alloc_.capacity() - alloc_.used() + spilling_bytes_ >= size + waiting_bytes_) {
     // Others wait for spills; one that fits in the room there is now is not held up behind them
     // as long as the spills under way still free what they need (Pump gives them that room as
     // each spill ends).
@@ -182,8 +186,9 @@ void ObjectStore::CreateAsync(ClientId client, const ObjectId& id, uint64_t size
 
 Status ObjectStore::FullError(uint64_t size, const ObjectId& for_id) const {
   StoreTableStats s = stats();
-  std::string msg = "the object store is full: " + Bytes(size) + " needed for object " + for_id.Hex() +
-                    ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) + " are pinned by writers and readers";
+  std::string msg = "the object store is full: " + Bytes(size) + " needed for object " +
+                    for_id.Hex() + ", " + Bytes(s.pinned) + " of " + Bytes(s.capacity) +
+                    " are pinned by writers and readers";
   if (!last_spill_error_.ok()) msg += ", and spilling failed: " + last_spill_error_.message();
   return Status::OutOfMemory(msg);
 }
@@ -214,7 +219,8 @@ void ObjectStore::Pump() {
         Waiting gone = std::move(waiting_.front());
         waiting_.pop_front();
         waiting_bytes_ -= gone.size;
-        if (gone.done) gone.done(Status::NotFound("object " + gone.id.Hex() + " went while it waited for room"));
+        if (gone.done)
+          gone.done(Status::NotFound("object " + gone.id.Hex() + " went while it waited for room"));
         if (gone.restore && it != objects_.end() && it->second.generation == gone.generation) {
           it->second.restoring = false;
         }
@@ -283,7 +289,8 @@ bool ObjectStore::StartSpills(uint64_t needed) {
     const ObjectId id = candidate;  // (a name of its own: lambdas below capture it)
     if (started && alloc_.capacity() - alloc_.used() + spilling_bytes_ >= needed) break;
     auto oit = objects_.find(id);
-    if (oit == objects_.end() || !oit->second.in_memory || oit->second.spilling) continue;  // changed by an inline spill
+    if (oit == objects_.end() || !oit->second.in_memory || oit->second.spilling)
+      continue;  // changed by an inline spill
     Object& o = oit->second;
     uint64_t block = alloc_.BlockSize(o.offset);
     o.spilling = true;
@@ -344,12 +351,12 @@ void ObjectStore::StartRestore(const ObjectId& id, uint64_t offset) {
   uint64_t size = objects_.at(id).size;
   uint64_t generation = objects_.at(id).generation;
   auto result = std::make_shared<Status>();
-  RunIo(
-      [path, dst, size, result] { *result = TransferFile(path, dst, size, /*write=*/false); },
-      [this, id, generation, offset, result] { OnRestored(id, generation, offset, *result); });
+  RunIo([path, dst, size, result] { *result = TransferFile(path, dst, size, /*write=*/false); },
+        [this, id, generation, offset, result] { OnRestored(id, generation, offset, *result); });
 }
 
-void ObjectStore::OnRestored(const ObjectId& id, uint64_t generation, uint64_t offset, const Status& st) {
+void ObjectStore::OnRestored(const ObjectId& id, uint64_t generation, uint64_t offset,
+                             const Status& st) {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.generation != generation) {
     // Freed while it was read back (its readers were told then), perhaps created anew since.
@@ -363,7 +370,8 @@ void ObjectStore::OnRestored(const ObjectId& id, uint64_t generation, uint64_t o
   o.readers.clear();
   if (!st.ok() || o.deleted) {
     alloc_.Free(offset);
-    Status err = st.ok() ? Status::NotFound("object " + id.Hex() + " was freed while it was restored") : st;
+    Status err =
+        st.ok() ? Status::NotFound("object " + id.Hex() + " was freed while it was restored") : st;
     for (auto& [c, d] : readers) d(err);
     MaybeFree(it);
     Pump();
@@ -376,7 +384,8 @@ void ObjectStore::OnRestored(const ObjectId& id, uint64_t generation, uint64_t o
   Pump();
 }
 
-Result<ObjectStore::Located> ObjectStore::PinLocated(ClientId client, const ObjectId& id, Object& o) {
+Result<ObjectStore::Located> ObjectStore::PinLocated(ClientId client, const ObjectId& id,
+                                                     Object& o) {
   o.last_use = ++clock_;
   o.pins[client]++;
   o.total_pins++;
@@ -400,7 +409,8 @@ Status ObjectStore::Abort(ClientId client, const ObjectId& id) {
   auto it = objects_.find(id);
   if (it == objects_.end()) return Status::NotFound("object " + id.Hex() + " is not in the store");
   Object& o = it->second;
-  if (o.sealed) return Status::InvalidArgument("object " + id.Hex() + " is sealed: it cannot be aborted");
+  if (o.sealed)
+    return Status::InvalidArgument("object " + id.Hex() + " is sealed: it cannot be aborted");
   if (o.creator != client) {
     return Status::PermissionDenied("object " + id.Hex() + " was created by another client");
   }
@@ -454,7 +464,8 @@ void ObjectStore::Unpin(const ObjectId& id, Object& o, ClientId client, uint32_t
 Status ObjectStore::Release(ClientId client, const ObjectId& id) {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.pins.count(client) == 0) {
-    return Status::NotFound("object " + id.Hex() + " is not pinned by this client (released twice?)");
+    return Status::NotFound("object " + id.Hex() +
+                            " is not pinned by this client (released twice?)");
   }
   Unpin(id, it->second, client, 1);
   MaybeFree(it);
@@ -473,7 +484,8 @@ void ObjectStore::MaybeFree(std::unordered_map<ObjectId, Object>::iterator it) {
   if (!o.deleted || o.total_pins > 0) return;
   auto readers = std::move(o.readers);  // readers waiting for its restore hear that it went
   o.readers.clear();
-  for (auto& [c, d] : readers) d(Status::NotFound("object " + it->first.Hex() + " was freed while it was restored"));
+  for (auto& [c, d] : readers)
+    d(Status::NotFound("object " + it->first.Hex() + " was freed while it was restored"));
   if (o.in_memory) alloc_.Free(o.offset);
   if (o.spill_file) ::unlink(SpillPath(it->first).c_str());
   objects_.erase(it);

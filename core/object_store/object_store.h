@@ -6,9 +6,6 @@
 // is answered once that I/O is done, and every other request is answered meanwhile.
 #pragma once
 
-#include "base/status.h"
-#include "object_store/allocator.h"
-
 #include <prism/ids.h>
 
 #include <chrono>
@@ -21,11 +18,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/status.h"
+#include "object_store/allocator.h"
+
 namespace prism {
 
 struct ObjectStoreConfig {
-  uint64_t capacity = 0;   // bytes
-  std::string spill_dir;   // created on first spill; removed when empty at shutdown
+  uint64_t capacity = 0;  // bytes
+  std::string spill_dir;  // created on first spill; removed when empty at shutdown
   /// Allocate every page of the arena at start (fallocate), so that no put waits for the kernel
   /// to find and zero fresh pages; the memory is taken for good. Off by default.
   bool prefault = false;
@@ -74,7 +74,8 @@ class ObjectStore {
   Result<Located> Create(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner);
   /// The same, answering through `done`: at once when the object fits, else once spills made
   /// room (or could not). Requests that wait for room are served in order.
-  void CreateAsync(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner, Done done);
+  void CreateAsync(ClientId client, const ObjectId& id, uint64_t size, const WorkerId& owner,
+                   Done done);
   /// Errors: NotFound; InvalidArgument when sealed already; PermissionDenied when another
   /// client created it.
   Status Seal(ClientId client, const ObjectId& id);
@@ -106,26 +107,26 @@ class ObjectStore {
     uint64_t offset = 0;
     bool in_memory = false;
     bool sealed = false;
-    bool spill_file = false;   // a copy is on disk
-    bool deleted = false;      // the owner let go; freed with the last pin
-    bool spilling = false;     // its copy to disk is being written (the store pins it meanwhile)
-    bool restoring = false;    // waits for room, or is being read back
-    uint64_t generation = 0;   // tells this entry from a later one of the same id
+    bool spill_file = false;  // a copy is on disk
+    bool deleted = false;     // the owner let go; freed with the last pin
+    bool spilling = false;    // its copy to disk is being written (the store pins it meanwhile)
+    bool restoring = false;   // waits for room, or is being read back
+    uint64_t generation = 0;  // tells this entry from a later one of the same id
     ClientId creator = 0;
     WorkerId owner;
     uint64_t last_use = 0;
     std::map<ClientId, uint32_t> pins;
     uint32_t total_pins = 0;
     std::chrono::steady_clock::time_point spill_failed;  // not tried again for a while
-    std::vector<std::pair<ClientId, Done>> readers;       // waiting for its restore
+    std::vector<std::pair<ClientId, Done>> readers;      // waiting for its restore
   };
   // A request waiting for room: a create (`restore` false) or a spilled object's restore.
   struct Waiting {
     ObjectId id;
     uint64_t size = 0;
     bool restore = false;
-    ClientId client = 0;  // a create's client
-    Done done;            // a create's answer (a restore answers its object's readers)
+    ClientId client = 0;      // a create's client
+    Done done;                // a create's answer (a restore answers its object's readers)
     uint64_t generation = 0;  // of the object's entry when it began waiting
   };
   ObjectStore(ObjectStoreConfig config, int fd, uint8_t* base);

@@ -1,8 +1,4 @@
-#include "base/mutex.h"
 #include "object_store/store_client.h"
-
-#include "base/logging.h"
-#include "rpc/connection.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -10,6 +6,10 @@
 
 #include <cerrno>
 #include <cstring>
+
+#include "base/logging.h"
+#include "base/mutex.h"
+#include "rpc/connection.h"
 
 namespace prism {
 namespace {

@@ -9,12 +9,6 @@
 // or freed), from a thread that runs only while such pins exist.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-
-#include "base/status.h"
-#include "rpc/blocking_client.h"
-
 #include <prism/ids.h>
 
 #include <atomic>
@@ -29,6 +23,11 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "rpc/blocking_client.h"
 
 namespace prism {
 
@@ -94,8 +93,8 @@ class StoreClient {
   uint8_t* base_ = nullptr;
   uint64_t capacity_ = 0;
   std::chrono::milliseconds idle_hold_{100};
-  mutable Mutex mu_;   // the held table
-  Mutex send_mu_;      // one sender at a time on conn_
+  mutable Mutex mu_;          // the held table
+  Mutex send_mu_;             // one sender at a time on conn_
   rpc::BlockingClient conn_;  // sent on under send_mu_, read by one waiting caller at a time
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<bool> broken_{false};

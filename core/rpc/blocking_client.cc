@@ -110,7 +110,8 @@ Result<Envelope> BlockingClient::Receive(int timeout_ms) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                       deadline - std::chrono::steady_clock::now())
                       .count();
-      if (left <= 0) return Status::Timeout("no reply within " + std::to_string(timeout_ms) + " ms");
+      if (left <= 0)
+        return Status::Timeout("no reply within " + std::to_string(timeout_ms) + " ms");
       wait = static_cast<int>(left);
     }
     pollfd p{fd_, POLLIN, 0};

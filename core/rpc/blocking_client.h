@@ -2,10 +2,10 @@
 // event loop would only be in the way.
 #pragma once
 
+#include <string>
+
 #include "base/status.h"
 #include "rpc/frame.h"
-
-#include <string>
 
 namespace prism::rpc {
 

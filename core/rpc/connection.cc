@@ -1,17 +1,17 @@
-#include "base/mutex.h"
 #include "rpc/connection.h"
 
-#include "base/logging.h"
-
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <pthread.h>
 
 #include <cerrno>
 #include <cstring>
 #include <optional>
+
+#include "base/logging.h"
+#include "base/mutex.h"
 
 namespace prism::rpc {
 
@@ -68,7 +68,8 @@ void Connection::Start(OnMessage on_message, OnClose on_close, std::string initi
   asio::post(socket_.get_executor(), [self = shared_from_this(), initial = std::move(initial)] {
     if (!initial.empty() && !self->closed()) {
       size_t avail = 0;
-      char* space = self->decoder_.WritableSpace(initial.size(), &avail);  // (nobody else reads yet)
+      char* space =
+          self->decoder_.WritableSpace(initial.size(), &avail);  // (nobody else reads yet)
       std::memcpy(space, initial.data(), initial.size());
       if (!self->Consume(initial.size())) return;
     }
@@ -95,22 +96,22 @@ void Connection::ReadSome() {
   }
   size_t available = 0;
   char* space = decoder_.WritableSpace(kReadChunk, &available);
-  socket_.async_read_some(
-      asio::buffer(space, available),
-      [self = shared_from_this()](const asio::error_code& ec, size_t n) {
-        if (self->closed()) return;
-        if (ec) {
-          self->CloseOnLoop(ec == asio::error::eof
-                                ? Status::Unavailable("connection closed by peer")
-                                : Status::IOError("read failed: " + ec.message()));
-          return;
-        }
-        if (self->Consume(n)) self->ReadSome();
-      });
+  socket_.async_read_some(asio::buffer(space, available), [self = shared_from_this()](
+                                                              const asio::error_code& ec,
+                                                              size_t n) {
+    if (self->closed()) return;
+    if (ec) {
+      self->CloseOnLoop(ec == asio::error::eof ? Status::Unavailable("connection closed by peer")
+                                               : Status::IOError("read failed: " + ec.message()));
+      return;
+    }
+    if (self->Consume(n)) self->ReadSome();
+  });
 }
 
 void Connection::WaitShared() {
-  watch_->async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+  watch_->async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](
+                                                                    const asio::error_code& ec) {
     if (self->closed()) return;
     if (ec) {
       self->CloseOnLoop(Status::IOError("wait for the connection failed: " + ec.message()));
@@ -227,7 +228,8 @@ Status Connection::DeliverLocked(const TakeHere* take, bool* took) {
     handed_.fetch_add(1, std::memory_order_acq_rel);
     std::shared_ptr<Envelope> env = decoder_.current();
     if (!env) env = std::make_shared<Envelope>(std::move(msg));
-    asio::post(io_, [self = shared_from_this(), env = std::move(env)] { self->DeliverHanded(env); });
+    asio::post(io_,
+               [self = shared_from_this(), env = std::move(env)] { self->DeliverHanded(env); });
     return true;
   });
 }
@@ -260,7 +262,8 @@ void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_h
     // Under mu_: CloseOnLoop closes the descriptor under it too, so the fast path below never
     // writes to a descriptor that was closed (and perhaps reused) meanwhile.
     if (closed()) return;
-    frames_queued_.store(frames_queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    frames_queued_.store(frames_queued_.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
     size_t start = pending_.size();
     if (msg != nullptr) {
       AppendFrame(*msg, &pending_);
@@ -272,8 +275,7 @@ void Connection::Queue(const Envelope* msg, std::string_view frame, bool write_h
       // Fast path off the loop thread: nothing queued, so write straight from this thread and
       // spare a wake-up of the loop. The kernel keeps concurrent reads (the loop thread) and
       // this write apart; mu_ orders the writers. (On the loop thread async_write batches.)
-      ssize_t n = ::send(Fd(), pending_.data(), pending_.size(),
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t n = ::send(Fd(), pending_.data(), pending_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n == static_cast<ssize_t>(pending_.size())) {
         pending_.clear();
         return;
@@ -479,7 +481,7 @@ void EventLoop::Stop() {
 }
 
 Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_context& io,
-                                                                      const std::string& path) {
+                                                                       const std::string& path) {
   if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     return Status::InvalidArgument("socket path too long (" + std::to_string(path.size()) +
                                    " bytes, the limit is " +
@@ -522,25 +524,29 @@ struct PendingConnect : std::enable_shared_from_this<PendingConnect> {
     auto self = shared_from_this();
     size_t avail = 0;
     char* space = decoder.WritableSpace(4096, &avail);
-    socket.async_read_some(asio::buffer(space, avail), [self](const asio::error_code& ec, size_t n) {
-      if (self->finished) return;
-      if (ec) {
-        self->Finish(Status::Unavailable("connection closed during the handshake: " + ec.message()));
-        return;
-      }
-      self->decoder.Commit(n);
-      std::optional<Envelope> got;
-      Status st = self->decoder.Drain([&](Envelope& m) {
-        got = std::move(m);
-        return false;
-      });
-      if (!st.ok()) return self->Finish(st);
-      if (!got) return self->ReadWelcome();
-      if (got->has_refused()) return self->Finish(Status::PermissionDenied(got->refused().reason()));
-      if (!got->has_welcome()) return self->Finish(Status::ProtocolError("expected a Welcome frame"));
-      Connected c{std::move(self->socket), got->welcome(), self->decoder.TakePending()};
-      self->Finish(std::move(c));
-    });
+    socket.async_read_some(
+        asio::buffer(space, avail), [self](const asio::error_code& ec, size_t n) {
+          if (self->finished) return;
+          if (ec) {
+            self->Finish(
+                Status::Unavailable("connection closed during the handshake: " + ec.message()));
+            return;
+          }
+          self->decoder.Commit(n);
+          std::optional<Envelope> got;
+          Status st = self->decoder.Drain([&](Envelope& m) {
+            got = std::move(m);
+            return false;
+          });
+          if (!st.ok()) return self->Finish(st);
+          if (!got) return self->ReadWelcome();
+          if (got->has_refused())
+            return self->Finish(Status::PermissionDenied(got->refused().reason()));
+          if (!got->has_welcome())
+            return self->Finish(Status::ProtocolError("expected a Welcome frame"));
+          Connected c{std::move(self->socket), got->welcome(), self->decoder.TakePending()};
+          self->Finish(std::move(c));
+        });
   }
 };
 
@@ -557,26 +563,27 @@ void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const E
     p->Finish(Status::Timeout("no Welcome within " + std::to_string(timeout.count()) + " ms"));
   });
   if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    asio::post(io, [p, path] { p->Finish(Status::InvalidArgument("socket path too long: " + path)); });
+    asio::post(io,
+               [p, path] { p->Finish(Status::InvalidArgument("socket path too long: " + path)); });
     return;
   }
-  p->socket.async_connect(asio::local::stream_protocol::endpoint(path),
-                          [p, path](const asio::error_code& ec) {
+  p->socket.async_connect(
+      asio::local::stream_protocol::endpoint(path), [p, path](const asio::error_code& ec) {
+        if (p->finished) return;
+        if (ec) {
+          p->Finish(Status::Unavailable("cannot connect to " + path + ": " + ec.message()));
+          return;
+        }
+        asio::async_write(p->socket, asio::buffer(p->hello),
+                          [p](const asio::error_code& wec, size_t) {
                             if (p->finished) return;
-                            if (ec) {
-                              p->Finish(Status::Unavailable("cannot connect to " + path + ": " + ec.message()));
+                            if (wec) {
+                              p->Finish(Status::Unavailable("cannot send Hello: " + wec.message()));
                               return;
                             }
-                            asio::async_write(p->socket, asio::buffer(p->hello),
-                                              [p](const asio::error_code& wec, size_t) {
-                                                if (p->finished) return;
-                                                if (wec) {
-                                                  p->Finish(Status::Unavailable("cannot send Hello: " + wec.message()));
-                                                  return;
-                                                }
-                                                p->ReadWelcome();
-                                              });
+                            p->ReadWelcome();
                           });
+      });
 }
 
 Envelope MakeHello(Role role, const std::string& token) {

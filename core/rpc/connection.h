@@ -1,14 +1,7 @@
 // One framed-protobuf connection over a Unix-domain socket, driven by an Asio io_context.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-
-#include "base/status.h"
-#include "rpc/frame.h"
-
 #include <asio.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -17,6 +10,11 @@
 #include <string>
 #include <string_view>
 #include <thread>
+
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "rpc/frame.h"
 
 namespace prism::rpc {
 
@@ -131,7 +129,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool shared_reads_ = false;
   // With shared_reads_, whoever reads holds read_mu_ (the loop blocks for it, TryReadHere only
   // tries), and the loop's on_message runs under it, so that it never runs beside `take`.
-  Mutex read_mu_;  // taken before mu_ where both are held
+  Mutex read_mu_;         // taken before mu_ where both are held
   FrameDecoder decoder_;  // under read_mu_ with shared_reads_; the loop's alone otherwise
   // Frames TryReadHere handed to the loop that it has not run yet: while there are any, later
   // frames go to the loop too (after them), never to `take`.
@@ -146,15 +144,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string pending_ PRISM_GUARDED_BY(mu_);  // frames waiting for the next write
   bool writing_ PRISM_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> frames_queued_{0};  // written under mu_
-  std::string inflight_;  // owned by the write in flight
-  size_t inflight_sent_ = 0;  // ShareReads(): how much of inflight_ went (the loop's)
+  std::string inflight_;                    // owned by the write in flight
+  size_t inflight_sent_ = 0;                // ShareReads(): how much of inflight_ went (the loop's)
 
   // ShareReads(), after Start: the socket's descriptor, out of Asio's reactor, in an epoll set
   // of its own that the loop watches (-1 before, and once closed).
   int fd_ = -1;
   std::unique_ptr<asio::posix::stream_descriptor> watch_;
-  Mutex interest_mu_;  // taken after mu_ where both are held
-  int claims_ PRISM_GUARDED_BY(interest_mu_) = 0;  // ClaimReads() not yet released
+  Mutex interest_mu_;                                       // taken after mu_ where both are held
+  int claims_ PRISM_GUARDED_BY(interest_mu_) = 0;           // ClaimReads() not yet released
   bool want_write_ PRISM_GUARDED_BY(interest_mu_) = false;  // a write waits for room
   bool fds_closed_ PRISM_GUARDED_BY(interest_mu_) = false;
 };
@@ -178,7 +176,7 @@ class EventLoop {
 
 /// Binds a listening Unix socket at `path` (replacing a stale file there).
 Result<std::unique_ptr<asio::local::stream_protocol::acceptor>> Listen(asio::io_context& io,
-                                                                      const std::string& path);
+                                                                       const std::string& path);
 
 /// Connects to a Unix socket and sends `hello` without blocking the io_context's thread; `done`
 /// runs on that thread with the socket once the peer answered Welcome (stored in the result),

@@ -1,9 +1,9 @@
 #include "rpc/frame.h"
 
-#include "rpc/message_arena.h"
-
 #include <algorithm>
 #include <cstring>
+
+#include "rpc/message_arena.h"
 
 namespace prism::rpc {
 namespace {
@@ -47,11 +47,12 @@ char* FrameDecoder::WritableSpace(size_t min_bytes, size_t* available) {
 Status FrameDecoder::Drain(const std::function<bool(Envelope&)>& on_frame) {
   while (end_ - begin_ >= kFrameHeaderBytes) {
     const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + begin_);
-    uint32_t len = uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) |
-                   (uint32_t{p[3]} << 24);
+    uint32_t len =
+        uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
     if (len > max_frame_) {
-      return Status::ProtocolError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
-                                   std::to_string(max_frame_) + " bytes");
+      return Status::ProtocolError("frame of " + std::to_string(len) +
+                                   " bytes exceeds the limit of " + std::to_string(max_frame_) +
+                                   " bytes");
     }
     // An incomplete frame waits for more bytes; the buffer grows only as they arrive, so a
     // large length prefix alone costs no memory.
@@ -60,7 +61,8 @@ Status FrameDecoder::Drain(const std::function<bool(Envelope&)>& on_frame) {
     Envelope local;
     Envelope* msg = arenas_ ? (held = NewArenaEnvelope()).get() : &local;
     if (!msg->ParseFromArray(buf_.data() + begin_ + kFrameHeaderBytes, static_cast<int>(len))) {
-      return Status::ProtocolError("a frame of " + std::to_string(len) + " bytes is not a valid message");
+      return Status::ProtocolError("a frame of " + std::to_string(len) +
+                                   " bytes is not a valid message");
     }
     begin_ += kFrameHeaderBytes + len;
     current_ = std::move(held);

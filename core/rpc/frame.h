@@ -1,14 +1,14 @@
 // Frames on a local socket: a 4-byte little-endian length, then one serialized rpc::Envelope.
 #pragma once
 
-#include "base/status.h"
-#include "prism.pb.h"
-
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "base/status.h"
+#include "prism.pb.h"
 
 namespace prism::rpc {
 

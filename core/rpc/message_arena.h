@@ -18,7 +18,8 @@ class MessageArena {
   google::protobuf::Arena* get() { return &arena_; }
 
  private:
-  static constexpr size_t kFirstBlock = 1024;  // a task's spec with small arguments takes ~650 bytes
+  static constexpr size_t kFirstBlock =
+      1024;  // a task's spec with small arguments takes ~650 bytes
   static google::protobuf::ArenaOptions Options(char* first) {
     google::protobuf::ArenaOptions options;
     options.initial_block = first;

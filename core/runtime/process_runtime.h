@@ -4,9 +4,6 @@
 // API in <prism/prism.h> instead.)
 #pragma once
 
-#include "base/status.h"
-#include "prism.pb.h"
-
 #include <prism/gpu/backend.h>
 #include <prism/gpu/context.h>
 #include <prism/ids.h>
@@ -24,6 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include "base/status.h"
+#include "prism.pb.h"
+
 namespace prism {
 
 /// A task's results: one value per return object (TaskSpec::num_returns, at least one).
@@ -36,9 +36,9 @@ using ReturnValues = std::vector<internal::EncodedValue>;
 /// throws ReplyDeferred, and later calls reply_later once with a function that produces the
 /// result (or throws ForeignTaskError).
 using ReplyLater = std::function<void(std::function<ReturnValues()> produce)>;
-using ForeignExecutor = std::function<ReturnValues(const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
-                                                   const std::shared_ptr<const void>& source,
-                                                   const ReplyLater& reply_later)>;
+using ForeignExecutor = std::function<ReturnValues(
+    const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
+    const std::shared_ptr<const void>& source, const ReplyLater& reply_later)>;
 /// Thrown by a foreign executor that will answer through reply_later.
 struct ReplyDeferred {};
 /// Set before the worker starts (prism::Init in a worker process).
@@ -80,10 +80,10 @@ class ExcusedWait {
 
 /// What runs in this process now (Ray's runtime context).
 struct RuntimeContextInfo {
-  std::string job_id, worker_id, node_id;  // hex
-  std::string task_id;                     // hex; empty in a driver outside tasks
-  std::string actor_id;                    // hex; empty unless this process hosts an actor
-  std::string actor_name;                  // its name, if it has one
+  std::string job_id, worker_id, node_id;   // hex
+  std::string task_id;                      // hex; empty in a driver outside tasks
+  std::string actor_id;                     // hex; empty unless this process hosts an actor
+  std::string actor_name;                   // its name, if it has one
   std::map<std::string, double> resources;  // what the running task (or this actor) holds
   std::vector<int> gpu_ids;
   uint32_t actor_restarts = 0;  // how often this process's actor was restarted before
@@ -98,11 +98,11 @@ class ProcessRuntime {
   /// A task with `num_returns` (>= 1) return objects: their handles, in order.
   virtual std::vector<internal::RefPtr> SubmitTaskReturns(const std::string& function,
                                                           std::vector<internal::SerializedArg> args,
-                                                          const TaskOptions& options, uint32_t num_returns) = 0;
-  virtual std::vector<internal::RefPtr> SubmitActorTaskReturns(const internal::ActorRef& actor,
-                                                               const std::string& method,
-                                                               std::vector<internal::SerializedArg> args,
-                                                               uint32_t num_returns) = 0;
+                                                          const TaskOptions& options,
+                                                          uint32_t num_returns) = 0;
+  virtual std::vector<internal::RefPtr> SubmitActorTaskReturns(
+      const internal::ActorRef& actor, const std::string& method,
+      std::vector<internal::SerializedArg> args, uint32_t num_returns) = 0;
   /// Runs `ready` once the object is ready (a value or an error), on the thread that made it
   /// ready, or now on this one. `ready` must not block.
   virtual void WhenReady(const internal::RefHandle& ref, std::function<void()> ready) = 0;
@@ -121,7 +121,8 @@ class ProcessRuntime {
 
   // The control service and the node.
   /// The key-value table. KvPut returns whether the key existed.
-  virtual bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) = 0;
+  virtual bool KvPut(const std::string& ns, const std::string& key, const std::string& value,
+                     bool overwrite) = 0;
   virtual std::optional<std::string> KvGet(const std::string& ns, const std::string& key) = 0;
   virtual bool KvDelete(const std::string& ns, const std::string& key) = 0;
   /// The node daemon's status.

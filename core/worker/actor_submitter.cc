@@ -1,11 +1,12 @@
-#include "base/mutex.h"
 #include "worker/actor_submitter.h"
 
 #include "base/logging.h"
+#include "base/mutex.h"
 
 namespace prism {
 
-ActorSubmitter::Call& ActorSubmitter::Place(std::map<uint64_t, Call>& calls, uint64_t seq, PendingTask task) {
+ActorSubmitter::Call& ActorSubmitter::Place(std::map<uint64_t, Call>& calls, uint64_t seq,
+                                            PendingTask task) {
   // Made from the task: a Call made empty would make an empty spec (an arena) only to drop it.
   auto it = calls.find(seq);
   if (it == calls.end()) return calls.emplace(seq, Call{std::move(task)}).first->second;
@@ -39,8 +40,8 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
         // Alone on the connection: its reply is the next frame, which this thread may read
         // itself when it waits (ReadOwnReply), if the loop need not look at it.
         if (task.spec->num_returns() <= 1 && task.nested.empty()) {
-          own_.reply.Sent(this, lane.conn, TaskId::FromBinary(task.spec->task_id()), task.spec->attempt(),
-                          task.return_id);
+          own_.reply.Sent(this, lane.conn, TaskId::FromBinary(task.spec->task_id()),
+                          task.spec->attempt(), task.return_id);
           own_.actor = actor;
           own_.seq = seq;
         } else {
@@ -67,7 +68,8 @@ void ActorSubmitter::Submit(const ActorId& actor, PendingTask task) {
 thread_local ActorSubmitter::OwnCall ActorSubmitter::own_;
 
 void ActorSubmitter::ReadOwnReply(bool last) {
-  own_.reply.Read(this, last, [this](rpc::Connection&, rpc::Envelope& m) { return TakeOwnReply(m); });
+  own_.reply.Read(this, last,
+                  [this](rpc::Connection&, rpc::Envelope& m) { return TakeOwnReply(m); });
 }
 
 bool ActorSubmitter::TakeOwnReply(rpc::Envelope& msg) {
@@ -75,7 +77,8 @@ bool ActorSubmitter::TakeOwnReply(rpc::Envelope& msg) {
   if (!own_.reply.TakePlain(msg, &value)) return false;
   // Copied first: storing the value runs callbacks on this thread, which might call again.
   const TakenCall taken{own_.actor, own_.seq, own_.reply.task(), own_.reply.attempt()};
-  (void)store_.Put(own_.reply.return_id(), StoredObject::Value(std::move(value)));  // (the first result wins)
+  (void)store_.Put(own_.reply.return_id(),
+                   StoredObject::Value(std::move(value)));  // (the first result wins)
   bool start = false;
   {
     MutexLock lock(lanes_mu_);
@@ -99,7 +102,9 @@ void ActorSubmitter::DrainBookings() {
     taken.swap(taken_);
     taken_flagged_.store(false, std::memory_order_relaxed);
   }
-  bookings_.Drain(lanes_mu_, [this](Booking& b) { Place(actors_[b.actor].inflight, b.seq, std::move(b.task)); });
+  bookings_.Drain(lanes_mu_, [this](Booking& b) {
+    Place(actors_[b.actor].inflight, b.seq, std::move(b.task));
+  });
   for (const TakenCall& t : taken) {
     auto ait = actors_.find(t.actor);
     if (ait == actors_.end()) continue;
@@ -131,8 +136,10 @@ void ActorSubmitter::CloseLane(const ActorId& id) {
   if (it != lanes_.end()) it->second.conn = nullptr;
 }
 
-StoredObject ActorSubmitter::DiedError(const ActorId& id, const Actor& a, const std::string& what) const {
-  std::string who = a.name.empty() ? "actor " + id.Hex() : "actor '" + a.name + "' (" + id.Hex() + ")";
+StoredObject ActorSubmitter::DiedError(const ActorId& id, const Actor& a,
+                                       const std::string& what) const {
+  std::string who =
+      a.name.empty() ? "actor " + id.Hex() : "actor '" + a.name + "' (" + id.Hex() + ")";
   return StoredObject::Error(rpc::ERROR_ACTOR_DIED, who + " " + what);
 }
 
@@ -158,14 +165,15 @@ void ActorSubmitter::AddOnLoop(const ActorId& id, uint64_t seq, PendingTask task
     UpdateLane(id, a);
     return;
   }
-  call.unresolved = ResolveArgRefs(call.task.arg_refs, store_, host_,
-                                   [this, id, seq](size_t i, const StoredObject& obj) {
-                                     asio::post(io_, [this, id, seq, i, obj] { OnArgReady(id, seq, i, obj); });
-                                   });
+  call.unresolved = ResolveArgRefs(
+      call.task.arg_refs, store_, host_, [this, id, seq](size_t i, const StoredObject& obj) {
+        asio::post(io_, [this, id, seq, i, obj] { OnArgReady(id, seq, i, obj); });
+      });
   Pump(id);
 }
 
-void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index, const StoredObject& obj) {
+void ActorSubmitter::OnArgReady(const ActorId& id, uint64_t seq, size_t index,
+                                const StoredObject& obj) {
   DrainBookings();
   auto ait = actors_.find(id);
   if (ait == actors_.end()) return;
@@ -232,7 +240,8 @@ void ActorSubmitter::Connect(const ActorId& id) {
             if (ec || failed_all_) return;
             DrainBookings();
             Actor& again = actors_[id];
-            if (again.state == rpc::ACTOR_ALIVE && again.incarnation == inc && !again.conn) Pump(id);
+            if (again.state == rpc::ACTOR_ALIVE && again.incarnation == inc && !again.conn)
+              Pump(id);
           });
           return;
         }
@@ -273,12 +282,16 @@ void ActorSubmitter::OnReply(const ActorId& id, uint32_t incarnation, rpc::TaskR
     }
   }
   auto it = a.inflight.find(seq);
-  if (seq == 0 || it == a.inflight.end() || it->second.task.spec->attempt() != reply.attempt()) return;
+  if (seq == 0 || it == a.inflight.end() || it->second.task.spec->attempt() != reply.attempt())
+    return;
   if (it->second.cancelled) {
     DiscardReply(reply, host_, it->second.task.spec->num_returns());
-    Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED, "call " + it->second.task.spec->name() + " was cancelled"));
+    Finish(it->second,
+           StoredObject::Error(rpc::ERROR_CANCELLED,
+                               "call " + it->second.task.spec->name() + " was cancelled"));
   } else {
-    std::vector<StoredObject> results = ResultsFromReply(reply, host_, it->second.task.spec->num_returns());
+    std::vector<StoredObject> results =
+        ResultsFromReply(reply, host_, it->second.task.spec->num_returns());
     StoredObject first = std::move(results.front());
     results.erase(results.begin());
     Finish(it->second, std::move(first), std::move(results));
@@ -331,7 +344,9 @@ void ActorSubmitter::OnUpdate(const rpc::ActorUpdate& u) {
   if (a.state == rpc::ACTOR_DEAD) return;
   // Older news (answers to requests arrive here after the updates sent meanwhile): an older
   // incarnation, or an earlier state of the same one.
-  auto rank = [](rpc::ActorState st) { return st == rpc::ACTOR_ALIVE ? 1 : st == rpc::ACTOR_DEAD ? 2 : 0; };
+  auto rank = [](rpc::ActorState st) {
+    return st == rpc::ACTOR_ALIVE ? 1 : st == rpc::ACTOR_DEAD ? 2 : 0;
+  };
   if (u.num_restarts() < a.incarnation) return;
   if (a.known_state && u.num_restarts() == a.incarnation && rank(u.state()) < rank(a.state)) return;
   a.known_state = true;
@@ -387,8 +402,9 @@ void ActorSubmitter::Cancel(const TaskId& id) {
     for (auto* calls : {&a.queued, &a.orphaned}) {
       for (auto it = calls->begin(); it != calls->end(); ++it) {
         if (it->second.task.spec->task_id() != id.Binary()) continue;
-        Finish(it->second, StoredObject::Error(rpc::ERROR_CANCELLED,
-                                               "call " + it->second.task.spec->name() + " was cancelled"));
+        Finish(it->second,
+               StoredObject::Error(rpc::ERROR_CANCELLED,
+                                   "call " + it->second.task.spec->name() + " was cancelled"));
         calls->erase(it);
         Pump(aid);
         return;

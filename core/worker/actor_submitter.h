@@ -10,6 +10,14 @@
 // sent it and everything before it.
 #pragma once
 
+#include <asio.hpp>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
 #include "base/mutex.h"
 #include "base/thread_annotations.h"
 #include "prism.pb.h"
@@ -20,21 +28,12 @@
 #include "worker/own_reply.h"
 #include "worker/pending_task.h"
 
-#include <asio.hpp>
-
-#include <atomic>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <unordered_map>
-#include <vector>
-
 namespace prism {
 
 class ActorSubmitter {
  public:
-  ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store, DaemonClient& daemon,
-                 SubmitterHost& host);
+  ActorSubmitter(asio::io_context& io, SubmitterConfig config, MemoryStore& store,
+                 DaemonClient& daemon, SubmitterHost& host);
   /// Any thread. The task's return object must already be referenced in the store.
   void Submit(const ActorId& actor, PendingTask task);
   /// Event loop: what the daemon says about an actor.
@@ -66,7 +65,7 @@ class ActorSubmitter {
     int max_task_retries = 0;
     rpc::Address address;
     uint32_t incarnation = 0;
-    bool have_lost = false;     // a connection to some incarnation broke
+    bool have_lost = false;  // a connection to some incarnation broke
     uint32_t lost_incarnation = 0;
     std::shared_ptr<rpc::Connection> conn;
     bool connecting = false;

@@ -4,15 +4,15 @@
 // load when no lane was used.
 #pragma once
 
-#include "base/mutex.h"
 #include <asio.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <mutex>
 #include <utility>
 #include <vector>
+
+#include "base/mutex.h"
 
 namespace prism {
 

@@ -1,8 +1,5 @@
 #include "worker/control_client.h"
 
-#include "base/resources.h"
-#include "base/spin.h"
-
 #include <prism/errors.h>
 
 #include <algorithm>
@@ -10,6 +7,10 @@
 #include <future>
 #include <limits>
 #include <memory>
+
+#include "base/resources.h"
+#include "base/spin.h"
+#include "rpc/blocking_client.h"
 
 namespace prism {
 namespace {
@@ -21,7 +22,8 @@ PlacementGroup GroupFromInfo(const rpc::PlacementGroupInfo& info) {
     for (const auto& r : b.resources()) units[r.name()] = static_cast<double>(r.milli()) / kMilli;
     bundles.push_back(std::move(units));
   }
-  return PlacementGroup(info.id(), info.name(), static_cast<PlacementStrategy>(info.strategy()), std::move(bundles));
+  return PlacementGroup(info.id(), info.name(), static_cast<PlacementStrategy>(info.strategy()),
+                        std::move(bundles));
 }
 
 }  // namespace
@@ -30,7 +32,8 @@ DaemonControlClient::DaemonControlClient(DaemonClient& daemon, std::function<voi
                                          std::chrono::milliseconds answer_within)
     : daemon_(daemon), blocked_(std::move(blocked)), answer_within_(answer_within) {}
 
-rpc::Envelope DaemonControlClient::Call(uint64_t request_id, rpc::Envelope req, std::chrono::milliseconds timeout) {
+rpc::Envelope DaemonControlClient::Call(uint64_t request_id, rpc::Envelope req,
+                                        std::chrono::milliseconds timeout) {
   struct Answer {
     std::promise<Result<rpc::Envelope>> value;
     std::atomic<bool> set{false};  // read while spinning
@@ -48,7 +51,8 @@ rpc::Envelope DaemonControlClient::Call(uint64_t request_id, rpc::Envelope req, 
       fut.wait_for(timeout) == std::future_status::ready) {
     spin_.Record(std::chrono::steady_clock::now() - asked);
   } else {
-    throw RuntimeError("the node daemon did not answer within " + std::to_string(timeout.count()) + " ms");
+    throw RuntimeError("the node daemon did not answer within " + std::to_string(timeout.count()) +
+                       " ms");
   }
   Result<rpc::Envelope> r = fut.get();
   if (!r.ok()) {
@@ -67,7 +71,8 @@ rpc::ActorUpdate DaemonControlClient::RegisterActor(rpc::CreateActor request) {
   return std::move(*Call(rid, std::move(env)).mutable_actor_update());
 }
 
-rpc::ActorUpdate DaemonControlClient::KillActor(const ActorId& id, bool no_restart, const std::string& reason) {
+rpc::ActorUpdate DaemonControlClient::KillActor(const ActorId& id, bool no_restart,
+                                                const std::string& reason) {
   rpc::Envelope env;
   uint64_t rid = daemon_.NextRequestId();
   auto* k = env.mutable_kill_actor();
@@ -78,7 +83,8 @@ rpc::ActorUpdate DaemonControlClient::KillActor(const ActorId& id, bool no_resta
   return std::move(*Call(rid, std::move(env)).mutable_actor_update());
 }
 
-rpc::ActorUpdate DaemonControlClient::LookupActor(const std::string& name, const std::string& ray_namespace) {
+rpc::ActorUpdate DaemonControlClient::LookupActor(const std::string& name,
+                                                  const std::string& ray_namespace) {
   rpc::Envelope env;
   uint64_t rid = daemon_.NextRequestId();
   env.mutable_get_actor_by_name()->set_request_id(rid);
@@ -96,7 +102,8 @@ void DaemonControlClient::AnnounceExit(const ActorId& id, const std::string& rea
 }
 
 PlacementGroup DaemonControlClient::CreatePlacementGroup(const PlacementGroupOptions& options) {
-  if (options.bundles.empty()) throw InvalidArgumentError("a placement group needs at least one bundle");
+  if (options.bundles.empty())
+    throw InvalidArgumentError("a placement group needs at least one bundle");
   rpc::Envelope env;
   uint64_t rid = daemon_.NextRequestId();
   auto* req = env.mutable_create_placement_group();
@@ -105,15 +112,25 @@ PlacementGroup DaemonControlClient::CreatePlacementGroup(const PlacementGroupOpt
   req->set_require_nvlink(options.require_nvlink);
   req->set_detached(options.detached);
   switch (options.strategy) {
-    case PlacementStrategy::kPack: req->set_strategy(rpc::PLACEMENT_PACK); break;
-    case PlacementStrategy::kSpread: req->set_strategy(rpc::PLACEMENT_SPREAD); break;
-    case PlacementStrategy::kStrictPack: req->set_strategy(rpc::PLACEMENT_STRICT_PACK); break;
-    case PlacementStrategy::kStrictSpread: req->set_strategy(rpc::PLACEMENT_STRICT_SPREAD); break;
-    default: throw InvalidArgumentError("unknown placement strategy");
+    case PlacementStrategy::kPack:
+      req->set_strategy(rpc::PLACEMENT_PACK);
+      break;
+    case PlacementStrategy::kSpread:
+      req->set_strategy(rpc::PLACEMENT_SPREAD);
+      break;
+    case PlacementStrategy::kStrictPack:
+      req->set_strategy(rpc::PLACEMENT_STRICT_PACK);
+      break;
+    case PlacementStrategy::kStrictSpread:
+      req->set_strategy(rpc::PLACEMENT_STRICT_SPREAD);
+      break;
+    default:
+      throw InvalidArgumentError("unknown placement strategy");
   }
   for (size_t i = 0; i < options.bundles.size(); ++i) {
     auto shape = ResourceSet::FromUnits(options.bundles[i]);
-    if (!shape.ok()) throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + shape.status().message());
+    if (!shape.ok())
+      throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + shape.status().message());
     if (shape->empty()) throw InvalidArgumentError("bundle " + std::to_string(i) + " is empty");
     if (Status st = CheckRequestShape(*shape); !st.ok()) {
       throw InvalidArgumentError("bundle " + std::to_string(i) + ": " + st.message());
@@ -128,7 +145,8 @@ PlacementGroup DaemonControlClient::CreatePlacementGroup(const PlacementGroupOpt
   return GroupFromInfo(Call(rid, std::move(env)).placement_group_info());
 }
 
-uint64_t DaemonControlClient::NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env) {
+uint64_t DaemonControlClient::NewGroupRequest(rpc::PlacementGroupRequest::Op op,
+                                              rpc::Envelope* env) {
   uint64_t rid = daemon_.NextRequestId();
   env->mutable_placement_group_request()->set_request_id(rid);
   env->mutable_placement_group_request()->set_op(op);
@@ -141,7 +159,8 @@ bool DaemonControlClient::WaitPlacementGroup(uint64_t id, std::chrono::milliseco
   env.mutable_placement_group_request()->set_id(id);
   // The daemon answers by the deadline at the latest (PENDING), so nothing is left waiting.
   auto ms = std::clamp<int64_t>(timeout.count(), 0, std::numeric_limits<int32_t>::max());
-  env.mutable_placement_group_request()->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(ms, 1)));
+  env.mutable_placement_group_request()->set_timeout_ms(
+      static_cast<uint32_t>(std::max<int64_t>(ms, 1)));
   if (blocked_) blocked_(true);
   struct Unblock {
     const std::function<void(bool)>& blocked;
@@ -167,8 +186,9 @@ PlacementGroup DaemonControlClient::GetPlacementGroup(const std::string& name) {
   return GroupFromInfo(Call(rid, std::move(env)).placement_group_info());
 }
 
-rpc::KvReply DaemonControlClient::CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
-                                         const std::string& value, bool overwrite) {
+rpc::KvReply DaemonControlClient::CallKv(rpc::KvRequest::Op op, const std::string& ns,
+                                         const std::string& key, const std::string& value,
+                                         bool overwrite) {
   rpc::Envelope env;
   uint64_t rid = daemon_.NextRequestId();
   auto* r = env.mutable_kv_request();
@@ -181,12 +201,13 @@ rpc::KvReply DaemonControlClient::CallKv(rpc::KvRequest::Op op, const std::strin
   return std::move(*Call(rid, std::move(env)).mutable_kv_reply());
 }
 
-bool DaemonControlClient::KvPut(const std::string& ns, const std::string& key, const std::string& value,
-                                bool overwrite) {
+bool DaemonControlClient::KvPut(const std::string& ns, const std::string& key,
+                                const std::string& value, bool overwrite) {
   return CallKv(rpc::KvRequest::PUT, ns, key, value, overwrite).found();
 }
 
-std::optional<std::string> DaemonControlClient::KvGet(const std::string& ns, const std::string& key) {
+std::optional<std::string> DaemonControlClient::KvGet(const std::string& ns,
+                                                      const std::string& key) {
   rpc::KvReply reply = CallKv(rpc::KvRequest::GET, ns, key, "", false);
   if (!reply.found()) return std::nullopt;
   return std::move(*reply.mutable_value());
@@ -194,6 +215,52 @@ std::optional<std::string> DaemonControlClient::KvGet(const std::string& ns, con
 
 bool DaemonControlClient::KvDelete(const std::string& ns, const std::string& key) {
   return CallKv(rpc::KvRequest::DELETE, ns, key, "", false).found();
+}
+
+rpc::StatusReply ReadNodeStatus(const std::string& daemon_socket, const std::string& token) {
+  auto client =
+      rpc::BlockingClient::ConnectAndHello(daemon_socket, rpc::MakeHello(rpc::ROLE_CLIENT, token));
+  Status st = client.status();
+  if (st.ok()) {
+    rpc::Envelope req;
+    req.mutable_status_request()->set_request_id(1);
+    st = client->Send(req);
+    if (st.ok()) {
+      auto reply = client->Receive(10000);
+      if (reply.ok() && reply->has_status_reply()) {
+        return std::move(*reply->mutable_status_reply());
+      }
+      st = reply.ok() ? Status::ProtocolError("no status in the reply") : reply.status();
+    }
+  }
+  throw RuntimeError("cannot read the node daemon's status: " + st.ToString());
+}
+
+ObjectStoreStats StoreStatsOf(const rpc::StatusReply& status) {
+  const auto& o = status.store();
+  ObjectStoreStats s;
+  s.capacity = o.capacity();
+  s.used = o.used();
+  s.pinned = o.pinned();
+  s.spilled = o.spilled();
+  s.num_objects = o.num_objects();
+  s.num_spilled = o.num_spilled();
+  s.spills_total = o.spills_total();
+  s.restores_total = o.restores_total();
+  s.spill_dir = o.spill_dir();
+  return s;
+}
+
+NodeInfo NodeInfoOf(const rpc::StatusReply& status, const std::string& session_dir) {
+  NodeInfo n;
+  n.node_id = NodeId::FromBinary(status.node_id()).Hex();
+  n.alive = true;
+  n.session_dir = session_dir;
+  for (const auto& r : status.resources()) {
+    n.resources[r.name()] = static_cast<double>(r.total_milli()) / 1000.0;
+    n.available[r.name()] = static_cast<double>(r.available_milli()) / 1000.0;
+  }
+  return n;
 }
 
 }  // namespace prism

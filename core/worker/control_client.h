@@ -4,10 +4,6 @@
 // cluster the head's control service will, over gRPC, behind the same interface.
 #pragma once
 
-#include "base/spin.h"
-#include "prism.pb.h"
-#include "worker/lease_client.h"
-
 #include <prism/ids.h>
 #include <prism/options.h>
 
@@ -15,6 +11,10 @@
 #include <functional>
 #include <optional>
 #include <string>
+
+#include "base/spin.h"
+#include "prism.pb.h"
+#include "worker/lease_client.h"
 
 namespace prism {
 
@@ -29,8 +29,10 @@ class ControlClient {
   /// Registers a new actor (the service schedules its creation task); `request`'s id is set here.
   virtual rpc::ActorUpdate RegisterActor(rpc::CreateActor request) = 0;
   /// Done once the actor is dead: calls made afterwards know it.
-  virtual rpc::ActorUpdate KillActor(const ActorId& id, bool no_restart, const std::string& reason) = 0;
-  virtual rpc::ActorUpdate LookupActor(const std::string& name, const std::string& ray_namespace) = 0;
+  virtual rpc::ActorUpdate KillActor(const ActorId& id, bool no_restart,
+                                     const std::string& reason) = 0;
+  virtual rpc::ActorUpdate LookupActor(const std::string& name,
+                                       const std::string& ray_namespace) = 0;
   /// The calling actor ends itself, for good: sent, not awaited (the service ends its process).
   virtual void AnnounceExit(const ActorId& id, const std::string& reason) = 0;
 
@@ -42,10 +44,19 @@ class ControlClient {
   virtual PlacementGroup GetPlacementGroup(const std::string& name) = 0;
 
   // The key-value table. Put and Delete return whether the key existed.
-  virtual bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) = 0;
+  virtual bool KvPut(const std::string& ns, const std::string& key, const std::string& value,
+                     bool overwrite) = 0;
   virtual std::optional<std::string> KvGet(const std::string& ns, const std::string& key) = 0;
   virtual bool KvDelete(const std::string& ns, const std::string& key) = 0;
 };
+
+/// The node daemon's status (resources, workers, actors, the object store), asked over a
+/// connection of its own, as `prism status` asks it. Throws RuntimeError when it does not answer.
+rpc::StatusReply ReadNodeStatus(const std::string& daemon_socket, const std::string& token);
+/// The object store's figures in a status, as the public API gives them.
+ObjectStoreStats StoreStatsOf(const rpc::StatusReply& status);
+/// The node a status describes, as the public API gives it.
+NodeInfo NodeInfoOf(const rpc::StatusReply& status, const std::string& session_dir);
 
 /// The control service hosted by the node daemon, over the worker's daemon connection.
 class DaemonControlClient : public ControlClient {
@@ -57,21 +68,25 @@ class DaemonControlClient : public ControlClient {
                       std::chrono::milliseconds answer_within = std::chrono::seconds(30));
 
   rpc::ActorUpdate RegisterActor(rpc::CreateActor request) override;
-  rpc::ActorUpdate KillActor(const ActorId& id, bool no_restart, const std::string& reason) override;
+  rpc::ActorUpdate KillActor(const ActorId& id, bool no_restart,
+                             const std::string& reason) override;
   rpc::ActorUpdate LookupActor(const std::string& name, const std::string& ray_namespace) override;
   void AnnounceExit(const ActorId& id, const std::string& reason) override;
   PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options) override;
   bool WaitPlacementGroup(uint64_t id, std::chrono::milliseconds timeout) override;
   void RemovePlacementGroup(uint64_t id) override;
   PlacementGroup GetPlacementGroup(const std::string& name) override;
-  bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) override;
+  bool KvPut(const std::string& ns, const std::string& key, const std::string& value,
+             bool overwrite) override;
   std::optional<std::string> KvGet(const std::string& ns, const std::string& key) override;
   bool KvDelete(const std::string& ns, const std::string& key) override;
 
  private:
   /// Sends `req` (carrying `request_id`) and waits up to `timeout` for the answer.
   rpc::Envelope Call(uint64_t request_id, rpc::Envelope req, std::chrono::milliseconds timeout);
-  rpc::Envelope Call(uint64_t request_id, rpc::Envelope req) { return Call(request_id, std::move(req), answer_within_); }
+  rpc::Envelope Call(uint64_t request_id, rpc::Envelope req) {
+    return Call(request_id, std::move(req), answer_within_);
+  }
   /// A placement-group request of kind `op` in `env`; returns its request id.
   uint64_t NewGroupRequest(rpc::PlacementGroupRequest::Op op, rpc::Envelope* env);
   rpc::KvReply CallKv(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,

@@ -1,22 +1,20 @@
-#include "base/mutex.h"
 #include "worker/core_worker.h"
-
-#include "base/ids.h"
-#include "base/logging.h"
-#include "rpc/blocking_client.h"
 
 #include <prism/errors.h>
 #include <prism/remote.h>
-
 #include <sys/socket.h>
 #include <sys/un.h>
-
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <future>
 #include <thread>
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "base/mutex.h"
+#include "rpc/blocking_client.h"
 
 namespace prism {
 namespace {
@@ -36,8 +34,9 @@ CoreWorker::CoreWorker(CoreWorkerOptions options)
   config.token = options_.token;
   config.max_frame_bytes = options_.submitter.max_frame_bytes;
   config.self = options_.worker_id;
-  owner_clients_ = std::make_unique<OwnerClients>(loop_.context(), std::move(config),
-                                                  [this](const ObjectId& id) { store_.UndoRegistration(id); });
+  owner_clients_ =
+      std::make_unique<OwnerClients>(loop_.context(), std::move(config),
+                                     [this](const ObjectId& id) { store_.UndoRegistration(id); });
   owner_service_ = std::make_unique<OwnerService>(store_, *gpu_tasks_);
 }
 
@@ -54,8 +53,9 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     CoreWorker* self = cw.get();
     GpuTasks::Peers peers;
     peers.self = cw->address_;
-    peers.register_import = [self](const internal::OwnerAddress& p, const std::string& id,
-                                   const std::string& transfer_group) -> std::optional<std::string> {
+    peers.register_import = [self](
+                                const internal::OwnerAddress& p, const std::string& id,
+                                const std::string& transfer_group) -> std::optional<std::string> {
       if (self->shut_down_) return std::nullopt;
       return self->owner_clients_->ImportDeviceObject(p, id, transfer_group);
     };
@@ -67,7 +67,8 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   {
     auto store = StoreClient::Connect(cw->options_.daemon_socket, cw->options_.token,
                                       cw->options_.worker_id);
-    if (!store.ok()) return Status(store.status().code(), "object store: " + store.status().message());
+    if (!store.ok())
+      return Status(store.status().code(), "object store: " + store.status().message());
     cw->object_store_ = std::shared_ptr<StoreClient>(std::move(*store));
     cw->gpu_tasks_->SetHostStore(cw->object_store_, cw->options_.worker_id);
   }
@@ -84,22 +85,28 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
   cw->objects_ = std::make_unique<ObjectAccess>(
       ObjectAccess::Self{cw->address_, cw->options_.runtime_generation}, cw->store_,
       cw->object_store_, *cw->owner_clients_, *cw->task_context_, cw->loop_.context(),
-      [self] { return self->InTaskOfWorker(); }, [self](bool blocked) { self->SetBlocked(blocked); });
-  cw->results_ = std::make_unique<ResultWriter>(*cw->objects_, *cw->object_store_, cw->store_, *cw->owner_clients_);
-  cw->runner_ = std::make_unique<TaskRunner>(TaskRunner::Parts{cw->address_, *cw->objects_, *cw->results_,
-                                                               *cw->owner_clients_, *cw->gpu_tasks_,
-                                                               cw->object_store_, cw->timeline_.get()});
+      [self] { return self->InTaskOfWorker(); },
+      [self](bool blocked) { self->SetBlocked(blocked); });
+  cw->results_ = std::make_unique<ResultWriter>(*cw->objects_, *cw->object_store_, cw->store_,
+                                                *cw->owner_clients_);
+  cw->runner_ = std::make_unique<TaskRunner>(
+      TaskRunner::Parts{cw->address_, *cw->objects_, *cw->results_, *cw->owner_clients_,
+                        *cw->gpu_tasks_, cw->object_store_, cw->timeline_.get()});
   CoreWorker* w = cw.get();
-  cw->actor_submitter_ = std::make_unique<ActorSubmitter>(cw->loop_.context(), cw->options_.submitter,
-                                                         cw->store_, *cw->daemon_, static_cast<SubmitterHost&>(*w));
-  cw->submitter_ = std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter,
-                                                   cw->store_, *cw->daemon_, static_cast<SubmitterHost&>(*w));
+  cw->actor_submitter_ =
+      std::make_unique<ActorSubmitter>(cw->loop_.context(), cw->options_.submitter, cw->store_,
+                                       *cw->daemon_, static_cast<SubmitterHost&>(*w));
+  cw->submitter_ =
+      std::make_unique<TaskSubmitter>(cw->loop_.context(), cw->options_.submitter, cw->store_,
+                                      *cw->daemon_, static_cast<SubmitterHost&>(*w));
   // A thread waiting for objects reads the reply to its last task or actor call itself.
   cw->store_.SetSpinPoll([w](bool last) {
     w->submitter_->ReadOwnReply(last);
     w->actor_submitter_->ReadOwnReply(last);
   });
-  cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) { w->actor_submitter_->OnUpdate(u); };
+  cw->daemon_->on_actor_update = [w](const rpc::ActorUpdate& u) {
+    w->actor_submitter_->OnUpdate(u);
+  };
   cw->actor_submitter_->on_dead = [w](const ActorId& id) {
     std::vector<internal::RefPtr> drop;  // released outside the lock
     MutexLock lock(w->actor_mu_);
@@ -110,8 +117,9 @@ Result<std::unique_ptr<CoreWorker>> CoreWorker::Start(CoreWorkerOptions options)
     }
   };
   if (cw->options_.role == rpc::ROLE_WORKER) {
-    cw->executor_ = std::make_unique<TaskExecutor>(
-        [w](std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from) {
+    cw->executor_ =
+        std::make_unique<TaskExecutor>([w](std::shared_ptr<const rpc::PushTask> push,
+                                           const std::shared_ptr<rpc::Connection>& from) {
           return w->runner_->Execute(std::move(push), from);
         });
     cw->runner_->SetExecutor(cw->executor_.get());
@@ -167,7 +175,8 @@ CoreWorker::~CoreWorker() { Shutdown(); }
 
 Status CoreWorker::Listen() {
   std::string prefix = options_.role == rpc::ROLE_WORKER ? "/w-" : "/d-";
-  address_.socket_path = options_.session_dir + prefix + options_.worker_id.Hex().substr(0, 16) + ".sock";
+  address_.socket_path =
+      options_.session_dir + prefix + options_.worker_id.Hex().substr(0, 16) + ".sock";
   address_.worker_id = options_.worker_id.Binary();
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(loop_.context(), address_.socket_path));
   return Status::OK();
@@ -177,9 +186,11 @@ Status CoreWorker::ConnectDaemon() {
   rpc::Envelope hello = rpc::MakeHello(options_.role, options_.token);
   hello.mutable_hello()->set_worker_id(options_.worker_id.Binary());
   hello.mutable_hello()->set_build_id(options_.build_id);
-  if (options_.role == rpc::ROLE_WORKER) hello.mutable_hello()->set_job_id(options_.job_id.Binary());
+  if (options_.role == rpc::ROLE_WORKER)
+    hello.mutable_hello()->set_job_id(options_.job_id.Binary());
   for (const auto& a : options_.worker_argv) hello.mutable_hello()->add_worker_argv(a);
-  for (const auto& a : options_.worker_launch_prefix) hello.mutable_hello()->add_worker_launch_prefix(a);
+  for (const auto& a : options_.worker_launch_prefix)
+    hello.mutable_hello()->add_worker_launch_prefix(a);
   hello.mutable_hello()->set_record_timeline(options_.timeline);
   for (const auto& d : options_.code_search_path) hello.mutable_hello()->add_code_search_path(d);
   hello.mutable_hello()->set_python_executable(options_.python_executable);
@@ -207,12 +218,14 @@ Status CoreWorker::ConnectDaemon() {
           return;
         }
         PRISM_LOG_ERROR("lost the node daemon: {}", st.ToString());
-        auto err = StoredObject::Error(rpc::ERROR_SYSTEM, "the node daemon is gone: " + st.message());
+        auto err =
+            StoredObject::Error(rpc::ERROR_SYSTEM, "the node daemon is gone: " + st.message());
         submitter_->FailAll(err);
         actor_submitter_->FailAll(err);
       },
       [this](const WorkerId& id) { OnWorkerDied(id); });
-  control_ = std::make_unique<DaemonControlClient>(*daemon_, [this](bool blocked) { SetBlocked(blocked); });
+  control_ = std::make_unique<DaemonControlClient>(*daemon_,
+                                                   [this](bool blocked) { SetBlocked(blocked); });
   return Status::OK();
 }
 
@@ -222,7 +235,8 @@ void CoreWorker::Accept() {
       if (shut_down_ || ec == asio::error::operation_aborted) return;
       // Out of descriptors, most likely: back off instead of spinning.
       PRISM_LOG_WARN("accept: {}; retrying in 100 ms", ec.message());
-      auto timer = std::make_shared<asio::steady_timer>(loop_.context(), std::chrono::milliseconds(100));
+      auto timer =
+          std::make_shared<asio::steady_timer>(loop_.context(), std::chrono::milliseconds(100));
       timer->async_wait([this, timer](const asio::error_code&) {
         if (!shut_down_) Accept();
       });
@@ -250,7 +264,8 @@ void CoreWorker::TakePush(rpc::Connection& conn, rpc::Envelope& msg) {
   owner_clients_->RecordCaller(msg.push_task().spec().caller().worker_id(), self);
   if (std::shared_ptr<rpc::Envelope> frame = conn.HoldFrame()) {
     // Parsed on an arena: the task stays there, freed in one piece once it has run.
-    executor_->Enqueue(std::shared_ptr<const rpc::PushTask>(std::move(frame), &msg.push_task()), std::move(self));
+    executor_->Enqueue(std::shared_ptr<const rpc::PushTask>(std::move(frame), &msg.push_task()),
+                       std::move(self));
   } else {
     executor_->Enqueue(std::move(*msg.mutable_push_task()), std::move(self));
   }
@@ -313,7 +328,8 @@ bool CoreWorker::RebuildLost(const internal::RefHandle& ref) {
   auto answered = std::make_shared<std::promise<bool>>();
   std::future<bool> result = answered->get_future();
   ObjectId id = ref.id();
-  asio::post(loop_.context(), [this, id, answered] { answered->set_value(submitter_->Rebuild(id)); });
+  asio::post(loop_.context(),
+             [this, id, answered] { answered->set_value(submitter_->Rebuild(id)); });
   return result.wait_for(std::chrono::seconds(30)) == std::future_status::ready && result.get();
 }
 
@@ -354,7 +370,9 @@ Submitter CoreWorker::SubmitterOf(const TaskId& task_id) const {
   return Submitter{task_id, task_context_->Current(), options_.job_id, address_};
 }
 
-bool CoreWorker::InTaskOfWorker() const { return options_.role == rpc::ROLE_WORKER && TaskContext::InTask(); }
+bool CoreWorker::InTaskOfWorker() const {
+  return options_.role == rpc::ROLE_WORKER && TaskContext::InTask();
+}
 
 void CoreWorker::SetBlocked(bool blocked) {
   if (!InTaskOfWorker()) return;
@@ -387,7 +405,8 @@ PlacementGroup CoreWorker::GetPlacementGroup(const std::string& name) {
   return control_->GetPlacementGroup(name);
 }
 
-bool CoreWorker::KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) {
+bool CoreWorker::KvPut(const std::string& ns, const std::string& key, const std::string& value,
+                       bool overwrite) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   return control_->KvPut(ns, key, value, overwrite);
 }
@@ -427,7 +446,8 @@ RuntimeContextInfo CoreWorker::RuntimeContext() const {
   }
   const rpc::TaskSpec* spec = TaskContext::Spec();
   if (spec != nullptr && !spec->has_actor_creation() && spec->actor_id().empty()) {
-    for (const auto& r : spec->resources()) c.resources[r.name()] = static_cast<double>(r.milli()) / kMilli;
+    for (const auto& r : spec->resources())
+      c.resources[r.name()] = static_cast<double>(r.milli()) / kMilli;
   }
   c.gpu_ids = GpuIds();
   return c;
@@ -478,25 +498,27 @@ internal::ActorRef CoreWorker::CreateActor(const std::string& factory,
   return internal::ActorRef{task_id, lifetime};
 }
 
-internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
+internal::RefPtr CoreWorker::SubmitActorTask(const internal::ActorRef& actor,
+                                             const std::string& method,
                                              std::vector<internal::SerializedArg> args) {
   return SubmitActorTaskReturns(actor, method, std::move(args), 1).front();
 }
 
-std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(const internal::ActorRef& actor,
-                                                                 const std::string& method,
-                                                                 std::vector<internal::SerializedArg> args,
-                                                                 uint32_t num_returns) {
+std::vector<internal::RefPtr> CoreWorker::SubmitActorTaskReturns(
+    const internal::ActorRef& actor, const std::string& method,
+    std::vector<internal::SerializedArg> args, uint32_t num_returns) {
   KeepArgumentExports();
   CheckNumReturns(num_returns);
   if (shut_down_) throw RuntimeError("prism is shut down");
   objects_->CheckCurrent(*actor.lifetime);
   TaskId task_id = task_context_->NextChild();
-  PendingTask t = BuildActorCall(SubmitterOf(task_id), actor.id, method, std::move(args), num_returns,
-                                 [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
+  PendingTask t =
+      BuildActorCall(SubmitterOf(task_id), actor.id, method, std::move(args), num_returns,
+                     [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
   t.actor_lifetime = actor.lifetime;  // the actor lives at least until its calls are done
   std::vector<internal::RefPtr> handles;
-  for (uint32_t i = 1; i <= num_returns; ++i) handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
+  for (uint32_t i = 1; i <= num_returns; ++i)
+    handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
   actor_submitter_->Submit(actor.id, std::move(t));
   return handles;
 }
@@ -505,11 +527,13 @@ void CoreWorker::CancelTask(const internal::RefHandle& ref, bool force) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   objects_->CheckCurrent(ref);
   if (!objects_->IsSelf(ref.owner())) {
-    throw InvalidArgumentError("object " + ref.id().Hex() +
-                               " belongs to another process: only the process that submitted a task can "
-                               "cancel it");
+    throw InvalidArgumentError(
+        "object " + ref.id().Hex() +
+        " belongs to another process: only the process that submitted a task can "
+        "cancel it");
   }
-  if (IsPutObject(ref.id())) throw InvalidArgumentError("object " + ref.id().Hex() + " was Put, not returned by a task");
+  if (IsPutObject(ref.id()))
+    throw InvalidArgumentError("object " + ref.id().Hex() + " was Put, not returned by a task");
   TaskId task = TaskIdOf(ref.id());
   asio::post(loop_.context(), [this, task, force] {
     if (!submitter_->Cancel(task, force)) actor_submitter_->Cancel(task);
@@ -534,7 +558,8 @@ void CoreWorker::KillActor(const ActorId& id, bool no_restart) {
   asio::post(loop_.context(), [this, update] { actor_submitter_->OnUpdate(update); });
 }
 
-internal::ActorRef CoreWorker::GetActorByName(const std::string& name, const std::string& ray_namespace) {
+internal::ActorRef CoreWorker::GetActorByName(const std::string& name,
+                                              const std::string& ray_namespace) {
   if (shut_down_) throw RuntimeError("prism is shut down");
   const rpc::ActorUpdate u = control_->LookupActor(name, ray_namespace);
   ActorId id = ActorId::FromBinary(u.actor_id());
@@ -544,18 +569,21 @@ internal::ActorRef CoreWorker::GetActorByName(const std::string& name, const std
   return internal::ActorRef{id, lifetime};
 }
 
-std::shared_ptr<internal::StreamHandle> CoreWorker::SubmitStreamingTask(const std::string& function,
-                                                                        std::vector<internal::SerializedArg> args,
-                                                                        const TaskOptions& options) {
+std::shared_ptr<internal::StreamHandle> CoreWorker::SubmitStreamingTask(
+    const std::string& function, std::vector<internal::SerializedArg> args,
+    const TaskOptions& options) {
   TaskStream::Runtime runtime;
-  runtime.cancel = [this](const internal::RefHandle& completion) { CancelTask(completion, /*force=*/true); };
+  runtime.cancel = [this](const internal::RefHandle& completion) {
+    CancelTask(completion, /*force=*/true);
+  };
   runtime.blocked = [this](bool waiting) { SetBlocked(waiting); };
   auto stream = std::make_shared<TaskStream>(std::move(runtime));
   SubmitTask(function, std::move(args), options, stream);
   return stream;
 }
 
-void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) {
+void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
+                               MemoryStore::Callback done) {
   owner_clients_->Fetch(id, owner, std::move(done));
 }
 
@@ -582,7 +610,8 @@ bool CoreWorker::ProducerGone(const internal::OwnerAddress& producer) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, producer.socket_path.c_str(), sizeof(addr.sun_path) - 1);
-  bool gone = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && (errno == ECONNREFUSED || errno == ENOENT);
+  bool gone = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 &&
+              (errno == ECONNREFUSED || errno == ENOENT);
   ::close(fd);
   return gone;
 }
@@ -591,7 +620,9 @@ void CoreWorker::DiscardDevice(const ObjectId& id, const internal::OwnerAddress&
   if (!shut_down_) owner_clients_->ReleaseDeviceResult(id, producer);
 }
 
-void CoreWorker::RemoveBorrowers(const rpc::RemoveBorrowers& released) { owner_service_->RemoveBorrowers(released); }
+void CoreWorker::RemoveBorrowers(const rpc::RemoveBorrowers& released) {
+  owner_service_->RemoveBorrowers(released);
+}
 
 void CoreWorker::StreamItem(const TaskId& task, uint64_t index, StoredObject value) {
   ObjectId id = ReturnObjectId(task, static_cast<uint32_t>(index + 1));
@@ -613,33 +644,38 @@ void CoreWorker::StreamItem(const TaskId& task, uint64_t index, StoredObject val
 
 void CoreWorker::StreamWrite(const internal::EncodedValue& value) { runner_->StreamWrite(value); }
 
-std::vector<internal::RefPtr> CoreWorker::SubmitTaskReturns(const std::string& function,
-                                                            std::vector<internal::SerializedArg> args,
-                                                            const TaskOptions& options, uint32_t num_returns) {
+std::vector<internal::RefPtr> CoreWorker::SubmitTaskReturns(
+    const std::string& function, std::vector<internal::SerializedArg> args,
+    const TaskOptions& options, uint32_t num_returns) {
   CheckNumReturns(num_returns);
   return SubmitTaskImpl(function, std::move(args), options, nullptr, num_returns);
 }
 
 internal::RefPtr CoreWorker::SubmitTask(const std::string& function,
                                         std::vector<internal::SerializedArg> args,
-                                        const TaskOptions& options, std::shared_ptr<TaskStream> stream) {
+                                        const TaskOptions& options,
+                                        std::shared_ptr<TaskStream> stream) {
   return SubmitTaskImpl(function, std::move(args), options, std::move(stream), 1).front();
 }
 
 std::vector<internal::RefPtr> CoreWorker::SubmitTaskImpl(const std::string& function,
                                                          std::vector<internal::SerializedArg> args,
-                                                         const TaskOptions& options, std::shared_ptr<TaskStream> stream,
+                                                         const TaskOptions& options,
+                                                         std::shared_ptr<TaskStream> stream,
                                                          uint32_t num_returns) {
   KeepArgumentExports();
   if (shut_down_) throw RuntimeError("prism is shut down");
   CheckedOptions checked = CheckTaskOptions(options);
   TaskId task_id = task_context_->NextChild();
-  PendingTask t = BuildTask(SubmitterOf(task_id), function, std::move(args), options, std::move(checked), num_returns,
-                            [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
+  PendingTask t =
+      BuildTask(SubmitterOf(task_id), function, std::move(args), options, std::move(checked),
+                num_returns, [this](const internal::RefHandle& r) { objects_->CheckCurrent(r); });
   internal::RefPtr handle = objects_->NewHandle(t.return_id);
   std::vector<internal::RefPtr> handles{handle};
-  // Every return object is referenced before the task can finish (an unreferenced result is dropped).
-  for (uint32_t i = 2; i <= num_returns; ++i) handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
+  // Every return object is referenced before the task can finish (an unreferenced result is
+  // dropped).
+  for (uint32_t i = 2; i <= num_returns; ++i)
+    handles.push_back(objects_->NewHandle(ReturnObjectId(task_id, i)));
   if (stream) {
     t.spec->set_streaming(true);
     t.lease.exclusive = true;
@@ -669,8 +705,8 @@ internal::RefPtr CoreWorker::MakeRef(const ObjectId& id, internal::OwnerAddress 
   return objects_->MakeRef(id, std::move(owner));
 }
 
-std::vector<internal::EncodedView> CoreWorker::Get(const std::vector<const internal::RefHandle*>& refs,
-                                                   int64_t timeout_ms) {
+std::vector<internal::EncodedView> CoreWorker::Get(
+    const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms) {
   return objects_->Get(refs, timeout_ms);
 }
 
@@ -678,55 +714,19 @@ void CoreWorker::WhenReady(const internal::RefHandle& ref, std::function<void()>
   objects_->WhenReady(ref, std::move(ready));
 }
 
-std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
-                                   int64_t timeout_ms) {
+std::vector<bool> CoreWorker::Wait(const std::vector<const internal::RefHandle*>& refs,
+                                   size_t num_returns, int64_t timeout_ms) {
   return objects_->Wait(refs, num_returns, timeout_ms);
 }
 
 rpc::StatusReply CoreWorker::NodeStatus() const {
-  auto client = rpc::BlockingClient::ConnectAndHello(options_.daemon_socket,
-                                                     rpc::MakeHello(rpc::ROLE_CLIENT, options_.token));
-  Status st = client.status();
-  if (st.ok()) {
-    rpc::Envelope req;
-    req.mutable_status_request()->set_request_id(1);
-    st = client->Send(req);
-    if (st.ok()) {
-      auto reply = client->Receive(10000);
-      if (reply.ok() && reply->has_status_reply()) return std::move(*reply->mutable_status_reply());
-      st = reply.ok() ? Status::ProtocolError("no status in the reply") : reply.status();
-    }
-  }
-  throw RuntimeError("cannot read the node daemon's status: " + st.ToString());
+  return ReadNodeStatus(options_.daemon_socket, options_.token);
 }
 
-ObjectStoreStats CoreWorker::object_store_stats() const {
-  rpc::StatusReply status = NodeStatus();
-  const auto& o = status.store();
-  ObjectStoreStats s;
-  s.capacity = o.capacity();
-  s.used = o.used();
-  s.pinned = o.pinned();
-  s.spilled = o.spilled();
-  s.num_objects = o.num_objects();
-  s.num_spilled = o.num_spilled();
-  s.spills_total = o.spills_total();
-  s.restores_total = o.restores_total();
-  s.spill_dir = o.spill_dir();
-  return s;
-}
+ObjectStoreStats CoreWorker::object_store_stats() const { return StoreStatsOf(NodeStatus()); }
 
 std::vector<NodeInfo> CoreWorker::Nodes() const {
-  rpc::StatusReply status = NodeStatus();
-  NodeInfo n;
-  n.node_id = NodeId::FromBinary(status.node_id()).Hex();
-  n.alive = true;
-  n.session_dir = options_.session_dir;
-  for (const auto& r : status.resources()) {
-    n.resources[r.name()] = static_cast<double>(r.total_milli()) / 1000.0;
-    n.available[r.name()] = static_cast<double>(r.available_milli()) / 1000.0;
-  }
-  return {n};
+  return {NodeInfoOf(NodeStatus(), options_.session_dir)};
 }
 
 void CoreWorker::RunTaskLoop() {
@@ -735,7 +735,8 @@ void CoreWorker::RunTaskLoop() {
 
 void CoreWorker::Shutdown() {
   if (shut_down_.exchange(true)) return;
-  gpu_tasks_->WaitForSends();  // (device objects being sent to others; they end within their timeout)
+  // Device objects being sent to others: their sends end (within their timeout) first.
+  gpu_tasks_->WaitForSends();
   gpu_tasks_->SetPeers({});  // imports closing from here on are not reported
   {
     // Streams outliving the runtime must not call into it.
@@ -746,7 +747,7 @@ void CoreWorker::Shutdown() {
   }
   if (executor_) executor_->Stop();
   if (output_) output_->Stop();  // forwards what is left while the daemon connection is open
-  if (!loop_.started()) {  // Start() failed before the loop ran: nothing is connected
+  if (!loop_.started()) {        // Start() failed before the loop ran: nothing is connected
     ::unlink(address_.socket_path.c_str());
     return;
   }
@@ -754,7 +755,8 @@ void CoreWorker::Shutdown() {
   asio::post(loop_.context(), [this, &done] {
     asio::error_code ec;
     if (acceptor_) acceptor_->close(ec);
-    if (submitter_) submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
+    if (submitter_)
+      submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
     if (actor_submitter_) {
       actor_submitter_->FailAll(StoredObject::Error(rpc::ERROR_SYSTEM, "prism was shut down"));
     }

@@ -3,10 +3,23 @@
 // a worker, runs the tasks pushed to it.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
+#include <prism/internal/runtime_api.h>
+#include <prism/options.h>
 
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "base/mutex.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -29,20 +42,6 @@
 #include "worker/task_submitter.h"
 #include "worker/timeline.h"
 
-#include <prism/internal/runtime_api.h>
-#include <prism/options.h>
-
-#include <atomic>
-#include <chrono>
-#include <thread>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <unordered_map>
-#include <unordered_set>
-
 namespace prism {
 
 struct CoreWorkerOptions {
@@ -54,8 +53,9 @@ struct CoreWorkerOptions {
   JobId job_id;  // workers: from the daemon's launch; drivers: assigned in the handshake
   std::string build_id;
   std::vector<std::string> worker_argv;  // drivers: how the job's workers start (see InitOptions)
-  std::vector<std::string> worker_launch_prefix;  // drivers: what runs each worker (see InitOptions)
-  bool timeline = false;                          // drivers: workers record task events
+  std::vector<std::string>
+      worker_launch_prefix;                   // drivers: what runs each worker (see InitOptions)
+  bool timeline = false;                      // drivers: workers record task events
   std::vector<std::string> code_search_path;  // drivers: libraries for the generic C++ worker
   std::string python_executable;              // drivers: the interpreter of Python workers
   uint64_t runtime_generation = 0;
@@ -73,23 +73,27 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   static Result<std::unique_ptr<CoreWorker>> Start(CoreWorkerOptions options);
   ~CoreWorker() override;
 
-  internal::RefPtr SubmitTask(const std::string& function, std::vector<internal::SerializedArg> args,
-                              const TaskOptions& options, std::shared_ptr<TaskStream> stream = nullptr);
+  internal::RefPtr SubmitTask(const std::string& function,
+                              std::vector<internal::SerializedArg> args, const TaskOptions& options,
+                              std::shared_ptr<TaskStream> stream = nullptr);
   /// A task with `num_returns` (>= 1) return objects: their handles, in order. A task of
   /// another language returns that many values; an error fails all of them.
   std::vector<internal::RefPtr> SubmitTaskReturns(const std::string& function,
                                                   std::vector<internal::SerializedArg> args,
-                                                  const TaskOptions& options, uint32_t num_returns) override;
-  std::shared_ptr<internal::StreamHandle> SubmitStreamingTask(const std::string& function,
-                                                              std::vector<internal::SerializedArg> args,
-                                                              const TaskOptions& options);
+                                                  const TaskOptions& options,
+                                                  uint32_t num_returns) override;
+  std::shared_ptr<internal::StreamHandle> SubmitStreamingTask(
+      const std::string& function, std::vector<internal::SerializedArg> args,
+      const TaskOptions& options);
   /// Inside a streaming task: sends a value to its caller.
   void StreamWrite(const internal::EncodedValue& value);
-  internal::ActorRef CreateActor(const std::string& factory, std::vector<internal::SerializedArg> args,
+  internal::ActorRef CreateActor(const std::string& factory,
+                                 std::vector<internal::SerializedArg> args,
                                  const ActorOptions& options);
   internal::RefPtr SubmitActorTask(const internal::ActorRef& actor, const std::string& method,
                                    std::vector<internal::SerializedArg> args);
-  std::vector<internal::RefPtr> SubmitActorTaskReturns(const internal::ActorRef& actor, const std::string& method,
+  std::vector<internal::RefPtr> SubmitActorTaskReturns(const internal::ActorRef& actor,
+                                                       const std::string& method,
                                                        std::vector<internal::SerializedArg> args,
                                                        uint32_t num_returns) override;
   void KillActor(const ActorId& id, bool no_restart);
@@ -108,7 +112,8 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   /// The cluster's nodes (one, in this version) with their resources.
   std::vector<NodeInfo> Nodes() const;
   /// The control store's key-value table. KvPut returns whether the key existed.
-  bool KvPut(const std::string& ns, const std::string& key, const std::string& value, bool overwrite) override;
+  bool KvPut(const std::string& ns, const std::string& key, const std::string& value,
+             bool overwrite) override;
   std::optional<std::string> KvGet(const std::string& ns, const std::string& key) override;
   bool KvDelete(const std::string& ns, const std::string& key) override;
   /// How this actor process's output lines are labelled (a foreign runtime names its class).
@@ -168,8 +173,10 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
 
  private:
   explicit CoreWorker(CoreWorkerOptions options);
-  std::vector<internal::RefPtr> SubmitTaskImpl(const std::string& function, std::vector<internal::SerializedArg> args,
-                                               const TaskOptions& options, std::shared_ptr<TaskStream> stream,
+  std::vector<internal::RefPtr> SubmitTaskImpl(const std::string& function,
+                                               std::vector<internal::SerializedArg> args,
+                                               const TaskOptions& options,
+                                               std::shared_ptr<TaskStream> stream,
                                                uint32_t num_returns);
   Status Listen();
   Status ConnectDaemon();
@@ -181,7 +188,8 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   void KeepArgumentExports();
   /// A value of one of this process's streaming tasks arrived.
   // SubmitterHost: what the submitters need of the parts around them.
-  void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) override;
+  void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
+                     MemoryStore::Callback done) override;
   bool IsSelf(const internal::OwnerAddress& owner) override;
   internal::RefPtr NestedRef(const rpc::NestedRef& nested) override;
   void DiscardStored(const ObjectId& id) override;
@@ -200,7 +208,8 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   internal::OwnerAddress address_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
   std::unique_ptr<DaemonClient> daemon_;
-  std::unique_ptr<ControlClient> control_;  // the actor directory, placement groups, key-value table
+  std::unique_ptr<ControlClient>
+      control_;  // the actor directory, placement groups, key-value table
   std::string daemon_leftover_;
   // Worker: how many threads wait in Get/Wait inside a task; the daemon hears of 0 <-> 1.
   Mutex blocked_mu_;
@@ -214,12 +223,14 @@ class CoreWorker final : public ProcessRuntime, private SubmitterHost {
   std::unique_ptr<OutputCapture> output_;  // workers: stdout/stderr to the driver
   // Refs inside the arguments of actors this process created: the actor may keep them.
   mutable Mutex actor_mu_;
-  std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_ PRISM_GUARDED_BY(actor_mu_);
+  std::unordered_map<ActorId, std::vector<internal::RefPtr>> actor_arg_refs_
+      PRISM_GUARDED_BY(actor_mu_);
   // This process's streaming tasks not ended yet, by task.
   Mutex streams_mu_;
   std::unordered_map<TaskId, std::weak_ptr<TaskStream>> streams_ PRISM_GUARDED_BY(streams_mu_);
   std::unique_ptr<TaskExecutor> executor_;
-  std::unique_ptr<GpuTasks> gpu_tasks_ = std::make_unique<GpuTasks>();  // GPU tasks' contexts and streams
+  std::unique_ptr<GpuTasks> gpu_tasks_ =
+      std::make_unique<GpuTasks>();             // GPU tasks' contexts and streams
   std::unique_ptr<TimelineRecorder> timeline_;  // workers with recording on (PRISM_TIMELINE=1)
   std::atomic<bool> shut_down_{false};
 

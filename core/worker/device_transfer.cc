@@ -1,14 +1,13 @@
-#include "base/mutex.h"
 #include "worker/device_transfer.h"
 
-#include "base/logging.h"
-#include "base/process_info.h"
-
+#include <dlfcn.h>
 #include <prism/errors.h>
 
-#include <dlfcn.h>
-
 #include <thread>
+
+#include "base/logging.h"
+#include "base/mutex.h"
+#include "base/process_info.h"
 
 namespace prism {
 namespace {
@@ -16,8 +15,8 @@ namespace {
 thread_local bool tl_draining = false;  // this thread drains sends (DeviceMoves::DrainSends)
 
 struct TransferLibrary {
-  int (*move)(const char* group, int rank, int nccl, int device, int send, void* ptr, uint64_t bytes, void* stream,
-              int64_t timeout_ms, char* error, size_t size) = nullptr;
+  int (*move)(const char* group, int rank, int nccl, int device, int send, void* ptr,
+              uint64_t bytes, void* stream, int64_t timeout_ms, char* error, size_t size) = nullptr;
   std::string error;
 };
 
@@ -26,7 +25,8 @@ const TransferLibrary& TransferLib() {
     TransferLibrary l;
     Result<void*> h = OpenBesideLibprism("libprism_collective.so");
     if (!h.ok()) {
-      l.error = "the collectives library, which moves it, is not available (" + h.status().message() + ")";
+      l.error = "the collectives library, which moves it, is not available (" +
+                h.status().message() + ")";
       return l;
     }
     l.move = reinterpret_cast<decltype(l.move)>(dlsym(*h, "prism_device_transfer"));
@@ -43,13 +43,14 @@ Status DeviceTransferAvailable() {
   return lib.move != nullptr ? Status::OK() : Status::Unavailable(lib.error);
 }
 
-Status TransferThroughPairGroup(const std::string& group, bool send, gpu::Backend& backend, int device, void* ptr,
-                                uint64_t bytes, gpu::Stream* stream) {
+Status TransferThroughPairGroup(const std::string& group, bool send, gpu::Backend& backend,
+                                int device, void* ptr, uint64_t bytes, gpu::Stream* stream) {
   const TransferLibrary& lib = TransferLib();
   if (lib.move == nullptr) return Status::Unavailable(lib.error);
   char error[1024] = {};
-  if (lib.move(group.c_str(), send ? 0 : 1, backend.name() != "sim", device, send ? 1 : 0, ptr, bytes, stream,
-               std::chrono::milliseconds(kDeviceTransferTimeout).count(), error, sizeof error) != 0) {
+  if (lib.move(group.c_str(), send ? 0 : 1, backend.name() != "sim", device, send ? 1 : 0, ptr,
+               bytes, stream, std::chrono::milliseconds(kDeviceTransferTimeout).count(), error,
+               sizeof error) != 0) {
     return Status::Unavailable(error);
   }
   return Status::OK();
@@ -59,7 +60,8 @@ DeviceMoves::DeviceMoves(std::function<Result<Source>(const std::string& id)> so
                          std::function<void(const std::string& id, const WorkerId& importer)> sent)
     : source_(std::move(source)), sent_(std::move(sent)) {}
 
-void DeviceMoves::QueueSend(const std::string& id, const WorkerId& importer, const std::string& group) {
+void DeviceMoves::QueueSend(const std::string& id, const WorkerId& importer,
+                            const std::string& group) {
   MutexLock lock(mu_);
   bool idle = send_queues_.count(group) == 0;  // (a queue exists while its thread drains it)
   send_queues_[group].push_back({id, importer});
@@ -70,7 +72,8 @@ void DeviceMoves::QueueSend(const std::string& id, const WorkerId& importer, con
 }
 
 void DeviceMoves::WaitForSends() {
-  // (A drain thread that ends up here, dropping the runtime's last reference, cannot wait for itself.)
+  // (A drain thread that ends up here, dropping the runtime's last reference, cannot wait for
+  // itself.)
   if (tl_draining) return;
   UniqueLock lock(mu_);
   senders_cv_.wait(lock, [this]() PRISM_REQUIRES(mu_) { return senders_ == 0; });
@@ -93,7 +96,9 @@ void DeviceMoves::DrainSends(const std::string& group) {
       queue.pop_front();
     }
     Status st = SendNow(job.id, group);
-    if (!st.ok()) PRISM_LOG_WARN("device object {}: sending it through {} failed: {}", job.id, group, st.ToString());
+    if (!st.ok())
+      PRISM_LOG_WARN("device object {}: sending it through {} failed: {}", job.id, group,
+                     st.ToString());
     sent_(job.id, job.importer);
   }
 }
@@ -101,16 +106,18 @@ void DeviceMoves::DrainSends(const std::string& group) {
 Status DeviceMoves::SendNow(const std::string& id, const std::string& group) {
   PRISM_ASSIGN_OR_RETURN(Source src, source_(id));
   src.tensor.AddUser(*src.backend, *src.stream);  // its memory stays until the send is done
-  PRISM_RETURN_IF_ERROR(TransferThroughPairGroup(group, /*send=*/true, *src.backend, src.device, src.tensor.data(),
-                                                 src.tensor.bytes(), src.stream));
+  PRISM_RETURN_IF_ERROR(TransferThroughPairGroup(group, /*send=*/true, *src.backend, src.device,
+                                                 src.tensor.data(), src.tensor.bytes(),
+                                                 src.stream));
   MutexLock lock(mu_);
   stats_.sent++;
   stats_.sent_bytes += src.tensor.bytes();
   return Status::OK();
 }
 
-void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::OwnerAddress& producer,
-                          int64_t producer_pid, const std::function<bool(const std::string& group)>& request,
+void DeviceMoves::Receive(const internal::OwnerAddress& self,
+                          const internal::OwnerAddress& producer, int64_t producer_pid,
+                          const std::function<bool(const std::string& group)>& request,
                           gpu::Backend& backend, int device, gpu::Tensor& into, gpu::Stream* stream,
                           const std::string& what) {
   std::shared_ptr<Mutex> pair;
@@ -125,7 +132,8 @@ void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::Ow
   {
     MutexLock lock(mu_);
     auto hex = [](const std::string& binary) {
-      return WorkerId::IsValidBinary(binary) ? WorkerId::FromBinary(binary).Hex().substr(0, 16) : std::string("x");
+      return WorkerId::IsValidBinary(binary) ? WorkerId::FromBinary(binary).Hex().substr(0, 16)
+                                             : std::string("x");
     };
     group = "prism.xfer." + hex(self.worker_id) + "." + hex(producer.worker_id) + "." +
             std::to_string(receive_epochs_[producer.socket_path]);
@@ -136,11 +144,13 @@ void DeviceMoves::Receive(const internal::OwnerAddress& self, const internal::Ow
   };
   // The producer counts the import (so the object stays), answers, and queues its send.
   if (!request(group)) {
-    // (A producer that answered late may still send through this group: the next move uses another.)
+    // (A producer that answered late may still send through this group: the next move uses
+    // another.)
     next_epoch();
     throw ObjectLostError(what + " is no longer held by its producer");
   }
-  Status moved = TransferThroughPairGroup(group, /*send=*/false, backend, device, into.data(), into.bytes(), stream);
+  Status moved = TransferThroughPairGroup(group, /*send=*/false, backend, device, into.data(),
+                                          into.bytes(), stream);
   if (!moved.ok()) {
     next_epoch();
     // A producer that died meanwhile took the object with it (lineage may make it again).

@@ -5,10 +5,6 @@
 // per pair group, receives one at a time per producer.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/status.h"
-#include "base/thread_annotations.h"
-
 #include <prism/gpu/backend.h>
 #include <prism/gpu/tensor.h>
 #include <prism/ids.h>
@@ -24,6 +20,10 @@
 #include <mutex>
 #include <string>
 
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+
 namespace prism {
 
 /// How long one move may take, joining the pair group included.
@@ -35,8 +35,8 @@ Status DeviceTransferAvailable();
 /// Sends (`send`) or receives `bytes` at `ptr` (memory of `device` of `backend`, ordered on
 /// `stream`) through pair group `group`. Unavailable with the reason when the library is missing,
 /// the group cannot be joined, or the move fails or times out.
-Status TransferThroughPairGroup(const std::string& group, bool send, gpu::Backend& backend, int device, void* ptr,
-                                uint64_t bytes, gpu::Stream* stream);
+Status TransferThroughPairGroup(const std::string& group, bool send, gpu::Backend& backend,
+                                int device, void* ptr, uint64_t bytes, gpu::Stream* stream);
 
 /// A process's moves of device objects through pair groups. Any thread.
 class DeviceMoves {
@@ -63,9 +63,10 @@ class DeviceMoves {
   /// on `stream`), one move at a time per producer: `request(group)` asks the producer to send
   /// it through `group` (false: it no longer holds it). `what` names the object in errors.
   /// Throws ObjectLostError or RuntimeError.
-  void Receive(const internal::OwnerAddress& self, const internal::OwnerAddress& producer, int64_t producer_pid,
-               const std::function<bool(const std::string& group)>& request, gpu::Backend& backend, int device,
-               gpu::Tensor& into, gpu::Stream* stream, const std::string& what);
+  void Receive(const internal::OwnerAddress& self, const internal::OwnerAddress& producer,
+               int64_t producer_pid, const std::function<bool(const std::string& group)>& request,
+               gpu::Backend& backend, int device, gpu::Tensor& into, gpu::Stream* stream,
+               const std::string& what);
 
   struct Stats {
     uint64_t received = 0, received_bytes = 0;

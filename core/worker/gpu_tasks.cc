@@ -1,19 +1,18 @@
-#include "base/mutex.h"
 #include "worker/gpu_tasks.h"
 
 #include <prism/errors.h>
-
-#include "base/ids.h"
-#include "base/logging.h"
-#include "base/process_info.h"
-#include "worker/device_transfer.h"
-
-#include <msgpack.hpp>
 #include <unistd.h>
 
 #include <algorithm>
 #include <future>
+#include <msgpack.hpp>
 #include <string>
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "base/mutex.h"
+#include "base/process_info.h"
+#include "worker/device_transfer.h"
 
 namespace prism {
 namespace {
@@ -29,13 +28,16 @@ thread_local std::vector<std::string> tl_exports;  // device objects the running
 }  // namespace
 
 GpuTasks::GpuTasks()
-    : moves_([this](const std::string& id) { return SendSource(id); },
-             [this](const std::string& id, const WorkerId& importer) { RemoveImport(id, importer); }) {}
+    : moves_(
+          [this](const std::string& id) { return SendSource(id); },
+          [this](const std::string& id, const WorkerId& importer) { RemoveImport(id, importer); }) {
+}
 
 void GpuTasks::WaitForSends() { moves_.WaitForSends(); }
 
 GpuTasks::~GpuTasks() {
-  WaitForSends();  // sends under way end (done, or failed within their timeout) before what they use goes
+  WaitForSends();  // sends under way end (done, or failed within their timeout) before what they
+                   // use goes
   {
     MutexLock lock(liveness_->mu);
     liveness_->owner = nullptr;
@@ -118,7 +120,8 @@ void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
     auto& pool = streams_[device];
     if (pool.empty()) {
       for (int i = 0; i < kStreamsPerDevice; ++i) {
-        auto s = backend_->CreateStream(device, "prism gpu" + std::to_string(device) + " stream " + std::to_string(i));
+        auto s = backend_->CreateStream(
+            device, "prism gpu" + std::to_string(device) + " stream " + std::to_string(i));
         if (!s.ok()) {
           tl_gpu.error = "cannot create a stream: " + s.status().message();
           return;
@@ -135,7 +138,8 @@ void GpuTasks::Enter(const std::vector<int>& gpus, uint64_t gpu_memory) {
     (*memory)->set_limit(cap);
     memories.push_back(TaskMemory(device, *memory));
   }
-  tl_gpu.context = std::make_shared<gpu::Context>(*backend_, devices, std::move(streams), std::move(memories), cap);
+  tl_gpu.context = std::make_shared<gpu::Context>(*backend_, devices, std::move(streams),
+                                                  std::move(memories), cap);
 }
 
 void GpuTasks::Leave(bool keep) {
@@ -160,7 +164,8 @@ gpu::Context* GpuTasks::CurrentOrNull() { return tl_gpu.context.get(); }
 
 gpu::Context& GpuTasks::Current() {
   if (!tl_gpu.holds_gpus) {
-    throw RuntimeError("gpu::CurrentContext() is for tasks and actors that hold GPUs (num_gpus > 0)");
+    throw RuntimeError(
+        "gpu::CurrentContext() is for tasks and actors that hold GPUs (num_gpus > 0)");
   }
   if (!tl_gpu.context) throw RuntimeError(tl_gpu.error);
   return *tl_gpu.context;
@@ -172,8 +177,9 @@ namespace {
 
 // The descriptor a tensor travels as: (version, id, pid, device uuid, dtype, shape, memory
 // handle, event handle).
-using Descriptor = std::tuple<int, std::string, int64_t, std::string, int, std::vector<int64_t>, std::string,
-                              std::string, std::string, std::string, std::string>;  // + producer address
+using Descriptor =
+    std::tuple<int, std::string, int64_t, std::string, int, std::vector<int64_t>, std::string,
+               std::string, std::string, std::string, std::string>;  // + producer address
 
 }  // namespace
 
@@ -204,7 +210,8 @@ struct GpuTasks::Import {
     MutexLock lock(owner->mu_);
     if (recorded) {
       owner->closing_.push_back(Closing{std::move(done), ptr, producer, id, registered});
-      if (!owner->closer_.joinable() && !owner->stopping_) owner->closer_ = std::thread([o = owner] { o->CloserLoop(); });
+      if (!owner->closer_.joinable() && !owner->stopping_)
+        owner->closer_ = std::thread([o = owner] { o->CloserLoop(); });
       owner->closer_cv_.notify_all();
     } else {
       (void)backend->CloseIpc(ptr);  // the device is gone anyway
@@ -252,7 +259,8 @@ void GpuTasks::Associate(const ObjectId& object, const std::vector<std::string>&
 
 std::optional<GpuTasks::Exported> GpuTasks::MaybeFreeLocked(const std::string& id) {
   auto it = exported_.find(id);
-  if (it == exported_.end() || !it->second.associated || it->second.objects > 0 || !it->second.imports.empty()) {
+  if (it == exported_.end() || !it->second.associated || it->second.objects > 0 ||
+      !it->second.imports.empty()) {
     return std::nullopt;
   }
   Exported gone = std::move(it->second);
@@ -288,12 +296,14 @@ void GpuTasks::ReleaseObject(const ObjectId& object) {
   // Freed outside the lock: on the producing stream, after the work that made them.
 }
 
-bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer, std::string* memory_handle) {
+bool GpuTasks::AddImport(const std::string& id, const WorkerId& importer,
+                         std::string* memory_handle) {
   MutexLock lock(mu_);
   auto it = exported_.find(id);
   if (it == exported_.end()) return false;
   if (Status st = RestoreLocked(id, it->second); !st.ok()) {
-    PRISM_LOG_WARN("device object {} cannot be restored from the host store: {}", id, st.ToString());
+    PRISM_LOG_WARN("device object {} cannot be restored from the host store: {}", id,
+                   st.ToString());
     return false;
   }
   it->second.imports[importer]++;
@@ -341,7 +351,8 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   if (!t.valid()) throw InvalidArgumentError("an empty gpu::Tensor cannot be passed or returned");
   std::string& cache = t.export_cache();
   MutexLock lock(mu_);
-  if (!cache.empty()) {  // (packing runs twice: measure, then write; and a tensor may be returned again)
+  if (!cache.empty()) {  // (packing runs twice: measure, then write; and a tensor may be returned
+                         // again)
     Descriptor known;
     msgpack::unpack(cache.data(), cache.size()).get().convert(known);
     auto it = exported_.find(std::get<1>(known));
@@ -358,7 +369,8 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   Status st = EnsureBackend();
   if (!st.ok()) throw RuntimeError("a gpu::Tensor needs a GPU backend: " + st.message());
   auto memory = backend_->memory(t.device());
-  if (!memory.ok()) throw RuntimeError("cannot pass this gpu::Tensor on: " + memory.status().message());
+  if (!memory.ok())
+    throw RuntimeError("cannot pass this gpu::Tensor on: " + memory.status().message());
   gpu::Tensor shared = t;  // what other processes map: the tensor, or a copy prism allocated
   auto mem = (*memory)->Export(t.data(), t.bytes());
   if (!mem.ok()) {
@@ -383,8 +395,16 @@ std::string GpuTasks::PackTensor(const gpu::Tensor& t) {
   }
   auto info = backend_->device(t.device());
   std::string id = RandomUniqueId().Hex();
-  Descriptor d{1, id, static_cast<int64_t>(getpid()), info.ok() ? info->uuid : "", static_cast<int>(t.dtype()),
-               t.shape(), mem->bytes, event->bytes, peers_.self.socket_path, peers_.self.worker_id,
+  Descriptor d{1,
+               id,
+               static_cast<int64_t>(getpid()),
+               info.ok() ? info->uuid : "",
+               static_cast<int>(t.dtype()),
+               t.shape(),
+               mem->bytes,
+               event->bytes,
+               peers_.self.socket_path,
+               peers_.self.worker_id,
                peers_.self.node_id};
   tl_exports.push_back(id);
   msgpack::sbuffer buf;
@@ -412,14 +432,17 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   }
   auto& [version, id_field, pid, uuid, dtype, shape, mem, event, socket, worker, node] = d;
   const std::string& id = id_field;  // (a name of its own: lambdas below capture it)
-  if (version != 1) throw InvalidArgumentError("a gpu::Tensor descriptor of version " + std::to_string(version));
+  if (version != 1)
+    throw InvalidArgumentError("a gpu::Tensor descriptor of version " + std::to_string(version));
   gpu::Context* ctx = CurrentOrNull();
   UniqueLock lock(mu_);
   if (pid == getpid()) {
     auto it = exported_.find(id);
-    if (it == exported_.end()) throw ObjectLostError("device object " + id + " is no longer held by this process");
+    if (it == exported_.end())
+      throw ObjectLostError("device object " + id + " is no longer held by this process");
     if (Status restored = RestoreLocked(id, it->second); !restored.ok()) {
-      throw RuntimeError("device object " + id + " cannot be restored from the host store: " + restored.message());
+      throw RuntimeError("device object " + id +
+                         " cannot be restored from the host store: " + restored.message());
     }
     it->second.last_use = ++use_tick_;
     // Same process: the same memory; the task's streams wait for the work that made it, and
@@ -434,7 +457,9 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     return it->second.tensor;
   }
   Status st = EnsureBackend();
-  if (!st.ok()) throw RuntimeError("a gpu::Tensor from process " + std::to_string(pid) + " needs a GPU backend here: " + st.message());
+  if (!st.ok())
+    throw RuntimeError("a gpu::Tensor from process " + std::to_string(pid) +
+                       " needs a GPU backend here: " + st.message());
   int device = -1;
   for (int i = 0; i < backend_->device_count(); ++i) {
     if (backend_->device(i)->uuid == uuid) device = i;
@@ -467,7 +492,8 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   if (!import) {
     // Counted at the producer first (so it frees only after our release), which answers with
     // where the memory is now: restored to device memory, if it had spilled to the host store.
-    import = std::shared_ptr<Import>(new Import{liveness_, backend_.get(), streams, nullptr, device, {socket, worker, node}, id});
+    import = std::shared_ptr<Import>(new Import{
+        liveness_, backend_.get(), streams, nullptr, device, {socket, worker, node}, id});
     imports_[id] = import;
     std::string handle = mem;
     std::shared_ptr<std::promise<bool>> counted;
@@ -485,8 +511,9 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
       lock.lock();
       if (!answer) {
         forget();
-        throw ObjectLostError("device object " + id + " is no longer held by its producer (process " +
-                              std::to_string(pid) + ")");
+        throw ObjectLostError("device object " + id +
+                              " is no longer held by its producer (process " + std::to_string(pid) +
+                              ")");
       }
       import->registered = true;
       if (!answer->empty()) handle = *answer;
@@ -495,7 +522,8 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
     if (!ptr.ok()) {
       if (import->registered && peers_.release_import) peers_.release_import(import->producer, id);
       forget();
-      throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " + ptr.status().message());
+      throw ObjectLostError("device object " + id + " of process " + std::to_string(pid) + ": " +
+                            ptr.status().message());
     }
     import->ptr = *ptr;
     if (counted) counted->set_value(true);
@@ -508,30 +536,36 @@ gpu::Tensor GpuTasks::UnpackTensor(std::string_view bytes) {
   }
   gpu::Backend* backend = backend_.get();
   lock.unlock();  // (an error below drops `import`, whose close takes the lock)
-  // Ordered after the producer's work: its event, recorded when it made the tensor (or restored it).
+  // Ordered after the producer's work: its event, recorded when it made the tensor (or restored
+  // it).
   auto ev = backend->OpenIpcEvent(gpu::IpcEventHandle{event});
   if (!ev.ok()) throw ObjectLostError("device object " + id + ": " + ev.status().message());
   for (gpu::Stream* s : streams) {
     st = s->Wait(**ev);
     if (!st.ok()) throw RuntimeError("cannot order on the tensor's event: " + st.message());
   }
-  gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device, backend->name() == "sim",
-                                       import->ptr, stream, import);
+  gpu::Tensor view = gpu::Tensor::View(static_cast<gpu::DType>(dtype), shape, device,
+                                       backend->name() == "sim", import->ptr, stream, import);
   return view;
 }
 
-gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid,
-                              gpu::DType dtype, std::vector<int64_t> shape, gpu::Context* ctx) {
-  std::string what = "device object " + id + " of process " + std::to_string(pid) + " (on a GPU this process does not see)";
-  if (Status available = DeviceTransferAvailable(); !available.ok()) throw RuntimeError(what + ": " + available.message());
-  if (!peers_.register_import || producer.socket_path.empty()) throw RuntimeError(what + ": its producer's address is unknown");
+gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std::string& id,
+                              int64_t pid, gpu::DType dtype, std::vector<int64_t> shape,
+                              gpu::Context* ctx) {
+  std::string what = "device object " + id + " of process " + std::to_string(pid) +
+                     " (on a GPU this process does not see)";
+  if (Status available = DeviceTransferAvailable(); !available.ok())
+    throw RuntimeError(what + ": " + available.message());
+  if (!peers_.register_import || producer.socket_path.empty())
+    throw RuntimeError(what + ": its producer's address is unknown");
   int device = 0;
   std::vector<gpu::Stream*> streams;  // the task's (or the import stream): they wait for it
   gpu::MemoryResource* memory = nullptr;
   gpu::Backend* backend = nullptr;
   {
     MutexLock lock(mu_);
-    if (backend_->device_count() == 0) throw RuntimeError(what + ": this process has no GPU to receive it on");
+    if (backend_->device_count() == 0)
+      throw RuntimeError(what + ": this process has no GPU to receive it on");
     if (ctx != nullptr) {
       device = ctx->device();
       for (int d : ctx->devices()) streams.push_back(&ctx->stream(d));
@@ -539,7 +573,8 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
     } else {
       auto s = ImportStream(device);
       auto pool = backend_->memory(device);
-      if (!s.ok() || !pool.ok()) throw RuntimeError(what + ": " + (s.ok() ? pool.status() : s.status()).message());
+      if (!s.ok() || !pool.ok())
+        throw RuntimeError(what + ": " + (s.ok() ? pool.status() : s.status()).message());
       streams.push_back(*s);
       memory = TaskMemory(device, *pool);
     }
@@ -547,9 +582,13 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
   }
   gpu::Stream* stream = streams.front();
   auto tensor = gpu::Tensor::Empty(*backend, *memory, *stream, dtype, std::move(shape));
-  if (!tensor.ok()) throw RuntimeError(what + ": cannot allocate it here: " + tensor.status().message());
+  if (!tensor.ok())
+    throw RuntimeError(what + ": cannot allocate it here: " + tensor.status().message());
   moves_.Receive(
-      peers_.self, producer, pid, [&](const std::string& group) { return peers_.register_import(producer, id, group).has_value(); },
+      peers_.self, producer, pid,
+      [&](const std::string& group) {
+        return peers_.register_import(producer, id, group).has_value();
+      },
       *backend, device, *tensor, stream, what);
   if (streams.size() > 1) {  // the task's other streams wait for the receive
     auto ev = backend->CreateEvent(device);
@@ -560,7 +599,8 @@ gpu::Tensor GpuTasks::Receive(const internal::OwnerAddress& producer, const std:
   return std::move(tensor).value();
 }
 
-void GpuTasks::QueueSend(const std::string& id, const WorkerId& importer, const std::string& group) {
+void GpuTasks::QueueSend(const std::string& id, const WorkerId& importer,
+                         const std::string& group) {
   moves_.QueueSend(id, importer, group);
 }
 
@@ -639,7 +679,9 @@ void GpuTasks::CloseFinishedImports(bool wait) {
 
 gpu::MemoryResource* GpuTasks::TaskMemory(int device, gpu::MemoryResource* pool) {
   auto& m = task_memory_[device];
-  if (!m) m = std::make_unique<SpillingMemory>(pool, [this](int d, uint64_t bytes) { return Spill(d, bytes); });
+  if (!m)
+    m = std::make_unique<SpillingMemory>(pool,
+                                         [this](int d, uint64_t bytes) { return Spill(d, bytes); });
   return m.get();
 }
 
@@ -665,8 +707,9 @@ uint64_t GpuTasks::SpillLocked(int device, uint64_t bytes, const std::string& ke
     for (auto& [id, e] : exported_) {
       // (Not one held through another library's DLPack tensor: that frees none of prism's memory,
       // and its deleter may want that library's lock, e.g. Python's.)
-      if (id == keep || e.spilled || !e.tensor.valid() || e.device != device || !e.imports.empty() ||
-          e.tensor.bytes() == 0 || e.tensor.holders() > 1 || e.tensor.foreign()) {
+      if (id == keep || e.spilled || !e.tensor.valid() || e.device != device ||
+          !e.imports.empty() || e.tensor.bytes() == 0 || e.tensor.holders() > 1 ||
+          e.tensor.foreign()) {
         continue;
       }
       if (victim == nullptr || e.last_use < victim->last_use) {
@@ -748,8 +791,8 @@ size_t gpu::Context::Index(int device) const {
   for (size_t i = 0; i < devices_.size(); ++i) {
     if (devices_[i] == device) return i;
   }
-  throw InvalidArgumentError("the task holds devices 0.." + std::to_string(devices_.size() - 1) + ", not device " +
-                             std::to_string(device));
+  throw InvalidArgumentError("the task holds devices 0.." + std::to_string(devices_.size() - 1) +
+                             ", not device " + std::to_string(device));
 }
 
 }  // namespace prism

@@ -5,13 +5,6 @@
 #include <prism/gpu/backend.h>
 #include <prism/gpu/context.h>
 #include <prism/gpu/tensor.h>
-
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-#include "object_store/store_client.h"
-#include "worker/device_transfer.h"
-#include "worker/spilling_memory.h"
-
 #include <prism/ids.h>
 #include <prism/internal/runtime_api.h>
 
@@ -21,9 +14,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <optional>
+#include <thread>
 #include <vector>
+
+#include "base/mutex.h"
+#include "base/thread_annotations.h"
+#include "object_store/store_client.h"
+#include "worker/device_transfer.h"
+#include "worker/spilling_memory.h"
 
 namespace prism {
 
@@ -72,10 +71,12 @@ class GpuTasks {
   /// the producer sends it through that pair group of the collectives instead (QueueSend).
   struct Peers {
     internal::OwnerAddress self;
-    std::function<std::optional<std::string>(const internal::OwnerAddress& producer, const std::string& id,
+    std::function<std::optional<std::string>(const internal::OwnerAddress& producer,
+                                             const std::string& id,
                                              const std::string& transfer_group)>
         register_import;
-    std::function<void(const internal::OwnerAddress& producer, const std::string& id)> release_import;
+    std::function<void(const internal::OwnerAddress& producer, const std::string& id)>
+        release_import;
   };
   void SetPeers(Peers peers);
   /// The device objects the calling thread's task packed (cleared when a task enters).
@@ -125,8 +126,8 @@ class GpuTasks {
   Status EnsureBackend() PRISM_REQUIRES(mu_);
   // A device object of another process on a GPU this process does not see: received through a
   // pair group with its producer into a new tensor on this process's GPU (the task's first).
-  gpu::Tensor Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid, gpu::DType dtype,
-                      std::vector<int64_t> shape, gpu::Context* ctx);
+  gpu::Tensor Receive(const internal::OwnerAddress& producer, const std::string& id, int64_t pid,
+                      gpu::DType dtype, std::vector<int64_t> shape, gpu::Context* ctx);
   // What a send through a pair group reads (DeviceMoves).
   Result<DeviceMoves::Source> SendSource(const std::string& id);
   // The stream imported tensors are ordered on outside GPU tasks (a driver reading one).
@@ -191,7 +192,8 @@ class GpuTasks {
   };
   std::vector<Closing> closing_ PRISM_GUARDED_BY(mu_);
   std::map<int, std::unique_ptr<gpu::Stream>> import_streams_ PRISM_GUARDED_BY(mu_);
-  std::map<ObjectId, std::vector<std::string>> objects_ PRISM_GUARDED_BY(mu_);  // result -> device objects
+  std::map<ObjectId, std::vector<std::string>> objects_
+      PRISM_GUARDED_BY(mu_);  // result -> device objects
   Peers peers_;
   DeviceMoves moves_;  // sends and receives through pair groups
   // Closes finished imports every 20 ms while some are closing.

@@ -1,14 +1,16 @@
-#include "base/mutex.h"
 #include "worker/lease_client.h"
 
 #include "base/logging.h"
+#include "base/mutex.h"
 
 namespace prism {
 
 DaemonClient::DaemonClient(std::shared_ptr<rpc::Connection> conn,
                            std::function<void(const Status&)> on_lost,
                            std::function<void(const WorkerId&)> on_worker_died)
-    : conn_(std::move(conn)), on_lost_(std::move(on_lost)), on_worker_died_(std::move(on_worker_died)) {}
+    : conn_(std::move(conn)),
+      on_lost_(std::move(on_lost)),
+      on_worker_died_(std::move(on_worker_died)) {}
 
 void DaemonClient::Start(std::string initial) {
   conn_->Start([this](rpc::Connection&, rpc::Envelope& msg) { OnMessage(msg); },
@@ -27,7 +29,8 @@ std::string LeaseSpec::Key() const {
   return key;
 }
 
-uint64_t DaemonClient::RequestLease(const LeaseSpec& spec, std::function<void(bool infeasible)> queued,
+uint64_t DaemonClient::RequestLease(const LeaseSpec& spec,
+                                    std::function<void(bool infeasible)> queued,
                                     std::function<void(LeaseOutcome)> done) {
   uint64_t id = next_request_id_++;
   rpc::Envelope env;
@@ -116,7 +119,8 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       lease_waiters_.erase(it);
       LeaseOutcome granted{Status::OK(), rpc::ERROR_NONE, msg.lease_grant().lease_id(),
                            msg.lease_grant().worker()};
-      granted.devices.assign(msg.lease_grant().devices().begin(), msg.lease_grant().devices().end());
+      granted.devices.assign(msg.lease_grant().devices().begin(),
+                             msg.lease_grant().devices().end());
       done(std::move(granted));
       return;
     }
@@ -148,7 +152,8 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
     }
     case rpc::Envelope::kKvReply:
     case rpc::Envelope::kPlacementGroupInfo: {
-      uint64_t rid = msg.has_kv_reply() ? msg.kv_reply().request_id() : msg.placement_group_info().request_id();
+      uint64_t rid = msg.has_kv_reply() ? msg.kv_reply().request_id()
+                                        : msg.placement_group_info().request_id();
       auto done = TakeCall(rid);
       if (!done) return;  // (an answer nobody waits for any more)
       done(std::move(msg));
@@ -169,7 +174,8 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       if (on_push) on_push(std::move(*msg.mutable_push_task()), conn_);
       return;
     default:
-      PRISM_LOG_WARN("unexpected message {} from the node daemon", static_cast<int>(msg.body_case()));
+      PRISM_LOG_WARN("unexpected message {} from the node daemon",
+                     static_cast<int>(msg.body_case()));
   }
 }
 
@@ -180,11 +186,12 @@ void DaemonClient::OnClosed(const Status& st) {
     calls_closed_ = true;
     calls.swap(calls_);
   }
-  for (auto& [id, done] : calls) done(Status::Unavailable("the node daemon is gone: " + st.message()));
+  for (auto& [id, done] : calls)
+    done(Status::Unavailable("the node daemon is gone: " + st.message()));
   auto leases = std::move(lease_waiters_);
   for (auto& [id, waiter] : leases) {
     waiter.done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),
-                      rpc::ERROR_SYSTEM});
+                             rpc::ERROR_SYSTEM});
   }
   if (on_lost_) on_lost_(st);
 }

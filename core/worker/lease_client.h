@@ -1,6 +1,17 @@
 // What the task submitter needs from the node daemon: worker leases.
 #pragma once
 
+#include <prism/ids.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
 #include "base/mutex.h"
 #include "base/resources.h"
 #include "base/status.h"
@@ -8,22 +19,11 @@
 #include "prism.pb.h"
 #include "rpc/connection.h"
 
-#include <prism/ids.h>
-
-#include <cstdint>
-#include <atomic>
-#include <functional>
-#include <map>
-#include <string>
-#include <memory>
-#include <mutex>
-#include <unordered_map>
-
 namespace prism {
 
 /// A granted lease, or why there is none.
 struct LeaseOutcome {
-  Status status;               // OK: granted
+  Status status;                          // OK: granted
   rpc::ErrorKind kind = rpc::ERROR_NONE;  // why not (ERROR_INFEASIBLE, ERROR_SYSTEM)
   uint64_t lease_id = 0;
   rpc::Address worker;
@@ -76,7 +76,8 @@ class DaemonClient : public LeaseClient {
   /// Any thread: sends `req` (carrying `request_id`); `done` runs on the event loop with the
   /// daemon's answer (an ActorUpdate, or an ErrorReply as a failed status), or the connection's
   /// loss (on the calling thread, at once, when the connection is gone already).
-  void Call(uint64_t request_id, rpc::Envelope req, std::function<void(Result<rpc::Envelope>)> done);
+  void Call(uint64_t request_id, rpc::Envelope req,
+            std::function<void(Result<rpc::Envelope>)> done);
   /// Any thread: a message that needs no answer.
   void Send(const rpc::Envelope& msg) { conn_->Send(msg); }
   /// Handlers for what the daemon sends unasked: actor updates, and (in a worker) the creation
@@ -96,7 +97,8 @@ class DaemonClient : public LeaseClient {
   /// The call waiting for the answer to `request_id` (null: none, or 0), taken out of the table.
   std::function<void(Result<rpc::Envelope>)> TakeCall(uint64_t request_id);
   Mutex calls_mu_;  // callers add calls, the loop takes them
-  std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_ PRISM_GUARDED_BY(calls_mu_);
+  std::unordered_map<uint64_t, std::function<void(Result<rpc::Envelope>)>> calls_
+      PRISM_GUARDED_BY(calls_mu_);
   bool calls_closed_ PRISM_GUARDED_BY(calls_mu_) = false;  // the connection went: no call is added
   struct LeaseWaiter {
     std::function<void(bool infeasible)> queued;

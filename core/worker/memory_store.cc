@@ -1,10 +1,10 @@
-#include "base/mutex.h"
 #include "worker/memory_store.h"
-
-#include "base/spin.h"
 
 #include <algorithm>
 #include <iterator>
+
+#include "base/mutex.h"
+#include "base/spin.h"
 
 namespace prism {
 
@@ -51,7 +51,8 @@ void MemoryStore::CreditRegistration(const ObjectId& id, uint32_t n) {
 void MemoryStore::UndoRegistration(const ObjectId& id) {
   MutexLock lock(mu_);
   auto it = entries_.find(id);
-  if (it != entries_.end() && it->second.sharing && it->second.sharing->registered > 0) it->second.sharing->registered--;
+  if (it != entries_.end() && it->second.sharing && it->second.sharing->registered > 0)
+    it->second.sharing->registered--;
 }
 
 void MemoryStore::MaybeEraseLocked(Table::iterator it, Graveyard* g) {
@@ -63,8 +64,9 @@ void MemoryStore::MaybeEraseLocked(Table::iterator it, Graveyard* g) {
 void MemoryStore::BuryOne(const ObjectId& id, Entry& e) {
   // Whoever waited for a value that will now never be kept learns so at once.
   if (e.has_callbacks()) {
-    StoredObject lost = StoredObject::Error(
-        rpc::ERROR_OBJECT_LOST, "object " + id.Hex() + " was freed by its owner (no references left)");
+    StoredObject lost =
+        StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                            "object " + id.Hex() + " was freed by its owner (no references left)");
     for (auto& cb : e.sharing->callbacks) cb(lost);
   }
   if (on_free_) {
@@ -132,7 +134,8 @@ void MemoryStore::RemoveBorrowerEverywhere(const WorkerId& worker) {
     MutexLock lock(mu_);
     for (auto it = entries_.begin(); it != entries_.end();) {
       auto next = std::next(it);
-      if (it->second.sharing && it->second.sharing->borrowers.erase(worker) > 0) MaybeEraseLocked(it, &g);
+      if (it->second.sharing && it->second.sharing->borrowers.erase(worker) > 0)
+        MaybeEraseLocked(it, &g);
       it = next;
     }
   }
@@ -145,7 +148,8 @@ size_t MemoryStore::NumBorrowers(const ObjectId& id) const {
   return it == entries_.end() || !it->second.sharing ? 0 : it->second.sharing->borrowers.size();
 }
 
-void MemoryStore::MakeReadyLocked(Entry& e, std::unique_ptr<StoredObject> object, std::vector<Callback>* run) {
+void MemoryStore::MakeReadyLocked(Entry& e, std::unique_ptr<StoredObject> object,
+                                  std::vector<Callback>* run) {
   e.object = std::move(object);
   for (Waiter* w : e.waiters) {
     if (w->remaining > 0 && --w->remaining == 0) {

@@ -1,18 +1,10 @@
 // The owner's in-process object table: values of small objects, errors, and who waits for them.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-
-#include "base/spin.h"
-#include "base/status.h"
-#include "prism.pb.h"
-
-#include <prism/ids.h>
-#include <prism/internal/runtime_api.h>
-
 #include <absl/container/inlined_vector.h>
 #include <absl/container/node_hash_map.h>
+#include <prism/ids.h>
+#include <prism/internal/runtime_api.h>
 
 #include <atomic>
 #include <chrono>
@@ -25,14 +17,20 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
+#include "base/spin.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "prism.pb.h"
+
 namespace prism {
 
 /// A ready object: its encoded value (here, or in the node's object store), or the error that
 /// stands in its place.
 struct StoredObject {
   std::shared_ptr<const std::string> data;
-  rpc::TaskError error;  // kind() != ERROR_NONE for an error
-  bool in_store = false;  // the value is in the node's object store (`size` bytes)
+  rpc::TaskError error;       // kind() != ERROR_NONE for an error
+  bool in_store = false;      // the value is in the node's object store (`size` bytes)
   bool actor_handle = false;  // the handle object of an actor this process owns (not detached)
   internal::OwnerAddress device_producer;  // holds device objects kept by this worker (if set)
   uint64_t size = 0;
@@ -60,11 +58,11 @@ struct StoredObject {
 /// What an entry was when it went: the caller frees what it stood for elsewhere.
 struct FreedObject {
   ObjectId id;
-  bool borrowed = false;          // a ref to another process's object
-  internal::OwnerAddress owner;   // borrowed: its owner
-  uint32_t registered = 0;        // borrowed: registrations at the owner to undo
-  bool in_store = false;          // owned: the value is in the node's object store
-  bool actor = false;             // owned: an actor's handle object (the actor goes with it)
+  bool borrowed = false;         // a ref to another process's object
+  internal::OwnerAddress owner;  // borrowed: its owner
+  uint32_t registered = 0;       // borrowed: registrations at the owner to undo
+  bool in_store = false;         // owned: the value is in the node's object store
+  bool actor = false;            // owned: an actor's handle object (the actor goes with it)
   internal::OwnerAddress device_producer;  // owned: the worker keeping its device objects
 };
 

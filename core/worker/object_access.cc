@@ -1,4 +1,3 @@
-#include "base/mutex.h"
 #include "worker/object_access.h"
 
 #include <prism/errors.h>
@@ -8,11 +7,13 @@
 #include <thread>
 #include <utility>
 
+#include "base/mutex.h"
+
 namespace prism {
 
-ObjectAccess::ObjectAccess(Self self, MemoryStore& store, std::shared_ptr<StoreClient> host_store, OwnerClients& owners,
-                           TaskContext& context, asio::io_context& io, std::function<bool()> in_worker_task,
-                           std::function<void(bool)> blocked)
+ObjectAccess::ObjectAccess(Self self, MemoryStore& store, std::shared_ptr<StoreClient> host_store,
+                           OwnerClients& owners, TaskContext& context, asio::io_context& io,
+                           std::function<bool()> in_worker_task, std::function<void(bool)> blocked)
     : self_(std::move(self)),
       worker_id_(WorkerId::FromBinary(self_.address.worker_id)),
       self_address_(std::make_shared<const internal::OwnerAddress>(self_.address)),
@@ -50,8 +51,9 @@ ObjectAccess::ObjectAccess(Self self, MemoryStore& store, std::shared_ptr<StoreC
   }
 }
 
-std::vector<StoreClient::View> ObjectAccess::GetFromStore(const std::vector<ObjectId>& ids,
-                                                        std::optional<std::chrono::steady_clock::time_point> deadline) {
+std::vector<StoreClient::View> ObjectAccess::GetFromStore(
+    const std::vector<ObjectId>& ids,
+    std::optional<std::chrono::steady_clock::time_point> deadline) {
   // A spilled object is restored into the store on its read; while the store is full of pinned
   // objects that needs to wait for room (readers finish, pins idle out), not fail as lost.
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -74,7 +76,8 @@ std::vector<StoreClient::View> ObjectAccess::GetFromStore(const std::vector<Obje
   }
 }
 
-void ObjectAccess::WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner) {
+void ObjectAccess::WriteToStore(const ObjectId& id, const internal::EncodedValue& value,
+                                const WorkerId& owner) {
   if (value.size > host_store_->capacity()) {
     throw ObjectStoreFullError("object " + id.Hex() + " is " + std::to_string(value.size) +
                                " bytes, larger than the whole object store (" +
@@ -93,7 +96,8 @@ void ObjectAccess::WriteToStore(const ObjectId& id, const internal::EncodedValue
       break;
     }
     const Status& st = created.status();
-    if (st.code() == StatusCode::kOutOfMemory) host_store_->ReleaseIdle();  // our own idle pins first
+    if (st.code() == StatusCode::kOutOfMemory)
+      host_store_->ReleaseIdle();  // our own idle pins first
     if (st.code() == StatusCode::kAlreadyExists) {
       // An earlier attempt of this task (its worker died before replying) wrote it, or is still
       // half way (the daemon has not yet dropped what the dead worker left). Nobody has read it:
@@ -141,8 +145,9 @@ internal::RefPtr ObjectAccess::MakeRef(const ObjectId& id, internal::OwnerAddres
     return std::make_shared<internal::RefHandle>(id, std::move(owner), self_.runtime_generation);
   }
   if (!store_.AddRefIfPresent(id)) {  // (the message is built only when it is needed)
-    store_.AddRefOr(id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                            "object " + id.Hex() + " was already freed by this process"));
+    store_.AddRefOr(
+        id, StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                                "object " + id.Hex() + " was already freed by this process"));
   }
   return SelfHandle(id);
 }
@@ -190,9 +195,9 @@ std::vector<internal::EncodedView> ObjectAccess::Get(
   size_t not_ready = 0;
   for (bool r : ready) not_ready += r ? 0 : 1;
   if (not_ready > 0) {
-    throw GetTimeoutError("Get timed out after " + std::to_string(timeout_ms) + " ms: " +
-                          std::to_string(not_ready) + " of " + std::to_string(ids.size()) +
-                          " objects not ready");
+    throw GetTimeoutError("Get timed out after " + std::to_string(timeout_ms) +
+                          " ms: " + std::to_string(not_ready) + " of " +
+                          std::to_string(ids.size()) + " objects not ready");
   }
   std::vector<internal::EncodedView> out(ids.size());
   std::vector<ObjectId> in_store;
@@ -213,15 +218,18 @@ std::vector<internal::EncodedView> ObjectAccess::Get(
     std::string failed;
     for (size_t k = 0; k < views.size(); ++k) {
       if (!views[k].status.ok()) {
-        failed = "object " + in_store[k].Hex() + " is not in the object store: " + views[k].status.message();
+        failed = "object " + in_store[k].Hex() +
+                 " is not in the object store: " + views[k].status.message();
         continue;
       }
       // The pin goes when the last reader of these bytes (a Buffer, say) lets go.
       std::shared_ptr<StoreClient> client = host_store_;
       ObjectId id = in_store[k];
-      std::shared_ptr<const void> pin(views[k].data, [client, id](const void*) { client->Release(id); });
+      std::shared_ptr<const void> pin(views[k].data,
+                                      [client, id](const void*) { client->Release(id); });
       out[in_store_at[k]] = internal::EncodedView{
-          std::string_view(reinterpret_cast<const char*>(views[k].data), views[k].size), std::move(pin)};
+          std::string_view(reinterpret_cast<const char*>(views[k].data), views[k].size),
+          std::move(pin)};
     }
     if (!failed.empty()) throw ObjectLostError(failed);
   }
@@ -231,16 +239,18 @@ std::vector<internal::EncodedView> ObjectAccess::Get(
 void ObjectAccess::WhenReady(const internal::RefHandle& ref, std::function<void()> ready) {
   CheckCurrent(ref);
   EnsureFetched(ref);
-  if (!store_.OnReady(ref.id(), [ready](const StoredObject&) { ready(); })) ready();  // (not referenced: a Get fails now)
+  if (!store_.OnReady(ref.id(), [ready](const StoredObject&) { ready(); }))
+    ready();  // (not referenced: a Get fails now)
 }
 
 std::vector<bool> ObjectAccess::Wait(const std::vector<const internal::RefHandle*>& refs,
-                                   size_t num_returns, int64_t timeout_ms) {
+                                     size_t num_returns, int64_t timeout_ms) {
   std::vector<ObjectId> ids = Prepare(refs);
   std::optional<MemoryStore::Clock::time_point> deadline = DeadlineOf(timeout_ms);
   if (!in_worker_task_()) return store_.Wait(ids, num_returns, deadline);
   std::vector<bool> ready = store_.Wait(ids, num_returns, MemoryStore::Clock::now());
-  if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns) return ready;
+  if (static_cast<size_t>(std::count(ready.begin(), ready.end(), true)) >= num_returns)
+    return ready;
   if (timeout_ms == 0) return ready;  // a poll: nothing to lend the CPU for
   blocked_(true);
   ready = store_.Wait(ids, num_returns, deadline);

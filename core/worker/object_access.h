@@ -4,16 +4,9 @@
 // a borrowed object's value is fetched from its owner (OwnerClients) when first read. Any thread.
 #pragma once
 
-#include "base/mutex.h"
-#include "object_store/store_client.h"
-#include "worker/memory_store.h"
-#include "worker/owner_clients.h"
-#include "worker/task_context.h"
-
 #include <prism/internal/runtime_api.h>
 
 #include <asio.hpp>
-
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -21,6 +14,12 @@
 #include <optional>
 #include <unordered_set>
 #include <vector>
+
+#include "base/mutex.h"
+#include "object_store/store_client.h"
+#include "worker/memory_store.h"
+#include "worker/owner_clients.h"
+#include "worker/task_context.h"
 
 namespace prism {
 
@@ -33,9 +32,9 @@ class ObjectAccess {
   };
   /// `io`: the event loop fetches run on. `in_worker_task`: whether the calling thread runs a
   /// worker's task (a wait there lends its CPU: `blocked(true)`, then `blocked(false)`).
-  ObjectAccess(Self self, MemoryStore& store, std::shared_ptr<StoreClient> host_store, OwnerClients& owners,
-               TaskContext& context, asio::io_context& io, std::function<bool()> in_worker_task,
-               std::function<void(bool)> blocked);
+  ObjectAccess(Self self, MemoryStore& store, std::shared_ptr<StoreClient> host_store,
+               OwnerClients& owners, TaskContext& context, asio::io_context& io,
+               std::function<bool()> in_worker_task, std::function<void(bool)> blocked);
   ObjectAccess(const ObjectAccess&) = delete;
   ObjectAccess& operator=(const ObjectAccess&) = delete;
 
@@ -55,7 +54,8 @@ class ObjectAccess {
   internal::RefPtr Put(const internal::EncodedValue& value);
   /// The values of `refs`, in order (fetched from their owners if borrowed); throws prism's typed
   /// errors. timeout_ms < 0 waits forever.
-  std::vector<internal::EncodedView> Get(const std::vector<const internal::RefHandle*>& refs, int64_t timeout_ms);
+  std::vector<internal::EncodedView> Get(const std::vector<const internal::RefHandle*>& refs,
+                                         int64_t timeout_ms);
   /// Which of `refs` are ready once `num_returns` are, or the timeout passed.
   std::vector<bool> Wait(const std::vector<const internal::RefHandle*>& refs, size_t num_returns,
                          int64_t timeout_ms);
@@ -64,8 +64,9 @@ class ObjectAccess {
 
   /// host_store->Get, waiting (up to 10 s, or `deadline`) while an object's restore from disk
   /// finds the store full.
-  std::vector<StoreClient::View> GetFromStore(const std::vector<ObjectId>& ids,
-                                              std::optional<std::chrono::steady_clock::time_point> deadline);
+  std::vector<StoreClient::View> GetFromStore(
+      const std::vector<ObjectId>& ids,
+      std::optional<std::chrono::steady_clock::time_point> deadline);
   /// Writes a value into the node's object store as object `id`, owned by `owner`; retries for a
   /// while when the store is full of pinned objects. Throws ObjectStoreFullError, RuntimeError.
   void WriteToStore(const ObjectId& id, const internal::EncodedValue& value, const WorkerId& owner);
@@ -79,7 +80,8 @@ class ObjectAccess {
 
   const Self self_;
   const WorkerId worker_id_;  // self_.address's
-  const std::shared_ptr<const internal::OwnerAddress> self_address_;  // shared by this process's handles
+  const std::shared_ptr<const internal::OwnerAddress>
+      self_address_;  // shared by this process's handles
   MemoryStore& store_;
   const std::shared_ptr<StoreClient> host_store_;  // shared with the pins of Buffers handed out
   OwnerClients& owners_;
@@ -89,7 +91,8 @@ class ObjectAccess {
   const std::function<void(bool)> blocked_;
 
   Mutex fetch_mu_;
-  std::unordered_set<ObjectId> fetching_ PRISM_GUARDED_BY(fetch_mu_);  // borrowed values being fetched
+  std::unordered_set<ObjectId> fetching_
+      PRISM_GUARDED_BY(fetch_mu_);  // borrowed values being fetched
 };
 
 /// Throws the public API's exception for a stored error of object `id`.

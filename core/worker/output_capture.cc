@@ -1,4 +1,3 @@
-#include "base/mutex.h"
 #include "worker/output_capture.h"
 
 #include <fcntl.h>
@@ -8,6 +7,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <iostream>
+
+#include "base/mutex.h"
 
 namespace prism {
 namespace {
@@ -28,7 +29,8 @@ void WriteAll(int fd, const std::string& s) {
 
 }  // namespace
 
-OutputCapture::OutputCapture(std::function<void(rpc::WorkerOutput)> send) : send_(std::move(send)) {}
+OutputCapture::OutputCapture(std::function<void(rpc::WorkerOutput)> send)
+    : send_(std::move(send)) {}
 
 OutputCapture::~OutputCapture() { Stop(); }
 

@@ -2,14 +2,14 @@
 // labelled with the task or actor that printed it, as Ray does ("(Square pid=123) text").
 #pragma once
 
-#include "base/mutex.h"
-#include "prism.pb.h"
-
 #include <atomic>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+
+#include "base/mutex.h"
+#include "prism.pb.h"
 
 namespace prism {
 

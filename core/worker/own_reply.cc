@@ -2,8 +2,8 @@
 
 namespace prism {
 
-void OwnReply::Sent(const void* submitter, const std::shared_ptr<rpc::Connection>& conn, const TaskId& task,
-                    uint64_t attempt, const ObjectId& return_id) {
+void OwnReply::Sent(const void* submitter, const std::shared_ptr<rpc::Connection>& conn,
+                    const TaskId& task, uint64_t attempt, const ObjectId& return_id) {
   submitter_ = submitter;
   conn_ = conn;
   frames_sent_ = conn->frames_queued();

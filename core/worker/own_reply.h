@@ -4,14 +4,14 @@
 // nor its wake-up.
 #pragma once
 
-#include "base/ids.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "base/ids.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
 
 namespace prism {
 

@@ -1,9 +1,9 @@
-#include "base/mutex.h"
 #include "worker/owner_clients.h"
 
-#include "base/logging.h"
-
 #include <utility>
+
+#include "base/logging.h"
+#include "base/mutex.h"
 
 namespace prism {
 
@@ -38,7 +38,8 @@ OwnerClients::~OwnerClients() = default;
 
 OwnerClients::Owner* OwnerClients::Connection(const internal::OwnerAddress& owner) {
   auto it = owners_.find(owner.socket_path);
-  if (it != owners_.end() && !it->second->lost && (!it->second->conn || !it->second->conn->closed())) {
+  if (it != owners_.end() && !it->second->lost &&
+      (!it->second->conn || !it->second->conn->closed())) {
     return it->second.get();
   }
   auto& slot = owners_[owner.socket_path];
@@ -53,7 +54,8 @@ OwnerClients::Owner* OwnerClients::Connection(const internal::OwnerAddress& owne
   hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
   std::string path = owner.socket_path;
   rpc::AsyncConnectAndHello(
-      io_, path, hello, std::chrono::seconds(10), [this, raw, path](Result<rpc::Connected> connected) {
+      io_, path, hello, std::chrono::seconds(10),
+      [this, raw, path](Result<rpc::Connected> connected) {
         auto cur = owners_.find(path);
         if (cur == owners_.end() || cur->second.get() != raw) return;  // replaced meanwhile
         if (!connected.ok()) {
@@ -89,7 +91,8 @@ void OwnerClients::OnMessage(Owner* o, rpc::Envelope& m) {
     auto i = o->imports.find(m.device_object_imported().request_id());
     if (i == o->imports.end()) return;
     const auto& answer = m.device_object_imported();
-    i->second->set_value(answer.lost() ? std::nullopt : std::optional<std::string>(answer.memory_handle()));
+    i->second->set_value(answer.lost() ? std::nullopt
+                                       : std::optional<std::string>(answer.memory_handle()));
     o->imports.erase(i);
     return;
   }
@@ -113,13 +116,15 @@ void OwnerClients::OnMessage(Owner* o, rpc::Envelope& m) {
 void OwnerClients::Lost(Owner* o, const Status& why) {
   o->lost = true;
   o->queued.clear();
-  for (auto& [rid, p] : o->imports) p->set_value(std::nullopt);  // the producer (and its objects) are gone
+  for (auto& [rid, p] : o->imports)
+    p->set_value(std::nullopt);  // the producer (and its objects) are gone
   o->imports.clear();
   auto waiting = std::move(o->waiting);
   o->waiting.clear();
   for (auto& [rid, w] : waiting) {
-    w.second(StoredObject::Error(rpc::ERROR_OWNER_DIED, "the owner of object " + w.first.Hex() +
-                                                            " died or is unreachable: " + why.message()));
+    w.second(StoredObject::Error(
+        rpc::ERROR_OWNER_DIED,
+        "the owner of object " + w.first.Hex() + " died or is unreachable: " + why.message()));
   }
   // Registrations the owner will never answer: it is gone, and so are its objects.
   int n = 0;
@@ -128,7 +133,8 @@ void OwnerClients::Lost(Owner* o, const Status& why) {
   if (n > 0) RegistrationsAnswered(n);
 }
 
-void OwnerClients::Fetch(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) {
+void OwnerClients::Fetch(const ObjectId& id, const internal::OwnerAddress& owner,
+                         MemoryStore::Callback done) {
   Owner* o = Connection(owner);
   uint64_t rid = next_request_id_++;
   o->waiting[rid] = {id, std::move(done)};
@@ -154,7 +160,8 @@ void OwnerClients::QueueAddBorrower(const internal::OwnerAddress& owner, const O
   PostFlush();
 }
 
-void OwnerClients::QueueRelease(const internal::OwnerAddress& owner, const ObjectId& id, uint32_t count) {
+void OwnerClients::QueueRelease(const internal::OwnerAddress& owner, const ObjectId& id,
+                                uint32_t count) {
   {
     MutexLock lock(borrow_mu_);
     Batch& b = out_[owner.socket_path];
@@ -249,7 +256,7 @@ void OwnerClients::RegistrationsAnswered(int n) {
 void OwnerClients::WaitForRegistrations() {
   UniqueLock lock(borrow_mu_);
   if (!borrow_cv_.wait_for(lock, config_.registration_wait,
-                          [this]() PRISM_REQUIRES(borrow_mu_) { return pending_adds_ == 0; })) {
+                           [this]() PRISM_REQUIRES(borrow_mu_) { return pending_adds_ == 0; })) {
     PRISM_LOG_WARN("{} borrow registrations unanswered after {} ms; replying anyway", pending_adds_,
                    config_.registration_wait.count());
   }
@@ -260,7 +267,8 @@ int OwnerClients::pending_registrations() const {
   return pending_adds_;
 }
 
-void OwnerClients::RecordCaller(const std::string& worker_id, const std::shared_ptr<rpc::Connection>& conn) {
+void OwnerClients::RecordCaller(const std::string& worker_id,
+                                const std::shared_ptr<rpc::Connection>& conn) {
   MutexLock lock(callers_mu_);
   // Mostly the same caller on the same connection as the last task: no new key, no store.
   auto it = callers_.find(worker_id);
@@ -301,7 +309,8 @@ std::optional<std::string> OwnerClients::ImportDeviceObject(const internal::Owne
   return result.get();
 }
 
-void OwnerClients::ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id) {
+void OwnerClients::ReleaseDeviceImport(const internal::OwnerAddress& producer,
+                                       const std::string& id) {
   rpc::Envelope env;
   env.mutable_release_device_objects()->add_ids(id);
   env.mutable_release_device_objects()->set_importer(config_.self.Binary());

@@ -5,18 +5,9 @@
 // ReferenceCounter.) The owner's side of the same messages stays with the core worker.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/ids.h"
-#include "base/status.h"
-#include "base/thread_annotations.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-#include "worker/memory_store.h"
-
 #include <prism/internal/runtime_api.h>
 
 #include <asio.hpp>
-
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -28,6 +19,14 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "base/ids.h"
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+#include "worker/memory_store.h"
 
 namespace prism {
 
@@ -44,7 +43,8 @@ class OwnerClients {
   };
   /// `undo_registration`: an owner answered that this process's registration of `id` found the
   /// object gone (the event loop calls it).
-  OwnerClients(asio::io_context& io, Config config, std::function<void(const ObjectId&)> undo_registration);
+  OwnerClients(asio::io_context& io, Config config,
+               std::function<void(const ObjectId&)> undo_registration);
   ~OwnerClients();
   OwnerClients(const OwnerClients&) = delete;
   OwnerClients& operator=(const OwnerClients&) = delete;
@@ -62,7 +62,8 @@ class OwnerClients {
   // so no owner frees an object that a registration on its way still needs.
   /// Any thread: registers `borrower` (this process, or the caller of a task whose result lends it
   /// the object) as a borrower of `id` at its owner.
-  void QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id, const WorkerId& borrower);
+  void QueueAddBorrower(const internal::OwnerAddress& owner, const ObjectId& id,
+                        const WorkerId& borrower);
   /// Any thread: this process lets go of `count` registrations of `id` at its owner.
   void QueueRelease(const internal::OwnerAddress& owner, const ObjectId& id, uint32_t count);
   /// Blocks until every registration queued so far is answered (or the wait gives up, with a
@@ -79,7 +80,8 @@ class OwnerClients {
   /// Any thread but the loop: counts an import of device object `id` at `producer` and blocks
   /// until it answers: the memory's export handle, or nothing when the producer no longer has
   /// it, is gone, or does not answer within the import wait.
-  std::optional<std::string> ImportDeviceObject(const internal::OwnerAddress& producer, const std::string& id,
+  std::optional<std::string> ImportDeviceObject(const internal::OwnerAddress& producer,
+                                                const std::string& id,
                                                 const std::string& transfer_group);
   /// Any thread: the import of `id` ended.
   void ReleaseDeviceImport(const internal::OwnerAddress& producer, const std::string& id);
@@ -116,7 +118,8 @@ class OwnerClients {
   uint64_t next_request_id_ = 1;
 
   mutable Mutex callers_mu_;
-  std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_ PRISM_GUARDED_BY(callers_mu_);
+  std::unordered_map<std::string, std::weak_ptr<rpc::Connection>> callers_
+      PRISM_GUARDED_BY(callers_mu_);
 
   mutable Mutex borrow_mu_;
   std::condition_variable borrow_cv_;

@@ -47,13 +47,15 @@ void OwnerService::GetObject(rpc::Connection& conn, const rpc::GetObjectRequest&
     self->Send(env);
   };
   if (!ObjectId::IsValidBinary(oid)) {
-    reply(StoredObject::Error(rpc::ERROR_OBJECT_LOST, "a malformed object id (" + std::to_string(oid.size()) +
-                                                          " bytes, not " + std::to_string(ObjectId::kSize) + ")"));
+    reply(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                              "a malformed object id (" + std::to_string(oid.size()) +
+                                  " bytes, not " + std::to_string(ObjectId::kSize) + ")"));
     return;
   }
   if (!store_.OnReady(ObjectId::FromBinary(oid), reply)) {
-    reply(StoredObject::Error(rpc::ERROR_OBJECT_LOST, "object " + ObjectId::FromBinary(oid).Hex() +
-                                                          " is not held by its owner (freed, or never existed)"));
+    reply(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
+                              "object " + ObjectId::FromBinary(oid).Hex() +
+                                  " is not held by its owner (freed, or never existed)"));
   }
 }
 
@@ -66,7 +68,8 @@ void OwnerService::AddBorrowers(rpc::Connection& conn, const rpc::AddBorrowers& 
   const bool valid = WorkerId::IsValidBinary(req.borrower()) && !Dead(req.borrower());
   WorkerId borrower = valid ? WorkerId::FromBinary(req.borrower()) : WorkerId();
   for (const auto& bin : req.object_ids()) {
-    if (!valid || !ObjectId::IsValidBinary(bin) || !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
+    if (!valid || !ObjectId::IsValidBinary(bin) ||
+        !store_.AddBorrower(ObjectId::FromBinary(bin), borrower)) {
       r->add_lost(bin);
     }
   }
@@ -115,6 +118,8 @@ void OwnerService::WorkerDied(const WorkerId& worker) {
   gpu_.ImporterDied(worker);
 }
 
-bool OwnerService::Dead(const std::string& worker) const { return dead_.count(WorkerId::FromBinary(worker)) > 0; }
+bool OwnerService::Dead(const std::string& worker) const {
+  return dead_.count(WorkerId::FromBinary(worker)) > 0;
+}
 
 }  // namespace prism

@@ -3,13 +3,13 @@
 // produced. (The client side of the same messages is OwnerClients.) Event loop only.
 #pragma once
 
+#include <unordered_set>
+
 #include "base/ids.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
 #include "worker/gpu_tasks.h"
 #include "worker/memory_store.h"
-
-#include <unordered_set>
 
 namespace prism {
 

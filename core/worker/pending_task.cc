@@ -16,7 +16,8 @@ ArenaSpec& ArenaSpec::operator=(const ArenaSpec& other) {
   }
   return *this;
 }
-ArenaSpec::ArenaSpec(ArenaSpec&& other) noexcept : arena_(std::move(other.arena_)), spec_(other.spec_) {
+ArenaSpec::ArenaSpec(ArenaSpec&& other) noexcept
+    : arena_(std::move(other.arena_)), spec_(other.spec_) {
   other.spec_ = nullptr;
 }
 ArenaSpec& ArenaSpec::operator=(ArenaSpec&& other) noexcept {
@@ -28,20 +29,23 @@ ArenaSpec& ArenaSpec::operator=(ArenaSpec&& other) noexcept {
   return *this;
 }
 
-std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns) {
+std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, SubmitterHost& host,
+                                           uint32_t num_returns) {
   std::vector<StoredObject> out;
   if (reply.error().kind() != rpc::ERROR_NONE) {
     StoredObject err;
     err.error = reply.error();
-    if (err.error.type_name().empty() && err.error.kind() == rpc::ERROR_TASK) err.error.set_type_name("unknown");
+    if (err.error.type_name().empty() && err.error.kind() == rpc::ERROR_TASK)
+      err.error.set_type_name("unknown");
     out.push_back(std::move(err));
     return out;
   }
   const uint32_t expected = std::max<uint32_t>(1, num_returns);
   if (static_cast<uint32_t>(reply.returns_size()) != expected) {
     DiscardReply(reply, host, num_returns);
-    out.push_back(StoredObject::Error(rpc::ERROR_SYSTEM, "the worker sent " + std::to_string(reply.returns_size()) +
-                                                             " return values, expected " + std::to_string(expected)));
+    out.push_back(StoredObject::Error(rpc::ERROR_SYSTEM,
+                                      "the worker sent " + std::to_string(reply.returns_size()) +
+                                          " return values, expected " + std::to_string(expected)));
     return out;
   }
   out.reserve(expected);
@@ -53,9 +57,11 @@ void DiscardReply(const rpc::TaskReply& reply, SubmitterHost& host, uint32_t num
   // Only the task's own return ids: a reply cannot make the caller free another object.
   if (!TaskId::IsValidBinary(reply.task_id())) return;
   TaskId task = TaskId::FromBinary(reply.task_id());
-  const int n = std::min<int>(reply.returns_size(), static_cast<int>(std::max<uint32_t>(1, num_returns)));
+  const int n =
+      std::min<int>(reply.returns_size(), static_cast<int>(std::max<uint32_t>(1, num_returns)));
   for (int i = 0; i < n; ++i) {
-    if (reply.returns(i).in_store()) host.DiscardStored(ReturnObjectId(task, static_cast<uint32_t>(i + 1)));
+    if (reply.returns(i).in_store())
+      host.DiscardStored(ReturnObjectId(task, static_cast<uint32_t>(i + 1)));
   }
 }
 
@@ -94,8 +100,8 @@ void StoreMoreResults(MemoryStore& store, SubmitterHost& host, const rpc::TaskSp
     } else if (i - 2 < more.size()) {
       r = std::move(more[i - 2]);
     } else {
-      r = StoredObject::Error(rpc::ERROR_SYSTEM, "return value " + std::to_string(i) + " of task " + spec.name() +
-                                                     " never came");
+      r = StoredObject::Error(rpc::ERROR_SYSTEM, "return value " + std::to_string(i) + " of task " +
+                                                     spec.name() + " never came");
     }
     StoreResult(store, host, ReturnObjectId(task, i), std::move(r));
   }
@@ -103,7 +109,8 @@ void StoreMoreResults(MemoryStore& store, SubmitterHost& host, const rpc::TaskSp
 
 bool FitsTheFastLane(const PendingTask& task, size_t max_frame_bytes) {
   return task.spec->ByteSizeLong() + 1024 <= max_frame_bytes &&
-         std::none_of(task.arg_refs.begin(), task.arg_refs.end(), [](const internal::RefPtr& r) { return r != nullptr; });
+         std::none_of(task.arg_refs.begin(), task.arg_refs.end(),
+                      [](const internal::RefPtr& r) { return r != nullptr; });
 }
 
 size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore& store,
@@ -117,8 +124,8 @@ size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore
     auto ready = [on_ready, i](const StoredObject& obj) { on_ready(i, obj); };
     if (host.IsSelf(ref->owner())) {
       if (!store.OnReady(ref->id(), ready)) {
-        ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST,
-                                  "argument object " + ref->id().Hex() + " is not known to its owner"));
+        ready(StoredObject::Error(rpc::ERROR_OBJECT_LOST, "argument object " + ref->id().Hex() +
+                                                              " is not known to its owner"));
       }
     } else {
       host.FetchBorrowed(ref->id(), ref->owner(), ready);
@@ -127,7 +134,8 @@ size_t ResolveArgRefs(const std::vector<internal::RefPtr>& arg_refs, MemoryStore
   return n;
 }
 
-void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id, const StoredObject& obj) {
+void SetResolvedArg(rpc::TaskSpec& spec, size_t index, const ObjectId& id,
+                    const StoredObject& obj) {
   auto* arg = spec.mutable_args(static_cast<int>(index));
   if (obj.in_store) {
     // The worker reads it from the node's store; the caller's ref keeps it there meanwhile.

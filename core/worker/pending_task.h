@@ -4,13 +4,6 @@
 // for the caller.
 #pragma once
 
-#include "base/ids.h"
-#include "prism.pb.h"
-#include "rpc/frame.h"
-#include "rpc/message_arena.h"
-#include "worker/lease_client.h"
-#include "worker/memory_store.h"
-
 #include <prism/internal/runtime_api.h>
 
 #include <cstddef>
@@ -19,6 +12,13 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "base/ids.h"
+#include "prism.pb.h"
+#include "rpc/frame.h"
+#include "rpc/message_arena.h"
+#include "worker/lease_client.h"
+#include "worker/memory_store.h"
 
 namespace prism {
 
@@ -61,7 +61,9 @@ class ArenaSpec {
 /// takes the spec back before the envelope would free it.
 class LentSpec {
  public:
-  LentSpec(rpc::PushTask* push, rpc::TaskSpec* spec) : push_(push) { push_->unsafe_arena_set_allocated_spec(spec); }
+  LentSpec(rpc::PushTask* push, rpc::TaskSpec* spec) : push_(push) {
+    push_->unsafe_arena_set_allocated_spec(spec);
+  }
   ~LentSpec() { push_->unsafe_arena_release_spec(); }
   LentSpec(const LentSpec&) = delete;
   LentSpec& operator=(const LentSpec&) = delete;
@@ -76,7 +78,7 @@ struct PendingTask {
   ArenaSpec spec;
   std::vector<internal::RefPtr> arg_refs;  // parallel to spec.args(); null for values
   std::vector<internal::RefPtr> nested;    // refs inside argument values
-  internal::RefPtr actor_lifetime;         // an actor call's: its actor lives at least until it is done
+  internal::RefPtr actor_lifetime;  // an actor call's: its actor lives at least until it is done
   ObjectId return_id;
   LeaseSpec lease;  // resources, the worker's environment, placement
   int retries_left = 0;
@@ -94,7 +96,8 @@ class SubmitterHost {
  public:
   virtual ~SubmitterHost() = default;
   /// Fetches a borrowed object from its owner; `done` runs on the event loop.
-  virtual void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner, MemoryStore::Callback done) = 0;
+  virtual void FetchBorrowed(const ObjectId& id, const internal::OwnerAddress& owner,
+                             MemoryStore::Callback done) = 0;
   virtual bool IsSelf(const internal::OwnerAddress& owner) = 0;
   /// A handle for a ref nested in a task's result (the worker may have registered this process
   /// as its borrower).
@@ -119,7 +122,8 @@ inline constexpr uint64_t kMaxStreamValues = kPutBit - 2;
 /// The results a TaskReply carries (value, store location or error), one per return object of
 /// a task with `num_returns` (an error: one, for all of them), with handles for the refs inside
 /// them, taken before the caller lets go of the task's argument refs.
-std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns);
+std::vector<StoredObject> ResultsFromReply(rpc::TaskReply& reply, SubmitterHost& host,
+                                           uint32_t num_returns);
 /// Frees the copies in the object store of a reply's results that nobody will read.
 void DiscardReply(const rpc::TaskReply& reply, SubmitterHost& host, uint32_t num_returns);
 /// The same for one returned object.

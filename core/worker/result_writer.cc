@@ -7,8 +7,8 @@
 
 namespace prism {
 
-void ResultWriter::Store(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
-                             rpc::ReturnObject* ret) {
+void ResultWriter::Store(const ObjectId& id, const internal::EncodedValue& out,
+                         const WorkerId& caller, rpc::ReturnObject* ret) {
   if (out.size > internal::kMaxInlineBytes) {
     ret->set_object_id(id.Binary());  // (for DropStored; the caller knows its return ids)
     try {
@@ -27,7 +27,8 @@ void ResultWriter::Store(const ObjectId& id, const internal::EncodedValue& out, 
   LendNested(out.nested, caller, ret);
 }
 
-void ResultWriter::StoreAll(const rpc::TaskSpec& spec, const ReturnValues& out, rpc::TaskReply& reply) {
+void ResultWriter::StoreAll(const rpc::TaskSpec& spec, const ReturnValues& out,
+                            rpc::TaskReply& reply) {
   const size_t expected = std::max<uint32_t>(1, spec.num_returns());
   if (out.size() != expected) {
     throw StoreWriteError("task " + spec.name() + " returned " + std::to_string(out.size()) +
@@ -37,7 +38,8 @@ void ResultWriter::StoreAll(const rpc::TaskSpec& spec, const ReturnValues& out, 
   WorkerId caller = WorkerId::FromBinary(spec.caller().worker_id());
   try {
     for (size_t i = 0; i < out.size(); ++i) {
-      Store(ReturnObjectId(task, static_cast<uint32_t>(i + 1)), out[i], caller, reply.add_returns());
+      Store(ReturnObjectId(task, static_cast<uint32_t>(i + 1)), out[i], caller,
+            reply.add_returns());
     }
   } catch (...) {
     DropStored(reply);  // the caller will hear of the failure only: nobody would free them
@@ -48,13 +50,14 @@ void ResultWriter::StoreAll(const rpc::TaskSpec& spec, const ReturnValues& out, 
 void ResultWriter::DropStored(const rpc::TaskReply& reply) {
   std::vector<ObjectId> stored;
   for (const auto& ret : reply.returns()) {
-    if (ret.in_store() && ObjectId::IsValidBinary(ret.object_id())) stored.push_back(ObjectId::FromBinary(ret.object_id()));
+    if (ret.in_store() && ObjectId::IsValidBinary(ret.object_id()))
+      stored.push_back(ObjectId::FromBinary(ret.object_id()));
   }
   if (!stored.empty()) host_store_.Delete(stored);
 }
 
 void ResultWriter::LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
-                            rpc::ReturnObject* ret) {
+                              rpc::ReturnObject* ret) {
   for (const auto& h : nested) {
     auto* n = ret->add_nested();
     n->set_object_id(h->id().Binary());

@@ -3,17 +3,17 @@
 // (registered as its borrows where another process owns them). Any thread.
 #pragma once
 
+#include <prism/internal/runtime_api.h>
+
+#include <stdexcept>
+#include <vector>
+
 #include "object_store/store_client.h"
 #include "prism.pb.h"
 #include "runtime/process_runtime.h"
 #include "worker/memory_store.h"
 #include "worker/object_access.h"
 #include "worker/owner_clients.h"
-
-#include <prism/internal/runtime_api.h>
-
-#include <stdexcept>
-#include <vector>
 
 namespace prism {
 
@@ -26,12 +26,14 @@ class StoreWriteError : public std::runtime_error {
 
 class ResultWriter {
  public:
-  ResultWriter(ObjectAccess& objects, StoreClient& host_store, MemoryStore& store, OwnerClients& owners)
+  ResultWriter(ObjectAccess& objects, StoreClient& host_store, MemoryStore& store,
+               OwnerClients& owners)
       : objects_(objects), host_store_(host_store), store_(store), owners_(owners) {}
 
   /// Writes result `out` of object `id` for `caller` into `ret`: inline, or into the store. Throws
   /// ObjectStoreFullError when it finds no room, StoreWriteError when the store fails otherwise.
-  void Store(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller, rpc::ReturnObject* ret);
+  void Store(const ObjectId& id, const internal::EncodedValue& out, const WorkerId& caller,
+             rpc::ReturnObject* ret);
   /// Writes a finished task's results into `reply`, one return object each; throws as Store does,
   /// and StoreWriteError when their count is not the spec's. Nothing is left in the store after a
   /// throw.
@@ -43,7 +45,8 @@ class ResultWriter {
  private:
   /// The caller of a finished task gets the refs inside its result: registered as their
   /// borrower where another process owns them.
-  void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller, rpc::ReturnObject* ret);
+  void LendNested(const std::vector<internal::RefPtr>& nested, const WorkerId& caller,
+                  rpc::ReturnObject* ret);
 
   ObjectAccess& objects_;
   StoreClient& host_store_;

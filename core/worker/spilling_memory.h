@@ -20,11 +20,15 @@ class SpillingMemory final : public gpu::MemoryResource {
 
   int device() const override { return pool_->device(); }
   Result<void*> Allocate(size_t bytes, gpu::Stream& stream) override;
-  Status Deallocate(void* ptr, size_t bytes, gpu::Stream& stream) override { return pool_->Deallocate(ptr, bytes, stream); }
+  Status Deallocate(void* ptr, size_t bytes, gpu::Stream& stream) override {
+    return pool_->Deallocate(ptr, bytes, stream);
+  }
   uint64_t bytes_in_use() const override { return pool_->bytes_in_use(); }
   std::optional<uint64_t> limit() const override { return pool_->limit(); }
   void set_limit(std::optional<uint64_t> limit) override { pool_->set_limit(limit); }
-  Result<gpu::IpcHandle> Export(void* ptr, size_t bytes) override { return pool_->Export(ptr, bytes); }
+  Result<gpu::IpcHandle> Export(void* ptr, size_t bytes) override {
+    return pool_->Export(ptr, bytes);
+  }
   bool Owns(const void* ptr, size_t bytes) const override { return pool_->Owns(ptr, bytes); }
 
  private:

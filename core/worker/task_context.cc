@@ -1,8 +1,8 @@
 #include "worker/task_context.h"
 
-#include "base/resources.h"
-
 #include <prism/errors.h>
+
+#include "base/resources.h"
 
 namespace prism {
 namespace {

@@ -5,12 +5,12 @@
 // attempt and their order: a retry never meets what an earlier attempt left behind.
 #pragma once
 
-#include "base/ids.h"
-#include "prism.pb.h"
-
 #include <atomic>
 #include <cstdint>
 #include <vector>
+
+#include "base/ids.h"
+#include "prism.pb.h"
 
 namespace prism {
 

@@ -1,7 +1,4 @@
-#include "base/mutex.h"
 #include "worker/task_executor.h"
-
-#include "base/spin.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,6 +6,9 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+
+#include "base/mutex.h"
+#include "base/spin.h"
 
 namespace prism {
 namespace {
@@ -56,7 +56,8 @@ void TaskExecutor::Enqueue(rpc::PushTask push, std::shared_ptr<rpc::Connection> 
   Enqueue(std::make_shared<const rpc::PushTask>(std::move(push)), std::move(from));
 }
 
-void TaskExecutor::Enqueue(std::shared_ptr<const rpc::PushTask> push, std::shared_ptr<rpc::Connection> from) {
+void TaskExecutor::Enqueue(std::shared_ptr<const rpc::PushTask> push,
+                           std::shared_ptr<rpc::Connection> from) {
   bool wake_watcher;
   {
     MutexLock lock(mu_);
@@ -139,11 +140,13 @@ void TaskExecutor::Watch() {
 }
 
 void TaskExecutor::ExcuseWait(std::chrono::nanoseconds waited) {
-  if (tl_excused != nullptr) tl_excused->total_ns.fetch_add(waited.count(), std::memory_order_relaxed);
+  if (tl_excused != nullptr)
+    tl_excused->total_ns.fetch_add(waited.count(), std::memory_order_relaxed);
 }
 
 ExcusedWait::ExcusedWait() : since_(std::chrono::steady_clock::now()) {
-  if (tl_excused != nullptr) tl_excused->since_ns.store(SteadyNanos(since_), std::memory_order_relaxed);
+  if (tl_excused != nullptr)
+    tl_excused->since_ns.store(SteadyNanos(since_), std::memory_order_relaxed);
 }
 
 ExcusedWait::~ExcusedWait() {
@@ -232,7 +235,9 @@ void TaskExecutor::RunLoop(bool added) {
           // The next call most likely comes from the caller of the last one: it is read here
           // (every few checks: a read is a system call) rather than waited for from the loop.
           // It claims the connection meanwhile, so that the loop is not woken for the call.
-          rpc::Connection* caller = read_next_ && last_from != nullptr && !last_from->closed() ? last_from.get() : nullptr;
+          rpc::Connection* caller = read_next_ && last_from != nullptr && !last_from->closed()
+                                        ? last_from.get()
+                                        : nullptr;
           if (claimed.get() != caller) {
             release();
             if (caller != nullptr) {
@@ -273,7 +278,8 @@ void TaskExecutor::RunLoop(bool added) {
       // The thread's CPU clock is a system call (no vDSO): read only where the watcher may
       // add threads (-1: the watcher reads it when it first looks).
       auto now = std::chrono::steady_clock::now();
-      busy_[slot] = Busy{now, now, cpu_clock, max_threads_ > 1 ? CpuNanos(cpu_clock) : -1, excused, tid};
+      busy_[slot] =
+          Busy{now, now, cpu_clock, max_threads_ > 1 ? CpuNanos(cpu_clock) : -1, excused, tid};
     }
     if (item.from->closed()) continue;  // its owner is gone; nobody wants the result
     if (!added) last_from = item.from;

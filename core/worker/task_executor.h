@@ -3,14 +3,6 @@
 // max_concurrency threads).
 #pragma once
 
-#include "base/mutex.h"
-#include "base/spin.h"
-#include "base/thread_annotations.h"
-
-#include "prism.pb.h"
-#include "rpc/connection.h"
-#include "runtime/process_runtime.h"
-
 #include <pthread.h>
 #include <sys/types.h>
 #include <time.h>
@@ -25,6 +17,13 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "base/mutex.h"
+#include "base/spin.h"
+#include "base/thread_annotations.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+#include "runtime/process_runtime.h"
 
 namespace prism {
 
@@ -77,7 +76,8 @@ class TaskExecutor {
   /// A running task's excused waits (kept per thread; read by the watcher).
   struct Excuses {
     std::atomic<int64_t> total_ns{0};  // excused waits that ended
-    std::atomic<int64_t> since_ns{0};  // steady-clock start of the excused wait in progress (0: none)
+    std::atomic<int64_t> since_ns{
+        0};  // steady-clock start of the excused wait in progress (0: none)
   };
   using ExcusedWait = prism::ExcusedWait;  // (runtime/process_runtime.h)
   /// Threads running tasks now (for tests and diagnostics).
@@ -102,18 +102,18 @@ class TaskExecutor {
   std::atomic<size_t> queued_{0};  // queue_.size(), for a thread spinning without the lock
   bool stop_ PRISM_GUARDED_BY(mu_) = false;
   int max_threads_ PRISM_GUARDED_BY(mu_) = 1;
-  int threads_ PRISM_GUARDED_BY(mu_) = 0;  // in Run()
-  int idle_ PRISM_GUARDED_BY(mu_) = 0;     // in Run(), waiting for a task
+  int threads_ PRISM_GUARDED_BY(mu_) = 0;   // in Run()
+  int idle_ PRISM_GUARDED_BY(mu_) = 0;      // in Run(), waiting for a task
   int starting_ PRISM_GUARDED_BY(mu_) = 0;  // added by the watcher, not yet running
   int next_slot_ PRISM_GUARDED_BY(mu_) = 0;
   struct Busy {
     std::chrono::steady_clock::time_point since;      // the task started
     std::chrono::steady_clock::time_point cpu_since;  // cpu_at_start_ns was read
-    clockid_t cpu_clock;        // the thread's CPU clock
-    int64_t cpu_at_start_ns;    // its CPU time at cpu_since (-1: not read yet)
+    clockid_t cpu_clock;                              // the thread's CPU clock
+    int64_t cpu_at_start_ns;           // its CPU time at cpu_since (-1: not read yet)
     std::shared_ptr<Excuses> excused;  // waits that were not blocking (ExcuseWait)
-    pid_t tid;                  // the thread, for its scheduling state
-    int strikes = 0;            // the watcher's looks in a row that found the task blocked
+    pid_t tid;                         // the thread, for its scheduling state
+    int strikes = 0;                   // the watcher's looks in a row that found the task blocked
   };
   std::map<int, Busy> busy_ PRISM_GUARDED_BY(mu_);
   std::chrono::microseconds patience_{1000};

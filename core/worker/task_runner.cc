@@ -1,21 +1,20 @@
-#include "base/mutex.h"
 #include "worker/task_runner.h"
 
-#include "base/logging.h"
-#include "base/resources.h"
-#include "worker/task_context.h"
-#include "worker/pending_task.h"
-
+#include <cxxabi.h>
 #include <prism/errors.h>
 #include <prism/gpu/profiling.h>
 #include <prism/remote.h>
-
-#include <cxxabi.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+
+#include "base/logging.h"
+#include "base/mutex.h"
+#include "base/resources.h"
+#include "worker/pending_task.h"
+#include "worker/task_context.h"
 
 namespace prism {
 namespace {
@@ -26,7 +25,7 @@ struct StreamContext {
   std::string task_id;
   uint32_t attempt = 0;
   WorkerId caller;
-  uint64_t skip = 0;     // values the caller has from an earlier attempt
+  uint64_t skip = 0;  // values the caller has from an earlier attempt
   uint64_t written = 0;
 };
 thread_local StreamContext tl_stream;
@@ -66,11 +65,14 @@ TaskRunner::HostedActor TaskRunner::hosted_actor() const {
 
 void TaskRunner::StreamWrite(const internal::EncodedValue& value) {
   StreamContext& c = tl_stream;
-  if (!c.to) throw InvalidArgumentError("StreamWriter::Write called outside the streaming task it was made for");
+  if (!c.to)
+    throw InvalidArgumentError(
+        "StreamWriter::Write called outside the streaming task it was made for");
   uint64_t index = ++c.written;
   if (index <= c.skip) return;  // the caller has it from an earlier run of this task
   if (index > kMaxStreamValues) {
-    throw InvalidArgumentError("a streaming task may write at most " + std::to_string(kMaxStreamValues) + " values");
+    throw InvalidArgumentError("a streaming task may write at most " +
+                               std::to_string(kMaxStreamValues) + " values");
   }
   rpc::Envelope env;
   auto* item = env.mutable_stream_item();
@@ -85,7 +87,7 @@ void TaskRunner::StreamWrite(const internal::EncodedValue& value) {
 }
 
 ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
-                                     const std::shared_ptr<rpc::Connection>& from) {
+                                 const std::shared_ptr<rpc::Connection>& from) {
   const rpc::TaskSpec& spec = push->spec();
   tl_stream = StreamContext{};
   if (spec.streaming()) {
@@ -103,7 +105,8 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     actor_gpu_ids_ = TaskContext::GpuIds();
     actor_restarts_ = spec.attempt();
     actor_resources_.clear();
-    for (const auto& r : spec.resources()) actor_resources_[r.name()] = static_cast<double>(r.milli()) / kMilli;
+    for (const auto& r : spec.resources())
+      actor_resources_[r.name()] = static_cast<double>(r.milli()) / kMilli;
   }
   ExecutedTask done;
   rpc::TaskReply& reply = done.reply;
@@ -116,12 +119,16 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
   // or a method of the actor this worker hosts.
   auto& registry = internal::FunctionRegistry::Instance();
   if (output_) {
-    std::string who = spec.has_actor_creation()
-                          ? (spec.actor_creation().name().empty() ? spec.function() : spec.actor_creation().name())
-                          : (!spec.actor_id().empty() && !actor_label_.empty() ? actor_label_ : spec.name());
+    std::string who =
+        spec.has_actor_creation()
+            ? (spec.actor_creation().name().empty() ? spec.function()
+                                                    : spec.actor_creation().name())
+            : (!spec.actor_id().empty() && !actor_label_.empty() ? actor_label_ : spec.name());
     output_->SetLabel("(" + who + label_pid_);
   }
-  std::function<ReturnValues(const std::vector<std::string_view>&, const std::shared_ptr<const void>&)> run;
+  std::function<ReturnValues(const std::vector<std::string_view>&,
+                             const std::shared_ptr<const void>&)>
+      run;
   if (spec.streaming() && (spec.has_actor_creation() || !spec.actor_id().empty())) {
     fail(rpc::ERROR_ARGUMENT, "", "actor creations and actor methods do not stream");
     return done;
@@ -139,7 +146,7 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
       uint32_t concurrency = std::max<uint32_t>(1, spec.actor_creation().max_concurrency());
       std::string actor_name = spec.actor_creation().name();
       run = [this, factory, concurrency, actor_name](const std::vector<std::string_view>& args,
-                                         const std::shared_ptr<const void>& source) {
+                                                     const std::shared_ptr<const void>& source) {
         actor_instance_ = factory->create(args, source);
         actor_type_ = factory->type;
         actor_label_ = actor_name.empty() ? factory->type : actor_name;
@@ -151,26 +158,32 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     const internal::ActorMethodEntry* method = registry.FindMethod(spec.function());
     if (method != nullptr) {
       if (!actor_instance_) {
-        fail(rpc::ERROR_SYSTEM, "", "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
+        fail(rpc::ERROR_SYSTEM, "",
+             "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
         return done;
       }
       if (method->type != actor_type_) {
         fail(rpc::ERROR_ARGUMENT, "",
-             spec.function() + " is a method of " + method->type + ", but this actor is a " + actor_type_);
+             spec.function() + " is a method of " + method->type + ", but this actor is a " +
+                 actor_type_);
         return done;
       }
-      run = [this, method](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+      run = [this, method](const std::vector<std::string_view>& args,
+                           const std::shared_ptr<const void>& source) {
         return ReturnValues{method->invoke(actor_instance_.get(), args, source)};
       };
     }
   } else if (const internal::FunctionEntry* fn = registry.Find(spec.function()); fn != nullptr) {
     if (fn->streaming != spec.streaming()) {
       fail(rpc::ERROR_ARGUMENT, "",
-           fn->streaming ? spec.function() + " writes a stream (it takes a StreamWriter first): call it as a streaming task"
-                         : spec.function() + " is not a streaming function (it takes no StreamWriter)");
+           fn->streaming
+               ? spec.function() +
+                     " writes a stream (it takes a StreamWriter first): call it as a streaming task"
+               : spec.function() + " is not a streaming function (it takes no StreamWriter)");
       return done;
     }
-    run = [fn](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+    run = [fn](const std::vector<std::string_view>& args,
+               const std::shared_ptr<const void>& source) {
       return ReturnValues{fn->invoke(args, source)};
     };
   }
@@ -180,13 +193,15 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     const ForeignExecutor& foreign = GlobalForeignExecutor();
     const rpc::TaskSpec* s = &spec;
     if (!spec.actor_id().empty() && !actor_instance_) {
-      fail(rpc::ERROR_SYSTEM, "", "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
+      fail(rpc::ERROR_SYSTEM, "",
+           "this worker (pid " + std::to_string(getpid()) + ") hosts no actor");
       return done;
     }
     ReplyLater later = [this, push, from](std::function<ReturnValues()> produce) {
       SendLateReply(*push, *from, produce);
     };
-    run = [this, &foreign, s, later](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) {
+    run = [this, &foreign, s, later](const std::vector<std::string_view>& args,
+                                     const std::shared_ptr<const void>& source) {
       ReturnValues out = foreign(*s, args, source, later);
       if (s->has_actor_creation()) {
         actor_instance_ = std::make_shared<int>(0);  // the object lives in the foreign runtime
@@ -223,7 +238,8 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     const auto& a = spec.args(i);
     if (a.kind_case() == rpc::TaskArg::kValue) {
       args[static_cast<size_t>(i)] = a.value();
-    } else if (a.kind_case() == rpc::TaskArg::kStoreObject && ObjectId::IsValidBinary(a.store_object())) {
+    } else if (a.kind_case() == rpc::TaskArg::kStoreObject &&
+               ObjectId::IsValidBinary(a.store_object())) {
       stored.push_back(ObjectId::FromBinary(a.store_object()));
       stored_at.push_back(static_cast<size_t>(i));
     } else {
@@ -236,8 +252,8 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     std::string missing;
     for (size_t k = 0; k < views.size(); ++k) {
       if (!views[k].status.ok()) {
-        missing = "argument object " + stored[k].Hex() + " is not in the object store: " +
-                  views[k].status.message();
+        missing = "argument object " + stored[k].Hex() +
+                  " is not in the object store: " + views[k].status.message();
         continue;
       }
       std::shared_ptr<StoreClient> client = host_store_;
@@ -255,9 +271,11 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
   }
   // GPU tasks get a context (their device, a stream of the pool, capped memory) for the run;
   // an actor's creation makes the one its calls share.
-  std::vector<int> task_gpus =
-      !TaskContext::GpuIds().empty() || spec.actor_id().empty() ? TaskContext::GpuIds() : actor_gpu_ids_;
-  if (!task_gpus.empty() && spec.actor_id().empty() && !spec.has_actor_creation() && !actor_instance_) {
+  std::vector<int> task_gpus = !TaskContext::GpuIds().empty() || spec.actor_id().empty()
+                                   ? TaskContext::GpuIds()
+                                   : actor_gpu_ids_;
+  if (!task_gpus.empty() && spec.actor_id().empty() && !spec.has_actor_creation() &&
+      !actor_instance_) {
     // Stateless GPU tasks of this worker's lease run side by side, each on its own stream of the
     // pool: a task that waits (for its stream, for a Get) lets the next one start.
     executor_->AllowThreads(GpuTasks::kStreamsPerDevice);
@@ -282,7 +300,8 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     }
   }
   try {
-    auto out_holder = std::make_shared<ReturnValues>(run(args, std::static_pointer_cast<const void>(source)));
+    auto out_holder =
+        std::make_shared<ReturnValues>(run(args, std::static_pointer_cast<const void>(source)));
     // The result (and the refs in it) lives until the reply is out.
     done.hold = out_holder;
     source.reset();
@@ -294,8 +313,9 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
         // on its own: such results are refused rather than kept forever.
         gpu_.Forget(exported);
         results_.DropStored(reply);
-        throw StoreWriteError("a task with num_returns > 1 cannot return device tensors; return them "
-                              "from a task with one return value");
+        throw StoreWriteError(
+            "a task with num_returns > 1 cannot return device tensors; return them "
+            "from a task with one return value");
       }
       // The result holds device objects kept here: its owner says when they may go.
       gpu_.Associate(return_id, exported);
@@ -331,8 +351,8 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     std::string id = TaskId::FromBinary(spec.task_id()).Hex();
     timeline_->Task(task_name, id, started_us, TimelineRecorder::NowUs());
     if (gpu_start && gpu_end->Record(gpu_context->stream()).ok()) {
-      timeline_->GpuTask(task_name, id, started_us, gpu_context->stream().name(), std::move(gpu_start),
-                         std::move(gpu_end));
+      timeline_->GpuTask(task_name, id, started_us, gpu_context->stream().name(),
+                         std::move(gpu_start), std::move(gpu_end));
     }
   }
   // Tensors packed for a result that was never delivered (the task failed after packing): nobody

@@ -5,6 +5,16 @@
 // the state of the actor this process hosts once a creation task made it one.
 #pragma once
 
+#include <prism/internal/runtime_api.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "base/mutex.h"
 #include "object_store/store_client.h"
 #include "prism.pb.h"
@@ -18,22 +28,13 @@
 #include "worker/task_executor.h"
 #include "worker/timeline.h"
 
-#include <prism/internal/runtime_api.h>
-
-#include <functional>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <string_view>
-#include <vector>
-
 namespace prism {
 
 class TaskRunner {
  public:
   struct Parts {
-    internal::OwnerAddress self;  // this process: the producer of the device objects its results hold
+    internal::OwnerAddress
+        self;  // this process: the producer of the device objects its results hold
     ObjectAccess& objects;
     ResultWriter& results;
     OwnerClients& owners;
@@ -62,7 +63,8 @@ class TaskRunner {
   }
 
   /// Executor thread: runs one pushed task that came on `from`.
-  ExecutedTask Execute(std::shared_ptr<const rpc::PushTask> push, const std::shared_ptr<rpc::Connection>& from);
+  ExecutedTask Execute(std::shared_ptr<const rpc::PushTask> push,
+                       const std::shared_ptr<rpc::Connection>& from);
   /// Inside a streaming task: sends a value to its caller.
   void StreamWrite(const internal::EncodedValue& value);
 
@@ -71,8 +73,8 @@ class TaskRunner {
     ActorId id;
     internal::OwnerAddress owner;  // of its handle object
     std::string name;
-    uint32_t restarts = 0;                     // restarts before this creation
-    std::map<std::string, double> resources;   // what it holds
+    uint32_t restarts = 0;                    // restarts before this creation
+    std::map<std::string, double> resources;  // what it holds
   };
   HostedActor hosted_actor() const;
   ActorId actor_id() const {
@@ -86,7 +88,8 @@ class TaskRunner {
 
  private:
   /// Builds and sends the reply of a task whose result came later (ReplyLater).
-  void SendLateReply(const rpc::PushTask& push, rpc::Connection& to, const std::function<ReturnValues()>& produce);
+  void SendLateReply(const rpc::PushTask& push, rpc::Connection& to,
+                     const std::function<ReturnValues()>& produce);
 
   const internal::OwnerAddress self_;
   ObjectAccess& objects_;

@@ -21,7 +21,8 @@ void CheckEnv(const std::map<std::string, std::string>& env) {
     for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
     if (!ok) throw InvalidArgumentError("'" + name + "' is not a valid environment variable name");
     if (name.rfind("PRISM_", 0) == 0) {
-      throw InvalidArgumentError("environment variables starting with PRISM_ are prism's own: " + name);
+      throw InvalidArgumentError("environment variables starting with PRISM_ are prism's own: " +
+                                 name);
     }
     if (value.find('\0') != std::string::npos) {
       throw InvalidArgumentError("the value of " + name + " contains a NUL byte");
@@ -33,17 +34,22 @@ void CheckEnv(const std::map<std::string, std::string>& env) {
 ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t gpu_memory,
                     const std::map<std::string, double>& resources, const char* options) {
   if (!std::isfinite(num_cpus) || num_cpus < 0) {
-    throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " + std::to_string(num_cpus));
+    throw InvalidArgumentError("num_cpus must be a finite number >= 0, not " +
+                               std::to_string(num_cpus));
   }
   if (!std::isfinite(num_gpus) || num_gpus < 0) {
-    throw InvalidArgumentError("num_gpus must be a finite number >= 0, not " + std::to_string(num_gpus));
+    throw InvalidArgumentError("num_gpus must be a finite number >= 0, not " +
+                               std::to_string(num_gpus));
   }
   if (gpu_memory > 0 && num_gpus <= 0) {
-    throw InvalidArgumentError(std::string(options) + "::gpu_memory needs num_gpus: it caps memory on its GPU");
+    throw InvalidArgumentError(std::string(options) +
+                               "::gpu_memory needs num_gpus: it caps memory on its GPU");
   }
   std::map<std::string, double> units = resources;
-  if (units.count(kCpu) > 0) throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
-  if (units.count(kGpu) > 0) throw InvalidArgumentError("set GPUs with num_gpus, not resources[\"GPU\"]");
+  if (units.count(kCpu) > 0)
+    throw InvalidArgumentError("set CPUs with num_cpus, not resources[\"CPU\"]");
+  if (units.count(kGpu) > 0)
+    throw InvalidArgumentError("set GPUs with num_gpus, not resources[\"GPU\"]");
   if (num_gpus > 0) units[kGpu] = num_gpus;
   if (units.count(kMemory) > 0) {
     throw InvalidArgumentError(std::string("set memory with ") + options + "::memory");
@@ -57,12 +63,15 @@ ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t 
 }
 
 // Where a task or actor may be placed, checked.
-rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group, int bundle_index) {
+rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group,
+                           int bundle_index) {
   rpc::Placement p;
   if (strategy != SchedulingStrategy::kDefault && strategy != SchedulingStrategy::kSpread) {
-    throw InvalidArgumentError("unknown scheduling_strategy " + std::to_string(static_cast<int>(strategy)));
+    throw InvalidArgumentError("unknown scheduling_strategy " +
+                               std::to_string(static_cast<int>(strategy)));
   }
-  p.set_strategy(strategy == SchedulingStrategy::kSpread ? rpc::STRATEGY_SPREAD : rpc::STRATEGY_DEFAULT);
+  p.set_strategy(strategy == SchedulingStrategy::kSpread ? rpc::STRATEGY_SPREAD
+                                                         : rpc::STRATEGY_DEFAULT);
   p.set_bundle_index(-1);
   if (!group.valid()) {
     if (bundle_index != -1) {
@@ -81,16 +90,18 @@ rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& gr
 }
 
 CheckedOptions CheckTaskOptions(const TaskOptions& options) {
-  if (options.max_retries < -1) throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
+  if (options.max_retries < -1)
+    throw InvalidArgumentError("max_retries must be >= -1 (-1 retries forever)");
   CheckedOptions c;
-  c.shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory, options.resources,
-                    "TaskOptions");
+  c.shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory,
+                    options.resources, "TaskOptions");
   CheckEnv(options.env);
   if (!options.runtime.empty() && options.runtime != "cpp" && options.runtime != "python") {
     throw InvalidArgumentError("TaskOptions::runtime must be \"\", \"cpp\" or \"python\", not \"" +
                                options.runtime + "\"");
   }
-  c.placement = PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
+  c.placement = PlacementOf(options.scheduling_strategy, options.placement_group,
+                            options.placement_group_bundle_index);
   return c;
 }
 
@@ -100,10 +111,11 @@ CheckedOptions CheckActorOptions(const ActorOptions& options) {
     throw InvalidArgumentError("max_restarts and max_task_retries must be >= -1 (-1: forever)");
   }
   CheckedOptions c;
-  c.shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory, options.resources,
-                    "ActorOptions");
+  c.shape = ShapeOf(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory,
+                    options.resources, "ActorOptions");
   CheckEnv(options.env);
-  c.placement = PlacementOf(options.scheduling_strategy, options.placement_group, options.placement_group_bundle_index);
+  c.placement = PlacementOf(options.scheduling_strategy, options.placement_group,
+                            options.placement_group_bundle_index);
   return c;
 }
 
@@ -121,7 +133,8 @@ void SetCommon(const Submitter& who, rpc::TaskSpec* spec) {
 // The arguments into the spec: values inline, refs by id (with their owners for a task, whose
 // worker may fetch them; an actor call's are resolved by the caller first), and the refs that
 // must outlive the task.
-void AddArgs(std::vector<internal::SerializedArg> args, bool with_owners, const CheckRef& check_ref, PendingTask* t) {
+void AddArgs(std::vector<internal::SerializedArg> args, bool with_owners, const CheckRef& check_ref,
+             PendingTask* t) {
   t->arg_refs.reserve(args.size());
   for (auto& a : args) {
     auto* arg = t->spec->add_args();
@@ -147,9 +160,9 @@ void AddArgs(std::vector<internal::SerializedArg> args, bool with_owners, const 
 
 }  // namespace
 
-PendingTask BuildTask(const Submitter& who, const std::string& function, std::vector<internal::SerializedArg> args,
-                      const TaskOptions& options, CheckedOptions checked, uint32_t num_returns,
-                      const CheckRef& check_ref) {
+PendingTask BuildTask(const Submitter& who, const std::string& function,
+                      std::vector<internal::SerializedArg> args, const TaskOptions& options,
+                      CheckedOptions checked, uint32_t num_returns, const CheckRef& check_ref) {
   PendingTask t;
   t.lease.env = options.env;
   t.lease.runtime = options.runtime;
@@ -173,7 +186,8 @@ PendingTask BuildTask(const Submitter& who, const std::string& function, std::ve
 }
 
 PendingTask BuildActorCall(const Submitter& who, const ActorId& actor, const std::string& method,
-                           std::vector<internal::SerializedArg> args, uint32_t num_returns, const CheckRef& check_ref) {
+                           std::vector<internal::SerializedArg> args, uint32_t num_returns,
+                           const CheckRef& check_ref) {
   PendingTask t;
   SetCommon(who, t.spec.get());
   t.spec->set_function(method);
@@ -185,8 +199,8 @@ PendingTask BuildActorCall(const Submitter& who, const ActorId& actor, const std
   return t;
 }
 
-rpc::CreateActor BuildActorCreation(const Submitter& who, const std::string& factory, const ActorOptions& options,
-                                    const CheckedOptions& checked) {
+rpc::CreateActor BuildActorCreation(const Submitter& who, const std::string& factory,
+                                    const ActorOptions& options, const CheckedOptions& checked) {
   rpc::CreateActor req;
   *req.mutable_placement() = checked.placement;
   rpc::TaskSpec& spec = *req.mutable_spec();

@@ -3,11 +3,6 @@
 // functions of their inputs: the core worker supplies the ids and the caller's address.
 #pragma once
 
-#include "base/ids.h"
-#include "base/resources.h"
-#include "prism.pb.h"
-#include "worker/pending_task.h"
-
 #include <prism/internal/runtime_api.h>
 #include <prism/options.h>
 
@@ -16,6 +11,11 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include "base/ids.h"
+#include "base/resources.h"
+#include "prism.pb.h"
+#include "worker/pending_task.h"
 
 namespace prism {
 
@@ -29,7 +29,8 @@ void CheckEnv(const std::map<std::string, std::string>& env);
 ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t gpu_memory,
                     const std::map<std::string, double>& resources, const char* options);
 /// Where a task or actor may be placed, checked.
-rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group, int bundle_index);
+rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group,
+                           int bundle_index);
 
 /// Options found valid: the resource shape and the placement they ask for.
 struct CheckedOptions {
@@ -53,16 +54,17 @@ using CheckRef = std::function<void(const internal::RefHandle&)>;
 
 /// The task `function(args)` with checked `options`, returning `num_returns` objects: its spec,
 /// lease spec, the refs it keeps alive and its retries. Its return objects are not referenced yet.
-PendingTask BuildTask(const Submitter& who, const std::string& function, std::vector<internal::SerializedArg> args,
-                      const TaskOptions& options, CheckedOptions checked, uint32_t num_returns,
-                      const CheckRef& check_ref);
+PendingTask BuildTask(const Submitter& who, const std::string& function,
+                      std::vector<internal::SerializedArg> args, const TaskOptions& options,
+                      CheckedOptions checked, uint32_t num_returns, const CheckRef& check_ref);
 /// A call of `method` on `actor`.
 PendingTask BuildActorCall(const Submitter& who, const ActorId& actor, const std::string& method,
-                           std::vector<internal::SerializedArg> args, uint32_t num_returns, const CheckRef& check_ref);
+                           std::vector<internal::SerializedArg> args, uint32_t num_returns,
+                           const CheckRef& check_ref);
 /// The creation request of an actor made by `factory`, without its arguments (the caller adds
 /// them, as values: a restart calls the factory again with the same ones). The actor's id is
 /// `who.task_id`.
-rpc::CreateActor BuildActorCreation(const Submitter& who, const std::string& factory, const ActorOptions& options,
-                                    const CheckedOptions& checked);
+rpc::CreateActor BuildActorCreation(const Submitter& who, const std::string& factory,
+                                    const ActorOptions& options, const CheckedOptions& checked);
 
 }  // namespace prism

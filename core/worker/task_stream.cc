@@ -1,13 +1,13 @@
-#include "base/mutex.h"
 #include "worker/task_stream.h"
-
-#include "base/logging.h"
 
 #include <prism/errors.h>
 
 #include <chrono>
 #include <exception>
 #include <string>
+
+#include "base/logging.h"
+#include "base/mutex.h"
 
 namespace prism {
 
@@ -62,7 +62,9 @@ internal::RefPtr TaskStream::Next(int64_t timeout_ms) {
     lock.unlock();
     if (blocked) blocked(false);
     lock.lock();
-    if (!ok) throw GetTimeoutError("no value of the stream came within " + std::to_string(timeout_ms) + " ms");
+    if (!ok)
+      throw GetTimeoutError("no value of the stream came within " + std::to_string(timeout_ms) +
+                            " ms");
   }
   if (!values_.empty()) {
     internal::RefPtr v = std::move(values_.front());

@@ -3,7 +3,6 @@
 // and how, it ended.
 #pragma once
 
-#include "base/mutex.h"
 #include <prism/internal/runtime_api.h>
 
 #include <condition_variable>
@@ -11,6 +10,8 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+
+#include "base/mutex.h"
 
 namespace prism {
 

@@ -1,10 +1,10 @@
-#include "base/mutex.h"
 #include "worker/task_submitter.h"
 
 #include <algorithm>
 
 #include "base/ids.h"
 #include "base/logging.h"
+#include "base/mutex.h"
 #include "rpc/blocking_client.h"
 
 namespace prism {
@@ -86,7 +86,8 @@ void TaskSubmitter::Submit(PendingTask task) {
 thread_local TaskSubmitter::OwnTask TaskSubmitter::own_;
 
 void TaskSubmitter::ReadOwnReply(bool last) {
-  own_.reply.Read(this, last, [this](rpc::Connection& c, rpc::Envelope& m) { return TakeOwnReply(c, m); });
+  own_.reply.Read(this, last,
+                  [this](rpc::Connection& c, rpc::Envelope& m) { return TakeOwnReply(c, m); });
 }
 
 bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
@@ -105,7 +106,8 @@ bool TaskSubmitter::TakeOwnReply(rpc::Connection& conn, rpc::Envelope& msg) {
     taken_flagged_.store(true, std::memory_order_release);
     // The lease is idle again, unless the loop put others on it meanwhile: back on offer for
     // this thread's next task (the loop offers it again anyway when it books this reply).
-    if (!lane->conn && lane->lease_id == taken.lease_id && !conn.closed()) lane->conn = conn.shared_from_this();
+    if (!lane->conn && lane->lease_id == taken.lease_id && !conn.closed())
+      lane->conn = conn.shared_from_this();
     start = taken_drain_.Note();
   }
   if (start) taken_drain_.Start();
@@ -122,7 +124,8 @@ void TaskSubmitter::DrainBookings() {
     taken.swap(taken_);
     taken_flagged_.store(false, std::memory_order_relaxed);
   }
-  bookings_.Drain(lanes_mu_, [this](Booking& b) { AddOnLoop(std::move(b.task), b.key, b.lease_id); });
+  bookings_.Drain(lanes_mu_,
+                  [this](Booking& b) { AddOnLoop(std::move(b.task), b.key, b.lease_id); });
   if (taken.empty()) return;
   for (const TakenReply& t : taken) BookTakenReply(t);
   taken.clear();
@@ -138,14 +141,16 @@ void TaskSubmitter::BookTakenReply(const TakenReply& taken) {
   ShapeQueue& q = shapes_[key];
   auto lit = q.leases.find(taken.lease_id);
   if (lit != q.leases.end()) lit->second->Answered(taken.task);
-  if (r.lease_id != taken.lease_id || r.task.spec->attempt() != taken.attempt) return;  // runs again
+  if (r.lease_id != taken.lease_id || r.task.spec->attempt() != taken.attempt)
+    return;  // runs again
   // As Finish, with the result stored already (a plain value: nothing kept for a rebuild). A
   // task cancelled meanwhile keeps the value it made.
   done = std::move(it->second);
   tasks_.erase(it);
   done->task.arg_refs.clear();
   done->task.nested.clear();
-  if (!lineage_.empty() && lineage_.erase(done->task.return_id) > 0) lineage_count_ = lineage_.size();
+  if (!lineage_.empty() && lineage_.erase(done->task.return_id) > 0)
+    lineage_count_ = lineage_.size();
   Pump(key);
   lit = q.leases.find(taken.lease_id);
   if (lit != q.leases.end()) ArmIdleTimer(key, *lit->second);
@@ -181,7 +186,8 @@ void TaskSubmitter::AddOnLoop(PendingTask task, const std::string& key, uint64_t
   Running& r = *slot;
   r.key = key;
   for (size_t i = 0; i < r.task.arg_refs.size(); ++i) {
-    if (r.task.arg_refs[i]) r.ref_args.emplace_back(static_cast<int>(i), r.task.spec->args(static_cast<int>(i)));
+    if (r.task.arg_refs[i])
+      r.ref_args.emplace_back(static_cast<int>(i), r.task.spec->args(static_cast<int>(i)));
   }
   if (sent_on != 0) {
     MutexLock lock(lanes_mu_);
@@ -217,13 +223,15 @@ void TaskSubmitter::ResolveArgs(const TaskId& id, Running& r) {
   }
   r.arg_producers.assign(r.task.arg_refs.size(), std::string());
   // The callbacks post to the loop, so `unresolved` is set before any of them counts down.
-  r.unresolved = ResolveArgRefs(r.task.arg_refs, store_, host_, [this, id, round](size_t i, const StoredObject& obj) {
-    asio::post(io_, [this, id, round, i, obj] { OnArgReady(id, round, i, obj); });
-  });
+  r.unresolved = ResolveArgRefs(
+      r.task.arg_refs, store_, host_, [this, id, round](size_t i, const StoredObject& obj) {
+        asio::post(io_, [this, id, round, i, obj] { OnArgReady(id, round, i, obj); });
+      });
   if (r.unresolved == 0) Enqueue(id, r);
 }
 
-void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index, const StoredObject& obj) {
+void TaskSubmitter::OnArgReady(const TaskId& id, uint64_t round, size_t index,
+                               const StoredObject& obj) {
   DrainBookings();
   auto it = tasks_.find(id);
   if (it == tasks_.end() || it->second->resolve_round != round) return;  // (a round before a rerun)
@@ -270,12 +278,11 @@ void TaskSubmitter::Pump(const std::string& key) {
     if (it == tasks_.end()) continue;
     Running& r = *it->second;
     if (!r.task.fits && r.task.spec->ByteSizeLong() + 1024 > config_.max_frame_bytes) {
-      Finish(id, StoredObject::Error(
-                     rpc::ERROR_SYSTEM,
-                     "task " + r.task.spec->name() + " carries " +
-                         std::to_string(r.task.spec->ByteSizeLong()) +
-                         " bytes of arguments, more than a message may hold (" +
-                         std::to_string(config_.max_frame_bytes) + " bytes)"));
+      Finish(id, StoredObject::Error(rpc::ERROR_SYSTEM,
+                                     "task " + r.task.spec->name() + " carries " +
+                                         std::to_string(r.task.spec->ByteSizeLong()) +
+                                         " bytes of arguments, more than a message may hold (" +
+                                         std::to_string(config_.max_frame_bytes) + " bytes)"));
       continue;
     }
     r.lease_id = best->id;
@@ -298,13 +305,14 @@ void TaskSubmitter::Pump(const std::string& key) {
     uint64_t id = leases_.RequestLease(
         q.spec,
         [this, key](bool infeasible) {
-  DrainBookings();
+          DrainBookings();
           ShapeQueue& sq = shapes_[key];
           if (infeasible) {
             if (!sq.warned_infeasible) {
               sq.warned_infeasible = true;
               PRISM_LOG_WARN(
-                  "tasks that need {{{}}} wait: no node of this cluster has that; they run once a node "
+                  "tasks that need {{{}}} wait: no node of this cluster has that; they run once a "
+                  "node "
                   "that does joins (prism status lists this demand)",
                   sq.spec.shape.ToString());
             }
@@ -366,12 +374,14 @@ void TaskSubmitter::OnWorkerConnected(const std::string& key, const LeaseOutcome
     return;
   }
   if (!connected.ok()) {
-    PRISM_LOG_WARN("cannot reach leased worker {}: {}", worker.Hex(), connected.status().ToString());
+    PRISM_LOG_WARN("cannot reach leased worker {}: {}", worker.Hex(),
+                   connected.status().ToString());
     leases_.ReturnLease(lid, true);
     leases_returned_++;
     if (++q.connect_failures >= 3) {
-      StoredObject err = StoredObject::Error(
-          rpc::ERROR_SYSTEM, "cannot reach the workers leased for this task: " + connected.status().message());
+      StoredObject err =
+          StoredObject::Error(rpc::ERROR_SYSTEM, "cannot reach the workers leased for this task: " +
+                                                     connected.status().message());
       auto waiting = std::move(q.queue);
       q.queue.clear();
       q.connect_failures = 0;
@@ -428,7 +438,8 @@ void TaskSubmitter::StartIdleTimer(const std::string& key, Lease& lease) {
     auto it = sq.leases.find(lid);
     if (it == sq.leases.end()) return;
     it->second->timer_armed = false;
-    if (ec || !it->second->in_flight.empty() || !sq.queue.empty()) return;  // busy: re-armed when idle
+    if (ec || !it->second->in_flight.empty() || !sq.queue.empty())
+      return;  // busy: re-armed when idle
     // Used meanwhile (by the loop, or by the fast lane just now): wait from its last idle moment.
     if (std::chrono::steady_clock::now() - it->second->idle_since <
             std::chrono::milliseconds(config_.lease_idle_ms) ||
@@ -457,9 +468,11 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
       it->second->task.spec->attempt() == reply.attempt()) {
     if (it->second->cancelled) {
       DiscardReply(reply, host_, it->second->task.spec->num_returns());
-      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED, "task " + it->second->task.spec->name() + " was cancelled"));
+      Finish(id, StoredObject::Error(rpc::ERROR_CANCELLED,
+                                     "task " + it->second->task.spec->name() + " was cancelled"));
     } else {
-      std::vector<StoredObject> results = ResultsFromReply(reply, host_, it->second->task.spec->num_returns());
+      std::vector<StoredObject> results =
+          ResultsFromReply(reply, host_, it->second->task.spec->num_returns());
       StoredObject first = std::move(results.front());
       results.erase(results.begin());
       done = Finish(it, std::move(first), std::move(results));
@@ -475,13 +488,15 @@ void TaskSubmitter::OnTaskReply(const std::string& key, uint64_t lease_id, rpc::
 void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
   DrainBookings();
   // Value ids are ReturnObjectId(task, 1 + index), index 1 .. kMaxStreamValues; others are bogus.
-  if (!TaskId::IsValidBinary(item.task_id()) || item.index() < 1 || item.index() > kMaxStreamValues) {
+  if (!TaskId::IsValidBinary(item.task_id()) || item.index() < 1 ||
+      item.index() > kMaxStreamValues) {
     PRISM_LOG_WARN("dropping a stream value with a bad task id or index {}", item.index());
     return;
   }
   auto it = tasks_.find(TaskId::FromBinary(item.task_id()));
   bool wanted = it != tasks_.end() && it->second->lease_id == lease_id && !it->second->cancelled &&
-                it->second->task.spec->streaming() && it->second->task.spec->attempt() == item.attempt() &&
+                it->second->task.spec->streaming() &&
+                it->second->task.spec->attempt() == item.attempt() &&
                 item.index() == it->second->stream_received + 1;
   if (!wanted) {
     // A cancelled task's, or one out of order: nobody reads it. Taking it and dropping it
@@ -489,7 +504,8 @@ void TaskSubmitter::OnStreamItem(uint64_t lease_id, rpc::StreamItem& item) {
     StoredObject dropped = ResultFromReturn(*item.mutable_item(), host_);
     bool held = it != tasks_.end() && item.index() <= it->second->stream_received;
     if (dropped.in_store && !held) {
-      host_.DiscardStored(ReturnObjectId(TaskId::FromBinary(item.task_id()), static_cast<uint32_t>(item.index() + 1)));
+      host_.DiscardStored(ReturnObjectId(TaskId::FromBinary(item.task_id()),
+                                         static_cast<uint32_t>(item.index() + 1)));
     }
     return;
   }
@@ -542,11 +558,13 @@ void TaskSubmitter::Finish(const TaskId& id, StoredObject result, std::vector<St
   Finish(it, std::move(result), std::move(more));
 }
 
-std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it, StoredObject result,
-                                                             std::vector<StoredObject> more) {
+std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it,
+                                                              StoredObject result,
+                                                              std::vector<StoredObject> more) {
   const TaskId id = it->first;
   Running& r = *it->second;
-  if (result.is_error() && result.error.kind() == rpc::ERROR_OBJECT_LOST && !r.cancelled && r.lost_arg_runs > 0) {
+  if (result.is_error() && result.error.kind() == rpc::ERROR_OBJECT_LOST && !r.cancelled &&
+      r.lost_arg_runs > 0) {
     // An argument's device objects went with the worker that made them: if this process can
     // rebuild it, the task runs again once it is back (not counted as a retry of its own).
     std::vector<PendingTask> rerun;
@@ -557,9 +575,11 @@ std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it
       std::optional<StoredObject> now = store_.GetIfReady(ref->id());
       if (!now) {  // being rebuilt already
         rebuilding = true;
-      } else if (i < r.arg_producers.size() && now->device_producer.worker_id != r.arg_producers[i]) {
+      } else if (i < r.arg_producers.size() &&
+                 now->device_producer.worker_id != r.arg_producers[i]) {
         rebuilding = true;  // rebuilt since this run resolved it: a new value to read
-      } else if (!now->device_producer.socket_path.empty() && host_.ProducerGone(now->device_producer)) {
+      } else if (!now->device_producer.socket_path.empty() &&
+                 host_.ProducerGone(now->device_producer)) {
         rebuilding |= RebuildInto(ref->id(), "", &rerun);  // lost with its producer
       }
     }
@@ -604,7 +624,8 @@ std::unique_ptr<TaskSubmitter::Running> TaskSubmitter::Finish(Tasks::iterator it
   return done;
 }
 
-bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std::vector<PendingTask>* rerun) {
+bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead,
+                                std::vector<PendingTask>* rerun) {
   auto lit = lineage_.find(id);
   if (lit == lineage_.end()) return false;
   if (!store_.Contains(id)) {  // (its release is on its way)
@@ -621,8 +642,9 @@ bool TaskSubmitter::RebuildInto(const ObjectId& id, const std::string& dead, std
   if (kept.retries_left > 0) kept.retries_left--;
   kept.spec->set_attempt(kept.spec->attempt() + 1);
   if (!store_.Reset(id)) return false;
-  PRISM_LOG_INFO("rebuilding object {}: the worker holding its device objects is gone; task {} runs again",
-                 id.Hex(), kept.spec->name());
+  PRISM_LOG_INFO(
+      "rebuilding object {}: the worker holding its device objects is gone; task {} runs again",
+      id.Hex(), kept.spec->name());
   tasks_retried_++;
   rerun->push_back(kept);
   return true;
@@ -640,9 +662,9 @@ bool TaskSubmitter::Rebuild(const ObjectId& id) {
   std::vector<PendingTask> rerun;
   bool rebuilding = RebuildInto(id, "", &rerun);
   for (PendingTask& t : rerun) {
-        std::string key = t.lease.Key();
-        AddOnLoop(std::move(t), key, 0);
-      }
+    std::string key = t.lease.Key();
+    AddOnLoop(std::move(t), key, 0);
+  }
   return rebuilding;
 }
 
@@ -653,9 +675,9 @@ void TaskSubmitter::ProducerDied(const WorkerId& worker) {
   std::vector<PendingTask> rerun;
   for (const ObjectId& id : ids) RebuildInto(id, worker.Binary(), &rerun);
   for (PendingTask& t : rerun) {
-        std::string key = t.lease.Key();
-        AddOnLoop(std::move(t), key, 0);
-      }
+    std::string key = t.lease.Key();
+    AddOnLoop(std::move(t), key, 0);
+  }
 }
 
 void TaskSubmitter::DropLineage(const ObjectId& id) {
@@ -672,7 +694,8 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return false;
   Running& r = *it->second;
-  StoredObject err = StoredObject::Error(rpc::ERROR_CANCELLED, "task " + r.task.spec->name() + " was cancelled");
+  StoredObject err =
+      StoredObject::Error(rpc::ERROR_CANCELLED, "task " + r.task.spec->name() + " was cancelled");
   if (r.lease_id == 0) {
     // Not pushed yet: it never runs.
     auto& q = shapes_[r.key].queue;
@@ -691,7 +714,8 @@ bool TaskSubmitter::Cancel(const TaskId& id, bool force) {
   Finish(id, err);
   auto& q = shapes_[key];
   auto lit = q.leases.find(lid);
-  if (lit != q.leases.end()) lit->second->conn->Close(Status::Cancelled("a task on it was cancelled with force"));
+  if (lit != q.leases.end())
+    lit->second->conn->Close(Status::Cancelled("a task on it was cancelled with force"));
   return true;
 }
 

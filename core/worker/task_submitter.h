@@ -2,26 +2,12 @@
 // shape, pipelines tasks on each lease, retries after worker deaths, and records results.
 #pragma once
 
-#include "base/mutex.h"
-#include "base/ids.h"
-#include "base/thread_annotations.h"
-#include "base/resources.h"
-#include "base/status.h"
-#include "prism.pb.h"
-#include "rpc/connection.h"
-#include "worker/bookings.h"
-#include "worker/lease_client.h"
-#include "worker/memory_store.h"
-#include "worker/own_reply.h"
-#include "worker/pending_task.h"
-
+#include <absl/container/flat_hash_map.h>
 #include <prism/internal/runtime_api.h>
 #include <prism/options.h>
 
-#include <absl/container/flat_hash_map.h>
-#include <asio.hpp>
-
 #include <algorithm>
+#include <asio.hpp>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -32,6 +18,19 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include "base/ids.h"
+#include "base/mutex.h"
+#include "base/resources.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "prism.pb.h"
+#include "rpc/connection.h"
+#include "worker/bookings.h"
+#include "worker/lease_client.h"
+#include "worker/memory_store.h"
+#include "worker/own_reply.h"
+#include "worker/pending_task.h"
 
 namespace prism {
 
@@ -106,11 +105,12 @@ class TaskSubmitter {
     std::string key;
     uint64_t lease_id = 0;  // 0 while queued
     size_t unresolved = 0;
-    bool cancelled = false;  // running when cancelled: its result is dropped
+    bool cancelled = false;        // running when cancelled: its result is dropped
     uint64_t stream_received = 0;  // streaming: values delivered so far (over all attempts)
     std::vector<std::pair<int, rpc::TaskArg>> ref_args;  // the ref arguments as submitted
     int lost_arg_runs = 3;  // runs again after an argument's device objects were found lost
-    uint64_t resolve_round = 0;  // argument callbacks of an earlier round (before a rerun) are stale
+    uint64_t resolve_round =
+        0;  // argument callbacks of an earlier round (before a rerun) are stale
     // Per argument: the worker holding the device objects of the value resolved for this run.
     std::vector<std::string> arg_producers;
   };
@@ -135,12 +135,14 @@ class TaskSubmitter {
   void Enqueue(const TaskId& id, Running& r);
   void Pump(const std::string& key);
   void OnLeaseOutcome(const std::string& key, uint64_t request_id, const LeaseOutcome& outcome);
-  void OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome, Result<rpc::Connected> connected);
+  void OnWorkerConnected(const std::string& key, const LeaseOutcome& outcome,
+                         Result<rpc::Connected> connected);
   void OnTaskReply(const std::string& key, uint64_t lease_id, rpc::TaskReply& reply);
   void OnStreamItem(uint64_t lease_id, rpc::StreamItem& item);
   void OnWorkerLost(const std::string& key, uint64_t lease_id, const Status& why);
   void ArmIdleTimer(const std::string& key, Lease& lease);
-  void StartIdleTimer(const std::string& key, Lease& lease);  // fires lease_idle_ms after idle_since
+  void StartIdleTimer(const std::string& key,
+                      Lease& lease);  // fires lease_idle_ms after idle_since
   /// `more`: the results after the first, for a task with num_returns > 1 that succeeded.
   void Finish(const TaskId& id, StoredObject result, std::vector<StoredObject> more = {});
   // Open addressing, by pointer: a burst of thousands of tasks looks each up several times, and
@@ -149,7 +151,8 @@ class TaskSubmitter {
   using Tasks = absl::flat_hash_map<TaskId, std::unique_ptr<Running>>;
   /// Returns the finished task, out of the table and without its refs, for the caller to drop
   /// when its more urgent work is done (null when it runs again instead).
-  std::unique_ptr<Running> Finish(Tasks::iterator it, StoredObject result, std::vector<StoredObject> more);
+  std::unique_ptr<Running> Finish(Tasks::iterator it, StoredObject result,
+                                  std::vector<StoredObject> more);
 
   asio::io_context& io_;
   SubmitterConfig config_;
@@ -192,11 +195,12 @@ class TaskSubmitter {
   Mutex lanes_mu_;
   std::unordered_map<std::string, FastLane> lanes_ PRISM_GUARDED_BY(lanes_mu_);
   Bookings<Booking> bookings_;  // Add under lanes_mu_
-  bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) = false;  // a DrainBookings is on its way to the loop
+  bool drain_posted_ PRISM_GUARDED_BY(lanes_mu_) =
+      false;  // a DrainBookings is on its way to the loop
   std::vector<TakenReply> taken_ PRISM_GUARDED_BY(lanes_mu_);
   TakenRepliesDrain taken_drain_{io_, lanes_mu_, [this] { DrainBookings(); }};
   std::atomic<bool> taken_flagged_{false};  // taken_ is not empty
-  std::vector<TakenReply> taken_spare_;  // event loop only (keeps its capacity)
+  std::vector<TakenReply> taken_spare_;     // event loop only (keeps its capacity)
 
   // Event-loop thread only.
   Tasks tasks_;

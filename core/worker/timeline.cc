@@ -1,13 +1,14 @@
-#include "base/mutex.h"
 #include "worker/timeline.h"
 
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
+
+#include "base/mutex.h"
 
 namespace prism {
 
@@ -26,7 +27,8 @@ TimelineRecorder::~TimelineRecorder() {
 }
 
 int64_t TimelineRecorder::NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -46,17 +48,23 @@ void TimelineRecorder::WriteLocked(const std::string& line) {
   std::fflush(file_);
 }
 
-void TimelineRecorder::Task(const std::string& name, const std::string& task_id, int64_t start_us, int64_t end_us) {
-  json j{{"name", name}, {"cat", "task"}, {"ts", start_us}, {"dur", end_us - start_us}, {"pid", getpid()},
-         {"track", "thread " + std::to_string(gettid())}, {"args", {{"task_id", task_id}}}};
+void TimelineRecorder::Task(const std::string& name, const std::string& task_id, int64_t start_us,
+                            int64_t end_us) {
+  json j{{"name", name},
+         {"cat", "task"},
+         {"ts", start_us},
+         {"dur", end_us - start_us},
+         {"pid", getpid()},
+         {"track", "thread " + std::to_string(gettid())},
+         {"args", {{"task_id", task_id}}}};
   MutexLock lock(mu_);
   WriteLocked(j.dump());
   PollLocked(false);
 }
 
-void TimelineRecorder::GpuTask(const std::string& name, const std::string& task_id, int64_t start_us,
-                               const std::string& stream, std::unique_ptr<gpu::Event> start,
-                               std::unique_ptr<gpu::Event> end) {
+void TimelineRecorder::GpuTask(const std::string& name, const std::string& task_id,
+                               int64_t start_us, const std::string& stream,
+                               std::unique_ptr<gpu::Event> start, std::unique_ptr<gpu::Event> end) {
   MutexLock lock(mu_);
   pending_.push_back(Pending{name, task_id, stream, start_us, std::move(start), std::move(end)});
   PollLocked(false);
@@ -81,8 +89,13 @@ void TimelineRecorder::PollLocked(bool wait) {
     }
     auto ms = p.end->ElapsedSince(*p.start);
     if (ms.ok()) {
-      json j{{"name", p.name}, {"cat", "gpu"}, {"ts", p.start_us}, {"dur", static_cast<int64_t>(*ms * 1000)},
-             {"pid", getpid()}, {"track", p.stream}, {"args", {{"task_id", p.task_id}, {"gpu_ms", *ms}}}};
+      json j{{"name", p.name},
+             {"cat", "gpu"},
+             {"ts", p.start_us},
+             {"dur", static_cast<int64_t>(*ms * 1000)},
+             {"pid", getpid()},
+             {"track", p.stream},
+             {"args", {{"task_id", p.task_id}, {"gpu_ms", *ms}}}};
       WriteLocked(j.dump());
     }
     pending_.pop_front();
@@ -114,9 +127,16 @@ Status WriteChromeTrace(const std::string& session_dir, const std::string& path)
           // GPU streams sort below the worker's threads.
           int tid = (e.value("cat", "") == "gpu" ? 1000 : 1) + next_tid[pid]++;
           it = tids.emplace(key, tid).first;
-          events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", tid}, {"args", {{"name", track}}}});
+          events.push_back({{"ph", "M"},
+                            {"name", "thread_name"},
+                            {"pid", pid},
+                            {"tid", tid},
+                            {"args", {{"name", track}}}});
           if (next_tid[pid] == 1) {
-            events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", pid}, {"tid", 0},
+            events.push_back({{"ph", "M"},
+                              {"name", "process_name"},
+                              {"pid", pid},
+                              {"tid", 0},
                               {"args", {{"name", "worker " + std::to_string(pid)}}}});
           }
         }

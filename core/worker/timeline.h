@@ -8,17 +8,17 @@
 #include <prism/gpu/backend.h>
 #include <prism/status.h>
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
+
+#include "base/mutex.h"
+#include "base/thread_annotations.h"
 
 namespace prism {
 
@@ -33,8 +33,9 @@ class TimelineRecorder {
   void Task(const std::string& name, const std::string& task_id, int64_t start_us, int64_t end_us);
   /// A GPU task's work on `stream`: `start` and `end` were recorded on it around the task; the
   /// span is written once `end` is complete (checked at later calls and at Flush).
-  void GpuTask(const std::string& name, const std::string& task_id, int64_t start_us, const std::string& stream,
-               std::unique_ptr<gpu::Event> start, std::unique_ptr<gpu::Event> end);
+  void GpuTask(const std::string& name, const std::string& task_id, int64_t start_us,
+               const std::string& stream, std::unique_ptr<gpu::Event> start,
+               std::unique_ptr<gpu::Event> end);
   /// Writes what is pending, waiting for GPU spans when `wait`.
   void Flush(bool wait);
 

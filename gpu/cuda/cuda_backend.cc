@@ -2,14 +2,11 @@
 // cudaMallocAsync pool per device (exportable to other processes), cuBLAS for matrix multiply.
 // Kept thin, because CI cannot run it: every call goes through PRISM_CUDA_TRY and comes back as a
 // Status with the call's text.
-#include <prism/gpu/backend.h>
-#include <prism/gpu/profiling.h>
-
-#include "gpu/cuda/cuda_kernels.h"
-
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <nvtx3/nvToolsExtCudaRt.h>
+#include <prism/gpu/backend.h>
+#include <prism/gpu/profiling.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +15,8 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+
+#include "gpu/cuda/cuda_kernels.h"
 
 namespace prism::gpu::cuda {
 namespace {
@@ -28,9 +27,11 @@ Status CudaStatus(cudaError_t e, const char* call) {
   // check or DeviceStatus does not report it again. (A sticky error stays: every later call of
   // the context returns it.)
   cudaGetLastError();
-  std::string text = std::string(call) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+  std::string text =
+      std::string(call) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
   if (e == cudaErrorMemoryAllocation) return Status::OutOfMemory(text);
-  if (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevice || e == cudaErrorInvalidResourceHandle) {
+  if (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevice ||
+      e == cudaErrorInvalidResourceHandle) {
     return Status::InvalidArgument(text);
   }
   return Status::Internal(text);
@@ -42,8 +43,9 @@ std::string UuidText(const cudaUUID_t& u) {
   const auto* b = reinterpret_cast<const unsigned char*>(u.bytes);
   char buf[64];
   std::snprintf(buf, sizeof buf,
-                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                b[14], b[15]);
   return buf;
 }
 
@@ -93,18 +95,22 @@ cudaStream_t Native(Stream& s) { return static_cast<cudaStream_t>(s.native()); }
 class CudaEvent final : public Event {
  public:
   enum class Kind { kLocal, kShared, kImported };
-  CudaEvent(int device, cudaEvent_t e, Kind kind = Kind::kLocal) : device_(device), e_(e), kind_(kind) {}
+  CudaEvent(int device, cudaEvent_t e, Kind kind = Kind::kLocal)
+      : device_(device), e_(e), kind_(kind) {}
   ~CudaEvent() override { cudaEventDestroy(e_); }
   int device() const override { return device_; }
   Result<IpcEventHandle> Export() override {
-    if (kind_ != Kind::kShared) return Status::InvalidArgument("Export: only events from CreateIpcEvent can be shared");
+    if (kind_ != Kind::kShared)
+      return Status::InvalidArgument("Export: only events from CreateIpcEvent can be shared");
     cudaIpcEventHandle_t h;
     PRISM_CUDA_TRY(cudaIpcGetEventHandle(&h, e_));
-    return IpcEventHandle{std::string("cudaev1") + std::string(reinterpret_cast<const char*>(&h), sizeof h)};
+    return IpcEventHandle{std::string("cudaev1") +
+                          std::string(reinterpret_cast<const char*>(&h), sizeof h)};
   }
   Status Record(Stream& stream) override {
     if (kind_ == Kind::kImported) {
-      return Status::InvalidArgument("an event opened from another process cannot be recorded here");
+      return Status::InvalidArgument(
+          "an event opened from another process cannot be recorded here");
     }
     PRISM_CUDA_TRY(cudaEventRecord(e_, Native(stream)));
     return Status::OK();
@@ -124,7 +130,8 @@ class CudaEvent final : public Event {
     if (!s) return Status::InvalidArgument("ElapsedSince: not an event of the cuda backend");
     float ms = 0;
     cudaError_t e = cudaEventElapsedTime(&ms, s->e_, e_);
-    if (e == cudaErrorNotReady) return Status::Unavailable("ElapsedSince: an event's work is not complete yet");
+    if (e == cudaErrorNotReady)
+      return Status::Unavailable("ElapsedSince: an event's work is not complete yet");
     PRISM_CUDA_TRY(e);
     return static_cast<double>(ms);
   }
@@ -166,7 +173,8 @@ class CudaMemory final : public MemoryResource {
     uint64_t keep = UINT64_MAX;  // keep freed memory in the pool: no implicit release on sync
     PRISM_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     int fd = -1;
-    PRISM_CUDA_TRY(cudaMemPoolExportToShareableHandle(&fd, pool, cudaMemHandleTypePosixFileDescriptor, 0));
+    PRISM_CUDA_TRY(
+        cudaMemPoolExportToShareableHandle(&fd, pool, cudaMemHandleTypePosixFileDescriptor, 0));
     return std::unique_ptr<CudaMemory>(new CudaMemory(device, pool, fd));
   }
   ~CudaMemory() override {
@@ -176,19 +184,21 @@ class CudaMemory final : public MemoryResource {
   int device() const override { return device_; }
   Result<void*> Allocate(size_t bytes, Stream& stream) override {
     NvtxRange range("prism alloc " + std::to_string(bytes) + " bytes");
-    if (stream.device() != device_) return Status::InvalidArgument("Allocate on a stream of another device");
+    if (stream.device() != device_)
+      return Status::InvalidArgument("Allocate on a stream of another device");
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (limit_ && in_use_ + bytes > *limit_) {
-        return Status::OutOfMemory("out of device memory in this share of device " + std::to_string(device_) +
-                                   ": asked for " + std::to_string(bytes) + " bytes with " +
-                                   std::to_string(in_use_) + " of its " + std::to_string(*limit_) +
-                                   " bytes (gpu_memory) in use");
+        return Status::OutOfMemory(
+            "out of device memory in this share of device " + std::to_string(device_) +
+            ": asked for " + std::to_string(bytes) + " bytes with " + std::to_string(in_use_) +
+            " of its " + std::to_string(*limit_) + " bytes (gpu_memory) in use");
       }
       in_use_ += bytes;
     }
     void* p = nullptr;
-    Status st = CudaStatus(cudaMallocFromPoolAsync(&p, bytes, pool_, Native(stream)), "cudaMallocFromPoolAsync");
+    Status st = CudaStatus(cudaMallocFromPoolAsync(&p, bytes, pool_, Native(stream)),
+                           "cudaMallocFromPoolAsync");
     std::lock_guard<std::mutex> lock(mu_);
     if (!st.ok()) {
       in_use_ -= bytes;
@@ -202,7 +212,8 @@ class CudaMemory final : public MemoryResource {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = sizes_.find(ptr);
-      if (it == sizes_.end()) return Status::InvalidArgument("Deallocate: not an allocation of this pool");
+      if (it == sizes_.end())
+        return Status::InvalidArgument("Deallocate: not an allocation of this pool");
       in_use_ -= it->second;
       sizes_.erase(it);
     }
@@ -278,7 +289,8 @@ class CudaKernels final : public Kernels {
       h = nullptr;
       return Status::Internal("cublasCreate failed");
     }
-    if (cublasSetStream(h, Native(s)) != CUBLAS_STATUS_SUCCESS) return Status::Internal("cublasSetStream failed");
+    if (cublasSetStream(h, Native(s)) != CUBLAS_STATUS_SUCCESS)
+      return Status::Internal("cublasSetStream failed");
     // Row-major C = A B is column-major C^T = B^T A^T: swap the operands.
     int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
     cublasStatus_t st;
@@ -287,12 +299,13 @@ class CudaKernels final : public Kernels {
       st = cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &al, static_cast<const float*>(b), N,
                        static_cast<const float*>(a), K, &be, static_cast<float*>(c), N);
     } else if (dtype == DType::kFloat64) {
-      st = cublasDgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, static_cast<const double*>(b), N,
-                       static_cast<const double*>(a), K, &beta, static_cast<double*>(c), N);
+      st = cublasDgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, static_cast<const double*>(b),
+                       N, static_cast<const double*>(a), K, &beta, static_cast<double*>(c), N);
     } else {
       return Status::InvalidArgument("Gemm takes float32 or float64");
     }
-    if (st != CUBLAS_STATUS_SUCCESS) return Status::Internal("cuBLAS gemm failed: status " + std::to_string(st));
+    if (st != CUBLAS_STATUS_SUCCESS)
+      return Status::Internal("cuBLAS gemm failed: status " + std::to_string(st));
     return Status::OK();
   }
   Status Trap(Stream& s) override {
@@ -357,7 +370,8 @@ class CudaBackend final : public Backend {
     if (device < 0 || device >= device_count()) return NoDevice(device);
     PRISM_CUDA_TRY(cudaSetDevice(device));
     cudaEvent_t e{};
-    PRISM_CUDA_TRY(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
+    PRISM_CUDA_TRY(
+        cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
     return std::unique_ptr<Event>(new CudaEvent(device, e));
   }
   Result<std::unique_ptr<Event>> CreateIpcEvent(int device) override {
@@ -390,9 +404,11 @@ class CudaBackend final : public Backend {
   }
   Result<void*> OpenIpc(const IpcHandle& handle, int device) override {
     WireHandle h{};
-    if (handle.bytes.size() != sizeof h) return Status::InvalidArgument("OpenIpc: not a cuda IPC handle");
+    if (handle.bytes.size() != sizeof h)
+      return Status::InvalidArgument("OpenIpc: not a cuda IPC handle");
     std::memcpy(&h, handle.bytes.data(), sizeof h);
-    if (std::memcmp(h.magic, "cuda1", 5) != 0) return Status::InvalidArgument("OpenIpc: not a cuda IPC handle");
+    if (std::memcmp(h.magic, "cuda1", 5) != 0)
+      return Status::InvalidArgument("OpenIpc: not a cuda IPC handle");
     if (h.pid == static_cast<int32_t>(getpid())) {
       // CUDA's own rule for IPC handles; here the pool would be imported into its exporter.
       return Status::InvalidArgument("OpenIpc: this process exported the memory (use its pointer)");
@@ -403,16 +419,19 @@ class CudaBackend final : public Backend {
     auto pool = imported_pools_.find(key);
     if (pool == imported_pools_.end()) {
       int pidfd = static_cast<int>(syscall(SYS_pidfd_open, h.pid, 0));
-      if (pidfd < 0) return Status::NotFound("OpenIpc: the exporting process " + std::to_string(h.pid) + " is gone");
+      if (pidfd < 0)
+        return Status::NotFound("OpenIpc: the exporting process " + std::to_string(h.pid) +
+                                " is gone");
       int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, h.fd, 0));
       close(pidfd);
       if (fd < 0) {
-        return Status::PermissionDenied("OpenIpc: cannot fetch the pool of process " + std::to_string(h.pid) +
-                                        ": " + std::strerror(errno));
+        return Status::PermissionDenied("OpenIpc: cannot fetch the pool of process " +
+                                        std::to_string(h.pid) + ": " + std::strerror(errno));
       }
       cudaMemPool_t imported{};
       cudaError_t e = cudaMemPoolImportFromShareableHandle(
-          &imported, reinterpret_cast<void*>(static_cast<uintptr_t>(fd)), cudaMemHandleTypePosixFileDescriptor, 0);
+          &imported, reinterpret_cast<void*>(static_cast<uintptr_t>(fd)),
+          cudaMemHandleTypePosixFileDescriptor, 0);
       close(fd);
       PRISM_CUDA_TRY(e);
       pool = imported_pools_.emplace(key, imported).first;
@@ -455,11 +474,14 @@ class CudaBackend final : public Backend {
       cudaGetLastError();
       return -1;
     }
-    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
+    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device
+                                                                                   : -1;
   }
 
  private:
-  static Status NoDevice(int d) { return Status::InvalidArgument("no CUDA device " + std::to_string(d)); }
+  static Status NoDevice(int d) {
+    return Status::InvalidArgument("no CUDA device " + std::to_string(d));
+  }
 
   std::vector<DeviceInfo> devices_;
   mutable std::mutex mu_;
@@ -471,8 +493,8 @@ class CudaBackend final : public Backend {
 }  // namespace
 }  // namespace prism::gpu::cuda
 
-extern "C" __attribute__((visibility("default"))) int prism_gpu_cuda_create(prism::gpu::Backend** out,
-                                                                            char* error, size_t size) {
+extern "C" __attribute__((visibility("default"))) int prism_gpu_cuda_create(
+    prism::gpu::Backend** out, char* error, size_t size) {
   auto b = prism::gpu::cuda::CudaBackend::Create();
   if (!b.ok()) {
     std::snprintf(error, size, "%s", b.status().message().c_str());

@@ -1,12 +1,7 @@
-#include "base/mutex.h"
 #include "gpu/sim/sim_backend.h"
 
-#include "gpu/sim/sim_kernels.h"
-#include "gpu/sim/sim_memory.h"
-
-#include <prism/gpu/profiling.h>
-
 #include <fcntl.h>
+#include <prism/gpu/profiling.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -17,6 +12,10 @@
 #include <random>
 #include <set>
 #include <sstream>
+
+#include "base/mutex.h"
+#include "gpu/sim/sim_kernels.h"
+#include "gpu/sim/sim_memory.h"
 
 namespace prism::gpu::sim {
 namespace {
@@ -31,8 +30,11 @@ Result<uint64_t> ParseBytes(const std::string& text) {
   char* end = nullptr;
   double v = std::strtod(text.c_str(), &end);
   std::string unit = end ? std::string(end) : "";
-  double scale = unit.empty() ? 1 : unit == "K" ? 1024.0 : unit == "M" ? 1048576.0
-               : unit == "G" ? 1073741824.0 : -1;
+  double scale = unit.empty()  ? 1
+                 : unit == "K" ? 1024.0
+                 : unit == "M" ? 1048576.0
+                 : unit == "G" ? 1073741824.0
+                               : -1;
   if (end == text.c_str() || scale < 0 || !(v > 0)) {
     return Status::InvalidArgument("not a size in bytes: '" + text + "' (e.g. 512M, 2G)");
   }
@@ -172,7 +174,8 @@ class SimEvent final : public Event {
   }
   int device() const override { return device_; }
   Result<IpcEventHandle> Export() override {
-    if (ipc_slot_ < 0) return Status::InvalidArgument("Export: only events from CreateIpcEvent can be shared");
+    if (ipc_slot_ < 0)
+      return Status::InvalidArgument("Export: only events from CreateIpcEvent can be shared");
     std::ostringstream h;
     h << "simev1 " << getpid() << ' ' << backend_->ipc_fd() << ' ' << ipc_slot_ << ' '
       << backend_->info(device_).uuid;
@@ -184,8 +187,8 @@ class SimEvent final : public Event {
     if (!core) return Status::InvalidArgument("Event::Record: not a stream of the sim backend");
     if (core->device != device_) {
       return Status::InvalidArgument("an event of device " + std::to_string(device_) +
-                                     " cannot be recorded on stream '" + core->name + "' of device " +
-                                     std::to_string(core->device));
+                                     " cannot be recorded on stream '" + core->name +
+                                     "' of device " + std::to_string(core->device));
     }
     PRISM_RETURN_IF_ERROR(backend_->DeviceStatus(device_));
     {
@@ -233,7 +236,8 @@ class SimEvent final : public Event {
       return Status::InvalidArgument("ElapsedSince needs two events created with timing");
     }
     auto a = start->Capture(), b = Capture();
-    if (!a.stream || !b.stream) return Status::InvalidArgument("ElapsedSince: an event was never recorded");
+    if (!a.stream || !b.stream)
+      return Status::InvalidArgument("ElapsedSince: an event was never recorded");
     if (a.stream->Done() < a.seq || b.stream->Done() < b.seq) {
       return Status::Unavailable("ElapsedSince: an event's work is not complete yet");
     }
@@ -277,7 +281,8 @@ class SimImportedEvent final : public Event {
   Result<bool> Query() override { return slot_->completed.load() >= slot_->recorded.load(); }
   Status Synchronize() override {
     uint64_t target = slot_->recorded.load();
-    while (slot_->completed.load() < target) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    while (slot_->completed.load() < target)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
     return Status::OK();
   }
   Result<double> ElapsedSince(Event&) override {
@@ -302,7 +307,8 @@ Status SimStream::Wait(Event& event) {
     SimBackend::IpcSlot* slot = imported->slot();
     uint64_t target = slot->recorded.load();
     return backend_->Enqueue(core_, {}, false, 0, [slot, target, keep = imported->mapping()] {
-      while (slot->completed.load() < target) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      while (slot->completed.load() < target)
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
     });
   }
   auto* e = dynamic_cast<SimEvent*>(&event);
@@ -417,7 +423,8 @@ Result<int> SimBackend::AcquireIpcSlot() {
   } else if (next_slot_ < kIpcSlots) {
     slot = next_slot_++;
   } else {
-    return Status::OutOfMemory("more than " + std::to_string(kIpcSlots) + " shared events in this process");
+    return Status::OutOfMemory("more than " + std::to_string(kIpcSlots) +
+                               " shared events in this process");
   }
   // A reused slot starts where its last user left it (importers compare the two counters).
   ipc_page_[slot].completed.store(ipc_page_[slot].recorded.load());
@@ -440,10 +447,12 @@ Result<std::unique_ptr<Event>> SimBackend::OpenIpcEvent(const IpcEventHandle& ha
   std::string magic, uuid;
   long pid = 0;
   int fd = -1, slot = -1;
-  if (!(in >> magic >> pid >> fd >> slot >> uuid) || magic != "simev1" || slot < 0 || slot >= kIpcSlots) {
+  if (!(in >> magic >> pid >> fd >> slot >> uuid) || magic != "simev1" || slot < 0 ||
+      slot >= kIpcSlots) {
     return Status::InvalidArgument("OpenIpcEvent: not an event handle of the sim backend");
   }
-  if (pid == getpid()) return Status::InvalidArgument("OpenIpcEvent: the event is this process's own");
+  if (pid == getpid())
+    return Status::InvalidArgument("OpenIpcEvent: the event is this process's own");
   int device = 0;
   for (const auto& d : devices_) {
     if (d->info.uuid == uuid) device = d->info.ordinal;
@@ -451,14 +460,16 @@ Result<std::unique_ptr<Event>> SimBackend::OpenIpcEvent(const IpcEventHandle& ha
   std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
   int mine = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (mine < 0) {
-    return Status::NotFound("OpenIpcEvent: the exporting process " + std::to_string(pid) + " is gone (" +
-                            std::strerror(errno) + ")");
+    return Status::NotFound("OpenIpcEvent: the exporting process " + std::to_string(pid) +
+                            " is gone (" + std::strerror(errno) + ")");
   }
   size_t bytes = sizeof(IpcSlot) * kIpcSlots;
   void* page = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, mine, 0);
   close(mine);
-  if (page == MAP_FAILED) return Status::IOError(std::string("OpenIpcEvent: mmap: ") + std::strerror(errno));
-  return std::unique_ptr<Event>(new SimImportedEvent(device, page, bytes, static_cast<IpcSlot*>(page) + slot));
+  if (page == MAP_FAILED)
+    return Status::IOError(std::string("OpenIpcEvent: mmap: ") + std::strerror(errno));
+  return std::unique_ptr<Event>(
+      new SimImportedEvent(device, page, bytes, static_cast<IpcSlot*>(page) + slot));
 }
 
 void SimBackend::RunStream(std::shared_ptr<StreamCore> s) {
@@ -507,13 +518,15 @@ Status SimBackend::CheckAccess(StreamCore& s, uint64_t seq, const Access& a, boo
     if (p < it->first + r.bytes) {
       if (p + a.bytes > it->first + r.bytes) {
         Fault(s.device, "illegal address: " + std::to_string(a.bytes) + " bytes at " + Hex(a.ptr) +
-                            " run past the end of a " + std::to_string(r.bytes) + "-byte allocation");
+                            " run past the end of a " + std::to_string(r.bytes) +
+                            "-byte allocation");
         return DeviceStatus(s.device);
       }
       if (r.device != s.device && !CanAccessPeer(r.device, s.device) && device_only) {
-        return Status::InvalidArgument("stream '" + s.name + "' of device " + std::to_string(s.device) +
-                                       " cannot access memory of device " + std::to_string(r.device) +
-                                       " (no peer access between them)");
+        return Status::InvalidArgument("stream '" + s.name + "' of device " +
+                                       std::to_string(s.device) +
+                                       " cannot access memory of device " +
+                                       std::to_string(r.device) + " (no peer access between them)");
       }
       auto unordered = [&](uint64_t stream, uint64_t at) {
         if (stream == 0 || at == 0 || stream == s.id) return false;
@@ -522,9 +535,10 @@ Status SimBackend::CheckAccess(StreamCore& s, uint64_t seq, const Access& a, boo
       };
       auto race = [&](const std::string& other, const char* their) {
         return Status::InvalidArgument(
-            "race on device memory " + Hex(a.ptr) + " (" + std::to_string(a.bytes) + " bytes): stream '" +
-            s.name + "' " + (a.write ? "writes" : "reads") + " it while the " + their +
-            " on stream '" + other + "' is not ordered before (record an event there and wait on it, "
+            "race on device memory " + Hex(a.ptr) + " (" + std::to_string(a.bytes) +
+            " bytes): stream '" + s.name + "' " + (a.write ? "writes" : "reads") +
+            " it while the " + their + " on stream '" + other +
+            "' is not ordered before (record an event there and wait on it, "
             "or synchronize)");
       };
       if (unordered(r.writer, r.write_seq)) return race(r.writer_name, "write");
@@ -540,8 +554,9 @@ Status SimBackend::CheckAccess(StreamCore& s, uint64_t seq, const Access& a, boo
   if (f != freed_.begin()) {
     --f;
     if (p < f->first + f->second.bytes) {
-      Fault(s.device, "illegal address: " + Hex(a.ptr) + " is in a " + std::to_string(f->second.bytes) +
-                          "-byte allocation freed on stream '" + f->second.stream + "' (use after free)");
+      Fault(s.device, "illegal address: " + Hex(a.ptr) + " is in a " +
+                          std::to_string(f->second.bytes) + "-byte allocation freed on stream '" +
+                          f->second.stream + "' (use after free)");
       return DeviceStatus(s.device);
     }
   }
@@ -558,8 +573,9 @@ Status SimBackend::CheckAccess(StreamCore& s, uint64_t seq, const Access& a, boo
   return Status::OK();
 }
 
-Status SimBackend::Enqueue(const std::shared_ptr<StreamCore>& s, const std::vector<Access>& accesses,
-                           bool device_only, double duration_ns, std::function<void()> run) {
+Status SimBackend::Enqueue(const std::shared_ptr<StreamCore>& s,
+                           const std::vector<Access>& accesses, bool device_only,
+                           double duration_ns, std::function<void()> run) {
   PRISM_RETURN_IF_ERROR(DeviceStatus(s->device));
   MutexLock lock(mu_);
   Merge(s->clock, host_clock_);
@@ -625,7 +641,8 @@ int SimBackend::PointerDevice(const void* ptr) const {
 bool SimBackend::CanAccessPeer(int device, int peer) const {
   if (device < 0 || peer < 0 || device >= device_count() || peer >= device_count()) return false;
   if (device == peer) return true;
-  return options_.topology.Path(devices_[device]->physical, devices_[peer]->physical) != PathKind::kSys;
+  return options_.topology.Path(devices_[device]->physical, devices_[peer]->physical) !=
+         PathKind::kSys;
 }
 
 double SimBackend::CopyNs(const void* dst, const void* src, size_t bytes) const {
@@ -633,10 +650,14 @@ double SimBackend::CopyNs(const void* dst, const void* src, size_t bytes) const 
   int a = PointerDevice(src), b = PointerDevice(dst);
   const Topology& t = options_.topology;
   double gbps;  // GB/s is bytes per ns
-  if (a < 0 && b < 0) gbps = 20;
-  else if (a < 0 || b < 0) gbps = t.pcie_gbps();
-  else if (a == b) return kLatencyNs + 2.0 * bytes / t.Bandwidth(physical(a), physical(a));
-  else gbps = t.Bandwidth(physical(a), physical(b));
+  if (a < 0 && b < 0)
+    gbps = 20;
+  else if (a < 0 || b < 0)
+    gbps = t.pcie_gbps();
+  else if (a == b)
+    return kLatencyNs + 2.0 * bytes / t.Bandwidth(physical(a), physical(a));
+  else
+    gbps = t.Bandwidth(physical(a), physical(b));
   return kLatencyNs + bytes / gbps;
 }
 

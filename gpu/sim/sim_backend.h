@@ -14,9 +14,6 @@
 #include <prism/gpu/backend.h>
 #include <prism/gpu/topology.h>
 
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
-
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -26,6 +23,9 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+
+#include "base/mutex.h"
+#include "base/thread_annotations.h"
 
 namespace prism::gpu::sim {
 

@@ -1,9 +1,7 @@
-#include "base/mutex.h"
 #include "gpu/sim/sim_memory.h"
 
-#include <prism/gpu/profiling.h>
-
 #include <fcntl.h>
+#include <prism/gpu/profiling.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,21 +9,26 @@
 #include <cstring>
 #include <sstream>
 
+#include "base/mutex.h"
+
 namespace prism::gpu::sim {
 namespace {
 constexpr uint64_t kAlignment = 256;  // cudaMalloc's
 constexpr uint8_t kPoison = 0xFF;     // NaN in every float type
 }  // namespace
 
-Result<std::unique_ptr<SimMemory>> SimMemory::Create(SimBackend* backend, int device, uint64_t capacity) {
+Result<std::unique_ptr<SimMemory>> SimMemory::Create(SimBackend* backend, int device,
+                                                     uint64_t capacity) {
   std::unique_ptr<SimMemory> m(new SimMemory(backend, device));
   m->fd_ = memfd_create("prism-sim-gpu", MFD_CLOEXEC);
   if (m->fd_ < 0) return Status::IOError(std::string("memfd_create: ") + std::strerror(errno));
   if (ftruncate(m->fd_, static_cast<off_t>(capacity)) != 0) {
     return Status::IOError(std::string("ftruncate of a sim device arena: ") + std::strerror(errno));
   }
-  void* base = mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd_, 0);
-  if (base == MAP_FAILED) return Status::IOError(std::string("mmap of a sim device arena: ") + std::strerror(errno));
+  void* base =
+      mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd_, 0);
+  if (base == MAP_FAILED)
+    return Status::IOError(std::string("mmap of a sim device arena: ") + std::strerror(errno));
   m->base_ = static_cast<uint8_t*>(base);
   m->capacity_ = capacity;
   m->arena_ = ArenaAllocator(capacity, kAlignment);
@@ -79,10 +82,10 @@ Result<void*> SimMemory::Allocate(size_t bytes, Stream& stream) {
   MutexLock lock(backend_->mu_);
   uint64_t rounded = (std::max<uint64_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
   if (limit_ && in_use_ + rounded > *limit_) {
-    return Status::OutOfMemory("out of device memory in this share of device " + std::to_string(device_) +
-                               ": asked for " + std::to_string(bytes) + " bytes with " +
-                               std::to_string(in_use_) + " of its " + std::to_string(*limit_) +
-                               " bytes (gpu_memory) in use");
+    return Status::OutOfMemory("out of device memory in this share of device " +
+                               std::to_string(device_) + ": asked for " + std::to_string(bytes) +
+                               " bytes with " + std::to_string(in_use_) + " of its " +
+                               std::to_string(*limit_) + " bytes (gpu_memory) in use");
   }
   auto offset = arena_.Allocate(rounded);
   if (!offset) {
@@ -90,8 +93,9 @@ Result<void*> SimMemory::Allocate(size_t bytes, Stream& stream) {
     offset = arena_.Allocate(rounded);
   }
   if (!offset) {
-    return Status::OutOfMemory("device " + std::to_string(device_) + " is out of memory: asked for " +
-                               std::to_string(bytes) + " bytes with " + std::to_string(in_use_) + " of " +
+    return Status::OutOfMemory("device " + std::to_string(device_) +
+                               " is out of memory: asked for " + std::to_string(bytes) +
+                               " bytes with " + std::to_string(in_use_) + " of " +
                                std::to_string(capacity_) + " in use");
   }
   in_use_ += rounded;
@@ -131,14 +135,15 @@ Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
       if (f != backend_->freed_.end()) {
         return Status::InvalidArgument("double free of device memory at offset " +
                                        std::to_string(key - reinterpret_cast<uintptr_t>(base_)) +
-                                       " of device " + std::to_string(device_) + " (freed on stream '" +
-                                       f->second.stream + "')");
+                                       " of device " + std::to_string(device_) +
+                                       " (freed on stream '" + f->second.stream + "')");
       }
       return Status::InvalidArgument("Deallocate: the pointer is not an allocation of device " +
                                      std::to_string(device_) + "'s memory");
     }
     if (it->second.bytes != bytes) {
-      return Status::InvalidArgument("Deallocate with " + std::to_string(bytes) + " bytes of an allocation of " +
+      return Status::InvalidArgument("Deallocate with " + std::to_string(bytes) +
+                                     " bytes of an allocation of " +
                                      std::to_string(it->second.bytes));
     }
   }
@@ -149,11 +154,13 @@ Status SimMemory::Deallocate(void* ptr, size_t bytes, Stream& stream) {
                                           [ptr, rounded] { std::memset(ptr, kPoison, rounded); }));
   MutexLock lock(backend_->mu_);
   auto it = backend_->regions_.find(key);
-  if (it == backend_->regions_.end()) return Status::InvalidArgument("double free of device memory");
+  if (it == backend_->regions_.end())
+    return Status::InvalidArgument("double free of device memory");
   backend_->regions_.erase(it);
   backend_->freed_[key] = SimBackend::Freed{rounded, core->name};
   in_use_ -= rounded;
-  quarantine_.push_back(Quarantined{key - reinterpret_cast<uintptr_t>(base_), rounded, core, core->submitted});
+  quarantine_.push_back(
+      Quarantined{key - reinterpret_cast<uintptr_t>(base_), rounded, core, core->submitted});
   quarantine_bytes_ += rounded;
   Release(/*all=*/false);
   return Status::OK();
@@ -176,11 +183,12 @@ Result<IpcHandle> SimMemory::Export(void* ptr, size_t bytes) {
   if (it == backend_->regions_.end() || it->second.imported || it->second.device != device_ ||
       bytes > it->second.bytes) {
     return Status::InvalidArgument("Export: not (the start of) an allocation of device " +
-                                   std::to_string(device_) + " of at least " + std::to_string(bytes) + " bytes");
+                                   std::to_string(device_) + " of at least " +
+                                   std::to_string(bytes) + " bytes");
   }
   std::ostringstream h;
-  h << "sim1 " << getpid() << ' ' << fd_ << ' ' << key - reinterpret_cast<uintptr_t>(base_) << ' ' << bytes
-    << ' ' << backend_->info(device_).uuid;
+  h << "sim1 " << getpid() << ' ' << fd_ << ' ' << key - reinterpret_cast<uintptr_t>(base_) << ' '
+    << bytes << ' ' << backend_->info(device_).uuid;
   return IpcHandle{h.str()};
 }
 
@@ -199,20 +207,24 @@ Result<void*> SimBackend::OpenIpc(const IpcHandle& handle, int device) {
                                    std::to_string(device) + " (" + info(device).uuid + ")");
   }
   if (pid == getpid()) {
-    return Status::InvalidArgument("OpenIpc: a handle cannot be opened in the process that exported it");
+    return Status::InvalidArgument(
+        "OpenIpc: a handle cannot be opened in the process that exported it");
   }
   std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
   int mine = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (mine < 0) {
     return Status::NotFound("OpenIpc: the exporting process " + std::to_string(pid) +
-                            " is gone or its device memory cannot be reached (" + std::strerror(errno) + ")");
+                            " is gone or its device memory cannot be reached (" +
+                            std::strerror(errno) + ")");
   }
   uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t start = offset / page * page, length = offset - start + std::max<uint64_t>(bytes, 1);
-  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, mine, static_cast<off_t>(start));
+  void* base =
+      mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, mine, static_cast<off_t>(start));
   int err = errno;
   close(mine);
-  if (base == MAP_FAILED) return Status::IOError(std::string("OpenIpc: mmap: ") + std::strerror(err));
+  if (base == MAP_FAILED)
+    return Status::IOError(std::string("OpenIpc: mmap: ") + std::strerror(err));
   void* ptr = static_cast<uint8_t*>(base) + (offset - start);
   MutexLock lock(mu_);
   Region r;
@@ -229,7 +241,8 @@ Status SimBackend::CloseIpc(void* ptr) {
   MutexLock lock(mu_);
   auto key = reinterpret_cast<uintptr_t>(ptr);
   auto it = imports_.find(key);
-  if (it == imports_.end()) return Status::InvalidArgument("CloseIpc: not a pointer OpenIpc returned");
+  if (it == imports_.end())
+    return Status::InvalidArgument("CloseIpc: not a pointer OpenIpc returned");
   munmap(it->second.base, it->second.length);
   imports_.erase(it);
   regions_.erase(key);

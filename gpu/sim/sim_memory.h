@@ -2,17 +2,18 @@
 // allocation with a quarantine that keeps freed (and poisoned) blocks out of reuse for a while.
 #pragma once
 
+#include <deque>
+
 #include "gpu/sim/sim_backend.h"
 #include "object_store/allocator.h"
-
-#include <deque>
 
 namespace prism::gpu::sim {
 
 class SimMemory final : public MemoryResource {
  public:
   /// Called with the backend's mutex held.
-  static Result<std::unique_ptr<SimMemory>> Create(SimBackend* backend, int device, uint64_t capacity);
+  static Result<std::unique_ptr<SimMemory>> Create(SimBackend* backend, int device,
+                                                   uint64_t capacity);
   ~SimMemory() override;
 
   int device() const override { return device_; }

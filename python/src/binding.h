@@ -2,15 +2,10 @@
 // worker's, and back. Internal to the binding module.
 #pragma once
 
-#include "runtime/process_runtime.h"
-
-#include <optional>
-
 #include <prism/collective.h>
 #include <prism/gpu/tensor.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
-
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -20,10 +15,13 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <tuple>
 #include <unordered_set>
-#include <string>
 #include <vector>
+
+#include "runtime/process_runtime.h"
 
 namespace py = pybind11;
 
@@ -63,7 +61,8 @@ struct PyBuffers {
 // An encoded value of `size` bytes made of Python buffers placed at offsets (the package lays
 // out pickle protocol 5 frames: header, pickle stream, then each out-of-band buffer aligned to
 // 64 bytes), written with one copy straight to its destination. Call with the GIL held.
-inline internal::EncodedValue PartsValue(size_t size, const py::list& parts, std::vector<RefPtr> nested) {
+inline internal::EncodedValue PartsValue(size_t size, const py::list& parts,
+                                         std::vector<RefPtr> nested) {
   auto buffers = std::make_shared<PyBuffers>();
   std::vector<std::pair<size_t, std::string_view>> at;
   for (const auto& item : parts) {
@@ -72,7 +71,8 @@ inline internal::EncodedValue PartsValue(size_t size, const py::list& parts, std
     py::buffer b = part[1].cast<py::buffer>();
     py::buffer_info info = b.request();
     size_t n = static_cast<size_t>(info.size * info.itemsize);
-    if (offset > size || n > size - offset) throw InvalidArgumentError("a value part lies outside the value");
+    if (offset > size || n > size - offset)
+      throw InvalidArgumentError("a value part lies outside the value");
     at.emplace_back(offset, std::string_view(static_cast<const char*>(info.ptr), n));
     buffers->infos.push_back(std::move(info));
   }
@@ -162,7 +162,8 @@ inline ReturnValues ValuesFrom(const py::list& values) {
   out.reserve(values.size());
   for (const auto& v : values) {
     auto t = v.cast<py::tuple>();
-    out.push_back(PartsValue(t[0].cast<size_t>(), t[1].cast<py::list>(), Handles(t[2].cast<py::list>())));
+    out.push_back(
+        PartsValue(t[0].cast<size_t>(), t[1].cast<py::list>(), Handles(t[2].cast<py::list>())));
   }
   return out;
 }

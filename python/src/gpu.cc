@@ -25,9 +25,13 @@ py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object
       ReleaseGil release;
       auto consumer = b.WrapStream(t.device(), static_cast<uintptr_t>(handle));
       auto ready = b.CreateEvent(t.device());
-      Status st = !consumer.ok() ? consumer.status() : !ready.ok() ? ready.status() : (*ready)->Record(*t.stream());
+      Status st = !consumer.ok() ? consumer.status()
+                  : !ready.ok()  ? ready.status()
+                                 : (*ready)->Record(*t.stream());
       if (st.ok()) st = (*consumer)->Wait(**ready);
-      if (!st.ok()) throw RuntimeError("cannot order the consumer's stream after the tensor's work: " + st.ToString());
+      if (!st.ok())
+        throw RuntimeError("cannot order the consumer's stream after the tensor's work: " +
+                           st.ToString());
     }
   } else {
     ReleaseGil release;
@@ -39,16 +43,18 @@ py::capsule DLPackCapsule(const gpu::Tensor& t, bool versioned, const py::object
   if (versioned) {
     return py::capsule(v, "dltensor_versioned", [](PyObject* cap) {
       if (PyCapsule_IsValid(cap, "dltensor_versioned")) {  // not taken by a consumer
-        auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
+        auto* m =
+            static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
         if (m->deleter) m->deleter(m);
       }
     });
   }
-  auto* legacy = new DLManagedTensor{v->dl_tensor, v, [](DLManagedTensor* self) {
-                                       auto* inner = static_cast<DLManagedTensorVersioned*>(self->manager_ctx);
-                                       if (inner->deleter) inner->deleter(inner);
-                                       delete self;
-                                     }};
+  auto* legacy =
+      new DLManagedTensor{v->dl_tensor, v, [](DLManagedTensor* self) {
+                            auto* inner = static_cast<DLManagedTensorVersioned*>(self->manager_ctx);
+                            if (inner->deleter) inner->deleter(inner);
+                            delete self;
+                          }};
   return py::capsule(legacy, "dltensor", [](PyObject* cap) {
     if (PyCapsule_IsValid(cap, "dltensor")) {
       auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
@@ -87,7 +93,8 @@ DLManagedTensorVersioned* TakeCapsule(const py::object& cap) {
 DLManagedTensorVersioned* ExportFrom(const py::object& obj, const py::object& stream_arg) {
   py::object cap;
   try {
-    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg, py::arg("max_version") = py::make_tuple(1, 0));
+    cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg,
+                                 py::arg("max_version") = py::make_tuple(1, 0));
   } catch (py::error_already_set& e) {
     if (!e.matches(PyExc_TypeError)) throw;  // a producer before DLPack 1.0 takes no max_version
     cap = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);
@@ -99,7 +106,8 @@ DLManagedTensorVersioned* ExportFrom(const py::object& obj, const py::object& st
 // the device, else those prism keeps for work outside tasks.
 std::pair<gpu::MemoryResource*, gpu::Stream*> DeviceResources(ProcessRuntime& runtime, int device) {
   gpu::Context* ctx = runtime.GpuContextOrNull();
-  if (ctx != nullptr && std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
+  if (ctx != nullptr &&
+      std::find(ctx->devices().begin(), ctx->devices().end(), device) != ctx->devices().end()) {
     return {&ctx->memory(device), &ctx->stream(device)};
   }
   Result<std::pair<gpu::MemoryResource*, gpu::Stream*>> outside = Status::Internal("unset");
@@ -128,13 +136,16 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
     ReleaseGil release;  // (it takes the GPU layer's lock)
     backend = runtime->GpuBackend();
   }
-  if (!backend.ok()) throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
+  if (!backend.ok())
+    throw RuntimeError("a prism tensor needs a GPU backend: " + backend.status().message());
   bool sim = (*backend)->name() == "sim";
   if (type != kDLCPU && type != kDLCUDA && type != kDLCUDAHost) {
-    throw py::value_error("DLPack device type " + std::to_string(type) + ": prism takes CUDA and host memory");
+    throw py::value_error("DLPack device type " + std::to_string(type) +
+                          ": prism takes CUDA and host memory");
   }
   if (type == kDLCUDA && sim) {
-    throw py::value_error("a CUDA tensor, but this process's GPU backend is sim (its devices are host memory)");
+    throw py::value_error(
+        "a CUDA tensor, but this process's GPU backend is sim (its devices are host memory)");
   }
   gpu::Context* ctx = runtime->GpuContextOrNull();
   int device = type == kDLCUDA ? id : (ctx != nullptr ? ctx->device() : 0);
@@ -148,7 +159,8 @@ gpu::Tensor TensorFromDLPack(const py::object& obj) {
     t = gpu::Tensor::FromDLPack(managed, **backend, *memory, *stream);
   }
   if (!t.ok()) {
-    if (t.status().code() == StatusCode::kInvalidArgument) throw py::value_error(t.status().message());
+    if (t.status().code() == StatusCode::kInvalidArgument)
+      throw py::value_error(t.status().message());
     throw RuntimeError(t.status().ToString());
   }
   return std::move(t).value();
@@ -203,7 +215,8 @@ struct CollectiveBuffer {
       stream_arg = py::int_(reinterpret_cast<uintptr_t>(stream->native()));
       sync_after = true;
     } else if (type != kDLCPU && type != kDLCUDAHost) {
-      throw py::value_error("DLPack device type " + std::to_string(type) + ": collectives take CUDA and host memory");
+      throw py::value_error("DLPack device type " + std::to_string(type) +
+                            ": collectives take CUDA and host memory");
     }
     dlpack.reset(ExportFrom(x, stream_arg));
     const DLTensor& t = dlpack->dl_tensor;
@@ -233,14 +246,15 @@ struct CollectiveBuffer {
     } else if (t.dtype.code == kDLInt && t.dtype.bits == 64) {
       dtype = collective::DType::kInt64;
     } else {
-      throw py::value_error("collectives take float16, bfloat16, float32, float64, int32 and int64 tensors");
+      throw py::value_error(
+          "collectives take float16, bfloat16, float32, float64, int32 and int64 tensors");
     }
     data = static_cast<uint8_t*>(t.data) + t.byte_offset;
   }
 
   CollectiveBuffer(const py::object& x, bool writable) {
-    if (!py::isinstance<gpu::Tensor>(x) && !PyObject_CheckBuffer(x.ptr()) && py::hasattr(x, "__dlpack__") &&
-        py::hasattr(x, "__dlpack_device__")) {
+    if (!py::isinstance<gpu::Tensor>(x) && !PyObject_CheckBuffer(x.ptr()) &&
+        py::hasattr(x, "__dlpack__") && py::hasattr(x, "__dlpack_device__")) {
       FromDLPack(x, writable);
       return;
     }
@@ -253,14 +267,16 @@ struct CollectiveBuffer {
       return;
     }
     if (!PyObject_CheckBuffer(x.ptr())) {
-      throw py::type_error("a collective takes a NumPy array (or another buffer) or a prism.gpu.Tensor, not " +
-                           std::string(py::str(x.get_type().attr("__name__"))));
+      throw py::type_error(
+          "a collective takes a NumPy array (or another buffer) or a prism.gpu.Tensor, not " +
+          std::string(py::str(x.get_type().attr("__name__"))));
     }
     info = x.cast<py::buffer>().request(writable);
     ssize_t expect = info.itemsize;
     for (ssize_t d = info.ndim; d-- > 0;) {
       if (info.shape[d] != 1 && info.strides[d] != expect) {
-        throw py::value_error("a collective's array must be C-contiguous (use numpy.ascontiguousarray)");
+        throw py::value_error(
+            "a collective's array must be C-contiguous (use numpy.ascontiguousarray)");
       }
       expect *= info.shape[d];
     }
@@ -278,14 +294,17 @@ struct CollectiveBuffer {
     } else if ((f == 'i' || f == 'l' || f == 'q') && info.itemsize == 8) {
       dtype = collective::DType::kInt64;
     } else {
-      throw py::value_error("collectives take float16, float32, float64, int32 and int64 arrays (and bfloat16 "
-                            "prism tensors), not format '" + info.format + "'");
+      throw py::value_error(
+          "collectives take float16, float32, float64, int32 and int64 arrays (and bfloat16 "
+          "prism tensors), not format '" +
+          info.format + "'");
     }
   }
 };
 
 void CheckSameDType(const CollectiveBuffer& a, const CollectiveBuffer& b) {
-  if (a.dtype != b.dtype) throw py::value_error("the input and the output must have the same dtype");
+  if (a.dtype != b.dtype)
+    throw py::value_error("the input and the output must have the same dtype");
 }
 
 }  // namespace
@@ -295,7 +314,8 @@ void BindGpu(py::module_& m) {
     gpu::Topology t;
     if (profile.empty()) {
       auto found = gpu::Topology::Discover();
-      if (!found.ok()) throw RuntimeError("no GPUs found here (" + found.status().message() + "); name a profile");
+      if (!found.ok())
+        throw RuntimeError("no GPUs found here (" + found.status().message() + "); name a profile");
       t = std::move(found).value();
     } else {
       auto loaded = gpu::Topology::Load(profile);
@@ -308,32 +328,39 @@ void BindGpu(py::module_& m) {
 
   // Device tensors (gpu::Tensor values written by C++ GPU tasks): shape, dtype, DLPack out.
   py::class_<gpu::Tensor>(m, "Tensor")
-      .def_property_readonly("shape", [](const gpu::Tensor& t) { return py::tuple(py::cast(t.shape())); })
-      .def_property_readonly("dtype", [](const gpu::Tensor& t) { return std::string(gpu::DTypeName(t.dtype())); })
+      .def_property_readonly("shape",
+                             [](const gpu::Tensor& t) { return py::tuple(py::cast(t.shape())); })
+      .def_property_readonly(
+          "dtype", [](const gpu::Tensor& t) { return std::string(gpu::DTypeName(t.dtype())); })
       .def_property_readonly("nbytes", &gpu::Tensor::bytes)
       .def("__dlpack_device__",
            [](const gpu::Tensor& t) {
              auto backend = CurrentRuntime()->GpuBackend();
              bool host = backend.ok() && (*backend)->name() == "sim";
-             return py::make_tuple(host ? static_cast<int>(kDLCPU) : static_cast<int>(kDLCUDA), host ? 0 : t.device());
+             return py::make_tuple(host ? static_cast<int>(kDLCPU) : static_cast<int>(kDLCUDA),
+                                   host ? 0 : t.device());
            })
       .def(
           "__dlpack__",
           [](const gpu::Tensor& t, py::object stream, py::object max_version, py::kwargs) {
             bool versioned = false;
-            if (!max_version.is_none()) versioned = max_version.cast<py::tuple>()[0].cast<int>() >= 1;
+            if (!max_version.is_none())
+              versioned = max_version.cast<py::tuple>()[0].cast<int>() >= 1;
             return DLPackCapsule(t, versioned, stream);
           },
           py::arg("stream") = py::none(), py::arg("max_version") = py::none())
       .def_property_readonly("device", &gpu::Tensor::device)
-      .def_property_readonly("data_ptr", [](const gpu::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()); })
-      .def_static("from_dlpack", &TensorFromDLPack, py::arg("tensor"),
-                  "A framework's tensor (anything with __dlpack__) as a prism tensor: the same memory when "
-                  "it is prism's, else a copy in prism's device memory")
+      .def_property_readonly(
+          "data_ptr", [](const gpu::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()); })
+      .def_static(
+          "from_dlpack", &TensorFromDLPack, py::arg("tensor"),
+          "A framework's tensor (anything with __dlpack__) as a prism tensor: the same memory when "
+          "it is prism's, else a copy in prism's device memory")
       .def("__repr__", [](const gpu::Tensor& t) {
         std::string shape;
         for (int64_t d : t.shape()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
-        return "prism.gpu.Tensor(shape=(" + shape + "), dtype=" + std::string(gpu::DTypeName(t.dtype())) +
+        return "prism.gpu.Tensor(shape=(" + shape +
+               "), dtype=" + std::string(gpu::DTypeName(t.dtype())) +
                ", device=" + std::to_string(t.device()) + ")";
       });
   m.def("pack_tensor", [](const gpu::Tensor& t) {
@@ -352,132 +379,161 @@ void BindGpu(py::module_& m) {
 
   // Collectives (prism/collective.py): groups over actors, operations on NumPy-like buffers and
   // prism.gpu.Tensor.
-  py::class_<collective::Group, std::unique_ptr<collective::Group, py::nodelete>>(m, "CollectiveGroup")
+  py::class_<collective::Group, std::unique_ptr<collective::Group, py::nodelete>>(m,
+                                                                                  "CollectiveGroup")
       .def_property_readonly("name", &collective::Group::name)
       .def_property_readonly("rank", &collective::Group::rank)
       .def_property_readonly("size", &collective::Group::size)
-      .def_property_readonly("backend", [](const collective::Group& g) { return collective::BackendName(g.backend()); })
-      .def("allreduce", [](collective::Group& g, py::object x, const std::string& op) {
-        CollectiveBuffer b(x, true);
-        ReleaseGil release;
-        g.AllReduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), b.stream);
-        b.Done();
-      })
-      .def("allgather", [](collective::Group& g, py::object out, py::object x) {
-        CollectiveBuffer o(out, true), i(x, false);
-        CheckSameDType(o, i);
-        if (o.count != i.count * static_cast<size_t>(g.size())) {
-          throw py::value_error("allgather's output must hold size * len(input) elements");
-        }
-        ReleaseGil release;
-        g.AllGather(i.data, o.data, i.count, i.dtype, o.stream ? o.stream : i.stream);
-        o.Done();
-        i.Done();
-      })
-      .def("reduce_scatter", [](collective::Group& g, py::object out, py::object x, const std::string& op) {
-        CollectiveBuffer o(out, true), i(x, false);
-        CheckSameDType(o, i);
-        if (i.count != o.count * static_cast<size_t>(g.size())) {
-          throw py::value_error("reduce_scatter's input must hold size * len(output) elements");
-        }
-        ReleaseGil release;
-        g.ReduceScatter(i.data, o.data, o.count, o.dtype, ParseReduceOp(op), o.stream ? o.stream : i.stream);
-        o.Done();
-        i.Done();
-      })
-      .def("broadcast", [](collective::Group& g, py::object x, int root) {
-        CollectiveBuffer b(x, true);
-        ReleaseGil release;
-        g.Broadcast(b.data, b.count, b.dtype, root, b.stream);
-        b.Done();
-      })
-      .def("reduce", [](collective::Group& g, py::object x, int root, const std::string& op) {
-        CollectiveBuffer b(x, true);
-        ReleaseGil release;
-        g.Reduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), root, b.stream);
-        b.Done();
-      })
-      .def("send", [](collective::Group& g, py::object x, int peer) {
-        CollectiveBuffer b(x, false);
-        ReleaseGil release;
-        g.Send(b.data, b.count, b.dtype, peer, b.stream);
-        b.Done();
-      })
-      .def("recv", [](collective::Group& g, py::object x, int peer) {
-        CollectiveBuffer b(x, true);
-        ReleaseGil release;
-        g.Recv(b.data, b.count, b.dtype, peer, b.stream);
-        b.Done();
-      })
-      .def("send_recv", [](collective::Group& g, const std::vector<std::tuple<std::string, py::object, int>>& ops) {
-        std::vector<std::unique_ptr<CollectiveBuffer>> buffers;
-        std::vector<collective::P2POp> batch;
-        gpu::Stream* stream = nullptr;
-        for (const auto& [kind, tensor, peer] : ops) {
-          if (kind != "send" && kind != "recv") throw py::value_error("a batch's operation is 'send' or 'recv', not '" + kind + "'");
-          buffers.push_back(std::make_unique<CollectiveBuffer>(tensor, kind == "recv"));
-          const CollectiveBuffer& b = *buffers.back();
-          batch.push_back(kind == "send" ? collective::P2POp::Send(b.data, b.count, b.dtype, peer)
-                                         : collective::P2POp::Recv(b.data, b.count, b.dtype, peer));
-          if (stream != nullptr && b.stream != nullptr && b.stream != stream) {
-            throw py::value_error("a batch's tensors must be on one stream (or host memory)");
-          }
-          if (stream == nullptr) stream = b.stream;
-        }
-        ReleaseGil release;
-        g.SendRecv(batch, stream);
-        for (auto& b : buffers) b->Done();
-      })
+      .def_property_readonly(
+          "backend",
+          [](const collective::Group& g) { return collective::BackendName(g.backend()); })
+      .def("allreduce",
+           [](collective::Group& g, py::object x, const std::string& op) {
+             CollectiveBuffer b(x, true);
+             ReleaseGil release;
+             g.AllReduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), b.stream);
+             b.Done();
+           })
+      .def("allgather",
+           [](collective::Group& g, py::object out, py::object x) {
+             CollectiveBuffer o(out, true), i(x, false);
+             CheckSameDType(o, i);
+             if (o.count != i.count * static_cast<size_t>(g.size())) {
+               throw py::value_error("allgather's output must hold size * len(input) elements");
+             }
+             ReleaseGil release;
+             g.AllGather(i.data, o.data, i.count, i.dtype, o.stream ? o.stream : i.stream);
+             o.Done();
+             i.Done();
+           })
+      .def(
+          "reduce_scatter",
+          [](collective::Group& g, py::object out, py::object x, const std::string& op) {
+            CollectiveBuffer o(out, true), i(x, false);
+            CheckSameDType(o, i);
+            if (i.count != o.count * static_cast<size_t>(g.size())) {
+              throw py::value_error("reduce_scatter's input must hold size * len(output) elements");
+            }
+            ReleaseGil release;
+            g.ReduceScatter(i.data, o.data, o.count, o.dtype, ParseReduceOp(op),
+                            o.stream ? o.stream : i.stream);
+            o.Done();
+            i.Done();
+          })
+      .def("broadcast",
+           [](collective::Group& g, py::object x, int root) {
+             CollectiveBuffer b(x, true);
+             ReleaseGil release;
+             g.Broadcast(b.data, b.count, b.dtype, root, b.stream);
+             b.Done();
+           })
+      .def("reduce",
+           [](collective::Group& g, py::object x, int root, const std::string& op) {
+             CollectiveBuffer b(x, true);
+             ReleaseGil release;
+             g.Reduce(b.data, b.data, b.count, b.dtype, ParseReduceOp(op), root, b.stream);
+             b.Done();
+           })
+      .def("send",
+           [](collective::Group& g, py::object x, int peer) {
+             CollectiveBuffer b(x, false);
+             ReleaseGil release;
+             g.Send(b.data, b.count, b.dtype, peer, b.stream);
+             b.Done();
+           })
+      .def("recv",
+           [](collective::Group& g, py::object x, int peer) {
+             CollectiveBuffer b(x, true);
+             ReleaseGil release;
+             g.Recv(b.data, b.count, b.dtype, peer, b.stream);
+             b.Done();
+           })
+      .def("send_recv",
+           [](collective::Group& g,
+              const std::vector<std::tuple<std::string, py::object, int>>& ops) {
+             std::vector<std::unique_ptr<CollectiveBuffer>> buffers;
+             std::vector<collective::P2POp> batch;
+             gpu::Stream* stream = nullptr;
+             for (const auto& [kind, tensor, peer] : ops) {
+               if (kind != "send" && kind != "recv")
+                 throw py::value_error("a batch's operation is 'send' or 'recv', not '" + kind +
+                                       "'");
+               buffers.push_back(std::make_unique<CollectiveBuffer>(tensor, kind == "recv"));
+               const CollectiveBuffer& b = *buffers.back();
+               batch.push_back(kind == "send"
+                                   ? collective::P2POp::Send(b.data, b.count, b.dtype, peer)
+                                   : collective::P2POp::Recv(b.data, b.count, b.dtype, peer));
+               if (stream != nullptr && b.stream != nullptr && b.stream != stream) {
+                 throw py::value_error("a batch's tensors must be on one stream (or host memory)");
+               }
+               if (stream == nullptr) stream = b.stream;
+             }
+             ReleaseGil release;
+             g.SendRecv(batch, stream);
+             for (auto& b : buffers) b->Done();
+           })
       .def("barrier", [](collective::Group& g) {
         ReleaseGil release;
         g.Barrier();
       });
-  m.def("collective_declare", [](const std::vector<py::bytes>& actors, const std::string& backend,
-                                 const std::string& name, double timeout_s, const std::string& order) {
-    if (order != "given" && order != "topology") {
-      throw InvalidArgumentError("a group's rank order is 'given' or 'topology', not '" + order + "'");
-    }
-    std::vector<ActorId> ids;
-    for (const auto& a : actors) {
-      std::string id = a;
-      if (!ActorId::IsValidBinary(id)) throw InvalidArgumentError("not an actor id");
-      ids.push_back(ActorId::FromBinary(id));
-    }
-    collective::GroupOptions options;
-    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-    options.order = order == "topology" ? collective::RankOrder::kTopology : collective::RankOrder::kAsGiven;
-    ReleaseGil release;
-    collective::internal::DeclareGroup(ids, ParseBackend(backend), name, options);
-  });
-  m.def("collective_split", [](const std::string& parent, const std::string& name, int color, int key) {
-    ReleaseGil release;
-    return collective::SplitGroup(parent, name, color, key);
-  }, py::return_value_policy::reference);
-  m.def("collective_get", [](const std::string& name) {
-    ReleaseGil release;
-    return &collective::GetGroup(name);
-  }, py::return_value_policy::reference);
-  m.def("collective_init", [](const std::string& name, int world_size, int rank, const std::string& backend,
-                              double timeout_s) {
-    collective::GroupOptions options;
-    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-    collective::Backend b = ParseBackend(backend);
-    ReleaseGil release;
-    return &collective::InitGroup(name, world_size, rank, b, options);
-  }, py::return_value_policy::reference);
+  m.def("collective_declare",
+        [](const std::vector<py::bytes>& actors, const std::string& backend,
+           const std::string& name, double timeout_s, const std::string& order) {
+          if (order != "given" && order != "topology") {
+            throw InvalidArgumentError("a group's rank order is 'given' or 'topology', not '" +
+                                       order + "'");
+          }
+          std::vector<ActorId> ids;
+          for (const auto& a : actors) {
+            std::string id = a;
+            if (!ActorId::IsValidBinary(id)) throw InvalidArgumentError("not an actor id");
+            ids.push_back(ActorId::FromBinary(id));
+          }
+          collective::GroupOptions options;
+          options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+          options.order = order == "topology" ? collective::RankOrder::kTopology
+                                              : collective::RankOrder::kAsGiven;
+          ReleaseGil release;
+          collective::internal::DeclareGroup(ids, ParseBackend(backend), name, options);
+        });
+  m.def(
+      "collective_split",
+      [](const std::string& parent, const std::string& name, int color, int key) {
+        ReleaseGil release;
+        return collective::SplitGroup(parent, name, color, key);
+      },
+      py::return_value_policy::reference);
+  m.def(
+      "collective_get",
+      [](const std::string& name) {
+        ReleaseGil release;
+        return &collective::GetGroup(name);
+      },
+      py::return_value_policy::reference);
+  m.def(
+      "collective_init",
+      [](const std::string& name, int world_size, int rank, const std::string& backend,
+         double timeout_s) {
+        collective::GroupOptions options;
+        options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+        collective::Backend b = ParseBackend(backend);
+        ReleaseGil release;
+        return &collective::InitGroup(name, world_size, rank, b, options);
+      },
+      py::return_value_policy::reference);
   m.def("collective_destroy", [](const std::string& name) {
     ReleaseGil release;
     collective::DestroyGroup(name);
   });
   m.def("collective_in_group", [](const std::string& name) { return collective::InGroup(name); });
-  m.def("collective_env", [] {  // what joining set in the C environment (Python's os.environ is a copy)
-    py::dict out;
-    for (const char* k : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
-      if (const char* v = std::getenv(k)) out[k] = v;
-    }
-    return out;
-  });
-
+  m.def("collective_env",
+        [] {  // what joining set in the C environment (Python's os.environ is a copy)
+          py::dict out;
+          for (const char* k : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
+            if (const char* v = std::getenv(k)) out[k] = v;
+          }
+          return out;
+        });
 }
 
 }  // namespace prism::binding

@@ -29,13 +29,15 @@ PYBIND11_MODULE(_prism, m) {
   static py::exception<ObjectStoreFullError> store_full(m, "ObjectStoreFullError", error.ptr());
   static py::exception<InvalidArgumentError> invalid(m, "InvalidArgumentError", error.ptr());
   static py::exception<RuntimeError> runtime(m, "RuntimeError", error.ptr());
-  static py::exception<collective::CollectiveError> collective_error(m, "CollectiveError", error.ptr());
+  static py::exception<collective::CollectiveError> collective_error(m, "CollectiveError",
+                                                                     error.ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const TaskError& e) {
       // (function, remote type, message with the remote traceback, pickled exception)
-      py::tuple args = py::make_tuple(e.function(), e.remote_type(), e.remote_message(), py::bytes(e.payload()));
+      py::tuple args =
+          py::make_tuple(e.function(), e.remote_type(), e.remote_message(), py::bytes(e.payload()));
       PyErr_SetObject(task_error.ptr(), args.ptr());
     } catch (const WorkerCrashedError& e) {
       crashed(e.what());
@@ -69,10 +71,11 @@ PYBIND11_MODULE(_prism, m) {
 
   m.def(
       "init",
-      [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory, uint64_t memory,
-         const std::map<std::string, double>& resources, const std::string& log_level,
-         const std::vector<std::string>& worker_argv, const std::vector<std::string>& code_search_path,
-         const std::string& gpu_topology, bool timeline, const std::vector<std::string>& worker_launch_prefix,
+      [](const std::string& address, double num_cpus, int num_gpus, uint64_t object_store_memory,
+         uint64_t memory, const std::map<std::string, double>& resources,
+         const std::string& log_level, const std::vector<std::string>& worker_argv,
+         const std::vector<std::string>& code_search_path, const std::string& gpu_topology,
+         bool timeline, const std::vector<std::string>& worker_launch_prefix,
          bool object_store_prefault) {
         InitOptions o;
         o.object_store_prefault = object_store_prefault;
@@ -93,8 +96,8 @@ PYBIND11_MODULE(_prism, m) {
       },
       py::arg("address"), py::arg("num_cpus"), py::arg("num_gpus"), py::arg("object_store_memory"),
       py::arg("memory"), py::arg("resources"), py::arg("log_level"), py::arg("worker_argv"),
-      py::arg("code_search_path"), py::arg("gpu_topology"), py::arg("timeline"), py::arg("worker_launch_prefix"),
-      py::arg("object_store_prefault") = false);
+      py::arg("code_search_path"), py::arg("gpu_topology"), py::arg("timeline"),
+      py::arg("worker_launch_prefix"), py::arg("object_store_prefault") = false);
 
   m.def("write_timeline", [](const std::string& path) {
     binding::ReleaseGil release;

@@ -1,7 +1,8 @@
-// prism._prism: objects: refs, put, get, wait, cancel, the key-value store, the object store's buffers.
-#include "binding.h"
-
+// prism._prism: objects: refs, put, get, wait, cancel, the key-value store, the object store's
+// buffers.
 #include <absl/container/flat_hash_set.h>
+
+#include "binding.h"
 
 namespace py = pybind11;
 
@@ -10,7 +11,8 @@ namespace prism::binding {
 void BindObjects(py::module_& m) {
   py::class_<Pinned>(m, "Pinned", py::buffer_protocol())
       .def_buffer([](Pinned& p) {
-        return py::buffer_info(const_cast<char*>(p.bytes.data()), 1, py::format_descriptor<uint8_t>::format(), 1,
+        return py::buffer_info(const_cast<char*>(p.bytes.data()), 1,
+                               py::format_descriptor<uint8_t>::format(), 1,
                                {static_cast<py::ssize_t>(p.bytes.size())}, {1}, /*readonly=*/true);
       })
       .def("__len__", [](const Pinned& p) { return p.bytes.size(); });
@@ -27,17 +29,19 @@ void BindObjects(py::module_& m) {
         return py::make_tuple(o.socket_path, py::bytes(o.worker_id), py::bytes(o.node_id));
       });
 
-
   m.def("put", [](size_t size, const py::list& parts, const py::list& nested) {
     internal::EncodedValue v = PartsValue(size, parts, Handles(nested));
     ReleaseGil release;
     return internal::Put(v);
   });
 
-  m.def("make_ref", [](const py::bytes& id, const std::string& socket, const py::bytes& worker, const py::bytes& node) {
+  m.def("make_ref", [](const py::bytes& id, const std::string& socket, const py::bytes& worker,
+                       const py::bytes& node) {
     std::string bin(id);
     if (!ObjectId::IsValidBinary(bin)) throw InvalidArgumentError("not an object id");
-    return internal::MakeRef(ObjectId::FromBinary(bin), internal::OwnerAddress{socket, std::string(worker), std::string(node)});
+    return internal::MakeRef(
+        ObjectId::FromBinary(bin),
+        internal::OwnerAddress{socket, std::string(worker), std::string(node)});
   });
 
   // The encoded values of `refs` (bytes), in order; raises the first error.
@@ -76,7 +80,8 @@ void BindObjects(py::module_& m) {
     absl::flat_hash_set<ObjectId> seen;
     seen.reserve(raw.size());
     for (const RefHandle* r : raw) {
-      if (!seen.insert(r->id()).second) throw InvalidArgumentError("wait() was given the same ObjectRef twice");
+      if (!seen.insert(r->id()).second)
+        throw InvalidArgumentError("wait() was given the same ObjectRef twice");
     }
     std::vector<bool> ready = internal::WaitReady(raw, num_returns, timeout_ms);
     size_t kept = 0;
@@ -92,11 +97,12 @@ void BindObjects(py::module_& m) {
     internal::CancelTask(*ref, force);
   });
 
-  m.def("kv_put", [](const std::string& ns, const py::bytes& key, const py::bytes& value, bool overwrite) {
-    std::string k(key), v(value);
-    ReleaseGil release;
-    return CurrentRuntime()->KvPut(ns, k, v, overwrite);
-  });
+  m.def("kv_put",
+        [](const std::string& ns, const py::bytes& key, const py::bytes& value, bool overwrite) {
+          std::string k(key), v(value);
+          ReleaseGil release;
+          return CurrentRuntime()->KvPut(ns, k, v, overwrite);
+        });
   m.def("kv_get", [](const std::string& ns, const py::bytes& key) -> py::object {
     std::string k(key);
     std::optional<std::string> v;

@@ -1,6 +1,4 @@
 // prism._prism: tasks, actors, placement groups and the worker loop that runs Python tasks.
-#include "binding.h"
-
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -11,6 +9,8 @@
 #include <set>
 #include <string_view>
 #include <utility>
+
+#include "binding.h"
 
 namespace py = pybind11;
 
@@ -43,7 +43,8 @@ void ReadPlacedResources(const py::dict& o, double default_cpus, Options& out) {
   if (strategy == "SPREAD") {
     out.scheduling_strategy = SchedulingStrategy::kSpread;
   } else if (strategy != "DEFAULT") {
-    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" + strategy + "\"");
+    throw InvalidArgumentError("scheduling_strategy must be \"DEFAULT\" or \"SPREAD\", not \"" +
+                               strategy + "\"");
   }
   out.placement_group = GroupFrom(o);
   out.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
@@ -78,7 +79,8 @@ std::vector<internal::SerializedArg> PackArgs(const py::list& args) {
     if (a[0].cast<std::string>() == "ref") {
       packed.push_back(internal::SerializedArg{a[1].cast<RefPtr>(), {}, {}});
     } else {
-      packed.push_back(internal::MakeArg(PartsValue(a[1].cast<size_t>(), a[2].cast<py::list>(), Handles(a[3].cast<py::list>()))));
+      packed.push_back(internal::MakeArg(
+          PartsValue(a[1].cast<size_t>(), a[2].cast<py::list>(), Handles(a[3].cast<py::list>()))));
     }
   }
   return packed;
@@ -125,7 +127,8 @@ class AsyncCalls {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (fd_ < 0 || methods_.find(target) == methods_.end()) return false;
-      calls_.push_back(Call{spec.function(), args, source, later, std::max<uint32_t>(1, spec.num_returns()),
+      calls_.push_back(Call{spec.function(), args, source, later,
+                            std::max<uint32_t>(1, spec.num_returns()),
                             TaskId::FromBinary(spec.task_id()).Hex()});
       wake = !signalled_;
       signalled_ = true;
@@ -176,15 +179,18 @@ void BindTasks(py::module_& m) {
              auto out = std::make_shared<ReturnValues>(ValuesFrom(values));
              c.Finish([out] { return std::move(*out); });
            })
-      .def("error", [](Completion& c, const std::string& type, const std::string& message, const py::bytes& payload) {
-        std::string p(payload);
-        c.Finish([type, message, p]() -> ReturnValues { throw ForeignTaskError(type, message, p); });
-      })
+      .def("error",
+           [](Completion& c, const std::string& type, const std::string& message,
+              const py::bytes& payload) {
+             std::string p(payload);
+             c.Finish([type, message, p]() -> ReturnValues {
+               throw ForeignTaskError(type, message, p);
+             });
+           })
       // An argument's device objects went with their producer: the caller may rebuild it.
       .def("lost", [](Completion& c, const std::string& message) {
         c.Finish([message]() -> ReturnValues { throw ObjectLostError(message); });
       });
-
 
   // In a worker process: runs tasks until the daemon ends the worker (the process exits).
   // `execute(function, args)` runs one task: args are read-only memoryviews of the encoded
@@ -205,7 +211,8 @@ void BindTasks(py::module_& m) {
   });
   // An async actor: its calls of `methods` go to its event loop without the executor's thread
   // taking the GIL; the loop watches the returned descriptor and takes them (take_async_calls).
-  m.def("route_async_calls", [](std::vector<std::string> methods) { return RoutedCalls().Route(std::move(methods)); });
+  m.def("route_async_calls",
+        [](std::vector<std::string> methods) { return RoutedCalls().Route(std::move(methods)); });
   // [(descriptor, [argument views], completion, num_returns, task id)] queued since the last take.
   m.def("take_async_calls", [] {
     std::deque<AsyncCalls::Call> calls;
@@ -226,23 +233,29 @@ void BindTasks(py::module_& m) {
   m.def("run_worker", [](py::object execute) {
     auto holder = std::make_shared<py::object>(std::move(execute));
     SetCallCanceller([](const TaskId& task) { Cancelled().Push(task.Hex()); });
-    SetForeignExecutor([holder](const rpc::TaskSpec& spec, const std::vector<std::string_view>& args,
+    SetForeignExecutor([holder](const rpc::TaskSpec& spec,
+                                const std::vector<std::string_view>& args,
                                 const std::shared_ptr<const void>& source,
                                 const ReplyLater& later) -> ReturnValues {
-      if (RoutedCalls().Offer(spec, args, source, later)) throw ReplyDeferred{};  // the loop answers it
+      if (RoutedCalls().Offer(spec, args, source, later))
+        throw ReplyDeferred{};  // the loop answers it
       // Waiting for the GIL is not blocking: another thread would only wait for it too.
       std::optional<ExcusedWait> excused(std::in_place);
       py::gil_scoped_acquire gil;
       excused.reset();
       py::list views;
-      for (const auto& a : args) views.append(Pinned{a, source});  // zero-copy reads keep the args alive
+      for (const auto& a : args)
+        views.append(Pinned{a, source});  // zero-copy reads keep the args alive
       auto completion = std::make_shared<Completion>();
       completion->later = later;
       py::tuple out;
       try {
-        const char* kind = spec.has_actor_creation() ? "create" : !spec.actor_id().empty() ? "method" : "task";
+        const char* kind = spec.has_actor_creation()  ? "create"
+                           : !spec.actor_id().empty() ? "method"
+                                                      : "task";
         out = (*holder)(kind, spec.function(), views, spec.streaming(), completion,
-                        std::max<uint32_t>(1, spec.num_returns()), TaskId::FromBinary(spec.task_id()).Hex())
+                        std::max<uint32_t>(1, spec.num_returns()),
+                        TaskId::FromBinary(spec.task_id()).Hex())
                   .cast<py::tuple>();
       } catch (py::error_already_set& e) {
         throw std::runtime_error(std::string("the Python worker failed: ") + e.what());
@@ -257,7 +270,8 @@ void BindTasks(py::module_& m) {
       }
       if (kind == "ok_multi") return ValuesFrom(out[1].cast<py::list>());
       ReturnValues values;
-      values.push_back(PartsValue(out[1].cast<size_t>(), out[2].cast<py::list>(), Handles(out[3].cast<py::list>())));
+      values.push_back(PartsValue(out[1].cast<size_t>(), out[2].cast<py::list>(),
+                                  Handles(out[3].cast<py::list>())));
       return values;
     });
     {
@@ -276,13 +290,13 @@ void BindTasks(py::module_& m) {
       },
       py::arg("function"), py::arg("args"), py::arg("options"));
   // A task with num_returns > 1: the handles of its return objects, in order.
-  m.def("submit_task_returns",
-        [](const std::string& function, const py::list& args, const py::dict& options, uint32_t num_returns) {
-          TaskOptions t = TaskOptionsFrom(options);
-          std::vector<internal::SerializedArg> packed = PackArgs(args);
-          ReleaseGil release;
-          return CurrentRuntime()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
-        });
+  m.def("submit_task_returns", [](const std::string& function, const py::list& args,
+                                  const py::dict& options, uint32_t num_returns) {
+    TaskOptions t = TaskOptionsFrom(options);
+    std::vector<internal::SerializedArg> packed = PackArgs(args);
+    ReleaseGil release;
+    return CurrentRuntime()->SubmitTaskReturns(function, std::move(packed), t, num_returns);
+  });
 
   py::class_<internal::StreamHandle, std::shared_ptr<internal::StreamHandle>>(m, "StreamHandle")
       .def("next",
@@ -297,12 +311,13 @@ void BindTasks(py::module_& m) {
            })
       .def("completion", &internal::StreamHandle::completion);
 
-  m.def("submit_streaming_task", [](const std::string& function, const py::list& args, const py::dict& options) {
-    TaskOptions t = TaskOptionsFrom(options);
-    std::vector<internal::SerializedArg> packed = PackArgs(args);
-    ReleaseGil release;
-    return internal::SubmitStreamingTask(function, std::move(packed), t);
-  });
+  m.def("submit_streaming_task",
+        [](const std::string& function, const py::list& args, const py::dict& options) {
+          TaskOptions t = TaskOptionsFrom(options);
+          std::vector<internal::SerializedArg> packed = PackArgs(args);
+          ReleaseGil release;
+          return internal::SubmitStreamingTask(function, std::move(packed), t);
+        });
 
   // In a streaming task: sends one value to the caller.
   m.def("stream_write", [](size_t size, const py::list& parts, const py::list& nested) {
@@ -312,20 +327,23 @@ void BindTasks(py::module_& m) {
   });
 
   py::class_<internal::ActorRef>(m, "ActorRef")
-      .def_property_readonly("id", [](const internal::ActorRef& a) { return py::bytes(a.id.Binary()); })
+      .def_property_readonly("id",
+                             [](const internal::ActorRef& a) { return py::bytes(a.id.Binary()); })
       .def_property_readonly("lifetime", [](const internal::ActorRef& a) { return a.lifetime; });
 
-  m.def("create_actor", [](const std::string& factory, const py::list& args, const py::dict& options) {
-    ActorOptions a = ActorOptionsFrom(options);
-    std::vector<internal::SerializedArg> packed = PackArgs(args);
-    ReleaseGil release;
-    return internal::CreateActor(factory, std::move(packed), a);
-  });
-  m.def("submit_actor_task", [](const internal::ActorRef& actor, const std::string& method, const py::list& args) {
-    std::vector<internal::SerializedArg> packed = PackArgs(args);
-    ReleaseGil release;
-    return internal::SubmitActorTask(actor, method, std::move(packed));
-  });
+  m.def("create_actor",
+        [](const std::string& factory, const py::list& args, const py::dict& options) {
+          ActorOptions a = ActorOptionsFrom(options);
+          std::vector<internal::SerializedArg> packed = PackArgs(args);
+          ReleaseGil release;
+          return internal::CreateActor(factory, std::move(packed), a);
+        });
+  m.def("submit_actor_task",
+        [](const internal::ActorRef& actor, const std::string& method, const py::list& args) {
+          std::vector<internal::SerializedArg> packed = PackArgs(args);
+          ReleaseGil release;
+          return internal::SubmitActorTask(actor, method, std::move(packed));
+        });
   m.def("submit_actor_task_returns", [](const internal::ActorRef& actor, const std::string& method,
                                         const py::list& args, uint32_t num_returns) {
     std::vector<internal::SerializedArg> packed = PackArgs(args);
@@ -382,7 +400,8 @@ void BindTasks(py::module_& m) {
           } else if (strategy == "STRICT_SPREAD") {
             o.strategy = PlacementStrategy::kStrictSpread;
           } else {
-            throw InvalidArgumentError("strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, not " + strategy);
+            throw InvalidArgumentError(
+                "strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, not " + strategy);
           }
           PlacementGroup g;
           {
@@ -393,7 +412,8 @@ void BindTasks(py::module_& m) {
         });
   m.def("wait_placement_group", [](uint64_t id, int64_t timeout_ms) {
     ReleaseGil release;
-    return PlacementGroup(id, "", PlacementStrategy::kPack, {}).Wait(std::chrono::milliseconds(timeout_ms));
+    return PlacementGroup(id, "", PlacementStrategy::kPack, {})
+        .Wait(std::chrono::milliseconds(timeout_ms));
   });
   m.def("remove_placement_group", [](uint64_t id) {
     ReleaseGil release;
@@ -409,7 +429,8 @@ void BindTasks(py::module_& m) {
   });
   m.def("gpu_ids", &GetGpuIds);
   // In an actor's process, as it is created: the name its output lines carry.
-  m.def("set_actor_label", [](const std::string& label) { CurrentRuntime()->SetActorLabel(label); });
+  m.def("set_actor_label",
+        [](const std::string& label) { CurrentRuntime()->SetActorLabel(label); });
   m.def("nodes", [] {
     std::vector<NodeInfo> nodes;
     {
@@ -449,7 +470,8 @@ void BindTasks(py::module_& m) {
       py::list bundles;
       for (const auto& b : g.bundles()) {
         py::dict bd;
-        for (const auto& r : b.resources()) bd[py::str(r.name())] = static_cast<double>(r.milli()) / 1000.0;
+        for (const auto& r : b.resources())
+          bd[py::str(r.name())] = static_cast<double>(r.milli()) / 1000.0;
         bundles.append(bd);
       }
       d["bundles"] = bundles;
@@ -468,7 +490,6 @@ void BindTasks(py::module_& m) {
     d["used"] = st.used;
     return d;
   });
-
 }
 
 }  // namespace prism::binding

@@ -2,18 +2,17 @@
 // (2, 3 and 4 ranks, each an actor holding a GPU), and nccl on CUDA devices when run with
 // PRISM_TEST_GPU_BACKEND=cuda (ctest label gpu: as many ranks as the machine has GPUs, up to 4,
 // one on a one-GPU machine). Also ranks that follow the GPU topology.
+#include <gtest/gtest.h>
 #include <prism/collective.h>
 #include <prism/gpu.h>
 #include <prism/prism.h>
 
-#include "collectives/suite.h"
-#include "e2e/gpu_test_backend.h"
-
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <string>
 #include <vector>
+
+#include "collectives/suite.h"
+#include "e2e/gpu_test_backend.h"
 
 namespace {
 
@@ -32,7 +31,8 @@ class DeviceMember {
  public:
   // Runs `op` on this rank's inputs, copied into device memory, on the actor's stream; returns
   // what it got.
-  std::vector<double> Run(std::string name, int op, int dtype_int, int reduce_int, int count, int root) {
+  std::vector<double> Run(std::string name, int op, int dtype_int, int reduce_int, int count,
+                          int root) {
     col::Group& g = col::GetGroup(name);
     gpu::Context& ctx = gpu::CurrentContext();
     auto dtype = static_cast<DType>(dtype_int);
@@ -53,28 +53,36 @@ class DeviceMember {
   void Leave(std::string name) { col::DestroyGroup(name); }
 };
 DeviceMember* MakeDeviceMember() { return new DeviceMember(); }
-PRISM_REMOTE(MakeDeviceMember, &DeviceMember::Run, &DeviceMember::Gpus, &DeviceMember::Rank, &DeviceMember::Leave);
+PRISM_REMOTE(MakeDeviceMember, &DeviceMember::Run, &DeviceMember::Gpus, &DeviceMember::Rank,
+             &DeviceMember::Leave);
 
 class DeviceSuiteTest : public ::testing::Test {
  protected:
-  void SetUp() override { PRISM_INIT_GPU_SUITE((prism::InitOptions{.num_cpus = 8}), "nvlink-pairs-4", "256M", 1); }
+  void SetUp() override {
+    PRISM_INIT_GPU_SUITE((prism::InitOptions{.num_cpus = 8}), "nvlink-pairs-4", "256M", 1);
+  }
   void TearDown() override { prism_test::ShutdownGpuSuite(); }
 
-  col::Backend backend() const { return prism_test::OnCuda() ? col::Backend::kNccl : col::Backend::kGloo; }
+  col::Backend backend() const {
+    return prism_test::OnCuda() ? col::Backend::kNccl : col::Backend::kGloo;
+  }
   int gpus() const {
     std::string why;
     return prism_test::OnCuda() ? prism_test::CudaDeviceCount(&why) : 4;
   }
   std::vector<prism::ActorHandle<DeviceMember>> Members(int n) {
     std::vector<prism::ActorHandle<DeviceMember>> out;
-    for (int i = 0; i < n; ++i) out.push_back(prism::Actor(MakeDeviceMember).Options({.num_gpus = 1}).Remote());
+    for (int i = 0; i < n; ++i)
+      out.push_back(prism::Actor(MakeDeviceMember).Options({.num_gpus = 1}).Remote());
     return out;
   }
-  void CheckOp(const std::vector<prism::ActorHandle<DeviceMember>>& m, const std::string& name, int op, DType dtype,
-               ReduceOp reduce, int count, int root = 0) {
+  void CheckOp(const std::vector<prism::ActorHandle<DeviceMember>>& m, const std::string& name,
+               int op, DType dtype, ReduceOp reduce, int count, int root = 0) {
     int n = static_cast<int>(m.size());
     std::vector<prism::ObjectRef<std::vector<double>>> refs;
-    for (auto& a : m) refs.push_back(a.Task(&DeviceMember::Run).Remote(name, op, int(dtype), int(reduce), count, root));
+    for (auto& a : m)
+      refs.push_back(
+          a.Task(&DeviceMember::Run).Remote(name, op, int(dtype), int(reduce), count, root));
     std::vector<std::vector<double>> got;
     for (int r = 0; r < n; ++r) got.push_back(prism::Get(refs[r], 60s));
     ExpectReference(got, op, dtype, reduce, count, root);
@@ -128,7 +136,8 @@ TEST_F(DeviceSuiteTest, RanksCanFollowTheGpuTopology) {
   int nvlink_hops = 0;
   for (int r = 0; r < 4; ++r) {
     int a = ring[r], b = ring[(r + 1) % 4];
-    nvlink_hops += (std::min(a, b) == 0 && std::max(a, b) == 1) || (std::min(a, b) == 2 && std::max(a, b) == 3);
+    nvlink_hops += (std::min(a, b) == 0 && std::max(a, b) == 1) ||
+                   (std::min(a, b) == 2 && std::max(a, b) == 3);
   }
   EXPECT_EQ(nvlink_hops, 2) << "both NVLink pairs adjacent in rank order";
   CheckOp(declared, "ring", kAllReduce, DType::kFloat32, ReduceOp::kSum, 100);

@@ -2,15 +2,10 @@
 // every dtype, checked against a reference computed here; sizes of 1, primes and non-multiples of
 // the group's size; a rank that never joins and a rank killed mid-allreduce turn into errors
 // within the timeout on the others; a destroyed group is created again.
-#include <prism/collective.h>
-#include <prism/prism.h>
-
-#include "collectives/internal.h"
-#include "collectives/suite.h"
-
-#include <prism/gpu/float16.h>
-
 #include <gtest/gtest.h>
+#include <prism/collective.h>
+#include <prism/gpu/float16.h>
+#include <prism/prism.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,6 +15,9 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "collectives/internal.h"
+#include "collectives/suite.h"
 
 namespace {
 
@@ -60,7 +58,8 @@ class Member {
       int64_t v = col::GetGroup(parent).rank();
       sub->AllReduce(&v, &v, 1, DType::kInt64, ReduceOp::kSum);
       if (&col::GetGroup(name) != sub) return "not registered";
-      return std::to_string(sub->rank()) + "/" + std::to_string(sub->size()) + " sum " + std::to_string(v);
+      return std::to_string(sub->rank()) + "/" + std::to_string(sub->size()) + " sum " +
+             std::to_string(v);
     } catch (const prism::Error& e) {
       return e.what();
     }
@@ -68,7 +67,8 @@ class Member {
   void Leave(std::string name) { col::DestroyGroup(name); }
 
   // Runs `op` on this rank's inputs (host memory) and returns what it got, as doubles.
-  std::vector<double> Run(std::string name, int op, int dtype_int, int reduce_int, int count, int root) {
+  std::vector<double> Run(std::string name, int op, int dtype_int, int reduce_int, int count,
+                          int root) {
     col::Group& g = col::GetGroup(name);
     auto dtype = static_cast<DType>(dtype_int);
     auto reduce = static_cast<ReduceOp>(reduce_int);
@@ -105,8 +105,9 @@ class Member {
   }
 };
 Member* MakeMember() { return new Member(); }
-PRISM_REMOTE(MakeMember, &Member::Join, &Member::JoinAs, &Member::TryJoin, &Member::Env, &Member::Pid,
-             &Member::Split, &Member::Leave, &Member::Run, &Member::TryAllReduce, &Member::TryBadInput);
+PRISM_REMOTE(MakeMember, &Member::Join, &Member::JoinAs, &Member::TryJoin, &Member::Env,
+             &Member::Pid, &Member::Split, &Member::Leave, &Member::Run, &Member::TryAllReduce,
+             &Member::TryBadInput);
 
 class GlooTest : public ::testing::Test {
  protected:
@@ -119,8 +120,8 @@ class GlooTest : public ::testing::Test {
     return out;
   }
   // Runs one operation on every member and checks each rank's result against the reference.
-  void Check(const std::vector<prism::ActorHandle<Member>>& m, const std::string& name, int op, DType dtype,
-             ReduceOp reduce, int count, int root = 0) {
+  void Check(const std::vector<prism::ActorHandle<Member>>& m, const std::string& name, int op,
+             DType dtype, ReduceOp reduce, int count, int root = 0) {
     int n = static_cast<int>(m.size());
     std::vector<prism::ObjectRef<std::vector<double>>> refs;
     for (auto& a : m) {
@@ -131,7 +132,6 @@ class GlooTest : public ::testing::Test {
     ExpectReference(got, op, dtype, reduce, count, root);
   }
 };
-
 
 TEST_F(GlooTest, EveryOperationAndDtypeOnTwoThreeAndFourRanks) {
   for (int n : {2, 3, 4}) {
@@ -175,29 +175,35 @@ TEST_F(GlooTest, MembersGetTheTorchDistributedEnvironment) {
     EXPECT_EQ(env[3], "127.0.0.1");
     EXPECT_GT(std::atoi(env[4].c_str()), 0);
   }
-  EXPECT_EQ(prism::Get(m[0].Task(&Member::Env).Remote())[4], prism::Get(m[1].Task(&Member::Env).Remote())[4]);
+  EXPECT_EQ(prism::Get(m[0].Task(&Member::Env).Remote())[4],
+            prism::Get(m[1].Task(&Member::Env).Remote())[4]);
 }
 
 TEST_F(GlooTest, RanksCanDeclareTheGroupThemselves) {
   auto m = Members(3);
   std::vector<prism::ObjectRef<int>> joins;
-  for (int r = 0; r < 3; ++r) joins.push_back(m[r].Task(&Member::JoinAs).Remote(std::string("self"), 3, r));
+  for (int r = 0; r < 3; ++r)
+    joins.push_back(m[r].Task(&Member::JoinAs).Remote(std::string("self"), 3, r));
   for (int r = 0; r < 3; ++r) EXPECT_EQ(prism::Get(joins[r], 30s), r);
   Check(m, "self", kAllReduce, DType::kFloat32, ReduceOp::kSum, 100);
   auto other = prism::Actor(MakeMember).Remote();
-  EXPECT_THROW(prism::Get(other.Task(&Member::JoinAs).Remote(std::string("self"), 4, 3), 30s), prism::TaskError)
+  EXPECT_THROW(prism::Get(other.Task(&Member::JoinAs).Remote(std::string("self"), 4, 3), 30s),
+               prism::TaskError)
       << "a rank that disagrees on the size";
 }
 
 TEST_F(GlooTest, BadInputIsAClearError) {
   auto m = Members(2);
-  EXPECT_THROW(col::CreateGroup(std::vector<prism::ActorHandle<Member>>{}, col::Backend::kGloo, "empty"),
-               prism::InvalidArgumentError);
+  EXPECT_THROW(
+      col::CreateGroup(std::vector<prism::ActorHandle<Member>>{}, col::Backend::kGloo, "empty"),
+      prism::InvalidArgumentError);
   EXPECT_THROW(col::CreateGroup(m, col::Backend::kGloo, "bad name!"), prism::InvalidArgumentError);
-  EXPECT_THROW(col::CreateGroup(std::vector<prism::ActorHandle<Member>>{m[0], m[0]}, col::Backend::kGloo, "twice"),
+  EXPECT_THROW(col::CreateGroup(std::vector<prism::ActorHandle<Member>>{m[0], m[0]},
+                                col::Backend::kGloo, "twice"),
                prism::InvalidArgumentError);
   col::CreateGroup(m, col::Backend::kGloo, "bad");
-  EXPECT_THROW(col::CreateGroup(m, col::Backend::kGloo, "bad"), prism::InvalidArgumentError) << "the name is taken";
+  EXPECT_THROW(col::CreateGroup(m, col::Backend::kGloo, "bad"), prism::InvalidArgumentError)
+      << "the name is taken";
   EXPECT_THROW(col::GetGroup("bad"), prism::InvalidArgumentError) << "the driver is not a member";
   EXPECT_THROW(col::GetGroup("nowhere"), prism::InvalidArgumentError);
   auto a = m[0].Task(&Member::TryBadInput).Remote(std::string("bad"));
@@ -243,8 +249,9 @@ TEST_F(GlooTest, ARankKilledMidAllreduceFailsTheOthersAndTheGroupCanBeCreatedAga
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "errors within the timeout, not a hang";
   // Broken now; destroyed and created again with a new member in the dead one's place.
-  EXPECT_NE(prism::Get(m[0].Task(&Member::TryAllReduce).Remote(std::string("fragile"), 4)).find("broken"),
-            std::string::npos);
+  EXPECT_NE(
+      prism::Get(m[0].Task(&Member::TryAllReduce).Remote(std::string("fragile"), 4)).find("broken"),
+      std::string::npos);
   col::DestroyGroup("fragile");
   prism::Get(m[0].Task(&Member::Leave).Remote(std::string("fragile")));
   // (m[1] does not leave: its broken membership gives way to the new group when it next asks.)
@@ -253,7 +260,8 @@ TEST_F(GlooTest, ARankKilledMidAllreduceFailsTheOthersAndTheGroupCanBeCreatedAga
   Check(again, "fragile", kAllReduce, DType::kFloat32, ReduceOp::kSum, 1000);
 }
 
-// A rank that lives but does not come to a collective: the others fail within the timeout, naming it.
+// A rank that lives but does not come to a collective: the others fail within the timeout, naming
+// it.
 TEST_F(GlooTest, ARankThatStallsIsNamedWithinTheTimeout) {
   auto m = Members(3);
   col::CreateGroup(m, col::Backend::kGloo, "stall", {.timeout = 2s});
@@ -279,7 +287,8 @@ TEST_F(GlooTest, SplitFormsSubgroupsByColorAndKey) {
     std::vector<prism::ObjectRef<std::string>> refs;
     for (int r = 0; r < 4; ++r) {
       if (colors[r] == -2) continue;  // this rank does not come
-      refs.push_back(m[r].Task(&Member::Split).Remote(std::string("whole"), name, colors[r], keys[r]));
+      refs.push_back(
+          m[r].Task(&Member::Split).Remote(std::string("whole"), name, colors[r], keys[r]));
     }
     std::vector<std::string> out;
     for (auto& ref : refs) out.push_back(prism::Get(ref, 60s));
@@ -296,16 +305,22 @@ TEST_F(GlooTest, SplitFormsSubgroupsByColorAndKey) {
   EXPECT_EQ(three, (std::vector<std::string>{"0/3 sum 3", "1/3 sum 3", "2/3 sum 3", "none"}));
   // The parent still works, and a name in use is refused on the rank that has it.
   Check(m, "whole", kAllReduce, DType::kFloat32, ReduceOp::kSum, 33);
-  std::string again = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("half"), 0, 0), 30s);
+  std::string again = prism::Get(
+      m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("half"), 0, 0), 30s);
   EXPECT_NE(again.find("'half' is in use"), std::string::npos) << again;
-  std::string unknown = prism::Get(m[0].Task(&Member::Split).Remote(std::string("nowhere"), std::string("x"), 0, 0), 30s);
-  EXPECT_NE(unknown.find("not a member of collective group 'nowhere'"), std::string::npos) << unknown;
-  std::string color = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("y"), -7, 0), 30s);
+  std::string unknown = prism::Get(
+      m[0].Task(&Member::Split).Remote(std::string("nowhere"), std::string("x"), 0, 0), 30s);
+  EXPECT_NE(unknown.find("not a member of collective group 'nowhere'"), std::string::npos)
+      << unknown;
+  std::string color = prism::Get(
+      m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("y"), -7, 0), 30s);
   EXPECT_NE(color.find("color"), std::string::npos) << color;
   // The refused split counted on rank 0 only: the group splits no more, on any rank.
-  std::string after = prism::Get(m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("z"), 0, 0), 30s);
+  std::string after = prism::Get(
+      m[0].Task(&Member::Split).Remote(std::string("whole"), std::string("z"), 0, 0), 30s);
   EXPECT_NE(after.find("an earlier split of it failed"), std::string::npos) << after;
-  std::string other = prism::Get(m[1].Task(&Member::Split).Remote(std::string("whole"), std::string("half2"), 0, 0), 30s);
+  std::string other = prism::Get(
+      m[1].Task(&Member::Split).Remote(std::string("whole"), std::string("half2"), 0, 0), 30s);
   EXPECT_NE(other.find("failed on another rank"), std::string::npos) << other;
   col::DestroyGroup("whole");
   for (auto& a : m) prism::Get(a.Task(&Member::Leave).Remote(std::string("whole")));
@@ -327,7 +342,8 @@ TEST_F(GlooTest, ARankThatDoesNotComeToASplitIsNamed) {
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   // Coming late, rank 2 is told, rather than reading the others' stale choices.
-  std::string late = prism::Get(m[2].Task(&Member::Split).Remote(std::string("splitter"), std::string("part"), 0, 0), 30s);
+  std::string late = prism::Get(
+      m[2].Task(&Member::Split).Remote(std::string("splitter"), std::string("part"), 0, 0), 30s);
   EXPECT_NE(late.find("failed on another rank"), std::string::npos) << late;
 }
 
@@ -337,9 +353,10 @@ TEST_F(GlooTest, ActorsInAPlacementGroupsBundlesFormAGroup) {
   ASSERT_TRUE(pg.Wait(30s));
   std::vector<prism::ActorHandle<Member>> m;
   for (int i = 0; i < 3; ++i) {
-    m.push_back(prism::Actor(MakeMember)
-                    .Options({.num_cpus = 1, .placement_group = pg, .placement_group_bundle_index = i})
-                    .Remote());
+    m.push_back(
+        prism::Actor(MakeMember)
+            .Options({.num_cpus = 1, .placement_group = pg, .placement_group_bundle_index = i})
+            .Remote());
   }
   col::CreateGroup(m, col::Backend::kGloo, "bundles");
   Check(m, "bundles", kAllReduce, DType::kFloat64, ReduceOp::kSum, 257);

@@ -3,19 +3,17 @@
 // suite (host memory) and the device suite (sim devices on gloo, CUDA devices on nccl).
 #pragma once
 
-#include <prism/collective.h>
-
-#include "collectives/internal.h"
-
-#include <prism/gpu/float16.h>
-
 #include <gtest/gtest.h>
+#include <prism/collective.h>
+#include <prism/gpu/float16.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "collectives/internal.h"
 
 namespace suite {
 
@@ -39,13 +37,27 @@ inline std::vector<uint8_t> Encode(const std::vector<double>& v, DType dtype) {
   std::vector<uint8_t> out(v.size() * col::internal::ElementSize(dtype));
   for (size_t i = 0; i < v.size(); ++i) {
     switch (dtype) {
-      case DType::kFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToHalf(float(v[i])); break;
-      case DType::kBFloat16: reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToBFloat16(float(v[i])); break;
-      case DType::kFloat32: reinterpret_cast<float*>(out.data())[i] = float(v[i]); break;
-      case DType::kFloat64: reinterpret_cast<double*>(out.data())[i] = v[i]; break;
-      case DType::kInt32: reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]); break;
-      case DType::kUInt8: out[i] = static_cast<uint8_t>(static_cast<int8_t>(v[i])); break;  // (read back signed)
-      default: reinterpret_cast<int64_t*>(out.data())[i] = int64_t(v[i]); break;
+      case DType::kFloat16:
+        reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToHalf(float(v[i]));
+        break;
+      case DType::kBFloat16:
+        reinterpret_cast<uint16_t*>(out.data())[i] = prism::gpu::FloatToBFloat16(float(v[i]));
+        break;
+      case DType::kFloat32:
+        reinterpret_cast<float*>(out.data())[i] = float(v[i]);
+        break;
+      case DType::kFloat64:
+        reinterpret_cast<double*>(out.data())[i] = v[i];
+        break;
+      case DType::kInt32:
+        reinterpret_cast<int32_t*>(out.data())[i] = int32_t(v[i]);
+        break;
+      case DType::kUInt8:
+        out[i] = static_cast<uint8_t>(static_cast<int8_t>(v[i]));
+        break;  // (read back signed)
+      default:
+        reinterpret_cast<int64_t*>(out.data())[i] = int64_t(v[i]);
+        break;
     }
   }
   return out;
@@ -56,33 +68,57 @@ inline std::vector<double> Decode(const std::vector<uint8_t>& b, DType dtype) {
   std::vector<double> out(n);
   for (size_t i = 0; i < n; ++i) {
     switch (dtype) {
-      case DType::kFloat16: out[i] = prism::gpu::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
-      case DType::kBFloat16: out[i] = prism::gpu::BFloat16ToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]); break;
-      case DType::kFloat32: out[i] = reinterpret_cast<const float*>(b.data())[i]; break;
-      case DType::kFloat64: out[i] = reinterpret_cast<const double*>(b.data())[i]; break;
-      case DType::kInt32: out[i] = reinterpret_cast<const int32_t*>(b.data())[i]; break;
-      case DType::kUInt8: out[i] = static_cast<int8_t>(b[i]); break;
-      default: out[i] = double(reinterpret_cast<const int64_t*>(b.data())[i]); break;
+      case DType::kFloat16:
+        out[i] = prism::gpu::HalfToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]);
+        break;
+      case DType::kBFloat16:
+        out[i] = prism::gpu::BFloat16ToFloat(reinterpret_cast<const uint16_t*>(b.data())[i]);
+        break;
+      case DType::kFloat32:
+        out[i] = reinterpret_cast<const float*>(b.data())[i];
+        break;
+      case DType::kFloat64:
+        out[i] = reinterpret_cast<const double*>(b.data())[i];
+        break;
+      case DType::kInt32:
+        out[i] = reinterpret_cast<const int32_t*>(b.data())[i];
+        break;
+      case DType::kUInt8:
+        out[i] = static_cast<int8_t>(b[i]);
+        break;
+      default:
+        out[i] = double(reinterpret_cast<const int64_t*>(b.data())[i]);
+        break;
     }
   }
   return out;
 }
 
-
-inline const DType kDTypes[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64};
-inline const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kAvg};
+inline const DType kDTypes[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32,
+                                DType::kFloat64, DType::kInt32,    DType::kInt64};
+inline const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kProd, ReduceOp::kMin, ReduceOp::kMax,
+                                ReduceOp::kAvg};
 
 // The reference: what rank `rank` must get, computed from every rank's inputs here.
-inline std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int count, int n, int rank, int root) {
+inline std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int count, int n,
+                                    int rank, int root) {
   auto combine = [&](size_t i, size_t offset) {
     double acc = Input(0, offset + i, reduce);
     for (int r = 1; r < n; ++r) {
       double v = Input(r, offset + i, reduce);
       switch (reduce) {
-        case ReduceOp::kProd: acc *= v; break;
-        case ReduceOp::kMin: acc = std::min(acc, v); break;
-        case ReduceOp::kMax: acc = std::max(acc, v); break;
-        default: acc += v; break;
+        case ReduceOp::kProd:
+          acc *= v;
+          break;
+        case ReduceOp::kMin:
+          acc = std::min(acc, v);
+          break;
+        case ReduceOp::kMax:
+          acc = std::max(acc, v);
+          break;
+        default:
+          acc += v;
+          break;
       }
     }
     if (reduce == ReduceOp::kAvg) {
@@ -119,9 +155,11 @@ inline std::vector<double> Expected(int op, DType dtype, ReduceOp reduce, int co
 }
 
 inline double Tolerance(DType dtype) {
-  return dtype == DType::kFloat16 ? 1e-3 : dtype == DType::kBFloat16 ? 1e-2 : dtype == DType::kFloat32 ? 1e-6 : 0;
+  return dtype == DType::kFloat16    ? 1e-3
+         : dtype == DType::kBFloat16 ? 1e-2
+         : dtype == DType::kFloat32  ? 1e-6
+                                     : 0;
 }
-
 
 // What a rank sends, and its receive buffer as it must be before the operation (broadcast works
 // in place on a copy of the input).
@@ -144,15 +182,25 @@ inline Plan MakePlan(const col::Group& g, int op, DType dtype, ReduceOp reduce, 
 }
 
 // Runs `op` with `send` and `recv` (host memory, or device memory on `stream`).
-inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count, int root, const void* send,
-                  void* recv, prism::gpu::Stream* stream) {
+inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count, int root,
+                  const void* send, void* recv, prism::gpu::Stream* stream) {
   int n = g.size(), r = g.rank();
   switch (op) {
-    case kAllReduce: g.AllReduce(send, recv, count, dtype, reduce, stream); break;
-    case kAllGather: g.AllGather(send, recv, count, dtype, stream); break;
-    case kReduceScatter: g.ReduceScatter(send, recv, count, dtype, reduce, stream); break;
-    case kBroadcast: g.Broadcast(recv, count, dtype, root, stream); break;
-    case kReduce: g.Reduce(send, recv, count, dtype, reduce, root, stream); break;
+    case kAllReduce:
+      g.AllReduce(send, recv, count, dtype, reduce, stream);
+      break;
+    case kAllGather:
+      g.AllGather(send, recv, count, dtype, stream);
+      break;
+    case kReduceScatter:
+      g.ReduceScatter(send, recv, count, dtype, reduce, stream);
+      break;
+    case kBroadcast:
+      g.Broadcast(recv, count, dtype, root, stream);
+      break;
+    case kReduce:
+      g.Reduce(send, recv, count, dtype, reduce, root, stream);
+      break;
     case kSendRecv: {  // a ring: even ranks send first, odd ones receive first
       if (n == 1) break;
       int next = (r + 1) % n, prev = (r + n - 1) % n;
@@ -167,7 +215,8 @@ inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count
     }
     case kBatchRing: {  // every rank sends first, in one batch with its receive
       if (n == 1) break;
-      g.SendRecv({col::P2POp::Send(send, count, dtype, (r + 1) % n), col::P2POp::Recv(recv, count, dtype, (r + n - 1) % n)},
+      g.SendRecv({col::P2POp::Send(send, count, dtype, (r + 1) % n),
+                  col::P2POp::Recv(recv, count, dtype, (r + n - 1) % n)},
                  stream);
       break;
     }
@@ -175,24 +224,24 @@ inline void Apply(col::Group& g, int op, DType dtype, ReduceOp reduce, int count
 }
 
 // What the rank got, as doubles (nothing for reduce off the root; a 1-rank "ring" keeps its input).
-inline std::vector<double> Outcome(const col::Group& g, int op, int root, std::vector<uint8_t> recv, DType dtype,
-                                   const std::vector<uint8_t>& send = {}) {
+inline std::vector<double> Outcome(const col::Group& g, int op, int root, std::vector<uint8_t> recv,
+                                   DType dtype, const std::vector<uint8_t>& send = {}) {
   if (op == kReduce && g.rank() != root) recv.clear();
   if ((op == kSendRecv || op == kBatchRing) && g.size() == 1) recv = send;
   return Decode(recv, dtype);
 }
 
 // Each rank's result (got[r]) against the reference.
-inline void ExpectReference(const std::vector<std::vector<double>>& got, int op, DType dtype, ReduceOp reduce,
-                            int count, int root) {
+inline void ExpectReference(const std::vector<std::vector<double>>& got, int op, DType dtype,
+                            ReduceOp reduce, int count, int root) {
   int n = static_cast<int>(got.size());
   for (int r = 0; r < n; ++r) {
     std::vector<double> want = Expected(op, dtype, reduce, count, n, r, root);
     ASSERT_EQ(got[r].size(), want.size()) << "op " << op << " rank " << r;
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_NEAR(got[r][i], want[i], Tolerance(dtype) * std::max(1.0, std::abs(want[i])))
-          << "op " << op << " dtype " << prism::gpu::DTypeName(dtype) << " reduce " << int(reduce) << " count "
-          << count << " ranks " << n << " rank " << r << " element " << i;
+          << "op " << op << " dtype " << prism::gpu::DTypeName(dtype) << " reduce " << int(reduce)
+          << " count " << count << " ranks " << n << " rank " << r << " element " << i;
     }
   }
 }

@@ -29,9 +29,11 @@ int main(int argc, char** argv) {
     auto t = prism::Actor(MakeTally).Options({.name = name, .detached = true}).Remote(5);
     std::printf("created: %d\n", prism::Get(t.Task(&Tally::Add).Remote(0)));
   } else if (mode == "group") {
-    auto kept = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = name, .detached = true});
+    auto kept =
+        prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = name, .detached = true});
     auto gone = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = name + "-job"});
-    std::printf("groups ready: %d\n", kept.Wait(std::chrono::seconds(30)) && gone.Wait(std::chrono::seconds(30)));
+    std::printf("groups ready: %d\n",
+                kept.Wait(std::chrono::seconds(30)) && gone.Wait(std::chrono::seconds(30)));
   } else if (mode == "find-group") {
     for (const std::string& n : {name, name + "-job"}) {
       try {

@@ -1,9 +1,6 @@
 // Actors: creation, ordered calls, handles passed around, names, kills, restarts and errors.
-#include "e2e/rendezvous.h"
-
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +12,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "e2e/rendezvous.h"
 
 namespace {
 
@@ -45,7 +44,9 @@ class Counter {
 };
 
 Counter* MakeCounter(int start) { return new Counter(start); }
-std::unique_ptr<Counter> MakeBrokenCounter(int) { throw std::runtime_error("cannot open the ledger"); }
+std::unique_ptr<Counter> MakeBrokenCounter(int) {
+  throw std::runtime_error("cannot open the ledger");
+}
 PRISM_REMOTE(MakeCounter, MakeBrokenCounter, &Counter::Add, &Counter::Get, &Counter::Log,
              &Counter::History, &Counter::Pid, &Counter::Fail, &Counter::Env);
 
@@ -59,7 +60,8 @@ PRISM_REMOTE(MakeOther, &Other::Ping);
 // A task that calls the actor through a handle it was passed.
 size_t CallFromTask(prism::ActorHandle<Counter> c, int n) {
   size_t last = 0;
-  for (int i = 0; i < n; ++i) last = prism::Get(c.Task(&Counter::Log).Remote(std::string("task"), i));
+  for (int i = 0; i < n; ++i)
+    last = prism::Get(c.Task(&Counter::Log).Remote(std::string("task"), i));
   return last;
 }
 PRISM_REMOTE(CallFromTask);
@@ -97,14 +99,16 @@ TEST_F(ActorsTest, ThousandCallsFromOneCallerRunInOrder) {
   for (size_t i = 0; i < positions.size(); ++i) ASSERT_EQ(positions[i], i + 1);
   auto history = prism::Get(c.Task(&Counter::History).Remote());
   ASSERT_EQ(history.size(), 1000u);
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(history[static_cast<size_t>(i)], "d:" + std::to_string(i));
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_EQ(history[static_cast<size_t>(i)], "d:" + std::to_string(i));
 }
 
 TEST_F(ActorsTest, TwoCallersEachKeepTheirOrder) {
   auto c = prism::Actor(MakeCounter).Remote(0);
   auto task = prism::Task(CallFromTask).Options({.num_cpus = 0}).Remote(c, 200);
   std::vector<prism::ObjectRef<size_t>> refs;
-  for (int i = 0; i < 200; ++i) refs.push_back(c.Task(&Counter::Log).Remote(std::string("driver"), i));
+  for (int i = 0; i < 200; ++i)
+    refs.push_back(c.Task(&Counter::Log).Remote(std::string("driver"), i));
   prism::Get(refs);
   EXPECT_EQ(prism::Get(task), 400u);
   auto history = prism::Get(c.Task(&Counter::History).Remote());
@@ -133,7 +137,8 @@ TEST_F(ActorsTest, ACallWaitingForItsArgumentHoldsBackTheCallsAfterIt) {
     for (int i = 0; i < 10; ++i) {
       const int n = round * 10 + i;
       if (i == 4) {
-        refs.push_back(c.Task(&Counter::Log).Remote(prism::Task(SlowWord).Remote(std::string("ref")), n));
+        refs.push_back(
+            c.Task(&Counter::Log).Remote(prism::Task(SlowWord).Remote(std::string("ref")), n));
         expected.push_back("ref:" + std::to_string(n));
       } else {
         refs.push_back(c.Task(&Counter::Log).Remote(std::string("value"), n));
@@ -180,7 +185,8 @@ TEST_F(ActorsTest, NamedActorsAreFoundByName) {
   auto again = prism::GetActor<Counter>("ledger");
   EXPECT_EQ(prism::Get(again.Task(&Counter::Add).Remote(1)), 101);
   EXPECT_EQ(prism::Get(prism::Task(AddThroughName).Remote(std::string("ledger"), 2)), 103);
-  EXPECT_THROW(prism::Actor(MakeCounter).Options({.name = "ledger"}).Remote(0), prism::InvalidArgumentError)
+  EXPECT_THROW(prism::Actor(MakeCounter).Options({.name = "ledger"}).Remote(0),
+               prism::InvalidArgumentError)
       << "names are unique";
   try {
     prism::GetActor<Counter>("no-such-actor");
@@ -194,12 +200,17 @@ TEST_F(ActorsTest, NamedActorsAreFoundByName) {
 // each is found only in its own.
 TEST_F(ActorsTest, NamesLiveInNamespaces) {
   auto a = prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "left"}).Remote(10);
-  auto b = prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "right"}).Remote(20);
-  EXPECT_EQ(prism::Get(prism::GetActor<Counter>("meter", "left").Task(&Counter::Add).Remote(1)), 11);
-  EXPECT_EQ(prism::Get(prism::GetActor<Counter>("meter", "right").Task(&Counter::Add).Remote(1)), 21);
-  EXPECT_THROW(prism::GetActor<Counter>("meter"), prism::InvalidArgumentError) << "not in the default namespace";
-  EXPECT_THROW(prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "left"}).Remote(0),
-               prism::InvalidArgumentError);
+  auto b =
+      prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "right"}).Remote(20);
+  EXPECT_EQ(prism::Get(prism::GetActor<Counter>("meter", "left").Task(&Counter::Add).Remote(1)),
+            11);
+  EXPECT_EQ(prism::Get(prism::GetActor<Counter>("meter", "right").Task(&Counter::Add).Remote(1)),
+            21);
+  EXPECT_THROW(prism::GetActor<Counter>("meter"), prism::InvalidArgumentError)
+      << "not in the default namespace";
+  EXPECT_THROW(
+      prism::Actor(MakeCounter).Options({.name = "meter", .ray_namespace = "left"}).Remote(0),
+      prism::InvalidArgumentError);
   try {
     prism::GetActor<Counter>("meter", "middle");
     FAIL() << "expected InvalidArgumentError";
@@ -220,9 +231,12 @@ TEST_F(ActorsTest, KilledActorFailsCallsAtOnce) {
     EXPECT_NE(std::string(e.what()).find("killed"), std::string::npos) << e.what();
   }
   auto start = std::chrono::steady_clock::now();
-  EXPECT_THROW(prism::Get(c.Task(&Counter::Add).Remote(1), std::chrono::seconds(30)), prism::ActorDiedError);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2)) << "known dead: fails at once";
-  EXPECT_THROW(prism::GetActor<Counter>("doomed"), prism::InvalidArgumentError) << "the name is free again";
+  EXPECT_THROW(prism::Get(c.Task(&Counter::Add).Remote(1), std::chrono::seconds(30)),
+               prism::ActorDiedError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2))
+      << "known dead: fails at once";
+  EXPECT_THROW(prism::GetActor<Counter>("doomed"), prism::InvalidArgumentError)
+      << "the name is free again";
 }
 
 TEST_F(ActorsTest, SigkilledActorRestartsThenDies) {
@@ -264,7 +278,8 @@ TEST_F(ActorsTest, ErrorsAreClear) {
     EXPECT_EQ(e.remote_type(), "std::out_of_range");
     EXPECT_EQ(e.function(), "Counter::Fail");
   }
-  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(2)), 2) << "the actor survives a throwing method";
+  EXPECT_EQ(prism::Get(c.Task(&Counter::Add).Remote(2)), 2)
+      << "the actor survives a throwing method";
 
   auto broken = prism::Actor(MakeBrokenCounter).Remote(0);
   try {
@@ -301,7 +316,8 @@ TEST_F(ActorsTest, EnvironmentVariablesPerActor) {
   EXPECT_EQ(prism::Get(c.Task(&Counter::Env).Remote(std::string("TEST_LEDGER"))), "blue");
   auto plain = prism::Actor(MakeCounter).Remote(0);
   EXPECT_EQ(prism::Get(plain.Task(&Counter::Env).Remote(std::string("TEST_LEDGER"))), "<unset>");
-  EXPECT_THROW(prism::Actor(MakeCounter).Options({.env = {{"", "x"}}}).Remote(0), prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Actor(MakeCounter).Options({.env = {{"", "x"}}}).Remote(0),
+               prism::InvalidArgumentError);
 }
 
 // More actors than the worker pool's cap (4 x CPUs + 4 = 12 here): each gets a process.

@@ -34,11 +34,14 @@ prism::gpu::Tensor CrossRange(int n) {
 double CrossSum(prism::gpu::Tensor t) {
   prism::gpu::Context& ctx = prism::gpu::CurrentContext();
   auto out = prism::gpu::Tensor::Empty(ctx, prism::gpu::DType::kFloat32, {1}).value();
-  if (!prism::gpu::ops::Reduce(ctx.backend(), ctx.stream(), prism::gpu::ReduceOp::kSum, t.array(), out.array()).ok()) {
+  if (!prism::gpu::ops::Reduce(ctx.backend(), ctx.stream(), prism::gpu::ReduceOp::kSum, t.array(),
+                               out.array())
+           .ok()) {
     throw std::runtime_error("reduce failed");
   }
   float host = 0;
-  if (!ctx.stream().CopyAsync(&host, out.data(), sizeof host).ok() || !ctx.stream().Synchronize().ok()) {
+  if (!ctx.stream().CopyAsync(&host, out.data(), sizeof host).ok() ||
+      !ctx.stream().Synchronize().ok()) {
     throw std::runtime_error("copy failed");
   }
   return host;

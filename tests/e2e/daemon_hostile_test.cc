@@ -1,18 +1,7 @@
 // Hostile input on the node daemon's socket: every bad frame is refused or answered with an
 // error, and the daemon keeps serving.
-#include "base/ids.h"
-#include "base/process_info.h"
-#include "node/node_daemon.h"
-#include "node/session.h"
-#include "object_store/store_client.h"
-#include "rpc/blocking_client.h"
-#include "rpc/connection.h"
-#include "worker/result_writer.h"
-#include "worker/task_runner.h"
-
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -22,6 +11,16 @@
 #include <filesystem>
 #include <random>
 #include <thread>
+
+#include "base/ids.h"
+#include "base/process_info.h"
+#include "node/node_daemon.h"
+#include "node/session.h"
+#include "object_store/store_client.h"
+#include "rpc/blocking_client.h"
+#include "rpc/connection.h"
+#include "worker/result_writer.h"
+#include "worker/task_runner.h"
 
 extern char** environ;
 
@@ -46,10 +45,14 @@ class DaemonHostileTest : public ::testing::Test {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, lifeline[0], 3);
     posix_spawn_file_actions_adddup2(&fa, ready[1], 4);
-    std::vector<std::string> args = {PRISM_TOOL, "start", "--head", "--block", "--embedded",
-                                     "--session-dir", session_, "--lifeline-fd", "3",
-                                     "--ready-fd", "4", "--num-cpus", "2",
-                                     "--hello-timeout-ms", "300"};
+    std::vector<std::string> args = {PRISM_TOOL,   "start",
+                                     "--head",     "--block",
+                                     "--embedded", "--session-dir",
+                                     session_,     "--lifeline-fd",
+                                     "3",          "--ready-fd",
+                                     "4",          "--num-cpus",
+                                     "2",          "--hello-timeout-ms",
+                                     "300"};
     std::vector<std::string> env = {"PRISM_CLUSTER_TOKEN=" + token_};
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     std::vector<char*> argv, envp;
@@ -173,9 +176,11 @@ TEST_F(DaemonHostileTest, WrongVersionOrTokenIsRefusedWithAReason) {
   bad_version.mutable_hello()->set_protocol_version(rpc::kProtocolVersion + 1);
   auto r = BlockingClient::ConnectAndHello(socket_, bad_version);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("protocol version"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("protocol version"), std::string::npos)
+      << r.status().ToString();
 
-  auto t = BlockingClient::ConnectAndHello(socket_, rpc::MakeHello(rpc::ROLE_CLIENT, "not-the-token"));
+  auto t =
+      BlockingClient::ConnectAndHello(socket_, rpc::MakeHello(rpc::ROLE_CLIENT, "not-the-token"));
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("token"), std::string::npos) << t.status().ToString();
 
@@ -297,7 +302,8 @@ TEST_F(DaemonHostileTest, DriversNeedAWorkerIdOfTheirOwn) {
   hello.mutable_hello()->set_build_id("hostile-test");
   auto none = BlockingClient::ConnectAndHello(socket_, hello);
   ASSERT_FALSE(none.ok());
-  EXPECT_NE(none.status().message().find("worker id"), std::string::npos) << none.status().ToString();
+  EXPECT_NE(none.status().message().find("worker id"), std::string::npos)
+      << none.status().ToString();
   const WorkerId id = RandomUniqueId();
   BlockingClient first = Driver(id);
   hello.mutable_hello()->set_worker_id(id.Binary());
@@ -345,7 +351,8 @@ TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
     auto r = Ask(*c, req);
     ASSERT_TRUE(r.ok()) << what << ": " << r.status().ToString();
     ASSERT_TRUE(r->has_error()) << what << ": " << r->DebugString();
-    EXPECT_EQ(r->error().code(), static_cast<uint32_t>(code)) << what << ": " << r->error().message();
+    EXPECT_EQ(r->error().code(), static_cast<uint32_t>(code))
+        << what << ": " << r->error().message();
   };
   Envelope req;
   // Bad ids.
@@ -397,7 +404,8 @@ TEST_F(DaemonHostileTest, BadStoreRequestsGetErrors) {
   ASSERT_EQ(got->store_reply().objects_size(), 3);
   EXPECT_EQ(got->store_reply().objects(0).code(), 0u);
   EXPECT_EQ(got->store_reply().objects(0).size(), 100u);
-  EXPECT_EQ(got->store_reply().objects(1).code(), static_cast<uint32_t>(StatusCode::kInvalidArgument));
+  EXPECT_EQ(got->store_reply().objects(1).code(),
+            static_cast<uint32_t>(StatusCode::kInvalidArgument));
   EXPECT_EQ(got->store_reply().objects(2).code(), static_cast<uint32_t>(StatusCode::kNotFound));
   // Delete is idempotent; unknown ids are ignored.
   Envelope del;
@@ -466,7 +474,8 @@ TEST_F(DaemonHostileTest, StoreClientDyingMidWriteLeavesNothing) {
     close(c->TakeReceivedFd());
     Envelope req;
     req.mutable_store_create()->set_request_id(1);
-    req.mutable_store_create()->set_object_id(PutObjectId(DriverTaskId(JobIdFromInt(9)), 1).Binary());
+    req.mutable_store_create()->set_object_id(
+        PutObjectId(DriverTaskId(JobIdFromInt(9)), 1).Binary());
     req.mutable_store_create()->set_size(1 << 20);
     req.mutable_store_create()->set_owner_worker_id(owner.Binary());
     auto r = Ask(*c, req);
@@ -510,7 +519,8 @@ TEST_F(DaemonHostileTest, ThousandsOfMutatedFrames) {
     auto c = BlockingClient::Connect(socket_);
     ASSERT_TRUE(c.ok());
     std::string wire;
-    if (rng() % 2 == 0) rpc::AppendFrame(seeds[rng() % 2 == 0 ? 0 : 6], &wire);  // half get past Hello
+    if (rng() % 2 == 0)
+      rpc::AppendFrame(seeds[rng() % 2 == 0 ? 0 : 6], &wire);  // half get past Hello
     for (int i = 0; i < 20; ++i, ++frames) {
       std::string frame;
       rpc::AppendFrame(seeds[rng() % seeds.size()], &frame);
@@ -598,8 +608,9 @@ struct WorkerParts {
     OwnerClients::Config config;
     config.self = self;
     owners = std::make_unique<OwnerClients>(loop.context(), config, [](const ObjectId&) {});
-    objects = std::make_unique<ObjectAccess>(ObjectAccess::Self{address, 777}, store, host, *owners, context,
-                                             loop.context(), [] { return false; }, [](bool) {});
+    objects = std::make_unique<ObjectAccess>(
+        ObjectAccess::Self{address, 777}, store, host, *owners, context, loop.context(),
+        [] { return false; }, [](bool) {});
     results = std::make_unique<ResultWriter>(*objects, *host, store, *owners);
   }
   ~WorkerParts() {
@@ -625,10 +636,12 @@ struct WorkerParts {
 
 // ResultWriter against the daemon's real store: small results inline, large ones in the store
 // (owned by the caller), refs inside lent to the caller, and nothing left behind by a failure.
-TEST_F(DaemonHostileTest, AResultWriterStoresLargeResultsForTheCallerAndLeavesNothingAfterAFailure) {
+TEST_F(DaemonHostileTest,
+       AResultWriterStoresLargeResultsForTheCallerAndLeavesNothingAfterAFailure) {
   const WorkerId self = RandomUniqueId(), caller = RandomUniqueId();
   BlockingClient driver = Driver(self);
-  BlockingClient caller_process = Driver(caller);  // a result's owner must be a live process of the node
+  BlockingClient caller_process =
+      Driver(caller);  // a result's owner must be a live process of the node
   WorkerParts parts(socket_, token_, self);
   StoreClient* host = parts.host.get();
   MemoryStore& store = parts.store;
@@ -704,9 +717,11 @@ TEST_F(DaemonHostileTest, ATaskRunnerRunsTasksAndAnswersBadOnesWithErrors) {
   std::shared_ptr<StoreClient> host = parts.host;
   const TaskId root = parts.root;
   GpuTasks gpu;
-  TaskRunner runner(TaskRunner::Parts{parts.address, *parts.objects, *parts.results, *parts.owners, gpu, host, nullptr});
+  TaskRunner runner(TaskRunner::Parts{parts.address, *parts.objects, *parts.results, *parts.owners,
+                                      gpu, host, nullptr});
 
-  const std::string* name = internal::FunctionRegistry::Instance().NameOf(reinterpret_cast<const void*>(&RunnerTriple));
+  const std::string* name =
+      internal::FunctionRegistry::Instance().NameOf(reinterpret_cast<const void*>(&RunnerTriple));
   ASSERT_NE(name, nullptr);
   int next = 0;
   auto push = [&](const std::string& function) {
@@ -719,7 +734,9 @@ TEST_F(DaemonHostileTest, ATaskRunnerRunsTasksAndAnswersBadOnesWithErrors) {
     spec.mutable_caller()->set_worker_id(caller.Binary());
     return p;
   };
-  auto run = [&](const std::shared_ptr<rpc::PushTask>& p) { return runner.Execute(p, nullptr).reply; };
+  auto run = [&](const std::shared_ptr<rpc::PushTask>& p) {
+    return runner.Execute(p, nullptr).reply;
+  };
 
   // An inline argument.
   auto p1 = push(*name);
@@ -750,7 +767,8 @@ TEST_F(DaemonHostileTest, ATaskRunnerRunsTasksAndAnswersBadOnesWithErrors) {
   p3->mutable_spec()->add_args();  // neither a value nor a stored object
   EXPECT_EQ(run(p3).error().kind(), rpc::ERROR_SYSTEM);
   auto p4 = push(*name);
-  p4->mutable_spec()->add_args()->set_store_object(PutObjectId(root, 99).Binary());  // not in the store
+  p4->mutable_spec()->add_args()->set_store_object(
+      PutObjectId(root, 99).Binary());  // not in the store
   EXPECT_EQ(run(p4).error().kind(), rpc::ERROR_OBJECT_LOST);
   auto p5 = push(*name);
   p5->mutable_spec()->add_args()->set_value(internal::Pack(std::string("a string, not an int")));

@@ -1,14 +1,9 @@
 // Device objects: a GPU task returns a gpu::Tensor, which stays in device memory and is handed to
 // the next task by ObjectRef: the same memory in the same process, an IPC mapping in another
 // process of the node, ordered by events, never copied through the host.
+#include <gtest/gtest.h>
 #include <prism/gpu.h>
 #include <prism/prism.h>
-
-#include "e2e/gpu_test_backend.h"
-#include "gpu/counting_backend.h"
-#include "worker/core_worker.h"
-
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -17,6 +12,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "e2e/gpu_test_backend.h"
+#include "gpu/counting_backend.h"
+#include "worker/core_worker.h"
 
 namespace {
 
@@ -60,7 +59,8 @@ gpu::Tensor Middle() {
   DLManagedTensorVersioned* view = all.ToDLPack(ctx.backend()).value();
   view->dl_tensor.byte_offset = 16;
   view->dl_tensor.shape[0] = 4;
-  gpu::Tensor middle = gpu::Tensor::FromDLPack(view, ctx.backend(), ctx.memory(), ctx.stream()).value();
+  gpu::Tensor middle =
+      gpu::Tensor::FromDLPack(view, ctx.backend(), ctx.memory(), ctx.stream()).value();
   Check(ctx.stream().Synchronize());  // (host goes now)
   return middle;
 }
@@ -86,7 +86,9 @@ class Holder {
     return kept_;
   }
   int64_t InUse() { return static_cast<int64_t>(gpu::CurrentContext().memory().bytes_in_use()); }
-  int64_t Exported() { return static_cast<int64_t>(prism::CurrentCoreWorker()->gpu_tasks().exported_count()); }
+  int64_t Exported() {
+    return static_cast<int64_t>(prism::CurrentCoreWorker()->gpu_tasks().exported_count());
+  }
   // Device objects of this process in the host store now, spills and restores so far.
   std::vector<uint64_t> Spills() {
     auto s = prism::CurrentCoreWorker()->gpu_tasks().spill_stats();
@@ -97,7 +99,8 @@ class Holder {
   // The torch.distributed variables as this process has them (a move's pair group sets none).
   std::string TorchEnv() {
     std::string out;
-    for (const char* k : {"RANK", "WORLD_SIZE", "MASTER_PORT"}) out += std::getenv(k) ? std::string(k) + " " : "";
+    for (const char* k : {"RANK", "WORLD_SIZE", "MASTER_PORT"})
+      out += std::getenv(k) ? std::string(k) + " " : "";
     return out;
   }
   std::vector<uint64_t> Moved() {
@@ -130,7 +133,8 @@ class Ring {
   gpu::Tensor Step(gpu::Tensor x, int device) {
     gpu::Context& ctx = gpu::CurrentContext();
     gpu::Stream& s = ctx.stream(device);
-    gpu::Tensor y = gpu::Tensor::Empty(ctx.backend(), ctx.memory(device), s, x.dtype(), x.shape()).value();
+    gpu::Tensor y =
+        gpu::Tensor::Empty(ctx.backend(), ctx.memory(device), s, x.dtype(), x.shape()).value();
     Check(s.CopyAsync(y.data(), x.data(), x.bytes()));  // GPU x.device() -> GPU `device`
     Check(gpu::ops::Scale(ctx.backend(), s, 2, y.array()));
     return y;
@@ -144,8 +148,9 @@ class Ring {
 };
 Ring* MakeRing() { return new Ring(); }
 PRISM_REMOTE(MakeRing, &Ring::Start, &Ring::Step, &Ring::Devices);
-PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid, &Holder::Counts,
-             &Holder::InUse, &Holder::Exported, &Holder::Grow, &Holder::Spills, &Holder::Moved, &Holder::TorchEnv);
+PRISM_REMOTE(MakeHolder, &Holder::Make, &Holder::Twice, &Holder::Total, &Holder::MyPid,
+             &Holder::Counts, &Holder::InUse, &Holder::Exported, &Holder::Grow, &Holder::Spills,
+             &Holder::Moved, &Holder::TorchEnv);
 
 class DeviceObjectsTest : public ::testing::Test {
  protected:
@@ -182,7 +187,8 @@ TEST(DeviceObjectsOnEightGpus, AChainAcrossEightGpusWithoutHostSyncsOrCopies) {
   auto ring = prism::Actor(MakeRing).Options({.num_gpus = 8}).Remote();
   const int n = 1 << 12;
   auto x = ring.Task(&Ring::Start).Remote(n);
-  for (int step = 1; step <= 16; ++step) x = ring.Task(&Ring::Step).Remote(x, step % 8);  // twice round
+  for (int step = 1; step <= 16; ++step)
+    x = ring.Task(&Ring::Step).Remote(x, step % 8);  // twice round
   auto facts = prism::Get(ring.Task(&Ring::Devices).Remote(x));
   EXPECT_EQ(facts[0], 0) << "the last step ran on GPU 0";
   EXPECT_EQ(facts[1], 8) << "the actor holds all eight";
@@ -225,10 +231,12 @@ TEST_F(DeviceObjectsTest, ATensorHandedToAnotherProcessOnItsDevice) {
   // Two actors on halves of one GPU (fractions pack onto one device): two processes.
   auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
   auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();
-  EXPECT_NE(prism::Get(a.Task(&Holder::MyPid).Remote()), prism::Get(b.Task(&Holder::MyPid).Remote()));
+  EXPECT_NE(prism::Get(a.Task(&Holder::MyPid).Remote()),
+            prism::Get(b.Task(&Holder::MyPid).Remote()));
   auto made = a.Task(&Holder::Make).Remote(4096);
   EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made)), 4096.0);
-  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made)), 4096.0) << "and in its own process";
+  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made)), 4096.0)
+      << "and in its own process";
 }
 
 // The producer frees a device object once its owner released it and every importer closed its
@@ -239,7 +247,8 @@ TEST_F(DeviceObjectsTest, ReleasedDeviceObjectsAreFreedAfterTheirImporters) {
   int64_t before = prism::Get(a.Task(&Holder::InUse).Remote());
   {
     auto made = a.Task(&Holder::Make).Remote(1 << 20);
-    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made)), double(1 << 20)) << "b maps it";
+    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made)), double(1 << 20))
+        << "b maps it";
     EXPECT_GE(prism::Get(a.Task(&Holder::InUse).Remote()), before + (4 << 20));
     EXPECT_EQ(prism::Get(a.Task(&Holder::Exported).Remote()), 1);
   }  // the driver's last ref goes
@@ -287,7 +296,8 @@ TEST_F(DeviceObjectsTest, ATensorOnAGpuTheConsumerDoesNotSeeMovesThroughTheColle
   const int n = 1 << 20;
   auto made = a.Task(&Holder::Grow).Remote(n);  // 2 each
   // A task on another GPU, an actor on another GPU, and back again.
-  EXPECT_DOUBLE_EQ(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(made), 60s), 2.0 * n);
+  EXPECT_DOUBLE_EQ(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(made), 60s),
+                   2.0 * n);
   auto twice = b.Task(&Holder::Twice).Remote(made);
   EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(twice), 60s), 4.0 * n);
   // Each way at once (the two processes join each other's pair groups side by side), and several
@@ -306,7 +316,8 @@ TEST_F(DeviceObjectsTest, ATensorOnAGpuTheConsumerDoesNotSeeMovesThroughTheColle
   // a sent to the task, to b and 4 times more; b received 5 and sent 5 (one back to a, 4 more).
   EXPECT_EQ(prism::Get(a.Task(&Holder::Moved).Remote()), (std::vector<uint64_t>{5, 6}));
   EXPECT_EQ(prism::Get(b.Task(&Holder::Moved).Remote()), (std::vector<uint64_t>{5, 5}));
-  EXPECT_EQ(prism::Get(a.Task(&Holder::TorchEnv).Remote()), "") << "pair groups leave the environment alone";
+  EXPECT_EQ(prism::Get(a.Task(&Holder::TorchEnv).Remote()), "")
+      << "pair groups leave the environment alone";
   EXPECT_EQ(prism::Get(b.Task(&Holder::TorchEnv).Remote()), "");
   // The producer let its imports go once sent: only results still referenced stay exported.
   made = {};
@@ -401,7 +412,8 @@ TEST_F(DeviceObjectsTest, WithoutRetriesADeadProducersObjectsAreLost) {
   ASSERT_GT(producer, 0);
   ASSERT_EQ(::kill(producer, SIGKILL), 0);
   ASSERT_TRUE(Gone(producer));
-  EXPECT_THROW(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(x), 60s), prism::ObjectLostError);
+  EXPECT_THROW(prism::Get(prism::Task(Sum).Options({.num_gpus = 1}).Remote(x), 60s),
+               prism::ObjectLostError);
   EXPECT_THROW(prism::Get(x, 60s).ToHost(), prism::ObjectLostError);
 }
 
@@ -410,8 +422,10 @@ TEST_F(DeviceObjectsTest, WithoutRetriesADeadProducersObjectsAreLost) {
 // reader, in its process or another, gets them back.
 TEST_F(DeviceObjectsTest, DeviceObjectsSpillToTheHostStoreUnderPressureAndComeBack) {
   auto a = prism::Actor(MakeHolder).Options({.num_gpus = 0.5, .gpu_memory = 100 << 20}).Remote();
-  auto b = prism::Actor(MakeHolder).Options({.num_gpus = 0.5}).Remote();  // the same GPU, another process
-  const int n = 8 << 20;  // 32 MiB of float32 each: six do not fit
+  auto b = prism::Actor(MakeHolder)
+               .Options({.num_gpus = 0.5})
+               .Remote();  // the same GPU, another process
+  const int n = 8 << 20;   // 32 MiB of float32 each: six do not fit
   std::vector<prism::ObjectRef<gpu::Tensor>> made;
   for (int i = 0; i < 6; ++i) made.push_back(a.Task(&Holder::Make).Remote(n));
   prism::Get(a.Task(&Holder::InUse).Remote());  // (after them: an actor's calls run in order)
@@ -420,15 +434,18 @@ TEST_F(DeviceObjectsTest, DeviceObjectsSpillToTheHostStoreUnderPressureAndComeBa
   EXPECT_GE(stats[0], 2u) << "in the host store now";
   EXPECT_GT(prism::GetObjectStoreStats().num_objects, 0u);
   for (int i = 0; i < 6; ++i) {
-    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made[i]), 60s), double(n)) << "read in another process " << i;
+    EXPECT_DOUBLE_EQ(prism::Get(b.Task(&Holder::Total).Remote(made[i]), 60s), double(n))
+        << "read in another process " << i;
   }
-  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made[0]), 60s), double(n)) << "and in its own";
+  EXPECT_DOUBLE_EQ(prism::Get(a.Task(&Holder::Total).Remote(made[0]), 60s), double(n))
+      << "and in its own";
   stats = prism::Get(a.Task(&Holder::Spills).Remote());
   EXPECT_GE(stats[2], 2u) << "restored for their readers";
   made.clear();  // released: spilled copies leave the host store with them
   uint64_t left = 1;
   for (int i = 0; i < 400 && left != 0; ++i) {
-    left = prism::Get(a.Task(&Holder::Spills).Remote())[0] + uint64_t(prism::Get(a.Task(&Holder::Exported).Remote()));
+    left = prism::Get(a.Task(&Holder::Spills).Remote())[0] +
+           uint64_t(prism::Get(a.Task(&Holder::Exported).Remote()));
     if (left != 0) std::this_thread::sleep_for(25ms);
   }
   EXPECT_EQ(left, 0u);

@@ -1,8 +1,7 @@
 // main() for end-to-end tests: in a worker process started by prism, Init() runs the worker loop
 // and never returns, so no test runs twice.
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 
 int main(int argc, char** argv) {
   if (prism::IsWorkerProcess()) prism::Init();

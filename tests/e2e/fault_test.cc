@@ -1,7 +1,6 @@
 // Faults: killed workers, crashing tasks, and a driver killed with SIGKILL.
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,7 +30,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   template <>
   struct pack<DiesWhileWritten> {
     template <typename Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const DiesWhileWritten& v) const {
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o,
+                                        const DiesWhileWritten& v) const {
       o.pack_array(2);
       o.pack(v.marker);
       // The writing pass (not the measuring one) of the first attempt dies half way.
@@ -211,7 +211,8 @@ TEST_F(FaultTest, WorkerDyingWhileWritingAResultIsRetried) {
   EXPECT_EQ(v.bytes.back(), 3);
   ref = {};
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (prism::GetObjectStoreStats().num_objects > 0 && std::chrono::steady_clock::now() < deadline) {
+  while (prism::GetObjectStoreStats().num_objects > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(prism::GetObjectStoreStats().num_objects, 0u) << "nothing half written is left";
@@ -228,7 +229,8 @@ TEST_F(FaultTest, DeadOwnersObjectsFailAndLeaveTheStore) {
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   EXPECT_THROW(prism::Get(refs[0], std::chrono::seconds(30)), prism::OwnerDiedError);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (prism::GetObjectStoreStats().num_objects > 0 && std::chrono::steady_clock::now() < deadline) {
+  while (prism::GetObjectStoreStats().num_objects > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(prism::GetObjectStoreStats().num_objects, 0u);
@@ -302,11 +304,13 @@ TEST(DriverDeathTest, JobEndWithNestedLeasesStopsOnlyItsOwnWorkers) {
   for (int round = 0; round < 5; ++round) {
     prism::Init({.num_cpus = 2});
     std::vector<prism::ObjectRef<int>> refs;
-    for (int i = 0; i < 3; ++i) refs.push_back(prism::Task(SpawnAndForget).Options({.num_cpus = 0}).Remote());
+    for (int i = 0; i < 3; ++i)
+      refs.push_back(prism::Task(SpawnAndForget).Options({.num_cpus = 0}).Remote());
     for (int v : prism::Get(refs)) EXPECT_EQ(v, 1);
     std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the leases go idle
     prism::Shutdown();
-    ASSERT_FALSE(Gone(bystander)) << "round " << round << ": the daemon killed a process not its own";
+    ASSERT_FALSE(Gone(bystander)) << "round " << round
+                                  << ": the daemon killed a process not its own";
   }
   kill(bystander, SIGKILL);
   int status;

@@ -1,11 +1,10 @@
 // GPU placement end to end on a simulated node: the node takes its GPUs from a topology profile,
 // k-GPU tasks get well-connected sets, workers are bound to their GPUs (CUDA_VISIBLE_DEVICES, as
 // the sim backend in the worker sees it) and pinned to their GPUs' NUMA node.
+#include <gtest/gtest.h>
 #include <prism/gpu/backend.h>
 #include <prism/gpu/topology.h>
 #include <prism/prism.h>
-
-#include <gtest/gtest.h>
 #include <sched.h>
 
 #include <cstdlib>
@@ -74,7 +73,8 @@ TEST_F(GpuSchedulingTest, ATwoGpuTaskGetsAnNvLinkPairAndSeesOnlyIt) {
   EXPECT_EQ(prism::Get(prism::Task(VisibleDevices).Options({.num_gpus = 2}).Remote()),
             std::to_string(ids[0]) + "," + std::to_string(ids[1]));
   auto uuids = prism::Get(prism::Task(DeviceUuids).Options({.num_gpus = 2}).Remote());
-  ASSERT_EQ(uuids.size(), 2u) << "the worker's backend sees its two devices only, renumbered 0 and 1";
+  ASSERT_EQ(uuids.size(), 2u)
+      << "the worker's backend sees its two devices only, renumbered 0 and 1";
   EXPECT_EQ(uuids[0], topology_.gpus()[ids[0]].uuid);
   EXPECT_EQ(uuids[1], topology_.gpus()[ids[1]].uuid);
   EXPECT_EQ(prism::Get(prism::Task(VisibleDevices).Remote()), VisibleDevices())
@@ -89,7 +89,8 @@ TEST_F(GpuSchedulingTest, SingleGpuActorsLeaveAPairWhole) {
   EXPECT_EQ(topology_.Path(ia, ib), prism::gpu::PathKind::kNvLink) << "both in one pair";
   auto pair = prism::Get(prism::Task(GpuIds).Options({.num_gpus = 2}).Remote(), 30s);
   ASSERT_EQ(pair.size(), 2u);
-  EXPECT_EQ(topology_.Path(pair[0], pair[1]), prism::gpu::PathKind::kNvLink) << "the other pair was kept whole";
+  EXPECT_EQ(topology_.Path(pair[0], pair[1]), prism::gpu::PathKind::kNvLink)
+      << "the other pair was kept whole";
 }
 
 TEST_F(GpuSchedulingTest, NvLinkPlacementGroupsAndInfeasibleRequests) {
@@ -103,10 +104,21 @@ TEST_F(GpuSchedulingTest, NvLinkPlacementGroupsAndInfeasibleRequests) {
   }
   auto pg = prism::CreatePlacementGroup({.bundles = {one, one}, .require_nvlink = true});
   ASSERT_TRUE(pg.Wait(30s));
-  int g0 = prism::Get(prism::Task(GpuIds).Options({.num_gpus = 1, .placement_group = pg, .placement_group_bundle_index = 0}).Remote()).at(0);
-  int g1 = prism::Get(prism::Task(GpuIds).Options({.num_gpus = 1, .placement_group = pg, .placement_group_bundle_index = 1}).Remote()).at(0);
+  int g0 =
+      prism::Get(
+          prism::Task(GpuIds)
+              .Options({.num_gpus = 1, .placement_group = pg, .placement_group_bundle_index = 0})
+              .Remote())
+          .at(0);
+  int g1 =
+      prism::Get(
+          prism::Task(GpuIds)
+              .Options({.num_gpus = 1, .placement_group = pg, .placement_group_bundle_index = 1})
+              .Remote())
+          .at(0);
   EXPECT_EQ(topology_.Path(g0, g1), prism::gpu::PathKind::kNvLink);
-  EXPECT_THROW(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 5}).Remote()), prism::InfeasibleError)
+  EXPECT_THROW(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 5}).Remote()),
+               prism::InfeasibleError)
       << "more GPUs than any node has";
 }
 
@@ -125,7 +137,8 @@ TEST(GpuAffinityTest, WorkersArePinnedToTheirGpusNumaNode) {
   auto b = prism::Actor(MakeHolder).Options({.num_gpus = 1}).Remote();
   for (auto* h : {&a, &b}) {
     int gpu = prism::Get(h->Task(&Holder::Ids).Remote()).at(0);
-    EXPECT_EQ(prism::Get(h->Task(&Holder::MyCpus).Remote()), std::vector<int>{gpu == 0 ? mine[1] : mine[0]});
+    EXPECT_EQ(prism::Get(h->Task(&Holder::MyCpus).Remote()),
+              std::vector<int>{gpu == 0 ? mine[1] : mine[0]});
   }
   EXPECT_EQ(prism::Get(prism::Task(Cpus).Remote()), mine) << "CPU-only workers are not pinned";
   prism::Shutdown();

@@ -1,21 +1,20 @@
 // GPU tasks and actors on simulated devices: each gets a context (its device, a stream of its
 // worker's pool, memory capped by gpu_memory); a faulting kernel takes its worker down and the
 // task is retried in a fresh one.
+#include <gtest/gtest.h>
 #include <prism/gpu.h>
 #include <prism/prism.h>
-
-#include "e2e/gpu_test_backend.h"
-
-#include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <set>
-#include <signal.h>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "e2e/gpu_test_backend.h"
 
 namespace {
 
@@ -74,7 +73,8 @@ int TrapOnce(std::string marker) {
 std::vector<std::string> Nap(int ms) {
   auto now_us = [] {
     return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
-                              std::chrono::steady_clock::now().time_since_epoch()).count());
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count());
   };
   std::string start = now_us();
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -122,12 +122,14 @@ class GpuTasksTest : public ::testing::Test {
 TEST_F(GpuTasksTest, AGpuTaskComputesOnItsDevice) {
   EXPECT_DOUBLE_EQ(prism::Get(prism::Task(GpuSum).Options({.num_gpus = 1}).Remote(1000)), 2000.0);
   EXPECT_DOUBLE_EQ(prism::Get(prism::Task(GpuSum).Options({.num_gpus = 0.25}).Remote(10)), 20.0);
-  EXPECT_NE(prism::Get(prism::Task(ContextOutsideGpuTask).Remote()).find("num_gpus"), std::string::npos);
+  EXPECT_NE(prism::Get(prism::Task(ContextOutsideGpuTask).Remote()).find("num_gpus"),
+            std::string::npos);
 }
 
 TEST_F(GpuTasksTest, TasksOfOneWorkerTakeTurnsOnItsStreams) {
   std::set<std::string> names;
-  for (int i = 0; i < 8; ++i) names.insert(prism::Get(prism::Task(StreamName).Options({.num_gpus = 1}).Remote()));
+  for (int i = 0; i < 8; ++i)
+    names.insert(prism::Get(prism::Task(StreamName).Options({.num_gpus = 1}).Remote()));
   EXPECT_GE(names.size(), 2u) << "consecutive tasks go on different streams of the pool";
   for (const auto& n : names) EXPECT_EQ(n.rfind("prism gpu0 stream ", 0), 0u) << n;
 }
@@ -137,7 +139,8 @@ TEST_F(GpuTasksTest, TasksOfOneWorkerTakeTurnsOnItsStreams) {
 TEST_F(GpuTasksTest, StatelessGpuTasksOfOneWorkerRunSideBySide) {
   int gpus = static_cast<int>(prism::ClusterResources()["GPU"]);
   std::vector<prism::ObjectRef<std::vector<std::string>>> naps;
-  for (int i = 0; i < 4; ++i) naps.push_back(prism::Task(Nap).Options({.num_gpus = double(gpus)}).Remote(400));
+  for (int i = 0; i < 4; ++i)
+    naps.push_back(prism::Task(Nap).Options({.num_gpus = double(gpus)}).Remote(400));
   std::set<std::string> pids, streams;
   std::vector<std::pair<int64_t, int64_t>> spans;
   for (auto& r : naps) {
@@ -159,13 +162,18 @@ TEST_F(GpuTasksTest, StatelessGpuTasksOfOneWorkerRunSideBySide) {
 }
 
 TEST_F(GpuTasksTest, GpuMemoryCapsATaskAndOnlyThatTask) {
-  std::string over = prism::Get(prism::Task(TryAllocate).Options({.num_gpus = 0.5, .gpu_memory = 1 << 20}).Remote(2 << 20));
+  std::string over = prism::Get(
+      prism::Task(TryAllocate).Options({.num_gpus = 0.5, .gpu_memory = 1 << 20}).Remote(2 << 20));
   EXPECT_NE(over.find("OutOfMemory"), std::string::npos) << over;
   EXPECT_NE(over.find("gpu_memory"), std::string::npos) << over;
-  EXPECT_EQ(prism::Get(prism::Task(TryAllocate).Options({.num_gpus = 0.5, .gpu_memory = 4 << 20}).Remote(2 << 20)), "ok");
+  EXPECT_EQ(prism::Get(prism::Task(TryAllocate)
+                           .Options({.num_gpus = 0.5, .gpu_memory = 4 << 20})
+                           .Remote(2 << 20)),
+            "ok");
   EXPECT_EQ(prism::Get(prism::Task(TryAllocate).Options({.num_gpus = 0.5}).Remote(2 << 20)), "ok")
       << "the next task on the same worker has its own cap";
-  EXPECT_THROW(prism::Task(TryAllocate).Options({.gpu_memory = 1 << 20}).Remote(1), prism::InvalidArgumentError)
+  EXPECT_THROW(prism::Task(TryAllocate).Options({.gpu_memory = 1 << 20}).Remote(1),
+               prism::InvalidArgumentError)
       << "gpu_memory without num_gpus";
 }
 
@@ -182,19 +190,23 @@ TEST_F(GpuTasksTest, AFaultingKernelTakesDownItsWorkerOnlyAndTheTaskIsRetried) {
   // Halves of GPUs, so that the check runs on a one-GPU machine too: a fault stays in its process.
   auto other = prism::Actor(MakeAccumulator).Options({.num_gpus = 0.5}).Remote();
   EXPECT_FLOAT_EQ(prism::Get(other.Task(&Accumulator::Add).Remote(1.0f)), 1.0f);
-  int pid = prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 0.5, .max_retries = 1}).Remote(marker), 60s);
+  int pid = prism::Get(
+      prism::Task(TrapOnce).Options({.num_gpus = 0.5, .max_retries = 1}).Remote(marker), 60s);
   int first = 0;
   std::ifstream(marker) >> first;
   EXPECT_GT(pid, 0);
   EXPECT_NE(pid, first) << "the retry ran in a fresh worker";
   EXPECT_NE(::kill(first, 0), 0) << "the faulted worker is gone";
-  EXPECT_FLOAT_EQ(prism::Get(other.Task(&Accumulator::Add).Remote(1.0f)), 2.0f) << "other GPU workers live on";
+  EXPECT_FLOAT_EQ(prism::Get(other.Task(&Accumulator::Add).Remote(1.0f)), 2.0f)
+      << "other GPU workers live on";
   std::remove(marker.c_str());
   std::string marker2 = marker + "-always";
   // Without retries left, the caller learns the worker died.
   std::ofstream(marker2 + "x");
-  EXPECT_THROW(prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 0.5, .max_retries = 0}).Remote(marker2), 60s),
-               prism::WorkerCrashedError);
+  EXPECT_THROW(
+      prism::Get(prism::Task(TrapOnce).Options({.num_gpus = 0.5, .max_retries = 0}).Remote(marker2),
+                 60s),
+      prism::WorkerCrashedError);
   std::remove(marker2.c_str());
   std::remove((marker2 + "x").c_str());
 }

@@ -5,10 +5,9 @@
 // than the machine has skips too.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <prism/gpu.h>
 #include <prism/prism.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <string>
@@ -37,21 +36,22 @@ inline int CudaDeviceCount(std::string* why) {
 // Initializes prism for a GPU suite: sim with `profile` (and `sim_memory` per device), or the
 // real devices under PRISM_TEST_GPU_BACKEND=cuda. Returns false (after GTEST_SKIP) where the
 // real backend has no device or fewer than `min_gpus`.
-#define PRISM_INIT_GPU_SUITE(options, profile, sim_memory, min_gpus)                              \
-  do {                                                                                           \
-    prism::InitOptions prism_opts_ = (options);                                                  \
-    if (prism_test::OnCuda()) {                                                                  \
-      std::string why_;                                                                          \
-      int n_ = prism_test::CudaDeviceCount(&why_);                                               \
-      if (n_ == 0) GTEST_SKIP() << "no CUDA device: " << why_;                                   \
-      if (n_ < (min_gpus)) GTEST_SKIP() << "needs " << (min_gpus) << " GPUs, this machine has " << n_; \
-      setenv("PRISM_GPU_BACKEND", "cuda", 1);                                                    \
-    } else {                                                                                     \
-      setenv("PRISM_GPU_BACKEND", "sim", 1);                                                     \
-      setenv("PRISM_SIM_DEVICE_MEMORY", (sim_memory), 1);                                        \
-      prism_opts_.gpu_topology = (profile);                                                      \
-    }                                                                                            \
-    prism::Init(prism_opts_);                                                                    \
+#define PRISM_INIT_GPU_SUITE(options, profile, sim_memory, min_gpus)                \
+  do {                                                                              \
+    prism::InitOptions prism_opts_ = (options);                                     \
+    if (prism_test::OnCuda()) {                                                     \
+      std::string why_;                                                             \
+      int n_ = prism_test::CudaDeviceCount(&why_);                                  \
+      if (n_ == 0) GTEST_SKIP() << "no CUDA device: " << why_;                      \
+      if (n_ < (min_gpus))                                                          \
+        GTEST_SKIP() << "needs " << (min_gpus) << " GPUs, this machine has " << n_; \
+      setenv("PRISM_GPU_BACKEND", "cuda", 1);                                       \
+    } else {                                                                        \
+      setenv("PRISM_GPU_BACKEND", "sim", 1);                                        \
+      setenv("PRISM_SIM_DEVICE_MEMORY", (sim_memory), 1);                           \
+      prism_opts_.gpu_topology = (profile);                                         \
+    }                                                                               \
+    prism::Init(prism_opts_);                                                       \
   } while (0)
 
 inline void ShutdownGpuSuite() {

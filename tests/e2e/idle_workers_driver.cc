@@ -1,9 +1,6 @@
 // A second driver for the standalone test: joins the running daemon, makes it start `n` workers
 // (n tasks that meet at a rendezvous), leaves them idle, reports, and waits for stdin to close.
-#include "e2e/rendezvous.h"
-
 #include <prism/prism.h>
-
 #include <unistd.h>
 
 #include <chrono>
@@ -14,6 +11,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "e2e/rendezvous.h"
 
 int Rendezvous(std::string dir, int n) {
   return prism::testing::MeetIn(dir, n, std::chrono::seconds(20));

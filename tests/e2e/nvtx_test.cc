@@ -1,9 +1,8 @@
 // NVTX ranges around task execution, transfers and allocations, recorded by an NVTX injection
 // library (what Nsight Systems would show) in the driver and in its workers.
+#include <gtest/gtest.h>
 #include <prism/gpu.h>
 #include <prism/prism.h>
-
-#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -23,7 +22,8 @@ double GpuCopy(int n) {
   if (!buffer.ok()) throw std::runtime_error(buffer.status().ToString());
   std::vector<double> host(n, 2.5), back(n);
   if (!ctx.stream().CopyAsync(buffer->data(), host.data(), n * sizeof(double)).ok() ||
-      !ctx.stream().CopyAsync(back.data(), buffer->data(), n * sizeof(double)).ok() || !ctx.stream().Synchronize().ok()) {
+      !ctx.stream().CopyAsync(back.data(), buffer->data(), n * sizeof(double)).ok() ||
+      !ctx.stream().Synchronize().ok()) {
     throw std::runtime_error("copy failed");
   }
   return back[n - 1];
@@ -43,8 +43,9 @@ TEST(NvtxTest, TasksTransfersAndAllocationsAreRanges) {
   if (!prism::gpu::NvtxEnabled()) GTEST_SKIP() << "built without the NVTX headers";
   std::string record = ::testing::TempDir() + "/nvtx-" + std::to_string(getpid()) + ".txt";
   std::remove(record.c_str());
-  std::vector<std::string> env{"NVTX_INJECTION64_PATH=" PRISM_NVTX_RECORDER, "PRISM_NVTX_RECORD=" + record,
-                               "PRISM_GPU_BACKEND=sim", "PRISM_SIM_DEVICE_MEMORY=64M"};
+  std::vector<std::string> env{"NVTX_INJECTION64_PATH=" PRISM_NVTX_RECORDER,
+                               "PRISM_NVTX_RECORD=" + record, "PRISM_GPU_BACKEND=sim",
+                               "PRISM_SIM_DEVICE_MEMORY=64M"};
   for (char** e = environ; *e; ++e) env.emplace_back(*e);
   std::vector<char*> envp;
   for (auto& s : env) envp.push_back(s.data());
@@ -67,7 +68,8 @@ TEST(NvtxTest, TasksTransfersAndAllocationsAreRanges) {
       ++depth[who];
       std::string message;
       std::getline(l, message);
-      for (const char* what : {" prism task GpuCopy", " prism task Plain", " prism copy", " prism alloc", " prism free"}) {
+      for (const char* what : {" prism task GpuCopy", " prism task Plain", " prism copy",
+                               " prism alloc", " prism free"}) {
         if (message.rfind(what, 0) == 0) ++seen[what];
       }
     } else if (op == "pop") {

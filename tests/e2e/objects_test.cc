@@ -1,11 +1,8 @@
 // Objects end to end: the shared-memory store, zero-copy reads in other processes, reference
 // counting across processes (nested refs, borrowers, containing objects), spilling, and what
 // happens when the store is too small.
-#include "e2e/rendezvous.h"
-
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +12,8 @@
 #include <fstream>
 #include <numeric>
 #include <thread>
+
+#include "e2e/rendezvous.h"
 
 namespace {
 
@@ -26,7 +25,7 @@ struct ReadInfo {
   bool in_store = false;
   bool aligned = false;
   uint64_t size = 0;
-  uint64_t sum = 0;      // of a sample of bytes
+  uint64_t sum = 0;  // of a sample of bytes
   double best_get_us = 0;
   int pid = 0;
   MSGPACK_DEFINE(in_store, aligned, size, sum, best_get_us, pid)
@@ -113,7 +112,8 @@ PRISM_REMOTE(SumInner);
 
 // Passes its borrowed ref on to another task and returns a ref to that task's result: the ref
 // travels driver -> this worker -> another worker, and the result ref back to the driver.
-std::vector<prism::ObjectRef<uint64_t>> ForwardToAnotherTask(std::vector<prism::ObjectRef<prism::Buffer>> refs) {
+std::vector<prism::ObjectRef<uint64_t>> ForwardToAnotherTask(
+    std::vector<prism::ObjectRef<prism::Buffer>> refs) {
   return {prism::Task(HoldThenRead).Options({.num_cpus = 0}).Remote(refs, 300)};
 }
 PRISM_REMOTE(ForwardToAnotherTask);
@@ -199,7 +199,8 @@ TEST_F(ObjectsTest, OneGibObjectIsReadInPlaceByAnotherProcess) {
   auto ref = prism::Put(prism::Buffer::View(bytes.data(), n));
   bytes = {};
   prism::Buffer local = prism::Get(ref);
-  EXPECT_TRUE(prism::internal::InObjectStore(local.data(), local.size())) << "the driver's view too";
+  EXPECT_TRUE(prism::internal::InObjectStore(local.data(), local.size()))
+      << "the driver's view too";
   ReadInfo info = prism::Get(prism::Task(ReadNested).Remote(std::vector{ref}));
   EXPECT_NE(info.pid, getpid());
   EXPECT_TRUE(info.in_store) << "the worker's Buffer must point into its mapping of the store";
@@ -208,7 +209,8 @@ TEST_F(ObjectsTest, OneGibObjectIsReadInPlaceByAnotherProcess) {
   EXPECT_EQ(info.sum, expected);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   // (Sanitizers slow every call down too much for a bound in microseconds.)
-  EXPECT_LT(info.best_get_us, 1000.0) << "a zero-copy Get of 1 GiB took " << info.best_get_us << " us";
+  EXPECT_LT(info.best_get_us, 1000.0)
+      << "a zero-copy Get of 1 GiB took " << info.best_get_us << " us";
 #endif
   std::cout << "[ info ] cross-process Get of 1 GiB: " << info.best_get_us << " us\n";
 }
@@ -229,7 +231,8 @@ TEST_F(ObjectsTest, PutAndDropTenThousandMibObjects) {
   EXPECT_TRUE(StoreReaches([&](const prism::ObjectStoreStats& s) { return s.used == baseline; },
                            std::chrono::seconds(2)))
       << "store usage " << prism::GetObjectStoreStats().used << " bytes, baseline " << baseline;
-  EXPECT_EQ(prism::GetObjectStoreStats().num_spilled, 0u) << "dropped objects are freed, not spilled";
+  EXPECT_EQ(prism::GetObjectStoreStats().num_spilled, 0u)
+      << "dropped objects are freed, not spilled";
 }
 
 // A ref nested in an argument of a long-running task stays readable there after the driver
@@ -252,15 +255,17 @@ TEST_F(ObjectsTest, NestedArgumentOutlivesTheDriversHandle) {
 TEST_F(ObjectsTest, LargeArgumentsAndResultsGoThroughTheStore) {
   Start(256 * kMiB);
   std::vector<uint8_t> bytes(8 * kMiB, 9);
-  EXPECT_EQ(prism::Get(prism::Task(SampleArg).Remote(prism::Buffer::View(bytes.data(), bytes.size()))),
-            Sample(bytes.data(), bytes.size()));
+  EXPECT_EQ(
+      prism::Get(prism::Task(SampleArg).Remote(prism::Buffer::View(bytes.data(), bytes.size()))),
+      Sample(bytes.data(), bytes.size()));
   auto big = prism::Task(MakeBytes).Remote(uint64_t{16 * kMiB}, 5);
   prism::Buffer b = prism::Get(big);
   EXPECT_EQ(b.size(), 16 * kMiB);
   EXPECT_EQ(b.data()[16 * kMiB - 1], 5);
   EXPECT_TRUE(prism::internal::InObjectStore(b.data(), b.size()));
   auto small = prism::Get(prism::Task(MakeBytes).Remote(uint64_t{10}, 4));
-  EXPECT_FALSE(prism::internal::InObjectStore(small.data(), small.size())) << "small values stay inline";
+  EXPECT_FALSE(prism::internal::InObjectStore(small.data(), small.size()))
+      << "small values stay inline";
   EXPECT_EQ(small.size(), 10u);
   big = {};
   b = {};
@@ -362,8 +367,9 @@ TEST_F(ObjectsTest, RefHandedBackByItsLastBorrowerStaysAlive) {
 TEST_F(ObjectsTest, RetriedTaskPutsAfresh) {
   Start(256 * kMiB);
   std::string dir = TempDir();
-  auto refs = prism::Get(prism::Task(PutThenDieOnce).Options({.max_retries = 1}).Remote(dir + "/marker"),
-                         std::chrono::seconds(30));
+  auto refs =
+      prism::Get(prism::Task(PutThenDieOnce).Options({.max_retries = 1}).Remote(dir + "/marker"),
+                 std::chrono::seconds(30));
   prism::Buffer b = prism::Get(refs[0]);
   EXPECT_EQ(b.size(), 1u << 20);
   EXPECT_EQ(b.data()[0], 6);
@@ -453,7 +459,8 @@ TEST_F(ObjectsTest, BuffersPinTheirObjects) {
   prism::Buffer view = prism::Get(a);
   EXPECT_GE(prism::GetObjectStoreStats().pinned, 12 * kMiB);
   std::vector<prism::ObjectRef<prism::Buffer>> more;
-  for (int i = 0; i < 6; ++i) more.push_back(prism::Put(prism::Buffer::View(bytes.data(), bytes.size())));
+  for (int i = 0; i < 6; ++i)
+    more.push_back(prism::Put(prism::Buffer::View(bytes.data(), bytes.size())));
   EXPECT_EQ(view.data()[12 * kMiB - 1], 6) << "the pinned object was not moved or spilled";
   EXPECT_TRUE(prism::internal::InObjectStore(view.data(), view.size()));
   view = {};
@@ -475,7 +482,8 @@ TEST_F(ObjectsTest, ReadingAgainSharesThePinWhichGoesAfterTheLastReader) {
   second = {};
   EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.pinned == 0; }));
   a = {};
-  EXPECT_TRUE(StoreReaches([](const prism::ObjectStoreStats& s) { return s.num_objects == 0 && s.used == 0; }));
+  EXPECT_TRUE(StoreReaches(
+      [](const prism::ObjectStoreStats& s) { return s.num_objects == 0 && s.used == 0; }));
 }
 
 // A spilled object read while the store is full of pinned objects waits for room (until readers
@@ -491,7 +499,8 @@ TEST_F(ObjectsTest, ReadingASpilledObjectWaitsForRoom) {
     prism::Buffer read = prism::Get(refs.back());  // leaves an idle pin behind
     ASSERT_EQ(read.data()[0], 10 + i);
   }
-  ASSERT_GT(prism::GetObjectStoreStats().num_spilled, 0u) << "three 12 MiB objects in a 32 MiB store";
+  ASSERT_GT(prism::GetObjectStoreStats().num_spilled, 0u)
+      << "three 12 MiB objects in a 32 MiB store";
   // Hold the two newest: 24 MiB pinned, no room to restore the first.
   prism::Buffer b = prism::Get(refs[1]), c = prism::Get(refs[2]);
   std::thread let_go([&] {

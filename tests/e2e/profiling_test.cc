@@ -1,16 +1,15 @@
 // Profiling: the timeline (tasks per worker and thread, GPU tasks' device time per stream, as a
 // Chrome trace) and the worker launch prefix (how Nsight wraps workers).
+#include <gtest/gtest.h>
 #include <prism/gpu.h>
 #include <prism/prism.h>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <thread>
@@ -22,10 +21,13 @@ float GpuWork(int n) {
   prism::gpu::Context& ctx = prism::gpu::CurrentContext();
   auto b = ctx.Allocate(n * sizeof(float));
   if (!b.ok()) throw std::runtime_error(b.status().ToString());
-  prism::gpu::DeviceArray x{b->data(), prism::gpu::DType::kFloat32, static_cast<size_t>(n), ctx.device()};
-  if (!prism::gpu::ops::Fill(ctx.backend(), ctx.stream(), x, 3).ok()) throw std::runtime_error("fill");
+  prism::gpu::DeviceArray x{b->data(), prism::gpu::DType::kFloat32, static_cast<size_t>(n),
+                            ctx.device()};
+  if (!prism::gpu::ops::Fill(ctx.backend(), ctx.stream(), x, 3).ok())
+    throw std::runtime_error("fill");
   float first = 0;
-  if (!ctx.stream().CopyAsync(&first, b->data(), sizeof first).ok() || !ctx.stream().Synchronize().ok()) {
+  if (!ctx.stream().CopyAsync(&first, b->data(), sizeof first).ok() ||
+      !ctx.stream().Synchronize().ok()) {
     throw std::runtime_error("copy");
   }
   return first;
@@ -40,7 +42,8 @@ TEST(TimelineTest, TasksAndGpuWorkBecomeAChromeTrace) {
   setenv("PRISM_GPU_BACKEND", "sim", 1);
   prism::Init({.num_cpus = 2, .gpu_topology = "nvlink-pairs-4", .timeline = true});
   for (int i = 0; i < 3; ++i) EXPECT_EQ(prism::Get(prism::Task(Add).Remote(i, 1)), i + 1);
-  for (int i = 0; i < 2; ++i) EXPECT_EQ(prism::Get(prism::Task(GpuWork).Options({.num_gpus = 1}).Remote(4096)), 3.0f);
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(prism::Get(prism::Task(GpuWork).Options({.num_gpus = 1}).Remote(4096)), 3.0f);
   std::string path = ::testing::TempDir() + "/prism-trace-" + std::to_string(getpid()) + ".json";
   // GPU spans are written once the GPU is done with the task's work (the task's last free is
   // still in flight when it returns): look until both are there.
@@ -61,7 +64,8 @@ TEST(TimelineTest, TasksAndGpuWorkBecomeAChromeTrace) {
   std::map<std::pair<int64_t, int64_t>, std::string> thread_names;
   std::set<int64_t> processes;
   for (const auto& e : trace["traceEvents"]) {
-    if (e["ph"] == "M" && e["name"] == "thread_name") thread_names[{e["pid"], e["tid"]}] = e["args"]["name"];
+    if (e["ph"] == "M" && e["name"] == "thread_name")
+      thread_names[{e["pid"], e["tid"]}] = e["args"]["name"];
     if (e["ph"] == "M" && e["name"] == "process_name") processes.insert(e["pid"].get<int64_t>());
     if (e["ph"] != "X") continue;
     EXPECT_GE(e["dur"].get<int64_t>(), 0);
@@ -69,7 +73,8 @@ TEST(TimelineTest, TasksAndGpuWorkBecomeAChromeTrace) {
     (e["cat"] == "gpu" ? gpu : tasks)[e["name"]]++;
     if (e["cat"] == "gpu") {
       std::string stream = thread_names[{e["pid"], e["tid"]}];
-      EXPECT_EQ(stream.rfind("prism gpu0 stream", 0), 0u) << "GPU work is on a track per stream: " << stream;
+      EXPECT_EQ(stream.rfind("prism gpu0 stream", 0), 0u)
+          << "GPU work is on a track per stream: " << stream;
       EXPECT_GT(e["args"]["gpu_ms"].get<double>(), 0.0) << "timed on the device by events";
     }
   }
@@ -114,7 +119,8 @@ TEST(LaunchPrefixTest, AWorkerMayBeThePrefixsChild) {
   comm >> name;
   EXPECT_EQ(name, "sh") << "the worker runs under the prefix's shell";
   prism::Shutdown();
-  for (int i = 0; i < 200 && ::kill(worker, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 200 && ::kill(worker, 0) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_NE(::kill(worker, 0), 0) << "the worker ended with the cluster";
 }
 

@@ -1,7 +1,6 @@
 // The scheduler: GPUs as per-device resource vectors, the spread strategy, and placement groups.
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 
 #include <algorithm>
 #include <chrono>
@@ -48,7 +47,8 @@ TEST_F(SchedulingTest, WholeGpusAreDistinctDevices) {
   auto one = prism::Get(prism::Task(GpuIds).Options({.num_gpus = 1}).Remote());
   ASSERT_EQ(one.size(), 1u);
   EXPECT_TRUE(one[0] == 0 || one[0] == 1);
-  EXPECT_EQ(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 2}).Remote()), (std::vector<int>{0, 1}));
+  EXPECT_EQ(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 2}).Remote()),
+            (std::vector<int>{0, 1}));
   // Two tasks holding one GPU each at the same time hold different ones.
   auto a = prism::Actor(MakeDevice).Options({.num_gpus = 1}).Remote();
   auto b = prism::Actor(MakeDevice).Options({.num_gpus = 1}).Remote();
@@ -77,8 +77,14 @@ TEST_F(SchedulingTest, FractionalSharesPackOrSpread) {
   prism::Kill(a);
   prism::Kill(b);
   prism::Kill(whole);
-  auto s1 = prism::Actor(MakeDevice).Options({.num_gpus = 0.5, .scheduling_strategy = prism::SchedulingStrategy::kSpread}).Remote();
-  auto s2 = prism::Actor(MakeDevice).Options({.num_gpus = 0.5, .scheduling_strategy = prism::SchedulingStrategy::kSpread}).Remote();
+  auto s1 =
+      prism::Actor(MakeDevice)
+          .Options({.num_gpus = 0.5, .scheduling_strategy = prism::SchedulingStrategy::kSpread})
+          .Remote();
+  auto s2 =
+      prism::Actor(MakeDevice)
+          .Options({.num_gpus = 0.5, .scheduling_strategy = prism::SchedulingStrategy::kSpread})
+          .Remote();
   EXPECT_NE(prism::Get(s1.Task(&Device::Ids).Remote()), prism::Get(s2.Task(&Device::Ids).Remote()))
       << "spread puts shares on different devices";
 }
@@ -108,8 +114,10 @@ TEST_F(SchedulingTest, BadGpuRequestsFailClearly) {
     EXPECT_NE(What(e).find("whole number"), std::string::npos) << e.what();
   }
   EXPECT_THROW(prism::Task(GpuIds).Options({.num_gpus = -1}).Remote(), prism::InvalidArgumentError);
-  EXPECT_THROW(prism::Task(GpuIds).Options({.resources = {{"GPU", 1}}}).Remote(), prism::InvalidArgumentError);
-  EXPECT_THROW(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 3}).Remote()), prism::InfeasibleError);
+  EXPECT_THROW(prism::Task(GpuIds).Options({.resources = {{"GPU", 1}}}).Remote(),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 3}).Remote()),
+               prism::InfeasibleError);
   EXPECT_EQ(prism::Get(prism::Task(SleepMs).Remote(1)), 1) << "the runtime still works";
 }
 
@@ -119,7 +127,10 @@ TEST_F(SchedulingTest, PlacementGroupReservesItsBundles) {
   EXPECT_EQ(pg.bundles().size(), 2u);
   EXPECT_EQ(prism::GetPlacementGroup("pair").id(), pg.id());
   // Tasks in its bundles run on its reservation.
-  EXPECT_EQ(prism::Get(prism::Task(SleepMs).Options({.placement_group = pg, .placement_group_bundle_index = 1}).Remote(5)), 5);
+  EXPECT_EQ(prism::Get(prism::Task(SleepMs)
+                           .Options({.placement_group = pg, .placement_group_bundle_index = 1})
+                           .Remote(5)),
+            5);
   EXPECT_EQ(prism::Get(prism::Task(SleepMs).Options({.placement_group = pg}).Remote(6)), 6);
   // The node has 4 CPUs and the group holds 2 of them: a 3-CPU task outside it waits.
   auto big = prism::Task(SleepMs).Options({.num_cpus = 3}).Remote(1);
@@ -133,12 +144,16 @@ TEST_F(SchedulingTest, PlacementGroupReservesItsBundles) {
 TEST_F(SchedulingTest, PlacementGroupWaitsForRoom) {
   auto first = prism::CreatePlacementGroup({.bundles = {{{"CPU", 3}}}});
   ASSERT_TRUE(first.Wait(30s));
-  auto second = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}, {{"CPU", 1}}}, .strategy = prism::PlacementStrategy::kStrictPack});
+  auto second = prism::CreatePlacementGroup(
+      {.bundles = {{{"CPU", 1}}, {{"CPU", 1}}}, .strategy = prism::PlacementStrategy::kStrictPack});
   EXPECT_FALSE(second.Wait(300ms)) << "all of its bundles or none: only one CPU is free";
-  auto queued = prism::Task(SleepMs).Options({.placement_group = second, .placement_group_bundle_index = 0}).Remote(7);
+  auto queued = prism::Task(SleepMs)
+                    .Options({.placement_group = second, .placement_group_bundle_index = 0})
+                    .Remote(7);
   prism::RemovePlacementGroup(first);
   EXPECT_TRUE(second.Wait(30s));
-  EXPECT_EQ(prism::Get(queued, 30s), 7) << "a task queued for a pending group runs once it is created";
+  EXPECT_EQ(prism::Get(queued, 30s), 7)
+      << "a task queued for a pending group runs once it is created";
 }
 
 TEST_F(SchedulingTest, BadPlacementGroupsFailClearly) {
@@ -154,13 +169,19 @@ TEST_F(SchedulingTest, BadPlacementGroupsFailClearly) {
       << "one node cannot hold two bundles that need a node each";
   EXPECT_THROW(prism::CreatePlacementGroup({}), prism::InvalidArgumentError);
   EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{}}}), prism::InvalidArgumentError);
-  EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{{"GPU", 1.5}}}}), prism::InvalidArgumentError);
-  EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{{"CPU", -1}}}}), prism::InvalidArgumentError);
-  auto pg = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = "taken"});
-  EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = "taken"}), prism::InvalidArgumentError);
-  EXPECT_THROW(prism::Task(SleepMs).Options({.placement_group = pg, .placement_group_bundle_index = 1}).Remote(1),
+  EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{{"GPU", 1.5}}}}),
                prism::InvalidArgumentError);
-  EXPECT_THROW(prism::Task(SleepMs).Options({.placement_group_bundle_index = 0}).Remote(1), prism::InvalidArgumentError);
+  EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{{"CPU", -1}}}}),
+               prism::InvalidArgumentError);
+  auto pg = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = "taken"});
+  EXPECT_THROW(prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}}}, .name = "taken"}),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(SleepMs)
+                   .Options({.placement_group = pg, .placement_group_bundle_index = 1})
+                   .Remote(1),
+               prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(SleepMs).Options({.placement_group_bundle_index = 0}).Remote(1),
+               prism::InvalidArgumentError);
   try {
     prism::Get(prism::Task(SleepMs).Options({.num_cpus = 2, .placement_group = pg}).Remote(1));
     FAIL() << "expected InfeasibleError";
@@ -169,20 +190,29 @@ TEST_F(SchedulingTest, BadPlacementGroupsFailClearly) {
   }
   EXPECT_THROW(prism::GetPlacementGroup("no-such-group"), prism::InvalidArgumentError);
   EXPECT_THROW(prism::PlacementGroup().Wait(1ms), prism::InvalidArgumentError);
-  EXPECT_EQ(prism::Get(prism::Task(SleepMs).Options({.placement_group = pg}).Remote(2)), 2) << "nothing broke";
+  EXPECT_EQ(prism::Get(prism::Task(SleepMs).Options({.placement_group = pg}).Remote(2)), 2)
+      << "nothing broke";
 }
 
 TEST_F(SchedulingTest, GpuBundlesHoldTheirDevices) {
-  auto pg = prism::CreatePlacementGroup({.bundles = {{{"CPU", 1}, {"GPU", 0.5}}, {{"CPU", 1}, {"GPU", 0.5}}},
-                                         .strategy = prism::PlacementStrategy::kSpread});
+  auto pg = prism::CreatePlacementGroup(
+      {.bundles = {{{"CPU", 1}, {"GPU", 0.5}}, {{"CPU", 1}, {"GPU", 0.5}}},
+       .strategy = prism::PlacementStrategy::kSpread});
   ASSERT_TRUE(pg.Wait(30s));
-  auto in0 = prism::Get(prism::Task(GpuIds).Options({.num_gpus = 0.5, .placement_group = pg, .placement_group_bundle_index = 0}).Remote());
-  auto in1 = prism::Get(prism::Task(GpuIds).Options({.num_gpus = 0.25, .placement_group = pg, .placement_group_bundle_index = 1}).Remote());
+  auto in0 = prism::Get(
+      prism::Task(GpuIds)
+          .Options({.num_gpus = 0.5, .placement_group = pg, .placement_group_bundle_index = 0})
+          .Remote());
+  auto in1 = prism::Get(
+      prism::Task(GpuIds)
+          .Options({.num_gpus = 0.25, .placement_group = pg, .placement_group_bundle_index = 1})
+          .Remote());
   ASSERT_EQ(in0.size(), 1u);
   ASSERT_EQ(in1.size(), 1u);
   EXPECT_NE(in0, in1) << "spread bundles lie on different devices";
-  EXPECT_THROW(prism::Get(prism::Task(GpuIds).Options({.num_gpus = 1, .placement_group = pg}).Remote()),
-               prism::InfeasibleError)
+  EXPECT_THROW(
+      prism::Get(prism::Task(GpuIds).Options({.num_gpus = 1, .placement_group = pg}).Remote()),
+      prism::InfeasibleError)
       << "no bundle holds a whole device";
   // Half of each device is reserved: a whole-device task outside the group waits.
   auto outside = prism::Task(GpuIds).Options({.num_gpus = 1}).Remote();
@@ -196,7 +226,8 @@ TEST_F(SchedulingTest, RemovingAGroupEndsItsActorsAndTasks) {
   ASSERT_TRUE(pg.Wait(30s));
   auto actor = prism::Actor(MakeDevice).Options({.num_cpus = 1, .placement_group = pg}).Remote();
   EXPECT_EQ(prism::Get(actor.Task(&Device::Ping).Remote()), 1);
-  auto long_task = prism::Task(StartedThenSleep).Options({.num_cpus = 0, .placement_group = pg}).Remote(20000);
+  auto long_task =
+      prism::Task(StartedThenSleep).Options({.num_cpus = 0, .placement_group = pg}).Remote(20000);
   ASSERT_TRUE(long_task.Next(30s).has_value()) << "it runs";
   auto start = std::chrono::steady_clock::now();
   prism::RemovePlacementGroup(pg);
@@ -214,7 +245,8 @@ TEST_F(SchedulingTest, RemovingAGroupEndsItsActorsAndTasks) {
   } catch (const prism::InfeasibleError& e) {
     EXPECT_NE(What(e).find("placement group"), std::string::npos) << e.what();
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 15s) << "the task was stopped, not waited for";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 15s)
+      << "the task was stopped, not waited for";
 }
 
 }  // namespace

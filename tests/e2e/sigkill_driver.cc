@@ -1,6 +1,5 @@
 // A driver for the fault test: starts prism, keeps a worker busy, reports, and waits to be killed.
 #include <prism/prism.h>
-
 #include <unistd.h>
 
 #include <chrono>

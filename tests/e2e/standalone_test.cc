@@ -1,8 +1,7 @@
 // A standalone daemon: `prism start --head`, drivers that join with Init({.address = "auto"}),
 // `prism status`, and `prism stop`.
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -51,7 +50,8 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   EXPECT_NE(status.find("CPU"), std::string::npos) << status;
   EXPECT_NE(status.find("widget"), std::string::npos) << status;
   EXPECT_NE(status.find("drivers: 1"), std::string::npos) << status;
-  EXPECT_NE(status.find("infeasible demand: 1 request(s) for {CPU=1,widget=5}"), std::string::npos) << status;
+  EXPECT_NE(status.find("infeasible demand: 1 request(s) for {CPU=1,widget=5}"), std::string::npos)
+      << status;
   EXPECT_NE(status.find("object store:"), std::string::npos) << status;
   EXPECT_NE(status.find("MiB pinned"), std::string::npos) << status;
   EXPECT_NE(status.find("MiB spilled"), std::string::npos) << status;
@@ -68,7 +68,7 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   fs::create_directories(rdv);
   FILE* other = popen((std::string(PRISM_IDLE_WORKERS_DRIVER) + " " + rdv + " 8").c_str(), "w");
   ASSERT_NE(other, nullptr);
-  for (int i = 0; i < 2000 && !fs::exists(rdv) ; ++i) usleep(1000);
+  for (int i = 0; i < 2000 && !fs::exists(rdv); ++i) usleep(1000);
   auto count_files = [&] {
     int n = 0;
     for ([[maybe_unused]] const auto& e : fs::directory_iterator(rdv)) ++n;
@@ -165,8 +165,10 @@ TEST(OutputTest, WorkerOutputReachesTheDriverWithItsLabel) {
   EXPECT_EQ(out.find("\x1e"), std::string::npos) << "no marker leaks into the output";
   EXPECT_NE(out.find("driver done"), std::string::npos) << out;
   std::string quiet;
-  ASSERT_EQ(RunCommand(std::string("PRISM_LOG_TO_DRIVER=0 ") + PRISM_OUTPUT_DRIVER, &quiet), 0) << quiet;
-  EXPECT_EQ(quiet.find("task line"), std::string::npos) << "PRISM_LOG_TO_DRIVER=0 silences it: " << quiet;
+  ASSERT_EQ(RunCommand(std::string("PRISM_LOG_TO_DRIVER=0 ") + PRISM_OUTPUT_DRIVER, &quiet), 0)
+      << quiet;
+  EXPECT_EQ(quiet.find("task line"), std::string::npos)
+      << "PRISM_LOG_TO_DRIVER=0 silences it: " << quiet;
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // Streaming (generator) tasks: values reach the caller while the task runs.
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
+#include <prism/prism.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -45,7 +44,8 @@ void FailAfter(prism::StreamWriter<std::string>& out, int n) {
 }
 
 void Chunks(prism::StreamWriter<std::vector<uint8_t>>& out, int n, int bytes) {
-  for (int i = 0; i < n; ++i) out.Write(std::vector<uint8_t>(static_cast<size_t>(bytes), static_cast<uint8_t>(i + 1)));
+  for (int i = 0; i < n; ++i)
+    out.Write(std::vector<uint8_t>(static_cast<size_t>(bytes), static_cast<uint8_t>(i + 1)));
 }
 
 // Dies (the whole worker) after `die_after` values on its first run; later runs finish.

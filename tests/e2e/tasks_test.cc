@@ -1,17 +1,10 @@
 // Remote tasks end to end: a real daemon (started by Init) and real worker processes.
-#include "base/spin.h"
-#include "e2e/rendezvous.h"
-#include "node/session.h"
-#include "worker/core_worker.h"
-
-#include <prism/prism.h>
-
 #include <gtest/gtest.h>
-
-#include <cstdlib>
+#include <prism/prism.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -19,6 +12,11 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "base/spin.h"
+#include "e2e/rendezvous.h"
+#include "node/session.h"
+#include "worker/core_worker.h"
 
 namespace {
 
@@ -176,7 +174,8 @@ TEST_F(TasksTest, TasksSpreadOverWorkersWhileCpusAreFree) {
 // its own handle: the value still arrives.
 TEST_F(TasksTest, NestedRefToAPendingObjectOutlivesTheDriversHandle) {
   auto pending = prism::Task(SlowPid).Options({.num_cpus = 0}).Remote(400);
-  auto borrower = prism::Task(GetBorrowedLater).Options({.num_cpus = 0})
+  auto borrower = prism::Task(GetBorrowedLater)
+                      .Options({.num_cpus = 0})
                       .Remote(std::vector<prism::ObjectRef<int>>{pending});
   pending = prism::ObjectRef<int>();  // the driver drops its only handle
   EXPECT_GT(prism::Get(borrower, std::chrono::seconds(30)), 0);
@@ -192,8 +191,12 @@ TEST_F(TasksTest, MemoryIsAResource) {
 }
 
 TEST_F(TasksTest, EnvironmentVariablesPerTask) {
-  auto teal = prism::Task(ReadEnv).Options({.env = {{"TEST_COLOR", "teal"}}}).Remote(std::string("TEST_COLOR"));
-  auto plum = prism::Task(ReadEnv).Options({.env = {{"TEST_COLOR", "plum"}}}).Remote(std::string("TEST_COLOR"));
+  auto teal = prism::Task(ReadEnv)
+                  .Options({.env = {{"TEST_COLOR", "teal"}}})
+                  .Remote(std::string("TEST_COLOR"));
+  auto plum = prism::Task(ReadEnv)
+                  .Options({.env = {{"TEST_COLOR", "plum"}}})
+                  .Remote(std::string("TEST_COLOR"));
   EXPECT_EQ(prism::Get(teal), "teal");
   EXPECT_EQ(prism::Get(plum), "plum");
   for (int i = 0; i < 5; ++i) {
@@ -202,8 +205,9 @@ TEST_F(TasksTest, EnvironmentVariablesPerTask) {
   }
   EXPECT_THROW(prism::Task(ReadEnv).Options({.env = {{"BAD=NAME", "x"}}}).Remote(std::string("X")),
                prism::InvalidArgumentError);
-  EXPECT_THROW(prism::Task(ReadEnv).Options({.env = {{"PRISM_WORKER_ID", "x"}}}).Remote(std::string("X")),
-               prism::InvalidArgumentError);
+  EXPECT_THROW(
+      prism::Task(ReadEnv).Options({.env = {{"PRISM_WORKER_ID", "x"}}}).Remote(std::string("X")),
+      prism::InvalidArgumentError);
 }
 
 // On a node with 2 CPUs, tasks that hold both CPUs and wait on 10 nested tasks each finish: a
@@ -334,7 +338,8 @@ TEST_F(TasksTest, InfeasibleTaskFailsAtGet) {
 }
 
 TEST_F(TasksTest, BadOptionsFailAtSubmission) {
-  EXPECT_THROW(prism::Task(Square).Options({.num_cpus = -1}).Remote(1), prism::InvalidArgumentError);
+  EXPECT_THROW(prism::Task(Square).Options({.num_cpus = -1}).Remote(1),
+               prism::InvalidArgumentError);
   EXPECT_THROW(prism::Task(Square).Options({.resources = {{"CPU", 1}}}).Remote(1),
                prism::InvalidArgumentError);
   EXPECT_THROW(prism::Task(Square).Options({.max_retries = -2}).Remote(1),
@@ -355,7 +360,8 @@ TEST_F(TasksTest, GetTimesOut) {
 // busy. An error, which the loop may have to retry, still waits for the loop.
 TEST_F(TasksTest, AWaitingThreadReadsItsCallsReplyWhileTheLoopIsBusy) {
   using namespace std::chrono_literals;
-  if (prism::SpinBudget().count() == 0) GTEST_SKIP() << "one CPU: nothing spins, and the loop reads every reply";
+  if (prism::SpinBudget().count() == 0)
+    GTEST_SKIP() << "one CPU: nothing spins, and the loop reads every reply";
   auto worker = prism::CurrentCoreWorker();
   // Holds the driver's loop until the returned promise is kept.
   auto hold_loop = [&] {
@@ -396,20 +402,26 @@ TEST_F(TasksTest, AWaitingThreadReadsItsCallsReplyWhileTheLoopIsBusy) {
     EXPECT_THROW(prism::Get(failed), prism::TaskError);
     EXPECT_EQ(prism::Get(call(3)), 6);
   };
-  check("tasks", [](int i) { return prism::Task(Add).Remote(i, i); }, [] { return prism::Task(Throws).Remote(1); });
+  check(
+      "tasks", [](int i) { return prism::Task(Add).Remote(i, i); },
+      [] { return prism::Task(Throws).Remote(1); });
   // Replies read that way are still booked by the loop, which then gives idle leases back (the
   // loop is not woken per such reply, but within a short while of one).
   for (int i = 0; i < 200; ++i) ASSERT_EQ(prism::Get(prism::Task(Add).Remote(i, i)), 2 * i);
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (worker->stats().leases_returned < worker->stats().leases_granted && std::chrono::steady_clock::now() < deadline) {
+  while (worker->stats().leases_returned < worker->stats().leases_granted &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
-  EXPECT_EQ(worker->stats().leases_returned, worker->stats().leases_granted) << "a lease was kept after its last task";
+  EXPECT_EQ(worker->stats().leases_returned, worker->stats().leases_granted)
+      << "a lease was kept after its last task";
   {
     auto doubler = prism::Actor(MakeDoubler).Options({.name = "doubler"}).Remote();
-    check("actor calls", [&](int i) { return doubler.Task(&Doubler::Twice).Remote(i); },
-          [&] { return doubler.Task(&Doubler::Fails).Remote(1); });
-    for (int i = 0; i < 50; ++i) ASSERT_EQ(prism::Get(doubler.Task(&Doubler::Twice).Remote(i)), 2 * i);
+    check(
+        "actor calls", [&](int i) { return doubler.Task(&Doubler::Twice).Remote(i); },
+        [&] { return doubler.Task(&Doubler::Fails).Remote(1); });
+    for (int i = 0; i < 50; ++i)
+      ASSERT_EQ(prism::Get(doubler.Task(&Doubler::Twice).Remote(i)), 2 * i);
   }
   // The handle is gone, and so are the calls that held the actor (booked shortly after their
   // replies were read): the actor ends.
@@ -538,19 +550,25 @@ namespace {
 TEST(CrossLanguageTest, GenericCppWorkerRunsFunctionsFromTheCodeSearchPath) {
   prism::Init({.num_cpus = 2, .code_search_path = {PRISM_TEST_CODE_DIR}});
   prism::TaskOptions cpp{.runtime = "cpp"};
-  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<int>("CrossSquare")).Options(cpp).Remote(7)), 49);
-  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<std::string>("CrossGreet")).Options(cpp).Remote(std::string("prism"))),
+  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<int>("CrossSquare")).Options(cpp).Remote(7)),
+            49);
+  EXPECT_EQ(prism::Get(prism::Task(prism::CppFunction<std::string>("CrossGreet"))
+                           .Options(cpp)
+                           .Remote(std::string("prism"))),
             "hello prism");
-  auto stats = prism::Get(prism::Task(prism::CppFunction<std::map<std::string, double>>("CrossStats"))
-                              .Options(cpp)
-                              .Remote(std::vector<double>{1.5, 2.5}));
+  auto stats =
+      prism::Get(prism::Task(prism::CppFunction<std::map<std::string, double>>("CrossStats"))
+                     .Options(cpp)
+                     .Remote(std::vector<double>{1.5, 2.5}));
   EXPECT_EQ(stats["count"], 2);
   EXPECT_EQ(stats["sum"], 4);
   // An unknown name is a clear error, and the runtime must be one prism knows.
-  EXPECT_THROW(prism::Get(prism::Task(prism::CppFunction<int>("NoSuchFunction")).Options(cpp).Remote(1)),
-               prism::InvalidArgumentError);
-  EXPECT_THROW(prism::Task(prism::CppFunction<int>("CrossSquare")).Options({.runtime = "java"}).Remote(1),
-               prism::InvalidArgumentError);
+  EXPECT_THROW(
+      prism::Get(prism::Task(prism::CppFunction<int>("NoSuchFunction")).Options(cpp).Remote(1)),
+      prism::InvalidArgumentError);
+  EXPECT_THROW(
+      prism::Task(prism::CppFunction<int>("CrossSquare")).Options({.runtime = "java"}).Remote(1),
+      prism::InvalidArgumentError);
   prism::Shutdown();
 }
 
@@ -564,15 +582,20 @@ TEST(CrossLanguageTest, CppDriverCallsPythonFunctionsByName) {
   GTEST_SKIP() << "no Python package in this build (sanitizer builds leave it untested)";
 #else
   if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3";
-  if (::access(PRISM_PYTHON_DIR "/prism/__init__.py", R_OK) != 0) GTEST_SKIP() << "the Python package is not built";
+  if (::access(PRISM_PYTHON_DIR "/prism/__init__.py", R_OK) != 0)
+    GTEST_SKIP() << "the Python package is not built";
   prism::Init({.num_cpus = 2, .python_executable = "/usr/bin/python3"});
   prism::TaskOptions py{.env = {{"PYTHONPATH", PRISM_PYTHON_DIR}}};
-  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<int64_t>("math.factorial")).Options(py).Remote(10)), 3628800);
-  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<std::string>("os.path.join")).Options(py).Remote(
-                std::string("a"), std::string("b"))),
+  EXPECT_EQ(
+      prism::Get(prism::Task(prism::PyFunction<int64_t>("math.factorial")).Options(py).Remote(10)),
+      3628800);
+  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<std::string>("os.path.join"))
+                           .Options(py)
+                           .Remote(std::string("a"), std::string("b"))),
             "a/b");
-  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<std::vector<int>>("builtins.sorted")).Options(py).Remote(
-                std::vector<int>{3, 1, 2})),
+  EXPECT_EQ(prism::Get(prism::Task(prism::PyFunction<std::vector<int>>("builtins.sorted"))
+                           .Options(py)
+                           .Remote(std::vector<int>{3, 1, 2})),
             (std::vector<int>{1, 2, 3}));
   try {
     prism::Get(prism::Task(prism::PyFunction<int>("math.factorial")).Options(py).Remote(-1));
@@ -580,8 +603,9 @@ TEST(CrossLanguageTest, CppDriverCallsPythonFunctionsByName) {
   } catch (const prism::TaskError& e) {
     EXPECT_EQ(e.remote_type(), "ValueError") << e.what();
   }
-  EXPECT_THROW(prism::Get(prism::Task(prism::PyFunction<int>("no_such_module.f")).Options(py).Remote(1)),
-               prism::TaskError);
+  EXPECT_THROW(
+      prism::Get(prism::Task(prism::PyFunction<int>("no_such_module.f")).Options(py).Remote(1)),
+      prism::TaskError);
   prism::Shutdown();
 #endif
 }

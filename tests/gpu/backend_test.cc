@@ -1,12 +1,9 @@
 // The device backend suite: the same tests for every backend (sim everywhere; cuda where a device
 // exists, ctest label `gpu`, skipped with a message elsewhere).
+#include <gtest/gtest.h>
 #include <prism/gpu/backend.h>
 #include <prism/gpu/ops.h>
 #include <prism/gpu/tensor.h>
-
-#include "gpu/must.h"
-
-#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +14,8 @@
 #include <set>
 #include <stdexcept>
 #include <vector>
+
+#include "gpu/must.h"
 
 extern char** environ;
 
@@ -36,7 +35,8 @@ std::string Hex(const std::string& bytes) {
 }
 std::string Unhex(const char* hex) {
   std::string out;
-  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) out.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
+  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2)
+    out.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
   return out;
 }
 // Runs this binary's tests matching `filter` in a child with `env` added; true if they passed.
@@ -54,7 +54,6 @@ bool RunChild(const std::string& filter, const std::vector<std::string>& add) {
   return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-
 class BackendTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -71,7 +70,9 @@ class BackendTest : public ::testing::TestWithParam<std::string> {
     memory_ = Must(backend_->memory(0));
   }
 
-  DeviceBuffer Alloc(size_t bytes) { return Must(DeviceBuffer::Allocate(*memory_, bytes, *stream_)); }
+  DeviceBuffer Alloc(size_t bytes) {
+    return Must(DeviceBuffer::Allocate(*memory_, bytes, *stream_));
+  }
   template <typename T>
   std::vector<T> ToHost(const DeviceBuffer& b, size_t n) {
     std::vector<T> out(n);
@@ -104,7 +105,8 @@ TEST_P(BackendTest, DevicesHaveUuidsAndBadOrdinalsAreErrors) {
   }
   EXPECT_EQ(uuids.size(), static_cast<size_t>(backend_->device_count()));
   EXPECT_EQ(backend_->device(-1).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(backend_->device(backend_->device_count()).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->device(backend_->device_count()).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_FALSE(backend_->CreateStream(backend_->device_count(), "x").ok());
   EXPECT_TRUE(backend_->DeviceStatus(0).ok());
 }
@@ -125,7 +127,8 @@ TEST_P(BackendTest, CopiesRoundTripAndPointersKnowTheirDevice) {
 
 TEST_P(BackendTest, OpsComputeWhatTheySay) {
   size_t n = 1000;
-  DeviceBuffer x = Alloc(n * sizeof(float)), y = Alloc(n * sizeof(float)), out = Alloc(sizeof(float));
+  DeviceBuffer x = Alloc(n * sizeof(float)), y = Alloc(n * sizeof(float)),
+               out = Alloc(sizeof(float));
   DeviceArray ax{x.data(), DType::kFloat32, n, 0}, ay{y.data(), DType::kFloat32, n, 0};
   DeviceArray aout{out.data(), DType::kFloat32, 1, 0};
   Must(ops::Fill(*backend_, *stream_, ax, 2.0f));
@@ -158,7 +161,8 @@ TEST_P(BackendTest, OpsComputeWhatTheySay) {
   std::vector<float> host(4);
   DeviceArray on_host{host.data(), DType::kFloat32, 4, 0};
   EXPECT_EQ(ops::Fill(*backend_, *stream_, on_host, 1).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(ops::Reduce(*backend_, *stream_, ReduceOp::kSum, ax, ay).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ops::Reduce(*backend_, *stream_, ReduceOp::kSum, ax, ay).code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_P(BackendTest, MatmulMatchesAReference) {
@@ -186,7 +190,8 @@ TEST_P(BackendTest, MatmulMatchesAReference) {
     }
     for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4) << i;
     EXPECT_EQ(ops::Matmul(*backend_, *stream_, {da.data(), t, m * k, 0}, {db.data(), t, k * n, 0},
-                          {dc.data(), t, m * n, 0}, m, n, k + 1).code(),
+                          {dc.data(), t, m * n, 0}, m, n, k + 1)
+                  .code(),
               StatusCode::kInvalidArgument);
   }
 }
@@ -247,7 +252,8 @@ TEST_P(BackendTest, OutOfMemoryAndLimitsAreErrorsInTheCallerOnly) {
     EXPECT_EQ(memory_->limit(), memory_->bytes_in_use() + (2 << 20));
     auto over = memory_->Allocate(3 << 20, *stream_);
     EXPECT_EQ(over.status().code(), StatusCode::kOutOfMemory);
-    EXPECT_NE(over.status().message().find("gpu_memory"), std::string::npos) << over.status().message();
+    EXPECT_NE(over.status().message().find("gpu_memory"), std::string::npos)
+        << over.status().message();
     DeviceBuffer fits = Alloc(1 << 20);  // still usable after the refusal
     memory_->set_limit(std::nullopt);
   }
@@ -283,7 +289,8 @@ TEST_P(BackendTest, PeerCopiesBetweenDevices) {
   EXPECT_EQ(back, host);
   EXPECT_EQ(backend_->PointerDevice(d1.data()), 1);
   auto e0 = Must(backend_->CreateEvent(0));
-  EXPECT_EQ(e0->Record(*s1).code(), StatusCode::kInvalidArgument) << "an event of device 0 on device 1's stream";
+  EXPECT_EQ(e0->Record(*s1).code(), StatusCode::kInvalidArgument)
+      << "an event of device 0 on device 1's stream";
 }
 
 TEST_P(BackendTest, TensorsRoundTripThroughDLPackWithoutCopies) {
@@ -329,7 +336,9 @@ TEST_P(BackendTest, MemoryPrismDidNotAllocateIsCopiedIn) {
   } h;
   h.m.version = {1, 0};
   h.m.manager_ctx = &h;
-  h.m.deleter = [](DLManagedTensorVersioned* self) { static_cast<Host*>(self->manager_ctx)->deleted = true; };
+  h.m.deleter = [](DLManagedTensorVersioned* self) {
+    static_cast<Host*>(self->manager_ctx)->deleted = true;
+  };
   h.m.dl_tensor.data = h.values.data();
   h.m.dl_tensor.device = {kDLCPU, 0};
   h.m.dl_tensor.ndim = 2;
@@ -351,7 +360,8 @@ TEST_P(BackendTest, MemoryPrismDidNotAllocateIsCopiedIn) {
   bad.m.dl_tensor.data = bad.values.data();
   bad.m.dl_tensor.shape = bad.shape;
   bad.m.dl_tensor.dtype = {kDLComplex, 64, 1};
-  EXPECT_EQ(Tensor::FromDLPack(&bad.m, *backend_, *memory_, *stream_).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Tensor::FromDLPack(&bad.m, *backend_, *memory_, *stream_).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_TRUE(bad.deleted) << "refused tensors are released too";
   Host strided;
   strided.m = h.m;
@@ -359,7 +369,10 @@ TEST_P(BackendTest, MemoryPrismDidNotAllocateIsCopiedIn) {
   strided.m.dl_tensor.shape = strided.shape;
   int64_t strides[2] = {1, 2};  // column-major
   strided.m.dl_tensor.strides = strides;
-  EXPECT_NE(Tensor::FromDLPack(&strided.m, *backend_, *memory_, *stream_).status().message().find("contiguous"),
+  EXPECT_NE(Tensor::FromDLPack(&strided.m, *backend_, *memory_, *stream_)
+                .status()
+                .message()
+                .find("contiguous"),
             std::string::npos);
   Host old;
   old.m = h.m;
@@ -378,8 +391,8 @@ TEST_P(BackendTest, AFaultingKernelIsStickyForTheProcess) {
         Status sync = stream_->Synchronize();
         bool sticky = !backend_->DeviceStatus(0).ok() && !backend_->CreateStream(0, "after").ok() &&
                       !memory_->Allocate(16, *stream_).ok();
-        std::fprintf(stderr, "trap=%s sync=%s sticky=%d\n", trap.ToString().c_str(), sync.ToString().c_str(),
-                     sticky);
+        std::fprintf(stderr, "trap=%s sync=%s sticky=%d\n", trap.ToString().c_str(),
+                     sync.ToString().c_str(), sticky);
         std::_Exit(!sync.ok() && sticky ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
@@ -395,11 +408,13 @@ TEST_P(BackendTest, SharedEventsOrderWorkAcrossProcesses) {
   IpcHandle mem = Must(memory_->Export(d.data(), d.size()));
   IpcEventHandle ev = Must(ready->Export());
   // Seven fills (the last writes 7): long enough on sim that a child not waiting would see less.
-  for (int v = 1; v <= 7; ++v) Must(ops::Fill(*backend_, *stream_, {d.data(), DType::kInt32, n, 0}, v));
+  for (int v = 1; v <= 7; ++v)
+    Must(ops::Fill(*backend_, *stream_, {d.data(), DType::kInt32, n, 0}, v));
   Must(ready->Record(*stream_));  // no host sync: the child's stream waits for it
-  ASSERT_TRUE(RunChild("IpcChild.WaitsOnTheParentsEvent",
-                       {"PRISM_TEST_IPC_HANDLE=" + Hex(mem.bytes), "PRISM_TEST_IPC_EVENT=" + Hex(ev.bytes),
-                        "PRISM_TEST_IPC_COUNT=" + std::to_string(n), "PRISM_TEST_IPC_BACKEND=" + GetParam()}));
+  ASSERT_TRUE(RunChild(
+      "IpcChild.WaitsOnTheParentsEvent",
+      {"PRISM_TEST_IPC_HANDLE=" + Hex(mem.bytes), "PRISM_TEST_IPC_EVENT=" + Hex(ev.bytes),
+       "PRISM_TEST_IPC_COUNT=" + std::to_string(n), "PRISM_TEST_IPC_BACKEND=" + GetParam()}));
   auto plain = Must(backend_->CreateEvent(0));
   EXPECT_FALSE(plain->Export().ok()) << "only shared events export";
   EXPECT_FALSE(backend_->OpenIpcEvent(IpcEventHandle{"garbage"}).ok());
@@ -440,9 +455,10 @@ TEST_P(BackendTest, MemoryExportedToAnotherProcess) {
   std::iota(host.begin(), host.end(), 100);
   DeviceBuffer d = FromHost(host);
   IpcHandle h = Must(memory_->Export(d.data(), d.size()));
-  ASSERT_TRUE(RunChild("IpcChild.NegatesTheParentsData",
-                       {"PRISM_TEST_IPC_HANDLE=" + Hex(h.bytes), "PRISM_TEST_IPC_COUNT=" + std::to_string(n),
-                        "PRISM_TEST_IPC_BACKEND=" + GetParam()}))
+  ASSERT_TRUE(RunChild(
+      "IpcChild.NegatesTheParentsData",
+      {"PRISM_TEST_IPC_HANDLE=" + Hex(h.bytes), "PRISM_TEST_IPC_COUNT=" + std::to_string(n),
+       "PRISM_TEST_IPC_BACKEND=" + GetParam()}))
       << "the child failed";
   auto back = ToHost<int32_t>(d, n);
   for (size_t i = 0; i < n; ++i) ASSERT_EQ(back[i], -host[i]) << i;

@@ -1,9 +1,8 @@
 // An NVTX injection library for tests (NVTX_INJECTION64_PATH=this.so): it records every range
 // push and pop of the process, one line each ("<pid> push <message>", "<pid> pop"), appended to
 // the file $PRISM_NVTX_RECORD. What Nsight would see, without Nsight.
-#include <nvtx3/nvToolsExt.h>
-
 #include <fcntl.h>
+#include <nvtx3/nvToolsExt.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -33,7 +32,8 @@ int NVTX_API Pop() {
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) int InitializeInjectionNvtx2(NvtxGetExportTableFunc_t get_table) {
+extern "C" __attribute__((visibility("default"))) int InitializeInjectionNvtx2(
+    NvtxGetExportTableFunc_t get_table) {
   const char* path = std::getenv("PRISM_NVTX_RECORD");
   if (!path) return 0;
   record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -42,7 +42,9 @@ extern "C" __attribute__((visibility("default"))) int InitializeInjectionNvtx2(N
   NvtxFunctionTable table = nullptr;
   unsigned int size = 0;
   if (!callbacks->GetModuleFunctionTable(NVTX_CB_MODULE_CORE, &table, &size) || !table) return 0;
-  if (size > NVTX_CBID_CORE_RangePushA) *table[NVTX_CBID_CORE_RangePushA] = reinterpret_cast<NvtxFunctionPointer>(&PushA);
-  if (size > NVTX_CBID_CORE_RangePop) *table[NVTX_CBID_CORE_RangePop] = reinterpret_cast<NvtxFunctionPointer>(&Pop);
+  if (size > NVTX_CBID_CORE_RangePushA)
+    *table[NVTX_CBID_CORE_RangePushA] = reinterpret_cast<NvtxFunctionPointer>(&PushA);
+  if (size > NVTX_CBID_CORE_RangePop)
+    *table[NVTX_CBID_CORE_RangePop] = reinterpret_cast<NvtxFunctionPointer>(&Pop);
   return 1;
 }

@@ -3,15 +3,14 @@
 // models time on a virtual clock.
 #include "gpu/sim/sim_backend.h"
 
-#include <prism/gpu/ops.h>
-
-#include "gpu/must.h"
-
 #include <gtest/gtest.h>
+#include <prism/gpu/ops.h>
 
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+
+#include "gpu/must.h"
 
 namespace prism::gpu::sim {
 namespace {
@@ -35,7 +34,9 @@ class SimTest : public ::testing::Test {
     b_ = Must(sim_->CreateStream(0, "consumer"));
     mem_ = Must(sim_->memory(0));
   }
-  DeviceArray Array(const DeviceBuffer& b) { return {b.data(), DType::kFloat32, b.size() / 4, b.device()}; }
+  DeviceArray Array(const DeviceBuffer& b) {
+    return {b.data(), DType::kFloat32, b.size() / 4, b.device()};
+  }
   std::unique_ptr<SimBackend> sim_;
   std::unique_ptr<Stream> a_, b_;
   MemoryResource* mem_ = nullptr;
@@ -171,7 +172,7 @@ TEST(SimDevicesTest, TheVirtualClockModelsLinks) {
   double nvlink_ms = time_copy(*s1, d1.data());  // 0 -> 1: NVLink bridge, 56 GB/s
   double pcie_ms = time_copy(*s2, d2.data());    // 0 -> 2: PCIe within the node, 20 GB/s
   std::vector<char> host(bytes);
-  double h2d_ms = time_copy(*s0, host.data());   // device -> host: 25 GB/s
+  double h2d_ms = time_copy(*s0, host.data());  // device -> host: 25 GB/s
   EXPECT_NEAR(nvlink_ms, bytes / 56.0 / 1e6 + 0.002, 0.01);
   EXPECT_NEAR(pcie_ms, bytes / 20.0 / 1e6 + 0.002, 0.01);
   EXPECT_NEAR(h2d_ms, bytes / 25.0 / 1e6 + 0.002, 0.01);

@@ -1,9 +1,7 @@
+#include <gtest/gtest.h>
 #include <prism/gpu/topology.h>
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
-
 #include <cstdio>
 #include <fstream>
 
@@ -83,7 +81,8 @@ TEST(TopologyTest, RingOrderKeepsFastNeighboursAdjacent) {
   Topology pairs = MustLoad("nvlink-pairs-4");
   auto hops = [](const Topology& t, const std::vector<int>& ring, PathKind kind) {
     int n = 0;
-    for (size_t i = 0; i < ring.size(); ++i) n += t.Path(ring[i], ring[(i + 1) % ring.size()]) == kind;
+    for (size_t i = 0; i < ring.size(); ++i)
+      n += t.Path(ring[i], ring[(i + 1) % ring.size()]) == kind;
     return n;
   };
   EXPECT_EQ(hops(pairs, {0, 2, 1, 3}, PathKind::kNvLink), 0);
@@ -120,12 +119,14 @@ TEST(TopologyTest, BadProfilesAreClearErrors) {
   EXPECT_EQ(Topology::FromJson("{not json").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Topology::FromJson("{}").status().code(), StatusCode::kInvalidArgument);
   auto bad_numa = Topology::FromJson(R"({"numa":[{"id":0}],"gpus":[{"numa":3}]})");
-  EXPECT_NE(bad_numa.status().message().find("NUMA node 3"), std::string::npos) << bad_numa.status().message();
+  EXPECT_NE(bad_numa.status().message().find("NUMA node 3"), std::string::npos)
+      << bad_numa.status().message();
   auto bad_pair = Topology::FromJson(R"({"gpus":[{},{}],"nvlink":{"pairs":[[0,5,2]]}})");
   EXPECT_NE(bad_pair.status().message().find("bad nvlink pair"), std::string::npos);
   auto missing = Topology::Load("no-such-box");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(missing.status().message().find("h100-sxm-8"), std::string::npos) << "lists the shipped ones";
+  EXPECT_NE(missing.status().message().find("h100-sxm-8"), std::string::npos)
+      << "lists the shipped ones";
 
   std::string path = ::testing::TempDir() + "/box.json";
   std::ofstream(path) << R"({"name":"two","gpus":[{},{}],"nvlink":{"pairs":[[0,1,2]]}})";

@@ -65,7 +65,9 @@ struct P2POp {
   static P2POp Send(const void* buffer, size_t count, DType dtype, int peer) {
     return {Kind::kSend, const_cast<void*>(buffer), count, dtype, peer};
   }
-  static P2POp Recv(void* buffer, size_t count, DType dtype, int peer) { return {Kind::kRecv, buffer, count, dtype, peer}; }
+  static P2POp Recv(void* buffer, size_t count, DType dtype, int peer) {
+    return {Kind::kRecv, buffer, count, dtype, peer};
+  }
 };
 
 /// One rank's membership of a group. Operations block the calling thread until they are done on
@@ -84,17 +86,21 @@ class Group {
   virtual void AllReduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
                          gpu::Stream* stream = nullptr) = 0;
   /// recv (size() * count elements) = every rank's send, in rank order.
-  virtual void AllGather(const void* send, void* recv, size_t count, DType dtype, gpu::Stream* stream = nullptr) = 0;
+  virtual void AllGather(const void* send, void* recv, size_t count, DType dtype,
+                         gpu::Stream* stream = nullptr) = 0;
   /// send holds size() * count elements; recv (count) = op over ranks of this rank's block.
   virtual void ReduceScatter(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
                              gpu::Stream* stream = nullptr) = 0;
   /// buffer = root's buffer, on every rank.
-  virtual void Broadcast(void* buffer, size_t count, DType dtype, int root, gpu::Stream* stream = nullptr) = 0;
+  virtual void Broadcast(void* buffer, size_t count, DType dtype, int root,
+                         gpu::Stream* stream = nullptr) = 0;
   /// On root: recv = op over ranks of send (recv is not touched elsewhere).
-  virtual void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op, int root,
-                      gpu::Stream* stream = nullptr) = 0;
-  virtual void Send(const void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream = nullptr) = 0;
-  virtual void Recv(void* buffer, size_t count, DType dtype, int peer, gpu::Stream* stream = nullptr) = 0;
+  virtual void Reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                      int root, gpu::Stream* stream = nullptr) = 0;
+  virtual void Send(const void* buffer, size_t count, DType dtype, int peer,
+                    gpu::Stream* stream = nullptr) = 0;
+  virtual void Recv(void* buffer, size_t count, DType dtype, int peer,
+                    gpu::Stream* stream = nullptr) = 0;
   /// Sends and receives issued together and done together (nccl: one ncclGroupStart/End; like
   /// torch's batch_isend_irecv), so exchanges in which every rank sends first cannot deadlock.
   /// Messages between a pair match in order, batched or not.
@@ -111,13 +117,15 @@ class Group {
   /// Throws InvalidArgumentError for a rank (a root, a peer) outside the group.
   void CheckRank(int r, const char* what) const {
     if (r < 0 || r >= size_) {
-      throw InvalidArgumentError("collective group '" + name_ + "': " + what + " " + std::to_string(r) +
-                                 " is not a rank of its " + std::to_string(size_));
+      throw InvalidArgumentError("collective group '" + name_ + "': " + what + " " +
+                                 std::to_string(r) + " is not a rank of its " +
+                                 std::to_string(size_));
     }
   }
   void CheckPeer(int peer) const {
     CheckRank(peer, "peer");
-    if (peer == rank_) throw InvalidArgumentError("collective group '" + name_ + "': a rank cannot send to itself");
+    if (peer == rank_)
+      throw InvalidArgumentError("collective group '" + name_ + "': a rank cannot send to itself");
   }
 
  private:
@@ -134,8 +142,8 @@ void DeclareGroup(const std::vector<ActorId>& members, Backend backend, const st
 /// Declares group `name` (from the driver, or any process): actors[i] is rank i. Each actor joins
 /// when it first calls GetGroup(name). Throws InvalidArgumentError for a name in use or bad input.
 template <typename T>
-void CreateGroup(const std::vector<ActorHandle<T>>& actors, Backend backend, const std::string& name,
-                 GroupOptions options = {}) {
+void CreateGroup(const std::vector<ActorHandle<T>>& actors, Backend backend,
+                 const std::string& name, GroupOptions options = {}) {
   std::vector<ActorId> members;
   for (const auto& a : actors) members.push_back(a.id());
   internal::DeclareGroup(members, backend, name, options);
@@ -150,7 +158,8 @@ Group& GetGroup(const std::string& name);
 
 /// Joins group `name` as `rank` of `world_size`, torch.distributed-style: every rank calls it
 /// (from actors or tasks), with the same size and backend.
-Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend, GroupOptions options = {});
+Group& InitGroup(const std::string& name, int world_size, int rank, Backend backend,
+                 GroupOptions options = {});
 
 /// `color` for a rank that joins no subgroup in SplitGroup.
 inline constexpr int kNoColor = -1;

@@ -1,9 +1,8 @@
 // prism::Buffer: bytes that travel without being re-encoded, and that a reader sees in place.
 #pragma once
 
-#include <prism/serialization.h>
-
 #include <prism/errors.h>
+#include <prism/serialization.h>
 
 #include <cstdint>
 #include <cstring>
@@ -112,12 +111,14 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
         pad = static_cast<uint8_t>((prism::Buffer::kAlignment - body % prism::Buffer::kAlignment) %
                                    prism::Buffer::kAlignment);
       }
-      if (b.size() > 0xffffffffu - 256) throw prism::InvalidArgumentError("a Buffer must be under 4 GiB");
+      if (b.size() > 0xffffffffu - 256)
+        throw prism::InvalidArgumentError("a Buffer must be under 4 GiB");
       uint32_t len = static_cast<uint32_t>(b.size()) + 1 + pad;
       // pack_ext picks the smallest header; force ext32 so the offset math above holds.
-      char header[6] = {static_cast<char>(0xc9), static_cast<char>(len >> 24),
-                        static_cast<char>(len >> 16), static_cast<char>(len >> 8),
-                        static_cast<char>(len), static_cast<char>(prism::internal::kAlignedBytesExt)};
+      char header[6] = {
+          static_cast<char>(0xc9),      static_cast<char>(len >> 24),
+          static_cast<char>(len >> 16), static_cast<char>(len >> 8),
+          static_cast<char>(len),       static_cast<char>(prism::internal::kAlignedBytesExt)};
       char padding[1 + prism::Buffer::kAlignment] = {};
       padding[0] = static_cast<char>(pad);
       o.pack_ext_body(header, 6);
@@ -137,8 +138,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
       } else if (o.type == msgpack::type::STR) {
         data = o.via.str.ptr;
         size = o.via.str.size;
-      } else if (o.type == msgpack::type::EXT && o.via.ext.type() == prism::internal::kAlignedBytesExt &&
-                 o.via.ext.size >= 1 &&
+      } else if (o.type == msgpack::type::EXT &&
+                 o.via.ext.type() == prism::internal::kAlignedBytesExt && o.via.ext.size >= 1 &&
                  static_cast<uint8_t>(o.via.ext.data()[0]) + 1u <= o.via.ext.size) {
         size_t skip = 1 + static_cast<uint8_t>(o.via.ext.data()[0]);
         data = o.via.ext.data() + skip;

@@ -23,7 +23,9 @@ class FixedId {
     return id;
   }
   static bool IsValidBinary(std::string_view b) { return b.size() == N; }
-  std::string Binary() const { return std::string(reinterpret_cast<const char*>(bytes_.data()), N); }
+  std::string Binary() const {
+    return std::string(reinterpret_cast<const char*>(bytes_.data()), N);
+  }
   std::string Hex() const {
     static constexpr char kDigits[] = "0123456789abcdef";
     std::string s(2 * N, '0');

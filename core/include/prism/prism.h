@@ -233,7 +233,8 @@ class TaskCaller<CppFunction<R>> : public internal::NamedTaskCaller<R> {
 template <typename R>
 class TaskCaller<PyFunction<R>> : public internal::NamedTaskCaller<R> {
  public:
-  explicit TaskCaller(PyFunction<R> f) : internal::NamedTaskCaller<R>("py:@" + f.name, f.name, "python") {
+  explicit TaskCaller(PyFunction<R> f)
+      : internal::NamedTaskCaller<R>("py:@" + f.name, f.name, "python") {
     if (f.name.empty() || f.name.find('|') != std::string::npos) {
       throw InvalidArgumentError("PyFunction takes \"module.function\"");
     }
@@ -303,7 +304,8 @@ class ActorHandle {
   }
   template <typename M>
   static std::string MethodNameOf(M m) {
-    const std::string* name = internal::FunctionRegistry::Instance().MethodName(internal::MethodKey(m));
+    const std::string* name =
+        internal::FunctionRegistry::Instance().MethodName(internal::MethodKey(m));
     if (name == nullptr) {
       throw InvalidArgumentError(
           "this method is not registered as an actor method; add it to PRISM_REMOTE(factory, "
@@ -491,7 +493,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   template <typename T>
   struct pack<prism::ActorHandle<T>> {
     template <typename Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const prism::ActorHandle<T>& h) const {
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o,
+                                        const prism::ActorHandle<T>& h) const {
       if (!h.valid()) throw prism::InvalidArgumentError("cannot send an empty ActorHandle");
       o.pack_array(2);
       std::string id = h.id().Binary();
@@ -506,7 +509,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
     const msgpack::object& operator()(const msgpack::object& o, prism::ActorHandle<T>& h) const {
       if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
       const msgpack::object& id = o.via.array.ptr[0];
-      if (id.type != msgpack::type::BIN || !prism::ActorId::IsValidBinary({id.via.bin.ptr, id.via.bin.size})) {
+      if (id.type != msgpack::type::BIN ||
+          !prism::ActorId::IsValidBinary({id.via.bin.ptr, id.via.bin.size})) {
         throw msgpack::type_error();
       }
       auto lifetime = o.via.array.ptr[1].as<prism::ObjectRef<bool>>();

@@ -72,7 +72,8 @@ class FunctionRegistry {
     static FunctionRegistry registry;
     return registry;
   }
-  bool Register(std::string name, const void* address, size_t arity, Invoker invoke, bool streaming = false) {
+  bool Register(std::string name, const void* address, size_t arity, Invoker invoke,
+                bool streaming = false) {
     std::lock_guard<std::mutex> lock(mu_);
     names_[address] = name;
     by_name_[name] = FunctionEntry{name, arity, std::move(invoke), streaming};
@@ -202,7 +203,8 @@ bool RegisterMethodImpl(const std::string& name, M m) {
       throw ArgumentError(name + " takes " + std::to_string(sizeof...(P)) +
                           " arguments, the call carried " + std::to_string(args.size()));
     }
-    return CallWithIndices<T, M, R, P...>(name, m, self, args, source, std::index_sequence_for<P...>{});
+    return CallWithIndices<T, M, R, P...>(name, m, self, args, source,
+                                          std::index_sequence_for<P...>{});
   };
   FunctionRegistry::Instance().RegisterMethod(MethodKey(m), std::move(e));
   return true;
@@ -222,8 +224,8 @@ bool RegisterFunction(const char* name, R (*f)(P...));
 
 template <typename T, typename... P, size_t... I>
 void StreamWithIndices(const std::string& name, void (*f)(StreamWriter<T>&, P...),
-                       const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source,
-                       std::index_sequence<I...>) {
+                       const std::vector<std::string_view>& args,
+                       const std::shared_ptr<const void>& source, std::index_sequence<I...>) {
   std::tuple<std::decay_t<P>...> decoded{DecodeArg<P>(name, I, args[I], source)...};
   StreamWriter<T> out;
   f(out, std::move(std::get<I>(decoded))...);
@@ -234,10 +236,11 @@ template <typename T, typename... P>
 bool Register(const std::string& name, void (*f)(StreamWriter<T>&, P...)) {
   return FunctionRegistry::Instance().Register(
       name, reinterpret_cast<const void*>(f), sizeof...(P),
-      [name, f](const std::vector<std::string_view>& args, const std::shared_ptr<const void>& source) -> EncodedValue {
+      [name, f](const std::vector<std::string_view>& args,
+                const std::shared_ptr<const void>& source) -> EncodedValue {
         if (args.size() != sizeof...(P)) {
-          throw ArgumentError(name + " takes " + std::to_string(sizeof...(P)) + " arguments, the task carried " +
-                              std::to_string(args.size()));
+          throw ArgumentError(name + " takes " + std::to_string(sizeof...(P)) +
+                              " arguments, the task carried " + std::to_string(args.size()));
         }
         StreamWithIndices(name, f, args, source, std::index_sequence_for<P...>{});
         return EncodeOwned(msgpack::type::nil_t());
@@ -320,6 +323,6 @@ bool RegisterFunction(const char* name, R (*f)(P...)) {
 ///                                                            // and methods of T
 /// Put it at namespace scope in the file that defines them (or anywhere linked into the
 /// executable).
-#define PRISM_REMOTE(...)                                                                      \
+#define PRISM_REMOTE(...)                                                                        \
   [[maybe_unused]] static const bool PRISM_INTERNAL_CONCAT(prism_remote_registered_, __LINE__) = \
       ::prism::internal::RegisterAll(#__VA_ARGS__, __VA_ARGS__)

@@ -9,17 +9,15 @@
 #ifndef MSGPACK_NO_BOOST
 #define MSGPACK_NO_BOOST
 #endif
-#include <msgpack.hpp>
-
+#include <cxxabi.h>
 #include <prism/errors.h>
 #include <prism/internal/copy.h>
-
-#include <cxxabi.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <msgpack.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -74,8 +72,9 @@ struct PointerStream {
   char* end;
   void write(const char* data, size_t n) {
     if (n > static_cast<size_t>(end - at)) {
-      throw EncodeError("a value grew while it was being encoded (it changed, or an adaptor is "
-                        "not deterministic)");
+      throw EncodeError(
+          "a value grew while it was being encoded (it changed, or an adaptor is "
+          "not deterministic)");
     }
     CopyBytes(at, data, n);
     at += n;
@@ -196,8 +195,9 @@ T Unpack(std::string_view bytes, const std::shared_ptr<const void>& source = nul
   };
   try {
     size_t offset = 0;
-    msgpack::object obj = msgpack::unpack(*zone, bytes.data(), bytes.size(), offset,
-                                          [](msgpack::type::object_type, size_t, void*) { return true; });
+    msgpack::object obj =
+        msgpack::unpack(*zone, bytes.data(), bytes.size(), offset,
+                        [](msgpack::type::object_type, size_t, void*) { return true; });
     T out = obj.as<T>();
     done();
     return out;

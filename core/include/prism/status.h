@@ -62,7 +62,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -86,22 +86,23 @@ class [[nodiscard]] Result {
 
 }  // namespace prism
 
-#define PRISM_RETURN_IF_ERROR(expr)        \
-  do {                                     \
-    ::prism::Status _st = (expr);          \
-    if (!_st.ok()) return _st;             \
+#define PRISM_RETURN_IF_ERROR(expr) \
+  do {                              \
+    ::prism::Status _st = (expr);   \
+    if (!_st.ok()) return _st;      \
   } while (0)
 
 #define PRISM_STATUS_CONCAT2(a, b) a##b
 #define PRISM_STATUS_CONCAT(a, b) PRISM_STATUS_CONCAT2(a, b)
-#define PRISM_ASSIGN_OR_RETURN(lhs, expr)                                 \
-  auto PRISM_STATUS_CONCAT(_res_, __LINE__) = (expr);                     \
-  if (!PRISM_STATUS_CONCAT(_res_, __LINE__).ok())                         \
-    return PRISM_STATUS_CONCAT(_res_, __LINE__).status();                 \
-  lhs = std::move(PRISM_STATUS_CONCAT(_res_, __LINE__)).value()  /* NOLINT(bugprone-macro-parentheses): lhs may declare */
+#define PRISM_ASSIGN_OR_RETURN(lhs, expr)                 \
+  auto PRISM_STATUS_CONCAT(_res_, __LINE__) = (expr);     \
+  if (!PRISM_STATUS_CONCAT(_res_, __LINE__).ok())         \
+    return PRISM_STATUS_CONCAT(_res_, __LINE__).status(); \
+  lhs = std::move(PRISM_STATUS_CONCAT(_res_, __LINE__))   \
+            .value() /* NOLINT(bugprone-macro-parentheses): lhs may declare */
 
 /// Aborts on a broken invariant of prism's own. Never for anything a peer or user can cause.
-#define PRISM_CHECK(cond)                                                  \
-  do {                                                                     \
-    if (!(cond)) ::prism::CheckFailed(__FILE__, __LINE__, #cond, "");      \
+#define PRISM_CHECK(cond)                                             \
+  do {                                                                \
+    if (!(cond)) ::prism::CheckFailed(__FILE__, __LINE__, #cond, ""); \
   } while (0)

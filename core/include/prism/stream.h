@@ -57,7 +57,9 @@ class ObjectRefStream {
   /// with no retries left), the ref after its last value holds that error: Get on it throws it.
   std::optional<ObjectRef<T>> Next() { return NextWithin(-1); }
   /// As Next(), but throws GetTimeoutError once `timeout` passed with no new value.
-  std::optional<ObjectRef<T>> Next(std::chrono::milliseconds timeout) { return NextWithin(timeout.count()); }
+  std::optional<ObjectRef<T>> Next(std::chrono::milliseconds timeout) {
+    return NextWithin(timeout.count());
+  }
   /// The task's own return object: ready once it ended. Cancel(stream.completion()) cancels it.
   ObjectRef<void> completion() const { return ObjectRef<void>(h_ ? h_->completion() : nullptr); }
   bool valid() const { return h_ != nullptr; }

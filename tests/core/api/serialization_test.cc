@@ -1,7 +1,6 @@
+#include <gtest/gtest.h>
 #include <prism/buffer.h>
 #include <prism/serialization.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <map>
@@ -31,8 +30,9 @@ TEST(SerializationTest, BuffersAreAlignedWhereverTheyAreNested) {
   std::vector<double> xs(1000);
   for (size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<double>(i) * 0.5;
   std::vector<uint8_t> odd(77, 9);
-  auto value = std::make_tuple(std::string("abc"), 7, Buffer::ViewOf(xs), Buffer::View(odd.data(), 3),
-                               std::vector<Buffer>{Buffer::ViewOf(xs)});
+  auto value =
+      std::make_tuple(std::string("abc"), 7, Buffer::ViewOf(xs), Buffer::View(odd.data(), 3),
+                      std::vector<Buffer>{Buffer::ViewOf(xs)});
   auto enc = internal::Encode(value);
   auto block = WriteAligned(enc);
   std::shared_ptr<const void> keep = block;

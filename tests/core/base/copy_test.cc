@@ -1,6 +1,5 @@
-#include <prism/internal/copy.h>
-
 #include <gtest/gtest.h>
+#include <prism/internal/copy.h>
 
 #include <cstdint>
 #include <cstring>
@@ -12,8 +11,16 @@ namespace {
 // Every size class (memcpy, streaming, split over threads) at source and destination offsets
 // that differ within a cache line, with guard bytes on both sides of the destination.
 TEST(CopyBytes, CopiesExactlyAtAnyAlignmentAndSize) {
-  const std::vector<size_t> sizes = {0, 1, 63, 64, 65, 4095, (size_t{1} << 20) - 1, size_t{1} << 20,
-                                     (size_t{1} << 20) + 37, (size_t{33} << 20) + 5};
+  const std::vector<size_t> sizes = {0,
+                                     1,
+                                     63,
+                                     64,
+                                     65,
+                                     4095,
+                                     (size_t{1} << 20) - 1,
+                                     size_t{1} << 20,
+                                     (size_t{1} << 20) + 37,
+                                     (size_t{33} << 20) + 5};
   std::vector<uint8_t> src((size_t{33} << 20) + 200), dst(src.size() + 200);
   for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
   for (size_t n : sizes) {

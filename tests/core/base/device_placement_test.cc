@@ -1,15 +1,15 @@
 // Topology-aware GPU placement: on each shipped profile, every k-GPU placement is as good as the
 // best an exhaustive search finds, and mixed request sequences never overcommit a device.
 #include "base/device_placement.h"
-#include "base/resources.h"
-
-#include <prism/gpu/topology.h>
 
 #include <gtest/gtest.h>
+#include <prism/gpu/topology.h>
 
 #include <algorithm>
 #include <random>
 #include <set>
+
+#include "base/resources.h"
 
 namespace prism {
 namespace {
@@ -17,7 +17,8 @@ namespace {
 DeviceGraph GraphOf(const gpu::Topology& t) { return {t.BandwidthMatrix(), t.NvLinkMatrix()}; }
 
 ResourcePool NodePool(const gpu::Topology& t) {
-  auto pool = ResourcePool::Create(*ResourceSet::FromUnits({{"CPU", 64}, {"GPU", double(t.gpu_count())}}));
+  auto pool =
+      ResourcePool::Create(*ResourceSet::FromUnits({{"CPU", 64}, {"GPU", double(t.gpu_count())}}));
   EXPECT_TRUE(pool.ok());
   EXPECT_TRUE(pool->SetDeviceGraph(kGpu, GraphOf(t)).ok());
   return std::move(*pool);
@@ -53,7 +54,8 @@ Score ScoreOf(const gpu::Topology& t, unsigned set, unsigned free) {
   }
   return s;
 }
-std::optional<Score> BestByExhaustiveSearch(const gpu::Topology& t, unsigned free, int k, bool nvlink) {
+std::optional<Score> BestByExhaustiveSearch(const gpu::Topology& t, unsigned free, int k,
+                                            bool nvlink) {
   std::optional<Score> best;
   for (unsigned set = 0; set < (1u << t.gpu_count()); ++set) {
     if ((set & ~free) != 0 || __builtin_popcount(set) != k) continue;
@@ -99,8 +101,9 @@ TEST_P(PlacementOnProfile, EveryPlacementIsTheBestExhaustiveSearchFinds) {
     for (int i : got->Indices(kGpu)) set |= 1u << i;
     Score s = ScoreOf(t, set, free);
     EXPECT_FALSE(Worse(s, *want)) << GetParam() << ": k=" << k << " free=" << free << " got=" << set
-                                  << " min " << s.min_link << " vs " << want->min_link << ", sum " << s.sum
-                                  << " vs " << want->sum << ", leftover " << s.leftover << " vs " << want->leftover;
+                                  << " min " << s.min_link << " vs " << want->min_link << ", sum "
+                                  << s.sum << " vs " << want->sum << ", leftover " << s.leftover
+                                  << " vs " << want->leftover;
   }
 }
 
@@ -159,7 +162,8 @@ TEST_P(PlacementOnProfile, MixedRequestsNeverOvercommitADevice) {
         held.erase(held.begin() + static_cast<long>(victim));
       } else {
         double n = sizes[rng() % 7];
-        if (auto a = pool.Allocate(Gpus(n), rng() % 2 ? DevicePolicy::kPack : DevicePolicy::kSpread)) {
+        if (auto a =
+                pool.Allocate(Gpus(n), rng() % 2 ? DevicePolicy::kPack : DevicePolicy::kSpread)) {
           EXPECT_EQ(a->Indices(kGpu).size(), n < 1 ? 1u : static_cast<size_t>(n));
           held.push_back(*a);
         }

@@ -1,8 +1,8 @@
-#include <algorithm>
 #include "base/resources.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -28,7 +28,8 @@ TEST(ResourceSetTest, SubsetAndText) {
   EXPECT_FALSE(too_much->IsSubsetOf(*total));
   EXPECT_EQ(need->ToString(), "CPU=1,gpu=0.500");
   EXPECT_EQ(ResourceSet().ToString(), "{}");
-  EXPECT_EQ(ResourceSet::FromUnits({{"CPU", 2.25}, {"memory", 1024}, {"x", 0.001}, {"y", 12.05}})->ToString(),
+  EXPECT_EQ(ResourceSet::FromUnits({{"CPU", 2.25}, {"memory", 1024}, {"x", 0.001}, {"y", 12.05}})
+                ->ToString(),
             "CPU=2.250,memory=1024,x=0.001,y=12.050");
   auto zero = ResourceSet::FromUnits({{"CPU", 0}});
   EXPECT_TRUE(zero->empty()) << "zero amounts are dropped";
@@ -81,7 +82,8 @@ TEST(ResourcePoolTest, SpreadPutsSharesOnTheEmptiestDevice) {
   auto pool = ResourcePool::Create(Units({{"GPU", 3}}));
   ASSERT_TRUE(pool.ok());
   std::vector<int> got;
-  for (int i = 0; i < 3; ++i) got.push_back(pool->Allocate(Units({{"GPU", 0.5}}), DevicePolicy::kSpread)->Indices("GPU")[0]);
+  for (int i = 0; i < 3; ++i)
+    got.push_back(pool->Allocate(Units({{"GPU", 0.5}}), DevicePolicy::kSpread)->Indices("GPU")[0]);
   std::sort(got.begin(), got.end());
   EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
 }

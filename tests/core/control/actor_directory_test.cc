@@ -3,18 +3,18 @@
 // what subscribers hear, read from the other end of a socket pair.
 #include "control/actor_directory.h"
 
-#include "base/ids.h"
-#include "base/logging.h"
-#include "rpc/frame.h"
-
-#include <asio.hpp>
 #include <gtest/gtest.h>
 
+#include <asio.hpp>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "rpc/frame.h"
 
 namespace prism {
 namespace {

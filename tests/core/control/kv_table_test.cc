@@ -9,8 +9,8 @@
 namespace prism {
 namespace {
 
-rpc::KvRequest Req(rpc::KvRequest::Op op, const std::string& ns, const std::string& key, const std::string& value = "",
-                   bool overwrite = false) {
+rpc::KvRequest Req(rpc::KvRequest::Op op, const std::string& ns, const std::string& key,
+                   const std::string& value = "", bool overwrite = false) {
   rpc::KvRequest r;
   r.set_request_id(5);
   r.set_op(op);

@@ -2,21 +2,24 @@
 // node's pool, leases placed into bundles, and a group taken out with its names.
 #include "control/placement_groups.h"
 
-#include "base/ids.h"
-
 #include <gtest/gtest.h>
 
 #include <map>
 #include <string>
 #include <vector>
 
+#include "base/ids.h"
+
 namespace prism {
 namespace {
 
-ResourceSet Shape(const std::map<std::string, int64_t>& milli) { return *ResourceSet::FromMilli(milli); }
+ResourceSet Shape(const std::map<std::string, int64_t>& milli) {
+  return *ResourceSet::FromMilli(milli);
+}
 
 rpc::CreatePlacementGroup Request(const std::vector<std::map<std::string, int64_t>>& bundles,
-                                  rpc::PlacementStrategy strategy = rpc::PLACEMENT_PACK, const std::string& name = "") {
+                                  rpc::PlacementStrategy strategy = rpc::PLACEMENT_PACK,
+                                  const std::string& name = "") {
   rpc::CreatePlacementGroup req;
   req.set_strategy(strategy);
   req.set_name(name);
@@ -54,7 +57,7 @@ TEST_F(PlacementGroupsTest, BadRequestsAreRefusedWithTheirReasonAndAddNothing) {
     auto r = groups_.Add(job_, req, fixed);
     return r.ok() ? StatusCode::kOk : r.status().code();
   };
-  EXPECT_EQ(code(Request({})), StatusCode::kInvalidArgument);  // no bundle
+  EXPECT_EQ(code(Request({})), StatusCode::kInvalidArgument);    // no bundle
   EXPECT_EQ(code(Request({{}})), StatusCode::kInvalidArgument);  // an empty one
   EXPECT_EQ(code(Request({{{"CPU", -1000}}})), StatusCode::kInvalidArgument);
   rpc::CreatePlacementGroup twice = Request({{{"CPU", 1000}}});
@@ -65,21 +68,26 @@ TEST_F(PlacementGroupsTest, BadRequestsAreRefusedWithTheirReasonAndAddNothing) {
   rpc::CreatePlacementGroup strategy = Request({{{"CPU", 1000}}});
   strategy.set_strategy(static_cast<rpc::PlacementStrategy>(99));
   EXPECT_EQ(code(strategy), StatusCode::kInvalidArgument);
-  // More than the node has, together: never, on a node of fixed size; it waits on one that may grow.
+  // More than the node has, together: never, on a node of fixed size; it waits on one that may
+  // grow.
   auto never = groups_.Add(job_, Request({{{"CPU", 3000}}, {{"CPU", 2000}}}), true);
   ASSERT_FALSE(never.ok());
   EXPECT_EQ(never.status().code(), StatusCode::kInfeasible);
-  EXPECT_NE(never.status().message().find("do not fit together on the node's {CPU: 4, GPU: 2}"), std::string::npos)
+  EXPECT_NE(never.status().message().find("do not fit together on the node's {CPU: 4, GPU: 2}"),
+            std::string::npos)
       << never.status().message();
-  auto apart = groups_.Add(job_, Request({{{"CPU", 1000}}, {{"CPU", 1000}}}, rpc::PLACEMENT_STRICT_SPREAD), true);
+  auto apart = groups_.Add(
+      job_, Request({{{"CPU", 1000}}, {{"CPU", 1000}}}, rpc::PLACEMENT_STRICT_SPREAD), true);
   ASSERT_FALSE(apart.ok());
   EXPECT_NE(apart.status().message().find("node of their own"), std::string::npos);
   EXPECT_TRUE(groups_.all().empty());
   EXPECT_TRUE(groups_.Add(job_, Request({{{"CPU", 3000}}, {{"CPU", 2000}}}), false).ok());
   EXPECT_TRUE(ReserveAll().empty()) << "it can never be reserved here, but waits";
   // A name is one group's.
-  ASSERT_TRUE(groups_.Add(job_, Request({{{"CPU", 1000}}}, rpc::PLACEMENT_PACK, "trainers"), true).ok());
-  EXPECT_EQ(code(Request({{{"CPU", 1000}}}, rpc::PLACEMENT_PACK, "trainers")), StatusCode::kAlreadyExists);
+  ASSERT_TRUE(
+      groups_.Add(job_, Request({{{"CPU", 1000}}}, rpc::PLACEMENT_PACK, "trainers"), true).ok());
+  EXPECT_EQ(code(Request({{{"CPU", 1000}}}, rpc::PLACEMENT_PACK, "trainers")),
+            StatusCode::kAlreadyExists);
 }
 
 TEST_F(PlacementGroupsTest, ReservationsTakeEveryBundleOrNoneAndWaitForRoom) {
@@ -104,12 +112,14 @@ TEST_F(PlacementGroupsTest, ReservationsTakeEveryBundleOrNoneAndWaitForRoom) {
   EXPECT_EQ(groups_.FindByName("later"), groups_.Find(*second));
   groups_.Take(*second);
   EXPECT_EQ(groups_.FindByName("later"), nullptr);
-  EXPECT_TRUE(groups_.Add(job_, Request({{{"CPU", 1000}}}, rpc::PLACEMENT_PACK, "later"), true).ok())
+  EXPECT_TRUE(
+      groups_.Add(job_, Request({{{"CPU", 1000}}}, rpc::PLACEMENT_PACK, "later"), true).ok())
       << "a removed group's name is free again";
 }
 
 TEST_F(PlacementGroupsTest, LeasesDrawFromTheirBundles) {
-  auto id = groups_.Add(job_, Request({{{"CPU", 1000}}, {{"CPU", 1000}}, {{"CPU", 2000}, {"GPU", 1000}}}), true);
+  auto id = groups_.Add(
+      job_, Request({{{"CPU", 1000}}, {{"CPU", 1000}}, {{"CPU", 2000}, {"GPU", 1000}}}), true);
   ASSERT_TRUE(id.ok());
   ASSERT_EQ(ReserveAll().size(), 1u);
   PlacementGroupRecord& g = *groups_.Find(*id);
@@ -132,15 +142,18 @@ TEST_F(PlacementGroupsTest, LeasesDrawFromTheirBundles) {
   EXPECT_EQ(bundle, 2);
   ASSERT_EQ(a->devices.size(), 1u);
   // Full for now: nothing, and no error (it waits).
-  EXPECT_FALSE(PlacementGroups::Allocate(Shape({{"GPU", 1000}}), third, g, &bundle, &error).has_value());
+  EXPECT_FALSE(
+      PlacementGroups::Allocate(Shape({{"GPU", 1000}}), third, g, &bundle, &error).has_value());
   EXPECT_TRUE(error.empty());
   // Never: a bundle that does not exist, a shape no bundle holds.
   rpc::Placement ninth;
   ninth.set_bundle_index(9);
-  EXPECT_FALSE(PlacementGroups::Allocate(Shape({{"CPU", 1000}}), ninth, g, &bundle, &error).has_value());
+  EXPECT_FALSE(
+      PlacementGroups::Allocate(Shape({{"CPU", 1000}}), ninth, g, &bundle, &error).has_value());
   EXPECT_NE(error.find("bundle index 9 is out of range"), std::string::npos) << error;
   error.clear();
-  EXPECT_FALSE(PlacementGroups::Allocate(Shape({{"CPU", 3000}}), any, g, &bundle, &error).has_value());
+  EXPECT_FALSE(
+      PlacementGroups::Allocate(Shape({{"CPU", 3000}}), any, g, &bundle, &error).has_value());
   EXPECT_NE(error.find("more than any bundle"), std::string::npos) << error;
   // What a group reports: its bundles, and the devices each reserved.
   rpc::PlacementGroupInfo info;
@@ -164,7 +177,9 @@ TEST_F(PlacementGroupsTest, SpreadLeasesTakeTheBundlesInTurn) {
   std::string error;
   for (int i = 0; i < 4; ++i) {
     int bundle = -1;
-    ASSERT_TRUE(PlacementGroups::Allocate(Shape({{"CPU", 200}}), spread, g, &bundle, &error).has_value()) << error;
+    ASSERT_TRUE(
+        PlacementGroups::Allocate(Shape({{"CPU", 200}}), spread, g, &bundle, &error).has_value())
+        << error;
     order.push_back(bundle);
   }
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 0}));

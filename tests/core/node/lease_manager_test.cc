@@ -4,21 +4,20 @@
 // failures; actors' requests; placement-group bundles.
 #include "node/lease_manager.h"
 
-#include "base/ids.h"
-#include "base/logging.h"
-#include "rpc/frame.h"
-
-#include <asio.hpp>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <asio.hpp>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "base/ids.h"
+#include "base/logging.h"
+#include "rpc/frame.h"
 
 namespace prism {
 namespace {

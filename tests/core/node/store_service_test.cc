@@ -2,18 +2,17 @@
 // against a real store; bad requests get clear errors and leave the store as it was.
 #include "node/store_service.h"
 
-#include "base/ids.h"
-#include "rpc/frame.h"
-
-#include <asio.hpp>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <asio.hpp>
 #include <filesystem>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "base/ids.h"
+#include "rpc/frame.h"
 
 namespace prism {
 namespace {
@@ -23,7 +22,8 @@ ObjectId Id(uint32_t n) { return PutObjectId(DriverTaskId(JobIdFromInt(7)), n); 
 class StoreServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("prism-store-service-test-" + std::to_string(getpid()));
+    dir_ = std::filesystem::temp_directory_path() /
+           ("prism-store-service-test-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir_);
     ObjectStoreConfig c;
     c.capacity = 1 << 20;
@@ -31,7 +31,8 @@ class StoreServiceTest : public ::testing::Test {
     auto s = ObjectStore::Open(c);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
-    service_ = std::make_unique<StoreService>(*store_, [this](const WorkerId& w) { return alive_.count(w) > 0; });
+    service_ = std::make_unique<StoreService>(
+        *store_, [this](const WorkerId& w) { return alive_.count(w) > 0; });
     asio::local::stream_protocol::socket a(io_), b(io_);
     asio::local::connect_pair(a, b);
     peer_ = std::move(b);
@@ -59,10 +60,12 @@ class StoreServiceTest : public ::testing::Test {
     std::memcpy(decoder_.WritableSpace(n, &avail), buf, n);
     decoder_.Commit(n);
     std::optional<rpc::Envelope> got;
-    EXPECT_TRUE(decoder_.Drain([&](rpc::Envelope& m) {
-      got = std::move(m);
-      return false;
-    }).ok());
+    EXPECT_TRUE(decoder_
+                    .Drain([&](rpc::Envelope& m) {
+                      got = std::move(m);
+                      return false;
+                    })
+                    .ok());
     return got;
   }
   rpc::Envelope Create(const ObjectId& id, uint64_t size, const WorkerId& owner, uint64_t rid) {
@@ -109,13 +112,15 @@ TEST_F(StoreServiceTest, CreateSealGetReleaseAndDelete) {
   ASSERT_EQ(got->store_reply().objects_size(), 2);
   EXPECT_EQ(got->store_reply().objects(0).size(), 1000u);
   EXPECT_EQ(got->store_reply().objects(0).offset(), created->store_reply().objects(0).offset());
-  EXPECT_EQ(got->store_reply().objects(1).code(), static_cast<uint32_t>(StatusCode::kInvalidArgument));
+  EXPECT_EQ(got->store_reply().objects(1).code(),
+            static_cast<uint32_t>(StatusCode::kInvalidArgument));
   EXPECT_NE(got->store_reply().objects(1).message().find("bytes"), std::string::npos);
   // Releases and deletes are answered only when they fail.
   rpc::Envelope release;
   release.mutable_store_release()->set_request_id(14);
   release.mutable_store_release()->add_object_ids(Id(1).Binary());
-  release.mutable_store_release()->add_object_ids(Id(1).Binary());  // the get's pin, then the writer's
+  release.mutable_store_release()->add_object_ids(
+      Id(1).Binary());  // the get's pin, then the writer's
   EXPECT_FALSE(Ask(release).has_value());
   rpc::Envelope del;
   del.mutable_store_delete()->set_request_id(15);
@@ -157,7 +162,8 @@ TEST_F(StoreServiceTest, BadRequestsAreRefusedWithTheirReasonAndChangeNothing) {
   r = Ask(release);
   ASSERT_TRUE(r && r->has_error());
   EXPECT_EQ(r->error().request_id(), 25u);
-  EXPECT_NE(r->error().message().find("; "), std::string::npos) << "both failures named: " << r->error().message();
+  EXPECT_NE(r->error().message().find("; "), std::string::npos)
+      << "both failures named: " << r->error().message();
   EXPECT_EQ(store_->stats().num_objects, 0u);
 }
 

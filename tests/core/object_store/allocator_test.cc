@@ -64,11 +64,11 @@ TEST(ArenaAllocator, MixedSizesDoNotFragmentIntoUselessness) {
     uint64_t size;
     int k = kind(rng);
     if (k < 6) {
-      size = 100 + rng() % 16000;             // small
+      size = 100 + rng() % 16000;  // small
     } else if (k < 9) {
       size = (64 << 10) + rng() % (1 << 20);  // medium
     } else {
-      size = (4 << 20) + rng() % (8 << 20);   // large
+      size = (4 << 20) + rng() % (8 << 20);  // large
     }
     // Keep the arena about 75% full: free random blocks until the new one would fit in that.
     while (a.used() + size > cap / 4 * 3 && !live.empty()) {

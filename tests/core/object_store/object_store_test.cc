@@ -1,9 +1,6 @@
 #include "object_store/object_store.h"
 
-#include "base/ids.h"
-
 #include <gtest/gtest.h>
-
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -11,20 +8,25 @@
 
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <vector>
-#include <filesystem>
+
+#include "base/ids.h"
 
 namespace prism {
 namespace {
 
-ObjectId Id(uint32_t n) { return PutObjectId(DriverTaskId(JobId::FromBinary(std::string("\1\0\0\0", 4))), n); }
+ObjectId Id(uint32_t n) {
+  return PutObjectId(DriverTaskId(JobId::FromBinary(std::string("\1\0\0\0", 4))), n);
+}
 
 class ObjectStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("prism-store-test-" + std::to_string(getpid()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("prism-store-test-" + std::to_string(getpid()));
     ObjectStoreConfig c;
     c.capacity = 1 << 20;
     c.spill_dir = (dir_ / "spill").string();
@@ -79,17 +81,20 @@ TEST_F(ObjectStoreTest, CreateSealGetReleaseDelete) {
 }
 
 TEST_F(ObjectStoreTest, BadRequestsGetErrors) {
-  EXPECT_EQ(store_->Create(1, ObjectId(), 10, owner_).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Create(1, ObjectId(), 10, owner_).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Create(1, Id(1), 0, owner_).status().code(), StatusCode::kInvalidArgument);
   PutObject(1, Id(1), 10, 'x');
   EXPECT_EQ(store_->Create(1, Id(1), 10, owner_).status().code(), StatusCode::kAlreadyExists)
       << "a sealed object cannot be written again";
   EXPECT_EQ(store_->Seal(1, Id(1)).code(), StatusCode::kInvalidArgument) << "sealed twice";
   EXPECT_EQ(store_->Release(1, Id(1)).code(), StatusCode::kNotFound) << "released twice";
-  EXPECT_EQ(store_->Abort(1, Id(1)).code(), StatusCode::kInvalidArgument) << "aborting a sealed object";
+  EXPECT_EQ(store_->Abort(1, Id(1)).code(), StatusCode::kInvalidArgument)
+      << "aborting a sealed object";
   EXPECT_EQ(store_->Get(1, Id(2)).status().code(), StatusCode::kNotFound);
   ASSERT_TRUE(store_->Create(1, Id(3), 10, owner_).ok());
-  EXPECT_EQ(store_->Seal(2, Id(3)).code(), StatusCode::kPermissionDenied) << "another client's object";
+  EXPECT_EQ(store_->Seal(2, Id(3)).code(), StatusCode::kPermissionDenied)
+      << "another client's object";
   EXPECT_EQ(store_->Get(2, Id(3)).status().code(), StatusCode::kNotFound) << "not sealed yet";
   auto big = store_->Create(1, Id(4), store_->capacity() + 1, owner_);
   EXPECT_EQ(big.status().code(), StatusCode::kOutOfMemory);
@@ -150,7 +155,8 @@ TEST_F(ObjectStoreTest, FullOfPinnedObjectsIsAnErrorNotACrash) {
 // Spills and restores run through run_io: here a queue the test drains by hand, standing for the
 // daemon's disk thread. While they wait, every other request is answered.
 TEST(ObjectStoreAsync, RequestsAreAnsweredWhileASpillOrRestoreRuns) {
-  auto dir = std::filesystem::temp_directory_path() / ("prism-store-async-" + std::to_string(getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("prism-store-async-" + std::to_string(getpid()));
   struct RemoveAtEnd {  // (also when an assertion ends the test early)
     std::filesystem::path dir;
     ~RemoveAtEnd() {
@@ -162,11 +168,14 @@ TEST(ObjectStoreAsync, RequestsAreAnsweredWhileASpillOrRestoreRuns) {
   ObjectStoreConfig c;
   c.capacity = 1 << 20;
   c.spill_dir = (dir / "spill").string();
-  c.run_io = [&](std::function<void()> io, std::function<void()> then) { jobs.emplace_back(io, then); };
+  c.run_io = [&](std::function<void()> io, std::function<void()> then) {
+    jobs.emplace_back(io, then);
+  };
   auto opened = ObjectStore::Open(c);
   ASSERT_TRUE(opened.ok());
   auto& store = *opened;
-  auto* base = static_cast<uint8_t*>(::mmap(nullptr, store->capacity(), PROT_READ | PROT_WRITE, MAP_SHARED, store->fd(), 0));
+  auto* base = static_cast<uint8_t*>(
+      ::mmap(nullptr, store->capacity(), PROT_READ | PROT_WRITE, MAP_SHARED, store->fd(), 0));
   ASSERT_NE(base, MAP_FAILED);
   const WorkerId owner = WorkerId::FromBinary(std::string(16, 'w'));
   const uint64_t size = 300 << 10;
@@ -255,7 +264,8 @@ TEST(ObjectStorePrefault, AllocatesTheArenaAtStartOrRefusesClearly) {
   auto l = ObjectStore::Open(lazy);
   ASSERT_TRUE(l.ok());
   ASSERT_EQ(::fstat((*l)->fd(), &st), 0);
-  EXPECT_LT(uint64_t(st.st_blocks) * 512, lazy.capacity) << "without it, pages come as objects touch them";
+  EXPECT_LT(uint64_t(st.st_blocks) * 512, lazy.capacity)
+      << "without it, pages come as objects touch them";
 
   ObjectStoreConfig huge;
   huge.capacity = uint64_t{1} << 50;

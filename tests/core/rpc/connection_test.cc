@@ -3,13 +3,13 @@
 // handlers at a time.
 #include "rpc/connection.h"
 
-#include <asio.hpp>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <asio.hpp>
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -144,7 +144,8 @@ TEST_F(SharedReadsTest, WithoutShareReadsOnlyTheLoopReads) {
 TEST_F(SharedReadsTest, GarbageReadOffTheLoopClosesTheConnection) {
   conn_->ShareReads();
   Start();
-  const std::string garbage = std::string("\x05\x00\x00\x00", 4) + "\xff\xff\xff\xff\xff";  // no Envelope
+  const std::string garbage =
+      std::string("\x05\x00\x00\x00", 4) + "\xff\xff\xff\xff\xff";  // no Envelope
   asio::write(peer_, asio::buffer(garbage));
   EXPECT_FALSE(conn_->TryReadHere(take_pushes_));
   io_.poll();
@@ -170,7 +171,8 @@ TEST_F(SharedReadsTest, TwoReadersDeliverEveryFrameOnceInOrder) {
     }
     inside.fetch_sub(1);
   };
-  conn_->Start([&](Connection&, Envelope& m) { record(m); }, [](Connection&, const prism::Status&) {});
+  conn_->Start([&](Connection&, Envelope& m) { record(m); },
+               [](Connection&, const prism::Status&) {});
   constexpr uint64_t kFrames = 20000;
   std::atomic<bool> done{false};
   std::atomic<uint64_t> taken{0};
@@ -218,11 +220,13 @@ TEST_F(SharedReadsTest, AHandlerKeepsItsFrameOnEveryPath) {
   conn_->ShareReads();
   conn_->ParseOnArenas();
   std::vector<std::shared_ptr<Envelope>> held;
-  conn_->Start([&](Connection& c, Envelope& m) {
-    auto frame = c.HoldFrame();
-    EXPECT_EQ(frame.get(), &m);
-    held.push_back(frame);
-  }, [](Connection&, const prism::Status&) {});
+  conn_->Start(
+      [&](Connection& c, Envelope& m) {
+        auto frame = c.HoldFrame();
+        EXPECT_EQ(frame.get(), &m);
+        held.push_back(frame);
+      },
+      [](Connection&, const prism::Status&) {});
   Connection::TakeHere take = [&](Connection& c, Envelope& m) {
     if (!m.has_push_task()) return false;
     auto frame = c.HoldFrame();
@@ -235,7 +239,8 @@ TEST_F(SharedReadsTest, AHandlerKeepsItsFrameOnEveryPath) {
   io_.poll();
   PeerSends({Status(4)});
   auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (held.size() < 4 && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);  // the loop reads 4
+  while (held.size() < 4 && std::chrono::steady_clock::now() < deadline)
+    io_.run_for(10ms);  // the loop reads 4
   ASSERT_EQ(held.size(), 4u);
   for (uint64_t i = 0; i < 4; ++i) {
     ASSERT_NE(held[i], nullptr);
@@ -314,7 +319,7 @@ TEST_F(SharedReadsTest, APeerThatGoesWhileTheConnectionIsClaimedIsSeenAtOnce) {
   EXPECT_TRUE(conn_->closed());
   EXPECT_TRUE(closed_);
   EXPECT_EQ(OnLoop(), (std::vector<uint64_t>{1}));  // what came before the end is not lost
-  conn_->ReleaseReads();  // after the close: nothing to do, no crash
+  conn_->ReleaseReads();                            // after the close: nothing to do, no crash
 }
 
 // Frames larger than the socket's buffer, sent from the loop and from another thread while the
@@ -353,10 +358,12 @@ TEST_F(SharedReadsTest, WritesLargerThanTheSocketTakeArriveWholeAndInOrder) {
     size_t n = peer_.read_some(asio::buffer(space, std::min<size_t>(avail, 16 * 1024)), ec);
     ASSERT_FALSE(ec) << ec.message();
     decoder.Commit(n);
-    ASSERT_TRUE(decoder.Drain([&](Envelope& m) {
-      got.emplace_back(NumberOf(m), m.push_task().spec().name().size());
-      return true;
-    }).ok());
+    ASSERT_TRUE(decoder
+                    .Drain([&](Envelope& m) {
+                      got.emplace_back(NumberOf(m), m.push_task().spec().name().size());
+                      return true;
+                    })
+                    .ok());
     std::this_thread::sleep_for(std::chrono::microseconds(200));  // a slow reader
   }
   stop = true;
@@ -393,10 +400,12 @@ TEST_F(SharedReadsTest, AFrameSentJustBeforeACloseOnTheLoopStillLeaves) {
   std::memcpy(decoder.WritableSpace(n, &avail), bytes.data(), n);
   decoder.Commit(n);
   std::vector<uint64_t> got;
-  ASSERT_TRUE(decoder.Drain([&](Envelope& m) {
-    got.push_back(NumberOf(m));
-    return true;
-  }).ok());
+  ASSERT_TRUE(decoder
+                  .Drain([&](Envelope& m) {
+                    got.push_back(NumberOf(m));
+                    return true;
+                  })
+                  .ok());
   EXPECT_EQ(got, std::vector<uint64_t>{7});
 }
 

@@ -83,7 +83,8 @@ TEST(FrameTest, OnArenasAFrameOutlivesItsHandlerWhenKept) {
   std::string wire;
   Envelope big;
   big.mutable_push_task()->mutable_spec()->set_name("f");
-  big.mutable_push_task()->mutable_spec()->add_args()->set_value(std::string(10000, 'x'));  // past the first block
+  big.mutable_push_task()->mutable_spec()->add_args()->set_value(
+      std::string(10000, 'x'));  // past the first block
   AppendFrame(big, &wire);
   AppendFrame(Sample(7), &wire);
   FrameDecoder d(kDefaultMaxFrameBytes);

@@ -1,10 +1,10 @@
 // ArenaSpec: a pending task's spec in an arena of its own, with value semantics.
-#include "worker/pending_task.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
 #include <utility>
+
+#include "worker/pending_task.h"
 
 namespace prism {
 namespace {

@@ -2,12 +2,10 @@
 // it sends, how it reads the answers, refusals, silence and a lost connection.
 #include "worker/control_client.h"
 
-#include "rpc/connection.h"
-
-#include <asio.hpp>
 #include <gtest/gtest.h>
 #include <prism/errors.h>
 
+#include <asio.hpp>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -15,6 +13,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "rpc/connection.h"
 
 namespace prism {
 namespace {
@@ -67,7 +67,8 @@ class FakeControlService {
       } else {
         out.mutable_placement_group_info()->set_request_id(r.request_id());
         out.mutable_placement_group_info()->set_id(r.id());
-        out.mutable_placement_group_info()->set_state(r.id() == 7 ? rpc::PG_CREATED : rpc::PG_PENDING);
+        out.mutable_placement_group_info()->set_state(r.id() == 7 ? rpc::PG_CREATED
+                                                                  : rpc::PG_PENDING);
       }
     } else if (m.has_get_actor_by_name()) {
       const auto& r = m.get_actor_by_name();
@@ -113,7 +114,8 @@ class ControlClientTest : public ::testing::Test {
     service_conn_ = rpc::Connection::Create(std::move(b));
     service_conn_->Start([this](rpc::Connection& c, rpc::Envelope& m) { service_.OnMessage(c, m); },
                          [](rpc::Connection&, const Status&) {});
-    daemon_ = std::make_unique<DaemonClient>(rpc::Connection::Create(std::move(a)), [](const Status&) {});
+    daemon_ =
+        std::make_unique<DaemonClient>(rpc::Connection::Create(std::move(a)), [](const Status&) {});
     daemon_->Start();
     loop_.Start("test-loop");
     client_ = std::make_unique<DaemonControlClient>(
@@ -265,7 +267,8 @@ TEST_F(ControlClientTest, CallsWaitingWhenTheServiceGoesAndCallsAfterFailAtOnce)
     waited = std::chrono::steady_clock::now() - start;
   });
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (service_.received().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (service_.received().empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   ASSERT_FALSE(service_.received().empty());
   service_conn_->Close(Status::OK());  // the daemon goes before it answers
   caller.join();

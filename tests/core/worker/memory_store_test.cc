@@ -1,13 +1,13 @@
 #include "worker/memory_store.h"
 
-#include "base/ids.h"
-#include "base/spin.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <thread>
 #include <vector>
+
+#include "base/ids.h"
+#include "base/spin.h"
 
 namespace prism {
 namespace {

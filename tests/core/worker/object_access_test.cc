@@ -4,8 +4,6 @@
 // borrowed ref whose owner is gone.
 #include "worker/object_access.h"
 
-#include "base/ids.h"
-
 #include <gtest/gtest.h>
 #include <prism/errors.h>
 #include <prism/serialization.h>
@@ -15,6 +13,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "base/ids.h"
 
 namespace prism {
 namespace {
@@ -41,9 +41,11 @@ class ObjectAccessTest : public ::testing::Test {
     OwnerClients::Config config;
     config.self = self_id_;
     owners_ = std::make_unique<OwnerClients>(loop_.context(), config, [](const ObjectId&) {});
-    ObjectAccess::Self self{{"/tmp/prism-oa-test-self.sock", self_id_.Binary(), std::string(16, 'n')}, kGeneration};
+    ObjectAccess::Self self{
+        {"/tmp/prism-oa-test-self.sock", self_id_.Binary(), std::string(16, 'n')}, kGeneration};
     objects_ = std::make_unique<ObjectAccess>(
-        self, store_, nullptr, *owners_, context_, loop_.context(), [this] { return in_task_.load(); },
+        self, store_, nullptr, *owners_, context_, loop_.context(),
+        [this] { return in_task_.load(); },
         [this](bool b) {
           std::lock_guard<std::mutex> lock(mu_);
           blocked_.push_back(b);
@@ -111,7 +113,8 @@ TEST_F(ObjectAccessTest, GetTimesOutAndWaitSaysWhichAreReady) {
     objects_->Get({r.get(), p.get()}, 20);
     FAIL() << "no timeout";
   } catch (const GetTimeoutError& e) {
-    EXPECT_NE(std::string(e.what()).find("1 of 2 objects not ready"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("1 of 2 objects not ready"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(objects_->Wait({p.get(), r.get()}, 1, 0), (std::vector<bool>{false, true}));
   std::thread later([&] {
@@ -158,7 +161,8 @@ TEST_F(ObjectAccessTest, HandlesOfAnEarlierRuntimeAndRefsToFreedObjectsAreRefuse
 }
 
 TEST_F(ObjectAccessTest, ABorrowedRefWhoseOwnerIsGoneReadsAsOwnerDied) {
-  internal::OwnerAddress owner{"/tmp/prism-oa-test-nobody.sock", RandomUniqueId().Binary(), std::string(16, 'm')};
+  internal::OwnerAddress owner{"/tmp/prism-oa-test-nobody.sock", RandomUniqueId().Binary(),
+                               std::string(16, 'm')};
   ObjectId id = PutObjectId(ChildTaskId(Root(), 5), 1);
   internal::RefPtr ref = objects_->MakeRef(id, owner);
   EXPECT_FALSE(objects_->IsSelf(ref->owner()));

@@ -4,14 +4,10 @@
 // existed.
 #include "worker/owner_clients.h"
 
-#include "base/ids.h"
-#include "rpc/connection.h"
-
-#include <asio.hpp>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <asio.hpp>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -19,6 +15,9 @@
 #include <set>
 #include <thread>
 #include <vector>
+
+#include "base/ids.h"
+#include "rpc/connection.h"
 
 namespace prism {
 namespace {
@@ -29,7 +28,9 @@ std::string TempSocketPath(const std::string& name) {
   return "/tmp/prism-oc-" + std::to_string(::getpid()) + "-" + name + ".sock";
 }
 
-ObjectId Oid(uint8_t n) { return ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n))); }
+ObjectId Oid(uint8_t n) {
+  return ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n)));
+}
 
 // Waits (up to 5 s) until `pred` holds.
 template <typename Pred>
@@ -65,7 +66,8 @@ class PauseLoop {
 // everything it received.
 class FakeOwner {
  public:
-  FakeOwner(asio::io_context& io, std::string name) : io_(io), path_(TempSocketPath(name)), id_(RandomUniqueId()) {
+  FakeOwner(asio::io_context& io, std::string name)
+      : io_(io), path_(TempSocketPath(name)), id_(RandomUniqueId()) {
     auto acceptor = rpc::Listen(io_, path_);
     EXPECT_TRUE(acceptor.ok());
     acceptor_ = std::move(*acceptor);
@@ -180,7 +182,7 @@ class FakeOwner {
   std::string path_;
   WorkerId id_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
-  std::vector<std::shared_ptr<rpc::Connection>> conns_;                       // loop only
+  std::vector<std::shared_ptr<rpc::Connection>> conns_;                           // loop only
   std::vector<std::pair<std::shared_ptr<rpc::Connection>, rpc::Envelope>> held_;  // loop only
   bool killed_ = false;
   std::mutex mu_;
@@ -298,7 +300,8 @@ TEST_F(OwnerClientsTest, RegistrationsGoInOneBatchPerBorrowerAndReleasesWaitForT
   std::map<std::string, std::vector<std::string>> by_borrower;
   for (const auto& m : owner.received()) {
     if (!m.has_add_borrowers()) continue;
-    for (const auto& id : m.add_borrowers().object_ids()) by_borrower[m.add_borrowers().borrower()].push_back(id);
+    for (const auto& id : m.add_borrowers().object_ids())
+      by_borrower[m.add_borrowers().borrower()].push_back(id);
   }
   EXPECT_EQ(by_borrower[self_.Binary()],
             (std::vector<std::string>{Oid(1).Binary(), Oid(2).Binary(), Oid(3).Binary()}));
@@ -333,7 +336,8 @@ TEST_F(OwnerClientsTest, ARegistrationTheOwnerFoundGoneIsUndoneOnlyForThisProces
   FakeOwner owner(loop_.context(), "lost");
   owner.lost = {Oid(1), Oid(2)};
   clients_->QueueAddBorrower(owner.address(), Oid(1), self_);
-  clients_->QueueAddBorrower(owner.address(), Oid(2), RandomUniqueId());  // a caller's: not ours to undo
+  clients_->QueueAddBorrower(owner.address(), Oid(2),
+                             RandomUniqueId());  // a caller's: not ours to undo
   clients_->QueueAddBorrower(owner.address(), Oid(3), self_);
   clients_->WaitForRegistrations();
   EXPECT_EQ(clients_->pending_registrations(), 0);
@@ -407,7 +411,8 @@ TEST_F(OwnerClientsTest, ADeviceImportReturnsTheProducersHandleOrNothing) {
   config.import_wait = 300ms;
   MakeClients(config);
   FakeOwner producer(loop_.context(), "producer");
-  EXPECT_EQ(clients_->ImportDeviceObject(producer.address(), "t1", ""), std::optional<std::string>("handle-of-t1"));
+  EXPECT_EQ(clients_->ImportDeviceObject(producer.address(), "t1", ""),
+            std::optional<std::string>("handle-of-t1"));
   EXPECT_EQ(clients_->ImportDeviceObject(producer.address(), "gone", ""), std::nullopt);
   for (const auto& m : producer.received()) {
     if (m.has_import_device_object()) {
@@ -416,7 +421,8 @@ TEST_F(OwnerClientsTest, ADeviceImportReturnsTheProducersHandleOrNothing) {
   }
   // No answer within the wait: given up on, and released so the producer does not count it.
   EXPECT_EQ(clients_->ImportDeviceObject(producer.address(), "silent", ""), std::nullopt);
-  ASSERT_TRUE(Eventually([&] { return producer.count(rpc::Envelope::kReleaseDeviceObjects) == 1; }));
+  ASSERT_TRUE(
+      Eventually([&] { return producer.count(rpc::Envelope::kReleaseDeviceObjects) == 1; }));
   for (const auto& m : producer.received()) {
     if (!m.has_release_device_objects()) continue;
     ASSERT_EQ(m.release_device_objects().ids_size(), 1);

@@ -4,23 +4,25 @@
 // borrowers and importers, malformed requests.
 #include "worker/owner_service.h"
 
-#include "base/ids.h"
-
-#include <asio.hpp>
 #include <gtest/gtest.h>
 
+#include <asio.hpp>
 #include <chrono>
 #include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "base/ids.h"
+
 namespace prism {
 namespace {
 
 using namespace std::chrono_literals;
 
-ObjectId Oid(uint8_t n) { return ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n))); }
+ObjectId Oid(uint8_t n) {
+  return ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n)));
+}
 
 class OwnerServiceTest : public ::testing::Test {
  protected:
@@ -83,7 +85,8 @@ class OwnerServiceTest : public ::testing::Test {
     m.mutable_get_object()->set_object_id(id);
     return m;
   }
-  static rpc::Envelope AddBorrowers(uint64_t rid, const WorkerId& borrower, const std::vector<std::string>& ids) {
+  static rpc::Envelope AddBorrowers(uint64_t rid, const WorkerId& borrower,
+                                    const std::vector<std::string>& ids) {
     rpc::Envelope m;
     m.mutable_add_borrowers()->set_request_id(rid);
     m.mutable_add_borrowers()->set_borrower(borrower.Binary());

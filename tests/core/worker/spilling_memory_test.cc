@@ -2,9 +2,8 @@
 // spill and tries again while something was spilled; nothing spilled leaves it out of memory.
 #include "worker/spilling_memory.h"
 
-#include <prism/gpu/backend.h>
-
 #include <gtest/gtest.h>
+#include <prism/gpu/backend.h>
 
 #include <vector>
 

@@ -2,17 +2,19 @@
 // (per thread, per task and attempt).
 #include "worker/task_context.h"
 
-#include "base/ids.h"
-
 #include <gtest/gtest.h>
 #include <prism/errors.h>
 
 #include <thread>
 
+#include "base/ids.h"
+
 namespace prism {
 namespace {
 
-TaskId Tid(uint8_t n) { return TaskId::FromBinary(std::string(TaskId::kSize, static_cast<char>(n))); }
+TaskId Tid(uint8_t n) {
+  return TaskId::FromBinary(std::string(TaskId::kSize, static_cast<char>(n)));
+}
 
 rpc::PushTask Push(const TaskId& task, uint32_t attempt) {
   rpc::PushTask push;

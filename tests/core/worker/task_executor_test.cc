@@ -1,13 +1,13 @@
 // The task executor: one thread for short tasks, more (up to the limit) once tasks block.
 #include "worker/task_executor.h"
 
-#include <asio.hpp>
 #include <gtest/gtest.h>
 
+#include <asio.hpp>
 #include <atomic>
+#include <chrono>
 #include <optional>
 #include <string>
-#include <chrono>
 #include <thread>
 
 namespace prism {
@@ -36,33 +36,38 @@ class TaskExecutorTest : public ::testing::Test {
 TEST_F(TaskExecutorTest, BlockingTasksGetTheirThreads) {
   std::atomic<int> arrived{0};
   std::atomic<int> met{0};
-  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
-    // Four tasks that each wait for all four: they finish only if they run at once.
-    arrived++;
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (arrived.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-    if (arrived.load() >= 4) met++;
-    ExecutedTask done;
-    done.deferred = true;  // nothing to send
-    return done;
-  });
+  TaskExecutor executor(
+      [&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
+        // Four tasks that each wait for all four: they finish only if they run at once.
+        arrived++;
+        auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (arrived.load() < 4 && std::chrono::steady_clock::now() < deadline)
+          std::this_thread::sleep_for(1ms);
+        if (arrived.load() >= 4) met++;
+        ExecutedTask done;
+        done.deferred = true;  // nothing to send
+        return done;
+      });
   std::thread main([&] { executor.Run(); });
   executor.AllowThreads(4);
   for (int i = 0; i < 4; ++i) executor.Enqueue(Push(i), conn_);
   auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (met.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (met.load() < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_EQ(met.load(), 4);
   EXPECT_EQ(executor.threads(), 4);
   // Idle for long enough, the added threads end.
   deadline = std::chrono::steady_clock::now() + 20s;
-  while (executor.threads() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  while (executor.threads() > 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
   EXPECT_EQ(executor.threads(), 1);
   // And come back when calls block again.
   arrived = 0;
   met = 0;
   for (int i = 0; i < 4; ++i) executor.Enqueue(Push(i), conn_);
   deadline = std::chrono::steady_clock::now() + 20s;
-  while (met.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (met.load() < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_EQ(met.load(), 4);
   executor.Stop();
   main.join();
@@ -74,27 +79,31 @@ TEST_F(TaskExecutorTest, BlockingTasksGetTheirThreads) {
 TEST_F(TaskExecutorTest, ALoweredLimitHoldsAtOnce) {
   std::atomic<int> running{0}, most{0}, finished{0};
   std::atomic<bool> lowered{false};
-  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask> p, const std::shared_ptr<rpc::Connection>&) {
-    int now = ++running;
-    if (lowered.load()) most = std::max(most.load(), now);
-    std::this_thread::sleep_for(p->lease_id() < 100 ? 300ms : 20ms);
-    running--;
-    finished++;
-    ExecutedTask done;
-    done.deferred = true;
-    return done;
-  });
+  TaskExecutor executor(
+      [&](std::shared_ptr<const rpc::PushTask> p, const std::shared_ptr<rpc::Connection>&) {
+        int now = ++running;
+        if (lowered.load()) most = std::max(most.load(), now);
+        std::this_thread::sleep_for(p->lease_id() < 100 ? 300ms : 20ms);
+        running--;
+        finished++;
+        ExecutedTask done;
+        done.deferred = true;
+        return done;
+      });
   std::thread main([&] { executor.Run(); });
   executor.AllowThreads(4);
   for (int i = 0; i < 4; ++i) executor.Enqueue(Push(i), conn_);
   auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (executor.threads() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (executor.threads() < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_EQ(executor.threads(), 4);
-  while (finished.load() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (finished.load() < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   executor.SetThreads(1);
   lowered = true;
   for (int i = 0; i < 20; ++i) executor.Enqueue(Push(100 + i), conn_);
-  while (finished.load() < 24 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (finished.load() < 24 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_EQ(finished.load(), 24);
   EXPECT_EQ(most.load(), 1) << "one at a time after the limit went to 1";
   EXPECT_EQ(executor.threads(), 1);
@@ -105,21 +114,23 @@ TEST_F(TaskExecutorTest, ALoweredLimitHoldsAtOnce) {
 
 TEST_F(TaskExecutorTest, BusyTasksDoNotAddThreads) {
   std::atomic<int> ran{0};
-  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
-    // Computes for 20 ms: long, but on the CPU (another thread would only compete with it).
-    auto end = std::chrono::steady_clock::now() + 20ms;
-    volatile uint64_t x = 0;
-    while (std::chrono::steady_clock::now() < end) x = x + 1;
-    ran++;
-    ExecutedTask done;
-    done.deferred = true;
-    return done;
-  });
+  TaskExecutor executor(
+      [&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
+        // Computes for 20 ms: long, but on the CPU (another thread would only compete with it).
+        auto end = std::chrono::steady_clock::now() + 20ms;
+        volatile uint64_t x = 0;
+        while (std::chrono::steady_clock::now() < end) x = x + 1;
+        ran++;
+        ExecutedTask done;
+        done.deferred = true;
+        return done;
+      });
   std::thread main([&] { executor.Run(); });
   executor.AllowThreads(4);
   for (int i = 0; i < 10; ++i) executor.Enqueue(Push(i), conn_);
   auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (ran.load() < 10 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (ran.load() < 10 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_EQ(ran.load(), 10);
   // (A thread preempted for long on a loaded machine looks blocked: allow one such addition.)
   EXPECT_LE(executor.threads(), 2) << "computing tasks got threads of their own";
@@ -130,17 +141,19 @@ TEST_F(TaskExecutorTest, BusyTasksDoNotAddThreads) {
 
 TEST_F(TaskExecutorTest, ShortTasksKeepToOneThread) {
   std::atomic<int> ran{0};
-  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
-    ran++;
-    ExecutedTask done;
-    done.deferred = true;
-    return done;
-  });
+  TaskExecutor executor(
+      [&](std::shared_ptr<const rpc::PushTask>, const std::shared_ptr<rpc::Connection>&) {
+        ran++;
+        ExecutedTask done;
+        done.deferred = true;
+        return done;
+      });
   std::thread main([&] { executor.Run(); });
   executor.AllowThreads(16, 50ms);
   for (int i = 0; i < 10000; ++i) executor.Enqueue(Push(i), conn_);
   auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (ran.load() < 10000 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (ran.load() < 10000 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   EXPECT_EQ(ran.load(), 10000);
   EXPECT_EQ(executor.threads(), 1) << "no task ran for 50 ms, so no thread was added";
   executor.Stop();
@@ -168,17 +181,20 @@ rpc::Envelope ReadFrame(asio::local::stream_protocol::socket& s, rpc::FrameDecod
 // connection itself (SetReadNext), so a call runs without the event loop passing it on. The loop
 // runs too and takes what the executor misses; every call runs once, in order, either way.
 TEST_F(TaskExecutorTest, CallsThatComeOneAtATimeAreReadByTheExecutorItself) {
-  if (SpinBudget(SpinRole::kServer).count() == 0) GTEST_SKIP() << "one CPU (or PRISM_SPIN_US=0): nothing spins";
+  if (SpinBudget(SpinRole::kServer).count() == 0)
+    GTEST_SKIP() << "one CPU (or PRISM_SPIN_US=0): nothing spins";
   std::atomic<int> ran{0}, read_here{0}, via_loop{0};
-  TaskExecutor executor([&](std::shared_ptr<const rpc::PushTask> p, const std::shared_ptr<rpc::Connection>&) {
-    ran++;
-    ExecutedTask done;
-    done.reply.set_attempt(static_cast<uint32_t>(p->lease_id()));  // which call this answers
-    return done;
-  });
+  TaskExecutor executor(
+      [&](std::shared_ptr<const rpc::PushTask> p, const std::shared_ptr<rpc::Connection>&) {
+        ran++;
+        ExecutedTask done;
+        done.reply.set_attempt(static_cast<uint32_t>(p->lease_id()));  // which call this answers
+        return done;
+      });
   rpc::Connection::TakeHere take = [&](rpc::Connection& c, rpc::Envelope& m) {
     if (!m.has_push_task()) return false;
-    executor.Enqueue(std::move(*m.mutable_push_task()), std::static_pointer_cast<rpc::Connection>(c.shared_from_this()));
+    executor.Enqueue(std::move(*m.mutable_push_task()),
+                     std::static_pointer_cast<rpc::Connection>(c.shared_from_this()));
     read_here++;
     return true;
   };
@@ -187,7 +203,8 @@ TEST_F(TaskExecutorTest, CallsThatComeOneAtATimeAreReadByTheExecutorItself) {
   conn_->Start(
       [&](rpc::Connection& c, rpc::Envelope& m) {
         via_loop++;
-        executor.Enqueue(std::move(*m.mutable_push_task()), std::static_pointer_cast<rpc::Connection>(c.shared_from_this()));
+        executor.Enqueue(std::move(*m.mutable_push_task()),
+                         std::static_pointer_cast<rpc::Connection>(c.shared_from_this()));
       },
       [](rpc::Connection&, const Status&) {});
   auto guard = asio::make_work_guard(io_);

@@ -2,24 +2,27 @@
 // anything is sent), and the specs built from valid ones.
 #include "worker/task_specs.h"
 
-#include "base/ids.h"
-
 #include <gtest/gtest.h>
 #include <prism/errors.h>
 
 #include <cmath>
 #include <string>
 
+#include "base/ids.h"
+
 namespace prism {
 namespace {
 
 constexpr uint64_t kGeneration = 515151;  // no runtime of this test process has it
 
-TaskId Tid(uint8_t n) { return TaskId::FromBinary(std::string(TaskId::kSize, static_cast<char>(n))); }
+TaskId Tid(uint8_t n) {
+  return TaskId::FromBinary(std::string(TaskId::kSize, static_cast<char>(n)));
+}
 
 Submitter Who() {
-  return Submitter{Tid(2), Tid(1), JobId::FromBinary(std::string(JobId::kSize, '\x07')),
-                   internal::OwnerAddress{"/tmp/caller.sock", std::string(16, 'w'), std::string(16, 'n')}};
+  return Submitter{
+      Tid(2), Tid(1), JobId::FromBinary(std::string(JobId::kSize, '\x07')),
+      internal::OwnerAddress{"/tmp/caller.sock", std::string(16, 'w'), std::string(16, 'n')}};
 }
 
 internal::SerializedArg Value(std::string v) {
@@ -30,9 +33,9 @@ internal::SerializedArg Value(std::string v) {
 
 internal::SerializedArg Ref(uint8_t n) {
   internal::SerializedArg a;
-  a.ref = std::make_shared<internal::RefHandle>(ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n))),
-                                                internal::OwnerAddress{"/tmp/owner.sock", std::string(16, 'o'), ""},
-                                                kGeneration);
+  a.ref = std::make_shared<internal::RefHandle>(
+      ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n))),
+      internal::OwnerAddress{"/tmp/owner.sock", std::string(16, 'o'), ""}, kGeneration);
   return a;
 }
 
@@ -52,21 +55,31 @@ TEST(TaskSpecsTest, BadTaskOptionsAreRefusedWithWhatIsWrong) {
     set(o);
     return ErrorOf([&] { CheckTaskOptions(o); });
   };
-  EXPECT_NE(check([](TaskOptions& o) { o.max_retries = -2; }).find("max_retries"), std::string::npos);
+  EXPECT_NE(check([](TaskOptions& o) { o.max_retries = -2; }).find("max_retries"),
+            std::string::npos);
   EXPECT_NE(check([](TaskOptions& o) { o.num_cpus = -1; }).find("num_cpus"), std::string::npos);
   EXPECT_NE(check([](TaskOptions& o) { o.num_gpus = NAN; }).find("num_gpus"), std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.gpu_memory = 1 << 20; }).find("gpu_memory needs num_gpus"), std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.resources["CPU"] = 1; }).find("num_cpus"), std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.resources["memory"] = 1; }).find("TaskOptions::memory"), std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.env["1ABC"] = "x"; }).find("not a valid environment variable"),
+  EXPECT_NE(check([](TaskOptions& o) { o.gpu_memory = 1 << 20; }).find("gpu_memory needs num_gpus"),
             std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.env["PRISM_X"] = "x"; }).find("prism's own"), std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.env["A"] = std::string("a\0b", 3); }).find("NUL"), std::string::npos);
+  EXPECT_NE(check([](TaskOptions& o) { o.resources["CPU"] = 1; }).find("num_cpus"),
+            std::string::npos);
+  EXPECT_NE(check([](TaskOptions& o) { o.resources["memory"] = 1; }).find("TaskOptions::memory"),
+            std::string::npos);
+  EXPECT_NE(
+      check([](TaskOptions& o) { o.env["1ABC"] = "x"; }).find("not a valid environment variable"),
+      std::string::npos);
+  EXPECT_NE(check([](TaskOptions& o) { o.env["PRISM_X"] = "x"; }).find("prism's own"),
+            std::string::npos);
+  EXPECT_NE(check([](TaskOptions& o) { o.env["A"] = std::string("a\0b", 3); }).find("NUL"),
+            std::string::npos);
   EXPECT_NE(check([](TaskOptions& o) { o.runtime = "java"; }).find("runtime"), std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.placement_group_bundle_index = 0; }).find("placement_group is not"),
+  EXPECT_NE(check([](TaskOptions& o) {
+              o.placement_group_bundle_index = 0;
+            }).find("placement_group is not"),
             std::string::npos);
-  EXPECT_NE(check([](TaskOptions& o) { o.scheduling_strategy = static_cast<SchedulingStrategy>(42); })
-                .find("unknown scheduling_strategy"),
+  EXPECT_NE(check([](TaskOptions& o) {
+              o.scheduling_strategy = static_cast<SchedulingStrategy>(42);
+            }).find("unknown scheduling_strategy"),
             std::string::npos);
   PlacementGroup group(3, "g", PlacementStrategy::kPack, {{{"CPU", 1}}});
   EXPECT_NE(check([&](TaskOptions& o) {
@@ -75,7 +88,8 @@ TEST(TaskSpecsTest, BadTaskOptionsAreRefusedWithWhatIsWrong) {
             }).find("out of range"),
             std::string::npos);
   EXPECT_NE(ErrorOf([] { CheckNumReturns(0); }).find("num_returns"), std::string::npos);
-  EXPECT_NE(ErrorOf([] { CheckNumReturns(kMaxReturns + 1); }).find("num_returns"), std::string::npos);
+  EXPECT_NE(ErrorOf([] { CheckNumReturns(kMaxReturns + 1); }).find("num_returns"),
+            std::string::npos);
   CheckNumReturns(kMaxReturns);
 }
 
@@ -129,7 +143,8 @@ TEST(TaskSpecsTest, ATaskSpecCarriesItsCallerArgumentsResourcesAndPlacement) {
   EXPECT_EQ(t.lease.shape.milli().at("CPU"), 500);
   EXPECT_EQ(t.lease.shape.milli().at("GPU"), 1000);
   int resources = 0;
-  for (const auto& r : t.spec->resources()) resources += (r.name() == "CPU" && r.milli() == 500) ? 1 : 0;
+  for (const auto& r : t.spec->resources())
+    resources += (r.name() == "CPU" && r.milli() == 500) ? 1 : 0;
   EXPECT_EQ(resources, 1);
 }
 
@@ -156,7 +171,8 @@ TEST(TaskSpecsTest, AnActorsCreationAndItsCalls) {
 
   std::vector<internal::SerializedArg> args;
   args.push_back(Ref(4));
-  PendingTask call = BuildActorCall(Who(), Tid(9), "Echo", std::move(args), 1, [](const internal::RefHandle&) {});
+  PendingTask call =
+      BuildActorCall(Who(), Tid(9), "Echo", std::move(args), 1, [](const internal::RefHandle&) {});
   EXPECT_EQ(call.spec->actor_id(), Tid(9).Binary());
   EXPECT_EQ(call.spec->function(), "Echo");
   EXPECT_EQ(call.spec->args(0).ref().object_id(), std::string(ObjectId::kSize, '\x04'));
@@ -165,9 +181,10 @@ TEST(TaskSpecsTest, AnActorsCreationAndItsCalls) {
   // A ref the core worker refuses stops the build.
   std::vector<internal::SerializedArg> stale;
   stale.push_back(Ref(5));
-  EXPECT_THROW(BuildActorCall(Who(), Tid(9), "Echo", std::move(stale), 1,
-                              [](const internal::RefHandle&) { throw InvalidArgumentError("stale"); }),
-               InvalidArgumentError);
+  EXPECT_THROW(
+      BuildActorCall(Who(), Tid(9), "Echo", std::move(stale), 1,
+                     [](const internal::RefHandle&) { throw InvalidArgumentError("stale"); }),
+      InvalidArgumentError);
 }
 
 }  // namespace

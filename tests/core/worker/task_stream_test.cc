@@ -19,8 +19,9 @@ using namespace std::chrono_literals;
 
 // Handles of a generation no runtime has: dropping them tells no runtime anything.
 internal::RefPtr Handle(uint8_t n) {
-  return std::make_shared<internal::RefHandle>(ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n))),
-                                               internal::OwnerAddress{}, 987654321);
+  return std::make_shared<internal::RefHandle>(
+      ObjectId::FromBinary(std::string(ObjectId::kSize, static_cast<char>(n))),
+      internal::OwnerAddress{}, 987654321);
 }
 
 struct Calls {
@@ -113,7 +114,7 @@ TEST(TaskStreamTest, ADroppedStreamStopsItsTaskUnlessItEndedOrWasDetached) {
   {
     TaskStream stream(Recording(calls));
     stream.SetCompletion(Handle(3));
-    stream.Detach();  // the runtime shut down
+    stream.Detach();                              // the runtime shut down
     EXPECT_THROW(stream.Next(-1), RuntimeError);  // a read that would wait fails
   }
   EXPECT_EQ(calls.cancelled.size(), 1u);

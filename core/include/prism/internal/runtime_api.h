@@ -24,7 +24,9 @@ struct OwnerAddress {
 class RefHandle {
  public:
   RefHandle(ObjectId id, OwnerAddress owner, uint64_t runtime_generation)
-      : id_(id), owner_(std::make_shared<const OwnerAddress>(std::move(owner))), generation_(runtime_generation) {}
+      : id_(id),
+        owner_(std::make_shared<const OwnerAddress>(std::move(owner))),
+        generation_(runtime_generation) {}
   /// Shares `owner` (handles of one owner's objects need no copy of its address each).
   RefHandle(ObjectId id, std::shared_ptr<const OwnerAddress> owner, uint64_t runtime_generation)
       : id_(id), owner_(std::move(owner)), generation_(runtime_generation) {}
@@ -85,7 +87,8 @@ struct ActorRef {
 ActorRef CreateActor(const std::string& factory, std::vector<SerializedArg> args,
                      const ActorOptions& options);
 /// Calls `method` (a registered "Class::Method") on the actor; returns its result's handle.
-RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method, std::vector<SerializedArg> args);
+RefPtr SubmitActorTask(const ActorRef& actor, const std::string& method,
+                       std::vector<SerializedArg> args);
 void KillActor(const ActorId& id, bool no_restart);
 /// Cancels the task (or actor call) whose result `ref` names; this process must have submitted it.
 void CancelTask(const RefHandle& ref, bool force);
@@ -102,7 +105,8 @@ class StreamHandle {
   virtual RefPtr completion() const = 0;
 };
 /// Submits a streaming task (its function takes a StreamWriter first).
-std::shared_ptr<StreamHandle> SubmitStreamingTask(const std::string& function, std::vector<SerializedArg> args,
+std::shared_ptr<StreamHandle> SubmitStreamingTask(const std::string& function,
+                                                  std::vector<SerializedArg> args,
                                                   const TaskOptions& options);
 /// Inside a streaming task: sends one value to its caller.
 void StreamWrite(const EncodedValue& value);

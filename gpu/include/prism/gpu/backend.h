@@ -198,8 +198,8 @@ class Backend {
 /// Which backend a process uses: $PRISM_GPU_BACKEND ("sim", "cuda", or "auto"/unset: cuda when a
 /// driver and a device exist, else none).
 struct BackendConfig {
-  std::string kind;                    // "sim", "cuda", "auto" or "" (= auto)
-  std::string topology;                // sim: a profile name or file (topology.h); default h100-sxm-8
+  std::string kind;      // "sim", "cuda", "auto" or "" (= auto)
+  std::string topology;  // sim: a profile name or file (topology.h); default h100-sxm-8
   std::optional<std::string> visible;  // CUDA_VISIBLE_DEVICES; nullopt when unset
   bool count_calls = false;            // $PRISM_GPU_COUNT_CALLS=1: wrapped in a counting backend
 };

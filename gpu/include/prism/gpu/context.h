@@ -19,8 +19,11 @@ class Context {
   /// `streams[i]` and `memories[i]` belong to `devices[i]`.
   Context(Backend& backend, std::vector<int> devices, std::vector<Stream*> streams,
           std::vector<MemoryResource*> memories, std::optional<uint64_t> gpu_memory)
-      : backend_(&backend), devices_(std::move(devices)), streams_(std::move(streams)),
-        memories_(std::move(memories)), gpu_memory_(gpu_memory) {}
+      : backend_(&backend),
+        devices_(std::move(devices)),
+        streams_(std::move(streams)),
+        memories_(std::move(memories)),
+        gpu_memory_(gpu_memory) {}
   Backend& backend() const { return *backend_; }
   /// The task's (first) device, as this process numbers it.
   int device() const { return devices_.front(); }
@@ -36,7 +39,9 @@ class Context {
   /// The task's cap on device memory (TaskOptions::gpu_memory), if it has one.
   std::optional<uint64_t> gpu_memory() const { return gpu_memory_; }
   /// Device memory on the task's stream, from the task's device.
-  Result<DeviceBuffer> Allocate(size_t bytes) const { return DeviceBuffer::Allocate(memory(), bytes, stream()); }
+  Result<DeviceBuffer> Allocate(size_t bytes) const {
+    return DeviceBuffer::Allocate(memory(), bytes, stream());
+  }
 
  private:
   size_t Index(int device) const;

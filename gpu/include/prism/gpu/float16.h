@@ -36,7 +36,8 @@ inline uint16_t FloatToHalf(float f) {
   uint32_t sign = (x >> 16) & 0x8000u;
   int32_t exp = static_cast<int32_t>((x >> 23) & 0xFF) - 127 + 15;
   uint32_t mant = x & 0x7FFFFF;
-  if (((x >> 23) & 0xFF) == 0xFF) return static_cast<uint16_t>(sign | 0x7C00u | (mant ? 0x200u : 0));
+  if (((x >> 23) & 0xFF) == 0xFF)
+    return static_cast<uint16_t>(sign | 0x7C00u | (mant ? 0x200u : 0));
   if (exp >= 31) return static_cast<uint16_t>(sign | 0x7C00u);
   if (exp <= 0) {
     if (exp < -10) return static_cast<uint16_t>(sign);
@@ -62,7 +63,8 @@ inline float BFloat16ToFloat(uint16_t h) {
 inline uint16_t FloatToBFloat16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
-  if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x7FFFFF)) return static_cast<uint16_t>((x >> 16) | 0x40);
+  if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x7FFFFF))
+    return static_cast<uint16_t>((x >> 16) | 0x40);
   x += 0x7FFF + ((x >> 16) & 1);
   return static_cast<uint16_t>(x >> 16);
 }

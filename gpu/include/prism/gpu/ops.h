@@ -26,10 +26,12 @@ Status Axpy(Backend& backend, Stream& stream, double a, const DeviceArray& x, co
 /// y = a * y.
 Status Scale(Backend& backend, Stream& stream, double a, const DeviceArray& y);
 /// out[0] = op(x) (out: one element of x's dtype).
-Status Reduce(Backend& backend, Stream& stream, ReduceOp op, const DeviceArray& x, const DeviceArray& out);
+Status Reduce(Backend& backend, Stream& stream, ReduceOp op, const DeviceArray& x,
+              const DeviceArray& out);
 /// Row-major c[m,n] = alpha * a[m,k] * b[k,n] + beta * c; float32 or float64.
 Status Matmul(Backend& backend, Stream& stream, const DeviceArray& a, const DeviceArray& b,
-              const DeviceArray& c, size_t m, size_t n, size_t k, double alpha = 1, double beta = 0);
+              const DeviceArray& c, size_t m, size_t n, size_t k, double alpha = 1,
+              double beta = 0);
 
 }  // namespace ops
 }  // namespace prism::gpu

@@ -32,8 +32,8 @@ class Tensor {
   /// producer's memory alive. Anything else (host memory, another allocator's device memory) is
   /// copied into `memory` on `stream`, since prism cannot tell when its owner reuses it.
   /// Contiguous row-major tensors of prism's dtypes only (InvalidArgument otherwise).
-  static Result<Tensor> FromDLPack(DLManagedTensorVersioned* tensor, Backend& backend, MemoryResource& memory,
-                                   Stream& stream);
+  static Result<Tensor> FromDLPack(DLManagedTensorVersioned* tensor, Backend& backend,
+                                   MemoryResource& memory, Stream& stream);
   /// A DLPack 1.x view of this tensor (it lives until the consumer calls the deleter). When
   /// `consumer` is given, that stream waits for this tensor's work (DLPack's stream argument);
   /// `read_only` sets DLPACK_FLAG_BITMASK_READ_ONLY. Sim devices are host memory: kDLCPU.
@@ -68,8 +68,8 @@ class Tensor {
   std::string& export_cache() const;
   /// (For the runtime.) A tensor over memory someone else owns: `keep` holds it (and releases
   /// it when the last copy goes); its work is ordered on `stream`.
-  static Tensor View(DType dtype, std::vector<int64_t> shape, int device, bool host_memory, void* data,
-                     Stream* stream, std::shared_ptr<void> keep);
+  static Tensor View(DType dtype, std::vector<int64_t> shape, int device, bool host_memory,
+                     void* data, Stream* stream, std::shared_ptr<void> keep);
 
  private:
   struct Storage;
@@ -106,7 +106,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   template <>
   struct pack<prism::gpu::Tensor> {
     template <typename Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o, const prism::gpu::Tensor& t) const {
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& o,
+                                        const prism::gpu::Tensor& t) const {
       std::string d = prism::gpu::internal::PackTensor(t);
       o.pack_ext(static_cast<uint32_t>(d.size()), prism::gpu::internal::kTensorExt);
       o.pack_ext_body(d.data(), static_cast<uint32_t>(d.size()));
@@ -126,4 +127,3 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   }  // namespace adaptor
 }
 }  // namespace msgpack
-
