@@ -14,6 +14,7 @@
 #include "base/ids.h"
 #include "base/logging.h"
 #include "base/mutex.h"
+#include "rpc/address.h"
 #include "rpc/blocking_client.h"
 
 namespace prism {
@@ -563,7 +564,7 @@ internal::ActorRef CoreWorker::GetActorByName(const std::string& name,
   if (shut_down_) throw RuntimeError("prism is shut down");
   const rpc::ActorUpdate u = control_->LookupActor(name, ray_namespace);
   ActorId id = ActorId::FromBinary(u.actor_id());
-  internal::OwnerAddress owner{u.owner().socket_path(), u.owner().worker_id(), u.owner().node_id()};
+  internal::OwnerAddress owner = rpc::FromWire(u.owner());
   internal::RefPtr lifetime = MakeRef(ReturnObjectId(id, 1), owner);
   asio::post(loop_.context(), [this, u] { actor_submitter_->OnUpdate(u); });
   return internal::ActorRef{id, lifetime};
@@ -590,7 +591,7 @@ void CoreWorker::FetchBorrowed(const ObjectId& id, const internal::OwnerAddress&
 bool CoreWorker::IsSelf(const internal::OwnerAddress& owner) { return objects_->IsSelf(owner); }
 
 internal::RefPtr CoreWorker::NestedRef(const rpc::NestedRef& n) {
-  internal::OwnerAddress owner{n.owner().socket_path(), n.owner().worker_id(), n.owner().node_id()};
+  internal::OwnerAddress owner = rpc::FromWire(n.owner());
   ObjectId id = ObjectId::FromBinary(n.object_id());
   if (n.borrow_registered() && !objects_->IsSelf(owner)) {
     // The worker registered us at the owner already: count that, and do not register again.

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "rpc/address.h"
+
 namespace prism {
 
 ArenaSpec::ArenaSpec()
@@ -69,8 +71,7 @@ StoredObject ResultFromReturn(rpc::ReturnObject& ret, SubmitterHost& host) {
   StoredObject obj = ret.in_store() ? StoredObject::InStore(ret.size())
                                     : StoredObject::Value(std::move(*ret.mutable_data()));
   if (ret.has_device_producer()) {
-    obj.device_producer = {ret.device_producer().socket_path(), ret.device_producer().worker_id(),
-                           ret.device_producer().node_id()};
+    obj.device_producer = rpc::FromWire(ret.device_producer());
   }
   // Taken before the task's argument refs go: a ref passed in and returned stays alive.
   obj.contained.reserve(static_cast<size_t>(ret.nested_size()));

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <string>
 
+#include "rpc/address.h"
+
 namespace prism {
 
 void ResultWriter::Store(const ObjectId& id, const internal::EncodedValue& out,
@@ -61,9 +63,7 @@ void ResultWriter::LendNested(const std::vector<internal::RefPtr>& nested, const
   for (const auto& h : nested) {
     auto* n = ret->add_nested();
     n->set_object_id(h->id().Binary());
-    n->mutable_owner()->set_socket_path(h->owner().socket_path);
-    n->mutable_owner()->set_worker_id(h->owner().worker_id);
-    n->mutable_owner()->set_node_id(h->owner().node_id);
+    rpc::ToWire(h->owner(), n->mutable_owner());
     if (h->owner().worker_id == caller.Binary()) continue;  // the caller owns it
     if (objects_.IsSelf(h->owner())) {
       n->set_borrow_registered(store_.AddBorrower(h->id(), caller));

@@ -13,6 +13,7 @@
 #include "base/logging.h"
 #include "base/mutex.h"
 #include "base/resources.h"
+#include "rpc/address.h"
 #include "worker/pending_task.h"
 #include "worker/task_context.h"
 
@@ -137,8 +138,7 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
     {
       MutexLock lock(actor_mu_);
       actor_id_ = ActorId::FromBinary(spec.actor_creation().actor_id());
-      const auto& o = spec.actor_creation().owner();
-      actor_owner_ = internal::OwnerAddress{o.socket_path(), o.worker_id(), o.node_id()};
+      actor_owner_ = rpc::FromWire(spec.actor_creation().owner());
       actor_name_ = spec.actor_creation().name();
     }
     const internal::ActorFactoryEntry* factory = registry.FindFactory(spec.function());
@@ -319,10 +319,7 @@ ExecutedTask TaskRunner::Execute(std::shared_ptr<const rpc::PushTask> push,
       }
       // The result holds device objects kept here: its owner says when they may go.
       gpu_.Associate(return_id, exported);
-      auto* p = reply.mutable_returns(0)->mutable_device_producer();
-      p->set_socket_path(self_.socket_path);
-      p->set_worker_id(self_.worker_id);
-      p->set_node_id(self_.node_id);
+      rpc::ToWire(self_, reply.mutable_returns(0)->mutable_device_producer());
     }
   } catch (const internal::ArgumentError& e) {
     fail(rpc::ERROR_ARGUMENT, "", e.what());

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <utility>
 
+#include "rpc/address.h"
+
 namespace prism {
 
 void CheckNumReturns(uint32_t num_returns) {
@@ -125,9 +127,7 @@ void SetCommon(const Submitter& who, rpc::TaskSpec* spec) {
   spec->set_task_id(who.task_id.Binary());
   spec->set_job_id(who.job.Binary());
   spec->set_parent_task_id(who.parent.Binary());
-  spec->mutable_caller()->set_socket_path(who.caller.socket_path);
-  spec->mutable_caller()->set_worker_id(who.caller.worker_id);
-  spec->mutable_caller()->set_node_id(who.caller.node_id);
+  rpc::ToWire(who.caller, spec->mutable_caller());
 }
 
 // The arguments into the spec: values inline, refs by id (with their owners for a task, whose
@@ -143,9 +143,7 @@ void AddArgs(std::vector<internal::SerializedArg> args, bool with_owners, const 
       auto* ref = arg->mutable_ref();
       ref->set_object_id(a.ref->id().Binary());
       if (with_owners) {
-        ref->mutable_owner()->set_socket_path(a.ref->owner().socket_path);
-        ref->mutable_owner()->set_worker_id(a.ref->owner().worker_id);
-        ref->mutable_owner()->set_node_id(a.ref->owner().node_id);
+        rpc::ToWire(a.ref->owner(), ref->mutable_owner());
       }
     } else {
       arg->set_value(std::move(a.value));
