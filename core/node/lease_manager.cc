@@ -249,7 +249,7 @@ void LeaseManager::Schedule() {
       it = pending_.erase(it);
       continue;
     }
-    if (job->start_failures >= config_.max_start_failures) {
+    if (job->start_failures >= workers_.max_start_failures()) {
       reject(rpc::ERROR_SYSTEM, "workers for this job fail to start: " + job->last_start_failure);
       it = pending_.erase(it);
       continue;
@@ -329,10 +329,20 @@ void LeaseManager::Schedule() {
     req.from->Send(env);
     it = pending_.erase(it);
   }
-  if (!StartWanted(wanting)) Schedule();  // (each failure counts against its job: this ends)
+  int failures = 0;
+  if (!StartWanted(wanting, &failures)) {
+    if (failures >= workers_.max_start_failures()) {
+      Schedule();  // its requests fail now (the failures count, so this ends)
+    } else {
+      // A transient failure (fork short of memory) may pass: try again after 100, 200, ... ms.
+      host_.ScheduleAfter(
+          std::chrono::milliseconds(100L << std::min(std::max(failures - 1, 0), 6)));
+    }
+  }
 }
 
-bool LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting) {
+bool LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting,
+                               int* failures) {
   bool all_started = true;
   for (auto& [key, wanted] : wanting) {
     const JobId job_id = key.first;
@@ -365,6 +375,7 @@ bool LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wa
       }
       if (!workers_.Start(*job, wanted.env, env_key, wanted.runtime, wanted.gpus)) {
         all_started = false;
+        *failures = std::max(*failures, job->start_failures);
         break;
       }
       ++starting;

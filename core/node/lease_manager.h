@@ -6,6 +6,7 @@
 
 #include <prism/ids.h>
 
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -28,7 +29,6 @@ struct LeaseManagerConfig {
   /// waits (nodes may join).
   bool fixed_size = true;
   int max_workers = 1;  // workers that share the pool (actors' and blocked ones aside)
-  int max_start_failures = 3;
 };
 
 /// A request for a worker.
@@ -74,6 +74,8 @@ class LeaseManager {
                              const Allocation& alloc) = 0;
     /// Ends a worker's process and removes it (which calls WorkerRemoved and schedules).
     virtual void KillWorker(const WorkerId& id, const std::string& why) = 0;
+    /// Runs a pass after `delay` (a worker failed to start: no registration will run one).
+    virtual void ScheduleAfter(std::chrono::milliseconds delay) = 0;
   };
 
   LeaseManager(LeaseManagerConfig config, const NodeId& node, ResourcePool& node_pool,
@@ -114,15 +116,16 @@ class LeaseManager {
   /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
   void TellQueued(LeaseRequest& req);
   /// Starts workers for requests that fit but found none idle (or kills an idle one of another
-  /// job to make room, which schedules again). False when a start failed: the pass must run
-  /// again (no worker will register to trigger it), until the job's failures reject its requests.
+  /// job to make room, which schedules again). False when a start failed: another pass must run
+  /// (no worker will register to trigger one), after a pause that doubles with the job's
+  /// failures, until they reject its requests.
   struct Want {
     int count = 0;
     std::map<std::string, std::string> env;
     std::string runtime;
     std::vector<int> gpus;
   };
-  bool StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting);
+  bool StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting, int* failures);
 
   LeaseManagerConfig config_;
   NodeId node_;

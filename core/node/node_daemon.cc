@@ -45,8 +45,7 @@ NodeDaemon::NodeDaemon(asio::io_context& io, NodeDaemonConfig config, WorkerLaun
                                 config_.worker_register_timeout, config_.max_worker_start_failures,
                                 config_.gpu_topology ? &*config_.gpu_topology : nullptr,
                                 config_.gpu_topology_spec}),
-      leases_(LeaseManagerConfig{config_.resources, config_.fixed_size, config_.max_workers,
-                                 config_.max_worker_start_failures},
+      leases_(LeaseManagerConfig{config_.resources, config_.fixed_size, config_.max_workers},
               node_id_, node_pool_, groups_, workers_, *this) {
   auto pool = ResourcePool::Create(config_.resources);
   if (pool.ok() && config_.gpu_topology) {
@@ -375,6 +374,19 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
     default:
       return Status::InvalidArgument("unknown role " + std::to_string(hello.role()));
   }
+}
+
+void NodeDaemon::ScheduleAfter(std::chrono::milliseconds delay) {
+  if (stopped_) return;
+  if (!retry_timer_) retry_timer_ = std::make_unique<asio::steady_timer>(io_);
+  // (A pass already due sooner covers this one.)
+  auto at = std::chrono::steady_clock::now() + delay;
+  if (retry_timer_->expiry() > std::chrono::steady_clock::now() && retry_timer_->expiry() <= at)
+    return;
+  retry_timer_->expires_at(at);
+  retry_timer_->async_wait([this](const asio::error_code& ec) {
+    if (!ec && !stopped_) Schedule();
+  });
 }
 
 void NodeDaemon::KillWorker(const WorkerId& id, const std::string& why) {
@@ -744,6 +756,7 @@ void NodeDaemon::Stop() {
   stopped_ = true;
   asio::error_code ec;
   if (acceptor_) acceptor_->close(ec);
+  if (retry_timer_) retry_timer_->cancel();
   signals_.cancel(ec);
   if (lifeline_) lifeline_->close(ec);
   leases_.Stop();

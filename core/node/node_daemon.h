@@ -127,6 +127,7 @@ class NodeDaemon : private LeaseManager::Host {
                    const Allocation& alloc) override;
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
   void KillWorker(const WorkerId& id, const std::string& why) override;
+  void ScheduleAfter(std::chrono::milliseconds delay) override;
 
   asio::io_context& io_;
   NodeDaemonConfig config_;
@@ -152,6 +153,7 @@ class NodeDaemon : private LeaseManager::Host {
   WorkerPool workers_;
   LeaseManager leases_;
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
+  std::unique_ptr<asio::steady_timer> retry_timer_;  // ScheduleAfter's (one pending at a time)
 };
 
 /// Runs a daemon until it is stopped (signal, lifeline, `prism stop`). Returns an exit code.

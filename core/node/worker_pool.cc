@@ -212,7 +212,7 @@ bool WorkerPool::Start(Job& job, const std::map<std::string, std::string>& reque
   if (runtime == "python") {
     python_fd = ::open(job.python_executable.c_str(), O_RDONLY | O_CLOEXEC);
     if (python_fd < 0) {
-      job.start_failures++;
+      job.start_failures = config_.max_start_failures;  // no point in trying again
       job.start_failure_final = true;
       job.last_start_failure = "cannot open the Python interpreter " + job.python_executable;
       PRISM_LOG_ERROR("{}", job.last_start_failure);

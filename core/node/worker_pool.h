@@ -86,6 +86,8 @@ class WorkerPool {
   /// Forgets a job (its executable is closed).
   void EraseJob(const JobId& id);
   bool CanStartCpp() const { return self_exe_fd_ >= 0; }
+  /// After this many workers of a job fail to start, its requests fail.
+  int max_start_failures() const { return config_.max_start_failures; }
 
   /// Starts a worker for `job`, bound to `gpus` (none: any). A failure to start is counted
   /// against the job: false.

@@ -120,7 +120,11 @@ class FakeHost : public LeaseManager::Host {
     }
   }
 
+  // The daemon runs a pass after the delay; tests run it themselves (RunRetry).
+  void ScheduleAfter(std::chrono::milliseconds delay) override { retries.push_back(delay); }
+
   LeaseManager* leases = nullptr;
+  std::vector<std::chrono::milliseconds> retries;
   std::set<TaskId> waiting;
   std::map<TaskId, std::string> unplaceable;
   std::map<TaskId, std::pair<WorkerId, uint64_t>> placed;
@@ -278,7 +282,7 @@ TEST_F(LeaseManagerTest, PoolCountsAFailedStartAgainstItsJob) {
   job.python_executable = "/nonexistent/python3";
   pool_->Start(job, {}, "", "python", {});
   EXPECT_EQ(launcher_.launches.size(), 1u) << "nothing to launch";
-  EXPECT_EQ(job.start_failures, 2);
+  EXPECT_EQ(job.start_failures, pool_->max_start_failures()) << "trying again cannot help";
   EXPECT_TRUE(job.start_failure_final);
   EXPECT_NE(job.last_start_failure.find("cannot open the Python interpreter"), std::string::npos);
 }
@@ -470,9 +474,15 @@ TEST_F(LeaseManagerTest, AtTheCapAnIdleWorkerOfAnotherJobMakesRoom) {
 TEST_F(LeaseManagerTest, AJobWhoseWorkersFailToStartHasItsRequestsFail) {
   launcher_.fail_with = "fork: Cannot allocate memory";
   Peer caller(io_);
-  // No worker will register to start another pass: the request's own pass tries again until the
-  // job's failures reject it (a caller waiting in Get on a quiet node must not hang).
+  // No worker will register to start another pass: a failed start asks for one after a pause that
+  // doubles, until the job's failures reject the request (a caller waiting in Get on a quiet
+  // node must not hang, and a passing fork failure gets time to pass).
   leases_->Request(*caller.conn, job_, Req(1));
+  EXPECT_EQ(launcher_.launches.size(), 1u) << "one try per pass";
+  for (size_t pass = 0; pass < 10 && host_->retries.size() > pass; ++pass) leases_->Schedule();
+  using std::chrono::milliseconds;
+  EXPECT_EQ(host_->retries, (std::vector<milliseconds>{milliseconds(100), milliseconds(200)}))
+      << "the third failure rejects at once";
   std::vector<rpc::Envelope> frames = caller.Frames();
   EXPECT_EQ(launcher_.launches.size(), 3u) << "max_start_failures tries";
   ASSERT_EQ(frames.size(), 2u) << "told it waits once, then why it fails";
