@@ -45,10 +45,9 @@ class PRISM_SCOPED_CAPABILITY MutexLock {
 class PRISM_SCOPED_CAPABILITY UniqueLock {
  public:
   explicit UniqueLock(Mutex& mu) PRISM_ACQUIRE(mu) : lock_(mu.native()) {}
-  /// Tries once; owns_lock() says whether it holds it. (The analysis takes it as held: check
-  /// owns_lock() before touching what it guards.)
-  UniqueLock(Mutex& mu, std::try_to_lock_t) PRISM_ACQUIRE(mu)
-      : lock_(mu.native(), std::try_to_lock) {}
+  /// Does not take it yet: try_lock() or lock() does.
+  UniqueLock(Mutex& mu, std::defer_lock_t) PRISM_EXCLUDES(mu)
+      : lock_(mu.native(), std::defer_lock) {}
   ~UniqueLock() PRISM_RELEASE() {}
   UniqueLock(const UniqueLock&) = delete;
   UniqueLock& operator=(const UniqueLock&) = delete;

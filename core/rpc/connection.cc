@@ -162,8 +162,8 @@ bool Connection::ReadShared() {
   {
     // The other reader holds it while it reads: it takes what is there (the wait that follows
     // sees whatever it leaves). Waiting for the lock here would only cost both a system call.
-    UniqueLock lock(read_mu_, std::try_to_lock);
-    if (!lock.owns_lock()) return true;
+    UniqueLock lock(read_mu_, std::defer_lock);
+    if (!lock.try_lock()) return true;
     while (!closed()) {
       size_t available = 0;
       char* space = decoder_.WritableSpace(kReadChunk, &available);
@@ -190,16 +190,17 @@ bool Connection::ReadShared() {
 
 bool Connection::TryReadHere(const TakeHere& take) {
   if (!shared_reads_ || closed()) return false;
-  UniqueLock lock(read_mu_, std::try_to_lock);
-  if (!lock.owns_lock()) return false;  // the loop reads, or runs a handler: it has this one
+  UniqueLock lock(read_mu_, std::defer_lock);
+  if (!lock.try_lock()) return false;  // the loop reads, or runs a handler: it has this one
   size_t available = 0;
   char* space = decoder_.WritableSpace(kReadChunk, &available);
   ssize_t n;
   {
     // Under mu_: the loop closes the descriptor under it, so this never reads a descriptor
     // closed (and perhaps reused) meanwhile.
-    UniqueLock open(mu_, std::try_to_lock);
-    if (!open.owns_lock() || closed()) return false;
+    UniqueLock open(mu_, std::defer_lock);
+    if (!open.try_lock()) return false;
+    if (closed()) return false;
     n = ::recv(Fd(), space, available, MSG_DONTWAIT);
   }
   if (n <= 0) return false;  // nothing yet; or the end or an error, which the loop sees too
