@@ -153,6 +153,21 @@ void ActorDirectory::Subscribe(ActorRecord& a, rpc::Connection& conn) {
   a.subscribers.push_back(std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()));
 }
 
+void ActorDirectory::Subscribe(const std::string& binary_id, rpc::Connection& conn) {
+  ActorRecord* a = Find(binary_id);
+  if (a != nullptr) {
+    Subscribe(*a, conn);
+    SendUpdate(conn, *a, 0);
+    return;
+  }
+  rpc::Envelope env;
+  auto* u = env.mutable_actor_update();
+  u->set_actor_id(binary_id);
+  u->set_state(rpc::ACTOR_DEAD);
+  u->set_death_cause("this cluster has no such actor");
+  conn.Send(env);
+}
+
 void ActorDirectory::Publish(ActorRecord& a) {
   std::vector<std::weak_ptr<rpc::Connection>> live;
   for (auto& w : a.subscribers) {

@@ -70,6 +70,9 @@ class ActorDirectory {
 
   /// `conn` hears of each change of the actor (once, however often it asks).
   void Subscribe(ActorRecord& a, rpc::Connection& conn);
+  /// The same for an actor id as sent, told the actor's state now. An actor this directory never
+  /// had is answered as a dead one (its callers must not wait forever).
+  void Subscribe(const std::string& binary_id, rpc::Connection& conn);
   /// Sends the actor's state (and address, while alive) to `conn`.
   void SendUpdate(rpc::Connection& conn, const ActorRecord& a, uint64_t request_id) const;
 

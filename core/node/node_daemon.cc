@@ -290,23 +290,9 @@ bool NodeDaemon::OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::
       }
       return true;
     }
-    case rpc::Envelope::kSubscribeActor: {
-      const std::string& bin = msg.subscribe_actor().actor_id();
-      ActorRecord* a = actors_.Find(bin);
-      if (a == nullptr) {
-        // Its callers must not wait forever: an actor this daemon never had is a dead one.
-        rpc::Envelope env;
-        auto* u = env.mutable_actor_update();
-        u->set_actor_id(bin);
-        u->set_state(rpc::ACTOR_DEAD);
-        u->set_death_cause("this cluster has no such actor");
-        conn.Send(env);
-        return true;
-      }
-      actors_.Subscribe(*a, conn);
-      actors_.SendUpdate(conn, *a, 0);
+    case rpc::Envelope::kSubscribeActor:
+      actors_.Subscribe(msg.subscribe_actor().actor_id(), conn);
       return true;
-    }
     case rpc::Envelope::kGetActorByName: {
       const auto& req = msg.get_actor_by_name();
       ActorRecord* a = actors_.FindByName(req.ray_namespace(), req.name());
@@ -535,7 +521,9 @@ void NodeDaemon::ActorPlaced(const TaskId& actor, Worker& worker, uint64_t lease
                              const Allocation& alloc) {
   // The worker becomes the actor's process: it runs the creation task and answers on its
   // daemon connection.
-  ActorRecord& a = *actors_.Find(actor);
+  ActorRecord* found = actors_.Find(actor);
+  PRISM_CHECK(found != nullptr);  // the pass placed it because ActorWaits found it
+  ActorRecord& a = *found;
   worker.actor = a.id;
   a.worker = worker.id;
   a.socket_path = worker.socket_path;

@@ -237,6 +237,28 @@ TEST_F(ActorDirectoryTest, AKillWithoutRestartEndsTheActorWhenItsProcessEnds) {
   EXPECT_EQ(b.death_cause, "it was killed");
 }
 
+TEST_F(ActorDirectoryTest, ASubscriptionByIdIsToldTheStateNowAndAnUnknownActorIsDead) {
+  Subscriber sub(io_);
+  ActorRecord& a = Add(1, {.name = "svc"});
+  dir_.Subscribe(a.id.Binary(), *sub.conn);
+  auto now = sub.Frames();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0].actor_update().state(), rpc::ACTOR_PENDING);
+  EXPECT_EQ(a.subscribers.size(), 1u);
+  dir_.Alive(a);
+  EXPECT_EQ(sub.Frames().size(), 1u) << "it hears of changes from then on";
+  const std::string unknown(16, 'u');
+  dir_.Subscribe(unknown, *sub.conn);
+  dir_.Subscribe("not an id", *sub.conn);
+  auto dead = sub.Frames();
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_EQ(dead[0].actor_update().actor_id(), unknown);
+  EXPECT_EQ(dead[0].actor_update().state(), rpc::ACTOR_DEAD);
+  EXPECT_EQ(dead[0].actor_update().death_cause(), "this cluster has no such actor");
+  EXPECT_EQ(dead[1].actor_update().state(), rpc::ACTOR_DEAD);
+  EXPECT_EQ(dir_.all().size(), 1u) << "asking adds nothing";
+}
+
 TEST_F(ActorDirectoryTest, SubscribersHearEachChangeOnceAndClosedOnesAreDropped) {
   Subscriber one(io_), two(io_);
   ActorRecord& a = Add(1, {.name = "svc", .max_restarts = 1});
