@@ -14,52 +14,13 @@
 
 #include "base/ids.h"
 #include "base/logging.h"
+#include "core/peer_connection.h"
 #include "rpc/frame.h"
 
 namespace prism {
 namespace {
 
-// One end of a socket pair as a Connection; the test reads what it sent from the other end.
-class Subscriber {
- public:
-  explicit Subscriber(asio::io_context& io) : io_(io), peer_(io) {
-    asio::local::stream_protocol::socket mine(io);
-    asio::local::connect_pair(mine, peer_);
-    peer_.non_blocking(true);
-    conn = rpc::Connection::Create(std::move(mine));
-    conn->Start([](rpc::Connection&, rpc::Envelope&) {}, [](rpc::Connection&, const Status&) {});
-  }
-  ~Subscriber() {
-    conn->Close(Status::OK());
-    io_.poll();
-  }
-  // The frames sent so far and not read yet.
-  std::vector<rpc::Envelope> Frames() {
-    io_.poll();
-    std::vector<rpc::Envelope> out;
-    asio::error_code ec;
-    for (;;) {
-      size_t avail = 0;
-      char* space = decoder_.WritableSpace(4096, &avail);
-      size_t n = peer_.read_some(asio::buffer(space, avail), ec);
-      if (ec) break;
-      decoder_.Commit(n);
-    }
-    Status drained = decoder_.Drain([&](rpc::Envelope& m) {
-      out.push_back(std::move(m));
-      return true;
-    });
-    EXPECT_TRUE(drained.ok()) << drained.ToString();
-    return out;
-  }
-
-  std::shared_ptr<rpc::Connection> conn;
-
- private:
-  asio::io_context& io_;
-  asio::local::stream_protocol::socket peer_;
-  rpc::FrameDecoder decoder_{rpc::kDefaultMaxFrameBytes};
-};
+using Subscriber = PeerConnection;
 
 struct CreateOptions {
   std::string name;

@@ -17,6 +17,7 @@
 
 #include "base/ids.h"
 #include "base/logging.h"
+#include "core/peer_connection.h"
 #include "rpc/frame.h"
 
 namespace prism {
@@ -46,52 +47,7 @@ std::string EnvOf(const WorkerLaunch& l, const std::string& name) {
   return found;
 }
 
-// One end of a socket pair as a Connection; the test reads what it was sent from the other end.
-class Peer {
- public:
-  explicit Peer(asio::io_context& io) : io_(io), other_(io) {
-    asio::local::stream_protocol::socket mine(io);
-    asio::local::connect_pair(mine, other_);
-    other_.non_blocking(true);
-    conn = rpc::Connection::Create(std::move(mine));
-    conn->Start([](rpc::Connection&, rpc::Envelope&) {}, [](rpc::Connection&, const Status&) {});
-  }
-  ~Peer() {
-    conn->Close(Status::OK());
-    io_.poll();
-  }
-  std::vector<rpc::Envelope> Frames() {
-    io_.poll();
-    asio::error_code ec;
-    for (;;) {
-      size_t avail = 0;
-      char* space = decoder_.WritableSpace(4096, &avail);
-      size_t n = other_.read_some(asio::buffer(space, avail), ec);
-      if (ec) break;
-      decoder_.Commit(n);
-    }
-    std::vector<rpc::Envelope> out;
-    Status drained = decoder_.Drain([&](rpc::Envelope& m) {
-      out.push_back(std::move(m));
-      return true;
-    });
-    EXPECT_TRUE(drained.ok()) << drained.ToString();
-    return out;
-  }
-  // The one frame sent since the last look (an empty Envelope, and a failure, otherwise).
-  rpc::Envelope One() {
-    auto f = Frames();
-    EXPECT_EQ(f.size(), 1u);
-    return f.size() == 1 ? f[0] : rpc::Envelope();
-  }
-
-  std::shared_ptr<rpc::Connection> conn;
-
- private:
-  asio::io_context& io_;
-  asio::local::stream_protocol::socket other_;
-  rpc::FrameDecoder decoder_{rpc::kDefaultMaxFrameBytes};
-};
+using Peer = PeerConnection;
 
 // The rest of the node as the daemon is to the lease manager.
 class FakeHost : public LeaseManager::Host {
