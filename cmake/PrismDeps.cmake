@@ -1,6 +1,7 @@
 # Third-party lookups (see the README's dependency list; all are Debian packages).
 find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
 find_package(absl CONFIG REQUIRED)
 find_package(spdlog CONFIG REQUIRED)
 find_package(msgpack CONFIG REQUIRED)

@@ -1,8 +1,8 @@
 cmake_minimum_required(VERSION 3.25)
 # Run by the build (cmake -P; see PrismUnits.cmake): fails when a file includes a header of a unit
 # its own unit does not depend on. PRISM_UNITS: "name=folder=dep,dep|name=folder=...". A unit's
-# headers are included as "<folder's last component>/<header>" (and the generated "prism.pb.h"
-# is the rpc unit's).
+# headers are included as "<folder's last component>/<header>" (and the generated protocol headers,
+# "prism.pb.h", "cluster.pb.h", "cluster.grpc.pb.h", are the rpc unit's).
 string(REPLACE "|" ";" entries "${PRISM_UNITS}")
 set(prefixes "")
 foreach(entry ${entries})
@@ -34,7 +34,7 @@ foreach(entry ${entries})
     foreach(line ${includes})
       string(REGEX REPLACE "^[ \t]*#[ \t]*include[ \t]+\"([^\"]*)\".*$" "\\1" header "${line}")
       set(target_unit "")
-      if(header STREQUAL "prism.pb.h")
+      if(header MATCHES "^[a-z_]+(\\.grpc)?\\.pb\\.h$")
         set(target_unit rpc)
       elseif(header MATCHES "^([a-z_]+)/")
         set(prefix ${CMAKE_MATCH_1})

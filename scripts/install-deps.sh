@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   cmake ninja-build g++ ccache pkg-config clang clang-format
-  libprotobuf-dev protobuf-compiler libabsl-dev
+  libprotobuf-dev protobuf-compiler libabsl-dev libgrpc++-dev protobuf-compiler-grpc
   libasio-dev libmsgpack-cxx-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libdlpack-dev libgloo-dev
   libgtest-dev libgmock-dev
   python3-dev pybind11-dev python3-pytest python3-cloudpickle python3-numpy python3-msgpack

@@ -12,17 +12,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
 
 #include "base/logging.h"
+#include "control/control_server.h"
 #include "node/node_daemon.h"
 #include "node/session.h"
 #include "object_store/object_store.h"
 #include "rpc/blocking_client.h"
 #include "rpc/connection.h"
+#include "rpc/grpc_channel.h"
 #include "worker/timeline.h"
 
 namespace {
@@ -44,13 +48,74 @@ struct StartArgs {
   uint64_t object_store_memory = 0;
   bool object_store_prefault = false;
   uint64_t memory = 0;
+  // The cluster.
+  int port = -1;  // -1: the default (6379 on the head, a free one on other nodes)
+  std::string node_ip;
+  std::string labels;
+  std::string token;
+  std::string token_file;
+  int heartbeat_ms = 500;
+  int node_dead_after_ms = 5000;
 };
+
+constexpr int kDefaultHeadPort = 6379;
+
+// "k=v,k2=v2" as labels.
+prism::Result<std::map<std::string, std::string>> ParseLabels(const std::string& text) {
+  std::map<std::string, std::string> out;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t comma = text.find(',', at);
+    std::string item = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    at = comma == std::string::npos ? text.size() : comma + 1;
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return prism::Status::InvalidArgument("--labels takes KEY=VALUE,..., not '" + item + "'");
+    }
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+// The token a joining node (or a tool) presents: --token, $PRISM_AUTH_TOKEN, --token-file, or
+// that of a node of this machine in the same cluster.
+prism::Result<std::string> ResolveToken(const std::string& flag, const std::string& file,
+                                        const std::string& cluster_address) {
+  if (!flag.empty()) return flag;
+  if (const char* e = std::getenv("PRISM_AUTH_TOKEN"); e != nullptr && *e != '\0')
+    return std::string(e);
+  if (!file.empty()) {
+    std::ifstream in(file);
+    std::string token;
+    if (!in || !(in >> token)) return prism::Status::NotFound("cannot read a token from " + file);
+    return token;
+  }
+  auto local = prism::LocalClusterToken(cluster_address);
+  if (local.ok()) return local;
+  return prism::Status::NotFound(
+      "no cluster token: pass --token (printed by `prism start --head`), "
+      "set PRISM_AUTH_TOKEN, or give --token-file");
+}
 
 prism::Result<prism::ResourceSet> ParseResources(const StartArgs& a) {
   std::map<std::string, double> units;
   units[prism::kCpu] =
       a.num_cpus > 0 ? a.num_cpus : static_cast<double>(std::thread::hardware_concurrency());
   for (const auto& r : a.resources) {
+    if (!r.empty() && r.front() == '{') {  // Ray's form: a JSON object of names and amounts
+      auto j = nlohmann::json::parse(r, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) {
+        return prism::Status::InvalidArgument("--resources: '" + r + "' is not a JSON object");
+      }
+      for (const auto& [name, v] : j.items()) {
+        if (!v.is_number()) {
+          return prism::Status::InvalidArgument("--resources: '" + name + "' is not a number");
+        }
+        units[name] = v.get<double>();
+      }
+      continue;
+    }
     auto eq = r.find('=');
     if (eq == std::string::npos || eq == 0) {
       return prism::Status::InvalidArgument("--resources takes NAME=AMOUNT, not '" + r + "'");
@@ -130,9 +195,8 @@ int Topology(const std::string& spec, bool json) {
 }
 
 int Start(const StartArgs& a) {
-  if (!a.head) {
-    std::cerr << "prism start: only --head is supported by this version (one node per cluster); "
-                 "joining a head with --address comes with multi-node clusters\n";
+  if (!a.head && a.address.empty() && !a.embedded) {
+    std::cerr << "prism start: give --head (start a cluster) or --address IP:PORT (join one)\n";
     return 2;
   }
   auto topology = ResolveTopology(a.gpu_topology, a.num_gpus != 0);
@@ -179,14 +243,42 @@ int Start(const StartArgs& a) {
     return prism::RunNodeDaemon(std::move(config));
   }
   // A standalone daemon: it may gain nodes later, so infeasible requests wait.
-  config.token = prism::NewClusterToken();
   config.fixed_size = false;
   config.remove_session_dir = false;  // keeps daemon.log; sockets and token go on stop
+  auto labels = ParseLabels(a.labels);
+  if (!labels.ok()) {
+    std::cerr << "prism start: " << labels.status().message() << "\n";
+    return 2;
+  }
+  config.cluster.labels = *labels;
+  config.cluster.node_ip = a.node_ip.empty() ? prism::DefaultNodeIp() : a.node_ip;
+  config.cluster.port = a.port >= 0 ? a.port : (a.head ? kDefaultHeadPort : 0);
+  config.cluster.heartbeat_period = std::chrono::milliseconds(a.heartbeat_ms);
+  config.cluster.node_dead_after = std::chrono::milliseconds(a.node_dead_after_ms);
+  if (a.head) {
+    config.token = prism::NewClusterToken();
+  } else {
+    auto head = prism::rpc::ParseHostPort(a.address);
+    if (!head.ok()) {
+      std::cerr << "prism start --address: " << head.status().message() << "\n";
+      return 2;
+    }
+    auto token = ResolveToken(a.token, a.token_file, head->ToString());
+    if (!token.ok()) {
+      std::cerr << "prism start: " << token.status().message() << "\n";
+      return 2;
+    }
+    config.token = *token;
+    config.cluster.head_address = head->ToString();
+  }
+  config.cluster.token = config.token;
   std::error_code ec;
   std::filesystem::create_directories(config.session_dir, ec);
   ::chmod(config.session_dir.c_str(), 0700);
   ::chmod(prism::SessionRoot().c_str(), 0700);
-  auto published = prism::PublishSession({config.session_dir, config.token});
+  // The head is what "auto" finds; a node joining a cluster only where this machine has none.
+  bool make_current = a.head || !prism::HasCurrentSession();
+  auto published = prism::PublishSession({config.session_dir, config.token}, make_current);
   if (!published.ok()) {
     std::cerr << "prism start: " << published.message() << "\n";
     return 1;
@@ -231,10 +323,22 @@ int Start(const StartArgs& a) {
     }
     return 1;
   }
-  std::cout
-      << "prism: node daemon started (pid " << pid << ")\n"
-      << "  session: " << config.session_dir << " (log: daemon.log there)\n"
-      << "  connect a driver with prism::Init({.address = \"auto\"}); stop with `prism stop`\n";
+  std::string cluster = prism::SessionClusterAddress(config.session_dir);
+  if (a.head) {
+    std::cout << "prism: head node started (pid " << pid << ")\n"
+              << "  cluster address: " << cluster << "\n"
+              << "  session: " << config.session_dir << " (log: daemon.log there)\n\n"
+              << "  join a node to this cluster (on any machine that reaches " << cluster << "):\n"
+              << "    prism start --address " << cluster << " --token " << config.token << "\n"
+              << "  connect a driver on this machine: prism::Init({.address = \"auto\"}) or\n"
+              << "    prism.init(address=\"auto\"); elsewhere, on a node of the cluster, the same\n"
+              << "  show the cluster: prism status; stop this machine's nodes: prism stop\n";
+  } else {
+    std::cout << "prism: node started (pid " << pid << ") and joined the cluster at " << cluster
+              << "\n"
+              << "  session: " << config.session_dir << " (log: daemon.log there)\n"
+              << "  show the cluster: prism status; stop this machine's nodes: prism stop\n";
+  }
   return 0;
 }
 
@@ -265,7 +369,73 @@ int Timeline(const std::string& address, const std::string& out) {
 
 double Units(int64_t milli) { return static_cast<double>(milli) / prism::kMilli; }
 
-int Status(const std::string& address) {
+// The cluster's nodes, one block each.
+void PrintNodes(const std::string& cluster,
+                const google::protobuf::RepeatedPtrField<prism::rpc::NodeInfo>& nodes) {
+  int alive = 0;
+  for (const auto& n : nodes) alive += n.state() == prism::rpc::NODE_ALIVE ? 1 : 0;
+  std::printf("cluster %s: %d node(s) alive, %d dead\n", cluster.c_str(), alive,
+              nodes.size() - alive);
+  for (const auto& n : nodes) {
+    std::string where = n.port() > 0 ? prism::rpc::HostPort{n.ip(), n.port()}.ToString() : n.ip();
+    std::printf("  node %s %s %s%s (host %s, pid %d)\n",
+                prism::NodeId::FromBinary(n.node_id()).Hex().substr(0, 12).c_str(), where.c_str(),
+                n.state() == prism::rpc::NODE_ALIVE ? "ALIVE" : "DEAD", n.is_head() ? " head" : "",
+                n.hostname().c_str(), n.pid());
+    if (n.state() != prism::rpc::NODE_ALIVE) {
+      std::printf("    died: %s\n", n.death_cause().c_str());
+      continue;
+    }
+    std::map<std::string, int64_t> free;
+    for (const auto& r : n.available()) free[r.name()] = r.milli();
+    std::string line;
+    for (const auto& r : n.total()) {
+      char buf[128];
+      if (r.name() == prism::kMemory) {
+        std::snprintf(buf, sizeof(buf), "memory %.1f/%.1f GiB", Units(free[r.name()]) / (1 << 30),
+                      Units(r.milli()) / (1 << 30));
+      } else {
+        std::snprintf(buf, sizeof(buf), "%s %g/%g", r.name().c_str(), Units(free[r.name()]),
+                      Units(r.milli()));
+      }
+      line += (line.empty() ? "" : ", ") + std::string(buf);
+    }
+    std::printf("    free: %s; object store %.1f/%.1f MiB used\n", line.c_str(),
+                static_cast<double>(n.object_store_used()) / (1 << 20),
+                static_cast<double>(n.object_store_capacity()) / (1 << 20));
+    if (!n.labels().empty()) {
+      std::map<std::string, std::string> sorted(n.labels().begin(), n.labels().end());
+      std::string labels;
+      for (const auto& [k, v] : sorted) labels += (labels.empty() ? "" : ",") + k + "=" + v;
+      std::printf("    labels: %s\n", labels.c_str());
+    }
+  }
+}
+
+// `prism status --address IP:PORT`: the cluster's nodes, from its head.
+int RemoteStatus(const prism::rpc::HostPort& head, const std::string& token_flag,
+                 const std::string& token_file) {
+  auto token = ResolveToken(token_flag, token_file, head.ToString());
+  if (!token.ok()) {
+    std::cerr << "prism status: " << token.status().message() << "\n";
+    return 1;
+  }
+  prism::RemoteControl control(head.ToString(), *token, std::chrono::milliseconds(5000));
+  prism::rpc::ListNodesReply reply;
+  prism::Status st = control.ListNodes(&reply);
+  if (!st.ok()) {
+    std::cerr << "prism status: " << st.message() << "\n";
+    return 1;
+  }
+  PrintNodes(head.ToString(), reply.nodes());
+  return 0;
+}
+
+int Status(const std::string& address, const std::string& token, const std::string& token_file) {
+  if (auto head = prism::rpc::ParseHostPort(address);
+      head.ok() && !std::filesystem::is_directory(address)) {
+    return RemoteStatus(*head, token, token_file);
+  }
   prism::SessionInfo session;
   auto c = ConnectClient(address, &session);
   if (!c.ok()) {
@@ -352,6 +522,10 @@ int Status(const std::string& address) {
               static_cast<unsigned long long>(o.num_spilled()),
               static_cast<unsigned long long>(o.spills_total()),
               static_cast<unsigned long long>(o.restores_total()));
+  if (!s.cluster_address().empty()) {
+    std::printf("\n");
+    PrintNodes(s.cluster_address(), s.nodes());
+  }
   return 0;
 }
 
@@ -380,9 +554,9 @@ int RunGenericWorker(const std::vector<std::string>& dirs) {
   return 0;
 }
 
-int Stop(const std::string& address) {
+int StopOne(const std::string& dir) {
   prism::SessionInfo session;
-  auto c = ConnectClient(address, &session);
+  auto c = ConnectClient(dir, &session);
   if (!c.ok()) {
     std::cerr << "prism stop: " << c.status().message() << "\n";
     return 1;
@@ -399,8 +573,21 @@ int Stop(const std::string& address) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   prism::UnpublishSession(session.dir);
-  std::cout << "prism: stopped the daemon of " << session.dir << "\n";
+  std::cout << "prism: stopped the node of " << session.dir << "\n";
   return 0;
+}
+
+// `prism stop`: every node of this machine (the one "auto" finds last); or the one named.
+int Stop(const std::string& address) {
+  if (address != "auto" && !address.empty()) return StopOne(address);
+  auto sessions = prism::LocalSessions();
+  if (sessions.empty()) {
+    std::cerr << "prism stop: no running prism node was found on this machine\n";
+    return 1;
+  }
+  int rc = 0;
+  for (const auto& s : sessions) rc |= StopOne(s.dir);
+  return rc;
 }
 
 }  // namespace
@@ -414,7 +601,7 @@ int main(int argc, char** argv) {
   s->add_flag("--block", start.block, "stay in the foreground");
   s->add_flag("--embedded", start.embedded, "started by a driver's prism::Init() (internal)")
       ->group("");
-  s->add_option("--address", start.address, "join the cluster of this head (multi-node)");
+  s->add_option("--address", start.address, "join the cluster of the head at IP:PORT");
   s->add_option("--session-dir", start.session_dir, "session folder (default: a new one)");
   s->add_option("--lifeline-fd", start.lifeline_fd, "stop when this fd reaches EOF (internal)")
       ->group("");
@@ -428,7 +615,8 @@ int main(int argc, char** argv) {
       "--gpu-topology", start.gpu_topology,
       "the node's GPU topology: a shipped profile or a JSON file (default: $PRISM_GPU_TOPOLOGY, "
       "or discovered through NVML)");
-  s->add_option("--resources", start.resources, "custom resources, NAME=AMOUNT (repeatable)");
+  s->add_option("--resources", start.resources,
+                "custom resources: NAME=AMOUNT (repeatable) or a JSON object, '{\"name\": 2}'");
   s->add_option("--log-level", start.log_level, "trace, debug, info, warn, error or off");
   s->add_option(
        "--memory", start.memory,
@@ -447,12 +635,35 @@ int main(int argc, char** argv) {
   s->add_option("--hello-timeout-ms", start.hello_timeout_ms,
                 "close connections that send no Hello within this time")
       ->check(CLI::Range(1, 3600000));
+  s->add_option("--port", start.port,
+                "the port other machines reach this node on (default: 6379 on the head, a free "
+                "one on other nodes; 0: a free one)")
+      ->check(CLI::Range(0, 65535));
+  s->add_option("--node-ip", start.node_ip,
+                "the address this node listens on and is reached at (default: the address of "
+                "this machine's default route)");
+  s->add_option("--labels", start.labels,
+                "node labels, KEY=VALUE,... (label selectors match them)");
+  s->add_option("--token", start.token,
+                "the cluster token, to join (default: $PRISM_AUTH_TOKEN, --token-file, or a "
+                "node of this machine in that cluster)");
+  s->add_option("--token-file", start.token_file, "read the cluster token from this file");
+  s->add_option("--heartbeat-ms", start.heartbeat_ms, "head: how often nodes report (milliseconds)")
+      ->check(CLI::Range(10, 60000));
+  s->add_option("--node-dead-after-ms", start.node_dead_after_ms,
+                "head: a node not heard from this long is dead (milliseconds)")
+      ->check(CLI::Range(50, 3600000));
   std::string address = "auto";
-  auto* st =
-      app.add_subcommand("status", "show a daemon's resources, workers, leases and object store");
-  st->add_option("--address", address, "session folder, or auto");
-  auto* sp = app.add_subcommand("stop", "stop a standalone daemon");
-  sp->add_option("--address", address, "session folder, or auto");
+  std::string token, token_file;
+  auto* st = app.add_subcommand("status",
+                                "show this node's resources, workers, leases and object "
+                                "store, and the cluster's nodes");
+  st->add_option("--address", address,
+                 "auto, a session folder, or a head's IP:PORT (lists the cluster's nodes)");
+  st->add_option("--token", token, "the cluster token (for --address IP:PORT)");
+  st->add_option("--token-file", token_file, "read the cluster token from this file");
+  auto* sp = app.add_subcommand("stop", "stop this machine's nodes (or the one of --address)");
+  sp->add_option("--address", address, "a session folder, or auto (every node of this machine)");
   std::vector<std::string> code_search_path;
   auto* wk = app.add_subcommand("worker",
                                 "the generic C++ worker (started by a node daemon, not by hand)");
@@ -481,7 +692,7 @@ int main(int argc, char** argv) {
     if (!start.address.empty()) start.head = false;
     return Start(start);
   }
-  if (st->parsed()) return Status(address);
+  if (st->parsed()) return Status(address, token, token_file);
   if (sp->parsed()) return Stop(address);
   return 0;
 }

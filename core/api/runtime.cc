@@ -371,6 +371,7 @@ std::vector<NodeInfo> Nodes() { return RequireCore()->Nodes(); }
 std::map<std::string, double> ClusterResources() {
   std::map<std::string, double> out;
   for (const auto& n : Nodes()) {
+    if (!n.alive) continue;
     for (const auto& [k, v] : n.resources) out[k] += v;
   }
   return out;
@@ -379,6 +380,7 @@ std::map<std::string, double> ClusterResources() {
 std::map<std::string, double> AvailableResources() {
   std::map<std::string, double> out;
   for (const auto& n : Nodes()) {
+    if (!n.alive) continue;
     for (const auto& [k, v] : n.available) {
       if (v > 0) out[k] += v;
     }

@@ -15,8 +15,6 @@ void ControlStore::FinishJob(const JobId& job) {
   if (it != jobs_.end()) it->second.alive = false;
 }
 
-void ControlStore::AddNode(NodeRecord node) { nodes_[node.id] = std::move(node); }
-
 size_t ControlStore::alive_jobs() const {
   size_t n = 0;
   for (const auto& [id, j] : jobs_) n += j.alive ? 1 : 0;

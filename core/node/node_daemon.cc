@@ -86,7 +86,28 @@ Status NodeDaemon::Start() {
   store_service_ =
       std::make_unique<StoreService>(*store_, [this](const WorkerId& id) { return IsAlive(id); });
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
-  control_.AddNode(NodeRecord{node_id_, config_.resources, socket_path_});
+  cluster_ = std::make_unique<NodeCluster>(io_, config_.cluster);
+  rpc::NodeInfo self;
+  self.set_node_id(node_id_.Binary());
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0) self.set_hostname(host);
+  self.set_pid(getpid());
+  self.set_session_dir(config_.session_dir);
+  for (const auto& [name, milli] : config_.resources.milli()) {
+    auto* r = self.add_total();
+    r->set_name(name);
+    r->set_milli(milli);
+  }
+  self.set_object_store_capacity(store_->capacity());
+  PRISM_RETURN_IF_ERROR(cluster_->Start(
+      std::move(self), [this](rpc::HeartbeatRequest* r) { FillReport(r); },
+      [this](const std::string& why) {
+        PRISM_LOG_ERROR("the control service holds this node as dead ({}): stopping", why);
+        Stop();
+      }));
+  if (!cluster_->address().empty()) {
+    PRISM_RETURN_IF_ERROR(WriteSessionClusterAddress(config_.session_dir, cluster_->address()));
+  }
   WatchSignals();
   WatchLifeline();
   Accept();
@@ -736,12 +757,39 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
     return w == nullptr ? pid_t{0} : w->pid;
   });
   if (store_service_) store_service_->Report(s->mutable_store(), config_.session_dir + "/spill");
+  if (cluster_) {
+    s->set_cluster_address(cluster_->address());
+    // This node first, with what it has free now; then the others as last heard.
+    rpc::HeartbeatRequest now;
+    FillReport(&now);
+    auto nodes = cluster_->Nodes();
+    for (auto& n : nodes) {
+      if (n.node_id() != node_id_.Binary()) continue;
+      *n.mutable_available() = now.available();
+      n.set_object_store_used(now.object_store_used());
+      n.set_last_heard_ms_ago(0);
+      *s->add_nodes() = n;
+    }
+    for (auto& n : nodes) {
+      if (n.node_id() != node_id_.Binary()) *s->add_nodes() = std::move(n);
+    }
+  }
   conn.Send(env);
+}
+
+void NodeDaemon::FillReport(rpc::HeartbeatRequest* report) const {
+  for (const auto& [name, total] : config_.resources.milli()) {
+    auto* r = report->add_available();
+    r->set_name(name);
+    r->set_milli(node_pool_.available().Get(name));
+  }
+  if (store_) report->set_object_store_used(store_->stats().used);
 }
 
 void NodeDaemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (cluster_) cluster_->Stop("its daemon stopped");
   asio::error_code ec;
   if (acceptor_) acceptor_->close(ec);
   if (retry_timer_) retry_timer_->cancel();
@@ -758,6 +806,7 @@ void NodeDaemon::Stop() {
   store_service_.reset();
   store_.reset();  // unmaps the arena and removes spill files
   ::unlink(socket_path_.c_str());
+  ::unlink((config_.session_dir + "/cluster").c_str());
   if (config_.remove_session_dir && !config_.session_dir.empty()) {
     std::error_code fec;
     std::filesystem::remove_all(config_.session_dir, fec);

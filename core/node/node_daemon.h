@@ -22,6 +22,7 @@
 #include "control/placement_groups.h"
 #include "node/disk_io.h"
 #include "node/lease_manager.h"
+#include "node/node_cluster.h"
 #include "node/store_service.h"
 #include "node/worker_launcher.h"
 #include "node/worker_pool.h"
@@ -59,6 +60,8 @@ struct NodeDaemonConfig {
   /// How GPU workers load the same topology ($PRISM_GPU_TOPOLOGY): a profile's name or path;
   /// empty when it was discovered (they discover it too).
   std::string gpu_topology_spec;
+  /// Where the node sits in a cluster (its address and port, the head it joins, its labels).
+  ClusterConfig cluster;
 };
 
 /// The socket a daemon listens on inside its session directory.
@@ -94,6 +97,8 @@ class NodeDaemon : private LeaseManager::Host {
   void OnClosed(rpc::Connection& conn, const Status& why);
   Status HandleHello(rpc::Connection& conn, const rpc::Hello& hello, rpc::Welcome* welcome);
   void SendStatus(rpc::Connection& conn, uint64_t request_id);
+  /// What the node has free now, for its report to the control service.
+  void FillReport(rpc::HeartbeatRequest* report) const;
   void Schedule() { leases_.Schedule(); }
   /// A worker left the pool (it ended, or was killed): its lease, its actor and its connection
   /// go, and the node schedules again.
@@ -139,6 +144,7 @@ class NodeDaemon : private LeaseManager::Host {
   bool stopped_ = false;
 
   ControlStore control_;
+  std::unique_ptr<NodeCluster> cluster_;
   std::unique_ptr<ObjectStore> store_;
   std::unique_ptr<StoreService> store_service_;  // the store's requests (goes before store_)
   std::unique_ptr<DiskIoThread>

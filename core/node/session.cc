@@ -1,9 +1,13 @@
 #include "node/session.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -39,7 +43,7 @@ std::string NewSessionDir() {
 
 std::string NewClusterToken() { return RandomUniqueId().Hex() + RandomUniqueId().Hex(); }
 
-Status PublishSession(const SessionInfo& session) {
+Status PublishSession(const SessionInfo& session, bool make_current) {
   std::string token_path = session.dir + "/token";
   {
     std::ofstream out(token_path, std::ios::trunc);
@@ -47,6 +51,7 @@ Status PublishSession(const SessionInfo& session) {
     out << session.token << "\n";
   }
   ::chmod(token_path.c_str(), 0600);
+  if (!make_current) return Status::OK();
   std::string current = SessionRoot() + "/current";
   std::string tmp = current + ".tmp" + std::to_string(getpid());
   {
@@ -64,6 +69,68 @@ void UnpublishSession(const std::string& dir) {
   auto named = ReadFile(current);
   if (named.ok() && *named == dir) ::unlink(current.c_str());
   ::unlink((dir + "/token").c_str());
+}
+
+namespace {
+
+bool DaemonRuns(const std::string& dir) {
+  // A live daemon holds its socket; a stale one (a crash) leaves the file without a listener.
+  std::string sock = dir + "/daemon.sock";
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (sock.size() >= sizeof(addr.sun_path)) {
+    ::close(fd);
+    return false;
+  }
+  std::memcpy(addr.sun_path, sock.c_str(), sock.size() + 1);
+  bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return up;
+}
+
+}  // namespace
+
+bool HasCurrentSession() {
+  auto dir = ReadFile(SessionRoot() + "/current");
+  return dir.ok() && DaemonRuns(*dir);
+}
+
+std::vector<SessionInfo> LocalSessions() {
+  std::vector<SessionInfo> out;
+  auto current = ReadFile(SessionRoot() + "/current");
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(SessionRoot(), ec)) {
+    if (!e.is_directory(ec)) continue;
+    std::string dir = e.path().string();
+    auto token = ReadFile(dir + "/token");
+    if (!token.ok() || !DaemonRuns(dir)) continue;
+    out.push_back({dir, *token});
+  }
+  std::stable_partition(out.begin(), out.end(),
+                        [&](const SessionInfo& s) { return !current.ok() || s.dir != *current; });
+  return out;
+}
+
+std::string SessionClusterAddress(const std::string& dir) {
+  auto a = ReadFile(dir + "/cluster");
+  return a.ok() ? *a : "";
+}
+
+Status WriteSessionClusterAddress(const std::string& dir, const std::string& address) {
+  std::string path = dir + "/cluster";
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return Status::IOError("cannot write " + path);
+  out << address << "\n";
+  return Status::OK();
+}
+
+Result<std::string> LocalClusterToken(const std::string& address) {
+  for (const auto& s : LocalSessions()) {
+    if (SessionClusterAddress(s.dir) == address) return s.token;
+  }
+  return Status::NotFound("no node of this machine belongs to the cluster at " + address);
 }
 
 Result<SessionInfo> ResolveSession(const std::string& address) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -19,8 +20,20 @@ std::string SessionRoot();
 std::string NewSessionDir();
 /// A random cluster token (hex).
 std::string NewClusterToken();
-/// Standalone daemons: writes <dir>/token (mode 0600) and points SessionRoot()/current at dir.
-Status PublishSession(const SessionInfo& session);
+/// Standalone daemons: writes <dir>/token (mode 0600) and, with `make_current`, points
+/// SessionRoot()/current at dir (what address "auto" finds).
+Status PublishSession(const SessionInfo& session, bool make_current = true);
+/// Whether SessionRoot()/current names a session whose daemon is running.
+bool HasCurrentSession();
+/// The standalone sessions of this machine (this user) whose daemon is running, the current one
+/// last.
+std::vector<SessionInfo> LocalSessions();
+/// The cluster a session's node belongs to ("IP:PORT" of its head; <dir>/cluster), or empty.
+std::string SessionClusterAddress(const std::string& dir);
+/// Writes <dir>/cluster.
+Status WriteSessionClusterAddress(const std::string& dir, const std::string& address);
+/// The token of a node of this machine that belongs to the cluster at `address`.
+Result<std::string> LocalClusterToken(const std::string& address);
 /// Removes the "current" pointer if it names `dir`.
 void UnpublishSession(const std::string& dir);
 /// "auto" (or empty): the session of the running standalone daemon; otherwise a session folder.

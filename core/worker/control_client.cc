@@ -251,16 +251,31 @@ ObjectStoreStats StoreStatsOf(const rpc::StatusReply& status) {
   return s;
 }
 
-NodeInfo NodeInfoOf(const rpc::StatusReply& status, const std::string& session_dir) {
-  NodeInfo n;
-  n.node_id = NodeId::FromBinary(status.node_id()).Hex();
-  n.alive = true;
-  n.session_dir = session_dir;
-  for (const auto& r : status.resources()) {
-    n.resources[r.name()] = static_cast<double>(r.total_milli()) / 1000.0;
-    n.available[r.name()] = static_cast<double>(r.available_milli()) / 1000.0;
+std::vector<NodeInfo> NodesOf(const rpc::StatusReply& status) {
+  std::vector<NodeInfo> out;
+  auto units = [](const auto& amounts) {
+    std::map<std::string, double> m;
+    for (const auto& r : amounts) m[r.name()] = static_cast<double>(r.milli()) / kMilli;
+    return m;
+  };
+  for (const auto& node : status.nodes()) {
+    NodeInfo n;
+    n.node_id = NodeId::FromBinary(node.node_id()).Hex();
+    n.alive = node.state() == rpc::NODE_ALIVE;
+    n.is_head = node.is_head();
+    n.address = node.ip();
+    n.port = node.port();
+    n.hostname = node.hostname();
+    n.session_dir = node.session_dir();
+    n.labels = {node.labels().begin(), node.labels().end()};
+    n.death_cause = node.death_cause();
+    n.resources = units(node.total());
+    n.available = units(node.available());
+    n.object_store_capacity = node.object_store_capacity();
+    n.object_store_used = node.object_store_used();
+    out.push_back(std::move(n));
   }
-  return n;
+  return out;
 }
 
 }  // namespace prism

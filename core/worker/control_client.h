@@ -56,7 +56,7 @@ rpc::StatusReply ReadNodeStatus(const std::string& daemon_socket, const std::str
 /// The object store's figures in a status, as the public API gives them.
 ObjectStoreStats StoreStatsOf(const rpc::StatusReply& status);
 /// The node a status describes, as the public API gives it.
-NodeInfo NodeInfoOf(const rpc::StatusReply& status, const std::string& session_dir);
+std::vector<NodeInfo> NodesOf(const rpc::StatusReply& status);
 
 /// The control service hosted by the node daemon, over the worker's daemon connection.
 class DaemonControlClient : public ControlClient {

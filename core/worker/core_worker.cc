@@ -726,9 +726,7 @@ rpc::StatusReply CoreWorker::NodeStatus() const {
 
 ObjectStoreStats CoreWorker::object_store_stats() const { return StoreStatsOf(NodeStatus()); }
 
-std::vector<NodeInfo> CoreWorker::Nodes() const {
-  return {NodeInfoOf(NodeStatus(), options_.session_dir)};
-}
+std::vector<NodeInfo> CoreWorker::Nodes() const { return NodesOf(NodeStatus()); }
 
 void CoreWorker::RunTaskLoop() {
   if (executor_) executor_->Run();

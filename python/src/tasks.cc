@@ -442,9 +442,17 @@ void BindTasks(py::module_& m) {
       py::dict d;
       d["NodeID"] = n.node_id;
       d["Alive"] = n.alive;
+      d["IsHead"] = n.is_head;
+      d["Address"] = n.address;
+      d["Port"] = n.port;
+      d["Hostname"] = n.hostname;
       d["SessionDir"] = n.session_dir;
+      d["Labels"] = n.labels;
+      d["DeathCause"] = n.death_cause;
       d["Resources"] = n.resources;
       d["Available"] = n.available;
+      d["ObjectStoreCapacity"] = n.object_store_capacity;
+      d["ObjectStoreUsed"] = n.object_store_used;
       out.append(d);
     }
     return out;

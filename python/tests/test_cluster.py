@@ -28,7 +28,7 @@ def test_detached_actor_outlives_its_driver_on_a_standalone_daemon():
     # A private session root (short: socket paths are limited to 107 bytes).
     root = tempfile.mkdtemp(prefix="prism-py-", dir="/tmp")
     env = dict(os.environ, PRISM_TMPDIR=root)
-    subprocess.run([TOOL, "start", "--head", "--num-cpus", "2"], env=env, check=True, capture_output=True)
+    subprocess.run([TOOL, "start", "--head", "--port", "0", "--node-ip", "127.0.0.1", "--num-cpus", "2"], env=env, check=True, capture_output=True)
     try:
         first = run_driver("""
             import prism as ray
@@ -66,7 +66,7 @@ def test_detached_actor_outlives_its_driver_on_a_standalone_daemon():
 def test_detached_placement_group_outlives_its_job():
     root = tempfile.mkdtemp(prefix="prism-py-", dir="/tmp")
     env = dict(os.environ, PRISM_TMPDIR=root)
-    subprocess.run([TOOL, "start", "--head", "--num-cpus", "2"], env=env, check=True, capture_output=True)
+    subprocess.run([TOOL, "start", "--head", "--port", "0", "--node-ip", "127.0.0.1", "--num-cpus", "2"], env=env, check=True, capture_output=True)
     try:
         run_driver("""
             import prism as ray
@@ -90,6 +90,39 @@ def test_detached_placement_group_outlives_its_job():
             remove_placement_group(kept)
         """, env)
         assert out.strip().splitlines()[-2:] == ["CREATED 1.0", "gone went with its job"], out
+    finally:
+        subprocess.run([TOOL, "stop"], env=env, capture_output=True)
+        subprocess.run(["rm", "-rf", root])
+
+
+@pytest.mark.skipif(not TOOL, reason="PRISM_TOOL (the prism tool of the build) is not set")
+def test_nodes_of_a_two_node_cluster_have_rays_keys():
+    root = tempfile.mkdtemp(prefix="prism-py-", dir="/tmp")
+    env = dict(os.environ, PRISM_TMPDIR=root)
+    head = subprocess.run([TOOL, "start", "--head", "--port", "0", "--node-ip", "127.0.0.1", "--num-cpus", "2",
+                           "--labels", "zone=a"], env=env, check=True, capture_output=True, text=True).stdout
+    address = re.search(r"cluster address: (\S+)", head).group(1)
+    try:
+        subprocess.run([TOOL, "start", "--address", address, "--node-ip", "127.0.0.1", "--num-cpus", "1",
+                        "--resources", '{"disk": 2}', "--labels", "zone=b"], env=env, check=True, capture_output=True)
+        out = run_driver("""
+            import prism as ray
+            ray.init(address="auto")
+            nodes = ray.nodes()
+            assert len(nodes) == 2, nodes
+            head, other = nodes
+            for n in nodes:
+                assert n["Alive"] and n["NodeManagerAddress"] == "127.0.0.1", n
+                assert n["NodeManagerPort"] > 0 and "NodeID" in n and "Resources" in n, n
+            assert head["Labels"] == {"zone": "a"} and other["Labels"] == {"zone": "b"}, nodes
+            assert "node:__internal_head__" in head["Resources"], head
+            assert "node:__internal_head__" not in other["Resources"], other
+            assert other["Resources"]["disk"] == 2.0 and other["Resources"]["CPU"] == 1.0, other
+            assert ray.cluster_resources()["CPU"] == 3.0
+            assert ray.cluster_resources()["node:127.0.0.1"] == 2.0
+            print(other["NodeManagerPort"] != head["NodeManagerPort"])
+        """, env)
+        assert out.strip().splitlines()[-1] == "True", out
     finally:
         subprocess.run([TOOL, "stop"], env=env, capture_output=True)
         subprocess.run(["rm", "-rf", root])

@@ -35,8 +35,13 @@ TEST(StandaloneTest, StartJoinStatusStop) {
   setenv("PRISM_TMPDIR", root.c_str(), 1);
   std::string tool = PRISM_TOOL;
   std::string out;
-  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 1 --resources widget=3", &out), 0) << out;
-  EXPECT_NE(out.find("node daemon started"), std::string::npos) << out;
+  ASSERT_EQ(
+      RunCommand(
+          tool + " start --head --port 0 --node-ip 127.0.0.1 --num-cpus 1 --resources widget=3",
+          &out),
+      0)
+      << out;
+  EXPECT_NE(out.find("head node started"), std::string::npos) << out;
 
   prism::Init({.address = "auto"});
   EXPECT_EQ(prism::Get(prism::Task(Cube).Remote(3)), 27);
@@ -115,7 +120,8 @@ TEST(StandaloneTest, DetachedActorOutlivesItsDriver) {
   setenv("PRISM_TMPDIR", root.c_str(), 1);
   std::string tool = PRISM_TOOL, driver = PRISM_ACTOR_DRIVER;
   std::string out;
-  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 2", &out), 0) << out;
+  ASSERT_EQ(RunCommand(tool + " start --head --port 0 --node-ip 127.0.0.1 --num-cpus 2", &out), 0)
+      << out;
   std::string created, used, again;
   EXPECT_EQ(RunCommand(driver + " create keeper", &created), 0) << created;
   EXPECT_NE(created.find("created: 5"), std::string::npos) << created;
@@ -142,7 +148,8 @@ TEST(StandaloneTest, DetachedPlacementGroupOutlivesItsJob) {
   setenv("PRISM_TMPDIR", root.c_str(), 1);
   std::string tool = PRISM_TOOL, driver = PRISM_ACTOR_DRIVER;
   std::string out, created, found;
-  ASSERT_EQ(RunCommand(tool + " start --head --num-cpus 2", &out), 0) << out;
+  ASSERT_EQ(RunCommand(tool + " start --head --port 0 --node-ip 127.0.0.1 --num-cpus 2", &out), 0)
+      << out;
   EXPECT_EQ(RunCommand(driver + " group pinned", &created), 0) << created;
   EXPECT_NE(created.find("groups ready: 1"), std::string::npos) << created;
   EXPECT_EQ(RunCommand(driver + " find-group pinned", &found), 0) << found;

@@ -200,9 +200,17 @@ struct RuntimeStats {
 struct NodeInfo {
   std::string node_id;  // hex
   bool alive = true;
-  std::string session_dir;
+  bool is_head = false;
+  std::string address;  // the IP the node is reached at
+  int port = 0;         // its cluster port; 0: an embedded single node (no network)
+  std::string hostname;
+  std::string session_dir;  // on its machine
+  std::map<std::string, std::string> labels;
+  std::string death_cause;                  // why it died (when !alive)
   std::map<std::string, double> resources;  // totals: "CPU", "GPU", "memory" (bytes), custom
-  std::map<std::string, double> available;  // free now
+  std::map<std::string, double> available;  // free now (as last reported)
+  uint64_t object_store_capacity = 0;       // bytes
+  uint64_t object_store_used = 0;
 };
 
 /// The node's object store, as its daemon reports it.

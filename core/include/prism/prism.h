@@ -59,9 +59,10 @@ PlacementGroup CreatePlacementGroup(const PlacementGroupOptions& options);
 void RemovePlacementGroup(const PlacementGroup& group);
 /// The placement group named `name`; throws InvalidArgumentError when there is none.
 PlacementGroup GetPlacementGroup(const std::string& name);
-/// The cluster's nodes with their resources (one node in this version).
+/// The cluster's nodes: this process's node first (what it has free now), then the others as
+/// the head last reported them, the dead included (alive == false).
 std::vector<NodeInfo> Nodes();
-/// The resources of all nodes together: totals, and what is free now.
+/// The resources of all living nodes together: totals, and what is free now.
 std::map<std::string, double> ClusterResources();
 std::map<std::string, double> AvailableResources();
 /// Inside a task or actor: the GPUs (device instance indices) it holds; empty elsewhere.

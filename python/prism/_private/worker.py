@@ -318,13 +318,20 @@ def cancel(object_ref, *, force=False, recursive=True):
 
 def _node_view(n, key):
     """A node's resources as Ray shapes them: floats, object_store_memory, and the node's own
-    resources node:<ip> and node:__internal_head__."""
+    resources node:<ip> (and node:__internal_head__ on the head)."""
     out = {k: float(v) for k, v in n[key].items()}
-    stats = call(_prism.object_store_stats)
-    out["object_store_memory"] = float(stats["capacity"] - (stats["used"] if key == "Available" else 0))
-    out["node:" + node_ip_address()] = 1.0
-    out["node:__internal_head__"] = 1.0
+    used = n["ObjectStoreUsed"] if key == "Available" else 0
+    out["object_store_memory"] = float(n["ObjectStoreCapacity"] - used)
+    out["node:" + _node_ip(n)] = 1.0
+    if n["IsHead"]:
+        out["node:__internal_head__"] = 1.0
     return out
+
+
+def _node_ip(n):
+    """The address other machines reach a node at; for an embedded single node (which listens on
+    no network), this machine's."""
+    return n["Address"] if n["Port"] else node_ip_address()
 
 
 def cluster_resources():
@@ -333,6 +340,8 @@ def cluster_resources():
     _check_initialized()
     total = {}
     for n in call(_prism.nodes):
+        if not n["Alive"]:
+            continue
         for k, v in _node_view(n, "Resources").items():
             total[k] = total.get(k, 0.0) + v
     return total
@@ -344,6 +353,8 @@ def available_resources():
     _check_initialized()
     free = {}
     for n in call(_prism.nodes):
+        if not n["Alive"]:
+            continue
         for k, v in _node_view(n, "Available").items():
             if v > 0:
                 free[k] = free.get(k, 0.0) + v
@@ -351,18 +362,22 @@ def available_resources():
 
 
 def nodes():
-    """The cluster's nodes, with Ray's keys."""
+    """The cluster's nodes (this process's node first, then the others as its node last heard from
+    the head, the dead included), with Ray's keys."""
     _check_initialized()
-    import socket
     out = []
-    ip = node_ip_address()
     for n in call(_prism.nodes):
+        ip = _node_ip(n)
         sock = os.path.join(n["SessionDir"], "daemon.sock")
-        out.append({"NodeID": n["NodeID"], "Alive": n["Alive"], "alive": n["Alive"],
-                    "NodeManagerAddress": ip, "NodeManagerHostname": socket.gethostname(), "NodeName": ip,
-                    "NodeManagerPort": 0, "ObjectManagerPort": 0, "ObjectStoreSocketName": sock,
-                    "RayletSocketName": sock, "MetricsExportPort": 0, "Labels": {},
-                    "Resources": _node_view(n, "Resources"), "SessionDir": n["SessionDir"]})
+        alive = n["Alive"]
+        entry = {"NodeID": n["NodeID"], "Alive": alive, "alive": alive, "NodeManagerAddress": ip,
+                 "NodeManagerHostname": n["Hostname"], "NodeName": ip, "NodeManagerPort": n["Port"],
+                 "ObjectManagerPort": n["Port"], "ObjectStoreSocketName": sock, "RayletSocketName": sock,
+                 "MetricsExportPort": 0, "Labels": dict(n["Labels"]), "IsHead": n["IsHead"],
+                 "Resources": _node_view(n, "Resources") if alive else {}, "SessionDir": n["SessionDir"]}
+        if not alive:
+            entry["DeathReason"] = n["DeathCause"]
+        out.append(entry)
     return out
 
 

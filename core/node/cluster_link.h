@@ -1,0 +1,59 @@
+// A node's link to the control service: it joins the cluster, reports on a period (it lives, and
+// what it has free), and keeps the cluster's nodes as the control service last sent them. The
+// reports go from a thread of their own, so a slow head never holds up the node's event loop.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "control/node_table.h"
+#include "prism.pb.h"
+
+namespace prism {
+
+class ClusterLink {
+ public:
+  /// `control`: the head's node table (in-process on the head, RemoteControl elsewhere).
+  /// `on_fenced` runs on the link's thread when the control service holds this node as dead.
+  ClusterLink(Membership& control, rpc::NodeInfo self,
+              std::function<void(const std::string& why)> on_fenced);
+  ~ClusterLink();
+  ClusterLink(const ClusterLink&) = delete;
+  ClusterLink& operator=(const ClusterLink&) = delete;
+
+  /// Joins the cluster (blocking), then starts reporting. An error: the node is not in it.
+  Status Join();
+  /// What the next report says this node has free.
+  void SetAvailable(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& available,
+                    uint64_t store_used);
+  /// The cluster's nodes as last heard (this node alone until the first report is answered).
+  std::vector<rpc::NodeInfo> Nodes() const;
+  /// Leaves the cluster (best effort, once) and stops reporting. Idempotent.
+  void Leave(const std::string& reason);
+  std::chrono::milliseconds period() const { return period_; }
+
+ private:
+  void Report();
+
+  Membership& control_;
+  const rpc::NodeInfo self_;
+  std::function<void(const std::string&)> on_fenced_;
+  std::chrono::milliseconds period_{500};
+  mutable Mutex mu_;
+  std::condition_variable cv_;
+  bool joined_ PRISM_GUARDED_BY(mu_) = false;
+  bool leaving_ PRISM_GUARDED_BY(mu_) = false;
+  bool head_reachable_ PRISM_GUARDED_BY(mu_) = true;
+  rpc::HeartbeatRequest next_ PRISM_GUARDED_BY(mu_);
+  std::vector<rpc::NodeInfo> nodes_ PRISM_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace prism

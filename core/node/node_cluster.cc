@@ -1,0 +1,147 @@
+#include "node/node_cluster.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "base/logging.h"
+#include "rpc/grpc_channel.h"
+
+namespace prism {
+
+grpc::ServerUnaryReactor* NodeServer::Ping(grpc::CallbackServerContext* ctx,
+                                           const rpc::PingRequest*, rpc::PingReply* reply) {
+  auto* reactor = ctx->DefaultReactor();
+  reply->set_node_id(node_id_);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+NodeCluster::NodeCluster(asio::io_context& io, ClusterConfig config)
+    : io_(io), config_(std::move(config)) {}
+
+NodeCluster::~NodeCluster() { Stop("the node stopped"); }
+
+Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fenced) {
+  fill_ = std::move(fill);
+  Membership* control = nullptr;
+  if (is_head()) {
+    NodeTable::Options options;
+    options.heartbeat_period = config_.heartbeat_period;
+    options.dead_after = config_.node_dead_after;
+    table_ = std::make_unique<NodeTable>(options);
+    control = table_.get();
+  } else {
+    PRISM_ASSIGN_OR_RETURN(auto head, rpc::ParseHostPort(config_.head_address));
+    remote_ = std::make_unique<RemoteControl>(head.ToString(), config_.token,
+                                              std::chrono::milliseconds(5000));
+    control = remote_.get();
+  }
+  if (config_.port >= 0) {
+    grpc::ServerBuilder builder;
+    rpc::ConfigureClusterServer(builder);
+    node_service_ = std::make_unique<NodeServer>(self.node_id());
+    builder.RegisterService(node_service_.get());
+    if (table_) {
+      service_ = std::make_unique<ControlServer>(*table_);
+      builder.RegisterService(service_.get());
+    }
+    server_ = builder.BuildAndStart();
+    if (!server_) return Status::Internal("the cluster's gRPC server did not start");
+    auto listener =
+        rpc::ClusterListener::Start(config_.node_ip, config_.port, config_.token, server_.get());
+    if (!listener.ok()) {
+      server_->Shutdown(std::chrono::system_clock::now());
+      server_.reset();
+      return listener.status();
+    }
+    listener_ = std::move(*listener);
+    bound_port_ = listener_->port();
+  }
+  self.set_ip(config_.node_ip);
+  self.set_port(bound_port_);
+  self.set_is_head(is_head());
+  for (const auto& [k, v] : config_.labels) (*self.mutable_labels())[k] = v;
+  auto fenced = [this, on_fenced = std::move(on_fenced)](const std::string& why) {
+    asio::post(io_, [this, on_fenced, why] {
+      if (!stopped_) on_fenced(why);
+    });
+  };
+  link_ = std::make_unique<ClusterLink>(*control, std::move(self), std::move(fenced));
+  Status joined = link_->Join();
+  if (!joined.ok()) {
+    link_.reset();
+    listener_.reset();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now());
+    server_.reset();
+    return joined;
+  }
+  if (config_.port >= 0) {
+    PRISM_LOG_INFO("{} on {}:{}", is_head() ? "cluster head" : "joined " + config_.head_address,
+                   config_.node_ip, bound_port_);
+  }
+  timer_ = std::make_unique<asio::steady_timer>(io_);
+  Tick();
+  return Status::OK();
+}
+
+void NodeCluster::Tick() {
+  if (stopped_) return;
+  rpc::HeartbeatRequest report;
+  if (fill_) fill_(&report);
+  link_->SetAvailable(report.available(), report.object_store_used());
+  if (table_) table_->ExpireSilent();
+  timer_->expires_after(link_->period());
+  timer_->async_wait([this](const asio::error_code& ec) {
+    if (!ec) Tick();
+  });
+}
+
+void NodeCluster::Stop(const std::string& reason) {
+  if (stopped_) return;
+  stopped_ = true;
+  if (timer_) timer_->cancel();
+  if (link_) link_->Leave(reason);
+  listener_.reset();
+  // Calls complete on gRPC's threads without waiting on this loop, so this does not block on it.
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  server_.reset();
+}
+
+std::string NodeCluster::address() const {
+  if (!is_head()) return config_.head_address;
+  if (bound_port_ == 0) return "";
+  return rpc::HostPort{config_.node_ip, bound_port_}.ToString();
+}
+
+std::vector<rpc::NodeInfo> NodeCluster::Nodes() const {
+  if (table_) return table_->Nodes();
+  if (link_) return link_->Nodes();
+  return {};
+}
+
+std::string DefaultNodeIp() {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "127.0.0.1";
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(53);
+  // A documentation-range address (RFC 5737): connect() on UDP only picks the route.
+  ::inet_pton(AF_INET, "192.0.2.1", &to.sin_addr);
+  std::string ip = "127.0.0.1";
+  sockaddr_in local{};
+  socklen_t len = sizeof(local);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    char buf[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &local.sin_addr, buf, sizeof(buf)) != nullptr) ip = buf;
+  }
+  ::close(fd);
+  return ip;
+}
+
+}  // namespace prism

@@ -1,0 +1,102 @@
+// This node's place in the cluster: the port other machines reach it on (gRPC, with the cluster
+// token), the head's control service when this node is the head, and its link to the control
+// service (joining, periodic reports, the cluster's nodes as last heard). An embedded single
+// node is a head without a port: its node table is in-process and nothing listens on a network.
+#pragma once
+
+#include <asio.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "cluster.grpc.pb.h"
+#include "control/control_server.h"
+#include "control/node_table.h"
+#include "node/cluster_link.h"
+#include "prism.pb.h"
+#include "rpc/grpc_channel.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace prism {
+
+struct ClusterConfig {
+  /// The address this node listens on for other machines (never every interface).
+  std::string node_ip = "127.0.0.1";
+  /// Its cluster port: 0 picks a free one; -1 none (an embedded single node: no network).
+  int port = -1;
+  /// The head to join ("IP:PORT"); empty: this node is the head.
+  std::string head_address;
+  std::string token;
+  std::map<std::string, std::string> labels;
+  /// How often nodes report to the head, and how long a silent node lives (the head's settings;
+  /// nodes take the period from the head).
+  std::chrono::milliseconds heartbeat_period{500};
+  std::chrono::milliseconds node_dead_after{5000};
+};
+
+/// Every node's own service (what other machines ask of this node).
+class NodeServer final : public rpc::NodeService::CallbackService {
+ public:
+  explicit NodeServer(std::string node_id) : node_id_(std::move(node_id)) {}
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const rpc::PingRequest* req,
+                                 rpc::PingReply* reply) override;
+
+ private:
+  const std::string node_id_;
+};
+
+class NodeCluster {
+ public:
+  /// Fills a report with what the node has free now (on the event loop).
+  using FillReport = std::function<void(rpc::HeartbeatRequest* report)>;
+  /// The control service holds this node as dead: it must stop (on the event loop).
+  using OnFenced = std::function<void(const std::string& why)>;
+
+  NodeCluster(asio::io_context& io, ClusterConfig config);
+  ~NodeCluster();
+
+  /// Listens (if the node has a port), serves the control service (the head), and joins.
+  /// `self`: the node's entry (id, resources, session); its address, head flag and labels are
+  /// filled in here.
+  Status Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fenced);
+  /// Leaves the cluster and stops listening. Idempotent.
+  void Stop(const std::string& reason);
+
+  bool is_head() const { return config_.head_address.empty(); }
+  /// "IP:PORT" of the head's control service; empty for an embedded single node.
+  std::string address() const;
+  /// The port this node listens on (0: none).
+  int port() const { return bound_port_; }
+  /// The cluster's nodes as this node last heard (the head: its table).
+  std::vector<rpc::NodeInfo> Nodes() const;
+
+ private:
+  void Tick();
+
+  asio::io_context& io_;
+  const ClusterConfig config_;
+  int bound_port_ = 0;
+  FillReport fill_;
+  std::unique_ptr<NodeTable> table_;        // the head's
+  std::unique_ptr<ControlServer> service_;  // the head's, when it has a port
+  std::unique_ptr<NodeServer> node_service_;
+  std::unique_ptr<RemoteControl> remote_;  // other nodes': the head's control service
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<rpc::ClusterListener> listener_;  // the port; hands connections to server_
+  std::unique_ptr<ClusterLink> link_;
+  std::unique_ptr<asio::steady_timer> timer_;
+  bool stopped_ = false;
+};
+
+/// This machine's address as other machines would reach it: the source address of its default
+/// route (no packet is sent), else 127.0.0.1.
+std::string DefaultNodeIp();
+
+}  // namespace prism

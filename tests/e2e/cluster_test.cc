@@ -1,0 +1,150 @@
+// A cluster of node daemons on one machine (loopback): `prism start --head`, nodes that join with
+// the token, prism::Nodes() and `prism status` across them, a node killed and declared dead, a
+// wrong token refused, and `prism stop` ending every node of the machine.
+#include <gtest/gtest.h>
+#include <prism/prism.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include "node/session.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int Twice(int x) { return 2 * x; }
+PRISM_REMOTE(Twice);
+
+int RunCommand(const std::string& cmd, std::string* out) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  std::array<char, 512> buf{};
+  while (fgets(buf.data(), buf.size(), p) != nullptr) *out += buf.data();
+  int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string Match(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  return std::regex_search(text, m, std::regex(pattern)) ? m[1].str() : "";
+}
+
+const prism::NodeInfo* FindByLabel(const std::vector<prism::NodeInfo>& nodes,
+                                   const std::string& zone) {
+  for (const auto& n : nodes) {
+    auto it = n.labels.find("zone");
+    if (it != n.labels.end() && it->second == zone) return &n;
+  }
+  return nullptr;
+}
+
+TEST(ClusterTest, NodesJoinAreListedDieAndStop) {
+  std::string root = (fs::temp_directory_path() / "prism-cluster-XXXXXX").string();
+  ASSERT_NE(mkdtemp(root.data()), nullptr);
+  setenv("PRISM_TMPDIR", root.c_str(), 1);
+  std::string tool = PRISM_TOOL;
+  std::string common = " --node-ip 127.0.0.1 --num-cpus 1 --object-store-memory 67108864";
+  std::string out;
+  ASSERT_EQ(RunCommand(tool +
+                           " start --head --port 0 --labels zone=a --heartbeat-ms 100 "
+                           "--node-dead-after-ms 1000" +
+                           common,
+                       &out),
+            0)
+      << out;
+  std::string address = Match(out, "cluster address: (\\S+)");
+  std::string token = Match(out, "--token (\\S+)");
+  ASSERT_FALSE(address.empty()) << out;
+  ASSERT_EQ(token.size(), 64u) << out;
+
+  // Two nodes join: one with the token given, one finding it through this machine's head.
+  out.clear();
+  ASSERT_EQ(RunCommand(tool + " start --address " + address + " --token " + token +
+                           " --labels zone=b,rack=r1 --resources '{\"disk\": 3}'" + common,
+                       &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("joined the cluster at " + address), std::string::npos) << out;
+  out.clear();
+  ASSERT_EQ(RunCommand(tool + " start --address " + address + " --labels zone=c" + common, &out), 0)
+      << out;
+  pid_t doomed = std::stoi(Match(out, "node started \\(pid (\\d+)\\)"));
+
+  // A wrong token is refused, and says so.
+  out.clear();
+  EXPECT_NE(RunCommand(tool + " start --address " + address + " --token wrong" + common, &out), 0);
+  EXPECT_NE(out.find("a wrong cluster token"), std::string::npos) << out;
+
+  // A driver on this machine finds the head ("auto") and sees the whole cluster.
+  prism::Init({.address = "auto"});
+  EXPECT_EQ(prism::Get(prism::Task(Twice).Remote(21)), 42);
+  auto nodes = prism::Nodes();
+  for (int i = 0; i < 50 && nodes.size() < 3; ++i) {  // the head's view: its table, at once
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    nodes = prism::Nodes();
+  }
+  ASSERT_EQ(nodes.size(), 3u);
+  EXPECT_TRUE(nodes[0].is_head);  // this driver's node first
+  EXPECT_EQ(nodes[0].labels.at("zone"), "a");
+  EXPECT_EQ(nodes[0].address, "127.0.0.1");
+  EXPECT_EQ(address, "127.0.0.1:" + std::to_string(nodes[0].port));
+  const prism::NodeInfo* b = FindByLabel(nodes, "b");
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->alive);
+  EXPECT_FALSE(b->is_head);
+  EXPECT_EQ(b->labels.at("rack"), "r1");
+  EXPECT_EQ(b->resources.at("disk"), 3.0);
+  EXPECT_EQ(b->resources.at("CPU"), 1.0);
+  EXPECT_GT(b->port, 0);
+  EXPECT_NE(b->port, nodes[0].port);
+  EXPECT_EQ(b->object_store_capacity, 64u << 20);
+  EXPECT_EQ(prism::ClusterResources().at("CPU"), 3.0);
+  EXPECT_EQ(prism::ClusterResources().at("disk"), 3.0);
+
+  // A node killed outright is declared dead once silent for 1 s, with why.
+  ASSERT_EQ(kill(doomed, SIGKILL), 0);
+  const prism::NodeInfo* c = nullptr;
+  for (int i = 0; i < 100; ++i) {
+    nodes = prism::Nodes();
+    c = FindByLabel(nodes, "c");
+    if (c != nullptr && !c->alive) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->alive);
+  EXPECT_NE(c->death_cause.find("not heard from"), std::string::npos) << c->death_cause;
+  EXPECT_EQ(prism::ClusterResources().at("CPU"), 2.0);
+
+  // `prism status` shows the cluster; `--address` asks the head over the network.
+  std::string status;
+  ASSERT_EQ(RunCommand(tool + " status", &status), 0) << status;
+  EXPECT_NE(status.find("cluster " + address + ": 2 node(s) alive, 1 dead"), std::string::npos)
+      << status;
+  status.clear();
+  ASSERT_EQ(RunCommand(tool + " status --address " + address + " --token " + token, &status), 0)
+      << status;
+  EXPECT_NE(status.find("labels: rack=r1,zone=b"), std::string::npos) << status;
+  EXPECT_NE(status.find("disk 3/3"), std::string::npos) << status;
+  status.clear();
+  EXPECT_NE(RunCommand(tool + " status --address " + address + " --token nope", &status), 0);
+  prism::Shutdown();
+
+  // `prism stop` ends every node of this machine; a node that stops leaves the cluster first.
+  out.clear();
+  ASSERT_EQ(RunCommand(tool + " stop", &out), 0) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+  EXPECT_TRUE(prism::LocalSessions().empty());
+  std::error_code ec;
+  fs::remove_all(root, ec);
+}
+
+}  // namespace
