@@ -135,6 +135,7 @@ void ActorDirectory::SendUpdate(rpc::Connection& conn, const ActorRecord& a,
     u->mutable_address()->set_socket_path(a.socket_path);
     u->mutable_address()->set_worker_id(a.worker.Binary());
     u->mutable_address()->set_node_id(node_.Binary());
+    u->mutable_address()->set_node_address(node_address_);
   }
   const auto& c = a.spec.actor_creation();
   u->set_name(c.name());

@@ -81,6 +81,8 @@ class ActorDirectory {
   const std::map<TaskId, ActorRecord>& all() const { return actors_; }
   /// Adds a line per actor (live and recently dead) to a node's status; `pid_of` names the
   /// process of a worker (0: none).
+  /// This node's cluster port ("IP:PORT"), named in the actors' addresses.
+  void set_node_address(std::string a) { node_address_ = std::move(a); }
   void Report(rpc::StatusReply* status, const std::function<pid_t(const WorkerId&)>& pid_of) const;
 
  private:
@@ -88,6 +90,7 @@ class ActorDirectory {
   void Publish(ActorRecord& a);
 
   NodeId node_;
+  std::string node_address_;
   std::function<void(const ActorRecord&)> on_dead_;
   std::map<TaskId, ActorRecord> actors_;
   std::map<std::string, TaskId> names_;  // by NamespacedName

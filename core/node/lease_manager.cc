@@ -320,6 +320,7 @@ void LeaseManager::Schedule() {
     g->mutable_worker()->set_socket_path(idle->socket_path);
     g->mutable_worker()->set_worker_id(idle->id.Binary());
     g->mutable_worker()->set_node_id(node_.Binary());
+    g->mutable_worker()->set_node_address(node_address_);
     for (const DeviceShare& d : alloc->devices) {
       auto* out = g->add_devices();
       out->set_resource(d.resource);

@@ -94,6 +94,8 @@ class LeaseManager {
   void WorkerRemoved(const WorkerPool::Worker& w);
   /// Grants what can be granted now and starts the workers missing.
   void Schedule();
+  /// This node's cluster port ("IP:PORT"), named in the workers' addresses it grants.
+  void set_node_address(std::string a) { node_address_ = std::move(a); }
   /// No pass runs from now on.
   void Stop() { stopped_ = true; }
 
@@ -129,6 +131,7 @@ class LeaseManager {
 
   LeaseManagerConfig config_;
   NodeId node_;
+  std::string node_address_;  // this node's cluster port, in the workers' addresses
   ResourcePool& node_pool_;
   PlacementGroups& groups_;
   WorkerPool& workers_;

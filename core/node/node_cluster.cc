@@ -21,6 +21,16 @@ grpc::ServerUnaryReactor* NodeServer::Ping(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+grpc::ServerBidiReactor<rpc::RelayChunk, rpc::RelayChunk>* NodeServer::Relay(
+    grpc::CallbackServerContext* ctx) {
+  if (relay_ != nullptr) return relay_->Accept(ctx);
+  struct Refuse : grpc::ServerBidiReactor<rpc::RelayChunk, rpc::RelayChunk> {
+    Refuse() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this node relays nothing")); }
+    void OnDone() override { delete this; }
+  };
+  return new Refuse;
+}
+
 NodeCluster::NodeCluster(asio::io_context& io, ClusterConfig config)
     : io_(io), config_(std::move(config)) {}
 
@@ -44,7 +54,8 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
   if (config_.port >= 0) {
     grpc::ServerBuilder builder;
     rpc::ConfigureClusterServer(builder);
-    node_service_ = std::make_unique<NodeServer>(self.node_id());
+    PRISM_ASSIGN_OR_RETURN(relay_, prism::Relay::Start(config_.session_dir, config_.token));
+    node_service_ = std::make_unique<NodeServer>(self.node_id(), relay_.get());
     builder.RegisterService(node_service_.get());
     if (table_) {
       service_ = std::make_unique<ControlServer>(*table_);
@@ -78,6 +89,7 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
     listener_.reset();
     if (server_) server_->Shutdown(std::chrono::system_clock::now());
     server_.reset();
+    relay_.reset();
     return joined;
   }
   if (config_.port >= 0) {
@@ -107,15 +119,21 @@ void NodeCluster::Stop(const std::string& reason) {
   if (timer_) timer_->cancel();
   if (link_) link_->Leave(reason);
   listener_.reset();
-  // Calls complete on gRPC's threads without waiting on this loop, so this does not block on it.
+  // Calls complete on gRPC's threads (tunnels on the relay's) without waiting on this loop, so
+  // this does not block on it.
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server_.reset();
+  relay_.reset();
 }
 
 std::string NodeCluster::address() const {
   if (!is_head()) return config_.head_address;
   if (bound_port_ == 0) return "";
   return rpc::HostPort{config_.node_ip, bound_port_}.ToString();
+}
+
+std::string NodeCluster::node_address() const {
+  return bound_port_ == 0 ? "" : rpc::HostPort{config_.node_ip, bound_port_}.ToString();
 }
 
 std::vector<rpc::NodeInfo> NodeCluster::Nodes() const {

@@ -17,6 +17,7 @@
 #include "control/control_server.h"
 #include "control/node_table.h"
 #include "node/cluster_link.h"
+#include "node/relay.h"
 #include "prism.pb.h"
 #include "rpc/grpc_channel.h"
 
@@ -27,6 +28,8 @@ class Server;
 namespace prism {
 
 struct ClusterConfig {
+  /// The node's session folder (its relay socket goes there).
+  std::string session_dir;
   /// The address this node listens on for other machines (never every interface).
   std::string node_ip = "127.0.0.1";
   /// Its cluster port: 0 picks a free one; -1 none (an embedded single node: no network).
@@ -44,12 +47,17 @@ struct ClusterConfig {
 /// Every node's own service (what other machines ask of this node).
 class NodeServer final : public rpc::NodeService::CallbackService {
  public:
-  explicit NodeServer(std::string node_id) : node_id_(std::move(node_id)) {}
+  /// `relay`: where tunnels from other nodes go (null: none are taken).
+  NodeServer(std::string node_id, prism::Relay* relay)
+      : node_id_(std::move(node_id)), relay_(relay) {}
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const rpc::PingRequest* req,
                                  rpc::PingReply* reply) override;
+  grpc::ServerBidiReactor<rpc::RelayChunk, rpc::RelayChunk>* Relay(
+      grpc::CallbackServerContext* ctx) override;
 
  private:
   const std::string node_id_;
+  prism::Relay* relay_;
 };
 
 class NodeCluster {
@@ -72,6 +80,8 @@ class NodeCluster {
   bool is_head() const { return config_.head_address.empty(); }
   /// "IP:PORT" of the head's control service; empty for an embedded single node.
   std::string address() const;
+  /// This node's own cluster address ("IP:PORT"); empty without a port.
+  std::string node_address() const;
   /// The port this node listens on (0: none).
   int port() const { return bound_port_; }
   /// The cluster's nodes as this node last heard (the head: its table).
@@ -88,6 +98,7 @@ class NodeCluster {
   std::unique_ptr<ControlServer> service_;  // the head's, when it has a port
   std::unique_ptr<NodeServer> node_service_;
   std::unique_ptr<RemoteControl> remote_;  // other nodes': the head's control service
+  std::unique_ptr<prism::Relay> relay_;    // outlives server_ (its tunnels end on its thread)
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<rpc::ClusterListener> listener_;  // the port; hands connections to server_
   std::unique_ptr<ClusterLink> link_;

@@ -86,7 +86,9 @@ Status NodeDaemon::Start() {
   store_service_ =
       std::make_unique<StoreService>(*store_, [this](const WorkerId& id) { return IsAlive(id); });
   PRISM_ASSIGN_OR_RETURN(acceptor_, rpc::Listen(io_, socket_path_));
-  cluster_ = std::make_unique<NodeCluster>(io_, config_.cluster);
+  ClusterConfig cluster = config_.cluster;
+  cluster.session_dir = config_.session_dir;
+  cluster_ = std::make_unique<NodeCluster>(io_, std::move(cluster));
   rpc::NodeInfo self;
   self.set_node_id(node_id_.Binary());
   char host[256] = {};
@@ -108,6 +110,8 @@ Status NodeDaemon::Start() {
   if (!cluster_->address().empty()) {
     PRISM_RETURN_IF_ERROR(WriteSessionClusterAddress(config_.session_dir, cluster_->address()));
   }
+  leases_.set_node_address(cluster_->node_address());
+  actors_.set_node_address(cluster_->node_address());
   WatchSignals();
   WatchLifeline();
   Accept();
@@ -340,6 +344,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
   PRISM_RETURN_IF_ERROR(rpc::CheckHello(hello, config_.token));
   auto* peer = static_cast<Peer*>(conn.user_data);
   welcome->set_node_id(node_id_.Binary());
+  if (cluster_) welcome->set_node_address(cluster_->node_address());
   welcome->set_session_dir(config_.session_dir);
   if (hello.want_store()) {
     peer->store_client = next_store_client_++;

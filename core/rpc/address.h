@@ -10,13 +10,14 @@
 namespace prism::rpc {
 
 inline internal::OwnerAddress FromWire(const Address& a) {
-  return internal::OwnerAddress{a.socket_path(), a.worker_id(), a.node_id()};
+  return internal::OwnerAddress{a.socket_path(), a.worker_id(), a.node_id(), a.node_address()};
 }
 
 inline void ToWire(const internal::OwnerAddress& a, Address* out) {
   out->set_socket_path(a.socket_path);
   out->set_worker_id(a.worker_id);
   out->set_node_id(a.node_id);
+  out->set_node_address(a.node_address);
 }
 
 }  // namespace prism::rpc

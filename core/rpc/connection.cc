@@ -553,10 +553,25 @@ struct PendingConnect : std::enable_shared_from_this<PendingConnect> {
 
 }  // namespace
 
-void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const Envelope& hello,
-                          std::chrono::milliseconds timeout,
-                          std::function<void(Result<Connected>)> done) {
+namespace {
+
+// This process's node, for dialing (SetLocalNode).
+struct LocalNode {
+  Mutex mu;
+  std::string node_id PRISM_GUARDED_BY(mu);
+  std::string relay_socket PRISM_GUARDED_BY(mu);
+};
+LocalNode& Local() {
+  static LocalNode* node = new LocalNode;  // never destroyed: dialing may run at exit
+  return *node;
+}
+
+// Connects to `path` and sends `opening` (the Hello, after a RelayOpen when relayed).
+void Dial(asio::io_context& io, const std::string& path, const Envelope* relay_open,
+          const Envelope& hello, std::chrono::milliseconds timeout,
+          std::function<void(Result<Connected>)> done) {
   auto p = std::make_shared<PendingConnect>(io, std::move(done));
+  if (relay_open != nullptr) AppendFrame(*relay_open, &p->hello);
   AppendFrame(hello, &p->hello);
   p->timer.expires_after(timeout);
   p->timer.async_wait([p, timeout](const asio::error_code& ec) {
@@ -585,6 +600,57 @@ void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const E
                             p->ReadWelcome();
                           });
       });
+}
+
+}  // namespace
+
+void SetLocalNode(const std::string& node_id, const std::string& relay_socket) {
+  LocalNode& n = Local();
+  MutexLock lock(n.mu);
+  n.node_id = node_id;
+  n.relay_socket = relay_socket;
+}
+
+bool IsRemote(const Address& target) {
+  if (target.node_address().empty()) return false;
+  LocalNode& n = Local();
+  MutexLock lock(n.mu);
+  return !n.node_id.empty() && target.node_id() != n.node_id;
+}
+
+void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const Envelope& hello,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(Result<Connected>)> done) {
+  Dial(io, path, nullptr, hello, timeout, std::move(done));
+}
+
+void AsyncConnectAndHello(asio::io_context& io, const Address& target, const Envelope& hello,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(Result<Connected>)> done) {
+  if (!IsRemote(target)) {
+    Dial(io, target.socket_path(), nullptr, hello, timeout, std::move(done));
+    return;
+  }
+  std::string relay;
+  {
+    LocalNode& n = Local();
+    MutexLock lock(n.mu);
+    relay = n.relay_socket;
+  }
+  if (relay.empty()) {
+    asio::post(io, [done = std::move(done), target] {
+      done(Status::Unavailable("the process at " + target.node_address() +
+                               " is on another node, and this node has no cluster port"));
+    });
+    return;
+  }
+  Envelope open;
+  open.mutable_relay_open()->set_node_address(target.node_address());
+  const std::string& path = target.socket_path();
+  auto slash = path.rfind('/');
+  open.mutable_relay_open()->set_socket_name(slash == std::string::npos ? path
+                                                                        : path.substr(slash + 1));
+  Dial(io, relay, &open, hello, timeout, std::move(done));
 }
 
 Envelope MakeHello(Role role, const std::string& token) {

@@ -190,6 +190,18 @@ void AsyncConnectAndHello(asio::io_context& io, const std::string& path, const E
                           std::chrono::milliseconds timeout,
                           std::function<void(Result<Connected>)> done);
 
+/// This process's node: its id, and its relay socket (empty: the node has no cluster port). The
+/// core worker sets it when it connects to its node; dialing an Address reads it.
+void SetLocalNode(const std::string& node_id, const std::string& relay_socket);
+/// Whether `target` is a process of another node (reached through this node's relay).
+bool IsRemote(const Address& target);
+/// AsyncConnectAndHello to a process by its address: its socket when it is on this node;
+/// otherwise this node's relay socket, with a RelayOpen frame naming the process's node and socket
+/// before the Hello (docs/protocol.md section 19).
+void AsyncConnectAndHello(asio::io_context& io, const Address& target, const Envelope& hello,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(Result<Connected>)> done);
+
 /// The handshake frame, and its check on the accepting side.
 Envelope MakeHello(Role role, const std::string& token);
 /// OK when `hello` speaks this protocol version and carries `token`; otherwise the reason to

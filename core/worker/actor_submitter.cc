@@ -225,7 +225,7 @@ void ActorSubmitter::Connect(const ActorId& id) {
   hello.mutable_hello()->set_expect_worker_id(a.address.worker_id());
   uint32_t inc = a.incarnation;
   rpc::AsyncConnectAndHello(
-      io_, a.address.socket_path(), hello, std::chrono::seconds(10),
+      io_, a.address, hello, std::chrono::seconds(10),
       [this, id, inc](Result<rpc::Connected> connected) {
         DrainBookings();
         Actor& a = actors_[id];

@@ -205,6 +205,11 @@ Status CoreWorker::ConnectDaemon() {
     options_.job_id = JobId::FromBinary(welcome.job_id());
   }
   address_.node_id = welcome.node_id();
+  address_.node_address = welcome.node_address();
+  // Processes of other nodes are reached through this node's relay (a node with a cluster port).
+  rpc::SetLocalNode(address_.node_id, address_.node_address.empty()
+                                          ? std::string()
+                                          : options_.session_dir + "/relay.sock");
   daemon_leftover_ = client->TakeBuffered();  // the daemon may send right after its Welcome
   rpc::UnixSocket sock(loop_.context());
   sock.assign(asio::local::stream_protocol(), client->Release());

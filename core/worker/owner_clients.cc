@@ -4,6 +4,7 @@
 
 #include "base/logging.h"
 #include "base/mutex.h"
+#include "rpc/address.h"
 
 namespace prism {
 
@@ -37,12 +38,14 @@ OwnerClients::OwnerClients(asio::io_context& io, Config config,
 OwnerClients::~OwnerClients() = default;
 
 OwnerClients::Owner* OwnerClients::Connection(const internal::OwnerAddress& owner) {
-  auto it = owners_.find(owner.socket_path);
+  // By node and socket: two machines may have sockets of one name.
+  const std::string key = owner.node_address + "|" + owner.socket_path;
+  auto it = owners_.find(key);
   if (it != owners_.end() && !it->second->lost &&
       (!it->second->conn || !it->second->conn->closed())) {
     return it->second.get();
   }
-  auto& slot = owners_[owner.socket_path];
+  auto& slot = owners_[key];
   if (slot) {
     // A lost connection to the same path: keep it until its handlers are done.
     std::shared_ptr<Owner> old(slot.release());
@@ -52,11 +55,12 @@ OwnerClients::Owner* OwnerClients::Connection(const internal::OwnerAddress& owne
   Owner* raw = slot.get();
   rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
   hello.mutable_hello()->set_expect_worker_id(owner.worker_id);
-  std::string path = owner.socket_path;
+  rpc::Address target;
+  rpc::ToWire(owner, &target);
   rpc::AsyncConnectAndHello(
-      io_, path, hello, std::chrono::seconds(10),
-      [this, raw, path](Result<rpc::Connected> connected) {
-        auto cur = owners_.find(path);
+      io_, target, hello, std::chrono::seconds(10),
+      [this, raw, key](Result<rpc::Connected> connected) {
+        auto cur = owners_.find(key);
         if (cur == owners_.end() || cur->second.get() != raw) return;  // replaced meanwhile
         if (!connected.ok()) {
           Lost(raw, connected.status());

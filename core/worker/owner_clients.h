@@ -114,7 +114,8 @@ class OwnerClients {
   const std::function<void(const ObjectId&)> undo_registration_;
 
   // Event loop only.
-  std::unordered_map<std::string, std::unique_ptr<Owner>> owners_;  // by socket path
+  // By "<node address>|<socket path>".
+  std::unordered_map<std::string, std::unique_ptr<Owner>> owners_;
   uint64_t next_request_id_ = 1;
 
   mutable Mutex callers_mu_;

@@ -356,7 +356,7 @@ void TaskSubmitter::OnLeaseOutcome(const std::string& key, uint64_t request_id,
   rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_CLIENT, config_.token);
   hello.mutable_hello()->set_expect_worker_id(outcome.worker.worker_id());
   q.connecting++;
-  rpc::AsyncConnectAndHello(io_, outcome.worker.socket_path(), hello, std::chrono::seconds(10),
+  rpc::AsyncConnectAndHello(io_, outcome.worker, hello, std::chrono::seconds(10),
                             [this, key, outcome](Result<rpc::Connected> connected) {
                               OnWorkerConnected(key, outcome, std::move(connected));
                             });

@@ -6,9 +6,9 @@ from prism import _prism
 from prism._private import serialization
 
 
-def _rebuild(binary, socket_path, worker_id, node_id):
+def _rebuild(binary, socket_path, worker_id, node_id, node_address=""):
     # A ref arriving inside a value: this process borrows it from its owner.
-    return ObjectRef(_prism.make_ref(binary, socket_path, worker_id, node_id))
+    return ObjectRef(_prism.make_ref(binary, socket_path, worker_id, node_id, node_address))
 
 
 class ObjectRef:
@@ -67,8 +67,8 @@ class ObjectRef:
         nested = serialization.nested_refs()
         if nested is not None:
             nested.append(self._handle)
-        socket_path, worker_id, node_id = self._handle.owner()
-        return _rebuild, (self.binary(), socket_path, worker_id, node_id)
+        socket_path, worker_id, node_id, node_address = self._handle.owner()
+        return _rebuild, (self.binary(), socket_path, worker_id, node_id, node_address)
 
 
 # Refs waited for by futures: the core pushes a token when one is ready; one thread (started on

@@ -26,7 +26,8 @@ void BindObjects(py::module_& m) {
       .def("hex", [](const internal::RefHandle& h) { return h.id().Hex(); })
       .def("owner", [](const internal::RefHandle& h) {
         const auto& o = h.owner();
-        return py::make_tuple(o.socket_path, py::bytes(o.worker_id), py::bytes(o.node_id));
+        return py::make_tuple(o.socket_path, py::bytes(o.worker_id), py::bytes(o.node_id),
+                              o.node_address);
       });
 
   m.def("put", [](size_t size, const py::list& parts, const py::list& nested) {
@@ -36,12 +37,12 @@ void BindObjects(py::module_& m) {
   });
 
   m.def("make_ref", [](const py::bytes& id, const std::string& socket, const py::bytes& worker,
-                       const py::bytes& node) {
+                       const py::bytes& node, const std::string& node_address) {
     std::string bin(id);
     if (!ObjectId::IsValidBinary(bin)) throw InvalidArgumentError("not an object id");
     return internal::MakeRef(
         ObjectId::FromBinary(bin),
-        internal::OwnerAddress{socket, std::string(worker), std::string(node)});
+        internal::OwnerAddress{socket, std::string(worker), std::string(node), node_address});
   });
 
   // The encoded values of `refs` (bytes), in order; raises the first error.

@@ -128,6 +128,51 @@ def test_nodes_of_a_two_node_cluster_have_rays_keys():
         subprocess.run(["rm", "-rf", root])
 
 
+@pytest.mark.skipif(not TOOL, reason="PRISM_TOOL (the prism tool of the build) is not set")
+def test_a_ref_owned_on_one_node_is_read_by_a_driver_on_another():
+    # The owner runs on node B; the borrower, on the head, reaches it through the nodes' relays.
+    root = tempfile.mkdtemp(prefix="prism-py-", dir="/tmp")
+    env = dict(os.environ, PRISM_TMPDIR=root)
+    head = subprocess.run([TOOL, "start", "--head", "--port", "0", "--node-ip", "127.0.0.1", "--num-cpus", "1"],
+                          env=env, check=True, capture_output=True, text=True).stdout
+    address = re.search(r"cluster address: (\S+)", head).group(1)
+    joined = subprocess.run([TOOL, "start", "--address", address, "--node-ip", "127.0.0.1", "--num-cpus", "1"],
+                            env=env, check=True, capture_output=True, text=True).stdout
+    node_b = re.search(r"session: (\S+)", joined).group(1)
+    ref_file = os.path.join(root, "ref.pkl")
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import pickle, sys
+        import prism as ray
+        ray.init(address={node_b!r})
+        ref = ray.put({{"from": "node B", "values": list(range(5))}})
+        with open({ref_file!r} + ".tmp", "wb") as f:
+            f.write(pickle.dumps(ref))
+        import os
+        os.rename({ref_file!r} + ".tmp", {ref_file!r})
+        sys.stdin.read()  # lives until the test is done
+    """)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            if os.path.exists(ref_file) or owner.poll() is not None:
+                break
+            import time
+            time.sleep(0.05)
+        assert os.path.exists(ref_file), owner.communicate(timeout=10)
+        out = run_driver(f"""
+            import pickle
+            import prism as ray
+            ray.init(address="auto")
+            ref = pickle.loads(open({ref_file!r}, "rb").read())
+            print(ray.get(ref, timeout=10))
+        """, env)
+        assert out.strip().splitlines()[-1] == "{'from': 'node B', 'values': [0, 1, 2, 3, 4]}", out
+    finally:
+        owner.stdin.close()
+        owner.wait(timeout=30)
+        subprocess.run([TOOL, "stop"], env=env, capture_output=True)
+        subprocess.run(["rm", "-rf", root])
+
+
 def test_worker_output_reaches_the_driver_with_its_prefix():
     out = run_driver("""
         import prism as ray

@@ -47,7 +47,7 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
         prism::internal::tl_nested_refs->push_back(ref.handle());
       }
       const auto& owner = ref.handle()->owner();
-      o.pack_array(4);
+      o.pack_array(5);
       std::string id = ref.id().Binary();
       o.pack_bin(static_cast<uint32_t>(id.size()));
       o.pack_bin_body(id.data(), static_cast<uint32_t>(id.size()));
@@ -56,13 +56,14 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
       o.pack_bin_body(owner.worker_id.data(), static_cast<uint32_t>(owner.worker_id.size()));
       o.pack_bin(static_cast<uint32_t>(owner.node_id.size()));
       o.pack_bin_body(owner.node_id.data(), static_cast<uint32_t>(owner.node_id.size()));
+      o.pack(owner.node_address);
       return o;
     }
   };
   template <typename T>
   struct convert<prism::ObjectRef<T>> {
     const msgpack::object& operator()(const msgpack::object& o, prism::ObjectRef<T>& ref) const {
-      if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 5) throw msgpack::type_error();
       const msgpack::object* a = o.via.array.ptr;
       auto bin = [](const msgpack::object& x) {
         if (x.type != msgpack::type::BIN) throw msgpack::type_error();
@@ -70,7 +71,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
       };
       std::string id = bin(a[0]);
       if (!prism::ObjectId::IsValidBinary(id)) throw msgpack::type_error();
-      prism::internal::OwnerAddress owner{a[1].as<std::string>(), bin(a[2]), bin(a[3])};
+      prism::internal::OwnerAddress owner{a[1].as<std::string>(), bin(a[2]), bin(a[3]),
+                                          a[4].as<std::string>()};
       ref = prism::ObjectRef<T>(
           prism::internal::MakeRef(prism::ObjectId::FromBinary(id), std::move(owner)));
       return o;

@@ -15,8 +15,9 @@ namespace prism::internal {
 /// Where an object's owner (the core worker that created it) listens.
 struct OwnerAddress {
   std::string socket_path;
-  std::string worker_id;  // binary WorkerId
-  std::string node_id;    // binary NodeId
+  std::string worker_id;     // binary WorkerId
+  std::string node_id;       // binary NodeId
+  std::string node_address;  // the node's cluster port ("IP:PORT"); empty on a single node
 };
 
 /// One live reference to an object. ObjectRef<T> copies share one handle; the runtime counts
