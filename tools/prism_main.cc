@@ -412,9 +412,39 @@ void PrintNodes(const std::string& cluster,
   }
 }
 
+// The cluster's nodes as JSON (`prism status --json`): one object per node.
+void PrintNodesJson(const std::string& cluster,
+                    const google::protobuf::RepeatedPtrField<prism::rpc::NodeInfo>& nodes) {
+  nlohmann::json out;
+  out["cluster_address"] = cluster;
+  out["nodes"] = nlohmann::json::array();
+  for (const auto& n : nodes) {
+    nlohmann::json j;
+    j["node_id"] = prism::NodeId::FromBinary(n.node_id()).Hex();
+    j["alive"] = n.state() == prism::rpc::NODE_ALIVE;
+    j["is_head"] = n.is_head();
+    j["ip"] = n.ip();
+    j["port"] = n.port();
+    j["hostname"] = n.hostname();
+    j["pid"] = n.pid();
+    j["session_dir"] = n.session_dir();
+    j["death_cause"] = n.death_cause();
+    j["labels"] = nlohmann::json::object();
+    for (const auto& [k, v] : n.labels()) j["labels"][k] = v;
+    j["resources"] = nlohmann::json::object();
+    for (const auto& r : n.total()) j["resources"][r.name()] = Units(r.milli());
+    j["available"] = nlohmann::json::object();
+    for (const auto& r : n.available()) j["available"][r.name()] = Units(r.milli());
+    j["object_store_capacity"] = n.object_store_capacity();
+    j["object_store_used"] = n.object_store_used();
+    out["nodes"].push_back(std::move(j));
+  }
+  std::cout << out.dump(2) << "\n";
+}
+
 // `prism status --address IP:PORT`: the cluster's nodes, from its head.
 int RemoteStatus(const prism::rpc::HostPort& head, const std::string& token_flag,
-                 const std::string& token_file) {
+                 const std::string& token_file, bool json) {
   auto token = ResolveToken(token_flag, token_file, head.ToString());
   if (!token.ok()) {
     std::cerr << "prism status: " << token.status().message() << "\n";
@@ -427,14 +457,19 @@ int RemoteStatus(const prism::rpc::HostPort& head, const std::string& token_flag
     std::cerr << "prism status: " << st.message() << "\n";
     return 1;
   }
-  PrintNodes(head.ToString(), reply.nodes());
+  if (json) {
+    PrintNodesJson(head.ToString(), reply.nodes());
+  } else {
+    PrintNodes(head.ToString(), reply.nodes());
+  }
   return 0;
 }
 
-int Status(const std::string& address, const std::string& token, const std::string& token_file) {
+int Status(const std::string& address, const std::string& token, const std::string& token_file,
+           bool json) {
   if (auto head = prism::rpc::ParseHostPort(address);
       head.ok() && !std::filesystem::is_directory(address)) {
-    return RemoteStatus(*head, token, token_file);
+    return RemoteStatus(*head, token, token_file, json);
   }
   prism::SessionInfo session;
   auto c = ConnectClient(address, &session);
@@ -451,6 +486,10 @@ int Status(const std::string& address, const std::string& token, const std::stri
     return 1;
   }
   const auto& s = reply->status_reply();
+  if (json) {
+    PrintNodesJson(s.cluster_address(), s.nodes());
+    return 0;
+  }
   std::printf("node %s (pid %d)\n  session %s\n",
               prism::NodeId::FromBinary(s.node_id()).Hex().c_str(), s.pid(), session.dir.c_str());
   std::printf("  %-16s %10s %10s %10s\n", "resource", "total", "used", "free");
@@ -662,6 +701,8 @@ int main(int argc, char** argv) {
                  "auto, a session folder, or a head's IP:PORT (lists the cluster's nodes)");
   st->add_option("--token", token, "the cluster token (for --address IP:PORT)");
   st->add_option("--token-file", token_file, "read the cluster token from this file");
+  bool json = false;
+  st->add_flag("--json", json, "print the cluster's nodes as JSON (and nothing else)");
   auto* sp = app.add_subcommand("stop", "stop this machine's nodes (or the one of --address)");
   sp->add_option("--address", address, "a session folder, or auto (every node of this machine)");
   std::vector<std::string> code_search_path;
@@ -692,7 +733,7 @@ int main(int argc, char** argv) {
     if (!start.address.empty()) start.head = false;
     return Start(start);
   }
-  if (st->parsed()) return Status(address, token, token_file);
+  if (st->parsed()) return Status(address, token, token_file, json);
   if (sp->parsed()) return Stop(address);
   return 0;
 }

@@ -408,6 +408,8 @@ std::vector<int> GetGpuIds() {
 
 namespace internal {
 
+std::string ToolPath() { return DaemonBinary(); }
+
 RefHandle::~RefHandle() {
   if (generation_ != g_generation.load(std::memory_order_relaxed)) return;
   auto core = Core();

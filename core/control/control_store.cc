@@ -5,7 +5,8 @@
 namespace prism {
 
 JobId ControlStore::AddJob(pid_t driver_pid) {
-  JobId id = JobIdFromInt(next_job_++);
+  JobId id = JobIdFromInt((node_index_ << 16) | next_job_);
+  next_job_ = next_job_ >= 0xffff ? 1 : next_job_ + 1;
   jobs_[id] = JobRecord{id, driver_pid, std::chrono::system_clock::now(), true};
   return id;
 }

@@ -24,11 +24,14 @@ struct JobRecord {
 /// Event-loop thread only.
 class ControlStore {
  public:
+  /// A cluster-unique job id: the node's index in its high 16 bits, a count in the low 16.
   JobId AddJob(pid_t driver_pid);
+  void set_node_index(uint32_t index) { node_index_ = index & 0xffff; }
   void FinishJob(const JobId& job);
   size_t alive_jobs() const;
 
  private:
+  uint32_t node_index_ = 0;
   uint32_t next_job_ = 1;
   std::map<JobId, JobRecord> jobs_;
 };

@@ -105,7 +105,10 @@ Status NodeTable::Register(const rpc::RegisterNodeRequest& req, rpc::RegisterNod
   PRISM_LOG_INFO("node {} joined from {}:{} ({}{})", id.Hex(), e.info.ip(), e.info.port(),
                  e.info.hostname(), e.info.is_head() ? ", the head" : "");
   nodes_[id] = std::move(e);
+  const uint32_t index = next_index_;
+  next_index_ = next_index_ >= 0xffff ? 1 : next_index_ + 1;
   if (reply != nullptr) {
+    reply->set_node_index(index);
     reply->set_heartbeat_period_ms(options_.heartbeat_period.count());
     reply->set_node_dead_after_ms(options_.dead_after.count());
     for (const auto& [nid, n] : nodes_) {

@@ -79,6 +79,7 @@ class NodeTable final : public Membership {
   std::map<NodeId, Entry> nodes_ PRISM_GUARDED_BY(mu_);
   std::deque<NodeId> dead_order_ PRISM_GUARDED_BY(mu_);  // oldest first, to forget
   uint64_t next_order_ PRISM_GUARDED_BY(mu_) = 0;
+  uint32_t next_index_ PRISM_GUARDED_BY(mu_) = 1;  // node indexes, 1..65535, then round again
 };
 
 /// Checks a node's entry as it asks to join: its id, address, resources and labels.

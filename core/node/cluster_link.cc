@@ -26,6 +26,7 @@ Status ClusterLink::Join() {
   {
     MutexLock lock(mu_);
     joined_ = true;
+    node_index_ = reply.node_index();
     if (reply.heartbeat_period_ms() > 0) {
       period_ = std::chrono::milliseconds(reply.heartbeat_period_ms());
     }

@@ -38,6 +38,8 @@ class ClusterLink {
   /// Leaves the cluster (best effort, once) and stops reporting. Idempotent.
   void Leave(const std::string& reason);
   std::chrono::milliseconds period() const { return period_; }
+  /// The node's number in the cluster (from the head, at Join).
+  uint32_t node_index() const { return node_index_; }
 
  private:
   void Report();
@@ -46,6 +48,7 @@ class ClusterLink {
   const rpc::NodeInfo self_;
   std::function<void(const std::string&)> on_fenced_;
   std::chrono::milliseconds period_{500};
+  uint32_t node_index_ = 0;
   mutable Mutex mu_;
   std::condition_variable cv_;
   bool joined_ PRISM_GUARDED_BY(mu_) = false;

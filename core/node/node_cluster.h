@@ -80,6 +80,8 @@ class NodeCluster {
   bool is_head() const { return config_.head_address.empty(); }
   /// "IP:PORT" of the head's control service; empty for an embedded single node.
   std::string address() const;
+  /// The node's number in the cluster (1..65535), from the head.
+  uint32_t node_index() const { return link_ ? link_->node_index() : 0; }
   /// This node's own cluster address ("IP:PORT"); empty without a port.
   std::string node_address() const;
   /// The port this node listens on (0: none).

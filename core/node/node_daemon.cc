@@ -110,6 +110,7 @@ Status NodeDaemon::Start() {
   if (!cluster_->address().empty()) {
     PRISM_RETURN_IF_ERROR(WriteSessionClusterAddress(config_.session_dir, cluster_->address()));
   }
+  control_.set_node_index(cluster_->node_index());
   leases_.set_node_address(cluster_->node_address());
   actors_.set_node_address(cluster_->node_address());
   WatchSignals();

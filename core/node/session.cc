@@ -92,6 +92,16 @@ bool DaemonRuns(const std::string& dir) {
 
 }  // namespace
 
+bool LooksLikeClusterAddress(const std::string& address) {
+  if (address.empty() || address.find('/') != std::string::npos) return false;
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return false;
+  for (size_t i = colon + 1; i < address.size(); ++i) {
+    if (address[i] < '0' || address[i] > '9') return false;
+  }
+  return true;
+}
+
 bool HasCurrentSession() {
   auto dir = ReadFile(SessionRoot() + "/current");
   return dir.ok() && DaemonRuns(*dir);
@@ -142,6 +152,18 @@ Result<SessionInfo> ResolveSession(const std::string& address) {
           "no running prism daemon was found (start one with `prism start --head`)");
     }
     info.dir = *dir;
+  } else if (LooksLikeClusterAddress(address)) {
+    // A cluster's address: this machine's node of that cluster (the head, if it runs here).
+    std::vector<SessionInfo> of_cluster;
+    for (auto& s : LocalSessions()) {
+      if (SessionClusterAddress(s.dir) == address) of_cluster.push_back(std::move(s));
+    }
+    if (of_cluster.empty()) {
+      return Status::NotFound("no node of the cluster at " + address +
+                              " runs on this machine (join one with `prism start --address " +
+                              address + "`)");
+    }
+    return of_cluster.back();  // the current session last: the head where it runs here
   } else {
     info.dir = address;
   }

@@ -36,7 +36,10 @@ Status WriteSessionClusterAddress(const std::string& dir, const std::string& add
 Result<std::string> LocalClusterToken(const std::string& address);
 /// Removes the "current" pointer if it names `dir`.
 void UnpublishSession(const std::string& dir);
-/// "auto" (or empty): the session of the running standalone daemon; otherwise a session folder.
+/// Whether `address` is a cluster's "IP:PORT" (rather than a session folder).
+bool LooksLikeClusterAddress(const std::string& address);
+/// "auto" (or empty): the session of the running standalone daemon; a cluster's "IP:PORT": this
+/// machine's node of that cluster; otherwise a session folder.
 Result<SessionInfo> ResolveSession(const std::string& address);
 
 }  // namespace prism

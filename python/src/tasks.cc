@@ -431,6 +431,7 @@ void BindTasks(py::module_& m) {
   // In an actor's process, as it is created: the name its output lines carry.
   m.def("set_actor_label",
         [](const std::string& label) { CurrentRuntime()->SetActorLabel(label); });
+  m.def("tool_path", [] { return internal::ToolPath(); });
   m.def("nodes", [] {
     std::vector<NodeInfo> nodes;
     {

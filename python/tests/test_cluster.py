@@ -146,7 +146,7 @@ def test_a_ref_owned_on_one_node_is_read_by_a_driver_on_another():
         ray.init(address={node_b!r})
         ref = ray.put({{"from": "node B", "values": list(range(5))}})
         with open({ref_file!r} + ".tmp", "wb") as f:
-            f.write(pickle.dumps(ref))
+            f.write(pickle.dumps((ref, ray.get_runtime_context().get_job_id())))
         import os
         os.rename({ref_file!r} + ".tmp", {ref_file!r})
         sys.stdin.read()  # lives until the test is done
@@ -162,10 +162,12 @@ def test_a_ref_owned_on_one_node_is_read_by_a_driver_on_another():
             import pickle
             import prism as ray
             ray.init(address="auto")
-            ref = pickle.loads(open({ref_file!r}, "rb").read())
+            ref, owner_job = pickle.loads(open({ref_file!r}, "rb").read())
+            # Drivers on different nodes get different job ids (so their objects' ids differ).
+            print(owner_job != ray.get_runtime_context().get_job_id())
             print(ray.get(ref, timeout=10))
         """, env)
-        assert out.strip().splitlines()[-1] == "{'from': 'node B', 'values': [0, 1, 2, 3, 4]}", out
+        assert out.strip().splitlines()[-2:] == ["True", "{'from': 'node B', 'values': [0, 1, 2, 3, 4]}"], out
     finally:
         owner.stdin.close()
         owner.wait(timeout=30)

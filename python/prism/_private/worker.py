@@ -103,7 +103,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
          timeline=False, worker_launch_prefix=None, namespace=None, runtime_env=None, log_to_driver=True,
          logging_level=None, logging_format=None, configure_logging=True, local_mode=False, labels=None,
          _object_store_prefault=False, **kwargs):
-    """Starts an embedded cluster (or joins one: ``address="auto"`` or a session folder) and
+    """Starts an embedded cluster (or joins one: ``address="auto"``, a cluster's ``"IP:PORT"``,
+    which takes this machine's node of that cluster, or a session folder) and
     returns a RayContext. Ray's arguments: ``namespace`` (named actors are found only in their
     namespace; by default each job gets an anonymous one), ``runtime_env`` (``env_vars`` and
     ``working_dir``, for every task and actor of the job), ``log_to_driver``,
@@ -128,7 +129,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             raise RuntimeError("prism.init() was already called (maybe by a first API call, which starts a "
                                "cluster by itself); call prism.shutdown() first, or pass ignore_reinit_error=True")
         if address is not None and not isinstance(address, str):
-            raise TypeError("address must be a string: 'local', 'auto' or a session folder")
+            raise TypeError("address must be a string: 'local', 'auto', a cluster's 'IP:PORT' or a session folder")
         if address is None:
             address = os.environ.get("PRISM_ADDRESS") or None
         if namespace is not None and (not isinstance(namespace, str) or not namespace or "\0" in namespace):
@@ -167,21 +168,24 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             _prism.shutdown()
             _job_config = None
             raise
-        _context = RayContext(_address_info(node, ids))
+        _context = RayContext(_address_info(node, ids, call(_prism.nodes)))
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
         return _context
 
 
-def _address_info(node, ids):
-    ip = node_ip_address()
+def _address_info(node, ids, nodes):
+    ip = _node_ip(node)
     session = node["SessionDir"]
+    # A cluster's address is its head's cluster port; an embedded single node has none: its folder.
+    heads = [n for n in nodes if n["IsHead"] and n["Port"]]
+    cluster = f"{heads[0]['Address']}:{heads[0]['Port']}" if heads else session
     return {
         "node_ip_address": ip,
         "raylet_ip_address": ip,
-        "address": session,
-        "gcs_address": session,
+        "address": cluster,
+        "gcs_address": cluster,
         "session_dir": session,
         "raylet_socket_name": os.path.join(session, "daemon.sock"),
         "object_store_address": os.path.join(session, "daemon.sock"),

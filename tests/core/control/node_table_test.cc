@@ -61,8 +61,10 @@ TEST_F(NodeTableTest, NodesJoinInOrderAndTheReplyCarriesTheHeadsSettings) {
   EXPECT_EQ(reply.heartbeat_period_ms(), 100);
   EXPECT_EQ(reply.node_dead_after_ms(), 1000);
   EXPECT_EQ(reply.head_node_id(), a.Binary());
+  EXPECT_EQ(reply.node_index(), 1u);  // job ids' high bits: one number per node
   ASSERT_TRUE(table_.Register(Join(b, 7000, 4), &reply).ok());
   EXPECT_EQ(reply.head_node_id(), a.Binary());
+  EXPECT_EQ(reply.node_index(), 2u);
   auto nodes = table_.Nodes();
   ASSERT_EQ(nodes.size(), 2u);
   EXPECT_EQ(nodes[0].node_id(), a.Binary());

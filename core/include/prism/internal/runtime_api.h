@@ -12,6 +12,9 @@
 
 namespace prism::internal {
 
+/// The prism tool next to this library (or $PRISM_DAEMON_BIN): what starts node daemons.
+std::string ToolPath();
+
 /// Where an object's owner (the core worker that created it) listens.
 struct OwnerAddress {
   std::string socket_path;

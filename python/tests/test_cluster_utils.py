@@ -1,0 +1,76 @@
+"""prism.cluster_utils.Cluster (Ray's ray.cluster_utils.Cluster): nodes on this machine, joined,
+listed, removed gracefully or killed, and nothing left behind."""
+
+import os
+import time
+
+import pytest
+
+import prism
+from prism.cluster_utils import Cluster
+
+pytestmark = pytest.mark.skipif(not os.environ.get("PRISM_TOOL"), reason="PRISM_TOOL is not set")
+
+
+def wait_until(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_three_node_cluster_joins_lists_and_loses_nodes():
+    saved = os.environ.get("PRISM_TMPDIR")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "labels": {"zone": "a"},
+                                                            "heartbeat_ms": 100, "node_dead_after_ms": 800})
+    try:
+        b = cluster.add_node(num_cpus=2, resources={"ssd": 1}, labels={"zone": "b"})
+        c = cluster.add_node(num_cpus=1, object_store_memory=64 << 20)
+        cluster.wait_for_nodes()
+        assert cluster.address == cluster.head_node.address
+        assert [n.is_head for n in cluster.list_all_nodes()] == [True, False, False]
+
+        prism.init(address=cluster.address)
+        nodes = prism.nodes()
+        assert len(nodes) == 3 and all(n["Alive"] for n in nodes)
+        by_id = {n["NodeID"]: n for n in nodes}
+        assert by_id[b.node_id]["Labels"] == {"zone": "b"}
+        assert by_id[b.node_id]["Resources"]["ssd"] == 1.0
+        assert by_id[b.node_id]["NodeManagerPort"] == b.node_manager_port
+        assert by_id[cluster.head_node.node_id]["Labels"] == {"zone": "a"}
+        assert prism.cluster_resources()["CPU"] == 4.0
+
+        # A graceful removal: the node leaves at once, with why.
+        cluster.remove_node(b)
+        assert not b.alive()
+        gone = {n["NodeID"]: n for n in prism.nodes()}[b.node_id]
+        assert gone["Alive"] is False and "stopped" in gone["DeathReason"]
+        # A killed node: dead once silent for 800 ms.
+        cluster.remove_node(c, allow_graceful=False)
+        assert wait_until(lambda: not {n["NodeID"]: n for n in prism.nodes()}[c.node_id]["Alive"])
+        cause = {n["NodeID"]: n for n in prism.nodes()}[c.node_id]["DeathReason"]
+        assert "not heard from" in cause, cause
+        assert prism.cluster_resources()["CPU"] == 1.0
+        prism.shutdown()
+    finally:
+        head = cluster.head_node
+        cluster.shutdown()
+    assert head is not None and not head.alive()
+    assert os.environ.get("PRISM_TMPDIR") == saved
+
+
+def test_bad_node_arguments_are_refused():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        with pytest.raises(TypeError, match="unknown argument"):
+            cluster.add_node(num_cpu=1)
+        with pytest.raises(RuntimeError, match="did not start"):
+            cluster.add_node(resources={"GPU": 1})  # GPUs come from num_gpus
+        assert cluster.worker_nodes == set()
+        assert [n["alive"] for n in cluster.nodes()] == [True]
+    finally:
+        cluster.shutdown()
+    with pytest.raises(ValueError):
+        Cluster(connect=True)
