@@ -2,6 +2,7 @@
 // the token, prism::Nodes() and `prism status` across them, a node killed and declared dead, a
 // wrong token refused, and `prism stop` ending every node of the machine.
 #include <gtest/gtest.h>
+#include <prism/cluster_utils.h>
 #include <prism/prism.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -145,6 +146,57 @@ TEST(ClusterTest, NodesJoinAreListedDieAndStop) {
   EXPECT_TRUE(prism::LocalSessions().empty());
   std::error_code ec;
   fs::remove_all(root, ec);
+}
+
+TEST(ClusterTest, TheClusterHelperStartsListsRemovesAndStopsNodes) {
+  const char* before = std::getenv("PRISM_TMPDIR");
+  std::string saved = before == nullptr ? "" : before;
+  std::vector<int> pids;
+  {
+    prism::cluster_utils::Cluster cluster(
+        {.num_cpus = 1, .labels = {{"zone", "a"}}, .heartbeat_ms = 100, .node_dead_after_ms = 800});
+    auto b = cluster.AddNode({.num_cpus = 2, .resources = {{"ssd", 1}}, .labels = {{"zone", "b"}}});
+    auto c = cluster.AddNode({.num_cpus = 1, .labels = {{"zone", "c"}}});
+    cluster.WaitForNodes();
+    pids = {cluster.head().pid, b.pid, c.pid};
+    EXPECT_TRUE(cluster.head().is_head);
+    EXPECT_FALSE(b.is_head);
+    EXPECT_NE(b.address, cluster.address());
+
+    prism::Init({.address = cluster.address()});
+    EXPECT_EQ(prism::Get(prism::Task(Twice).Remote(4)), 8);
+    auto nodes = prism::Nodes();
+    ASSERT_EQ(nodes.size(), 3u);
+    EXPECT_EQ(nodes[0].node_id, cluster.head().node_id);
+    ASSERT_NE(FindByLabel(nodes, "b"), nullptr);
+    EXPECT_EQ(FindByLabel(nodes, "b")->resources.at("ssd"), 1.0);
+    EXPECT_EQ(prism::ClusterResources().at("CPU"), 4.0);
+
+    cluster.RemoveNode(b);  // gracefully: it leaves at once
+    EXPECT_FALSE(b.Alive());
+    auto listed = cluster.Nodes();
+    ASSERT_EQ(listed.size(), 3u);
+    const prism::NodeInfo* gone = FindByLabel(listed, "b");
+    ASSERT_NE(gone, nullptr);
+    EXPECT_FALSE(gone->alive);
+    cluster.RemoveNode(c, /*allow_graceful=*/false);  // killed: dead once silent for 800 ms
+    bool dead = false;
+    for (int i = 0; i < 100 && !dead; ++i) {
+      const prism::NodeInfo* n = FindByLabel(cluster.Nodes(), "c");
+      dead = n != nullptr && !n->alive;
+      if (!dead) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(dead);
+    prism::Shutdown();
+  }
+  // Nothing left: the daemons are gone and the environment is as it was.
+  for (int pid : pids) {
+    prism::cluster_utils::ClusterNode n;
+    n.pid = pid;
+    EXPECT_FALSE(n.Alive()) << pid;
+  }
+  const char* after = std::getenv("PRISM_TMPDIR");
+  EXPECT_EQ(after == nullptr ? "" : std::string(after), saved);
 }
 
 }  // namespace
