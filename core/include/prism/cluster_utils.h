@@ -5,13 +5,13 @@
 // prism::Init({.address = cluster.address()}) finds the head.
 #pragma once
 
+#include <prism/options.h>
+
 #include <chrono>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <prism/options.h>
 
 namespace prism::cluster_utils {
 
