@@ -2,7 +2,7 @@
 # Installs the Debian packages prism builds with, if any is missing. Needs root (or sudo).
 set -euo pipefail
 packages=(
-  cmake ninja-build g++ ccache pkg-config clang clang-format
+  cmake ninja-build g++ ccache pkg-config clang clang-format iproute2
   libprotobuf-dev protobuf-compiler libabsl-dev libgrpc++-dev protobuf-compiler-grpc
   libasio-dev libmsgpack-cxx-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libdlpack-dev libgloo-dev
   libgtest-dev libgmock-dev
