@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -197,6 +198,32 @@ TEST(ClusterTest, TheClusterHelperStartsListsRemovesAndStopsNodes) {
   }
   const char* after = std::getenv("PRISM_TMPDIR");
   EXPECT_EQ(after == nullptr ? "" : std::string(after), saved);
+}
+
+TEST(ClusterTest, ANodeDeclaredDeadThatComesBackIsFencedAndStops) {
+  prism::cluster_utils::Cluster cluster({.heartbeat_ms = 100, .node_dead_after_ms = 500});
+  auto b = cluster.AddNode({.labels = {{"zone", "b"}}});
+  // Frozen past the deadline: the head declares it dead.
+  ASSERT_EQ(kill(b.pid, SIGSTOP), 0);
+  bool dead = false;
+  for (int i = 0; i < 100 && !dead; ++i) {
+    const prism::NodeInfo* n = FindByLabel(cluster.Nodes(), "b");
+    dead = n != nullptr && !n->alive;
+    if (!dead) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(dead);
+  // Thawed, it reports again, hears that it is dead, and stops rather than run on unseen.
+  ASSERT_EQ(kill(b.pid, SIGCONT), 0);
+  for (int i = 0; i < 300 && b.Alive(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(b.Alive());
+  std::ifstream log(b.session_dir + "/daemon.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("holds this node as dead"), std::string::npos) << text;
+  // It is not counted again: still one dead entry for it, and the head alone alive.
+  auto nodes = cluster.Nodes();
+  EXPECT_EQ(std::count_if(nodes.begin(), nodes.end(), [](const auto& n) { return n.alive; }), 1);
 }
 
 }  // namespace
