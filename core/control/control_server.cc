@@ -42,6 +42,36 @@ grpc::ServerUnaryReactor* ControlServer::UnregisterNode(grpc::CallbackServerCont
   return Answer(ctx, [&] { return table_.Unregister(*req); });
 }
 
+grpc::ServerUnaryReactor* ControlServer::RegisterJob(grpc::CallbackServerContext* ctx,
+                                                     const rpc::JobInfo* req, rpc::JobReply*) {
+  return Answer(ctx, [&] { return jobs_.RegisterJob(*req); });
+}
+
+grpc::ServerUnaryReactor* ControlServer::FinishJob(grpc::CallbackServerContext* ctx,
+                                                   const rpc::JobRequest* req, rpc::JobReply*) {
+  return Answer(ctx, [&] {
+    if (!JobId::IsValidBinary(req->job_id())) return Status::InvalidArgument("not a job id");
+    return jobs_.FinishJob(JobId::FromBinary(req->job_id()));
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServer::GetJob(grpc::CallbackServerContext* ctx,
+                                                const rpc::JobRequest* req, rpc::JobInfo* reply) {
+  return Answer(ctx, [&] {
+    if (!JobId::IsValidBinary(req->job_id())) return Status::InvalidArgument("not a job id");
+    auto job = jobs_.GetJob(JobId::FromBinary(req->job_id()));
+    if (!job.ok()) return job.status();
+    *reply = std::move(*job);
+    return Status::OK();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServer::ListJobs(grpc::CallbackServerContext* ctx,
+                                                  const rpc::ListJobsRequest*,
+                                                  rpc::ListJobsReply* reply) {
+  return Answer(ctx, [&] { return jobs_.ListJobs(reply); });
+}
+
 RemoteControl::RemoteControl(const std::string& target, const std::string& token,
                              std::chrono::milliseconds timeout)
     : timeout_(timeout), channel_(target, token) {}
@@ -89,6 +119,36 @@ Status RemoteControl::ListNodes(rpc::ListNodesReply* reply) {
   return Invoke(
       timeout_, false, "asking the head at " + channel_.target() + " for its nodes",
       [&](auto& stub, auto& ctx) { return stub.ListNodes(&ctx, rpc::ListNodesRequest(), reply); });
+}
+
+Status RemoteControl::RegisterJob(const rpc::JobInfo& job) {
+  rpc::JobReply reply;
+  return Invoke(timeout_, false, "registering a job with the head at " + channel_.target(),
+                [&](auto& stub, auto& ctx) { return stub.RegisterJob(&ctx, job, &reply); });
+}
+
+Status RemoteControl::FinishJob(const JobId& id) {
+  rpc::JobRequest req;
+  req.set_job_id(id.Binary());
+  rpc::JobReply reply;
+  return Invoke(timeout_, false, "finishing a job at the head at " + channel_.target(),
+                [&](auto& stub, auto& ctx) { return stub.FinishJob(&ctx, req, &reply); });
+}
+
+Result<rpc::JobInfo> RemoteControl::GetJob(const JobId& id) {
+  rpc::JobRequest req;
+  req.set_job_id(id.Binary());
+  rpc::JobInfo job;
+  PRISM_RETURN_IF_ERROR(
+      Invoke(timeout_, false, "asking the head at " + channel_.target() + " for a job",
+             [&](auto& stub, auto& ctx) { return stub.GetJob(&ctx, req, &job); }));
+  return job;
+}
+
+Status RemoteControl::ListJobs(rpc::ListJobsReply* reply) {
+  return Invoke(
+      timeout_, false, "asking the head at " + channel_.target() + " for its jobs",
+      [&](auto& stub, auto& ctx) { return stub.ListJobs(&ctx, rpc::ListJobsRequest(), reply); });
 }
 
 }  // namespace prism

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cluster.grpc.pb.h"
+#include "control/job_table.h"
 #include "control/node_table.h"
 #include "rpc/grpc_channel.h"
 
@@ -15,7 +16,7 @@ namespace prism {
 
 class ControlServer final : public rpc::ControlService::CallbackService {
  public:
-  explicit ControlServer(Membership& table) : table_(table) {}
+  ControlServer(Membership& table, JobDirectory& jobs) : table_(table), jobs_(jobs) {}
 
   grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* ctx,
                                          const rpc::RegisterNodeRequest* req,
@@ -29,15 +30,25 @@ class ControlServer final : public rpc::ControlService::CallbackService {
   grpc::ServerUnaryReactor* UnregisterNode(grpc::CallbackServerContext* ctx,
                                            const rpc::UnregisterNodeRequest* req,
                                            rpc::UnregisterNodeReply* reply) override;
+  grpc::ServerUnaryReactor* RegisterJob(grpc::CallbackServerContext* ctx, const rpc::JobInfo* req,
+                                        rpc::JobReply* reply) override;
+  grpc::ServerUnaryReactor* FinishJob(grpc::CallbackServerContext* ctx, const rpc::JobRequest* req,
+                                      rpc::JobReply* reply) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const rpc::JobRequest* req,
+                                   rpc::JobInfo* reply) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const rpc::ListJobsRequest* req,
+                                     rpc::ListJobsReply* reply) override;
 
  private:
   Membership& table_;
+  JobDirectory& jobs_;
 };
 
 /// The control service of a head at "ip:port", as a node (or a tool) calls it. Each call waits
 /// at most `timeout` (joining three times that, for a head that is still starting; leaving at
 /// most a second).
-class RemoteControl final : public Membership {
+class RemoteControl final : public Membership, public JobDirectory {
  public:
   RemoteControl(const std::string& target, const std::string& token,
                 std::chrono::milliseconds timeout);
@@ -46,6 +57,10 @@ class RemoteControl final : public Membership {
   Status Heartbeat(const rpc::HeartbeatRequest& req, rpc::HeartbeatReply* reply) override;
   Status Unregister(const rpc::UnregisterNodeRequest& req) override;
   Status ListNodes(rpc::ListNodesReply* reply) override;
+  Status RegisterJob(const rpc::JobInfo& job) override;
+  Status FinishJob(const JobId& id) override;
+  Result<rpc::JobInfo> GetJob(const JobId& id) override;
+  Status ListJobs(rpc::ListJobsReply* reply) override;
 
  private:
   /// One call on the head's channel: connects first if need be; a broken connection is dropped

@@ -34,12 +34,22 @@ Status ClusterLink::Join() {
   Report();  // the first view, before the node takes work
   thread_ = std::thread([this] {
     UniqueLock lock(mu_);
+    auto next = std::chrono::steady_clock::now() + period_;
     while (!leaving_) {
-      cv_.wait_for(lock, period_, [&]() PRISM_REQUIRES(mu_) { return leaving_; });
+      cv_.wait_until(lock, next, [&]() PRISM_REQUIRES(mu_) { return leaving_ || !tasks_.empty(); });
       if (leaving_) break;
+      while (!tasks_.empty() && !leaving_) {
+        auto task = std::move(tasks_.front());
+        tasks_.pop_front();
+        lock.unlock();
+        task();
+        lock.lock();
+      }
+      if (leaving_ || std::chrono::steady_clock::now() < next) continue;
       lock.unlock();
       Report();
       lock.lock();
+      next = std::chrono::steady_clock::now() + period_;
     }
   });
   return Status::OK();
@@ -82,6 +92,15 @@ void ClusterLink::SetAvailable(
 std::vector<rpc::NodeInfo> ClusterLink::Nodes() const {
   MutexLock lock(mu_);
   return nodes_;
+}
+
+void ClusterLink::Post(std::function<void()> task) {
+  {
+    MutexLock lock(mu_);
+    if (leaving_) return;
+    tasks_.push_back(std::move(task));
+  }
+  cv_.notify_all();
 }
 
 void ClusterLink::Leave(const std::string& reason) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <string>
 #include <thread>
@@ -35,6 +36,9 @@ class ClusterLink {
                     uint64_t store_used);
   /// The cluster's nodes as last heard (this node alone until the first report is answered).
   std::vector<rpc::NodeInfo> Nodes() const;
+  /// Runs `task` on the link's thread, in order with the other tasks and before the next report
+  /// (calls to the control service that must not wait on the event loop). Dropped after Leave.
+  void Post(std::function<void()> task);
   /// Leaves the cluster (best effort, once) and stops reporting. Idempotent.
   void Leave(const std::string& reason);
   std::chrono::milliseconds period() const { return period_; }
@@ -56,6 +60,7 @@ class ClusterLink {
   bool head_reachable_ PRISM_GUARDED_BY(mu_) = true;
   rpc::HeartbeatRequest next_ PRISM_GUARDED_BY(mu_);
   std::vector<rpc::NodeInfo> nodes_ PRISM_GUARDED_BY(mu_);
+  std::deque<std::function<void()>> tasks_ PRISM_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

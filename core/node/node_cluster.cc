@@ -44,6 +44,7 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
     options.heartbeat_period = config_.heartbeat_period;
     options.dead_after = config_.node_dead_after;
     table_ = std::make_unique<NodeTable>(options);
+    jobs_ = std::make_unique<JobTable>();
     control = table_.get();
   } else {
     PRISM_ASSIGN_OR_RETURN(auto head, rpc::ParseHostPort(config_.head_address));
@@ -58,7 +59,7 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
     node_service_ = std::make_unique<NodeServer>(self.node_id(), relay_.get());
     builder.RegisterService(node_service_.get());
     if (table_) {
-      service_ = std::make_unique<ControlServer>(*table_);
+      service_ = std::make_unique<ControlServer>(*table_, *jobs_);
       builder.RegisterService(service_.get());
     }
     server_ = builder.BuildAndStart();
@@ -130,6 +131,31 @@ std::string NodeCluster::address() const {
   if (!is_head()) return config_.head_address;
   if (bound_port_ == 0) return "";
   return rpc::HostPort{config_.node_ip, bound_port_}.ToString();
+}
+
+void NodeCluster::ReportJob(rpc::JobInfo job) {
+  if (jobs_) {
+    Status st = jobs_->RegisterJob(job);
+    if (!st.ok()) PRISM_LOG_WARN("the job table refused a job: {}", st.ToString());
+    return;
+  }
+  if (!link_ || !remote_) return;
+  link_->Post([remote = remote_.get(), job = std::move(job)] {
+    Status st = remote->RegisterJob(job);
+    if (!st.ok()) PRISM_LOG_WARN("could not register a job with the head: {}", st.ToString());
+  });
+}
+
+void NodeCluster::ReportJobFinished(const JobId& id) {
+  if (jobs_) {
+    (void)jobs_->FinishJob(id);
+    return;
+  }
+  if (!link_ || !remote_) return;
+  link_->Post([remote = remote_.get(), id] {
+    Status st = remote->FinishJob(id);
+    if (!st.ok()) PRISM_LOG_INFO("could not tell the head a job finished: {}", st.ToString());
+  });
 }
 
 std::string NodeCluster::node_address() const {

@@ -15,6 +15,7 @@
 #include "base/status.h"
 #include "cluster.grpc.pb.h"
 #include "control/control_server.h"
+#include "control/job_table.h"
 #include "control/node_table.h"
 #include "node/cluster_link.h"
 #include "node/relay.h"
@@ -88,6 +89,10 @@ class NodeCluster {
   int port() const { return bound_port_; }
   /// The cluster's nodes as this node last heard (the head: its table).
   std::vector<rpc::NodeInfo> Nodes() const;
+  /// A driver of this node started a job / its job finished: the control service's job table
+  /// hears of it (at once on the head; from the link's thread elsewhere, never waiting here).
+  void ReportJob(rpc::JobInfo job);
+  void ReportJobFinished(const JobId& id);
 
  private:
   void Tick();
@@ -97,6 +102,7 @@ class NodeCluster {
   int bound_port_ = 0;
   FillReport fill_;
   std::unique_ptr<NodeTable> table_;        // the head's
+  std::unique_ptr<JobTable> jobs_;          // the head's
   std::unique_ptr<ControlServer> service_;  // the head's, when it has a port
   std::unique_ptr<NodeServer> node_service_;
   std::unique_ptr<RemoteControl> remote_;  // other nodes': the head's control service

@@ -368,6 +368,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       peer->worker = WorkerId::FromBinary(hello.worker_id());
       welcome->set_job_id(job.id.Binary());
       PRISM_LOG_INFO("job {} started by pid {}", JobIdToInt(job.id), pid);
+      cluster_->ReportJob(JobInfoOf(job, pid));
       workers_.AddJob(std::move(job));
       return Status::OK();
     }
@@ -676,6 +677,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
     job->ended = true;
     job->driver = nullptr;
     control_.FinishJob(id);
+    cluster_->ReportJobFinished(id);
     std::vector<WorkerId> ws;
     for (auto& [wid, w] : workers_.all()) {
       const ActorRecord* hosted = w.actor.IsNil() ? nullptr : actors_.Find(w.actor);
@@ -700,6 +702,7 @@ void NodeDaemon::FinishJob(const JobId& id) {
   PRISM_LOG_INFO("job {} finished", JobIdToInt(id));
   workers_.EraseJob(id);  // first, so that rescheduling below starts no worker for it
   control_.FinishJob(id);
+  cluster_->ReportJobFinished(id);
   std::vector<uint64_t> groups;
   for (auto& [gid, g] : groups_.all()) {
     if (g.job == id && !g.detached) groups.push_back(gid);  // (detached ones live until removed)
@@ -781,6 +784,26 @@ void NodeDaemon::SendStatus(rpc::Connection& conn, uint64_t request_id) {
     }
   }
   conn.Send(env);
+}
+
+rpc::JobInfo NodeDaemon::JobInfoOf(const Job& job, pid_t driver_pid) const {
+  rpc::JobInfo info;
+  info.set_job_id(job.id.Binary());
+  info.set_driver_node_id(node_id_.Binary());
+  info.set_driver_node_address(cluster_->node_address());
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0) info.set_hostname(host);
+  info.set_driver_pid(driver_pid);
+  info.set_executable(job.exe_path);
+  info.set_build_id(job.build_id);
+  for (const auto& a : job.argv) info.add_argv(a);
+  for (const auto& e : job.env) info.add_env(e);
+  info.set_cwd(job.cwd);
+  for (const auto& d : job.code_search_path) info.add_code_search_path(d);
+  info.set_python_executable(job.python_executable);
+  for (const auto& p : job.launch_prefix) info.add_launch_prefix(p);
+  info.set_timeline(job.timeline);
+  return info;
 }
 
 void NodeDaemon::FillReport(rpc::HeartbeatRequest* report) const {

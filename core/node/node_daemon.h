@@ -97,6 +97,8 @@ class NodeDaemon : private LeaseManager::Host {
   void OnClosed(rpc::Connection& conn, const Status& why);
   Status HandleHello(rpc::Connection& conn, const rpc::Hello& hello, rpc::Welcome* welcome);
   void SendStatus(rpc::Connection& conn, uint64_t request_id);
+  /// A job as the control service's job table holds it.
+  rpc::JobInfo JobInfoOf(const Job& job, pid_t driver_pid) const;
   /// What the node has free now, for its report to the control service.
   void FillReport(rpc::HeartbeatRequest* report) const;
   void Schedule() { leases_.Schedule(); }

@@ -13,10 +13,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <string>
 #include <thread>
 
+#include "control/control_server.h"
 #include "node/session.h"
 
 namespace fs = std::filesystem;
@@ -76,6 +78,7 @@ TEST(ClusterTest, NodesJoinAreListedDieAndStop) {
             0)
       << out;
   EXPECT_NE(out.find("joined the cluster at " + address), std::string::npos) << out;
+  std::string session_b = Match(out, "session: (\\S+)");
   out.clear();
   ASSERT_EQ(RunCommand(tool + " start --address " + address + " --labels zone=c" + common, &out), 0)
       << out;
@@ -101,6 +104,7 @@ TEST(ClusterTest, NodesJoinAreListedDieAndStop) {
   EXPECT_EQ(address, "127.0.0.1:" + std::to_string(nodes[0].port));
   const prism::NodeInfo* b = FindByLabel(nodes, "b");
   ASSERT_NE(b, nullptr);
+  const int b_port = b->port;
   EXPECT_TRUE(b->alive);
   EXPECT_FALSE(b->is_head);
   EXPECT_EQ(b->labels.at("rack"), "r1");
@@ -138,6 +142,40 @@ TEST(ClusterTest, NodesJoinAreListedDieAndStop) {
   EXPECT_NE(status.find("disk 3/3"), std::string::npos) << status;
   status.clear();
   EXPECT_NE(RunCommand(tool + " status --address " + address + " --token nope", &status), 0);
+  const pid_t me = getpid();
+  prism::Shutdown();
+
+  // The head's job table: this driver's job (on the head), finished now; then a driver on node b,
+  // whose node registers its job with the head over the network.
+  prism::RemoteControl control(address, token, std::chrono::milliseconds(5000));
+  auto job_of = [&](pid_t pid) -> std::optional<prism::rpc::JobInfo> {  // its newest job
+    prism::rpc::ListJobsReply jobs;
+    if (!control.ListJobs(&jobs).ok()) return std::nullopt;
+    std::optional<prism::rpc::JobInfo> newest;
+    for (const auto& j : jobs.jobs()) {
+      if (j.driver_pid() == pid) newest = j;
+    }
+    return newest;
+  };
+  auto first = job_of(me);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->executable(), fs::read_symlink("/proc/self/exe").string());
+  EXPECT_EQ(first->driver_node_address(), address);
+  EXPECT_EQ(first->state(), prism::rpc::JOB_FINISHED);
+  prism::Init({.address = session_b});
+  std::optional<prism::rpc::JobInfo> second;
+  for (int i = 0; i < 100; ++i) {  // registered from node b's link thread
+    second = job_of(me);
+    if (second && second->job_id() != first->job_id()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(second.has_value());
+  std::ifstream log_b(session_b + "/daemon.log");
+  std::string b_log((std::istreambuf_iterator<char>(log_b)), std::istreambuf_iterator<char>());
+  EXPECT_NE(second->job_id(), first->job_id()) << b_log;
+  EXPECT_EQ(second->state(), prism::rpc::JOB_RUNNING);
+  EXPECT_NE(second->driver_node_address(), address);
+  EXPECT_EQ(second->driver_node_address(), "127.0.0.1:" + std::to_string(b_port));
   prism::Shutdown();
 
   // `prism stop` ends every node of this machine; a node that stops leaves the cluster first.

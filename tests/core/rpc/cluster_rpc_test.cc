@@ -98,7 +98,8 @@ class ClusterRpcTest : public ::testing::Test {
   }
 
   NodeTable table_{NodeTable::Options()};
-  ControlServer service_{table_};
+  JobTable jobs_;
+  ControlServer service_{table_, jobs_};
   NodeServer node_{std::string(NodeId::kSize, 'n'), nullptr};
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<rpc::ClusterListener> listener_;
@@ -286,7 +287,7 @@ TEST_F(ClusterRpcTest, TheClientReconnectsAfterThePortComesBack) {
   EXPECT_EQ(down.code(), StatusCode::kUnavailable) << down.ToString();
   grpc::ServerBuilder builder;
   rpc::ConfigureClusterServer(builder);
-  ControlServer service(table_);
+  ControlServer service(table_, jobs_);
   builder.RegisterService(&service);
   server_ = builder.BuildAndStart();
   auto listener = rpc::ClusterListener::Start("127.0.0.1", port_, kToken, server_.get());
@@ -296,6 +297,63 @@ TEST_F(ClusterRpcTest, TheClientReconnectsAfterThePortComesBack) {
   listener_.reset();
   server_->Shutdown(std::chrono::system_clock::now());
   server_.reset();
+}
+
+TEST_F(ClusterRpcTest, JobsAreRegisteredFoundListedAndFinished) {
+  RemoteControl control(target_, kToken, 5000ms);
+  rpc::JobInfo job;
+  job.set_job_id(JobIdFromInt(0x00020001).Binary());
+  job.set_driver_pid(4242);
+  job.set_executable("/opt/app/driver");
+  job.add_argv("driver");
+  job.add_argv("--flag");
+  job.add_env("A=1");
+  ASSERT_TRUE(control.RegisterJob(job).ok());
+  ASSERT_TRUE(control.RegisterJob(job).ok());  // a retried registration is harmless
+  auto found = control.GetJob(JobIdFromInt(0x00020001));
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(found->executable(), "/opt/app/driver");
+  EXPECT_EQ(found->argv_size(), 2);
+  EXPECT_EQ(found->state(), rpc::JOB_RUNNING);
+  EXPECT_GT(found->start_unix_ms(), 0);
+  ASSERT_TRUE(control.FinishJob(JobIdFromInt(0x00020001)).ok());
+  rpc::ListJobsReply list;
+  ASSERT_TRUE(control.ListJobs(&list).ok());
+  ASSERT_EQ(list.jobs_size(), 1);
+  EXPECT_EQ(list.jobs(0).state(), rpc::JOB_FINISHED);
+  EXPECT_GE(list.jobs(0).end_unix_ms(), list.jobs(0).start_unix_ms());
+  // Refusals come back with their codes.
+  EXPECT_EQ(control.GetJob(JobIdFromInt(7)).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(control.FinishJob(JobIdFromInt(7)).code(), StatusCode::kNotFound);
+  rpc::JobInfo bad;
+  bad.set_job_id("xy");
+  EXPECT_EQ(control.RegisterJob(bad).code(), StatusCode::kInvalidArgument);
+  rpc::JobInfo other = job;
+  other.set_driver_pid(1);  // another driver claiming the same id
+  EXPECT_EQ(control.RegisterJob(other).code(), StatusCode::kAlreadyExists);
+}
+
+TEST(JobTableTest, OnlyTheNewestFinishedJobsAreKept) {
+  JobTable table(/*max_finished_kept=*/2);
+  for (uint32_t i = 1; i <= 4; ++i) {
+    rpc::JobInfo job;
+    job.set_job_id(JobIdFromInt(i).Binary());
+    job.set_driver_pid(static_cast<int>(i));
+    ASSERT_TRUE(table.RegisterJob(job).ok());
+  }
+  rpc::JobInfo running;
+  running.set_job_id(JobIdFromInt(5).Binary());
+  ASSERT_TRUE(table.RegisterJob(running).ok());
+  for (uint32_t i = 1; i <= 4; ++i) ASSERT_TRUE(table.FinishJob(JobIdFromInt(i)).ok());
+  ASSERT_TRUE(table.FinishJob(JobIdFromInt(4)).ok());  // twice: harmless
+  rpc::ListJobsReply list;
+  ASSERT_TRUE(table.ListJobs(&list).ok());
+  ASSERT_EQ(list.jobs_size(), 3);  // jobs 3 and 4 (finished, the newest two), and 5 (running)
+  EXPECT_EQ(list.jobs(0).job_id(), JobIdFromInt(3).Binary());
+  EXPECT_EQ(list.jobs(1).job_id(), JobIdFromInt(4).Binary());
+  EXPECT_EQ(list.jobs(2).job_id(), JobIdFromInt(5).Binary());
+  EXPECT_EQ(list.jobs(2).state(), rpc::JOB_RUNNING);
+  EXPECT_EQ(table.GetJob(JobIdFromInt(1)).status().code(), StatusCode::kNotFound);
 }
 
 TEST(HostPortTest, ParsesAndRejects) {
