@@ -87,7 +87,7 @@ def _core_options(options, strategy, env_vars):
             out["placement_group_bundles"] = pg.bundle_specs
             out["placement_group_bundle_index"] = strategy.placement_group_bundle_index
         elif isinstance(strategy, NodeAffinitySchedulingStrategy):
-            strategy.check_node()  # on this node (a single-node cluster): placed as by default
+            strategy.check_node()  # this node (the only one work goes to yet): placed as by default
         elif strategy in ("DEFAULT", "SPREAD"):
             out["scheduling_strategy"] = strategy
         else:

@@ -61,6 +61,31 @@ def test_a_three_node_cluster_joins_lists_and_loses_nodes():
     assert os.environ.get("PRISM_TMPDIR") == saved
 
 
+def test_hard_affinity_to_another_node_fails_clearly_until_work_can_go_there():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        other = cluster.add_node(num_cpus=1)
+        prism.init(address=cluster.address)
+        from prism.exceptions import TaskUnschedulableError
+        from prism.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        @prism.remote
+        def where():
+            return prism.get_runtime_context().get_node_id()
+
+        here = prism.get_runtime_context().get_node_id()
+        assert prism.get(where.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()) == here
+        with pytest.raises(TaskUnschedulableError, match="another node of this cluster"):
+            where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other.node_id, soft=False)).remote()
+        # Soft: it runs where it can, here.
+        assert prism.get(where.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(other.node_id, soft=True)).remote()) == here
+        prism.shutdown()
+    finally:
+        cluster.shutdown()
+
+
 def test_bad_node_arguments_are_refused():
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:

@@ -35,15 +35,24 @@ class NodeAffinitySchedulingStrategy:
         self._fail_on_unavailable = _fail_on_unavailable
 
     def check_node(self):
-        """Raises unless the node exists and lives, or the strategy is soft."""
+        """Raises unless the node is this process's node, or the strategy is soft. (Work goes to the
+        caller's node: another node of the cluster cannot be asked yet.)"""
         from prism._private import worker
         from prism import _prism
-        alive = {n["NodeID"] for n in worker.call(_prism.nodes) if n["Alive"]}
-        if self.node_id not in alive and not self.soft:
-            from prism.exceptions import TaskUnschedulableError
+        nodes = worker.call(_prism.nodes)
+        alive = {n["NodeID"] for n in nodes if n["Alive"]}
+        if self.soft:
+            return
+        from prism.exceptions import TaskUnschedulableError
+        if self.node_id not in alive:
             raise TaskUnschedulableError(
                 f"NodeAffinitySchedulingStrategy: node {self.node_id} is not a live node of this cluster "
                 f"(live: {', '.join(sorted(alive))}); pass soft=True to run elsewhere")
+        if self.node_id != nodes[0]["NodeID"]:
+            raise TaskUnschedulableError(
+                f"NodeAffinitySchedulingStrategy: node {self.node_id} is another node of this cluster, and "
+                "this version runs work on the caller's node only (sending it to another node comes with "
+                "spillback); pass soft=True to run here")
 
 
 __all__ = ["PlacementGroupSchedulingStrategy", "NodeAffinitySchedulingStrategy"]
