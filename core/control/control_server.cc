@@ -72,6 +72,16 @@ grpc::ServerUnaryReactor* ControlServer::ListJobs(grpc::CallbackServerContext* c
   return Answer(ctx, [&] { return jobs_.ListJobs(reply); });
 }
 
+grpc::ServerUnaryReactor* ControlServer::Kv(grpc::CallbackServerContext* ctx,
+                                            const rpc::KvRequest* req, rpc::KvReply* reply) {
+  return Answer(ctx, [&] {
+    auto r = kv_.Apply(*req);
+    if (!r.ok()) return r.status();
+    *reply = std::move(*r);
+    return Status::OK();
+  });
+}
+
 RemoteControl::RemoteControl(const std::string& target, const std::string& token,
                              std::chrono::milliseconds timeout)
     : timeout_(timeout), channel_(target, token) {}
@@ -149,6 +159,14 @@ Status RemoteControl::ListJobs(rpc::ListJobsReply* reply) {
   return Invoke(
       timeout_, false, "asking the head at " + channel_.target() + " for its jobs",
       [&](auto& stub, auto& ctx) { return stub.ListJobs(&ctx, rpc::ListJobsRequest(), reply); });
+}
+
+Result<rpc::KvReply> RemoteControl::Apply(const rpc::KvRequest& req) {
+  rpc::KvReply reply;
+  PRISM_RETURN_IF_ERROR(Invoke(timeout_, false,
+                               "the key-value table at the head at " + channel_.target(),
+                               [&](auto& stub, auto& ctx) { return stub.Kv(&ctx, req, &reply); }));
+  return reply;
 }
 
 }  // namespace prism

@@ -9,6 +9,7 @@
 
 #include "cluster.grpc.pb.h"
 #include "control/job_table.h"
+#include "control/kv_table.h"
 #include "control/node_table.h"
 #include "rpc/grpc_channel.h"
 
@@ -16,7 +17,8 @@ namespace prism {
 
 class ControlServer final : public rpc::ControlService::CallbackService {
  public:
-  ControlServer(Membership& table, JobDirectory& jobs) : table_(table), jobs_(jobs) {}
+  ControlServer(Membership& table, JobDirectory& jobs, KvStore& kv)
+      : table_(table), jobs_(jobs), kv_(kv) {}
 
   grpc::ServerUnaryReactor* RegisterNode(grpc::CallbackServerContext* ctx,
                                          const rpc::RegisterNodeRequest* req,
@@ -39,16 +41,19 @@ class ControlServer final : public rpc::ControlService::CallbackService {
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const rpc::ListJobsRequest* req,
                                      rpc::ListJobsReply* reply) override;
+  grpc::ServerUnaryReactor* Kv(grpc::CallbackServerContext* ctx, const rpc::KvRequest* req,
+                               rpc::KvReply* reply) override;
 
  private:
   Membership& table_;
   JobDirectory& jobs_;
+  KvStore& kv_;
 };
 
 /// The control service of a head at "ip:port", as a node (or a tool) calls it. Each call waits
 /// at most `timeout` (joining three times that, for a head that is still starting; leaving at
 /// most a second).
-class RemoteControl final : public Membership, public JobDirectory {
+class RemoteControl final : public Membership, public JobDirectory, public KvStore {
  public:
   RemoteControl(const std::string& target, const std::string& token,
                 std::chrono::milliseconds timeout);
@@ -61,6 +66,7 @@ class RemoteControl final : public Membership, public JobDirectory {
   Status FinishJob(const JobId& id) override;
   Result<rpc::JobInfo> GetJob(const JobId& id) override;
   Status ListJobs(rpc::ListJobsReply* reply) override;
+  Result<rpc::KvReply> Apply(const rpc::KvRequest& req) override;
 
  private:
   /// One call on the head's channel: connects first if need be; a broken connection is dropped

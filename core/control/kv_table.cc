@@ -4,6 +4,7 @@ namespace prism {
 
 Result<rpc::KvReply> KvTable::Apply(const rpc::KvRequest& req) {
   auto key = std::make_pair(req.ns(), req.key());
+  MutexLock lock(mu_);
   rpc::KvReply reply;
   reply.set_request_id(req.request_id());
   auto it = table_.find(key);

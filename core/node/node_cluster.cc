@@ -45,6 +45,7 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
     options.dead_after = config_.node_dead_after;
     table_ = std::make_unique<NodeTable>(options);
     jobs_ = std::make_unique<JobTable>();
+    kv_ = std::make_unique<KvTable>();
     control = table_.get();
   } else {
     PRISM_ASSIGN_OR_RETURN(auto head, rpc::ParseHostPort(config_.head_address));
@@ -59,7 +60,7 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
     node_service_ = std::make_unique<NodeServer>(self.node_id(), relay_.get());
     builder.RegisterService(node_service_.get());
     if (table_) {
-      service_ = std::make_unique<ControlServer>(*table_, *jobs_);
+      service_ = std::make_unique<ControlServer>(*table_, *jobs_, *kv_);
       builder.RegisterService(service_.get());
     }
     server_ = builder.BuildAndStart();
@@ -155,6 +156,19 @@ void NodeCluster::ReportJobFinished(const JobId& id) {
   link_->Post([remote = remote_.get(), id] {
     Status st = remote->FinishJob(id);
     if (!st.ok()) PRISM_LOG_INFO("could not tell the head a job finished: {}", st.ToString());
+  });
+}
+
+void NodeCluster::Kv(const rpc::KvRequest& req, std::function<void(Result<rpc::KvReply>)> done) {
+  if (kv_) return done(kv_->Apply(req));
+  if (!link_ || !remote_ || stopped_) {
+    return done(Status::Unavailable("this node is not connected to the control service"));
+  }
+  link_->Post([this, remote = remote_.get(), req, done = std::move(done)]() mutable {
+    auto reply = remote->Apply(req);
+    asio::post(io_, [this, done = std::move(done), reply = std::move(reply)]() mutable {
+      if (!stopped_) done(std::move(reply));
+    });
   });
 }
 

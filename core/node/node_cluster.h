@@ -16,6 +16,7 @@
 #include "cluster.grpc.pb.h"
 #include "control/control_server.h"
 #include "control/job_table.h"
+#include "control/kv_table.h"
 #include "control/node_table.h"
 #include "node/cluster_link.h"
 #include "node/relay.h"
@@ -93,6 +94,9 @@ class NodeCluster {
   /// hears of it (at once on the head; from the link's thread elsewhere, never waiting here).
   void ReportJob(rpc::JobInfo job);
   void ReportJobFinished(const JobId& id);
+  /// A key-value request of a process of this node: applied here on the head; elsewhere sent to
+  /// the head from the link's thread. `done` runs on the event loop (at once on the head).
+  void Kv(const rpc::KvRequest& req, std::function<void(Result<rpc::KvReply>)> done);
 
  private:
   void Tick();
@@ -103,6 +107,7 @@ class NodeCluster {
   FillReport fill_;
   std::unique_ptr<NodeTable> table_;        // the head's
   std::unique_ptr<JobTable> jobs_;          // the head's
+  std::unique_ptr<KvTable> kv_;             // the head's
   std::unique_ptr<ControlServer> service_;  // the head's, when it has a port
   std::unique_ptr<NodeServer> node_service_;
   std::unique_ptr<RemoteControl> remote_;  // other nodes': the head's control service

@@ -295,14 +295,16 @@ bool NodeDaemon::OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::
       return true;
     case rpc::Envelope::kKvRequest: {
       if (peer.role == rpc::ROLE_CLIENT) return false;
-      Result<rpc::KvReply> reply = kv_.Apply(msg.kv_request());
-      if (!reply.ok()) {
-        rpc::SendErrorFrame(conn, msg.kv_request().request_id(), reply.status());
-        return true;
-      }
-      rpc::Envelope env;
-      *env.mutable_kv_reply() = std::move(*reply);
-      conn.Send(env);
+      // The table is the head's: another node's answer comes back later, on this loop.
+      auto from = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
+      const uint64_t id = msg.kv_request().request_id();
+      cluster_->Kv(msg.kv_request(), [from, id](Result<rpc::KvReply> reply) {
+        if (from->closed()) return;
+        if (!reply.ok()) return rpc::SendErrorFrame(*from, id, reply.status());
+        rpc::Envelope env;
+        *env.mutable_kv_reply() = std::move(*reply);
+        from->Send(env);
+      });
       return true;
     }
     case rpc::Envelope::kKillActor: {

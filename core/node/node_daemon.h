@@ -18,7 +18,6 @@
 #include "base/status.h"
 #include "control/actor_directory.h"
 #include "control/control_store.h"
-#include "control/kv_table.h"
 #include "control/placement_groups.h"
 #include "node/disk_io.h"
 #include "node/lease_manager.h"
@@ -154,7 +153,6 @@ class NodeDaemon : private LeaseManager::Host {
   ObjectStore::ClientId next_store_client_ = 1;
   ResourcePool node_pool_;
   Status pool_status_;  // why the configured resources are no node's (checked by Start)
-  KvTable kv_;          // functions exported by Python drivers, rendezvous data
   PlacementGroups groups_{node_pool_, config_.resources.ToString(),
                           config_.gpu_topology.has_value()};
   ActorDirectory actors_;

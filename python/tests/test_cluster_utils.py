@@ -86,6 +86,26 @@ def test_hard_affinity_to_another_node_fails_clearly_until_work_can_go_there():
         cluster.shutdown()
 
 
+def test_a_python_driver_on_a_node_other_than_the_head_runs_tasks():
+    # Its functions go into the head's key-value table (through its node), and its workers read
+    # them from there.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        other = cluster.add_node(num_cpus=1)
+        prism.init(address=other.session_dir)
+
+        @prism.remote
+        def square(x):
+            return x * x, prism.get_runtime_context().get_node_id()
+
+        values = prism.get([square.remote(i) for i in range(5)])
+        assert [v for v, _ in values] == [0, 1, 4, 9, 16]
+        assert {node for _, node in values} == {other.node_id}
+        prism.shutdown()
+    finally:
+        cluster.shutdown()
+
+
 def test_bad_node_arguments_are_refused():
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:

@@ -99,7 +99,8 @@ class ClusterRpcTest : public ::testing::Test {
 
   NodeTable table_{NodeTable::Options()};
   JobTable jobs_;
-  ControlServer service_{table_, jobs_};
+  KvTable kv_;
+  ControlServer service_{table_, jobs_, kv_};
   NodeServer node_{std::string(NodeId::kSize, 'n'), nullptr};
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<rpc::ClusterListener> listener_;
@@ -287,7 +288,7 @@ TEST_F(ClusterRpcTest, TheClientReconnectsAfterThePortComesBack) {
   EXPECT_EQ(down.code(), StatusCode::kUnavailable) << down.ToString();
   grpc::ServerBuilder builder;
   rpc::ConfigureClusterServer(builder);
-  ControlServer service(table_, jobs_);
+  ControlServer service(table_, jobs_, kv_);
   builder.RegisterService(&service);
   server_ = builder.BuildAndStart();
   auto listener = rpc::ClusterListener::Start("127.0.0.1", port_, kToken, server_.get());
@@ -331,6 +332,35 @@ TEST_F(ClusterRpcTest, JobsAreRegisteredFoundListedAndFinished) {
   rpc::JobInfo other = job;
   other.set_driver_pid(1);  // another driver claiming the same id
   EXPECT_EQ(control.RegisterJob(other).code(), StatusCode::kAlreadyExists);
+}
+
+TEST_F(ClusterRpcTest, TheKeyValueTableAnswersOverGrpc) {
+  RemoteControl control(target_, kToken, 5000ms);
+  rpc::KvRequest put;
+  put.set_request_id(7);
+  put.set_op(rpc::KvRequest::PUT);
+  put.set_ns("fun");
+  put.set_key("f1");
+  put.set_value(std::string("\0bytes\xff", 7));
+  auto r = control.Apply(put);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->request_id(), 7u);
+  EXPECT_FALSE(r->found());
+  rpc::KvRequest get = put;
+  get.set_op(rpc::KvRequest::GET);
+  get.clear_value();
+  r = control.Apply(get);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->found());
+  EXPECT_EQ(r->value(), std::string("\0bytes\xff", 7));
+  EXPECT_EQ(kv_.size(), 1u);  // the head's own table
+  rpc::KvRequest bad = get;
+  bad.set_op(static_cast<rpc::KvRequest::Op>(9));
+  EXPECT_EQ(control.Apply(bad).status().code(), StatusCode::kInvalidArgument);
+  rpc::KvRequest del = get;
+  del.set_op(rpc::KvRequest::DELETE);
+  ASSERT_TRUE(control.Apply(del).ok());
+  EXPECT_EQ(kv_.size(), 0u);
 }
 
 TEST(JobTableTest, OnlyTheNewestFinishedJobsAreKept) {
