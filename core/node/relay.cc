@@ -142,7 +142,9 @@ class ClientTunnel final : public Tunnel,
         // Nothing came back: the other node could not connect. The caller hears why.
         RefuseLocal(sock_, "through node " + node_address_ + ": " + s.error_message());
       }
-      delete this;
+      // A local read may still be pending (cancelled in RemoteEnded): its handler is queued
+      // before this second post, so it runs (and sees ended_) before the tunnel goes.
+      Post([this] { delete this; });
     });
   }
 
@@ -160,8 +162,10 @@ class ClientTunnel final : public Tunnel,
   void RemoteEnded() override {
     remote_ended_ = true;
     if (!received_) {
-      // Keep the socket for the reason OnDone brings.
+      // Keep the socket for the reason OnDone brings; stop reading it.
       ended_ = true;
+      asio::error_code ignored;
+      sock_->cancel(ignored);
       relay_.live_.erase(this);
       RemoveHold();
       return;
@@ -184,6 +188,7 @@ class ServerTunnel final : public Tunnel,
 
   void OnReadDone(bool ok) override {
     Post([this, ok] {
+      if (ended_) return;  // cancelled (and finished) meanwhile
       if (!connected_) return Connect(ok);
       ReadFromGrpc(ok);
     });
@@ -213,7 +218,8 @@ class ServerTunnel final : public Tunnel,
     asio::error_code ec;
     sock->connect(asio::local::stream_protocol::endpoint(relay_.session_dir_ + "/" + name), ec);
     if (ec) {
-      return Refuse(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+      // NOT_FOUND, not UNAVAILABLE: the connection between the nodes is fine.
+      return Refuse(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  "no process listens at " + name + " on this node"));
     }
     sock_ = std::move(sock);
@@ -229,6 +235,7 @@ class ServerTunnel final : public Tunnel,
     });
   }
   void Refuse(const grpc::Status& why) {
+    if (ended_) return;
     ended_ = true;
     Finish(why);
   }
@@ -302,30 +309,37 @@ void Relay::AcceptLocal() {
     *read = [this, s, decoder, read] {
       size_t room = 0;
       char* at = decoder->WritableSpace(512, &room);
-      s->async_read_some(asio::buffer(at, room), [this, s, decoder, read](const asio::error_code& e,
-                                                                          size_t n) {
-        if (e) {
-          *read = nullptr;
-          return;
-        }
-        decoder->Commit(n);
-        std::optional<rpc::RelayOpen> target;
-        Status st = decoder->Drain([&](rpc::Envelope& env) {
-          if (env.has_relay_open()) target = env.relay_open();
-          return false;  // the rest is the caller's, as it is
-        });
-        if (!st.ok() || (!target && decoder->TakePending().size() >= kMaxRelayOpenBytes)) {
-          RefuseLocal(s, "relay: " + (st.ok() ? std::string("no RelayOpen frame") : st.message()));
-          *read = nullptr;
-          return;
-        }
-        if (!target) {
-          (*read)();
-          return;
-        }
-        *read = nullptr;
-        Open(s, *target, decoder->TakePending());
-      });
+      s->async_read_some(
+          asio::buffer(at, room), [this, s, decoder, read](const asio::error_code& e, size_t n) {
+            if (e) {
+              *read = nullptr;
+              return;
+            }
+            decoder->Commit(n);
+            std::optional<rpc::RelayOpen> target;
+            bool other = false;
+            Status st = decoder->Drain([&](rpc::Envelope& env) {
+              if (env.has_relay_open()) {
+                target = env.relay_open();
+              } else {
+                other = true;
+              }
+              return false;  // the rest is the caller's, as it is
+            });
+            // (A frame over kMaxRelayOpenBytes fails in Drain; a partial one waits for more.)
+            if (!st.ok() || other) {
+              RefuseLocal(s, "relay: " + (st.ok() ? std::string("the first frame is not RelayOpen")
+                                                  : st.message()));
+              *read = nullptr;
+              return;
+            }
+            if (!target) {
+              (*read)();
+              return;
+            }
+            *read = nullptr;
+            Open(s, *target, decoder->TakePending());
+          });
     };
     (*read)();
     AcceptLocal();
