@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "control/control_server.h"
+#include "e2e/run_command.h"
 #include "node/session.h"
 
 namespace fs = std::filesystem;
@@ -28,14 +29,7 @@ namespace {
 int Twice(int x) { return 2 * x; }
 PRISM_REMOTE(Twice);
 
-int RunCommand(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  std::array<char, 512> buf{};
-  while (fgets(buf.data(), buf.size(), p) != nullptr) *out += buf.data();
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using prism::testing::RunCommand;
 
 std::string Match(const std::string& text, const std::string& pattern) {
   std::smatch m;

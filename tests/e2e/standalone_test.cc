@@ -11,6 +11,8 @@
 #include <fstream>
 #include <string>
 
+#include "e2e/run_command.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -18,15 +20,7 @@ namespace {
 int Cube(int x) { return x * x * x; }
 PRISM_REMOTE(Cube);
 
-// Runs a command; returns its exit code and stdout.
-int RunCommand(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  std::array<char, 512> buf{};
-  while (fgets(buf.data(), buf.size(), p) != nullptr) *out += buf.data();
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using prism::testing::RunCommand;
 
 TEST(StandaloneTest, StartJoinStatusStop) {
   // A private session root, so that no other daemon of this user is touched.
