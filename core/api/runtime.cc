@@ -368,6 +368,8 @@ bool PlacementGroup::Wait(std::chrono::milliseconds timeout) const {
 
 std::vector<NodeInfo> Nodes() { return RequireCore()->Nodes(); }
 
+std::string GetNodeId() { return RequireCore()->RuntimeContext().node_id; }
+
 std::map<std::string, double> ClusterResources() {
   std::map<std::string, double> out;
   for (const auto& n : Nodes()) {

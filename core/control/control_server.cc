@@ -27,7 +27,11 @@ grpc::ServerUnaryReactor* ControlServer::RegisterNode(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* ControlServer::Heartbeat(grpc::CallbackServerContext* ctx,
                                                    const rpc::HeartbeatRequest* req,
                                                    rpc::HeartbeatReply* reply) {
-  return Answer(ctx, [&] { return table_.Heartbeat(*req, reply); });
+  return Answer(ctx, [&] {
+    Status st = table_.Heartbeat(*req, reply);
+    if (st.ok() && reply->known()) AddFinishedJobs(jobs_, *req, reply);
+    return st;
+  });
 }
 
 grpc::ServerUnaryReactor* ControlServer::ListNodes(grpc::CallbackServerContext* ctx,

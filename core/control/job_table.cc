@@ -63,6 +63,17 @@ Status JobTable::FinishJob(const JobId& id) {
   return Status::OK();
 }
 
+void AddFinishedJobs(JobDirectory& jobs, const rpc::HeartbeatRequest& req,
+                     rpc::HeartbeatReply* reply) {
+  int read = 0;
+  for (const std::string& id : req.guest_jobs()) {
+    if (++read > 1000) break;
+    if (!JobId::IsValidBinary(id)) continue;
+    auto job = jobs.GetJob(JobId::FromBinary(id));
+    if (!job.ok() || job->state() == rpc::JOB_FINISHED) reply->add_finished_jobs(id);
+  }
+}
+
 Result<rpc::JobInfo> JobTable::GetJob(const JobId& id) {
   MutexLock lock(mu_);
   auto it = jobs_.find(id);

@@ -27,6 +27,11 @@ class JobDirectory {
   virtual Status ListJobs(rpc::ListJobsReply* reply) = 0;
 };
 
+/// The jobs among `req.guest_jobs` (at most 1000 read) that finished or that the directory does
+/// not know: the heartbeat's answer to a node running their workers.
+void AddFinishedJobs(JobDirectory& jobs, const rpc::HeartbeatRequest& req,
+                     rpc::HeartbeatReply* reply);
+
 class JobTable final : public JobDirectory {
  public:
   /// `max_finished_kept`: the finished jobs kept for the record; older ones are forgotten.

@@ -80,6 +80,13 @@ void ClusterLink::Report() {
     }
   }
   if (fenced && on_fenced_) on_fenced_(reply.why());
+  if (!fenced && reply.finished_jobs_size() > 0 && on_jobs_finished) {
+    std::vector<JobId> ended;
+    for (const auto& id : reply.finished_jobs()) {
+      if (JobId::IsValidBinary(id)) ended.push_back(JobId::FromBinary(id));
+    }
+    on_jobs_finished(std::move(ended));
+  }
 }
 
 void ClusterLink::SetAvailable(
@@ -87,6 +94,11 @@ void ClusterLink::SetAvailable(
   MutexLock lock(mu_);
   *next_.mutable_available() = available;
   next_.set_object_store_used(store_used);
+}
+
+void ClusterLink::SetGuestJobs(const google::protobuf::RepeatedPtrField<std::string>& jobs) {
+  MutexLock lock(mu_);
+  *next_.mutable_guest_jobs() = jobs;
 }
 
 std::vector<rpc::NodeInfo> ClusterLink::Nodes() const {

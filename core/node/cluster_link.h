@@ -3,6 +3,8 @@
 // reports go from a thread of their own, so a slow head never holds up the node's event loop.
 #pragma once
 
+#include <prism/ids.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -25,6 +27,9 @@ class ClusterLink {
   /// `on_fenced` runs on the link's thread when the control service holds this node as dead.
   ClusterLink(Membership& control, rpc::NodeInfo self,
               std::function<void(const std::string& why)> on_fenced);
+  /// Runs on the link's thread with the guest jobs the control service says finished. Set
+  /// before Join.
+  std::function<void(std::vector<JobId>)> on_jobs_finished;
   ~ClusterLink();
   ClusterLink(const ClusterLink&) = delete;
   ClusterLink& operator=(const ClusterLink&) = delete;
@@ -34,6 +39,9 @@ class ClusterLink {
   /// What the next report says this node has free.
   void SetAvailable(const google::protobuf::RepeatedPtrField<rpc::ResourceAmount>& available,
                     uint64_t store_used);
+  /// The jobs of other nodes' drivers this node runs workers for (the next report asks which
+  /// ended).
+  void SetGuestJobs(const google::protobuf::RepeatedPtrField<std::string>& jobs);
   /// The cluster's nodes as last heard (this node alone until the first report is answered).
   std::vector<rpc::NodeInfo> Nodes() const;
   /// Runs `task` on the link's thread, in order with the other tasks and before the next report

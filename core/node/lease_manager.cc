@@ -59,6 +59,15 @@ void LeaseManager::Request(rpc::Connection& conn, const JobId& job, const rpc::R
   LeaseRequest lr{std::static_pointer_cast<rpc::Connection>(conn.shared_from_this()),
                   req.request_id(), job, std::move(*shape)};
   lr.placement = req.placement();
+  lr.spilled = req.spilled();
+  if (!req.placement().node_id().empty() && !NodeId::IsValidBinary(req.placement().node_id())) {
+    reject(rpc::ERROR_SYSTEM, "a node affinity names a node id (16 bytes)");
+    return;
+  }
+  if (std::string bad = CheckLabelSelector(req.placement().label_selector()); !bad.empty()) {
+    reject(rpc::ERROR_SYSTEM, bad);
+    return;
+  }
   if (!req.runtime().empty() && req.runtime() != "cpp" && req.runtime() != "python") {
     reject(rpc::ERROR_SYSTEM,
            "unknown worker runtime '" + req.runtime() + "' (known: \"\", \"cpp\" and \"python\")");
@@ -200,6 +209,7 @@ void LeaseManager::Schedule() {
   host_.ReserveGroups();
   // Requests that fit but have no idle worker yet, by job and environment.
   std::map<std::pair<JobId, std::string>, Want> wanting;
+  ResourceSet promised;  // to the workers this pass starts
   for (auto it = pending_.begin(); it != pending_.end();) {
     LeaseRequest& req = *it;
     if (req.actor.IsNil() ? req.from->closed() : !host_.ActorWaits(req.actor)) {
@@ -221,6 +231,17 @@ void LeaseManager::Schedule() {
                                           std::to_string(req.placement.placement_group()) +
                                           " does not exist (it was removed, or never created)");
         it = pending_.erase(it);
+        continue;
+      }
+    }
+    if (group == nullptr && req.actor.IsNil()) {
+      bool waits = false;
+      if (!PlaceInCluster(req, promised, &waits)) {
+        it = pending_.erase(it);
+        continue;
+      }
+      if (waits) {
+        ++it;
         continue;
       }
     }
@@ -291,6 +312,7 @@ void LeaseManager::Schedule() {
     WorkerPool::Worker* idle = workers_.FindIdle(req.job, worker_key);
     if (idle == nullptr) {
       pool.Free(*alloc);  // it fits: a worker is started for it below
+      if (group == nullptr) promised.Add(req.shape);
       if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD)
         group->next_bundle = bundle;
       Want& want = wanting[{req.job, worker_key}];
@@ -340,6 +362,98 @@ void LeaseManager::Schedule() {
           std::chrono::milliseconds(100L << std::min(std::max(failures - 1, 0), 6)));
     }
   }
+}
+
+namespace {
+
+// `amounts` less `shape`, never below zero.
+void Deduct(google::protobuf::RepeatedPtrField<rpc::ResourceAmount>* amounts,
+            const ResourceSet& shape) {
+  for (auto& a : *amounts) a.set_milli(std::max<int64_t>(0, a.milli() - shape.Get(a.name())));
+}
+
+}  // namespace
+
+bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised, bool* waits) {
+  const ClusterView* v = &host_.Cluster();
+  const rpc::Placement& p = req.placement;
+  // This node alone, and nothing asks for a node: as on a single machine (unless this node
+  // cannot serve it: then look again, a node may have joined since the last look).
+  if (!v->others && p.node_id().empty() && p.label_selector().empty()) {
+    ResourceSet after = promised;
+    after.Add(req.shape);
+    if (after.IsSubsetOf(node_pool_.available()) &&
+        policy_.WithinThreshold(req.shape, node_pool_.total(), node_pool_.available(), promised))
+      return true;
+    v = &host_.FreshCluster();
+    if (!v->others) return true;
+  }
+  const ClusterView& view = *v;
+  if (view.version != debt_version_ || view_nodes_.empty()) {
+    view_nodes_ = view.nodes;
+    debt_version_ = view.version;
+  }
+  rpc::NodeInfo self = view.self;
+  self.clear_available();
+  for (const auto& [name, total] : node_pool_.total().milli()) {
+    auto* a = self.add_available();
+    a->set_name(name);
+    a->set_milli(std::max<int64_t>(0, node_pool_.available().Get(name) - promised.Get(name)));
+  }
+  PolicyDecision d = policy_.Decide(PolicyRequest{req.shape, &p, req.spilled}, self, view_nodes_);
+  if (d.kind == PolicyDecision::kInfeasible) {
+    const ClusterView& fresh = host_.FreshCluster();
+    if (fresh.version != debt_version_) {
+      view_nodes_ = fresh.nodes;
+      debt_version_ = fresh.version;
+      d = policy_.Decide(PolicyRequest{req.shape, &p, req.spilled}, self, view_nodes_);
+    }
+  }
+  PRISM_LOG_DEBUG("lease request {} ({}): {}", req.request_id, req.shape.ToString(),
+                  d.kind == PolicyDecision::kLocal ? std::string("here")
+                  : d.kind == PolicyDecision::kSpill
+                      ? "to " + d.target.ip() + ":" + std::to_string(d.target.port())
+                      : "nowhere: " + d.why);
+  switch (d.kind) {
+    case PolicyDecision::kLocal:
+      return true;
+    case PolicyDecision::kSpill: {
+      spilled_total_++;
+      for (auto& n : view_nodes_) {
+        if (n.node_id() == d.target.node_id()) Deduct(n.mutable_available(), req.shape);
+      }
+      if (req.from && !req.from->closed()) {
+        rpc::Envelope env;
+        auto* s = env.mutable_lease_spillback();
+        s->set_request_id(req.request_id);
+        s->mutable_daemon()->set_node_id(d.target.node_id());
+        const std::string& ip = d.target.ip();
+        s->mutable_daemon()->set_node_address(
+            (ip.find(':') == std::string::npos ? ip : "[" + ip + "]") + ":" +
+            std::to_string(d.target.port()));
+        s->mutable_daemon()->set_socket_path("daemon.sock");
+        req.from->Send(env);
+      }
+      return false;
+    }
+    case PolicyDecision::kInfeasible:
+      if (config_.fixed_size || !d.may_change) {
+        Reject(*req.from, req.request_id, rpc::ERROR_INFEASIBLE,
+               "cannot place this task: " + d.why);
+        return false;
+      }
+      // A standalone cluster may grow: it waits, and its caller hears why (once).
+      if (!req.told_queued && !req.from->closed()) {
+        rpc::Envelope env;
+        env.mutable_lease_queued()->set_request_id(req.request_id);
+        env.mutable_lease_queued()->set_infeasible(true);
+        req.from->Send(env);
+        req.told_queued = true;
+      }
+      *waits = true;
+      return true;
+  }
+  return true;
 }
 
 bool LeaseManager::StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting,

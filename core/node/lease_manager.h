@@ -1,7 +1,8 @@
 // The lease manager and local scheduler: requests for workers (callers' and the actor
 // directory's), the leases granted, and the pass that matches requests to the node's resources
 // (or a placement group's bundles) and to idle workers, starting workers where none is idle.
-// Spillback to other nodes joins it with the cluster.
+// A request this node should not serve (another node has room, SPREAD, an affinity, labels) is
+// answered with a spillback to that node's daemon (node/cluster_policy.h decides).
 #pragma once
 
 #include <prism/ids.h>
@@ -17,6 +18,7 @@
 #include "base/resources.h"
 #include "base/status.h"
 #include "control/placement_groups.h"
+#include "node/cluster_policy.h"
 #include "node/worker_pool.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -43,6 +45,7 @@ struct LeaseRequest {
   std::string env_key;
   rpc::Placement placement;
   std::string runtime;
+  bool spilled = false;  // sent here by another node's scheduler
 };
 
 struct Lease {
@@ -76,6 +79,11 @@ class LeaseManager {
     virtual void KillWorker(const WorkerId& id, const std::string& why) = 0;
     /// Runs a pass after `delay` (a worker failed to start: no registration will run one).
     virtual void ScheduleAfter(std::chrono::milliseconds delay) = 0;
+    /// The cluster as last heard (this node alone without one).
+    virtual const ClusterView& Cluster() = 0;
+    /// The same, looked at again now (a node may have joined since the last period's look): for
+    /// a request that no node in the view can serve. Rate-limited by the host.
+    virtual const ClusterView& FreshCluster() { return Cluster(); }
   };
 
   LeaseManager(LeaseManagerConfig config, const NodeId& node, ResourcePool& node_pool,
@@ -104,6 +112,7 @@ class LeaseManager {
   std::vector<WorkerId> WorkersInGroup(uint64_t group) const;
   size_t active() const { return leases_.size(); }
   uint64_t granted_total() const { return granted_total_; }
+  uint64_t spilled_total() const { return spilled_total_; }
   const std::deque<LeaseRequest>& pending() const { return pending_; }
 
  private:
@@ -129,8 +138,19 @@ class LeaseManager {
   };
   bool StartWanted(std::map<std::pair<JobId, std::string>, Want>& wanting, int* failures);
 
+  /// Where the policy sends `req` (this node's free resources less `promised` to the workers
+  /// this pass starts). May answer the caller (spillback, rejection) and return false: the
+  /// request is done with. True: it stays with this node.
+  bool PlaceInCluster(LeaseRequest& req, const ResourceSet& promised, bool* waits);
+
   LeaseManagerConfig config_;
   NodeId node_;
+  ClusterPolicy policy_;
+  // What this node sent to other nodes since the view was last refreshed (their free resources
+  // as last heard do not show it yet).
+  uint64_t debt_version_ = 0;
+  std::vector<rpc::NodeInfo> view_nodes_;
+  uint64_t spilled_total_ = 0;
   std::string node_address_;  // this node's cluster port, in the workers' addresses
   ResourcePool& node_pool_;
   PlacementGroups& groups_;

@@ -85,6 +85,11 @@ Status NodeCluster::Start(rpc::NodeInfo self, FillReport fill, OnFenced on_fence
     });
   };
   link_ = std::make_unique<ClusterLink>(*control, std::move(self), std::move(fenced));
+  link_->on_jobs_finished = [this](std::vector<JobId> ended) {
+    asio::post(io_, [this, ended = std::move(ended)] {
+      if (!stopped_ && on_jobs_finished_) on_jobs_finished_(ended);
+    });
+  };
   Status joined = link_->Join();
   if (!joined.ok()) {
     link_.reset();
@@ -108,7 +113,17 @@ void NodeCluster::Tick() {
   rpc::HeartbeatRequest report;
   if (fill_) fill_(&report);
   link_->SetAvailable(report.available(), report.object_store_used());
+  link_->SetGuestJobs(report.guest_jobs());
   if (table_) table_->ExpireSilent();
+  if (jobs_ && report.guest_jobs_size() > 0 && on_jobs_finished_) {
+    rpc::HeartbeatReply ended;
+    AddFinishedJobs(*jobs_, report, &ended);
+    std::vector<JobId> ids;
+    for (const auto& id : ended.finished_jobs()) ids.push_back(JobId::FromBinary(id));
+    if (!ids.empty()) on_jobs_finished_(ids);
+  }
+  if (on_tick_) on_tick_();
+  if (stopped_) return;
   timer_->expires_after(link_->period());
   timer_->async_wait([this](const asio::error_code& ec) {
     if (!ec) Tick();
@@ -168,6 +183,19 @@ void NodeCluster::Kv(const rpc::KvRequest& req, std::function<void(Result<rpc::K
     auto reply = remote->Apply(req);
     asio::post(io_, [this, done = std::move(done), reply = std::move(reply)]() mutable {
       if (!stopped_) done(std::move(reply));
+    });
+  });
+}
+
+void NodeCluster::GetJob(const JobId& id, std::function<void(Result<rpc::JobInfo>)> done) {
+  if (jobs_) return done(jobs_->GetJob(id));
+  if (!link_ || !remote_ || stopped_) {
+    return done(Status::Unavailable("this node is not connected to the control service"));
+  }
+  link_->Post([this, remote = remote_.get(), id, done = std::move(done)]() mutable {
+    auto job = remote->GetJob(id);
+    asio::post(io_, [this, done = std::move(done), job = std::move(job)]() mutable {
+      if (!stopped_) done(std::move(job));
     });
   });
 }

@@ -72,6 +72,15 @@ class NodeCluster {
   NodeCluster(asio::io_context& io, ClusterConfig config);
   ~NodeCluster();
 
+  /// Set before Start. Runs on the event loop after each period's report is prepared (the view of
+  /// the cluster may have changed).
+  void set_on_tick(std::function<void()> f) { on_tick_ = std::move(f); }
+  /// Set before Start. Runs on the event loop with guest jobs (those the report names) that the
+  /// control service says finished.
+  void set_on_jobs_finished(std::function<void(std::vector<JobId>)> f) {
+    on_jobs_finished_ = std::move(f);
+  }
+
   /// Listens (if the node has a port), serves the control service (the head), and joins.
   /// `self`: the node's entry (id, resources, session); its address, head flag and labels are
   /// filled in here.
@@ -97,6 +106,9 @@ class NodeCluster {
   /// A key-value request of a process of this node: applied here on the head; elsewhere sent to
   /// the head from the link's thread. `done` runs on the event loop (at once on the head).
   void Kv(const rpc::KvRequest& req, std::function<void(Result<rpc::KvReply>)> done);
+  /// A job as the control service's job table holds it (at once on the head; from the link's
+  /// thread elsewhere). `done` runs on the event loop.
+  void GetJob(const JobId& id, std::function<void(Result<rpc::JobInfo>)> done);
 
  private:
   void Tick();
@@ -105,6 +117,8 @@ class NodeCluster {
   const ClusterConfig config_;
   int bound_port_ = 0;
   FillReport fill_;
+  std::function<void()> on_tick_;
+  std::function<void(std::vector<JobId>)> on_jobs_finished_;
   std::unique_ptr<NodeTable> table_;        // the head's
   std::unique_ptr<JobTable> jobs_;          // the head's
   std::unique_ptr<KvTable> kv_;             // the head's

@@ -101,6 +101,15 @@ Status NodeDaemon::Start() {
     r->set_milli(milli);
   }
   self.set_object_store_capacity(store_->capacity());
+  view_.self = self;
+  for (const auto& [k, v] : config_.cluster.labels) (*view_.self.mutable_labels())[k] = v;
+  cluster_->set_on_tick([this] { RefreshClusterView(); });
+  cluster_->set_on_jobs_finished([this](const std::vector<JobId>& ended) {
+    for (const JobId& id : ended) {
+      const Job* job = workers_.FindJob(id);
+      if (job != nullptr && job->guest) FinishJob(id);
+    }
+  });
   PRISM_RETURN_IF_ERROR(cluster_->Start(
       std::move(self), [this](rpc::HeartbeatRequest* r) { FillReport(r); },
       [this](const std::string& why) {
@@ -110,6 +119,7 @@ Status NodeDaemon::Start() {
   if (!cluster_->address().empty()) {
     PRISM_RETURN_IF_ERROR(WriteSessionClusterAddress(config_.session_dir, cluster_->address()));
   }
+  RefreshClusterView();
   control_.set_node_index(cluster_->node_index());
   leases_.set_node_address(cluster_->node_address());
   actors_.set_node_address(cluster_->node_address());
@@ -235,7 +245,11 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
   switch (msg.body_case()) {
     case rpc::Envelope::kRequestLease:
       if (peer->role == rpc::ROLE_CLIENT) break;
-      leases_.Request(conn, peer->job, msg.request_lease());
+      if (peer->role == rpc::ROLE_REMOTE_CALLER) {
+        GuestLeaseRequest(conn, peer->job, msg.request_lease());
+      } else {
+        leases_.Request(conn, peer->job, msg.request_lease());
+      }
       return;
     case rpc::Envelope::kCancelLeaseRequest:
       leases_.Cancel(conn, msg.cancel_lease_request().request_id());
@@ -283,18 +297,18 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
 bool NodeDaemon::OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg) {
   switch (msg.body_case()) {
     case rpc::Envelope::kCreateActor:
-      if (peer.role == rpc::ROLE_CLIENT) return false;
+      if (!IsLocalProcess(peer)) return false;
       HandleCreateActor(conn, peer, msg.create_actor());
       return true;
     case rpc::Envelope::kCreatePlacementGroup:
-      if (peer.role == rpc::ROLE_CLIENT) return false;
+      if (!IsLocalProcess(peer)) return false;
       HandleCreatePlacementGroup(conn, peer, msg.create_placement_group());
       return true;
     case rpc::Envelope::kPlacementGroupRequest:
       HandlePlacementGroupRequest(conn, peer, msg.placement_group_request());
       return true;
     case rpc::Envelope::kKvRequest: {
-      if (peer.role == rpc::ROLE_CLIENT) return false;
+      if (!IsLocalProcess(peer)) return false;
       // The table is the head's: another node's answer comes back later, on this loop.
       auto from = std::static_pointer_cast<rpc::Connection>(conn.shared_from_this());
       const uint64_t id = msg.kv_request().request_id();
@@ -386,6 +400,15 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
     }
     case rpc::ROLE_CLIENT:
       peer->role = rpc::ROLE_CLIENT;
+      return Status::OK();
+    case rpc::ROLE_REMOTE_CALLER:
+      // (Only through the relay, whose tunnels come from nodes that showed the cluster token.)
+      if (!JobId::IsValidBinary(hello.job_id()))
+        return Status::InvalidArgument("a remote caller names its job (Hello.job_id)");
+      peer->role = rpc::ROLE_REMOTE_CALLER;
+      peer->job = JobId::FromBinary(hello.job_id());
+      if (WorkerId::IsValidBinary(hello.worker_id()))
+        peer->worker = WorkerId::FromBinary(hello.worker_id());
       return Status::OK();
     default:
       return Status::InvalidArgument("unknown role " + std::to_string(hello.role()));
@@ -592,7 +615,7 @@ void NodeDaemon::HandleCreatePlacementGroup(rpc::Connection& conn, const Peer& p
 
 void NodeDaemon::HandlePlacementGroupRequest(rpc::Connection& conn, const Peer& peer,
                                              const rpc::PlacementGroupRequest& req) {
-  if (peer.role == rpc::ROLE_CLIENT && req.op() != rpc::PlacementGroupRequest::GET_BY_NAME) {
+  if (!IsLocalProcess(peer) && req.op() != rpc::PlacementGroupRequest::GET_BY_NAME) {
     return rpc::SendErrorFrame(
         conn, req.request_id(),
         Status::PermissionDenied(
@@ -678,8 +701,10 @@ void NodeDaemon::FinishJob(const JobId& id) {
     PRISM_LOG_INFO("job {}: driver gone, detached actors stay", JobIdToInt(id));
     job->ended = true;
     job->driver = nullptr;
-    control_.FinishJob(id);
-    cluster_->ReportJobFinished(id);
+    if (!job->guest) {
+      control_.FinishJob(id);
+      cluster_->ReportJobFinished(id);
+    }
     std::vector<WorkerId> ws;
     for (auto& [wid, w] : workers_.all()) {
       const ActorRecord* hosted = w.actor.IsNil() ? nullptr : actors_.Find(w.actor);
@@ -702,9 +727,12 @@ void NodeDaemon::FinishJob(const JobId& id) {
     return;
   }
   PRISM_LOG_INFO("job {} finished", JobIdToInt(id));
+  const bool guest = job->guest;
   workers_.EraseJob(id);  // first, so that rescheduling below starts no worker for it
-  control_.FinishJob(id);
-  cluster_->ReportJobFinished(id);
+  if (!guest) {
+    control_.FinishJob(id);
+    cluster_->ReportJobFinished(id);
+  }
   std::vector<uint64_t> groups;
   for (auto& [gid, g] : groups_.all()) {
     if (g.job == id && !g.detached) groups.push_back(gid);  // (detached ones live until removed)

@@ -94,6 +94,18 @@ class NodeDaemon : private LeaseManager::Host {
   /// false if `msg` is none of those.
   bool OnControlMessage(rpc::Connection& conn, const Peer& peer, rpc::Envelope& msg);
   void OnClosed(rpc::Connection& conn, const Status& why);
+  static bool IsLocalProcess(const Peer& p) {
+    return p.role == rpc::ROLE_DRIVER || p.role == rpc::ROLE_WORKER;
+  }
+  /// A lease request of another node's process (spillback) for `job`: served once this node
+  /// knows the job (the control service's job table describes it; node_daemon_guests.cc).
+  void GuestLeaseRequest(rpc::Connection& conn, const JobId& job, const rpc::RequestLease& req);
+  /// The job table's answer for a guest job: its requests go on, or are refused with why.
+  void GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info);
+  /// The cluster as last heard: the scheduler's view (on each period's tick, which then schedules
+  /// what waits).
+  void RefreshClusterView();
+  void UpdateClusterView();
   Status HandleHello(rpc::Connection& conn, const rpc::Hello& hello, rpc::Welcome* welcome);
   void SendStatus(rpc::Connection& conn, uint64_t request_id);
   /// A job as the control service's job table holds it.
@@ -134,6 +146,8 @@ class NodeDaemon : private LeaseManager::Host {
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
   void KillWorker(const WorkerId& id, const std::string& why) override;
   void ScheduleAfter(std::chrono::milliseconds delay) override;
+  const ClusterView& Cluster() override { return view_; }
+  const ClusterView& FreshCluster() override;
 
   asio::io_context& io_;
   NodeDaemonConfig config_;
@@ -159,6 +173,14 @@ class NodeDaemon : private LeaseManager::Host {
   WorkerPool workers_;
   LeaseManager leases_;
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
+  ClusterView view_;
+  std::chrono::steady_clock::time_point view_updated_;
+  // Guest jobs being looked up in the control service's job table, and the requests waiting.
+  struct GuestRequest {
+    std::weak_ptr<rpc::Connection> from;
+    rpc::RequestLease req;
+  };
+  std::map<JobId, std::vector<GuestRequest>> guests_waiting_;
   std::unique_ptr<asio::steady_timer> retry_timer_;  // ScheduleAfter's (one pending at a time)
 };
 

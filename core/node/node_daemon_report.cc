@@ -107,6 +107,9 @@ void NodeDaemon::FillReport(rpc::HeartbeatRequest* report) const {
     r->set_milli(node_pool_.available().Get(name));
   }
   if (store_) report->set_object_store_used(store_->stats().used);
+  for (const auto& [id, job] : workers_.jobs()) {
+    if (job.guest) report->add_guest_jobs(id.Binary());
+  }
 }
 
 }  // namespace prism

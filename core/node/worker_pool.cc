@@ -98,6 +98,34 @@ Result<WorkerPool::Job> WorkerPool::JobOf(pid_t pid, const rpc::Hello& hello) {
   return job;
 }
 
+WorkerPool::Job WorkerPool::GuestJobOf(const rpc::JobInfo& info) {
+  Job job;
+  job.id = JobId::FromBinary(info.job_id());
+  job.guest = true;
+  job.build_id = info.build_id();
+  job.argv.assign(info.argv().begin(), info.argv().end());
+  job.env.assign(info.env().begin(), info.env().end());
+  job.cwd = info.cwd();
+  job.code_search_path.assign(info.code_search_path().begin(), info.code_search_path().end());
+  job.python_executable = info.python_executable();
+  job.launch_prefix.assign(info.launch_prefix().begin(), info.launch_prefix().end());
+  job.timeline = info.timeline();
+  job.exe_path = info.executable();
+  job.exe_fd =
+      info.executable().empty() ? -1 : ::open(info.executable().c_str(), O_RDONLY | O_CLOEXEC);
+  if (job.exe_fd < 0) {
+    job.no_executable = "this node cannot start job " + std::to_string(JobIdToInt(job.id)) +
+                        "'s workers: its driver's executable " + info.executable() + " (on " +
+                        info.hostname() + ") is not on this machine (" + std::strerror(errno) +
+                        "); give the job a code search path the generic worker loads on every "
+                        "node, or install the program at the same path";
+  }
+  // Where the driver ran may not exist here: the workers start in / then.
+  std::error_code ec;
+  if (job.cwd.empty() || !std::filesystem::is_directory(job.cwd, ec)) job.cwd = "/";
+  return job;
+}
+
 void WorkerPool::AddJob(Job job) {
   JobId id = job.id;
   jobs_[id] = std::move(job);
@@ -203,6 +231,13 @@ bool WorkerPool::Start(Job& job, const std::map<std::string, std::string>& reque
     for (auto& [name, value] : GpuWorkerEnv(gpus)) env[name] = value;  // prism's binding wins
   }
   w.socket_path = config_.session_dir + "/w-" + id.Hex().substr(0, 16) + ".sock";
+  if (job.guest && runtime.empty() && job.exe_fd < 0) {
+    job.start_failures = config_.max_start_failures;  // no point in trying again
+    job.start_failure_final = true;
+    job.last_start_failure = job.no_executable;
+    PRISM_LOG_ERROR("{}", job.last_start_failure);
+    return false;
+  }
   WorkerLaunch launch;
   launch.executable_fd = job.exe_fd;
   launch.argv = job.argv;

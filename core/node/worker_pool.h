@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "cluster.pb.h"
 #include "node/worker_launcher.h"
 #include "prism.pb.h"
 #include "rpc/connection.h"
@@ -52,6 +53,10 @@ class WorkerPool {
     std::string cwd;
     rpc::Connection* driver = nullptr;
     bool ended = false;  // its driver left; kept while its detached actors live
+    /// Its driver is on another node (work spilled here): the control service's job table
+    /// described it, and says when it ends.
+    bool guest = false;
+    std::string no_executable;  // a guest whose driver's executable is not on this node: why
     int start_failures = 0;
     std::string last_start_failure;
     bool start_failure_final = false;  // the reason is known for sure: keep it
@@ -80,9 +85,14 @@ class WorkerPool {
   /// A driver's job, from its Hello: its executable (opened now), arguments, environment and
   /// working folder (read from /proc), and what its workers run. It has no id yet.
   static Result<Job> JobOf(pid_t driver_pid, const rpc::Hello& hello);
+  /// A guest job (its driver on another node), as the control service's job table describes it:
+  /// its workers run the driver's executable from the same path on this machine (their build id
+  /// is checked when they register), or the generic C++ worker, or its Python interpreter.
+  static Job GuestJobOf(const rpc::JobInfo& info);
   void AddJob(Job job);
   Job* FindJob(const JobId& id);
   bool HasJob(const JobId& id) const { return jobs_.count(id) > 0; }
+  const std::map<JobId, Job>& jobs() const { return jobs_; }
   /// Forgets a job (its executable is closed).
   void EraseJob(const JobId& id);
   bool CanStartCpp() const { return self_exe_fd_ >= 0; }

@@ -230,6 +230,16 @@ Status CoreWorker::ConnectDaemon() {
         actor_submitter_->FailAll(err);
       },
       [this](const WorkerId& id) { OnWorkerDied(id); });
+  // Requests the daemon spills to another node go to that node's daemon, through the relay.
+  daemon_->set_remote_dialer(
+      [this](const rpc::Address& daemon, std::function<void(Result<rpc::Connected>)> done) {
+        rpc::Envelope hello = rpc::MakeHello(rpc::ROLE_REMOTE_CALLER, options_.token);
+        hello.mutable_hello()->set_job_id(options_.job_id.Binary());
+        hello.mutable_hello()->set_worker_id(options_.worker_id.Binary());
+        rpc::AsyncConnectAndHello(loop_.context(), daemon, hello, std::chrono::seconds(10),
+                                  std::move(done));
+      },
+      options_.submitter.max_frame_bytes);
   control_ = std::make_unique<DaemonControlClient>(*daemon_,
                                                    [this](bool blocked) { SetBlocked(blocked); });
   return Status::OK();

@@ -1,5 +1,7 @@
 #include "worker/lease_client.h"
 
+#include <algorithm>
+
 #include "base/logging.h"
 #include "base/mutex.h"
 
@@ -24,6 +26,15 @@ std::string LeaseSpec::Key() const {
     key += std::string(1, '\1') + std::to_string(placement.placement_group()) + "/" +
            std::to_string(placement.bundle_index()) + "/" + std::to_string(placement.strategy());
   }
+  // Leases on one node serve only tasks pinned alike (a lease granted for a label or an affinity
+  // is on a node that meets it; another task's lease may not be).
+  if (!placement.node_id().empty())
+    key += std::string(1, '\4') + placement.node_id() + (placement.soft() ? "~" : "!");
+  if (!placement.label_selector().empty()) {
+    std::map<std::string, std::string> sorted(placement.label_selector().begin(),
+                                              placement.label_selector().end());
+    for (const auto& [k, v] : sorted) key += std::string(1, '\5') + k + "=" + v;
+  }
   if (exclusive) key += std::string(1, '\2');
   if (!runtime.empty()) key += std::string(1, '\3') + runtime;
   return key;
@@ -33,32 +44,51 @@ uint64_t DaemonClient::RequestLease(const LeaseSpec& spec,
                                     std::function<void(bool infeasible)> queued,
                                     std::function<void(LeaseOutcome)> done) {
   uint64_t id = next_request_id_++;
-  rpc::Envelope env;
-  auto* req = env.mutable_request_lease();
+  LeaseWaiter waiter{std::move(queued), std::move(done)};
+  rpc::RequestLease* req = &waiter.request;
   req->set_request_id(id);
   *req->mutable_placement() = spec.placement;
   req->set_runtime(spec.runtime);
-  const auto& vars = spec.env;
   for (const auto& [name, milli] : spec.shape.milli()) {
     auto* r = req->add_resources();
     r->set_name(name);
     r->set_milli(milli);
   }
-  for (const auto& [name, value] : vars) {
+  for (const auto& [name, value] : spec.env) {
     auto* e = req->add_env();
     e->set_name(name);
     e->set_value(value);
   }
   if (conn_->closed()) {
-    done(LeaseOutcome{Status::Unavailable("the node daemon is gone"), rpc::ERROR_SYSTEM});
+    waiter.done(LeaseOutcome{Status::Unavailable("the node daemon is gone"), rpc::ERROR_SYSTEM});
     return id;
   }
-  lease_waiters_[id] = LeaseWaiter{std::move(queued), std::move(done)};
-  conn_->Send(env);
+  SendRequest(id, std::move(waiter));
   return id;
 }
 
+void DaemonClient::SendRequest(uint64_t id, LeaseWaiter waiter) {
+  rpc::Envelope env;
+  *env.mutable_request_lease() = waiter.request;
+  env.mutable_request_lease()->set_request_id(id);
+  lease_waiters_[id] = std::move(waiter);
+  conn_->Send(env);
+}
+
 void DaemonClient::CancelLeaseRequest(uint64_t request_id) {
+  if (auto s = spilled_.find(request_id); s != spilled_.end()) {
+    // Sent on to another node (or waiting to go back to this one): withdrawn there.
+    auto r = remotes_.find(s->second.node_address);
+    if (s->second.remote_id != 0 && r != remotes_.end() &&
+        r->second.generation == s->second.generation && r->second.client) {
+      r->second.client->CancelLeaseRequest(s->second.remote_id);
+    } else if (r != remotes_.end()) {
+      auto& w = r->second.waiting;
+      w.erase(std::remove(w.begin(), w.end(), request_id), w.end());
+    }
+    spilled_.erase(s);
+    return;
+  }
   if (lease_waiters_.erase(request_id) == 0) return;
   rpc::Envelope env;
   env.mutable_cancel_lease_request()->set_request_id(request_id);
@@ -66,13 +96,163 @@ void DaemonClient::CancelLeaseRequest(uint64_t request_id) {
 }
 
 void DaemonClient::ReturnLease(uint64_t lease_id, bool worker_failed) {
+  if (auto l = remote_leases_.find(lease_id); l != remote_leases_.end()) {
+    RemoteLease lease = l->second;
+    remote_leases_.erase(l);
+    auto r = remotes_.find(lease.node_address);
+    // (A lease of a connection since lost ended there with it.)
+    if (r != remotes_.end() && r->second.generation == lease.generation && r->second.client)
+      r->second.client->ReturnLease(lease.lease_id, worker_failed);
+    return;
+  }
   rpc::Envelope env;
   env.mutable_return_lease()->set_lease_id(lease_id);
   env.mutable_return_lease()->set_worker_failed(worker_failed);
   conn_->Send(env);
 }
 
-void DaemonClient::Close() { conn_->Close(Status::Cancelled("shutting down")); }
+DaemonClient::~DaemonClient() { *alive_ = false; }
+
+void DaemonClient::Close() {
+  conn_->Close(Status::Cancelled("shutting down"));
+  auto remotes = std::move(remotes_);
+  remotes_.clear();
+  for (auto& [address, r] : remotes) {
+    if (!r.client) continue;
+    r.client->Close();
+    // Destroyed once the handlers its close queued have run.
+    asio::post(conn_->executor(), [c = std::shared_ptr<DaemonClient>(std::move(r.client))] {});
+  }
+}
+
+void DaemonClient::OnSpillback(const rpc::LeaseSpillback& s) {
+  auto it = lease_waiters_.find(s.request_id());
+  if (it == lease_waiters_.end()) return;  // withdrawn meanwhile
+  LeaseWaiter waiter = std::move(it->second);
+  lease_waiters_.erase(it);
+  const std::string& address = s.daemon().node_address();
+  if (!dial_ || address.empty()) {
+    waiter.done(
+        LeaseOutcome{Status::Unavailable("the node daemon sent this request to another node (" +
+                                         address + "), and this process cannot reach other nodes"),
+                     rpc::ERROR_SYSTEM});
+    return;
+  }
+  spilled_total_++;
+  waiter.request.set_spilled(true);
+  Remote& r = remotes_[address];
+  if (r.generation == 0) {
+    r.generation = next_generation_++;
+    const uint64_t generation = r.generation;
+    dial_(s.daemon(), [this, alive = alive_, address, generation](Result<rpc::Connected> c) {
+      if (!*alive) return;
+      auto rit = remotes_.find(address);
+      if (rit == remotes_.end() || rit->second.generation != generation) return;
+      if (!c.ok()) {
+        RemoteLost(address, generation, c.status());
+        return;
+      }
+      auto conn = rpc::Connection::Create(std::move(c->socket), max_frame_bytes_);
+      rit->second.client = std::make_unique<DaemonClient>(
+          conn,
+          [this, address, generation](const Status& st) { RemoteLost(address, generation, st); });
+      rit->second.client->Start(std::move(c->leftover));
+      auto waiting = std::move(rit->second.waiting);
+      rit->second.waiting.clear();
+      for (uint64_t id : waiting) SendSpilled(id);
+    });
+  }
+  const uint64_t id = s.request_id();
+  spilled_[id] = Spilled{std::move(waiter), address, r.generation, 0};
+  if (r.client) {
+    SendSpilled(id);
+  } else {
+    r.waiting.push_back(id);
+  }
+}
+
+void DaemonClient::SendSpilled(uint64_t id) {
+  auto it = spilled_.find(id);
+  if (it == spilled_.end()) return;
+  Spilled& sp = it->second;
+  auto r = remotes_.find(sp.node_address);
+  if (r == remotes_.end() || r->second.generation != sp.generation || !r->second.client) return;
+  DaemonClient& remote = *r->second.client;
+  LeaseWaiter there;
+  there.request = sp.waiter.request;
+  there.queued = [this, id](bool infeasible) {
+    auto s = spilled_.find(id);
+    if (s == spilled_.end() || !s->second.waiter.queued) return;
+    auto queued = s->second.waiter.queued;  // (it may withdraw the request)
+    queued(infeasible);
+  };
+  there.done = [this, id, address = sp.node_address, generation = sp.generation](LeaseOutcome out) {
+    auto s = spilled_.find(id);
+    if (s == spilled_.end()) return;
+    if (out.lost) {
+      Respill(id, out.status);
+      return;
+    }
+    auto done = std::move(s->second.waiter.done);
+    spilled_.erase(s);
+    if (out.status.ok()) {
+      const uint64_t alias = next_remote_lease_++;
+      remote_leases_[alias] = RemoteLease{address, generation, out.lease_id};
+      out.lease_id = alias;
+    }
+    done(std::move(out));
+  };
+  sp.remote_id = remote.NextRequestId();
+  remote.SendRequest(sp.remote_id, std::move(there));
+}
+
+void DaemonClient::Respill(uint64_t id, const Status& why) {
+  auto s = spilled_.find(id);
+  if (s == spilled_.end()) return;
+  Spilled& sp = s->second;
+  if (++sp.waiter.tries > 50 || conn_->closed()) {
+    auto done = std::move(sp.waiter.done);
+    spilled_.erase(s);
+    done(LeaseOutcome{Status::Unavailable("the node this request was sent to (" + sp.node_address +
+                                          ") cannot be reached: " + why.message()),
+                      rpc::ERROR_SYSTEM});
+    return;
+  }
+  PRISM_LOG_INFO("a lease request sent to {} goes back to this node: {}", sp.node_address,
+                 why.message());
+  // Parked (no node) until the pause ends; the node's view of the cluster meanwhile catches up.
+  sp.node_address.clear();
+  sp.generation = 0;
+  sp.remote_id = 0;
+  sp.waiter.request.set_spilled(false);
+  auto timer = std::make_shared<asio::steady_timer>(
+      conn_->executor(), std::chrono::milliseconds(std::min(100 * sp.waiter.tries, 1000)));
+  timer->async_wait([this, alive = alive_, timer, id](const asio::error_code& ec) {
+    if (ec || !*alive) return;
+    auto p = spilled_.find(id);
+    if (p == spilled_.end() || !p->second.node_address.empty()) return;  // withdrawn
+    LeaseWaiter waiter = std::move(p->second.waiter);
+    spilled_.erase(p);
+    if (conn_->closed()) {
+      waiter.done(LeaseOutcome{
+          Status::Unavailable("the node daemon is gone"), rpc::ERROR_SYSTEM, 0, {}, {}, true});
+      return;
+    }
+    SendRequest(id, std::move(waiter));
+  });
+}
+
+void DaemonClient::RemoteLost(const std::string& address, uint64_t generation, const Status& why) {
+  auto rit = remotes_.find(address);
+  if (rit == remotes_.end() || rit->second.generation != generation) return;
+  std::unique_ptr<DaemonClient> dead = std::move(rit->second.client);
+  std::vector<uint64_t> waiting = std::move(rit->second.waiting);
+  remotes_.erase(rit);
+  PRISM_LOG_INFO("lost the connection to node {}'s daemon: {}", address, why.message());
+  // (Called from within its close: destroyed once that returns.)
+  if (dead) asio::post(conn_->executor(), [d = std::shared_ptr<DaemonClient>(std::move(dead))] {});
+  for (uint64_t id : waiting) Respill(id, why);
+}
 
 void DaemonClient::Call(uint64_t request_id, rpc::Envelope req,
                         std::function<void(Result<rpc::Envelope>)> done) {
@@ -124,6 +304,9 @@ void DaemonClient::OnMessage(rpc::Envelope& msg) {
       done(std::move(granted));
       return;
     }
+    case rpc::Envelope::kLeaseSpillback:
+      OnSpillback(msg.lease_spillback());
+      return;
     case rpc::Envelope::kLeaseQueued: {
       auto it = lease_waiters_.find(msg.lease_queued().request_id());
       if (it == lease_waiters_.end() || !it->second.queued) return;
@@ -191,7 +374,11 @@ void DaemonClient::OnClosed(const Status& st) {
   auto leases = std::move(lease_waiters_);
   for (auto& [id, waiter] : leases) {
     waiter.done(LeaseOutcome{Status::Unavailable("the node daemon is gone: " + st.message()),
-                             rpc::ERROR_SYSTEM});
+                             rpc::ERROR_SYSTEM,
+                             0,
+                             {},
+                             {},
+                             true});
   }
   if (on_lost_) on_lost_(st);
 }

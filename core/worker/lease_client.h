@@ -28,6 +28,7 @@ struct LeaseOutcome {
   uint64_t lease_id = 0;
   rpc::Address worker;
   std::vector<rpc::DeviceShareProto> devices;  // the device instances it holds
+  bool lost = false;                           // the daemon's connection went before it answered
 };
 
 /// What a lease is asked for: resources, the worker's environment, and where it may be placed.
@@ -57,6 +58,11 @@ class LeaseClient {
 };
 
 /// The node daemon over its local socket. Event-loop thread only, except construction.
+///
+/// A request the daemon spills to another node (LeaseSpillback) goes on to that node's daemon,
+/// through the relay (a connection per node, kept); its lease is returned there. Its caller sees
+/// one request and one lease as before. Should that node's connection go before it answers, the
+/// request goes back to this node's daemon after a pause (which spills it elsewhere or serves it).
 class DaemonClient : public LeaseClient {
  public:
   /// `on_lost` runs once if the daemon's connection closes; `on_worker_died` for each driver or
@@ -64,12 +70,24 @@ class DaemonClient : public LeaseClient {
   DaemonClient(std::shared_ptr<rpc::Connection> conn, std::function<void(const Status&)> on_lost,
                std::function<void(const WorkerId&)> on_worker_died = nullptr);
   /// `initial`: bytes already read from the connection (after the handshake).
+  ~DaemonClient() override;
   void Start(std::string initial = {});
   uint64_t RequestLease(const LeaseSpec& spec, std::function<void(bool infeasible)> queued,
                         std::function<void(LeaseOutcome)> done) override;
   void CancelLeaseRequest(uint64_t request_id) override;
   void ReturnLease(uint64_t lease_id, bool worker_failed) override;
   void Close();
+
+  /// How a spilled request reaches another node's daemon: `dial` connects to `daemon` (through
+  /// the relay) with a Hello as this job's remote caller. Unset: a spillback fails the request.
+  using Dialer = std::function<void(const rpc::Address& daemon,
+                                    std::function<void(Result<rpc::Connected>)> done)>;
+  void set_remote_dialer(Dialer dial, size_t max_frame_bytes) {
+    dial_ = std::move(dial);
+    max_frame_bytes_ = max_frame_bytes;
+  }
+  /// Requests this client sent on to other nodes so far.
+  uint64_t spilled_total() const { return spilled_total_; }
 
   /// Any thread: a fresh request id for Call().
   uint64_t NextRequestId() { return next_request_id_.fetch_add(1); }
@@ -103,8 +121,47 @@ class DaemonClient : public LeaseClient {
   struct LeaseWaiter {
     std::function<void(bool infeasible)> queued;
     std::function<void(LeaseOutcome)> done;
+    rpc::RequestLease request;  // as sent (what a spillback sends on)
+    int tries = 0;              // times it went back to this node after another node was lost
   };
+  /// Sends a request under the caller's id (`waiter.request` carries it).
+  void SendRequest(uint64_t id, LeaseWaiter waiter);
   std::unordered_map<uint64_t, LeaseWaiter> lease_waiters_;
+
+  // Spillback (see the class comment).
+  struct Remote {
+    uint64_t generation = 0;
+    std::unique_ptr<DaemonClient> client;  // null while connecting
+    std::vector<uint64_t> waiting;         // spilled requests waiting for the connection
+  };
+  struct Spilled {
+    LeaseWaiter waiter;
+    std::string node_address;
+    uint64_t generation = 0;  // of the Remote it went to
+    uint64_t remote_id = 0;   // its id at that node's daemon (0: not sent there yet)
+  };
+  void OnSpillback(const rpc::LeaseSpillback& s);
+  void SendSpilled(uint64_t id);
+  /// That node's connection went (or never came) before it answered: back to this node's daemon
+  /// after a pause, or failed after many tries.
+  void Respill(uint64_t id, const Status& why);
+  void RemoteLost(const std::string& node_address, uint64_t generation, const Status& why);
+  Dialer dial_;
+  size_t max_frame_bytes_ = 0;
+  uint64_t next_generation_ = 1;
+  std::map<std::string, Remote> remotes_;          // by node address
+  std::unordered_map<uint64_t, Spilled> spilled_;  // by the caller's request id
+  // False once this client is gone (its timers' and dials' callbacks check it).
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  struct RemoteLease {
+    std::string node_address;
+    uint64_t generation = 0;
+    uint64_t lease_id = 0;  // that daemon's
+  };
+  // Leases granted by other nodes, under ids of this client's (the top bit set).
+  std::unordered_map<uint64_t, RemoteLease> remote_leases_;
+  uint64_t next_remote_lease_ = uint64_t{1} << 63;
+  uint64_t spilled_total_ = 0;
 };
 
 }  // namespace prism

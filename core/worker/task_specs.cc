@@ -7,6 +7,8 @@
 #include <cmath>
 #include <utility>
 
+#include "base/ids.h"
+#include "base/labels.h"
 #include "rpc/address.h"
 
 namespace prism {
@@ -66,8 +68,26 @@ ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t 
 
 // Where a task or actor may be placed, checked.
 rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group,
-                           int bundle_index) {
+                           int bundle_index, const NodeAffinity& affinity,
+                           const std::map<std::string, std::string>& label_selector) {
   rpc::Placement p;
+  if (!affinity.node_id.empty()) {
+    NodeId id = UniqueIdFromHex(affinity.node_id);
+    if (id.IsNil()) {
+      throw InvalidArgumentError("node_affinity.node_id must be a node id in hex (" +
+                                 std::to_string(2 * NodeId::kSize) + " digits), not '" +
+                                 affinity.node_id + "'");
+    }
+    if (group.valid()) {
+      throw InvalidArgumentError("a node affinity and a placement group cannot be combined");
+    }
+    p.set_node_id(id.Binary());
+    p.set_soft(affinity.soft);
+  }
+  for (const auto& [k, v] : label_selector) (*p.mutable_label_selector())[k] = v;
+  if (std::string bad = CheckLabelSelector(p.label_selector()); !bad.empty()) {
+    throw InvalidArgumentError(bad);
+  }
   if (strategy != SchedulingStrategy::kDefault && strategy != SchedulingStrategy::kSpread) {
     throw InvalidArgumentError("unknown scheduling_strategy " +
                                std::to_string(static_cast<int>(strategy)));
@@ -103,7 +123,8 @@ CheckedOptions CheckTaskOptions(const TaskOptions& options) {
                                options.runtime + "\"");
   }
   c.placement = PlacementOf(options.scheduling_strategy, options.placement_group,
-                            options.placement_group_bundle_index);
+                            options.placement_group_bundle_index, options.node_affinity,
+                            options.label_selector);
   return c;
 }
 
@@ -117,7 +138,8 @@ CheckedOptions CheckActorOptions(const ActorOptions& options) {
                     options.resources, "ActorOptions");
   CheckEnv(options.env);
   c.placement = PlacementOf(options.scheduling_strategy, options.placement_group,
-                            options.placement_group_bundle_index);
+                            options.placement_group_bundle_index, options.node_affinity,
+                            options.label_selector);
   return c;
 }
 

@@ -30,7 +30,8 @@ ResourceSet ShapeOf(double num_cpus, double num_gpus, uint64_t memory, uint64_t 
                     const std::map<std::string, double>& resources, const char* options);
 /// Where a task or actor may be placed, checked.
 rpc::Placement PlacementOf(SchedulingStrategy strategy, const PlacementGroup& group,
-                           int bundle_index);
+                           int bundle_index, const NodeAffinity& affinity = {},
+                           const std::map<std::string, std::string>& label_selector = {});
 
 /// Options found valid: the resource shape and the placement they ask for.
 struct CheckedOptions {

@@ -13,7 +13,7 @@ from prism.remote_function import _ListedRefGenerator, pack_args, submit_options
 _ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "memory", "resources", "name", "lifetime", "max_restarts",
     "max_task_retries", "max_concurrency", "runtime_env", "scheduling_strategy", "namespace",
-    "get_if_exists", "concurrency_groups", "_metadata",
+    "get_if_exists", "concurrency_groups", "label_selector", "_metadata",
 }
 
 

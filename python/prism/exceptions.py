@@ -87,10 +87,6 @@ class ObjectStoreFullError(RayError):
     """The object store has no room for the object."""
 
 
-class InfeasibleError(RayError):
-    """No node of the cluster can ever run the task."""
-
-
 class CollectiveError(RayError):
     """A collective failed: a rank never joined, died or did not take part in time, or the group is
     broken by an earlier failure. The message names the group and the rank(s)."""
@@ -102,6 +98,11 @@ class RaySystemError(RayError):
 
 class TaskUnschedulableError(RayError):
     """The task can never be placed as asked (a hard node affinity to a node that is gone)."""
+
+
+class InfeasibleError(TaskUnschedulableError):
+    """No node of the cluster can ever run the task (nor the hard node affinity's node, nor a
+    node whose labels match its label_selector)."""
 
 
 class ActorUnschedulableError(RayError):

@@ -13,7 +13,7 @@ from prism.object_ref import ObjectRef
 # Options a task accepts, as in Ray's .options(); values are checked by the core.
 _TASK_OPTIONS = {
     "num_cpus", "num_gpus", "memory", "resources", "max_retries", "name", "runtime_env",
-    "scheduling_strategy", "num_returns", "retry_exceptions", "_metadata",
+    "scheduling_strategy", "num_returns", "retry_exceptions", "label_selector", "_metadata",
 }
 
 
@@ -78,6 +78,13 @@ def _core_options(options, strategy, env_vars):
             out[k] = options[k]
     if env_vars:
         out["env"] = env_vars
+    selector = options.get("label_selector")
+    if selector:
+        if not isinstance(selector, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in selector.items()):
+            raise TypeError("label_selector must be a dict of label name -> value (str), e.g. "
+                            "{\"zone\": \"us-west\"}, {\"gpu\": \"!a100\"}, {\"tier\": \"in(a,b)\"}")
+        out["label_selector"] = dict(selector)
     if strategy is not None:
         from prism.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
                                                       PlacementGroupSchedulingStrategy)
@@ -87,7 +94,8 @@ def _core_options(options, strategy, env_vars):
             out["placement_group_bundles"] = pg.bundle_specs
             out["placement_group_bundle_index"] = strategy.placement_group_bundle_index
         elif isinstance(strategy, NodeAffinitySchedulingStrategy):
-            strategy.check_node()  # this node (the only one work goes to yet): placed as by default
+            out["node_affinity"] = strategy.node_id
+            out["node_affinity_soft"] = strategy.soft
         elif strategy in ("DEFAULT", "SPREAD"):
             out["scheduling_strategy"] = strategy
         else:

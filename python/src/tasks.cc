@@ -48,6 +48,9 @@ void ReadPlacedResources(const py::dict& o, double default_cpus, Options& out) {
   }
   out.placement_group = GroupFrom(o);
   out.placement_group_bundle_index = Opt<int>(o, "placement_group_bundle_index", -1);
+  out.node_affinity.node_id = Opt<std::string>(o, "node_affinity", "");
+  out.node_affinity.soft = Opt<bool>(o, "node_affinity_soft", false);
+  out.label_selector = Opt<std::map<std::string, std::string>>(o, "label_selector", {});
 }
 
 TaskOptions TaskOptionsFrom(const py::dict& o) {

@@ -61,26 +61,41 @@ def test_a_three_node_cluster_joins_lists_and_loses_nodes():
     assert os.environ.get("PRISM_TMPDIR") == saved
 
 
-def test_hard_affinity_to_another_node_fails_clearly_until_work_can_go_there():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+def test_tasks_go_to_the_node_their_affinity_labels_or_resources_name_and_spread():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "labels": {"zone": "a"}})
     try:
-        other = cluster.add_node(num_cpus=1)
+        other = cluster.add_node(num_cpus=2, resources={"ssd": 1}, labels={"zone": "b"})
+        third = cluster.add_node(num_cpus=2, labels={"zone": "c"})
         prism.init(address=cluster.address)
         from prism.exceptions import TaskUnschedulableError
         from prism.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         @prism.remote
-        def where():
+        def where(ms=0):
+            import time
+            time.sleep(ms / 1000)
             return prism.get_runtime_context().get_node_id()
 
         here = prism.get_runtime_context().get_node_id()
+        for node in (here, other.node_id, third.node_id):
+            assert prism.get(where.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()) == node
+        assert prism.get(where.options(resources={"ssd": 1}).remote()) == other.node_id
+        assert prism.get(where.options(label_selector={"zone": "c"}).remote()) == third.node_id
+        assert prism.get(where.options(label_selector={"zone": "!in(a,c)"}).remote()) == other.node_id
+        with pytest.raises(TypeError, match="label_selector"):
+            where.options(label_selector={"zone": 3}).remote()
+        spread = {prism.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(200)
+                                         for _ in range(9)]}
+        assert spread == {here, other.node_id, third.node_id}
+
+        # A node that is gone: hard fails with why, soft runs elsewhere.
+        cluster.remove_node(third)
+        with pytest.raises(TaskUnschedulableError, match="not a live node"):
+            prism.get(where.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(third.node_id, soft=False)).remote())
         assert prism.get(where.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()) == here
-        with pytest.raises(TaskUnschedulableError, match="another node of this cluster"):
-            where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other.node_id, soft=False)).remote()
-        # Soft: it runs where it can, here.
-        assert prism.get(where.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(other.node_id, soft=True)).remote()) == here
+            scheduling_strategy=NodeAffinitySchedulingStrategy(third.node_id, soft=True)).remote()) != third.node_id
         prism.shutdown()
     finally:
         cluster.shutdown()

@@ -64,7 +64,18 @@ struct InitOptions {
 /// How a task or actor is placed. kDefault packs: fractional GPU requests share the fullest
 /// device that fits, so whole devices stay free. kSpread picks the emptiest device (and, inside a
 /// placement group asked for any bundle, bundles in turn).
+/// Across the nodes of a cluster, kDefault packs onto the caller's node while the resources the
+/// task asks for stay under half used there, then sends it to the least used node that has room;
+/// kSpread sends successive tasks to the nodes in turn.
 enum class SchedulingStrategy { kDefault, kSpread };
+
+/// Run on one node of the cluster (Ray's NodeAffinitySchedulingStrategy): its id in hex, as
+/// prism::Nodes() and GetRuntimeContext give it. A hard affinity (soft = false) to a node that is
+/// dead, unknown or too small fails with TaskUnschedulableError; a soft one runs elsewhere then.
+struct NodeAffinity {
+  std::string node_id;  // empty: none
+  bool soft = false;
+};
 
 /// How a placement group's bundles are laid out. On one node every strategy places all bundles on
 /// it, except kStrictSpread with more than one bundle, which needs a node per bundle; kSpread and
@@ -140,6 +151,12 @@ struct TaskOptions {
   std::string runtime;
   /// Where it runs (see SchedulingStrategy).
   SchedulingStrategy scheduling_strategy = SchedulingStrategy::kDefault;
+  /// Run on this node (see NodeAffinity).
+  NodeAffinity node_affinity;
+  /// Only on nodes whose labels (prism start --labels) hold all of these: label -> value, or
+  /// "!value" (not it), "in(a,b)" (one of them), "!in(a,b)" (none of them). As Ray's
+  /// label_selector.
+  std::map<std::string, std::string> label_selector;
   /// Run on resources reserved by this placement group (they come out of its bundles, not the
   /// node's free resources), in bundle `placement_group_bundle_index` (-1: any bundle).
   PlacementGroup placement_group;
@@ -181,6 +198,12 @@ struct ActorOptions {
   std::map<std::string, std::string> env;
   /// Where it runs (see SchedulingStrategy).
   SchedulingStrategy scheduling_strategy = SchedulingStrategy::kDefault;
+  /// Run on this node (see NodeAffinity).
+  NodeAffinity node_affinity;
+  /// Only on nodes whose labels (prism start --labels) hold all of these: label -> value, or
+  /// "!value" (not it), "in(a,b)" (one of them), "!in(a,b)" (none of them). As Ray's
+  /// label_selector.
+  std::map<std::string, std::string> label_selector;
   /// Run on resources reserved by this placement group (they come out of its bundles, not the
   /// node's free resources), in bundle `placement_group_bundle_index` (-1: any bundle).
   PlacementGroup placement_group;

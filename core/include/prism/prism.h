@@ -65,6 +65,9 @@ std::vector<NodeInfo> Nodes();
 /// The resources of all living nodes together: totals, and what is free now.
 std::map<std::string, double> ClusterResources();
 std::map<std::string, double> AvailableResources();
+/// The id (hex) of the node this process runs on, as Nodes() lists it (Ray's
+/// get_runtime_context().get_node_id()).
+std::string GetNodeId();
 /// Inside a task or actor: the GPUs (device instance indices) it holds; empty elsewhere.
 std::vector<int> GetGpuIds();
 

@@ -23,8 +23,8 @@ class PlacementGroupSchedulingStrategy:
 
 class NodeAffinitySchedulingStrategy:
     """Run the task or actor on the node with id ``node_id`` (hex, as ``prism.nodes()`` and the
-    runtime context give it). With ``soft=True`` it may run elsewhere when that node is dead or
-    unknown; otherwise it fails with a clear error there."""
+    runtime context give it). With ``soft=True`` it may run elsewhere when that node is dead,
+    unknown or too small; otherwise it fails there with TaskUnschedulableError."""
 
     def __init__(self, node_id, soft, _spill_on_unavailable=False, _fail_on_unavailable=False):
         if not isinstance(node_id, str):
@@ -33,26 +33,6 @@ class NodeAffinitySchedulingStrategy:
         self.soft = bool(soft)
         self._spill_on_unavailable = _spill_on_unavailable
         self._fail_on_unavailable = _fail_on_unavailable
-
-    def check_node(self):
-        """Raises unless the node is this process's node, or the strategy is soft. (Work goes to the
-        caller's node: another node of the cluster cannot be asked yet.)"""
-        from prism._private import worker
-        from prism import _prism
-        nodes = worker.call(_prism.nodes)
-        alive = {n["NodeID"] for n in nodes if n["Alive"]}
-        if self.soft:
-            return
-        from prism.exceptions import TaskUnschedulableError
-        if self.node_id not in alive:
-            raise TaskUnschedulableError(
-                f"NodeAffinitySchedulingStrategy: node {self.node_id} is not a live node of this cluster "
-                f"(live: {', '.join(sorted(alive))}); pass soft=True to run elsewhere")
-        if self.node_id != nodes[0]["NodeID"]:
-            raise TaskUnschedulableError(
-                f"NodeAffinitySchedulingStrategy: node {self.node_id} is another node of this cluster, and "
-                "this version runs work on the caller's node only (sending it to another node comes with "
-                "spillback); pass soft=True to run here")
 
 
 __all__ = ["PlacementGroupSchedulingStrategy", "NodeAffinitySchedulingStrategy"]

@@ -78,8 +78,10 @@ class FakeHost : public LeaseManager::Host {
 
   // The daemon runs a pass after the delay; tests run it themselves (RunRetry).
   void ScheduleAfter(std::chrono::milliseconds delay) override { retries.push_back(delay); }
+  const ClusterView& Cluster() override { return view; }
 
   LeaseManager* leases = nullptr;
+  ClusterView view;  // this node alone unless a test adds others
   std::vector<std::chrono::milliseconds> retries;
   std::set<TaskId> waiting;
   std::map<TaskId, std::string> unplaceable;
@@ -93,6 +95,24 @@ class FakeHost : public LeaseManager::Host {
 
 ResourceSet Shape(const std::map<std::string, int64_t>& milli) {
   return *ResourceSet::FromMilli(milli);
+}
+
+// A node as the control service lists it.
+rpc::NodeInfo NodeEntry(const std::string& id, const ResourceSet& total, const ResourceSet& free,
+                        int port = 7000) {
+  rpc::NodeInfo n;
+  n.set_node_id(id);
+  n.set_ip("10.0.0.1");
+  n.set_port(port);
+  for (const auto& [name, milli] : total.milli()) {
+    auto* t = n.add_total();
+    t->set_name(name);
+    t->set_milli(milli);
+    auto* a = n.add_available();
+    a->set_name(name);
+    a->set_milli(free.Get(name));
+  }
+  return n;
 }
 
 rpc::RequestLease Req(uint64_t rid, const std::map<std::string, int64_t>& milli = {{"CPU", 1000}}) {
@@ -126,6 +146,7 @@ class LeaseManagerTest : public ::testing::Test {
     node_ = *ResourcePool::Create(node);
     groups_ = std::make_unique<PlacementGroups>(node_, node.ToString(), false);
     host_ = std::make_unique<FakeHost>(*groups_, *pool_);
+    host_->view.self = NodeEntry(node_id_.Binary(), node, node);
     leases_ = std::make_unique<LeaseManager>(c, node_id_, node_, *groups_, *pool_, *host_);
     host_->leases = leases_.get();
   }
@@ -544,6 +565,126 @@ TEST_F(LeaseManagerTest, AWaitingRequestIsToldOnceAndGrantedLaterUnlessCancelled
   EXPECT_EQ(e.lease_grant().request_id(), 4u);
   EXPECT_TRUE(leases_->pending().empty()) << "the closed caller's request went too";
   EXPECT_EQ(launcher_.launches.size(), 1u);
+}
+
+// Spillback: with another node in the view, a request this node should not serve is answered with
+// the other node's daemon; one it should is served here as before.
+TEST_F(LeaseManagerTest, SpillsToAnotherNodeByAffinityLabelsAndLoad) {
+  Make(4, Shape({{"CPU", 2000}}));
+  const std::string other(16, 'o');
+  host_->view.nodes = {host_->view.self, NodeEntry(other, Shape({{"CPU", 8000}, {"big", 1000}}),
+                                                   Shape({{"CPU", 8000}, {"big", 1000}}), 7001)};
+  (*host_->view.nodes[1].mutable_labels())["zone"] = "b";
+  host_->view.others = true;
+  host_->view.version = 1;
+  Peer caller(io_);
+
+  auto spilled_to = [&](const rpc::Envelope& e) {
+    EXPECT_TRUE(e.has_lease_spillback()) << e.DebugString();
+    return e.lease_spillback().daemon();
+  };
+  // A resource only the other node has.
+  leases_->Request(*caller.conn, job_, Req(1, {{"CPU", 1000}, {"big", 1000}}));
+  rpc::Address d = spilled_to(caller.One());
+  EXPECT_EQ(d.node_id(), other);
+  EXPECT_EQ(d.node_address(), "10.0.0.1:7001");
+  EXPECT_EQ(d.socket_path(), "daemon.sock");
+  EXPECT_TRUE(launcher_.launches.empty()) << "nothing starts here for it";
+
+  // A hard affinity to the other node, and a label only it has.
+  rpc::RequestLease pinned = Req(2);
+  pinned.mutable_placement()->set_node_id(other);
+  leases_->Request(*caller.conn, job_, pinned);
+  EXPECT_EQ(spilled_to(caller.One()).node_id(), other);
+  rpc::RequestLease labelled = Req(3);
+  (*labelled.mutable_placement()->mutable_label_selector())["zone"] = "b";
+  leases_->Request(*caller.conn, job_, labelled);
+  EXPECT_EQ(spilled_to(caller.One()).node_id(), other);
+
+  // The default: the first CPU here (half used), the second to the emptier node (less used even
+  // with the three requests sent there counted against it).
+  leases_->Request(*caller.conn, job_, Req(4));
+  EXPECT_EQ(launcher_.launches.size(), 1u) << "served here: a worker starts";
+  EXPECT_TRUE(caller.Frames().empty());
+  leases_->Request(*caller.conn, job_, Req(5));
+  EXPECT_EQ(spilled_to(caller.One()).node_id(), other);
+  EXPECT_EQ(leases_->spilled_total(), 4u);
+
+  // Sent here by another node: served here even though this node is the busier one.
+  rpc::RequestLease came = Req(6);
+  came.set_spilled(true);
+  leases_->Request(*caller.conn, job_, came);
+  EXPECT_TRUE(caller.Frames().empty()) << "served here (a worker starts, or it waits)";
+  EXPECT_EQ(leases_->spilled_total(), 4u);
+
+  // A hard affinity to a node that is not in the cluster fails at once, with why.
+  rpc::RequestLease gone = Req(7);
+  gone.mutable_placement()->set_node_id(std::string(16, 'z'));
+  leases_->Request(*caller.conn, job_, gone);
+  rpc::Envelope r = caller.One();
+  ASSERT_TRUE(r.has_lease_rejected());
+  EXPECT_EQ(r.lease_rejected().kind(), rpc::ERROR_INFEASIBLE);
+  EXPECT_NE(r.lease_rejected().message().find("not a live node"), std::string::npos);
+  // A soft one runs where the default puts it.
+  gone.set_request_id(8);
+  gone.mutable_placement()->set_soft(true);
+  gone.mutable_placement()->mutable_node_id()->assign(std::string(16, 'z'));
+  leases_->Request(*caller.conn, job_, gone);
+  for (const auto& f : caller.Frames()) EXPECT_FALSE(f.has_lease_rejected()) << f.DebugString();
+
+  // Malformed affinities and selectors are refused.
+  rpc::RequestLease bad = Req(9);
+  bad.mutable_placement()->set_node_id("short");
+  leases_->Request(*caller.conn, job_, bad);
+  EXPECT_TRUE(caller.One().has_lease_rejected());
+  rpc::RequestLease bad_label = Req(10);
+  (*bad_label.mutable_placement()->mutable_label_selector())["zone"] = "in(a,";
+  leases_->Request(*caller.conn, job_, bad_label);
+  r = caller.One();
+  ASSERT_TRUE(r.has_lease_rejected());
+  EXPECT_NE(r.lease_rejected().message().find("in(a,"), std::string::npos);
+}
+
+TEST_F(LeaseManagerTest, AloneOrWithoutRoomAnywhereItServesAsBefore) {
+  Make(4, Shape({{"CPU", 2000}}));
+  Peer caller(io_);
+  // This node alone: no policy runs, an affinity to itself is honoured.
+  rpc::RequestLease self = Req(1);
+  self.mutable_placement()->set_node_id(node_id_.Binary());
+  leases_->Request(*caller.conn, job_, self);
+  EXPECT_EQ(launcher_.launches.size(), 1u);
+  // Another node with nothing free: the request waits here rather than there.
+  const std::string other(16, 'o');
+  host_->view.nodes = {host_->view.self,
+                       NodeEntry(other, Shape({{"CPU", 2000}}), Shape({{"CPU", 0}}), 7001)};
+  host_->view.others = true;
+  host_->view.version = 1;
+  for (uint64_t rid = 2; rid <= 4; ++rid) leases_->Request(*caller.conn, job_, Req(rid));
+  for (const auto& f : caller.Frames()) EXPECT_FALSE(f.has_lease_spillback()) << f.DebugString();
+}
+
+TEST_F(LeaseManagerTest, SpreadTakesTheNodesInTurnAndCountsWhatItSent) {
+  Make(8, Shape({{"CPU", 4000}}));
+  std::vector<std::string> others = {std::string(16, 'a'), std::string(16, 'b')};
+  host_->view.nodes = {host_->view.self};
+  for (const auto& o : others)
+    host_->view.nodes.push_back(NodeEntry(o, Shape({{"CPU", 1000}}), Shape({{"CPU", 1000}})));
+  host_->view.others = true;
+  host_->view.version = 1;
+  Peer caller(io_);
+  std::map<std::string, int> where;
+  for (uint64_t rid = 1; rid <= 6; ++rid) {
+    rpc::RequestLease r = Req(rid);
+    r.mutable_placement()->set_strategy(rpc::STRATEGY_SPREAD);
+    leases_->Request(*caller.conn, job_, r);
+    auto frames = caller.Frames();
+    where[frames.empty() ? "here" : frames[0].lease_spillback().daemon().node_id()]++;
+  }
+  // Each other node has one CPU: it gets one request until the view refreshes (what this node
+  // sent there counts against it meanwhile); the rest stay here.
+  EXPECT_EQ(where[others[0]], 1);
+  EXPECT_EQ(where[others[1]], 1);
+  EXPECT_EQ(where["here"], 4);
 }
 
 }  // namespace
