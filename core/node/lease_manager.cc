@@ -234,6 +234,13 @@ void LeaseManager::Schedule() {
         continue;
       }
     }
+    if (group == nullptr && !req.actor.IsNil()) {
+      if (std::string why = ActorElsewhere(req); !why.empty()) {
+        host_.ActorUnplaceable(req.actor, why);
+        it = pending_.erase(it);
+        continue;
+      }
+    }
     if (group == nullptr && req.actor.IsNil()) {
       bool waits = false;
       if (!PlaceInCluster(req, promised, &waits)) {
@@ -373,6 +380,17 @@ void Deduct(google::protobuf::RepeatedPtrField<rpc::ResourceAmount>* amounts,
 }
 
 }  // namespace
+
+std::string LeaseManager::ActorElsewhere(const LeaseRequest& req) {
+  const rpc::Placement& p = req.placement;
+  if (p.node_id().empty() && p.label_selector().empty()) return "";
+  const rpc::NodeInfo& self = host_.Cluster().self;
+  const bool labels_ok = LabelsMatch(self.labels(), p.label_selector());
+  const bool node_ok = p.node_id().empty() || p.node_id() == self.node_id() || p.soft();
+  if (labels_ok && node_ok) return "";
+  return "its node affinity or label selector rules out its creator's node, and this version "
+         "places actors on their creator's node only";
+}
 
 bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised, bool* waits) {
   const ClusterView* v = &host_.Cluster();

@@ -142,6 +142,9 @@ class LeaseManager {
   /// this pass starts). May answer the caller (spillback, rejection) and return false: the
   /// request is done with. True: it stays with this node.
   bool PlaceInCluster(LeaseRequest& req, const ResourceSet& promised, bool* waits);
+  /// Why an actor's request cannot be served by this node (empty: it can). Actors are placed on
+  /// their creator's node; an affinity or labels that rule it out fail the actor clearly.
+  std::string ActorElsewhere(const LeaseRequest& req);
 
   LeaseManagerConfig config_;
   NodeId node_;

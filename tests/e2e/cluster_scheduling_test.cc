@@ -8,10 +8,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "e2e/run_command.h"
 
 namespace {
 
@@ -31,6 +35,24 @@ std::string ChildWhere(std::string zone) {
   return prism::Get(prism::Task(WhereAmI).Options(o).Remote());
 }
 PRISM_REMOTE(ChildWhere);
+
+class Where {
+ public:
+  std::string Node() const { return prism::GetNodeId(); }
+};
+Where* MakeWhere() { return new Where(); }
+PRISM_REMOTE(MakeWhere, &Where::Node);
+
+// Node `session`'s workers alive, as `prism status` shows them (-1: no answer).
+int WorkersAlive(const std::string& session) {
+  std::string out;
+  if (prism::testing::RunCommand(std::string(PRISM_TOOL) + " status --address " + session, &out) !=
+      0)
+    return -1;
+  std::smatch m;
+  return std::regex_search(out, m, std::regex("workers: (\\d+) alive")) ? std::stoi(m[1].str())
+                                                                        : -1;
+}
 
 std::string On(prism::TaskOptions o) {
   return prism::Get(prism::Task(WhereAmI).Options(o).Remote());
@@ -105,6 +127,16 @@ TEST(ClusterSchedulingTest, TasksGoWhereTheyArePinnedSpreadAndSpillWhenTheNodeIs
   }
   gone.node_affinity.soft = true;
   EXPECT_NE(On(gone), c.node_id);
+  // Actors run on their creator's node: one pinned elsewhere fails clearly; pinned here it runs.
+  auto here = prism::Actor(MakeWhere).Options({.node_affinity = {a, false}}).Remote();
+  EXPECT_EQ(prism::Get(here.Task(&Where::Node).Remote()), a);
+  auto away = prism::Actor(MakeWhere).Options({.node_affinity = {b.node_id, false}}).Remote();
+  try {
+    prism::Get(away.Task(&Where::Node).Remote());
+    ADD_FAILURE() << "an actor pinned to another node ran";
+  } catch (const prism::ActorDiedError& e) {
+    EXPECT_NE(std::string(e.what()).find("creator's node"), std::string::npos) << e.what();
+  }
   // Malformed options fail where they are given.
   prism::TaskOptions bad;
   bad.node_affinity = {"not-hex", false};
@@ -112,7 +144,38 @@ TEST(ClusterSchedulingTest, TasksGoWhereTheyArePinnedSpreadAndSpillWhenTheNodeIs
   bad = {};
   bad.label_selector = {{"zone", "in(a"}};
   EXPECT_THROW(prism::Task(WhereAmI).Options(bad).Remote(), prism::InvalidArgumentError);
+  EXPECT_GT(WorkersAlive(b.session_dir), 0) << "b runs workers of this job";
   prism::Shutdown();
+  // The job ended: the control service says so in b's next heartbeat, and b ends its workers.
+  int alive = -1;
+  for (int i = 0; i < 100; ++i) {
+    alive = WorkersAlive(b.session_dir);
+    if (alive == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(alive, 0) << "the job's workers on another node outlived it";
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ClusterSchedulingTest, ANodeThatLacksTheDriversProgramFailsItsTasksWithWhy) {
+  prism::cluster_utils::Cluster cluster({.num_cpus = 1});
+  auto b = cluster.AddNode({.num_cpus = 1});
+  cluster.WaitForNodes();
+  // A copy of the driver that deletes itself once it runs: no node finds it at its path.
+  std::string dir = (std::filesystem::temp_directory_path() / "prism-vanish-XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  std::string copy = dir + "/driver";
+  std::filesystem::copy_file(PRISM_VANISHING_DRIVER, copy);
+  std::string out;
+  int rc = prism::testing::RunCommand(copy + " " + cluster.address() + " " + b.node_id, &out);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("here: " + cluster.head().node_id), std::string::npos) << out;
+  EXPECT_NE(out.find("there: failed"), std::string::npos) << out;
+  EXPECT_NE(out.find("is not on this machine"), std::string::npos) << out;
 }
 
 }  // namespace
