@@ -3,7 +3,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -39,14 +41,17 @@ bool IsSessionSocketName(const std::string& name) {
 }  // namespace
 
 // One tunnel's two halves: a local socket and a gRPC stream. Everything runs on the relay's
-// thread; gRPC's reactions only post there. Bytes read from the socket go out as one message
-// (the next read waits for that write); a message read from the stream is written to the socket
-// before the next read. Either side ending ends both.
+// thread, but one thing: a message read from the stream that the socket takes at once is written
+// there by the gRPC thread that read it, which asks for the next message (no hop to the relay's
+// thread on the way in: WriteDirect). Other reactions post to the relay's thread. Bytes read from
+// the socket go out as one message (the next read waits for that write); a message read from the
+// stream is written to the socket before the next read. Either side ending ends both.
 class Tunnel {
  public:
   Tunnel(Relay& relay, std::shared_ptr<LocalSocket> sock)
       : relay_(relay), sock_(std::move(sock)), buf_(kChunkBytes) {
     relay_.open_++;
+    if (sock_) fd_ = sock_->native_handle();
   }
   virtual ~Tunnel() { relay_.open_--; }
 
@@ -55,8 +60,12 @@ class Tunnel {
     if (ended_) return;
     ended_ = true;
     relay_.live_.erase(this);
-    asio::error_code ignored;
-    if (sock_) sock_->close(ignored);
+    {
+      std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+      closed_ = true;  // no gRPC thread writes to the socket or reads the stream from here on
+      asio::error_code ignored;
+      if (sock_) sock_->close(ignored);
+    }
     EndGrpc(error);
   }
 
@@ -67,6 +76,7 @@ class Tunnel {
 
   void Pump() {
     relay_.live_.insert(this);
+    AllowDirect();
     ReadLocal();
     GrpcRead(&in_);
   }
@@ -81,6 +91,33 @@ class Tunnel {
   }
   // gRPC's reactions, posted to the relay's thread.
   void Post(std::function<void()> f) { asio::post(relay_.io_, std::move(f)); }
+  /// On the gRPC thread that read a message: writes it to the socket when the socket takes all
+  /// of it at once and asks for the next message, returning true; otherwise leaves what is left
+  /// in `in_` for the relay's thread (ReadFromGrpc), returning false.
+  bool WriteDirect(bool ok) {
+    if (!ok) return false;
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    if (closed_ || fd_ < 0) return false;
+    const std::string& data = in_.data();
+    size_t sent = 0;
+    while (sent < data.size()) {
+      ssize_t n = ::send(fd_, data.data() + sent, data.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    received_ = true;
+    if (sent < data.size()) {
+      in_.mutable_data()->erase(0, sent);
+      return false;
+    }
+    GrpcRead(&in_);
+    return true;
+  }
+  /// The socket is connected (ServerTunnel): messages may be written to it directly.
+  void AllowDirect() {
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    if (!closed_ && sock_) fd_ = sock_->native_handle();
+  }
   void WroteToGrpc(bool ok) {
     if (ended_) return;
     if (!ok) return End(true);
@@ -105,7 +142,12 @@ class Tunnel {
   rpc::RelayChunk in_, out_;
   std::string pending_;
   bool ended_ = false;
-  bool received_ = false;
+  std::atomic<bool> received_{false};
+  // WriteDirect against End: the socket's descriptor is written by a gRPC thread only while
+  // open. Recursive: should gRPC run a reaction inline, it does not deadlock.
+  std::recursive_mutex direct_mu_;
+  bool closed_ = false;  // under direct_mu_
+  int fd_ = -1;          // under direct_mu_; -1 until writes may go straight to the socket
 };
 
 // This node's end of a tunnel it opened: a gRPC client stream to the other node's relay.
@@ -133,6 +175,7 @@ class ClientTunnel final : public Tunnel,
     Post([this, ok] { WroteToGrpc(ok); });
   }
   void OnReadDone(bool ok) override {
+    if (WriteDirect(ok)) return;
     Post([this, ok] { ReadFromGrpc(ok); });
   }
   void OnDone(const grpc::Status& s) override {
@@ -187,6 +230,7 @@ class ServerTunnel final : public Tunnel,
   explicit ServerTunnel(Relay& relay) : Tunnel(relay, nullptr) { StartRead(&in_); }
 
   void OnReadDone(bool ok) override {
+    if (WriteDirect(ok)) return;  // (only once connected: until then there is no descriptor)
     Post([this, ok] {
       if (ended_) return;  // cancelled (and finished) meanwhile
       if (!connected_) return Connect(ok);
