@@ -105,6 +105,7 @@ Status NodeTable::Register(const rpc::RegisterNodeRequest& req, rpc::RegisterNod
   PRISM_LOG_INFO("node {} joined from {}:{} ({}{})", id.Hex(), e.info.ip(), e.info.port(),
                  e.info.hostname(), e.info.is_head() ? ", the head" : "");
   nodes_[id] = std::move(e);
+  version_++;
   const uint32_t index = next_index_;
   next_index_ = next_index_ >= 0xffff ? 1 : next_index_ + 1;
   if (reply != nullptr) {
@@ -139,6 +140,7 @@ Status NodeTable::Heartbeat(const rpc::HeartbeatRequest& req, rpc::HeartbeatRepl
   it->second.last_heard = now;
   *it->second.info.mutable_available() = req.available();
   it->second.info.set_object_store_used(req.object_store_used());
+  version_++;
   reply->set_known(true);
   FillNodes(reply->mutable_nodes());
   return Status::OK();
@@ -193,6 +195,7 @@ size_t NodeTable::alive() const {
 }
 
 void NodeTable::MarkDead(Entry& e, const std::string& why) {
+  version_++;
   e.info.set_state(rpc::NODE_DEAD);
   e.info.set_death_cause(why);
   e.info.clear_available();

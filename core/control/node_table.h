@@ -6,6 +6,7 @@
 
 #include <prism/ids.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -62,6 +63,8 @@ class NodeTable final : public Membership {
   std::vector<rpc::NodeInfo> Nodes() const;
   size_t alive() const;
   const Options& options() const { return options_; }
+  /// Changes with every change to the table (a node joined, reported, left, died).
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
 
  private:
   struct Entry {
@@ -75,6 +78,7 @@ class NodeTable final : public Membership {
   void FillNodes(google::protobuf::RepeatedPtrField<rpc::NodeInfo>* out) const PRISM_REQUIRES(mu_);
 
   const Options options_;
+  std::atomic<uint64_t> version_{0};
   mutable Mutex mu_;
   std::map<NodeId, Entry> nodes_ PRISM_GUARDED_BY(mu_);
   std::deque<NodeId> dead_order_ PRISM_GUARDED_BY(mu_);  // oldest first, to forget

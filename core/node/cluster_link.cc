@@ -75,6 +75,7 @@ void ClusterLink::Report() {
     head_reachable_ = true;
     if (reply.known()) {
       nodes_.assign(reply.nodes().begin(), reply.nodes().end());
+      version_++;
     } else {
       fenced = !leaving_;
     }

@@ -5,6 +5,7 @@
 
 #include <prism/ids.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -44,6 +45,8 @@ class ClusterLink {
   void SetGuestJobs(const google::protobuf::RepeatedPtrField<std::string>& jobs);
   /// The cluster's nodes as last heard (this node alone until the first report is answered).
   std::vector<rpc::NodeInfo> Nodes() const;
+  /// Changes with every answer that brought the nodes anew.
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
   /// Runs `task` on the link's thread, in order with the other tasks and before the next report
   /// (calls to the control service that must not wait on the event loop). Dropped after Leave.
   void Post(std::function<void()> task);
@@ -61,6 +64,7 @@ class ClusterLink {
   std::function<void(const std::string&)> on_fenced_;
   std::chrono::milliseconds period_{500};
   uint32_t node_index_ = 0;
+  std::atomic<uint64_t> version_{0};
   mutable Mutex mu_;
   std::condition_variable cv_;
   bool joined_ PRISM_GUARDED_BY(mu_) = false;

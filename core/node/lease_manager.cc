@@ -320,6 +320,7 @@ void LeaseManager::Schedule() {
     if (idle == nullptr) {
       pool.Free(*alloc);  // it fits: a worker is started for it below
       if (group == nullptr) promised.Add(req.shape);
+      req.starting_here = true;
       if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD)
         group->next_bundle = bundle;
       Want& want = wanting[{req.job, worker_key}];
@@ -393,6 +394,7 @@ std::string LeaseManager::ActorElsewhere(const LeaseRequest& req) {
 }
 
 bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised, bool* waits) {
+  if (req.starting_here) return true;
   const ClusterView* v = &host_.Cluster();
   const rpc::Placement& p = req.placement;
   // This node alone, and nothing asks for a node: as on a single machine (unless this node

@@ -45,7 +45,8 @@ struct LeaseRequest {
   std::string env_key;
   rpc::Placement placement;
   std::string runtime;
-  bool spilled = false;  // sent here by another node's scheduler
+  bool spilled = false;        // sent here by another node's scheduler
+  bool starting_here = false;  // a worker is being started for it here: not placed anew
 };
 
 struct Lease {

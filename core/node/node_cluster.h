@@ -99,6 +99,10 @@ class NodeCluster {
   int port() const { return bound_port_; }
   /// The cluster's nodes as this node last heard (the head: its table).
   std::vector<rpc::NodeInfo> Nodes() const;
+  /// Changes whenever Nodes() may have (any thread).
+  uint64_t nodes_version() const {
+    return table_ ? table_->version() : link_ ? link_->version() : 0;
+  }
   /// A driver of this node started a job / its job finished: the control service's job table
   /// hears of it (at once on the head; from the link's thread elsewhere, never waiting here).
   void ReportJob(rpc::JobInfo job);

@@ -146,7 +146,8 @@ class NodeDaemon : private LeaseManager::Host {
   /// SIGKILLs a worker (if it is still known) and removes it. Safe for ids already removed.
   void KillWorker(const WorkerId& id, const std::string& why) override;
   void ScheduleAfter(std::chrono::milliseconds delay) override;
-  const ClusterView& Cluster() override { return view_; }
+  /// The view, looked at anew when the cluster's nodes changed since (a report came back).
+  const ClusterView& Cluster() override;
   const ClusterView& FreshCluster() override;
 
   asio::io_context& io_;
@@ -174,6 +175,7 @@ class NodeDaemon : private LeaseManager::Host {
   LeaseManager leases_;
   std::map<std::shared_ptr<rpc::Connection>, Peer> conns_;
   ClusterView view_;
+  uint64_t view_source_ = ~uint64_t{0};  // the cluster's nodes_version() the view was made from
   std::chrono::steady_clock::time_point view_updated_;
   // Guest jobs being looked up in the control service's job table, and the requests waiting.
   struct GuestRequest {

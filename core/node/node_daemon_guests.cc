@@ -56,6 +56,11 @@ void NodeDaemon::RefreshClusterView() {
   if (!stopped_ && !leases_.pending().empty()) Schedule();
 }
 
+const ClusterView& NodeDaemon::Cluster() {
+  if (cluster_ && cluster_->nodes_version() != view_source_) UpdateClusterView();
+  return view_;
+}
+
 const ClusterView& NodeDaemon::FreshCluster() {
   if (std::chrono::steady_clock::now() - view_updated_ > std::chrono::milliseconds(50))
     UpdateClusterView();
@@ -64,6 +69,7 @@ const ClusterView& NodeDaemon::FreshCluster() {
 
 void NodeDaemon::UpdateClusterView() {
   view_updated_ = std::chrono::steady_clock::now();
+  view_source_ = cluster_->nodes_version();  // (read first: a change meanwhile is seen next time)
   std::vector<rpc::NodeInfo> nodes = cluster_->Nodes();
   view_.others = false;
   for (const rpc::NodeInfo& n : nodes) {

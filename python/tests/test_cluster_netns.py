@@ -1,7 +1,7 @@
 """A cluster across network namespaces: each node in a namespace of its own, with its own address
 on a bridge the test makes (veth pairs), and its own session root, as on separate machines. The
 nodes join the head over the bridge; a driver on one node reads a ref owned on another through the
-nodes' relays. This needs root (CI runs as root): where namespaces cannot be made the test fails,
+nodes' relays, and sends tasks to the other nodes (SPREAD, node affinity, labels). This needs root (CI runs as root): where namespaces cannot be made the test fails,
 unless PRISM_SKIP_NETNS=1 says to skip it (for developers' machines)."""
 
 import os
@@ -146,11 +146,28 @@ def test_nodes_in_namespaces_join_over_the_bridge_and_reach_each_other(lab):
                     break
                 time.sleep(0.05)
             print(sorted(n["NodeManagerAddress"] for n in ray.nodes()))
+            # Work goes to the other namespaces' nodes: SPREAD reaches every node, a hard affinity
+            # and a label selector pick theirs.
+            from prism.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            @ray.remote
+            def where(ms):
+                time.sleep(ms / 1000)
+                return ray.get_runtime_context().get_node_id()
+
+            by_ip = {{n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes()}}
+            spread = {{ray.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(300)
+                                            for _ in range(6)]}}
+            print(spread == set(by_ip.values()))
+            pinned = NodeAffinitySchedulingStrategy(by_ip[{lab.ips[2]!r}], soft=False)
+            print(ray.get(where.options(scheduling_strategy=pinned).remote(0)) == by_ip[{lab.ips[2]!r}])
+            print(ray.get(where.options(label_selector={{"zone": "a"}}).remote(0)) == by_ip[{lab.ips[0]!r}])
         """), timeout=120)
         assert reader.returncode == 0, reader.stdout + reader.stderr
         lines = reader.stdout.strip().splitlines()
-        assert lines[-2] == "{'from': 'namespace 2', 'values': [0, 1, 2]}", reader.stdout
-        assert lines[-1] == str(sorted(lab.ips)), reader.stdout
+        assert lines[-5] == "{'from': 'namespace 2', 'values': [0, 1, 2]}", reader.stdout
+        assert lines[-4] == str(sorted(lab.ips)), reader.stdout
+        assert lines[-3:] == ["True", "True", "True"], reader.stdout + reader.stderr
     finally:
         owner.stdin.close()
         owner.wait(timeout=30)

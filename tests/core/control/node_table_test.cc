@@ -82,7 +82,9 @@ TEST_F(NodeTableTest, AHeartbeatUpdatesFreeResourcesAndReturnsTheTable) {
   ASSERT_TRUE(table_.Register(Join(a, 1), nullptr).ok());
   ASSERT_TRUE(table_.Register(Join(b, 2), nullptr).ok());
   now_ += 300ms;
+  const uint64_t before = table_.version();
   auto reply = Beat(b, 500);
+  EXPECT_GT(table_.version(), before) << "a report changes what the schedulers see";
   EXPECT_TRUE(reply.known());
   ASSERT_EQ(reply.nodes_size(), 2);
   EXPECT_EQ(reply.nodes(1).available(0).milli(), 500);

@@ -685,6 +685,11 @@ TEST_F(LeaseManagerTest, SpreadTakesTheNodesInTurnAndCountsWhatItSent) {
   EXPECT_EQ(where[others[0]], 1);
   EXPECT_EQ(where[others[1]], 1);
   EXPECT_EQ(where["here"], 4);
+  // Those waiting here for the workers being started for them are not placed anew by the next
+  // pass (the view refreshed: the other nodes have room again).
+  host_->view.version = 2;
+  leases_->Schedule();
+  for (const auto& f : caller.Frames()) EXPECT_FALSE(f.has_lease_spillback()) << f.DebugString();
 }
 
 }  // namespace
