@@ -74,8 +74,8 @@ TEST(ClusterSchedulingTest, TasksGoWhereTheyArePinnedSpreadAndSpillWhenTheNodeIs
   for (int i = 0; i < 5; ++i) busy.push_back(prism::Task(WhereAfter).Remote(500));
   std::set<std::string> ran;
   for (auto& r : busy) ran.insert(prism::Get(r));
-  EXPECT_GE(ran.size(), 2u) << "spilled beyond the head: ran on " << *ran.begin() << " (head " << a
-                            << ")";
+  ran.erase(a);
+  EXPECT_FALSE(ran.empty()) << "the head has one CPU: some of them ran on the other nodes";
 
   // A custom resource only one node has.
   EXPECT_EQ(On({.resources = {{"ssd", 1}}}), b.node_id);
