@@ -154,7 +154,20 @@ void ActorSubmitter::AddOnLoop(const ActorId& id, uint64_t seq, PendingTask task
     if (!a.known) {
       rpc::Envelope sub;
       sub.mutable_subscribe_actor()->set_actor_id(id.Binary());
-      daemon_.Send(sub);
+      // The actor's record is at its creator's node (the owner of its handles' lifetime ref):
+      // another node's daemon is asked through the relay.
+      rpc::Address home;
+      if (task.actor_lifetime) {
+        const internal::OwnerAddress& owner = task.actor_lifetime->owner();
+        home.set_node_id(owner.node_id);
+        home.set_node_address(owner.node_address);
+        home.set_socket_path("daemon.sock");
+      }
+      if (!home.node_address().empty() && rpc::IsRemote(home)) {
+        daemon_.SendToNode(home, sub);
+      } else {
+        daemon_.Send(sub);
+      }
     }
   }
   Call& call = Place(a.queued, seq, std::move(task));

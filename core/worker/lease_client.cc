@@ -140,34 +140,58 @@ void DaemonClient::OnSpillback(const rpc::LeaseSpillback& s) {
   }
   spilled_total_++;
   waiter.request.set_spilled(true);
-  Remote& r = remotes_[address];
-  if (r.generation == 0) {
-    r.generation = next_generation_++;
-    const uint64_t generation = r.generation;
-    dial_(s.daemon(), [this, alive = alive_, address, generation](Result<rpc::Connected> c) {
-      if (!*alive) return;
-      auto rit = remotes_.find(address);
-      if (rit == remotes_.end() || rit->second.generation != generation) return;
-      if (!c.ok()) {
-        RemoteLost(address, generation, c.status());
-        return;
-      }
-      auto conn = rpc::Connection::Create(std::move(c->socket), max_frame_bytes_);
-      rit->second.client = std::make_unique<DaemonClient>(
-          conn,
-          [this, address, generation](const Status& st) { RemoteLost(address, generation, st); });
-      rit->second.client->Start(std::move(c->leftover));
-      auto waiting = std::move(rit->second.waiting);
-      rit->second.waiting.clear();
-      for (uint64_t id : waiting) SendSpilled(id);
-    });
-  }
+  Remote& r = RemoteFor(s.daemon());
   const uint64_t id = s.request_id();
   spilled_[id] = Spilled{std::move(waiter), address, r.generation, 0};
   if (r.client) {
     SendSpilled(id);
   } else {
     r.waiting.push_back(id);
+  }
+}
+
+DaemonClient::Remote& DaemonClient::RemoteFor(const rpc::Address& daemon) {
+  const std::string address = daemon.node_address();
+  Remote& r = remotes_[address];
+  if (r.generation != 0) return r;
+  r.generation = next_generation_++;
+  const uint64_t generation = r.generation;
+  dial_(daemon, [this, alive = alive_, address, generation](Result<rpc::Connected> c) {
+    if (!*alive) return;
+    auto rit = remotes_.find(address);
+    if (rit == remotes_.end() || rit->second.generation != generation) return;
+    if (!c.ok()) {
+      RemoteLost(address, generation, c.status());
+      return;
+    }
+    auto conn = rpc::Connection::Create(std::move(c->socket), max_frame_bytes_);
+    rit->second.client = std::make_unique<DaemonClient>(
+        conn,
+        [this, address, generation](const Status& st) { RemoteLost(address, generation, st); });
+    rit->second.client->on_actor_update = [this](const rpc::ActorUpdate& u) {
+      if (on_actor_update) on_actor_update(u);
+    };
+    rit->second.client->Start(std::move(c->leftover));
+    for (const rpc::Envelope& e : rit->second.outbox) rit->second.client->Send(e);
+    rit->second.outbox.clear();
+    auto waiting = std::move(rit->second.waiting);
+    rit->second.waiting.clear();
+    for (uint64_t id : waiting) SendSpilled(id);
+  });
+  return r;
+}
+
+void DaemonClient::SendToNode(const rpc::Address& daemon, const rpc::Envelope& msg) {
+  if (daemon.node_address().empty() || !dial_) {
+    conn_->Send(msg);
+    return;
+  }
+  Remote& r = RemoteFor(daemon);
+  if (msg.has_subscribe_actor()) r.subscribed.push_back(msg.subscribe_actor().actor_id());
+  if (r.client) {
+    r.client->Send(msg);
+  } else {
+    r.outbox.push_back(msg);
   }
 }
 
@@ -247,11 +271,23 @@ void DaemonClient::RemoteLost(const std::string& address, uint64_t generation, c
   if (rit == remotes_.end() || rit->second.generation != generation) return;
   std::unique_ptr<DaemonClient> dead = std::move(rit->second.client);
   std::vector<uint64_t> waiting = std::move(rit->second.waiting);
+  std::vector<std::string> subscribed = std::move(rit->second.subscribed);
   remotes_.erase(rit);
   PRISM_LOG_INFO("lost the connection to node {}'s daemon: {}", address, why.message());
   // (Called from within its close: destroyed once that returns.)
   if (dead) asio::post(conn_->executor(), [d = std::shared_ptr<DaemonClient>(std::move(dead))] {});
   for (uint64_t id : waiting) Respill(id, why);
+  // Actors whose records are on that node: no news will come of them.
+  for (const std::string& actor : subscribed) {
+    if (!on_actor_update) break;
+    rpc::ActorUpdate u;
+    u.set_actor_id(actor);
+    u.set_state(rpc::ACTOR_DEAD);
+    u.set_num_restarts(~uint32_t{0} >> 1);
+    u.set_death_cause("the node that keeps its record (" + address +
+                      ") cannot be reached: " + why.message());
+    on_actor_update(u);
+  }
 }
 
 void DaemonClient::Call(uint64_t request_id, rpc::Envelope req,

@@ -98,6 +98,12 @@ class DaemonClient : public LeaseClient {
             std::function<void(Result<rpc::Envelope>)> done);
   /// Any thread: a message that needs no answer.
   void Send(const rpc::Envelope& msg) { conn_->Send(msg); }
+  /// Event loop: a message for another node's daemon (`daemon`; this node's when it names no
+  /// other node), over the connection spillback uses. What that daemon sends unasked (actor
+  /// updates) comes to this client's handlers. Used to subscribe to an actor whose record is
+  /// there: should that connection go, each actor subscribed through it is reported dead, with
+  /// why.
+  void SendToNode(const rpc::Address& daemon, const rpc::Envelope& msg);
   /// Handlers for what the daemon sends unasked: actor updates, and (in a worker) the creation
   /// task of the actor this worker becomes. Set before Start().
   std::function<void(const rpc::ActorUpdate&)> on_actor_update;
@@ -133,7 +139,11 @@ class DaemonClient : public LeaseClient {
     uint64_t generation = 0;
     std::unique_ptr<DaemonClient> client;  // null while connecting
     std::vector<uint64_t> waiting;         // spilled requests waiting for the connection
+    std::vector<rpc::Envelope> outbox;     // SendToNode's, waiting for the connection
+    std::vector<std::string> subscribed;   // actors (binary ids) subscribed through it
   };
+  /// The connection to `daemon`'s node (dialled now if there is none).
+  Remote& RemoteFor(const rpc::Address& daemon);
   struct Spilled {
     LeaseWaiter waiter;
     std::string node_address;

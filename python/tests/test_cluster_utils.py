@@ -101,6 +101,49 @@ def test_tasks_go_to_the_node_their_affinity_labels_or_resources_name_and_spread
         cluster.shutdown()
 
 
+def test_actor_handles_made_on_another_node_are_called_from_the_driver():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        other = cluster.add_node(num_cpus=2, labels={"zone": "b"})
+        prism.init(address=cluster.address)
+
+        @prism.remote
+        class Counter:
+            def __init__(self):
+                self.n = 0
+
+            def add(self, k):
+                self.n += k
+                return self.n, prism.get_runtime_context().get_node_id()
+
+        @prism.remote
+        def make():
+            # Created by a task on the other node: the actor lives there, its record in that
+            # node's daemon.
+            c = Counter.options(lifetime="detached").remote()
+            prism.get(c.add.remote(1))
+            return [c]
+
+        [counter] = prism.get(make.options(label_selector={"zone": "b"}).remote())
+        assert prism.get(counter.add.remote(2)) == (3, other.node_id)
+        assert prism.get([counter.add.remote(1) for _ in range(3)])[-1] == (6, other.node_id)
+
+        # Pinned elsewhere directly, an actor dies with why (it runs on its creator's node).
+        from prism.exceptions import RayActorError
+        from prism.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        away = Counter.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other.node_id, soft=False)).remote()
+        with pytest.raises(RayActorError, match="creator's node"):
+            prism.get(away.add.remote(1))
+
+        # The node that keeps its record goes: calls fail with why, they do not hang.
+        cluster.remove_node(other)
+        with pytest.raises(RayActorError):
+            prism.get(counter.add.remote(1), timeout=30)
+        prism.shutdown()
+    finally:
+        cluster.shutdown()
+
+
 def test_a_python_driver_on_a_node_other_than_the_head_runs_tasks():
     # Its functions go into the head's key-value table (through its node), and its workers read
     # them from there.

@@ -43,6 +43,10 @@ class Where {
 Where* MakeWhere() { return new Where(); }
 PRISM_REMOTE(MakeWhere, &Where::Node);
 
+// Made by a task: the actor lives on that task's node, its record in that node's daemon.
+prism::ActorHandle<Where> MakeThere() { return prism::Actor(MakeWhere).Remote(); }
+PRISM_REMOTE(MakeThere);
+
 // Node `session`'s workers alive, as `prism status` shows them (-1: no answer).
 int WorkersAlive(const std::string& session) {
   std::string out;
@@ -137,6 +141,10 @@ TEST(ClusterSchedulingTest, TasksGoWhereTheyArePinnedSpreadAndSpillWhenTheNodeIs
   } catch (const prism::ActorDiedError& e) {
     EXPECT_NE(std::string(e.what()).find("creator's node"), std::string::npos) << e.what();
   }
+  // A handle to an actor another node made is called from here.
+  auto there =
+      prism::Get(prism::Task(MakeThere).Options({.node_affinity = {b.node_id, false}}).Remote());
+  EXPECT_EQ(prism::Get(there.Task(&Where::Node).Remote()), b.node_id);
   // Malformed options fail where they are given.
   prism::TaskOptions bad;
   bad.node_affinity = {"not-hex", false};
