@@ -267,8 +267,12 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kWorkerOutput: {
       if (peer->role != rpc::ROLE_WORKER) break;
       Job* job = workers_.FindJob(peer->job);
-      if (job != nullptr && job->driver != nullptr)
+      if (job == nullptr) return;
+      if (job->driver != nullptr) {
         job->driver->Send(msg);  // a driver that left (detached actors) gets nothing
+      } else if (job->guest) {
+        ForwardGuestOutput(*job, msg);
+      }
       return;
     }
     case rpc::Envelope::kWorkerBlocked: {
@@ -384,6 +388,7 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       peer->worker = WorkerId::FromBinary(hello.worker_id());
       welcome->set_job_id(job.id.Binary());
       PRISM_LOG_INFO("job {} started by pid {}", JobIdToInt(job.id), pid);
+      job.driver_worker = peer->worker;
       cluster_->ReportJob(JobInfoOf(job, pid));
       workers_.AddJob(std::move(job));
       return Status::OK();

@@ -102,6 +102,10 @@ class NodeDaemon : private LeaseManager::Host {
   void GuestLeaseRequest(rpc::Connection& conn, const JobId& job, const rpc::RequestLease& req);
   /// The job table's answer for a guest job: its requests go on, or are refused with why.
   void GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info);
+  /// A guest job's workers' output: to its driver, over the connection the driver opened to this
+  /// node (spillback), each line's label naming this node's address. Dropped when the driver has
+  /// none (only its workers sent work here).
+  void ForwardGuestOutput(const Job& job, rpc::Envelope& msg);
   /// The cluster as last heard: the scheduler's view (on each period's tick, which then schedules
   /// what waits).
   void RefreshClusterView();

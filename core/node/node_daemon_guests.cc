@@ -50,6 +50,22 @@ void NodeDaemon::GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info) {
   }
 }
 
+void NodeDaemon::ForwardGuestOutput(const Job& job, rpc::Envelope& msg) {
+  if (job.driver_worker.IsNil()) return;
+  for (const auto& [conn, peer] : conns_) {
+    if (peer.role != rpc::ROLE_REMOTE_CALLER || peer.job != job.id ||
+        peer.worker != job.driver_worker || conn->closed())
+      continue;
+    const std::string ip = ", ip=" + view_.self.ip();
+    for (auto& line : *msg.mutable_worker_output()->mutable_lines()) {
+      std::string* label = line.mutable_label();
+      if (!label->empty() && label->back() == ')') label->insert(label->size() - 1, ip);
+    }
+    conn->Send(msg);
+    return;
+  }
+}
+
 void NodeDaemon::RefreshClusterView() {
   UpdateClusterView();
   // Requests waiting here may fit where another node now has room.

@@ -88,6 +88,7 @@ rpc::JobInfo NodeDaemon::JobInfoOf(const Job& job, pid_t driver_pid) const {
   char host[256] = {};
   if (::gethostname(host, sizeof(host) - 1) == 0) info.set_hostname(host);
   info.set_driver_pid(driver_pid);
+  info.set_driver_worker_id(job.driver_worker.Binary());
   info.set_executable(job.exe_path);
   info.set_build_id(job.build_id);
   for (const auto& a : job.argv) info.add_argv(a);

@@ -102,6 +102,8 @@ WorkerPool::Job WorkerPool::GuestJobOf(const rpc::JobInfo& info) {
   Job job;
   job.id = JobId::FromBinary(info.job_id());
   job.guest = true;
+  if (WorkerId::IsValidBinary(info.driver_worker_id()))
+    job.driver_worker = WorkerId::FromBinary(info.driver_worker_id());
   job.build_id = info.build_id();
   job.argv.assign(info.argv().begin(), info.argv().end());
   job.env.assign(info.env().begin(), info.env().end());

@@ -57,6 +57,7 @@ class WorkerPool {
     /// described it, and says when it ends.
     bool guest = false;
     std::string no_executable;  // a guest whose driver's executable is not on this node: why
+    WorkerId driver_worker;     // the driver's worker id (its workers' output goes to it)
     int start_failures = 0;
     std::string last_start_failure;
     bool start_failure_final = false;  // the reason is known for sure: keep it

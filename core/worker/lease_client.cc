@@ -171,6 +171,10 @@ DaemonClient::Remote& DaemonClient::RemoteFor(const rpc::Address& daemon) {
     rit->second.client->on_actor_update = [this](const rpc::ActorUpdate& u) {
       if (on_actor_update) on_actor_update(u);
     };
+    // (The output of this job's workers there, for a driver.)
+    rit->second.client->on_worker_output = [this](const rpc::WorkerOutput& out) {
+      if (on_worker_output) on_worker_output(out);
+    };
     rit->second.client->Start(std::move(c->leftover));
     for (const rpc::Envelope& e : rit->second.outbox) rit->second.client->Send(e);
     rit->second.outbox.clear();

@@ -144,6 +144,36 @@ def test_actor_handles_made_on_another_node_are_called_from_the_driver():
         cluster.shutdown()
 
 
+def test_what_tasks_print_on_another_node_reaches_the_driver():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        other = cluster.add_node(num_cpus=1, labels={"zone": "b"})
+        script = f"""
+import time
+import prism
+prism.init(address={cluster.address!r})
+
+@prism.remote
+def shout():
+    print("hello from zone b")
+    return prism.get_runtime_context().get_node_id()
+
+print("ran on", prism.get(shout.options(label_selector={{"zone": "b"}}).remote()))
+time.sleep(0.5)  # output travels apart from the result
+prism.shutdown()
+"""
+        import subprocess
+        import sys
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"ran on {other.node_id}" in run.stdout, run.stdout
+        lines = [line for line in run.stdout.splitlines() if line.endswith("hello from zone b")]
+        assert lines, run.stdout + run.stderr
+        assert "ip=127.0.0.1)" in lines[0], lines[0]  # labelled with the node it came from
+    finally:
+        cluster.shutdown()
+
+
 def test_a_python_driver_on_a_node_other_than_the_head_runs_tasks():
     # Its functions go into the head's key-value table (through its node), and its workers read
     # them from there.
