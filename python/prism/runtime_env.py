@@ -131,8 +131,72 @@ def prepare(env, session_dir):
                 os.rename(staging, target)
             except OSError:  # another process copied the same content first
                 shutil.rmtree(staging, ignore_errors=True)
+        _publish(os.path.basename(target), target)
         out["working_dir"] = target
     return out
+
+
+# A working_dir travels to other nodes through the control service's key-value table: packed
+# (zip) once per content, in chunks of at most this many bytes (each one message to the head).
+_KV_NAMESPACE = "runtime_env"
+_CHUNK_BYTES = 8 << 20
+_published = set()  # names this process published (or found published)
+
+
+def _publish(name, folder):
+    """Packs `folder` into the cluster's key-value table under `name`, unless it is there."""
+    import io
+    import zipfile
+    from prism import _prism
+    from prism._private import worker
+    if name in _published:
+        return
+    if worker.call(_prism.kv_get, _KV_NAMESPACE, name.encode()) is not None:
+        _published.add(name)
+        return
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for root, _, names in os.walk(folder):
+            for n in sorted(names):
+                full = os.path.join(root, n)
+                z.write(full, os.path.relpath(full, folder))
+    data = buf.getvalue()
+    chunks = [data[i:i + _CHUNK_BYTES] for i in range(0, len(data), _CHUNK_BYTES)] or [b""]
+    for i, chunk in enumerate(chunks):
+        worker.call(_prism.kv_put, _KV_NAMESPACE, f"{name}/{i}".encode(), chunk, True)
+    # The count last: a reader that finds it finds every chunk.
+    worker.call(_prism.kv_put, _KV_NAMESPACE, name.encode(), str(len(chunks)).encode(), True)
+    _published.add(name)
+
+
+def _materialize(name, session_dir):
+    """This node's copy of the working_dir published under `name`, unpacked from the key-value
+    table into the session folder once (concurrent workers race harmlessly)."""
+    import io
+    import zipfile
+    from prism import _prism
+    target = os.path.join(session_dir, "runtime_resources", name)
+    if os.path.isdir(target):
+        return target
+    count = _prism.kv_get(_KV_NAMESPACE, name.encode())
+    if count is None:
+        raise RuntimeError(f"working_dir {name} is not in this cluster's key-value table (its driver did not "
+                           "publish it)")
+    data = b"".join(_prism.kv_get(_KV_NAMESPACE, f"{name}/{i}".encode()) or b"" for i in range(int(count)))
+    staging = target + f".tmp{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for member in z.namelist():
+            dest = os.path.realpath(os.path.join(staging, member))
+            if not dest.startswith(os.path.realpath(staging) + os.sep):
+                raise RuntimeError(f"working_dir {name}: a packed path leaves the folder: {member!r}")
+        z.extractall(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another worker unpacked it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def merge(job_env, task_env):
@@ -156,11 +220,17 @@ def worker_env(prepared):
 
 
 def enter_working_dir():
-    """In a worker process: makes the job's (or task's) working_dir its working directory and the
-    first entry of sys.path."""
+    """In a worker process, before its first task: makes the job's (or task's) working_dir its
+    working directory and the first entry of sys.path. The copy is this node's: one made in
+    another node's session is unpacked here from the cluster's key-value table first."""
     import sys
     path = os.environ.get(_WORKING_DIR_VAR)
-    if path and os.path.isdir(path):
+    if not path:
+        return
+    session = os.environ.get("PRISM_SESSION_DIR")
+    if session and os.path.dirname(path) != os.path.join(session, "runtime_resources"):
+        path = _materialize(os.path.basename(path), session)
+    if os.path.isdir(path):
         os.chdir(path)
         if path not in sys.path:
             sys.path.insert(0, path)

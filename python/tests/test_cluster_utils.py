@@ -174,6 +174,31 @@ prism.shutdown()
         cluster.shutdown()
 
 
+def test_a_working_dir_is_unpacked_on_the_node_that_runs_the_task(tmp_path):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        other = cluster.add_node(num_cpus=1, labels={"zone": "b"})
+        (tmp_path / "data.txt").write_text("shipped")
+        (tmp_path / "helper_mod.py").write_text("VALUE = 42\n")
+        prism.init(address=cluster.address, runtime_env={"working_dir": str(tmp_path)})
+
+        @prism.remote
+        def read():
+            import os
+            import helper_mod
+            return open("data.txt").read(), helper_mod.VALUE, os.getcwd()
+
+        text, value, cwd = prism.get(read.options(label_selector={"zone": "b"}).remote())
+        assert (text, value) == ("shipped", 42)
+        # That node's own copy, unpacked in its session from the control service's table.
+        assert cwd.startswith(os.path.join(other.session_dir, "runtime_resources", "working_dir_")), cwd
+        text, value, cwd = prism.get(read.remote())
+        assert text == "shipped" and cwd.startswith(cluster.head_node.session_dir), cwd
+        prism.shutdown()
+    finally:
+        cluster.shutdown()
+
+
 def test_a_python_driver_on_a_node_other_than_the_head_runs_tasks():
     # Its functions go into the head's key-value table (through its node), and its workers read
     # them from there.

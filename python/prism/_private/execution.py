@@ -435,14 +435,22 @@ class ActorExit(SystemExit):
     """Raised by prism.actor.exit_actor() inside an actor."""
 
 
+_entered_working_dir = False
+
+
 def execute_task(kind, descriptor, arg_views, streaming, completion=None, num_returns=1, task_id=""):
     """Runs one Python task, actor creation or actor method for the worker loop: ("ok", size,
     parts, handles), ("ok_multi", [(size, parts, handles), ...]) for num_returns > 1, ("error",
     type, message, pickled exception), or ("deferred",) when the call answers later through
     `completion`."""
-    global _actor
+    global _actor, _entered_working_dir
     import asyncio
     try:
+        if not _entered_working_dir:
+            # Before the first task (the key-value table is reachable from here on).
+            from prism import runtime_env
+            runtime_env.enter_working_dir()
+            _entered_working_dir = True
         if kind == "method":
             call_ = _parse_call(descriptor, len("py:m:"))
             args, kwargs = call_.args(arg_views)
@@ -549,8 +557,6 @@ def run_worker(sys_path_json=None):
         for p in reversed(json.loads(sys_path_json)):
             if p not in sys.path:
                 sys.path.insert(0, p)
-    from prism import runtime_env
-    runtime_env.enter_working_dir()
     # Lines reach the driver as they are printed.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
