@@ -38,7 +38,9 @@ Status ClusterLink::Join() {
     while (!leaving_) {
       cv_.wait_until(lock, next, [&]() PRISM_REQUIRES(mu_) { return leaving_ || !tasks_.empty(); });
       if (leaving_) break;
-      while (!tasks_.empty() && !leaving_) {
+      // Tasks in order, but the report goes out when it is due even while tasks keep coming
+      // (a slow or busy head must not make this node miss its reports and be declared dead).
+      while (!tasks_.empty() && !leaving_ && std::chrono::steady_clock::now() < next) {
         auto task = std::move(tasks_.front());
         tasks_.pop_front();
         lock.unlock();
