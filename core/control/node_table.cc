@@ -140,6 +140,7 @@ Status NodeTable::Heartbeat(const rpc::HeartbeatRequest& req, rpc::HeartbeatRepl
   it->second.last_heard = now;
   *it->second.info.mutable_available() = req.available();
   it->second.info.set_object_store_used(req.object_store_used());
+  it->second.info.set_reports(it->second.info.reports() + 1);
   version_++;
   reply->set_known(true);
   FillNodes(reply->mutable_nodes());

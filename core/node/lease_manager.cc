@@ -321,6 +321,7 @@ void LeaseManager::Schedule() {
       pool.Free(*alloc);  // it fits: a worker is started for it below
       if (group == nullptr) promised.Add(req.shape);
       req.starting_here = true;
+      req.starting_key = worker_key;
       if (group != nullptr && req.placement.strategy() == rpc::STRATEGY_SPREAD)
         group->next_bundle = bundle;
       Want& want = wanting[{req.job, worker_key}];
@@ -393,8 +394,31 @@ std::string LeaseManager::ActorElsewhere(const LeaseRequest& req) {
          "places actors on their creator's node only";
 }
 
+void LeaseManager::RefreshNodes(const ClusterView& view) {
+  view_nodes_ = view.nodes;
+  debt_version_ = view.version;
+  for (auto& n : view_nodes_) {
+    auto d = debts_.find(n.node_id());
+    if (d == debts_.end()) continue;
+    if (n.state() != rpc::NODE_ALIVE || n.reports() >= d->second.reports + 2) {
+      debts_.erase(d);  // its reports count what it granted since
+      continue;
+    }
+    Deduct(n.mutable_available(), d->second.sent);
+  }
+}
+
+ResourceSet LeaseManager::promised_to_starting() const {
+  ResourceSet out;
+  for (const LeaseRequest& r : pending_) {
+    if (r.starting_here && workers_.Starting(r.job, r.starting_key) > 0) out.Add(r.shape);
+  }
+  return out;
+}
+
 bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised, bool* waits) {
-  if (req.starting_here) return true;
+  if (req.starting_here && workers_.Starting(req.job, req.starting_key) > 0) return true;
+  req.starting_here = false;
   const ClusterView* v = &host_.Cluster();
   const rpc::Placement& p = req.placement;
   // This node alone, and nothing asks for a node: as on a single machine (unless this node
@@ -409,10 +433,7 @@ bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised
     if (!v->others) return true;
   }
   const ClusterView& view = *v;
-  if (view.version != debt_version_ || view_nodes_.empty()) {
-    view_nodes_ = view.nodes;
-    debt_version_ = view.version;
-  }
+  if (view.version != debt_version_ || view_nodes_.empty()) RefreshNodes(view);
   rpc::NodeInfo self = view.self;
   self.clear_available();
   for (const auto& [name, total] : node_pool_.total().milli()) {
@@ -424,8 +445,7 @@ bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised
   if (d.kind == PolicyDecision::kInfeasible) {
     const ClusterView& fresh = host_.FreshCluster();
     if (fresh.version != debt_version_) {
-      view_nodes_ = fresh.nodes;
-      debt_version_ = fresh.version;
+      RefreshNodes(fresh);
       d = policy_.Decide(PolicyRequest{req.shape, &p, req.spilled}, self, view_nodes_);
     }
   }
@@ -440,7 +460,11 @@ bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised
     case PolicyDecision::kSpill: {
       spilled_total_++;
       for (auto& n : view_nodes_) {
-        if (n.node_id() == d.target.node_id()) Deduct(n.mutable_available(), req.shape);
+        if (n.node_id() != d.target.node_id()) continue;
+        Deduct(n.mutable_available(), req.shape);
+        Debt& debt = debts_[n.node_id()];
+        debt.sent.Add(req.shape);
+        debt.reports = n.reports();
       }
       if (req.from && !req.from->closed()) {
         rpc::Envelope env;

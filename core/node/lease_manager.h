@@ -47,6 +47,7 @@ struct LeaseRequest {
   std::string runtime;
   bool spilled = false;        // sent here by another node's scheduler
   bool starting_here = false;  // a worker is being started for it here: not placed anew
+  std::string starting_key;    // (that worker's key: once none starts, it is placed anew)
 };
 
 struct Lease {
@@ -114,6 +115,9 @@ class LeaseManager {
   size_t active() const { return leases_.size(); }
   uint64_t granted_total() const { return granted_total_; }
   uint64_t spilled_total() const { return spilled_total_; }
+  /// What requests waiting for the workers started for them will take (they fit: their
+  /// resources are taken once those workers register).
+  ResourceSet promised_to_starting() const;
   const std::deque<LeaseRequest>& pending() const { return pending_; }
 
  private:
@@ -146,6 +150,8 @@ class LeaseManager {
   /// Why an actor's request cannot be served by this node (empty: it can). Actors are placed on
   /// their creator's node; an affinity or labels that rule it out fail the actor clearly.
   std::string ActorElsewhere(const LeaseRequest& req);
+  /// The view's nodes, less what was sent to each that its reports do not count yet.
+  void RefreshNodes(const ClusterView& view);
 
   LeaseManagerConfig config_;
   NodeId node_;
@@ -154,6 +160,14 @@ class LeaseManager {
   // as last heard do not show it yet).
   uint64_t debt_version_ = 0;
   std::vector<rpc::NodeInfo> view_nodes_;
+  // What this node sent to each node (by id), and how many of its reports the view had heard
+  // then: deducted from its free resources until a report two later (one made after those
+  // requests arrived) is in the view.
+  struct Debt {
+    ResourceSet sent;
+    uint64_t reports = 0;
+  };
+  std::map<std::string, Debt> debts_;
   uint64_t spilled_total_ = 0;
   std::string node_address_;  // this node's cluster port, in the workers' addresses
   ResourcePool& node_pool_;

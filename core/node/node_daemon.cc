@@ -230,6 +230,13 @@ void NodeDaemon::OnMessage(rpc::Connection& conn, rpc::Envelope& msg) {
     if (peer->role == rpc::ROLE_WORKER) Schedule();
     return;
   }
+  if (peer->role == rpc::ROLE_REMOTE_CALLER && !RemoteCallerMay(msg.body_case())) {
+    return rpc::SendErrorFrame(
+        conn, 0,
+        Status::PermissionDenied("message kind " + std::to_string(msg.body_case()) +
+                                 " is not accepted from another node's process (it may ask for "
+                                 "leases and follow actors only)"));
+  }
   if (msg.body_case() >= rpc::Envelope::kStoreCreate &&
       msg.body_case() <= rpc::Envelope::kStoreDelete) {
     if (peer->store_client == 0) {
@@ -410,6 +417,8 @@ Status NodeDaemon::HandleHello(rpc::Connection& conn, const rpc::Hello& hello,
       // (Only through the relay, whose tunnels come from nodes that showed the cluster token.)
       if (!JobId::IsValidBinary(hello.job_id()))
         return Status::InvalidArgument("a remote caller names its job (Hello.job_id)");
+      if (hello.want_store())
+        return Status::PermissionDenied("another node's process cannot open this node's store");
       peer->role = rpc::ROLE_REMOTE_CALLER;
       peer->job = JobId::FromBinary(hello.job_id());
       if (WorkerId::IsValidBinary(hello.worker_id()))

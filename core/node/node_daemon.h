@@ -97,11 +97,27 @@ class NodeDaemon : private LeaseManager::Host {
   static bool IsLocalProcess(const Peer& p) {
     return p.role == rpc::ROLE_DRIVER || p.role == rpc::ROLE_WORKER;
   }
+  /// What another node's process (ROLE_REMOTE_CALLER) may send: leases, and following actors.
+  static bool RemoteCallerMay(rpc::Envelope::BodyCase kind) {
+    switch (kind) {
+      case rpc::Envelope::kRequestLease:
+      case rpc::Envelope::kCancelLeaseRequest:
+      case rpc::Envelope::kReturnLease:
+      case rpc::Envelope::kSubscribeActor:
+      case rpc::Envelope::kGetActorByName:
+      case rpc::Envelope::kStatusRequest:
+        return true;
+      default:
+        return false;
+    }
+  }
   /// A lease request of another node's process (spillback) for `job`: served once this node
   /// knows the job (the control service's job table describes it; node_daemon_guests.cc).
   void GuestLeaseRequest(rpc::Connection& conn, const JobId& job, const rpc::RequestLease& req);
   /// The job table's answer for a guest job: its requests go on, or are refused with why.
-  void GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info);
+  /// `tries`: lookups so far (a job its driver's node registers from its link's thread may not
+  /// be in the table yet: NotFound is asked again a few times).
+  void GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info, int tries);
   /// A guest job's workers' output: to its driver, over the connection the driver opened to this
   /// node (spillback), each line's label naming this node's address. Dropped when the driver has
   /// none (only its workers sent work here).

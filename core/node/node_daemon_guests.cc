@@ -16,12 +16,24 @@ void NodeDaemon::GuestLeaseRequest(rpc::Connection& conn, const JobId& job,
   waiting.push_back(GuestRequest{conn.shared_from_this(), req});
   if (waiting.size() > 1) return;  // already being looked up
   cluster_->GetJob(
-      job, [this, job](Result<rpc::JobInfo> info) { GuestJobArrived(job, std::move(info)); });
+      job, [this, job](Result<rpc::JobInfo> info) { GuestJobArrived(job, std::move(info), 1); });
 }
 
-void NodeDaemon::GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info) {
+void NodeDaemon::GuestJobArrived(const JobId& job, Result<rpc::JobInfo> info, int tries) {
   auto it = guests_waiting_.find(job);
   if (it == guests_waiting_.end() || stopped_) return;
+  if (!info.ok() && info.status().code() == StatusCode::kNotFound && tries < 8) {
+    // Its driver's node may not have registered it yet (that goes from its link's thread).
+    auto timer = std::make_shared<asio::steady_timer>(
+        io_, std::chrono::milliseconds(50 << std::min(tries, 4)));
+    timer->async_wait([this, timer, job, tries](const asio::error_code& ec) {
+      if (ec || stopped_) return;
+      cluster_->GetJob(job, [this, job, tries](Result<rpc::JobInfo> again) {
+        GuestJobArrived(job, std::move(again), tries + 1);
+      });
+    });
+    return;
+  }
   std::vector<GuestRequest> waiting = std::move(it->second);
   guests_waiting_.erase(it);
   std::string refused;

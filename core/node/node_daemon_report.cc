@@ -105,7 +105,10 @@ void NodeDaemon::FillReport(rpc::HeartbeatRequest* report) const {
   for (const auto& [name, total] : config_.resources.milli()) {
     auto* r = report->add_available();
     r->set_name(name);
-    r->set_milli(node_pool_.available().Get(name));
+    // Less what requests waiting here for their workers will take: other nodes must not count
+    // on it.
+    r->set_milli(std::max<int64_t>(
+        0, node_pool_.available().Get(name) - leases_.promised_to_starting().Get(name)));
   }
   if (store_) report->set_object_store_used(store_->stats().used);
   for (const auto& [id, job] : workers_.jobs()) {

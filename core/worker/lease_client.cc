@@ -115,6 +115,13 @@ DaemonClient::~DaemonClient() { *alive_ = false; }
 
 void DaemonClient::Close() {
   conn_->Close(Status::Cancelled("shutting down"));
+  // Requests sent on to other nodes (or waiting to go back) end here too.
+  auto spilled = std::move(spilled_);
+  spilled_.clear();
+  for (auto& [id, sp] : spilled) {
+    if (sp.waiter.done)
+      sp.waiter.done(LeaseOutcome{Status::Cancelled("shutting down"), rpc::ERROR_SYSTEM});
+  }
   auto remotes = std::move(remotes_);
   remotes_.clear();
   for (auto& [address, r] : remotes) {
@@ -155,6 +162,7 @@ DaemonClient::Remote& DaemonClient::RemoteFor(const rpc::Address& daemon) {
   Remote& r = remotes_[address];
   if (r.generation != 0) return r;
   r.generation = next_generation_++;
+  r.daemon = daemon;
   const uint64_t generation = r.generation;
   dial_(daemon, [this, alive = alive_, address, generation](Result<rpc::Connected> c) {
     if (!*alive) return;
@@ -176,6 +184,7 @@ DaemonClient::Remote& DaemonClient::RemoteFor(const rpc::Address& daemon) {
       if (on_worker_output) on_worker_output(out);
     };
     rit->second.client->Start(std::move(c->leftover));
+    resubscribe_tries_.erase(address);
     for (const rpc::Envelope& e : rit->second.outbox) rit->second.client->Send(e);
     rit->second.outbox.clear();
     auto waiting = std::move(rit->second.waiting);
@@ -238,7 +247,7 @@ void DaemonClient::Respill(uint64_t id, const Status& why) {
   auto s = spilled_.find(id);
   if (s == spilled_.end()) return;
   Spilled& sp = s->second;
-  if (++sp.waiter.tries > 50 || conn_->closed()) {
+  if (++sp.waiter.tries > 10 || conn_->closed()) {
     auto done = std::move(sp.waiter.done);
     spilled_.erase(s);
     done(LeaseOutcome{Status::Unavailable("the node this request was sent to (" + sp.node_address +
@@ -276,11 +285,23 @@ void DaemonClient::RemoteLost(const std::string& address, uint64_t generation, c
   std::unique_ptr<DaemonClient> dead = std::move(rit->second.client);
   std::vector<uint64_t> waiting = std::move(rit->second.waiting);
   std::vector<std::string> subscribed = std::move(rit->second.subscribed);
+  const rpc::Address daemon = rit->second.daemon;
   remotes_.erase(rit);
   PRISM_LOG_INFO("lost the connection to node {}'s daemon: {}", address, why.message());
   // (Called from within its close: destroyed once that returns.)
   if (dead) asio::post(conn_->executor(), [d = std::shared_ptr<DaemonClient>(std::move(dead))] {});
   for (uint64_t id : waiting) Respill(id, why);
+  if (subscribed.empty()) return;
+  if (!conn_->closed() && ++resubscribe_tries_[address] <= 3) {
+    // Follow its actors again over a new connection (a dropped tunnel is not a dead node).
+    for (const std::string& actor : subscribed) {
+      rpc::Envelope again;
+      again.mutable_subscribe_actor()->set_actor_id(actor);
+      SendToNode(daemon, again);
+    }
+    return;
+  }
+  resubscribe_tries_.erase(address);
   // Actors whose records are on that node: no news will come of them.
   for (const std::string& actor : subscribed) {
     if (!on_actor_update) break;

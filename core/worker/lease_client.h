@@ -101,8 +101,8 @@ class DaemonClient : public LeaseClient {
   /// Event loop: a message for another node's daemon (`daemon`; this node's when it names no
   /// other node), over the connection spillback uses. What that daemon sends unasked (actor
   /// updates) comes to this client's handlers. Used to subscribe to an actor whose record is
-  /// there: should that connection go, each actor subscribed through it is reported dead, with
-  /// why.
+  /// there: should that connection go, the subscriptions are made again over a new one; when
+  /// three reconnections in a row fail, each such actor is reported dead, with why.
   void SendToNode(const rpc::Address& daemon, const rpc::Envelope& msg);
   /// Handlers for what the daemon sends unasked: actor updates, and (in a worker) the creation
   /// task of the actor this worker becomes. Set before Start().
@@ -141,7 +141,10 @@ class DaemonClient : public LeaseClient {
     std::vector<uint64_t> waiting;         // spilled requests waiting for the connection
     std::vector<rpc::Envelope> outbox;     // SendToNode's, waiting for the connection
     std::vector<std::string> subscribed;   // actors (binary ids) subscribed through it
+    rpc::Address daemon;                   // where it goes
   };
+  // Reconnections in a row to a node after its connection went, to follow its actors again.
+  std::map<std::string, int> resubscribe_tries_;
   /// The connection to `daemon`'s node (dialled now if there is none).
   Remote& RemoteFor(const rpc::Address& daemon);
   struct Spilled {

@@ -182,7 +182,10 @@ def _materialize(name, session_dir):
     if count is None:
         raise RuntimeError(f"working_dir {name} is not in this cluster's key-value table (its driver did not "
                            "publish it)")
-    data = b"".join(_prism.kv_get(_KV_NAMESPACE, f"{name}/{i}".encode()) or b"" for i in range(int(count)))
+    chunks = [_prism.kv_get(_KV_NAMESPACE, f"{name}/{i}".encode()) for i in range(int(count))]
+    if any(c is None for c in chunks):
+        raise RuntimeError(f"working_dir {name}: a part of it is missing from this cluster's key-value table")
+    data = b"".join(chunks)
     staging = target + f".tmp{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)

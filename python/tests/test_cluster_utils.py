@@ -85,6 +85,12 @@ def test_tasks_go_to_the_node_their_affinity_labels_or_resources_name_and_spread
         assert prism.get(where.options(label_selector={"zone": "!in(a,c)"}).remote()) == other.node_id
         with pytest.raises(TypeError, match="label_selector"):
             where.options(label_selector={"zone": 3}).remote()
+        # (Once the earlier tasks' idle leases went back: SPREAD takes the next node with room.)
+        import time
+        for _ in range(200):
+            if prism.available_resources().get("CPU") == prism.cluster_resources()["CPU"]:
+                break
+            time.sleep(0.05)
         spread = {prism.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(200)
                                          for _ in range(9)]}
         assert spread == {here, other.node_id, third.node_id}

@@ -58,6 +58,15 @@ int WorkersAlive(const std::string& session) {
                                                                         : -1;
 }
 
+// Waits until no lease holds CPUs anywhere (leases of earlier tasks are kept idle for a while
+// before they go back), as the nodes last reported.
+void WaitForIdleCluster() {
+  for (int i = 0; i < 200; ++i) {
+    if (prism::AvailableResources()["CPU"] == prism::ClusterResources()["CPU"]) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 std::string On(prism::TaskOptions o) {
   return prism::Get(prism::Task(WhereAmI).Options(o).Remote());
 }
@@ -101,7 +110,9 @@ TEST(ClusterSchedulingTest, TasksGoWhereTheyArePinnedSpreadAndSpillWhenTheNodeIs
                            .Remote(std::string("c"))),
             c.node_id);
 
-  // SPREAD reaches every node.
+  // SPREAD reaches every node (once the earlier tasks' leases went back: SPREAD takes the next
+  // node with room, and a node whose CPUs idle leases hold has none).
+  WaitForIdleCluster();
   std::vector<prism::ObjectRef<std::string>> spread;
   for (int i = 0; i < 9; ++i) {
     spread.push_back(
