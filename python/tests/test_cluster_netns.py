@@ -156,8 +156,8 @@ def test_nodes_in_namespaces_join_over_the_bridge_and_reach_each_other(lab):
                 return ray.get_runtime_context().get_node_id()
 
             by_ip = {{n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes()}}
-            spread = {{ray.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(300)
-                                            for _ in range(6)]}}
+            spread = {{ray.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(600)
+                                            for _ in range(9)]}}
             print(spread == set(by_ip.values()))
             pinned = NodeAffinitySchedulingStrategy(by_ip[{lab.ips[2]!r}], soft=False)
             print(ray.get(where.options(scheduling_strategy=pinned).remote(0)) == by_ip[{lab.ips[2]!r}])

@@ -91,8 +91,8 @@ def test_tasks_go_to_the_node_their_affinity_labels_or_resources_name_and_spread
             if prism.available_resources().get("CPU") == prism.cluster_resources()["CPU"]:
                 break
             time.sleep(0.05)
-        spread = {prism.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(200)
-                                         for _ in range(9)]}
+        spread = {prism.get(r) for r in [where.options(num_cpus=0.5, scheduling_strategy="SPREAD").remote(600)
+                                         for _ in range(12)]}
         assert spread == {here, other.node_id, third.node_id}
 
         # A node that is gone: hard fails with why, soft runs elsewhere.

@@ -114,11 +114,13 @@ TEST(ClusterSchedulingTest, TasksGoWhereTheyArePinnedSpreadAndSpillWhenTheNodeIs
   // node with room, and a node whose CPUs idle leases hold has none).
   WaitForIdleCluster();
   std::vector<prism::ObjectRef<std::string>> spread;
-  for (int i = 0; i < 9; ++i) {
+  // (Long enough that the leases asked for while the first tasks run are granted before the
+  // first lease has drained the queue, on a loaded machine too.)
+  for (int i = 0; i < 12; ++i) {
     spread.push_back(
         prism::Task(WhereAfter)
             .Options({.num_cpus = 0.5, .scheduling_strategy = prism::SchedulingStrategy::kSpread})
-            .Remote(200));
+            .Remote(600));
   }
   std::set<std::string> reached;
   for (auto& r : spread) reached.insert(prism::Get(r));
