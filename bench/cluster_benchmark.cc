@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster_floor.h"
 #include "node/node_cluster.h"
 #include "node/relay.h"
 #include "rpc/frame.h"
@@ -71,10 +72,7 @@ void RunEcho(int listener) {
   }
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using prism::bench::Median;
 
 // Round trips of `size` bytes: microseconds each (median of `rounds` batches of 2,000).
 double RoundTripUs(int fd, size_t size, int rounds) {
@@ -171,18 +169,7 @@ int main(int argc, char** argv) {
   };
 
   // gRPC's own floor: a unary call on the same authenticated connection kind.
-  prism::rpc::ClusterChannel channel(address_b, kToken);
-  auto stub = prism::rpc::NodeService::NewStub(*channel.Get(std::chrono::seconds(5)));
-  std::vector<double> unary;
-  for (int r = 0; r < rounds; ++r) {
-    auto t0 = Clock::now();
-    for (int i = 0; i < 1000; ++i) {
-      grpc::ClientContext ctx;
-      prism::rpc::PingReply pong;
-      if (!stub->Ping(&ctx, prism::rpc::PingRequest(), &pong).ok()) return 1;
-    }
-    unary.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 1000);
-  }
+  const double unary_us = prism::bench::GrpcUnaryRoundTripUs(address_b, kToken, rounds);
 
   int d = direct(), t = relayed();
   std::printf("| figure | direct Unix socket | through two relays (gRPC stream) | ratio |\n");
@@ -198,7 +185,7 @@ int main(int argc, char** argv) {
   std::printf(
       "\ngRPC unary round trip on the same kind of connection (floor of a call between nodes): "
       "%.1f us\n",
-      Median(unary));
+      unary_us);
   ::close(d);
   ::close(t);
   (*listener).reset();

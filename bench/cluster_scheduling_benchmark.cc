@@ -22,6 +22,7 @@
 
 #include "base/ids.h"
 #include "base/process_info.h"
+#include "cluster_floor.h"
 #include "node/node_daemon.h"
 #include "node/session.h"
 #include "rpc/blocking_client.h"
@@ -36,10 +37,7 @@ using Clock = std::chrono::steady_clock;
 int Noop(int x) { return x; }
 PRISM_REMOTE(Noop);
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using prism::bench::Median;
 
 double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -231,21 +229,7 @@ int main(int argc, char** argv) {
     relayed_us = RelayedStatusUs(cluster.head().session_dir, b, *token, leases);
     spilled = bench.spilled();
   }
-  {
-    prism::rpc::ClusterChannel channel(b.address, *token);
-    auto stub = prism::rpc::NodeService::NewStub(*channel.Get(std::chrono::seconds(5)));
-    std::vector<double> unary;
-    for (int r = 0; r < rounds; ++r) {
-      auto t0 = Clock::now();
-      for (int i = 0; i < 1000; ++i) {
-        grpc::ClientContext ctx;
-        prism::rpc::PingReply pong;
-        if (!stub->Ping(&ctx, prism::rpc::PingRequest(), &pong).ok()) return 1;
-      }
-      unary.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 1000);
-    }
-    unary_us = Median(unary);
-  }
+  unary_us = prism::bench::GrpcUnaryRoundTripUs(b.address, *token, rounds);
 
   std::printf("| figure | median of %d rounds |\n|---|---|\n", rounds);
   std::printf("| tasks/s, driver's node runs them | %.0f |\n", Median(local_tps));
