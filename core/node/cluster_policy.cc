@@ -20,29 +20,28 @@ struct Candidate {
   ResourceSet total, available;
 };
 
-// With the request placed, the most used of the resources it asks for, as a fraction.
-double UsedAfter(const Candidate& c, const ResourceSet& shape) {
+// With `shape` placed on a node of `total` that has `free` less `promised`, the most used of the
+// resources it asks for, as a fraction.
+double UsedAfter(const ResourceSet& shape, const ResourceSet& total, const ResourceSet& free,
+                 const ResourceSet& promised = {}) {
   double worst = 0;
   for (const auto& [name, want] : shape.milli()) {
-    const int64_t total = c.total.Get(name);
-    if (total <= 0 || want <= 0) continue;
-    const int64_t used = total - c.available.Get(name) + want;
-    worst = std::max(worst, static_cast<double>(used) / static_cast<double>(total));
+    const int64_t t = total.Get(name);
+    if (t <= 0 || want <= 0) continue;
+    const int64_t used = t - free.Get(name) + promised.Get(name) + want;
+    worst = std::max(worst, static_cast<double>(used) / static_cast<double>(t));
   }
   return worst;
+}
+double UsedAfter(const Candidate& c, const ResourceSet& shape) {
+  return UsedAfter(shape, c.total, c.available);
 }
 
 }  // namespace
 
 bool ClusterPolicy::WithinThreshold(const ResourceSet& shape, const ResourceSet& total,
                                     const ResourceSet& free, const ResourceSet& promised) const {
-  for (const auto& [name, want] : shape.milli()) {
-    const int64_t t = total.Get(name);
-    if (t <= 0 || want <= 0) continue;
-    const int64_t used = t - free.Get(name) + promised.Get(name) + want;
-    if (static_cast<double>(used) / static_cast<double>(t) > config_.spread_threshold) return false;
-  }
-  return true;
+  return UsedAfter(shape, total, free, promised) <= config_.spread_threshold;
 }
 
 PolicyDecision ClusterPolicy::Decide(const PolicyRequest& req, const rpc::NodeInfo& self,

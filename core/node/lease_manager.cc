@@ -26,10 +26,11 @@ void LeaseManager::Reject(rpc::Connection& conn, uint64_t request_id, rpc::Error
   conn.Send(env);
 }
 
-void LeaseManager::TellQueued(LeaseRequest& req) {
+void LeaseManager::TellQueued(LeaseRequest& req, bool infeasible) {
   if (req.told_queued || !req.from || req.from->closed()) return;  // (actors: no caller to tell)
   rpc::Envelope env;
   env.mutable_lease_queued()->set_request_id(req.request_id);
+  env.mutable_lease_queued()->set_infeasible(infeasible);
   req.from->Send(env);
   req.told_queued = true;
 }
@@ -260,14 +261,7 @@ void LeaseManager::Schedule() {
         it = pending_.erase(it);
         continue;
       }
-      // A standalone cluster may grow: it waits, and its caller hears why (once).
-      if (!req.told_queued && req.from && !req.from->closed()) {
-        rpc::Envelope env;
-        env.mutable_lease_queued()->set_request_id(req.request_id);
-        env.mutable_lease_queued()->set_infeasible(true);
-        req.from->Send(env);
-        req.told_queued = true;
-      }
+      TellQueued(req, /*infeasible=*/true);  // a standalone cluster may grow: it waits
       ++it;
       continue;
     }
@@ -486,14 +480,7 @@ bool LeaseManager::PlaceInCluster(LeaseRequest& req, const ResourceSet& promised
                "cannot place this task: " + d.why);
         return false;
       }
-      // A standalone cluster may grow: it waits, and its caller hears why (once).
-      if (!req.told_queued && !req.from->closed()) {
-        rpc::Envelope env;
-        env.mutable_lease_queued()->set_request_id(req.request_id);
-        env.mutable_lease_queued()->set_infeasible(true);
-        req.from->Send(env);
-        req.told_queued = true;
-      }
+      TellQueued(req, /*infeasible=*/true);  // a standalone cluster may grow: it waits
       *waits = true;
       return true;
   }

@@ -129,8 +129,9 @@ class LeaseManager {
   bool IsBlocked(const WorkerPool::Worker& w) const;
   void Reject(rpc::Connection& conn, uint64_t request_id, rpc::ErrorKind kind,
               const std::string& why);
-  /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds).
-  void TellQueued(LeaseRequest& req);
+  /// Tells a caller, once, that its request waits (it then pipelines deeper on what it holds);
+  /// `infeasible`: because no node of this growable cluster can serve it yet.
+  void TellQueued(LeaseRequest& req, bool infeasible = false);
   /// Starts workers for requests that fit but found none idle (or kills an idle one of another
   /// job to make room, which schedules again). False when a start failed: another pass must run
   /// (no worker will register to trigger one), after a pause that doubles with the job's
